@@ -1,0 +1,44 @@
+# Segment of One: the two front-door commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export SEGONE_HOME ?= $(CURDIR)/var
+export AIRFLOW_HOME ?= $(SEGONE_HOME)/airflow
+export AIRFLOW_CONFIG := $(CURDIR)/airflow.cfg
+export SEGONE_REPO := $(CURDIR)
+export PYTHONHASHSEED := 0
+
+DEMO_CUSTOMERS ?= 10000
+DEMO_DAYS ?= 180
+DEMO_END ?= 2026-11-20
+DEMO_SEED ?= 42
+
+.PHONY: install demo test bench clean airflow-db
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+airflow-db: install
+	mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -50 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+demo: install airflow-db
+	$(BIN)/segone simulate --customers $(DEMO_CUSTOMERS) --days $(DEMO_DAYS) --end-date $(DEMO_END) --seed $(DEMO_SEED)
+	$(BIN)/segone load-history
+	$(BIN)/airflow dags test nightly_personalization $(DEMO_END) > $(SEGONE_HOME)/demo-airflow.log 2>&1 || (tail -80 $(SEGONE_HOME)/demo-airflow.log; exit 1)
+	$(BIN)/segone summary --date $(DEMO_END)
+
+test: install
+	$(BIN)/python -m pytest -q --timeout=1500 tests
+
+bench: install
+	$(BIN)/segone bench ingest --customers 10000,100000
+
+clean:
+	rm -rf $(VENV) var

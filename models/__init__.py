@@ -1,0 +1,1 @@
+"""Modelling code only: fit, predict, save, load, evaluate. Never imports `pipelines`."""

@@ -1,0 +1,1 @@
+"""Segment of One: the stages of the nightly pipeline, the lake, quality, configuration, the CLI, the simulator."""

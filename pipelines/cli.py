@@ -1,0 +1,128 @@
+"""`segone`: the command line. Every stage of the nightly DAG also runs alone from here for a date D."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+from pipelines.config import Paths
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from err
+
+
+def _call(target: str) -> Callable[..., Any]:
+    """Import 'module:function' only when the command runs, so that `segone --help` stays fast."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _print(result: Any) -> None:
+    if result is None:
+        return
+    if isinstance(result, str):
+        print(result)
+    else:
+        print(json.dumps(result, indent=2, default=str))
+
+
+# command -> (help, target, argument adder)
+def _add_date(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--date", dest="day", type=_date, required=True, help="business date D (YYYY-MM-DD)")
+
+
+def _add_simulate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--customers", type=int, default=10_000, help="number of customers (default 10000)")
+    p.add_argument("--days", type=int, default=180, help="days of history before D (default 180)")
+    p.add_argument("--end-date", dest="end_date", type=_date, default=date(2026, 11, 20),
+                   help="business date D of the last day (default 2026-11-20)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--format", dest="fmt", choices=["csv", "csv.gz", "parquet"], default="csv",
+                   help="format of the transaction and balance files (default csv)")
+
+
+def _add_berka(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="folder with the Berka .asc files (e.g. ../shared/reference/berka)")
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["ingest"], help="which stage to benchmark")
+    p.add_argument("--customers", default="10000,100000", help="comma-separated bank sizes (default 10000,100000)")
+    p.add_argument("--days", type=int, default=180, help="days of history (default 180)")
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
+
+
+def _add_nothing(p: argparse.ArgumentParser) -> None:
+    return None
+
+
+COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
+    "simulate": ("simulate a bank into $SEGONE_HOME/landing/ (history and day D)",
+                 "pipelines.simulate:simulate_command", _add_simulate),
+    "import-berka": ("turn the Berka data set into landing files under landing/history/",
+                     "pipelines.berka:import_berka_command", _add_berka),
+    "load-history": ("ingest, validate and conform landing/history/ into the lake",
+                     "pipelines.stages:load_history_command", _add_nothing),
+    "ingest": ("stage 1a: parse landing/D/ into bronze, quarantining bad rows",
+               "pipelines.stages:ingest_command", _add_date),
+    "validate": ("stage 1b: Great Expectations suites and gates on D's bronze",
+                 "pipelines.stages:validate_command", _add_date),
+    "conform": ("stage 2: bronze into conformed, consent-aware, sharded silver for D",
+                "pipelines.stages:conform_command", _add_date),
+    "validate-silver": ("stage 2b: Great Expectations suites on D's silver",
+                        "pipelines.stages:validate_silver_command", _add_date),
+    "publish": ("stage 7: rebuild warehouse.duckdb views over the lake",
+                "pipelines.stages:publish_command", _add_date),
+    "run": ("the whole night for D, stage after stage (what the DAG does, without Airflow)",
+            "pipelines.stages:run_command", _add_date),
+    "summary": ("print where D's outputs are, a short summary and an example query",
+                "pipelines.stages:summary_command", _add_date),
+    "expectations": ("regenerate expectations/*.json from config/landing.yaml and the silver schemas",
+                     "pipelines.quality:write_suites_command", _add_nothing),
+    "bench": ("benchmarks side by side with plain pandas (see benchmarks/)",
+              "pipelines.bench:bench_command", _add_bench),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segone",
+        description="Segment of One: nightly per-customer analytics for a retail bank. "
+                    "Data root: $SEGONE_HOME (default var/ in the repository).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, target, add_args) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(target=target)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kwargs = {k: v for k, v in vars(args).items() if k not in {"command", "target", "verbose"}}
+    try:
+        _print(_call(args.target)(paths=Paths.from_env(), **kwargs))
+    except Exception as err:  # the CLI's last line of defence: a clear message and a non-zero exit
+        from pipelines.errors import SegoneError
+        if isinstance(err, SegoneError):
+            print(f"segone {args.command}: {err}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The Parquet lake: customer buckets, partition paths, atomic partition swaps, DuckDB connections.
+
+Layout: lake/<layer>/<table>/<key>=<value>/[bucket=NN/]part-*.parquet (hive style). A write goes to
+lake/_staging/<uuid>/ and is swapped in whole, so a reader sees the old partition or the new one, never half.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from pipelines.config import Paths, settings
+
+
+def n_buckets() -> int:
+    return int(settings()["lake"]["n_buckets"])
+
+
+def bucket_sql(column: str, buckets: int | None = None) -> str:
+    """SQL for the stable customer bucket: the first 8 hex digits of md5(customer_id), modulo n_buckets."""
+    buckets = buckets or n_buckets()
+    return f"cast((('0x' || md5(cast({column} as varchar))[1:8])::ubigint % {buckets}) as integer)"
+
+
+def bucket_of(customer_ids: Iterable[str], buckets: int | None = None) -> np.ndarray:
+    """The same bucket as bucket_sql, computed in Python (for small inputs and tests)."""
+    buckets = buckets or n_buckets()
+    return np.array(
+        [int(hashlib.md5(str(c).encode("utf-8")).hexdigest()[:8], 16) % buckets for c in customer_ids],
+        dtype=np.int32,
+    )
+
+
+def connect(database: str | Path = ":memory:", read_only: bool = False, threads: int | None = None,
+            memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that never tries to download an extension (parquet, json and icu are built in)."""
+    config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "true"}
+    if threads:
+        config["threads"] = str(threads)
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    con = duckdb.connect(str(database), read_only=read_only, config=config)
+    con.execute("set TimeZone = 'UTC'")
+    return con
+
+
+def partition_path(paths: Paths, layer: str, table: str, **keys: str) -> Path:
+    path = paths.table(layer, table)
+    for key, value in keys.items():
+        path = path / f"{key}={value}"
+    return path
+
+
+def table_glob(paths: Paths, layer: str, table: str) -> str | None:
+    """A glob over all of a table's Parquet files; None when the table has none yet."""
+    root = paths.table(layer, table)
+    if not root.exists():
+        return None
+    depths = {len(p.relative_to(root).parts) for p in root.rglob("*.parquet")}
+    if not depths:
+        return None
+    if len(depths) != 1:
+        raise RuntimeError(f"{root}: Parquet files at mixed depths {sorted(depths)}; the lake is corrupt")
+    return "/".join([str(root), *["*"] * depths.pop()]).removesuffix("*") + "*.parquet"
+
+
+def scan_sql(paths: Paths, layer: str, table: str) -> str | None:
+    """`read_parquet(...)` over a table with its hive partition columns (filter on them to prune files)."""
+    pattern = table_glob(paths, layer, table)
+    if pattern is None:
+        return None
+    return f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
+
+
+def staging_dir(paths: Paths) -> Path:
+    path = paths.lake / "_staging" / uuid.uuid4().hex
+    path.mkdir(parents=True)
+    return path
+
+
+_RENAME_EXCHANGE = 2
+_libc = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths with renameat2(RENAME_EXCHANGE) where the kernel offers it."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn = getattr(_libc, "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd = -100
+    rc = fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def swap_in(new: Path, final: Path) -> None:
+    """Make `new` (a file or folder) appear at `final` in one step, replacing what was there."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if not final.exists():
+        os.rename(new, final)
+        return
+    if _exchange(new, final):
+        _remove(new)
+        return
+    trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex}"
+    os.rename(final, trash)
+    os.rename(new, final)
+    _remove(trash)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+@contextmanager
+def staged(paths: Paths, final: Path) -> Iterator[Path]:
+    """Write into the yielded folder; on success it replaces `final` whole, on error it is thrown away."""
+    tmp = staging_dir(paths)
+    try:
+        yield tmp
+        swap_in(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_relation(con: duckdb.DuckDBPyConnection, query: str, final: Path, paths: Paths,
+                   partition_by: list[str] | None = None) -> int:
+    """COPY a query's rows into Parquet under `final` (optionally hive-partitioned), swapped in whole.
+
+    Returns the number of rows written. Without partitioning an empty result still writes an empty file with the
+    schema; either way a re-run of a day that now has no rows removes the rows it had.
+    """
+    row_group = int(settings()["lake"]["row_group_size"])
+    options = f"format parquet, row_group_size {row_group}, compression zstd"
+    with staged(paths, final) as tmp:
+        if partition_by:
+            result = con.execute(
+                f"copy ({query}) to '{tmp}' ({options}, partition_by ({', '.join(partition_by)}), "
+                f"overwrite_or_ignore true, filename_pattern 'part-{{i}}')"
+            ).fetchall()
+        else:
+            result = con.execute(f"copy ({query}) to '{tmp}/part-0.parquet' ({options})").fetchall()
+    return int(result[0][0]) if result else 0
+
+
+def write_frame(df: pd.DataFrame, final: Path, paths: Paths, partition_by: list[str] | None = None) -> int:
+    """Write a DataFrame the same way as write_relation."""
+    con = connect()
+    con.register("frame", df)
+    try:
+        return write_relation(con, "select * from frame", final, paths, partition_by)
+    finally:
+        con.close()
