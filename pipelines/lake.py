@@ -61,12 +61,15 @@ def partition_path(paths: Paths, layer: str, table: str, **keys: str) -> Path:
     return path
 
 
+def _table_files(paths: Paths, layer: str, table: str) -> tuple[Path, list[Path]]:
+    root = paths.table(layer, table)
+    return root, (list(root.rglob("*.parquet")) if root.exists() else [])
+
+
 def table_glob(paths: Paths, layer: str, table: str) -> str | None:
     """A glob over all of a table's Parquet files; None when the table has none yet."""
-    root = paths.table(layer, table)
-    if not root.exists():
-        return None
-    depths = {len(p.relative_to(root).parts) for p in root.rglob("*.parquet")}
+    root, files = _table_files(paths, layer, table)
+    depths = {len(p.relative_to(root).parts) for p in files}
     if not depths:
         return None
     if len(depths) != 1:
@@ -75,11 +78,18 @@ def table_glob(paths: Paths, layer: str, table: str) -> str | None:
 
 
 def scan_sql(paths: Paths, layer: str, table: str) -> str | None:
-    """`read_parquet(...)` over a table with its hive partition columns (filter on them to prune files)."""
+    """`read_parquet(...)` over a table with its hive partition columns (filter on them to prune files).
+
+    Partition values are VARCHAR (load_date may be 'history') except `bucket`, an INTEGER.
+    """
     pattern = table_glob(paths, layer, table)
     if pattern is None:
         return None
-    return f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
+    _, files = _table_files(paths, layer, table)
+    bucketed = any(part.startswith("bucket=") for part in files[0].parts)
+    types = ", hive_types = {'bucket': integer}" if bucketed else ""
+    return (f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true, "
+            f"hive_types_autocast = false{types})")
 
 
 def staging_dir(paths: Paths) -> Path:
@@ -156,6 +166,30 @@ def write_relation(con: duckdb.DuckDBPyConnection, query: str, final: Path, path
             ).fetchall()
         else:
             result = con.execute(f"copy ({query}) to '{tmp}/part-0.parquet' ({options})").fetchall()
+    return int(result[0][0]) if result else 0
+
+
+def write_partitions(con: duckdb.DuckDBPyConnection, query: str, table_root: Path, paths: Paths,
+                     partition_by: list[str], replace: list[str] = ()) -> int:
+    """COPY a query hive-partitioned by `partition_by`; each top-level partition it produces is swapped in whole.
+
+    `replace` names top-level folders (e.g. `load_date=2026-11-20`) that this write owns: one that the query no
+    longer produces is removed, so that a re-run with fewer rows leaves no stale partition behind.
+    """
+    row_group = int(settings()["lake"]["row_group_size"])
+    tmp = staging_dir(paths)
+    try:
+        result = con.execute(
+            f"copy ({query}) to '{tmp}/out' (format parquet, row_group_size {row_group}, compression zstd, "
+            f"partition_by ({', '.join(partition_by)}), filename_pattern 'part-{{i}}')"
+        ).fetchall()
+        produced = sorted(p.name for p in (tmp / "out").iterdir()) if (tmp / "out").exists() else []
+        for name in produced:
+            swap_in(tmp / "out" / name, table_root / name)
+        for name in set(replace) - set(produced):
+            _remove(table_root / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return int(result[0][0]) if result else 0
 
 

@@ -1,0 +1,63 @@
+"""nightly_personalization: the night for business date D, where D is the day the data interval covers.
+
+Wiring only: every task calls a stage function of pipelines.stages, which says how the work is done.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+from airflow.timetables.trigger import CronTriggerTimetable
+
+# SEGONE_TASK_RETRIES=0 lets tests and the demo fail fast instead of waiting out retry delays.
+DEFAULT_ARGS = {
+    "retries": int(os.environ.get("SEGONE_TASK_RETRIES", "2")),
+    "retry_delay": timedelta(minutes=5),
+    "retry_exponential_backoff": True,
+}
+
+
+def _run_stage(stage: str, data_interval_start: datetime) -> dict:
+    from pipelines.config import Paths
+    from pipelines import stages
+
+    return getattr(stages, stage)(Paths.from_env(), stages.business_date(data_interval_start))
+
+
+@dag(
+    dag_id="nightly_personalization",
+    schedule=CronTriggerTimetable("0 0 * * *", timezone="UTC", interval=timedelta(days=1)),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    dagrun_timeout=timedelta(hours=6),
+    tags=["segone", "nightly"],
+    doc_md=__doc__,
+)
+def nightly_personalization():
+    @task
+    def ingest(data_interval_start=None) -> dict:
+        return _run_stage("ingest", data_interval_start)
+
+    @task(retries=0)
+    def validate(data_interval_start=None) -> dict:
+        return _run_stage("validate", data_interval_start)
+
+    @task
+    def conform(data_interval_start=None) -> dict:
+        return _run_stage("conform", data_interval_start)
+
+    @task(retries=0)
+    def validate_silver(data_interval_start=None) -> dict:
+        return _run_stage("validate_silver", data_interval_start)
+
+    @task
+    def publish_silver_views(data_interval_start=None) -> dict:
+        return _run_stage("publish", data_interval_start)
+
+    ingest() >> validate() >> conform() >> validate_silver() >> publish_silver_views()
+
+
+nightly_personalization()

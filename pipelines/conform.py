@@ -1,0 +1,228 @@
+"""Stage 2, conform: one load's bronze into conformed, deduplicated, consent-aware silver tables.
+
+Each silver table is one SQL file in sql/ reading fixed view names (bronze_<kind>, prev_<table>, customers_d,
+accounts_d, consent_state_d, ...). A SQL result may carry `reject_reason` (the row goes to the quarantine with
+its file, line, column and value) and `skip_reason` (the row is left out on purpose, e.g. no consent or an
+overlapping open-banking fetch, and counted in the metrics). Nothing leaves silently.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+from pipelines import lake
+from pipelines.config import Paths, REPO_ROOT, settings
+from pipelines.contract import landing_contract
+from pipelines.schemas import TableSchema, bronze_schema, table_schema
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = REPO_ROOT / "sql"
+OB_RESOURCES = ("accounts", "balances", "transactions", "standing_orders", "direct_debits", "scheduled_payments")
+SNAPSHOTS = ("customers", "fx_rates", "consent_state", "accounts", "standing_orders", "direct_debits",
+             "scheduled_payments")
+EVENTS = {"consents": "consents", "crm_responses": "crm_responses", "life_events_declared": "life_events"}
+FACTS = ("transactions", "balances")
+HISTORY = "history"
+
+
+def sql_text(name: str) -> str:
+    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _latest_partition(paths: Paths, table: str, key: str, before: str) -> str | None:
+    root = paths.table("silver", table)
+    if not root.exists():
+        return None
+    values = sorted(p.name.split("=", 1)[1] for p in root.iterdir() if p.name.startswith(f"{key}=")
+                    and any(p.rglob("*.parquet")))
+    earlier = [v for v in values if v < before]
+    return earlier[-1] if earlier else None
+
+
+def _register_bronze(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str) -> None:
+    """bronze_<kind> views over this load's bronze (empty, with the right types, when a kind did not come)."""
+    for kind in landing_contract().files:
+        _register_partition(con, f"bronze_{kind}", lake.partition_path(paths, "bronze", kind, load_date=load_date),
+                            bronze_schema(kind).empty_select())
+    empty_ob = _empty_openbanking()
+    for resource in OB_RESOURCES:
+        table = f"ob_{resource}"
+        path = lake.partition_path(paths, "bronze", table, load_date=load_date)
+        if any(path.glob("*.parquet")):
+            con.execute(f"create or replace view bronze_{table} as select * from read_parquet('{path}/*.parquet')")
+        else:
+            con.register(f"_empty_{table}", empty_ob[table])
+            con.execute(f"create or replace view bronze_{table} as select * from _empty_{table}")
+
+
+def _empty_openbanking() -> dict:
+    from pipelines.ingest.openbanking import parse_openbanking_files
+
+    return parse_openbanking_files([], Path(".")).tables
+
+
+def _register_partition(con: duckdb.DuckDBPyConnection, view: str, path: Path, empty_sql: str) -> None:
+    if any(path.glob("*.parquet")):
+        con.execute(f"create or replace view {view} as select * from read_parquet('{path}/*.parquet')")
+    else:
+        con.execute(f"create or replace view {view} as {empty_sql}")
+
+
+def _register_previous(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, as_of: str) -> str | None:
+    schema = table_schema("silver", table)
+    previous = _latest_partition(paths, table, "as_of", before=as_of)
+    columns = ", ".join(c for c in schema.column_names if c not in schema.partition)
+    if previous is None:
+        con.execute(f"create or replace view prev_{table} as {schema.empty_select()}")
+    else:
+        path = lake.partition_path(paths, "silver", table, as_of=previous)
+        con.execute(f"create or replace view prev_{table} as select {columns} from read_parquet('{path}/*.parquet')")
+    return previous
+
+
+def _run(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Materialise sql/<name>.sql as a temp table of the same name (with any reject/skip columns)."""
+    con.execute(f"create or replace temp table {name} as {sql_text(name)}")
+
+
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return any(row[0] == column for row in con.execute(f"describe {table}").fetchall())
+
+
+def _accepted(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    """Rows of a materialised result that are neither rejected nor skipped."""
+    filters = [f"{c} is null" for c in ("reject_reason", "skip_reason") if _has_column(con, name, c)]
+    return f"select * from {name}" + (f" where {' and '.join(filters)}" if filters else "")
+
+
+def _project(schema: TableSchema, source: str, drop_partitions: bool = True) -> str:
+    columns = [c for c in schema.column_names if not (drop_partitions and c in schema.partition)]
+    order = ", ".join(schema.key) if schema.key else "1"
+    return f"select {', '.join(columns)} from ({source}) order by {order}"
+
+
+def conform(paths: Paths, load_date: str, as_of: date) -> dict:
+    """Conform the bronze of one load (`load_date` is D, or 'history' with `as_of` its last day) into silver."""
+    started = time.perf_counter()
+    is_history = load_date == HISTORY
+    cfg = settings()["ingest"]
+    con = lake.connect()
+    con.execute(f"create macro customer_bucket(id) as {lake.bucket_sql('id')}")
+    con.execute(f"set variable load_date = '{load_date}'")
+    con.execute(f"set variable as_of = date '{as_of.isoformat()}'")
+    con.execute(f"set variable day_end = timestamptz '{(as_of + timedelta(days=1)).isoformat()} 00:00:00+00'")
+    con.execute(f"set variable is_history = {str(is_history).lower()}")
+    _register_bronze(con, paths, load_date)
+    as_of_text = as_of.isoformat()
+    previous = {t: _register_previous(con, paths, t, as_of_text) for t in SNAPSHOTS if t != "consent_state"}
+
+    _run(con, "silver_customers")
+    con.execute("create or replace temp view customers_d as select * from silver_customers")
+    _run(con, "silver_fx_rates")
+    con.execute("create or replace temp view fx_rates_d as select * from silver_fx_rates")
+
+    _run(con, "silver_consents")
+    _register_consent_events(con, paths, load_date)
+    _run(con, "silver_consent_state")
+    con.execute("create or replace temp view consent_state_d as select * from silver_consent_state")
+
+    _run(con, "silver_accounts")
+    con.execute(f"create or replace temp view accounts_d as {_accepted(con, 'silver_accounts')}")
+
+    _register_loaded_transactions(con, paths, load_date, as_of, int(cfg["dedup_lookback_days"]),
+                                  int(cfg.get("openbanking_dedup_lookback_days", 45)))
+    for name in ("silver_transactions", "silver_balances", "silver_standing_orders", "silver_direct_debits",
+                 "silver_scheduled_payments", "silver_crm_responses", "silver_life_events_declared"):
+        _run(con, name)
+
+    metrics: dict = {"load_date": load_date, "as_of": as_of_text, "previous_snapshots": previous, "tables": {}}
+    for table in SNAPSHOTS:
+        schema = table_schema("silver", table)
+        final = lake.partition_path(paths, "silver", table, as_of=as_of_text)
+        rows = lake.write_relation(con, _project(schema, _accepted(con, f"silver_{table}")), final, paths)
+        metrics["tables"][table] = {"rows": rows} | _outcomes(con, f"silver_{table}")
+    for table in EVENTS:
+        schema = table_schema("silver", table)
+        final = lake.partition_path(paths, "silver", table, load_date=load_date)
+        rows = lake.write_relation(con, _project(schema, _accepted(con, f"silver_{table}")), final, paths)
+        metrics["tables"][table] = {"rows": rows} | _outcomes(con, f"silver_{table}")
+    for table in FACTS:
+        schema = table_schema("silver", table)
+        replace = [] if is_history else [f"load_date={load_date}"]
+        rows = lake.write_partitions(con, _project(schema, _accepted(con, f"silver_{table}"), drop_partitions=False),
+                                     paths.table("silver", table), paths, ["load_date", "bucket"], replace)
+        metrics["tables"][table] = {"rows": rows} | _outcomes(con, f"silver_{table}")
+
+    metrics["quarantined"] = _write_quarantine(con, paths, load_date)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    con.close()
+    return metrics
+
+
+def _register_consent_events(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str) -> None:
+    """All consent events known at this load: earlier loads from silver plus this load's accepted ones."""
+    this_load = f"select customer_id, purpose, granted, recorded_at, expires_at from ({_accepted(con, 'silver_consents')})"
+    scan = lake.scan_sql(paths, "silver", "consents")
+    if scan is None:
+        con.execute(f"create or replace temp view consent_events as {this_load}")
+    else:
+        con.execute(
+            "create or replace temp view consent_events as "
+            f"select customer_id, purpose, granted, recorded_at, expires_at from {scan} "
+            f"where load_date <> '{load_date}' union all {this_load}"
+        )
+
+
+def _register_loaded_transactions(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str, as_of: date,
+                                  core_days: int, openbanking_days: int) -> None:
+    """Transaction ids already in silver from recent loads (the dedup window), other than this load."""
+    scan = lake.scan_sql(paths, "silver", "transactions")
+    if scan is None or load_date == HISTORY:
+        con.execute("create or replace temp view loaded_transactions as "
+                    "select cast(null as varchar) as transaction_id, cast(null as varchar) as load_date where false")
+        return
+    core_from = (as_of - timedelta(days=core_days)).isoformat()
+    ob_from = (as_of - timedelta(days=openbanking_days)).isoformat()
+    con.execute(
+        "create or replace temp view loaded_transactions as "
+        f"select transaction_id, max(load_date) as load_date from {scan} "
+        f"where load_date <> '{load_date}' and load_date >= '{ob_from}' "
+        f"and (source = 'openbanking' or load_date >= '{core_from}') group by transaction_id"
+    )
+
+
+def _outcomes(con: duckdb.DuckDBPyConnection, name: str) -> dict:
+    """Counts of rejected and skipped rows by reason, for the run metrics."""
+    out: dict = {}
+    for column in ("reject_reason", "skip_reason"):
+        if _has_column(con, name, column):
+            rows = con.execute(f"select {column}, count(*) from {name} where {column} is not null "
+                               f"group by 1 order by 1").fetchall()
+            out[column.replace("_reason", "ed")] = {reason: int(n) for reason, n in rows}
+    return out
+
+
+def _write_quarantine(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str) -> int:
+    """Add this stage's rejects to the load's quarantine partition (the ingest's rows are kept as they are)."""
+    parts = []
+    for name in ("silver_consents", "silver_accounts", "silver_transactions", "silver_balances",
+                 "silver_crm_responses", "silver_life_events_declared"):
+        parts.append(
+            f"select source_file as file, source_line as line, reject_column as column_name, "
+            f"reject_reason as reason, left(cast(reject_value as varchar), 1000) as raw_value "
+            f"from {name} where reject_reason is not null"
+        )
+    con.execute("create or replace temp table conform_rejects as " + " union all ".join(parts))
+    final = lake.partition_path(paths, "gold", "quarantine", load_date=load_date)
+    existing = f"select stage, file, line, column_name, reason, raw_value from read_parquet('{final}/*.parquet') " \
+               "where stage <> 'conform'" if any(final.glob("*.parquet")) else None
+    query = "select 'conform' as stage, file, line, column_name, reason, raw_value from conform_rejects"
+    if existing:
+        query = f"{existing} union all {query}"
+    lake.write_relation(con, f"select * from ({query}) order by stage, file, line, column_name, reason", final, paths)
+    return int(con.execute("select count(*) from conform_rejects").fetchall()[0][0])

@@ -1,0 +1,214 @@
+"""The stages of `nightly_personalization` as plain functions `(paths, day) -> metrics`.
+
+The DAG wires these into tasks and the CLI runs them one by one; tests call them directly. Each stage writes its
+metrics to runs/<load_date>/<stage>.json so that a later stage, the gates and the summary can read them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipelines import lake
+from pipelines.config import Paths
+from pipelines.errors import LandingError, SegoneError
+
+log = logging.getLogger(__name__)
+HISTORY = "history"
+
+
+def write_metrics(paths: Paths, load_date: str, stage: str, metrics: dict[str, Any]) -> Path:
+    folder = paths.runs / load_date
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{stage}.json"
+    tmp = folder / f".{stage}.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, default=str, sort_keys=True), encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+def read_metrics(paths: Paths, load_date: str, stage: str) -> dict[str, Any] | None:
+    target = paths.runs / load_date / f"{stage}.json"
+    return json.loads(target.read_text(encoding="utf-8")) if target.exists() else None
+
+
+# --- the stages ---------------------------------------------------------------------------------------------
+
+def ingest(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 1a: landing/D/ -> bronze (load_date=D) and the quarantine."""
+    from pipelines.ingest.landing import ingest_landing
+
+    folder = paths.landing_day(day.isoformat())
+    if not folder.is_dir():
+        raise LandingError(f"no landing folder for {day}: {folder} does not exist")
+    return ingest_landing(paths, day.isoformat(), folder, business_date=day)
+
+
+def validate(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 1b: expectation suites on D's bronze and the gates; raises GateFailed to stop the run."""
+    from pipelines.quality import validate_day
+
+    return validate_day(paths, day.isoformat())
+
+
+def conform(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 2: D's bronze -> silver."""
+    from pipelines.conform import conform as conform_load
+
+    metrics = conform_load(paths, day.isoformat(), day)
+    write_metrics(paths, day.isoformat(), "conform", metrics)
+    return metrics
+
+
+def validate_silver(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 2b: expectation suites on the silver partitions D wrote."""
+    from pipelines.quality import validate_silver as validate_silver_load
+
+    metrics = validate_silver_load(paths, day.isoformat(), day)
+    write_metrics(paths, day.isoformat(), "validate_silver", metrics)
+    return metrics
+
+
+def publish(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 7 (for now the silver part): rebuild warehouse.duckdb, the analysts' documented views."""
+    from pipelines.warehouse import build_warehouse
+
+    metrics = build_warehouse(paths)
+    metrics["as_of"] = day.isoformat()
+    write_metrics(paths, day.isoformat(), "publish", metrics)
+    return metrics
+
+
+NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
+         ("publish", publish))
+
+
+def run_night(paths: Paths, day: date) -> dict[str, Any]:
+    """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing."""
+    return {name: stage(paths, day) for name, stage in NIGHT}
+
+
+def history_as_of(paths: Paths) -> date:
+    """The last day the history covers: the latest booking date or balance date in the history bronze."""
+    con = lake.connect()
+    dates = []
+    for table, column in (("transactions", "booking_date"), ("balances", "as_of")):
+        path = lake.partition_path(paths, "bronze", table, load_date=HISTORY)
+        if any(path.glob("*.parquet")):
+            dates.append(con.execute(f"select max({column}) from read_parquet('{path}/*.parquet')").fetchall()[0][0])
+    con.close()
+    dates = [d for d in dates if d is not None]
+    if not dates:
+        raise SegoneError("the history holds no transactions or balances: nothing to load")
+    return max(dates)
+
+
+def load_history(paths: Paths) -> dict[str, Any]:
+    """Ingest, validate and conform landing/history/ the same way as a night, into per-day partitions."""
+    from pipelines.conform import conform as conform_load
+    from pipelines.ingest.landing import ingest_landing
+    from pipelines.quality import validate_day
+
+    folder = paths.landing_history
+    if not folder.is_dir():
+        raise LandingError(f"no history to load: {folder} does not exist (run `segone simulate` or "
+                           f"`segone import-berka` first)")
+    metrics: dict[str, Any] = {"ingest": ingest_landing(paths, HISTORY, folder, business_date=None)}
+    metrics["validate"] = validate_day(paths, HISTORY)
+    as_of = history_as_of(paths)
+    metrics["conform"] = conform_load(paths, HISTORY, as_of)
+    write_metrics(paths, HISTORY, "conform", metrics["conform"])
+    metrics["publish"] = publish(paths, as_of)
+    return metrics
+
+
+# --- what the CLI calls ---------------------------------------------------------------------------------------
+
+def ingest_command(paths: Paths, day: date) -> dict[str, Any]:
+    return ingest(paths, day)
+
+
+def validate_command(paths: Paths, day: date) -> dict[str, Any]:
+    return validate(paths, day)
+
+
+def conform_command(paths: Paths, day: date) -> dict[str, Any]:
+    return conform(paths, day)
+
+
+def validate_silver_command(paths: Paths, day: date) -> dict[str, Any]:
+    return validate_silver(paths, day)
+
+
+def publish_command(paths: Paths, day: date) -> dict[str, Any]:
+    return publish(paths, day)
+
+
+def run_command(paths: Paths, day: date) -> str:
+    run_night(paths, day)
+    return summary(paths, day)
+
+
+def load_history_command(paths: Paths) -> dict[str, Any]:
+    metrics = load_history(paths)
+    return {
+        "as_of": metrics["conform"]["as_of"],
+        "silver_rows": {t: m["rows"] for t, m in metrics["conform"]["tables"].items()},
+        "quarantined_ingest": sum(int(k.get("rows_quarantined", 0)) for k in metrics["ingest"].get("kinds", {}).values()),
+        "quarantined_conform": metrics["conform"]["quarantined"],
+    }
+
+
+def summary_command(paths: Paths, day: date) -> str:
+    return summary(paths, day)
+
+
+def summary(paths: Paths, day: date) -> str:
+    """Where D's outputs are, what the night did, and one query to try."""
+    from pipelines.warehouse import example_query
+
+    d = day.isoformat()
+    conform_metrics = read_metrics(paths, d, "conform") or {}
+    ingest_metrics = read_metrics(paths, d, "ingest") or {}
+    validate_metrics = read_metrics(paths, d, "validate") or {}
+    lines = [f"Segment of One: night of {d}", ""]
+    lines.append("Outputs:")
+    lines.append(f"  lake (Parquet)      {paths.lake}")
+    lines.append(f"  warehouse (DuckDB)  {paths.warehouse}")
+    lines.append(f"  quarantine          {lake.partition_path(paths, 'gold', 'quarantine', load_date=d)}")
+    lines.append(f"  run metrics         {paths.runs / d}")
+    lines.append("")
+    lines.append("Ingest (rows accepted / quarantined):")
+    for kind, m in sorted(ingest_metrics.get("kinds", {}).items()):
+        lines.append(f"  {kind:<22} {m.get('rows_accepted', 0):>10,} / {m.get('rows_quarantined', 0):,}")
+    gates = validate_metrics.get("gates", [])
+    if gates:
+        failed = [g for g in gates if not g.get("passed")]
+        lines.append(f"Gates: {len(gates) - len(failed)} of {len(gates)} passed")
+    lines.append("Silver (rows written for this night):")
+    for table, m in sorted(conform_metrics.get("tables", {}).items()):
+        skipped = sum((m.get("skipped") or {}).values())
+        extra = f"  (skipped on purpose: {skipped:,})" if skipped else ""
+        lines.append(f"  {table:<22} {m['rows']:>10,}{extra}")
+    lines.append(f"Quarantined by conform: {conform_metrics.get('quarantined', 0):,}")
+    lines.append("")
+    lines.append("Try:")
+    lines.append(f"  duckdb -readonly {paths.warehouse}")
+    lines.append("  " + example_query())
+    lines.append("  (or: .venv/bin/python -c \"import duckdb; print(duckdb.connect('"
+                 f"{paths.warehouse}', read_only=True).sql('''{example_query()}'''))\")")
+    return "\n".join(lines)
+
+
+def business_date(data_interval_start: Any) -> date:
+    """D for an Airflow run: the UTC calendar day its one-day data interval starts on."""
+    if data_interval_start is None:
+        raise SegoneError("no data interval: the DAG must run on a timetable with a one-day interval")
+    moment = data_interval_start
+    if getattr(moment, "tzinfo", None) is not None:
+        from datetime import timezone
+
+        moment = moment.astimezone(timezone.utc)
+    return date(moment.year, moment.month, moment.day)

@@ -1,0 +1,80 @@
+"""The lake: stable buckets, atomic swaps, partitioned writes and scans."""
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import pytest
+
+from pipelines import lake
+
+
+def test_bucket_is_md5_prefix_modulo_and_same_in_sql_and_python():
+    ids = [f"C{i:06d}" for i in range(500)] + ["", "ÄÖÜ-ünïcode", "x" * 64]
+    expected = [int(hashlib.md5(i.encode()).hexdigest()[:8], 16) % 16 for i in ids]
+    assert lake.bucket_of(ids, 16).tolist() == expected
+    con = lake.connect()
+    con.register("ids", pd.DataFrame({"customer_id": ids}))
+    in_sql = [r[0] for r in con.execute(f"select {lake.bucket_sql('customer_id', 16)} from ids").fetchall()]
+    assert in_sql == expected
+    # every bucket is used for a realistic number of customers
+    assert set(lake.bucket_of([f"C{i}" for i in range(2000)], 16)) == set(range(16))
+
+
+def test_swap_in_replaces_a_folder_whole(paths):
+    final = paths.lake / "silver" / "t" / "as_of=2026-01-01"
+    with lake.staged(paths, final) as tmp:
+        (tmp / "a.parquet").write_text("old")
+    with lake.staged(paths, final) as tmp:
+        (tmp / "b.parquet").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["b.parquet"]
+    assert not list((paths.lake / "_staging").iterdir())
+
+
+def test_a_failed_write_leaves_the_previous_partition(paths):
+    final = paths.lake / "silver" / "t" / "as_of=2026-01-01"
+    with lake.staged(paths, final) as tmp:
+        (tmp / "a.parquet").write_text("old")
+    with pytest.raises(RuntimeError):
+        with lake.staged(paths, final) as tmp:
+            (tmp / "half.parquet").write_text("half")
+            raise RuntimeError("crash in the middle of a write")
+    assert [p.read_text() for p in final.iterdir()] == ["old"]
+    assert not list((paths.lake / "_staging").iterdir())
+
+
+def test_write_partitions_replaces_only_its_own_partitions(paths):
+    con = lake.connect()
+    root = paths.table("silver", "facts")
+
+    def write(day: str, n: int) -> int:
+        con.register("f", pd.DataFrame({"x": range(n), "load_date": [day] * n, "bucket": [i % 3 for i in range(n)]}))
+        return lake.write_partitions(con, "select * from f", root, paths, ["load_date", "bucket"],
+                                     replace=[f"load_date={day}"])
+
+    assert write("2026-01-01", 30) == 30
+    assert write("2026-01-02", 12) == 12
+    assert write("2026-01-02", 5) == 5  # a re-run of one day replaces that day only
+    scan = lake.scan_sql(paths, "silver", "facts")
+    rows = con.execute(f"select load_date, count(*) from {scan} group by 1 order by 1").fetchall()
+    assert rows == [("2026-01-01", 30), ("2026-01-02", 5)]
+    assert write("2026-01-02", 0) == 0  # a re-run with no rows leaves no stale rows behind
+    assert not (root / "load_date=2026-01-02").exists()
+    bucket_rows = con.execute(f"select count(*) from {lake.scan_sql(paths, 'silver', 'facts')} where bucket = 1").fetchall()
+    assert bucket_rows == [(10,)]
+
+
+def test_scan_sql_is_none_for_a_missing_table_and_types_partitions(paths):
+    assert lake.scan_sql(paths, "silver", "nothing") is None
+    lake.write_frame(pd.DataFrame({"x": [1]}), lake.partition_path(paths, "silver", "s", as_of="2026-01-01"), paths)
+    con = lake.connect()
+    types = dict(con.execute(f"select column_name, column_type from (describe select * from "
+                             f"{lake.scan_sql(paths, 'silver', 's')})").fetchall())
+    assert types["as_of"] == "VARCHAR"
+
+
+def test_empty_write_keeps_the_schema(paths):
+    final = lake.partition_path(paths, "silver", "e", as_of="2026-01-01")
+    assert lake.write_frame(pd.DataFrame({"x": pd.Series([], dtype="int64")}), final, paths) == 0
+    con = lake.connect()
+    assert con.execute(f"select count(*) from read_parquet('{final}/*.parquet')").fetchall() == [(0,)]
