@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,4 +30,20 @@ def reference() -> Path:
     return REFERENCE
 
 
-os.environ.setdefault("SEGONE_TASK_RETRIES", "0")
+# Airflow reads its configuration when first imported: point it at the repository's airflow.cfg and a private
+# AIRFLOW_HOME (its SQLite metadata database) before any test imports it.
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="segone-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
+os.environ["AIRFLOW_CONFIG"] = str(REPO / "airflow.cfg")
+os.environ["SEGONE_REPO"] = str(REPO)
+os.environ["SEGONE_TASK_RETRIES"] = "0"
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated Airflow metadata database (SQLite) with the project's DAGs serialized."""
+    airflow = str(Path(sys.executable).parent / "airflow")
+    for args in (["db", "migrate"], ["dags", "reserialize"]):
+        done = subprocess.run([airflow, *args], capture_output=True, text=True, env=os.environ.copy())
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return AIRFLOW_HOME
