@@ -199,11 +199,11 @@ def _register_loaded_transactions(con: duckdb.DuckDBPyConnection, paths: Paths, 
 def _outcomes(con: duckdb.DuckDBPyConnection, name: str) -> dict:
     """Counts of rejected and skipped rows by reason, for the run metrics."""
     out: dict = {}
-    for column in ("reject_reason", "skip_reason"):
+    for column, label in (("reject_reason", "rejected"), ("skip_reason", "skipped")):
         if _has_column(con, name, column):
             rows = con.execute(f"select {column}, count(*) from {name} where {column} is not null "
                                f"group by 1 order by 1").fetchall()
-            out[column.replace("_reason", "ed")] = {reason: int(n) for reason, n in rows}
+            out[label] = {reason: int(n) for reason, n in rows}
     return out
 
 

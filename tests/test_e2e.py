@@ -1,0 +1,71 @@
+"""End to end through Airflow itself: a small simulated bank, the history load, then `airflow dags test` for D."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+BIN = Path(sys.executable).parent
+D = "2026-11-20"
+RUN_AFTER = "2026-11-21"  # the run whose one-day data interval is D
+
+
+def run(args: list[str], home: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = os.environ.copy() | {"SEGONE_HOME": str(home)}
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    if check:
+        assert done.returncode == 0, f"{args} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory, airflow_db) -> Path:
+    home = tmp_path_factory.mktemp("e2e") / "segone"
+    run([str(BIN / "segone"), "simulate", "--customers", "400", "--days", "60", "--end-date", D, "--seed", "7"], home)
+    run([str(BIN / "segone"), "load-history"], home)
+    return home
+
+
+@pytest.mark.slow
+def test_the_night_runs_through_airflow_and_publishes(bank):
+    done = run([str(BIN / "airflow"), "dags", "test", "nightly_personalization", RUN_AFTER], bank, check=False)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    for stage in ("ingest", "validate", "conform", "publish"):
+        assert (bank / "runs" / D / f"{stage}.json").exists(), stage
+    validate = json.loads((bank / "runs" / D / "validate.json").read_text())
+    assert all(g["passed"] for g in validate["gates"])
+    con = duckdb.connect(str(bank / "warehouse.duckdb"), read_only=True)
+    n_night = con.execute(f"select count(*) from transactions where load_date = '{D}'").fetchall()[0][0]
+    n_history = con.execute(f"select count(*) from transactions where load_date < '{D}'").fetchall()[0][0]
+    assert n_night > 0 and n_history > 30 * n_night
+    assert con.execute(f"select count(*) from customers where as_of = '{D}'").fetchall()[0][0] >= 400
+    assert con.execute(f"select count(distinct transaction_id) = count(*) from transactions").fetchall()[0][0]
+    summary = run([str(BIN / "segone"), "summary", "--date", D], bank).stdout
+    assert "warehouse.duckdb" in summary and "select" in summary
+
+
+@pytest.mark.slow
+def test_a_night_that_breaks_a_gate_stops_before_publishing(bank, tmp_path):
+    bad_day = "2026-11-21"
+    landing = bank / "landing" / bad_day
+    landing.mkdir(parents=True, exist_ok=True)
+    rows = ["transaction_id,account_id,booked_at,amount,currency,description,merchant_name,mcc,channel,country,"
+            "counterparty_id"]
+    rows += [f"BAD{i},ACC,{bad_day}T10:00:00,12.345,GBP,x,,5411,card,GB," for i in range(50)]
+    (landing / "transactions.csv").write_text("\n".join(rows) + "\n")
+    published = bank / "warehouse.duckdb"
+    before = published.stat().st_mtime_ns if published.exists() else None
+    done = run([str(BIN / "airflow"), "dags", "test", "nightly_personalization", "2026-11-22"], bank, check=False)
+    assert done.returncode != 0
+    assert not (bank / "runs" / bad_day / "publish.json").exists()
+    assert not (bank / "lake" / "silver" / "transactions" / f"load_date={bad_day}").exists()
+    assert (published.stat().st_mtime_ns if published.exists() else None) == before
+    con = duckdb.connect()
+    reasons = con.execute(f"select distinct reason from read_parquet('{bank}/lake/gold/quarantine/"
+                          f"load_date={bad_day}/*.parquet')").fetchall()
+    assert reasons
