@@ -1,0 +1,162 @@
+"""`segone bench`: benchmarks side by side with what a user would do instead.
+
+`segone bench ingest` simulates a bank per size (not timed), then measures, each in a fresh process so that the
+peak memory (max RSS) belongs to that method alone:
+- `segone load-history`: ingest + validate (Great Expectations, gates) + conform of landing/history/;
+- plain pandas: `pd.concat(pd.read_csv(f) for f in files).to_parquet(...)` over the same history files, per file
+  kind — no validation, no quarantine, no dedup, no sharding: the floor a hand-written loader starts from;
+- the nightly ingest of day D (`segone ingest --date D`), and the same plain-pandas load of D's files;
+- the ingest of the history's transactions from Parquet landing files (the rows/s figure of the ingest alone).
+The bank is simulated with CSV landing files, the format a user's pandas loader would read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import Paths
+
+END = date(2026, 11, 20)
+
+
+def _measure_in_child(method: str, home: Path, extra: str = "") -> dict[str, Any]:
+    """Run one method in a fresh interpreter; returns its seconds, rows and peak RSS."""
+    env = os.environ.copy() | {"SEGONE_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", "pipelines.bench", method, str(home), extra],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark {method} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _landing_files(folder: Path) -> dict[str, list[Path]]:
+    from pipelines.contract import classify_landing_file
+
+    files: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        kind = classify_landing_file(path)
+        if kind:
+            files.setdefault(kind[0], []).append(path)
+    return files
+
+
+def _plain_pandas(folder: Path, out: Path) -> int:
+    """What a user would write: read every file of a kind with pandas, concatenate, write one Parquet file."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    for kind, files in _landing_files(folder).items():
+        frames = [pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f) for f in files]
+        frame = pd.concat(frames, ignore_index=True)
+        frame.to_parquet(out / f"{kind}.parquet", index=False)
+        rows += len(frame)
+    return rows
+
+
+def _child(method: str, home: Path, extra: str) -> dict[str, Any]:
+    paths = Paths(home)
+    started = time.perf_counter()
+    if method == "segone_history":
+        from pipelines.stages import load_history
+
+        metrics = load_history(paths)
+        rows = sum(int(k.get("rows_read", 0)) for k in metrics["ingest"]["kinds"].values())
+    elif method == "pandas_history":
+        rows = _plain_pandas(paths.landing_history, home / "bench-pandas" / "history")
+    elif method == "segone_night":
+        from pipelines.stages import ingest
+
+        metrics = ingest(paths, date.fromisoformat(extra))
+        rows = sum(int(k.get("rows_read", 0)) for k in metrics["kinds"].values())
+    elif method == "pandas_night":
+        rows = _plain_pandas(paths.landing_day(extra), home / "bench-pandas" / extra)
+    elif method == "segone_parquet_transactions":
+        from pipelines.ingest.landing import ingest_landing
+
+        folder = home / "bench-parquet"
+        metrics = ingest_landing(paths, "bench", folder, business_date=None)
+        rows = int(metrics["kinds"]["transactions"]["rows_read"])
+    else:
+        raise ValueError(method)
+    seconds = time.perf_counter() - started
+    return {"method": method, "seconds": round(seconds, 3), "rows": rows,
+            "rows_per_second": round(rows / seconds) if seconds else None, "peak_rss_mb": round(_peak_rss_mb(), 1)}
+
+
+def bench_ingest(sizes: list[int], days: int) -> list[dict[str, Any]]:
+    from pipelines.simulate import simulate_command
+
+    results = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix=f"segone-bench-{n}-") as tmp:
+            home = Path(tmp)
+            t0 = time.perf_counter()
+            simulate_command(Paths(home), customers=n, days=days, end_date=END, seed=1, fmt="csv")
+            simulate_seconds = round(time.perf_counter() - t0, 1)
+            _copy_transactions_only(home)
+            rows = [
+                _measure_in_child("segone_history", home),
+                _measure_in_child("pandas_history", home),
+                _measure_in_child("segone_night", home, END.isoformat()),
+                _measure_in_child("pandas_night", home, END.isoformat()),
+                _measure_in_child("segone_parquet_transactions", home),
+            ]
+            for row in rows:
+                row.update(customers=n, days=days, simulate_seconds=simulate_seconds)
+            results.extend(rows)
+    return results
+
+
+def _copy_transactions_only(home: Path) -> None:
+    """A landing folder holding the history's transactions as Parquet landing files (text columns, as delivered)."""
+    from pipelines.lake import connect
+
+    target = home / "bench-parquet"
+    target.mkdir()
+    con = connect()
+    for i, path in enumerate(sorted((home / "landing" / "history").glob("transactions*.csv*"))):
+        con.execute(f"copy (select * from read_csv('{path}', all_varchar = true, header = true)) "
+                    f"to '{target}/transactions-{i:04d}.parquet' (format parquet, row_group_size 500000)")
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    header = f"{'customers':>10} {'method':<28} {'rows':>12} {'seconds':>9} {'rows/s':>12} {'peak MB':>9}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lines.append(f"{r['customers']:>10,} {r['method']:<28} {r['rows']:>12,} {r['seconds']:>9.2f} "
+                     f"{(r['rows_per_second'] or 0):>12,} {r['peak_rss_mb']:>9.0f}")
+    by_size: dict[int, dict[str, dict]] = {}
+    for r in results:
+        by_size.setdefault(r["customers"], {})[r["method"]] = r
+    lines.append("")
+    for n, methods in by_size.items():
+        if "segone_history" in methods and "pandas_history" in methods:
+            ratio = methods["pandas_history"]["seconds"] / methods["segone_history"]["seconds"]
+            lines.append(f"{n:,} customers: history load {ratio:.1f}x the speed of plain pandas "
+                         f"(segone validates, quarantines, deduplicates and shards; pandas only copies)")
+    return "\n".join(lines)
+
+
+def bench_command(paths: Paths, what: str, customers: str, days: int, out: Path | None) -> str:
+    sizes = [int(s) for s in customers.split(",") if s.strip()]
+    results = bench_ingest(sizes, days)
+    if out:
+        out.write_text(json.dumps(results, indent=2))
+    return format_table(results)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(sys.argv[1], Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")))
