@@ -3,7 +3,6 @@ signs, birth numbers, Prague offsets, end-of-day balances, the landing contract'
 from __future__ import annotations
 
 import gzip
-import re
 import shutil
 from datetime import date
 from pathlib import Path
@@ -12,9 +11,10 @@ import pandas as pd
 import pytest
 
 from pipelines.berka import (decode_birth_number, format_cents, import_berka, import_berka_command,
-                             prague_midnight)
+                             prague_midnight, write_transactions)
 from pipelines.config import Paths
-from pipelines.contract import landing_contract
+from pipelines.contract import classify_landing_file, landing_contract
+from pipelines.errors import SegoneError
 
 BERKA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "berka"
 TRANSACTIONS_GZ = BERKA / "trans_first100000lines.asc.gz"
@@ -275,18 +275,28 @@ BAD_LINES = [
     '9000004;2378;931345;"PRIJEM";"VKLAD";100.00;800.00;"";;',       # no such date
     '9000005;2378;930105;"PRIJEM";"VKLAD";100.00;800.00;"";;;x;y',   # too many columns
     '9000006;2378;930105;"PRIJEM";"BITCOIN";100.00;800.00;"";;',     # unknown operation: kept, channel other
+    '9000007;99999;930105;"PRIJEM";"VKLAD";100.00;100.00;"";;',      # its account has no owner (added below)
 ]
 
 
-def test_bad_rows_are_counted_and_listed_not_dropped_silently(tmp_path: Path) -> None:
-    source = tmp_path / "berka"
-    source.mkdir()
-    for name in SMALL_TABLES:
-        shutil.copy(BERKA / f"{name}.asc", source / f"{name}.asc")
+def small_berka(folder: Path, tables: tuple[str, ...] = SMALL_TABLES, extra_lines: list[str] | None = None,
+                rows: int = 200) -> Path:
+    """A Berka folder with the given small tables and the first `rows` transactions (plus `extra_lines`)."""
+    folder.mkdir()
+    for name in tables:
+        shutil.copy(BERKA / f"{name}.asc", folder / f"{name}.asc")
     with gzip.open(TRANSACTIONS_GZ, "rb") as handle:
-        lines = handle.read().split(b"\r\n")[:201]  # the header and 200 rows (1993-01-01 .. 1993-01-28)
-    lines[100:100] = [line.encode() for line in BAD_LINES]
-    (source / "trans.asc").write_bytes(b"\r\n".join(lines) + b"\r\n")
+        lines = handle.read().split(b"\r\n")[:rows + 1]
+    lines[100:100] = [line.encode() for line in extra_lines or []]
+    (folder / "trans.asc").write_bytes(b"\r\n".join(lines) + b"\r\n")
+    return folder
+
+
+def test_bad_rows_are_counted_and_listed_not_dropped_silently(tmp_path: Path) -> None:
+    # The header and 200 rows (1993-01-01 .. 1993-02-04), with the bad lines in the middle.
+    source = small_berka(tmp_path / "berka", extra_lines=BAD_LINES)
+    with open(source / "account.asc", "ab") as handle:
+        handle.write(b'99999;1;"POPLATEK MESICNE";930101\r\n')  # no disposition names an owner
 
     paths = Paths(tmp_path / "home")
     summary = import_berka_command(paths, source)
@@ -297,20 +307,22 @@ def test_bad_rows_are_counted_and_listed_not_dropped_silently(tmp_path: Path) ->
         "trans.asc: amount empty or not an unsigned decimal": 1,
         "trans.asc: unknown account_id": 1,
         "trans.asc: invalid date": 1,
+        "account.asc: no OWNER disposition": 1,
+        "trans.asc: account rejected from account.asc": 1,
     }
-    assert summary["rejected_rows"] == 5
-    assert summary["transactions"]["source_rows"] == 206
+    assert summary["rejected_rows"] == 7
+    assert summary["transactions"]["source_rows"] == 207
     assert summary["transactions"]["rows_with_unknown_operation_kept_as_other"] == 1
     rejected = pd.read_csv(paths.home / "imports" / "berka" / "rejected_rows.csv", dtype=str, keep_default_na=False)
     assert set(rejected.loc[rejected["reason"] != "unparseable line: too many columns", "key"]) == {
-        "9000001", "9000002", "9000003", "9000004"}
+        "9000001", "9000002", "9000003", "9000004", "9000007", "99999"}
 
     transactions = read_landing(paths.landing_history, "transactions").set_index("transaction_id")
     kept = transactions.loc["B9000006"]
     assert (kept["channel"], kept["amount"]) == ("other", "100.00")
     dropped_day = summary["transactions"]["cut_short_day_rows_dropped"]
-    assert len(transactions) == 206 - 5 - dropped_day
-    assert summary["transactions"]["cut_short_day"] == "1993-01-28"
+    assert len(transactions) == 207 - 6 - dropped_day
+    assert summary["transactions"]["cut_short_day"] == "1993-02-04"
 
 
 def test_a_rerun_replaces_the_history_whole(tmp_path: Path) -> None:
@@ -323,3 +335,25 @@ def test_a_rerun_replaces_the_history_whole(tmp_path: Path) -> None:
                             "life_events.csv", "crm_responses.csv", "fx_rates.csv"])
     assert not [p for p in paths.landing.iterdir() if p.name != "history"]  # no staging folder left behind
     assert date.fromisoformat(read_landing(paths.landing_history, "balances")["as_of"].max()) == date(1994, 10, 30)
+
+
+def test_large_transaction_sets_are_split_into_numbered_files(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pipelines.berka.MAX_TRANSACTION_ROWS_PER_FILE", 2)
+    frame = pd.DataFrame({"transaction_id": ["B1", "B2", "B3"], "account_id": "B9", "amount": "1.00"})
+    assert write_transactions(frame, tmp_path) == {"transactions-0001.csv": 2, "transactions-0002.csv": 1}
+    assert read_landing(tmp_path, "transactions")["transaction_id"].tolist() == ["B1", "B2", "B3"]
+    assert classify_landing_file(tmp_path / "transactions-0002.csv") == ("transactions", "csv")
+
+
+def test_optional_tables_may_be_missing_and_required_ones_may_not(tmp_path: Path) -> None:
+    source = small_berka(tmp_path / "berka", tables=("client", "disp", "district", "account"), rows=2000)
+    summary = import_berka(source, tmp_path / "history")
+    assert summary["entities"]["loan_accounts"] == 0 and summary["entities"]["cards_not_imported"] == 0
+    channels = summary["transactions"]["by_channel"]
+    assert channels["transfer_out"] > 0 and "standing_order" not in channels  # no order.asc to match
+    (source / "disp.asc").unlink()
+    with pytest.raises(SegoneError, match="missing disp.asc"):
+        import_berka(source, tmp_path / "history")
+    with pytest.raises(SegoneError, match="no Berka transaction file"):
+        import_berka(tmp_path / "nowhere", tmp_path / "history")
