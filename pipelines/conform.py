@@ -107,16 +107,17 @@ def _project(schema: TableSchema, source: str, drop_partitions: bool = True) -> 
 
 
 def conform(paths: Paths, load_date: str, as_of: date) -> dict:
-    """Conform the bronze of one load (`load_date` is D, or 'history' with `as_of` its last day) into silver."""
+    """Conform the bronze of one load (`load_date` is D, or 'history' with `as_of` its last day) into silver.
+
+    Facts (postings, balances) land in `load_date=<load_date>/bucket=N/`; snapshots in `as_of=<as_of>/`.
+    """
     started = time.perf_counter()
-    is_history = load_date == HISTORY
     cfg = settings()["ingest"]
     con = lake.connect()
     con.execute(f"create macro customer_bucket(id) as {lake.bucket_sql('id')}")
     con.execute(f"set variable load_date = '{load_date}'")
     con.execute(f"set variable as_of = date '{as_of.isoformat()}'")
     con.execute(f"set variable day_end = timestamptz '{(as_of + timedelta(days=1)).isoformat()} 00:00:00+00'")
-    con.execute(f"set variable is_history = {str(is_history).lower()}")
     _register_bronze(con, paths, load_date)
     as_of_text = as_of.isoformat()
     previous = {t: _register_previous(con, paths, t, as_of_text) for t in SNAPSHOTS if t != "consent_state"}
@@ -153,9 +154,9 @@ def conform(paths: Paths, load_date: str, as_of: date) -> dict:
         metrics["tables"][table] = {"rows": rows} | _outcomes(con, f"silver_{table}")
     for table in FACTS:
         schema = table_schema("silver", table)
-        replace = [] if is_history else [f"load_date={load_date}"]
         rows = lake.write_partitions(con, _project(schema, _accepted(con, f"silver_{table}"), drop_partitions=False),
-                                     paths.table("silver", table), paths, ["load_date", "bucket"], replace)
+                                     paths.table("silver", table), paths, ["load_date", "bucket"],
+                                     replace=[f"load_date={load_date}"])
         metrics["tables"][table] = {"rows": rows} | _outcomes(con, f"silver_{table}")
 
     metrics["quarantined"] = _write_quarantine(con, paths, load_date)
@@ -180,7 +181,10 @@ def _register_consent_events(con: duckdb.DuckDBPyConnection, paths: Paths, load_
 
 def _register_loaded_transactions(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str, as_of: date,
                                   core_days: int, openbanking_days: int) -> None:
-    """Transaction ids already in silver from recent loads (the dedup window), other than this load."""
+    """Transaction ids already in silver from recent loads (the dedup window), other than this load.
+
+    Nightly loads are pruned by their partition; the history load (one partition) is filtered on booking_date.
+    """
     scan = lake.scan_sql(paths, "silver", "transactions")
     if scan is None or load_date == HISTORY:
         con.execute("create or replace temp view loaded_transactions as "
@@ -191,8 +195,11 @@ def _register_loaded_transactions(con: duckdb.DuckDBPyConnection, paths: Paths, 
     con.execute(
         "create or replace temp view loaded_transactions as "
         f"select transaction_id, max(load_date) as load_date from {scan} "
-        f"where load_date <> '{load_date}' and load_date >= '{ob_from}' "
-        f"and (source = 'openbanking' or load_date >= '{core_from}') group by transaction_id"
+        f"where load_date <> '{load_date}' and ("
+        f"(load_date = '{HISTORY}' and booking_date >= date '{ob_from}' "
+        f"and (source = 'openbanking' or booking_date >= date '{core_from}')) "
+        f"or (load_date <> '{HISTORY}' and load_date >= '{ob_from}' "
+        f"and (source = 'openbanking' or load_date >= '{core_from}'))) group by transaction_id"
     )
 
 

@@ -42,8 +42,7 @@ final as (
         numbered.as_of,
         numbered.balance,
         coalesce(numbered.currency, accounts.currency) as currency,
-        case when getvariable('is_history') then cast(numbered.as_of as varchar) else getvariable('load_date') end
-            as load_date,
+        getvariable('load_date') as load_date,
         accounts.bucket,
         numbered.source_file,
         numbered.source_line,

@@ -74,8 +74,7 @@ final as (
         channel,
         country,
         counterparty_id,
-        case when getvariable('is_history') then cast(booking_date as varchar) else getvariable('load_date') end
-            as load_date,
+        getvariable('load_date') as load_date,
         bucket,
         source_file,
         source_line,
