@@ -149,6 +149,14 @@ def staged(paths: Paths, final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def parquet_options() -> str:
+    """COPY options of every lake write. A small string-dictionary page keeps DuckDB's writer from building one
+    huge dictionary per row group on a single thread (about twice as fast, and no larger)."""
+    row_group = int(settings()["lake"]["row_group_size"])
+    return (f"format parquet, row_group_size {row_group}, compression zstd, "
+            "string_dictionary_page_size_limit 65536")
+
+
 def write_relation(con: duckdb.DuckDBPyConnection, query: str, final: Path, paths: Paths,
                    partition_by: list[str] | None = None) -> int:
     """COPY a query's rows into Parquet under `final` (optionally hive-partitioned), swapped in whole.
@@ -156,8 +164,7 @@ def write_relation(con: duckdb.DuckDBPyConnection, query: str, final: Path, path
     Returns the number of rows written. Without partitioning an empty result still writes an empty file with the
     schema; either way a re-run of a day that now has no rows removes the rows it had.
     """
-    row_group = int(settings()["lake"]["row_group_size"])
-    options = f"format parquet, row_group_size {row_group}, compression zstd"
+    options = parquet_options()
     with staged(paths, final) as tmp:
         if partition_by:
             result = con.execute(
@@ -176,11 +183,10 @@ def write_partitions(con: duckdb.DuckDBPyConnection, query: str, table_root: Pat
     `replace` names top-level folders (e.g. `load_date=2026-11-20`) that this write owns: one that the query no
     longer produces is removed, so that a re-run with fewer rows leaves no stale partition behind.
     """
-    row_group = int(settings()["lake"]["row_group_size"])
     tmp = staging_dir(paths)
     try:
         result = con.execute(
-            f"copy ({query}) to '{tmp}/out' (format parquet, row_group_size {row_group}, compression zstd, "
+            f"copy ({query}) to '{tmp}/out' ({parquet_options()}, "
             f"partition_by ({', '.join(partition_by)}), filename_pattern 'part-{{i}}')"
         ).fetchall()
         produced = sorted(p.name for p in (tmp / "out").iterdir()) if (tmp / "out").exists() else []

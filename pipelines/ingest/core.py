@@ -1,0 +1,577 @@
+"""Core landing files (CSV, CSV.gz, Parquet) -> typed bronze rows + quarantine rows.
+
+Every column is read as text; SQL compiled from the landing contract (config/landing.yaml) then finds, in one pass
+over the file, the rows that break a rule and, for those only, the list of rules each breaks. The other rows are
+cast to their bronze types when they are written; the broken ones go to the quarantine, one row per broken rule,
+with the physical line of the record. A file that cannot be read at all is quarantined whole. Nothing here raises
+on bad input: bad input is data. See docs/architecture.md, "Ingest and quarantine rules".
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import itertools
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from pipelines.contract import Column, FileContract
+
+QUARANTINE_COLUMNS = ["file", "line", "column_name", "reason", "raw_value"]
+RAW_VALUE_MAX_CHARS = 1000
+# A header line longer than this is not a header (a 50 MB single-line file is quarantined without reading it all).
+HEADER_MAX_BYTES = 1 << 20
+
+BRONZE_TYPES = {
+    "id": "varchar", "text": "varchar", "enum": "varchar", "currency": "varchar", "country": "varchar",
+    "mcc": "varchar", "int": "bigint", "decimal2": "decimal(18,2)", "decimal6": "decimal(18,6)", "date": "date",
+    "timestamptz": "timestamptz", "bool": "boolean",
+}
+
+# Regular expressions of the contract's types (DuckDB regexp_full_match: anchored at both ends).
+FORMAT_REGEX = {
+    "id": r"[A-Za-z0-9_.:-]{1,64}",
+    "int": r"-?[0-9]+",
+    "decimal2": r"-?[0-9]+(\.[0-9]{1,2})?",
+    "decimal6": r"-?[0-9]+(\.[0-9]{1,6})?",
+    "date": r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
+    "timestamptz": r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)",
+    "currency": r"[A-Z]{3}",
+    "country": r"[A-Z]{2}",
+    "mcc": r"[0-9]{4}",
+}
+FORMAT_WORDS = {
+    "id": "not an id (1-64 characters of A-Z a-z 0-9 _ . : -)",
+    "int": "not an integer",
+    "decimal2": "not a decimal with at most 2 decimals",
+    "decimal6": "not a decimal with at most 6 decimals",
+    "date": "not a date (YYYY-MM-DD)",
+    "timestamptz": "not an ISO 8601 timestamp with a zone offset or Z",
+    "currency": "not a currency code (3 capital letters)",
+    "country": "not a country code (2 capital letters)",
+    "mcc": "not a merchant category code (4 digits)",
+}
+NUMERIC_TYPES = {"int", "decimal2", "decimal6"}
+NOT_A_NUMBER_TEXT = ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
+
+# The order in which DuckDB's structural errors of one record are reported (the first one wins).
+STRUCTURAL_PRECEDENCE = ["INVALID ENCODING", "LINE SIZE OVER MAXIMUM", "UNQUOTED VALUE", "TOO MANY COLUMNS",
+                         "MISSING COLUMNS"]
+
+_names = itertools.count()
+
+
+@dataclass
+class CoreFileResult:
+    """One landing file after validation.
+
+    `accepted_sql` selects the typed rows (contract columns in contract order, `booking_date` for transactions,
+    `source_file`, `source_line`) from temporary tables on `con`; empty when the file was quarantined whole.
+    """
+
+    file: str
+    kind: str
+    con: duckdb.DuckDBPyConnection
+    accepted_sql: str
+    quarantine: pd.DataFrame
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_quarantined: int = 0
+    whole_file_quarantined: bool = False
+    warnings: list[str] = field(default_factory=list)
+    temp_objects: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> duckdb.DuckDBPyRelation:
+        return self.con.sql(self.accepted_sql)
+
+
+class UnreadableFile(Exception):
+    """The file as a whole cannot be used; the message says why (it goes to the quarantine)."""
+
+
+# What reading a broken file raises; a binder or catalog error would be a bug here and is not caught.
+READ_ERRORS = (UnreadableFile, OSError, EOFError, UnicodeError, duckdb.IOException, duckdb.InvalidInputException,
+               duckdb.ConversionException)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def bronze_columns_sql(contract: FileContract) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of a kind's bronze table, in order."""
+    columns = [(c.name, BRONZE_TYPES[c.type]) for c in contract.columns]
+    if contract.name == "transactions":
+        columns.append(("booking_date", "date"))
+    return columns + [("source_file", "varchar"), ("source_line", "bigint")]
+
+
+def empty_accepted_sql(contract: FileContract) -> str:
+    """A query with the bronze schema of a kind and no rows."""
+    return "select " + ", ".join(
+        f"cast(null as {sql_type}) as {quote_ident(name)}" for name, sql_type in bronze_columns_sql(contract)
+    ) + " where false"
+
+
+def empty_quarantine() -> pd.DataFrame:
+    return pd.DataFrame({
+        "file": pd.Series([], dtype="object"), "line": pd.Series([], dtype="Int64"),
+        "column_name": pd.Series([], dtype="object"), "reason": pd.Series([], dtype="object"),
+        "raw_value": pd.Series([], dtype="object"),
+    })
+
+
+def quarantine_frame(rows: list[tuple[str, int | None, str | None, str, str | None]]) -> pd.DataFrame:
+    if not rows:
+        return empty_quarantine()
+    frame = pd.DataFrame(rows, columns=QUARANTINE_COLUMNS, dtype="object")
+    frame["line"] = frame["line"].astype("Int64")
+    frame["raw_value"] = frame["raw_value"].map(lambda v: None if v is None else str(v)[:RAW_VALUE_MAX_CHARS])
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rules compiled from the contract
+# ---------------------------------------------------------------------------------------------------------------
+
+def column_rules(column: Column, value: str, business_date: date | None, late_before: date | None
+                 ) -> list[tuple[str, str, bool]]:
+    """The column's rules in the order they are checked, for a non-null `value` (SQL text): (condition that is true
+    when the rule is broken, the reason in words, whether the accept filter needs it; a rule implied by an earlier
+    one only sharpens the reason)."""
+    rules: list[tuple[str, str, bool]] = []
+    if column.type in NUMERIC_TYPES:
+        rules.append((f"lower({value}) in ({', '.join(map(quote_literal, NOT_A_NUMBER_TEXT))})",
+                      "NaN or infinity is not a number", False))
+    if column.type in FORMAT_REGEX:
+        rules.append((f"not regexp_full_match({value}, {quote_literal(FORMAT_REGEX[column.type])})",
+                      FORMAT_WORDS[column.type], True))
+    if column.type == "int":
+        rules.append((f"try_cast({value} as bigint) is null", "integer out of range", True))
+    elif column.type in ("decimal2", "decimal6"):
+        rules.append((f"try_cast({value} as {BRONZE_TYPES[column.type]}) is null",
+                      f"out of range for {BRONZE_TYPES[column.type]}", True))
+    elif column.type == "date":
+        rules.append((f"try_cast({value} as date) is null", "not a real date", True))
+    elif column.type == "timestamptz":
+        rules.append((f"try_cast({value} as timestamptz) is null", "not a real instant", True))
+    elif column.type == "bool":
+        rules.append((f"lower({value}) not in ('true', 'false')", "not a boolean (true or false)", True))
+    elif column.type == "enum":
+        rules.append((f"{value} not in ({', '.join(map(quote_literal, column.values))})",
+                      f"not one of: {', '.join(column.values)}", True))
+    if column.max_length is not None:
+        rules.append((f"length({value}) > {int(column.max_length)}",
+                      f"longer than {int(column.max_length)} characters", True))
+    if column.type in NUMERIC_TYPES:
+        if column.min is not None:
+            low = plain_number(column.min)
+            rules.append((f"try_cast({value} as decimal(38,6)) < {low}", f"below the minimum {low}", True))
+        if column.max is not None:
+            high = plain_number(column.max)
+            rules.append((f"try_cast({value} as decimal(38,6)) > {high}", f"above the maximum {high}", True))
+    local_date = None
+    if column.type == "date":
+        local_date = f"try_cast({value} as date)"
+    elif column.type == "timestamptz":
+        # The calendar date as written (the sender's local date), not the UTC date of the instant.
+        local_date = f"try_cast(left({value}, 10) as date)"
+    if column.not_after_d and business_date is not None and local_date is not None:
+        rules.append((f"{local_date} > date '{business_date.isoformat()}'",
+                      f"in the future: after the business date {business_date.isoformat()}", True))
+    if late_before is not None and local_date is not None:
+        rules.append((f"{local_date} < date '{late_before.isoformat()}'",
+                      f"booked before {late_before.isoformat()}: more than the allowed days late", True))
+    return rules
+
+
+def plain_number(number: float | int) -> str:
+    """A number as a SQL decimal literal and as people write it: 0.000001, not 1e-06."""
+    return format(Decimal(str(number)).normalize(), "f")
+
+
+def column_reason_sql(column: Column, value: str, rules: list[tuple[str, str, bool]]) -> str:
+    """A CASE that is null when the column is fine, else its first broken rule in words."""
+    missing = quote_literal(f"{column.name}: required value is missing") if column.required else "null"
+    parts = [f"when {value} is null then {missing}"]
+    parts += [f"when {cond} then {quote_literal(f'{column.name}: {words}')}" for cond, words, _ in rules]
+    return "case " + " ".join(parts) + " end"
+
+
+def column_ok_sql(column: Column, value: str, rules: list[tuple[str, str, bool]]) -> str:
+    """A boolean that is true when the column is fine: plain conjunctions, cheap enough for every row."""
+    broken = " or ".join(f"({cond})" for cond, _, needed in rules if needed)
+    if column.required:
+        return f"({value} is not null and not ({broken}))" if broken else f"({value} is not null)"
+    return f"({value} is null or not ({broken}))" if broken else "true"
+
+
+def typed_value_sql(column: Column, value: str) -> str:
+    if column.type == "bool":
+        return f"cast(lower({value}) as boolean)"
+    sql_type = BRONZE_TYPES[column.type]
+    return value if sql_type == "varchar" else f"cast({value} as {sql_type})"
+
+
+def key_value_sql(column: Column, value: str) -> str:
+    """A key part compared by meaning: the same instant written two ways is the same key."""
+    if column.type == "timestamptz":
+        return f"coalesce(cast(try_cast({value} as timestamptz) as varchar), {value})"
+    if column.type in ("decimal2", "decimal6"):
+        return f"coalesce(cast(try_cast({value} as decimal(38,6)) as varchar), {value})"
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------------------
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def read_csv_header(path: Path) -> list[str]:
+    """The header's column names (BOM and surrounding spaces removed); UnreadableFile when there is none."""
+    try:
+        with _open_bytes(path) as handle:
+            head = handle.readline(HEADER_MAX_BYTES + 1)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise UnreadableFile(f"cannot read the header: {err}") from err
+    if not head:
+        raise UnreadableFile("empty file: no header row")
+    if len(head) > HEADER_MAX_BYTES:
+        raise UnreadableFile(f"the first line is longer than {HEADER_MAX_BYTES} bytes: not a CSV header")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UnreadableFile(f"not UTF-8: {err}") from err
+    text = text.removeprefix("\ufeff").rstrip("\r\n").split("\r")[0]  # old Mac files end lines with CR only
+    if not text.strip():
+        raise UnreadableFile("the first line is empty: no header row")
+    try:
+        names = next(csv.reader([text], delimiter=",", quotechar='"', doublequote=True, strict=False))
+    except csv.Error as err:
+        raise UnreadableFile(f"the header cannot be parsed: {err}") from err
+    return [n.strip() for n in names]
+
+
+def _record_starts_fast(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """(DuckDB line, physical line) of each non-empty record after the header, by quote parity.
+
+    Exact for RFC 4180 files (quotes only in quoted fields). DuckDB numbers a record by the newlines before it that
+    end a record (blank lines count, newlines inside quotes do not); the physical line counts every newline.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    quotes = np.flatnonzero(buf == 34)
+    boundaries = newlines[(np.searchsorted(quotes, newlines) & 1) == 0] if quotes.size else newlines
+    starts = np.concatenate(([0], boundaries + 1))
+    ends = np.concatenate((boundaries, [len(buf)]))
+    lengths = ends - starts
+    cr_only = np.zeros(len(starts), dtype=bool)
+    one = np.flatnonzero(lengths == 1)
+    cr_only[one] = buf[starts[one]] == 13
+    non_empty = (lengths > 0) & ~cr_only
+    logical = np.arange(1, len(starts) + 1)
+    physical = np.searchsorted(newlines, starts) + 1
+    keep = non_empty.copy()
+    keep[0] = False  # the header
+    if not non_empty[0]:
+        return None
+    return logical[keep], physical[keep]
+
+
+def _record_starts_csv(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """The same numbering with Python's csv module, which reads a stray quote inside an unquoted field as a
+    character, as DuckDB does (slower; used only when the fast numbering disagrees with DuckDB)."""
+    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=",", quotechar='"', doublequote=True, strict=False)
+    logical_list: list[int] = []
+    physical_list: list[int] = []
+    previous_end = 0
+    try:
+        for logical, row in enumerate(reader, start=1):
+            start = previous_end + 1
+            previous_end = reader.line_num
+            if logical > 1 and row:
+                logical_list.append(logical)
+                physical_list.append(start)
+    except csv.Error:
+        return None
+    return np.array(logical_list, dtype=np.int64), np.array(physical_list, dtype=np.int64)
+
+
+def _csv_bytes(path: Path) -> bytes:
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
+            return handle.read()
+    return path.read_bytes()
+
+
+def _match_header(names: list[str], contract: FileContract, file: str,
+                  quarantine_rows: list, warnings: list[str]) -> dict[str, int]:
+    """Contract column -> position in the file. Raises UnreadableFile when a required column is missing."""
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise UnreadableFile(f"duplicate column names in the header: {', '.join(duplicated)}")
+    position = {n: i for i, n in enumerate(names)}
+    missing_required = [c.name for c in contract.columns if c.required and c.name not in position]
+    if missing_required:
+        raise UnreadableFile(f"missing required columns: {', '.join(missing_required)}")
+    missing_optional = [c.name for c in contract.columns if not c.required and c.name not in position]
+    if missing_optional:
+        warnings.append(f"{file}: optional columns absent, read as empty: {', '.join(missing_optional)}")
+    for name in names:
+        if name not in contract.column_names:
+            quarantine_rows.append((file, 1, name, f"{name}: extra column not in the contract: its values are ignored",
+                                    name))
+            warnings.append(f"{file}: extra column ignored: {name}")
+    return {c.name: position[c.name] for c in contract.columns if c.name in position}
+
+
+def _structural_reason(error_type: str, message: str) -> str:
+    return f"malformed record: {error_type.lower()}: {message}"
+
+
+def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw: str, tag: str
+              ) -> list[tuple[int, str, str, str]]:
+    """Read a CSV as text into the table `raw` (`line`, c0, c1, ...); returns its structural rejects as
+    (physical line, DuckDB error type, message, raw record)."""
+    columns = "{" + ", ".join(f"'c{i}': 'varchar'" for i in range(len(names))) + "}"
+    rejects, scans = f"rej_{tag}", f"rejscan_{tag}"
+    con.execute(
+        f"create temp table {raw}_text as select * from read_csv({quote_literal(str(path))}, header = true, "
+        f"auto_detect = false, columns = {columns}, delim = ',', quote = '\"', escape = '\"', strict_mode = true, "
+        f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{scans}', rejects_limit = 0)"
+    )
+    reject_rows = con.execute(
+        f"select line, error_type, error_message, csv_line from {rejects} order by line, column_idx"
+    ).fetchall()
+    con.execute(f"drop table if exists {rejects}")
+    con.execute(f"drop table if exists {scans}")
+    first_by_line: dict[int, tuple[str, str, str]] = {}
+    for line, error_type, message, csv_line in reject_rows:
+        current = first_by_line.get(int(line))
+        if current is None or _precedence(error_type) < _precedence(current[0]):
+            first_by_line[int(line)] = (error_type, message, (csv_line or "").lstrip("\r\n"))
+    encoding = [line for line, (kind, _, _) in first_by_line.items() if kind == "INVALID ENCODING"]
+    if encoding:
+        raise UnreadableFile(f"not UTF-8 (first bad record near line {min(encoding)}): "
+                             f"{first_by_line[min(encoding)][1]}")
+    n_rows = int(con.execute(f"select count(*) from {raw}_text").fetchall()[0][0])
+    rejected = np.array(sorted(first_by_line), dtype=np.int64)
+    accepted_lines, rejected_physical = _number_records(_csv_bytes(path), rejected, n_rows)
+    text_columns = ", ".join(f"t.c{i}" for i in range(len(names)))
+    if n_rows and accepted_lines[-1] == n_rows + 1:  # lines 2, 3, ..., n+1: no gaps
+        con.execute(f"create temp view {raw} as select t.rowid + 2 as line, {text_columns} from {raw}_text t")
+    else:
+        frame = pd.DataFrame({"row_index": np.arange(n_rows, dtype=np.int64), "line": accepted_lines})
+        con.register(f"{raw}_frame", frame)
+        con.execute(f"create temp table {raw}_lines as select * from {raw}_frame")
+        con.unregister(f"{raw}_frame")
+        con.execute(f"create temp view {raw} as select l.line, {text_columns} "
+                    f"from {raw}_text t join {raw}_lines l on t.rowid = l.row_index")
+    return [(rejected_physical[line], kind, message, raw_record)
+            for line, (kind, message, raw_record) in sorted(first_by_line.items())]
+
+
+def _precedence(error_type: str) -> int:
+    return STRUCTURAL_PRECEDENCE.index(error_type) if error_type in STRUCTURAL_PRECEDENCE else len(
+        STRUCTURAL_PRECEDENCE)
+
+
+def _number_records(data: bytes, rejected: np.ndarray, n_rows: int) -> tuple[np.ndarray, dict[int, int]]:
+    """Physical lines of the accepted records (in file order) and DuckDB line -> physical line of the rejected ones.
+
+    DuckDB numbers a record by the record ends before it (blank lines count, newlines inside quotes do not). When the
+    file has exactly one physical line per record (the usual case, checked by counting newlines) the two agree.
+    Otherwise the records are found by quote parity, and if that disagrees with DuckDB (stray quotes inside
+    unquoted fields) by Python's csv module; if nothing agrees the file is unusable.
+    """
+    physical_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if physical_lines == 1 + n_rows + len(rejected):
+        is_rejected = np.zeros(physical_lines + 1, dtype=bool)
+        is_rejected[rejected] = True
+        all_lines = np.arange(2, physical_lines + 1, dtype=np.int64)
+        return all_lines[~is_rejected[2:]], {int(r): int(r) for r in rejected}
+    for numbering in (_record_starts_fast, _record_starts_csv):
+        numbered = numbering(data)
+        if numbered is None:
+            continue
+        logical, physical = numbered
+        is_rejected = np.isin(logical, rejected)
+        if int(is_rejected.sum()) == len(rejected) and int((~is_rejected).sum()) == n_rows:
+            return physical[~is_rejected], dict(zip(logical[is_rejected].tolist(), physical[is_rejected].tolist()))
+    raise UnreadableFile("records cannot be delimited consistently (stray or unbalanced quotes): "
+                         "their line numbers would be wrong")
+
+
+def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str) -> list[str]:
+    """A view `raw` over a Parquet file: `line` (the 1-based row number) and every column as text (c0, c1, ...);
+    returns the file's column names."""
+    try:
+        described = con.execute(f"describe select * from read_parquet({quote_literal(str(path))})").fetchall()
+    except duckdb.Error as err:
+        raise UnreadableFile(f"cannot read the Parquet file: {err}") from err
+    names = [row[0] for row in described]
+    casts = "".join(f", cast({quote_ident(n)} as varchar) as c{i}" for i, n in enumerate(names))
+    con.execute(f"create temp view {raw} as select file_row_number + 1 as line{casts} "
+                f"from read_parquet({quote_literal(str(path))}, file_row_number = true)")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The file
+# ---------------------------------------------------------------------------------------------------------------
+
+def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: FileContract,
+                      business_date: date | None, source_file: str, max_late_days: int | None = None
+                      ) -> CoreFileResult:
+    """Validate one landing file of `contract`'s kind; never raises on bad input.
+
+    business_date: D, for the not-after-D rules (None: not checked, as in the history load). max_late_days: for
+    transactions of a nightly load, postings booked more than this many days before D are quarantined.
+    The accepted rows stay in temporary objects on `con` until `drop_file_objects(result)`.
+    """
+    tag = f"{next(_names)}"
+    raw = f"raw_{tag}"
+    quarantine_rows: list[tuple] = []
+    warnings: list[str] = []
+    structural: list[tuple[int, str, str, str]] = []
+    is_parquet = path.name.endswith(".parquet")
+    try:
+        if is_parquet:
+            names = _load_parquet(con, path, raw)
+            mapping = _match_header(names, contract, source_file, quarantine_rows, warnings)
+        else:
+            names = read_csv_header(path)
+            mapping = _match_header(names, contract, source_file, quarantine_rows, warnings)
+            structural = _load_csv(con, path, names, raw, tag)
+        return _validate(con, contract, raw, tag, mapping, business_date, source_file, max_late_days,
+                         quarantine_rows, structural, warnings)
+    except READ_ERRORS as err:
+        # Parquet is read lazily, so a broken Parquet file may only fail here, in the validation pass.
+        _drop_quietly(con, [raw, f"dup_{tag}", f"bad_{tag}", f"{raw}_lines", f"{raw}_text"])
+        reason = str(err) if isinstance(err, UnreadableFile) else f"unreadable file: {type(err).__name__}: {err}"
+        return CoreFileResult(
+            file=source_file, kind=contract.name, con=con, accepted_sql=empty_accepted_sql(contract),
+            quarantine=quarantine_frame([(source_file, None, None, reason[:RAW_VALUE_MAX_CHARS], None)]),
+            whole_file_quarantined=True, warnings=warnings,
+        )
+
+
+def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, tag: str,
+              mapping: dict[str, int], business_date: date | None, source_file: str, max_late_days: int | None,
+              quarantine_rows: list, structural: list[tuple[int, str, str, str]], warnings: list[str]
+              ) -> CoreFileResult:
+    """The SQL compiled from the contract: a filter that is true for a row that breaks no rule (the accepted rows,
+    selected when they are written), and for the other rows the list of broken rules, one quarantine row each."""
+    dups = f"dup_{tag}"
+    late_before = None
+    if contract.name == "transactions" and max_late_days is not None and business_date is not None:
+        late_before = business_date - timedelta(days=int(max_late_days))
+
+    def value(column: Column) -> str:
+        return f"{raw}.c{mapping[column.name]}" if column.name in mapping else "cast(null as varchar)"
+
+    rules = [column_rules(c, value(c), business_date, late_before if c.name == "booked_at" else None)
+             for c in contract.columns]
+    key_columns = [contract.column(k) for k in contract.key]
+    key_parts = [key_value_sql(c, value(c)) for c in key_columns]
+    key_label = ", ".join(contract.key)
+    con.execute(
+        f"create temp table {dups} as select {', '.join(f'{p} as k{i}' for i, p in enumerate(key_parts))}, "
+        f"min(line) as first_line from {raw} where {' and '.join(f'{value(c)} is not null' for c in key_columns)} "
+        f"group by all having count(*) > 1"
+    )
+    source = raw
+    key_ok, key_reason = "true", "cast(null as varchar)"
+    if con.execute(f"select count(*) from {dups}").fetchall()[0][0]:
+        source = (f"{raw} left join {dups} d on "
+                  + " and ".join(f"d.k{i} = {p}" for i, p in enumerate(key_parts)))
+        key_ok = f"(d.first_line is null or {raw}.line <= d.first_line)"
+        key_reason = (f"case when not {key_ok} then "
+                      f"{quote_literal(f'duplicate key ({key_label}): first seen on line ')} || d.first_line end")
+    all_ok = " and ".join([*(column_ok_sql(c, value(c), r) for c, r in zip(contract.columns, rules)), key_ok])
+
+    # Quarantine: the reasons are worked out only for the rows that fail the filter.
+    reasons = [f"{column_reason_sql(c, value(c), r)} as r{i}" for i, (c, r) in enumerate(zip(contract.columns, rules))]
+    raw_values = [f"left({value(c)}, {RAW_VALUE_MAX_CHARS}) as v{i}" for i, c in enumerate(contract.columns)]
+    key_raw = " || '|' || ".join(f"coalesce({value(c)}, '')" for c in key_columns)
+    problems = [f"case when r{i} is not null then {{'column_name': {quote_literal(c.name)}, 'reason': r{i}, "
+                f"'raw_value': v{i}}} end" for i, c in enumerate(contract.columns)]
+    problems.append(f"case when r_key is not null then {{'column_name': {quote_literal(key_label)}, "
+                    f"'reason': r_key, 'raw_value': left(v_key, {RAW_VALUE_MAX_CHARS})}} end")
+    bad = con.execute(
+        f"select {quote_literal(source_file)} as file, line, b.column_name, b.reason, b.raw_value from ("
+        f"select line, unnest(list_filter([{', '.join(problems)}], lambda x: x is not null)) as b from ("
+        f"select {raw}.line, {', '.join(reasons + raw_values)}, {key_reason} as r_key, {key_raw} as v_key "
+        f"from {source} where not ({all_ok}))) order by line"
+    ).df()
+    rows_checked = int(con.execute(f"select count(*) from {raw}").fetchall()[0][0])
+    rows_bad = int(bad["line"].nunique()) if len(bad) else 0
+
+    for line, error_type, message, raw_record in structural:
+        quarantine_rows.append((source_file, line, None, _structural_reason(error_type, message), raw_record))
+    quarantine = quarantine_frame(quarantine_rows)
+    if len(bad):
+        quarantine = pd.concat([quarantine, _normalise(bad)], ignore_index=True)
+    quarantine = quarantine.sort_values("line", kind="stable", na_position="first").reset_index(drop=True)
+
+    # The accepted rows are all rows but the bad lines: the rules are not evaluated a second time.
+    bad_lines = f"bad_{tag}"
+    filter_sql = ""
+    if rows_bad:
+        con.register(f"{bad_lines}_frame", pd.DataFrame({"line": sorted(int(x) for x in set(bad["line"]))}))
+        con.execute(f"create temp table {bad_lines} as select cast(line as bigint) as line from {bad_lines}_frame")
+        con.unregister(f"{bad_lines}_frame")
+        filter_sql = f" where {raw}.line not in (select line from {bad_lines})"
+    typed = [f"{typed_value_sql(c, value(c))} as {quote_ident(c.name)}" for c in contract.columns]
+    if contract.name == "transactions":
+        typed.append(f"cast(left({value(contract.column('booked_at'))}, 10) as date) as booking_date")
+    typed += [f"{quote_literal(source_file)} as source_file", f"{raw}.line as source_line"]
+    if rows_checked == 0 and not structural:
+        warnings.append(f"{source_file}: header only, no rows")
+    return CoreFileResult(
+        file=source_file, kind=contract.name, con=con,
+        accepted_sql=f"select {', '.join(typed)} from {raw}{filter_sql}",
+        quarantine=quarantine, rows_read=rows_checked + len(structural), rows_accepted=rows_checked - rows_bad,
+        rows_quarantined=rows_bad + len(structural), warnings=warnings,
+        temp_objects=[("table", dups), ("table", bad_lines), ("view", raw), ("table", f"{raw}_lines"),
+                      ("table", f"{raw}_text")],
+    )
+
+
+def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.astype("object")
+    out["line"] = frame["line"].astype("Int64")
+    return out[QUARANTINE_COLUMNS]
+
+
+def drop_file_objects(result: CoreFileResult) -> None:
+    """Free the temporary views and tables behind a result once its rows are written."""
+    for kind, name in result.temp_objects:
+        result.con.execute(f"drop {kind} if exists {name}")
+    result.temp_objects = []
+
+
+def _drop_quietly(con: duckdb.DuckDBPyConnection, names: list[str]) -> None:
+    """Drop whatever temporary tables or views of a failed file exist."""
+    existing = con.execute(
+        "select table_name, table_type from information_schema.tables where table_name in "
+        f"({', '.join(quote_literal(n) for n in names)})").fetchall()
+    for name in names:  # in the given order: views before what they read
+        for found, table_type in existing:
+            if found == name:
+                con.execute(f"drop {'view' if table_type == 'VIEW' else 'table'} if exists {name}")

@@ -1,0 +1,404 @@
+"""Data quality: the Great Expectations runner, the landing suites generated from the contract, and the gates.
+
+The landing suites (expectations/landing_<kind>.json) are generated from config/landing.yaml, the same source as the
+ingest's SQL rules, and run on the typed bronze rows of a load as a second, independent check. The gates turn the
+ingest metrics (quarantine shares, required files, volumes) into a pass or a GateFailed that stops the run before
+anything is published. Great Expectations is imported inside the functions that use it: it takes seconds to import,
+and DAG files must parse fast.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines import lake
+from pipelines.config import REPO_ROOT, Paths, settings
+from pipelines.contract import FileContract, landing_contract
+from pipelines.ingest.core import FORMAT_REGEX, bronze_columns_sql
+from pipelines.errors import GateFailed, SegoneError
+
+log = logging.getLogger(__name__)
+
+EXPECTATIONS_DIR = REPO_ROOT / "expectations"
+HISTORY = "history"
+# The ingest's own regular expressions of the text-typed contract types, anchored for Great Expectations.
+GX_REGEX = {kind: f"^{FORMAT_REGEX[kind]}$" for kind in ("id", "currency", "country", "mcc")}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running a suite
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class SuiteResult:
+    """The outcome of one suite on one DataFrame, in plain words."""
+
+    suite: str
+    success: bool
+    rows: int
+    statistics: dict[str, Any]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.success:
+            return f"{self.suite}: all {self.statistics.get('evaluated_expectations', 0)} expectations met"
+        return f"{self.suite}: " + "; ".join(f["message"] for f in self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_suite_spec(suite_name: str, directory: Path = EXPECTATIONS_DIR) -> dict[str, Any]:
+    path = directory / f"{suite_name}.json"
+    if not path.exists():
+        raise SegoneError(f"no expectation suite {suite_name!r}: {path} does not exist (run `segone expectations`)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+_GX_CACHE: dict[str, Any] = {}
+
+
+def _gx_batch_definition() -> Any:
+    """A whole-DataFrame batch definition on one ephemeral context per process (a context makes a temporary folder
+    and takes a moment to build); progress bars and INFO chatter off, they would flood the task logs."""
+    if "batch_definition" not in _GX_CACHE:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        _GX_CACHE["context"] = context
+        _GX_CACHE["batch_definition"] = (context.data_sources.add_pandas("frames").add_dataframe_asset("frame")
+                                         .add_batch_definition_whole_dataframe("whole"))
+    return _GX_CACHE["batch_definition"]
+
+
+def _gx_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns Great Expectations compares reliably: Decimals as floats (ranges only; exactness is checked in SQL)."""
+    out = df
+    for column in df.columns:
+        if df[column].dtype == object:
+            present = df[column].dropna()
+            if len(present) and type(present.iloc[0]).__name__ == "Decimal":
+                out = out.copy() if out is df else out
+                out[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
+    return out
+
+
+def run_suite(df: pd.DataFrame, suite_name: str, directory: Path = EXPECTATIONS_DIR) -> SuiteResult:
+    """Validate a DataFrame against expectations/<suite_name>.json (GX 1.x suite JSON: name + expectations)."""
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+    import great_expectations as gx
+
+    spec = load_suite_spec(suite_name, directory)
+    suite = gx.ExpectationSuite(name=spec.get("name", suite_name))
+    for item in spec["expectations"]:
+        suite.add_expectation_configuration(
+            ExpectationConfiguration(type=item["type"], kwargs=item.get("kwargs", {}), meta=item.get("meta") or {})
+        )
+    batch = _gx_batch_definition().get_batch(batch_parameters={"dataframe": _gx_ready(df)})
+    validation = batch.validate(suite)
+    failures = [_describe_failure(r) for r in validation.results if not r.success]
+    return SuiteResult(suite=suite_name, success=bool(validation.success), rows=int(len(df)),
+                       statistics={k: v for k, v in dict(validation.statistics).items()}, failures=failures)
+
+
+def _describe_failure(result: Any) -> dict[str, Any]:
+    """One failed expectation as a dict with a plain-language message."""
+    config = result.expectation_config
+    kwargs = {k: v for k, v in dict(config.kwargs).items() if k not in ("batch_id", "result_format")}
+    details = dict(result.result or {})
+    target = kwargs.get("column") or ", ".join(kwargs.get("column_list", []) or []) or "table"
+    what = config.type.removeprefix("expect_").replace("_", " ")
+    if result.exception_info and result.exception_info.get("raised_exception"):
+        message = f"{target}: {what}: could not be evaluated: {result.exception_info.get('exception_message')}"
+    elif "unexpected_count" in details:
+        examples = [str(v) for v in (details.get("partial_unexpected_list") or [])[:5]]
+        message = (f"{target}: {what}: {details['unexpected_count']} of {details.get('element_count')} rows "
+                   f"do not ({_percent(details.get('unexpected_percent'))})"
+                   + (f", e.g. {', '.join(examples)}" if examples else ""))
+    else:
+        message = f"{target}: {what}: observed {details.get('observed_value')!r}"
+        mismatch = (details.get("details") or {}).get("mismatched")
+        if mismatch:
+            message += f" (mismatch: {mismatch})"
+    return {
+        "expectation": config.type, "column": target, "kwargs": _jsonable(kwargs), "message": message,
+        "unexpected_count": details.get("unexpected_count"), "observed_value": _jsonable(details.get("observed_value")),
+        "examples": _jsonable((details.get("partial_unexpected_list") or [])[:5]),
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}%"
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Suites generated from the landing contract
+# ---------------------------------------------------------------------------------------------------------------
+
+def bronze_column_names(contract: FileContract) -> list[str]:
+    return [name for name, _ in bronze_columns_sql(contract)]
+
+
+def landing_suite(contract: FileContract) -> dict[str, Any]:
+    """The expectation suite of a landing kind's bronze rows, from the same contract as the ingest's SQL rules."""
+    source = {"generated_from": "config/landing.yaml", "kind": contract.name}
+
+    def expectation(kind: str, rule: str, **kwargs: Any) -> dict[str, Any]:
+        return {"type": kind, "kwargs": kwargs, "meta": {**source, "rule": rule}}
+
+    items = [expectation("expect_table_columns_to_match_set", "the bronze columns of the kind",
+                         column_set=bronze_column_names(contract), exact_match=True)]
+    for column in contract.columns:
+        name = column.name
+        if column.required:
+            items.append(expectation("expect_column_values_to_not_be_null", "required", column=name))
+        if column.type in GX_REGEX:
+            items.append(expectation("expect_column_values_to_match_regex", f"type {column.type}", column=name,
+                                     regex=GX_REGEX[column.type]))
+        if column.type == "enum":
+            items.append(expectation("expect_column_values_to_be_in_set", "values", column=name,
+                                     value_set=list(column.values)))
+        if column.type == "bool":
+            items.append(expectation("expect_column_values_to_be_in_set", "type bool", column=name,
+                                     value_set=[True, False]))
+        if column.max_length is not None:
+            items.append(expectation("expect_column_value_lengths_to_be_between", "max_length", column=name,
+                                     max_value=int(column.max_length)))
+        if column.type in ("int", "decimal2", "decimal6") and (column.min is not None or column.max is not None):
+            bounds = {k: v for k, v in (("min_value", column.min), ("max_value", column.max)) if v is not None}
+            items.append(expectation("expect_column_values_to_be_between", "min/max", column=name, **bounds))
+    if contract.name == "transactions":
+        items.append(expectation("expect_column_values_to_not_be_null", "booking date of booked_at",
+                                 column="booking_date"))
+    for name in ("source_file", "source_line"):
+        items.append(expectation("expect_column_values_to_not_be_null", "lineage", column=name))
+    # The key is unique within a landing file (several files of a kind may overlap; conform deduplicates them).
+    items.append(expectation("expect_compound_columns_to_be_unique", "key unique within a file",
+                             column_list=[*contract.key, "source_file"]))
+    return {"name": f"landing_{contract.name}", "expectations": items,
+            "meta": {**source, "note": "generated by `segone expectations`; edit config/landing.yaml, not this file"}}
+
+
+def write_suites_command(paths: Paths, directory: Path = EXPECTATIONS_DIR) -> dict[str, Any]:
+    """`segone expectations`: (re)write expectations/landing_<kind>.json for every kind of the contract."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for contract in landing_contract().files.values():
+        suite = landing_suite(contract)
+        target = directory / f"{suite['name']}.json"
+        text = json.dumps(suite, indent=2, ensure_ascii=False) + "\n"
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            tmp = target.with_suffix(".json.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(target)
+        written.append(str(target.relative_to(directory.parent)) if directory.parent in target.parents
+                       else str(target))
+    return {"suites": written}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gates
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class GateResult:
+    name: str
+    value: float | int | None
+    threshold: Any
+    passed: bool
+    message: str
+
+
+@dataclass
+class GateReport:
+    gates: list[GateResult]
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def failed(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [asdict(g) for g in self.gates]
+
+
+def _previous_nightly_volumes(paths: Paths, load_date: str, window: int) -> list[dict[str, Any]]:
+    """The ingest metrics of up to `window` nightly loads before `load_date`, latest first (history skipped)."""
+    if not paths.runs.exists():
+        return []
+    earlier = []
+    for folder in paths.runs.iterdir():
+        try:
+            day = date.fromisoformat(folder.name)
+        except ValueError:
+            continue
+        metrics_file = folder / "ingest.json"
+        if day.isoformat() < load_date and metrics_file.exists():
+            earlier.append((day, metrics_file))
+    earlier.sort(reverse=True)
+    return [json.loads(f.read_text(encoding="utf-8")) for _, f in earlier[:window]]
+
+
+def evaluate_gates(paths: Paths, load_date: str, ingest_metrics: dict[str, Any]) -> GateReport:
+    """The gates of config/segone.yaml on a load's ingest metrics (and, for volumes, earlier nightly loads)."""
+    config = settings()["gates"]
+    max_share = float(config["max_quarantine_share"])
+    gates: list[GateResult] = []
+    kinds: dict[str, Any] = ingest_metrics.get("kinds", {})
+
+    for kind, m in sorted(kinds.items()):
+        read, bad = int(m.get("rows_read", 0)), int(m.get("rows_quarantined", 0))
+        share = bad / read if read else 0.0
+        gates.append(GateResult(
+            name=f"quarantine_share:{kind}", value=round(share, 6), threshold=max_share, passed=share <= max_share,
+            message=f"{kind}: {bad:,} of {read:,} rows quarantined ({share:.2%}; at most {max_share:.2%} allowed)",
+        ))
+    openbanking = (ingest_metrics.get("openbanking") or {}).get("stats") or {}
+    if openbanking.get("records_read"):
+        read, bad = int(openbanking["records_read"]), int(openbanking.get("records_rejected", 0))
+        share = bad / read
+        gates.append(GateResult(
+            name="quarantine_share:openbanking", value=round(share, 6), threshold=max_share,
+            passed=share <= max_share,
+            message=f"open banking: {bad:,} of {read:,} records quarantined ({share:.2%}; at most {max_share:.2%})",
+        ))
+
+    for kind in config["required_files"]:
+        m = kinds.get(kind, {})
+        files, whole = int(m.get("files", 0)), int(m.get("files_quarantined", 0))
+        if files == 0:
+            message, passed = f"{kind}: required, but no file was delivered", False
+        elif whole:
+            message, passed = (f"{kind}: required, but {whole} of {files} files could not be read: "
+                               f"{', '.join(m.get('files_quarantined_names', []))}"), False
+        else:
+            message, passed = f"{kind}: {files} file(s) delivered and read", True
+        gates.append(GateResult(name=f"required_file:{kind}", value=files - whole, threshold=">= 1, none unreadable",
+                                passed=passed, message=message))
+
+    if load_date != HISTORY:
+        window = int(config["volume_window"])
+        low, high = float(config["volume_min_ratio"]), float(config["volume_max_ratio"])
+        previous = _previous_nightly_volumes(paths, load_date, window)
+        for kind in config["volume_tables"]:
+            today = int(kinds.get(kind, {}).get("rows_accepted", 0))
+            history = [int(p.get("kinds", {}).get(kind, {}).get("rows_accepted", 0)) for p in previous]
+            name = f"volume:{kind}"
+            if len(history) < 3:
+                gates.append(GateResult(name=name, value=None, threshold=[low, high], passed=True,
+                                        message=f"{kind}: {today:,} rows; only {len(history)} earlier nightly "
+                                                f"loads (3 needed), volume not judged"))
+                continue
+            median = statistics.median(history)
+            ratio = today / median if median else (1.0 if today == 0 else float("inf"))
+            passed = low <= ratio <= high
+            gates.append(GateResult(
+                name=name, value=round(ratio, 4) if ratio != float("inf") else None, threshold=[low, high],
+                passed=passed,
+                message=f"{kind}: {today:,} rows accepted, {ratio:.2f}x the median {median:,.0f} of the last "
+                        f"{len(history)} nightly loads (allowed {low}x-{high}x)",
+            ))
+    return GateReport(gates)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The validate stage
+# ---------------------------------------------------------------------------------------------------------------
+
+def _read_partition(paths: Paths, layer: str, table: str, **keys: str) -> pd.DataFrame | None:
+    folder = lake.partition_path(paths, layer, table, **keys)
+    files = sorted(folder.rglob("*.parquet")) if folder.exists() else []
+    if not files:
+        return None
+    con = lake.connect()
+    try:
+        file_list = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        return con.execute(f"select * from read_parquet([{file_list}], hive_partitioning = false, "
+                           f"union_by_name = true)").df()
+    finally:
+        con.close()
+
+
+def validate_day(paths: Paths, load_date: str) -> dict[str, Any]:
+    """Stage 1b: the landing suites on every bronze table of the load, then the gates.
+
+    Writes runs/<load_date>/validate.json and raises GateFailed, naming what failed, when anything did.
+    """
+    from pipelines.ingest.landing import write_run_metrics
+
+    started = time.perf_counter()
+    ingest_file = paths.runs / load_date / "ingest.json"
+    if not ingest_file.exists():
+        raise SegoneError(f"no ingest metrics for {load_date} ({ingest_file}): run the ingest first")
+    ingest_metrics = json.loads(ingest_file.read_text(encoding="utf-8"))
+    suites: dict[str, Any] = {}
+    tables = sorted(p.name for p in paths.layer("bronze").iterdir()) if paths.layer("bronze").exists() else []
+    for table in tables:
+        if not (EXPECTATIONS_DIR / f"landing_{table}.json").exists():
+            continue
+        frame = _read_partition(paths, "bronze", table, load_date=load_date)
+        if frame is None:
+            continue
+        suites[table] = run_suite(frame, f"landing_{table}").to_dict()
+    report = evaluate_gates(paths, load_date, ingest_metrics)
+    failed_suites = {t: s for t, s in suites.items() if not s["success"]}
+    metrics = {
+        "load_date": load_date,
+        "suites": suites,
+        "gates": report.to_list(),
+        "passed": report.passed and not failed_suites,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    write_run_metrics(paths, load_date, "validate", metrics)
+    for gate in report.gates:
+        (log.info if gate.passed else log.error)("gate %s %s: %s", gate.name, "passed" if gate.passed else "FAILED",
+                                                 gate.message)
+    if not metrics["passed"]:
+        problems = [f"gate {g.name}: {g.message}" for g in report.failed]
+        problems += [f"suite landing_{t}: " + "; ".join(f["message"] for f in s["failures"])
+                     for t, s in failed_suites.items()]
+        raise GateFailed(f"load {load_date} failed validation: " + " | ".join(problems))
+    return metrics
+
+
+def validate_silver(paths: Paths, load_date: str, day: date) -> dict[str, Any]:
+    """Stage 2b: every expectations/silver_<table>.json suite on the silver partition this load wrote
+    (`load_date=<load_date>` or, for snapshots, `as_of=<day>`); raises GateFailed when one fails."""
+    started = time.perf_counter()
+    suites: dict[str, Any] = {}
+    for suite_file in sorted(EXPECTATIONS_DIR.glob("silver_*.json")):
+        table = suite_file.stem.removeprefix("silver_")
+        frame = _read_partition(paths, "silver", table, load_date=load_date)
+        if frame is None:
+            frame = _read_partition(paths, "silver", table, as_of=day.isoformat())
+        if frame is None:
+            continue
+        suites[table] = run_suite(frame, suite_file.stem).to_dict()
+    failed = {t: s for t, s in suites.items() if not s["success"]}
+    metrics = {"load_date": load_date, "as_of": day.isoformat(), "suites": suites, "passed": not failed,
+               "seconds": round(time.perf_counter() - started, 3)}
+    if failed:
+        from pipelines.ingest.landing import write_run_metrics
+
+        write_run_metrics(paths, load_date, "validate_silver", metrics)
+        raise GateFailed(f"silver of {load_date} failed validation: " + " | ".join(
+            f"suite silver_{t}: " + "; ".join(f["message"] for f in s["failures"]) for t, s in failed.items()))
+    return metrics

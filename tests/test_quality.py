@@ -1,0 +1,194 @@
+"""Great Expectations suites generated from the contract, the runner, the gates and the validate stage."""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines import lake
+from pipelines.config import Paths
+from pipelines.errors import GateFailed
+from pipelines.ingest.landing import ingest_landing, write_run_metrics
+from pipelines.quality import EXPECTATIONS_DIR, evaluate_gates, run_suite, validate_day, write_suites_command
+
+GOOD = Path(__file__).parent / "fixtures" / "landing" / "good"
+D = "2026-11-20"
+
+
+@pytest.fixture(scope="module")
+def good_bronze(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+    """The bronze tables of the hand-made landing folder, as the validate stage reads them."""
+    paths = Paths(tmp_path_factory.mktemp("segone"))
+    shutil.copytree(GOOD, paths.landing_day(D))
+    ingest_landing(paths, D, paths.landing_day(D), business_date=date(2026, 11, 20))
+    con = lake.connect()
+    frames = {}
+    for kind in ("transactions", "consents", "accounts", "customers"):
+        folder = lake.partition_path(paths, "bronze", kind, load_date=D)
+        frames[kind] = con.execute(f"select * from read_parquet('{folder}/*.parquet', hive_partitioning = false)").df()
+    con.close()
+    return frames
+
+
+def test_checked_in_suites_are_what_the_contract_generates(tmp_path):
+    result = write_suites_command(Paths(tmp_path), directory=tmp_path / "expectations")
+    generated = sorted(p.name for p in (tmp_path / "expectations").glob("*.json"))
+    assert generated == sorted(p.name for p in EXPECTATIONS_DIR.glob("landing_*.json"))
+    assert len(result["suites"]) == len(generated) == 8
+    for name in generated:
+        assert (tmp_path / "expectations" / name).read_text() == (EXPECTATIONS_DIR / name).read_text(), (
+            f"{name} is stale: run `segone expectations`")
+
+
+def test_transactions_suite_covers_the_contract_rules():
+    suite = json.loads((EXPECTATIONS_DIR / "landing_transactions.json").read_text())
+    kinds = {(e["type"], e["kwargs"].get("column") or tuple(e["kwargs"].get("column_list", ()))) for e in
+             suite["expectations"]}
+    assert ("expect_column_values_to_not_be_null", "amount") in kinds
+    assert ("expect_column_values_to_match_regex", "mcc") in kinds
+    assert ("expect_column_values_to_be_in_set", "channel") in kinds
+    assert ("expect_column_value_lengths_to_be_between", "description") in kinds
+    assert ("expect_compound_columns_to_be_unique", ("transaction_id", "source_file")) in kinds
+    assert suite["expectations"][0]["type"] == "expect_table_columns_to_match_set"
+
+
+@pytest.mark.parametrize("kind", ["transactions", "consents", "accounts", "customers"])
+def test_generated_suites_pass_on_good_bronze(good_bronze, kind):
+    result = run_suite(good_bronze[kind], f"landing_{kind}")
+    assert result.success, result.summary()
+    assert result.rows == len(good_bronze[kind]) > 0
+    assert result.statistics["unsuccessful_expectations"] == 0
+
+
+def test_suite_fails_on_bad_data_and_says_why(good_bronze):
+    bad = good_bronze["transactions"].copy()
+    bad.loc[0, "amount"] = None
+    bad.loc[1, "channel"] = "teleport"
+    bad.loc[2, "transaction_id"] = bad.loc[3, "transaction_id"]
+    bad["extra"] = 1
+    result = run_suite(bad, "landing_transactions")
+    assert not result.success
+    failed = {(f["expectation"], f["column"]) for f in result.failures}
+    assert failed == {
+        ("expect_table_columns_to_match_set", "table"),
+        ("expect_column_values_to_not_be_null", "amount"),
+        ("expect_column_values_to_be_in_set", "channel"),
+        ("expect_compound_columns_to_be_unique", "transaction_id, source_file"),
+    }
+    messages = " | ".join(f["message"] for f in result.failures)
+    assert "amount: column values to not be null: 1 of 5 rows do not" in messages
+    assert "teleport" in messages
+    assert result.statistics["unsuccessful_expectations"] == 4
+
+
+def test_run_suite_reads_any_suite_file(tmp_path):
+    (tmp_path / "silver_example.json").write_text(json.dumps({"name": "silver_example", "expectations": [
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "p", "min_value": 0, "max_value": 1},
+         "meta": {}}]}))
+    assert run_suite(pd.DataFrame({"p": [0.1, 0.9]}), "silver_example", directory=tmp_path).success
+    failed = run_suite(pd.DataFrame({"p": [0.1, 1.5]}), "silver_example", directory=tmp_path)
+    assert not failed.success and failed.failures[0]["unexpected_count"] == 1
+
+
+# --- gates ---------------------------------------------------------------------------------------------------
+
+def metrics(transactions: tuple[int, int, int] = (1000, 1000, 0), balances: tuple[int, int, int] = (100, 100, 0),
+            files: int = 1, whole: int = 0) -> dict:
+    """Ingest metrics with (rows_read, rows_accepted, rows_quarantined) per gated kind."""
+    def kind(numbers: tuple[int, int, int], n_files: int = 1, n_whole: int = 0) -> dict:
+        read, accepted, bad = numbers
+        return {"files": n_files, "rows_read": read, "rows_accepted": accepted, "rows_quarantined": bad,
+                "files_quarantined": n_whole, "files_quarantined_names": ["x.csv"] * n_whole}
+    return {"kinds": {"transactions": kind(transactions, files, whole), "balances": kind(balances),
+                      "customers": kind((10, 10, 0))}}
+
+
+def gate(report, name: str):
+    return next(g for g in report.gates if g.name == name)
+
+
+def test_quarantine_share_gate(paths):
+    at_limit = evaluate_gates(paths, D, metrics(transactions=(1000, 950, 50)))
+    assert at_limit.passed and gate(at_limit, "quarantine_share:transactions").value == 0.05
+    over = evaluate_gates(paths, D, metrics(transactions=(1000, 949, 51)))
+    assert not over.passed
+    assert [g.name for g in over.failed] == ["quarantine_share:transactions"]
+    assert over.failed[0].message == "transactions: 51 of 1,000 rows quarantined (5.10%; at most 5.00% allowed)"
+
+
+def test_required_kind_missing_or_unreadable_fails(paths):
+    missing = evaluate_gates(paths, D, metrics(transactions=(0, 0, 0), files=0))
+    assert [g.name for g in missing.failed] == ["required_file:transactions"]
+    unreadable = evaluate_gates(paths, D, metrics(transactions=(0, 0, 0), files=1, whole=1))
+    assert [g.name for g in unreadable.failed] == ["required_file:transactions"]
+    assert "could not be read: x.csv" in unreadable.failed[0].message
+
+
+def _previous_loads(paths: Paths, volumes: list[int]) -> None:
+    for i, volume in enumerate(volumes, start=1):
+        write_run_metrics(paths, f"2026-11-{20 - i:02d}", "ingest", metrics(transactions=(volume, volume, 0)))
+
+
+def test_volume_gate_against_the_median_of_earlier_nights(paths):
+    _previous_loads(paths, [1000, 900, 1100, 1000])
+    write_run_metrics(paths, "history", "ingest", metrics(transactions=(10 ** 7, 10 ** 7, 0)))
+    write_run_metrics(paths, "2026-11-21", "ingest", metrics(transactions=(10 ** 7, 10 ** 7, 0)))  # a later day
+    normal = evaluate_gates(paths, D, metrics(transactions=(1100, 1100, 0)))
+    assert normal.passed and gate(normal, "volume:transactions").value == 1.1
+    triple = evaluate_gates(paths, D, metrics(transactions=(3000, 3000, 0)))
+    assert [g.name for g in triple.failed] == ["volume:transactions"]
+    assert triple.failed[0].value == 3.0 and "median 1,000 of the last 4 nightly loads" in triple.failed[0].message
+    low = evaluate_gates(paths, D, metrics(transactions=(400, 400, 0)))
+    assert [g.name for g in low.failed] == ["volume:transactions"]
+
+
+def test_volume_gate_needs_three_earlier_nights_and_skips_history(paths):
+    _previous_loads(paths, [1000, 1000])
+    few = evaluate_gates(paths, D, metrics(transactions=(9000, 9000, 0)))
+    assert few.passed and gate(few, "volume:transactions").value is None
+    history = evaluate_gates(paths, "history", metrics(transactions=(9000, 9000, 0)))
+    assert not [g for g in history.gates if g.name.startswith("volume:")]
+
+
+def test_volume_window_uses_only_the_latest_nights(paths, monkeypatch):
+    from pipelines import quality
+
+    config = {**quality.settings()}
+    config["gates"] = {**config["gates"], "volume_window": 3}
+    monkeypatch.setattr(quality, "settings", lambda: config)
+    _previous_loads(paths, [1000, 1000, 1000, 10, 10, 10])  # the three oldest are tiny
+    assert evaluate_gates(paths, D, metrics(transactions=(1000, 1000, 0))).passed
+
+
+# --- the validate stage ------------------------------------------------------------------------------------------
+
+def test_validate_day_passes_on_a_good_load(paths):
+    shutil.copytree(GOOD, paths.landing_day(D))
+    ingest_landing(paths, D, paths.landing_day(D), business_date=date(2026, 11, 20))
+    result = validate_day(paths, D)
+    assert result["passed"]
+    assert set(result["suites"]) == {"customers", "accounts", "transactions", "balances", "consents",
+                                     "crm_responses", "life_events", "fx_rates"}
+    assert json.loads((paths.runs / D / "validate.json").read_text())["passed"] is True
+
+
+def test_validate_day_stops_the_run_and_says_why(paths):
+    folder = paths.landing_day(D)
+    shutil.copytree(GOOD, folder)
+    (folder / "balances.csv").unlink()
+    with open(folder / "transactions.csv", "a", encoding="utf-8") as handle:
+        handle.write("T0000009,A000001,2026-11-20T10:00:00Z,1.005,GBP,,,,fee,GB,\n")
+    ingest_landing(paths, D, folder, business_date=date(2026, 11, 20))
+    with pytest.raises(GateFailed) as failure:
+        validate_day(paths, D)
+    message = str(failure.value)
+    assert "gate quarantine_share:transactions: transactions: 1 of 6 rows quarantined" in message
+    assert "gate required_file:balances: balances: required, but no file was delivered" in message
+    written = json.loads((paths.runs / D / "validate.json").read_text())
+    assert written["passed"] is False
+    assert {g["name"] for g in written["gates"] if not g["passed"]} == {"quarantine_share:transactions",
+                                                                       "required_file:balances"}
