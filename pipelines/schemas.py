@@ -6,7 +6,7 @@ its descriptions into warehouse.duckdb, and the silver expectation suites are ch
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipelines.config import load_config
 from pipelines.contract import landing_contract
@@ -33,10 +33,16 @@ class TableSchema:
     partition: tuple[str, ...]
     key: tuple[str, ...]
     columns: tuple[ColumnSchema, ...]
+    checks: dict = field(default_factory=dict)
 
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def data_column_names(self) -> list[str]:
+        """The columns inside the Parquet files (partition columns live in the folder names)."""
+        return [c for c in self.column_names if c not in self.partition]
 
     def empty_select(self) -> str:
         """A query with this table's columns and types and no rows (the input when a table does not exist yet)."""
@@ -54,6 +60,7 @@ def _tables() -> dict[tuple[str, str], TableSchema]:
                 layer=layer, name=name, description=spec["description"],
                 partition=tuple(spec.get("partition", ())), key=tuple(spec.get("key", ())),
                 columns=tuple(ColumnSchema(*col) for col in spec["columns"]),
+                checks=spec.get("checks", {}),
             )
     return tables
 

@@ -109,7 +109,7 @@ def load_history(paths: Paths) -> dict[str, Any]:
     """Ingest, validate and conform landing/history/ the same way as a night, into per-day partitions."""
     from pipelines.conform import conform as conform_load
     from pipelines.ingest.landing import ingest_landing
-    from pipelines.quality import validate_day
+    from pipelines.quality import validate_day, validate_silver as validate_silver_load
 
     folder = paths.landing_history
     if not folder.is_dir():
@@ -120,6 +120,8 @@ def load_history(paths: Paths) -> dict[str, Any]:
     as_of = history_as_of(paths)
     metrics["conform"] = conform_load(paths, HISTORY, as_of)
     write_metrics(paths, HISTORY, "conform", metrics["conform"])
+    metrics["validate_silver"] = validate_silver_load(paths, HISTORY, as_of)
+    write_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
     metrics["publish"] = publish(paths, as_of)
     return metrics
 
@@ -194,11 +196,14 @@ def summary(paths: Paths, day: date) -> str:
         lines.append(f"  {table:<22} {m['rows']:>10,}{extra}")
     lines.append(f"Quarantined by conform: {conform_metrics.get('quarantined', 0):,}")
     lines.append("")
-    lines.append("Try:")
-    lines.append(f"  duckdb -readonly {paths.warehouse}")
+    lines.append("Example query (warehouse.duckdb, opened read-only):")
     lines.append("  " + example_query())
-    lines.append("  (or: .venv/bin/python -c \"import duckdb; print(duckdb.connect('"
-                 f"{paths.warehouse}', read_only=True).sql('''{example_query()}'''))\")")
+    if paths.warehouse.exists():
+        con = lake.connect(paths.warehouse, read_only=True)
+        lines += ["    " + " | ".join(str(v) for v in row) for row in con.execute(example_query()).fetchall()]
+        con.close()
+    lines.append(f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{paths.warehouse}', "
+                 f"read_only=True).sql('{example_query()}'))\"")
     return "\n".join(lines)
 
 

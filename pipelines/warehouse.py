@@ -59,4 +59,12 @@ def build_warehouse(paths: Paths) -> dict[str, Any]:
 
 
 def example_query() -> str:
-    return ("select as_of, count(*) as n_customers from customers group by as_of order by as_of desc limit 3;")
+    """Customers with an overdrawn current account at the latest end-of-day balance, by region."""
+    return ("select customers.region, count(distinct balances.customer_id) as n_overdrawn "
+            "from balances "
+            "join accounts on accounts.account_id = balances.account_id "
+            "and accounts.as_of = (select max(as_of) from accounts) and accounts.product = 'current' "
+            "join customers on customers.customer_id = balances.customer_id "
+            "and customers.as_of = (select max(as_of) from customers) "
+            "where balances.as_of = (select max(as_of) from balances) and balances.balance < 0 "
+            "group by customers.region order by n_overdrawn desc limit 5")
