@@ -202,8 +202,9 @@ def summary(paths: Paths, day: date) -> str:
         con = lake.connect(paths.warehouse, read_only=True)
         lines += ["    " + " | ".join(str(v) for v in row) for row in con.execute(example_query()).fetchall()]
         con.close()
-    lines.append(f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{paths.warehouse}', "
-                 f"read_only=True).sql('{example_query()}'))\"")
+    lines.append("Your own queries:")
+    lines.append(f"  .venv/bin/python -c \"import duckdb; con = duckdb.connect('{paths.warehouse}', read_only=True); "
+                 f"print(con.sql('select * from transactions limit 5'))\"")
     return "\n".join(lines)
 
 
