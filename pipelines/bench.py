@@ -38,6 +38,14 @@ def _measure_in_child(method: str, home: Path, extra: str = "") -> dict[str, Any
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM starts afresh at exec, unlike ru_maxrss, which a child started
+    by fork+exec inherits from its parent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
