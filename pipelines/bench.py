@@ -101,6 +101,9 @@ def _child(method: str, home: Path, extra: str) -> dict[str, Any]:
 
         metrics = load_history(paths)
         rows = sum(int(k.get("rows_read", 0)) for k in metrics["ingest"]["kinds"].values())
+        stages = {name: metrics[name].get("seconds") for name in ("ingest", "validate", "conform",
+                                                                  "validate_silver", "publish")}
+        stages["openbanking_json"] = (metrics["ingest"].get("openbanking") or {}).get("seconds")
     elif method in ("pandas_history", "pandas_history_inferred"):
         rows = _plain_pandas(paths.landing_history, home / "bench-pandas" / method, as_text=method == "pandas_history")
     elif method == "segone_night":
@@ -119,7 +122,8 @@ def _child(method: str, home: Path, extra: str) -> dict[str, Any]:
     else:
         raise ValueError(method)
     seconds = time.perf_counter() - started
-    return {"method": method, "seconds": round(seconds, 3), "rows": rows,
+    extra_fields = {"stage_seconds": stages} if method == "segone_history" else {}
+    return extra_fields | {"method": method, "seconds": round(seconds, 3), "rows": rows,
             "rows_per_second": round(rows / seconds) if seconds else None, "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
@@ -170,6 +174,10 @@ def format_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         by_size.setdefault(r["customers"], {})[r["method"]] = r
     lines.append("")
+    for r in results:
+        if r.get("stage_seconds"):
+            parts = ", ".join(f"{k} {v:.1f}s" for k, v in r["stage_seconds"].items() if v is not None)
+            lines.append(f"{r['customers']:,} customers, segone_history by stage: {parts}")
     for n, methods in by_size.items():
         if "segone_history" in methods and "pandas_history" in methods:
             ratio = methods["pandas_history"]["seconds"] / methods["segone_history"]["seconds"]

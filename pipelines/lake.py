@@ -43,12 +43,21 @@ def bucket_of(customer_ids: Iterable[str], buckets: int | None = None) -> np.nda
 
 def connect(database: str | Path = ":memory:", read_only: bool = False, threads: int | None = None,
             memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that never tries to download an extension (parquet, json and icu are built in)."""
-    config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "true"}
+    """A DuckDB connection that never tries to download an extension (parquet, json and icu are built in).
+
+    Memory is capped (`lake.duckdb_memory_limit`; DuckDB's own default is 80% of the machine) and what does not
+    fit spills to $SEGONE_HOME/tmp/duckdb, so that a stage at a million customers shares the machine.
+    """
+    from pipelines.config import segone_home
+
+    config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "true",
+              "memory_limit": memory_limit or str(settings()["lake"].get("duckdb_memory_limit", "8GB"))}
+    if not read_only:
+        spill = segone_home() / "tmp" / "duckdb"
+        spill.mkdir(parents=True, exist_ok=True)
+        config["temp_directory"] = str(spill)
     if threads:
         config["threads"] = str(threads)
-    if memory_limit:
-        config["memory_limit"] = memory_limit
     con = duckdb.connect(str(database), read_only=read_only, config=config)
     con.execute("set TimeZone = 'UTC'")
     return con

@@ -24,6 +24,7 @@ from pipelines.config import REPO_ROOT, Paths, settings
 from pipelines.contract import FileContract, landing_contract
 from pipelines.ingest.core import FORMAT_REGEX, bronze_columns_sql
 from pipelines.errors import GateFailed, SegoneError
+from pipelines.runs import write_run_metrics
 from pipelines.schemas import TableSchema, tables
 
 log = logging.getLogger(__name__)
@@ -383,8 +384,6 @@ def validate_day(paths: Paths, load_date: str) -> dict[str, Any]:
 
     Writes runs/<load_date>/validate.json and raises GateFailed, naming what failed, when anything did.
     """
-    from pipelines.ingest.landing import write_run_metrics
-
     started = time.perf_counter()
     ingest_file = paths.runs / load_date / "ingest.json"
     if not ingest_file.exists():
@@ -437,8 +436,6 @@ def validate_silver(paths: Paths, load_date: str, day: date) -> dict[str, Any]:
     metrics = {"load_date": load_date, "as_of": day.isoformat(), "suites": suites, "passed": not failed,
                "seconds": round(time.perf_counter() - started, 3)}
     if failed:
-        from pipelines.ingest.landing import write_run_metrics
-
         write_run_metrics(paths, load_date, "validate_silver", metrics)
         raise GateFailed(f"silver of {load_date} failed validation: " + " | ".join(
             f"suite silver_{t}: " + "; ".join(f["message"] for f in s["failures"]) for t, s in failed.items()))

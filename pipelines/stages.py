@@ -5,7 +5,6 @@ metrics to runs/<load_date>/<stage>.json so that a later stage, the gates and th
 """
 from __future__ import annotations
 
-import json
 import logging
 from datetime import date
 from pathlib import Path
@@ -14,24 +13,10 @@ from typing import Any
 from pipelines import lake
 from pipelines.config import Paths
 from pipelines.errors import LandingError, SegoneError
+from pipelines.runs import read_run_metrics, write_run_metrics
 
 log = logging.getLogger(__name__)
 HISTORY = "history"
-
-
-def write_metrics(paths: Paths, load_date: str, stage: str, metrics: dict[str, Any]) -> Path:
-    folder = paths.runs / load_date
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{stage}.json"
-    tmp = folder / f".{stage}.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, default=str, sort_keys=True), encoding="utf-8")
-    tmp.replace(target)
-    return target
-
-
-def read_metrics(paths: Paths, load_date: str, stage: str) -> dict[str, Any] | None:
-    target = paths.runs / load_date / f"{stage}.json"
-    return json.loads(target.read_text(encoding="utf-8")) if target.exists() else None
 
 
 # --- the stages ---------------------------------------------------------------------------------------------
@@ -58,7 +43,7 @@ def conform(paths: Paths, day: date) -> dict[str, Any]:
     from pipelines.conform import conform as conform_load
 
     metrics = conform_load(paths, day.isoformat(), day)
-    write_metrics(paths, day.isoformat(), "conform", metrics)
+    write_run_metrics(paths, day.isoformat(), "conform", metrics)
     return metrics
 
 
@@ -67,7 +52,7 @@ def validate_silver(paths: Paths, day: date) -> dict[str, Any]:
     from pipelines.quality import validate_silver as validate_silver_load
 
     metrics = validate_silver_load(paths, day.isoformat(), day)
-    write_metrics(paths, day.isoformat(), "validate_silver", metrics)
+    write_run_metrics(paths, day.isoformat(), "validate_silver", metrics)
     return metrics
 
 
@@ -77,7 +62,7 @@ def publish(paths: Paths, day: date) -> dict[str, Any]:
 
     metrics = build_warehouse(paths)
     metrics["as_of"] = day.isoformat()
-    write_metrics(paths, day.isoformat(), "publish", metrics)
+    write_run_metrics(paths, day.isoformat(), "publish", metrics)
     return metrics
 
 
@@ -119,9 +104,9 @@ def load_history(paths: Paths) -> dict[str, Any]:
     metrics["validate"] = validate_day(paths, HISTORY)
     as_of = history_as_of(paths)
     metrics["conform"] = conform_load(paths, HISTORY, as_of)
-    write_metrics(paths, HISTORY, "conform", metrics["conform"])
+    write_run_metrics(paths, HISTORY, "conform", metrics["conform"])
     metrics["validate_silver"] = validate_silver_load(paths, HISTORY, as_of)
-    write_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
+    write_run_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
     metrics["publish"] = publish(paths, as_of)
     return metrics
 
@@ -172,9 +157,9 @@ def summary(paths: Paths, day: date) -> str:
     from pipelines.warehouse import example_query
 
     d = day.isoformat()
-    conform_metrics = read_metrics(paths, d, "conform") or {}
-    ingest_metrics = read_metrics(paths, d, "ingest") or {}
-    validate_metrics = read_metrics(paths, d, "validate") or {}
+    conform_metrics = read_run_metrics(paths, d, "conform") or {}
+    ingest_metrics = read_run_metrics(paths, d, "ingest") or {}
+    validate_metrics = read_run_metrics(paths, d, "validate") or {}
     lines = [f"Segment of One: night of {d}", ""]
     lines.append("Outputs:")
     lines.append(f"  lake (Parquet)      {paths.lake}")

@@ -12,7 +12,8 @@ import pytest
 from pipelines import lake
 from pipelines.config import Paths
 from pipelines.errors import GateFailed
-from pipelines.ingest.landing import ingest_landing, write_run_metrics
+from pipelines.ingest.landing import ingest_landing
+from pipelines.runs import write_run_metrics
 from pipelines.quality import EXPECTATIONS_DIR, evaluate_gates, run_suite, validate_day, write_suites_command
 
 GOOD = Path(__file__).parent / "fixtures" / "landing" / "good"

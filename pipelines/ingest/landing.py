@@ -6,7 +6,6 @@ are combined into one bronze partition. A re-run of a load replaces that load's 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ import duckdb
 import pandas as pd
 
 from pipelines import lake
+from pipelines.runs import write_run_metrics
 from pipelines.config import Paths, settings
 from pipelines.contract import FileContract, classify_landing_file, landing_contract
 from pipelines.errors import LandingError
@@ -193,14 +193,3 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: s
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def write_run_metrics(paths: Paths, load_date: str, stage: str, metrics: dict[str, Any]) -> Path:
-    """runs/<load_date>/<stage>.json, replaced atomically."""
-    folder = paths.runs / load_date
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{stage}.json"
-    tmp = folder / f".{stage}.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, default=str, sort_keys=True), encoding="utf-8")
-    tmp.replace(target)
-    return target
