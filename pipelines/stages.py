@@ -113,26 +113,6 @@ def load_history(paths: Paths) -> dict[str, Any]:
 
 # --- what the CLI calls ---------------------------------------------------------------------------------------
 
-def ingest_command(paths: Paths, day: date) -> dict[str, Any]:
-    return ingest(paths, day)
-
-
-def validate_command(paths: Paths, day: date) -> dict[str, Any]:
-    return validate(paths, day)
-
-
-def conform_command(paths: Paths, day: date) -> dict[str, Any]:
-    return conform(paths, day)
-
-
-def validate_silver_command(paths: Paths, day: date) -> dict[str, Any]:
-    return validate_silver(paths, day)
-
-
-def publish_command(paths: Paths, day: date) -> dict[str, Any]:
-    return publish(paths, day)
-
-
 def run_command(paths: Paths, day: date) -> str:
     run_night(paths, day)
     return summary(paths, day)
@@ -146,10 +126,6 @@ def load_history_command(paths: Paths) -> dict[str, Any]:
         "quarantined_ingest": sum(int(k.get("rows_quarantined", 0)) for k in metrics["ingest"].get("kinds", {}).values()),
         "quarantined_conform": metrics["conform"]["quarantined"],
     }
-
-
-def summary_command(paths: Paths, day: date) -> str:
-    return summary(paths, day)
 
 
 def summary(paths: Paths, day: date) -> str:
