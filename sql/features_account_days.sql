@@ -1,0 +1,111 @@
+-- One row per current account and day up to the last cut-off: the end-of-day balance as reported where the bank
+-- reported one, rebuilt from the postings where it did not (carried forward from the last reported balance, or
+-- back from the first one), and the reconciliation gap on reported days: reported minus (previous reported plus
+-- the postings in between). A gap is a data-quality finding; the reported balance is kept as it is.
+-- The cash position is the customer's current accounts at this bank; a customer who holds none here uses the
+-- consented external current accounts (open banking).
+with core_holders as (
+    select distinct customer_id
+    from accounts_in
+    where product = 'current' and source = 'core'
+),
+
+scope as (
+    select accounts_in.account_id, accounts_in.customer_id, accounts_in.source, accounts_in.opened_on,
+        accounts_in.closed_on
+    from accounts_in
+    left join core_holders using (customer_id)
+    where accounts_in.product = 'current'
+        and (accounts_in.source = 'core' or core_holders.customer_id is null)
+),
+
+postings as (
+    select transactions_in.account_id, transactions_in.booking_date as ds,
+        sum(transactions_in.amount_value) as net_flow, count(*) as n_postings
+    from transactions_in
+    semi join scope using (account_id)
+    where transactions_in.booking_date <= getvariable('last_cutoff')
+    group by all
+),
+
+reported as (
+    select balances_in.account_id, balances_in.as_of as ds, max(balances_in.balance_value) as balance
+    from balances_in
+    semi join scope using (account_id)
+    where balances_in.as_of <= getvariable('last_cutoff')
+    group by all
+),
+
+first_seen as (
+    select account_id, min(ds) as first_day from (
+        select account_id, ds from postings
+        union all
+        select account_id, ds from reported
+    )
+    group by all
+),
+
+spans as (
+    select scope.account_id, scope.customer_id, scope.source, first_seen.first_day,
+        least(getvariable('last_cutoff'), coalesce(scope.closed_on, getvariable('last_cutoff'))) as last_day
+    from scope
+    join first_seen using (account_id)
+),
+
+days as (
+    select account_id, customer_id, source, cast(unnest(generate_series(first_day, last_day, interval 1 day)) as date) as ds
+    from spans
+    where first_day <= last_day
+),
+
+joined as (
+    select days.account_id, days.customer_id, days.source, days.ds,
+        coalesce(postings.net_flow, 0) as net_flow,
+        coalesce(postings.n_postings, 0) as n_postings,
+        reported.balance as reported_balance,
+        sum(coalesce(postings.net_flow, 0)) over (
+            partition by days.account_id order by days.ds rows unbounded preceding
+        ) as cum_flow
+    from days
+    left join postings using (account_id, ds)
+    left join reported using (account_id, ds)
+),
+
+anchored as (
+    select *,
+        last_value(reported_balance ignore nulls) over upto_now as anchor_balance,
+        last_value(case when reported_balance is not null then cum_flow end ignore nulls) over upto_now as anchor_cum_flow,
+        last_value(reported_balance ignore nulls) over before_now as previous_balance,
+        last_value(case when reported_balance is not null then cum_flow end ignore nulls) over before_now as previous_cum_flow,
+        first_value(reported_balance ignore nulls) over whole as first_balance,
+        first_value(case when reported_balance is not null then cum_flow end ignore nulls) over whole as first_cum_flow
+    from joined
+    window
+        upto_now as (partition by account_id order by ds rows between unbounded preceding and current row),
+        before_now as (partition by account_id order by ds rows between unbounded preceding and 1 preceding),
+        whole as (partition by account_id order by ds rows between unbounded preceding and unbounded following)
+),
+
+final as (
+    select
+        account_id,
+        customer_id,
+        source,
+        ds,
+        net_flow,
+        n_postings,
+        reported_balance is not null as is_reported,
+        first_balance is not null as has_reported_balance,
+        case
+            when anchor_balance is not null then anchor_balance + cum_flow - anchor_cum_flow
+            when first_balance is not null then first_balance - (first_cum_flow - cum_flow)
+            else cum_flow
+        end as balance,
+        case
+            when reported_balance is not null and previous_balance is not null
+                then round(reported_balance - (previous_balance + cum_flow - previous_cum_flow), 2)
+        end as reconciliation_gap
+    from anchored
+)
+
+select * from final

@@ -1,0 +1,213 @@
+-- One row per customer and cut-off: what the forecasters and classifiers see, from silver data on or before the
+-- cut-off only. Customers without an open current account on the cut-off have no cash position and no row.
+with positions as (
+    select cutoffs.cutoff, daily_balance.customer_id, daily_balance.ds, daily_balance.value, daily_balance.net_flow,
+        cutoffs.cutoff - daily_balance.ds as days_back
+    from daily_balance
+    join cutoffs on daily_balance.ds between cutoffs.cutoff - 89 and cutoffs.cutoff
+),
+
+history as (
+    select cutoffs.cutoff, daily_balance.customer_id, min(daily_balance.ds) as first_day,
+        bool_and(daily_balance.has_reported_balance) as has_reported_balance
+    from daily_balance
+    join cutoffs on daily_balance.ds <= cutoffs.cutoff
+    group by all
+),
+
+balance_features as (
+    select
+        cutoff, customer_id,
+        max(value) filter (where days_back = 0) as balance_now,
+        max(value) filter (where days_back = 30) as balance_30_days_ago,
+        avg(value) filter (where days_back < 7) as balance_mean_7,
+        avg(value) filter (where days_back < 30) as balance_mean_30,
+        avg(value) as balance_mean_90,
+        min(value) filter (where days_back < 30) as balance_min_30,
+        min(value) as balance_min_90,
+        max(value) as balance_max_90,
+        coalesce(stddev_pop(value) filter (where days_back < 30), 0) as balance_std_30,
+        coalesce(stddev_pop(value), 0) as balance_std_90,
+        count(*) filter (where days_back < 30 and value < 0) as n_days_negative_30,
+        count(*) filter (where value < 0) as n_days_negative_90,
+        coalesce(regr_slope(value, -days_back), 0) as slope_90,
+        coalesce(stddev_pop(net_flow) filter (where days_back < 30), 0) as net_flow_std_30,
+        count(*) as n_days_90
+    from positions
+    group by all
+    having count(*) filter (where days_back = 0) > 0
+),
+
+window_postings as (
+    select cutoffs.cutoff, transactions_in.customer_id, transactions_in.booking_date, transactions_in.amount_value,
+        transactions_in.channel, transactions_in.category, transactions_in.stream_key,
+        cutoffs.cutoff - transactions_in.booking_date as days_back,
+        streams.direction is not null as is_recurring
+    from transactions_in
+    semi join scope_accounts using (account_id)
+    join cutoffs
+        on transactions_in.booking_date between cutoffs.cutoff - 89 and cutoffs.cutoff
+    left join recurring_streams as streams
+        on streams.cutoff = cutoffs.cutoff
+        and streams.customer_id = transactions_in.customer_id
+        and streams.stream_key = transactions_in.stream_key
+        and streams.direction = case when transactions_in.amount_value > 0 then 'in' else 'out' end
+),
+
+flow_features as (
+    select
+        cutoff, customer_id,
+        coalesce(sum(amount_value) filter (where amount_value > 0 and days_back < 30), 0) as inflow_30,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and days_back < 30), 0) as outflow_30,
+        coalesce(sum(amount_value) filter (where days_back < 30), 0) as net_flow_30,
+        coalesce(sum(amount_value), 0) as net_flow_90,
+        coalesce(sum(amount_value) filter (
+            where amount_value > 0 and (is_recurring or channel in ('salary', 'benefit'))), 0) as income_90,
+        max(booking_date) filter (
+            where amount_value > 0 and (is_recurring or channel in ('salary', 'benefit'))) as last_income_date,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and is_recurring), 0) as fixed_spend_90,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and not is_recurring), 0) as flexible_spend_90,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and not is_recurring and days_back < 30), 0)
+            as flexible_spend_30,
+        count(*) filter (where channel = 'fee') as n_fees_90,
+        count(*) filter (where days_back < 30) as n_postings_30,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and channel in ('card', 'atm')), 0) as card_spend_90,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and category = 'groceries'), 0) as groceries_90,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and category = 'eating_out'), 0) as eating_out_90,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and category = 'travel'), 0) as travel_90,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and category = 'gambling'), 0) as gambling_90,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and channel = 'atm'), 0) as cash_90,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and category = 'shopping'), 0) as shopping_90
+    from window_postings
+    group by all
+),
+
+daily_flexible as (
+    select cutoff, customer_id, booking_date, -sum(amount_value) as spend
+    from window_postings
+    where amount_value < 0 and not is_recurring and days_back < 30
+    group by all
+),
+
+flexible_volatility as (
+    -- the standard deviation of daily flexible spend over all 30 days, the days without any counted as zero
+    select cutoff, customer_id,
+        sqrt(greatest(sum(spend * spend) / 30 - power(sum(spend) / 30, 2), 0)) as flexible_spend_std_30
+    from daily_flexible
+    group by all
+),
+
+stream_features as (
+    select
+        cutoff, customer_id,
+        count(*) filter (where direction = 'in' and lifecycle <> 'stopped') as n_income_streams,
+        count(*) filter (where direction = 'out' and lifecycle <> 'stopped') as n_outgoing_streams,
+        coalesce(max(regularity) filter (where direction = 'in' and lifecycle <> 'stopped'), 0) as income_regularity,
+        coalesce(bool_or(direction = 'in' and lifecycle = 'mature' and cadence_days <= 31
+            and regularity >= getvariable('min_income_regularity')), false) as has_regular_income,
+        coalesce(sum(amount * 30.0 / cadence_days) filter (where direction = 'in' and lifecycle <> 'stopped'), 0)
+            as monthly_recurring_income,
+        coalesce(-sum(amount * 30.0 / cadence_days) filter (where direction = 'out' and lifecycle <> 'stopped'), 0)
+            as monthly_recurring_outgoings,
+        coalesce(bool_or(direction = 'in' and lifecycle = 'stopped' and cadence_days <= 31
+            and n_occurrences >= 3), false) as is_income_stopped,
+        min(greatest(next_expected_date - cutoff, 1)) filter (where direction = 'in' and lifecycle <> 'stopped')
+            as days_to_next_income
+    from recurring_streams
+    group by all
+),
+
+limits as (
+    select cutoffs.cutoff, accounts_in.customer_id, sum(coalesce(accounts_in.overdraft_limit, 0)) as overdraft_limit
+    from accounts_in
+    semi join scope_accounts using (account_id)
+    join cutoffs on coalesce(accounts_in.opened_on, cutoffs.cutoff) <= cutoffs.cutoff
+        and coalesce(accounts_in.closed_on, cutoffs.cutoff + 1) > cutoffs.cutoff
+    group by all
+),
+
+other_balances as (
+    select cutoffs.cutoff, accounts_in.customer_id, accounts_in.account_id, accounts_in.source, accounts_in.product,
+        arg_max(balances_in.balance_value, balances_in.as_of) as balance
+    from balances_in
+    join accounts_in using (account_id)
+    join cutoffs on balances_in.as_of between cutoffs.cutoff - 35 and cutoffs.cutoff
+    where balances_in.account_id not in (select account_id from scope_accounts)
+    group by all
+),
+
+holdings as (
+    select cutoff, customer_id,
+        coalesce(sum(balance) filter (where source = 'core' and product = 'savings'), 0) as savings_balance,
+        coalesce(sum(balance) filter (where source = 'openbanking'), 0) as external_balance,
+        count(*) filter (where source = 'openbanking') as n_external_accounts
+    from other_balances
+    group by all
+),
+
+final as (
+    select
+        balance_features.customer_id,
+        balance_features.cutoff,
+        balance_features.cutoff - history.first_day + 1 as history_days,
+        history.has_reported_balance,
+        balance_features.balance_now,
+        balance_features.balance_now - balance_features.balance_30_days_ago as change_30,
+        balance_features.balance_mean_7,
+        balance_features.balance_mean_30,
+        balance_features.balance_mean_90,
+        balance_features.balance_min_30,
+        balance_features.balance_min_90,
+        balance_features.balance_max_90,
+        balance_features.balance_std_30,
+        balance_features.balance_std_90,
+        balance_features.n_days_negative_30,
+        balance_features.n_days_negative_90,
+        balance_features.slope_90,
+        balance_features.net_flow_std_30,
+        coalesce(flow_features.inflow_30, 0) as inflow_30,
+        coalesce(flow_features.outflow_30, 0) as outflow_30,
+        coalesce(flow_features.net_flow_30, 0) as net_flow_30,
+        coalesce(flow_features.net_flow_90, 0) as net_flow_90,
+        coalesce(flow_features.income_90, 0) as income_90,
+        balance_features.cutoff - flow_features.last_income_date as days_since_income,
+        coalesce(flow_features.fixed_spend_90, 0) as fixed_spend_90,
+        coalesce(flow_features.flexible_spend_90, 0) as flexible_spend_90,
+        coalesce(flow_features.flexible_spend_30, 0) as flexible_spend_30,
+        coalesce(flexible_volatility.flexible_spend_std_30, 0) as flexible_spend_std_30,
+        coalesce(flow_features.n_fees_90, 0) as n_fees_90,
+        coalesce(flow_features.n_postings_30, 0) as n_postings_30,
+        coalesce(flow_features.groceries_90 / nullif(flow_features.card_spend_90, 0), 0) as share_groceries_90,
+        coalesce(flow_features.eating_out_90 / nullif(flow_features.card_spend_90, 0), 0) as share_eating_out_90,
+        coalesce(flow_features.travel_90 / nullif(flow_features.card_spend_90, 0), 0) as share_travel_90,
+        coalesce(flow_features.gambling_90 / nullif(flow_features.card_spend_90, 0), 0) as share_gambling_90,
+        coalesce(flow_features.cash_90 / nullif(flow_features.card_spend_90, 0), 0) as share_cash_90,
+        coalesce(flow_features.shopping_90 / nullif(flow_features.card_spend_90, 0), 0) as share_shopping_90,
+        coalesce(stream_features.n_income_streams, 0) as n_income_streams,
+        coalesce(stream_features.n_outgoing_streams, 0) as n_outgoing_streams,
+        coalesce(stream_features.income_regularity, 0) as income_regularity,
+        coalesce(stream_features.has_regular_income, false) as has_regular_income,
+        coalesce(stream_features.is_income_stopped, false) as is_income_stopped,
+        coalesce(stream_features.monthly_recurring_income, 0) as monthly_recurring_income,
+        coalesce(stream_features.monthly_recurring_outgoings, 0) as monthly_recurring_outgoings,
+        stream_features.days_to_next_income,
+        coalesce(limits.overdraft_limit, 0) as overdraft_limit,
+        balance_features.balance_now + coalesce(limits.overdraft_limit, 0) as headroom_now,
+        balance_features.n_days_negative_90 / balance_features.n_days_90 as overdraft_use_90,
+        coalesce(holdings.savings_balance, 0) as savings_balance,
+        coalesce(holdings.external_balance, 0) as external_balance,
+        coalesce(holdings.n_external_accounts, 0) as n_external_accounts,
+        year(balance_features.cutoff) - customers_in.birth_year as age,
+        balance_features.cutoff - customers_in.customer_since as tenure_days,
+        day(balance_features.cutoff) as day_of_month
+    from balance_features
+    join history using (cutoff, customer_id)
+    left join flow_features using (cutoff, customer_id)
+    left join flexible_volatility using (cutoff, customer_id)
+    left join stream_features using (cutoff, customer_id)
+    left join limits using (cutoff, customer_id)
+    left join holdings using (cutoff, customer_id)
+    left join customers_in using (customer_id)
+)
+
+select * from final

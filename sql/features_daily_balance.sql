@@ -1,0 +1,14 @@
+-- The customer's daily cash position: the sum of their current accounts' end-of-day balances (account_days).
+with by_day as (
+    select customer_id, ds, sum(balance) as value, sum(net_flow) as net_flow,
+        bool_and(has_reported_balance) as has_reported_balance
+    from account_days
+    group by all
+),
+
+final as (
+    select customer_id, ds, value, net_flow, has_reported_balance
+    from by_day
+)
+
+select * from final
