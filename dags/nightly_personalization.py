@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
 # SEGONE_TASK_RETRIES=0 lets tests and the demo fail fast instead of waiting out retry delays.
@@ -17,12 +17,15 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
 }
 
+# Published tables, for downstream DAGs to be scheduled on.
+CASH_FORECAST = Asset("segone://gold/cash_forecast")
 
-def _run_stage(stage: str, data_interval_start: datetime) -> dict:
+
+def _run_stage(stage: str, data_interval_start: datetime, **kwargs) -> dict | list:
     from pipelines.config import Paths
     from pipelines import stages
 
-    return getattr(stages, stage)(Paths.from_env(), stages.business_date(data_interval_start))
+    return getattr(stages, stage)(Paths.from_env(), stages.business_date(data_interval_start), **kwargs)
 
 
 @dag(
@@ -54,10 +57,25 @@ def nightly_personalization():
         return _run_stage("validate_silver", data_interval_start)
 
     @task
-    def publish_silver_views(data_interval_start=None) -> dict:
+    def plan_forecast_shards(data_interval_start=None) -> list:
+        return _run_stage("forecast_shards", data_interval_start)
+
+    @task(max_active_tis_per_dagrun=2)
+    def forecast_cash_shortfall(bucket: int, data_interval_start=None) -> dict:
+        return _run_stage("forecast_shard", data_interval_start, bucket=bucket)
+
+    @task(retries=0)
+    def validate_forecast(data_interval_start=None) -> dict:
+        return _run_stage("validate_forecast", data_interval_start)
+
+    @task(outlets=[CASH_FORECAST])
+    def publish(data_interval_start=None) -> dict:
         return _run_stage("publish", data_interval_start)
 
-    ingest() >> validate() >> conform() >> validate_silver() >> publish_silver_views()
+    shards = plan_forecast_shards()
+    forecasts = forecast_cash_shortfall.expand(bucket=shards)
+    ingest() >> validate() >> conform() >> validate_silver() >> shards
+    forecasts >> validate_forecast() >> publish()
 
 
 nightly_personalization()

@@ -40,6 +40,11 @@ def _add_date(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", dest="day", type=_date, required=True, help="business date D (YYYY-MM-DD)")
 
 
+def _add_optional_date(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--date", dest="day", type=_date, default=None,
+                   help="train as of this date (default: the last day of data)")
+
+
 def _add_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--customers", type=int, default=10_000, help="number of customers (default 10000)")
     p.add_argument("--days", type=int, default=180, help="days of history before D (default 180)")
@@ -80,6 +85,12 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                 "pipelines.stages:conform", _add_date),
     "validate-silver": ("stage 2b: Great Expectations suites on D's silver",
                         "pipelines.stages:validate_silver", _add_date),
+    "train": ("train the global cash-shortfall engine on a rolling window and promote it if it is no worse",
+              "pipelines.stages:train", _add_optional_date),
+    "forecast": ("stage 4: cash-shortfall forecast for D, every shard in turn, with the promoted model",
+                 "pipelines.stages:forecast_cash_shortfall", _add_date),
+    "validate-forecast": ("stage 4b: Great Expectations suites on D's cash_forecast",
+                          "pipelines.stages:validate_forecast", _add_date),
     "publish": ("stage 7: rebuild warehouse.duckdb views over the lake",
                 "pipelines.stages:publish", _add_date),
     "run": ("the whole night for D, stage after stage (what the DAG does, without Airflow)",

@@ -66,7 +66,51 @@ def publish(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
+def forecast_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the forecast stage maps over."""
+    from pipelines.forecast import shards
+
+    return shards()
+
+
+def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 4, one shard: features and the promoted global engine -> gold cash_forecast for bucket N as of D."""
+    from pipelines.forecast import forecast_shard as run_shard
+
+    return run_shard(paths, day, int(bucket))
+
+
+def forecast_cash_shortfall(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 4, every shard in turn (the DAG maps forecast_shard over the shards instead)."""
+    from pipelines.forecast import forecast_all
+
+    return forecast_all(paths, day)
+
+
+def validate_forecast(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 4b: the gold suites on D's cash_forecast and recurring_streams; raises GateFailed to stop the run."""
+    from pipelines.forecast import summarise_shards
+    from pipelines.quality import validate_gold
+
+    shard_metrics = [read_run_metrics(paths, day.isoformat(), f"forecast_cash_shortfall_bucket_{b}")
+                     for b in forecast_shards(paths, day)]
+    missing = [b for b, m in zip(forecast_shards(paths, day), shard_metrics) if m is None]
+    if missing:
+        raise SegoneError(f"the forecast of {day} is incomplete: no result for buckets {missing}")
+    summary = summarise_shards(paths, day, shard_metrics)
+    return {"forecast": summary, "validation": validate_gold(paths, day, ["cash_forecast", "recurring_streams"])}
+
+
+def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
+    """`segone train`: train the global cash-shortfall engine on a rolling window ending at D (default: the last
+    day of data) and promote it if it is at least as good as the promoted one."""
+    from pipelines.forecast import train as train_forecast
+
+    return train_forecast(paths, day)
+
+
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
+         ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("publish", publish))
 
 

@@ -26,8 +26,9 @@ def run(args: list[str], home: Path, check: bool = True) -> subprocess.Completed
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory, airflow_db) -> Path:
     home = tmp_path_factory.mktemp("e2e") / "segone"
-    run([str(BIN / "segone"), "simulate", "--customers", "400", "--days", "60", "--end-date", D, "--seed", "7"], home)
+    run([str(BIN / "segone"), "simulate", "--customers", "400", "--days", "160", "--end-date", D, "--seed", "7"], home)
     run([str(BIN / "segone"), "load-history"], home)
+    run([str(BIN / "segone"), "train"], home)
     return home
 
 
@@ -35,7 +36,7 @@ def bank(tmp_path_factory, airflow_db) -> Path:
 def test_the_night_runs_through_airflow_and_publishes(bank):
     done = run([str(BIN / "airflow"), "dags", "test", "nightly_personalization", RUN_AFTER], bank, check=False)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    for stage in ("ingest", "validate", "conform", "publish"):
+    for stage in ("ingest", "validate", "conform", "forecast_cash_shortfall", "validate_forecast", "publish"):
         assert (bank / "runs" / D / f"{stage}.json").exists(), stage
     validate = json.loads((bank / "runs" / D / "validate.json").read_text())
     assert all(g["passed"] for g in validate["gates"])
@@ -45,6 +46,12 @@ def test_the_night_runs_through_airflow_and_publishes(bank):
     assert n_night > 0 and n_history > 30 * n_night
     assert con.execute(f"select count(*) from customers where as_of = '{D}'").fetchall()[0][0] >= 400
     assert con.execute(f"select count(distinct transaction_id) = count(*) from transactions").fetchall()[0][0]
+    forecast = con.execute(f"""
+        select count(*), count(distinct customer_id), min(p_shortfall), max(p_shortfall), count(distinct bucket),
+            count(distinct model_version)
+        from cash_forecast where as_of = '{D}'""").fetchall()[0]
+    assert forecast[0] == 3 * forecast[1] and forecast[1] >= 390
+    assert 0 <= forecast[2] <= forecast[3] <= 1 and forecast[4] == 16 and forecast[5] == 1
     summary = run([str(BIN / "segone"), "summary", "--date", D], bank).stdout
     assert "warehouse.duckdb" in summary and "select" in summary
 

@@ -39,7 +39,7 @@ def test_checked_in_suites_are_what_the_contract_generates(tmp_path):
     result = write_suites_command(Paths(tmp_path), directory=tmp_path / "expectations")
     generated = sorted(p.name for p in (tmp_path / "expectations").glob("*.json"))
     assert generated == sorted(p.name for p in EXPECTATIONS_DIR.glob("*.json"))
-    assert len(result["suites"]) == len(generated) == 8 + 12  # landing kinds + silver tables
+    assert len(result["suites"]) == len(generated) == 8 + 12 + 2  # landing kinds + silver tables + checked gold
     for name in generated:
         assert (tmp_path / "expectations" / name).read_text() == (EXPECTATIONS_DIR / name).read_text(), (
             f"{name} is stale: run `segone expectations`")

@@ -1,0 +1,217 @@
+"""The global LightGBM engine on a synthetic panel whose labels come from a known random-walk process."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.contract import FORECAST_COLUMNS
+from models.global_engine import GlobalEngine, GlobalEngineParams, IncompatibleModelError
+
+N_CUSTOMERS = 3000
+N_CUTOFFS = 8
+INFORMATIVE = ["balance_now", "mean_net_flow_30", "std_net_flow_30", "income_regular"]
+NOISE = ["noise_1", "noise_2", "noise_3", "noise_4"]
+
+
+def synthetic_panel(seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features and labels for N_CUSTOMERS x N_CUTOFFS weekly cut-offs. Each customer has a daily drift (income
+    makes it higher) and a volatility; the next 90 days are a random walk from balance_now, so min_balance at H is
+    about balance_now + H * drift + noise * sqrt(H), and the labels come from the simulated path itself."""
+    rng = np.random.default_rng(seed)
+    income = rng.random(N_CUSTOMERS) < 0.6
+    drift = rng.normal(-6.0, 8.0, N_CUSTOMERS) + 6.0 * income
+    vol = np.exp(rng.normal(np.log(40.0), 0.4, N_CUSTOMERS))
+    level = np.exp(rng.normal(np.log(900.0), 0.8, N_CUSTOMERS))
+    cutoffs = pd.date_range("2026-01-04", periods=N_CUTOFFS, freq="7D")
+    feature_rows, label_rows = [], []
+    for c, cutoff in enumerate(cutoffs):
+        balance = level * np.exp(rng.normal(0.0, 0.3, N_CUSTOMERS))
+        steps = drift[:, None] + vol[:, None] * rng.normal(size=(N_CUSTOMERS, 90))
+        path = balance[:, None] + np.cumsum(steps, axis=1)
+        ids = [f"C{i:05d}" for i in range(N_CUSTOMERS)]
+        feature_rows.append(
+            pd.DataFrame(
+                {
+                    "customer_id": ids,
+                    "cutoff": cutoff,
+                    "balance_now": balance,
+                    "mean_net_flow_30": drift + vol / np.sqrt(30) * rng.normal(size=N_CUSTOMERS),
+                    "std_net_flow_30": vol * np.exp(rng.normal(0.0, 0.1, N_CUSTOMERS)),
+                    "income_regular": income.astype(float),
+                    **{name: rng.normal(size=N_CUSTOMERS) for name in NOISE},
+                }
+            )
+        )
+        for h in (30, 60, 90):
+            window = path[:, :h]
+            below = window < 0
+            first = np.where(below.any(axis=1), below.argmax(axis=1) + 1.0, np.nan)
+            label_rows.append(
+                pd.DataFrame(
+                    {
+                        "customer_id": ids,
+                        "cutoff": cutoff,
+                        "horizon_days": h,
+                        "is_shortfall": below.any(axis=1),
+                        "min_balance": window.min(axis=1),
+                        "days_to_shortfall": first,
+                    }
+                )
+            )
+    return pd.concat(feature_rows, ignore_index=True), pd.concat(label_rows, ignore_index=True)
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Mann-Whitney AUC with average ranks for ties."""
+    ranks = pd.Series(score).rank(method="average").to_numpy()
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@pytest.fixture(scope="module")
+def panel() -> dict[str, pd.DataFrame]:
+    features, labels = synthetic_panel()
+    last = features["cutoff"].max()
+    return {
+        "train_x": features[features["cutoff"] < last].reset_index(drop=True),
+        "train_y": labels[labels["cutoff"] < last].reset_index(drop=True),
+        "test_x": features[features["cutoff"] == last].reset_index(drop=True),
+        "test_y": labels[labels["cutoff"] == last].reset_index(drop=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def engine(panel: dict[str, pd.DataFrame]) -> GlobalEngine:
+    return GlobalEngine().fit(panel["train_x"], panel["train_y"], GlobalEngineParams())  # the defaults
+
+
+@pytest.fixture(scope="module")
+def forecast(engine: GlobalEngine, panel: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    return engine.predict(panel["test_x"])
+
+
+def joined(forecast: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    return forecast.merge(labels, on=["customer_id", "cutoff", "horizon_days"], suffixes=("", "_true"))
+
+
+def test_forecast_shape_and_coherence(forecast: pd.DataFrame, panel: dict[str, pd.DataFrame]) -> None:
+    assert list(forecast.columns) == FORECAST_COLUMNS
+    assert len(forecast) == 3 * len(panel["test_x"])
+    assert forecast["p_shortfall"].between(0, 1).all()
+    wide = forecast.pivot(index="customer_id", columns="horizon_days", values="p_shortfall")
+    assert (wide[60] >= wide[30]).all() and (wide[90] >= wide[60]).all()
+    assert (forecast["min_balance_p10"] <= forecast["min_balance_p50"]).all()
+    assert (forecast["min_balance_p50"] <= forecast["min_balance_p90"]).all()
+    assert (forecast["cutoff"] == panel["test_x"]["cutoff"].iloc[0]).all()
+    days = forecast["days_to_shortfall"]
+    assert days.notna().all()
+    assert (days >= 1).all() and (days <= forecast["horizon_days"]).all()
+
+
+def test_held_out_quality(forecast: pd.DataFrame, panel: dict[str, pd.DataFrame]) -> None:
+    both = joined(forecast, panel["test_y"])
+    for h, part in both.groupby("horizon_days"):
+        y = part["is_shortfall"].to_numpy(dtype=float)
+        assert 0.05 < y.mean() < 0.7, (h, y.mean())
+        auc = roc_auc(y, part["p_shortfall"].to_numpy())
+        assert auc > 0.85, (h, auc)
+        # Calibrated: the mean probability is close to the observed rate.
+        assert abs(part["p_shortfall"].mean() - y.mean()) < 0.05, (h, part["p_shortfall"].mean(), y.mean())
+        covered = part["min_balance"].between(part["min_balance_p10"], part["min_balance_p90"]).mean()
+        assert 0.6 <= covered <= 0.95, (h, covered)
+
+
+def test_notes_and_summary(engine: GlobalEngine) -> None:
+    assert any("calibrated on the latest" in note for note in engine.notes)
+    summary = engine.training_summary
+    assert summary["n_rows"] == N_CUSTOMERS * (N_CUTOFFS - 1)
+    assert summary["n_customers"] == N_CUSTOMERS
+    rates = [summary["horizons"][str(h)]["positive_rate"] for h in (30, 60, 90)]
+    assert rates == sorted(rates)
+    importance = engine.feature_importance()
+    assert list(importance.columns) == ["feature", "gain"]
+    assert importance["feature"].iloc[0] in INFORMATIVE
+    assert set(importance["feature"].head(3)) <= set(INFORMATIVE)
+
+
+def test_save_load_round_trip_is_exact(engine: GlobalEngine, forecast: pd.DataFrame, panel, tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    engine.save(first)
+    engine.save(second)
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir())
+    assert "engine.json" in names and "classifier_h30.txt" in names
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    meta = json.loads((first / "engine.json").read_text())
+    assert meta["feature_names"] == INFORMATIVE + NOISE
+    assert set(meta["calibrators"]) == {"30", "60", "90"}
+    loaded = GlobalEngine.load(first)
+    pd.testing.assert_frame_equal(loaded.predict(panel["test_x"]), forecast, check_exact=True)
+
+
+def test_missing_feature_raises(engine: GlobalEngine, panel) -> None:
+    with pytest.raises(IncompatibleModelError, match="std_net_flow_30"):
+        engine.predict(panel["test_x"].drop(columns=["std_net_flow_30"]))
+    # Extra columns are ignored, column order does not matter.
+    shuffled = panel["test_x"].iloc[:50]
+    shuffled = shuffled[list(reversed(shuffled.columns))].assign(extra=1.0)
+    pd.testing.assert_frame_equal(engine.predict(shuffled), engine.predict(panel["test_x"].iloc[:50]))
+
+
+def test_other_format_version_is_refused(engine: GlobalEngine, tmp_path: Path) -> None:
+    engine.save(tmp_path)
+    meta = json.loads((tmp_path / "engine.json").read_text())
+    meta["format_version"] = 999
+    (tmp_path / "engine.json").write_text(json.dumps(meta))
+    with pytest.raises(IncompatibleModelError, match="format_version"):
+        GlobalEngine.load(tmp_path)
+
+
+def test_top_drivers_name_informative_features(engine: GlobalEngine, forecast: pd.DataFrame, panel) -> None:
+    features = panel["test_x"]
+    p30 = forecast[forecast["horizon_days"] == 30].set_index("customer_id")["p_shortfall"]
+    risky = features["customer_id"].map(p30).to_numpy() > 0.5
+    assert risky.sum() > 50
+    drivers = engine.top_drivers(features, horizon_days=30, k=3, only_rows=risky)
+    assert all(d == [] for d, r in zip(drivers, risky) if not r)
+    explained = [d for d, r in zip(drivers, risky) if r]
+    assert all(1 <= len(d) <= 3 for d in explained)
+    first = pd.Series([d[0] for d in explained])
+    assert first.isin(INFORMATIVE).mean() > 0.95
+    assert (first == "balance_now").mean() > 0.3
+    listed = pd.Series([name for d in explained for name in d])
+    assert listed.isin(NOISE).mean() < 0.2
+    # When a noise column is listed at all, it comes after the informative ones.
+    mixed = [d for d in explained if set(d) & set(NOISE)]
+    ordered = [max(d.index(n) for n in d if n in INFORMATIVE) < min(d.index(n) for n in d if n in NOISE) for d in mixed]
+    assert np.mean(ordered) > 0.9
+
+
+def test_deterministic(panel) -> None:
+    small = GlobalEngineParams(n_estimators=40, regressor_estimators=20, learning_rate=0.1)
+    x, y = panel["train_x"].iloc[: 2 * N_CUSTOMERS], panel["train_y"]  # two cut-offs: calibration runs
+    a = GlobalEngine().fit(x, y, small).predict(panel["test_x"])
+    b = GlobalEngine().fit(x, y, small).predict(panel["test_x"])
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_skips_when_data_is_thin(panel) -> None:
+    """One cut-off: no calibration (identity, noted); a horizon with too few positives: no date model, NaN."""
+    x = panel["train_x"][panel["train_x"]["cutoff"] == panel["train_x"]["cutoff"].min()]
+    y = panel["train_y"][panel["train_y"]["cutoff"] == x["cutoff"].iloc[0]].copy()
+    rare = (y["horizon_days"] == 30) & y["is_shortfall"]
+    keep = rare & (y.groupby(rare).cumcount() < 10)
+    y.loc[rare & ~keep, ["is_shortfall", "days_to_shortfall"]] = [False, np.nan]
+    engine = GlobalEngine().fit(x, y, GlobalEngineParams(n_estimators=20, regressor_estimators=10))
+    assert all(engine.calibrators[h] is None for h in (30, 60, 90))
+    assert any("calibration skipped (a single cut-off)" in note for note in engine.notes)
+    assert engine.date_models[30] is None and engine.date_models[60] is not None
+    out = engine.predict(panel["test_x"].iloc[:20])
+    assert out.loc[out["horizon_days"] == 30, "days_to_shortfall"].isna().all()
+    assert out.loc[out["horizon_days"] == 60, "days_to_shortfall"].notna().all()
