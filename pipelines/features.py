@@ -108,11 +108,18 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
         left join mcc_categories as m using (mcc)
         where {where_bucket} and {loads} and t.booking_date <= date '{as_of.isoformat()}'
     """)
+    fx = lake.partition_path(paths, "silver", "fx_rates", as_of=_latest_snapshot(paths, "fx_rates", as_of))
+    con.execute(f"create or replace temp table fx_in as select currency, cast(rate_to_base as double) as rate "
+                f"from read_parquet('{fx}/**/*.parquet')")
+    # balances in the base currency, like the postings' amount_base (at the rate of the snapshot: a revaluation
+    # of a foreign balance is not a posting, and reconciles as a gap only where the rate moved)
     con.execute(f"""
         create or replace temp view balances_in as
-        select account_id, customer_id, source, as_of, cast(balance as double) as balance_value
-        from {balances}
-        where {where_bucket} and {loads} and as_of <= date '{as_of.isoformat()}'
+        select b.account_id, b.customer_id, b.source, b.as_of,
+            cast(b.balance as double) * coalesce(fx_in.rate, 1.0) as balance_value
+        from {balances} as b
+        left join fx_in using (currency)
+        where {where_bucket} and {loads} and b.as_of <= date '{as_of.isoformat()}'
     """)
     for table in ("accounts", "customers"):
         snapshot = _latest_snapshot(paths, table, as_of)
@@ -157,7 +164,7 @@ def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizon
                 "cast(tolerance as integer) as tolerance, priority from cadences_frame")
 
     con.execute(f"create or replace temp table account_days as {sql_text('features_account_days')}")
-    con.execute("create or replace temp table scope_accounts as select distinct account_id from account_days")
+    con.execute("create or replace temp table primary_days as select account_id, ds from account_days where is_primary")
     con.execute(f"create or replace temp table daily_balance as {sql_text('features_daily_balance')}")
     con.execute(f"create or replace temp table recurring_streams as {sql_text('features_recurring_streams')}")
     features = con.execute(f"{sql_text('features_customer')} order by customer_id, cutoff").df()
@@ -172,7 +179,7 @@ def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizon
     reconciliation = con.execute("""
         select account_id, customer_id, source, count(*) as n_gap_days,
             round(sum(abs(reconciliation_gap)), 2) as total_abs_gap, min(ds) as first_gap_day, max(ds) as last_gap_day
-        from account_days where abs(reconciliation_gap) >= 0.01
+        from account_days where abs(reconciliation_gap) >= 0.01 and ds <= (select max(cutoff) from cutoffs)
         group by all order by account_id""").df()
     for frame in (features, streams, labels):
         if frame is not None and "cutoff" in frame:

@@ -2,21 +2,13 @@
 -- reported one, rebuilt from the postings where it did not (carried forward from the last reported balance, or
 -- back from the first one), and the reconciliation gap on reported days: reported minus (previous reported plus
 -- the postings in between). A gap is a data-quality finding; the reported balance is kept as it is.
--- The cash position is the customer's current accounts at this bank; a customer who holds none here uses the
--- consented external current accounts (open banking).
-with core_holders as (
-    select distinct customer_id
+-- The cash position is the customer's current accounts at this bank; on a day when the customer holds none here
+-- (never did, or closed it after switching banks) their consented external current accounts (open banking) are the
+-- cash position instead: `is_primary` marks the accounts that make the position on each day.
+with scope as (
+    select account_id, customer_id, source, opened_on, closed_on
     from accounts_in
-    where product = 'current' and source = 'core'
-),
-
-scope as (
-    select accounts_in.account_id, accounts_in.customer_id, accounts_in.source, accounts_in.opened_on,
-        accounts_in.closed_on
-    from accounts_in
-    left join core_holders using (customer_id)
-    where accounts_in.product = 'current'
-        and (accounts_in.source = 'core' or core_holders.customer_id is null)
+    where product = 'current'
 ),
 
 postings as (
@@ -92,6 +84,7 @@ final as (
         customer_id,
         source,
         ds,
+        source = 'core' or not bool_or(source = 'core') over (partition by customer_id, ds) as is_primary,
         net_flow,
         n_postings,
         reported_balance is not null as is_reported,

@@ -44,7 +44,8 @@ window_postings as (
         cutoffs.cutoff - transactions_in.booking_date as days_back,
         streams.direction is not null as is_recurring
     from transactions_in
-    semi join scope_accounts using (account_id)
+    semi join primary_days
+        on primary_days.account_id = transactions_in.account_id and primary_days.ds = transactions_in.booking_date
     join cutoffs
         on transactions_in.booking_date between cutoffs.cutoff - 89 and cutoffs.cutoff
     left join recurring_streams as streams
@@ -120,9 +121,10 @@ stream_features as (
 limits as (
     select cutoffs.cutoff, accounts_in.customer_id, sum(coalesce(accounts_in.overdraft_limit, 0)) as overdraft_limit
     from accounts_in
-    semi join scope_accounts using (account_id)
     join cutoffs on coalesce(accounts_in.opened_on, cutoffs.cutoff) <= cutoffs.cutoff
         and coalesce(accounts_in.closed_on, cutoffs.cutoff + 1) > cutoffs.cutoff
+    semi join primary_days
+        on primary_days.account_id = accounts_in.account_id and primary_days.ds = cutoffs.cutoff
     group by all
 ),
 
@@ -132,7 +134,8 @@ other_balances as (
     from balances_in
     join accounts_in using (account_id)
     join cutoffs on balances_in.as_of between cutoffs.cutoff - 35 and cutoffs.cutoff
-    where balances_in.account_id not in (select account_id from scope_accounts)
+    anti join primary_days
+        on primary_days.account_id = balances_in.account_id and primary_days.ds = cutoffs.cutoff
     group by all
 ),
 

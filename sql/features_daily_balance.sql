@@ -1,8 +1,9 @@
--- The customer's daily cash position: the sum of their current accounts' end-of-day balances (account_days).
+-- The customer's daily cash position: the sum of the end-of-day balances of the accounts that make it (is_primary).
 with by_day as (
     select customer_id, ds, sum(balance) as value, sum(net_flow) as net_flow,
         bool_and(has_reported_balance) as has_reported_balance
     from account_days
+    where is_primary
     group by all
 ),
 
