@@ -66,6 +66,18 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
 
 
+def _add_backtest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", nargs="?", choices=["forecast", "life-events"], default="forecast",
+                   help="what to backtest (default: the cash-shortfall forecast)")
+    p.add_argument("--dataset", default=None, help="name of the data set in the report (default: $SEGONE_HOME's name)")
+    p.add_argument("--engines", default="global,baseline,prophet", help="engines to compare (default: all three)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="folder of backtest.json and the report (default $SEGONE_HOME/reports/backtest)")
+    p.add_argument("--prophet-customers", dest="prophet_customers", type=int, default=None,
+                   help="customers per cut-off that Prophet forecasts (default from config/forecast.yaml)")
+    p.add_argument("--cutoffs", type=int, default=None, help="number of test cut-offs (default from config)")
+
+
 def _add_nothing(p: argparse.ArgumentParser) -> None:
     return None
 
@@ -91,6 +103,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                  "pipelines.stages:forecast_cash_shortfall", _add_date),
     "validate-forecast": ("stage 4b: Great Expectations suites on D's cash_forecast",
                           "pipelines.stages:validate_forecast", _add_date),
+    "backtest": ("time-based backtest of the forecast engines (or `backtest life-events`): JSON and HTML report",
+                 "pipelines.backtest:backtest_command", _add_backtest),
     "publish": ("stage 7: rebuild warehouse.duckdb views over the lake",
                 "pipelines.stages:publish", _add_date),
     "run": ("the whole night for D, stage after stage (what the DAG does, without Airflow)",
