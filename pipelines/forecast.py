@@ -232,6 +232,7 @@ def load_engine(paths: Paths, version: str | None = None):
         raise SegoneError(f"the {FAMILY} model {version} cannot be loaded ({error}): retrain with `segone train`") \
             from error
     engine.version = version
+    engine.attributors = {}
     return engine
 
 
@@ -266,21 +267,26 @@ def safe_to_save(forecast_30: pd.DataFrame) -> np.ndarray:
 
 def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: float) -> pd.Series:
     """Plain-language reasons per forecast row: the top features behind a risky forecast (p_shortfall at or above
-    `threshold`), in the words of config/forecast.yaml; a forecast below it says there is no elevated risk."""
+    `threshold`) by path attribution on that horizon's classifier (models/attribution.py), in the words of
+    config/forecast.yaml; a forecast below the threshold says there is no elevated risk."""
+    from models.attribution import PathAttributor
+
     phrases = settings()["drivers"]
     out = pd.Series("no elevated risk of a shortfall", index=forecast.index, dtype=object)
+    position = pd.Series(np.arange(len(inputs)), index=pd.MultiIndex.from_arrays(
+        [inputs["customer_id"], pd.to_datetime(inputs["cutoff"])]))
     for horizon, rows in forecast.groupby("horizon_days"):
-        risky = rows["p_shortfall"].to_numpy(float) >= threshold
-        if not risky.any():
+        risky = rows[rows["p_shortfall"].to_numpy(float) >= threshold]
+        if risky.empty:
             continue
-        aligned = inputs.set_index(["customer_id", "cutoff"]).loc[
-            pd.MultiIndex.from_arrays([rows["customer_id"], rows["cutoff"]])].reset_index()
-        top = engine.top_drivers(aligned, horizon_days=int(horizon), k=3, only_rows=risky)
+        at = position.loc[pd.MultiIndex.from_arrays([risky["customer_id"], pd.to_datetime(risky["cutoff"])])]
+        X = inputs.iloc[at.to_numpy()][engine.feature_names].to_numpy(dtype=float)
+        attributor = engine.attributors.setdefault(int(horizon), PathAttributor(engine.classifiers[int(horizon)]))
         texts = []
-        for names in top:
+        for names in attributor.top_features(X, engine.feature_names, k=3):
             words = list(dict.fromkeys(phrases[name] for name in names if name in phrases))
             texts.append("; ".join(words) if words else phrases["default"])
-        out.loc[rows.index[risky]] = [t for t, r in zip(texts, risky) if r]
+        out.loc[risky.index] = texts
     return out
 
 
