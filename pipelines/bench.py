@@ -188,6 +188,13 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def bench_command(paths: Paths, what: str, customers: str, days: int, out: Path | None) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
+    if what == "forecast":
+        from pipelines.bench_forecast import bench_forecast, format_forecast_table
+
+        result = bench_forecast(sizes, days=days)
+        if out:
+            out.write_text(json.dumps(result, indent=2))
+        return format_forecast_table(result)
     results = bench_ingest(sizes, days)
     if out:
         out.write_text(json.dumps(results, indent=2))

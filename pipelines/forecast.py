@@ -290,9 +290,11 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
     return out
 
 
-def cash_forecast_rows(engine, panel: feature_stage.Panel, as_of: date) -> pd.DataFrame:
-    """Gold `cash_forecast` rows for every customer of the panel at cut-off `as_of`."""
-    inputs = model_inputs(panel)
+def cash_forecast_rows(engine, panel: feature_stage.Panel, as_of: date,
+                       inputs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Gold `cash_forecast` rows for every customer of the panel at cut-off `as_of` (`inputs`: the model inputs
+    when already made)."""
+    inputs = model_inputs(panel) if inputs is None else inputs
     forecast = engine.predict(inputs).reset_index(drop=True)
     features = panel.features.set_index("customer_id")
     by_customer = features.loc[forecast["customer_id"]]
