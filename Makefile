@@ -16,7 +16,7 @@ DEMO_SEED ?= 42
 # The DAG run whose one-day data interval is D is the one that starts at midnight after D.
 DEMO_RUN_AFTER = $(shell date -u -d "$(DEMO_END) + 1 day" +%F)
 
-.PHONY: install demo test bench clean airflow-db
+.PHONY: install demo test bench backtest clean airflow-db
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,7 @@ airflow-db: install
 demo: install airflow-db
 	$(BIN)/segone simulate --customers $(DEMO_CUSTOMERS) --days $(DEMO_DAYS) --end-date $(DEMO_END) --seed $(DEMO_SEED)
 	$(BIN)/segone load-history
+	$(BIN)/segone train
 	$(BIN)/airflow dags reserialize > $(SEGONE_HOME)/demo-airflow.log 2>&1
 	SEGONE_TASK_RETRIES=0 $(BIN)/airflow dags test nightly_personalization $(DEMO_RUN_AFTER) >> $(SEGONE_HOME)/demo-airflow.log 2>&1 \
 		|| (grep -E "ERROR|error|Traceback|Error:" $(SEGONE_HOME)/demo-airflow.log | tail -40; \
@@ -44,6 +45,18 @@ test: install
 
 bench: install
 	$(BIN)/segone bench ingest --customers 10000,100000
+	$(BIN)/segone bench forecast --customers 10000,100000,1000000 --out benchmarks/forecast.json
+
+# The cash-shortfall backtest on a simulated bank (3,000 customers, a year) and on the Berka data, one report.
+BACKTEST_HOME ?= $(SEGONE_HOME)/backtest
+backtest: install
+	rm -rf $(BACKTEST_HOME) && mkdir -p $(BACKTEST_HOME)
+	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone simulate --customers 3000 --days 365 --end-date $(DEMO_END) --seed 7
+	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone load-history > $(BACKTEST_HOME)/simulated-load.log
+	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone backtest --dataset simulated --output $(SEGONE_HOME)/reports/backtest
+	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone import-berka ../shared/reference/berka > $(BACKTEST_HOME)/berka-import.log
+	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone load-history > $(BACKTEST_HOME)/berka-load.log
+	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone backtest --dataset berka --output $(SEGONE_HOME)/reports/backtest
 
 clean:
 	rm -rf $(VENV) var

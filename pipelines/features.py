@@ -171,11 +171,12 @@ def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizon
     streams = con.execute("select * from recurring_streams order by customer_id, cutoff, stream_id").df()
     last_cutoff = max(cutoffs).isoformat()
     series = con.execute(f"""
-        select customer_id, cast(ds as timestamp) as ds, value from daily_balance
+        select customer_id, cast(ds as timestamp) as ds, round(value, 6) as value from daily_balance
         where ds <= date '{last_cutoff}' order by customer_id, ds""").df()
     labels = None
     if with_labels:
         labels = con.execute(f"{sql_text('features_labels')} order by customer_id, cutoff, horizon_days").df()
+        labels["min_balance"] = labels["min_balance"].round(6)
     reconciliation = con.execute("""
         select account_id, customer_id, source, count(*) as n_gap_days,
             round(sum(abs(reconciliation_gap)), 2) as total_abs_gap, min(ds) as first_gap_day, max(ds) as last_gap_day
@@ -189,10 +190,11 @@ def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizon
 
 
 def _numeric(features: pd.DataFrame) -> pd.DataFrame:
-    """Booleans as 0/1 and every feature as float64, the one dtype the engines take."""
+    """Booleans as 0/1 and every feature as float64, the one dtype the engines take, rounded to 6 decimals: DuckDB
+    sums doubles in parallel in no fixed order, and the last bits must not change a model or its data hash."""
     out = features.copy()
     for column in out.columns:
         if column in ("customer_id", "cutoff"):
             continue
-        out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64").round(6)
     return out

@@ -324,9 +324,15 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Forecast every customer of one bucket as of D with the promoted engine; write gold cash_forecast,
     recurring_streams and balance_reconciliation for that bucket (as_of=D/bucket=N), each swapped in whole."""
     started = time.perf_counter()
+    from models.global_engine import IncompatibleModelError
+
     engine = load_engine(paths)
     panel = build_panel(paths, day, [day], buckets=[bucket])
-    rows = cash_forecast_rows(engine, panel, day) if len(panel.features) else _empty_forecast()
+    try:
+        rows = cash_forecast_rows(engine, panel, day) if len(panel.features) else _empty_forecast()
+    except IncompatibleModelError as error:
+        raise SegoneError(f"the promoted {FAMILY} model {engine.version} does not fit today's features ({error}): "
+                          f"retrain with `segone train`") from error
     written = {}
     for table, frame in (("cash_forecast", rows), ("recurring_streams", _streams_rows(panel.streams)),
                          ("balance_reconciliation", panel.reconciliation)):

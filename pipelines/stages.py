@@ -200,6 +200,12 @@ def summary(paths: Paths, day: date) -> str:
         extra = f"  (skipped on purpose: {skipped:,})" if skipped else ""
         lines.append(f"  {table:<22} {m['rows']:>10,}{extra}")
     lines.append(f"Quarantined by conform: {conform_metrics.get('quarantined', 0):,}")
+    forecast_metrics = read_run_metrics(paths, d, "forecast_cash_shortfall")
+    if forecast_metrics:
+        lines.append(f"Cash-shortfall forecast: {forecast_metrics['n_forecast']:,} customers "
+                     f"(without a current account on D: {forecast_metrics['n_without_cash_position']:,}), "
+                     f"model {', '.join(forecast_metrics['model_versions'])}")
+        lines.append(f"  {lake.partition_path(paths, 'gold', 'cash_forecast', as_of=d)}")
     lines.append("")
     lines.append("Example query (warehouse.duckdb, opened read-only):")
     lines.append("  " + example_query())
