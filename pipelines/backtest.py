@@ -91,7 +91,8 @@ def run_backtest(paths: Paths, dataset: str, engines: tuple[str, ...] = ENGINES,
                           f"with their own outcomes before it")
     all_cutoffs = sorted(set(plans) | {c for train in plans.values() for c in train})
     log.info("backtest %s: test cut-offs %s, panel of %d cut-offs", dataset, list(plans), len(all_cutoffs))
-    panel = forecast.build_panel(paths, end, all_cutoffs, with_labels=True, series_until=end)
+    # Prophet fits on up to a year of each customer's series: build it that far back
+    panel = forecast.build_panel(paths, end, all_cutoffs, with_labels=True, series_until=end, series_days=365)
     inputs = forecast.model_inputs(panel)
     labels = panel.labels
     n_prophet = int(prophet_customers if prophet_customers is not None else spec["prophet_customers"])

@@ -115,7 +115,7 @@ def bench_forecast(sizes: list[int], base_customers: int = 10_000, days: int = 3
     started = time.perf_counter()
     stage = forecast.forecast_all(paths, day)
     stage_seconds = time.perf_counter() - started
-    panel = forecast.build_panel(paths, day, [day])
+    panel = forecast.build_panel(paths, day, [day], series_days=365)
     inputs = forecast.model_inputs(panel)
     inputs.to_parquet(home / "inputs.parquet", index=False)
     panel.features.to_parquet(home / "features.parquet", index=False)

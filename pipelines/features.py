@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Iterable
 
 import duckdb
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 SQL_DIR = REPO_ROOT / "sql"
 HISTORY = "history"
+FEATURE_WINDOW_DAYS = 90   # the longest look-back of a balance feature
+SERIES_DAYS = 120          # days of daily series before the first cut-off, by default
 STREAM_CANDIDATE_CARD_MCCS = ("5815", "5816", "5817", "5818", "4899", "7997")
 
 
@@ -99,7 +101,7 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
         select
             t.transaction_id, t.account_id, t.customer_id, t.source, t.booking_date, t.channel, t.mcc, t.country,
             t.currency, t.merchant_name, t.counterparty_id,
-            cast(coalesce(t.amount_base, t.amount) as double) as amount_value,
+            cast(coalesce(t.amount_base, t.amount) as decimal(18, 2)) as amount_value,
             coalesce(m.category, 'other') as category,
             coalesce(t.counterparty_id, upper(t.merchant_name),
                      regexp_replace(upper(coalesce(t.description, '')), '[0-9]+', '#', 'g')) as stream_key,
@@ -109,14 +111,15 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
         where {where_bucket} and {loads} and t.booking_date <= date '{as_of.isoformat()}'
     """)
     fx = lake.partition_path(paths, "silver", "fx_rates", as_of=_latest_snapshot(paths, "fx_rates", as_of))
-    con.execute(f"create or replace temp table fx_in as select currency, cast(rate_to_base as double) as rate "
+    con.execute(f"create or replace temp table fx_in as select currency, cast(rate_to_base as decimal(18, 6)) as rate "
                 f"from read_parquet('{fx}/**/*.parquet')")
     # balances in the base currency, like the postings' amount_base (at the rate of the snapshot: a revaluation
-    # of a foreign balance is not a posting, and reconciles as a gap only where the rate moved)
+    # of a foreign balance is not a posting, and reconciles as a gap only where the rate moved). Money stays
+    # DECIMAL: DuckDB sums decimals exactly, doubles in parallel in no fixed order.
     con.execute(f"""
         create or replace temp view balances_in as
         select b.account_id, b.customer_id, b.source, b.as_of,
-            cast(b.balance as double) * coalesce(fx_in.rate, 1.0) as balance_value
+            b.balance * coalesce(fx_in.rate, 1) as balance_value
         from {balances} as b
         left join fx_in using (currency)
         where {where_bucket} and {loads} and b.as_of <= date '{as_of.isoformat()}'
@@ -128,10 +131,11 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
                     f"select * from read_parquet('{path}/**/*.parquet') where {where_bucket}")
 
 
-def _set_variables(con: duckdb.DuckDBPyConnection, cutoffs: list[date]) -> None:
+def _set_variables(con: duckdb.DuckDBPyConnection, cutoffs: list[date], series_start: date) -> None:
     settings = forecast_settings()
     recurring = settings["recurring"]
     con.execute(f"set variable last_cutoff = date '{max(cutoffs).isoformat()}'")
+    con.execute(f"set variable series_start = date '{series_start.isoformat()}'")
     con.execute(f"set variable stream_lookback_days = {int(recurring['lookback_days'])}")
     con.execute(f"set variable stream_min_occurrences = {int(recurring['min_occurrences'])}")
     con.execute(f"set variable stream_min_regularity = {float(recurring['min_regularity'])}")
@@ -144,16 +148,19 @@ def sql_text(name: str) -> str:
 
 
 def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizons: Iterable[int] = (30, 60, 90),
-                with_labels: bool = False, series_until: date | None = None) -> Panel:
+                with_labels: bool = False, series_until: date | None = None, series_days: int = SERIES_DAYS
+                ) -> Panel:
     """Features (and optionally labels) for every customer registered in `con` at every cut-off.
 
-    `series_until` extends the daily cash position past the last cut-off, so labels can see the outcomes; features
-    only ever read rows on or before their own cut-off.
+    The daily cash position is built from `series_days` before the first cut-off (the features look 90 days back;
+    a longer series is for engines that fit on it, like Prophet) and `series_until` extends it past the last
+    cut-off, so labels can see the outcomes; features only ever read rows on or before their own cut-off.
     """
     cutoffs = sorted(set(cutoffs))
     if not cutoffs:
         raise SegoneError("no cut-off dates to build features for")
-    _set_variables(con, [*cutoffs, *( [series_until] if series_until else [])])
+    series_start = cutoffs[0] - timedelta(days=max(int(series_days), FEATURE_WINDOW_DAYS) - 1)
+    _set_variables(con, [*cutoffs, *([series_until] if series_until else [])], series_start)
     con.register("cutoffs_frame", pd.DataFrame({"cutoff": pd.to_datetime(cutoffs)}))
     con.execute("create or replace temp table cutoffs as select cast(cutoff as date) as cutoff from cutoffs_frame")
     con.register("horizons_frame", pd.DataFrame({"horizon_days": [int(h) for h in horizons]}))

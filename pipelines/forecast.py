@@ -48,12 +48,13 @@ def model_inputs(panel: feature_stage.Panel) -> pd.DataFrame:
 
 
 def build_panel(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
-                with_labels: bool = False, series_until: date | None = None) -> feature_stage.Panel:
+                with_labels: bool = False, series_until: date | None = None,
+                series_days: int = feature_stage.SERIES_DAYS) -> feature_stage.Panel:
     con = lake.connect()
     try:
         feature_stage.register_silver(con, paths, as_of, buckets)
         return feature_stage.build_panel(con, cutoffs, horizons(), with_labels=with_labels,
-                                         series_until=series_until)
+                                         series_until=series_until, series_days=series_days)
     finally:
         con.close()
 
@@ -105,9 +106,14 @@ def training_cutoffs(first_day: date, last_outcome_day: date, step_days: int, mi
 
 
 def frame_hash(*frames: pd.DataFrame) -> str:
+    """The identity of training data: floats to the cent, so the last bits of a parallel double aggregate (a
+    standard deviation, a slope) do not make the same data look new."""
     digest = hashlib.sha256()
     for frame in frames:
-        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        rounded = frame.copy()
+        floats = rounded.select_dtypes("float").columns
+        rounded[floats] = rounded[floats].round(2)
+        digest.update(pd.util.hash_pandas_object(rounded, index=False).to_numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -98,7 +98,9 @@ def validate_forecast(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the forecast of {day} is incomplete: no result for buckets {missing}")
     summary = summarise_shards(paths, day, shard_metrics)
-    return {"forecast": summary, "validation": validate_gold(paths, day, ["cash_forecast", "recurring_streams"])}
+    metrics = {"forecast": summary, "validation": validate_gold(paths, day, ["cash_forecast", "recurring_streams"])}
+    write_run_metrics(paths, day.isoformat(), "validate_forecast", metrics)
+    return metrics
 
 
 def train(paths: Paths, day: date | None = None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ with positions as (
 ),
 
 history as (
-    select cutoffs.cutoff, daily_balance.customer_id, min(daily_balance.ds) as first_day,
+    select cutoffs.cutoff, daily_balance.customer_id, min(daily_balance.first_day) as first_day,
         bool_and(daily_balance.has_reported_balance) as has_reported_balance
     from daily_balance
     join cutoffs on daily_balance.ds <= cutoffs.cutoff

@@ -1,6 +1,6 @@
 -- The customer's daily cash position: the sum of the end-of-day balances of the accounts that make it (is_primary).
 with by_day as (
-    select customer_id, ds, sum(balance) as value, sum(net_flow) as net_flow,
+    select customer_id, ds, sum(balance) as value, sum(net_flow) as net_flow, min(first_day) as first_day,
         bool_and(has_reported_balance) as has_reported_balance
     from account_days
     where is_primary
@@ -8,7 +8,7 @@ with by_day as (
 ),
 
 final as (
-    select customer_id, ds, value, net_flow, has_reported_balance
+    select customer_id, ds, value, net_flow, first_day, has_reported_balance
     from by_day
 )
 

@@ -167,8 +167,19 @@ def world(tmp_path_factory):
     """One hand-made bank, loaded once; the panel at BEFORE_CLOSE, EARLY, MID and END with labels."""
     bank = make_bank()
     with loaded(tmp_path_factory, "features", bank) as (paths, metrics, con):
-        panel = features.build_panel(con, [BEFORE_CLOSE, EARLY, MID, END], horizons=HORIZONS, with_labels=True)
+        panel = features.build_panel(con, [BEFORE_CLOSE, EARLY, MID, END], horizons=HORIZONS, with_labels=True,
+                                     series_days=400)
         yield {"paths": paths, "bank": bank, "metrics": metrics, "con": con, "panel": panel}
+
+
+def test_a_short_series_window_gives_the_same_features_as_the_whole_history(world) -> None:
+    """The nightly run builds the series from 120 days before D, seeded with the last balance reported before the
+    window (carried forward with the postings in between): every feature must equal the whole-history build."""
+    short = features.build_panel(world["con"], [END], horizons=HORIZONS)
+    full = world["panel"].features
+    full = full[full["cutoff"] == pd.Timestamp(END)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(short.features.reset_index(drop=True), full, check_exact=False, atol=0.01)
+    assert short.series["ds"].min() == pd.Timestamp(END - timedelta(days=119))
 
 
 def feature_row(panel, customer_id: str, cutoff: date) -> pd.Series:
