@@ -18,7 +18,8 @@ DEFAULT_ARGS = {
 }
 
 # Published tables, for downstream DAGs to be scheduled on.
-CASH_FORECAST = Asset("segone://gold/cash_forecast")
+PUBLISHED = [Asset(f"segone://gold/{table}") for table in (
+    "cash_forecast", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout")]
 
 
 def _run_stage(stage: str, data_interval_start: datetime, **kwargs) -> dict | list:
@@ -68,14 +69,29 @@ def nightly_personalization():
     def validate_forecast(data_interval_start=None) -> dict:
         return _run_stage("validate_forecast", data_interval_start)
 
-    @task(outlets=[CASH_FORECAST])
+    @task
+    def plan_decide_shards(data_interval_start=None) -> list:
+        return _run_stage("decide_shards", data_interval_start)
+
+    @task(max_active_tis_per_dagrun=2)
+    def decide_next_best_actions(bucket: int, data_interval_start=None) -> dict:
+        return _run_stage("decide_shard", data_interval_start, bucket=bucket)
+
+    @task(retries=0)
+    def validate_decisions(data_interval_start=None) -> dict:
+        return _run_stage("validate_decisions", data_interval_start)
+
+    @task(outlets=PUBLISHED)
     def publish(data_interval_start=None) -> dict:
         return _run_stage("publish", data_interval_start)
 
-    shards = plan_forecast_shards()
-    forecasts = forecast_cash_shortfall.expand(bucket=shards)
-    ingest() >> validate() >> conform() >> validate_silver() >> shards
-    forecasts >> validate_forecast() >> publish()
+    forecast_shards = plan_forecast_shards()
+    forecasts = forecast_cash_shortfall.expand(bucket=forecast_shards)
+    decide_shards = plan_decide_shards()
+    decisions = decide_next_best_actions.expand(bucket=decide_shards)
+    ingest() >> validate() >> conform() >> validate_silver() >> forecast_shards
+    forecasts >> validate_forecast() >> decide_shards
+    decisions >> validate_decisions() >> publish()
 
 
 nightly_personalization()

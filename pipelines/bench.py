@@ -188,6 +188,13 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def bench_command(paths: Paths, what: str, customers: str, days: int, out: Path | None) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
+    if what == "decide":
+        from pipelines.decide import bench_decide
+
+        results = [bench_decide(n) for n in sizes]
+        if out:
+            out.write_text(json.dumps(results, indent=2, default=str))
+        return json.dumps(results, indent=2, default=str)
     if what == "forecast":
         from pipelines.bench_forecast import bench_forecast, format_forecast_table
 

@@ -60,7 +60,7 @@ def _add_berka(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "forecast"], help="which stage to benchmark")
+    p.add_argument("what", choices=["ingest", "forecast", "decide"], help="which stage to benchmark")
     p.add_argument("--customers", default="10000,100000", help="comma-separated bank sizes (default 10000,100000)")
     p.add_argument("--days", type=int, default=180, help="days of history (default 180)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
@@ -103,6 +103,10 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                  "pipelines.stages:forecast_cash_shortfall", _add_date),
     "validate-forecast": ("stage 4b: Great Expectations suites on D's cash_forecast",
                           "pipelines.stages:validate_forecast", _add_date),
+    "decide": ("stage 6: next best actions for D, every shard in turn (funnel, bandit, control group)",
+               "pipelines.stages:decide_next_best_actions", _add_date),
+    "validate-decisions": ("stage 6b: Great Expectations suites on D's decisions",
+                           "pipelines.stages:validate_decisions", _add_date),
     "backtest": ("time-based backtest of the forecast engines (or `backtest life-events`): JSON and HTML report",
                  "pipelines.backtest:backtest_command", _add_backtest),
     "publish": ("stage 7: rebuild warehouse.duckdb views over the lake",

@@ -103,6 +103,46 @@ def validate_forecast(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
+def decide_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the decide stage maps over."""
+    from pipelines.decide import shards
+
+    return shards()
+
+
+def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 6, one shard: context -> funnel -> gold next_best_actions, decision_log, advisor_queue and
+    dashboard_layout for bucket N as of D."""
+    from pipelines.decide import decide_shard as run_shard
+
+    return run_shard(paths, day, int(bucket))
+
+
+def decide_next_best_actions(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 6, every shard in turn (the DAG maps decide_shard over the shards instead)."""
+    from pipelines.decide import decide_all
+
+    return decide_all(paths, day)
+
+
+DECISION_TABLES = ["next_best_actions", "decision_log", "advisor_queue", "dashboard_layout"]
+
+
+def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 6b: the gold suites on D's decisions; raises GateFailed so nothing is exported from a bad night."""
+    from pipelines.decide import summarise_shards
+    from pipelines.quality import validate_gold
+
+    shard_metrics = [read_run_metrics(paths, day.isoformat(), f"decide_bucket_{b}") for b in decide_shards(paths, day)]
+    missing = [b for b, m in zip(decide_shards(paths, day), shard_metrics) if m is None]
+    if missing:
+        raise SegoneError(f"the decisions of {day} are incomplete: no result for buckets {missing}")
+    metrics = {"decide": summarise_shards(paths, day, shard_metrics),
+               "validation": validate_gold(paths, day, DECISION_TABLES)}
+    write_run_metrics(paths, day.isoformat(), "validate_decisions", metrics)
+    return metrics
+
+
 def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
     """`segone train`: train the global cash-shortfall engine on a rolling window ending at D (default: the last
     day of data) and promote it if it is at least as good as the promoted one."""
@@ -113,6 +153,7 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
+         ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
          ("publish", publish))
 
 

@@ -24,14 +24,14 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     dag = bag.get_dag("nightly_personalization")
     assert dag is not None
     order = ["ingest", "validate", "conform", "validate_silver", "plan_forecast_shards", "forecast_cash_shortfall",
-             "validate_forecast", "publish"]
+             "validate_forecast", "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
     for upstream, downstream in zip(order, order[1:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     # the forecast is mapped over the shards the plan returns, never over customers
     assert dag.get_task("forecast_cash_shortfall").is_mapped if hasattr(dag.get_task("forecast_cash_shortfall"),
                                                                           "is_mapped") else True
     outlets = [getattr(o, "uri", None) for o in dag.get_task("publish").outlets]
-    assert "segone://gold/cash_forecast" in outlets
+    assert {"segone://gold/cash_forecast", "segone://gold/next_best_actions"} <= set(outlets)
     timetable = dag.timetable
     assert type(timetable).__name__ == "CronTriggerTimetable"
     assert dag.max_active_runs == 1 and not dag.catchup

@@ -36,7 +36,8 @@ def bank(tmp_path_factory, airflow_db) -> Path:
 def test_the_night_runs_through_airflow_and_publishes(bank):
     done = run([str(BIN / "airflow"), "dags", "test", "nightly_personalization", RUN_AFTER], bank, check=False)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    for stage in ("ingest", "validate", "conform", "forecast_cash_shortfall", "validate_forecast", "publish"):
+    for stage in ("ingest", "validate", "conform", "forecast_cash_shortfall", "validate_forecast", "decide",
+                  "validate_decisions", "publish"):
         assert (bank / "runs" / D / f"{stage}.json").exists(), stage
     validate = json.loads((bank / "runs" / D / "validate.json").read_text())
     assert all(g["passed"] for g in validate["gates"])
@@ -52,6 +53,13 @@ def test_the_night_runs_through_airflow_and_publishes(bank):
         from cash_forecast where as_of = '{D}'""").fetchall()[0]
     assert forecast[0] == 3 * forecast[1] and forecast[1] >= 390
     assert 0 <= forecast[2] <= forecast[3] <= 1 and forecast[4] == 16 and forecast[5] == 1
+    actions = con.execute(f"""
+        select count(*), count(distinct customer_id), count(distinct recommendation_id),
+            count(*) filter (where reasons is null or reasons = '' or explanation is null or explanation = '')
+        from next_best_actions where as_of = '{D}'""").fetchall()[0]
+    assert actions[0] > 0 and actions[2] == actions[0] and actions[3] == 0
+    dropped = con.execute(f"select count(distinct stage) from decision_log where as_of = '{D}'").fetchall()[0][0]
+    assert dropped >= 3
     summary = run([str(BIN / "segone"), "summary", "--date", D], bank).stdout
     assert "warehouse.duckdb" in summary and "select" in summary
 

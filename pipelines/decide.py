@@ -1,0 +1,963 @@
+"""Stage 6, next best actions: context -> funnel -> arbitration and exploration -> gold tables, per customer shard.
+
+The funnel for every customer and every catalogue action (config/actions.yaml), in order:
+    eligibility -> applicability -> suitability -> consent -> contact_policy -> control_group -> arbitration
+Each stage drops candidates; every drop goes to gold `decision_log` with the stage and a reason in plain words.
+Arbitration ranks what is left: protective actions first (never outranked), then the others by
+priority = propensity x context x value x lever, with an epsilon-greedy bandit (models/bandit.py) filling the
+non-protective slots and logging the probability of each choice. A fixed share of customers (md5 of customer_id and
+as_of) is a control group that receives protective actions only.
+
+`decide_frame` is the pure funnel over a context frame (one row per customer, the fields of
+pipelines.actions.CONTEXT_FIELDS) and the CRM responses: no lake, so tests and `bench_decide` call it directly.
+`build_context` assembles that frame for one shard from the lake; `decide_shard` writes the shard's gold partitions.
+docs/decisioning.md documents the choices (what counts as credit, what arrears means here, the propensity update).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines import actions as catalogue_module
+from pipelines import lake
+from pipelines.actions import CHANNELS, LIFE_EVENTS, Action, context_weight, evaluate_rule, first_failure
+from pipelines.config import Paths, load_config
+from pipelines.errors import SegoneError
+from pipelines.runs import write_run_metrics
+
+log = logging.getLogger(__name__)
+
+STAGES = ("eligibility", "applicability", "suitability", "consent", "contact_policy", "control_group",
+          "arbitration")
+STAGE_CODE = {name: i + 1 for i, name in enumerate(STAGES)}
+CHANNEL_CODE = {c: i for i, c in enumerate(CHANNELS)}
+ENGAGED_EVENTS = ("opened", "clicked", "accepted", "declined")
+GOLD_TABLES = ("next_best_actions", "decision_log", "advisor_queue", "dashboard_layout")
+DASHBOARD_MODULES = ("money_help", "cash_flow_view", "savings_goals", "bills_calendar", "travel_money",
+                     "moving_checklist", "family_budget", "accounts_overview", "spending_insights")
+
+
+def policy() -> dict[str, Any]:
+    return load_config("decisioning")
+
+
+@dataclass
+class Decisions:
+    next_best_actions: pd.DataFrame
+    decision_log: pd.DataFrame
+    advisor_queue: pd.DataFrame
+    dashboard_layout: pd.DataFrame
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Context
+# ---------------------------------------------------------------------------------------------------------------
+
+_BOOL_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "has_mortgage", "has_external_current",
+                "has_regular_income", "is_income_stopped", "has_forecast", "has_life_events", "card_over_limit",
+                "is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
+                "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
+                "is_marketing_inapp_allowed", *(f"is_{e}" for e in LIFE_EVENTS))
+
+
+def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The context with every field of the vocabulary: missing booleans are false, missing numbers unknown (NaN),
+    service alerts allowed unless said otherwise; the protective flags derived from their raw fields (an explicit
+    true flag is kept). Sorted by customer_id so that the output never depends on the input order."""
+    pol = pol or policy()
+    if "customer_id" not in context.columns:
+        raise SegoneError("context needs a customer_id column")
+    if context["customer_id"].duplicated().any():
+        raise SegoneError("context has duplicate customer_id rows")
+    ctx = context.sort_values("customer_id", kind="stable").reset_index(drop=True).copy()
+    ctx["customer_id"] = ctx["customer_id"].astype(str)
+    for name in _BOOL_FIELDS:
+        default = name == "is_service_alerts_allowed"
+        ctx[name] = ctx[name].astype("boolean").fillna(default).astype(bool) if name in ctx else default
+    for name in catalogue_module.CONTEXT_FIELDS:
+        if name not in ctx.columns and name not in ("in_arrears", "is_unarranged_overdraft", "is_gambling_harm",
+                                                    "is_shortfall_risk", "is_vulnerable", "age_band"):
+            ctx[name] = np.nan if name not in ("region", "known_vulnerability", "confidence",
+                                                "expected_shortfall_date") else None
+    if "has_forecast" not in context.columns:
+        ctx["has_forecast"] = ctx["p_shortfall_30"].notna()
+    suit = pol["suitability"]
+    p30 = ctx["p_shortfall_30"].astype("float64")
+    ctx["is_shortfall_risk"] = (p30 > float(suit["max_p_shortfall_30_for_credit"])) | p30.isna()
+    ctx["is_gambling_harm"] = ctx["share_gambling_90"].astype("float64").fillna(0).to_numpy() >= \
+        float(suit["gambling_share_90"])
+    ctx["is_vulnerable"] = ctx["known_vulnerability"].notna() & (ctx["known_vulnerability"].astype(str) != "")
+    limit = ctx["overdraft_limit"].astype("float64").fillna(0)
+    low = ctx["balance_min_30"].astype("float64")
+    unarranged = (low < -(limit + float(suit.get("unarranged_tolerance", 0.0)))).fillna(False).to_numpy(bool)
+    ctx["is_unarranged_overdraft"] = unarranged | _flag(ctx, "is_unarranged_overdraft")
+    fees = ctx["n_fees_90"].astype("float64").fillna(0).to_numpy() >= float(suit["arrears_fees_90"])
+    ctx["in_arrears"] = ctx["card_over_limit"].to_numpy(bool) | fees | _flag(ctx, "in_arrears")
+    age = ctx["age"].astype("float64")
+    bands = pd.cut(age, [-np.inf, 17, 24, 34, 49, 64, np.inf], labels=["under 18", "18-24", "25-34", "35-49", "50-64",
+                                                                      "65+"])
+    ctx["age_band"] = bands.astype(object).where(age.notna(), "unknown")
+    return ctx
+
+
+def _flag(ctx: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in ctx.columns:
+        return np.zeros(len(ctx), dtype=bool)
+    return ctx[name].astype("boolean").fillna(False).to_numpy(bool)
+
+
+def _latest_partition(root, as_of: date) -> str | None:
+    if not root.exists():
+        return None
+    values = sorted(p.name.split("=", 1)[1] for p in root.glob("as_of=*") if any(p.rglob("*.parquet")))
+    earlier = [v for v in values if v <= as_of.isoformat()]
+    return earlier[-1] if earlier else None
+
+
+def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
+    """One row per customer of the bucket as of D: features, the cash forecast per horizon, flagged life events,
+    holdings, consents, vulnerability, arrears, unarranged overdraft, gambling harm, age band and region.
+
+    Works without gold life_events (no life-event context: every is_<event> false) and without a cash forecast (the
+    protective shortfall actions do not apply, and credit is blocked for want of an affordability check)."""
+    from pipelines import forecast as forecast_stage
+
+    iso = day.isoformat()
+    con = lake.connect()
+    try:
+        snap = _latest_partition(paths.table("silver", "customers"), day)
+        if snap is None:
+            raise SegoneError(f"silver customers has no snapshot on or before {day}: load the history first")
+        path = lake.partition_path(paths, "silver", "customers", as_of=snap)
+        customers = con.execute(f"""
+            select customer_id, region, known_vulnerability, {day.year} - birth_year as age,
+                date '{iso}' - customer_since as tenure_days
+            from read_parquet('{path}/**/*.parquet') where bucket = {int(bucket)}""").df()
+        # holdings and credit cards over their limit (arrears), from the accounts snapshot and latest balances
+        snap = _latest_partition(paths.table("silver", "accounts"), day)
+        holdings = pd.DataFrame({"customer_id": pd.Series(dtype=str)})
+        if snap is not None:
+            path = lake.partition_path(paths, "silver", "accounts", as_of=snap)
+            balances = lake.scan_sql(paths, "silver", "balances")
+            over_limit = "false"
+            join = ""
+            if balances is not None:
+                join = f"""left join (
+                    select account_id, arg_max(cast(balance as double), as_of) as balance from {balances}
+                    where bucket = {int(bucket)} and (load_date = 'history' or load_date <= '{iso}')
+                        and as_of between date '{iso}' - 35 and date '{iso}'
+                    group by account_id) as b using (account_id)"""
+                over_limit = ("coalesce(bool_or(a.product = 'credit_card' and a.source = 'core' and a.credit_limit > 0 "
+                              "and b.balance < -cast(a.credit_limit as double)), false)")
+            holdings = con.execute(f"""
+                select a.customer_id,
+                    bool_or(a.product = 'current' and a.source = 'core') as has_current,
+                    bool_or(a.product = 'savings' and a.source = 'core') as has_savings,
+                    bool_or(a.product = 'credit_card' and a.source = 'core') as has_credit_card,
+                    bool_or(a.product = 'loan' and a.source = 'core') as has_loan,
+                    bool_or(a.product = 'mortgage' and a.source = 'core') as has_mortgage,
+                    bool_or(a.product = 'current' and a.source = 'openbanking') as has_external_current,
+                    {over_limit} as card_over_limit
+                from read_parquet('{path}/**/*.parquet') as a {join}
+                where a.bucket = {int(bucket)} and a.is_open
+                group by a.customer_id""").df()
+        snap = _latest_partition(paths.table("silver", "consent_state"), day)
+        consent_cols = ["is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
+                        "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
+                        "is_marketing_inapp_allowed"]
+        consents = pd.DataFrame({"customer_id": pd.Series(dtype=str)})
+        if snap is not None:
+            path = lake.partition_path(paths, "silver", "consent_state", as_of=snap)
+            consents = con.execute(f"select customer_id, {', '.join(consent_cols)} "
+                                   f"from read_parquet('{path}/**/*.parquet') where bucket = {int(bucket)}").df()
+        forecast = _gold_partition(con, paths, "cash_forecast", iso, bucket)
+        life = _gold_partition(con, paths, "life_events", iso, bucket)
+    finally:
+        con.close()
+
+    panel = forecast_stage.build_panel(paths, day, [day], buckets=[bucket])
+    wanted = ["customer_id", "balance_now", "balance_min_30", "n_days_negative_30", "n_days_negative_90",
+              "overdraft_limit", "headroom_now", "share_gambling_90", "share_travel_90", "has_regular_income",
+              "is_income_stopped", "income_90", "monthly_recurring_income", "monthly_recurring_outgoings",
+              "n_outgoing_streams", "n_fees_90", "savings_balance", "income_regularity"]
+    features = panel.features[[c for c in wanted if c in panel.features.columns]]
+    ctx = customers.merge(features, on="customer_id", how="left")
+    for name in ("has_regular_income", "is_income_stopped"):
+        ctx[name] = ctx[name].fillna(0).astype(float) > 0
+    ctx = ctx.merge(holdings, on="customer_id", how="left").merge(consents, on="customer_id", how="left")
+    ctx["is_service_alerts_allowed"] = ctx["is_service_alerts_allowed"].astype("boolean").fillna(True)
+    ctx = ctx.merge(_forecast_wide(forecast), on="customer_id", how="left")
+    ctx = ctx.merge(_life_events_wide(life), on="customer_id", how="left")
+    return complete_context(ctx)
+
+
+def _gold_partition(con, paths: Paths, table: str, iso: str, bucket: int) -> pd.DataFrame | None:
+    folder = lake.partition_path(paths, "gold", table, as_of=iso, bucket=str(int(bucket)))
+    if not folder.exists() or not any(folder.glob("*.parquet")):
+        log.info("gold %s has no partition as_of=%s/bucket=%s: deciding without it", table, iso, bucket)
+        return None
+    return con.execute(f"select * from read_parquet('{folder}/*.parquet')").df()
+
+
+def _forecast_wide(forecast: pd.DataFrame | None) -> pd.DataFrame:
+    if forecast is None or forecast.empty:
+        return pd.DataFrame({"customer_id": pd.Series(dtype=str), "has_forecast": pd.Series(dtype=bool)})
+    wide = forecast.pivot_table(index="customer_id", columns="horizon_days", values="p_shortfall", aggfunc="max")
+    wide.columns = [f"p_shortfall_{int(h)}" for h in wide.columns]
+    first = forecast.sort_values(["customer_id", "horizon_days"]).drop_duplicates("customer_id")
+    first = first.set_index("customer_id")
+    wide["min_balance_p10_30"] = first["min_balance_p10"]
+    wide["safe_to_save"] = first["safe_to_save"]
+    wide["confidence"] = first["confidence"]
+    wide["expected_shortfall_date"] = first["expected_shortfall_date"]
+    wide["has_forecast"] = True
+    return wide.reset_index()
+
+
+def _life_events_wide(life: pd.DataFrame | None) -> pd.DataFrame:
+    if life is None or life.empty:
+        return pd.DataFrame({"customer_id": pd.Series(dtype=str), "has_life_events": pd.Series(dtype=bool)})
+    life = life[life["event_type"].isin(LIFE_EVENTS)]
+    flagged = life.pivot_table(index="customer_id", columns="event_type", values="flagged",
+                               aggfunc=lambda s: bool(pd.Series(s).fillna(False).astype(bool).any()))
+    prob = life.pivot_table(index="customer_id", columns="event_type", values="probability", aggfunc="max")
+    out = pd.DataFrame(index=sorted(set(life["customer_id"])))
+    for event in LIFE_EVENTS:
+        out[f"is_{event}"] = flagged[event].reindex(out.index).fillna(False).astype(bool) \
+            if event in flagged else False
+        out[f"p_{event}"] = prob[event].reindex(out.index) if event in prob else np.nan
+    out["has_life_events"] = True
+    return out.rename_axis("customer_id").reset_index()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Contact history
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ContactState:
+    days_since_decline: np.ndarray     # (n, A) float, inf when never declined
+    days_since_complaint: np.ndarray   # (n, A) float
+    n_ignored: np.ndarray              # (n, A) int
+    unsubscribed: np.ndarray           # (n, C) bool
+    sent_7d: np.ndarray                # (n, C) int: capped-class recommendations delivered in the last 7 days
+    trials: np.ndarray                 # (A, C) recommendations delivered (all customers of the frame)
+    successes: np.ndarray              # (A, C)
+
+
+def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogue: list[Action], as_of: date,
+                  pol: dict[str, Any]) -> ContactState:
+    n, a, c = len(customers), len(catalogue), len(CHANNELS)
+    state = ContactState(np.full((n, a), np.inf), np.full((n, a), np.inf), np.zeros((n, a), np.int64),
+                         np.zeros((n, c), bool), np.zeros((n, c), np.int64), np.zeros((a, c)), np.zeros((a, c)))
+    if responses is None or responses.empty:
+        return state
+    cp = pol["contact_policy"]
+    r = responses[["recommendation_id", "customer_id", "action_id", "channel", "event", "event_at"]].copy()
+    at = pd.to_datetime(r["event_at"], utc=True)
+    end = pd.Timestamp(as_of + timedelta(days=1), tz="UTC")
+    keep = (at < end) & (at >= end - pd.Timedelta(days=int(cp["lookback_days"])))
+    r, at = r[keep], at[keep]
+    r["days_ago"] = ((end - at).dt.total_seconds() // 86400).astype("int64")   # 0: during D
+    cust = pd.Index(customers.astype(str)).get_indexer(r["customer_id"].astype(str))
+    act = pd.Index([x.id for x in catalogue]).get_indexer(r["action_id"])
+    chan = r["channel"].map(CHANNEL_CODE).fillna(-1).astype(int).to_numpy()
+    r["cust"], r["act"], r["chan"] = cust, act, chan
+    protective = {x.id for x in catalogue if x.action_class not in cp["capped_classes"]}
+    # per recommendation: when delivered, engaged or not, accepted
+    r["delivered_days"] = r["days_ago"].where(r["event"] == "delivered")
+    r["engaged"] = r["event"].isin(ENGAGED_EVENTS)
+    r["accepted"] = r["event"].isin(pol["propensity"]["success_events"])
+    per_rec = r.groupby("recommendation_id", sort=True).agg(
+        cust=("cust", "first"), act=("act", "first"), chan=("chan", "first"), action_id=("action_id", "first"),
+        delivered_days=("delivered_days", "max"), engaged=("engaged", "any"), accepted=("accepted", "any"))
+    delivered = per_rec["delivered_days"].notna()
+    ok = (per_rec["act"] >= 0) & (per_rec["chan"] >= 0)
+    trials = per_rec[delivered & ok]
+    np.add.at(state.trials, (trials["act"].to_numpy(), trials["chan"].to_numpy()), 1)
+    np.add.at(state.successes, (trials["act"].to_numpy(), trials["chan"].to_numpy()),
+              trials["accepted"].to_numpy(float))
+    mine = per_rec[per_rec["cust"] >= 0]
+    ignored = mine[mine["delivered_days"].notna() & ~mine["engaged"] & (mine["act"] >= 0) &
+                   (mine["delivered_days"] >= int(cp["ignore_after_days"]))]
+    np.add.at(state.n_ignored, (ignored["cust"].to_numpy(), ignored["act"].to_numpy()), 1)
+    recent = mine[mine["delivered_days"].notna() & (mine["delivered_days"] < 7) & (mine["chan"] >= 0) &
+                  ~mine["action_id"].isin(protective)]
+    np.add.at(state.sent_7d, (recent["cust"].to_numpy(), recent["chan"].to_numpy()), 1)
+    mine_events = r[(r["cust"] >= 0)]
+    for event, target in (("declined", state.days_since_decline), ("complained", state.days_since_complaint)):
+        rows = mine_events[(mine_events["event"] == event) & (mine_events["act"] >= 0)]
+        if len(rows):
+            np.minimum.at(target, (rows["cust"].to_numpy(), rows["act"].to_numpy()), rows["days_ago"].to_numpy(float))
+    rows = mine_events[(mine_events["event"] == "unsubscribed") & (mine_events["chan"] >= 0)]
+    state.unsubscribed[rows["cust"].to_numpy(), rows["chan"].to_numpy()] = True
+    return state
+
+
+def propensities(catalogue: list[Action], state: ContactState, pol: dict[str, Any]) -> np.ndarray:
+    """(A, C) acceptance propensity: the catalogue prior updated per action and channel (Beta-Binomial)."""
+    from models.bandit import beta_binomial_mean
+
+    prior = np.array([x.prior_propensity for x in catalogue])[:, None] * np.ones((1, len(CHANNELS)))
+    return beta_binomial_mean(prior, float(pol["propensity"]["prior_strength"]), state.successes, state.trials)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The funnel
+# ---------------------------------------------------------------------------------------------------------------
+
+class _Reasons:
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.codes: dict[str, int] = {}
+
+    def code(self, text: str) -> int:
+        if text not in self.codes:
+            self.codes[text] = len(self.texts)
+            self.texts.append(text)
+        return self.codes[text]
+
+
+def customer_hashes(customer_ids: pd.Series, as_of: date) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer: a 64-bit RNG seed and a control-group draw in [0, 1), both from md5 of (customer_id, as_of)."""
+    con = lake.connect(threads=2)
+    try:
+        con.execute("set enable_progress_bar = false")
+        con.register("ids", pd.DataFrame({"customer_id": customer_ids.astype(str).to_numpy()}))
+        out = con.execute(f"""
+            select ('0x' || md5(customer_id || '|seed|{as_of.isoformat()}')[1:16])::ubigint as seed,
+                ('0x' || md5(customer_id || '|control|{as_of.isoformat()}')[1:8])::ubigint as control
+            from ids""").fetchnumpy()
+    finally:
+        con.close()
+    return np.asarray(out["seed"], dtype=np.uint64), np.asarray(out["control"], dtype=np.float64) / float(2 ** 32)
+
+
+def _recommendation_ids(customer_ids: np.ndarray, action_ids: np.ndarray, as_of: date, version: str) -> np.ndarray:
+    con = lake.connect(threads=2)
+    try:
+        con.execute("set enable_progress_bar = false")
+        con.register("recs", pd.DataFrame({"c": customer_ids, "a": action_ids}))
+        return con.execute(f"select md5(c || '|' || a || '|{as_of.isoformat()}|{version}') as id from recs") \
+            .fetchnumpy()["id"].astype(object)
+    finally:
+        con.close()
+
+
+def _credit_block(ctx: pd.DataFrame, pol: dict[str, Any], book: _Reasons) -> np.ndarray:
+    """Per customer, the reason code that blocks credit and lending (-1: none), in the order of principle 1."""
+    suit = pol["suitability"]
+    level = float(suit["max_p_shortfall_30_for_credit"])
+    p30 = ctx["p_shortfall_30"].astype("float64").to_numpy()
+    rules = [
+        (np.isnan(p30), "credit not offered: there is no cash forecast to check affordability"),
+        (p30 > level, f"credit not offered: a shortfall is predicted within 30 days (p_shortfall_30 > {level:g})"),
+        (ctx["in_arrears"].to_numpy(bool), "credit not offered: an account is in arrears"),
+        (ctx["is_unarranged_overdraft"].to_numpy(bool),
+         "credit not offered: the account went past its arranged overdraft limit (unarranged overdraft)"),
+        (ctx["is_gambling_harm"].to_numpy(bool), "credit not offered: spending shows signs of gambling harm"),
+    ]
+    if suit.get("block_known_vulnerability", True):
+        rules.append((ctx["is_vulnerable"].to_numpy(bool), "credit not offered: a known vulnerability is recorded"))
+    out = np.full(len(ctx), -1, dtype=np.int64)
+    for mask, text in rules:
+        out[(out < 0) & mask] = book.code(text)
+    return out
+
+
+def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | None = None,
+                 catalogue: list[Action] | None = None, pol: dict[str, Any] | None = None) -> Decisions:
+    """The whole funnel over a context frame: published actions, the decision log, the advisor queue and the
+    dashboard layout. Deterministic: the same inputs give the same frames, row for row."""
+    started = time.perf_counter()
+    pol = pol or policy()
+    catalogue = catalogue or catalogue_module.load_catalogue()
+    ctx = complete_context(context, pol)
+    n, n_actions, n_channels = len(ctx), len(catalogue), len(CHANNELS)
+    version = str(pol["policy_version"])
+    book = _Reasons()
+    stage = np.zeros((n, n_actions), dtype=np.int8)
+    reason = np.full((n, n_actions), -1, dtype=np.int64)
+    usable = np.zeros((n, n_actions, n_channels), dtype=bool)   # consented, not unsubscribed, room this week
+    preference = np.full((n_actions, n_channels), np.inf)       # the action's order of channels
+    state = contact_state(responses, ctx["customer_id"], catalogue, as_of, pol)
+    propensity = propensities(catalogue, state, pol)
+    seeds, control_draw = customer_hashes(ctx["customer_id"], as_of)
+    is_control = control_draw < float(pol["control_share"])
+    credit_block = _credit_block(ctx, pol, book)
+    cp = pol["contact_policy"]
+    caps = np.array([int(cp["weekly_caps"].get(ch, 10 ** 6)) for ch in CHANNELS])
+    room = caps[None, :] - state.sent_7d                                   # (n, C) left this week
+    consent = {purpose: ctx[f"is_{purpose}_allowed"].to_numpy(bool)
+               for purpose in ("personalization", "life_events", "service_alerts", "marketing_email",
+                               "marketing_sms", "marketing_push", "marketing_inapp")}
+
+    def drop(j: int, mask: np.ndarray, stage_name: str, codes: np.ndarray | int) -> None:
+        hit = mask & (stage[:, j] == 0)
+        stage[hit, j] = STAGE_CODE[stage_name]
+        reason[hit, j] = codes[hit] if isinstance(codes, np.ndarray) else codes
+
+    for j, action in enumerate(catalogue):
+        for stage_name, rules in (("eligibility", action.eligibility), ("applicability", action.applicability)):
+            if rules:
+                failed, texts = first_failure(ctx, rules)
+                codes = np.array([book.code(t) for t in texts] + [-1])[failed]
+                drop(j, failed >= 0, stage_name, codes)
+        if action.is_credit:
+            drop(j, credit_block >= 0, "suitability", credit_block)
+        for purpose in action.data_purposes:
+            words = {"personalization": "using your banking data for recommendations",
+                     "life_events": "inferring life events"}.get(purpose, purpose.replace("_", " "))
+            drop(j, ~consent[purpose], "consent", book.code(f"no consent for {words}"))
+        ok_consent = np.zeros((n, len(action.channels)), dtype=bool)
+        ok_contact = np.zeros_like(ok_consent)
+        capped = action.action_class in cp["capped_classes"]
+        for k, (ch, purpose) in enumerate(action.channels.items()):
+            ok_consent[:, k] = consent[purpose]
+            ok = ok_consent[:, k].copy()
+            if action.action_class == "commercial":
+                ok &= ~state.unsubscribed[:, CHANNEL_CODE[ch]]
+            if capped:
+                ok &= room[:, CHANNEL_CODE[ch]] > 0
+            ok_contact[:, k] = ok
+        purposes = sorted(set(action.channels.values()))
+        drop(j, ~ok_consent.any(axis=1), "consent",
+             book.code(f"no consent for {', '.join(p.replace('_', ' ') for p in purposes)} on any of its channels "
+                       f"({', '.join(action.channels)})"))
+        drop(j, state.days_since_complaint[:, j] < float(cp["complaint_stop_days"]), "contact_policy",
+             book.code(f"the customer complained about this action in the last {cp['complaint_stop_days']} days"))
+        drop(j, state.days_since_decline[:, j] < action.cool_down_days, "contact_policy",
+             book.code(f"declined in the last {action.cool_down_days} days (cool-down)"))
+        drop(j, state.n_ignored[:, j] >= action.max_ignores, "contact_policy",
+             book.code(f"ignored {action.max_ignores} times or more: stopped"))
+        drop(j, ~ok_contact.any(axis=1), "contact_policy",
+             book.code(f"weekly contact cap reached or unsubscribed on every consented channel "
+                       f"({', '.join(action.channels)})"))
+        for k, ch in enumerate(action.channels):
+            usable[:, j, CHANNEL_CODE[ch]] = ok_contact[:, k]
+            preference[j, CHANNEL_CODE[ch]] = k
+        if action.action_class != "protective":
+            drop(j, is_control, "control_group",
+                 book.code("the customer is in the control group this night (protective actions only)"))
+
+    # ----------------------------------------------------------------------------------------- arbitration
+    from models.bandit import epsilon_greedy
+
+    cls = np.array([x.action_class for x in catalogue])
+    tiers = np.array([int(pol["class_tiers"][c]) for c in cls])
+    weights = np.column_stack([context_weight(ctx, x.context) for x in catalogue]) if n_actions else np.zeros((n, 0))
+    values = np.array([x.value for x in catalogue])
+    levers = np.array([x.lever for x in catalogue])
+    ci, aj = np.nonzero(stage == 0)
+    capped = np.isin(cls[aj], cp["capped_classes"])
+    avail = usable[ci, aj]                                                  # (m, C)
+    # channel choice under tonight's caps: each candidate takes its preferred usable channel; within a customer, in
+    # ranking order, a capped candidate beyond the room left on its channel moves to its next usable channel, and is
+    # dropped when none is left. A kept candidate never moves, so this settles in at most C rounds.
+    def route(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Channel, has-a-channel and over-the-cap for the candidates `rows` (whole customers)."""
+        c_i, a_j = ci[rows], aj[rows]
+        score = np.where(avail[rows], preference[a_j], np.inf)
+        chosen_channel = np.argmin(score, axis=1)
+        usable_any = np.isfinite(score[np.arange(len(rows)), chosen_channel])
+        prio = propensity[a_j, chosen_channel] * weights[c_i, a_j] * values[a_j] * levers[a_j]
+        order_rows = np.lexsort((a_j, -prio, tiers[a_j], c_i))
+        on_cap = capped[rows] & usable_any
+        key = np.where(on_cap, c_i * n_channels + chosen_channel, -1 - np.arange(len(rows)))
+        used = np.empty(len(rows), dtype=np.int64)
+        used[order_rows] = _cumcount(key[order_rows])
+        return chosen_channel, usable_any, on_cap & (used >= room[c_i, chosen_channel])
+
+    rows = np.arange(len(ci))
+    ch, has, over = route(rows)
+    for _ in range(n_channels):
+        if not over.any():
+            break
+        avail[np.nonzero(over)[0], ch[over]] = False
+        rows = np.nonzero(np.isin(ci, np.unique(ci[over])))[0]       # only the customers concerned
+        ch[rows], has[rows], over[rows] = route(rows)
+    prop = propensity[aj, ch]
+    priority = prop * weights[ci, aj] * values[aj] * levers[aj]
+    order = np.lexsort((aj, -priority, tiers[aj], ci))
+    out = ~has | over
+    stage[ci[out], aj[out]] = STAGE_CODE["contact_policy"]
+    reason[ci[out], aj[out]] = book.code("weekly contact caps reached on every channel it could use tonight")
+    keep = ~out
+    order = order[keep[order]]
+    ci, aj, ch, prop, priority = ci[order], aj[order], ch[order], prop[order], priority[order]
+    top_k = int(pol["top_k"])
+    protective = tiers[aj] == 0
+    rank_p = _cumcount(np.where(protective, ci, -1 - np.arange(len(ci))))
+    chosen_p = protective & (rank_p < top_k)
+    n_protective = np.bincount(ci[chosen_p], minlength=n)
+    # the bandit's pool: the best `pool_size` non-protective candidates per customer
+    pool_size = max(int(pol["exploration"]["pool_size"]), top_k)
+    others = ~protective
+    rank_o = _cumcount(np.where(others, ci, -1 - np.arange(len(ci))))
+    in_pool = others & (rank_o < pool_size)
+    pool_index = np.full((n, pool_size), -1, dtype=np.int64)
+    pool_index[ci[in_pool], rank_o[in_pool]] = np.nonzero(in_pool)[0]
+    slots = np.maximum(top_k - n_protective, 0)
+    picks = epsilon_greedy(pool_index >= 0, seeds, slots, float(pol["exploration"]["epsilon"]))
+    chosen = chosen_p.copy()
+    logging_probability = np.where(chosen_p, 1.0, np.nan)
+    exploring = np.zeros(len(ci), dtype=bool)
+    slot_rank = np.where(chosen_p, rank_p + 1, 0)
+    rows_n = np.arange(n)
+    for s in range(picks.column.shape[1]):
+        has = picks.column[:, s] >= 0
+        cand = pool_index[rows_n[has], picks.column[has, s]]
+        chosen[cand] = True
+        logging_probability[cand] = picks.logging_probability[has, s]
+        exploring[cand] = picks.is_exploration[has, s]
+        slot_rank[cand] = n_protective[has] + s + 1
+    not_chosen = ~chosen
+    stage[ci[not_chosen], aj[not_chosen]] = STAGE_CODE["arbitration"]
+    beyond = not_chosen & ~(others & in_pool)
+    reason[ci[beyond], aj[beyond]] = book.code(f"ranked below the top {top_k} for this customer")
+    pooled = not_chosen & others & in_pool
+    reason[ci[pooled], aj[pooled]] = book.code(
+        f"not chosen: other actions ranked higher or were picked by exploration (top {top_k})")
+
+    # ----------------------------------------------------------------------------------------- outputs
+    sel = np.nonzero(chosen)[0]
+    sel = sel[np.lexsort((slot_rank[sel], ci[sel]))]
+    nba = _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
+                     is_control, as_of, version)
+    decision_log = _decision_log(ctx, catalogue, stage, reason, book, version)
+    advisor = advisor_queue(ctx, pol)
+    dashboard = dashboard_layout(ctx, pol)
+    funnel = {name: int((stage == code).sum()) for name, code in STAGE_CODE.items()}
+    metrics = {"n_customers": n, "n_actions": n_actions, "n_candidates": n * n_actions,
+               "dropped_by_stage": funnel, "n_published": int(len(nba)),
+               "n_customers_with_actions": int(nba["customer_id"].nunique()) if len(nba) else 0,
+               "n_control": int(is_control.sum()), "n_exploration": int(nba["is_exploration"].sum()) if len(nba) else 0,
+               "n_advisor_queue": int(len(advisor)), "policy_version": version,
+               "action_mix": nba["action_id"].value_counts().sort_index().to_dict() if len(nba) else {},
+               "seconds": round(time.perf_counter() - started, 2)}
+    return Decisions(nba, decision_log, advisor, dashboard, metrics)
+
+
+def _cumcount(keys: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements (in array order) share its key."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    idx = np.argsort(keys, kind="stable")
+    sorted_keys = keys[idx]
+    start = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
+    positions = np.arange(len(keys))
+    first = np.maximum.accumulate(np.where(start, positions, 0))
+    out = np.empty(len(keys), dtype=np.int64)
+    out[idx] = positions - first
+    return out
+
+
+def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
+               is_control, as_of: date, version: str) -> pd.DataFrame:
+    cust = ci[sel]
+    act = aj[sel]
+    action_ids = np.array([x.id for x in catalogue], dtype=object)
+    customer_ids = ctx["customer_id"].to_numpy(dtype=object)[cust]
+    frame = pd.DataFrame({
+        "recommendation_id": _recommendation_ids(customer_ids, action_ids[act], as_of, version)
+        if len(sel) else np.array([], dtype=object),
+        "customer_id": customer_ids,
+        "rank": slot_rank[sel].astype("int32"),
+        "action_id": action_ids[act],
+        "action_class": np.array([x.action_class for x in catalogue], dtype=object)[act],
+        "channel": np.array(CHANNELS, dtype=object)[ch[sel]],
+        "priority": np.round(priority[sel], 6),
+        "propensity": np.round(prop[sel], 6),
+        "value": np.array([x.value for x in catalogue])[act],
+        "logging_probability": np.round(logging_probability[sel], 6),
+        "is_exploration": exploring[sel],
+        "is_control": is_control[cust],
+        "reasons": "",
+        "explanation": "",
+        "policy_version": version,
+        "valid_until": pd.to_datetime([as_of + timedelta(days=x.valid_days) for x in catalogue])
+        .to_numpy()[act] if len(sel) else np.array([], dtype="datetime64[ns]"),
+    })
+    frame["valid_until"] = pd.to_datetime(frame["valid_until"]).dt.date
+    reasons = np.empty(len(frame), dtype=object)
+    explanations = np.empty(len(frame), dtype=object)
+    for j, action in enumerate(catalogue):
+        rows = np.nonzero(act == j)[0]
+        if not len(rows):
+            continue
+        sub = ctx[_fields_of(action)].iloc[cust[rows]].reset_index(drop=True)
+        text = _reason_text(action, sub)
+        reasons[rows] = text.to_numpy()
+        expl = catalogue_module.render_template(action.explanation, sub)
+        explore_note = np.where(frame["is_exploration"].to_numpy()[rows],
+                                " It is also one of a few suggestions we rotate to learn what customers find useful.",
+                                "")
+        tier_note = " Help with your money always comes before offers." if action.action_class == "protective" else ""
+        explanations[rows] = (f"{action.title}: " + expl + " Suggested because " + text + "." + tier_note
+                              + explore_note).to_numpy()
+    frame["reasons"] = reasons
+    frame["explanation"] = explanations
+    return frame
+
+
+def _fields_of(action: Action) -> list[str]:
+    """The context fields an action's reasons and explanation read."""
+    names: set[str] = set()
+
+    def walk(rule: dict) -> None:
+        for group in ("any", "all"):
+            for sub in rule.get(group, ()):
+                walk(sub)
+        names.update(rule[k] for k in ("field", "value_field") if k in rule)
+
+    for text in [action.explanation, *(r["text"] for r in action.reasons)]:
+        names.update(name for name, _ in catalogue_module._PLACEHOLDER.findall(text))
+    for spec in action.reasons:
+        for rule in spec.get("when") or ():
+            walk(rule)
+    return sorted(names) or ["customer_id"]
+
+
+def _reason_text(action: Action, sub: pd.DataFrame) -> pd.Series:
+    out = pd.Series("", index=sub.index, dtype=object)
+    fallback = None
+    for spec in action.reasons:
+        if not spec.get("when"):
+            fallback = fallback or spec["text"]
+            continue
+        mask = np.ones(len(sub), dtype=bool)
+        for rule in spec["when"]:
+            mask &= evaluate_rule(sub, rule)
+        if not mask.any():
+            continue
+        rendered = catalogue_module.render_template(spec["text"], sub)
+        sep = np.where(mask & (out != ""), "; ", "")
+        out = out + sep + rendered.where(mask, "")
+    if fallback is not None:
+        empty = out == ""
+        if empty.any():
+            out = out.where(~empty, catalogue_module.render_template(fallback, sub))
+    out = out.where(out != "", action.title.lower())
+    return out
+
+
+def _decision_log(ctx, catalogue, stage, reason, book: _Reasons, version: str) -> pd.DataFrame:
+    ci, aj = np.nonzero(stage > 0)
+    customer = pd.Categorical.from_codes(ci, categories=pd.Index(ctx["customer_id"].astype(str)), validate=False) \
+        if len(ctx) else pd.Categorical([])
+    return pd.DataFrame({
+        "customer_id": customer,
+        "action_id": pd.Categorical.from_codes(aj, categories=[x.id for x in catalogue], validate=False),
+        "action_class": pd.Categorical.from_codes(
+            pd.Index(["protective", "service", "commercial"]).get_indexer([x.action_class for x in catalogue])[aj]
+            if len(aj) else np.zeros(0, int), categories=["protective", "service", "commercial"], validate=False),
+        "stage": pd.Categorical.from_codes(stage[ci, aj].astype(np.int64) - 1, categories=list(STAGES),
+                                           validate=False),
+        "reason": pd.Categorical.from_codes(reason[ci, aj], categories=book.texts or ["-"], validate=False),
+        "policy_version": pd.Categorical.from_codes(np.zeros(len(ci), dtype=np.int64), categories=[version],
+                                                    validate=False),
+    })
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Advisor queue and dashboard layout
+# ---------------------------------------------------------------------------------------------------------------
+
+def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
+    """Customers a person should call: a high shortfall risk with an income drop, a known vulnerability with a
+    shortfall risk, or arrears with a likely shortfall. Priority: p_shortfall_30 plus 0.5 per condition met."""
+    rules = pol["advisor_queue"]
+    p30 = ctx["p_shortfall_30"].astype("float64").fillna(0).to_numpy()
+    income_drop = ctx["is_income_stopped"].to_numpy(bool) | ctx["is_job_loss"].to_numpy(bool)
+    c1 = (p30 >= float(rules["high_p_shortfall_30"])) & income_drop
+    c2 = ctx["is_vulnerable"].to_numpy(bool) & (p30 >= float(rules["vulnerable_p_shortfall_30"]))
+    c3 = ctx["in_arrears"].to_numpy(bool) & (p30 >= float(rules["arrears_p_shortfall_30"]))
+    rows = np.nonzero(c1 | c2 | c3)[0]
+    sub = ctx.iloc[rows].reset_index(drop=True)
+    pct = (p30[rows] * 100).round().astype(int).astype(str)
+    reason = pd.Series("", index=sub.index, dtype=object)
+    vuln = sub["known_vulnerability"].astype(object).where(sub["known_vulnerability"].notna(), "").astype(str)
+    for mask, text in (
+            (c1[rows], "high risk of a shortfall within 30 days (" + pct + "%) after an income drop"),
+            (c2[rows], "known vulnerability (" + vuln + ") with a risk of a shortfall within 30 days (" + pct + "%)"),
+            (c3[rows], "an account in arrears with a likely shortfall (" + pct + "%)")):
+        text = pd.Series(text, index=sub.index) if not isinstance(text, pd.Series) else text
+        reason = reason + np.where(mask & (reason != ""), "; ", "") + text.where(mask, "")
+    priority = np.round(p30[rows] + 0.5 * (c1[rows].astype(float) + c2[rows] + c3[rows]), 6)
+    out = pd.DataFrame({
+        "customer_id": sub["customer_id"].to_numpy(dtype=object),
+        "priority": priority,
+        "reason": reason.to_numpy(dtype=object),
+        "suggested_action": np.where(sub["in_arrears"].to_numpy(bool), "hardship_support", "advisor_callback")
+        .astype(object),
+        "p_shortfall_30": p30[rows],
+        "expected_shortfall_date": pd.to_datetime(sub["expected_shortfall_date"], errors="coerce").dt.date,
+        "known_vulnerability": sub["known_vulnerability"].astype(object)
+        .where(sub["known_vulnerability"].notna(), None),
+        "is_income_drop": income_drop[rows],
+        "in_arrears": sub["in_arrears"].to_numpy(bool),
+        "is_service_alerts_allowed": sub["is_service_alerts_allowed"].to_numpy(bool),
+    })
+    return out.sort_values(["priority", "customer_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
+    """Per customer, the app home modules in order (one row per module and position). Without personalization
+    consent the layout is the default one; life-event modules need life-event consent."""
+    d = pol["dashboard"]
+    n = len(ctx)
+    f = lambda name: ctx[name].astype("float64").fillna(0).to_numpy()  # noqa: E731
+    b = lambda name: ctx[name].to_numpy(bool)  # noqa: E731
+    personal = b("is_personalization_allowed")
+    life = personal & b("is_life_events_allowed")
+    p30 = f("p_shortfall_30")
+    high_risk = p30 >= float(d["high_risk_p_shortfall_30"])
+    irregular = ~b("has_regular_income") | (f("income_regularity") < float(d["irregular_income_regularity"]))
+    irregular &= ctx["income_regularity"].notna().to_numpy()
+    trouble = b("in_arrears") | b("is_unarranged_overdraft") | b("is_gambling_harm") | (p30 >= 0.5)
+    scores = {
+        "money_help": np.where(personal & trouble, 12 + p30, 0),
+        "cash_flow_view": np.where(personal & (high_risk | irregular), 10 + p30, 0),
+        "savings_goals": np.where(personal & (f("safe_to_save") >= float(d["savings_min_safe_to_save"])) & ~high_risk,
+                                  6 + np.minimum(f("safe_to_save") / 1000, 3), 0),
+        "bills_calendar": np.where(personal & (f("n_outgoing_streams") >= float(d["many_direct_debits"])),
+                                   5 + np.minimum(f("n_outgoing_streams") / 10, 2), 0),
+        "travel_money": np.where(life & b("is_travel_abroad"), 7 + f("p_travel_abroad"), 0),
+        "moving_checklist": np.where(life & (b("is_moving_home") | b("is_buying_home")), 7.5, 0),
+        "family_budget": np.where(life & b("is_new_baby"), 6.5, 0),
+        "accounts_overview": np.full(n, 3.0),
+        "spending_insights": np.where(personal, 2.0, 1.0),
+    }
+    why = {
+        "money_help": "money looks tight or an account needs attention",
+        "cash_flow_view": "income is irregular or a shortfall is possible",
+        "savings_goals": "there is money that is safe to save",
+        "bills_calendar": "many regular payments go out",
+        "travel_money": "travel abroad looks likely",
+        "moving_checklist": "a move or home purchase looks likely",
+        "family_budget": "a new baby in the family looks likely",
+        "accounts_overview": "default module",
+        "spending_insights": "default module",
+    }
+    for name in d["defaults"]:
+        scores[name] = np.maximum(scores[name], 1.0)
+    names = list(DASHBOARD_MODULES)
+    matrix = np.column_stack([scores[m] for m in names])
+    order = np.argsort(-matrix, axis=1, kind="stable")
+    sorted_scores = np.take_along_axis(matrix, order, axis=1)
+    ci, pos = np.nonzero(sorted_scores > 0)
+    modules = np.array(names, dtype=object)[order[ci, pos]]
+    positions = _cumcount(ci) + 1
+    return pd.DataFrame({
+        "customer_id": ctx["customer_id"].to_numpy(dtype=object)[ci],
+        "position": positions.astype("int32"),
+        "module": modules,
+        "reason": np.array([why[m] for m in names], dtype=object)[order[ci, pos]],
+    })
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The nightly stage
+# ---------------------------------------------------------------------------------------------------------------
+
+def read_responses(paths: Paths, day: date, bucket: int | None = None) -> pd.DataFrame | None:
+    scan = lake.scan_sql(paths, "silver", "crm_responses")
+    if scan is None:
+        return None
+    where = f"(load_date = 'history' or load_date <= '{day.isoformat()}')"
+    if bucket is not None:
+        where += f" and bucket = {int(bucket)}"
+    con = lake.connect()
+    try:
+        return con.execute(f"select recommendation_id, customer_id, action_id, channel, event, event_at "
+                           f"from {scan} where {where} order by recommendation_id, event_at, event").df()
+    finally:
+        con.close()
+
+
+# The gold tables' columns and types (besides the as_of and bucket partitions), as written; /tmp/decide_tables.yaml
+# (for config/tables.yaml) documents them.
+SCHEMAS: dict[str, dict[str, str]] = {
+    "next_best_actions": {
+        "recommendation_id": "varchar", "customer_id": "varchar", "rank": "integer", "action_id": "varchar",
+        "action_class": "varchar", "channel": "varchar", "priority": "double", "propensity": "double",
+        "value": "double", "logging_probability": "double", "is_exploration": "boolean", "is_control": "boolean",
+        "reasons": "varchar", "explanation": "varchar", "policy_version": "varchar", "valid_until": "date"},
+    "decision_log": {
+        "customer_id": "varchar", "action_id": "varchar", "action_class": "varchar", "stage": "varchar",
+        "reason": "varchar", "policy_version": "varchar"},
+    "advisor_queue": {
+        "customer_id": "varchar", "priority": "double", "reason": "varchar", "suggested_action": "varchar",
+        "p_shortfall_30": "double", "expected_shortfall_date": "date", "known_vulnerability": "varchar",
+        "is_income_drop": "boolean", "in_arrears": "boolean", "is_service_alerts_allowed": "boolean"},
+    "dashboard_layout": {
+        "customer_id": "varchar", "position": "integer", "module": "varchar", "reason": "varchar"},
+}
+
+
+def _for_lake(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.CategoricalDtype):
+            out[column] = out[column].astype(str).astype(object)
+    return out
+
+
+def write_table(paths: Paths, table: str, frame: pd.DataFrame, day: date, bucket: int) -> int:
+    """One gold partition (as_of=D/bucket=N) with the table's exact column types, swapped in whole (even empty)."""
+    final = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(int(bucket)))
+    columns = ", ".join(f'cast("{name}" as {kind}) as "{name}"' for name, kind in SCHEMAS[table].items())
+    con = lake.connect()
+    try:
+        con.register("frame", _for_lake(frame)[list(SCHEMAS[table])])
+        return lake.write_relation(con, f"select {columns} from frame", final, paths)
+    finally:
+        con.close()
+
+
+def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Decide for every customer of one bucket as of D and write gold next_best_actions, decision_log,
+    advisor_queue and dashboard_layout for that bucket (as_of=D/bucket=N), each swapped in whole."""
+    started = time.perf_counter()
+    context = build_context(paths, day, bucket)
+    # propensities learn from every shard's responses; contact rules only read the customer's own
+    responses = read_responses(paths, day)
+    decisions = decide_frame(context, day, responses)
+    written = {}
+    for table in GOLD_TABLES:
+        written[table] = write_table(paths, table, getattr(decisions, table), day, bucket)
+    metrics = decisions.metrics | {
+        "bucket": int(bucket), "as_of": day.isoformat(), "rows": written,
+        "has_cash_forecast": bool(context["has_forecast"].any()),
+        "has_life_events": bool(context["has_life_events"].any()),
+        "seconds": round(time.perf_counter() - started, 2)}
+    write_run_metrics(paths, day.isoformat(), f"decide_bucket_{int(bucket)}", metrics)
+    return metrics
+
+
+def shards() -> list[int]:
+    return list(range(lake.n_buckets()))
+
+
+def decide_all(paths: Paths, day: date) -> dict[str, Any]:
+    """Every shard in turn (the CLI); the DAG maps decide_shard over the shards instead."""
+    per_shard = [decide_shard(paths, day, bucket) for bucket in shards()]
+    return summarise_shards(paths, day, per_shard)
+
+
+def summarise_shards(paths: Paths, day: date, per_shard: list[dict[str, Any]]) -> dict[str, Any]:
+    funnel: dict[str, int] = {}
+    mix: dict[str, int] = {}
+    for m in per_shard:
+        for k, v in m["dropped_by_stage"].items():
+            funnel[k] = funnel.get(k, 0) + v
+        for k, v in m["action_mix"].items():
+            mix[k] = mix.get(k, 0) + v
+    metrics = {"as_of": day.isoformat(), "n_shards": len(per_shard),
+               "n_customers": sum(m["n_customers"] for m in per_shard),
+               "n_published": sum(m["n_published"] for m in per_shard),
+               "n_control": sum(m["n_control"] for m in per_shard),
+               "n_advisor_queue": sum(m["n_advisor_queue"] for m in per_shard),
+               "dropped_by_stage": funnel, "action_mix": dict(sorted(mix.items())),
+               "policy_versions": sorted({m["policy_version"] for m in per_shard})}
+    write_run_metrics(paths, day.isoformat(), "decide", metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Benchmark: the funnel on a synthetic context (no lake)
+# ---------------------------------------------------------------------------------------------------------------
+
+def synthetic_context(n: int, seed: int = 0) -> pd.DataFrame:
+    """A plausible context for n customers, vectorised (for `bench_decide` and tests)."""
+    rng = np.random.default_rng(seed)
+    p30 = np.clip(rng.beta(0.4, 2.0, n), 0, 1)
+    frame = pd.DataFrame({
+        "customer_id": np.char.add("B", np.char.zfill(np.arange(n).astype(str), 8)).astype(object),
+        "age": rng.integers(16, 90, n).astype(float),
+        "region": rng.choice(["London", "North West", "Scotland", "Wales", "South East"], n).astype(object),
+        "known_vulnerability": np.where(rng.random(n) < 0.03, "resilience", None).astype(object),
+        "tenure_days": rng.integers(10, 8000, n).astype(float),
+        "has_current": rng.random(n) < 0.97, "has_savings": rng.random(n) < 0.5,
+        "has_credit_card": rng.random(n) < 0.4, "has_loan": rng.random(n) < 0.07,
+        "has_mortgage": rng.random(n) < 0.14, "has_external_current": rng.random(n) < 0.1,
+        "card_over_limit": rng.random(n) < 0.01,
+        "balance_now": rng.normal(2000, 3000, n), "balance_min_30": rng.normal(500, 1500, n),
+        "n_days_negative_30": rng.poisson(1.0, n).astype(float),
+        "n_days_negative_90": rng.poisson(3.0, n).astype(float),
+        "overdraft_limit": rng.choice([0.0, 250.0, 500.0, 1000.0], n),
+        "share_gambling_90": np.where(rng.random(n) < 0.05, rng.random(n) * 0.3, 0.0),
+        "share_travel_90": rng.random(n) * 0.1, "has_regular_income": rng.random(n) < 0.8,
+        "is_income_stopped": rng.random(n) < 0.02, "income_90": rng.gamma(2, 3000, n),
+        "monthly_recurring_income": rng.gamma(2, 1200, n), "monthly_recurring_outgoings": rng.gamma(2, 600, n),
+        "n_outgoing_streams": rng.poisson(5, n).astype(float), "n_fees_90": rng.poisson(0.3, n).astype(float),
+        "savings_balance": rng.gamma(1, 3000, n), "income_regularity": rng.random(n),
+        "p_shortfall_30": p30, "p_shortfall_60": np.minimum(1, p30 * 1.1), "p_shortfall_90": np.minimum(1, p30 * 1.2),
+        "min_balance_p10_30": rng.normal(1000, 2000, n),
+        "expected_shortfall_date": pd.NaT,
+        "safe_to_save": np.where(p30 < 0.1, np.floor(rng.gamma(1, 2000, n) / 5) * 5, 0.0),
+        "confidence": rng.choice(["low", "medium", "high"], n).astype(object),
+        "is_personalization_allowed": rng.random(n) < 0.8, "is_life_events_allowed": rng.random(n) < 0.6,
+        "is_service_alerts_allowed": rng.random(n) < 0.97,
+        "is_marketing_email_allowed": rng.random(n) < 0.5, "is_marketing_sms_allowed": rng.random(n) < 0.3,
+        "is_marketing_push_allowed": rng.random(n) < 0.4, "is_marketing_inapp_allowed": rng.random(n) < 0.6,
+        "has_life_events": True,
+    })
+    frame["headroom_now"] = frame["balance_now"] + frame["overdraft_limit"]
+    rates = {"moving_home": 0.03, "buying_home": 0.01, "new_baby": 0.01, "marriage": 0.01, "new_job": 0.02,
+             "job_loss": 0.01, "retirement": 0.005, "travel_abroad": 0.1}
+    for event, rate in rates.items():
+        prob = rng.beta(0.5, 8, n)
+        frame[f"p_{event}"] = prob
+        frame[f"is_{event}"] = rng.random(n) < rate
+    return frame
+
+
+def synthetic_responses(context: pd.DataFrame, as_of: date, share: float = 0.1, seed: int = 0) -> pd.DataFrame:
+    """CRM responses for a share of the customers: one delivered recommendation each, some answered."""
+    rng = np.random.default_rng(seed + 1)
+    ids = context["customer_id"].to_numpy(dtype=object)
+    picked = ids[rng.random(len(ids)) < share]
+    m = len(picked)
+    catalogue = catalogue_module.load_catalogue()
+    action = np.array([x.id for x in catalogue], dtype=object)[rng.integers(0, len(catalogue), m)]
+    channel = rng.choice(["email", "inapp", "push"], m).astype(object)
+    days = rng.integers(0, 60, m)
+    when = pd.Timestamp(as_of, tz="UTC") - pd.to_timedelta(days, unit="D") + pd.Timedelta(hours=9)
+    rec = np.char.add("R", np.arange(m).astype(str)).astype(object)
+    delivered = pd.DataFrame({"recommendation_id": rec, "customer_id": picked, "action_id": action,
+                              "channel": channel, "event": "delivered", "event_at": when})
+    outcome = rng.choice(["none", "opened", "accepted", "declined"], m, p=[0.5, 0.3, 0.05, 0.15])
+    answered = delivered[outcome != "none"].copy()
+    answered["event"] = outcome[outcome != "none"]
+    answered["event_at"] = answered["event_at"] + pd.Timedelta(hours=2)
+    return pd.concat([delivered, answered], ignore_index=True)
+
+
+def bench_decide(n_customers: int = 1_000_000, seed: int = 0, as_of: date = date(2026, 11, 20)) -> dict[str, Any]:
+    """Time the funnel (context completion, every stage, arbitration, exploration, reasons, advisor queue and
+    dashboard) on a synthetic context of n customers with CRM responses for 10% of them. No lake writes."""
+    import resource
+
+    t0 = time.perf_counter()
+    context = synthetic_context(n_customers, seed)
+    responses = synthetic_responses(context, as_of, seed=seed)
+    build_seconds = time.perf_counter() - t0
+    t1, cpu = time.perf_counter(), time.process_time()
+    decisions = decide_frame(context, as_of, responses)
+    seconds = time.perf_counter() - t1
+    cpu_seconds = time.process_time() - cpu
+    return {"customers": n_customers, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
+            "synthetic_input_seconds": round(build_seconds, 2),
+            "customers_per_second": round(n_customers / seconds) if seconds else None,
+            "published": int(len(decisions.next_best_actions)), "decision_log_rows": int(len(decisions.decision_log)),
+            "advisor_queue": int(len(decisions.advisor_queue)),
+            "dashboard_rows": int(len(decisions.dashboard_layout)),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -1,0 +1,408 @@
+"""The next-best-action funnel on hand-made context frames (the pure function), plus one run through decide_shard
+on a copied simulated lake."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import decide
+from pipelines.actions import MARKETING_PURPOSE_OF_CHANNEL, load_catalogue
+from pipelines.config import Paths
+
+D = date(2026, 11, 20)
+CATALOGUE = load_catalogue()
+BY_ID = {a.id: a for a in CATALOGUE}
+CREDIT = {a.id for a in CATALOGUE if a.is_credit}
+PROTECTIVE = {a.id for a in CATALOGUE if a.action_class == "protective"}
+
+
+def pol(**changes) -> dict:
+    out = copy.deepcopy(decide.policy())
+    out["control_share"] = 0.0          # hand-made customers: no control group unless a test asks for it
+    for key, value in changes.items():
+        out[key] = value
+    return out
+
+
+HEALTHY = dict(
+    age=40.0, region="London", known_vulnerability=None, tenure_days=2000.0,
+    has_current=True, has_savings=False, has_credit_card=False, has_loan=False, has_mortgage=False,
+    has_external_current=False, card_over_limit=False,
+    balance_now=3000.0, balance_min_30=1500.0, n_days_negative_30=0.0, n_days_negative_90=0.0,
+    overdraft_limit=500.0, headroom_now=3500.0, share_gambling_90=0.0, share_travel_90=0.0,
+    has_regular_income=True, is_income_stopped=False, income_90=9000.0, monthly_recurring_income=3000.0,
+    monthly_recurring_outgoings=1000.0, n_outgoing_streams=2.0, n_fees_90=0.0, savings_balance=0.0,
+    income_regularity=0.95, p_shortfall_30=0.01, p_shortfall_60=0.02, p_shortfall_90=0.03,
+    min_balance_p10_30=2500.0, expected_shortfall_date=None, safe_to_save=1500.0, confidence="high",
+    is_personalization_allowed=True, is_life_events_allowed=True, is_service_alerts_allowed=True,
+    is_marketing_email_allowed=True, is_marketing_sms_allowed=True, is_marketing_push_allowed=True,
+    is_marketing_inapp_allowed=True, has_life_events=True,
+)
+
+
+def customers(*rows: dict) -> pd.DataFrame:
+    return pd.DataFrame([HEALTHY | {"customer_id": f"C{i:04d}"} | row for i, row in enumerate(rows)])
+
+
+def run(context, responses=None, **policy_changes) -> decide.Decisions:
+    return decide.decide_frame(context, D, responses, CATALOGUE, pol(**policy_changes))
+
+
+def log_of(decisions, customer_id, action_id) -> pd.DataFrame:
+    log = decisions.decision_log
+    return log[(log["customer_id"].astype(str) == customer_id) & (log["action_id"].astype(str) == action_id)]
+
+
+def published(decisions, customer_id) -> set[str]:
+    nba = decisions.next_best_actions
+    return set(nba.loc[nba["customer_id"] == customer_id, "action_id"])
+
+
+def response(customer_id, action_id, channel, event, days_ago, rec="R1") -> dict:
+    return {"recommendation_id": rec, "customer_id": customer_id, "action_id": action_id, "channel": channel,
+            "event": event, "event_at": pd.Timestamp(D - timedelta(days=days_ago), tz="UTC") + pd.Timedelta(hours=10)}
+
+
+# ----------------------------------------------------------------------------------------------- suitability
+
+def test_a_healthy_customer_can_be_offered_credit():
+    decisions = run(customers({}), top_k=30)
+    assert "credit_card" in published(decisions, "C0000")
+    assert log_of(decisions, "C0000", "credit_card").empty
+
+
+SUITABILITY_CASES = {
+    "predicted shortfall": ({"p_shortfall_30": 0.45}, "shortfall is predicted"),
+    "no forecast": ({"p_shortfall_30": np.nan}, "no cash forecast"),
+    "arrears": ({"card_over_limit": True}, "in arrears"),
+    "unarranged overdraft": ({"balance_min_30": -800.0, "overdraft_limit": 500.0}, "unarranged overdraft"),
+    "gambling harm": ({"share_gambling_90": 0.2}, "gambling harm"),
+    "known vulnerability": ({"known_vulnerability": "health"}, "known vulnerability"),
+}
+
+
+@pytest.mark.parametrize("case", list(SUITABILITY_CASES))
+def test_no_credit_or_lending_for_a_customer_excluded_by_a_suitability_rule(case):
+    change, words = SUITABILITY_CASES[case]
+    decisions = run(customers(change | {"is_buying_home": True, "is_moving_home": True, "has_credit_card": False}),
+                    top_k=30)
+    assert not published(decisions, "C0000") & CREDIT
+    rows = log_of(decisions, "C0000", "credit_card")
+    assert rows["stage"].astype(str).tolist() == ["suitability"]
+    assert words in rows["reason"].astype(str).iloc[0]
+    # mortgage (buying_home) is credit too: dropped at suitability, not before
+    assert log_of(decisions, "C0000", "mortgage")["stage"].astype(str).tolist() == ["suitability"]
+
+
+# ----------------------------------------------------------------------------------------------- consent
+
+def test_no_marketing_on_a_channel_without_consent():
+    decisions = run(customers(
+        {"is_marketing_email_allowed": False},                                      # in-app only
+        {"is_marketing_email_allowed": False, "is_marketing_inapp_allowed": False,
+         "is_marketing_push_allowed": False, "is_marketing_sms_allowed": False},   # no marketing at all
+        {"is_service_alerts_allowed": False, "p_shortfall_30": 0.9, "is_marketing_email_allowed": False},
+    ), top_k=30)
+    nba = decisions.next_best_actions
+    first = nba[nba["customer_id"] == "C0000"]
+    assert (first.loc[first["action_class"] == "commercial", "channel"] != "email").all()
+    assert (first["action_class"] == "commercial").any()
+    assert not (nba.loc[nba["customer_id"] == "C0001", "action_class"] == "commercial").any()
+    assert log_of(decisions, "C0001", "credit_card")["stage"].astype(str).tolist() == ["consent"]
+    third = nba[nba["customer_id"] == "C0002"]
+    assert not third["action_class"].isin(["protective", "service"]).any()
+    assert log_of(decisions, "C0002", "shortfall_warning")["stage"].astype(str).tolist() == ["consent"]
+
+
+def test_life_event_actions_need_life_event_consent():
+    decisions = run(customers({"is_travel_abroad": True, "is_life_events_allowed": False}), top_k=30)
+    assert "travel_insurance" not in published(decisions, "C0000")
+    rows = log_of(decisions, "C0000", "travel_insurance")
+    assert rows["stage"].astype(str).tolist() == ["consent"] and "life events" in rows["reason"].astype(str).iloc[0]
+
+
+def test_published_channels_always_have_consent_on_a_synthetic_bank():
+    context = decide.synthetic_context(10000, seed=3)
+    decisions = decide.decide_frame(context, D, None, CATALOGUE, pol())
+    nba = decisions.next_best_actions.merge(context, on="customer_id")
+    for channel, purpose in MARKETING_PURPOSE_OF_CHANNEL.items():
+        rows = nba[(nba["action_class"] == "commercial") & (nba["channel"] == channel)]
+        assert rows[f"is_{purpose}_allowed"].all(), channel
+    assert nba.loc[nba["action_class"] != "commercial", "is_service_alerts_allowed"].all()
+    assert nba.loc[nba["action_class"] == "commercial", "is_personalization_allowed"].all()
+
+
+# ----------------------------------------------------------------------------------------------- contact policy
+
+def test_no_action_declined_within_its_cool_down():
+    cool = BY_ID["credit_card"].cool_down_days
+    responses = pd.DataFrame([
+        response("C0000", "credit_card", "email", "delivered", 12, "R1"),
+        response("C0000", "credit_card", "email", "declined", 10, "R1"),
+        response("C0001", "credit_card", "email", "delivered", cool + 5, "R2"),
+        response("C0001", "credit_card", "email", "declined", cool + 2, "R2"),
+    ])
+    decisions = run(customers({}, {}), responses, top_k=30)
+    assert "credit_card" not in published(decisions, "C0000")
+    rows = log_of(decisions, "C0000", "credit_card")
+    assert rows["stage"].astype(str).tolist() == ["contact_policy"]
+    assert "cool-down" in rows["reason"].astype(str).iloc[0]
+    assert "credit_card" in published(decisions, "C0001")
+
+
+def test_an_action_ignored_max_ignores_times_is_stopped():
+    limit = BY_ID["credit_card"].max_ignores
+    rows = [response("C0000", "credit_card", "email", "delivered", 30 + 20 * i, f"A{i}") for i in range(limit)]
+    rows += [response("C0001", "credit_card", "email", "delivered", 30 + 20 * i, f"B{i}") for i in range(limit - 1)]
+    rows += [response("C0002", "credit_card", "email", "delivered", 30 + 20 * i, f"C{i}") for i in range(limit)]
+    rows += [response("C0002", "credit_card", "email", "opened", 29, "C0")]          # one was opened: not ignored
+    decisions = run(customers({}, {}, {}), pd.DataFrame(rows), top_k=30)
+    assert "credit_card" not in published(decisions, "C0000")
+    assert "ignored" in log_of(decisions, "C0000", "credit_card")["reason"].astype(str).iloc[0]
+    assert "credit_card" in published(decisions, "C0001")
+    assert "credit_card" in published(decisions, "C0002")
+
+
+def test_weekly_caps_per_channel_hold_and_protective_actions_are_not_capped():
+    caps = decide.policy()["contact_policy"]["weekly_caps"]
+    only_inapp = {"is_marketing_email_allowed": False, "is_marketing_push_allowed": False,
+                  "is_marketing_sms_allowed": False, "has_savings": False, "safe_to_save": 5000.0,
+                  "n_outgoing_streams": 8.0, "is_travel_abroad": True, "is_moving_home": True, "is_new_baby": True}
+    history = [response("C0000", "isa", "inapp", "delivered", 2, f"H{i}") for i in range(caps["inapp"] - 1)]
+    history += [response("C0001", "isa", "email", "delivered", 1, f"E{i}") for i in range(caps["email"])]
+    history += [response("C0002", "shortfall_warning", "push", "delivered", 1, f"P{i}") for i in range(5)]
+    decisions = run(customers(only_inapp, {}, {"p_shortfall_30": 0.9, "n_days_negative_30": 4.0}),
+                    pd.DataFrame(history), top_k=30)
+    nba = decisions.next_best_actions
+    first = nba[(nba["customer_id"] == "C0000") & (nba["action_class"] != "protective")]
+    assert (first["channel"] == "inapp").sum() <= 1
+    second = nba[(nba["customer_id"] == "C0001") & (nba["action_class"] != "protective")]
+    assert not (second["channel"] == "email").any() and len(second) > 0
+    assert "weekly" in " ".join(log_of(decisions, "C0000", "travel_insurance")["reason"].astype(str))
+    # five protective pushes this week do not stop a shortfall warning on push
+    third = nba[nba["customer_id"] == "C0002"]
+    assert "shortfall_warning" in set(third["action_id"])
+
+
+def test_caps_hold_on_a_synthetic_bank_with_history():
+    context = decide.synthetic_context(10000, seed=5)
+    responses = decide.synthetic_responses(context, D, share=0.5, seed=5)
+    decisions = decide.decide_frame(context, D, responses, CATALOGUE, pol())
+    caps = decide.policy()["contact_policy"]["weekly_caps"]
+    capped = responses[(responses["event"] == "delivered") & ~responses["action_id"].isin(PROTECTIVE)]
+    at = pd.to_datetime(capped["event_at"], utc=True)
+    recent = capped[at >= pd.Timestamp(D + timedelta(days=1), tz="UTC") - pd.Timedelta(days=7)]
+    sent = recent.groupby(["customer_id", "channel"]).size().rename("sent")
+    nba = decisions.next_best_actions
+    today = nba[nba["action_class"] != "protective"].groupby(["customer_id", "channel"]).size().rename("today")
+    both = pd.concat([sent, today], axis=1).fillna(0).reset_index()
+    both["cap"] = both["channel"].map(caps)
+    assert ((both["today"] == 0) | (both["sent"] + both["today"] <= both["cap"])).all()
+
+
+# ----------------------------------------------------------------------------------------------- arbitration
+
+def test_protective_actions_are_never_outranked_by_commercial_ones():
+    context = decide.synthetic_context(10000, seed=7)
+    decisions = decide.decide_frame(context, D, None, CATALOGUE, pol(exploration={"epsilon": 0.9, "pool_size": 6}))
+    nba = decisions.next_best_actions
+    protective = nba["action_class"] == "protective"
+    worst_protective = nba[protective].groupby("customer_id")["rank"].max()
+    best_other = nba[~protective].groupby("customer_id")["rank"].min()
+    both = pd.concat([worst_protective, best_other], axis=1, join="inner")
+    assert len(both) > 100
+    assert (both.iloc[:, 0] < both.iloc[:, 1]).all()
+    # ranks are 1..k without gaps, at most top_k per customer
+    ranks = nba.groupby("customer_id")["rank"].agg(["min", "max", "count"])
+    assert (ranks["min"] == 1).all() and (ranks["max"] == ranks["count"]).all()
+    assert ranks["count"].max() <= decide.policy()["top_k"]
+
+
+def test_a_customer_in_trouble_gets_protective_actions_first():
+    decisions = run(customers({"p_shortfall_30": 0.8, "n_days_negative_30": 5.0, "safe_to_save": 0.0,
+                               "is_travel_abroad": True}))
+    nba = decisions.next_best_actions.sort_values("rank")
+    assert nba["action_class"].iloc[0] == "protective"
+    assert "shortfall_warning" in set(nba["action_id"])
+    warning = nba[nba["action_id"] == "shortfall_warning"].iloc[0]
+    assert "below zero within 30 days (80% chance)" in warning["reasons"]
+
+
+def test_the_control_group_gets_only_protective_actions():
+    context = customers({"p_shortfall_30": 0.8, "n_days_negative_30": 5.0}, {})
+    decisions = run(context, top_k=30, control_share=1.0)
+    nba = decisions.next_best_actions
+    assert set(nba["action_class"]) == {"protective"} and nba["is_control"].all()
+    assert "credit_card" in set(decisions.decision_log.loc[decisions.decision_log["stage"] == "control_group",
+                                                           "action_id"].astype(str))
+    assert nba["customer_id"].tolist() == ["C0000"] * len(nba)
+
+
+def test_the_control_share_is_a_stable_hash_of_customer_and_day():
+    context = decide.synthetic_context(10000, seed=11)
+    policy = pol(control_share=0.05)
+    first = decide.decide_frame(context, D, None, CATALOGUE, policy).next_best_actions
+    control = first.loc[first["is_control"], "customer_id"].unique()
+    assert set(first.loc[first["is_control"], "action_class"]) <= {"protective"}
+    _, draw = decide.customer_hashes(context["customer_id"], D)
+    expected = context.loc[draw < 0.05, "customer_id"]
+    assert set(control) <= set(expected)
+    assert 0.04 < (draw < 0.05).mean() < 0.06
+
+
+def test_every_published_action_has_reasons_and_an_explanation():
+    context = decide.synthetic_context(10000, seed=13)
+    nba = decide.decide_frame(context, D, None, CATALOGUE, pol()).next_best_actions
+    assert len(nba) > 5000
+    assert nba["reasons"].str.len().gt(0).all() and nba["explanation"].str.len().gt(0).all()
+    assert not nba["reasons"].str.contains(r"\{|nan|None").any()
+    assert set(nba["action_id"]) >= {"shortfall_warning", "isa", "credit_card", "bill_reminder"}
+
+
+def test_logging_probability_is_consistent_with_exploration():
+    context = decide.synthetic_context(10000, seed=17)
+    eps = 0.3
+    nba = decide.decide_frame(context, D, None, CATALOGUE, pol(exploration={"epsilon": eps, "pool_size": 5})) \
+        .next_best_actions
+    p = nba["logging_probability"]
+    assert ((p > 0) & (p <= 1)).all()
+    assert nba["is_exploration"].any()
+    assert (p[nba["is_exploration"]] <= eps + 1e-9).all()
+    assert (p[~nba["is_exploration"]] >= 1 - eps).all()
+    assert (p[nba["action_class"] == "protective"] == 1).all()
+    assert not nba.loc[nba["action_class"] == "protective", "is_exploration"].any()
+
+
+def test_same_inputs_give_byte_identical_outputs_and_stable_ids():
+    context = decide.synthetic_context(3000, seed=19)
+    responses = decide.synthetic_responses(context, D, seed=19)
+    first = decide.decide_frame(context, D, responses, CATALOGUE, pol())
+    shuffled = context.sample(frac=1.0, random_state=1)
+    second = decide.decide_frame(shuffled, D, responses.sample(frac=1.0, random_state=2), CATALOGUE, pol())
+    for table in decide.GOLD_TABLES:
+        a = getattr(first, table)
+        b = getattr(second, table)
+        assert a.astype(str).to_csv(index=False).encode() == b.astype(str).to_csv(index=False).encode(), table
+    nba = first.next_best_actions
+    version = decide.policy()["policy_version"]
+    row = nba.iloc[0]
+    expected = hashlib.md5(f"{row.customer_id}|{row.action_id}|{D.isoformat()}|{version}".encode()).hexdigest()
+    assert row.recommendation_id == expected
+    assert nba["recommendation_id"].is_unique
+
+
+def test_every_dropped_candidate_is_logged_once():
+    context = decide.synthetic_context(3000, seed=23)
+    decisions = decide.decide_frame(context, D, None, CATALOGUE, pol(control_share=0.1))
+    log = decisions.decision_log
+    assert len(log) + len(decisions.next_best_actions) == len(context) * len(CATALOGUE)
+    assert set(log["stage"].astype(str)) <= set(decide.STAGES)
+    assert log["reason"].astype(str).str.len().gt(0).all()
+    keys = log["customer_id"].astype(str) + "|" + log["action_id"].astype(str)
+    assert keys.is_unique
+
+
+def test_advisor_queue_and_dashboard():
+    decisions = run(customers(
+        {"p_shortfall_30": 0.8, "is_income_stopped": True, "has_regular_income": False},
+        {"p_shortfall_30": 0.35, "known_vulnerability": "capability"},
+        {"is_travel_abroad": True, "n_outgoing_streams": 9.0},
+        {"is_personalization_allowed": False, "p_shortfall_30": 0.9},
+    ))
+    queue = decisions.advisor_queue
+    assert set(queue["customer_id"]) == {"C0000", "C0001"}
+    assert queue["reason"].str.len().gt(0).all()
+    layout = decisions.dashboard_layout
+    first = layout[layout["customer_id"] == "C0000"].sort_values("position")["module"].tolist()
+    assert first[0] in ("money_help", "cash_flow_view") and "cash_flow_view" in first
+    third = layout[layout["customer_id"] == "C0002"].sort_values("position")["module"].tolist()
+    assert third.index("travel_money") < third.index("accounts_overview") and "bills_calendar" in third
+    fourth = layout[layout["customer_id"] == "C0003"].sort_values("position")["module"].tolist()
+    assert fourth == ["accounts_overview", "spending_insights"]          # no personalization consent: default
+
+
+def test_without_life_events_no_life_event_action_applies():
+    context = customers({}).drop(columns=["has_life_events"])
+    decisions = run(context, top_k=30)
+    assert not published(decisions, "C0000") & {"mortgage", "home_insurance", "travel_insurance", "child_savings"}
+    assert log_of(decisions, "C0000", "mortgage")["stage"].astype(str).tolist() == ["applicability"]
+
+
+# ----------------------------------------------------------------------------------------------- on a lake
+
+SOURCE_LAKE = Path("/tmp/s3k")
+
+
+@pytest.fixture(scope="module")
+def lake_copy(tmp_path_factory) -> Path:
+    """A copy of the simulated lake's silver layer and one bucket's cash forecast (never the original)."""
+    if not (SOURCE_LAKE / "lake" / "silver" / "customers").exists():
+        pytest.skip(f"no simulated lake at {SOURCE_LAKE}")
+    home = tmp_path_factory.mktemp("nba") / "segone"
+    for part in ("silver", "gold/cash_forecast"):
+        shutil.copytree(SOURCE_LAKE / "lake" / part, home / "lake" / part)
+    return home
+
+
+def _lake_bucket(home: Path) -> tuple[date, int]:
+    folder = sorted((home / "lake" / "gold" / "cash_forecast").glob("as_of=*/bucket=*"))[0]
+    return date.fromisoformat(folder.parent.name.split("=")[1]), int(folder.name.split("=")[1])
+
+
+def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
+    monkeypatch.setenv("SEGONE_HOME", str(lake_copy))
+    paths = Paths(lake_copy)
+    day, bucket = _lake_bucket(lake_copy)
+    metrics = decide.decide_shard(paths, day, bucket)
+    assert metrics["n_published"] > 0 and metrics["has_cash_forecast"] and not metrics["has_life_events"]
+    read = {t: pd.read_parquet(paths.table("gold", t) / f"as_of={day}" / f"bucket={bucket}")
+            for t in decide.GOLD_TABLES}
+    nba = read["next_best_actions"]
+    assert nba["recommendation_id"].is_unique and nba["reasons"].str.len().gt(0).all()
+    assert set(nba.columns) >= {"recommendation_id", "customer_id", "rank", "action_id", "action_class", "channel",
+                                "priority", "propensity", "value", "logging_probability", "is_exploration",
+                                "is_control", "reasons", "explanation", "policy_version", "valid_until"}
+    log = read["decision_log"]
+    assert len(log) + len(nba) == metrics["n_customers"] * metrics["n_actions"]
+    credit = nba[nba["action_id"].isin(CREDIT)]
+    context = decide.build_context(paths, day, bucket).set_index("customer_id")
+    blocked = context["is_shortfall_risk"] | context["in_arrears"] | context["is_unarranged_overdraft"] | \
+        context["is_gambling_harm"] | context["is_vulnerable"]
+    assert not blocked.loc[credit["customer_id"]].any()
+    # re-running D on the same inputs rewrites byte-identical Parquet
+    def files() -> dict[str, bytes]:
+        return {t: b"".join(p.read_bytes() for p in sorted(
+            (paths.table("gold", t) / f"as_of={day}" / f"bucket={bucket}").glob("*.parquet")))
+            for t in decide.GOLD_TABLES}
+    before = files()
+    decide.decide_shard(paths, day, bucket)
+    assert files() == before
+    # a gold life_events partition, when present, is used
+    target = context.index[(context["is_life_events_allowed"]) & (context["is_personalization_allowed"])][0]
+    life = pd.DataFrame({"customer_id": [target], "event_type": ["buying_home"], "probability": [0.8],
+                         "flagged": [True], "evidence": ["test"], "model_version": ["test"]})
+    folder = paths.table("gold", "life_events") / f"as_of={day}" / f"bucket={bucket}"
+    folder.mkdir(parents=True)
+    life.to_parquet(folder / "part-0.parquet", index=False)
+    second = decide.decide_shard(paths, day, bucket)
+    mortgage_log = pd.read_parquet(folder.parents[2] / "decision_log" / f"as_of={day}" / f"bucket={bucket}")
+    mortgage = mortgage_log[(mortgage_log["customer_id"] == target) & (mortgage_log["action_id"] == "mortgage")]
+    assert mortgage.empty or mortgage["stage"].iloc[0] != "applicability"
+    assert second["has_life_events"]
+    others = mortgage_log[(mortgage_log["customer_id"] != target) & (mortgage_log["action_id"] == "mortgage")]
+    assert others["stage"].isin(["eligibility", "applicability"]).all()
+
+
+def test_an_empty_shard_and_a_bare_context_are_handled():
+    empty = decide.decide_frame(pd.DataFrame({"customer_id": pd.Series(dtype=str)}), D, None, CATALOGUE, pol())
+    assert all(len(getattr(empty, t)) == 0 for t in decide.GOLD_TABLES)
+    bare = decide.decide_frame(pd.DataFrame({"customer_id": ["X1"]}), D, None, CATALOGUE, pol())
+    assert len(bare.next_best_actions) == 0 and len(bare.decision_log) == len(CATALOGUE)
+    assert bare.dashboard_layout["module"].tolist() == ["accounts_overview", "spending_insights"]
