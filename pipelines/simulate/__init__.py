@@ -25,7 +25,7 @@ from pipelines.simulate.calendar import SimCalendar
 from pipelines.simulate.catalog import CARD, CURRENT, FX_RATE_MICROS, REGIONS, SLOTS
 from pipelines.simulate.cashflows import NEVER
 from pipelines.simulate.consents import NO_EXPIRY, PURPOSES, Consents, OpenBankingGrants, draw_consents
-from pipelines.simulate.lifeevents import EVENT_TYPES, SOURCES
+from pipelines.simulate.lifeevents import EVENT_TYPES, LOOKALIKE_NAMES, SOURCES
 from pipelines.simulate.openbanking import write_fetches
 from pipelines.simulate.population import ARCHETYPES, TENURES, VULNERABILITIES, Population
 from pipelines.simulate.writers import (LandingWriter, account_ids, customer_ids, day_text, money_text, text_table,
@@ -243,7 +243,7 @@ def _write_truth(chunk: Chunk, cal: SimCalendar, truth: Path) -> None:
     part = f"part-{chunk.number + 1:04d}.parquet"
     ids = customer_ids(pop.number)
     dates = np.datetime64(cal.start_date, "D")
-    for name in ("customers", "life_events", "balances", "shortfalls"):
+    for name in ("customers", "life_events", "lookalikes", "balances", "shortfalls"):
         (truth / name).mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({
         "customer_id": ids.tolist(), "archetype": np.array(ARCHETYPES)[pop.archetype],
@@ -264,6 +264,15 @@ def _write_truth(chunk: Chunk, cal: SimCalendar, truth: Path) -> None:
         "source": np.where(ev.declared_day <= d, np.array(SOURCES)[ev.kind], None),
         "trip_days": ev.duration,
     }), truth / "life_events" / part)
+    # look-alikes: customers without an event who did something that resembles one of its signals (up to D)
+    look = chunk.lookalikes
+    seen = look.day <= d
+    pq.write_table(pa.table({
+        "customer_id": pa.array(ids[look.cust[seen]].tolist(), type=pa.string()),
+        "lookalike_of": pa.array(np.array(EVENT_TYPES)[look.mimics()[seen]].tolist(), type=pa.string()),
+        "day": pa.array(dates + look.day[seen], type=pa.date32()),
+        "kind": pa.array(np.array(LOOKALIKE_NAMES)[look.kind[seen]].tolist(), type=pa.string()),
+    }), truth / "lookalikes" / part)
     days = np.arange(cal.n_days)[:, None]
     live = (days >= acc.first_day[None, :]) & (days <= acc.last_day[None, :])
     day_idx, acc_idx = np.nonzero(live)

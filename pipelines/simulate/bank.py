@@ -10,18 +10,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.cashflows import (NEVER, Products, add_bills, add_housing, add_incomes, add_savings_transfers,
-                                          event_days, open_products)
+from pipelines.simulate.cashflows import (NEVER, Products, add_bills, add_housing, add_incomes, add_partner_transfers,
+                                          add_savings_transfers, event_days, open_products)
 from pipelines.simulate.catalog import REGION_WEIGHTS, SAVINGS, catalog
 from pipelines.simulate.daily import Accounts, run_days
 from pipelines.simulate.ledger import Ledger, PostingBuffer
-from pipelines.simulate.lifeevents import BUYING, JOB_LOSS, MOVING, Events, draw_events
+from pipelines.simulate.lifeevents import BUYING, JOB_LOSS, MOVING, Events, Lookalikes, draw_events, draw_lookalikes
 from pipelines.simulate.population import Population, draw_population
 from pipelines.simulate.spending import add_card_spending, add_cash_and_habits, add_life_event_spending
 
 STREAMS = {"population": 1, "events": 2, "products": 3, "incomes": 4, "housing": 5, "bills": 6, "savings": 7,
            "spending": 8, "habits": 9, "life_spend": 10, "daily": 11, "regions": 12, "consents": 13,
-           "openbanking": 14}
+           "openbanking": 14, "lookalikes": 15, "partners": 16}
 
 
 def stream(seed: int, chunk: int, name: str) -> np.random.Generator:
@@ -39,29 +39,32 @@ class Chunk:
     accounts: Accounts
     region_day: np.ndarray      # day the region changed (NEVER if not)
     new_region: np.ndarray
+    lookalikes: Lookalikes
 
 
 def simulate_chunk(seed: int, chunk: int, first_number: int, n: int, cal: SimCalendar) -> Chunk:
     pop = draw_population(stream(seed, chunk, "population"), first_number, n, cal)
     events = draw_events(stream(seed, chunk, "events"), pop, cal)
+    lookalikes = draw_lookalikes(stream(seed, chunk, "lookalikes"), pop, cal, events)
     products = open_products(stream(seed, chunk, "products"), pop, cal, events)
+    region_day, new_region = _region_changes(stream(seed, chunk, "regions"), pop, events)
     buf = PostingBuffer(cal.n_days, products.open_day)
     _add_opening_deposits(pop, products, buf)
-    add_incomes(stream(seed, chunk, "incomes"), pop, cal, events, buf)
+    add_incomes(stream(seed, chunk, "incomes"), pop, cal, events, lookalikes, buf)
     add_housing(stream(seed, chunk, "housing"), pop, cal, events, products, buf)
-    bills = add_bills(stream(seed, chunk, "bills"), pop, cal, events, products, buf)
+    bills = add_bills(stream(seed, chunk, "bills"), pop, cal, events, products, new_region, buf)
     add_savings_transfers(stream(seed, chunk, "savings"), pop, cal, products, buf)
+    shared = add_partner_transfers(stream(seed, chunk, "partners"), pop, cal, events, buf)
     # cash, travel and the odd repair come on top of everyday card spending
     unbudgeted = 0.08 * pop.income + 8_000
-    fixed = pop.housing_cost + bills + pop.saver_amount + pop.loan_payment + 3_000 + unbudgeted
+    fixed = pop.housing_cost + bills + shared + pop.saver_amount + pop.loan_payment + 3_000 + unbudgeted
     budget = np.maximum(pop.income * pop.spend_ratio - fixed, pop.income * 0.12)
     level = _spending_level(pop, cal, events)
     add_card_spending(stream(seed, chunk, "spending"), pop, cal, budget, level, buf)
     add_cash_and_habits(stream(seed, chunk, "habits"), pop, cal, buf)
-    add_life_event_spending(stream(seed, chunk, "life_spend"), pop, cal, events, buf)
+    add_life_event_spending(stream(seed, chunk, "life_spend"), pop, cal, events, lookalikes, buf)
     ledger, accounts = run_days(stream(seed, chunk, "daily"), pop, cal, products, buf.arrays(), budget)
-    region_day, new_region = _region_changes(stream(seed, chunk, "regions"), pop, events)
-    return Chunk(chunk, pop, events, products, ledger, accounts, region_day, new_region)
+    return Chunk(chunk, pop, events, products, ledger, accounts, region_day, new_region, lookalikes)
 
 
 def _add_opening_deposits(pop: Population, products: Products, buf: PostingBuffer) -> None:
@@ -76,13 +79,16 @@ def _add_opening_deposits(pop: Population, products: Products, buf: PostingBuffe
 
 def _spending_level(pop: Population, cal: SimCalendar, events: Events) -> np.ndarray:
     """(n, days) multiplier on everyday spending: after a job loss spending falls (a month later, as savings
-    run down); in the weeks around a move people buy more for the home."""
+    run down); in the weeks around a move people buy more for the home; in the months before buying, less."""
     level = np.ones((pop.n, cal.n_days), dtype=np.float32)
     day = np.arange(cal.n_days)[None, :]
     loss = event_days(events, JOB_LOSS, pop.n)[:, None]
     level *= np.where(day >= loss + 30, 0.7, 1.0).astype(np.float32)
-    move = np.minimum(event_days(events, MOVING, pop.n), event_days(events, BUYING, pop.n))[:, None]
+    buy = event_days(events, BUYING, pop.n)[:, None]
+    move = np.minimum(event_days(events, MOVING, pop.n)[:, None], buy)
     level *= np.where((day >= move - 7) & (day < move + 30), 1.15, 1.0).astype(np.float32)
+    # buyers tighten their belts while they save the deposit
+    level *= np.where((day >= buy - 180) & (day < buy - 14), 0.88, 1.0).astype(np.float32)
     return level
 
 

@@ -12,7 +12,8 @@ import numpy as np
 from pipelines.simulate.calendar import SimCalendar
 from pipelines.simulate.catalog import CARD, LOAN, MORTGAGE, REGIONS, SAVINGS, catalog, employer_names
 from pipelines.simulate.ledger import PostingBuffer
-from pipelines.simulate.lifeevents import BABY, BUYING, JOB_LOSS, MOVING, NEW_JOB, RETIREMENT, Events
+from pipelines.simulate.lifeevents import (BABY, BONUS, BUYING, JOB_LOSS, LATE_SALARY, MARRIAGE, MISSED_SALARY, MOVING,
+                                          NEW_JOB, RETIREMENT, Events, Lookalikes)
 from pipelines.simulate.population import (BENEFITS, FAMILY, FREELANCER, HOURLY, MORTGAGED, RENTER, RETIRED,
                                            SALARIED, STUDENT, Population)
 from pipelines.simulate import schedules
@@ -73,9 +74,10 @@ def open_products(rng: np.random.Generator, pop: Population, cal: SimCalendar, e
                     mortgage_payment=mortgage_payment.astype(np.int64), buy_day=buy_day, principal=principal)
 
 
-def add_incomes(rng: np.random.Generator, pop: Population, cal: SimCalendar, events: Events,
+def add_incomes(rng: np.random.Generator, pop: Population, cal: SimCalendar, events: Events, lookalikes: Lookalikes,
                 buf: PostingBuffer) -> None:
-    """Salaries, weekly wages, freelance invoices, pensions and benefits, with the changes life events bring."""
+    """Salaries, weekly wages, freelance invoices, pensions and benefits, with the changes life events bring, and
+    the income look-alikes of steady employees (a one-off bonus, a salary paid late, a month missed and made up)."""
     cat = catalog()
     n = pop.n
     n_emp = len(employer_names())
@@ -103,7 +105,12 @@ def add_incomes(rng: np.random.Generator, pop: Population, cal: SimCalendar, eve
     variable = np.where(rng.random(n) < 0.2, 0.08, 0.0)
     rows, day = schedules.monthly(cal, pop.payday_rule[sal], lo[sal], base_end[sal])
     c = sal[rows]
-    buf.add(c, day, np.round(pop.income[c] * (1 + variable[c] * rng.normal(0, 1, len(c)))).astype(np.int64),
+    pay = np.round(pop.income[c] * (1 + variable[c] * rng.normal(0, 1, len(c)))).astype(np.int64)
+    day, pay = _irregular_pay(rng, lookalikes, n, c, day, pay)
+    buf.add(c, day, pay, cat.group("salary")[pop.employer[c]], salary_sec[c])
+    # look-alike of a new job: a one-off bonus from the same employer, on a day of its own
+    c, day = lookalikes.of(BONUS)
+    buf.add(c, day, np.round(pop.income[c] * rng.uniform(0.3, 1.5, len(c))).astype(np.int64),
             cat.group("salary")[pop.employer[c]], salary_sec[c])
     # weekly wages that vary with hours worked
     hourly = np.flatnonzero(pop.archetype == HOURLY)
@@ -156,7 +163,12 @@ def add_incomes(rng: np.random.Generator, pop: Population, cal: SimCalendar, eve
     # new job: a new employer, a new payday, usually more money; first pay a few weeks in
     hired = np.flatnonzero(employed & (new_job < NEVER) & (retire == NEVER))
     employer = (pop.employer[hired] + rng.integers(1, n_emp, len(hired))) % n_emp
-    rule = np.where(rng.random(len(hired)) < 0.45, 0, rng.choice([1, 15, 20, 25, 28], len(hired)))
+    rules = np.array([0, 1, 15, 20, 25, 28])
+    rule = np.where(rng.random(len(hired)) < 0.45, 0, rng.choice(rules[1:], len(hired)))
+    # a new employer pays on another day than the old one
+    same = (rule == pop.payday_rule[hired]) & (pop.archetype[hired] == SALARIED)
+    rule = np.where(same, rules[(np.searchsorted(rules, rule) + rng.integers(1, len(rules), len(hired))) % len(rules)],
+                    rule)
     amount = np.round(pop.income[hired] * rng.uniform(0.95, 1.3, len(hired))).astype(np.int64)
     rows, day = schedules.monthly(cal, rule, new_job[hired] + 12, np.full(len(hired), NEVER))
     c = hired[rows]
@@ -167,9 +179,40 @@ def add_incomes(rng: np.random.Generator, pop: Population, cal: SimCalendar, eve
               np.round(pop.income[retired] * rng.uniform(0.45, 0.7, len(retired))).astype(np.int64), buf, salary_sec)
     # a baby: child benefit from a few weeks after the birth
     cust, day = events.of(BABY)
+    claim = rng.random(len(cust)) < 0.85                      # high earners often do not claim
+    cust, day = cust[claim], day[claim]
     start = day + rng.integers(21, 56, len(cust))
     rows, pay_day = schedules.periodic(cal, start, 28, start, np.full(len(cust), NEVER))
     buf.add(cust[rows], pay_day, 10_420, cat.one("child_benefit"), salary_sec[cust[rows]])
+
+
+def _irregular_pay(rng: np.random.Generator, lookalikes: Lookalikes, n: int, cust: np.ndarray, day: np.ndarray,
+                   pay: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Look-alikes of a job loss among monthly salaries (rows: cust, day, pay): the first payday on or after the
+    look-alike day comes 2-9 days late, or is missed and paid with the next month's salary."""
+    day, pay = day.copy(), pay.copy()
+    for kind in (LATE_SALARY, MISSED_SALARY):
+        who, when = lookalikes.of(kind)
+        due = np.full(n, NEVER, dtype=np.int64)
+        due[who] = when
+        after = day >= due[cust]
+        first = np.full(n, NEVER, dtype=np.int64)
+        np.minimum.at(first, cust[after], day[after])
+        hit = after & (day == first[cust])
+        # the truth keeps the day the pay was due (NEVER, i.e. not written, if no payday is left in the window)
+        lookalikes.day[lookalikes.kind == kind] = first[who]
+        if kind == LATE_SALARY:
+            day[hit] += rng.integers(2, 10, int(hit.sum()))
+            continue
+        later = day > first[cust]
+        second = np.full(n, NEVER, dtype=np.int64)
+        np.minimum.at(second, cust[later], day[later])
+        owed = np.zeros(n, dtype=np.int64)
+        owed[cust[hit]] = pay[hit]
+        make_up = later & (day == second[cust])
+        pay[make_up] += owed[cust[make_up]]
+        pay[hit] = 0                                          # dropped by the buffer (no zero postings)
+    return day, pay
 
 
 def _pensions(rng: np.random.Generator, cal: SimCalendar, pop: Population, cust: np.ndarray, start: np.ndarray,
@@ -225,8 +268,8 @@ def add_housing(rng: np.random.Generator, pop: Population, cal: SimCalendar, eve
             sec[ext[rows]])
     # buying: solicitor's fee before completion; after it a mortgage elsewhere, or here (advance on completion)
     buyers = np.flatnonzero(buy < NEVER)
-    solicitor = rng.integers(0, len(cat.group("solicitor_fee")), n)
-    buf.add(buyers, buy[buyers] - rng.integers(5, 25, len(buyers)),
+    solicitor = np.arange(n) % len(cat.group("solicitor_fee"))     # the same firm as the completion (daily run)
+    buf.add(buyers, buy[buyers] - rng.integers(5, 40, len(buyers)),
             -np.round(rng.uniform(900, 2200, len(buyers)) * 100).astype(np.int64),
             cat.group("solicitor_fee")[solicitor[buyers]], rng.integers(9 * 3600, 17 * 3600, len(buyers)))
     internal = products.principal > 0
@@ -241,13 +284,15 @@ def add_housing(rng: np.random.Generator, pop: Population, cal: SimCalendar, eve
 
 
 def add_bills(rng: np.random.Generator, pop: Population, cal: SimCalendar, events: Events, products: Products,
-              buf: PostingBuffer) -> np.ndarray:
+              new_region: np.ndarray, buf: PostingBuffer) -> np.ndarray:
     """Direct debits for council tax, energy, water, phone, broadband, gym, insurance, TV licence and nursery.
-    A move switches council and utilities. Returns the monthly total per customer (pence) for budgeting."""
+    A move switches council (of the new region, if it changed) and utilities; someone leaving the family home starts
+    their own. Returns the monthly total per customer (pence) for budgeting."""
     cat = catalog()
     n = pop.n
     move = np.minimum(event_days(events, MOVING, n), products.buy_day)
     household = pop.tenure != FAMILY
+    own_home_after = household | (move < NEVER)
     monthly_total = np.zeros(n)
     specs = [  # group, share of customers, low, high (GBP a month), household only
         ("energy", 0.97, 60, 170, True), ("water", 0.95, 25, 55, True), ("phone", 0.95, 10, 45, False),
@@ -260,14 +305,17 @@ def add_bills(rng: np.random.Generator, pop: Population, cal: SimCalendar, event
         monthly_total += np.where(has, amount, 0)
         switches = group in ("energy", "water", "broadband")
         labels = cat.group(group)
-        first, second = rng.integers(0, len(labels), n), rng.integers(0, len(labels), n)
+        first = rng.integers(0, len(labels), n)
+        second = (first + rng.integers(1, len(labels), n)) % len(labels) if len(labels) > 1 else first
         rule = rng.integers(1, 29, n)
         c = np.flatnonzero(has)
         end = np.where(switches, move[c], NEVER)
         rows, day = schedules.monthly(cal, rule[c], np.full(len(c), -NEVER), end, bills=True)
         buf.add(c[rows], day, -amount[c[rows]], labels[first[c[rows]]], rng.integers(3 * 3600, 7 * 3600, len(rows)))
         if switches:
-            m = c[move[c] < NEVER]
+            # after a move: a new supplier, and a first one for those who lived with family
+            leaving = (rng.random(n) < share) & ~household & own_home_after
+            m = np.flatnonzero((has & (move < NEVER)) | leaving)
             rows, day = schedules.monthly(cal, rule[m], move[m] + 10, np.full(len(m), NEVER), bills=True)
             new_amount = np.round(amount[m] * rng.uniform(0.8, 1.3, len(m))).astype(np.int64)
             buf.add(m[rows], day, -new_amount[rows], labels[second[m[rows]]],
@@ -279,19 +327,67 @@ def add_bills(rng: np.random.Generator, pop: Population, cal: SimCalendar, event
     councils = np.array([[cat.group(f"council:{region}")[i % len(cat.group(f"council:{region}"))]
                           for i in range(4)] for region in REGIONS])
     council = councils[pop.region, rng.integers(0, 4, n)]
+    # after a move: a council of the new region, another one than before (a new council tax account)
+    candidates = councils[new_region[:, None], (rng.integers(0, 4, n)[:, None] + np.arange(4)[None, :]) % 4]
+    other = candidates != council[:, None]
+    new_council = candidates[np.arange(n), np.where(other.any(axis=1), other.argmax(axis=1), 0)]
     rule = rng.integers(1, 29, n)
     rows, day = schedules.monthly(cal, rule[payer], np.full(len(payer), -NEVER), move[payer] + 1, bills=True)
     buf.add(payer[rows], day, -tax[payer[rows]], council[payer[rows]], 4 * 3600)
-    m = payer[move[payer] < NEVER]
+    m = np.flatnonzero(own_home_after & (move < NEVER) & (pop.archetype != STUDENT))
     rows, day = schedules.monthly(cal, rule[m], move[m] + 20, np.full(len(m), NEVER), bills=True)
-    buf.add(m[rows], day, -np.round(tax[m[rows]] * 1.1).astype(np.int64), council[m[rows]], 4 * 3600)
-    # nursery fees some months after a birth
+    buf.add(m[rows], day, -np.round(tax[m[rows]] * 1.1).astype(np.int64), new_council[m[rows]], 4 * 3600)
+    # nursery fees for half the new parents, some months after the birth; and for a few families already
+    nursery = cat.group("nursery")
     cust, day = events.of(BABY)
-    start = day + rng.integers(150, 300, len(cust))
+    pays = rng.random(len(cust)) < 0.55
+    cust, day = cust[pays], day[pays]
+    start = day + rng.integers(120, 300, len(cust))
     fee = np.round(rng.uniform(600, 1200, len(cust)) * 100).astype(np.int64)
     rows, pay_day = schedules.monthly(cal, rng.integers(1, 29, len(cust)), start, np.full(len(cust), NEVER), bills=True)
-    buf.add(cust[rows], pay_day, -fee[rows], _choose(rng, cat.group("nursery"), cust)[rows], 5 * 3600)
+    buf.add(cust[rows], pay_day, -fee[rows], _choose(rng, nursery, cust)[rows], 5 * 3600)
+    older = np.flatnonzero(pop.has_children & (rng.random(n) < 0.06))
+    fee = np.round(rng.uniform(400, 1000, n) * 100).astype(np.int64)
+    monthly_total[older] += fee[older]
+    rows, pay_day = schedules.monthly(cal, rng.integers(1, 29, len(older)), np.full(len(older), -NEVER),
+                                      np.full(len(older), NEVER), bills=True)
+    buf.add(older[rows], pay_day, -fee[older[rows]], _choose(rng, nursery, older)[rows], 5 * 3600)
     return monthly_total
+
+
+def add_partner_transfers(rng: np.random.Generator, pop: Population, cal: SimCalendar, events: Events,
+                          buf: PostingBuffer) -> np.ndarray:
+    """Couples share money: after a wedding half the newly-weds start a monthly standing order to a joint account
+    and a fifth receive a monthly transfer from their partner; some couples already do either (noise). Returns the
+    monthly amount of the standing orders that run all window long (for budgeting)."""
+    cat = catalog()
+    n = pop.n
+    joint, partner = cat.group("joint_account"), cat.group("partner_in")
+    bank = rng.integers(0, len(joint), n)
+    amount = (np.round(pop.income * rng.uniform(0.06, 0.14, n) / 1000) * 1000).astype(np.int64)
+    rule = rng.integers(1, 29, n)
+    sec = rng.integers(6 * 3600, 9 * 3600, n)
+    cust, day = events.of(MARRIAGE)
+    how = rng.random(len(cust))
+    for who, start, label, sign in ((cust[how < 0.5], day[how < 0.5], joint, -1),
+                                    (cust[how > 0.8], day[how > 0.8], partner, 1)):
+        start = start + rng.integers(10, 60, len(who))
+        rows, pay_day = schedules.monthly(cal, rule[who], start, np.full(len(who), NEVER), bills=True)
+        buf.add(who[rows], pay_day, sign * amount[who[rows]], label[bank[who[rows]]], sec[who[rows]])
+    married = np.zeros(n, dtype=bool)
+    married[cust] = True
+    adult = pop.age_at(cal.end_date.year) >= 25
+    couple = ~married & adult & (rng.random(n) < 0.08)
+    how = rng.random(n)
+    monthly = np.zeros(n, dtype=np.int64)
+    for who, label, sign in ((np.flatnonzero(couple & (how < 0.6)), joint, -1),
+                             (np.flatnonzero(couple & (how >= 0.6)), partner, 1)):
+        rows, pay_day = schedules.monthly(cal, rule[who], np.full(len(who), -NEVER), np.full(len(who), NEVER),
+                                          bills=True)
+        buf.add(who[rows], pay_day, sign * amount[who[rows]], label[bank[who[rows]]], sec[who[rows]])
+        if sign < 0:
+            monthly[who] = amount[who]
+    return monthly
 
 
 def add_savings_transfers(rng: np.random.Generator, pop: Population, cal: SimCalendar, products: Products,

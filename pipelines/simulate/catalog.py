@@ -80,6 +80,8 @@ CARD_MERCHANTS: dict[str, tuple[str, list[str]]] = {
     "abroad_shop": ("5411", ["CARREFOUR", "MERCADONA", "CONAD", "PINGO DOCE", "WALGREENS"]),
     "abroad_taxi": ("4121", ["TAXI METRO", "UBER *TRIP", "CABIFY"]),
     "abroad_hotel": ("7011", ["HOTEL PLAYA", "HOTEL CENTRAL", "MARRIOTT", "IBIS"]),
+    # online shops abroad, bought from home (no trip): each sells in the currency of its country (FOREIGN_SHOPS)
+    "foreign_online": ("5964", ["ZALANDO.DE", "BOL.COM", "FNAC.COM", "AMAZON.COM", "ETSY.COM US", "BESTBUY.COM"]),
 }
 
 UTILITIES: dict[str, tuple[str, list[str]]] = {
@@ -111,6 +113,9 @@ DESTINATIONS = [("ES", "EUR"), ("FR", "EUR"), ("IT", "EUR"), ("PT", "EUR"), ("GR
 CURRENCIES = ["GBP", "EUR", "USD", "CHF", "PLN"]
 FX_RATE_MICROS = {"GBP": 1_000_000, "EUR": 864_300, "USD": 758_900, "CHF": 924_100, "PLN": 203_400}
 COUNTRIES = ["GB"] + [c for c, _ in DESTINATIONS]
+# country and currency of each "foreign_online" merchant, in the order of CARD_MERCHANTS
+FOREIGN_SHOPS = [("DE", "EUR"), ("NL", "EUR"), ("FR", "EUR"), ("US", "USD"), ("US", "USD"), ("US", "USD")]
+JOINT_BANKS = ["NATWEST", "BARCLAYS", "HSBC UK", "LLOYDS BANK", "MONZO", "STARLING", "NATIONWIDE"]
 
 SLOTS = ["current", "savings", "credit_card", "loan", "mortgage"]
 CURRENT, SAVINGS, CARD, LOAN, MORTGAGE = range(5)
@@ -216,4 +221,7 @@ def catalog() -> Catalog:
     cat.add("mortgage_interest", "MORTGAGE INTEREST", "interest")
     cat.add("opening_deposit", "ACCOUNT SWITCH BALANCE TRANSFER", "transfer_in", counterparty="CASS")
     cat.add("cash_deposit", "CASH DEPOSIT BRANCH", "cash_deposit")
+    for i, name in enumerate(JOINT_BANKS):
+        cat.add("joint_account", f"JOINT ACCOUNT {name}", "standing_order", counterparty=f"JNT{i:04d}")
+        cat.add("partner_in", f"FROM PARTNER VIA {name}", "transfer_in", counterparty=f"PTN{i:04d}")
     return cat

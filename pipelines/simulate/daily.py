@@ -97,7 +97,8 @@ def run_days(rng: np.random.Generator, pop: Population, cal: SimCalendar, produc
     mortgage_holders = np.flatnonzero(held[MORTGAGE])
     mortgages = monthly_schedule(mortgage_holders, open_day[MORTGAGE, mortgage_holders] + 20)
     buyers = np.flatnonzero((products.buy_day < NEVER) & held[SAVINGS])
-    completions = schedules.DaySchedule(buyers, products.buy_day[buyers], days)
+    # the deposit goes to the solicitor's client account a few days before completion
+    completions = schedules.DaySchedule(buyers, products.buy_day[buyers] - rng.integers(1, 8, len(buyers)), days)
     completion_labels = cat.group("completion")
     closers = np.flatnonzero(held[SAVINGS] & (open_day[SAVINGS] < 0) & (pop.saver_amount == 0) & ~sweeper
                              & (products.buy_day == NEVER) & (rng.random(n) < 0.05))

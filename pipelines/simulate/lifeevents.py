@@ -3,6 +3,8 @@
 Events are drawn from yearly hazards that depend on archetype, age and tenure, over the window plus a margin of
 60 days on both sides (an event just after D has signals before D: savings build-up, baby shopping, flights).
 Only a fraction is declared (the training labels), most of them days or weeks after the event.
+Look-alikes are drawn here too: customers without an event who do something that resembles one of its signals
+(written to truth/lookalikes so that an evaluation can check they do not fire).
 """
 from __future__ import annotations
 
@@ -108,3 +110,54 @@ def draw_events(rng: np.random.Generator, pop: Population, cal: SimCalendar) -> 
     declared_day = np.where(declares, declared_day, np.iinfo(np.int32).max)
     duration = np.where(travel, rng.integers(3, 15, len(cust)), 0)
     return Events(cust=cust, kind=kind, day=day, declared_day=declared_day, duration=duration)
+
+
+# Look-alikes: things customers WITHOUT an event do that resemble one of its signals (an evaluation checks that
+# they do not fire). name, the event type they mimic, yearly rate among the eligible customers.
+LOOKALIKES = [("large_purchase", MOVING, 0.10), ("foreign_online", TRAVEL, 0.25), ("baby_gift", BABY, 0.15),
+              ("jewellery_gift", MARRIAGE, 0.12), ("bonus", NEW_JOB, 0.20), ("late_salary", JOB_LOSS, 0.05),
+              ("missed_salary", JOB_LOSS, 0.03)]
+LOOKALIKE_NAMES = [name for name, _, _ in LOOKALIKES]
+LARGE_PURCHASE, FOREIGN_ONLINE, BABY_GIFT, JEWELLERY_GIFT, BONUS, LATE_SALARY, MISSED_SALARY = range(7)
+
+
+@dataclass
+class Lookalikes:
+    """One row per look-alike (arrays of equal length): customer, LOOKALIKES index, day inside the window."""
+
+    cust: np.ndarray
+    kind: np.ndarray
+    day: np.ndarray
+
+    def of(self, kind: int) -> tuple[np.ndarray, np.ndarray]:
+        mask = self.kind == kind
+        return self.cust[mask], self.day[mask]
+
+    def mimics(self) -> np.ndarray:
+        """The event type (EVENT_TYPES index) each row mimics."""
+        return np.array([of for _, of, _ in LOOKALIKES], dtype=np.int64)[self.kind]
+
+
+def draw_lookalikes(rng: np.random.Generator, pop: Population, cal: SimCalendar, events: Events) -> Lookalikes:
+    """Look-alikes inside the window, each for customers who have no true event of the type it mimics (at most one
+    of a kind per customer). A home purchase is mimicked like a move (a big one-off purchase for the home)."""
+    n = pop.n
+    has = np.zeros((len(EVENT_TYPES), n), dtype=bool)
+    has[events.kind, events.cust] = True
+    steady = (pop.archetype == SALARIED) & ~has[NEW_JOB] & ~has[JOB_LOSS] & ~has[RETIREMENT]
+    eligible = {LARGE_PURCHASE: ~has[MOVING] & ~has[BUYING], FOREIGN_ONLINE: ~has[TRAVEL], BABY_GIFT: ~has[BABY],
+                JEWELLERY_GIFT: ~has[MARRIAGE], BONUS: steady, LATE_SALARY: steady, MISSED_SALARY: steady}
+    rows = []
+    taken = np.zeros(n, dtype=bool)   # at most one salary irregularity per customer
+    for k, (_, _, rate) in enumerate(LOOKALIKES):
+        mask = eligible[k] & ~taken if k in (LATE_SALARY, MISSED_SALARY) else eligible[k]
+        cust, day = _draw(rng, mask, rate, 0, cal.n_days)
+        if k in (LATE_SALARY, MISSED_SALARY):
+            taken[cust] = True
+        keep = day >= pop.since_day[cust]
+        rows.append((cust[keep], np.full(int(keep.sum()), k, dtype=np.int64), day[keep]))
+    cust = np.concatenate([r[0] for r in rows]).astype(np.int64)
+    kind = np.concatenate([r[1] for r in rows])
+    day = np.concatenate([r[2] for r in rows]).astype(np.int64)
+    order = np.lexsort((kind, day, cust))
+    return Lookalikes(cust=cust[order], kind=kind[order], day=day[order])

@@ -11,9 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.catalog import CARD, CURRENCIES, DESTINATIONS, FX_RATE_MICROS, COUNTRIES, catalog
+from pipelines.simulate.catalog import (CARD, COUNTRIES, CURRENCIES, DESTINATIONS, FOREIGN_SHOPS, FX_RATE_MICROS,
+                                       catalog)
 from pipelines.simulate.ledger import DISCRETIONARY, ESSENTIAL, FIXED, PostingBuffer
-from pipelines.simulate.lifeevents import BABY, BUYING, MARRIAGE, MOVING, TRAVEL, Events
+from pipelines.simulate.lifeevents import (BABY, BABY_GIFT, BUYING, FOREIGN_ONLINE,
+                                          JEWELLERY_GIFT, JOB_LOSS, LARGE_PURCHASE, MARRIAGE, MOVING, TRAVEL, Events,
+                                          Lookalikes)
 from pipelines.simulate.population import Population
 
 WEEKEND = (0.85, 0.85, 0.9, 1.0, 1.25, 1.45, 0.9)
@@ -153,45 +156,113 @@ def _monthly_any_day(rng: np.random.Generator, cal: SimCalendar, rows: int) -> t
 
 
 def add_life_event_spending(rng: np.random.Generator, pop: Population, cal: SimCalendar, events: Events,
-                            buf: PostingBuffer) -> None:
-    """What a move, a purchase, a baby, a wedding or a trip costs, around the event date."""
+                            lookalikes: Lookalikes, buf: PostingBuffer) -> None:
+    """What a move, a purchase, a baby, a wedding, a job loss or a trip costs, around the event date (each signal
+    with its own chance, timing and amount: not every buyer pays a surveyor, not every mover hires a van), and the
+    look-alikes of customers without the event (a big purchase for the home, a gift from a baby shop or a
+    jeweller, an order from a shop abroad)."""
     cat = catalog()
 
-    def one_off(cust: np.ndarray, day: np.ndarray, group: str, median: float, sigma: float, hour: float = 13,
-                slot_on_card: bool = True) -> None:
+    def one_off(cust: np.ndarray, day: np.ndarray, group: str | np.ndarray, median: float, sigma: float,
+                hour: float = 13, slot_on_card: bool = True) -> None:
+        if len(cust) == 0:
+            return
         amount = -np.round(rng.lognormal(np.log(median), sigma, len(cust)) * 100).astype(np.int64)
         slot = _route_card(rng, pop, cust, day, buf.open_day) if slot_on_card else 0
-        buf.add(cust, day, amount, _pick(rng, cat.group(group), len(cust)), _seconds(rng, hour, 2, len(cust)), slot)
+        labels = (_pick(rng, cat.group(group), len(cust)) if isinstance(group, str)
+                  else np.select([group == g for g in np.unique(group)],
+                                 [_pick(rng, cat.group(g), len(cust)) for g in np.unique(group)]))
+        buf.add(cust, day, amount, labels, _seconds(rng, hour, 2, len(cust)), slot)
 
-    for kind in (MOVING, BUYING):
+    def some(cust: np.ndarray, day: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+        sel = rng.random(len(cust)) < share
+        return cust[sel], day[sel]
+
+    for kind, share in ((MOVING, 0.7), (BUYING, 0.8)):
         cust, day = events.of(kind)
-        one_off(cust, day + rng.integers(-2, 1, len(cust)), "removals", 450 if kind == MOVING else 900, 0.4)
-        sel = rng.random(len(cust)) < 0.7
-        one_off(cust[sel], day[sel] + rng.integers(1, 30, int(sel.sum())), "furniture", 600, 0.7)
-        sel = rng.random(len(cust)) < 0.5
-        one_off(cust[sel], day[sel] + rng.integers(3, 40, int(sel.sum())), "home_diy", 150, 0.6)
-    cust, day = events.of(BUYING)
-    one_off(cust, day - rng.integers(30, 70, len(cust)), "surveyor", 600, 0.3, slot_on_card=False)
+        c, d = some(cust, day, share)                       # the others move with a hired van or friends
+        one_off(c, d + rng.integers(-2, 1, len(c)), "removals", 450 if kind == MOVING else 900, 0.4)
+        c, d = some(cust, day, 0.7)
+        one_off(c, d + rng.integers(1, 30, len(c)), "furniture", 600, 0.7)
+        c, d = some(cust, day, 0.5)
+        one_off(c, d + rng.integers(3, 40, len(c)), "home_diy", 150, 0.6)
+    c, d = some(*events.of(BUYING), 0.85)                   # some buyers skip the survey
+    one_off(c, d - rng.integers(30, 80, len(c)), "surveyor", 600, 0.3, slot_on_card=False)
 
     cust, day = events.of(BABY)
     reps = rng.poisson(9, len(cust))
     c, d = np.repeat(cust, reps), np.repeat(day, reps) + rng.integers(-100, 120, int(reps.sum()))
     one_off(c, d, "baby", 45, 0.8)
-    one_off(cust, day - rng.integers(20, 80, len(cust)), "baby", 400, 0.4)          # pram, cot
+    c, d = some(cust, day, 0.85)
+    one_off(c, d - rng.integers(20, 80, len(c)), "baby", 400, 0.4)          # pram, cot
 
     cust, day = events.of(MARRIAGE)
-    one_off(cust, day - rng.integers(90, 240, len(cust)), "jewellery", 1500, 0.5)
-    one_off(cust, day - rng.integers(120, 300, len(cust)), "wedding_venue", 1500, 0.4, slot_on_card=False)
-    one_off(cust, day - rng.integers(3, 25, len(cust)), "wedding_venue", 3500, 0.5, slot_on_card=False)
-    one_off(cust, day - rng.integers(5, 40, len(cust)), "caterer", 2500, 0.5)
-    one_off(cust, day - rng.integers(30, 150, len(cust)), "bridal", 900, 0.5)
-    add_travel(rng, pop, cal, events, buf)
+    c, d = some(cust, day, 0.8)
+    one_off(c, d - rng.integers(90, 240, len(c)), "jewellery", 1500, 0.5)
+    c, d = some(cust, day, 0.85)
+    one_off(c, d - rng.integers(120, 300, len(c)), "wedding_venue", 1500, 0.4, slot_on_card=False)
+    one_off(c, d - rng.integers(3, 25, len(c)), "wedding_venue", 3500, 0.5, slot_on_card=False)
+    c, d = some(cust, day, 0.75)
+    one_off(c, d - rng.integers(5, 40, len(c)), "caterer", 2500, 0.5)
+    c, d = some(cust, day, 0.7)
+    one_off(c, d - rng.integers(30, 150, len(c)), "bridal", 900, 0.5)
+
+    # a job loss: more cash, fewer card payments (spending itself falls, see bank._spending_level)
+    cust, day = some(*events.of(JOB_LOSS), 0.7)
+    span = np.maximum(cal.n_days - np.maximum(day, 0), 0)
+    reps = rng.poisson(3.0 * span / 30.44)
+    c = np.repeat(cust, reps)
+    d = np.repeat(np.maximum(day, 0), reps) + (rng.random(int(reps.sum())) * np.repeat(span, reps)).astype(np.int64)
+    buf.add(c, d, rng.choice([10, 20, 20, 30, 40, 50, 60, 100], len(c)) * -100, _pick(rng, cat.group("atm"), len(c)),
+            _seconds(rng, 14, 4, len(c)), 0, ESSENTIAL)
+
+    charges_fee = rng.random(pop.n) < 0.7                   # the card charges a non-sterling fee
+    # look-alikes
+    c, d = lookalikes.of(LARGE_PURCHASE)
+    group = rng.choice(np.array(["furniture", "appliances", "electronics"]), len(c), p=[0.5, 0.25, 0.25])
+    one_off(c, d, group, 900, 0.5, hour=14)
+    c, d = lookalikes.of(BABY_GIFT)                         # one or two small gifts, days apart
+    reps = rng.integers(1, 3, len(c))
+    one_off(np.repeat(c, reps), np.repeat(d, reps) + _nth(reps) * rng.integers(1, 21, int(reps.sum())), "baby", 30,
+            0.4)
+    c, d = lookalikes.of(JEWELLERY_GIFT)
+    one_off(c, d, "jewellery", 180, 0.8)
+    c, d = lookalikes.of(FOREIGN_ONLINE)
+    reps = rng.integers(1, 3, len(c))
+    c, d = np.repeat(c, reps), np.repeat(d, reps) + _nth(reps) * rng.integers(1, 21, int(reps.sum()))
+    shop = rng.integers(0, len(FOREIGN_SHOPS), len(c))
+    country = np.array([COUNTRIES.index(k) for k, _ in FOREIGN_SHOPS])[shop]
+    currency = np.array([CURRENCIES.index(k) for _, k in FOREIGN_SHOPS])[shop]
+    fx_minor = -np.round(rng.lognormal(np.log(45), 0.6, len(c)) * 100).astype(np.int64)
+    _foreign(rng, pop, buf, c, d, fx_minor, currency, country, cat.group("foreign_online")[shop],
+             _seconds(rng, 20, 2.5, len(c)), charges_fee)
+    add_travel(rng, pop, cal, events, buf, charges_fee)
+
+
+def _nth(reps: np.ndarray) -> np.ndarray:
+    """For rows repeated `reps` times: 0 for each first copy, 1 for the second, ..."""
+    return np.arange(int(reps.sum())) - np.repeat(np.cumsum(reps) - reps, reps)
+
+
+def _foreign(rng: np.random.Generator, pop: Population, buf: PostingBuffer, cust: np.ndarray, day: np.ndarray,
+             fx_minor: np.ndarray, currency: np.ndarray, country: np.ndarray, labels: np.ndarray, sec: np.ndarray,
+             charges_fee: np.ndarray) -> None:
+    """Card postings in a foreign currency, converted to GBP at fx_rates, plus the card's non-sterling fee."""
+    cat = catalog()
+    rate = np.array([FX_RATE_MICROS[c] for c in CURRENCIES])[currency]
+    pence = to_gbp_pence(fx_minor, rate)
+    slot = _route_card(rng, pop, cust, day, buf.open_day)
+    buf.add(cust, day, pence, labels, sec, slot, FIXED, fx_minor=fx_minor, cur=currency, country=country)
+    fee = -np.round(-pence * 0.0299).astype(np.int64)
+    has_fee = charges_fee[cust] & (fee < 0)
+    buf.add(cust[has_fee], day[has_fee], fee[has_fee], cat.one("fx_fee"), np.minimum(sec[has_fee] + 1, 86_399),
+            slot[has_fee])
 
 
 def add_travel(rng: np.random.Generator, pop: Population, cal: SimCalendar, events: Events,
-               buf: PostingBuffer) -> None:
-    """Flights and hotels booked weeks before; card spending abroad in EUR or USD during the trip, converted to
-    GBP at fx_rates, plus the non-sterling fee of the customer's card."""
+               buf: PostingBuffer, charges_fee: np.ndarray) -> None:
+    """Flights and hotels booked weeks before; card spending abroad in EUR or USD during the trip (and cash from an
+    ATM abroad on some trips), converted to GBP at fx_rates, plus the non-sterling fee of the customer's card."""
     cat = catalog()
     mask = events.kind == TRAVEL
     cust, day, length = events.cust[mask], events.day[mask], events.duration[mask]
@@ -205,31 +276,28 @@ def add_travel(rng: np.random.Generator, pop: Population, cal: SimCalendar, even
     buf.add(cust, hotel_booked, hotel, _pick(rng, cat.group("hotel"), len(cust)), _seconds(rng, 21, 2, len(cust)),
             _route_card(rng, pop, cust, hotel_booked, buf.open_day))
     dest = rng.integers(0, len(DESTINATIONS), len(cust))
+    country_of = np.array([COUNTRIES.index(c) for c, _ in DESTINATIONS])
+    currency_of = np.array([CURRENCIES.index(c) for _, c in DESTINATIONS])
     # spending abroad: a few purchases per day of the trip
     per_day = rng.poisson(3.0, int(length.sum()))
     trip_of_day = np.repeat(np.arange(len(cust)), length)
     offset = np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length)
     trip = np.repeat(trip_of_day, per_day)
     tday = np.repeat(day[trip_of_day] + offset, per_day)
-    tcust = cust[trip]
-    country = np.array([COUNTRIES.index(c) for c, _ in DESTINATIONS])[dest[trip]]
-    currency = np.array([CURRENCIES.index(c) for _, c in DESTINATIONS])[dest[trip]]
     fx_minor = -np.round(rng.lognormal(np.log(30), 0.8, len(trip)) * 100).astype(np.int64)
-    rate = np.array([FX_RATE_MICROS[c] for c in CURRENCIES])[currency]
-    pence = to_gbp_pence(fx_minor, rate)
     group = rng.choice(["abroad_food", "abroad_shop", "abroad_taxi", "abroad_hotel"], len(trip),
                        p=[0.5, 0.3, 0.15, 0.05])
     labels = np.select([group == g for g in ["abroad_food", "abroad_shop", "abroad_taxi"]],
                        [_pick(rng, cat.group(g), len(trip)) for g in ["abroad_food", "abroad_shop", "abroad_taxi"]],
                        _pick(rng, cat.group("abroad_hotel"), len(trip)))
-    slot = _route_card(rng, pop, tcust, tday, buf.open_day)
-    sec = _seconds(rng, 15, 4, len(trip))
-    buf.add(tcust, tday, pence, labels, sec, slot, FIXED, fx_minor=fx_minor, cur=currency, country=country)
-    charges_fee = rng.random(pop.n) < 0.7
-    fee = -np.round(-pence * 0.0299).astype(np.int64)
-    has_fee = charges_fee[tcust] & (fee < 0)
-    buf.add(tcust[has_fee], tday[has_fee], fee[has_fee], cat.one("fx_fee"), np.minimum(sec[has_fee] + 1, 86_399),
-            slot[has_fee])
+    _foreign(rng, pop, buf, cust[trip], tday, fx_minor, currency_of[dest[trip]], country_of[dest[trip]], labels,
+             _seconds(rng, 15, 4, len(trip)), charges_fee)
+    # cash from an ATM abroad on two trips in five, in the first days
+    atm = np.flatnonzero(rng.random(len(cust)) < 0.4)
+    aday = day[atm] + (rng.random(len(atm)) * np.minimum(length[atm], 3)).astype(np.int64)
+    cash = -rng.choice([50, 100, 100, 150, 200], len(atm)) * 100
+    _foreign(rng, pop, buf, cust[atm], aday, cash, currency_of[dest[atm]], country_of[dest[atm]],
+             np.full(len(atm), cat.one("atm_abroad")), _seconds(rng, 12, 3, len(atm)), charges_fee)
 
 
 def to_gbp_pence(minor: np.ndarray, rate_micros: np.ndarray) -> np.ndarray:
