@@ -249,6 +249,13 @@ def summary(paths: Paths, day: date) -> str:
                      f"(without a current account on D: {forecast_metrics['n_without_cash_position']:,}), "
                      f"model {', '.join(forecast_metrics['model_versions'])}")
         lines.append(f"  {lake.partition_path(paths, 'gold', 'cash_forecast', as_of=d)}")
+    decide_metrics = read_run_metrics(paths, d, "decide")
+    if decide_metrics:
+        lines.append(f"Next best actions: {decide_metrics['n_published']:,} for {decide_metrics['n_customers']:,} "
+                     f"customers ({decide_metrics['n_control']:,} in the control group), "
+                     f"{decide_metrics['n_advisor_queue']:,} in the advisor queue; dropped by stage: "
+                     + ", ".join(f"{k} {v:,}" for k, v in sorted(decide_metrics["dropped_by_stage"].items())))
+        lines.append(f"  {lake.partition_path(paths, 'gold', 'next_best_actions', as_of=d)}")
     lines.append("")
     lines.append("Example query (warehouse.duckdb, opened read-only):")
     lines.append("  " + example_query())
