@@ -10,7 +10,7 @@ export SEGONE_REPO := $(CURDIR)
 export PYTHONHASHSEED := 0
 
 DEMO_CUSTOMERS ?= 10000
-DEMO_DAYS ?= 180
+DEMO_DAYS ?= 240
 DEMO_END ?= 2026-11-20
 DEMO_SEED ?= 42
 # The DAG run whose one-day data interval is D is the one that starts at midnight after D.

@@ -19,7 +19,8 @@ DEFAULT_ARGS = {
 
 # Published tables, for downstream DAGs to be scheduled on.
 PUBLISHED = [Asset(f"segone://gold/{table}") for table in (
-    "cash_forecast", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout")]
+    "cash_forecast", "life_events", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout")] + [
+    Asset("segone://exports/crm")]
 
 
 def _run_stage(stage: str, data_interval_start: datetime, **kwargs) -> dict | list:
@@ -70,6 +71,18 @@ def nightly_personalization():
         return _run_stage("validate_forecast", data_interval_start)
 
     @task
+    def plan_life_event_shards(data_interval_start=None) -> list:
+        return _run_stage("life_event_shards", data_interval_start)
+
+    @task(max_active_tis_per_dagrun=2)
+    def classify_life_events(bucket: int, data_interval_start=None) -> dict:
+        return _run_stage("classify_life_events_shard", data_interval_start, bucket=bucket)
+
+    @task(retries=0)
+    def validate_life_events(data_interval_start=None) -> dict:
+        return _run_stage("validate_life_events", data_interval_start)
+
+    @task
     def plan_decide_shards(data_interval_start=None) -> list:
         return _run_stage("decide_shards", data_interval_start)
 
@@ -82,15 +95,18 @@ def nightly_personalization():
         return _run_stage("validate_decisions", data_interval_start)
 
     @task(outlets=PUBLISHED)
-    def publish(data_interval_start=None) -> dict:
-        return _run_stage("publish", data_interval_start)
+    def publish(data_interval_start=None, run_id=None) -> dict:
+        return _run_stage("publish", data_interval_start, run_id=run_id)
 
     forecast_shards = plan_forecast_shards()
     forecasts = forecast_cash_shortfall.expand(bucket=forecast_shards)
+    life_event_shards = plan_life_event_shards()
+    life_events = classify_life_events.expand(bucket=life_event_shards)
     decide_shards = plan_decide_shards()
     decisions = decide_next_best_actions.expand(bucket=decide_shards)
     ingest() >> validate() >> conform() >> validate_silver() >> forecast_shards
-    forecasts >> validate_forecast() >> decide_shards
+    forecasts >> validate_forecast() >> life_event_shards
+    life_events >> validate_life_events() >> decide_shards
     decisions >> validate_decisions() >> publish()
 
 

@@ -56,14 +56,34 @@ def validate_silver(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
-def publish(paths: Paths, day: date) -> dict[str, Any]:
-    """Stage 7 (for now the silver part): rebuild warehouse.duckdb, the analysts' documented views."""
+def publish(paths: Paths, day: date, run_id: str | None = None) -> dict[str, Any]:
+    """Stage 7: rebuild warehouse.duckdb (the analysts' documented views), write the CRM export and its manifest
+    (refused unless every gate of the night passed), and the nightly report."""
+    from pipelines.crm_export import export_crm
+    from pipelines.nightly_report import build_nightly_report
     from pipelines.warehouse import build_warehouse
 
     metrics = build_warehouse(paths)
     metrics["as_of"] = day.isoformat()
+    if read_run_metrics(paths, day.isoformat(), "validate_decisions") is not None:
+        metrics["crm_export"] = export_crm(paths, day, run_id=run_id)
+    metrics["report"] = str(build_nightly_report(paths, day))
     write_run_metrics(paths, day.isoformat(), "publish", metrics)
     return metrics
+
+
+def export_crm(paths: Paths, day: date) -> dict[str, Any]:
+    """The CRM export of D alone (`segone export-crm`)."""
+    from pipelines.crm_export import export_crm as export
+
+    return export(paths, day)
+
+
+def report(paths: Paths, day: date) -> str:
+    """The nightly report of D alone (`segone report`)."""
+    from pipelines.nightly_report import build_nightly_report
+
+    return str(build_nightly_report(paths, day))
 
 
 def forecast_shards(paths: Paths, day: date) -> list[int]:
@@ -100,6 +120,40 @@ def validate_forecast(paths: Paths, day: date) -> dict[str, Any]:
     summary = summarise_shards(paths, day, shard_metrics)
     metrics = {"forecast": summary, "validation": validate_gold(paths, day, ["cash_forecast", "recurring_streams"])}
     write_run_metrics(paths, day.isoformat(), "validate_forecast", metrics)
+    return metrics
+
+
+def life_event_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the life-event stage maps over."""
+    from pipelines.life_events import shards
+
+    return shards()
+
+
+def classify_life_events_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 5, one shard: consented customers only -> gold life_events for bucket N as of D."""
+    from pipelines.life_events import classify_shard
+
+    return classify_shard(paths, day, int(bucket))
+
+
+def classify_life_events(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 5, every shard in turn (the DAG maps classify_life_events_shard over the shards instead)."""
+    from pipelines.life_events import classify_all
+
+    return classify_all(paths, day)
+
+
+def validate_life_events(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 5b: the gold suite on D's life_events; raises GateFailed to stop the run."""
+    from pipelines.quality import validate_gold
+
+    missing = [b for b in life_event_shards(paths, day)
+               if read_run_metrics(paths, day.isoformat(), f"life_events_bucket_{b}") is None]
+    if missing:
+        raise SegoneError(f"the life events of {day} are incomplete: no result for buckets {missing}")
+    metrics = {"validation": validate_gold(paths, day, ["life_events"])}
+    write_run_metrics(paths, day.isoformat(), "validate_life_events", metrics)
     return metrics
 
 
@@ -145,14 +199,16 @@ def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
 
 def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
     """`segone train`: train the global cash-shortfall engine on a rolling window ending at D (default: the last
-    day of data) and promote it if it is at least as good as the promoted one."""
+    day of data) and promote it if it is at least as good as the promoted one; then the life-event classifiers."""
     from pipelines.forecast import train as train_forecast
+    from pipelines.life_events import train_life_events
 
-    return train_forecast(paths, day)
+    return {"cash_forecast": train_forecast(paths, day), "life_events": train_life_events(paths, day)}
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
+         ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
          ("publish", publish))
 

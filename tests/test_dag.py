@@ -24,7 +24,8 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     dag = bag.get_dag("nightly_personalization")
     assert dag is not None
     order = ["ingest", "validate", "conform", "validate_silver", "plan_forecast_shards", "forecast_cash_shortfall",
-             "validate_forecast", "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
+             "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
+             "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
     for upstream, downstream in zip(order, order[1:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     # the forecast is mapped over the shards the plan returns, never over customers

@@ -26,7 +26,7 @@ def run(args: list[str], home: Path, check: bool = True) -> subprocess.Completed
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory, airflow_db) -> Path:
     home = tmp_path_factory.mktemp("e2e") / "segone"
-    run([str(BIN / "segone"), "simulate", "--customers", "400", "--days", "160", "--end-date", D, "--seed", "7"], home)
+    run([str(BIN / "segone"), "simulate", "--customers", "400", "--days", "200", "--end-date", D, "--seed", "7"], home)
     run([str(BIN / "segone"), "load-history"], home)
     run([str(BIN / "segone"), "train"], home)
     return home
@@ -36,8 +36,8 @@ def bank(tmp_path_factory, airflow_db) -> Path:
 def test_the_night_runs_through_airflow_and_publishes(bank):
     done = run([str(BIN / "airflow"), "dags", "test", "nightly_personalization", RUN_AFTER], bank, check=False)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    for stage in ("ingest", "validate", "conform", "forecast_cash_shortfall", "validate_forecast", "decide",
-                  "validate_decisions", "publish"):
+    for stage in ("ingest", "validate", "conform", "forecast_cash_shortfall", "validate_forecast", "life_events",
+                  "validate_life_events", "decide", "validate_decisions", "publish"):
         assert (bank / "runs" / D / f"{stage}.json").exists(), stage
     validate = json.loads((bank / "runs" / D / "validate.json").read_text())
     assert all(g["passed"] for g in validate["gates"])
@@ -60,6 +60,13 @@ def test_the_night_runs_through_airflow_and_publishes(bank):
     assert actions[0] > 0 and actions[2] == actions[0] and actions[3] == 0
     dropped = con.execute(f"select count(distinct stage) from decision_log where as_of = '{D}'").fetchall()[0][0]
     assert dropped >= 3
+    consented = con.execute(f"""
+        select count(*) from life_events join consent_state using (customer_id)
+        where life_events.as_of = '{D}' and consent_state.as_of = '{D}' and not is_life_events_allowed""").fetchall()
+    assert consented[0][0] == 0
+    manifest = json.loads((bank / "exports" / "crm" / D / "manifest.json").read_text())
+    assert manifest["rows"] == actions[0] and manifest["as_of"] == D
+    assert (bank / "reports" / D / "index.html").exists()
     summary = run([str(BIN / "segone"), "summary", "--date", D], bank).stdout
     assert "warehouse.duckdb" in summary and "select" in summary
 
@@ -78,6 +85,7 @@ def test_a_night_that_breaks_a_gate_stops_before_publishing(bank, tmp_path):
     done = run([str(BIN / "airflow"), "dags", "test", "nightly_personalization", "2026-11-22"], bank, check=False)
     assert done.returncode != 0
     assert not (bank / "runs" / bad_day / "publish.json").exists()
+    assert not (bank / "exports" / "crm" / bad_day).exists()
     assert not (bank / "lake" / "silver" / "transactions" / f"load_date={bad_day}").exists()
     assert (published.stat().st_mtime_ns if published.exists() else None) == before
     con = duckdb.connect()

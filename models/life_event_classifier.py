@@ -1,0 +1,346 @@
+"""Life-event classifiers: one calibrated LightGBM binary classifier per event type, with a threshold per event and
+the evidence behind each flag.
+
+Input: a features frame (customer_id, cutoff, numeric feature columns; one row per customer and cut-off) and a labels
+frame (customer_id, cutoff, one 0/1 column per event type; NaN where a row must not be used for that event, e.g. a
+customer without the consent the event needs). Per event, the caller names the feature columns the model may use
+(so a location feature never reaches a model whose consent does not cover location) and the target precision.
+
+Per event:
+1. Time-based split: the latest `holdout_cutoffs` cut-offs are the validation set; training uses the cut-offs that
+   end at least `embargo_days` before the first validation cut-off (labels look ahead, so a training cut-off just
+   before the validation ones would share its events with them).
+2. LightGBM binary classifier on the training rows (deterministic: fixed seed, deterministic mode, fixed threads).
+3. Isotonic calibration (models.calibration.IsotonicCalibrator) fitted on the raw scores of the validation rows.
+4. Threshold on the calibrated validation probabilities: the lowest one whose precision is >= the target precision
+   (with at least `min_flagged_positives` true positives); if none reaches the target, the threshold with the best
+   F1 is used and the fallback is written into `notes` (and the model metadata), unless its precision is under
+   `min_fallback_lift` x the validation prevalence: then, as with no positive in validation, the event never flags
+   (threshold = None), noted too.
+   Calibration and threshold share the validation cut-offs (documented choice: with a few dozen positives per
+   event, splitting them again would leave neither step anything to learn from).
+5. Evidence: for a flagged row, the features with the largest positive contributions to its score (LightGBM
+   pred_contrib, i.e. TreeSHAP values), with their values.
+
+Why one model per event rather than one multi-label model:
+- the events need different consent (travel_abroad also needs `location`), so they see different feature sets and
+  are trained on different populations; a shared model would either leak location signals into the other events
+  or drop them from travel;
+- the label windows differ per event (a wedding is visible months ahead, a job loss only after it), so one row has
+  different labels' horizons per event;
+- events are not exclusive (a wedding with a honeymoon abroad, a job loss then a new job), so a multiclass softmax
+  is wrong; LightGBM has no native multi-label objective, and a shared-tree multi-output model would be fitted to
+  the frequent events (travel outnumbers retirement 80 to 1) at the expense of the rare ones;
+- each event needs its own calibration and threshold (a different target precision, a different base rate) and can
+  be retrained, monitored or withdrawn on its own.
+The cost is 8 small models instead of one, which at ~150 trees of 15 leaves is negligible.
+
+Modelling code only: never imports `pipelines`, reads no config file; save/load use the directory given.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from models.calibration import IsotonicCalibrator
+from models.metrics import pr_auc
+
+FORMAT_VERSION = 1
+META_FILE = "life_events.json"
+KEY_COLUMNS = ["customer_id", "cutoff"]
+
+
+class IncompatibleModelError(ValueError):
+    """Saved files that this code cannot read, or features that do not match the model."""
+
+
+@dataclass
+class LifeEventParams:
+    n_estimators: int = 150
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_child_samples: int = 20
+    feature_fraction: float = 0.9
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    seed: int = 0
+    num_threads: int = 2
+    holdout_cutoffs: int = 4
+    embargo_days: int = 28
+    min_flagged_positives: int = 2
+    min_fallback_lift: float = 5.0  # a best-F1 fallback under 5x the prevalence in precision does not flag at all
+    max_bin: int = 63
+    refit: bool = True            # refit on training + validation cut-offs once calibration and threshold are set
+    max_pos_weight: float = 20.0  # positives up-weighted by min(negatives / positives, this): rare events need it
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LifeEventParams":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (pd.Timestamp, np.datetime64)):
+        return pd.Timestamp(value).isoformat()
+    return value
+
+
+def _matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise IncompatibleModelError(f"features missing from the frame: {missing[:10]}")
+    return np.ascontiguousarray(frame[columns].to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray, target_precision: float, min_positives: int = 1,
+                     min_fallback_lift: float = 0.0) -> tuple[float | None, str, dict[str, float]]:
+    """The lowest threshold t whose rows p >= t reach `target_precision` (and hold >= min_positives positives);
+    else the threshold of the best F1, unless its precision is below `min_fallback_lift` times the validation
+    prevalence (then the event never flags: a flag no better than chance is not a flag). The lift, not an absolute
+    precision, because with partial labels (declared events only) an undeclared true event counts as a false
+    positive, so the measured precision understates the real one by the declaration rate.
+    Returns (threshold or None, how it was chosen, precision/recall there)."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    n_pos = float(y.sum())
+    if n_pos == 0 or len(y) == 0:
+        return None, "no positive on the validation cut-offs: the event never flags", {}
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    last = np.r_[ps[1:] != ps[:-1], True]
+    tp = np.cumsum(ys)[last]
+    flagged = (np.arange(len(ys)) + 1.0)[last]
+    thresholds = ps[last]
+    precision = tp / flagged
+    recall = tp / n_pos
+    ok = (precision >= target_precision) & (tp >= min_positives) & (thresholds > 0)
+    if ok.any():
+        i = int(np.flatnonzero(ok)[-1])  # thresholds descend: the last admissible one is the lowest
+        how = f"lowest threshold with validation precision >= {target_precision:g}"
+    else:
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+        f1 = np.where(thresholds > 0, f1, -1)
+        i = int(np.argmax(f1))
+        how = (f"fallback: no threshold reaches validation precision {target_precision:g}; best F1 "
+               f"(precision {precision[i]:.3f}, recall {recall[i]:.3f})")
+        prevalence = n_pos / len(y)
+        if precision[i] < min_fallback_lift * prevalence:
+            return None, (f"no threshold reaches validation precision {target_precision:g} and the best F1 has "
+                          f"precision {precision[i]:.3f} < {min_fallback_lift:g} x the prevalence {prevalence:.4f}: "
+                          f"the event never flags"), \
+                {"precision": float(precision[i]), "recall": float(recall[i])}
+    return float(thresholds[i]), how, {"precision": float(precision[i]), "recall": float(recall[i])}
+
+
+class LifeEventClassifier:
+    """One calibrated LightGBM per event type; see the module docstring."""
+
+    def __init__(self, params: LifeEventParams | None = None) -> None:
+        self.params = params or LifeEventParams()
+        self.events: dict[str, dict[str, Any]] = {}
+        self.boosters: dict[str, lgb.Booster | None] = {}
+        self.calibrators: dict[str, IsotonicCalibrator | None] = {}
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------------------------------------------- fitting
+    def _lgb_params(self) -> dict[str, Any]:
+        p = self.params
+        return {"objective": "binary", "learning_rate": p.learning_rate, "num_leaves": p.num_leaves,
+                "min_child_samples": p.min_child_samples, "feature_fraction": p.feature_fraction,
+                "bagging_fraction": p.bagging_fraction, "bagging_freq": p.bagging_freq, "seed": p.seed,
+                "bagging_seed": p.seed, "feature_fraction_seed": p.seed, "data_random_seed": p.seed,
+                "deterministic": True, "force_col_wise": True, "num_threads": p.num_threads, "verbose": -1,
+                "max_bin": p.max_bin}
+
+    def _train(self, frame: pd.DataFrame, columns: list[str], y: np.ndarray) -> lgb.Booster | None:
+        n_pos = float(y.sum())
+        n_neg = float(len(y) - n_pos)
+        if n_pos < 1 or n_neg < 1:
+            return None
+        params = {**self._lgb_params(), "scale_pos_weight": float(min(n_neg / n_pos, self.params.max_pos_weight))}
+        dataset = lgb.Dataset(_matrix(frame, columns), label=y, feature_name=columns, free_raw_data=True,
+                              params={"verbose": -1, "max_bin": self.params.max_bin})
+        return lgb.train(params, dataset, num_boost_round=self.params.n_estimators)
+
+    def split(self, cutoffs: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(training mask, validation mask) over rows by their cut-off: latest cut-offs validate, an embargo before."""
+        values = pd.to_datetime(cutoffs).to_numpy()
+        unique = np.unique(values)
+        n_val = min(self.params.holdout_cutoffs, max(len(unique) - 1, 0))
+        if n_val == 0:
+            return np.ones(len(values), dtype=bool), np.zeros(len(values), dtype=bool)
+        first_val = unique[len(unique) - n_val]
+        validation = values >= first_val
+        train = values <= first_val - np.timedelta64(int(self.params.embargo_days), "D")
+        if not train.any():  # too few cut-offs for an embargo: keep the time order at least
+            train = ~validation
+        return train, validation
+
+    def fit(self, features: pd.DataFrame, labels: pd.DataFrame, events: Mapping[str, Mapping[str, Any]]
+            ) -> "LifeEventClassifier":
+        """events: {event_type: {"features": [column, ...], "target_precision": float}}."""
+        data = features.merge(labels, on=KEY_COLUMNS, how="inner", validate="one_to_one", suffixes=("", "__label"))
+        data = data.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+        self.events, self.boosters, self.calibrators, self.notes = {}, {}, {}, []
+        for event, spec in events.items():
+            if event not in labels.columns:
+                raise KeyError(f"no label column for event {event!r}")
+            columns = list(spec["features"])
+            y_all = pd.to_numeric(data[event + "__label"] if event + "__label" in data else data[event],
+                                  errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            usable = ~np.isnan(y_all)
+            # the split is per event: an event with a longer look-ahead has fewer cut-offs with complete labels
+            tr, va = np.zeros(len(data), dtype=bool), np.zeros(len(data), dtype=bool)
+            if usable.any():
+                tr[usable], va[usable] = self.split(data.loc[usable, "cutoff"])
+            y_tr, y_va = y_all[tr], y_all[va]
+            info: dict[str, Any] = {"features": columns, "target_precision": float(spec["target_precision"]),
+                                    "n_train": int(tr.sum()), "n_train_positives": int(y_tr.sum()),
+                                    "n_validation": int(va.sum()), "n_validation_positives": int(y_va.sum()),
+                                    "base_rate": float(y_all[usable].mean()) if usable.any() else 0.0, "notes": []}
+            booster = self._train(data.loc[tr], columns, y_tr)
+            if booster is None:
+                info["notes"].append("no positive (or no negative) training row: the model predicts the base rate")
+            raw_va = self._raw(event, data.loc[va], columns, booster, info["base_rate"])
+            calibrator = IsotonicCalibrator().fit(raw_va, y_va) if va.any() else None
+            if calibrator is not None and calibrator.identity:
+                info["notes"].append("calibration: a single class on the validation cut-offs, identity map")
+            self.calibrators[event] = calibrator
+            p_va = calibrator.predict(raw_va) if calibrator is not None else raw_va
+            threshold, how, at = choose_threshold(y_va, p_va, info["target_precision"],
+                                                  self.params.min_flagged_positives,
+                                                  self.params.min_fallback_lift)
+            info.update({"threshold": threshold, "threshold_rule": how, "validation_at_threshold": at,
+                         "validation_pr_auc": pr_auc(y_va, p_va) if y_va.sum() > 0 else float("nan")})
+            if how.startswith("fallback") or threshold is None:
+                info["notes"].append(how)
+                self.notes.append(f"{event}: {how}")
+            if self.params.refit and booster is not None and va.any():
+                # the final trees see the validation cut-offs too (the newest behaviour); the calibrator and the
+                # threshold fitted on the first model's validation scores are kept: a close approximation
+                both = tr | va
+                refitted = self._train(data.loc[both], columns, y_all[both])
+                if refitted is not None:
+                    booster = refitted
+                    info["refitted_on_validation"] = True
+            self.boosters[event] = booster
+            self.events[event] = info
+        return self
+
+    # ---------------------------------------------------------------------------------------------- prediction
+    @staticmethod
+    def _raw(event: str, frame: pd.DataFrame, columns: list[str], booster: lgb.Booster | None,
+             base_rate: float) -> np.ndarray:
+        if len(frame) == 0:
+            return np.zeros(0)
+        if booster is None:
+            return np.full(len(frame), base_rate)
+        return booster.predict(_matrix(frame, columns))
+
+    def predict(self, features: pd.DataFrame, events: list[str] | None = None) -> pd.DataFrame:
+        """Long frame: customer_id, cutoff, event_type, probability (calibrated), flagged, threshold."""
+        parts = []
+        for event in events or list(self.events):
+            info = self.events[event]
+            raw = self._raw(event, features, info["features"], self.boosters.get(event), info["base_rate"])
+            calibrator = self.calibrators.get(event)
+            p = np.clip(calibrator.predict(raw) if calibrator is not None else raw, 0.0, 1.0)
+            threshold = info["threshold"]
+            flagged = np.zeros(len(p), dtype=bool) if threshold is None else p >= threshold
+            parts.append(pd.DataFrame({"customer_id": features["customer_id"].to_numpy(),
+                                       "cutoff": features["cutoff"].to_numpy(), "event_type": event,
+                                       "probability": p, "flagged": flagged,
+                                       "raw_score": raw}))
+        if not parts:
+            return pd.DataFrame(columns=["customer_id", "cutoff", "event_type", "probability", "flagged", "raw_score"])
+        return pd.concat(parts, ignore_index=True)
+
+    def explain(self, features: pd.DataFrame, event: str, k: int = 3) -> list[list[dict[str, Any]]]:
+        """Per row: the k features with the largest positive contributions to the event's score (TreeSHAP values
+        from pred_contrib), as [{"feature", "value", "contribution"}], largest first; a row without any positive
+        contribution gets its k largest (least negative) ones."""
+        info = self.events[event]
+        booster = self.boosters.get(event)
+        if booster is None or len(features) == 0:
+            return [[] for _ in range(len(features))]
+        columns = info["features"]
+        matrix = _matrix(features, columns)
+        contrib = booster.predict(matrix, pred_contrib=True)[:, :-1]  # last column: the bias
+        out = []
+        for row in range(len(features)):
+            order = np.argsort(-contrib[row], kind="stable")[:k]
+            positive = [j for j in order if contrib[row, j] > 0]
+            out.append([{"feature": columns[j], "value": _jsonable(matrix[row, j]),
+                         "contribution": round(float(contrib[row, j]), 4)}
+                        for j in (positive or order)])  # none pushes the score up: the least negative ones
+        return out
+
+    # ------------------------------------------------------------------------------------------- persistence
+    def save(self, directory: Path) -> None:
+        """LightGBM text per event plus life_events.json (sorted keys: the same training gives the same bytes)."""
+        if not self.events:
+            raise ValueError("the classifier is not fitted")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        models = {}
+        for event, booster in self.boosters.items():
+            name = f"{event}.txt"
+            if booster is None:
+                models[event] = None
+                (directory / name).unlink(missing_ok=True)
+                continue
+            (directory / name).write_bytes(booster.model_to_string().encode("utf-8"))
+            models[event] = name
+        meta = {"format_version": FORMAT_VERSION, "kind": "life_event_classifier", "lightgbm_version": lgb.__version__,
+                "params": self.params.to_dict(), "events": self.events, "models": models, "notes": self.notes,
+                "calibrators": {e: (c.to_dict() if c is not None else None) for e, c in self.calibrators.items()}}
+        text = json.dumps(_jsonable(meta), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        (directory / META_FILE).write_bytes(text.encode("utf-8"))
+
+    @classmethod
+    def load(cls, directory: Path) -> "LifeEventClassifier":
+        directory = Path(directory)
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise IncompatibleModelError(f"{directory / META_FILE}: format_version {meta.get('format_version')!r}, "
+                                         f"this code reads {FORMAT_VERSION}")
+        model = cls(LifeEventParams.from_dict(meta["params"]))
+        model.notes = list(meta.get("notes", []))
+        for event, info in meta["events"].items():
+            info = dict(info)
+            if info.get("validation_pr_auc") is None:
+                info["validation_pr_auc"] = float("nan")
+            model.events[event] = info
+            stored = meta["models"].get(event)
+            if stored is None:
+                model.boosters[event] = None
+            else:
+                path = directory / stored
+                if not path.exists():
+                    raise IncompatibleModelError(f"{path}: model file missing")
+                model.boosters[event] = lgb.Booster(model_str=path.read_text(encoding="utf-8"))
+            calibrator = meta["calibrators"].get(event)
+            model.calibrators[event] = None if calibrator is None else IsotonicCalibrator.from_dict(calibrator)
+        return model

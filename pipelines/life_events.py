@@ -1,0 +1,820 @@
+"""Stage 5, life events: features -> one calibrated classifier per event -> gold `life_events`, per customer shard.
+
+Also the training (`train_life_events`, registry family `life_events`) and the backtest (`backtest_life_events`:
+model vs hand-written rules vs base rate, lead time, look-alikes, and what training on declared labels only costs).
+
+Consent (DESIGN principle 2): an event is inferred only for customers whose consent state on D covers every purpose
+the event lists in config/life_events.yaml (all need `life_events`, travel_abroad also `location`). A customer
+without it gets no row at all. Location features (country or currency of a posting) are only given to the models of
+events whose consent includes `location`. Postings with a special-category MCC (health, religion, politics, trade
+unions, sex life) are removed before any feature is computed.
+
+Labels: silver life_events_declared (what customers told the bank): a cut-off c is positive for an event dated E when
+c - days_after <= E <= c + days_before (per event in the config); a cut-off whose window reaches past the last day
+of data has no label for that event (NaN: the future is not known yet).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from pipelines import features as feature_stage
+from pipelines import lake, registry
+from pipelines.config import Paths, load_config
+from pipelines.errors import SegoneError
+from pipelines.runs import write_run_metrics
+
+log = logging.getLogger(__name__)
+
+FAMILY = "life_events"
+KEYS = ["customer_id", "cutoff"]
+GOLD_COLUMNS = ["customer_id", "event_type", "probability", "flagged", "threshold", "evidence", "model_version"]
+INFLOW_KEYWORD_SIGNALS = ("redundancy", "universal_credit", "child_benefit", "pension")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------------
+
+def settings() -> dict[str, Any]:
+    cfg = load_config("life_events")
+    check_settings(cfg)
+    return cfg
+
+
+def event_types(cfg: dict[str, Any] | None = None) -> list[str]:
+    return list((cfg or settings())["events"])
+
+
+def forbidden_mccs(cfg: dict[str, Any]) -> list[str]:
+    """Every four-digit MCC of config `forbidden_mccs` (codes and inclusive ranges), sorted."""
+    codes: set[str] = set()
+    for spec in cfg["forbidden_mccs"].values():
+        codes.update(str(c) for c in spec.get("codes", []))
+        for low, high in spec.get("ranges", []):
+            codes.update(f"{c:04d}" for c in range(int(low), int(high) + 1))
+    return sorted(codes)
+
+
+def check_settings(cfg: dict[str, Any]) -> None:
+    """Refuse a configuration whose signals would read a special-category MCC, or an event without consent."""
+    forbidden = set(forbidden_mccs(cfg))
+    bad = {group: sorted(set(map(str, codes)) & forbidden) for group, codes in cfg["mcc_signals"].items()}
+    bad = {g: c for g, c in bad.items() if c}
+    if bad:
+        raise SegoneError(f"config/life_events.yaml: signal groups use forbidden (special-category) MCCs: {bad}")
+    for event, spec in cfg["events"].items():
+        if "life_events" not in spec.get("consent", []):
+            raise SegoneError(f"config/life_events.yaml: event {event} must require the life_events consent")
+
+
+def is_location_feature(name: str, cfg: dict[str, Any]) -> bool:
+    return any(name.startswith(prefix) for prefix in cfg["location_features_prefix"])
+
+
+def event_feature_columns(cfg: dict[str, Any], event: str, columns: Iterable[str]) -> list[str]:
+    """The feature columns the event's model may read: location features only with the `location` consent."""
+    allow_location = "location" in cfg["events"][event]["consent"]
+    return [c for c in columns if c not in KEYS and (allow_location or not is_location_feature(c, cfg))]
+
+
+def model_params(cfg: dict[str, Any]):
+    from models.life_event_classifier import LifeEventParams
+
+    return LifeEventParams.from_dict({**cfg.get("model", {}), "holdout_cutoffs": cfg["holdout_cutoffs"],
+                                      "embargo_days": cfg["embargo_days"]})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Features
+# ---------------------------------------------------------------------------------------------------------------
+
+def register_inputs(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date, cutoffs: Iterable[date],
+                    buckets: Iterable[int] | None = None, cfg: dict[str, Any] | None = None) -> None:
+    """The silver views of the features stage plus what sql/features_life_events.sql reads besides them: the cut-offs,
+    the posting descriptions, the signal maps and the forbidden MCCs."""
+    cfg = cfg or settings()
+    buckets = None if buckets is None else list(buckets)
+    feature_stage.register_silver(con, paths, as_of, buckets)
+    con.register("le_cutoffs_frame", pd.DataFrame({"cutoff": pd.to_datetime(sorted(set(cutoffs)))}))
+    con.execute("create or replace temp table cutoffs as select cast(cutoff as date) as cutoff from le_cutoffs_frame")
+    scan = lake.scan_sql(paths, "silver", "transactions")
+    con.execute(f"""
+        create or replace temp view transaction_text_in as
+        select transaction_id, description from {scan}
+        where {feature_stage._bucket_filter(buckets)} and booking_date <= date '{as_of.isoformat()}'""")
+    mccs = [(str(m), g) for g, codes in cfg["mcc_signals"].items() for m in codes]
+    keywords = [(str(k).upper(), g) for g, words in cfg["keyword_signals"].items() for k in words]
+    con.register("le_mcc_frame", pd.DataFrame(mccs, columns=["mcc", "signal"]))
+    con.register("le_keyword_frame", pd.DataFrame(keywords, columns=["keyword", "signal"]))
+    con.register("le_forbidden_frame", pd.DataFrame({"mcc": forbidden_mccs(cfg)}))
+    con.execute("create or replace temp table life_event_signal_mccs as select mcc, signal from le_mcc_frame")
+    con.execute("create or replace temp table life_event_signal_keywords as "
+                "select keyword, signal from le_keyword_frame")
+    con.execute("create or replace temp table life_event_forbidden_mccs as select mcc from le_forbidden_frame")
+
+
+def restrict_to_customers(con: duckdb.DuckDBPyConnection, customer_ids: Iterable[str]) -> None:
+    """Narrow the registered inputs to the given customers (the consented ones): nothing of anyone else's data
+    enters a feature, not even an intermediate aggregate."""
+    con.register("le_customer_frame", pd.DataFrame({"customer_id": sorted(set(map(str, customer_ids)))},
+                                                    dtype=object))
+    con.execute("create or replace temp table le_customers as select cast(customer_id as varchar) as customer_id "
+                "from le_customer_frame")
+    for view in ("transactions_in", "balances_in"):
+        con.execute(f"alter view {view} rename to {view}_unrestricted")
+        con.execute(f"create temp view {view} as select * from {view}_unrestricted "
+                    f"where customer_id in (select customer_id from le_customers)")
+    for table in ("accounts_in", "customers_in"):
+        con.execute(f"delete from {table} where customer_id not in (select customer_id from le_customers)")
+
+
+def compute_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Run sql/features_life_events.sql on a registered connection: numeric features as float64."""
+    frame = con.execute(f"{feature_stage.sql_text('features_life_events')} order by customer_id, cutoff").df()
+    frame["cutoff"] = pd.to_datetime(frame["cutoff"])
+    for column in frame.columns:
+        if column not in KEYS:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    return frame
+
+
+def build_features(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
+                   cfg: dict[str, Any] | None = None) -> pd.DataFrame:
+    con = lake.connect()
+    try:
+        register_inputs(con, paths, as_of, cutoffs, buckets, cfg)
+        return compute_features(con)
+    finally:
+        con.close()
+
+
+def feature_names(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in KEYS]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Consent, labels, cut-offs
+# ---------------------------------------------------------------------------------------------------------------
+
+def consent_state(paths: Paths, day: date, buckets: Iterable[int] | None = None) -> pd.DataFrame:
+    """customer_id, life_events, location (booleans) from the silver consent_state snapshot as of `day`."""
+    snapshot = feature_stage._latest_snapshot(paths, "consent_state", day)
+    path = lake.partition_path(paths, "silver", "consent_state", as_of=snapshot)
+    con = lake.connect()
+    try:
+        frame = con.execute(f"""
+            select customer_id, coalesce(is_life_events_allowed, false) as life_events,
+                coalesce(is_location_allowed, false) as location
+            from read_parquet('{path}/**/*.parquet')
+            where {feature_stage._bucket_filter(None if buckets is None else list(buckets))}
+            order by customer_id""").df()
+    finally:
+        con.close()
+    return frame
+
+
+def allowed(consent: pd.DataFrame, cfg: dict[str, Any], event: str) -> pd.Series:
+    """Per consent row: does the customer's consent cover every purpose the event needs?"""
+    ok = pd.Series(True, index=consent.index)
+    for purpose in cfg["events"][event]["consent"]:
+        ok &= consent[purpose].astype(bool) if purpose in consent else False
+    return ok
+
+
+def declared_events(paths: Paths, as_of: date) -> pd.DataFrame:
+    """customer_id, event_type, event_date of the declarations loaded up to as_of (silver life_events_declared)."""
+    scan = lake.scan_sql(paths, "silver", "life_events_declared")
+    if scan is None:
+        return pd.DataFrame({"customer_id": [], "event_type": [], "event_date": pd.to_datetime([])})
+    con = lake.connect()
+    try:
+        frame = con.execute(f"""
+            select distinct customer_id, event_type, event_date from {scan}
+            where load_date = '{feature_stage.HISTORY}' or load_date <= '{as_of.isoformat()}'
+            order by customer_id, event_type, event_date""").df()
+    finally:
+        con.close()
+    frame["event_date"] = pd.to_datetime(frame["event_date"])
+    return frame
+
+
+def truth_events(paths: Paths) -> pd.DataFrame | None:
+    """The simulator's full truth (evaluation only; never used by the nightly stage), or None."""
+    root = paths.truth / "life_events"
+    if not root.exists() or not any(root.glob("**/*.parquet")):
+        return None
+    con = lake.connect()
+    try:
+        frame = con.execute(f"select customer_id, event_type, event_date from read_parquet('{root}/**/*.parquet') "
+                            f"order by customer_id, event_type, event_date").df()
+    finally:
+        con.close()
+    frame["event_date"] = pd.to_datetime(frame["event_date"])
+    return frame
+
+
+def make_labels(spine: pd.DataFrame, events: pd.DataFrame, cfg: dict[str, Any], known_until: date) -> pd.DataFrame:
+    """customer_id, cutoff and a 0/1 column per event type: 1 when an event of that type is dated in
+    [cutoff - days_after, cutoff + days_before]; NaN when cutoff + days_before is after `known_until`."""
+    labels = spine[KEYS].copy().reset_index(drop=True)
+    known = pd.Timestamp(known_until)
+    for event, spec in cfg["events"].items():
+        before, after = int(spec["window"]["days_before"]), int(spec["window"]["days_after"])
+        mine = events.loc[events["event_type"] == event, ["customer_id", "event_date"]]
+        hits = labels.merge(mine, on="customer_id", how="inner")
+        delta = (hits["event_date"] - hits["cutoff"]).dt.days
+        hits = hits[(delta >= -after) & (delta <= before)].drop_duplicates(KEYS)
+        positive = labels.set_index(KEYS).index.isin(hits.set_index(KEYS).index)
+        values = positive.astype(float)
+        values[(labels["cutoff"] + pd.Timedelta(days=before) > known).to_numpy()] = np.nan
+        labels[event] = values
+    return labels
+
+
+def declared_known_until(end: date, cfg: dict[str, Any]) -> date:
+    """Declarations arrive days or weeks after the event: a window ending in the last `declared_label_lag_days`
+    before `end` is not complete yet, so those labels are left out (NaN) rather than counted as negatives."""
+    return end - timedelta(days=int(cfg.get("declared_label_lag_days", 0)))
+
+
+def mask_unconsented(labels: pd.DataFrame, consent: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+    """Labels set to NaN for customers whose consent does not cover the event (they are not trained on)."""
+    out = labels.copy()
+    for event in cfg["events"]:
+        ok_ids = set(consent.loc[allowed(consent, cfg, event), "customer_id"])
+        out.loc[~out["customer_id"].isin(ok_ids), event] = np.nan
+    return out
+
+
+def cutoff_grid(first_day: date, last_day: date, cfg: dict[str, Any]) -> list[date]:
+    """Cut-offs every `cutoff_step_days`, the newest at the last day of data, none with less than
+    `min_history_days` before it; ascending."""
+    step = int(cfg["cutoff_step_days"])
+    earliest = first_day + timedelta(days=int(cfg["min_history_days"]))
+    out, day = [], last_day
+    while day >= earliest:
+        out.append(day)
+        day -= timedelta(days=step)
+    return sorted(out)
+
+
+def data_range(paths: Paths) -> tuple[date, date]:
+    scan = lake.scan_sql(paths, "silver", "transactions")
+    if scan is None:
+        raise SegoneError("silver transactions are missing: run `segone load-history` first")
+    con = lake.connect()
+    try:
+        first, last = con.execute(f"select min(booking_date), max(booking_date) from {scan}").fetchall()[0]
+    finally:
+        con.close()
+    return first, last
+
+
+def frame_hash(*frames: pd.DataFrame) -> str:
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        digest.update(",".join(map(str, frame.columns)).encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------
+
+def event_specs(cfg: dict[str, Any], columns: list[str]) -> dict[str, dict[str, Any]]:
+    return {event: {"features": event_feature_columns(cfg, event, columns),
+                    "target_precision": float(spec["target_precision"])}
+            for event, spec in cfg["events"].items()}
+
+
+def fit_classifier(features: pd.DataFrame, labels: pd.DataFrame, cfg: dict[str, Any]):
+    from models.life_event_classifier import LifeEventClassifier
+
+    model = LifeEventClassifier(model_params(cfg))
+    return model.fit(features, labels, event_specs(cfg, feature_names(features)))
+
+
+def train_life_events(paths: Paths, as_of: date | None = None) -> dict[str, Any]:
+    """Train one classifier per event on declared labels over cut-offs every 14 days of the history, save it to the
+    registry (family `life_events`) and promote it. Returns the run metrics."""
+    started = time.perf_counter()
+    cfg = settings()
+    first, last = data_range(paths)
+    end = min(as_of, last) if as_of else last
+    cutoffs = cutoff_grid(first, end, cfg)
+    if len(cutoffs) < int(cfg["holdout_cutoffs"]) + 2:
+        raise SegoneError(f"too little history to train life-event models: {len(cutoffs)} cut-offs between "
+                          f"{first} and {end} (need {int(cfg['holdout_cutoffs']) + 2})")
+    features = build_features(paths, end, cutoffs, cfg=cfg)
+    labels = make_labels(features, declared_events(paths, end), cfg, declared_known_until(end, cfg))
+    consent = consent_state(paths, end)
+    if cfg.get("train_consented_only", True):
+        labels = mask_unconsented(labels, consent, cfg)
+    model = fit_classifier(features, labels, cfg)
+    data_hash = frame_hash(features, labels)
+    version = f"life-events-{end.isoformat()}-{data_hash[:10]}"
+    validation = {e: {k: info[k] for k in ("validation_pr_auc", "threshold", "threshold_rule",
+                                           "validation_at_threshold", "n_train_positives",
+                                           "n_validation_positives", "base_rate")}
+                  for e, info in model.events.items()}
+    metadata = {"trained_for": end.isoformat(), "label_source": "declared",
+                "training_window": {"first_cutoff": cutoffs[0].isoformat(), "last_cutoff": cutoffs[-1].isoformat(),
+                                    "n_cutoffs": len(cutoffs), "step_days": int(cfg["cutoff_step_days"])},
+                "features": feature_names(features), "n_rows": int(len(features)),
+                "n_customers": int(features["customer_id"].nunique()), "validation": validation,
+                "data_hash": data_hash, "config_version": cfg.get("version"), "notes": model.notes}
+    registry.save_version(paths, FAMILY, version, model.save, metadata)
+    current = registry.promoted_version(paths, FAMILY)
+    reason = "first model of its family" if current is None else (
+        "same data and settings as the promoted one" if current == version else f"retrained on data up to {end}")
+    registry.promote(paths, FAMILY, version, reason)
+    metrics = {"family": FAMILY, "version": version, "promoted": True, "reason": reason,
+               "validation": validation, "n_rows": metadata["n_rows"], "n_customers": metadata["n_customers"],
+               "seconds": round(time.perf_counter() - started, 1)}
+    write_run_metrics(paths, end.isoformat(), "train_life_events", metrics)
+    return metrics
+
+
+def load_model(paths: Paths, version: str | None = None):
+    from models.life_event_classifier import IncompatibleModelError, LifeEventClassifier
+
+    if version is None:
+        directory, metadata = registry.promoted(paths, FAMILY)
+        version = metadata["version"]
+    else:
+        directory = registry.family_dir(paths, FAMILY) / version
+    try:
+        model = LifeEventClassifier.load(directory)
+    except (IncompatibleModelError, FileNotFoundError, KeyError, ValueError) as error:
+        raise SegoneError(f"the {FAMILY} model {version} cannot be loaded ({error}): retrain it") from error
+    model.version = version
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evidence: the postings behind a flag
+# ---------------------------------------------------------------------------------------------------------------
+
+def _signal_predicates(cfg: dict[str, Any]) -> dict[str, str]:
+    """SQL predicate over evidence postings (alias p) per evidence signal."""
+    out: dict[str, str] = {}
+    for group, codes in cfg["mcc_signals"].items():
+        out[group] = f"p.amount_value < 0 and p.mcc in ({', '.join(repr(str(c)) for c in codes)})"
+    for group, words in cfg["keyword_signals"].items():
+        text = " or ".join(f"contains(p.posting_text, {str(w).upper()!r})" for w in words)
+        sign = ">" if group in INFLOW_KEYWORD_SIGNALS else "<"
+        out[group] = f"p.amount_value {sign} 0 and ({text})"
+    out.update({
+        "salary": "p.amount_value > 0 and p.channel = 'salary'",
+        "atm": "p.channel = 'atm'",
+        "foreign": "p.amount_value < 0 and (p.currency <> p.home_currency "
+                   "or coalesce(p.country <> p.home_country, false))",
+        "new_dd_utilities": "p.amount_value < 0 and p.channel = 'direct_debit' and p.mcc in ('4900', '4814', '4899')",
+        "new_dd_council_tax": "p.amount_value < 0 and (p.mcc = '9311' or contains(p.posting_text, 'COUNCIL TAX'))",
+        "new_dd_mortgage": "p.amount_value < 0 and p.channel = 'direct_debit' and contains(p.posting_text, 'MORTGAGE')",
+        "new_rent": "p.amount_value < 0 and p.channel = 'standing_order' and contains(p.posting_text, 'RENT')",
+        "to_savings": "p.amount_value < 0 and p.channel = 'transfer_out' and contains(p.posting_text, 'SAVING')",
+    })
+    return out
+
+
+def _feature_signal(feature: str, signals: list[str]) -> str | None:
+    """The evidence signal a feature is about (n_surveyor_90d -> surveyor, n_foreign_ccy_14d -> foreign,
+    salary_stopped -> salary): the longest signal name the feature name contains."""
+    for signal in sorted(signals, key=len, reverse=True):
+        if signal in feature:
+            return signal
+    return None
+
+
+def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day: date, cfg: dict[str, Any]
+                      ) -> pd.DataFrame:
+    """Up to `evidence_max_transactions` postings per flagged (customer_id, event_type) behind the flag: postings of
+    the event's evidence signals in the look-back, the signals of its top features first, newest first. A flag
+    without any such posting names the customer's largest outgoing postings of the last 30 days instead."""
+    if flagged.empty:
+        return pd.DataFrame(columns=["customer_id", "event_type", "transaction_id", "booking_date", "amount",
+                                     "label", "signal"])
+    predicates = _signal_predicates(cfg)
+    wanted = []
+    for row in flagged.itertuples(index=False):
+        signals = [s for s in cfg["events"][row.event_type]["evidence_signals"] if s in predicates]
+        first = [s for s in (_feature_signal(f, signals) for f in row.top_features) if s]
+        order = list(dict.fromkeys([*first, *signals]))
+        wanted.extend({"customer_id": row.customer_id, "event_type": row.event_type, "signal": s, "priority": i}
+                      for i, s in enumerate(order))
+    con.register("le_wanted_frame", pd.DataFrame(wanted))
+    lookback = int(cfg["evidence_lookback_days"])
+    forbidden = ", ".join(repr(m) for m in forbidden_mccs(cfg))
+    cases = "\n".join(f"when w.signal = {s!r} then ({pred})" for s, pred in predicates.items())
+    limit = int(cfg["evidence_max_transactions"])
+    base = f"""
+        with customers as (select distinct customer_id from le_flagged_frame),
+        posting_rows as (
+            select t.transaction_id, t.customer_id, t.booking_date, t.channel, t.mcc, t.country, t.currency,
+                t.amount_value, coalesce(t.merchant_name, x.description) as label,
+                upper(concat_ws(' ', x.description, t.merchant_name)) as posting_text
+            from transactions_in as t
+            left join transaction_text_in as x on x.transaction_id = t.transaction_id
+            where t.customer_id in (select customer_id from customers)
+              and (t.mcc is null or t.mcc not in ({forbidden}))
+        ),
+        home as (select customer_id, mode(currency) as home_currency, mode(country) as home_country
+                 from posting_rows group by customer_id),
+        p as (
+            select r.*, h.home_currency, h.home_country from posting_rows as r join home as h using (customer_id)
+            where r.booking_date > date '{day.isoformat()}' - {lookback}
+        )"""
+    con.register("le_flagged_frame", flagged[["customer_id", "event_type"]])
+    found = con.execute(f"""{base},
+        matched as (
+            select w.customer_id, w.event_type, w.signal, w.priority, p.transaction_id, p.booking_date,
+                p.amount_value, p.label
+            from le_wanted_frame as w join p on p.customer_id = w.customer_id
+            where case {cases} else false end
+        ),
+        ranked as (
+            select *, row_number() over (partition by customer_id, event_type, transaction_id
+                                         order by priority) as dup
+            from matched
+        )
+        select customer_id, event_type, transaction_id, booking_date, amount_value as amount, label, signal
+        from (select *, row_number() over (partition by customer_id, event_type
+                                           order by priority, booking_date desc, transaction_id) as n
+              from ranked where dup = 1)
+        where n <= {limit}
+        order by customer_id, event_type, n""").df()
+    missing = flagged.merge(found[["customer_id", "event_type"]].drop_duplicates(), how="left", indicator=True)
+    missing = missing[missing["_merge"] == "left_only"][["customer_id", "event_type"]]
+    if len(missing):
+        con.register("le_missing_frame", missing)
+        fallback = con.execute(f"""{base}
+            select m.customer_id, m.event_type, p.transaction_id, p.booking_date, p.amount_value as amount, p.label,
+                'largest_recent_outflow' as signal
+            from le_missing_frame as m join p on p.customer_id = m.customer_id
+            where p.amount_value < 0 and p.booking_date > date '{day.isoformat()}' - 30
+            qualify row_number() over (partition by m.customer_id, m.event_type
+                                       order by p.amount_value, p.transaction_id) <= {limit}
+            order by m.customer_id, m.event_type, p.amount_value""").df()
+        found = pd.concat([found, fallback], ignore_index=True)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The nightly stage: one shard
+# ---------------------------------------------------------------------------------------------------------------
+
+def shards() -> list[int]:
+    return list(range(lake.n_buckets()))
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else round(float(value), 4)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value
+
+
+def score_rows(model, con: duckdb.DuckDBPyConnection, features: pd.DataFrame, consent: pd.DataFrame, day: date,
+               cfg: dict[str, Any]) -> pd.DataFrame:
+    """Gold rows for the customers of `features` (cut-off = day): one per customer and event type their consent
+    covers; none for a customer without the life_events consent."""
+    k = int(cfg["evidence_top_features"])
+    parts = []
+    for event in model.events:
+        if event not in cfg["events"]:
+            continue
+        ok_ids = consent.loc[allowed(consent, cfg, event), "customer_id"]
+        rows = features[features["customer_id"].isin(ok_ids)].reset_index(drop=True)
+        if rows.empty:
+            continue
+        scored = model.predict(rows, [event]).reset_index(drop=True)
+        top = model.explain(rows, event, k=k)
+        scored["top_features"] = [[t["feature"] for t in items] for items in top]
+        scored["top_detail"] = top
+        scored["threshold"] = model.events[event]["threshold"]
+        parts.append(scored)
+    if not parts:
+        return _empty_rows()
+    scored = pd.concat(parts, ignore_index=True)
+    flagged = scored[scored["flagged"]]
+    postings = evidence_postings(con, flagged, day, cfg)
+    by_key = {key: group for key, group in postings.groupby(["customer_id", "event_type"], sort=False)}
+    evidence = []
+    for row in scored.itertuples(index=False):
+        item: dict[str, Any] = {
+            "top_features": [{"feature": t["feature"], "value": _json_value(t["value"]),
+                              "contribution": t["contribution"]} for t in row.top_detail],
+            "threshold": None if row.threshold is None or pd.isna(row.threshold) else round(float(row.threshold), 6),
+            "rule": cfg["events"][row.event_type]["rule"]["description"],
+        }
+        if row.flagged:
+            group = by_key.get((row.customer_id, row.event_type))
+            item["transactions"] = [] if group is None else [
+                {"transaction_id": r.transaction_id, "booking_date": pd.Timestamp(r.booking_date).date().isoformat(),
+                 "amount": round(float(r.amount), 2), "label": r.label, "signal": r.signal}
+                for r in group.itertuples(index=False)]
+            item["transaction_ids"] = [t["transaction_id"] for t in item["transactions"]]
+        evidence.append(json.dumps(item, sort_keys=True, default=str))
+    out = pd.DataFrame({
+        "customer_id": scored["customer_id"].astype(str),
+        "event_type": scored["event_type"].astype(str),
+        "probability": scored["probability"].astype(float).round(6),
+        "flagged": scored["flagged"].astype(bool),
+        "threshold": pd.to_numeric(scored["threshold"], errors="coerce").astype(float),
+        "evidence": evidence,
+        "model_version": getattr(model, "version", "unversioned"),
+    })
+    return out.sort_values(["customer_id", "event_type"], kind="stable").reset_index(drop=True)
+
+
+def _empty_rows() -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": pd.Series(dtype=str), "event_type": pd.Series(dtype=str),
+                         "probability": pd.Series(dtype=float), "flagged": pd.Series(dtype=bool),
+                         "threshold": pd.Series(dtype=float), "evidence": pd.Series(dtype=str),
+                         "model_version": pd.Series(dtype=str)})
+
+
+def classify_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Score every consented customer of one bucket as of D with the promoted model and write gold `life_events`
+    (as_of=D/bucket=N), swapped in whole. Customers without the life_events consent on D get no row."""
+    started = time.perf_counter()
+    cfg = settings()
+    model = load_model(paths)
+    consent = consent_state(paths, day, [bucket])
+    consent = consent[consent["life_events"].astype(bool)]
+    con = lake.connect()
+    try:
+        register_inputs(con, paths, day, [day], [bucket], cfg)
+        restrict_to_customers(con, consent["customer_id"])
+        features = compute_features(con)
+        rows = score_rows(model, con, features, consent, day, cfg) if len(features) else _empty_rows()
+    finally:
+        con.close()
+    final = lake.partition_path(paths, "gold", "life_events", as_of=day.isoformat(), bucket=str(bucket))
+    written = lake.write_frame(rows, final, paths)
+    metrics = {"bucket": bucket, "as_of": day.isoformat(), "model_version": model.version,
+               "n_consented": int(len(consent)), "n_scored_customers": int(rows["customer_id"].nunique()),
+               "rows": written, "flagged": {e: int(g["flagged"].sum()) for e, g in rows.groupby("event_type")},
+               "seconds": round(time.perf_counter() - started, 2)}
+    write_run_metrics(paths, day.isoformat(), f"life_events_bucket_{bucket}", metrics)
+    return metrics
+
+
+def classify_all(paths: Paths, day: date) -> dict[str, Any]:
+    """Every shard in turn (the DAG maps classify_shard over the shards instead)."""
+    per_shard = [classify_shard(paths, day, bucket) for bucket in shards()]
+    flagged: dict[str, int] = {}
+    for m in per_shard:
+        for event, n in m["flagged"].items():
+            flagged[event] = flagged.get(event, 0) + n
+    metrics = {"as_of": day.isoformat(), "n_shards": len(per_shard),
+               "n_consented": sum(m["n_consented"] for m in per_shard),
+               "n_scored_customers": sum(m["n_scored_customers"] for m in per_shard),
+               "rows": sum(m["rows"] for m in per_shard), "flagged": dict(sorted(flagged.items())),
+               "model_versions": sorted({m["model_version"] for m in per_shard})}
+    write_run_metrics(paths, day.isoformat(), "life_events", metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backtest
+# ---------------------------------------------------------------------------------------------------------------
+
+def hash_seed(text: str) -> int:
+    """A stable seed from a string (Python's hash() changes between processes)."""
+    return int(hashlib.md5(text.encode("utf-8")).hexdigest()[:8], 16)
+
+
+def _precision_recall(y: np.ndarray, flagged: np.ndarray) -> tuple[float, float]:
+    tp = float((flagged & (y == 1)).sum())
+    n_flag, n_pos = float(flagged.sum()), float((y == 1).sum())
+    return (tp / n_flag if n_flag else float("nan")), (tp / n_pos if n_pos else float("nan"))
+
+
+def _lead_times(flags: pd.DataFrame, events: pd.DataFrame, event: str, spec: dict[str, Any],
+                scored_cutoffs: list[pd.Timestamp]) -> tuple[list[float], int]:
+    """Per true event whose label window holds a scored cut-off: event date minus the first cut-off in the window
+    at which the flag fires (positive = before the event). Returns (lead days of detected events, n events)."""
+    before, after = int(spec["window"]["days_before"]), int(spec["window"]["days_after"])
+    lo, hi = min(scored_cutoffs), max(scored_cutoffs)
+    mine = events[(events["event_type"] == event)
+                  & (events["event_date"] >= lo - pd.Timedelta(days=before))
+                  & (events["event_date"] <= hi + pd.Timedelta(days=after))]
+    mine = mine[mine["customer_id"].isin(set(flags["customer_id"]))]
+    fired = flags[flags["flagged"]][["customer_id", "cutoff"]]
+    hits = mine.merge(fired, on="customer_id", how="inner")
+    delta = (hits["event_date"] - hits["cutoff"]).dt.days
+    hits = hits[(delta >= -after) & (delta <= before)]
+    first = hits.groupby(["customer_id", "event_date"])["cutoff"].min().reset_index()
+    leads = ((first["event_date"] - first["cutoff"]).dt.days).astype(float).tolist()
+    return leads, int(len(mine.drop_duplicates(["customer_id", "event_date"])))
+
+
+def _pr_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-score, kind="stable")
+    s, t = score[order], y[order]
+    last = np.r_[s[1:] != s[:-1], True]
+    tp = np.cumsum(t)[last]
+    flagged = (np.arange(len(t)) + 1.0)[last]
+    return tp / max(t.sum(), 1), tp / flagged
+
+
+def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Model (trained on declared labels, and on the full truth when the simulator's truth exists) vs the hand-written
+    rules vs the base rate, on the latest cut-offs with complete labels; writes life_events_backtest.json and
+    life_events.html under $SEGONE_HOME/reports/backtest/ (or output_dir). Returns the table's rows."""
+    from models import metrics as m
+    from models.life_event_rules import rule_fires
+
+    started = time.perf_counter()
+    cfg = settings()
+    output = Path(output_dir) if output_dir else paths.reports / "backtest"
+    first, last = data_range(paths)
+    cutoffs = cutoff_grid(first, last, cfg)
+    features = build_features(paths, last, cutoffs, cfg=cfg)
+    consent = consent_state(paths, last)
+    declared = declared_events(paths, last)
+    truth = truth_events(paths)
+    evaluation_source = "truth" if truth is not None else "declared"
+    reference = truth if truth is not None else declared
+    n_test = int(cfg["backtest_test_cutoffs"])
+    eval_labels = mask_unconsented(make_labels(features, reference, cfg, last), consent, cfg)
+    label_sets = {"declared": declared}
+    if truth is not None:
+        label_sets["truth"] = truth
+    train_labels = {source: mask_unconsented(make_labels(features, events, cfg, declared_known_until(last, cfg)
+                                                         if source == "declared" else last), consent, cfg)
+                    for source, events in label_sets.items()}
+
+    lookalikes = None
+    root = paths.truth / "lookalikes"
+    if root.exists() and any(root.glob("**/*.parquet")):
+        con = lake.connect()
+        try:
+            lookalikes = con.execute(f"select * from read_parquet('{root}/**/*.parquet')").df()
+        finally:
+            con.close()
+        lookalikes["day"] = pd.to_datetime(lookalikes["day"])
+
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    leads_all: dict[str, list[float]] = {}
+    windows: dict[str, dict[str, str]] = {}
+    for event, spec in cfg["events"].items():
+        # per event: the test cut-offs are its latest ones whose label window ends by the last day of data; the
+        # models train on the cut-offs up to an embargo before them; flags at every later cut-off (out of sample)
+        # count for the lead time
+        complete = [pd.Timestamp(c) for c in cutoffs
+                    if c + timedelta(days=int(spec["window"]["days_before"])) <= last]
+        if len(complete) < n_test + 3:
+            log.warning("life-event backtest: too few cut-offs with complete labels for %s", event)
+            rows.append({"event_type": event, "method": "model", "label_source": "declared",
+                         "evaluated_against": evaluation_source,
+                         "note": f"skipped: {len(complete)} cut-offs with complete labels, {n_test + 3} needed"})
+            continue
+        test_cutoffs = complete[-n_test:]
+        train_rows = (features["cutoff"] <= test_cutoffs[0] - pd.Timedelta(days=int(cfg["embargo_days"]))).to_numpy()
+        test_rows = features["cutoff"].isin(test_cutoffs).to_numpy()
+        scored_rows = (features["cutoff"] >= test_cutoffs[0]).to_numpy()
+        windows[event] = {"test": f"{test_cutoffs[0].date()}..{test_cutoffs[-1].date()}",
+                          "train": f"{features.loc[train_rows, 'cutoff'].min().date()}.."
+                                   f"{features.loc[train_rows, 'cutoff'].max().date()}"}
+        one = {**cfg, "events": {event: spec}}
+        models_by_source = {
+            source: fit_classifier(features[train_rows].reset_index(drop=True),
+                                   labels.loc[train_rows, KEYS + [event]].reset_index(drop=True), one)
+            for source, labels in train_labels.items()}
+        y_frame = eval_labels.loc[test_rows, KEYS + [event]].dropna()
+        y_keys = y_frame.set_index(KEYS).index
+        y = y_frame[event].to_numpy(float)
+        n_pos_rows = int(y.sum())
+        curves[event] = {}
+        ok_ids = set(consent.loc[allowed(consent, cfg, event), "customer_id"])
+        scored_frame = features[scored_rows & features["customer_id"].isin(ok_ids).to_numpy()].reset_index(drop=True)
+        base = {"event_type": event, "evaluated_against": evaluation_source, "n_test_rows": int(len(y)),
+                "n_positive_rows": n_pos_rows, "test_cutoffs": windows[event]["test"],
+                "training_cutoffs": windows[event]["train"]}
+
+        def add(method: str, source: str, flags_frame: pd.DataFrame, threshold: float | None) -> None:
+            in_test = flags_frame.set_index(KEYS).reindex(y_keys)
+            s = in_test["score"].to_numpy(float)
+            f = in_test["flagged"].fillna(False).to_numpy(bool)
+            precision, recall = _precision_recall(y, f)
+            leads, n_events = _lead_times(flags_frame, reference, event, spec, sorted(set(flags_frame["cutoff"])))
+            row = {**base, "method": method, "label_source": source,
+                   "pr_auc": m.pr_auc(y, s) if n_pos_rows else float("nan"),
+                   "precision": precision, "recall": recall, "threshold": threshold,
+                   "flag_rate": float(f.mean()) if len(f) else float("nan"),
+                   "median_lead_days": float(np.median(leads)) if leads else float("nan"),
+                   "share_events_detected": len(leads) / n_events if n_events else float("nan"),
+                   "n_true_events": n_events}
+            if lookalikes is not None and {"customer_id", "lookalike_of", "day"} <= set(lookalikes.columns):
+                look = lookalikes[lookalikes["lookalike_of"].astype(str) == event]
+                hits = flags_frame.merge(look[["customer_id", "day"]], on="customer_id", how="inner")
+                delta = (hits["cutoff"] - hits["day"]).dt.days
+                hits = hits[(delta >= 0) & (delta <= 30)]      # the cut-offs in the month after the look-alike
+                row["lookalike_flag_rate"] = float(hits["flagged"].mean()) if len(hits) else float("nan")
+                row["n_lookalike_rows"] = int(len(hits))
+            rows.append(row)
+            if n_pos_rows and method != "base_rate":
+                keep = ~np.isnan(s)
+                curves[event][f"{method} ({source})"] = _pr_points(y[keep], s[keep])
+            if method == "model" and source == "declared":
+                leads_all[event] = leads
+
+        for source, model in models_by_source.items():
+            scored = model.predict(scored_frame, [event])
+            add("model", source, pd.DataFrame({"customer_id": scored["customer_id"],
+                                               "cutoff": pd.to_datetime(scored["cutoff"]),
+                                               "score": scored["probability"], "flagged": scored["flagged"]}),
+                model.events[event]["threshold"])
+        fired = rule_fires(scored_frame, spec["rule"])
+        add("rule", "none", pd.DataFrame({"customer_id": scored_frame["customer_id"], "cutoff": scored_frame["cutoff"],
+                                          "score": fired.astype(float), "flagged": fired}), None)
+        # base rate: a constant score (PR AUC = prevalence), and flags drawn at random at the training base rate
+        prevalence = float(np.nanmean(train_labels["declared"].loc[train_rows, event].to_numpy(float)))
+        draw = np.random.default_rng(abs(hash_seed(event))).random(len(scored_frame)) < prevalence
+        add("base_rate", "declared", pd.DataFrame({"customer_id": scored_frame["customer_id"],
+                                                   "cutoff": scored_frame["cutoff"],
+                                                   "score": np.full(len(scored_frame), prevalence),
+                                                   "flagged": draw}), prevalence)
+
+    rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    output.mkdir(parents=True, exist_ok=True)
+    meta = {"dataset": paths.home.name, "evaluated_against": evaluation_source,
+            "label_note": ("evaluated against the simulator's full truth" if truth is not None else
+                           "no simulator truth: evaluated against the declared labels, which miss undeclared events"),
+            "cutoffs": [c.isoformat() for c in cutoffs], "windows": windows,
+            "seconds": round(time.perf_counter() - started, 1)}
+    (output / "life_events_backtest.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    _report(rows, curves, leads_all, meta, output / "life_events.html")
+    return rows
+
+
+def _report(rows: list[dict[str, Any]], curves: dict, leads: dict[str, list[float]], meta: dict[str, Any],
+            path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from pipelines.html_report import bar_figure, render_report
+
+    table = pd.DataFrame(rows)
+    shown = table[[c for c in ["event_type", "method", "label_source", "pr_auc", "precision", "recall", "threshold",
+                               "flag_rate", "median_lead_days", "share_events_detected", "n_true_events",
+                               "lookalike_flag_rate"] if c in table]]
+    bars = table.assign(series=table["method"] + " (" + table["label_source"] + ")")[["event_type", "series", "pr_auc"]]
+    figures = [bar_figure(bars.fillna({"pr_auc": 0.0}), "event_type", "pr_auc", "series", "PR AUC per event")]
+    events = list(curves)
+    fig = Figure(figsize=(11, 2.8 * ((len(events) + 3) // 4)), dpi=90)
+    FigureCanvasAgg(fig)
+    for i, event in enumerate(events):
+        ax = fig.add_subplot((len(events) + 3) // 4, 4, i + 1)
+        for name, (recall, precision) in curves[event].items():
+            if len(recall) > 1:
+                ax.plot(recall, precision, label=name, linewidth=1)
+            else:
+                ax.scatter(recall, precision, label=name, s=12)
+        ax.set_title(event, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    figures.append(fig)
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    values = [v for vs in leads.values() for v in vs]
+    if values:
+        ax.hist(values, bins=20, color="#4a7")
+    ax.axvline(0, color="grey", linestyle="--")
+    ax.set_xlabel("lead time in days (event date minus first flagged cut-off; positive = before)")
+    ax.set_ylabel("events")
+    ax.set_title("Lead time of the model's flags (trained on declared labels)")
+    fig.tight_layout()
+    figures.append(fig)
+    sections = [{"heading": "Method", "text": (
+        f"{meta['label_note']}. Per event, the test cut-offs are its latest cut-offs whose label window is "
+        "complete (see the table); the models train on the cut-offs up to an embargo before them. "
+        "model = LightGBM per event, calibrated, "
+        "threshold at the target precision on its validation cut-offs; label_source says which labels it was "
+        "trained on (declared: what the bank has; truth: the simulator's full truth, showing what the partial "
+        "labels cost). rule = the hand-written rule of config/life_events.yaml. base_rate = a constant score "
+        "(its PR AUC is the prevalence). Lead time = event date minus the first cut-off at which the flag fires.")},
+        {"heading": "Results", "table": shown, "figures": figures}]
+    return render_report("Life-event detection backtest", sections, path)
