@@ -50,6 +50,8 @@ import numpy as np
 import pandas as pd
 
 from models.calibration import IsotonicCalibrator
+from models.global_engine import threads_for
+from models.global_engine import threads_for
 from models.metrics import pr_auc
 
 FORMAT_VERSION = 1
@@ -179,7 +181,8 @@ class LifeEventClassifier:
         n_neg = float(len(y) - n_pos)
         if n_pos < 1 or n_neg < 1:
             return None
-        params = {**self._lgb_params(), "scale_pos_weight": float(min(n_neg / n_pos, self.params.max_pos_weight))}
+        params = {**self._lgb_params(), "scale_pos_weight": float(min(n_neg / n_pos, self.params.max_pos_weight)),
+                  "num_threads": threads_for(len(frame), self.params.num_threads)}
         dataset = lgb.Dataset(_matrix(frame, columns), label=y, feature_name=columns, free_raw_data=True,
                               params={"verbose": -1, "max_bin": self.params.max_bin})
         return lgb.train(params, dataset, num_boost_round=self.params.n_estimators)
@@ -257,7 +260,7 @@ class LifeEventClassifier:
             return np.zeros(0)
         if booster is None:
             return np.full(len(frame), base_rate)
-        return booster.predict(_matrix(frame, columns))
+        return booster.predict(_matrix(frame, columns), num_threads=threads_for(len(frame), 2))
 
     def predict(self, features: pd.DataFrame, events: list[str] | None = None) -> pd.DataFrame:
         """Long frame: customer_id, cutoff, event_type, probability (calibrated), flagged, threshold."""
@@ -287,7 +290,8 @@ class LifeEventClassifier:
             return [[] for _ in range(len(features))]
         columns = info["features"]
         matrix = _matrix(features, columns)
-        contrib = booster.predict(matrix, pred_contrib=True)[:, :-1]  # last column: the bias
+        contrib = booster.predict(matrix, pred_contrib=True,
+                                  num_threads=threads_for(len(matrix), self.params.num_threads))[:, :-1]  # no bias
         out = []
         for row in range(len(features)):
             order = np.argsort(-contrib[row], kind="stable")[:k]
