@@ -576,6 +576,11 @@ def classify_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
 def classify_all(paths: Paths, day: date) -> dict[str, Any]:
     """Every shard in turn (the DAG maps classify_shard over the shards instead)."""
     per_shard = [classify_shard(paths, day, bucket) for bucket in shards()]
+    return summarise_shards(paths, day, per_shard)
+
+
+def summarise_shards(paths: Paths, day: date, per_shard: list[dict[str, Any]]) -> dict[str, Any]:
+    """The night's life-event metrics from the shards' own (runs/D/life_events.json)."""
     flagged: dict[str, int] = {}
     for m in per_shard:
         for event, n in m["flagged"].items():

@@ -146,13 +146,16 @@ def classify_life_events(paths: Paths, day: date) -> dict[str, Any]:
 
 def validate_life_events(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 5b: the gold suite on D's life_events; raises GateFailed to stop the run."""
+    from pipelines.life_events import summarise_shards
     from pipelines.quality import validate_gold
 
-    missing = [b for b in life_event_shards(paths, day)
-               if read_run_metrics(paths, day.isoformat(), f"life_events_bucket_{b}") is None]
+    shard_metrics = [read_run_metrics(paths, day.isoformat(), f"life_events_bucket_{b}")
+                     for b in life_event_shards(paths, day)]
+    missing = [b for b, m in zip(life_event_shards(paths, day), shard_metrics) if m is None]
     if missing:
         raise SegoneError(f"the life events of {day} are incomplete: no result for buckets {missing}")
-    metrics = {"validation": validate_gold(paths, day, ["life_events"])}
+    metrics = {"life_events": summarise_shards(paths, day, shard_metrics),
+               "validation": validate_gold(paths, day, ["life_events"])}
     write_run_metrics(paths, day.isoformat(), "validate_life_events", metrics)
     return metrics
 
