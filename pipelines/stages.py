@@ -288,6 +288,8 @@ def summary(paths: Paths, day: date) -> str:
     lines.append(f"  warehouse (DuckDB)  {paths.warehouse}")
     lines.append(f"  quarantine          {lake.partition_path(paths, 'gold', 'quarantine', load_date=d)}")
     lines.append(f"  run metrics         {paths.runs / d}")
+    lines.append(f"  CRM export          {paths.exports / 'crm' / d}")
+    lines.append(f"  nightly report      {paths.reports / d / 'index.html'}")
     lines.append("")
     lines.append("Ingest (rows accepted / quarantined):")
     for kind, m in sorted(ingest_metrics.get("kinds", {}).items()):
