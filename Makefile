@@ -48,13 +48,15 @@ bench: install
 	$(BIN)/segone bench forecast --customers 10000,100000,1000000 --days 365 --out benchmarks/forecast.json
 	$(BIN)/segone bench decide --customers 100000,1000000 --out benchmarks/decide.json
 
-# The cash-shortfall backtest on a simulated bank (3,000 customers, a year) and on the Berka data, one report.
+# The cash-shortfall backtest on a simulated bank (3,000 customers, a year) and on the Berka data, one report;
+# the life-event backtest on the simulated bank.
 BACKTEST_HOME ?= $(SEGONE_HOME)/backtest
 backtest: install
 	rm -rf $(BACKTEST_HOME) && mkdir -p $(BACKTEST_HOME)
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone simulate --customers 3000 --days 365 --end-date $(DEMO_END) --seed 7
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone load-history > $(BACKTEST_HOME)/simulated-load.log
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone backtest --dataset simulated --output $(SEGONE_HOME)/reports/backtest
+	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone backtest life-events --output $(SEGONE_HOME)/reports/backtest > /dev/null
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone import-berka ../shared/reference/berka > $(BACKTEST_HOME)/berka-import.log
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone load-history > $(BACKTEST_HOME)/berka-load.log
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone backtest --dataset berka --output $(SEGONE_HOME)/reports/backtest
