@@ -188,6 +188,13 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def bench_command(paths: Paths, what: str, customers: str, days: int, out: Path | None) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
+    if what == "life-events":
+        from pipelines.bench_life_events import bench_life_events, format_life_events_table
+
+        result = bench_life_events(sizes, days=max(days, 300))
+        if out:
+            out.write_text(json.dumps(result, indent=2, default=str))
+        return format_life_events_table(result)
     if what == "decide":
         from pipelines.decide import bench_decide
 
