@@ -20,7 +20,7 @@ Per event:
    Calibration and threshold share the validation cut-offs (documented choice: with a few dozen positives per
    event, splitting them again would leave neither step anything to learn from).
 5. Evidence: for a flagged row, the features with the largest positive contributions to its score (LightGBM
-   pred_contrib, i.e. TreeSHAP values), with their values.
+   path attributions: models/attribution.py), with their values.
 
 Why one model per event rather than one multi-label model:
 - the events need different consent (travel_abroad also needs `location`), so they see different feature sets and

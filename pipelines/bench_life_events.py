@@ -9,7 +9,7 @@
    register_inputs, restrict_to_customers, compute_features; all buckets at once) and saved. For each size N, in a
    fresh process (so that its peak memory is its own), they are tiled to N customers (ids suffixed `~k`) and scored
    with the promoted model as the stage scores them (`score_rows`: per event the consent filter, calibrated
-   probability + flag, TreeSHAP top features, evidence JSON), and separately the probability + flag part alone
+   probability + flag, path-attribution top features, evidence JSON), and separately the probability + flag part alone
    (the model's own `predict`).
    Excluded: the evidence transaction lookup of flagged rows (`evidence_postings`). It is a DuckDB query over the
    silver postings of the lake (transactions_in, transaction_text_in), which do not exist for tiled customers; in
@@ -168,7 +168,7 @@ def format_life_events_table(result: dict[str, Any]) -> str:
                      f"{row['predict_seconds']:>10} {row['predict_ms_per_customer']:>16} {row['scoring_seconds']:>10} "
                      f"{row['ms_per_customer']:>16} {row['peak_rss_mb']:>8}")
     lines.append("predict = calibrated probability + flag only (model.predict per event); scoring = as the stage "
-                 "scores (score_rows: + TreeSHAP top features + evidence JSON), without the evidence lookup")
+                 "scores (score_rows: + path-attribution top features + evidence JSON), without the evidence lookup")
     return "\n".join(lines)
 
 
