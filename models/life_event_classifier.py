@@ -40,7 +40,6 @@ Modelling code only: never imports `pipelines`, reads no config file; save/load 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -50,8 +49,8 @@ import numpy as np
 import pandas as pd
 
 from models.calibration import IsotonicCalibrator
-from models.global_engine import threads_for
-from models.global_engine import threads_for
+from models.global_engine import _jsonable, threads_for
+from models.global_engine import _jsonable, threads_for
 from models.metrics import pr_auc
 
 FORMAT_VERSION = 1
@@ -89,24 +88,6 @@ class LifeEventParams:
     def from_dict(cls, data: Mapping[str, Any]) -> "LifeEventParams":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (pd.Timestamp, np.datetime64)):
-        return pd.Timestamp(value).isoformat()
-    return value
 
 
 def _matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
