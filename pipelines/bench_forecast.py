@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -89,26 +89,28 @@ def _run(args: list[str], env: dict[str, str]) -> str:
     return done.stdout
 
 
+def set_up_bank(prefix: str, base_customers: int, days: int) -> tuple[Path, dict[str, str], dict[str, float]]:
+    """A simulated, loaded and trained bank in a fresh temporary $SEGONE_HOME: (home, its environment, the seconds
+    each set-up step took)."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    env = os.environ.copy() | {"SEGONE_HOME": str(home)}
+    segone = str(Path(sys.executable).parent / "segone")
+    setup = {}
+    for name, args in (("simulate", ["simulate", "--customers", str(base_customers), "--days", str(days),
+                                     "--end-date", END.isoformat(), "--seed", "42"]),
+                       ("load_history", ["load-history"]), ("train", ["train"])):
+        started = time.perf_counter()
+        _run([segone, *args], env)
+        setup[f"{name}_seconds"] = round(time.perf_counter() - started, 1)
+    return home, env, setup
+
+
 def bench_forecast(sizes: list[int], base_customers: int = 10_000, days: int = 365,
                    prophet_sample: int = 300) -> dict[str, Any]:
     from models.prophet_engine import forecast_prophet
     from pipelines import forecast
 
-    home = Path(tempfile.mkdtemp(prefix="segone-bench-forecast-"))
-    env = os.environ.copy() | {"SEGONE_HOME": str(home)}
-    segone = str(Path(sys.executable).parent / "segone")
-    setup = {}
-    started = time.perf_counter()
-    _run([segone, "simulate", "--customers", str(base_customers), "--days", str(days), "--end-date",
-          END.isoformat(), "--seed", "42"], env)
-    setup["simulate_seconds"] = round(time.perf_counter() - started, 1)
-    started = time.perf_counter()
-    _run([segone, "load-history"], env)
-    setup["load_history_seconds"] = round(time.perf_counter() - started, 1)
-    started = time.perf_counter()
-    _run([segone, "train"], env)
-    setup["train_seconds"] = round(time.perf_counter() - started, 1)
-
+    home, env, setup = set_up_bank("segone-bench-forecast-", base_customers, days)
     paths = Paths(home)
     day = forecast.data_end(paths)
     os.environ["SEGONE_HOME"] = str(home)

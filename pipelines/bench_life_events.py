@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from unittest import mock
 
 import pandas as pd
 
-from pipelines.bench_forecast import END, _peak_rss_mb, _run, tile
+from pipelines.bench_forecast import _peak_rss_mb, _run, set_up_bank, tile
 from pipelines.config import Paths
 
 EVIDENCE_NOTE = ("evidence transaction lookup excluded from the tiled scoring: evidence_postings is a DuckDB query "
@@ -102,21 +100,7 @@ def base_features(paths: Paths, day) -> tuple[pd.DataFrame, pd.DataFrame]:
 def bench_life_events(sizes: list[int], base_customers: int = 3000, days: int = 300) -> dict[str, Any]:
     from pipelines import forecast, life_events
 
-    home = Path(tempfile.mkdtemp(prefix="segone-bench-life-events-"))
-    env = os.environ.copy() | {"SEGONE_HOME": str(home)}
-    segone = str(Path(sys.executable).parent / "segone")
-    setup = {}
-    started = time.perf_counter()
-    _run([segone, "simulate", "--customers", str(base_customers), "--days", str(days), "--end-date",
-          END.isoformat(), "--seed", "42"], env)
-    setup["simulate_seconds"] = round(time.perf_counter() - started, 1)
-    started = time.perf_counter()
-    _run([segone, "load-history"], env)
-    setup["load_history_seconds"] = round(time.perf_counter() - started, 1)
-    started = time.perf_counter()
-    _run([segone, "train"], env)
-    setup["train_seconds"] = round(time.perf_counter() - started, 1)
-
+    home, env, setup = set_up_bank("segone-bench-life-events-", base_customers, days)
     paths = Paths(home)
     day = forecast.data_end(paths)
     os.environ["SEGONE_HOME"] = str(home)
