@@ -50,7 +50,6 @@ import pandas as pd
 
 from models.calibration import IsotonicCalibrator
 from models.global_engine import _jsonable, threads_for
-from models.global_engine import _jsonable, threads_for
 from models.metrics import pr_auc
 
 FORMAT_VERSION = 1
@@ -80,6 +79,7 @@ class LifeEventParams:
     max_bin: int = 63
     refit: bool = True            # refit on training + validation cut-offs once calibration and threshold are set
     max_pos_weight: float = 20.0  # positives up-weighted by min(negatives / positives, this): rare events need it
+    prior_strength: float = 20.0  # pseudo-rows at the base rate that smooth the rule prior's two rates
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,14 +157,51 @@ class LifeEventClassifier:
                 "deterministic": True, "force_col_wise": True, "num_threads": p.num_threads, "verbose": -1,
                 "max_bin": p.max_bin}
 
-    def _train(self, frame: pd.DataFrame, columns: list[str], y: np.ndarray) -> lgb.Booster | None:
+    def _pos_weight(self, y: np.ndarray) -> float:
+        n_pos = float(np.sum(y))
+        return float(min((len(y) - n_pos) / max(n_pos, 1.0), self.params.max_pos_weight))
+
+    def _prior(self, frame: pd.DataFrame, y: np.ndarray, column: str | None) -> dict[str, Any] | None:
+        """The rule prior: the (positive-weighted, smoothed) log-odds of the label where the rule fires and where it
+        does not, on the training rows. The trees start from it (init_score) and learn only the corrections the
+        labels support; with a handful of labelled positives the model stays close to the rule, with many it can
+        move far from it."""
+        if not column or column not in frame.columns:
+            return None
+        fires = pd.to_numeric(frame[column], errors="coerce").fillna(0).to_numpy(float) >= 0.5
+        w = self._pos_weight(y)
+        k = float(self.params.prior_strength)
+        base = float(np.mean(y)) if len(y) else 0.0
+        logits = {}
+        for name, mask in (("fires", fires), ("silent", ~fires)):
+            pos = float(np.sum(y[mask])) * w
+            neg = float(np.sum(mask) - np.sum(y[mask]))
+            rate = (pos + k * base * w) / (pos + neg + k * (base * w + 1 - base))
+            rate = min(max(rate, 1e-6), 1 - 1e-6)
+            logits[name] = float(np.log(rate / (1 - rate)))
+        return {"column": column, "logit_fires": logits["fires"], "logit_silent": logits["silent"]}
+
+    @staticmethod
+    def _prior_margin(frame: pd.DataFrame, prior: Mapping[str, Any] | None) -> np.ndarray | None:
+        if not prior:
+            return None
+        fires = pd.to_numeric(frame[prior["column"]], errors="coerce").fillna(0).to_numpy(float) >= 0.5
+        return np.where(fires, prior["logit_fires"], prior["logit_silent"])
+
+    def _train(self, frame: pd.DataFrame, columns: list[str], y: np.ndarray,
+               monotone: Mapping[str, int] | None = None, prior: Mapping[str, Any] | None = None
+               ) -> lgb.Booster | None:
         n_pos = float(y.sum())
         n_neg = float(len(y) - n_pos)
         if n_pos < 1 or n_neg < 1:
             return None
-        params = {**self._lgb_params(), "scale_pos_weight": float(min(n_neg / n_pos, self.params.max_pos_weight)),
+        params = {**self._lgb_params(), "scale_pos_weight": self._pos_weight(y),
                   "num_threads": threads_for(len(frame), self.params.num_threads)}
+        if monotone:
+            params["monotone_constraints"] = [int(monotone.get(c, 0)) for c in columns]
+            params["monotone_constraints_method"] = "advanced"
         dataset = lgb.Dataset(_matrix(frame, columns), label=y, feature_name=columns, free_raw_data=True,
+                              init_score=self._prior_margin(frame, prior),
                               params={"verbose": -1, "max_bin": self.params.max_bin})
         return lgb.train(params, dataset, num_boost_round=self.params.n_estimators)
 
@@ -184,7 +221,9 @@ class LifeEventClassifier:
 
     def fit(self, features: pd.DataFrame, labels: pd.DataFrame, events: Mapping[str, Mapping[str, Any]]
             ) -> "LifeEventClassifier":
-        """events: {event_type: {"features": [column, ...], "target_precision": float}}."""
+        """events: {event_type: {"features": [column, ...], "target_precision": float,
+        "monotone": {column: +1 or -1, ...} (optional)}}. A +1 constraint says more of that evidence never lowers the
+        probability: with a few dozen labelled positives it keeps the trees from learning noise the other way."""
         data = features.merge(labels, on=KEY_COLUMNS, how="inner", validate="one_to_one", suffixes=("", "__label"))
         data = data.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
         self.events, self.boosters, self.calibrators, self.notes = {}, {}, {}, []
@@ -200,14 +239,18 @@ class LifeEventClassifier:
             if usable.any():
                 tr[usable], va[usable] = self.split(data.loc[usable, "cutoff"])
             y_tr, y_va = y_all[tr], y_all[va]
+            monotone = {c: int(v) for c, v in (spec.get("monotone") or {}).items() if c in columns and int(v)}
             info: dict[str, Any] = {"features": columns, "target_precision": float(spec["target_precision"]),
+                                    "monotone": dict(sorted(monotone.items())),
                                     "n_train": int(tr.sum()), "n_train_positives": int(y_tr.sum()),
                                     "n_validation": int(va.sum()), "n_validation_positives": int(y_va.sum()),
                                     "base_rate": float(y_all[usable].mean()) if usable.any() else 0.0, "notes": []}
-            booster = self._train(data.loc[tr], columns, y_tr)
+            prior = self._prior(data.loc[tr], y_tr, spec.get("prior")) if y_tr.sum() > 0 else None
+            info["prior"] = prior
+            booster = self._train(data.loc[tr], columns, y_tr, monotone, prior)
             if booster is None:
                 info["notes"].append("no positive (or no negative) training row: the model predicts the base rate")
-            raw_va = self._raw(event, data.loc[va], columns, booster, info["base_rate"])
+            raw_va = self._raw(event, data.loc[va], columns, booster, info["base_rate"], prior)
             calibrator = IsotonicCalibrator().fit(raw_va, y_va) if va.any() else None
             if calibrator is not None and calibrator.identity:
                 info["notes"].append("calibration: a single class on the validation cut-offs, identity map")
@@ -225,7 +268,7 @@ class LifeEventClassifier:
                 # the final trees see the validation cut-offs too (the newest behaviour); the calibrator and the
                 # threshold fitted on the first model's validation scores are kept: a close approximation
                 both = tr | va
-                refitted = self._train(data.loc[both], columns, y_all[both])
+                refitted = self._train(data.loc[both], columns, y_all[both], monotone, prior)
                 if refitted is not None:
                     booster = refitted
                     info["refitted_on_validation"] = True
@@ -234,21 +277,26 @@ class LifeEventClassifier:
         return self
 
     # ---------------------------------------------------------------------------------------------- prediction
-    @staticmethod
-    def _raw(event: str, frame: pd.DataFrame, columns: list[str], booster: lgb.Booster | None,
-             base_rate: float) -> np.ndarray:
+    @classmethod
+    def _raw(cls, event: str, frame: pd.DataFrame, columns: list[str], booster: lgb.Booster | None,
+             base_rate: float, prior: Mapping[str, Any] | None = None) -> np.ndarray:
         if len(frame) == 0:
             return np.zeros(0)
         if booster is None:
             return np.full(len(frame), base_rate)
-        return booster.predict(_matrix(frame, columns), num_threads=threads_for(len(frame), 2))
+        margin = booster.predict(_matrix(frame, columns), raw_score=True, num_threads=threads_for(len(frame), 2))
+        offset = cls._prior_margin(frame, prior)
+        if offset is not None:
+            margin = margin + offset
+        return 1.0 / (1.0 + np.exp(-margin))
 
     def predict(self, features: pd.DataFrame, events: list[str] | None = None) -> pd.DataFrame:
         """Long frame: customer_id, cutoff, event_type, probability (calibrated), flagged, threshold."""
         parts = []
         for event in events or list(self.events):
             info = self.events[event]
-            raw = self._raw(event, features, info["features"], self.boosters.get(event), info["base_rate"])
+            raw = self._raw(event, features, info["features"], self.boosters.get(event), info["base_rate"],
+                            info.get("prior"))
             calibrator = self.calibrators.get(event)
             p = np.clip(calibrator.predict(raw) if calibrator is not None else raw, 0.0, 1.0)
             threshold = info["threshold"]
@@ -263,7 +311,8 @@ class LifeEventClassifier:
 
     def explain(self, features: pd.DataFrame, event: str, k: int = 3) -> list[list[dict[str, Any]]]:
         """Per row: the k features with the largest positive contributions to the event's score (path attributions,
-        models/attribution.py: an exact decomposition of the raw score, far faster than TreeSHAP), as
+        models/attribution.py: an exact decomposition of the raw score, far faster than TreeSHAP; the rule prior's
+        log-odds where the rule fires is credited to the rule indicator), as
         [{"feature", "value", "contribution"}], largest first; a row without any positive contribution gets its k
         largest (least negative) ones."""
         from models.attribution import PathAttributor
@@ -278,6 +327,11 @@ class LifeEventClassifier:
         if event not in attributors:
             attributors[event] = PathAttributor(booster)
         contrib = attributors[event].attributions(matrix, threads_for(len(matrix), self.params.num_threads))
+        prior = info.get("prior")
+        if prior and prior["column"] in columns:
+            # the rule prior is part of the score too: where the rule fires it adds its log-odds over the silent rows
+            offset = self._prior_margin(features, prior) - prior["logit_silent"]
+            contrib[:, columns.index(prior["column"])] += offset
         order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
         top = np.take_along_axis(contrib, order, axis=1)
         values = np.take_along_axis(matrix, order, axis=1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -81,10 +82,63 @@ def is_location_feature(name: str, cfg: dict[str, Any]) -> bool:
     return any(name.startswith(prefix) for prefix in cfg["location_features_prefix"])
 
 
+RULE_PREFIX = "rule_"
+
+
+def rule_column(event: str) -> str:
+    return f"{RULE_PREFIX}{event}"
+
+
+def add_rule_features(frame: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
+    """One 0/1 column per event: does the hand-written rule fire? The rule is what a bank knows before it has labels;
+    as a feature it gives the event's model that knowledge, and the trees learn where the rule is wrong."""
+    from models.life_event_rules import rule_fires
+
+    rules = {rule_column(event): rule_fires(frame, spec["rule"]).astype("float64")
+             for event, spec in cfg["events"].items()}
+    kept = frame.drop(columns=[c for c in rules if c in frame.columns])
+    return pd.concat([kept, pd.DataFrame(rules, index=frame.index)], axis=1)
+
+
+def _matches_signal(column: str, signals: Iterable[str]) -> bool:
+    return any(signal in column for signal in signals)
+
+
 def event_feature_columns(cfg: dict[str, Any], event: str, columns: Iterable[str]) -> list[str]:
-    """The feature columns the event's model may read: location features only with the `location` consent."""
-    allow_location = "location" in cfg["events"][event]["consent"]
-    return [c for c in columns if c not in KEYS and (allow_location or not is_location_feature(c, cfg))]
+    """The feature columns the event's model may read: the common features, those of the event's signal groups
+    (config `model.signals`; every feature when the event names none) and the event's own rule indicator, never
+    another event's; location features only with the `location` consent."""
+    spec = cfg["events"][event]
+    allow_location = "location" in spec["consent"]
+    signals = (spec.get("model") or {}).get("signals")
+    common = set(cfg.get("common_model_features", []))
+    out = []
+    for c in columns:
+        if c in KEYS or (not allow_location and is_location_feature(c, cfg)):
+            continue
+        if c.startswith(RULE_PREFIX):
+            if c == rule_column(event):
+                out.append(c)
+            continue
+        if signals is None or c in common or _matches_signal(c, signals):
+            out.append(c)
+    return out
+
+
+def event_monotone(cfg: dict[str, Any], event: str, columns: Iterable[str]) -> dict[str, int]:
+    """+1 constraints: the event's rule indicator and the recent windowed counts (n_<signal>_<N>d, n_new_<signal>_<N>d)
+    of the signal groups in config `model.increasing`: more surveyor payments never make buying a home less likely."""
+    increasing = (cfg["events"][event].get("model") or {}).get("increasing", [])
+    return {c: 1 for c in columns if c == rule_column(event) or _windowed_of(c, increasing)}
+
+
+def _windowed_of(column: str, signals: Iterable[str]) -> bool:
+    """Is `column` a recent windowed count of one of the signal groups (n_surveyor_30d, n_new_dd_utilities_60d)?"""
+    for signal in signals:
+        for prefix in (f"n_{signal}_", f"n_new_{signal}_", f"n_new_dd_{signal}_"):
+            if column.startswith(prefix) and re.fullmatch(r"\d+d", column[len(prefix):]):
+                return True
+    return False
 
 
 def model_params(cfg: dict[str, Any]):
@@ -138,14 +192,15 @@ def restrict_to_customers(con: duckdb.DuckDBPyConnection, customer_ids: Iterable
         con.execute(f"delete from {table} where customer_id not in (select customer_id from le_customers)")
 
 
-def compute_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Run sql/features_life_events.sql on a registered connection: numeric features as float64."""
+def compute_features(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Run sql/features_life_events.sql on a registered connection: numeric features as float64, and the rule
+    indicators (add_rule_features)."""
     frame = con.execute(f"{feature_stage.sql_text('features_life_events')} order by customer_id, cutoff").df()
     frame["cutoff"] = pd.to_datetime(frame["cutoff"])
     for column in frame.columns:
         if column not in KEYS:
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    return frame
+    return add_rule_features(frame, cfg or settings())
 
 
 def build_features(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
@@ -153,7 +208,7 @@ def build_features(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: 
     con = lake.connect()
     try:
         register_inputs(con, paths, as_of, cutoffs, buckets, cfg)
-        return compute_features(con)
+        return compute_features(con, cfg)
     finally:
         con.close()
 
@@ -293,9 +348,13 @@ def frame_hash(*frames: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 def event_specs(cfg: dict[str, Any], columns: list[str]) -> dict[str, dict[str, Any]]:
-    return {event: {"features": event_feature_columns(cfg, event, columns),
-                    "target_precision": float(spec["target_precision"])}
-            for event, spec in cfg["events"].items()}
+    out = {}
+    for event, spec in cfg["events"].items():
+        chosen = event_feature_columns(cfg, event, columns)
+        out[event] = {"features": chosen, "target_precision": float(spec["target_precision"]),
+                      "monotone": event_monotone(cfg, event, chosen),
+                      "prior": rule_column(event) if cfg.get("rule_prior", True) else None}
+    return out
 
 
 def fit_classifier(features: pd.DataFrame, labels: pd.DataFrame, cfg: dict[str, Any]):
@@ -559,7 +618,7 @@ def classify_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     try:
         register_inputs(con, paths, day, [day], [bucket], cfg)
         restrict_to_customers(con, consent["customer_id"])
-        features = compute_features(con)
+        features = compute_features(con, cfg)
         rows = score_rows(model, con, features, consent, day, cfg) if len(features) else _empty_rows()
     finally:
         con.close()
@@ -626,6 +685,19 @@ def _lead_times(flags: pd.DataFrame, events: pd.DataFrame, event: str, spec: dic
     first = hits.groupby(["customer_id", "event_date"])["cutoff"].min().reset_index()
     leads = ((first["event_date"] - first["cutoff"]).dt.days).astype(float).tolist()
     return leads, int(len(mine.drop_duplicates(["customer_id", "event_date"])))
+
+
+def ranking_score(probability: pd.Series, raw: pd.Series) -> np.ndarray:
+    """The order the model puts rows in: by calibrated probability, ties broken by the raw score. Isotonic
+    calibration is flat beyond its outermost blocks, so many rows share its top value; the raw score still orders
+    them, and it is that order an analyst or a campaign works down. Returned as ranks in (0, 1]."""
+    p, r = np.asarray(probability, dtype=float), np.asarray(raw, dtype=float)
+    order = np.lexsort((r, p))
+    ps, rs = p[order], r[order]
+    new_run = np.r_[True, (ps[1:] != ps[:-1]) | (rs[1:] != rs[:-1])]  # rows equal in both stay tied
+    ranks = np.empty(len(order), dtype=float)
+    ranks[order] = np.cumsum(new_run)
+    return ranks / max(len(order), 1)
 
 
 def _pr_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -744,7 +816,8 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
             scored = model.predict(scored_frame, [event])
             add("model", source, pd.DataFrame({"customer_id": scored["customer_id"],
                                                "cutoff": pd.to_datetime(scored["cutoff"]),
-                                               "score": scored["probability"], "flagged": scored["flagged"]}),
+                                               "score": ranking_score(scored["probability"], scored["raw_score"]),
+                                               "flagged": scored["flagged"]}),
                 model.events[event]["threshold"])
         fired = rule_fires(scored_frame, spec["rule"])
         add("rule", "none", pd.DataFrame({"customer_id": scored_frame["customer_id"], "cutoff": scored_frame["cutoff"],

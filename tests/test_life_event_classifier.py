@@ -122,3 +122,77 @@ def test_rules_from_dicts():
     assert rule_features(RULE) == ["n_baby_60d"]
     with pytest.raises(KeyError):
         rule_fires(features, {"any": [["no_such_feature", ">=", 1]]})
+
+
+def _rule_world(n_customers: int, n_positive_customers: int, seed: int = 3):
+    """An event a rule catches half of (rule_marriage fires on 50% of positives and 1% of negatives), a second
+    signal (n_caterer_90d) that adds evidence, and noise columns; few labelled positives."""
+    rng = np.random.default_rng(seed)
+    n_cutoffs = 8
+    rows = n_customers * n_cutoffs
+    cutoffs = pd.to_datetime("2026-01-01") + pd.to_timedelta(np.repeat(np.arange(n_cutoffs) * 14, n_customers), "D")
+    customers = np.tile([f"C{i:05d}" for i in range(n_customers)], n_cutoffs)
+    positive_ids = rng.choice(n_customers, n_positive_customers, replace=False)
+    y = np.isin(np.tile(np.arange(n_customers), n_cutoffs), positive_ids) & (rng.random(rows) < 0.5)
+    fires = np.where(y, rng.random(rows) < 0.5, rng.random(rows) < 0.01)
+    caterer = np.where(y, rng.poisson(1.2, rows), rng.poisson(0.05, rows)).astype(float)
+    features = pd.DataFrame({"customer_id": customers, "cutoff": cutoffs, "rule_marriage": fires.astype(float),
+                             "n_caterer_90d": caterer, **{f"noise_{i}": rng.normal(0, 1, rows) for i in range(20)}})
+    labels = pd.DataFrame({"customer_id": customers, "cutoff": cutoffs, "marriage": y.astype(float)})
+    return features, labels
+
+
+def test_rule_prior_keeps_a_model_with_few_labels_at_least_as_good_as_its_rule():
+    features, labels = _rule_world(2000, 8)
+    columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
+    test_world, test_labels = _rule_world(2000, 60, seed=4)      # a fresh population with many more events
+    y = test_labels["marriage"].to_numpy()
+    rule_ap = pr_auc(y, test_world["rule_marriage"].to_numpy())
+    params = LifeEventParams(n_estimators=60, num_leaves=7, holdout_cutoffs=2, embargo_days=14, num_threads=1,
+                             min_child_samples=50)
+    with_prior = LifeEventClassifier(params).fit(
+        features, labels, {"marriage": {"features": columns, "target_precision": 0.7, "prior": "rule_marriage",
+                                        "monotone": {"rule_marriage": 1, "n_caterer_90d": 1}}})
+    info = with_prior.events["marriage"]
+    assert info["prior"]["logit_fires"] > info["prior"]["logit_silent"]
+    assert info["monotone"] == {"n_caterer_90d": 1, "rule_marriage": 1}
+    scored = with_prior.predict(test_world, ["marriage"])
+    order = np.lexsort((scored["raw_score"].to_numpy(), scored["probability"].to_numpy()))
+    ranks = np.empty(len(order)); ranks[order] = np.arange(len(order))
+    assert pr_auc(y, ranks) > rule_ap
+
+
+def test_monotone_evidence_never_lowers_the_probability():
+    features, labels = _rule_world(1500, 40)
+    columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
+    model = LifeEventClassifier(LifeEventParams(n_estimators=40, num_leaves=7, holdout_cutoffs=2, embargo_days=14,
+                                                num_threads=1)).fit(
+        features, labels, {"marriage": {"features": columns, "target_precision": 0.7, "prior": "rule_marriage",
+                                        "monotone": {"rule_marriage": 1, "n_caterer_90d": 1}}})
+    sample = features.sample(300, random_state=0).reset_index(drop=True)
+    base = model.predict(sample, ["marriage"])["raw_score"].to_numpy()
+    for column in ("n_caterer_90d", "rule_marriage"):
+        more = sample.assign(**{column: sample[column] + 1})
+        assert (model.predict(more, ["marriage"])["raw_score"].to_numpy() >= base - 1e-12).all()
+
+
+def test_explanations_credit_the_rule_prior_where_the_rule_fires():
+    features, labels = _rule_world(1500, 40)
+    columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
+    model = LifeEventClassifier(LifeEventParams(n_estimators=30, num_leaves=7, holdout_cutoffs=2, embargo_days=14,
+                                                num_threads=1)).fit(
+        features, labels, {"marriage": {"features": columns, "target_precision": 0.7, "prior": "rule_marriage"}})
+    fired = features[features["rule_marriage"] == 1].head(50).reset_index(drop=True)
+    top = model.explain(fired, "marriage", k=1)
+    assert sum(items[0]["feature"] == "rule_marriage" for items in top) >= 40
+
+
+def test_a_saved_prior_model_predicts_the_same(tmp_path):
+    features, labels = _rule_world(800, 20)
+    columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
+    model = LifeEventClassifier(LifeEventParams(n_estimators=20, num_leaves=7, holdout_cutoffs=2, embargo_days=14,
+                                                num_threads=1)).fit(
+        features, labels, {"marriage": {"features": columns, "target_precision": 0.7, "prior": "rule_marriage"}})
+    model.save(tmp_path)
+    again = LifeEventClassifier.load(tmp_path)
+    pd.testing.assert_frame_equal(model.predict(features), again.predict(features))

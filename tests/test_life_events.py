@@ -211,3 +211,35 @@ def test_hand_made_lookalikes_are_not_flagged(bank):
     for frame, events in cases:
         predicted = model.predict(frame, events)
         assert not predicted["flagged"].any(), predicted[predicted["flagged"]]
+
+
+def test_each_model_reads_its_own_signals_and_rule_and_no_other_events_rule():
+    cfg = le.settings()
+    frame = pd.DataFrame({"customer_id": ["C1"], "cutoff": [pd.Timestamp(D)],
+                          **{c: [0.0] for c in ["age_years", "n_wedding_venue_90d", "n_caterer_30d", "n_baby_60d",
+                                                "n_foreign_ccy_14d", "n_airline_30d", "n_new_salary_payers_45d",
+                                                "salary_stopped", "n_redundancy_60d", "n_removals_30d",
+                                                "n_tenancy_deposit_30d", "n_surveyor_90d", "n_solicitor_90d",
+                                                "n_bridal_90d", "n_new_pension_payers_60d", "n_caterer_90d"]}})
+    frame = le.add_rule_features(frame, cfg)
+    assert {f"rule_{e}" for e in cfg["events"]} <= set(frame.columns)
+    columns = [c for c in frame.columns if c not in le.KEYS]
+    marriage = le.event_feature_columns(cfg, "marriage", columns)
+    assert set(marriage) == {"age_years", "n_wedding_venue_90d", "n_caterer_30d", "n_caterer_90d", "n_bridal_90d",
+                             "rule_marriage"}
+    for event in cfg["events"]:
+        chosen = le.event_feature_columns(cfg, event, columns)
+        assert [c for c in chosen if c.startswith("rule_")] == [f"rule_{event}"]
+        if "location" not in cfg["events"][event]["consent"]:
+            assert not [c for c in chosen if le.is_location_feature(c, cfg)]
+    assert le.event_monotone(cfg, "marriage", marriage) == {"n_wedding_venue_90d": 1, "n_caterer_30d": 1, "n_caterer_90d": 1,
+                                                           "n_bridal_90d": 1, "rule_marriage": 1}
+    travel = le.event_feature_columns(cfg, "travel_abroad", columns)
+    assert {"n_foreign_ccy_14d", "n_airline_30d", "rule_travel_abroad"} <= set(travel)
+
+
+def test_ranking_score_breaks_calibration_ties_by_the_raw_score_and_keeps_real_ties():
+    probability = pd.Series([0.9, 0.9, 0.9, 0.1, 0.1])
+    raw = pd.Series([0.95, 0.99, 0.95, 0.2, 0.3])
+    ranks = le.ranking_score(probability, raw)
+    assert ranks[1] > ranks[0] == ranks[2] > ranks[4] > ranks[3]
