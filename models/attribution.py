@@ -13,16 +13,26 @@ import lightgbm as lgb
 import numpy as np
 
 
-def _leaf_tables(booster: lgb.Booster) -> list[np.ndarray]:
-    """Per tree: a (n_leaves x n_features) table of the credit each feature gets on the path to each leaf."""
+def _root_value(tree: dict) -> float:
+    root = tree["tree_structure"]
+    return float(root["leaf_value"] if "leaf_index" in root or "split_feature" not in root else root["internal_value"])
+
+
+def _leaf_tables(booster: lgb.Booster) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Per tree: the features it splits on, a (n_leaves x n_used) table of the credit each of them gets on the path
+    to each leaf, and the leaf values (their sum over trees is the raw score)."""
     n_features = booster.num_feature()
-    tables = []
+    tables, used_features, leaf_values = [], [], []
     for tree in booster.dump_model()["tree_info"]:
         root = tree["tree_structure"]
         n_leaves = int(tree["num_leaves"])
         table = np.zeros((max(n_leaves, 1), n_features))
+        values = np.zeros(max(n_leaves, 1))
         if "leaf_index" in root or "split_feature" not in root:  # a single-leaf tree credits nothing
-            tables.append(table)
+            values[:] = root.get("leaf_value", 0.0)
+            tables.append(table[:, :0])
+            used_features.append(np.zeros(0, dtype=np.int64))
+            leaf_values.append(values)
             continue
         stack = [(root, np.zeros(n_features))]
         while stack:
@@ -35,27 +45,57 @@ def _leaf_tables(booster: lgb.Booster) -> list[np.ndarray]:
                 step[node["split_feature"]] += child_value - parent_value
                 if "leaf_index" in child:
                     table[child["leaf_index"]] = step
+                    values[child["leaf_index"]] = child_value
                 else:
                     stack.append((child, step))
-        tables.append(table)
-    return tables
+        used = np.flatnonzero(np.any(table != 0, axis=0))
+        tables.append(np.ascontiguousarray(table[:, used]))
+        used_features.append(used)
+        leaf_values.append(values)
+    return tables, used_features, leaf_values
 
 
 class PathAttributor:
-    """Path attributions of one booster; the leaf tables are built once and reused for every batch."""
+    """Path attributions of one booster; the leaf tables are built once and reused for every batch. A tree only
+    credits the few features it splits on, so each tree updates only those columns."""
 
     def __init__(self, booster: lgb.Booster) -> None:
         self.booster = booster
-        self.tables = _leaf_tables(booster)
+        self.n_features = booster.num_feature()
+        self.tables, self.used, self.leaf_values = _leaf_tables(booster)
+        # per feature: the trees that split on it and, per such tree, the feature's column of the tree's table
+        self.by_feature: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for t, (table, used) in enumerate(zip(self.tables, self.used)):
+            for i, j in enumerate(used):
+                self.by_feature.setdefault(int(j), []).append((t, np.ascontiguousarray(table[:, i])))
+        self.expected = float(sum(_root_value(tree) for tree in booster.dump_model()["tree_info"]))
 
-    def attributions(self, X: np.ndarray, num_threads: int = 2) -> np.ndarray:
-        """rows x features: how much each feature moved each row's raw score."""
+    def leaves(self, X: np.ndarray, num_threads: int = 2) -> np.ndarray:
+        """rows x trees: the leaf each row lands in (one LightGBM pass, shared by margin and attributions)."""
         leaves = self.booster.predict(X, pred_leaf=True, num_threads=num_threads)
-        leaves = np.asarray(leaves, dtype=np.int64).reshape(len(X), -1)
-        out = np.zeros((len(X), self.booster.num_feature()))
-        for t, table in enumerate(self.tables):
-            out += table[leaves[:, t]]
+        return np.asarray(leaves, dtype=np.int64).reshape(len(X), -1)
+
+    def margin(self, leaves: np.ndarray) -> np.ndarray:
+        """The raw score (sum of the leaf values) of rows given their leaves: the same as predict(raw_score=True)."""
+        by_tree = np.ascontiguousarray(leaves.T)
+        out = np.zeros(len(leaves))
+        for t, values in enumerate(self.leaf_values):
+            out += values[by_tree[t]]
         return out
+
+    def attributions(self, X: np.ndarray | None = None, num_threads: int = 2,
+                     leaves: np.ndarray | None = None) -> np.ndarray:
+        """rows x features: how much each feature moved each row's raw score (from X, or from its leaves). The
+        row sums plus `expected` (the trees' root values) are the raw score."""
+        if leaves is None:
+            leaves = self.leaves(X, num_threads)
+        by_tree = np.ascontiguousarray(leaves.T)       # one contiguous row of leaf indices per tree
+        out = np.zeros((self.n_features, len(leaves)))
+        for j, trees in self.by_feature.items():
+            column = out[j]
+            for t, credit in trees:
+                column += credit[by_tree[t]]
+        return out.T
 
     def top_features(self, X: np.ndarray, names: list[str], k: int = 3, num_threads: int = 2) -> list[list[str]]:
         """Per row, the names of the (at most) k features that raised the score most (positive credit only)."""

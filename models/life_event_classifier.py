@@ -97,6 +97,22 @@ def _matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return np.ascontiguousarray(frame[columns].to_numpy(dtype=np.float64, na_value=np.nan))
 
 
+def _top_k(credit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest entries per column of a (features x rows) array, largest first (the lowest feature index
+    first among equals): (rows x k indices, rows x k values). k passes of argmax, fast for a wide batch."""
+    work = credit.copy()
+    n = credit.shape[1]
+    index = np.zeros((n, k), dtype=np.int64)
+    value = np.zeros((n, k))
+    rows = np.arange(n)
+    for i in range(k):
+        best = np.argmax(work, axis=0)
+        index[:, i] = best
+        value[:, i] = work[best, rows]
+        work[best, rows] = -np.inf
+    return index, value
+
+
 def choose_threshold(y: np.ndarray, p: np.ndarray, target_precision: float, min_positives: int = 1,
                      min_fallback_lift: float = 0.0) -> tuple[float | None, str, dict[str, float]]:
     """The lowest threshold t whose rows p >= t reach `target_precision` (and hold >= min_positives positives);
@@ -309,36 +325,64 @@ class LifeEventClassifier:
             return pd.DataFrame(columns=["customer_id", "cutoff", "event_type", "probability", "flagged", "raw_score"])
         return pd.concat(parts, ignore_index=True)
 
+    def _attributor(self, event: str):
+        from models.attribution import PathAttributor
+
+        attributors = self.__dict__.setdefault("_attributors", {})
+        if event not in attributors:
+            attributors[event] = PathAttributor(self.boosters[event])
+        return attributors[event]
+
+    def score(self, features: pd.DataFrame, event: str, k: int = 3) -> dict[str, Any]:
+        """Everything the nightly stage needs of one event, from one LightGBM pass (the leaves of each row give both
+        the score and its path attributions): probability (calibrated), flagged, raw_score, and the k features with
+        the largest contributions as arrays top_index (into `columns`), top_value, top_contribution (rows x k,
+        largest first; see `explain`). Arrays of len(features) rows."""
+        info = self.events[event]
+        columns = info["features"]
+        n = len(features)
+        booster = self.boosters.get(event)
+        k = max(0, min(k, len(columns)))
+        if booster is None or n == 0:
+            raw = np.full(n, info["base_rate"])
+            top_index = np.zeros((n, 0), dtype=np.int64)
+            top_value = top_contribution = np.zeros((n, 0))
+        else:
+            matrix = _matrix(features, columns)
+            attributor = self._attributor(event)
+            leaves = attributor.leaves(matrix, threads_for(n, self.params.num_threads))
+            credit = np.ascontiguousarray(attributor.attributions(leaves=leaves).T)   # features x rows
+            margin = credit.sum(axis=0) + attributor.expected
+            prior = info.get("prior")
+            if prior:
+                offset = self._prior_margin(features, prior)
+                margin = margin + offset
+                if prior["column"] in columns:
+                    # the rule prior is part of the score: where the rule fires it adds its log-odds over silent rows
+                    credit[columns.index(prior["column"])] += offset - prior["logit_silent"]
+            raw = 1.0 / (1.0 + np.exp(-margin))
+            top_index, top_contribution = _top_k(credit, k)
+            top_value = np.take_along_axis(matrix, top_index, axis=1)
+        calibrator = self.calibrators.get(event)
+        p = np.clip(calibrator.predict(raw) if calibrator is not None else raw, 0.0, 1.0)
+        threshold = info["threshold"]
+        flagged = np.zeros(n, dtype=bool) if threshold is None else p >= threshold
+        return {"probability": p, "flagged": flagged, "raw_score": raw, "columns": columns,
+                "top_index": top_index, "top_value": top_value, "top_contribution": top_contribution}
+
     def explain(self, features: pd.DataFrame, event: str, k: int = 3) -> list[list[dict[str, Any]]]:
         """Per row: the k features with the largest positive contributions to the event's score (path attributions,
         models/attribution.py: an exact decomposition of the raw score, far faster than TreeSHAP; the rule prior's
         log-odds where the rule fires is credited to the rule indicator), as
         [{"feature", "value", "contribution"}], largest first; a row without any positive contribution gets its k
         largest (least negative) ones."""
-        from models.attribution import PathAttributor
-
-        info = self.events[event]
-        booster = self.boosters.get(event)
-        if booster is None or len(features) == 0:
-            return [[] for _ in range(len(features))]
-        columns = info["features"]
-        matrix = _matrix(features, columns)
-        attributors = self.__dict__.setdefault("_attributors", {})
-        if event not in attributors:
-            attributors[event] = PathAttributor(booster)
-        contrib = attributors[event].attributions(matrix, threads_for(len(matrix), self.params.num_threads))
-        prior = info.get("prior")
-        if prior and prior["column"] in columns:
-            # the rule prior is part of the score too: where the rule fires it adds its log-odds over the silent rows
-            offset = self._prior_margin(features, prior) - prior["logit_silent"]
-            contrib[:, columns.index(prior["column"])] += offset
-        order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(contrib, order, axis=1)
-        values = np.take_along_axis(matrix, order, axis=1)
+        scored = self.score(features, event, k)
+        columns, index = scored["columns"], scored["top_index"]
+        values, top = scored["top_value"], scored["top_contribution"]
         out = []
         for row in range(len(features)):
-            keep = [i for i in range(order.shape[1]) if top[row, i] > 0] or list(range(order.shape[1]))
-            out.append([{"feature": columns[order[row, i]], "value": _jsonable(values[row, i]),
+            keep = [i for i in range(index.shape[1]) if top[row, i] > 0] or list(range(index.shape[1]))
+            out.append([{"feature": columns[index[row, i]], "value": _jsonable(values[row, i]),
                          "contribution": round(float(top[row, i]), 4)} for i in keep])
         return out
 

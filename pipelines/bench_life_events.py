@@ -9,8 +9,7 @@
    register_inputs, restrict_to_customers, compute_features; all buckets at once) and saved. For each size N, in a
    fresh process (so that its peak memory is its own), they are tiled to N customers (ids suffixed `~k`) and scored
    with the promoted model as the stage scores them (`score_rows`: per event the consent filter, calibrated
-   probability + flag, path-attribution top features, evidence JSON), and separately the probability + flag part alone
-   (the model's own `predict`).
+   probability + flag, path-attribution top features, evidence JSON).
    Excluded: the evidence transaction lookup of flagged rows (`evidence_postings`). It is a DuckDB query over the
    silver postings of the lake (transactions_in, transaction_text_in), which do not exist for tiled customers; in
    the tiled run it is replaced by an empty result (the flagged rows' evidence lists no transactions). Its cost is
@@ -59,24 +58,13 @@ def _score_child(features_file: Path, home: Path, n: int) -> dict[str, Any]:
     day = pd.Timestamp(features["cutoff"].iloc[0]).date()
     events = [e for e in model.events if e in cfg["events"]]
 
-    # probability + flag only: the model's own predict, per event on the customers its consent covers
-    started = time.perf_counter()
-    flagged_predict = 0
-    for event in events:
-        ok_ids = tiled_consent.loc[life_events.allowed(tiled_consent, cfg, event), "customer_id"]
-        rows = features[features["customer_id"].isin(ok_ids)].reset_index(drop=True)
-        if len(rows):
-            flagged_predict += int(model.predict(rows, [event])["flagged"].sum())
-    predict_seconds = time.perf_counter() - started
-
     # as the stage scores: score_rows (consent, predict, explain, evidence JSON), evidence lookup stubbed out
     started = time.perf_counter()
     with mock.patch.object(life_events, "evidence_postings", _no_postings):
         rows = life_events.score_rows(model, None, features, tiled_consent, day, cfg)
     score_seconds = time.perf_counter() - started
     return {"customers": n, "events": len(events), "gold_rows": int(len(rows)),
-            "flagged_rows": int(rows["flagged"].sum()), "flagged_rows_predict": flagged_predict,
-            "predict_seconds": round(predict_seconds, 2), "scoring_seconds": round(score_seconds, 2),
+            "flagged_rows": int(rows["flagged"].sum()), "scoring_seconds": round(score_seconds, 2),
             "peak_rss_mb": round(_peak_rss_mb())}
 
 
@@ -117,7 +105,6 @@ def bench_life_events(sizes: list[int], base_customers: int = 3000, days: int = 
                     str(home), str(n)], env)
         row = json.loads(out.strip().splitlines()[-1])
         row["ms_per_customer"] = round(1000 * row["scoring_seconds"] / n, 4)
-        row["predict_ms_per_customer"] = round(1000 * row["predict_seconds"] / n, 4)
         results.append(row)
     scored = max(stage["n_scored_customers"], 1)
     return {
@@ -145,14 +132,14 @@ def format_life_events_table(result: dict[str, Any]) -> str:
              f"{sum(stage['flagged'].values())}",
              f"tiled scoring (promoted model {', '.join(result['model_version'])}): {result['evidence_note']}",
              "",
-             f"{'customers':>10} {'gold rows':>10} {'flagged':>8} {'predict s':>10} {'predict ms/cust':>16} "
+             f"{'customers':>10} {'gold rows':>10} {'flagged':>8} "
              f"{'scoring s':>10} {'scoring ms/cust':>16} {'peak MB':>8}"]
     for row in result["scoring"]:
         lines.append(f"{row['customers']:>10} {row['gold_rows']:>10} {row['flagged_rows']:>8} "
-                     f"{row['predict_seconds']:>10} {row['predict_ms_per_customer']:>16} {row['scoring_seconds']:>10} "
+                     f"{row['scoring_seconds']:>10} "
                      f"{row['ms_per_customer']:>16} {row['peak_rss_mb']:>8}")
-    lines.append("predict = calibrated probability + flag only (model.predict per event); scoring = as the stage "
-                 "scores (score_rows: + path-attribution top features + evidence JSON), without the evidence lookup")
+    lines.append("scoring = as the stage scores (score_rows: consent per event, calibrated probability + flag, "
+                 "path-attribution top features, evidence JSON), without the evidence lookup")
     return "\n".join(lines)
 
 

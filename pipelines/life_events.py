@@ -546,57 +546,117 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def score_rows(model, con: duckdb.DuckDBPyConnection, features: pd.DataFrame, consent: pd.DataFrame, day: date,
-               cfg: dict[str, Any]) -> pd.DataFrame:
+def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFrame, consent: pd.DataFrame,
+               day: date, cfg: dict[str, Any]) -> pd.DataFrame:
     """Gold rows for the customers of `features` (cut-off = day): one per customer and event type their consent
-    covers; none for a customer without the life_events consent."""
+    covers; none for a customer without the life_events consent. Vectorised: one LightGBM pass per event gives the
+    probability, the flag and the top features; the evidence JSON is built by DuckDB; only the flagged rows' postings
+    are looked up (evidence_postings)."""
     k = int(cfg["evidence_top_features"])
-    parts = []
+    parts, flagged_parts, names = [], [], {}
+    customer_ids = features["customer_id"].astype(str).reset_index(drop=True)
+    consent_ids = pd.Index(consent["customer_id"].astype(str).to_numpy(dtype=object))
+    where = consent_ids.get_indexer(customer_ids.to_numpy(dtype=object))   # each row's consent row (-1: none)
     for event in model.events:
         if event not in cfg["events"]:
             continue
-        ok_ids = consent.loc[allowed(consent, cfg, event), "customer_id"]
-        rows = features[features["customer_id"].isin(ok_ids)].reset_index(drop=True)
-        if rows.empty:
+        ok = allowed(consent, cfg, event).to_numpy(dtype=bool)
+        mask = (where >= 0) & ok[np.maximum(where, 0)]
+        if not mask.any():
             continue
-        scored = model.predict(rows, [event]).reset_index(drop=True)
-        top = model.explain(rows, event, k=k)
-        scored["top_features"] = [[t["feature"] for t in items] for items in top]
-        scored["top_detail"] = top
-        scored["threshold"] = model.events[event]["threshold"]
-        parts.append(scored)
+        info = model.events[event]
+        needed = list(dict.fromkeys([*info["features"], *([info["prior"]["column"]] if info.get("prior") else [])]))
+        rows = features.loc[mask, needed]
+        scored = model.score(rows, event, k)
+        names[event] = list(scored["columns"])
+        width = scored["top_index"].shape[1]
+        part = {"customer_id": customer_ids[mask].reset_index(drop=True), "event_type": event,
+                "probability": np.round(scored["probability"].astype(float), 6), "flagged": scored["flagged"],
+                "threshold": np.nan if info["threshold"] is None else float(info["threshold"])}
+        for i in range(k):
+            part[f"f{i}"] = scored["top_index"][:, i].astype(np.int32) + 1 if i < width else 0   # 1-based, 0: none
+            part[f"v{i}"] = scored["top_value"][:, i] if i < width else np.nan
+            part[f"c{i}"] = np.round(scored["top_contribution"][:, i], 4) if i < width else np.nan
+        parts.append(pd.DataFrame(part))
+        hit = scored["flagged"]
+        if hit.any():
+            chosen = np.asarray(scored["columns"], dtype=object)[scored["top_index"][hit]] if width else None
+            flagged_parts.append(pd.DataFrame({
+                "customer_id": customer_ids[mask].to_numpy(dtype=object)[hit], "event_type": event,
+                "top_features": [list(r) for r in chosen] if width else [[] for _ in range(int(hit.sum()))]}))
     if not parts:
         return _empty_rows()
     scored = pd.concat(parts, ignore_index=True)
-    flagged = scored[scored["flagged"]]
-    postings = evidence_postings(con, flagged, day, cfg)
-    by_key = {key: group for key, group in postings.groupby(["customer_id", "event_type"], sort=False)}
-    evidence = []
-    for row in scored.itertuples(index=False):
-        item: dict[str, Any] = {
-            "top_features": [{"feature": t["feature"], "value": _json_value(t["value"]),
-                              "contribution": t["contribution"]} for t in row.top_detail],
-            "threshold": None if row.threshold is None or pd.isna(row.threshold) else round(float(row.threshold), 6),
-            "rule": cfg["events"][row.event_type]["rule"]["description"],
-        }
-        if row.flagged:
-            group = by_key.get((row.customer_id, row.event_type))
-            item["transactions"] = [] if group is None else [
-                {"transaction_id": r.transaction_id, "booking_date": pd.Timestamp(r.booking_date).date().isoformat(),
-                 "amount": round(float(r.amount), 2), "label": r.label, "signal": r.signal}
-                for r in group.itertuples(index=False)]
-            item["transaction_ids"] = [t["transaction_id"] for t in item["transactions"]]
-        evidence.append(json.dumps(item, sort_keys=True, default=str))
-    out = pd.DataFrame({
-        "customer_id": scored["customer_id"].astype(str),
-        "event_type": scored["event_type"].astype(str),
-        "probability": scored["probability"].astype(float).round(6),
-        "flagged": scored["flagged"].astype(bool),
-        "threshold": pd.to_numeric(scored["threshold"], errors="coerce").astype(float),
-        "evidence": evidence,
-        "model_version": getattr(model, "version", "unversioned"),
-    })
-    return out.sort_values(["customer_id", "event_type"], kind="stable").reset_index(drop=True)
+    flagged = (pd.concat(flagged_parts, ignore_index=True) if flagged_parts
+               else pd.DataFrame(columns=["customer_id", "event_type", "top_features"]))
+    postings = evidence_postings(con, flagged, day, cfg) if len(flagged) else pd.DataFrame(
+        columns=["customer_id", "event_type", "transaction_id", "booking_date", "amount", "label", "signal"])
+    return _evidence_frame(scored, postings, cfg, k, getattr(model, "version", "unversioned"), names)
+
+
+def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str, Any], k: int,
+                    model_version: str, names: dict[str, list[str]]) -> pd.DataFrame:
+    """The gold rows with their evidence JSON (sorted keys: rule, threshold, top_features, and on a flagged row
+    transaction_ids and transactions), built in one DuckDB query. `scored` names its top features by their 1-based
+    position in the event's feature list (`names`)."""
+    rules = pd.DataFrame({"event_type": list(cfg["events"]),
+                          "rule_description": [spec["rule"]["description"] for spec in cfg["events"].values()],
+                          "feature_names": [names.get(e, []) for e in cfg["events"]]})
+    postings = postings.assign(booking_date=pd.to_datetime(postings["booking_date"]).dt.strftime("%Y-%m-%d"),
+                               amount=pd.to_numeric(postings["amount"]).astype(float).round(2),
+                               n=np.arange(len(postings)))
+
+    def finite(column: str) -> str:
+        return f"case when {column} is null or isnan({column}) or isinf({column}) then null else round({column}, 4) end"
+
+    features = ", ".join(f"struct_pack(feature := case when s.f{i} > 0 then r.feature_names[s.f{i}] end, "
+                         f"value := {finite(f's.v{i}')}, contribution := s.c{i})" for i in range(k))
+    top = (f"list_filter([{features}], lambda x: x.feature is not null)" if k else "[]")
+    # the features that raised the score; a row without any positive contribution keeps its k largest ones
+    positive = f"list_filter({top}, lambda x: x.contribution > 0)"
+    con = duckdb.connect()
+    try:
+        con.register("le_scored", scored)
+        con.register("le_postings", postings[["customer_id", "event_type", "transaction_id", "booking_date", "amount",
+                                              "label", "signal", "n"]])
+        con.register("le_rules", rules)
+        out = con.sql(f"""
+            with transactions as (
+                select customer_id, event_type,
+                    list(transaction_id order by n) as transaction_ids,
+                    list(struct_pack(amount := amount, booking_date := booking_date, label := label, signal := signal,
+                                     transaction_id := transaction_id) order by n) as transactions
+                from le_postings
+                group by customer_id, event_type
+            ),
+            base as (
+                select s.customer_id, s.event_type, s.probability, s.flagged, s.threshold,
+                    to_json(struct_pack(
+                        rule := r.rule_description,
+                        threshold := case when isnan(s.threshold) then null else round(s.threshold, 6) end,
+                        top_features := case when len({positive}) > 0 then {positive} else {top} end
+                    )) as evidence_base,
+                    coalesce(t.transaction_ids, []) as transaction_ids,
+                    coalesce(t.transactions, []) as transactions
+                from le_scored as s
+                join le_rules as r using (event_type)
+                left join transactions as t using (customer_id, event_type)
+            )
+            select customer_id, event_type, probability, flagged,
+                case when isnan(threshold) then null else threshold end as threshold,
+                case when flagged
+                    then left(cast(evidence_base as varchar), -1) || ',"transaction_ids":'
+                         || cast(to_json(transaction_ids) as varchar) || ',"transactions":'
+                         || cast(to_json(transactions) as varchar) || '}}'
+                    else cast(evidence_base as varchar) end as evidence,
+                '{model_version.replace("'", "''")}' as model_version
+            from base
+            order by customer_id, event_type""").to_arrow_table().to_pandas()
+    finally:
+        con.close()
+    out["threshold"] = pd.to_numeric(out["threshold"], errors="coerce").astype(float)
+    out["flagged"] = out["flagged"].astype(bool)
+    return out.reset_index(drop=True)
 
 
 def _empty_rows() -> pd.DataFrame:
@@ -685,6 +745,13 @@ def _lead_times(flags: pd.DataFrame, events: pd.DataFrame, event: str, spec: dic
     first = hits.groupby(["customer_id", "event_date"])["cutoff"].min().reset_index()
     leads = ((first["event_date"] - first["cutoff"]).dt.days).astype(float).tolist()
     return leads, int(len(mine.drop_duplicates(["customer_id", "event_date"])))
+
+
+def precision_at_recall(y: np.ndarray, score: np.ndarray, recall: float) -> float:
+    """Precision of flagging every row scoring at or above the highest threshold whose recall reaches `recall`."""
+    rec, prec = _pr_points(np.asarray(y, dtype=float), np.asarray(score, dtype=float))
+    reached = np.flatnonzero(rec >= recall - 1e-12)
+    return float(prec[reached[0]]) if len(reached) else float("nan")
 
 
 def ranking_score(probability: pd.Series, raw: pd.Series) -> np.ndarray:
@@ -805,6 +872,7 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
                 hits = hits[(delta >= 0) & (delta <= 30)]      # the cut-offs in the month after the look-alike
                 row["lookalike_flag_rate"] = float(hits["flagged"].mean()) if len(hits) else float("nan")
                 row["n_lookalike_rows"] = int(len(hits))
+            row["_scores"] = s
             rows.append(row)
             if n_pos_rows and method != "base_rate":
                 keep = ~np.isnan(s)
@@ -829,6 +897,13 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
                                                    "cutoff": scored_frame["cutoff"],
                                                    "score": np.full(len(scored_frame), prevalence),
                                                    "flagged": draw}), prevalence)
+        # the models' precision where they reach the rule's recall: the threshold-free comparison of the two flags
+        mine = [r for r in rows if r["event_type"] == event and "_scores" in r]
+        rule_recall = next((r["recall"] for r in mine if r["method"] == "rule"), float("nan"))
+        for r in mine:
+            scores = r.pop("_scores")
+            r["precision_at_rule_recall"] = (precision_at_recall(y, np.nan_to_num(scores, nan=-np.inf), rule_recall)
+                                             if n_pos_rows and np.isfinite(rule_recall) else float("nan"))
 
     rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
     output.mkdir(parents=True, exist_ok=True)
@@ -851,7 +926,7 @@ def _report(rows: list[dict[str, Any]], curves: dict, leads: dict[str, list[floa
     from pipelines.html_report import bar_figure, render_report
 
     table = pd.DataFrame(rows)
-    shown = table[[c for c in ["event_type", "method", "label_source", "pr_auc", "precision", "recall", "threshold",
+    shown = table[[c for c in ["event_type", "method", "label_source", "pr_auc", "precision", "recall", "precision_at_rule_recall", "threshold",
                                "flag_rate", "median_lead_days", "share_events_detected", "n_true_events",
                                "lookalike_flag_rate"] if c in table]]
     bars = table.assign(series=table["method"] + " (" + table["label_source"] + ")")[["event_type", "series", "pr_auc"]]
