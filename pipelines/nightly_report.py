@@ -519,8 +519,9 @@ def _fairness(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     figures = []
     for dimension in ("age band", "region"):
         part = table[table["dimension"] == dimension]
-        long = pd.concat([pd.DataFrame({"group": part["group_name"], "metric": m, "rate": part[m]})
-                          for m in ("offer_rate", "credit_suppression_rate") if part[m].notna().any()])
+        pieces = [pd.DataFrame({"group": part["group_name"], "metric": m, "rate": part[m]})
+                  for m in ("offer_rate", "credit_suppression_rate") if part[m].notna().any()]
+        long = pd.concat(pieces) if pieces else pd.DataFrame()   # no decisions yet (a history load): no plot
         if not long.empty and len(part) <= 40:
             figures.append(bar_figure(long, "group", "rate", "metric", f"Rates per customer by {dimension}"))
     return [{"heading": heading, "text": "Offer rate: commercial recommendations per customer. Credit suppression "

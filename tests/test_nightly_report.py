@@ -233,3 +233,16 @@ def test_backtest_fallback_is_shown_and_labelled(tmp_path, monkeypatch) -> None:
     text = text_of(page)
     assert "the latest backtest's calibration instead" in text
     assert "could not be built" not in text
+
+
+def test_a_night_with_customers_but_no_decisions_writes_the_fairness_section(tmp_path, monkeypatch) -> None:
+    """After a history load there are customers but no next best actions yet: the section says so, no error."""
+    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
+    paths = Paths(tmp_path)
+    lake.write_frame(_customers(), lake.partition_path(paths, "silver", "customers", as_of=D), paths)
+    page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
+    text = text_of(page)
+    assert SECTION_HEADINGS_FAIRNESS in text and "could not be built" not in text
+
+
+SECTION_HEADINGS_FAIRNESS = nightly_report.SECTION_HEADINGS["fairness"]
