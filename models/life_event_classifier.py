@@ -15,7 +15,8 @@ Per event:
 4. Threshold on the calibrated validation probabilities: the lowest one whose precision is >= the target precision
    (with at least `min_flagged_positives` true positives); if none reaches the target, the threshold with the best
    F1 is used and the fallback is written into `notes` (and the model metadata), unless its precision is under
-   `min_fallback_lift` x the validation prevalence: then, as with no positive in validation, the event never flags
+   `min_fallback_lift` x the validation prevalence or under `min_fallback_precision`: then, as with no positive in
+   validation, the event never flags
    (threshold = None), noted too.
    Calibration and threshold share the validation cut-offs (documented choice: with a few dozen positives per
    event, splitting them again would leave neither step anything to learn from).
@@ -76,6 +77,7 @@ class LifeEventParams:
     embargo_days: int = 28
     min_flagged_positives: int = 2
     min_fallback_lift: float = 5.0  # a best-F1 fallback under 5x the prevalence in precision does not flag at all
+    min_fallback_precision: float = 0.1  # ... nor one under this precision (on declared labels: ~0.2-0.4 real)
     max_bin: int = 63
     refit: bool = True            # refit on training + validation cut-offs once calibration and threshold are set
     max_pos_weight: float = 20.0  # positives up-weighted by min(negatives / positives, this): rare events need it
@@ -114,9 +116,11 @@ def _top_k(credit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def choose_threshold(y: np.ndarray, p: np.ndarray, target_precision: float, min_positives: int = 1,
-                     min_fallback_lift: float = 0.0) -> tuple[float | None, str, dict[str, float]]:
+                     min_fallback_lift: float = 0.0, min_fallback_precision: float = 0.0
+                     ) -> tuple[float | None, str, dict[str, float]]:
     """The lowest threshold t whose rows p >= t reach `target_precision` (and hold >= min_positives positives);
-    else the threshold of the best F1, unless its precision is below `min_fallback_lift` times the validation
+    else the threshold of the best F1, unless its precision is below `min_fallback_precision` (a rare event's best F1
+    can sit at a threshold that flags nearly everyone) or below `min_fallback_lift` times the validation
     prevalence (then the event never flags: a flag no better than chance is not a flag). The lift, not an absolute
     precision, because with partial labels (declared events only) an undeclared true event counts as a false
     positive, so the measured precision understates the real one by the declaration rate.
@@ -145,6 +149,10 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, target_precision: float, min_
         how = (f"fallback: no threshold reaches validation precision {target_precision:g}; best F1 "
                f"(precision {precision[i]:.3f}, recall {recall[i]:.3f})")
         prevalence = n_pos / len(y)
+        if precision[i] < min_fallback_precision:
+            return None, (f"no threshold reaches validation precision {target_precision:g} and the best F1 has "
+                          f"precision {precision[i]:.3f} < {min_fallback_precision:g}: the event never flags"), \
+                {"precision": float(precision[i]), "recall": float(recall[i])}
         if precision[i] < min_fallback_lift * prevalence:
             return None, (f"no threshold reaches validation precision {target_precision:g} and the best F1 has "
                           f"precision {precision[i]:.3f} < {min_fallback_lift:g} x the prevalence {prevalence:.4f}: "
@@ -274,7 +282,8 @@ class LifeEventClassifier:
             p_va = calibrator.predict(raw_va) if calibrator is not None else raw_va
             threshold, how, at = choose_threshold(y_va, p_va, info["target_precision"],
                                                   self.params.min_flagged_positives,
-                                                  self.params.min_fallback_lift)
+                                                  self.params.min_fallback_lift,
+                                                  self.params.min_fallback_precision)
             info.update({"threshold": threshold, "threshold_rule": how, "validation_at_threshold": at,
                          "validation_pr_auc": pr_auc(y_va, p_va) if y_va.sum() > 0 else float("nan")})
             if how.startswith("fallback") or threshold is None:

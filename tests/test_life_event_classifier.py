@@ -76,6 +76,19 @@ def test_choose_threshold_is_the_lowest_meeting_the_target_and_falls_back_to_f1(
     assert choose_threshold(np.zeros(4), np.ones(4) * .5, 0.7)[0] is None
 
 
+def test_a_fallback_that_would_flag_nearly_everyone_does_not_flag():
+    """3 positives in 3,000 rows, all at the bottom of the scores: the best F1 flags everything (precision 0.001,
+    above 5x nothing); the precision floor refuses it."""
+    y = np.zeros(3000)
+    y[:3] = 1
+    p = np.linspace(0.0, 1.0, 3000)[::-1].copy()
+    p[:3] = 1e-12
+    threshold, how, at = choose_threshold(y, p, 0.7, min_positives=1, min_fallback_lift=0.5,
+                                          min_fallback_precision=0.1)
+    assert threshold is None and "never flags" in how and at["precision"] < 0.1
+    assert choose_threshold(y, p, 0.7, min_positives=1, min_fallback_lift=0.5)[0] is not None
+
+
 def test_fallback_is_noted():
     features, labels = synthetic(n_customers=400, n_cutoffs=8, seed=3)
     noisy = {"new_baby": {"features": ["noise_a", "noise_b"], "target_precision": 0.99}}
