@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -337,17 +336,25 @@ def test_without_life_events_no_life_event_action_applies():
 
 # ----------------------------------------------------------------------------------------------- on a lake
 
-SOURCE_LAKE = Path("/tmp/s3k")
-
-
 @pytest.fixture(scope="module")
 def lake_copy(tmp_path_factory) -> Path:
-    """A copy of the simulated lake's silver layer and one bucket's cash forecast (never the original)."""
-    if not (SOURCE_LAKE / "lake" / "silver" / "customers").exists():
-        pytest.skip(f"no simulated lake at {SOURCE_LAKE}")
+    """A small simulated bank, loaded, with the forecaster trained and one bucket's cash forecast published."""
+    from pipelines import forecast
+    from pipelines.simulate import simulate_command
+    from pipelines.stages import load_history
+
     home = tmp_path_factory.mktemp("nba") / "segone"
-    for part in ("silver", "gold/cash_forecast"):
-        shutil.copytree(SOURCE_LAKE / "lake" / part, home / "lake" / part)
+    home.mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEGONE_HOME", str(home))
+    paths = Paths(home)
+    try:
+        simulate_command(paths, customers=300, days=250, end_date=date(2026, 11, 20), seed=3, fmt="csv")
+        load_history(paths)
+        forecast.train(paths)
+        forecast.forecast_shard(paths, forecast.data_end(paths), 0)
+    finally:
+        mp.undo()
     return home
 
 
