@@ -209,3 +209,22 @@ def test_a_saved_prior_model_predicts_the_same(tmp_path):
     model.save(tmp_path)
     again = LifeEventClassifier.load(tmp_path)
     pd.testing.assert_frame_equal(model.predict(features), again.predict(features))
+
+
+def test_one_pass_scoring_agrees_with_predict_and_explain():
+    features, labels = _rule_world(1000, 30)
+    columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
+    model = LifeEventClassifier(LifeEventParams(n_estimators=30, num_leaves=7, holdout_cutoffs=2, embargo_days=14,
+                                                num_threads=1)).fit(
+        features, labels, {"marriage": {"features": columns, "target_precision": 0.7, "prior": "rule_marriage",
+                                        "monotone": {"rule_marriage": 1}}})
+    sample = features.head(500)
+    scored = model.score(sample, "marriage", k=3)
+    predicted = model.predict(sample, ["marriage"])
+    np.testing.assert_allclose(scored["raw_score"], predicted["raw_score"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(scored["flagged"], predicted["flagged"].to_numpy())
+    explained = model.explain(sample, "marriage", k=3)
+    first = [scored["columns"][i] for i in scored["top_index"][0]]
+    assert [t["feature"] for t in explained[0]] == [f for f, c in zip(first, scored["top_contribution"][0])
+                                                     if c > 0] or first
+    assert (np.diff(scored["top_contribution"], axis=1) <= 1e-12).all()    # largest first
