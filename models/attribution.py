@@ -18,12 +18,15 @@ def _root_value(tree: dict) -> float:
     return float(root["leaf_value"] if "leaf_index" in root or "split_feature" not in root else root["internal_value"])
 
 
-def _leaf_tables(booster: lgb.Booster) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+def _leaf_tables(booster: lgb.Booster) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], float]:
     """Per tree: the features it splits on, a (n_leaves x n_used) table of the credit each of them gets on the path
-    to each leaf, and the leaf values (their sum over trees is the raw score)."""
+    to each leaf, and the leaf values (their sum over trees is the raw score); and the sum of the trees' root values
+    (what the raw score is before any split's credit)."""
     n_features = booster.num_feature()
     tables, used_features, leaf_values = [], [], []
-    for tree in booster.dump_model()["tree_info"]:
+    trees = booster.dump_model()["tree_info"]
+    expected = float(sum(_root_value(tree) for tree in trees))
+    for tree in trees:
         root = tree["tree_structure"]
         n_leaves = int(tree["num_leaves"])
         table = np.zeros((max(n_leaves, 1), n_features))
@@ -52,7 +55,7 @@ def _leaf_tables(booster: lgb.Booster) -> tuple[list[np.ndarray], list[np.ndarra
         tables.append(np.ascontiguousarray(table[:, used]))
         used_features.append(used)
         leaf_values.append(values)
-    return tables, used_features, leaf_values
+    return tables, used_features, leaf_values, expected
 
 
 class PathAttributor:
@@ -62,13 +65,12 @@ class PathAttributor:
     def __init__(self, booster: lgb.Booster) -> None:
         self.booster = booster
         self.n_features = booster.num_feature()
-        self.tables, self.used, self.leaf_values = _leaf_tables(booster)
+        self.tables, self.used, self.leaf_values, self.expected = _leaf_tables(booster)
         # per feature: the trees that split on it and, per such tree, the feature's column of the tree's table
         self.by_feature: dict[int, list[tuple[int, np.ndarray]]] = {}
         for t, (table, used) in enumerate(zip(self.tables, self.used)):
             for i, j in enumerate(used):
                 self.by_feature.setdefault(int(j), []).append((t, np.ascontiguousarray(table[:, i])))
-        self.expected = float(sum(_root_value(tree) for tree in booster.dump_model()["tree_info"]))
 
     def leaves(self, X: np.ndarray, num_threads: int = 2) -> np.ndarray:
         """rows x trees: the leaf each row lands in (one LightGBM pass, shared by margin and attributions)."""
