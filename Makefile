@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/segone bench ingest --customers 10000,100000
 	$(BIN)/segone bench forecast --customers 10000,100000,1000000 --days 365 --out benchmarks/forecast.json
 	$(BIN)/segone bench decide --customers 100000,1000000 --out benchmarks/decide.json
+	$(BIN)/segone bench life-events --customers 100000,1000000 --out benchmarks/life_events.json
 
 # The cash-shortfall backtest on a simulated bank (3,000 customers, a year) and on the Berka data, one report;
 # the life-event backtest on the simulated bank.
