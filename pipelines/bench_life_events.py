@@ -11,7 +11,7 @@
    with the promoted model as the stage scores them (`score_rows`: per event the consent filter, calibrated
    probability + flag, path-attribution top features, evidence JSON).
    Excluded: the evidence transaction lookup of flagged rows (`evidence_postings`). It is a DuckDB query over the
-   silver postings of the lake (transactions_in, transaction_text_in), which do not exist for tiled customers; in
+   silver postings of the lake (transactions_in), which do not exist for tiled customers; in
    the tiled run it is replaced by an empty result (the flagged rows' evidence lists no transactions). Its cost is
    part of the nightly stage timed in step 2.
 """

@@ -100,7 +100,7 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
         create or replace temp view transactions_in as
         select
             t.transaction_id, t.account_id, t.customer_id, t.source, t.booking_date, t.channel, t.mcc, t.country,
-            t.currency, t.merchant_name, t.counterparty_id,
+            t.currency, t.merchant_name, t.counterparty_id, t.description,
             cast(coalesce(t.amount_base, t.amount) as decimal(18, 2)) as amount_value,
             coalesce(m.category, 'other') as category,
             coalesce(t.counterparty_id, upper(t.merchant_name),

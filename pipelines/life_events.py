@@ -155,17 +155,12 @@ def model_params(cfg: dict[str, Any]):
 def register_inputs(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date, cutoffs: Iterable[date],
                     buckets: Iterable[int] | None = None, cfg: dict[str, Any] | None = None) -> None:
     """The silver views of the features stage plus what sql/features_life_events.sql reads besides them: the cut-offs,
-    the posting descriptions, the signal maps and the forbidden MCCs."""
+    the signal maps and the forbidden MCCs."""
     cfg = cfg or settings()
     buckets = None if buckets is None else list(buckets)
     feature_stage.register_silver(con, paths, as_of, buckets)
     con.register("le_cutoffs_frame", pd.DataFrame({"cutoff": pd.to_datetime(sorted(set(cutoffs)))}))
     con.execute("create or replace temp table cutoffs as select cast(cutoff as date) as cutoff from le_cutoffs_frame")
-    scan = lake.scan_sql(paths, "silver", "transactions")
-    con.execute(f"""
-        create or replace temp view transaction_text_in as
-        select transaction_id, description from {scan}
-        where {feature_stage._bucket_filter(buckets)} and booking_date <= date '{as_of.isoformat()}'""")
     mccs = [(str(m), g) for g, codes in cfg["mcc_signals"].items() for m in codes]
     keywords = [(str(k).upper(), g) for g, words in cfg["keyword_signals"].items() for k in words]
     con.register("le_mcc_frame", pd.DataFrame(mccs, columns=["mcc", "signal"]))
@@ -482,10 +477,9 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
         with customers as (select distinct customer_id from le_flagged_frame),
         posting_rows as (
             select t.transaction_id, t.customer_id, t.booking_date, t.channel, t.mcc, t.country, t.currency,
-                t.amount_value, coalesce(t.merchant_name, x.description) as label,
-                upper(concat_ws(' ', x.description, t.merchant_name)) as posting_text
+                t.amount_value, coalesce(t.merchant_name, t.description) as label,
+                upper(concat_ws(' ', t.description, t.merchant_name)) as posting_text
             from transactions_in as t
-            left join transaction_text_in as x on x.transaction_id = t.transaction_id
             where t.customer_id in (select customer_id from customers)
               and (t.mcc is null or t.mcc not in ({forbidden}))
         ),

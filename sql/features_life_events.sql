@@ -3,7 +3,7 @@
 -- debits and standing orders that started in the last 60 days by kind, income streams that started or stopped,
 -- cash, card and foreign-currency spending, transfers to savings and the balance trend.
 -- Reads: transactions_in, balances_in, accounts_in, customers_in (pipelines/features.register_silver), cutoffs(cutoff),
--- transaction_text_in(transaction_id, description), life_event_signal_mccs(mcc, signal),
+-- life_event_signal_mccs(mcc, signal),
 -- life_event_signal_keywords(keyword, signal), life_event_forbidden_mccs(mcc) (pipelines/life_events.register_inputs).
 -- Postings with a forbidden (special-category) MCC are removed first: no feature, not even a total, sees them.
 with
@@ -11,9 +11,8 @@ allowed_postings as (
     select
         t.transaction_id, t.customer_id, t.account_id, t.booking_date, t.channel, t.mcc, t.country, t.currency,
         t.amount_value, t.category, t.stream_key,
-        upper(concat_ws(' ', x.description, t.merchant_name)) as posting_text
+        upper(concat_ws(' ', t.description, t.merchant_name)) as posting_text
     from transactions_in as t
-    left join transaction_text_in as x on x.transaction_id = t.transaction_id
     where t.mcc is null or t.mcc not in (select mcc from life_event_forbidden_mccs)
 ),
 account_products as (

@@ -111,7 +111,7 @@ def test_forbidden_postings_never_reach_a_feature(bank):
             union all
             select 'T-PHARMA-' || i, 'A-X', '{customer}', 'core', date '{D.isoformat()}' - cast(i as integer),
                 'card', m, 'GB', 'GBP',
-                'BOOTS', 'MBOOTS', -250.0, 'other', 'BOOTS', false
+                'BOOTS', 'MBOOTS', 'BOOTS PHARMACY PRESCRIPTION', -250.0, 'other', 'BOOTS', false
             from range(1, 40) as r(i), (values ('5912'), ('8062'), ('8661')) as v(m)""")
         after = le.compute_features(con)
     finally:
