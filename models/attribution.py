@@ -18,24 +18,20 @@ def _root_value(tree: dict) -> float:
     return float(root["leaf_value"] if "leaf_index" in root or "split_feature" not in root else root["internal_value"])
 
 
-def _leaf_tables(booster: lgb.Booster) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], float]:
-    """Per tree: the features it splits on, a (n_leaves x n_used) table of the credit each of them gets on the path
-    to each leaf, and the leaf values (their sum over trees is the raw score); and the sum of the trees' root values
-    (what the raw score is before any split's credit)."""
+def _leaf_tables(booster: lgb.Booster) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+    """Per tree: the features it splits on and a (n_leaves x n_used) table of the credit each of them gets on the
+    path to each leaf; and the sum of the trees' root values (the raw score is that plus every credit)."""
     n_features = booster.num_feature()
-    tables, used_features, leaf_values = [], [], []
+    tables, used_features = [], []
     trees = booster.dump_model()["tree_info"]
     expected = float(sum(_root_value(tree) for tree in trees))
     for tree in trees:
         root = tree["tree_structure"]
         n_leaves = int(tree["num_leaves"])
         table = np.zeros((max(n_leaves, 1), n_features))
-        values = np.zeros(max(n_leaves, 1))
         if "leaf_index" in root or "split_feature" not in root:  # a single-leaf tree credits nothing
-            values[:] = root.get("leaf_value", 0.0)
             tables.append(table[:, :0])
             used_features.append(np.zeros(0, dtype=np.int64))
-            leaf_values.append(values)
             continue
         stack = [(root, np.zeros(n_features))]
         while stack:
@@ -48,14 +44,12 @@ def _leaf_tables(booster: lgb.Booster) -> tuple[list[np.ndarray], list[np.ndarra
                 step[node["split_feature"]] += child_value - parent_value
                 if "leaf_index" in child:
                     table[child["leaf_index"]] = step
-                    values[child["leaf_index"]] = child_value
                 else:
                     stack.append((child, step))
         used = np.flatnonzero(np.any(table != 0, axis=0))
         tables.append(np.ascontiguousarray(table[:, used]))
         used_features.append(used)
-        leaf_values.append(values)
-    return tables, used_features, leaf_values, expected
+    return tables, used_features, expected
 
 
 class PathAttributor:
@@ -65,7 +59,7 @@ class PathAttributor:
     def __init__(self, booster: lgb.Booster) -> None:
         self.booster = booster
         self.n_features = booster.num_feature()
-        self.tables, self.used, self.leaf_values, self.expected = _leaf_tables(booster)
+        self.tables, self.used, self.expected = _leaf_tables(booster)
         # per feature: the trees that split on it and, per such tree, the feature's column of the tree's table
         self.by_feature: dict[int, list[tuple[int, np.ndarray]]] = {}
         for t, (table, used) in enumerate(zip(self.tables, self.used)):
@@ -73,17 +67,9 @@ class PathAttributor:
                 self.by_feature.setdefault(int(j), []).append((t, np.ascontiguousarray(table[:, i])))
 
     def leaves(self, X: np.ndarray, num_threads: int = 2) -> np.ndarray:
-        """rows x trees: the leaf each row lands in (one LightGBM pass, shared by margin and attributions)."""
+        """rows x trees: the leaf each row lands in (one LightGBM pass; the attributions and the score follow)."""
         leaves = self.booster.predict(X, pred_leaf=True, num_threads=num_threads)
         return np.asarray(leaves, dtype=np.int64).reshape(len(X), -1)
-
-    def margin(self, leaves: np.ndarray) -> np.ndarray:
-        """The raw score (sum of the leaf values) of rows given their leaves: the same as predict(raw_score=True)."""
-        by_tree = np.ascontiguousarray(leaves.T)
-        out = np.zeros(len(leaves))
-        for t, values in enumerate(self.leaf_values):
-            out += values[by_tree[t]]
-        return out
 
     def attributions(self, X: np.ndarray | None = None, num_threads: int = 2,
                      leaves: np.ndarray | None = None) -> np.ndarray:

@@ -532,14 +532,6 @@ def shards() -> list[int]:
     return list(range(lake.n_buckets()))
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, (float, np.floating)):
-        return None if not np.isfinite(value) else round(float(value), 4)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    return value
-
-
 def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFrame, consent: pd.DataFrame,
                day: date, cfg: dict[str, Any]) -> pd.DataFrame:
     """Gold rows for the customers of `features` (cut-off = day): one per customer and event type their consent

@@ -1,4 +1,4 @@
-"""Path attributions: exact decomposition of the raw score, the margin from the leaves, sparse per-tree updates."""
+"""Path attributions: exact decomposition of the raw score (credits plus the roots), sparse per-tree updates."""
 from __future__ import annotations
 
 import lightgbm as lgb
@@ -18,13 +18,6 @@ def booster_and_data():
               "deterministic": True, "num_threads": 1}
     booster = lgb.train(params, lgb.Dataset(X, label=y, init_score=init), num_boost_round=40)
     return booster, X
-
-
-def test_margin_from_leaves_is_the_raw_score(booster_and_data):
-    booster, X = booster_and_data
-    attributor = PathAttributor(booster)
-    leaves = attributor.leaves(X, 1)
-    np.testing.assert_allclose(attributor.margin(leaves), booster.predict(X, raw_score=True), atol=1e-9)
 
 
 def test_attributions_add_up_to_the_raw_score_minus_the_roots(booster_and_data):
