@@ -155,6 +155,15 @@ def _rule_world(n_customers: int, n_positive_customers: int, seed: int = 3):
     return features, labels
 
 
+def _fit_marriage(features: pd.DataFrame, labels: pd.DataFrame, n_estimators: int,
+                  monotone: dict[str, int] | None = None) -> LifeEventClassifier:
+    """The marriage model of _rule_world, boosted from its rule prior."""
+    columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
+    params = LifeEventParams(n_estimators=n_estimators, num_leaves=7, holdout_cutoffs=2, embargo_days=14, num_threads=1)
+    spec = {"features": columns, "target_precision": 0.7, "prior": "rule_marriage", "monotone": monotone or {}}
+    return LifeEventClassifier(params).fit(features, labels, {"marriage": spec})
+
+
 def test_rule_prior_keeps_a_model_with_few_labels_at_least_as_good_as_its_rule():
     features, labels = _rule_world(2000, 8)
     columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
@@ -177,11 +186,7 @@ def test_rule_prior_keeps_a_model_with_few_labels_at_least_as_good_as_its_rule()
 
 def test_monotone_evidence_never_lowers_the_probability():
     features, labels = _rule_world(1500, 40)
-    columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
-    model = LifeEventClassifier(LifeEventParams(n_estimators=40, num_leaves=7, holdout_cutoffs=2, embargo_days=14,
-                                                num_threads=1)).fit(
-        features, labels, {"marriage": {"features": columns, "target_precision": 0.7, "prior": "rule_marriage",
-                                        "monotone": {"rule_marriage": 1, "n_caterer_90d": 1}}})
+    model = _fit_marriage(features, labels, 40, {"rule_marriage": 1, "n_caterer_90d": 1})
     sample = features.sample(300, random_state=0).reset_index(drop=True)
     base = model.predict(sample, ["marriage"])["raw_score"].to_numpy()
     for column in ("n_caterer_90d", "rule_marriage"):
@@ -191,10 +196,7 @@ def test_monotone_evidence_never_lowers_the_probability():
 
 def test_explanations_credit_the_rule_prior_where_the_rule_fires():
     features, labels = _rule_world(1500, 40)
-    columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
-    model = LifeEventClassifier(LifeEventParams(n_estimators=30, num_leaves=7, holdout_cutoffs=2, embargo_days=14,
-                                                num_threads=1)).fit(
-        features, labels, {"marriage": {"features": columns, "target_precision": 0.7, "prior": "rule_marriage"}})
+    model = _fit_marriage(features, labels, 30)
     fired = features[features["rule_marriage"] == 1].head(50).reset_index(drop=True)
     top = model.explain(fired, "marriage", k=1)
     assert sum(items[0]["feature"] == "rule_marriage" for items in top) >= 40
@@ -202,10 +204,7 @@ def test_explanations_credit_the_rule_prior_where_the_rule_fires():
 
 def test_a_saved_prior_model_predicts_the_same(tmp_path):
     features, labels = _rule_world(800, 20)
-    columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
-    model = LifeEventClassifier(LifeEventParams(n_estimators=20, num_leaves=7, holdout_cutoffs=2, embargo_days=14,
-                                                num_threads=1)).fit(
-        features, labels, {"marriage": {"features": columns, "target_precision": 0.7, "prior": "rule_marriage"}})
+    model = _fit_marriage(features, labels, 20)
     model.save(tmp_path)
     again = LifeEventClassifier.load(tmp_path)
     pd.testing.assert_frame_equal(model.predict(features), again.predict(features))
@@ -213,11 +212,7 @@ def test_a_saved_prior_model_predicts_the_same(tmp_path):
 
 def test_one_pass_scoring_agrees_with_predict_and_explain():
     features, labels = _rule_world(1000, 30)
-    columns = [c for c in features.columns if c not in ("customer_id", "cutoff")]
-    model = LifeEventClassifier(LifeEventParams(n_estimators=30, num_leaves=7, holdout_cutoffs=2, embargo_days=14,
-                                                num_threads=1)).fit(
-        features, labels, {"marriage": {"features": columns, "target_precision": 0.7, "prior": "rule_marriage",
-                                        "monotone": {"rule_marriage": 1}}})
+    model = _fit_marriage(features, labels, 30, {"rule_marriage": 1})
     sample = features.head(500)
     scored = model.score(sample, "marriage", k=3)
     predicted = model.predict(sample, ["marriage"])
