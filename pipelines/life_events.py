@@ -348,7 +348,7 @@ def event_specs(cfg: dict[str, Any], columns: list[str]) -> dict[str, dict[str, 
         chosen = event_feature_columns(cfg, event, columns)
         out[event] = {"features": chosen, "target_precision": float(spec["target_precision"]),
                       "monotone": event_monotone(cfg, event, chosen),
-                      "prior": rule_column(event) if cfg.get("rule_prior", True) else None}
+                      "prior": rule_column(event)}
     return out
 
 
@@ -552,11 +552,11 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
             continue
         info = model.events[event]
         needed = list(dict.fromkeys([*info["features"], *([info["prior"]["column"]] if info.get("prior") else [])]))
-        rows = features.loc[mask, needed]
-        scored = model.score(rows, event, k)
+        ids = customer_ids[mask].reset_index(drop=True)
+        scored = model.score(features.loc[mask, needed], event, k)
         names[event] = list(scored["columns"])
         width = scored["top_index"].shape[1]
-        part = {"customer_id": customer_ids[mask].reset_index(drop=True), "event_type": event,
+        part = {"customer_id": ids, "event_type": event,
                 "probability": np.round(scored["probability"].astype(float), 6), "flagged": scored["flagged"],
                 "threshold": np.nan if info["threshold"] is None else float(info["threshold"])}
         for i in range(k):
@@ -568,15 +568,14 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
         if hit.any():
             chosen = np.asarray(scored["columns"], dtype=object)[scored["top_index"][hit]] if width else None
             flagged_parts.append(pd.DataFrame({
-                "customer_id": customer_ids[mask].to_numpy(dtype=object)[hit], "event_type": event,
+                "customer_id": ids.to_numpy(dtype=object)[hit], "event_type": event,
                 "top_features": [list(r) for r in chosen] if width else [[] for _ in range(int(hit.sum()))]}))
     if not parts:
         return _empty_rows()
     scored = pd.concat(parts, ignore_index=True)
     flagged = (pd.concat(flagged_parts, ignore_index=True) if flagged_parts
                else pd.DataFrame(columns=["customer_id", "event_type", "top_features"]))
-    postings = evidence_postings(con, flagged, day, cfg) if len(flagged) else pd.DataFrame(
-        columns=["customer_id", "event_type", "transaction_id", "booking_date", "amount", "label", "signal"])
+    postings = evidence_postings(con, flagged, day, cfg)   # an empty frame when nothing is flagged
     return _evidence_frame(scored, postings, cfg, k, getattr(model, "version", "unversioned"), names)
 
 
