@@ -29,9 +29,26 @@ delivered as (
     select * exclude (n_rank) from open_banking_ranked where n_rank = 1
 ),
 
-numbered as (
-    select *, row_number() over (partition by account_id, as_of order by source_file desc, source_line desc) as n_delivery
+repeated_days as (
+    select account_id, as_of
     from delivered
+    group by account_id, as_of
+    having count(*) > 1
+),
+
+-- Only the account-days delivered more than once are ranked (a hash aggregate finds them; a window over all is slow).
+numbered as (
+    select
+        delivered.*,
+        row_number() over (partition by account_id, as_of order by source_file desc, source_line desc) as n_delivery
+    from delivered
+    semi join repeated_days using (account_id, as_of)
+    union all by name
+    select
+        delivered.*,
+        1 as n_delivery
+    from delivered
+    anti join repeated_days using (account_id, as_of)
 ),
 
 final as (

@@ -33,11 +33,26 @@ delivered as (
     select * from open_banking
 ),
 
+repeated_ids as (
+    select transaction_id
+    from delivered
+    group by transaction_id
+    having count(*) > 1
+),
+
+-- Only the ids delivered more than once are ranked: a hash aggregate finds them, far cheaper than a window over all.
 numbered as (
     select
-        *,
+        delivered.*,
         row_number() over (partition by transaction_id order by source_file, source_line) as n_delivery
     from delivered
+    semi join repeated_ids using (transaction_id)
+    union all by name
+    select
+        delivered.*,
+        1 as n_delivery
+    from delivered
+    anti join repeated_ids using (transaction_id)
 ),
 
 with_account as (

@@ -199,3 +199,37 @@ def test_withdrawn_open_banking_consent_drops_external_accounts_next_run(paths, 
     accounts = silver(paths, "accounts", "as_of = '2026-11-21'")
     assert "ob:alphabank:X2" not in set(accounts.account_id)
     assert "ob:alphabank:X2" in set(silver(paths, "accounts", f"as_of = '{D}'").account_id)
+
+
+def test_deliveries_repeated_within_one_load_keep_one_row_each(paths, history):
+    """The first core delivery of a posting wins, the last balance of an account-day wins, a second
+    open-banking fetch of a posting is skipped; the repeats are quarantined or counted, never lost."""
+    night = D.isoformat()
+    write_bronze(paths, "transactions", night, [
+        tx("T20", "A1", "2026-11-20", "-1.00", source_file=f"{night}/transactions-1.csv", source_line=2),
+        tx("T21", "A1", "2026-11-20", "-2.00", source_file=f"{night}/transactions-1.csv", source_line=3),
+        tx("T20", "A1", "2026-11-20", "-9.00", source_file=f"{night}/transactions-2.csv", source_line=2),
+    ])
+    write_bronze(paths, "balances", night, [
+        {"account_id": "A1", "as_of": "2026-11-20", "balance": "10.00", "source_file": f"{night}/balances-1.csv"},
+        {"account_id": "A1", "as_of": "2026-11-20", "balance": "20.00", "source_file": f"{night}/balances-2.csv"},
+        {"account_id": "A2", "as_of": "2026-11-20", "balance": "5.00", "source_file": f"{night}/balances-1.csv"},
+    ])
+    write_ob(paths, "transactions", night, [
+        ob_tx("E7", "X2", "2026-11-20", "-6.00", "2026-11-20T01:00:00Z"),
+        ob_tx("E7", "X2", "2026-11-20", "-6.00", "2026-11-20T02:00:00Z"),
+    ])
+    metrics = conform(paths, night, D)
+
+    txs = silver(paths, "transactions", f"load_date = '{night}'").set_index("transaction_id")
+    assert sorted(txs.index) == ["T20", "T21", "ob:alphabank:X2:E7"]
+    assert float(txs.loc["T20", "amount"]) == -1.0
+    balances = silver(paths, "balances", f"load_date = '{night}'").set_index("account_id")
+    assert sorted(balances.index) == ["A1", "A2"]
+    assert float(balances.loc["A1", "balance"]) == 20.0
+    q = quarantine(paths, night)
+    assert sorted(q.reason) == [
+        "duplicate balance for this account and date within this load (the last one is used)",
+        "duplicate transaction_id within this load"]
+    assert q.set_index("reason").loc["duplicate transaction_id within this load", "file"].endswith("transactions-2.csv")
+    assert metrics["tables"]["transactions"]["skipped"] == {"open banking: already loaded by an overlapping fetch": 1}

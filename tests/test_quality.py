@@ -196,3 +196,37 @@ def test_validate_day_stops_the_run_and_says_why(paths):
     assert written["passed"] is False
     assert {g["name"] for g in written["gates"] if not g["passed"]} == {"quarantine_share:transactions",
                                                                        "required_file:balances"}
+
+
+def test_large_partitions_are_checked_on_a_repeatable_sample_spread_over_every_file(tmp_path, monkeypatch):
+    from pipelines import quality
+    from pipelines.config import settings
+
+    paths = Paths(tmp_path)
+    folder = lake.partition_path(paths, "bronze", "balances", load_date=D)
+    folder.mkdir(parents=True)
+    for part in range(2):
+        frame = pd.DataFrame({"n": range(part * 5_000, (part + 1) * 5_000)})
+        frame.to_parquet(folder / f"part-{part}.parquet", index=False)
+    config = settings() | {"quality": settings()["quality"] | {"gx_max_rows": 1_000}}
+    monkeypatch.setattr(quality, "settings", lambda: config)
+
+    first = quality._read_partition(paths, "bronze", "balances", load_date=D)
+    second = quality._read_partition(paths, "bronze", "balances", load_date=D)
+
+    assert 900 <= len(first) <= 1_000
+    assert first["n"].tolist() == second["n"].tolist()
+    assert first["n"].min() < 100 and first["n"].max() > 9_900  # from the start of the first file to the end of the last
+    assert ((first["n"] >= 5_000).mean()) == pytest.approx(0.5, abs=0.02)
+    assert list(first.columns) == ["n"]
+
+
+def test_small_partitions_are_checked_whole(tmp_path):
+    from pipelines import quality
+
+    paths = Paths(tmp_path)
+    folder = lake.partition_path(paths, "bronze", "balances", load_date=D)
+    folder.mkdir(parents=True)
+    pd.DataFrame({"n": range(500)}).to_parquet(folder / "part-0.parquet", index=False)
+
+    assert quality._read_partition(paths, "bronze", "balances", load_date=D)["n"].tolist() == list(range(500))
