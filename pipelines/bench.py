@@ -7,6 +7,8 @@ peak memory (max RSS) belongs to that method alone:
   files, per kind, plus `json_normalize` of the open-banking transactions — no validation, no quarantine, no
   dedup, no sharding: the floor a hand-written loader starts from (and `pandas_history_inferred`, the same with
   pandas' type inference: faster, but MCC 0742 becomes 742.0 and amounts become binary floats);
+- the floor of a DuckDB loader: each core CSV read once and written once to Parquet, nothing else (no JSON, no
+  checks, no silver write), which bounds how far a loader that writes bronze and silver can beat pandas;
 - the nightly ingest of day D (`segone ingest --date D`), and the same plain-pandas load of D's files;
 - the ingest of the history's transactions from Parquet landing files (the rows/s figure of the ingest alone).
 The bank is simulated with CSV landing files, the format a user's pandas loader would read.
@@ -93,6 +95,24 @@ def _plain_pandas(folder: Path, out: Path, as_text: bool) -> int:
     return rows
 
 
+def _duckdb_copy(folder: Path, out: Path) -> int:
+    """The floor of any loader built on DuckDB: each core CSV file read once as text and written once to Parquet
+    with the lake's options. No JSON, no validation, no second (silver) write: the history load does all three."""
+    from pipelines.lake import connect, parquet_options
+
+    out.mkdir(parents=True, exist_ok=True)
+    con = connect()
+    rows = 0
+    for kind, files in _landing_files(folder).items():
+        scan = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        reader = "read_parquet" if files[0].suffix == ".parquet" else "read_csv"
+        options = "" if reader == "read_parquet" else ", all_varchar = true, header = true"
+        rows += int(con.execute(f"copy (select * from {reader}([{scan}]{options})) to "
+                                f"'{out / kind}.parquet' ({parquet_options()})").fetchall()[0][0])
+    con.close()
+    return rows
+
+
 def _child(method: str, home: Path, extra: str) -> dict[str, Any]:
     paths = Paths(home)
     started = time.perf_counter()
@@ -106,6 +126,8 @@ def _child(method: str, home: Path, extra: str) -> dict[str, Any]:
         stages["openbanking_json"] = (metrics["ingest"].get("openbanking") or {}).get("seconds")
     elif method in ("pandas_history", "pandas_history_inferred"):
         rows = _plain_pandas(paths.landing_history, home / "bench-pandas" / method, as_text=method == "pandas_history")
+    elif method == "duckdb_copy_floor":
+        rows = _duckdb_copy(paths.landing_history, home / "bench-duckdb")
     elif method == "segone_night":
         from pipelines.stages import ingest
 
@@ -142,6 +164,7 @@ def bench_ingest(sizes: list[int], days: int) -> list[dict[str, Any]]:
                 _measure_in_child("segone_history", home),
                 _measure_in_child("pandas_history", home),
                 _measure_in_child("pandas_history_inferred", home),
+                _measure_in_child("duckdb_copy_floor", home),
                 _measure_in_child("segone_night", home, END.isoformat()),
                 _measure_in_child("pandas_night", home, END.isoformat()),
                 _measure_in_child("segone_parquet_transactions", home),
@@ -183,6 +206,10 @@ def format_table(results: list[dict[str, Any]]) -> str:
             ratio = methods["pandas_history"]["seconds"] / methods["segone_history"]["seconds"]
             lines.append(f"{n:,} customers: segone's history load (ingest, validate, conform, validate silver, "
                          f"publish) runs at {ratio:.2f}x the speed of the plain-pandas copy of the same files")
+        if "duckdb_copy_floor" in methods and "pandas_history" in methods:
+            floor = methods["pandas_history"]["seconds"] / methods["duckdb_copy_floor"]["seconds"]
+            lines.append(f"{n:,} customers: one DuckDB read and one Parquet write of the core CSV files alone "
+                         f"(no JSON, no checks, no silver) runs at {floor:.2f}x the speed of the plain-pandas copy")
     return "\n".join(lines)
 
 
