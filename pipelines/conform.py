@@ -86,8 +86,9 @@ def _register_previous(con: duckdb.DuckDBPyConnection, paths: Paths, table: str,
 
 
 def _run(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Materialise sql/<name>.sql as a temp table of the same name (with any reject/skip columns)."""
-    con.execute(f"create or replace temp table {name} as {sql_text(name)}")
+    """Materialise sql/<name>.sql as a table of the same name (with any reject/skip columns) in the compressed
+    in-memory catalog `work`."""
+    con.execute(f"create or replace table work.{name} as {sql_text(name)}")
 
 
 def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
@@ -114,6 +115,9 @@ def conform(paths: Paths, load_date: str, as_of: date) -> dict:
     started = time.perf_counter()
     cfg = settings()["ingest"]
     con = lake.connect()
+    # A history's postings materialised uncompressed outgrow the memory limit and spill; compressed they fit.
+    con.execute("attach ':memory:' as work (compress)")
+    con.execute("use work")
     con.execute(f"create macro customer_bucket(id) as {lake.bucket_sql('id')}")
     con.execute(f"set variable load_date = '{load_date}'")
     con.execute(f"set variable as_of = date '{as_of.isoformat()}'")
