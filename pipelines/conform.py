@@ -27,6 +27,8 @@ SNAPSHOTS = ("customers", "fx_rates", "consent_state", "accounts", "standing_ord
              "scheduled_payments")
 EVENTS = {"consents": "consents", "crm_responses": "crm_responses", "life_events_declared": "life_events"}
 FACTS = ("transactions", "balances")
+FACT_BRONZE = {"transactions": ("bronze_transactions", "bronze_ob_transactions"),
+               "balances": ("bronze_balances", "bronze_ob_balances")}
 HISTORY = "history"
 
 
@@ -141,8 +143,8 @@ def conform(paths: Paths, load_date: str, as_of: date) -> dict:
 
     _register_loaded_transactions(con, paths, load_date, as_of, int(cfg["dedup_lookback_days"]),
                                   int(cfg.get("openbanking_dedup_lookback_days", 45)))
-    for name in ("silver_transactions", "silver_balances", "silver_standing_orders", "silver_direct_debits",
-                 "silver_scheduled_payments", "silver_crm_responses", "silver_life_events_declared"):
+    for name in ("silver_standing_orders", "silver_direct_debits", "silver_scheduled_payments",
+                 "silver_crm_responses", "silver_life_events_declared"):
         _run(con, name)
 
     metrics: dict = {"load_date": load_date, "as_of": as_of_text, "previous_snapshots": previous, "tables": {}}
@@ -156,17 +158,87 @@ def conform(paths: Paths, load_date: str, as_of: date) -> dict:
         final = lake.partition_path(paths, "silver", table, load_date=load_date)
         rows = lake.write_relation(con, _project(schema, _accepted(con, f"silver_{table}")), final, paths)
         metrics["tables"][table] = {"rows": rows} | _outcomes(con, f"silver_{table}")
+    rows_per_group = int(cfg.get("conform_rows_per_bucket_group", 8_000_000))
     for table in FACTS:
-        schema = table_schema("silver", table)
-        rows = lake.write_partitions(con, _project(schema, _accepted(con, f"silver_{table}"), drop_partitions=False),
-                                     paths.table("silver", table), paths, ["load_date", "bucket"],
-                                     replace=[f"load_date={load_date}"])
-        metrics["tables"][table] = {"rows": rows} | _outcomes(con, f"silver_{table}")
+        rows, n_groups = _conform_fact(con, paths, table, load_date, rows_per_group)
+        metrics["tables"][table] = {"rows": rows, "bucket_groups": n_groups} | _outcomes(con, f"silver_{table}")
 
     metrics["quarantined"] = _write_quarantine(con, paths, load_date)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     con.close()
     return metrics
+
+
+def bucket_groups(n_rows: int, rows_per_group: int, buckets: int | None = None) -> list[list[int]]:
+    """The customer buckets dealt into as few groups as keep each under about `rows_per_group` rows (a night is one
+    group, a history several), so that a fact table is conformed group by group in flat memory."""
+    buckets = buckets or lake.n_buckets()
+    n_groups = min(buckets, max(1, -(-n_rows // max(rows_per_group, 1))))
+    return [list(range(g, buckets, n_groups)) for g in range(n_groups)]
+
+
+def _conform_fact(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, load_date: str, rows_per_group: int
+                  ) -> tuple[int, int]:
+    """sql/silver_<table>.sql over this load's bronze, written partitioned by bucket; (rows written, groups).
+
+    A large load is conformed one group of buckets at a time: the bronze views are narrowed to the accounts of the
+    group (the last group also takes the accounts nobody holds, which the SQL rejects or skips), so that each pass
+    materialises and sorts only its share. A posting's duplicates are ranked within its group, which is exact
+    because every delivery of an id is on one account; if some id is delivered on accounts of two groups, the load
+    is conformed in one pass instead. The rejected and skipped rows of all groups end up in silver_<table>.
+    """
+    name = f"silver_{table}"
+    schema = table_schema("silver", table)
+    views = FACT_BRONZE[table]
+    n_rows = sum(int(con.execute(f"select count(*) from {view}").fetchall()[0][0]) for view in views)
+    groups = bucket_groups(n_rows, rows_per_group)
+    if len(groups) > 1 and table == "transactions" and _ids_across_groups(con, views, groups):
+        groups = bucket_groups(0, rows_per_group)
+    if len(groups) == 1:
+        _run(con, name)
+        rows = lake.write_partitions(con, _project(schema, _accepted(con, name), drop_partitions=False),
+                                     paths.table("silver", table), paths, ["load_date", "bucket"],
+                                     replace=[f"load_date={load_date}"])
+        return rows, 1
+    con.execute(f"create or replace table work.{name} as select * from ({sql_text(name)}) where false")
+    for view in views:
+        con.execute(f"alter view {view} rename to {view}_all")
+    rows = 0
+    try:
+        with lake.PartitionedWrite(paths, paths.table("silver", table), ["load_date", "bucket"],
+                                   replace=[f"load_date={load_date}"]) as write:
+            for k, group in enumerate(groups):
+                held = f"select account_id from accounts_d where bucket in ({', '.join(map(str, group))})"
+                accounts = f"account_id in ({held})"
+                if k == len(groups) - 1:
+                    accounts += " or account_id not in (select account_id from accounts_d)"
+                for view in views:
+                    con.execute(f"create or replace view {view} as select * from {view}_all where {accounts}")
+                con.execute(f"create or replace table work.{name}_group as {sql_text(name)}")
+                con.execute(f"insert into work.{name} select * from work.{name}_group "
+                            f"where reject_reason is not null or skip_reason is not null")
+                rows += write.add(con, _project(schema, _accepted(con, f"{name}_group"), drop_partitions=False))
+    finally:
+        con.execute(f"drop table if exists work.{name}_group")
+        for view in views:
+            con.execute(f"drop view if exists {view}")
+            con.execute(f"alter view {view}_all rename to {view}")
+    return rows, len(groups)
+
+
+def _ids_across_groups(con: duckdb.DuckDBPyConnection, views: tuple[str, ...], groups: list[list[int]]) -> bool:
+    """Whether some transaction_id is delivered on accounts of two bucket groups (or on a held and an unknown
+    account): its deliveries could then not be ranked within one group."""
+    last = len(groups) - 1  # accounts nobody holds are conformed with the last group
+    group_of = " ".join(f"when a.bucket in ({', '.join(map(str, g))}) then {k}" for k, g in enumerate(groups))
+    deliveries = " union all ".join(f"select transaction_id, account_id from {view}" for view in views)
+    found = con.execute(
+        f"select count(*) from (select d.transaction_id from ({deliveries}) as d "
+        f"left join accounts_d as a on a.account_id = d.account_id "
+        f"group by d.transaction_id having count(*) > 1 "
+        f"and min(case {group_of} else {last} end) <> max(case {group_of} else {last} end))"
+    ).fetchall()[0][0]
+    return int(found) > 0
 
 
 def _register_consent_events(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str) -> None:

@@ -192,20 +192,50 @@ def write_partitions(con: duckdb.DuckDBPyConnection, query: str, table_root: Pat
     `replace` names top-level folders (e.g. `load_date=2026-11-20`) that this write owns: one that the query no
     longer produces is removed, so that a re-run with fewer rows leaves no stale partition behind.
     """
-    tmp = staging_dir(paths)
-    try:
+    with PartitionedWrite(paths, table_root, partition_by, replace) as write:
+        return write.add(con, query)
+
+
+class PartitionedWrite:
+    """Several COPYs into one hive-partitioned staging folder, swapped in whole (as by `write_partitions`) when
+    the block ends without an error. Each COPY must write partitions of its own: one that writes into a partition
+    an earlier COPY wrote is an error, never a silent overwrite."""
+
+    def __init__(self, paths: Paths, table_root: Path, partition_by: list[str], replace: list[str] = ()) -> None:
+        self.paths, self.table_root, self.partition_by, self.replace = paths, table_root, partition_by, list(replace)
+        self.tmp = staging_dir(paths)
+        self.n_copies = 0
+
+    def __enter__(self) -> "PartitionedWrite":
+        return self
+
+    def add(self, con: duckdb.DuckDBPyConnection, query: str) -> int:
+        """COPY one query into the staging folder; returns its rows."""
+        out = self.tmp / "out"
+        before = {p.parent for p in out.rglob("*.parquet")} if out.exists() else set()
+        pattern = "part-{i}" if self.n_copies == 0 else f"part-{self.n_copies}-{{i}}"
         result = con.execute(
-            f"copy ({query}) to '{tmp}/out' ({parquet_options()}, "
-            f"partition_by ({', '.join(partition_by)}), filename_pattern 'part-{{i}}')"
+            f"copy ({query}) to '{out}' ({parquet_options()}, partition_by ({', '.join(self.partition_by)}), "
+            f"overwrite_or_ignore true, filename_pattern '{pattern}')"
         ).fetchall()
-        produced = sorted(p.name for p in (tmp / "out").iterdir()) if (tmp / "out").exists() else []
-        for name in produced:
-            swap_in(tmp / "out" / name, table_root / name)
-        for name in set(replace) - set(produced):
-            _remove(table_root / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return int(result[0][0]) if result else 0
+        self.n_copies += 1
+        written = {p.parent for p in out.rglob(pattern.replace("{i}", "*") + ".parquet")} if out.exists() else set()
+        if written & before:
+            raise RuntimeError(f"a partitioned write into {self.table_root} wrote into partitions an earlier part of "
+                               f"it wrote: {sorted(str(p.relative_to(out)) for p in written & before)}")
+        return int(result[0][0]) if result else 0
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if kind is None:
+                out = self.tmp / "out"
+                produced = sorted(p.name for p in out.iterdir()) if out.exists() else []
+                for name in produced:
+                    swap_in(out / name, self.table_root / name)
+                for name in set(self.replace) - set(produced):
+                    _remove(self.table_root / name)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def write_frame(df: pd.DataFrame, final: Path, paths: Paths, partition_by: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from pipelines import lake
-from pipelines.conform import conform
+from pipelines import conform as conform_module
+from pipelines.conform import bucket_groups, conform
 from pipelines.schemas import bronze_schema
 
 D = date(2026, 11, 20)
@@ -233,3 +234,56 @@ def test_deliveries_repeated_within_one_load_keep_one_row_each(paths, history):
         "duplicate transaction_id within this load"]
     assert q.set_index("reason").loc["duplicate transaction_id within this load", "file"].endswith("transactions-2.csv")
     assert metrics["tables"]["transactions"]["skipped"] == {"open banking: already loaded by an overlapping fetch": 1}
+
+
+def test_bucket_groups_deal_every_bucket_to_exactly_one_group():
+    assert bucket_groups(100, 8_000_000, buckets=16) == [list(range(16))]
+    groups = bucket_groups(33_000_000, 8_000_000, buckets=16)
+    assert len(groups) == 5
+    assert sorted(b for g in groups for b in g) == list(range(16))
+    assert len(bucket_groups(10**12, 1, buckets=16)) == 16
+
+
+def _in_groups_of_one_bucket(monkeypatch):
+    config = conform_module.settings()
+    config = config | {"ingest": config["ingest"] | {"conform_rows_per_bucket_group": 1}}
+    monkeypatch.setattr(conform_module, "settings", lambda: config)
+
+
+def _silver_rows(paths, table: str, load_date: str) -> list[tuple]:
+    frame = silver(paths, table, f"load_date = '{load_date}'")
+    return sorted(frame.astype(str).itertuples(index=False, name=None))
+
+
+def test_conforming_bucket_group_by_bucket_group_gives_the_same_silver_and_quarantine(paths, history, monkeypatch):
+    one_pass = {t: _silver_rows(paths, t, "history") for t in ("transactions", "balances")}
+    assert history["tables"]["transactions"]["bucket_groups"] == 1
+    _in_groups_of_one_bucket(monkeypatch)
+    grouped = conform(paths, "history", date(2026, 11, 19))
+    assert grouped["tables"]["transactions"]["bucket_groups"] > 1
+    assert grouped["tables"]["balances"]["bucket_groups"] > 1
+    for table in ("transactions", "balances"):
+        assert _silver_rows(paths, table, "history") == one_pass[table]
+        assert grouped["tables"][table] | {"bucket_groups": 1} == history["tables"][table]
+
+
+def test_grouped_conform_keeps_rejects_skips_and_the_first_delivery(paths, history, monkeypatch):
+    _in_groups_of_one_bucket(monkeypatch)
+    test_deliveries_repeated_within_one_load_keep_one_row_each(paths, history)
+
+
+def test_an_id_delivered_on_accounts_of_two_groups_is_ranked_in_one_pass(paths, history, monkeypatch):
+    _in_groups_of_one_bucket(monkeypatch)
+    night = D.isoformat()
+    write_bronze(paths, "transactions", night, [
+        tx("T30", "A1", "2026-11-20", "-1.00", source_line=2),
+        tx("T30", "A3", "2026-11-20", "-3.00", source_line=3),
+        tx("T31", "NOPE", "2026-11-20", "-3.00", source_line=4),
+    ])
+    metrics = conform(paths, night, D)
+    assert lake.bucket_of(["C1"])[0] != lake.bucket_of(["C3"])[0]  # A1 and A3 are in different groups
+    assert metrics["tables"]["transactions"]["bucket_groups"] == 1
+    txs = silver(paths, "transactions", f"load_date = '{night}'")
+    assert txs.transaction_id.tolist() == ["T30"] and txs.account_id.tolist() == ["A1"]
+    assert metrics["tables"]["transactions"]["rejected"] == {"duplicate transaction_id within this load": 1,
+                                                             "unknown account_id": 1}

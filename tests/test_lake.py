@@ -64,6 +64,28 @@ def test_write_partitions_replaces_only_its_own_partitions(paths):
     assert bucket_rows == [(10,)]
 
 
+def test_a_partitioned_write_in_parts_swaps_in_once_and_refuses_overlapping_parts(paths):
+    con = lake.connect()
+    root = paths.table("silver", "facts")
+    frame = pd.DataFrame({"x": range(12), "load_date": ["2026-01-01"] * 12, "bucket": [i % 4 for i in range(12)]})
+    con.register("f", frame)
+    with lake.PartitionedWrite(paths, root, ["load_date", "bucket"], replace=["load_date=2026-01-01"]) as write:
+        assert write.add(con, "select * from f where bucket in (0, 1)") == 6
+        assert not root.exists()  # nothing is visible before the block ends
+        assert write.add(con, "select * from f where bucket in (2, 3)") == 6
+    rows = con.execute(f"select bucket, count(*) from {lake.scan_sql(paths, 'silver', 'facts')} "
+                       f"group by 1 order by 1").fetchall()
+    assert rows == [(0, 3), (1, 3), (2, 3), (3, 3)]
+
+    with pytest.raises(RuntimeError, match="earlier part"):
+        with lake.PartitionedWrite(paths, root, ["load_date", "bucket"], replace=["load_date=2026-01-01"]) as write:
+            write.add(con, "select * from f where bucket = 0")
+            write.add(con, "select * from f where bucket in (0, 1)")
+    rows = con.execute(f"select count(*) from {lake.scan_sql(paths, 'silver', 'facts')}").fetchall()
+    assert rows == [(12,)]  # the failed write left the table as it was
+    assert not any((paths.lake / "_staging").iterdir())
+
+
 def test_scan_sql_is_none_for_a_missing_table_and_types_partitions(paths):
     assert lake.scan_sql(paths, "silver", "nothing") is None
     lake.write_frame(pd.DataFrame({"x": [1]}), lake.partition_path(paths, "silver", "s", as_of="2026-01-01"), paths)
