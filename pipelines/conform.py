@@ -158,7 +158,7 @@ def conform(paths: Paths, load_date: str, as_of: date) -> dict:
         final = lake.partition_path(paths, "silver", table, load_date=load_date)
         rows = lake.write_relation(con, _project(schema, _accepted(con, f"silver_{table}")), final, paths)
         metrics["tables"][table] = {"rows": rows} | _outcomes(con, f"silver_{table}")
-    rows_per_group = int(cfg.get("conform_rows_per_bucket_group", 8_000_000))
+    rows_per_group = int(cfg["conform_rows_per_bucket_group"])
     for table in FACTS:
         rows, n_groups = _conform_fact(con, paths, table, load_date, rows_per_group)
         metrics["tables"][table] = {"rows": rows, "bucket_groups": n_groups} | _outcomes(con, f"silver_{table}")
@@ -194,35 +194,33 @@ def _conform_fact(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, load
     groups = bucket_groups(n_rows, rows_per_group)
     if len(groups) > 1 and table == "transactions" and _ids_across_groups(con, views, groups):
         groups = bucket_groups(0, rows_per_group)
-    if len(groups) == 1:
-        _run(con, name)
-        rows = lake.write_partitions(con, _project(schema, _accepted(con, name), drop_partitions=False),
-                                     paths.table("silver", table), paths, ["load_date", "bucket"],
-                                     replace=[f"load_date={load_date}"])
-        return rows, 1
     con.execute(f"create or replace table work.{name} as select * from ({sql_text(name)}) where false")
-    for view in views:
-        con.execute(f"alter view {view} rename to {view}_all")
+    narrowed = len(groups) > 1
+    if narrowed:
+        for view in views:
+            con.execute(f"alter view {view} rename to {view}_all")
     rows = 0
     try:
         with lake.PartitionedWrite(paths, paths.table("silver", table), ["load_date", "bucket"],
                                    replace=[f"load_date={load_date}"]) as write:
             for k, group in enumerate(groups):
-                held = f"select account_id from accounts_d where bucket in ({', '.join(map(str, group))})"
-                accounts = f"account_id in ({held})"
-                if k == len(groups) - 1:
-                    accounts += " or account_id not in (select account_id from accounts_d)"
-                for view in views:
-                    con.execute(f"create or replace view {view} as select * from {view}_all where {accounts}")
+                if narrowed:
+                    held = f"select account_id from accounts_d where bucket in ({', '.join(map(str, group))})"
+                    accounts = f"account_id in ({held})"
+                    if k == len(groups) - 1:
+                        accounts += " or account_id not in (select account_id from accounts_d)"
+                    for view in views:
+                        con.execute(f"create or replace view {view} as select * from {view}_all where {accounts}")
                 con.execute(f"create or replace table work.{name}_group as {sql_text(name)}")
                 con.execute(f"insert into work.{name} select * from work.{name}_group "
                             f"where reject_reason is not null or skip_reason is not null")
                 rows += write.add(con, _project(schema, _accepted(con, f"{name}_group"), drop_partitions=False))
     finally:
         con.execute(f"drop table if exists work.{name}_group")
-        for view in views:
-            con.execute(f"drop view if exists {view}")
-            con.execute(f"alter view {view}_all rename to {view}")
+        if narrowed:
+            for view in views:
+                con.execute(f"drop view if exists {view}")
+                con.execute(f"alter view {view}_all rename to {view}")
     return rows, len(groups)
 
 

@@ -407,19 +407,19 @@ def _read_partition(paths: Paths, layer: str, table: str, derived: dict[str, str
         return None
     cap = int(settings().get("quality", {}).get("gx_max_rows", 0))
     file_list = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    scan = f"read_parquet([{file_list}], hive_partitioning = false, union_by_name = true"
+    options = "hive_partitioning = false, union_by_name = true"
     if derived:  # window columns over the whole partition first, then a repeatable reservoir sample (one thread)
         con = lake.connect(threads=1)
         try:
             extra = ", ".join(f"{expression} as {name}" for name, expression in derived.items())
             sample = f" using sample reservoir({cap} rows) repeatable (42)" if cap else ""
-            ordered = f"(select *, {extra} from {scan}) order by all)"
+            ordered = f"(select *, {extra} from read_parquet([{file_list}], {options}) order by all)"
             return con.execute(f"select * from {ordered}{sample}").df()
         finally:
             con.close()
     con = lake.connect()
     try:
-        scan += ", file_row_number = true)"
+        scan = f"read_parquet([{file_list}], {options}, file_row_number = true)"
         rows = int(con.execute(f"select count(*) from {scan}").fetchall()[0][0])
         step = -(-rows // cap) if cap and rows > cap else 1
         sample = f" where file_row_number % {step} = 0" if step > 1 else ""
