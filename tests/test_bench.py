@@ -34,6 +34,20 @@ def test_the_duckdb_floor_copies_every_core_row_once(home):
         f"{kind}.parquet" for kind in bench._landing_files(home / "landing" / "history"))
 
 
+def test_the_lake_floor_writes_every_core_row_twice(home):
+    result = bench._child("duckdb_lake_floor", home, "")
+    assert result["rows"] == _csv_rows(home / "landing" / "history") > 0
+    from pipelines.lake import connect
+
+    con = connect()
+    written = {}
+    for kind in bench._landing_files(home / "landing" / "history"):
+        written[kind] = [int(con.execute(f"select count(*) from read_parquet('{home / 'bench-duckdb-lake' / name}')"
+                                         ).fetchall()[0][0]) for name in (f"{kind}.parquet", f"{kind}.silver.parquet")]
+    assert all(first == second for first, second in written.values())
+    assert sum(first for first, _ in written.values()) == result["rows"]
+
+
 def test_plain_pandas_also_reads_the_open_banking_transactions(home):
     result = bench._child("pandas_history", home, "")
     assert result["rows"] > _csv_rows(home / "landing" / "history")
@@ -41,7 +55,9 @@ def test_plain_pandas_also_reads_the_open_banking_transactions(home):
 
 def test_table_states_both_ratios():
     rows = [{"customers": 10, "method": m, "rows": 100, "seconds": s, "rows_per_second": 100 / s, "peak_rss_mb": 1.0}
-            for m, s in (("segone_history", 4.0), ("pandas_history", 2.0), ("duckdb_copy_floor", 0.5))]
+            for m, s in (("segone_history", 4.0), ("pandas_history", 2.0), ("duckdb_copy_floor", 0.5),
+                                   ("duckdb_lake_floor", 1.0))]
     table = bench.format_table(rows)
     assert "runs at 0.50x the speed of the plain-pandas copy" in table
     assert "(no JSON, no checks, no silver) runs at 4.00x the speed" in table
+    assert "(bronze and silver, still no JSON, no checks) runs at 2.00x the speed" in table
