@@ -12,7 +12,8 @@ peak memory (max RSS) belongs to that method alone:
   then every written file read back and written once more, the two writes (bronze, silver) of DESIGN section 5.
   No checks, no dedup, no sharding: they bound how far the history load can beat pandas on this machine;
 - the nightly ingest of day D (`segone ingest --date D`), and the same plain-pandas load of D's files;
-- the ingest of the history's transactions from Parquet landing files (the rows/s figure of the ingest alone).
+- the ingest of the history's transactions from Parquet landing files (the rows/s figure of the ingest alone), and
+  its floor: the same files read and written once to Parquet, no checks (what the machine's writer can do).
 The bank is simulated with CSV landing files, the format a user's pandas loader would read.
 """
 from __future__ import annotations
@@ -175,6 +176,8 @@ def _child(method: str, home: Path, extra: str) -> dict[str, Any]:
         rows = sum(int(k.get("rows_read", 0)) for k in metrics["kinds"].values())
     elif method == "pandas_night":
         rows = _plain_pandas(paths.landing_day(extra), home / "bench-pandas" / extra, as_text=True)
+    elif method == "duckdb_parquet_floor":
+        rows = _duckdb_copy(home / "bench-parquet", home / "bench-duckdb-parquet")
     elif method == "segone_parquet_transactions":
         from pipelines.ingest.landing import ingest_landing
 
@@ -209,6 +212,7 @@ def bench_ingest(sizes: list[int], days: int) -> list[dict[str, Any]]:
                 _measure_in_child("segone_night", home, END.isoformat()),
                 _measure_in_child("pandas_night", home, END.isoformat()),
                 _measure_in_child("segone_parquet_transactions", home),
+                _measure_in_child("duckdb_parquet_floor", home),
             ]
             for row in rows:
                 row.update(customers=n, days=days, simulate_seconds=simulate_seconds)
@@ -256,6 +260,11 @@ def format_table(results: list[dict[str, Any]]) -> str:
             lines.append(f"{n:,} customers: the same plus the open-banking transactions and a second Parquet write of "
                          f"every row (bronze and silver; still no checks) runs at {floor:.2f}x the speed of the "
                          f"plain-pandas copy")
+        if "segone_parquet_transactions" in methods and "duckdb_parquet_floor" in methods:
+            ingest, floor = (methods[m]["rows_per_second"] or 0 for m in ("segone_parquet_transactions",
+                                                                          "duckdb_parquet_floor"))
+            lines.append(f"{n:,} customers: the ingest of Parquet landing files runs at {ingest / 1e6:.2f}M rows/s; "
+                         f"reading and writing the same files once, with no checks, at {floor / 1e6:.2f}M rows/s")
     return "\n".join(lines)
 
 

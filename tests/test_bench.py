@@ -53,11 +53,22 @@ def test_plain_pandas_also_reads_the_open_banking_transactions(home):
     assert result["rows"] > _csv_rows(home / "landing" / "history")
 
 
+def test_the_parquet_floor_copies_the_parquet_landing_files(home):
+    bench._copy_transactions_only(home)
+    ingest = bench._child("segone_parquet_transactions", home, "")
+    floor = bench._child("duckdb_parquet_floor", home, "")
+    assert floor["rows"] == ingest["rows"] > 0
+    assert [p.name for p in (home / "bench-duckdb-parquet").iterdir()] == ["transactions.parquet"]
+
+
 def test_table_states_both_ratios():
-    rows = [{"customers": 10, "method": m, "rows": 100, "seconds": s, "rows_per_second": 100 / s, "peak_rss_mb": 1.0}
+    rows = [{"customers": 10, "method": m, "rows": 10**6, "seconds": s, "rows_per_second": 10**6 / s, "peak_rss_mb": 1.0}
             for m, s in (("segone_history", 4.0), ("pandas_history", 2.0), ("duckdb_copy_floor", 0.5),
-                                   ("duckdb_lake_floor", 1.0))]
+                                   ("duckdb_lake_floor", 1.0),
+                                   ("segone_parquet_transactions", 0.4), ("duckdb_parquet_floor", 0.1))]
     table = bench.format_table(rows)
     assert "runs at 0.50x the speed of the plain-pandas copy" in table
     assert "(no JSON, no checks, no silver) runs at 4.00x the speed" in table
     assert "(bronze and silver; still no checks) runs at 2.00x the speed" in table
+    assert ("Parquet landing files runs at 2.50M rows/s; reading and writing the same files once, with no checks, at "
+            "10.00M rows/s") in table
