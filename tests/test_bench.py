@@ -9,6 +9,7 @@ import pytest
 
 from pipelines import bench
 from pipelines.config import Paths
+from pipelines.lake import connect
 from pipelines.simulate import simulate_command
 
 
@@ -37,8 +38,6 @@ def test_the_duckdb_floor_copies_every_core_row_once(home):
 def test_the_lake_floor_writes_every_row_pandas_reads_twice(home):
     result = bench._child("duckdb_lake_floor", home, "")
     assert result["rows"] == bench._child("pandas_history", home, "")["rows"] > _csv_rows(home / "landing" / "history")
-    from pipelines.lake import connect
-
     con = connect()
     written = {}
     for kind in [*bench._landing_files(home / "landing" / "history"), "openbanking_transactions"]:
@@ -62,10 +61,11 @@ def test_the_parquet_floor_copies_the_parquet_landing_files(home):
 
 
 def test_table_states_both_ratios():
-    rows = [{"customers": 10, "method": m, "rows": 10**6, "seconds": s, "rows_per_second": 10**6 / s, "peak_rss_mb": 1.0}
+    rows = [{"customers": 10, "method": m, "rows": 10**6, "seconds": s, "rows_per_second": 10**6 / s,
+             "peak_rss_mb": 1.0}
             for m, s in (("segone_history", 4.0), ("pandas_history", 2.0), ("duckdb_copy_floor", 0.5),
-                                   ("duckdb_lake_floor", 1.0),
-                                   ("segone_parquet_transactions", 0.4), ("duckdb_parquet_floor", 0.1))]
+                         ("duckdb_lake_floor", 1.0), ("segone_parquet_transactions", 0.4),
+                         ("duckdb_parquet_floor", 0.1))]
     table = bench.format_table(rows)
     assert "runs at 0.50x the speed of the plain-pandas copy" in table
     assert "(no JSON, no checks, no silver) runs at 4.00x the speed" in table
