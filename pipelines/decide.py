@@ -64,7 +64,14 @@ _BOOL_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "ha
                 "has_regular_income", "is_income_stopped", "has_forecast", "has_life_events", "card_over_limit",
                 "is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
                 "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
-                "is_marketing_inapp_allowed", *(f"is_{e}" for e in LIFE_EVENTS))
+                "is_marketing_inapp_allowed", *(f"is_{e}" for e in LIFE_EVENTS), "is_message_distress",
+                "is_message_difficulty", "is_message_complaint", "is_message_lost_card", "is_message_leaving",
+                "is_message_details_change")
+# gold message_signals column -> context field (decide reads the persisted features; it never reads messages)
+MESSAGE_FIELDS = {"is_distressed": "is_message_distress", "has_financial_difficulty": "is_message_difficulty",
+                  "has_recent_complaint": "is_message_complaint", "has_fraud_or_lost_card": "is_message_lost_card",
+                  "has_wish_to_leave": "is_message_leaving", "has_personal_details_change": "is_message_details_change",
+                  "reasons": "message_reasons"}
 
 
 def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -195,7 +202,16 @@ def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
     ctx["is_service_alerts_allowed"] = ctx["is_service_alerts_allowed"].astype("boolean").fillna(True)
     ctx = ctx.merge(_forecast_wide(forecast), on="customer_id", how="left")
     ctx = ctx.merge(_life_events_wide(life), on="customer_id", how="left")
+    ctx = ctx.merge(_message_context(paths, day, bucket), on="customer_id", how="left")
     return complete_context(ctx)
+
+
+def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
+    """The persisted per-customer message features of D (gold message_signals), as context fields."""
+    from pipelines.messages import read_signals
+
+    signals = read_signals(paths, day, bucket)
+    return signals[["customer_id", *MESSAGE_FIELDS]].rename(columns=MESSAGE_FIELDS)
 
 
 def _gold_partition(con, paths: Paths, table: str, iso: str, bucket: int) -> pd.DataFrame | None:
@@ -392,6 +408,11 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     seeds, control_draw = customer_hashes(ctx["customer_id"], as_of)
     is_control = control_draw < float(pol["control_share"])
     credit_block = _credit_block(ctx, pol, book)
+    msg_rules = pol.get("message_rules", {})
+    in_distress = ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool)
+    complained = ctx["is_message_complaint"].to_numpy(bool)
+    cooldown_classes = set(msg_rules.get("complaint_cooldown_classes", ()))
+    cooldown_except = set(msg_rules.get("complaint_cooldown_except", ()))
     cp = pol["contact_policy"]
     caps = np.array([int(cp["weekly_caps"].get(ch, 10 ** 6)) for ch in CHANNELS])
     room = caps[None, :] - state.sent_7d                                   # (n, C) left this week
@@ -412,6 +433,9 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                 drop(j, failed >= 0, stage_name, codes)
         if action.is_credit:
             drop(j, credit_block >= 0, "suitability", credit_block)
+        if action.action_class == "commercial" and msg_rules.get("distress_suppresses_commercial", True):
+            drop(j, in_distress, "suitability",
+                 book.code("not offered: the customer's recent messages show distress or difficulty paying"))
         for purpose in action.data_purposes:
             words = {"personalization": "using your banking data for recommendations",
                      "life_events": "inferring life events"}.get(purpose, purpose.replace("_", " "))
@@ -433,6 +457,10 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                        f"({', '.join(action.channels)})"))
         drop(j, state.days_since_complaint[:, j] < float(cp["complaint_stop_days"]), "contact_policy",
              book.code(f"the customer complained about this action in the last {cp['complaint_stop_days']} days"))
+        if action.action_class in cooldown_classes and action.id not in cooldown_except:
+            drop(j, complained, "contact_policy",
+                 book.code(f"the customer complained in a recent message: no {action.action_class} contact for "
+                           f"{msg_rules.get('complaint_window_days', 30)} days (cool-down)"))
         drop(j, state.days_since_decline[:, j] < action.cool_down_days, "contact_policy",
              book.code(f"declined in the last {action.cool_down_days} days (cool-down)"))
         drop(j, state.n_ignored[:, j] >= action.max_ignores, "contact_policy",
@@ -530,7 +558,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     sel = np.nonzero(chosen)[0]
     sel = sel[np.lexsort((slot_rank[sel], ci[sel]))]
     nba = _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
-                     is_control, as_of, version)
+                     is_control, as_of, version, msg_rules.get("plain_register"))
     decision_log = _decision_log(ctx, catalogue, stage, reason, book, version)
     advisor = advisor_queue(ctx, pol)
     dashboard = dashboard_layout(ctx, pol)
@@ -560,7 +588,7 @@ def _cumcount(keys: np.ndarray) -> np.ndarray:
 
 
 def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
-               is_control, as_of: date, version: str) -> pd.DataFrame:
+               is_control, as_of: date, version: str, plain: dict[str, Any] | None = None) -> pd.DataFrame:
     cust = ci[sel]
     act = aj[sel]
     action_ids = np.array([x.id for x in catalogue], dtype=object)
@@ -602,6 +630,15 @@ def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probabil
         tier_note = " Help with your money always comes before offers." if action.action_class == "protective" else ""
         explanations[rows] = (f"{action.title}: " + expl + " Suggested because " + text + "." + tier_note
                               + explore_note).to_numpy()
+        if plain:  # customers in distress: the plainer register of config/decisioning.yaml message_rules
+            distressed = (ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool))[
+                cust[rows]]
+            if distressed.any():
+                simple = catalogue_module.render_template(action.raw.get("plain_explanation") or action.explanation,
+                                                          sub)
+                lines = [plain["template"].format(title=action.title, explanation=e, because=b)
+                         for e, b in zip(simple.to_numpy(), text.to_numpy())]
+                explanations[rows[distressed]] = np.array(lines, dtype=object)[distressed]
     frame["reasons"] = reasons
     frame["explanation"] = explanations
     return frame
@@ -617,7 +654,7 @@ def _fields_of(action: Action) -> list[str]:
                 walk(sub)
         names.update(rule[k] for k in ("field", "value_field") if k in rule)
 
-    for text in [action.explanation, *(r["text"] for r in action.reasons)]:
+    for text in [action.explanation, action.raw.get("plain_explanation") or "", *(r["text"] for r in action.reasons)]:
         names.update(name for name, _ in catalogue_module._PLACEHOLDER.findall(text))
     for spec in action.reasons:
         for rule in spec.get("when") or ():
@@ -679,7 +716,10 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
     c1 = (p30 >= float(rules["high_p_shortfall_30"])) & income_drop
     c2 = ctx["is_vulnerable"].to_numpy(bool) & (p30 >= float(rules["vulnerable_p_shortfall_30"]))
     c3 = ctx["in_arrears"].to_numpy(bool) & (p30 >= float(rules["arrears_p_shortfall_30"]))
-    rows = np.nonzero(c1 | c2 | c3)[0]
+    difficulty = ctx["is_message_difficulty"].to_numpy(bool)
+    c4 = (ctx["is_message_distress"].to_numpy(bool) | difficulty) if rules.get("messages", True) else \
+        np.zeros(len(ctx), dtype=bool)
+    rows = np.nonzero(c1 | c2 | c3 | c4)[0]
     sub = ctx.iloc[rows].reset_index(drop=True)
     pct = (p30[rows] * 100).round().astype(int).astype(str)
     reason = pd.Series("", index=sub.index, dtype=object)
@@ -687,16 +727,17 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
     for mask, text in (
             (c1[rows], "high risk of a shortfall within 30 days (" + pct + "%) after an income drop"),
             (c2[rows], "known vulnerability (" + vuln + ") with a risk of a shortfall within 30 days (" + pct + "%)"),
-            (c3[rows], "an account in arrears with a likely shortfall (" + pct + "%)")):
+            (c3[rows], "an account in arrears with a likely shortfall (" + pct + "%)"),
+            (c4[rows], _message_reasons(sub))):
         text = pd.Series(text, index=sub.index) if not isinstance(text, pd.Series) else text
         reason = reason + np.where(mask & (reason != ""), "; ", "") + text.where(mask, "")
-    priority = np.round(p30[rows] + 0.5 * (c1[rows].astype(float) + c2[rows] + c3[rows]), 6)
+    priority = np.round(p30[rows] + 0.5 * (c1[rows].astype(float) + c2[rows] + c3[rows] + c4[rows]), 6)
     out = pd.DataFrame({
         "customer_id": sub["customer_id"].to_numpy(dtype=object),
         "priority": priority,
         "reason": reason.to_numpy(dtype=object),
-        "suggested_action": np.where(sub["in_arrears"].to_numpy(bool), "hardship_support", "advisor_callback")
-        .astype(object),
+        "suggested_action": np.where(sub["in_arrears"].to_numpy(bool) | difficulty[rows], "hardship_support",
+                                     "advisor_callback").astype(object),
         "p_shortfall_30": p30[rows],
         "expected_shortfall_date": pd.to_datetime(sub["expected_shortfall_date"], errors="coerce").dt.date,
         "known_vulnerability": sub["known_vulnerability"].astype(object)
@@ -706,6 +747,13 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
         "is_service_alerts_allowed": sub["is_service_alerts_allowed"].to_numpy(bool),
     })
     return out.sort_values(["priority", "customer_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def _message_reasons(sub: pd.DataFrame) -> pd.Series:
+    """The advisor's reason from messages: what the customer told us, in the signals' words (never the text)."""
+    said = sub["message_reasons"].astype(object).where(sub["message_reasons"].notna(), "") \
+        if "message_reasons" in sub else pd.Series("", index=sub.index, dtype=object)
+    return ("in their messages: " + said.astype(str)).where(said.astype(str) != "", "distress in recent messages")
 
 
 def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
