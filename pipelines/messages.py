@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -109,7 +110,13 @@ def train_messages(paths: Paths, day: date | None = None, training: Path | None 
                                               sort_keys=True).encode()).hexdigest()
     version = f"messages-{data_hash[:10]}-{settings_hash[:6]}"
     existing = registry.family_dir(paths, FAMILY) / version / registry.METADATA
-    if existing.exists():
+    cached = model_cache() / version if model_cache() else None
+    if not existing.exists() and cached is not None and (cached / registry.METADATA).exists():
+        metadata = json.loads((cached / registry.METADATA).read_text(encoding="utf-8"))
+        registry.save_version(paths, FAMILY, version, lambda d: _copy_model(cached, d),
+                              {k: v for k, v in metadata.items() if k not in ("family", "version")})
+        reason = f"same training data and settings as the cached version in {cached.parent}: not trained again"
+    elif existing.exists():
         metadata = json.loads(existing.read_text(encoding="utf-8"))
         reason = "same training data and settings as an existing version: not trained again"
     else:
@@ -128,15 +135,49 @@ def train_messages(paths: Paths, day: date | None = None, training: Path | None 
                     "cv_macro_f1": chosen["macro_f1"], "temperature": chosen["temperature"],
                     "oof_calibration_error": chosen["oof_calibration_error"],
                     "scikit_learn": sklearn.__version__, "config_version": cfg.get("version")}
-        registry.save_version(paths, FAMILY, version, model.save, metadata)
+        saved = registry.save_version(paths, FAMILY, version, model.save, metadata)
         reason = "first model of its family" if registry.promoted_version(paths, FAMILY) is None else \
             f"retrained: training data or settings changed ({metadata['chosen']})"
+        if cached is not None:
+            _store_in_cache(saved, cached)
     registry.promote(paths, FAMILY, version, reason)
     metrics = {"family": FAMILY, "version": version, "promoted": True, "reason": reason,
                "chosen": metadata["chosen"], "cv_accuracy": metadata["cv_accuracy"],
                "cv_macro_f1": metadata["cv_macro_f1"], "seconds": round(time.perf_counter() - started, 1)}
     write_run_metrics(paths, day.isoformat() if day else "train", "train_messages", metrics)
     return metrics
+
+
+def model_cache() -> Path | None:
+    """Where trained intent models are kept across banks: the model depends only on the training file and the
+    settings (its version says both), so a second bank reuses it instead of repeating the cross-validation.
+    $SEGONE_MODEL_CACHE (empty: no cache), else $XDG_CACHE_HOME/segone/models/messages (~/.cache/...)."""
+    value = os.environ.get("SEGONE_MODEL_CACHE")
+    if value is not None:
+        return Path(value) / FAMILY if value.strip() else None
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "segone" / "models" / FAMILY
+
+
+def _copy_model(source: Path, target: Path) -> None:
+    for item in source.iterdir():
+        if item.name != registry.METADATA and item.is_file():
+            shutil.copy2(item, target / item.name)
+
+
+def _store_in_cache(saved: Path, cached: Path) -> None:
+    """Copy a trained version into the cache (beside it, then renamed: a reader never sees half a model)."""
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.parent / f".tmp-{os.getpid()}-{cached.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(saved, tmp)
+        if cached.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.rename(tmp, cached)
+    except OSError as error:  # a read-only home or a full disk: the model is in the registry all the same
+        log.warning("could not cache the messages model in %s: %s", cached.parent, error)
 
 
 def load_model(paths: Paths, version: str | None = None):
@@ -332,13 +373,15 @@ def understand_messages_shard(paths: Paths, day: date, bucket: int, model=None, 
     the insights of the feature windows up per customer (gold message_signals, as_of=D/bucket=N)."""
     started = time.perf_counter()
     cfg = settings()
-    model = model or load_model(paths)
-    message_scorer = message_scorer or scorer(cfg)
     since = day - timedelta(days=max(int(v) for v in cfg["windows"].values()))
     consented = consented_customers(paths, day, bucket)
     messages = messages_to_score(paths, day, bucket, consented, since)
     read_seconds = time.perf_counter() - started
-    insights = score_messages(model, message_scorer, messages)
+    message_scorer = message_scorer or scorer(cfg)
+    if len(messages):  # the model is needed (and must exist) only when there is something to read
+        model = model or load_model(paths)
+    version = str(model.version) if model is not None else registry.promoted_version(paths, FAMILY)
+    insights = score_messages(model, message_scorer, messages) if len(messages) else empty_insights()
     del messages
     score_seconds = time.perf_counter() - started - read_seconds
     window = pd.concat([earlier_insights(paths, day, bucket, since), insights], ignore_index=True) \
@@ -350,7 +393,7 @@ def understand_messages_shard(paths: Paths, day: date, bucket: int, model=None, 
                                                              as_of=day.isoformat(), bucket=str(bucket)), paths)
     n_features = lake.write_frame(features, lake.partition_path(paths, "gold", "message_signals",
                                                                 as_of=day.isoformat(), bucket=str(bucket)), paths)
-    metrics = {"bucket": int(bucket), "as_of": day.isoformat(), "model_version": str(model.version),
+    metrics = {"bucket": int(bucket), "as_of": day.isoformat(), "model_version": version or "none",
                "n_consented": len(consented), "n_messages_scored": int(written),
                "n_customers_with_signals": int(n_features),
                "signals": {s: int(features[c].sum()) for s, c in SIGNAL_FLAGS.items()},
@@ -363,7 +406,8 @@ def understand_messages_shard(paths: Paths, day: date, bucket: int, model=None, 
 
 def understand_all(paths: Paths, day: date) -> dict[str, Any]:
     """Every shard in turn (the DAG maps understand_messages_shard over the shards instead)."""
-    model, message_scorer = load_model(paths), scorer()
+    model = load_model(paths) if registry.promoted_version(paths, FAMILY) else None
+    message_scorer = scorer()
     per_shard = [understand_messages_shard(paths, day, b, model, message_scorer) for b in shards()]
     return summarise_shards(paths, day, per_shard)
 

@@ -250,6 +250,7 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
+         ("understand_messages", understand_messages), ("validate_messages", validate_messages),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
