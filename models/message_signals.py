@@ -3,12 +3,13 @@
 Sentiment is VADER's compound score (Hutto and Gilbert 2014; the `vadersentiment` package ships its lexicon), in
 [-1, 1]. Distress in [0, 1] combines negativity with groups of distress phrases (config `distress`). The bank signals
 (financial difficulty, complaint, fraud or lost card, wish to leave, change of personal details) each come from a
-list of intents, phrases and channels (config `signals`). Phrases are matched on a whole batch at once (one regular
-expression pass per group over the joined texts), so a million messages cost seconds, not minutes.
+list of intents, phrases and channels (config `signals`). Phrases (lower case) are matched on a whole batch at once
+(one regular expression pass per group over the joined, lower-cased texts), so a million messages cost seconds.
 """
 from __future__ import annotations
 
 import re
+import string
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,17 +18,21 @@ SIGNALS = ("financial_difficulty", "complaint", "fraud_or_lost_card", "wish_to_l
 
 
 def _compile(patterns: Sequence[str]) -> re.Pattern | None:
+    """One alternation of a group's phrases, matched at a word start on lower-cased text."""
     if not patterns:
         return None
-    return re.compile("|".join(f"(?:\\b{p})" for p in patterns), re.IGNORECASE)
+    return re.compile("\\b(?:" + "|".join(f"(?:{p})" for p in patterns) + ")")
 
 
 def _joined(texts: Sequence[str]) -> tuple[str, np.ndarray]:
-    """The texts joined by newlines (their own newlines made spaces) and the offset where each starts."""
+    """The texts lower-cased and joined by newlines (their own newlines made spaces), and where each starts."""
     clean = [t.replace("\n", " ").replace("\r", " ") for t in texts]
     lengths = np.fromiter((len(t) + 1 for t in clean), dtype=np.int64, count=len(clean))
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(clean) else np.zeros(0, dtype=np.int64)
-    return "\n".join(clean), starts
+    joined = "\n".join(clean).lower()
+    if len(joined) != int(lengths.sum()) - (1 if len(clean) else 0):  # lower() changed a length (rare letters)
+        joined = "\n".join(t.lower() if len(t.lower()) == len(t) else t for t in clean)
+    return joined, starts
 
 
 def _matches(pattern: re.Pattern | None, joined: str, starts: np.ndarray) -> np.ndarray:
@@ -65,9 +70,22 @@ class MessageScorer:
                                   "reason": spec["reason"]}
 
     def sentiment(self, texts: Sequence[str]) -> np.ndarray:
-        scores = self.vader.polarity_scores
-        return np.fromiter((scores(t[: self.max_chars])["compound"] for t in texts), dtype=np.float64,
-                           count=len(texts))
+        """VADER's compound score of each text. A text (ASCII: no emoji to translate) none of whose words is in
+        VADER's lexicon scores exactly 0 in VADER, whose rules only scale lexicon words; such texts (about half of
+        real banking queries) skip the analyser. Equal to VADER on every text (tested)."""
+        scores, lexicon, punctuation = self.vader.polarity_scores, self.vader.lexicon, string.punctuation
+
+        def compound(text: str) -> float:
+            if text.isascii():
+                for word in text.split():
+                    lower = word.lower()
+                    if lower in lexicon or lower.strip(punctuation) in lexicon:
+                        break
+                else:
+                    return 0.0
+            return scores(text)["compound"]
+
+        return np.fromiter((compound(t[: self.max_chars]) for t in texts), dtype=np.float64, count=len(texts))
 
     def score(self, texts: Sequence[str], channels: Sequence[str], intents: Sequence[str],
               probabilities: Sequence[float]) -> dict[str, np.ndarray]:

@@ -235,3 +235,23 @@ def test_backtest_json_shape(small_model, sample, tmp_path, monkeypatch):
     bad = tmp_path / "bad.csv"
     bad.write_text("words,label\nhello,x\n")
     assert main(["backtest", "messages", "--labelled", str(bad)]) == 2
+
+
+def test_sentiment_equals_vader(scorer, sample):
+    """The shortcut for texts without a lexicon word gives exactly VADER's compound score."""
+    texts = sample["text"].tolist() + ["I love it :)", "NOT GOOD at all!!!", "no", "kind of ok", "café fees 😡", ""]
+    expected = [scorer.vader.polarity_scores(t)["compound"] for t in texts]
+    assert list(scorer.sentiment(texts)) == expected
+
+
+def test_bench_messages_runs_the_stage(small_model, tmp_path, monkeypatch):
+    from pipelines.bench_messages import bench_messages, format_messages_table
+
+    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
+    paths = Paths(tmp_path)
+    model, table = small_model
+    _promote(paths, model, {"cv": table})
+    result = bench_messages(paths, 300, 3000, workers=1)
+    assert result["scored"] == 3000 and result["messages_per_second"] > 0 and result["cpu_seconds_total"] > 0
+    assert "3,000" in format_messages_table([result])
+    assert not (tmp_path / "bench").exists() or not any((tmp_path / "bench").iterdir())
