@@ -211,8 +211,10 @@ def backtest_command(paths: Paths, what: str = "forecast", dataset: str | None =
     if what == "messages":
         from pipelines.messages import backtest_messages
 
-        if labelled is None:
-            raise SegoneError("`segone backtest messages` needs --labelled FILE (a CSV with columns text,category)")
+        if labelled is None:  # a simulated bank: how early messages tell of shortfalls and moves
+            from pipelines.messages import lead_times
+
+            return lead_times(paths, output)
         return backtest_messages(paths, labelled, output)
     if labelled is not None:
         raise SegoneError("--labelled is for `segone backtest messages`")

@@ -472,3 +472,78 @@ def backtest_messages(paths: Paths, labelled: Path, output: Path | None = None) 
     output.mkdir(parents=True, exist_ok=True)
     (output / "messages_backtest.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lead time on a simulated bank: what messages tell before a shortfall or a move
+# ---------------------------------------------------------------------------------------------------------------
+
+def lead_times(paths: Paths, output: Path | None = None, window_days: int = 30) -> dict[str, Any]:
+    """On a simulated bank (truth/ present): score every loaded message of the customers whose message_analysis
+    consent holds at the latest snapshot, and measure how early the signals come. For each true first fall below
+    zero (truth/shortfalls): the share of those customers with a financial_difficulty message in the `window_days`
+    before it and the median lead in days; the same share among customers who never went below zero (the false
+    alarms). For moves and home purchases (truth/life_events): the share with a personal_details_change message in
+    the window before the event, and the median lead."""
+    from models.message_signals import SIGNALS
+
+    if not (paths.truth / "shortfalls").exists():
+        raise SegoneError(f"no simulator truth under {paths.truth}: the lead-time backtest needs a simulated bank "
+                          f"(use --labelled FILE to score labelled messages)")
+    scan = lake.scan_sql(paths, "silver", "messages")
+    if scan is None:
+        raise SegoneError("no silver messages: load the history first (`segone load-history`)")
+    from pipelines.features import _latest_snapshot
+
+    con = lake.connect()
+    try:
+        snapshot = lake.partition_path(paths, "silver", "consent_state",
+                                       as_of=_latest_snapshot(paths, "consent_state", date.max))
+        consented = [r[0] for r in con.execute(f"select customer_id from read_parquet('{snapshot}/**/*.parquet') "
+                                               f"where is_message_analysis_allowed").fetchall()]
+        messages = con.execute(f"select message_id, customer_id, received_at, channel, text from {scan} "
+                               f"qualify row_number() over (partition by message_id order by load_date desc) = 1"
+                               ).df()
+        shortfalls = con.execute(f"select customer_id, min(first_below_zero) as day from "
+                                 f"read_parquet('{paths.truth}/shortfalls/*.parquet') group by 1").df()
+        events = con.execute(f"select customer_id, event_type, event_date as day from "
+                             f"read_parquet('{paths.truth}/life_events/*.parquet') "
+                             f"where event_type in ('moving_home', 'buying_home')").df()
+    finally:
+        con.close()
+    messages = messages[messages["customer_id"].isin(set(consented))].reset_index(drop=True)
+    model = load_model(paths)
+    insights = score_messages(model, scorer(), messages)
+    insights["day"] = pd.to_datetime(insights["received_at"], utc=True).dt.tz_convert(None).dt.normalize()
+    first_day = insights["day"].min() if len(insights) else None
+    last_day = insights["day"].max() if len(insights) else None
+
+    def lead(targets: pd.DataFrame, signal: str) -> dict[str, Any]:
+        targets = targets.dropna(subset=["day"]).copy()
+        targets["day"] = pd.to_datetime(targets["day"])
+        # events far enough inside the window of loaded messages to have been warned of
+        targets = targets[(targets["day"] >= first_day + pd.Timedelta(days=window_days)) & (targets["day"] <= last_day)]
+        targets = targets[targets["customer_id"].isin(set(consented))]
+        hits = insights[insights["signals"].str.contains(signal, regex=False)][["customer_id", "day"]]
+        joined = targets.merge(hits, on="customer_id", how="left", suffixes=("", "_msg"))
+        gap = (joined["day"] - joined["day_msg"]).dt.days
+        joined = joined[(gap >= 0) & (gap <= window_days)].assign(lead=gap)
+        best = joined.groupby(["customer_id", "day"])["lead"].max()
+        return {"n_events": int(len(targets)), "n_with_signal_before": int(len(best)),
+                "share_with_signal_before": round(len(best) / len(targets), 4) if len(targets) else None,
+                "median_lead_days": float(best.median()) if len(best) else None}
+
+    short = shortfalls.rename(columns={"day": "day"})
+    never = sorted(set(consented) - set(short.dropna(subset=["day"])["customer_id"]))
+    difficulty_customers = set(insights.loc[insights["signals"].str.contains("financial_difficulty"), "customer_id"])
+    out = {"window_days": window_days, "model_version": model.version, "n_consented": len(consented),
+           "n_messages_scored": int(len(insights)),
+           "signal_counts": {s: int(insights["signals"].str.contains(s, regex=False).sum()) for s in SIGNALS},
+           "shortfall": lead(short, "financial_difficulty"),
+           "shortfall_false_alarm_share": round(len(difficulty_customers & set(never)) / len(never), 4)
+           if never else None,
+           "moving_or_buying_home": lead(events[["customer_id", "day"]], "personal_details_change")}
+    output = output or paths.reports / "backtest"
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "messages_lead_time.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return out
