@@ -16,9 +16,10 @@ from pipelines.ingest.openbanking import (
     COLUMNS, QUARANTINE_COLUMNS, RESOURCES, ObContext, decode_json, json_depth, parse_envelope_file,
     parse_openbanking_files, parse_resource,
 )
+from tests.conftest import REFERENCE
 from tests.fixtures.openbanking.synthetic import make_envelope
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "obie" / "examples"
+EXAMPLES = REFERENCE / "obie" / "examples"
 REPORT = {entry["file"]: entry for entry in json.loads((EXAMPLES / "_extraction_report.json").read_text())}
 RESOURCE_OF = {"accounts": "accounts", "balances": "balances", "transactions": "transactions",
                "standing-orders": "standing_orders", "direct-debits": "direct_debits",
