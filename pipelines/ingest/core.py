@@ -65,6 +65,9 @@ NUMERIC_TYPES = {"int", "decimal2", "decimal6"}
 # to 23 (DuckDB reads 24:00 as the next day, so the date as written would not be the instant's date).
 OFFSET_REGEX = r".*(Z|[+-](0[0-9]|1[0-3])(:?[0-5][0-9])?|[+-]14(:?00)?)"
 HOUR_REGEX = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):.*"
+# The three in one pattern, for the accept filter (one regex per value; the three above only word the reason).
+STRICT_TIMESTAMPTZ_REGEX = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+                            r"(Z|[+-](0[0-9]|1[0-3])(:?[0-5][0-9])?|[+-]14(:?00)?)")
 # Control characters a free text may not hold: C0 codes but tab and line breaks (a CSV field may span lines), DEL.
 CONTROL_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 NOT_A_NUMBER_TEXT = ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
@@ -154,27 +157,30 @@ def quarantine_frame(rows: list[tuple[str, int | None, str | None, str, str | No
 # Rules compiled from the contract
 # ---------------------------------------------------------------------------------------------------------------
 
-def column_rules(column: Column, value: str, business_date: date | None, late_before: date | None
-                 ) -> list[tuple[str, str, bool]]:
+def column_rules(column: Column, value: str, business_date: date | None, late_before: date | None,
+                 controls_possible: bool = True) -> list[tuple[str, str, bool]]:
     """The column's rules in the order they are checked, for a non-null `value` (SQL text): (condition that is true
-    when the rule is broken, the reason in words, whether the accept filter needs it; a rule implied by an earlier
-    one only sharpens the reason)."""
+    when the rule is broken, the reason in words, whether the accept filter needs it; a rule implied by another
+    one only sharpens the reason). controls_possible: False when the file holds no control byte at all (the scan
+    says so), which makes the text rule moot."""
     rules: list[tuple[str, str, bool]] = []
     if column.type in NUMERIC_TYPES:
         rules.append((f"lower({value}) in ({', '.join(map(quote_literal, NOT_A_NUMBER_TEXT))})",
                       "NaN or infinity is not a number", False))
     if column.type in FORMAT_REGEX:
         rules.append((f"not regexp_full_match({value}, {quote_literal(FORMAT_REGEX[column.type])})",
-                      FORMAT_WORDS[column.type], True))
-    if column.type == "text":
+                      FORMAT_WORDS[column.type], column.type != "timestamptz"))
+    if column.type == "text" and controls_possible:
         rules.append((f"regexp_matches({value}, {quote_literal(CONTROL_REGEX)})",
                       "contains a control character (NUL or another C0 code other than tab and line breaks, "
                       "or DEL)", True))
     if column.type == "timestamptz":
         rules.append((f"not regexp_full_match({value}, {quote_literal(OFFSET_REGEX)})",
-                      "zone offset out of range (-14:00 to +14:00, minutes below 60)", True))
+                      "zone offset out of range (-14:00 to +14:00, minutes below 60)", False))
         rules.append((f"not regexp_full_match({value}, {quote_literal(HOUR_REGEX)})",
-                      "hour out of range (00 to 23)", True))
+                      "hour out of range (00 to 23)", False))
+        rules.append((f"not regexp_full_match({value}, {quote_literal(STRICT_TIMESTAMPTZ_REGEX)})",
+                      FORMAT_WORDS[column.type], True))
     if column.type == "int":
         rules.append((f"try_cast({value} as bigint) is null", "integer out of range", True))
     elif column.type in ("decimal2", "decimal6"):
@@ -318,11 +324,12 @@ def _record_starts_fast(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
             buf = np.frombuffer(chunk, dtype=np.uint8)
             newlines = np.flatnonzero(buf == 10)
             quotes = np.flatnonzero(buf == 34)
-            ends = newlines
-            if quotes.size or quotes_before & 1:
-                ends = newlines[((quotes_before + np.searchsorted(quotes, newlines)) & 1) == 0]
-            if ends.size:
-                index = newlines_before + np.searchsorted(newlines, ends)  # each end's number among all newlines
+            if quotes.size or quotes_before & 1:  # a newline inside quotes does not end a record
+                is_end = ((quotes_before + np.searchsorted(quotes, newlines)) & 1) == 0
+                ends, index = newlines[is_end], newlines_before + np.flatnonzero(is_end)
+            else:
+                ends, index = newlines, newlines_before + np.arange(newlines.size, dtype=np.int64)
+            if ends.size:  # index: each end's number among all newlines of the file
                 ends_global = ends.astype(np.int64) + offset
                 starts = np.concatenate(([start], ends_global[:-1] + 1))
                 lines = np.concatenate(([start_line], index[:-1] + 2))
@@ -520,6 +527,7 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
     warnings: list[str] = []
     structural: list[tuple[int, str, str, str]] = []
     is_parquet = path.name.endswith(".parquet")
+    controls_possible = True
     try:
         if is_parquet:
             names = _load_parquet(con, path, raw, limits)
@@ -534,8 +542,9 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
             except bounds.READ_FAILURES as err:
                 scan_error = f"{type(err).__name__}: {err}"
             structural = _load_csv(con, path, names, raw, tag, scan, scan_error)
+            controls_possible = scan is None or scan.has_control
         return _validate(con, contract, raw, tag, mapping, business_date, source_file, max_late_days,
-                         quarantine_rows, structural, warnings)
+                         quarantine_rows, structural, warnings, controls_possible)
     except READ_ERRORS as err:
         # Parquet is read lazily, so a broken Parquet file may only fail here, in the validation pass.
         _drop_quietly(con, [raw, f"dup_{tag}", f"bad_{tag}", f"{raw}_lines", f"{raw}_text"])
@@ -549,8 +558,8 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
 
 def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, tag: str,
               mapping: dict[str, int], business_date: date | None, source_file: str, max_late_days: int | None,
-              quarantine_rows: list, structural: list[tuple[int, str, str, str]], warnings: list[str]
-              ) -> CoreFileResult:
+              quarantine_rows: list, structural: list[tuple[int, str, str, str]], warnings: list[str],
+              controls_possible: bool = True) -> CoreFileResult:
     """The SQL compiled from the contract: a filter that is true for a row that breaks no rule (the accepted rows,
     selected when they are written), and for the other rows the list of broken rules, one quarantine row each."""
     dups = f"dup_{tag}"
@@ -561,7 +570,8 @@ def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, 
     def value(column: Column) -> str:
         return f"{raw}.c{mapping[column.name]}" if column.name in mapping else "cast(null as varchar)"
 
-    rules = [column_rules(c, value(c), business_date, late_before if c.name == "booked_at" else None)
+    rules = [column_rules(c, value(c), business_date, late_before if c.name == "booked_at" else None,
+                          controls_possible)
              for c in contract.columns]
     key_columns = [contract.column(k) for k in contract.key]
     key_parts = [key_value_sql(c, value(c)) for c in key_columns]

@@ -73,6 +73,7 @@ class TextScan:
     size: int
     newlines: int
     ends_with_newline: bool
+    has_control: bool = True  # a control byte (other than tab and line breaks) somewhere: the text rule must look
 
     @property
     def physical_lines(self) -> int:
@@ -86,6 +87,7 @@ def scan_text(path: Path, limits: IngestLimits) -> TextScan:
     check_file_size(path, limits)
     size = newlines = returns = 0
     last = b""
+    has_control = False
     max_bytes, max_lines = limits.max_decompressed_bytes, limits.max_lines
     with open_bytes(path) as handle:
         while True:
@@ -96,6 +98,7 @@ def scan_text(path: Path, limits: IngestLimits) -> TextScan:
             newlines += chunk.count(b"\n")
             returns += chunk.count(b"\r")
             last = chunk[-1:]
+            has_control = has_control or bool(chunk.translate(None, _NOT_CONTROL))
             if max_bytes is not None and size > max_bytes:
                 raise OverLimit(f"file holds more than {max_bytes} bytes (ingest.max_decompressed_bytes, counted "
                                 f"after decompression); not read further")
@@ -104,7 +107,7 @@ def scan_text(path: Path, limits: IngestLimits) -> TextScan:
     lines = max(newlines, returns) + (0 if last in (b"", b"\n", b"\r") else 1)
     if max_lines is not None and lines > max_lines:
         raise OverLimit(_too_many_lines(max_lines))
-    return TextScan(size=size, newlines=newlines, ends_with_newline=last == b"\n")
+    return TextScan(size=size, newlines=newlines, ends_with_newline=last == b"\n", has_control=has_control)
 
 
 def _too_many_lines(max_lines: int) -> str:
@@ -112,6 +115,8 @@ def _too_many_lines(max_lines: int) -> str:
 
 
 READ_FAILURES = (OSError, EOFError, zlib.error)
+# every byte but the control characters a text may not hold (C0 but tab, LF, CR; DEL): translate() deletes these
+_NOT_CONTROL = bytes(b for b in range(256) if not (b < 32 and b not in (9, 10, 13) or b == 127))
 
 
 def check_parquet(con, path: Path, limits: IngestLimits) -> None:
