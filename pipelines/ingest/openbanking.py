@@ -58,23 +58,30 @@ malformed amount quarantines the record.
 
 Bad input: nothing crashes, nothing valid is lost, nothing is dropped silently. Quarantine rows have file, line (null
 for JSON), column_name (the JSON path, e.g. `transactions[1].Data.Transaction[3].Amount.Amount`), reason (what is
-wrong, then `; ` and what was done) and raw_value (at most 1000 characters). What is done:
+wrong, then `; ` and what was done) and raw_value (at most 1000 characters here; the quarantine writer cuts it to
+ingest.quarantine_raw_value_max_chars). What is done:
 - whole file (`; file quarantined`, column_name null): over max_bytes (not read), not UTF-8, not valid JSON (the
-  parser's message and position; raw_value null: no byte of such a file is copied), NaN/Infinity, nesting deeper than max_depth
-  (checked on the raw bytes before parsing, so a 10,000-deep file never reaches the recursive parser), not an object,
-  an envelope without a usable customer_id, provider or fetched_at (with offset): its rows could not be attributed
-  (one row per fault, the reason names the key). consent_id may be absent (null): consent is enforced from
+  parser's message and position; raw_value null: no byte of such a file is copied), NaN/Infinity, nesting deeper
+  than max_depth (checked on the raw bytes before parsing, so a 10,000-deep file never reaches the recursive parser),
+  not an object (raw_value null too), an envelope without a usable customer_id (an id of the contract), provider or
+  fetched_at (with an offset in -14:00..+14:00): its rows could not be attributed (one row per fault, the reason
+  names the key). consent_id may be absent (null): consent is enforced from
   consents.csv, not from the envelope. Unknown envelope keys are ignored. An unexpected error while reading one file
   (a bug) also quarantines just that file, and is logged.
 - resource or page (`; resource quarantined` / `; page quarantined`): not an object or a list of objects, no Data
   object, Data.<records> neither an array nor an object. Other pages and resources of the file are still read.
 - record (`; record quarantined`): a fault in what the row cannot be right without: AccountId; for transactions
   Amount, CreditDebitIndicator, Status, BookingDateTime (a zone-less date-time included: the contract requires an
-  offset); for balances Amount, CreditDebitIndicator, Type, DateTime; for scheduled payments InstructedAmount and
-  ScheduledPaymentDateTime. One quarantine row per fault; the other records are kept.
+  offset, and an offset outside -14:00..+14:00 or not in whole minutes); for balances Amount, CreditDebitIndicator,
+  Type, DateTime; for scheduled payments InstructedAmount and ScheduledPaymentDateTime; a required text (AccountId)
+  with a control character. And, in an envelope, any record of balances, transactions, standing orders, direct
+  debits or scheduled payments on an account the envelope's `accounts` resource does not list: an envelope speaks
+  only for its own customer's accounts it lists (column `<path>.AccountId`). One quarantine row per fault; the other
+  records are kept.
 - field (`; field set to null, record kept`): a fault in an optional or descriptive field, e.g. OpeningDate
   "01-05-2002" (not ISO 8601, and day-first or month-first cannot be told apart) gives opening_date null and keeps the
-  account; an unknown optional code (account or mandate status), a bad ValueDateTime, MCC or running balance.
+  account; an unknown optional code (account or mandate status), a bad ValueDateTime, MCC or running balance, a text
+  holding a control character (NUL, ESC, ...: the core files' rule for text).
 - repaired and noted (`; read as one element`, `; value kept`, `; kept as written`, `; last value used`): Data.Balance
   (or any Data.<records>) as an object instead of an array, an amount as a JSON number, a code of the other version,
   a Frequency that does not match the OBIE pattern (kept raw: it is stored as written), a duplicate JSON key.
@@ -86,8 +93,9 @@ deduplicates within the batch, keeping the row of the latest fetched_at (ties: t
 later record): transactions on (customer_id, transaction_id) - overlapping fetches re-send the same transaction, and its latest
 state wins (pending in the morning, booked in the evening: booked); balances on (customer_id, account_id, balance_type, balance_at);
 accounts on (customer_id, account_id); standing orders, direct debits and scheduled payments on (customer_id,
-account_id, <their id>) when the id is present. customer_id is part of every key so a joint account seen by two
-customers is never collapsed across them. Across nights the conform stage deduplicates on transaction_id.
+account_id, <their id>) when the id is present. customer_id is part of every key so an account listed by two
+customers is never collapsed across them here: conform sees both claims and quarantines the conflict (one holder per
+account; docs/architecture.md, "Conform"). Across nights the conform stage deduplicates on transaction_id.
 """
 from __future__ import annotations
 
