@@ -393,3 +393,27 @@ def test_an_envelope_with_an_impossible_offset_is_quarantined(tmp_path, fetched_
     result = parse_envelope_file(path, "x.json")
     assert result.file_rejected
     assert "zone offset out of range" in result.quarantine[0]["reason"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_file_reader_never_follows_a_link_itself(con, tmp_path, monkeypatch, fmt):
+    """Defence in depth behind the landing folder's check: the file reader refuses a link too, and a file replaced
+    while it is read is refused rather than half trusted."""
+    real = write_rows(tmp_path, fmt, [row("T1"), row("T2")])
+    link = tmp_path / f"link.{fmt}"
+    link.symlink_to(real)
+    result = _ingest_file(con, link)
+    assert result.whole_file_quarantined and result.rows_accepted == 0
+    assert result.quarantine["reason"].iloc[0].startswith("not a regular file")
+
+    original = limits_module.identity
+    calls = []
+
+    def replaced_midway(path):
+        calls.append(path)
+        found = original(path)
+        return found if len(calls) == 1 else (found[0], found[1] + 1, *found[2:])
+
+    monkeypatch.setattr(limits_module, "identity", replaced_midway)
+    result = _ingest_file(con, real)
+    assert result.whole_file_quarantined and "changed while it was read" in result.quarantine["reason"].iloc[0]

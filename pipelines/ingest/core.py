@@ -529,6 +529,9 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
     is_parquet = path.name.endswith(".parquet")
     controls_possible = True
     try:
+        before = bounds.identity(path)
+        if before is None:
+            raise UnreadableFile("not a regular file (a symbolic link, device or FIFO): refused, not read")
         if is_parquet:
             names = _load_parquet(con, path, raw, limits)
             mapping = _match_header(names, contract, source_file, quarantine_rows, warnings)
@@ -543,8 +546,12 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
                 scan_error = f"{type(err).__name__}: {err}"
             structural = _load_csv(con, path, names, raw, tag, scan, scan_error)
             controls_possible = scan is None or scan.has_control
-        return _validate(con, contract, raw, tag, mapping, business_date, source_file, max_late_days,
-                         quarantine_rows, structural, warnings, controls_possible)
+        result = _validate(con, contract, raw, tag, mapping, business_date, source_file, max_late_days,
+                           quarantine_rows, structural, warnings, controls_possible)
+        if bounds.identity(path) != before:
+            drop_file_objects(result)
+            raise UnreadableFile("the file changed while it was read (replaced by a link or another file): refused")
+        return result
     except READ_ERRORS as err:
         # Parquet is read lazily, so a broken Parquet file may only fail here, in the validation pass.
         _drop_quietly(con, [raw, f"dup_{tag}", f"bad_{tag}", f"{raw}_lines", f"{raw}_text"])

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +54,28 @@ def raw_value_cap() -> int:
     return cap
 
 
+def no_follow(path: str, flags: int) -> int:
+    """An `opener` for open(): never follows a symbolic link (ELOOP instead), whatever replaced the file."""
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+
+
 def open_bytes(path: Path) -> io.BufferedIOBase:
-    """The file's bytes, decompressed on the fly for .gz."""
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    """The file's bytes, decompressed on the fly for .gz; a link in its place is an OSError, never followed."""
+    raw = open(path, "rb", opener=no_follow)
+    if not path.name.endswith(".gz"):
+        return raw
+    unzipped = gzip.GzipFile(fileobj=raw, mode="rb")
+    unzipped.myfileobj = raw  # GzipFile closes what it owns: the file goes with it
+    return unzipped
+
+
+def identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What a landing file is (device, inode, size, mtime) by lstat, None when it is not a regular file (a link, a
+    device, a FIFO): compared before and after it is read, it shows a file replaced while it was being read."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def check_file_size(path: Path, limits: IngestLimits) -> int:

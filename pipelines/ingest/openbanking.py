@@ -103,6 +103,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -1064,7 +1065,7 @@ def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_M
         if size > max_bytes:
             return _reject_file(result, source_file, f"file is {size} bytes, over the limit of {max_bytes} bytes "
                                                      f"(max_bytes); not read")
-        with open(path, "rb") as handle:
+        with open(path, "rb", opener=_no_follow) as handle:  # a link put in its place is not followed
             data = handle.read(max_bytes + 1)
     except OSError as error:
         return _reject_file(result, source_file, f"cannot read file: {error}")
@@ -1131,6 +1132,10 @@ def quarantine_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         "reason": pd.array([r["reason"] for r in rows], dtype="str"),
         "raw_value": pd.array([r["raw_value"] for r in rows], dtype="str"),
     })
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
 
 
 def _source_file(path: Path, resolved_root: Path) -> str:
