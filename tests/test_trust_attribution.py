@@ -4,7 +4,6 @@ envelopes built from the real v3.1 examples in reference/obie/examples, through 
 from __future__ import annotations
 
 import copy
-import csv
 import gzip
 import json
 from datetime import date
@@ -329,5 +328,6 @@ def test_open_banking_rows_dated_after_d_never_reach_silver(paths, reference, y_
     q = quarantine(paths)
     assert q.loc[q["raw_value"] == "ob:alphabank:22289:F1", "reason"].tolist() == [
         "open banking: booked after D and after the fetch that delivered it"]
-    assert metrics["tables"]["transactions"]["skipped"] == {"open banking: booked after D (a later fetch delivers it)": 1}
+    assert metrics["tables"]["transactions"]["skipped"] == {
+        "open banking: booked after D (a later fetch delivers it)": 1}
     assert metrics["tables"]["balances"]["skipped"] == {"open banking: balance dated after D": 1}

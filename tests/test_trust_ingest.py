@@ -377,8 +377,8 @@ def test_openbanking_values_follow_the_same_rules(reference):
     assert sorted(rows) == ["nul", "ok"]
     assert rows["nul"]["description"] is None and rows["ok"]["description"] == "Cash from Aubrey"
     reasons = {q["column_name"]: q["reason"] for q in parsed.quarantine}
-    assert reasons["transactions.Data.Transaction[1].BookingDateTime"].startswith("BookingDateTime '2017-04-05T10:43:07+14:30' "
-                                                                     "has a zone offset out of range")
+    assert reasons["transactions.Data.Transaction[1].BookingDateTime"].startswith(
+        "BookingDateTime '2017-04-05T10:43:07+14:30' has a zone offset out of range")
     assert reasons["transactions.Data.Transaction[2].TransactionInformation"].startswith(
         "TransactionInformation contains a control character")
     assert reasons["transactions.Data.Transaction[3].AccountId"].endswith("record quarantined")

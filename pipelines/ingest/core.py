@@ -555,7 +555,8 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
     except READ_ERRORS as err:
         # Parquet is read lazily, so a broken Parquet file may only fail here, in the validation pass.
         _drop_quietly(con, [raw, f"dup_{tag}", f"bad_{tag}", f"{raw}_lines", f"{raw}_text"])
-        reason = str(err) if isinstance(err, (UnreadableFile, OverLimit)) else f"unreadable file: {type(err).__name__}: {err}"
+        known = isinstance(err, (UnreadableFile, OverLimit))
+        reason = str(err) if known else f"unreadable file: {type(err).__name__}: {err}"
         return CoreFileResult(
             file=source_file, kind=contract.name, con=con, accepted_sql=empty_accepted_sql(contract),
             quarantine=quarantine_frame([(source_file, None, None, reason[:RAW_VALUE_MAX_CHARS], None)]),
