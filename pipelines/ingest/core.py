@@ -389,8 +389,9 @@ def _match_header(names: list[str], contract: FileContract, file: str,
     if duplicated:
         shown = [n for n in duplicated if n in contract.column_names]
         others = len(duplicated) - len(shown)
-        raise UnreadableFile("duplicate column names in the header: "
-                             + ", ".join(shown + ([f"{others} other name{'s' if others > 1 else ''}"] if others else [])))
+        if others:
+            shown.append(f"{others} other name{'s' if others > 1 else ''}")
+        raise UnreadableFile(f"duplicate column names in the header: {', '.join(shown)}")
     position = {n: i for i, n in enumerate(names)}
     missing_required = [c.name for c in contract.columns if c.required and c.name not in position]
     if missing_required:
