@@ -22,7 +22,6 @@ class Column:
     max: float | None = None
     max_length: int | None = None
     not_after_d: bool = False
-    no_control_characters: bool = False
     personal: bool = False
 
 
@@ -68,7 +67,6 @@ def landing_contract() -> LandingContract:
                 name=col["name"], type=col["type"], required=bool(col.get("required", False)),
                 values=tuple(col.get("values", ())), min=col.get("min"), max=col.get("max"),
                 max_length=col.get("max_length"), not_after_d=bool(col.get("not_after_d", False)),
-                no_control_characters=bool(col.get("no_control_characters", False)),
                 personal=bool(col.get("personal", False)),
             ))
         files[name] = FileContract(name=name, kind=spec["kind"], key=tuple(spec["key"]),

@@ -55,7 +55,7 @@ def test_good_and_bad_messages(con, tmp_path):
     by_line = {int(r.line): r.reason for r in result.quarantine.itertuples()}
     assert "required value is missing" in by_line[5]
     assert "only whitespace" in by_line[6]
-    assert "control characters" in by_line[7]
+    assert "control character" in by_line[7]
     assert "longer than 20000 characters" in by_line[8]
     assert "not an ISO 8601 timestamp" in by_line[9]
     assert "in the future" in by_line[10]
