@@ -92,3 +92,11 @@ def test_decide_reads_the_persisted_message_signals(tmp_path, monkeypatch):
     assert not got.loc["C1", "is_message_lost_card"]
     assert got.loc["C1", "message_reasons"] == "sounded distressed in a recent message"
     assert decide._message_context(paths, day, 4).empty  # no partition: no message context, nothing recomputed
+
+
+def test_no_card_replacement_without_a_card():
+    context = customers({"is_message_lost_card": True, "has_current": False, "has_credit_card": False,
+                         "has_savings": True})
+    decisions = run(context)
+    assert "card_replacement" not in published(decisions, "C0000")
+    assert str(log_of(decisions, "C0000", "card_replacement")["stage"].iloc[0]) == "eligibility"
