@@ -100,7 +100,8 @@ def test_bytes_are_utf8_lf_header_iso_dates(paths: Paths) -> None:
     for row in rows:
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", row["as_of"]) and row["as_of"] == "2026-11-19"
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", row["valid_until"])
-        assert row["is_exploration"] in {"true", "false"} and row["is_control"] in {"true", "false"}
+        assert row["is_exploration"] in {"true", "false"} and row["must_deliver"] == "true"
+        assert row["treatment_group"] in {"treatment", "control"}
     assert [(r["customer_id"], int(r["rank"])) for r in rows] == sorted((r["customer_id"], int(r["rank"]))
                                                                        for r in rows)
     assert len({r["recommendation_id"] for r in rows}) == len(rows)
@@ -234,7 +235,8 @@ def test_only_allowed_columns_and_no_transaction_data(paths: Paths) -> None:
     assert list(rows[0].keys()) == crm_export.EXPORT_COLUMNS
     assert set(crm_export.EXPORT_COLUMNS) == {
         "recommendation_id", "customer_id", "as_of", "rank", "action_id", "action_class", "channel", "priority",
-        "logging_probability", "is_exploration", "is_control", "explanation", "policy_version", "valid_until"}
+        "logging_probability", "is_exploration", "treatment_group", "must_deliver", "explanation", "policy_version",
+        "valid_until"}
     con = lake.connect()
     silver = con.execute(f"select description, merchant_name from "
                          f"{lake.scan_sql(paths, 'silver', 'transactions')}").fetchall()
@@ -260,9 +262,12 @@ def test_money_is_put_into_words() -> None:
 
 # --- keys are never altered (issue 12, item 5) ------------------------------------------------------------------
 
-def test_keys_the_contract_allows_are_exported_verbatim(paths: Paths) -> None:
+def test_keys_the_contract_allows_are_exported_verbatim(paths: Paths, monkeypatch) -> None:
     """A customer_id such as `-A1` is a valid id of the landing contract: the upsert key and the other keys must
     reach the CRM exactly as they are, never with a formula apostrophe."""
+    allowed = crm_export.allowed_values()
+    monkeypatch.setattr(crm_export, "allowed_values",
+                        lambda: {**allowed, "action_id": [*allowed["action_id"], "-isa"]})  # a catalogue with -isa
     frame = nba_frame(3)
     frame.loc[frame["customer_id"] == "C0001", "customer_id"] = "-A1"
     frame.loc[frame["action_id"] == "isa", "action_id"] = "-isa"
