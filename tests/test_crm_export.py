@@ -548,3 +548,17 @@ def test_publish_and_export_of_a_night_with_no_data_fail_with_one_clear_line(pat
     assert "Traceback" not in captured.err + captured.out
     assert not (paths.exports / "crm" / "2026-11-20").exists()
     assert not (paths.home / "reports" / "2026-11-20").exists()
+
+
+def test_the_crm_doc_lists_every_column_and_maps_each_to_salesforce() -> None:
+    """docs/crm.md explains the columns and gives a Salesforce header: both follow the export's columns."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "crm.md").read_text(encoding="utf-8")
+    section = doc.split("## Columns", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.M)
+    assert listed == crm_export.EXPORT_COLUMNS
+    header = re.search(r"^HEADER=(\S+)$", doc, flags=re.M).group(1).split(",")
+    mapped = re.findall(r"^\| `([a-z_]+)` \| `([A-Za-z_]+__c)` \|", doc, flags=re.M)
+    assert [column for column, _ in mapped] == crm_export.EXPORT_COLUMNS
+    assert header == [field for _, field in mapped]
