@@ -478,7 +478,7 @@ def default_max_bytes() -> int:
 
 def export_crm(paths: Paths, day: date, max_bytes: int | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Export D's gold next_best_actions (every bucket) to exports/crm/D/ with its manifest; returns the manifest
-    plus `folder`. Raises GateFailed, writing nothing, when a gate of D did not pass (the previous export of D, if
+    (without the parts `summarise` leaves in the file) plus `folder` and `manifest`. Raises GateFailed, writing nothing, when a gate of D did not pass (the previous export of D, if
     any, stays as it was); SegoneError when there is nothing to export or recommendation_id is not unique.
 
     run_id: the Airflow run id when there is one; by default `crm-D-<12 hex>` from D and the data's hash, so a
@@ -545,8 +545,16 @@ def export_crm(paths: Paths, day: date, max_bytes: int | None = None, run_id: st
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("CRM export of %s: %s rows in %s file(s) at %s", d, manifest["rows"], len(files), final)
-    write_run_metrics(paths, d, "crm_export", {**manifest, "folder": str(final)})
-    return {**manifest, "folder": str(final)}
+    summary = summarise(manifest, final)
+    write_run_metrics(paths, d, "crm_export", summary)
+    return summary
+
+
+def summarise(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The manifest without its long descriptive parts (the Table Schema, the delivery and snapshot rules, which
+    stay in manifest.json), plus where it is: what the run metrics keep and the CLI prints."""
+    return {**{k: v for k, v in manifest.items() if k not in ("schema", "delivery", "snapshot")},
+            "folder": str(folder), "manifest": str(folder / MANIFEST)}
 
 
 def read_export(folder: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:

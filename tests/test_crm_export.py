@@ -336,8 +336,9 @@ def test_the_manifest_table_schema_validates_the_export_with_frictionless(paths:
     """The manifest's Table Schema, read by the reference implementation (frictionless), accepts every file:
     every column, its type, length, allowed values and the primary key; crafted formula cells included."""
     write_gold(paths, control_frame(40))
-    manifest = crm_export.export_crm(paths, DAY, max_bytes=6000)
+    crm_export.export_crm(paths, DAY, max_bytes=6000)
     folder = paths.exports / "crm" / DAY.isoformat()
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     assert len(manifest["files"]) > 1
     reports = frictionless_report(folder)
     for report in reports:
@@ -407,9 +408,10 @@ def test_control_rows_are_labelled_treatment_group_and_must_be_delivered(paths: 
     """is_control (read by a CRM as "hold out") is not exported: the arm is `treatment_group`, every row says
     must_deliver, and the manifest says the arm is never a send filter. Control customers' rows are protective."""
     write_gold(paths, control_frame(12))
-    manifest = crm_export.export_crm(paths, DAY)
+    returned = crm_export.export_crm(paths, DAY)
     folder = paths.exports / "crm" / DAY.isoformat()
-    _, rows = crm_export.read_export(folder)
+    manifest, rows = crm_export.read_export(folder)
+    assert "schema" not in returned and returned["manifest"] == str(folder / "manifest.json")
     header = (folder / "next_best_actions.csv").read_text(encoding="utf-8").split("\n", 1)[0]
     assert "is_control" not in header and "is_control" not in manifest["columns"]
     assert manifest["schema_version"] == "crm-nba/2"
