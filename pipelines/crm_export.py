@@ -478,8 +478,9 @@ def default_max_bytes() -> int:
 
 def export_crm(paths: Paths, day: date, max_bytes: int | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Export D's gold next_best_actions (every bucket) to exports/crm/D/ with its manifest; returns the manifest
-    (without the parts `summarise` leaves in the file) plus `folder` and `manifest`. Raises GateFailed, writing nothing, when a gate of D did not pass (the previous export of D, if
-    any, stays as it was); SegoneError when there is nothing to export or recommendation_id is not unique.
+    (without the parts `summarise` leaves in the file) plus `folder` and `manifest`. Raises GateFailed, writing
+    nothing, when a gate of D did not pass (the previous export of D, if any, stays as it was); SegoneError when the
+    night never ran, there is nothing to export, recommendation_id is not unique or a row breaks the schema.
 
     run_id: the Airflow run id when there is one; by default `crm-D-<12 hex>` from D and the data's hash, so a
     re-run on the same inputs writes byte-identical files and manifest."""
