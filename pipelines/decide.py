@@ -15,6 +15,7 @@ docs/decisioning.md documents the choices (what counts as credit, what arrears m
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -64,7 +65,8 @@ _BOOL_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "ha
                 "has_regular_income", "is_income_stopped", "has_forecast", "has_life_events", "card_over_limit",
                 "is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
                 "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
-                "is_marketing_inapp_allowed", *(f"is_{e}" for e in LIFE_EVENTS))
+                "is_marketing_inapp_allowed", *(f"is_{e}" for e in LIFE_EVENTS),
+                *(f"is_{e}_corroborated" for e in LIFE_EVENTS))
 
 
 def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -228,13 +230,57 @@ def _life_events_wide(life: pd.DataFrame | None) -> pd.DataFrame:
     flagged = life.pivot_table(index="customer_id", columns="event_type", values="flagged",
                                aggfunc=lambda s: bool(pd.Series(s).fillna(False).astype(bool).any()))
     prob = life.pivot_table(index="customer_id", columns="event_type", values="probability", aggfunc="max")
+    # a flag's corroborating evidence (what credit needs) is in its evidence JSON; missing or unreadable: not met
+    hits = life[life["flagged"].astype("boolean").fillna(False).astype(bool)]
+    met = hits[hits["evidence"].map(_corroboration_met)] if len(hits) else hits
     out = pd.DataFrame(index=sorted(set(life["customer_id"])))
     for event in LIFE_EVENTS:
         out[f"is_{event}"] = flagged[event].reindex(out.index).fillna(False).astype(bool) \
             if event in flagged else False
         out[f"p_{event}"] = prob[event].reindex(out.index) if event in prob else np.nan
+        out[f"is_{event}_corroborated"] = out.index.isin(met.loc[met["event_type"] == event, "customer_id"])
     out["has_life_events"] = True
     return out.rename_axis("customer_id").reset_index()
+
+
+def _corroboration_met(evidence: Any) -> bool:
+    try:
+        return bool(json.loads(evidence).get("corroboration", {}).get("met", False))
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def corroboration_words() -> dict[str, str]:
+    """Per life event, the corroborating evidence a credit offer triggered by it needs, in words
+    (config/life_events.yaml `corroboration.description`)."""
+    events = load_config("life_events")["events"]
+    return {e: str(spec["corroboration"]["description"]) for e, spec in events.items() if "corroboration" in spec}
+
+
+def corroborated_context(ctx: pd.DataFrame) -> pd.DataFrame:
+    """The context a credit or lending action is judged and explained on: a life event counts only with its
+    corroborating evidence (is_<event> and is_<event>_corroborated). A flag alone is an inference: enough for a
+    reminder or an insurance quote, never for credit."""
+    out = ctx.copy()
+    for event in LIFE_EVENTS:
+        out[f"is_{event}"] = ctx[f"is_{event}"].to_numpy(bool) & ctx[f"is_{event}_corroborated"].to_numpy(bool)
+    return out
+
+
+def _life_event_fields(rules) -> list[str]:
+    """The life events (is_<event> fields) a list of rules reads, in order."""
+    names: list[str] = []
+
+    def walk(rule: dict) -> None:
+        for group in ("any", "all"):
+            for sub in rule.get(group, ()):
+                walk(sub)
+        if rule.get("field") in {f"is_{e}" for e in LIFE_EVENTS}:
+            names.append(rule["field"][3:])
+
+    for rule in rules:
+        walk(rule)
+    return list(dict.fromkeys(names))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -392,6 +438,8 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     seeds, control_draw = customer_hashes(ctx["customer_id"], as_of)
     is_control = control_draw < float(pol["control_share"])
     credit_block = _credit_block(ctx, pol, book)
+    credit_ctx = corroborated_context(ctx)
+    needs = corroboration_words()
     cp = pol["contact_policy"]
     caps = np.array([int(cp["weekly_caps"].get(ch, 10 ** 6)) for ch in CHANNELS])
     room = caps[None, :] - state.sent_7d                                   # (n, C) left this week
@@ -410,6 +458,17 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                 failed, texts = first_failure(ctx, rules)
                 codes = np.array([book.code(t) for t in texts] + [-1])[failed]
                 drop(j, failed >= 0, stage_name, codes)
+        events = _life_event_fields(action.applicability) if action.is_credit else []
+        if events:
+            # credit triggered by a life event needs the event's corroborating evidence, not the inference alone
+            failed, _ = first_failure(credit_ctx, action.applicability)
+            codes = np.full(n, -1, dtype=np.int64)
+            for event in reversed(events):
+                thin = ctx[f"is_{event}"].to_numpy(bool) & ~ctx[f"is_{event}_corroborated"].to_numpy(bool)
+                codes[thin] = book.code(
+                    f"{event.replace('_', ' ')} is inferred but not corroborated: a credit offer needs "
+                    f"{needs.get(event, 'corroborating evidence')}")
+            drop(j, (failed >= 0) & (codes >= 0), "applicability", codes)
         if action.is_credit:
             drop(j, credit_block >= 0, "suitability", credit_block)
         for purpose in action.data_purposes:
@@ -530,7 +589,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     sel = np.nonzero(chosen)[0]
     sel = sel[np.lexsort((slot_rank[sel], ci[sel]))]
     nba = _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
-                     is_control, as_of, version)
+                     is_control, as_of, version, credit_ctx)
     decision_log = _decision_log(ctx, catalogue, stage, reason, book, version)
     advisor = advisor_queue(ctx, pol)
     dashboard = dashboard_layout(ctx, pol)
@@ -560,7 +619,7 @@ def _cumcount(keys: np.ndarray) -> np.ndarray:
 
 
 def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
-               is_control, as_of: date, version: str) -> pd.DataFrame:
+               is_control, as_of: date, version: str, credit_ctx: pd.DataFrame | None = None) -> pd.DataFrame:
     cust = ci[sel]
     act = aj[sel]
     action_ids = np.array([x.id for x in catalogue], dtype=object)
@@ -592,7 +651,8 @@ def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probabil
         rows = np.nonzero(act == j)[0]
         if not len(rows):
             continue
-        sub = ctx[_fields_of(action)].iloc[cust[rows]].reset_index(drop=True)
+        source = credit_ctx if action.is_credit and credit_ctx is not None else ctx
+        sub = source[_fields_of(action)].iloc[cust[rows]].reset_index(drop=True)
         text = _reason_text(action, sub)
         reasons[rows] = text.to_numpy()
         expl = catalogue_module.render_template(action.explanation, sub)
@@ -917,6 +977,7 @@ def synthetic_context(n: int, seed: int = 0) -> pd.DataFrame:
         prob = rng.beta(0.5, 8, n)
         frame[f"p_{event}"] = prob
         frame[f"is_{event}"] = rng.random(n) < rate
+        frame[f"is_{event}_corroborated"] = frame[f"is_{event}"] & (rng.random(n) < 0.5)
     return frame
 
 

@@ -90,7 +90,8 @@ SUITABILITY_CASES = {
 @pytest.mark.parametrize("case", list(SUITABILITY_CASES))
 def test_no_credit_or_lending_for_a_customer_excluded_by_a_suitability_rule(case):
     change, words = SUITABILITY_CASES[case]
-    decisions = run(customers(change | {"is_buying_home": True, "is_moving_home": True, "has_credit_card": False}),
+    decisions = run(customers(change | {"is_buying_home": True, "is_moving_home": True, "has_credit_card": False,
+                                        "is_buying_home_corroborated": True, "is_moving_home_corroborated": True}),
                     top_k=30)
     assert not published(decisions, "C0000") & CREDIT
     rows = log_of(decisions, "C0000", "credit_card")
@@ -98,6 +99,50 @@ def test_no_credit_or_lending_for_a_customer_excluded_by_a_suitability_rule(case
     assert words in rows["reason"].astype(str).iloc[0]
     # mortgage (buying_home) is credit too: dropped at suitability, not before
     assert log_of(decisions, "C0000", "mortgage")["stage"].astype(str).tolist() == ["suitability"]
+
+
+# ------------------------------------------------------------------------- credit triggered by a life event
+
+def test_a_flag_without_its_corroborating_evidence_never_leads_to_credit():
+    """Hand-made customers, finances sound, every consent given, no mortgage with us:
+    C0000 the retiree who moved a pension lump sum into savings and was flagged buying a home with p 1.00 (the
+    model's inference: no surveyor, no conveyancing, no broker, no deposit saved up month by month);
+    C0001 a real buyer: the same flag, corroborated by a surveyor and a conveyancing solicitor;
+    C0002 a card holder flagged as moving home without corroboration: a loan may still go to consolidate the card,
+    but never "because you may be moving home"."""
+    retiree = {"age": 67.0, "is_buying_home": True, "p_buying_home": 1.0, "savings_balance": 40000.0}
+    buyer = {"is_buying_home": True, "p_buying_home": 0.8, "is_buying_home_corroborated": True}
+    mover = {"is_moving_home": True, "p_moving_home": 0.9, "has_credit_card": True}
+    decisions = run(customers(retiree, buyer, mover), top_k=30)
+    assert "mortgage" not in published(decisions, "C0000")
+    rows = log_of(decisions, "C0000", "mortgage")
+    assert rows["stage"].astype(str).tolist() == ["applicability"]
+    assert "buying home is inferred but not corroborated" in rows["reason"].astype(str).iloc[0]
+    assert "surveyor" in rows["reason"].astype(str).iloc[0]
+    # the flag may still drive what is not credit (home insurance), and the buyer may get the mortgage
+    assert "home_insurance" in published(decisions, "C0000")
+    assert "mortgage" in published(decisions, "C0001") and log_of(decisions, "C0001", "mortgage").empty
+    nba = decisions.next_best_actions
+    loan = nba[(nba["customer_id"] == "C0002") & (nba["action_id"] == "personal_loan")]
+    assert len(loan) == 1 and "moving" not in loan["reasons"].iloc[0] and "moving" not in loan["explanation"].iloc[0]
+    # the same customer without the card: the loan rests on the move alone, so it does not go
+    alone = run(customers(mover | {"has_credit_card": False}), top_k=30)
+    assert "personal_loan" not in published(alone, "C0000")
+    assert "moving home is inferred but not corroborated" in \
+        log_of(alone, "C0000", "personal_loan")["reason"].astype(str).iloc[0]
+
+
+def test_corroboration_is_read_from_the_evidence_of_the_gold_rows():
+    life = pd.DataFrame({
+        "customer_id": ["A", "A", "B", "C"], "event_type": ["buying_home", "moving_home", "buying_home", "marriage"],
+        "probability": [1.0, 0.2, 0.9, 0.8], "flagged": [True, False, True, True],
+        "evidence": ['{"corroboration": {"met": false, "rule": "x"}}', "{}",
+                     '{"corroboration": {"met": true, "rule": "x"}}', "not json"]})
+    wide = decide._life_events_wide(life).set_index("customer_id")
+    assert wide.loc["A", "is_buying_home"] and not wide.loc["A", "is_buying_home_corroborated"]
+    assert wide.loc["B", "is_buying_home"] and wide.loc["B", "is_buying_home_corroborated"]
+    assert wide.loc["C", "is_marriage"] and not wide.loc["C", "is_marriage_corroborated"]   # unreadable: not met
+    assert not wide.loc["A", "is_moving_home_corroborated"]
 
 
 # ----------------------------------------------------------------------------------------------- consent
@@ -392,9 +437,12 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
     decide.decide_shard(paths, day, bucket)
     assert files() == before
     # a gold life_events partition, when present, is used
-    target = context.index[(context["is_life_events_allowed"]) & (context["is_personalization_allowed"])][0]
-    life = pd.DataFrame({"customer_id": [target], "event_type": ["buying_home"], "probability": [0.8],
-                         "flagged": [True], "evidence": ["test"], "model_version": ["test"]})
+    target, thin = context.index[(context["is_life_events_allowed"]) & (context["is_personalization_allowed"])][:2]
+    corroborated = '{"corroboration": {"met": true, "rule": "a surveyor payment"}, "rule": "test"}'
+    life = pd.DataFrame({"customer_id": [target, thin], "event_type": ["buying_home", "buying_home"],
+                         "probability": [0.8, 1.0], "flagged": [True, True],
+                         "evidence": [corroborated, '{"corroboration": {"met": false}}'],
+                         "model_version": ["test", "test"]})
     folder = paths.table("gold", "life_events") / f"as_of={day}" / f"bucket={bucket}"
     folder.mkdir(parents=True)
     life.to_parquet(folder / "part-0.parquet", index=False)
@@ -403,6 +451,11 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
     mortgage = mortgage_log[(mortgage_log["customer_id"] == target) & (mortgage_log["action_id"] == "mortgage")]
     assert mortgage.empty or mortgage["stage"].iloc[0] != "applicability"
     assert second["has_life_events"]
+    # a flag without its corroborating evidence never leads to a mortgage offer
+    uncorroborated = mortgage_log[(mortgage_log["customer_id"] == thin) & (mortgage_log["action_id"] == "mortgage")]
+    if context.loc[thin, "has_current"] and context.loc[thin, "age"] >= 18:
+        assert uncorroborated["stage"].tolist() == ["applicability"]
+        assert "not corroborated" in uncorroborated["reason"].iloc[0] or context.loc[thin, "has_mortgage"]
     others = mortgage_log[(mortgage_log["customer_id"] != target) & (mortgage_log["action_id"] == "mortgage")]
     assert others["stage"].isin(["eligibility", "applicability"]).all()
 
