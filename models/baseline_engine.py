@@ -69,7 +69,7 @@ def recurring_flows(features: pd.DataFrame, streams: pd.DataFrame, max_horizon: 
     keys = pd.MultiIndex.from_arrays([features["customer_id"].to_numpy(), pd.to_datetime(features["cutoff"])])
     recurring = np.zeros((n, max_horizon))
     outgoing = np.zeros((n, max_horizon))
-    n_bills = np.zeros((n, max_horizon), dtype=np.int64)
+    n_bills = np.zeros((n, max_horizon), dtype=np.int32)
     occurrences = stream_occurrences(streams, max_horizon)
     if not occurrences.empty:
         rows = keys.get_indexer(pd.MultiIndex.from_arrays([occurrences["customer_id"].to_numpy(),
@@ -79,7 +79,7 @@ def recurring_flows(features: pd.DataFrame, streams: pd.DataFrame, max_horizon: 
         at = (rows[found], occurrences["day"].to_numpy()[found] - 1)
         np.add.at(recurring, at, amount[found])
         np.add.at(outgoing, at, np.minimum(amount[found], 0.0))
-        np.add.at(n_bills, at, (amount[found] < 0).astype(np.int64))
+        np.add.at(n_bills, at, (amount[found] < 0).astype(np.int32))
     return recurring, outgoing, n_bills
 
 

@@ -737,7 +737,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     published_channel[ci[chosen], aj[chosen]] = ch[chosen]
     extra = []
     for name, cust, act in moved:
-        words = f"tonight's {name} capacity ({capacity_metrics[name]['capacity']}) went to customers in greater need"
+        words = f"tonight's {name} capacity went to customers in greater need"
         sent = published_channel[cust, act]
         rerouted = sent >= 0
         for c, a, k in zip(cust[rerouted], act[rerouted], sent[rerouted]):

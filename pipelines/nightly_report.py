@@ -410,6 +410,13 @@ def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     scan = _scan(paths, "gold", "decision_log", as_of=day.isoformat())
     if scan is None:
         return [{"heading": heading, "text": _absent("the gold decision_log table has no partition for this date")}]
+    nba = _scan(paths, "gold", "next_best_actions", as_of=day.isoformat())
+    moved = 0
+    if nba is not None:
+        # rows at stage capacity of an action still published (on a digital channel): a channel given up, no drop
+        moved = con.execute(f"select count(*) from {scan} as d semi join {nba} as n using (customer_id, action_id)"
+                            ).fetchone()[0]
+        scan = f"(select * from {scan} as d anti join {nba} as n using (customer_id, action_id))"
     per = _df(con, f"select stage, action_class, count(*) as dropped from {scan} group by all")
     wide = per.pivot_table(index="stage", columns="action_class", values="dropped", aggfunc="sum", fill_value=0)
     order = [s for s in FUNNEL_STAGES if s in wide.index] + sorted(set(wide.index) - set(FUNNEL_STAGES))
@@ -418,12 +425,13 @@ def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     wide["all classes"] = wide.sum(axis=1)
     table = wide.reset_index().rename(columns={"stage": "stage dropping the candidate"})
     published = None
-    nba = _scan(paths, "gold", "next_best_actions", as_of=day.isoformat())
     if nba is not None:
         published = con.execute(f"select count(*) from {nba}").fetchone()[0]
     total = int(wide["all classes"].sum())
     text = (f"{total:,} candidate actions dropped, each counted at the first stage that dropped it"
             + (f"; {published:,} published as next best actions." if published is not None else ".")
+            + (f" Not counted here: {moved:,} published actions that gave up a staffed channel to tonight's "
+               f"capacity (decision_log stage capacity, see the staffed channels section)." if moved else "")
             + "\n\nTop reasons per stage are below the chart.")
     long = per.copy()
     long["stage"] = pd.Categorical(long["stage"], categories=order, ordered=True)

@@ -441,7 +441,7 @@ def test_a_night_with_more_customers_in_difficulty_than_phone_capacity():
         drops = log[log["stage"].astype(str) == "capacity"]
         assert set(drops["customer_id"].astype(str)) == set(moved["customer_id"]) == set(part["customer_id"]) - phone
         assert drops["reason"].astype(str).str.fullmatch(
-            rf"tonight's phone capacity \({capacity['phone']}\) went to customers in greater need: "
+            r"tonight's phone capacity went to customers in greater need: "
             r"sent by (email|sms|push|inapp) instead").all()
         sent = set(nba["customer_id"] + "|" + nba["action_id"] + "|" + nba["channel"])
         for row in drops.itertuples():
