@@ -77,6 +77,10 @@ def check_settings(cfg: dict[str, Any]) -> None:
     for event, spec in cfg["events"].items():
         if "life_events" not in spec.get("consent", []):
             raise SegoneError(f"config/life_events.yaml: event {event} must require the life_events consent")
+        groups = set(cfg["mcc_signals"]) | set(cfg["keyword_signals"])
+        if set(spec.get("uncited_signals") or []) - groups:
+            raise SegoneError(f"config/life_events.yaml: event {event}: uncited_signals "
+                              f"{sorted(set(spec['uncited_signals']) - groups)} are not signal groups")
         unknown = sorted(set(spec.get("evidence_signals", [])) - known_signals)
         if unknown:
             raise SegoneError(f"config/life_events.yaml: event {event} names unknown evidence signals {unknown} "
@@ -569,6 +573,15 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
         order by customer_id, event_type, n""").df()
 
 
+def uncited_features(cfg: dict[str, Any], event: str, columns: Iterable[str]) -> list[str]:
+    """The event's feature columns its evidence never names (config `uncited_signals`): the windowed counts and
+    amounts of those signal groups (n_mortgage_30d, amount_mortgage_90d, n_mortgage_prev90), which the model may
+    rank on but which are not evidence of the event (an existing mortgage payment is no sign of buying a home)."""
+    groups = cfg["events"][event].get("uncited_signals") or []
+    pattern = re.compile(rf"^(n|amount)_({'|'.join(map(re.escape, groups))})_(\d+d|prev90)$") if groups else None
+    return [c for c in columns if pattern is not None and pattern.match(c)]
+
+
 def corroborated(features: pd.DataFrame, event: str, cfg: dict[str, Any]) -> np.ndarray:
     """Per row of the life-event features: does the event's corroborating evidence (config `corroboration`) hold?
     What a credit or lending offer triggered by the event needs besides the flag."""
@@ -592,6 +605,9 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
     probability, the flag and the top features; the evidence JSON is built by DuckDB; only the flagged rows' postings
     are looked up (evidence_postings)."""
     k = int(cfg["evidence_top_features"])
+    # ask for as many more top features as an event has uncited ones: the evidence names the k largest of the rest
+    k = k + max([len(uncited_features(cfg, e, model.events[e]["features"])) for e in model.events
+                 if e in cfg["events"]] or [0])
     parts, flagged_parts, names = [], [], {}
     customer_ids = features["customer_id"].astype(str).reset_index(drop=True)
     consent_ids = pd.Index(consent["customer_id"].astype(str).to_numpy(dtype=object))
@@ -645,7 +661,9 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
                           "rule_description": [spec["rule"]["description"] for spec in cfg["events"].values()],
                           "corroboration_description": [spec["corroboration"]["description"]
                                                         for spec in cfg["events"].values()],
-                          "feature_names": [names.get(e, []) for e in cfg["events"]]})
+                          "feature_names": [names.get(e, []) for e in cfg["events"]],
+                          "uncited": [uncited_features(cfg, e, names.get(e, [])) or [""] for e in cfg["events"]]})
+    shown = int(cfg["evidence_top_features"])   # k may be larger: the top features before the uncited ones go
     if "corroborated" not in scored:
         scored = scored.assign(corroborated=False)
     scored = scored.assign(corroborated=scored["corroborated"].astype("boolean").fillna(False).astype(bool))
@@ -658,7 +676,8 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
 
     features = ", ".join(f"struct_pack(feature := case when s.f{i} > 0 then r.feature_names[s.f{i}] end, "
                          f"value := {finite(f's.v{i}')}, contribution := s.c{i})" for i in range(k))
-    top = (f"list_filter([{features}], lambda x: x.feature is not null)" if k else "[]")
+    top = (f"list_filter([{features}], lambda x: x.feature is not null "
+           f"and not list_contains(r.uncited, x.feature))[1:{shown}]" if k else "[]")
     # the features that raised the score; a row without any positive contribution keeps its k largest ones
     positive = f"list_filter({top}, lambda x: x.contribution > 0)"
     con = duckdb.connect()

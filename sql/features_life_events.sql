@@ -334,9 +334,10 @@ spend_windows as (
         coalesce(sum(-p.amount_value) filter (where p.is_to_savings and p.age_days < 90), 0) as amount_to_savings_90d,
         coalesce(sum(-p.amount_value) filter (where p.is_to_savings and p.age_days >= 90), 0) as amount_to_savings_prev90,
         -- a deposit saved up month by month, or one lump sum parked in savings: in how many of the last three
-        -- 30-day windows money went to savings, and the largest single transfer of the 90 days
-        count(distinct p.age_days // 30) filter (where p.is_to_savings and p.age_days < 90) as n_months_to_savings_90d,
-        max(-p.amount_value) filter (where p.is_to_savings and p.age_days < 90) as max_to_savings_90d,
+        -- 30-day windows money went to savings, and the largest single transfer of the 90 days (named deposit_*:
+        -- what a credit offer's corroboration reads, not a model feature: no model's signal group matches them)
+        count(distinct p.age_days // 30) filter (where p.is_to_savings and p.age_days < 90) as n_deposit_months_90d,
+        max(-p.amount_value) filter (where p.is_to_savings and p.age_days < 90) as deposit_largest_90d,
         count(*) filter (where p.is_foreign_ccy and p.age_days < 14) as n_foreign_ccy_14d,
         count(*) filter (where p.is_foreign_ccy and p.age_days < 30) as n_foreign_ccy_30d,
         count(*) filter (where p.is_foreign_country and p.age_days < 14) as n_foreign_country_14d,
@@ -571,9 +572,9 @@ final as (
         coalesce(sp.amount_out_prev90, 0) as amount_out_prev90,
         coalesce(sp.amount_to_savings_90d, 0) as amount_to_savings_90d,
         coalesce(sp.amount_to_savings_prev90, 0) as amount_to_savings_prev90,
-        coalesce(sp.n_months_to_savings_90d, 0) as n_months_to_savings_90d,
-        coalesce(sp.amount_to_savings_90d, 0) - coalesce(sp.amount_to_savings_prev90, 0) as to_savings_increase_90d,
-        sp.max_to_savings_90d / nullif(sp.amount_to_savings_90d, 0) as max_to_savings_share_90d,
+        coalesce(sp.n_deposit_months_90d, 0) as n_deposit_months_90d,
+        coalesce(sp.amount_to_savings_90d, 0) - coalesce(sp.amount_to_savings_prev90, 0) as deposit_increase_90d,
+        sp.deposit_largest_90d / nullif(sp.amount_to_savings_90d, 0) as deposit_largest_share_90d,
         coalesce(sp.n_foreign_ccy_14d, 0) as n_foreign_ccy_14d,
         coalesce(sp.n_foreign_ccy_30d, 0) as n_foreign_ccy_30d,
         coalesce(sp.n_foreign_country_14d, 0) as n_foreign_country_14d,

@@ -333,18 +333,22 @@ def _hand_made_bank():
 
 class FlagEveryone:
     """A stand-in for the trained classifier (its `events` and `score` contract) that flags every customer for
-    every event, so the evidence behind a flag can be checked on any customer."""
+    every event, so the evidence behind a flag can be checked on any customer. Its score credits, largest first,
+    the customer's mortgage payments (n_mortgage_90d), a surveyor, the salary payers and age."""
 
     version = "flag-everyone"
+    COLUMNS = ["n_mortgage_90d", "amount_mortgage_90d", "n_surveyor_90d", "n_salary_payers_45d", "age_years"]
 
     def __init__(self, cfg):
-        self.events = {e: {"features": ["age_years"], "threshold": 0.5, "prior": None} for e in cfg["events"]}
+        self.events = {e: {"features": self.COLUMNS, "threshold": 0.5, "prior": None} for e in cfg["events"]}
 
     def score(self, features, event, k=3):
-        n = len(features)
+        n, width = len(features), min(k, len(self.COLUMNS))
+        index = np.tile(np.arange(width), (n, 1))
         return {"probability": np.ones(n), "flagged": np.ones(n, dtype=bool), "raw_score": np.ones(n),
-                "columns": ["age_years"], "top_index": np.zeros((n, 0), dtype=np.int64),
-                "top_value": np.zeros((n, 0)), "top_contribution": np.zeros((n, 0))}
+                "columns": self.COLUMNS, "top_index": index,
+                "top_value": features[self.COLUMNS].to_numpy(float)[:, :width],
+                "top_contribution": np.tile(np.linspace(0.9, 0.1, len(self.COLUMNS))[:width], (n, 1))}
 
 
 @pytest.fixture(scope="module")
@@ -388,9 +392,13 @@ def test_only_real_evidence_corroborates_buying_a_home(hand_made):
     assert evidence[("C_RETIREE", "buying_home")]["corroboration"]["rule"] == \
         cfg["events"]["buying_home"]["corroboration"]["description"]
     # the lump sum: one transfer holding all the saving of the quarter; the saver: three months, a third each
-    assert features.loc["C_RETIREE", "max_to_savings_share_90d"] == 1.0
-    assert features.loc["C_SAVER", "n_months_to_savings_90d"] == 3
-    assert features.loc["C_SAVER", "to_savings_increase_90d"] == 2400.0
+    assert features.loc["C_RETIREE", "deposit_largest_share_90d"] == 1.0
+    assert features.loc["C_SAVER", "n_deposit_months_90d"] == 3
+    assert features.loc["C_SAVER", "deposit_increase_90d"] == 2400.0
+    # no model reads them (they corroborate, they do not score): the models stay what the backtest measured
+    for event in cfg["events"]:
+        assert not [c for c in le.event_feature_columns(cfg, event, features.columns) if "deposit_" in c
+                    and "tenancy" not in c]
 
 
 def test_no_flag_names_a_posting_that_is_not_evidence_of_its_event(hand_made):
@@ -399,6 +407,12 @@ def test_no_flag_names_a_posting_that_is_not_evidence_of_its_event(hand_made):
     for customer in ("C_RETIREE", "C_MORTGAGE"):
         assert evidence[(customer, "buying_home")]["transactions"] == [], evidence[(customer, "buying_home")]
         assert evidence[(customer, "buying_home")]["transaction_ids"] == []
+        # the model may have ranked on the mortgage payments: the evidence never names them as a reason
+        cited = [f["feature"] for f in evidence[(customer, "buying_home")]["top_features"]]
+        assert cited == ["n_surveyor_90d", "n_salary_payers_45d", "age_years"], cited
+    # other events, whose uncited_signals do not name the mortgage, cite the model's top features as they are
+    assert [f["feature"] for f in evidence[("C_RETIREE", "moving_home")]["top_features"]][:2] == \
+        ["n_mortgage_90d", "amount_mortgage_90d"]
     assert sorted(_labels(evidence[("C_BUYER", "buying_home")])) == ["Countrywide Surveyors",
                                                                       "SMITH AND CO CONVEYANCING"]
     # a new job: the new employer's salary, never the old one's
