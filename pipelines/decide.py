@@ -374,7 +374,7 @@ def propensities(catalogue: list[Action], state: ContactState, pol: dict[str, An
 # Staffed channels: capacity and need
 # ---------------------------------------------------------------------------------------------------------------
 
-NEED_FLAGS = ("is_vulnerable", "income_drop", "in_arrears", "is_unarranged_overdraft")
+NEED_FLAGS = ("is_vulnerable", "income_drop", "in_arrears", "is_unarranged_overdraft", "message_distress")
 
 
 def staffed_limits(pol: dict[str, Any]) -> dict[str, dict[str, float]]:
