@@ -82,10 +82,42 @@ def _bucket_filter(buckets: Iterable[int] | None) -> str:
     return f"bucket in ({', '.join(map(str, values))})" if values else "false"
 
 
+def consent_snapshot(paths: Paths, as_of: date, buckets: Iterable[int] | None = None) -> pd.DataFrame:
+    """The silver consent state as of `as_of` (the latest snapshot on or before it): one row per customer with the
+    `is_<purpose>_allowed` flags. Without any snapshot nobody has consented to anything (service alerts aside)."""
+    root = paths.table("silver", "consent_state")
+    values = sorted(p.name.split("=", 1)[1] for p in root.glob("as_of=*") if any(p.glob("*.parquet"))) \
+        if root.exists() else []
+    earlier = [v for v in values if v <= as_of.isoformat()]
+    if not earlier:
+        return pd.DataFrame({"customer_id": pd.Series(dtype=str)})
+    path = lake.partition_path(paths, "silver", "consent_state", as_of=earlier[-1])
+    con = lake.connect()
+    try:
+        return con.execute(f"select * exclude (bucket) from read_parquet('{path}/**/*.parquet') "
+                           f"where {_bucket_filter(buckets)} order by customer_id").df()
+    finally:
+        con.close()
+
+
+def own_transfer_settings() -> dict:
+    return forecast_settings()["own_transfers"]
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    quoted = ["'" + str(v).replace("'", "''") + "'" for v in values]
+    return ", ".join(quoted) if quoted else "null"
+
+
 def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
                     buckets: Iterable[int] | None = None) -> None:
     """Views over the silver lake as the run for `as_of` sees it: facts loaded up to as_of, snapshots as of the
-    latest partition on or before it, restricted to the given customer buckets (None: all)."""
+    latest partition on or before it, restricted to the given customer buckets (None: all).
+
+    Consent as of `as_of` decides, whatever the load date of the data (DESIGN principle 2): open-banking accounts,
+    postings and balances of a customer whose `open_banking` consent does not hold on `as_of` are left out of every
+    view, even when they were loaded while it held. Each posting carries `is_own_transfer`: money moved between
+    two of the customer's own accounts (docs/forecasting.md), which is neither income nor spend."""
     buckets = None if buckets is None else list(buckets)
     where_bucket = _bucket_filter(buckets)
     loads = f"(load_date = '{HISTORY}' or load_date <= '{as_of.isoformat()}')"
@@ -95,6 +127,25 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
     balances = lake.scan_sql(paths, "silver", "balances")
     if transactions is None or balances is None:
         raise SegoneError("silver transactions or balances are missing: load the history first (`segone load-history`)")
+    consent = consent_snapshot(paths, as_of, buckets)
+    allowed = consent.loc[consent["is_open_banking_allowed"].fillna(False).astype(bool), ["customer_id"]] \
+        if "is_open_banking_allowed" in consent else pd.DataFrame({"customer_id": pd.Series(dtype=str)})
+    con.register("open_banking_allowed_frame", allowed.astype({"customer_id": object}))
+    con.execute("create or replace temp table open_banking_allowed as "
+                "select distinct cast(customer_id as varchar) as customer_id from open_banking_allowed_frame")
+    consented = "(source = 'core' or customer_id in (select customer_id from open_banking_allowed))"
+    for table in ("accounts", "customers"):
+        snapshot = _latest_snapshot(paths, table, as_of)
+        path = lake.partition_path(paths, "silver", table, as_of=snapshot)
+        kept = consented if table == "accounts" else "true"
+        con.execute(f"create or replace temp table {table}_in as "
+                    f"select * from read_parquet('{path}/**/*.parquet') where {where_bucket} and {kept}")
+    con.execute(f"""
+        create or replace temp view consented_transactions as
+        select * from {transactions}
+        where {where_bucket} and {loads} and booking_date <= date '{as_of.isoformat()}' and {consented}
+    """)
+    _register_own_transfers(con)
     card_mccs = ", ".join(f"'{m}'" for m in STREAM_CANDIDATE_CARD_MCCS)
     con.execute(f"""
         create or replace temp view transactions_in as
@@ -105,10 +156,11 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
             coalesce(m.category, 'other') as category,
             coalesce(t.counterparty_id, upper(t.merchant_name),
                      regexp_replace(upper(coalesce(t.description, '')), '[0-9]+', '#', 'g')) as stream_key,
-            (t.channel not in ('card', 'atm', 'fee') or t.mcc in ({card_mccs})) as is_stream_candidate
-        from {transactions} as t
+            (t.channel not in ('card', 'atm', 'fee') or t.mcc in ({card_mccs})) as is_stream_candidate,
+            own.transaction_id is not null as is_own_transfer
+        from consented_transactions as t
         left join mcc_categories as m using (mcc)
-        where {where_bucket} and {loads} and t.booking_date <= date '{as_of.isoformat()}'
+        left join own_transfers as own using (account_id, transaction_id)
     """)
     fx = lake.partition_path(paths, "silver", "fx_rates", as_of=_latest_snapshot(paths, "fx_rates", as_of))
     con.execute(f"create or replace temp table fx_in as select currency, cast(rate_to_base as decimal(18, 6)) as rate "
@@ -122,13 +174,77 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
             b.balance * coalesce(fx_in.rate, 1) as balance_value
         from {balances} as b
         left join fx_in using (currency)
-        where {where_bucket} and {loads} and b.as_of <= date '{as_of.isoformat()}'
+        where {where_bucket} and {loads} and b.as_of <= date '{as_of.isoformat()}' and {consented}
     """)
-    for table in ("accounts", "customers"):
-        snapshot = _latest_snapshot(paths, table, as_of)
-        path = lake.partition_path(paths, "silver", table, as_of=snapshot)
-        con.execute(f"create or replace temp table {table}_in as "
-                    f"select * from read_parquet('{path}/**/*.parquet') where {where_bucket}")
+
+
+def _register_own_transfers(con: duckdb.DuckDBPyConnection) -> None:
+    """Temp table own_transfers(account_id, transaction_id): the postings that move money between two of the
+    customer's own accounts (config/forecast.yaml `own_transfers`, docs/forecasting.md):
+    - the counterparty is another of the customer's accounts (core, or open banking with consent), or
+    - an opposite posting of the same amount on another of the customer's accounts within `pair_window_days`, both
+      on a transfer-like channel, or
+    - the description names an own-account transfer (`descriptions`, for an account the bank cannot see).
+    A payment out of a current or savings account to the customer's own loan, mortgage or credit card is a
+    repayment (a commitment, like a bill), not an own transfer; the credit on the lending account is one."""
+    rules = own_transfer_settings()
+    channels = _sql_list(rules["channels"])
+    patterns = " or ".join(f"upper(coalesce(t.description, '')) like {_sql_list(['%' + str(d).upper() + '%'])}"
+                           for d in rules.get("descriptions", [])) or "false"
+    lending = _sql_list(rules["lending_products"])
+    window = int(rules["pair_window_days"])
+    con.execute(f"""
+        create or replace temp table own_transfers as
+        with candidates as (
+            select t.transaction_id, t.account_id, t.customer_id, t.booking_date, t.counterparty_id, t.description,
+                cast(coalesce(t.amount_base, t.amount) as decimal(18, 2)) as amount_value
+            from consented_transactions as t
+            where t.channel in ({channels})
+        ),
+        by_counterparty as (
+            select c.transaction_id, c.account_id, c.amount_value, other.product as other_product
+            from candidates as c
+            join accounts_in as other
+                on other.account_id = c.counterparty_id and other.customer_id = c.customer_id
+                and other.account_id <> c.account_id
+        ),
+        by_pair as (
+            select c.transaction_id, c.account_id, c.amount_value,
+                arg_min(other.product, abs(o.booking_date - c.booking_date)) as other_product
+            from candidates as c
+            join candidates as o
+                on o.customer_id = c.customer_id and o.account_id <> c.account_id
+                and o.amount_value = -c.amount_value and c.amount_value <> 0
+                and o.booking_date between c.booking_date - {window} and c.booking_date + {window}
+            left join accounts_in as other on other.account_id = o.account_id
+            group by all
+        ),
+        by_description as (
+            select t.transaction_id, t.account_id, t.amount_value, cast(null as varchar) as other_product
+            from candidates as t
+            where {patterns}
+        ),
+        matched as (
+            select * from by_counterparty
+            union all select * from by_pair
+            union all select * from by_description
+        ),
+        classified as (
+            -- a payment out of a deposit account into the customer's own lending account is a repayment
+            select matched.account_id, matched.transaction_id,
+                matched.amount_value < 0 and coalesce(mine.product, '') not in ({lending})
+                    and coalesce(matched.other_product, '') in ({lending}) as is_repayment
+            from matched
+            left join accounts_in as mine on mine.account_id = matched.account_id
+        ),
+        final as (
+            select account_id, transaction_id
+            from classified
+            group by all
+            having not bool_or(is_repayment)
+        )
+        select * from final
+    """)
 
 
 def _set_variables(con: duckdb.DuckDBPyConnection, cutoffs: list[date], series_start: date) -> None:
@@ -141,6 +257,36 @@ def _set_variables(con: duckdb.DuckDBPyConnection, cutoffs: list[date], series_s
     con.execute(f"set variable stream_min_regularity = {float(recurring['min_regularity'])}")
     con.execute(f"set variable stream_max_amount_cv = {float(recurring['max_amount_cv'])}")
     con.execute(f"set variable min_income_regularity = {float(settings['confidence']['min_income_regularity'])}")
+    arrears = arrears_settings()
+    missed = arrears["missed_repayment"]
+    con.execute(f"set variable arrears_window_days = {int(arrears['window_days'])}")
+    con.execute(f"set variable repayment_products = [{_sql_list(missed['products'])}]")
+    con.execute(f"set variable missed_repayment_days = {int(missed['days_since_last'])}")
+    con.execute(f"set variable first_repayment_days = {int(missed['days_since_start'])}")
+    con.register("arrears_rules_frame", arrears_rule_frame(arrears))
+    con.execute("create or replace temp table arrears_rules as select cast(kind as varchar) as kind, "
+                "cast(channel as varchar) as channel, cast(pattern as varchar) as pattern from arrears_rules_frame")
+
+
+def arrears_settings() -> dict:
+    """What counts as arrears (config/decisioning.yaml `arrears`): read by the features stage, which counts the
+    evidence, and by decide, which words it."""
+    return load_config("decisioning")["arrears"]
+
+
+ARREARS_KINDS = ("returned_payment", "arrears_fee")
+
+
+def arrears_rule_frame(arrears: dict) -> pd.DataFrame:
+    """One row per evidence kind, channel and description pattern (upper case, matched as a substring)."""
+    rows = []
+    for rule in arrears["evidence"]:
+        if rule["kind"] not in ARREARS_KINDS:
+            raise SegoneError(f"config/decisioning.yaml arrears.evidence: kind {rule['kind']!r} is not one of "
+                              f"{', '.join(ARREARS_KINDS)}")
+        rows.extend({"kind": rule["kind"], "channel": str(channel), "pattern": str(pattern).upper()}
+                    for channel in rule["channels"] for pattern in rule["patterns"])
+    return pd.DataFrame(rows, columns=["kind", "channel", "pattern"]).drop_duplicates().reset_index(drop=True)
 
 
 def sql_text(name: str) -> str:
