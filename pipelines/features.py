@@ -9,6 +9,7 @@ what it scores.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Iterable
@@ -278,13 +279,15 @@ ARREARS_KINDS = ("returned_payment", "arrears_fee")
 
 
 def arrears_rule_frame(arrears: dict) -> pd.DataFrame:
-    """One row per evidence kind, channel and description pattern (upper case, matched as a substring)."""
+    """One row per evidence kind, channel and description pattern: a regular expression that finds the pattern's
+    words as whole words, case-insensitively ("RETURNED" is not found in "C_RETURNED" or "UNRETURNED")."""
     rows = []
     for rule in arrears["evidence"]:
         if rule["kind"] not in ARREARS_KINDS:
             raise SegoneError(f"config/decisioning.yaml arrears.evidence: kind {rule['kind']!r} is not one of "
                               f"{', '.join(ARREARS_KINDS)}")
-        rows.extend({"kind": rule["kind"], "channel": str(channel), "pattern": str(pattern).upper()}
+        rows.extend({"kind": rule["kind"], "channel": str(channel),
+                     "pattern": r"\b" + r"\s+".join(re.escape(word) for word in str(pattern).upper().split()) + r"\b"}
                     for channel in rule["channels"] for pattern in rule["patterns"])
     return pd.DataFrame(rows, columns=["kind", "channel", "pattern"]).drop_duplicates().reset_index(drop=True)
 

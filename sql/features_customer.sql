@@ -137,7 +137,7 @@ arrears_postings as (
         and transactions_in.booking_date > cutoffs.cutoff - getvariable('arrears_window_days')
     join arrears_rules
         on arrears_rules.channel = transactions_in.channel
-        and contains(upper(coalesce(transactions_in.description, '')), arrears_rules.pattern)
+        and regexp_matches(upper(coalesce(transactions_in.description, '')), arrears_rules.pattern)
 ),
 
 arrears_evidence as (
