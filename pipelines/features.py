@@ -157,7 +157,10 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
             coalesce(m.category, 'other') as category,
             coalesce(t.counterparty_id, upper(t.merchant_name),
                      regexp_replace(upper(coalesce(t.description, '')), '[0-9]+', '#', 'g')) as stream_key,
-            (t.channel not in ('card', 'atm', 'fee') or t.mcc in ({card_mccs})) as is_stream_candidate,
+            -- card spending only at subscription-like merchants; a direct debit coming back (a payment returned
+            -- unpaid, a refund, an indemnity claim) is never an income stream
+            (t.channel not in ('card', 'atm', 'fee') or t.mcc in ({card_mccs}))
+                and not (t.channel = 'direct_debit' and t.amount > 0) as is_stream_candidate,
             own.transaction_id is not null as is_own_transfer
         from consented_transactions as t
         left join mcc_categories as m using (mcc)
