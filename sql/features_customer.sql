@@ -123,7 +123,8 @@ stream_features as (
         min(greatest(next_expected_date - cutoff, 1)) filter (where direction = 'in' and lifecycle <> 'stopped')
             as days_to_next_income
     from recurring_streams
-    where not is_own_transfer
+    -- neither own-account transfers nor interest credited or charged on an account are an income or a payment
+    where not is_own_transfer and channel <> 'interest'
     group by all
 ),
 

@@ -6,7 +6,8 @@ items 1-2). One small bank, loaded once:
   not in arrears, no hardship call, credit not refused for arrears;
 - C_RETURNED: a direct debit returned unpaid and its unpaid-item fee: in arrears, and told so in those words;
 - C_LOAN: a loan held here still owing, repaid monthly until June, nothing since: in arrears (overdue repayment);
-- C_SAVER: a monthly transfer from current to savings that stops while the salary goes on: no income stop;
+- C_SAVER: a monthly transfer from current to savings (and the savings interest) that stops while the salary goes
+  on: no income stop;
 - C_PAIRED: the same to an external account linked by open banking, no counterparty id (matched in and out);
 - C_NOPERS_RISK: no personalization consent and at risk: a shortfall warning, nothing else of their data (no
   safe-to-save, no projected balances, no streams, no bill reminder, no subscription review, no budgeting tools,
@@ -116,6 +117,9 @@ def make_bank() -> LandingBank:
                   counterparty_id="S_C_SAVER")
         bank.post("S_C_SAVER", day, "300.00", "transfer_in", description="TRANSFER FROM CURRENT ACCOUNT",
                   counterparty_id=account)
+        # and the savings interest, monthly until the money moved elsewhere: not an income either
+        bank.post("S_C_SAVER", day + timedelta(days=3), "4.10", "interest", description="INTEREST PAID",
+                  counterparty_id="BANK-INTEREST")
 
     # the same to an external current account (open banking), with no counterparty id and neutral words
     account = steady(bank, "C_PAIRED", opening=3000)
