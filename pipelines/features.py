@@ -83,16 +83,21 @@ def _bucket_filter(buckets: Iterable[int] | None) -> str:
     return f"bucket in ({', '.join(map(str, values))})" if values else "false"
 
 
-def consent_snapshot(paths: Paths, as_of: date, buckets: Iterable[int] | None = None) -> pd.DataFrame:
-    """The silver consent state as of `as_of` (the latest snapshot on or before it): one row per customer with the
-    `is_<purpose>_allowed` flags. Without any snapshot nobody has consented to anything (service alerts aside)."""
+def _consent_path(paths: Paths, as_of: date):
+    """The folder of the latest silver consent_state snapshot on or before `as_of` (None: there is none)."""
     root = paths.table("silver", "consent_state")
     values = sorted(p.name.split("=", 1)[1] for p in root.glob("as_of=*") if any(p.glob("*.parquet"))) \
         if root.exists() else []
     earlier = [v for v in values if v <= as_of.isoformat()]
-    if not earlier:
+    return lake.partition_path(paths, "silver", "consent_state", as_of=earlier[-1]) if earlier else None
+
+
+def consent_snapshot(paths: Paths, as_of: date, buckets: Iterable[int] | None = None) -> pd.DataFrame:
+    """The silver consent state as of `as_of` (the latest snapshot on or before it): one row per customer with the
+    `is_<purpose>_allowed` flags. Without any snapshot nobody has consented to anything (service alerts aside)."""
+    path = _consent_path(paths, as_of)
+    if path is None:
         return pd.DataFrame({"customer_id": pd.Series(dtype=str)})
-    path = lake.partition_path(paths, "silver", "consent_state", as_of=earlier[-1])
     con = lake.connect()
     try:
         return con.execute(f"select * exclude (bucket) from read_parquet('{path}/**/*.parquet') "
@@ -128,12 +133,11 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
     balances = lake.scan_sql(paths, "silver", "balances")
     if transactions is None or balances is None:
         raise SegoneError("silver transactions or balances are missing: load the history first (`segone load-history`)")
-    consent = consent_snapshot(paths, as_of, buckets)
-    allowed = consent.loc[consent["is_open_banking_allowed"].fillna(False).astype(bool), ["customer_id"]] \
-        if "is_open_banking_allowed" in consent else pd.DataFrame({"customer_id": pd.Series(dtype=str)})
-    con.register("open_banking_allowed_frame", allowed.astype({"customer_id": object}))
-    con.execute("create or replace temp table open_banking_allowed as "
-                "select distinct cast(customer_id as varchar) as customer_id from open_banking_allowed_frame")
+    consent = _consent_path(paths, as_of)
+    con.execute("create or replace temp table open_banking_allowed as " + (
+        f"select customer_id from read_parquet('{consent}/**/*.parquet') "
+        f"where {where_bucket} and coalesce(is_open_banking_allowed, false)" if consent is not None
+        else "select cast(null as varchar) as customer_id where false"))
     consented = "(source = 'core' or customer_id in (select customer_id from open_banking_allowed))"
     for table in ("accounts", "customers"):
         snapshot = _latest_snapshot(paths, table, as_of)
@@ -161,10 +165,9 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
             -- unpaid, a refund, an indemnity claim) is never an income stream
             (t.channel not in ('card', 'atm', 'fee') or t.mcc in ({card_mccs}))
                 and not (t.channel = 'direct_debit' and t.amount > 0) as is_stream_candidate,
-            own.transaction_id is not null as is_own_transfer
+            t.transaction_id in (select transaction_id from own_transfers) as is_own_transfer
         from consented_transactions as t
         left join mcc_categories as m using (mcc)
-        left join own_transfers as own using (account_id, transaction_id)
     """)
     fx = lake.partition_path(paths, "silver", "fx_rates", as_of=_latest_snapshot(paths, "fx_rates", as_of))
     con.execute(f"create or replace temp table fx_in as select currency, cast(rate_to_base as decimal(18, 6)) as rate "
@@ -267,9 +270,10 @@ def _set_variables(con: duckdb.DuckDBPyConnection, cutoffs: list[date], series_s
     con.execute(f"set variable repayment_products = [{_sql_list(missed['products'])}]")
     con.execute(f"set variable missed_repayment_days = {int(missed['days_since_last'])}")
     con.execute(f"set variable first_repayment_days = {int(missed['days_since_start'])}")
-    con.register("arrears_rules_frame", arrears_rule_frame(arrears))
-    con.execute("create or replace temp table arrears_rules as select cast(kind as varchar) as kind, "
-                "cast(channel as varchar) as channel, cast(pattern as varchar) as pattern from arrears_rules_frame")
+    for kind, pattern in arrears_patterns(arrears).items():
+        con.execute(f"set variable {kind}_pattern = $pattern", {"pattern": pattern})
+    channels = sorted({str(channel) for rule in arrears["evidence"] for channel in rule["channels"]})
+    con.execute(f"set variable arrears_channels = [{_sql_list(channels)}]")
 
 
 def arrears_settings() -> dict:
@@ -281,18 +285,21 @@ def arrears_settings() -> dict:
 ARREARS_KINDS = ("returned_payment", "arrears_fee")
 
 
-def arrears_rule_frame(arrears: dict) -> pd.DataFrame:
-    """One row per evidence kind, channel and description pattern: a regular expression that finds the pattern's
-    words as whole words, case-insensitively ("RETURNED" is not found in "C_RETURNED" or "UNRETURNED")."""
-    rows = []
+def arrears_patterns(arrears: dict) -> dict[str, str]:
+    """Per evidence kind, one regular expression over `<channel> <DESCRIPTION IN UPPER CASE>` that holds when the
+    posting is on one of a rule's channels and its description has one of that rule's patterns as whole words
+    ("RETURNED" is not found in "C_RETURNED" or "UNRETURNED"). One constant expression per kind: DuckDB compiles it
+    once, where a pattern read from a table would be compiled again for every row."""
+    alternatives: dict[str, list[str]] = {kind: [] for kind in ARREARS_KINDS}
     for rule in arrears["evidence"]:
         if rule["kind"] not in ARREARS_KINDS:
             raise SegoneError(f"config/decisioning.yaml arrears.evidence: kind {rule['kind']!r} is not one of "
                               f"{', '.join(ARREARS_KINDS)}")
-        rows.extend({"kind": rule["kind"], "channel": str(channel),
-                     "pattern": r"\b" + r"\s+".join(re.escape(word) for word in str(pattern).upper().split()) + r"\b"}
-                    for channel in rule["channels"] for pattern in rule["patterns"])
-    return pd.DataFrame(rows, columns=["kind", "channel", "pattern"]).drop_duplicates().reset_index(drop=True)
+        channels = "|".join(re.escape(str(channel)) for channel in rule["channels"])
+        words = "|".join(r"\s+".join(re.escape(word) for word in str(pattern).upper().split())
+                         for pattern in rule["patterns"])
+        alternatives[rule["kind"]].append(f"^(?:{channels}) .*\\b(?:{words})\\b")
+    return {kind: "|".join(f"(?:{a})" for a in parts) if parts else "$^" for kind, parts in alternatives.items()}
 
 
 def sql_text(name: str) -> str:

@@ -2,7 +2,7 @@
 -- cut-off only. Customers without an open current account on the cut-off have no cash position and no row.
 -- Own-account transfers (transactions_in.is_own_transfer) move the cash position but are neither income nor spend,
 -- and own-transfer streams count as neither income nor outgoing streams. Arrears evidence (config/decisioning.yaml
--- `arrears`, table arrears_rules): payments returned unpaid and fees only a missed or returned payment triggers, on
+-- `arrears`, variables <kind>_pattern): payments returned unpaid and fees only a missed or returned payment triggers, on
 -- any of the customer's accounts, and overdue repayments of a loan or mortgage held here.
 with positions as (
     select cutoffs.cutoff, daily_balance.customer_id, daily_balance.ds, daily_balance.value, daily_balance.net_flow,
@@ -129,23 +129,28 @@ stream_features as (
 ),
 
 arrears_postings as (
-    -- a posting that shows a missed or returned payment, on any of the customer's accounts in the arrears window
-    select distinct cutoffs.cutoff, transactions_in.customer_id, transactions_in.account_id,
-        transactions_in.transaction_id, arrears_rules.kind
+    -- a posting that shows a missed or returned payment, on any of the customer's accounts: its channel and
+    -- description match the kind's pattern (pipelines/features.arrears_patterns, from config/decisioning.yaml)
+    select customer_id, booking_date,
+        regexp_matches(channel || ' ' || upper(coalesce(description, '')), getvariable('returned_payment_pattern'))
+            as is_returned_payment,
+        regexp_matches(channel || ' ' || upper(coalesce(description, '')), getvariable('arrears_fee_pattern'))
+            as is_arrears_fee
     from transactions_in
-    join cutoffs
-        on transactions_in.booking_date <= cutoffs.cutoff
-        and transactions_in.booking_date > cutoffs.cutoff - getvariable('arrears_window_days')
-    join arrears_rules
-        on arrears_rules.channel = transactions_in.channel
-        and regexp_matches(upper(coalesce(transactions_in.description, '')), arrears_rules.pattern)
+    where booking_date > (select min(cutoff) from cutoffs) - getvariable('arrears_window_days')
+        and list_contains(getvariable('arrears_channels'), channel)
 ),
 
 arrears_evidence as (
-    select cutoff, customer_id,
-        count(*) filter (where kind = 'returned_payment') as n_returned_payments,
-        count(*) filter (where kind = 'arrears_fee') as n_arrears_fees
+    -- in the arrears window before each cut-off
+    select cutoffs.cutoff, arrears_postings.customer_id,
+        count(*) filter (where arrears_postings.is_returned_payment) as n_returned_payments,
+        count(*) filter (where arrears_postings.is_arrears_fee) as n_arrears_fees
     from arrears_postings
+    join cutoffs
+        on arrears_postings.booking_date <= cutoffs.cutoff
+        and arrears_postings.booking_date > cutoffs.cutoff - getvariable('arrears_window_days')
+    where arrears_postings.is_returned_payment or arrears_postings.is_arrears_fee
     group by all
 ),
 

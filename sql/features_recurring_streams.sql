@@ -3,11 +3,13 @@
 -- is expected and where it is in its life: early (few occurrences yet), mature, or stopped (overdue by half a
 -- cadence or more). Card spending is left out except subscription-like merchant codes.
 -- A stream of own-account transfers (most of its postings move money between the customer's own accounts) is kept
--- with is_own_transfer: never income, never a bill. on_cash_position: its latest posting was on an account that
--- makes the cash position that day (before the daily series starts: on a current account).
-with postings as (
+-- with is_own_transfer: never income, never a bill. on_cash_position (own-account transfer streams only, null for
+-- the others): its latest posting was on an account that makes the cash position that day (before the daily series
+-- starts: on a current account).
+with own_positions as (
+    -- where each own-account transfer was booked: on the cash position that day or not
     select
-        transactions_in.*,
+        transactions_in.transaction_id,
         coalesce(primary_days.account_id is not null
                  and transactions_in.booking_date >= getvariable('series_start'), false)
             or (transactions_in.booking_date < getvariable('series_start') and accounts_in.product = 'current')
@@ -16,6 +18,13 @@ with postings as (
     left join primary_days
         on primary_days.account_id = transactions_in.account_id and primary_days.ds = transactions_in.booking_date
     left join accounts_in on accounts_in.account_id = transactions_in.account_id
+    where transactions_in.is_stream_candidate and transactions_in.is_own_transfer
+),
+
+postings as (
+    select transactions_in.*, own_positions.on_cash_position
+    from transactions_in
+    left join own_positions using (transaction_id)
     where transactions_in.is_stream_candidate
 ),
 
