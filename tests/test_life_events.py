@@ -372,7 +372,8 @@ def hand_made(tmp_path_factory):
     try:
         le.register_inputs(con, paths, HAND_END, [HAND_END], None, cfg)
         features = le.compute_features(con, cfg)
-        consent = pd.DataFrame({"customer_id": features["customer_id"], "life_events": True, "location": True})
+        consent = pd.DataFrame({"customer_id": features["customer_id"], "life_events": True, "personalization": True,
+                                "location": True})
         rows = le.score_rows(FlagEveryone(cfg), con, features, consent, HAND_END, cfg)
     finally:
         con.close()
