@@ -66,10 +66,17 @@ _BOOL_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "ha
                 "is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
                 "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
                 "is_marketing_inapp_allowed", "is_open_banking_allowed", "is_location_allowed",
-                *(f"is_{e}" for e in LIFE_EVENTS), *(f"is_{e}_corroborated" for e in LIFE_EVENTS))
+                *(f"is_{e}" for e in LIFE_EVENTS), *(f"is_{e}_corroborated" for e in LIFE_EVENTS),
+                "is_message_distress", "is_message_difficulty", "is_message_complaint", "is_message_lost_card",
+                "is_message_leaving", "is_message_details_change")
 # The consents the funnel checks: an action's data purposes and its channels' purposes.
 CONSENT_PURPOSES = ("personalization", "life_events", "open_banking", "location", "service_alerts",
                     "marketing_email", "marketing_sms", "marketing_push", "marketing_inapp")
+# gold message_signals column -> context field (decide reads the persisted features; it never reads messages)
+MESSAGE_FIELDS = {"is_distressed": "is_message_distress", "has_financial_difficulty": "is_message_difficulty",
+                  "has_recent_complaint": "is_message_complaint", "has_fraud_or_lost_card": "is_message_lost_card",
+                  "has_wish_to_leave": "is_message_leaving", "has_personal_details_change": "is_message_details_change",
+                  "reasons": "message_reasons"}
 
 
 def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -224,7 +231,16 @@ def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
         & ctx["is_open_banking_allowed"].astype("boolean").fillna(False)
     ctx = ctx.merge(_forecast_wide(forecast), on="customer_id", how="left")
     ctx = ctx.merge(_life_events_wide(life), on="customer_id", how="left")
+    ctx = ctx.merge(_message_context(paths, day, bucket), on="customer_id", how="left")
     return complete_context(ctx)
+
+
+def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
+    """The persisted per-customer message features of D (gold message_signals), as context fields."""
+    from pipelines.messages import read_signals
+
+    signals = read_signals(paths, day, bucket)
+    return signals[["customer_id", *MESSAGE_FIELDS]].rename(columns=MESSAGE_FIELDS)
 
 
 def _gold_partition(con, paths: Paths, table: str, iso: str, bucket: int) -> pd.DataFrame | None:
@@ -386,7 +402,7 @@ def propensities(catalogue: list[Action], state: ContactState, pol: dict[str, An
 # Staffed channels: capacity and need
 # ---------------------------------------------------------------------------------------------------------------
 
-NEED_FLAGS = ("is_vulnerable", "income_drop", "in_arrears", "is_unarranged_overdraft")
+NEED_FLAGS = ("is_vulnerable", "income_drop", "in_arrears", "is_unarranged_overdraft", "message_distress")
 
 
 def staffed_limits(pol: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -467,7 +483,8 @@ def need_score(ctx: pd.DataFrame, pol: dict[str, Any]) -> np.ndarray:
     flags = {"is_vulnerable": ctx["is_vulnerable"].to_numpy(bool),
              "income_drop": ctx["is_income_stopped"].to_numpy(bool) | ctx["is_job_loss"].to_numpy(bool),
              "in_arrears": ctx["in_arrears"].to_numpy(bool),
-             "is_unarranged_overdraft": ctx["is_unarranged_overdraft"].to_numpy(bool)}
+             "is_unarranged_overdraft": ctx["is_unarranged_overdraft"].to_numpy(bool),
+             "message_distress": ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool)}
     score = ctx["p_shortfall_30"].astype("float64").fillna(0).to_numpy().copy()
     for name, weight in weights.items():
         score += float(weight) * flags[name]
@@ -572,6 +589,11 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     credit_block = _credit_block(ctx, pol, book)
     credit_ctx = corroborated_context(ctx)
     needs = corroboration_words()
+    msg_rules = pol.get("message_rules", {})
+    in_distress = ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool)
+    complained = ctx["is_message_complaint"].to_numpy(bool)
+    cooldown_classes = set(msg_rules.get("complaint_cooldown_classes", ()))
+    cooldown_except = set(msg_rules.get("complaint_cooldown_except", ()))
     cp = pol["contact_policy"]
     caps = np.array([int(cp["weekly_caps"].get(ch, 10 ** 6)) for ch in CHANNELS])
     room = caps[None, :] - state.sent_7d                                   # (n, C) left this week
@@ -601,6 +623,9 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
             drop(j, (failed >= 0) & (codes >= 0), "applicability", codes)
         if action.is_credit:
             drop(j, credit_block >= 0, "suitability", credit_block)
+        if action.action_class == "commercial" and msg_rules.get("distress_suppresses_commercial", True):
+            drop(j, in_distress, "suitability",
+                 book.code("not offered: the customer's recent messages show distress or difficulty paying"))
         for purpose in action.data_purposes:
             words = {"personalization": "using your banking data for recommendations",
                      "life_events": "inferring life events",
@@ -624,6 +649,10 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                        f"({', '.join(action.channels)})"))
         drop(j, state.days_since_complaint[:, j] < float(cp["complaint_stop_days"]), "contact_policy",
              book.code(f"the customer complained about this action in the last {cp['complaint_stop_days']} days"))
+        if action.action_class in cooldown_classes and action.id not in cooldown_except:
+            drop(j, complained, "contact_policy",
+                 book.code(f"the customer complained in a recent message: no {action.action_class} contact for "
+                           f"{msg_rules.get('complaint_window_days', 30)} days (cool-down)"))
         drop(j, state.days_since_decline[:, j] < action.cool_down_days, "contact_policy",
              book.code(f"declined in the last {action.cool_down_days} days (cool-down)"))
         drop(j, state.n_ignored[:, j] >= action.max_ignores, "contact_policy",
@@ -797,7 +826,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     sel = sel[np.lexsort((picked["slot_rank"][sel], ci[sel]))]
     nba = _published(ctx, catalogue, sel, ci, aj, ch, picked["prop"], picked["priority"],
                      picked["logging_probability"], picked["exploring"], picked["slot_rank"], is_control, as_of,
-                     version, credit_ctx)
+                     version, credit_ctx, msg_rules.get("plain_register"))
     decision_log = _decision_log(ctx, catalogue, stage, reason, book, version, extra)
     advisor, queue_demand = advisor_queue(ctx, pol, int(capacity.get("advisor_queue", n)), need_rank)
     capacity_metrics["advisor_queue"] = {"capacity": int(capacity.get("advisor_queue", n)), "demand": queue_demand,
@@ -831,7 +860,8 @@ def _cumcount(keys: np.ndarray) -> np.ndarray:
 
 
 def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
-               is_control, as_of: date, version: str, credit_ctx: pd.DataFrame | None = None) -> pd.DataFrame:
+               is_control, as_of: date, version: str, credit_ctx: pd.DataFrame | None = None,
+               plain: dict[str, Any] | None = None) -> pd.DataFrame:
     cust = ci[sel]
     act = aj[sel]
     action_ids = np.array([x.id for x in catalogue], dtype=object)
@@ -874,6 +904,15 @@ def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probabil
         tier_note = " Help with your money always comes before offers." if action.action_class == "protective" else ""
         explanations[rows] = (f"{action.title}: " + expl + " Suggested because " + text + "." + tier_note
                               + explore_note).to_numpy()
+        if plain:  # customers in distress: the plainer register of config/decisioning.yaml message_rules
+            distressed = (ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool))[
+                cust[rows]]
+            if distressed.any():
+                simple = catalogue_module.render_template(action.raw.get("plain_explanation") or action.explanation,
+                                                          sub)
+                lines = [plain["template"].format(title=action.title, explanation=e, because=b)
+                         for e, b in zip(simple.to_numpy(), text.to_numpy())]
+                explanations[rows[distressed]] = np.array(lines, dtype=object)[distressed]
     frame["reasons"] = reasons
     frame["explanation"] = explanations
     return frame
@@ -889,7 +928,7 @@ def _fields_of(action: Action) -> list[str]:
                 walk(sub)
         names.update(rule[k] for k in ("field", "value_field") if k in rule)
 
-    for text in [action.explanation, *(r["text"] for r in action.reasons)]:
+    for text in [action.explanation, action.raw.get("plain_explanation") or "", *(r["text"] for r in action.reasons)]:
         names.update(name for name, _ in catalogue_module._PLACEHOLDER.findall(text))
     for spec in action.reasons:
         for rule in spec.get("when") or ():
@@ -965,7 +1004,10 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any], capacity: int | None =
     c1 = (p30 >= float(rules["high_p_shortfall_30"])) & income_drop
     c2 = ctx["is_vulnerable"].to_numpy(bool) & (p30 >= float(rules["vulnerable_p_shortfall_30"]))
     c3 = ctx["in_arrears"].to_numpy(bool) & (p30 >= float(rules["arrears_p_shortfall_30"]))
-    rows = np.nonzero(c1 | c2 | c3)[0]
+    difficulty = ctx["is_message_difficulty"].to_numpy(bool)
+    c4 = (ctx["is_message_distress"].to_numpy(bool) | difficulty) if rules.get("messages", True) else \
+        np.zeros(len(ctx), dtype=bool)
+    rows = np.nonzero(c1 | c2 | c3 | c4)[0]
     demand = int(len(rows))
     need = need_score(ctx, pol)
     rank = need_rank if need_rank is not None else np.argsort(np.argsort(-need, kind="stable"), kind="stable")
@@ -980,15 +1022,16 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any], capacity: int | None =
             (c1[rows], "high risk of a shortfall within 30 days (" + pct + "%) after an income drop"),
             (c2[rows], "known vulnerability (" + vuln + ") with a risk of a shortfall within 30 days (" + pct + "%)"),
             (c3[rows], "an account in arrears (" + sub["arrears_reason"].astype(str) + ") with a likely shortfall ("
-             + pct + "%)")):
+             + pct + "%)"),
+            (c4[rows], _message_reasons(sub))):
         text = pd.Series(text, index=sub.index) if not isinstance(text, pd.Series) else text
         reason = reason + np.where(mask & (reason != ""), "; ", "") + text.where(mask, "")
     out = pd.DataFrame({
         "customer_id": sub["customer_id"].to_numpy(dtype=object),
         "priority": np.round(need[rows], 6),
         "reason": reason.to_numpy(dtype=object),
-        "suggested_action": np.where(sub["in_arrears"].to_numpy(bool), "hardship_support", "advisor_callback")
-        .astype(object),
+        "suggested_action": np.where(sub["in_arrears"].to_numpy(bool) | difficulty[rows], "hardship_support",
+                                     "advisor_callback").astype(object),
         "p_shortfall_30": p30[rows],
         "expected_shortfall_date": pd.to_datetime(sub["expected_shortfall_date"], errors="coerce").dt.date,
         "known_vulnerability": sub["known_vulnerability"].astype(object)
@@ -998,6 +1041,13 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any], capacity: int | None =
         "is_service_alerts_allowed": sub["is_service_alerts_allowed"].to_numpy(bool),
     })
     return out.reset_index(drop=True), demand
+
+
+def _message_reasons(sub: pd.DataFrame) -> pd.Series:
+    """The advisor's reason from messages: what the customer told us, in the signals' words (never the text)."""
+    said = sub["message_reasons"].astype(object).where(sub["message_reasons"].notna(), "") \
+        if "message_reasons" in sub else pd.Series("", index=sub.index, dtype=object)
+    return ("in their messages: " + said.astype(str)).where(said.astype(str) != "", "distress in recent messages")
 
 
 def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
