@@ -124,6 +124,12 @@ def _add_backtest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cutoffs", type=_positive_int, default=None, help="number of test cut-offs (default from config)")
 
 
+def _add_features(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["update", "rebuild"],
+                   help="update: merge D's silver into the store's previous state; rebuild: compute it from silver")
+    _add_date(p)
+
+
 def _add_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", dest="day", type=_date, default=None, help="also check the landing folder of D")
 
@@ -147,6 +153,9 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                 "pipelines.stages:conform", _add_date),
     "validate-silver": ("stage 2b: Great Expectations suites on D's silver",
                         "pipelines.stages:validate_silver", _add_date),
+    "features": ("stage 3: the feature store (lake/features/) as of D: `features update` (the night's way) or "
+                 "`features rebuild` (from silver alone, e.g. after a re-run of an older night)",
+                 "pipelines.stages:features_command", _add_features),
     "train": ("train the global cash-shortfall engine on a rolling window and promote it if it is no worse",
               "pipelines.stages:train", _add_optional_date),
     "forecast": ("stage 4: cash-shortfall forecast for D, every shard in turn, with the promoted model",

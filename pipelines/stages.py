@@ -91,6 +91,40 @@ def report(paths: Paths, day: date) -> str:
     return str(build_nightly_report(paths, day))
 
 
+def feature_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the feature store's update maps over."""
+    from pipelines.store import shards
+
+    return shards()
+
+
+def update_features_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 3, one shard: D's silver merged into the feature store (lake/features/, docs/feature_store.md) and the
+    features as of D written for bucket N."""
+    from pipelines.store import update_features as run_shard
+
+    return run_shard(paths, day, int(bucket))
+
+
+def update_features(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3, every shard in turn (the DAG maps update_features_shard over the shards instead)."""
+    from pipelines.store import update_all
+
+    return update_all(paths, day)
+
+
+def rebuild_features(paths: Paths, day: date) -> dict[str, Any]:
+    """`segone features rebuild --date D`: the feature store as of D computed from silver alone."""
+    from pipelines.store import rebuild
+
+    return rebuild(paths, day)
+
+
+def features_command(paths: Paths, what: str, day: date) -> dict[str, Any]:
+    """`segone features update|rebuild --date D`."""
+    return rebuild_features(paths, day) if what == "rebuild" else update_features(paths, day)
+
+
 def forecast_shards(paths: Paths, day: date) -> list[int]:
     """The shards (customer buckets) the forecast stage maps over."""
     from pipelines.forecast import shards
@@ -100,7 +134,7 @@ def forecast_shards(paths: Paths, day: date) -> list[int]:
 
 def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Stage 4, one shard: features and the promoted global engine -> gold cash_forecast for bucket N as of D."""
-    from pipelines.forecast import forecast_shard as run_shard
+    from pipelines.forecast import forecast_cash_shortfall as run_shard
 
     return run_shard(paths, day, int(bucket))
 
@@ -137,9 +171,9 @@ def life_event_shards(paths: Paths, day: date) -> list[int]:
 
 def classify_life_events_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Stage 5, one shard: consented customers only -> gold life_events for bucket N as of D."""
-    from pipelines.life_events import classify_shard
+    from pipelines.life_events import classify_life_events as run_shard
 
-    return classify_shard(paths, day, int(bucket))
+    return run_shard(paths, day, int(bucket))
 
 
 def classify_life_events(paths: Paths, day: date) -> dict[str, Any]:
@@ -213,7 +247,7 @@ def decide_shards(paths: Paths, day: date) -> list[int]:
 def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Stage 6, one shard: context -> funnel -> gold next_best_actions, decision_log, advisor_queue and
     dashboard_layout for bucket N as of D."""
-    from pipelines.decide import decide_shard as run_shard
+    from pipelines.decide import decide_next_best_actions as run_shard
 
     return run_shard(paths, day, int(bucket))
 
@@ -255,6 +289,7 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
+         ("update_features", update_features),
          ("understand_messages", understand_messages), ("validate_messages", validate_messages),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
@@ -299,6 +334,7 @@ def load_history(paths: Paths) -> dict[str, Any]:
     write_run_metrics(paths, HISTORY, "conform", metrics["conform"])
     metrics["validate_silver"] = validate_silver_load(paths, HISTORY, as_of)
     write_run_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
+    metrics["features"] = rebuild_features(paths, as_of)   # the feature store's first state
     metrics["publish"] = publish(paths, as_of)
     return metrics
 

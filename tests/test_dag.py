@@ -23,7 +23,8 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     assert bag.import_errors == {}
     dag = bag.get_dag("nightly_personalization")
     assert dag is not None
-    order = ["ingest", "validate", "conform", "validate_silver", "plan_forecast_shards", "forecast_cash_shortfall",
+    order = ["ingest", "validate", "conform", "validate_silver", "plan_feature_shards", "update_features",
+             "plan_forecast_shards", "forecast_cash_shortfall",
              "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
              "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
     # messages (step 3b) run beside the forecast, after the silver checks; decide waits for both branches

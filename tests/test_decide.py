@@ -483,7 +483,7 @@ def lake_copy(tmp_path_factory) -> Path:
         simulate_command(paths, customers=300, days=250, end_date=date(2026, 11, 20), seed=3, fmt="csv")
         load_history(paths)
         forecast.train(paths)
-        forecast.forecast_shard(paths, forecast.data_end(paths), 0)
+        forecast.forecast_cash_shortfall(paths, forecast.data_end(paths), 0)
     finally:
         mp.undo()
     return home
@@ -498,7 +498,7 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
     monkeypatch.setenv("SEGONE_HOME", str(lake_copy))
     paths = Paths(lake_copy)
     day, bucket = _lake_bucket(lake_copy)
-    metrics = decide.decide_shard(paths, day, bucket)
+    metrics = decide.decide_next_best_actions(paths, day, bucket)
     assert metrics["n_published"] > 0 and metrics["has_cash_forecast"] and not metrics["has_life_events"]
     read = {t: pd.read_parquet(paths.table("gold", t) / f"as_of={day}" / f"bucket={bucket}")
             for t in decide.GOLD_TABLES}
@@ -531,7 +531,7 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
             (paths.table("gold", t) / f"as_of={day}" / f"bucket={bucket}").glob("*.parquet")))
             for t in decide.GOLD_TABLES}
     before = files()
-    decide.decide_shard(paths, day, bucket)
+    decide.decide_next_best_actions(paths, day, bucket)
     assert files() == before
     # a gold life_events partition, when present, is used
     target, thin = context.index[(context["is_life_events_allowed"]) & (context["is_personalization_allowed"])][:2]
@@ -543,7 +543,7 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
     folder = paths.table("gold", "life_events") / f"as_of={day}" / f"bucket={bucket}"
     folder.mkdir(parents=True)
     life.to_parquet(folder / "part-0.parquet", index=False)
-    second = decide.decide_shard(paths, day, bucket)
+    second = decide.decide_next_best_actions(paths, day, bucket)
     mortgage_log = pd.read_parquet(folder.parents[2] / "decision_log" / f"as_of={day}" / f"bucket={bucket}")
     mortgage = mortgage_log[(mortgage_log["customer_id"] == target) & (mortgage_log["action_id"] == "mortgage")]
     assert mortgage.empty or mortgage["stage"].iloc[0] != "applicability"

@@ -68,7 +68,7 @@ def test_training_again_on_the_same_data_gives_the_same_version_and_files(bank):
 
 def test_a_shard_is_forecast_and_passes_its_suite(bank):
     day = END - timedelta(days=1)
-    per_shard = [forecast.forecast_shard(bank, day, b) for b in forecast.shards()]
+    per_shard = [forecast.forecast_cash_shortfall(bank, day, b) for b in forecast.shards()]
     assert sum(m["n_forecast"] for m in per_shard) >= 390
     frame = pd.read_parquet(lake.partition_path(bank, "gold", "cash_forecast", as_of=day.isoformat()))
     assert len(frame) == 3 * frame["customer_id"].nunique()
@@ -97,9 +97,9 @@ def test_a_shard_is_forecast_and_passes_its_suite(bank):
 def test_the_same_inputs_give_the_same_forecast(bank):
     day = END - timedelta(days=1)
     folder = lake.partition_path(bank, "gold", "cash_forecast", as_of=day.isoformat(), bucket="3")
-    forecast.forecast_shard(bank, day, 3)
+    forecast.forecast_cash_shortfall(bank, day, 3)
     first = pd.read_parquet(folder)
-    forecast.forecast_shard(bank, day, 3)
+    forecast.forecast_cash_shortfall(bank, day, 3)
     pd.testing.assert_frame_equal(first, pd.read_parquet(folder))
 
 
@@ -124,7 +124,7 @@ def test_the_night_refuses_a_missing_model(bank, tmp_path):
     empty = Paths(tmp_path / "empty")
     shutil.copytree(bank.lake, empty.lake)
     with pytest.raises(SegoneError, match="segone train"):
-        forecast.forecast_shard(empty, END - timedelta(days=1), 0)
+        forecast.forecast_cash_shortfall(empty, END - timedelta(days=1), 0)
 
 
 def test_the_night_refuses_an_incompatible_model(bank, tmp_path):
@@ -136,11 +136,11 @@ def test_the_night_refuses_an_incompatible_model(bank, tmp_path):
     engine["feature_names"] = [*engine["feature_names"], "a_feature_that_no_longer_exists"]
     (directory / "engine.json").write_text(json.dumps(engine))
     with pytest.raises(SegoneError, match="a_feature_that_no_longer_exists"):
-        forecast.forecast_shard(other, END - timedelta(days=1), 0)
+        forecast.forecast_cash_shortfall(other, END - timedelta(days=1), 0)
     engine["format_version"] = 999
     (directory / "engine.json").write_text(json.dumps(engine))
     with pytest.raises(SegoneError, match="format_version"):
-        forecast.forecast_shard(other, END - timedelta(days=1), 0)
+        forecast.forecast_cash_shortfall(other, END - timedelta(days=1), 0)
 
 
 def test_safe_to_save_keeps_the_30_day_risk_at_the_configured_level():
