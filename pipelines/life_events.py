@@ -145,6 +145,8 @@ def model_params(cfg: dict[str, Any]):
     from models.life_event_classifier import LifeEventParams
 
     return LifeEventParams.from_dict({**cfg.get("model", {}), "holdout_cutoffs": cfg["holdout_cutoffs"],
+                                      "min_validation_positive_customers":
+                                          cfg.get("min_validation_positive_customers", 3),
                                       "embargo_days": cfg["embargo_days"]})
 
 
@@ -348,8 +350,30 @@ def event_specs(cfg: dict[str, Any], columns: list[str]) -> dict[str, dict[str, 
         chosen = event_feature_columns(cfg, event, columns)
         out[event] = {"features": chosen, "target_precision": float(spec["target_precision"]),
                       "monotone": event_monotone(cfg, event, chosen),
-                      "prior": rule_column(event)}
+                      "prior": rule_column(event), "rule": spec["rule"], "rule_version": rule_version(cfg)}
     return out
+
+
+def rule_version(cfg: dict[str, Any]) -> int:
+    """The version of the hand-written rules: config/life_events.yaml `version` (bump it when a rule changes)."""
+    return int(cfg.get("version", 1))
+
+
+def row_model_version(model, event: str) -> str:
+    """What a gold row says made it: the registry version of the model, or `rule:<event>:v<N>` for an event that
+    is published by its hand-written rule (DESIGN principle 6)."""
+    from models.life_event_classifier import RULE
+
+    if model.method(event) == RULE:
+        return f"rule:{event}:v{model.events[event].get('rule_version') or 1}"
+    return getattr(model, "version", "unversioned")
+
+
+def decisions(model) -> dict[str, dict[str, Any]]:
+    """Per event: published by the model or by its rule, why, and the held-out figures compared."""
+    return {event: {"method": info.get("method", "model"), "reason": info.get("method_reason"),
+                    "comparison": info.get("comparison", {})}
+            for event, info in model.events.items()}
 
 
 def fit_classifier(features: pd.DataFrame, labels: pd.DataFrame, cfg: dict[str, Any]):
@@ -359,42 +383,81 @@ def fit_classifier(features: pd.DataFrame, labels: pd.DataFrame, cfg: dict[str, 
     return model.fit(features, labels, event_specs(cfg, feature_names(features)))
 
 
+def untrainable_reason(cutoffs: list[date], first: date, end: date, declared: pd.DataFrame,
+                       cfg: dict[str, Any]) -> str | None:
+    """Why no event's model can be trained at all on this history (then every event is published by its rule),
+    or None."""
+    needed = int(cfg["holdout_cutoffs"]) + 2
+    if len(cutoffs) < needed:
+        return (f"too little history to train: {len(cutoffs)} cut-off(s) between {first} and {end} with "
+                f"{int(cfg['min_history_days'])} days of history before them, {needed} needed "
+                f"({int(cfg['holdout_cutoffs'])} held out to check the model against its rule)")
+    if declared.empty:
+        return "no declared life events (labels) to learn from"
+    return None
+
+
 def train_life_events(paths: Paths, as_of: date | None = None) -> dict[str, Any]:
-    """Train one classifier per event on declared labels over cut-offs every 14 days of the history, save it to the
-    registry (family `life_events`) and promote it. Returns the run metrics."""
+    """Train one classifier per event on declared labels over cut-offs every 14 days of the history, decide per
+    event whether the model or its hand-written rule publishes (the model only where it beats the rule on held-out
+    cut-offs; on a history too short to train, every event is on its rule), save it to the registry (family
+    `life_events`) and promote it. Never refuses for lack of history or labels (DESIGN principle 6). Returns the run
+    metrics, with the decision per event and its reason."""
+    from models.life_event_classifier import LifeEventClassifier
+
     started = time.perf_counter()
     cfg = settings()
     first, last = data_range(paths)
     end = min(as_of, last) if as_of else last
     cutoffs = cutoff_grid(first, end, cfg)
-    if len(cutoffs) < int(cfg["holdout_cutoffs"]) + 2:
-        raise SegoneError(f"too little history to train life-event models: {len(cutoffs)} cut-offs between "
-                          f"{first} and {end} (need {int(cfg['holdout_cutoffs']) + 2})")
-    features = build_features(paths, end, cutoffs, cfg=cfg)
-    labels = make_labels(features, declared_events(paths, end), cfg, declared_known_until(end, cfg))
-    consent = consent_state(paths, end)
-    if cfg.get("train_consented_only", True):
-        labels = mask_unconsented(labels, consent, cfg)
-    model = fit_classifier(features, labels, cfg)
-    data_hash = frame_hash(features, labels)
+    declared = declared_events(paths, end)
+    reason = untrainable_reason(cutoffs, first, end, declared, cfg)
+    if reason is None:
+        features = build_features(paths, end, cutoffs, cfg=cfg)
+        labels = make_labels(features, declared, cfg, declared_known_until(end, cfg))
+        consent = consent_state(paths, end)
+        if cfg.get("train_consented_only", True):
+            labels = mask_unconsented(labels, consent, cfg)
+        model = fit_classifier(features, labels, cfg)
+        data_hash = frame_hash(features, labels)
+        window = {"first_cutoff": cutoffs[0].isoformat(), "last_cutoff": cutoffs[-1].isoformat(),
+                  "n_cutoffs": len(cutoffs), "step_days": int(cfg["cutoff_step_days"])}
+        n_rows, n_customers, names = int(len(features)), int(features["customer_id"].nunique()), feature_names(features)
+    else:
+        log.warning("life events: %s; every event is published by its rule", reason)
+        specs = {event: {"rule": spec["rule"], "rule_version": rule_version(cfg),
+                         "target_precision": float(spec["target_precision"])}
+                 for event, spec in cfg["events"].items()}
+        model = LifeEventClassifier.rules_only(specs, reason, model_params(cfg))
+        data_hash = hashlib.sha256(json.dumps({"first": first, "end": end, "reason": reason, "rules": specs,
+                                               "n_declared": len(declared)},
+                                              sort_keys=True, default=str).encode()).hexdigest()
+        window = {"first_cutoff": cutoffs[0].isoformat() if cutoffs else None,
+                  "last_cutoff": cutoffs[-1].isoformat() if cutoffs else None,
+                  "n_cutoffs": len(cutoffs), "step_days": int(cfg["cutoff_step_days"])}
+        n_rows, n_customers, names = 0, 0, []
     version = f"life-events-{end.isoformat()}-{data_hash[:10]}"
-    validation = {e: {k: info[k] for k in ("validation_pr_auc", "threshold", "threshold_rule",
-                                           "validation_at_threshold", "n_train_positives",
-                                           "n_validation_positives", "base_rate")}
+    validation = {e: {k: info.get(k) for k in ("validation_pr_auc", "threshold", "threshold_rule",
+                                               "validation_at_threshold", "n_train_positives",
+                                               "n_validation_positives", "base_rate")}
                   for e, info in model.events.items()}
-    metadata = {"trained_for": end.isoformat(), "label_source": "declared",
-                "training_window": {"first_cutoff": cutoffs[0].isoformat(), "last_cutoff": cutoffs[-1].isoformat(),
-                                    "n_cutoffs": len(cutoffs), "step_days": int(cfg["cutoff_step_days"])},
-                "features": feature_names(features), "n_rows": int(len(features)),
-                "n_customers": int(features["customer_id"].nunique()), "validation": validation,
-                "data_hash": data_hash, "config_version": cfg.get("version"), "notes": model.notes}
+    chosen = decisions(model)
+    for event, decision in chosen.items():
+        decision["model_version"] = row_model_version(model, event) if decision["method"] == "rule" else version
+    metadata = {"trained_for": end.isoformat(), "label_source": "declared", "training_window": window,
+                "features": names, "n_rows": n_rows, "n_customers": n_customers, "validation": validation,
+                "decisions": chosen, "data_hash": data_hash, "config_version": cfg.get("version"),
+                "notes": model.notes}
     registry.save_version(paths, FAMILY, version, model.save, metadata)
     current = registry.promoted_version(paths, FAMILY)
-    reason = "first model of its family" if current is None else (
+    why = "first model of its family" if current is None else (
         "same data and settings as the promoted one" if current == version else f"retrained on data up to {end}")
-    registry.promote(paths, FAMILY, version, reason)
-    metrics = {"family": FAMILY, "version": version, "promoted": True, "reason": reason,
-               "validation": validation, "n_rows": metadata["n_rows"], "n_customers": metadata["n_customers"],
+    registry.promote(paths, FAMILY, version, why)
+    metrics = {"family": FAMILY, "version": version, "promoted": True, "reason": why,
+               "decisions": chosen,
+               "on_rule": sorted(e for e, d in chosen.items() if d["method"] == "rule"),
+               "on_model": sorted(e for e, d in chosen.items() if d["method"] != "rule"),
+               "validation": validation, "n_rows": n_rows, "n_customers": n_customers,
                "seconds": round(time.perf_counter() - started, 1)}
     write_run_metrics(paths, end.isoformat(), "train_life_events", metrics)
     return metrics
@@ -551,7 +614,7 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
         if not mask.any():
             continue
         info = model.events[event]
-        needed = list(dict.fromkeys([*info["features"], *([info["prior"]["column"]] if info.get("prior") else [])]))
+        needed = model.needed_columns(event)
         ids = customer_ids[mask].reset_index(drop=True)
         scored = model.score(features.loc[mask, needed], event, k)
         names[event] = list(scored["columns"])
@@ -576,17 +639,28 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
     flagged = (pd.concat(flagged_parts, ignore_index=True) if flagged_parts
                else pd.DataFrame(columns=["customer_id", "event_type", "top_features"]))
     postings = evidence_postings(con, flagged, day, cfg)   # an empty frame when nothing is flagged
-    return _evidence_frame(scored, postings, cfg, k, getattr(model, "version", "unversioned"), names)
+    methods = {e: {"method": model.method(e), "model_version": row_model_version(model, e),
+                   "note": (None if model.method(e) != "rule" else
+                            f"published by the hand-written rule, which gives no probability: "
+                            f"{model.events[e].get('method_reason')}"),
+                   "rule": (model.events[e].get("rule") or cfg["events"][e]["rule"])["description"]}
+               for e in model.events if e in cfg["events"]}
+    return _evidence_frame(scored, postings, cfg, k, methods, names)
 
 
 def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str, Any], k: int,
-                    model_version: str, names: dict[str, list[str]]) -> pd.DataFrame:
-    """The gold rows with their evidence JSON (sorted keys: rule, threshold, top_features, and on a flagged row
-    transaction_ids and transactions), built in one DuckDB query. `scored` names its top features by their 1-based
-    position in the event's feature list (`names`)."""
-    rules = pd.DataFrame({"event_type": list(cfg["events"]),
-                          "rule_description": [spec["rule"]["description"] for spec in cfg["events"].values()],
-                          "feature_names": [names.get(e, []) for e in cfg["events"]]})
+                    methods: dict[str, dict[str, Any]], names: dict[str, list[str]]) -> pd.DataFrame:
+    """The gold rows with their evidence JSON (keys: method ("model" or "rule"), note (why an event on its rule has
+    no probability), rule, threshold, top_features, and on a flagged row transaction_ids and transactions), built in
+    one DuckDB query. `scored` names its top features by their 1-based position in the event's feature list
+    (`names`); `methods` gives per event its method, note, rule text and the model_version its rows carry."""
+    events = [e for e in cfg["events"] if e in methods]
+    rules = pd.DataFrame({"event_type": events,
+                          "rule_description": [methods[e]["rule"] for e in events],
+                          "method": [methods[e]["method"] for e in events],
+                          "note": pd.Series([methods[e]["note"] for e in events], dtype=object),
+                          "model_version": [methods[e]["model_version"] for e in events],
+                          "feature_names": [names.get(e, []) for e in events]})
     postings = postings.assign(booking_date=pd.to_datetime(postings["booking_date"]).dt.strftime("%Y-%m-%d"),
                                amount=pd.to_numeric(postings["amount"]).astype(float).round(2),
                                n=np.arange(len(postings)))
@@ -595,7 +669,7 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
         return f"case when {column} is null or isnan({column}) or isinf({column}) then null else round({column}, 4) end"
 
     features = ", ".join(f"struct_pack(feature := case when s.f{i} > 0 then r.feature_names[s.f{i}] end, "
-                         f"value := {finite(f's.v{i}')}, contribution := s.c{i})" for i in range(k))
+                         f"value := {finite(f's.v{i}')}, contribution := {finite(f's.c{i}')})" for i in range(k))
     top = (f"list_filter([{features}], lambda x: x.feature is not null)" if k else "[]")
     # the features that raised the score; a row without any positive contribution keeps its k largest ones
     positive = f"list_filter({top}, lambda x: x.contribution > 0)"
@@ -615,8 +689,10 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
                 group by customer_id, event_type
             ),
             base as (
-                select s.customer_id, s.event_type, s.probability, s.flagged, s.threshold,
+                select s.customer_id, s.event_type, s.probability, s.flagged, s.threshold, r.model_version,
                     to_json(struct_pack(
+                        method := r.method,
+                        note := r.note,
                         rule := r.rule_description,
                         threshold := case when isnan(s.threshold) then null else round(s.threshold, 6) end,
                         top_features := case when len({positive}) > 0 then {positive} else {top} end
@@ -627,19 +703,21 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
                 join le_rules as r using (event_type)
                 left join transactions as t using (customer_id, event_type)
             )
-            select customer_id, event_type, probability, flagged,
+            select customer_id, event_type, case when isnan(probability) then null else probability end
+                    as probability, flagged,
                 case when isnan(threshold) then null else threshold end as threshold,
                 case when flagged
                     then left(cast(evidence_base as varchar), -1) || ',"transaction_ids":'
                          || cast(to_json(transaction_ids) as varchar) || ',"transactions":'
                          || cast(to_json(transactions) as varchar) || '}}'
                     else cast(evidence_base as varchar) end as evidence,
-                '{model_version.replace("'", "''")}' as model_version
+                model_version
             from base
             order by customer_id, event_type""").to_arrow_table().to_pandas()
     finally:
         con.close()
     out["threshold"] = pd.to_numeric(out["threshold"], errors="coerce").astype(float)
+    out["probability"] = pd.to_numeric(out["probability"], errors="coerce").astype(float)
     out["flagged"] = out["flagged"].astype(bool)
     return out.reset_index(drop=True)
 
@@ -670,6 +748,7 @@ def classify_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     final = lake.partition_path(paths, "gold", "life_events", as_of=day.isoformat(), bucket=str(bucket))
     written = lake.write_frame(rows, final, paths)
     metrics = {"bucket": bucket, "as_of": day.isoformat(), "model_version": model.version,
+               "row_model_versions": {e: row_model_version(model, e) for e in model.events if e in cfg["events"]},
                "n_consented": int(len(consent)), "n_scored_customers": int(rows["customer_id"].nunique()),
                "rows": written, "flagged": {e: int(g["flagged"].sum()) for e, g in rows.groupby("event_type")},
                "seconds": round(time.perf_counter() - started, 2)}
@@ -693,7 +772,10 @@ def summarise_shards(paths: Paths, day: date, per_shard: list[dict[str, Any]]) -
                "n_consented": sum(m["n_consented"] for m in per_shard),
                "n_scored_customers": sum(m["n_scored_customers"] for m in per_shard),
                "rows": sum(m["rows"] for m in per_shard), "flagged": dict(sorted(flagged.items())),
-               "model_versions": sorted({m["model_version"] for m in per_shard})}
+               "model_versions": sorted({m["model_version"] for m in per_shard}),
+               "row_model_versions": {e: sorted({m.get("row_model_versions", {}).get(e) for m in per_shard} - {None})
+                                      for e in sorted({e for m in per_shard
+                                                       for e in m.get("row_model_versions", {})})}}
     write_run_metrics(paths, day.isoformat(), "life_events", metrics)
     return metrics
 
