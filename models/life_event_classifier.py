@@ -307,7 +307,8 @@ class LifeEventClassifier:
                 self.notes.append(f"{event}: {how}")
             if spec.get("rule"):
                 comparison = self._compare_with_rule(data.loc[va], y_va, raw_va, spec["rule"])
-                method, reason = self._choose_method(booster, va.any(), threshold, how, comparison)
+                method, reason = self._choose_method(booster, bool(tr.any()), bool(va.any()), threshold, how,
+                                                     comparison)
                 info.update({"rule": dict(spec["rule"]), "rule_version": spec.get("rule_version"),
                              "comparison": comparison, "method": method, "method_reason": reason})
                 if method == RULE:
@@ -346,12 +347,15 @@ class LifeEventClassifier:
         }
         return out
 
-    def _choose_method(self, booster: lgb.Booster | None, has_validation: bool, threshold: float | None, how: str,
-                       comparison: Mapping[str, Any]) -> tuple[str, str]:
+    def _choose_method(self, booster: lgb.Booster | None, has_training: bool, has_validation: bool,
+                       threshold: float | None, how: str, comparison: Mapping[str, Any]) -> tuple[str, str]:
         """("model" or "rule", why): the model only where it could be trained, can flag, and ranks the validation
         rows at least as well as the rule with enough customers to tell."""
         least = int(self.params.min_validation_positive_customers)
         customers = int(comparison["n_validation_positive_customers"])
+        if not has_training and not has_validation:
+            return RULE, ("no cut-off with a complete label yet: the event's label window reaches past the last "
+                          "day whose declarations are known")
         if booster is None:
             return RULE, "no labelled positive (or no negative) on the training cut-offs: no model could be trained"
         if not has_validation:

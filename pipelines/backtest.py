@@ -208,9 +208,9 @@ def backtest_command(paths: Paths, what: str = "forecast", dataset: str | None =
                      prophet_customers: int | None = None, cutoffs: int | None = None) -> str:
     """`segone backtest`: run, write backtest.json and the HTML report, print the comparison table."""
     if what == "life-events":
-        from pipelines.life_events import backtest_life_events
+        from pipelines.life_events import backtest_life_events_command
 
-        return backtest_life_events(paths, output)
+        return backtest_life_events_command(paths, output)
     names = tuple(e.strip() for e in engines.split(",") if e.strip())
     unknown = set(names) - set(ENGINES)
     if unknown:

@@ -884,6 +884,8 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     leads_all: dict[str, list[float]] = {}
     windows: dict[str, dict[str, str]] = {}
+    skipped: dict[str, str] = {}
+    decisions_made: dict[str, dict[str, Any]] = {}
     for event, spec in cfg["events"].items():
         # per event: the test cut-offs are its latest ones whose label window ends by the last day of data; the
         # models train on the cut-offs up to an embargo before them; flags at every later cut-off (out of sample)
@@ -891,10 +893,12 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
         complete = [pd.Timestamp(c) for c in cutoffs
                     if c + timedelta(days=int(spec["window"]["days_before"])) <= last]
         if len(complete) < n_test + 3:
-            log.warning("life-event backtest: too few cut-offs with complete labels for %s", event)
+            note = (f"skipped: {len(complete)} cut-off(s) with complete labels (a {spec['window']['days_before']}-day "
+                    f"label window ending by {last}), {n_test + 3} needed")
+            log.warning("life-event backtest: %s: %s", event, note)
+            skipped[event] = note
             rows.append({"event_type": event, "method": "model", "label_source": "declared",
-                         "evaluated_against": evaluation_source,
-                         "note": f"skipped: {len(complete)} cut-offs with complete labels, {n_test + 3} needed"})
+                         "evaluated_against": evaluation_source, "note": note})
             continue
         test_cutoffs = complete[-n_test:]
         train_rows = (features["cutoff"] <= test_cutoffs[0] - pd.Timedelta(days=int(cfg["embargo_days"]))).to_numpy()
@@ -954,6 +958,20 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
                                                "score": ranking_score(scored["probability"], scored["raw_score"]),
                                                "flagged": scored["flagged"]}),
                 model.events[event]["threshold"])
+        # what the night would publish: the declared-label model, or its rule where training chose the rule
+        declared_model = models_by_source["declared"]
+        decisions_made[event] = {"method": declared_model.method(event),
+                                 "reason": declared_model.events[event].get("method_reason")}
+        if declared_model.method(event) == "rule":
+            fired_pub = rule_fires(scored_frame, spec["rule"])
+            published = pd.DataFrame({"customer_id": scored_frame["customer_id"], "cutoff": scored_frame["cutoff"],
+                                      "score": fired_pub.astype(float), "flagged": fired_pub})
+        else:
+            scored = declared_model.predict(scored_frame, [event])
+            published = pd.DataFrame({"customer_id": scored["customer_id"], "cutoff": pd.to_datetime(scored["cutoff"]),
+                                      "score": ranking_score(scored["probability"], scored["raw_score"]),
+                                      "flagged": scored["flagged"]})
+        add("published", declared_model.method(event), published, None)
         fired = rule_fires(scored_frame, spec["rule"])
         add("rule", "none", pd.DataFrame({"customer_id": scored_frame["customer_id"], "cutoff": scored_frame["cutoff"],
                                           "score": fired.astype(float), "flagged": fired}), None)
@@ -977,8 +995,8 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
     meta = {"dataset": paths.home.name, "evaluated_against": evaluation_source,
             "label_note": ("evaluated against the simulator's full truth" if truth is not None else
                            "no simulator truth: evaluated against the declared labels, which miss undeclared events"),
-            "cutoffs": [c.isoformat() for c in cutoffs], "windows": windows,
-            "seconds": round(time.perf_counter() - started, 1)}
+            "cutoffs": [c.isoformat() for c in cutoffs], "windows": windows, "skipped": skipped,
+            "decisions": decisions_made, "seconds": round(time.perf_counter() - started, 1)}
     (output / "life_events_backtest.json").write_text(
         json.dumps({"meta": meta, "rows": rows}, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     _report(rows, curves, leads_all, meta, output / "life_events.html")
@@ -992,14 +1010,15 @@ def _report(rows: list[dict[str, Any]], curves: dict, leads: dict[str, list[floa
 
     from pipelines.html_report import bar_figure, render_report
 
-    table = pd.DataFrame(rows)
-    shown = table[[c for c in ["event_type", "method", "label_source", "pr_auc", "precision", "recall", "precision_at_rule_recall", "threshold",
-                               "flag_rate", "median_lead_days", "share_events_detected", "n_true_events",
-                               "lookalike_flag_rate"] if c in table]]
-    bars = table.assign(series=table["method"] + " (" + table["label_source"] + ")")[["event_type", "series", "pr_auc"]]
-    figures = [bar_figure(bars.fillna({"pr_auc": 0.0}), "event_type", "pr_auc", "series", "PR AUC per event")]
+    table = pd.DataFrame(rows).reindex(columns=list(dict.fromkeys([*REPORT_COLUMNS, *pd.DataFrame(rows).columns])))
+    evaluated = table[table["note"].isna()] if "note" in table else table
+    shown = evaluated[[c for c in REPORT_COLUMNS if c != "note"]]
+    bars = evaluated.assign(series=evaluated["method"] + " (" + evaluated["label_source"] + ")")[
+        ["event_type", "series", "pr_auc"]]
+    figures = [bar_figure(bars.fillna({"pr_auc": 0.0}), "event_type", "pr_auc", "series", "PR AUC per event")] \
+        if len(bars) else []
     events = list(curves)
-    fig = Figure(figsize=(11, 2.8 * ((len(events) + 3) // 4)), dpi=90)
+    fig = Figure(figsize=(11, 2.8 * max((len(events) + 3) // 4, 1)), dpi=90)
     FigureCanvasAgg(fig)
     for i, event in enumerate(events):
         ax = fig.add_subplot((len(events) + 3) // 4, 4, i + 1)
@@ -1015,7 +1034,8 @@ def _report(rows: list[dict[str, Any]], curves: dict, leads: dict[str, list[floa
         if i == 0:
             ax.legend(fontsize=6)
     fig.tight_layout()
-    figures.append(fig)
+    if events:
+        figures.append(fig)
     fig = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -1037,4 +1057,38 @@ def _report(rows: list[dict[str, Any]], curves: dict, leads: dict[str, list[floa
         "labels cost). rule = the hand-written rule of config/life_events.yaml. base_rate = a constant score "
         "(its PR AUC is the prevalence). Lead time = event date minus the first cut-off at which the flag fires.")},
         {"heading": "Results", "table": shown, "figures": figures}]
+    if meta.get("skipped"):
+        sections.append({"heading": "Events not evaluated", "text": "Too short a history for these events: "
+                         + "; ".join(f"{event}: {note}" for event, note in meta["skipped"].items())
+                         + ". The night publishes them by their rule until there is enough history."})
+    if meta.get("decisions"):
+        sections.append({"heading": "What the night publishes (rows 'published')", "text": " ".join(
+            f"{event}: {d['method']} ({d['reason']})." for event, d in meta["decisions"].items())})
     return render_report("Life-event detection backtest", sections, path)
+
+
+REPORT_COLUMNS = ["event_type", "method", "label_source", "pr_auc", "precision", "recall", "precision_at_rule_recall",
+                  "threshold", "flag_rate", "median_lead_days", "share_events_detected", "n_true_events",
+                  "lookalike_flag_rate", "note"]
+
+
+def backtest_life_events_command(paths: Paths, output_dir: Path | None = None) -> str:
+    """`segone backtest life-events`: run it and print a short table (PR AUC per event and method), naming the
+    events that could not be evaluated and why."""
+    rows = backtest_life_events(paths, output_dir)
+    output = Path(output_dir) if output_dir else paths.reports / "backtest"
+    table = pd.DataFrame(rows).reindex(columns=REPORT_COLUMNS)
+    evaluated = table[table["note"].isna()]
+    lines = [f"life-event backtest of {paths.home.name}:"]
+    if len(evaluated):
+        wide = evaluated.assign(series=evaluated["method"] + " (" + evaluated["label_source"] + ")").pivot_table(
+            index="event_type", columns="series", values="pr_auc", aggfunc="first")
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            lines.append("PR AUC on the test cut-offs:\n" + wide.to_string(float_format=lambda v: f"{v:.3f}"))
+    else:
+        lines.append("no event could be evaluated")
+    skipped = table[table["note"].notna()]
+    for row in skipped.itertuples(index=False):
+        lines.append(f"  {row.event_type}: {row.note}")
+    lines.append(f"written: {output / 'life_events_backtest.json'}\nreport:  {output / 'life_events.html'}")
+    return "\n".join(lines)
