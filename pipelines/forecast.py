@@ -93,16 +93,31 @@ def data_start(paths: Paths) -> date:
 
 def training_cutoffs(first_day: date, last_outcome_day: date, step_days: int, min_history_days: int,
                      window_days: int) -> list[date]:
-    """Cut-offs `step_days` apart, newest first from the last one whose longest horizon ends by
-    `last_outcome_day`, none with less than `min_history_days` of data before it or older than `window_days`."""
-    latest = last_outcome_day - timedelta(days=max(horizons()))
-    earliest = max(first_day + timedelta(days=min_history_days), latest - timedelta(days=window_days))
+    """Cut-offs `step_days` apart, newest first from the last one whose shortest horizon ends by
+    `last_outcome_day`, none with less than `min_history_days` of data before it or older than `window_days` before
+    the last one whose longest horizon ends by then. Each horizon's model learns from the cut-offs whose outcome
+    window of that horizon has ended (`labelled_cutoffs`): the 30-day model from cut-offs 60 days more recent than
+    the 90-day model's, the closest to the day it forecasts from."""
+    latest = last_outcome_day - timedelta(days=min(horizons()))
+    oldest_window = last_outcome_day - timedelta(days=max(horizons())) - timedelta(days=window_days)
+    earliest = max(first_day + timedelta(days=min_history_days), oldest_window)
     cutoffs = []
     day = latest
     while day >= earliest:
         cutoffs.append(day)
         day -= timedelta(days=step_days)
     return sorted(cutoffs)
+
+
+def labelled_cutoffs(cutoffs: list[date], known_until: date) -> dict[int, list[date]]:
+    """Per horizon, the cut-offs whose outcome window of that horizon ends by `known_until`."""
+    return {h: [c for c in cutoffs if c + timedelta(days=h) <= known_until] for h in horizons()}
+
+
+def known_labels(labels: pd.DataFrame, known_until: date | pd.Timestamp) -> pd.DataFrame:
+    """The label rows whose outcome window ends by `known_until` (what was known on that day)."""
+    ends = pd.to_datetime(labels["cutoff"]) + pd.to_timedelta(labels["horizon_days"].astype("int64"), unit="D")
+    return labels[(ends <= pd.Timestamp(known_until)).to_numpy()]
 
 
 def frame_hash(*frames: pd.DataFrame) -> str:
@@ -186,47 +201,59 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
                                int(training["min_history_days"]), int(training["window_days"]))
     held: dict[str, Any] | None = None
     engine, reason, comparison, n_rows, n_customers = None, "", {}, 0, 0
-    window: dict[str, Any] = {"n_cutoffs": max(len(cutoffs) - 1, 0),
-                              "first_cutoff": cutoffs[0].isoformat() if len(cutoffs) > 1 else None,
-                              "last_cutoff": cutoffs[-2].isoformat() if len(cutoffs) > 1 else None,
-                              "held_out_cutoff": cutoffs[-1].isoformat() if cutoffs else None}
-    if len(cutoffs) < 2:
-        reason = (f"too little history to train the global engine: the data runs from {first} to {end}, and "
-                  f"training needs {training['min_history_days']} days of history plus {max(horizons())} days of "
-                  f"outcomes at two cut-offs at least ({training['cutoff_step_days']} days apart), one of them held "
-                  f"out")
+    per_horizon = labelled_cutoffs(cutoffs, end)
+    window: dict[str, Any] = {"n_cutoffs": len(cutoffs), "step_days": int(training["cutoff_step_days"]),
+                              "by_horizon": {str(h): {"n_cutoffs": max(len(c) - 1, 0),
+                                                      "first_cutoff": c[0].isoformat() if len(c) > 1 else None,
+                                                      "last_cutoff": c[-2].isoformat() if len(c) > 1 else None,
+                                                      "held_out_cutoff": c[-1].isoformat() if c else None}
+                                             for h, c in per_horizon.items()}}
+    short = {h: len(c) for h, c in per_horizon.items() if len(c) < 2}
+    if short:
+        reason = (f"too little history to train the global engine: the data runs from {first} to {end}; each "
+                  f"horizon needs two cut-offs at least ({training['cutoff_step_days']} days apart, one of them held "
+                  f"out) with {training['min_history_days']} days of history before them and their outcome window "
+                  f"inside the data, and "
+                  + ", ".join(f"the {h}-day horizon has {n}" for h, n in sorted(short.items())))
         data_hash = hashlib.sha256(f"{first}|{end}|{horizons()}|{reason}".encode()).hexdigest()
     else:
         panel = build_panel(paths, end, cutoffs, with_labels=True, series_until=end)
         inputs = model_inputs(panel)
-        labels = panel.labels
+        labels = known_labels(panel.labels, end)
         data_hash = frame_hash(inputs, labels)
-        holdout = pd.Timestamp(cutoffs[-1])
-        fit_rows = (inputs["cutoff"] < holdout).to_numpy()
-        held = {"inputs": inputs[~fit_rows].reset_index(drop=True),
-                "labels": labels[labels["cutoff"] == holdout].reset_index(drop=True),
-                "streams": panel.streams[pd.to_datetime(panel.streams["cutoff"]) == holdout].reset_index(drop=True)}
-        n_rows, n_customers = int(fit_rows.sum()), int(inputs["customer_id"].nunique())
+        # per horizon, its latest labelled cut-off is held out: the engine is fitted on the earlier ones
+        holdout = labels["horizon_days"].map({h: pd.Timestamp(c[-1]) for h, c in per_horizon.items()})
+        held_rows = (pd.to_datetime(labels["cutoff"]) == holdout).to_numpy()
+        held_cutoffs = sorted({pd.Timestamp(c[-1]) for c in per_horizon.values()})
+        at_held = inputs["cutoff"].isin(held_cutoffs).to_numpy()
+        held = {"inputs": inputs[at_held].reset_index(drop=True),
+                "labels": labels[held_rows].reset_index(drop=True),
+                "streams": panel.streams[pd.to_datetime(panel.streams["cutoff"]).isin(held_cutoffs)
+                                         ].reset_index(drop=True)}
+        fit_labels = labels[~held_rows & (pd.to_datetime(labels["cutoff"]) < holdout).to_numpy()]
+        fit_inputs = inputs[inputs["cutoff"].isin(pd.to_datetime(fit_labels["cutoff"].unique()))]
+        n_rows, n_customers = int(len(fit_inputs)), int(inputs["customer_id"].nunique())
         try:
-            engine = fit_global(inputs[fit_rows].reset_index(drop=True),
-                                labels[labels["cutoff"] < holdout].reset_index(drop=True), seed)
+            engine = fit_global(fit_inputs.reset_index(drop=True), fit_labels.reset_index(drop=True), seed)
         except ValueError as error:   # e.g. a horizon without a labelled row or with a single class
             reason = f"the global engine could not be trained: {error}"
         baseline_metrics = evaluate(BaselineEngine(horizons()).predict(held["inputs"], held["streams"]),
                                     held["labels"])
-        comparison = {"metric": "mean Brier score over the horizons on the held-out cut-off",
-                      "held_out_cutoff": cutoffs[-1].isoformat(), "n_rows": int(len(held["inputs"])),
+        comparison = {"metric": "mean Brier score over the horizons on the held-out cut-offs (per horizon its latest "
+                                "labelled cut-off)",
+                      "held_out_cutoffs": {str(h): c[-1].isoformat() for h, c in per_horizon.items()},
+                      "n_rows": int(held["labels"]["customer_id"].nunique()),
                       "baseline": {"mean_brier": mean_brier(baseline_metrics), "by_horizon": baseline_metrics}}
         if engine is not None:
             global_metrics = evaluate(engine.predict(held["inputs"]), held["labels"])
             comparison[ENGINE] = {"mean_brier": mean_brier(global_metrics), "by_horizon": global_metrics}
             g, b = comparison[ENGINE]["mean_brier"], comparison["baseline"]["mean_brier"]
             if not g <= b:
-                reason = (f"the global engine's mean Brier score on the held-out cut-off {g:.4f} is worse than the "
+                reason = (f"the global engine's mean Brier score on the held-out cut-offs {g:.4f} is worse than the "
                           f"baseline's {b:.4f}")
                 engine = None
             else:
-                reason = f"the global engine's mean Brier score on the held-out cut-off {g:.4f} <= the baseline's {b:.4f}"
+                reason = f"the global engine's mean Brier score on the held-out cut-offs {g:.4f} <= the baseline's {b:.4f}"
     if engine is None:
         log.warning("cash forecast: the baseline engine is registered: %s", reason)
         engine = BaselineEngine(horizons())
