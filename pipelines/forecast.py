@@ -93,19 +93,21 @@ def data_start(paths: Paths) -> date:
 
 def training_cutoffs(first_day: date, last_outcome_day: date, step_days: int, min_history_days: int,
                      window_days: int) -> list[date]:
-    """Cut-offs `step_days` apart, newest first from the last one whose shortest horizon ends by
-    `last_outcome_day`, none with less than `min_history_days` of data before it or older than `window_days` before
-    the last one whose longest horizon ends by then. Each horizon's model learns from the cut-offs whose outcome
-    window of that horizon has ended (`labelled_cutoffs`): the 30-day model from cut-offs 60 days more recent than
-    the 90-day model's, the closest to the day it forecasts from."""
-    latest = last_outcome_day - timedelta(days=min(horizons()))
-    oldest_window = last_outcome_day - timedelta(days=max(horizons())) - timedelta(days=window_days)
-    earliest = max(first_day + timedelta(days=min_history_days), oldest_window)
+    """Cut-offs `step_days` apart through the last one whose longest horizon ends by `last_outcome_day` (the
+    anchor), up to the last one whose shortest horizon ends by then, none with less than `min_history_days` of data
+    before it or more than `window_days` before the anchor. Each horizon's model learns from the cut-offs whose
+    outcome window of that horizon has ended (`labelled_cutoffs`): the 30-day model from cut-offs up to 56 days more
+    recent than the 90-day model's (with 14-day steps), the closest to the day it forecasts from."""
+    anchor = last_outcome_day - timedelta(days=max(horizons()))   # the newest cut-off every horizon can learn from
+    newest = last_outcome_day - timedelta(days=min(horizons()))
+    earliest = max(first_day + timedelta(days=min_history_days), anchor - timedelta(days=window_days))
+    step = timedelta(days=step_days)
+    latest = anchor + step * ((newest - anchor) // step)          # the grid runs through the anchor
     cutoffs = []
     day = latest
     while day >= earliest:
         cutoffs.append(day)
-        day -= timedelta(days=step_days)
+        day -= step
     return sorted(cutoffs)
 
 
