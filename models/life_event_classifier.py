@@ -65,7 +65,7 @@ from models.metrics import pr_auc
 
 MODEL, RULE = "model", "rule"
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per event the method (model or its rule), the rule and the comparison that chose it
 META_FILE = "life_events.json"
 KEY_COLUMNS = ["customer_id", "cutoff"]
 
