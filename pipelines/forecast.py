@@ -186,13 +186,13 @@ def predict(engine, inputs: pd.DataFrame, streams: pd.DataFrame) -> pd.DataFrame
 
 
 def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, Any]:
-    """Train the global engine on a rolling window of cut-offs ending at `as_of` (default: the data's last day) and
-    check it on the latest cut-off held out, against the baseline engine on the same rows. The global engine is
-    registered when it could be trained and its Brier score there (mean over the horizons) is no worse than the
-    baseline's; otherwise the baseline is (DESIGN principle 6: a history too short to train on, or a model that does
-    worse than the baseline, never stops the night). The version is promoted when it is at least as good as the
-    promoted one on the held-out cut-off. The decision, its reason and the figures compared are in the metadata and
-    the run metrics."""
+    """Train the global engine on a rolling window of cut-offs ending at `as_of` (default: the data's last day), each
+    horizon on the cut-offs whose outcome of that horizon is known, and check it on each horizon's latest labelled
+    cut-off, held out, against the baseline engine on the same rows. The global engine is registered when it could
+    be trained and its Brier score there (mean over the horizons) is no worse than the baseline's; otherwise the
+    baseline is (DESIGN principle 6: a history too short to train on, or a model that does worse than the baseline,
+    never stops the night). The version is promoted when it is at least as good as the promoted one on the held-out
+    cut-offs. The decision, its reason and the figures compared are in the metadata and the run metrics."""
     from models.baseline_engine import BaselineEngine
 
     started = time.perf_counter()
@@ -244,7 +244,7 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
         comparison = {"metric": "mean Brier score over the horizons on the held-out cut-offs (per horizon its latest "
                                 "labelled cut-off)",
                       "held_out_cutoffs": {str(h): c[-1].isoformat() for h, c in per_horizon.items()},
-                      "n_rows": int(held["labels"]["customer_id"].nunique()),
+                      "n_customers": int(held["labels"]["customer_id"].nunique()),
                       "baseline": {"mean_brier": mean_brier(baseline_metrics), "by_horizon": baseline_metrics}}
         if engine is not None:
             global_metrics = evaluate(engine.predict(held["inputs"]), held["labels"])
