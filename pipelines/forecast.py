@@ -142,6 +142,7 @@ def fit_global(inputs: pd.DataFrame, labels: pd.DataFrame, seed: int = 0):
     from models.global_engine import GlobalEngine, GlobalEngineParams
 
     params = GlobalEngineParams(seed=seed, calibration_share=float(settings()["calibration_share"]),
+                                calibration_min_folds=int(settings().get("calibration_min_folds", 3)),
                                 horizons=horizons())
     return GlobalEngine().fit(inputs, labels, params)
 
