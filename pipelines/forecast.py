@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 FAMILY = "cash_forecast"
 ENGINE = "global"
+BASELINE = "baseline"
 
 
 def settings() -> dict[str, Any]:
@@ -43,8 +44,49 @@ def model_inputs(panel: feature_stage.Panel) -> pd.DataFrame:
     minimum, baseline probability): the global engine learns where the rules engine is wrong."""
     from models.baseline_engine import baseline_features
 
-    extra = baseline_features(panel.features, panel.streams, horizons())
+    extra = baseline_features(panel.features, projected_streams(panel.streams), horizons())
     return panel.features.merge(extra, on=["customer_id", "cutoff"], how="left", validate="one_to_one")
+
+
+def projected_streams(streams: pd.DataFrame) -> pd.DataFrame:
+    """The streams the baseline projects onto the cash position: every stream except an own-account transfer seen
+    away from the cash position (the savings side of a transfer from current to savings, the credit on a loan
+    account): only its cash-position side moves the position."""
+    if streams.empty or "is_own_transfer" not in streams:
+        return streams
+    keep = ~streams["is_own_transfer"].astype(bool) | streams["on_cash_position"].astype("boolean").fillna(False)
+    return streams[keep.to_numpy(bool)].reset_index(drop=True)
+
+
+def known_payments(panel: feature_stage.Panel, inputs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per customer and cut-off of `inputs` (default: the whole panel): the first known payment the balance cannot
+    meet and the lowest balance the known flows reach (models.baseline_engine.known_payment_shortfall)."""
+    from models.baseline_engine import known_payment_shortfall
+
+    features = panel.features
+    if inputs is not None:
+        features = features.merge(inputs[["customer_id", "cutoff"]], on=["customer_id", "cutoff"], how="inner")
+    return known_payment_shortfall(features, projected_streams(panel.streams), horizons())
+
+
+def predict(engine, inputs: pd.DataFrame, known: pd.DataFrame, streams: pd.DataFrame | None = None
+            ) -> pd.DataFrame:
+    """The engine's forecast made to agree with the payments already known to be due (`known`, from
+    `known_payments`): the expected shortfall never comes after the first known payment the balance cannot meet,
+    and such a payment due within `known_payments.within_days` gives a probability of at least
+    `known_payments.min_p_shortfall` at every horizon (models.contract.bound_by_known_payments). What the night
+    publishes, the training's held-out check and the backtest all score this. The baseline engine (registered where
+    the global engine cannot be trained or does worse) projects the recurring `streams` of the same panel."""
+    from models.contract import bound_by_known_payments
+
+    rule = settings()["known_payments"]
+    if getattr(engine, "engine", None) == BASELINE:
+        if streams is None:
+            raise ValueError("the baseline engine forecasts from the recurring streams: pass them")
+        raw = engine.predict(inputs, projected_streams(streams))
+    else:
+        raw = engine.predict(inputs)
+    return bound_by_known_payments(raw, known, float(rule["min_p_shortfall"]), int(rule["within_days"]))
 
 
 def build_panel(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
@@ -168,22 +210,11 @@ def evaluate(forecast: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str
     return out
 
 
-BASELINE = "baseline"
-
-
 def mean_brier(metrics: dict[str, dict[str, float]]) -> float:
     """The figure engines are compared on: the Brier score averaged over the horizons (a proper score of the
     probability, every horizon counting the same)."""
     values = [m["brier"] for m in metrics.values() if m.get("brier") == m.get("brier")]
     return float(np.mean(values)) if values else float("nan")
-
-
-def predict(engine, inputs: pd.DataFrame, streams: pd.DataFrame) -> pd.DataFrame:
-    """The forecast of any registered engine: the baseline projects the recurring streams, the global engine reads
-    the model inputs only."""
-    if getattr(engine, "engine", None) == BASELINE:
-        return engine.predict(inputs, streams)
-    return engine.predict(inputs)
 
 
 def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, Any]:
@@ -233,6 +264,7 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
                 "labels": labels[held_rows].reset_index(drop=True),
                 "streams": panel.streams[pd.to_datetime(panel.streams["cutoff"]).isin(held_cutoffs)
                                          ].reset_index(drop=True)}
+        held["known"] = known_payments(panel, held["inputs"])
         fit_labels = labels[~held_rows & (pd.to_datetime(labels["cutoff"]) < holdout).to_numpy()]
         fit_inputs = inputs[inputs["cutoff"].isin(pd.to_datetime(fit_labels["cutoff"].unique()))]
         n_rows, n_customers = int(len(fit_inputs)), int(inputs["customer_id"].nunique())
@@ -240,15 +272,15 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
             engine = fit_global(fit_inputs.reset_index(drop=True), fit_labels.reset_index(drop=True), seed)
         except ValueError as error:   # e.g. a horizon without a labelled row or with a single class
             reason = f"the global engine could not be trained: {error}"
-        baseline_metrics = evaluate(BaselineEngine(horizons()).predict(held["inputs"], held["streams"]),
-                                    held["labels"])
+        baseline_metrics = evaluate(predict(BaselineEngine(horizons()), held["inputs"], held["known"],
+                                            held["streams"]), held["labels"])
         comparison = {"metric": "mean Brier score over the horizons on the held-out cut-offs (per horizon its latest "
                                 "labelled cut-off)",
                       "held_out_cutoffs": {str(h): c[-1].isoformat() for h, c in per_horizon.items()},
                       "n_customers": int(held["labels"]["customer_id"].nunique()),
                       "baseline": {"mean_brier": mean_brier(baseline_metrics), "by_horizon": baseline_metrics}}
         if engine is not None:
-            global_metrics = evaluate(engine.predict(held["inputs"]), held["labels"])
+            global_metrics = evaluate(predict(engine, held["inputs"], held["known"]), held["labels"])
             comparison[ENGINE] = {"mean_brier": mean_brier(global_metrics), "by_horizon": global_metrics}
             g, b = comparison[ENGINE]["mean_brier"], comparison["baseline"]["mean_brier"]
             if not g <= b:
@@ -302,7 +334,8 @@ def _promotion(paths: Paths, version: str, engine, held: dict[str, Any] | None,
         if held is None:
             return {"promoted": False, "reason": f"no held-out cut-off to compare with the promoted {current}, "
                                                  f"which still loads: it stays"}
-        champion_score = mean_brier(evaluate(predict(champion, held["inputs"], held["streams"]), held["labels"]))
+        champion_score = mean_brier(evaluate(predict(champion, held["inputs"], held["known"], held["streams"]),
+                                             held["labels"]))
     except Exception as error:  # an unreadable or incompatible champion cannot defend its place
         reason = f"the promoted model {current} cannot score today's features ({error})"
         registry.promote(paths, FAMILY, version, reason)
@@ -374,7 +407,9 @@ def safe_to_save(forecast_30: pd.DataFrame) -> np.ndarray:
 def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: float) -> pd.Series:
     """Plain-language reasons per forecast row: the top features behind a risky forecast (p_shortfall at or above
     `threshold`) by path attribution on that horizon's classifier (models/attribution.py), in the words of
-    config/forecast.yaml; a forecast below the threshold says there is no elevated risk."""
+    config/forecast.yaml, after the known payment the balance cannot meet when there is one within the horizon
+    (`forecast` columns unmet_day, unmet_amount, unmet_payments: `known_payment_driver`); a forecast below the
+    threshold says there is no elevated risk."""
     from models.attribution import PathAttributor
 
     phrases = settings()["drivers"]
@@ -389,9 +424,11 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
         X = inputs.iloc[at.to_numpy()][engine.feature_names].to_numpy(dtype=float)
         attributor = engine.attributors.setdefault(int(horizon), PathAttributor(engine.classifiers[int(horizon)]))
         texts = []
-        for names in attributor.top_features(X, engine.feature_names, k=3):
+        payments = known_payment_driver(risky)
+        for first, names in zip(payments, attributor.top_features(X, engine.feature_names, k=3)):
             words = list(dict.fromkeys(phrases[name] for name in names if name in phrases))
-            texts.append("; ".join(words) if words else phrases["default"])
+            words = [first, *words] if first else (words or [phrases["default"]])
+            texts.append("; ".join(words))
         out.loc[risky.index] = texts
     return out
 
@@ -402,14 +439,15 @@ def baseline_drivers(inputs: pd.DataFrame, streams: pd.DataFrame, forecast: pd.D
     facts of its projection and of the customer's recent flows that hold for that row, at most three, in the words
     of config/forecast.yaml: regular payments due before the next regular income within the horizon; regular bills
     larger than regular income over the horizon; a balance below zero today; days overdrawn in the last month; more
-    spent than received last month. A risky row with none of them gets the general phrase."""
+    spent than received last month; after the known payment the balance cannot meet when there is one within the
+    horizon (`known_payment_driver`). A risky row with none of them gets the general phrase."""
     from models.baseline_engine import projected_paths
 
     phrases = settings()["drivers"]
     out = pd.Series("no elevated risk of a shortfall", index=forecast.index, dtype=object)
     if forecast.empty:
         return out
-    _, recurring, _ = projected_paths(inputs, streams, max(horizons()))
+    _, recurring, _ = projected_paths(inputs, projected_streams(streams), max(horizons()))
     position = pd.Series(np.arange(len(inputs)), index=pd.MultiIndex.from_arrays(
         [inputs["customer_id"], pd.to_datetime(inputs["cutoff"])]))
     value = lambda column, at: (inputs[column].to_numpy(float)[at] if column in inputs  # noqa: E731
@@ -433,10 +471,29 @@ def baseline_drivers(inputs: pd.DataFrame, streams: pd.DataFrame, forecast: pd.D
             value("net_flow_30", at) < 0, phrases["net_flow_30"],
         ]
         texts = []
-        for i in range(len(at)):
+        for i, first in enumerate(known_payment_driver(risky)):
             words = list(dict.fromkeys(text for held, text in zip(facts[0::2], facts[1::2]) if held[i]))[:3]
-            texts.append("; ".join(words) if words else phrases["default"])
+            words = [first, *words] if first else (words or [phrases["default"]])
+            texts.append("; ".join(words))
         out.loc[risky.index] = texts
+    return out
+
+
+def known_payment_driver(forecast: pd.DataFrame) -> list[str | None]:
+    """Per forecast row, the known payment the balance cannot meet within its horizon, in words (None when there is
+    none): "a regular payment of £1,050.00 due around 01 July 2026 is more than your balance will be by then"."""
+    if "unmet_day" not in forecast:
+        return [None] * len(forecast)
+    out: list[str | None] = []
+    for cutoff, day, amount, count in zip(pd.to_datetime(forecast["cutoff"]), forecast["unmet_day"],
+                                          forecast["unmet_amount"], forecast["unmet_payments"]):
+        if not (day == day and amount == amount):
+            out.append(None)
+            continue
+        when = (cutoff + pd.Timedelta(days=int(day))).strftime("%d %B %Y")
+        what = (f"a regular payment of £{amount:,.2f} due around {when} is" if int(count) <= 1 else
+                f"regular payments of £{amount:,.2f} due around {when} are")
+        out.append(f"{what} more than your balance will be by then")
     return out
 
 
@@ -445,7 +502,12 @@ def cash_forecast_rows(engine, panel: feature_stage.Panel, as_of: date,
     """Gold `cash_forecast` rows for every customer of the panel at cut-off `as_of` (`inputs`: the model inputs
     when already made)."""
     inputs = model_inputs(panel) if inputs is None else inputs
-    forecast = predict(engine, inputs, panel.streams).reset_index(drop=True)
+    known = known_payments(panel, inputs)
+    forecast = predict(engine, inputs, known, panel.streams).reset_index(drop=True)
+    payments = known[["customer_id", "cutoff", "unmet_amount", "unmet_payments"]]
+    forecast = forecast.merge(payments, on=["customer_id", "cutoff"], how="left", validate="many_to_one")
+    unmet = forecast["unmet_day"].notna()
+    forecast["unmet_amount"] = forecast["unmet_amount"].where(unmet)
     features = panel.features.set_index("customer_id")
     by_customer = features.loc[forecast["customer_id"]]
     threshold = float(settings().get("driver_threshold", 0.2))
@@ -485,8 +547,11 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     except IncompatibleModelError as error:
         raise SegoneError(f"the promoted {FAMILY} model {engine.version} does not fit today's features ({error}): "
                           f"retrain with `segone train`") from error
+    consent = feature_stage.consent_snapshot(paths, day, [bucket])
+    rows = consented_forecast(rows, consent)
+    streams = consented_streams(_streams_rows(panel.streams), consent)
     written = {}
-    for table, frame in (("cash_forecast", rows), ("recurring_streams", _streams_rows(panel.streams)),
+    for table, frame in (("cash_forecast", rows), ("recurring_streams", streams),
                          ("balance_reconciliation", panel.reconciliation)):
         final = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(bucket))
         written[table] = lake.write_frame(frame, final, paths)
@@ -495,10 +560,44 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
         "bucket": bucket, "as_of": day.isoformat(), "model_version": engine.version,
         "n_customers": n_customers, "n_forecast": int(rows["customer_id"].nunique()) if len(rows) else 0,
         "n_without_cash_position": n_customers - (int(rows["customer_id"].nunique()) if len(rows) else 0),
+        "n_protective_only": int(rows.loc[rows["safe_to_save"].isna(), "customer_id"].nunique()) if len(rows) else 0,
         "rows": written, "seconds": round(time.perf_counter() - started, 2),
     }
     write_run_metrics(paths, day.isoformat(), f"forecast_cash_shortfall_bucket_{bucket}", metrics)
     return metrics
+
+
+# What the gold forecast holds per consent (DESIGN principle 2; docs/forecasting.md, "Consent"): with
+# `personalization`, everything; without it but with service alerts, only what a shortfall warning needs (the
+# probability, the expected date, the confidence, the drivers and the model version; no projected balances, no
+# safe-to-save); with neither, nothing.
+INSIGHT_COLUMNS = ("min_balance_p10", "min_balance_p50", "min_balance_p90", "safe_to_save")
+
+
+def _allowed(consent: pd.DataFrame, customer_ids: pd.Series, purpose: str, default: bool) -> np.ndarray:
+    column = f"is_{purpose}_allowed"
+    if column not in consent or consent.empty:
+        return np.full(len(customer_ids), default)
+    flags = consent.set_index(consent["customer_id"].astype(str))[column].astype("boolean").fillna(default)
+    return flags.reindex(customer_ids.astype(str).to_numpy()).fillna(default).to_numpy(bool)
+
+
+def consented_forecast(rows: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFrame:
+    """The gold cash_forecast rows each customer's consent on D allows (`consent`: customer_id and the
+    is_<purpose>_allowed flags of silver consent_state; a customer without a row has no consent but service alerts)."""
+    personal = _allowed(consent, rows["customer_id"], "personalization", False)
+    alerts = _allowed(consent, rows["customer_id"], "service_alerts", True)
+    out = rows[personal | alerts].copy()
+    protective_only = ~personal[personal | alerts]
+    for column in INSIGHT_COLUMNS:
+        out[column] = out[column].astype("float64").where(~protective_only)
+    return out.reset_index(drop=True)
+
+
+def consented_streams(streams: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFrame:
+    """Gold recurring_streams: only for customers whose `personalization` consent holds on D (streams are an
+    insight; without that consent they feed the forecast behind a shortfall warning and are never published)."""
+    return streams[_allowed(consent, streams["customer_id"], "personalization", False)].reset_index(drop=True)
 
 
 def _customers_in_bucket(paths: Paths, day: date, bucket: int) -> int:
