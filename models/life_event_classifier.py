@@ -395,14 +395,6 @@ class LifeEventClassifier:
     def method(self, event: str) -> str:
         return self.events[event].get("method", MODEL)
 
-    def needed_columns(self, event: str) -> list[str]:
-        """The feature columns `score` reads for the event: the model's features and rule indicator, or the rule's
-        features when the event is on its rule."""
-        info = self.events[event]
-        if self.method(event) == RULE:
-            return list(dict.fromkeys(rule_features(info["rule"])))
-        return list(dict.fromkeys([*info["features"], *([info["prior"]["column"]] if info.get("prior") else [])]))
-
     # ---------------------------------------------------------------------------------------------- prediction
     @classmethod
     def _raw(cls, event: str, frame: pd.DataFrame, columns: list[str], booster: lgb.Booster | None,

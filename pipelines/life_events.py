@@ -379,12 +379,26 @@ def rule_version(cfg: dict[str, Any]) -> int:
     return int(cfg.get("version", 1))
 
 
+def method_of(model, event: str) -> str:
+    """"model" or "rule": who publishes the event (the classifier's `events[event]["method"]`; "model" when absent)."""
+    return model.events[event].get("method", "model")
+
+
+def needed_columns(model, event: str) -> list[str]:
+    """The feature columns the classifier's `score` reads for the event: its model's features and rule indicator,
+    or, for an event on its rule, the features the rule reads."""
+    from models.life_event_rules import rule_features
+
+    info = model.events[event]
+    if method_of(model, event) == "rule":
+        return list(dict.fromkeys(rule_features(info["rule"])))
+    return list(dict.fromkeys([*info["features"], *([info["prior"]["column"]] if info.get("prior") else [])]))
+
+
 def row_model_version(model, event: str) -> str:
     """What a gold row says made it: the registry version of the model, or `rule:<event>:v<N>` for an event that
     is published by its hand-written rule (DESIGN principle 6)."""
-    from models.life_event_classifier import RULE
-
-    if model.method(event) == RULE:
+    if method_of(model, event) == "rule":
         return f"rule:{event}:v{model.events[event].get('rule_version') or 1}"
     return getattr(model, "version", "unversioned")
 
@@ -689,7 +703,7 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
         if not mask.any():
             continue
         info = model.events[event]
-        needed = model.needed_columns(event)
+        needed = needed_columns(model, event)
         ids = customer_ids[mask].reset_index(drop=True)
         scored = model.score(features.loc[mask, needed], event, k)
         names[event] = list(scored["columns"])
@@ -717,8 +731,8 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
     postings = evidence_postings(con, flagged, day, cfg)   # an empty frame when nothing is flagged
     scored = scored.merge(flagged[["customer_id", "event_type", "corroborated"]], on=["customer_id", "event_type"],
                           how="left")
-    methods = {e: {"method": model.method(e), "model_version": row_model_version(model, e),
-                   "note": (None if model.method(e) != "rule" else
+    methods = {e: {"method": method_of(model, e), "model_version": row_model_version(model, e),
+                   "note": (None if method_of(model, e) != "rule" else
                             f"published by the hand-written rule, which gives no probability: "
                             f"{model.events[e].get('method_reason')}"),
                    "rule": (model.events[e].get("rule") or cfg["events"][e]["rule"])["description"]}
@@ -1051,9 +1065,9 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
                 model.events[event]["threshold"])
         # what the night would publish: the declared-label model, or its rule where training chose the rule
         declared_model = models_by_source["declared"]
-        decisions_made[event] = {"method": declared_model.method(event),
+        decisions_made[event] = {"method": method_of(declared_model, event),
                                  "reason": declared_model.events[event].get("method_reason")}
-        if declared_model.method(event) == "rule":
+        if method_of(declared_model, event) == "rule":
             fired_pub = rule_fires(scored_frame, spec["rule"])
             published = pd.DataFrame({"customer_id": scored_frame["customer_id"], "cutoff": scored_frame["cutoff"],
                                       "score": fired_pub.astype(float), "flagged": fired_pub})
@@ -1062,7 +1076,7 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
             published = pd.DataFrame({"customer_id": scored["customer_id"], "cutoff": pd.to_datetime(scored["cutoff"]),
                                       "score": ranking_score(scored["probability"], scored["raw_score"]),
                                       "flagged": scored["flagged"]})
-        add("published", declared_model.method(event), published, None)
+        add("published", method_of(declared_model, event), published, None)
         fired = rule_fires(scored_frame, spec["rule"])
         add("rule", "none", pd.DataFrame({"customer_id": scored_frame["customer_id"], "cutoff": scored_frame["cutoff"],
                                           "score": fired.astype(float), "flagged": fired}), None)

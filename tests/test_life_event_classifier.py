@@ -292,7 +292,7 @@ def test_a_rules_only_classifier_saves_loads_and_flags_by_the_rule(tmp_path):
     model.save(tmp_path)
     again = LifeEventClassifier.load(tmp_path)
     assert again.method("new_baby") == "rule" and again.events["new_baby"]["rule_version"] == 2
-    assert again.needed_columns("new_baby") == ["n_baby_60d"]
+    assert rule_features(again.events["new_baby"]["rule"]) == ["n_baby_60d"]
     hand = pd.DataFrame({"customer_id": ["A", "B", "C"], "cutoff": pd.to_datetime(["2026-06-01"] * 3),
                          "n_baby_60d": [2.0, 1.0, np.nan]})
     scored = again.score(hand, "new_baby")
