@@ -24,10 +24,14 @@ PUBLISHED = [Asset(f"segone://gold/{table}") for table in (
 
 
 def _run_stage(stage: str, data_interval_start: datetime, **kwargs) -> dict | list:
-    from pipelines.config import Paths
+    from airflow.sdk import get_current_context
     from pipelines import stages
 
-    return getattr(stages, stage)(Paths.from_env(), stages.business_date(data_interval_start), **kwargs)
+    # Under the lock of night D, held by this DAG run as a whole (pipelines/locks.py).
+    ti = get_current_context()["ti"]
+    task = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index,
+            "try_number": ti.try_number, "max_tries": ti.max_tries}
+    return stages.airflow_task(stage, data_interval_start, task, **kwargs)
 
 
 @dag(

@@ -5,6 +5,7 @@ import argparse
 import importlib
 import json
 import logging
+import signal
 import sys
 from datetime import date
 from pathlib import Path
@@ -82,6 +83,14 @@ def _add_nothing(p: argparse.ArgumentParser) -> None:
     return None
 
 
+def _add_unlock(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--date", dest="day", type=_date, default=None, help="the night D whose lock to clear")
+    which.add_argument("--history", action="store_true", help="the lock of the history load")
+    p.add_argument("--force", action="store_true",
+                   help="clear it even though its holder looks alive (only when you know it is gone)")
+
+
 COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     "simulate": ("simulate a bank into $SEGONE_HOME/landing/ (history and day D)",
                  "pipelines.simulate:simulate_command", _add_simulate),
@@ -115,12 +124,14 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                  "pipelines.backtest:backtest_command", _add_backtest),
     "publish": ("stage 7: warehouse.duckdb views, the CRM export (only if every gate passed) and the report",
                 "pipelines.stages:publish", _add_date),
-    "export-crm": ("the CRM export of D and its manifest (refused unless the night's gates passed)",
+    "export-crm": ("the CRM export of a published night D again, from what was published",
                    "pipelines.stages:export_crm", _add_date),
-    "report": ("the nightly HTML report of D: reports/D/index.html",
+    "report": ("the nightly HTML report of a published night D again: reports/D/index.html",
                "pipelines.stages:report", _add_date),
     "run": ("the whole night for D, stage after stage (what the DAG does, without Airflow)",
             "pipelines.stages:run_command", _add_date),
+    "unlock": ("list the night locks, or clear the lock a dead run left (--date D or --history; see docs)",
+               "pipelines.locks:unlock_command", _add_unlock),
     "summary": ("print where D's outputs are, a short summary and an example query",
                 "pipelines.stages:summary", _add_date),
     "expectations": ("regenerate expectations/*.json from config/landing.yaml and the silver schemas",
@@ -128,6 +139,17 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
     "bench": ("benchmarks side by side with plain pandas (see benchmarks/)",
               "pipelines.bench:bench_command", _add_bench),
 }
+
+
+# Commands that write a night's data or outputs: they run under the lock of that night (pipelines/locks.py), so
+# that two runs of one night, or a run and the night's Airflow DAG run, never overlap.
+LOCKED = {"ingest", "validate", "conform", "validate-silver", "forecast", "validate-forecast",
+          "classify-life-events", "validate-life-events", "decide", "validate-decisions", "publish", "export-crm",
+          "report", "run", "load-history"}
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so that locks are released and staging is cleaned
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,8 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kwargs = {k: v for k, v in vars(args).items() if k not in {"command", "target", "verbose"}}
+    paths = Paths.from_env()
     try:
-        _print(_call(args.target)(paths=Paths.from_env(), **kwargs))
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    except ValueError:  # not the main thread (embedded use): leave the handler alone
+        pass
+    try:
+        if args.command in LOCKED:
+            from pipelines import locks
+
+            key = "history" if args.command == "load-history" else args.day.isoformat()
+            with locks.Hold(paths, key, locks.cli_holder(args.command), "main"):
+                result = _call(args.target)(paths=paths, **kwargs)
+        else:
+            result = _call(args.target)(paths=paths, **kwargs)
+        _print(result)
     except Exception as err:  # the CLI's last line of defence: a clear message and a non-zero exit
         from pipelines.errors import SegoneError
         if isinstance(err, SegoneError):

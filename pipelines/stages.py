@@ -18,6 +18,28 @@ from pipelines.runs import read_run_metrics, write_run_metrics
 log = logging.getLogger(__name__)
 HISTORY = "history"
 
+# A stage that (re)writes D's data voids what was judged on the data it replaces: the verdicts of the gates after it
+# and the shard results of the per-bucket stages after it (otherwise a night re-run that died after 8 of 16
+# buckets would pass validate_forecast on 8 new and 8 old buckets). Publish refuses a night with a missing
+# verdict, so a half-rewritten night can never be published, not even by hand (`segone publish`).
+GATES = ("validate", "validate_silver", "validate_forecast", "validate_life_events", "validate_decisions")
+SHARD_RESULTS = ("forecast_cash_shortfall_bucket_", "life_events_bucket_", "decide_bucket_")
+_VOIDS_FROM = {"ingest": 0, "conform": 1, "forecast": 2, "life_events": 3, "decide": 4}
+
+
+def void_later_results(paths: Paths, load: str, stage: str) -> None:
+    """Remove runs/<load>/ verdicts and shard results that judged or came from data `stage` is about to replace."""
+    first = _VOIDS_FROM[stage]
+    folder = paths.runs / load
+    if not folder.is_dir():
+        return
+    names = {f"{gate}.json" for gate in GATES[first:]}
+    families = SHARD_RESULTS[max(0, first - 1):]  # forecast (2) voids the life-event and decide shards, ...
+    for file in folder.iterdir():
+        if (file.name in names or file.name.startswith("validate_gold_")
+                or any(file.name.startswith(f) for f in families)):
+            file.unlink(missing_ok=True)
+
 
 # --- the stages ---------------------------------------------------------------------------------------------
 
@@ -25,9 +47,13 @@ def ingest(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 1a: landing/D/ -> bronze (load_date=D) and the quarantine."""
     from pipelines.ingest.landing import ingest_landing
 
+    from pipelines.publish import housekeeping
+
     folder = paths.landing_day(day.isoformat())
     if not folder.is_dir():
         raise LandingError(f"no landing folder for {day}: {folder} does not exist")
+    housekeeping(paths)  # what killed runs left behind (staging folders, unfinished publishes)
+    void_later_results(paths, day.isoformat(), "ingest")
     return ingest_landing(paths, day.isoformat(), folder, business_date=day)
 
 
@@ -42,6 +68,7 @@ def conform(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 2: D's bronze -> silver."""
     from pipelines.conform import conform as conform_load
 
+    void_later_results(paths, day.isoformat(), "conform")
     metrics = conform_load(paths, day.isoformat(), day)
     write_run_metrics(paths, day.isoformat(), "conform", metrics)
     return metrics
@@ -57,33 +84,26 @@ def validate_silver(paths: Paths, day: date) -> dict[str, Any]:
 
 
 def publish(paths: Paths, day: date, run_id: str | None = None) -> dict[str, Any]:
-    """Stage 7: rebuild warehouse.duckdb (the analysts' documented views), write the CRM export and its manifest
-    (refused unless every gate of the night passed), and the nightly report."""
-    from pipelines.crm_export import export_crm
-    from pipelines.nightly_report import build_nightly_report
-    from pipelines.warehouse import build_warehouse
+    """Stage 7, the one moment night D becomes visible: a published generation of the lake, warehouse.duckdb and
+    warehouse_restricted.duckdb over it, the CRM export and the nightly report, all swapped in at one commit.
+    Refused unless every gate of D passed on the data as it is now (pipelines/publish.py)."""
+    from pipelines.publish import publish_night
 
-    metrics = build_warehouse(paths)
-    metrics["as_of"] = day.isoformat()
-    if read_run_metrics(paths, day.isoformat(), "validate_decisions") is not None:
-        metrics["crm_export"] = export_crm(paths, day, run_id=run_id)
-    metrics["report"] = str(build_nightly_report(paths, day))
-    write_run_metrics(paths, day.isoformat(), "publish", metrics)
-    return metrics
+    return publish_night(paths, day, run_id=run_id)
 
 
 def export_crm(paths: Paths, day: date) -> dict[str, Any]:
-    """The CRM export of D alone (`segone export-crm`)."""
-    from pipelines.crm_export import export_crm as export
+    """The CRM export of a published night D again, from what was published (`segone export-crm`)."""
+    from pipelines.publish import export_published
 
-    return export(paths, day)
+    return export_published(paths, day)
 
 
 def report(paths: Paths, day: date) -> str:
-    """The nightly report of D alone (`segone report`)."""
-    from pipelines.nightly_report import build_nightly_report
+    """The nightly report of a published night D again, from what was published (`segone report`)."""
+    from pipelines.publish import report_published
 
-    return str(build_nightly_report(paths, day))
+    return report_published(paths, day)
 
 
 def forecast_shards(paths: Paths, day: date) -> list[int]:
@@ -97,6 +117,7 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Stage 4, one shard: features and the promoted global engine -> gold cash_forecast for bucket N as of D."""
     from pipelines.forecast import forecast_shard as run_shard
 
+    void_later_results(paths, day.isoformat(), "forecast")
     return run_shard(paths, day, int(bucket))
 
 
@@ -104,6 +125,7 @@ def forecast_cash_shortfall(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 4, every shard in turn (the DAG maps forecast_shard over the shards instead)."""
     from pipelines.forecast import forecast_all
 
+    void_later_results(paths, day.isoformat(), "forecast")
     return forecast_all(paths, day)
 
 
@@ -134,6 +156,7 @@ def classify_life_events_shard(paths: Paths, day: date, bucket: int) -> dict[str
     """Stage 5, one shard: consented customers only -> gold life_events for bucket N as of D."""
     from pipelines.life_events import classify_shard
 
+    void_later_results(paths, day.isoformat(), "life_events")
     return classify_shard(paths, day, int(bucket))
 
 
@@ -141,6 +164,7 @@ def classify_life_events(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 5, every shard in turn (the DAG maps classify_life_events_shard over the shards instead)."""
     from pipelines.life_events import classify_all
 
+    void_later_results(paths, day.isoformat(), "life_events")
     return classify_all(paths, day)
 
 
@@ -172,6 +196,7 @@ def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     dashboard_layout for bucket N as of D."""
     from pipelines.decide import decide_shard as run_shard
 
+    void_later_results(paths, day.isoformat(), "decide")
     return run_shard(paths, day, int(bucket))
 
 
@@ -179,6 +204,7 @@ def decide_next_best_actions(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 6, every shard in turn (the DAG maps decide_shard over the shards instead)."""
     from pipelines.decide import decide_all
 
+    void_later_results(paths, day.isoformat(), "decide")
     return decide_all(paths, day)
 
 
@@ -221,6 +247,33 @@ def run_night(paths: Paths, day: date) -> dict[str, Any]:
     return {name: stage(paths, day) for name, stage in NIGHT}
 
 
+def airflow_task(stage: str, data_interval_start: Any, task: dict[str, Any], **kwargs: Any) -> Any:
+    """What every task of the nightly DAG runs: `stage` for D, inside the lock of night D held by its DAG run.
+
+    `task` describes the task instance: dag_id, run_id, task_id, map_index, try_number, max_tries. Every task of
+    one DAG run joins the same lock (mapped shards run in parallel without blocking each other); a `segone run` of
+    D, or another DAG run of D, is refused while this run is alive (pipelines/locks.py). The publish task releases
+    the lock when it succeeds; a task that fails on its last try marks the run finished, which frees the lock once
+    none of the run's tasks is still running."""
+    from pipelines import locks
+
+    paths = Paths.from_env()
+    day = business_date(data_interval_start)
+    holder = locks.airflow_holder(str(task["dag_id"]), str(task["run_id"]))
+    map_index = task.get("map_index")
+    member = str(task["task_id"]) + (f"[{map_index}]" if map_index not in (None, -1) else "")
+    with locks.Hold(paths, day.isoformat(), holder, member, outcome="keep") as hold:
+        try:
+            result = globals()[stage](paths, day, **kwargs)
+        except BaseException as error:
+            if int(task.get("try_number") or 1) > int(task.get("max_tries") or 0):
+                hold.outcome, hold.finished_reason = "finished", f"{member} failed: {error}"[:300]
+            raise
+        if stage == "publish":
+            hold.outcome = "release"
+    return result
+
+
 def history_as_of(paths: Paths) -> date:
     """The last day the history covers: the latest booking date or balance date in the history bronze."""
     con = lake.connect()
@@ -246,6 +299,10 @@ def load_history(paths: Paths) -> dict[str, Any]:
     if not folder.is_dir():
         raise LandingError(f"no history to load: {folder} does not exist (run `segone simulate` or "
                            f"`segone import-berka` first)")
+    from pipelines.publish import housekeeping, publish_history
+
+    housekeeping(paths)
+    void_later_results(paths, HISTORY, "ingest")
     metrics: dict[str, Any] = {"ingest": ingest_landing(paths, HISTORY, folder, business_date=None)}
     metrics["validate"] = validate_day(paths, HISTORY)
     as_of = history_as_of(paths)
@@ -253,7 +310,7 @@ def load_history(paths: Paths) -> dict[str, Any]:
     write_run_metrics(paths, HISTORY, "conform", metrics["conform"])
     metrics["validate_silver"] = validate_silver_load(paths, HISTORY, as_of)
     write_run_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
-    metrics["publish"] = publish(paths, as_of)
+    metrics["publish"] = publish_history(paths, as_of)
     return metrics
 
 
