@@ -273,6 +273,13 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def bench_command(paths: Paths, what: str, customers: str, days: int, out: Path | None) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
+    if what == "publish":
+        from pipelines.bench_publish import bench_publish, format_publish_table
+
+        results = [bench_publish(n, days) for n in sizes]
+        if out:
+            out.write_text(json.dumps(results, indent=2))
+        return format_publish_table(results)
     if what == "life-events":
         from pipelines.bench_life_events import bench_life_events, format_life_events_table
 

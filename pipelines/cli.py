@@ -61,9 +61,10 @@ def _add_berka(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide"], help="which stage to benchmark")
+    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "publish"], help="which stage to benchmark")
     p.add_argument("--customers", default="10000,100000", help="comma-separated bank sizes (default 10000,100000)")
-    p.add_argument("--days", type=int, default=180, help="days of history (default 180)")
+    p.add_argument("--days", type=int, default=180,
+                   help="days of history (default 180); for publish: nights published before")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
 
 
