@@ -490,8 +490,8 @@ def _tag_after(name: str, marker: str, until_last_dash: bool = False) -> str | N
 
 def housekeeping(paths: Paths) -> list[str]:
     """Remove what killed runs left behind and no live process uses: lake/_staging/*, exports/crm/.D.staging-*,
-    .warehouse*.duckdb.*.tmp, reports/D/.index.*, and (when no publish is running) uncommitted generations and a
-    committed publish's unfinished swaps (completed, not removed). Returns what was removed."""
+    .warehouse*.duckdb.*.tmp, reports/D/.index.*, half-written lock records, and (when no publish is running)
+    uncommitted generations; a committed publish's unfinished swaps are completed. Returns what was removed."""
     removed: list[str] = []
 
     def drop(path: Path, tag: str | None) -> None:
@@ -510,6 +510,8 @@ def housekeeping(paths: Paths) -> list[str]:
         drop(path, tag if "@" in tag else f"{tag}@{this_host()}")
     for path in paths.reports.glob("*/.index.*") if paths.reports.is_dir() else []:
         drop(path, path.name[len(".index."):].rsplit(".", 1)[0])
+    for path in paths.locks.glob(".night-*.json.*.tmp") if paths.locks.is_dir() else []:
+        drop(path, path.name.split(".json.", 1)[1][: -len(".tmp")])
     if paths.published.is_dir():
         with publish_mutex(paths, wait=False) as held:
             if held:
