@@ -343,6 +343,7 @@ def summary(paths: Paths, day: date) -> str:
     lines.append("Outputs:")
     lines.append(f"  lake (Parquet)      {paths.lake}")
     lines.append(f"  warehouse (DuckDB)  {paths.warehouse}")
+    lines.append(f"  restricted columns  {paths.warehouse_restricted} (docs/access.md)")
     lines.append(f"  quarantine          {lake.partition_path(paths, 'gold', 'quarantine', load_date=d)}")
     lines.append(f"  run metrics         {paths.runs / d}")
     lines.append(f"  CRM export          {paths.exports / 'crm' / d}")
