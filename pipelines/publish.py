@@ -21,6 +21,7 @@ at once. docs/architecture.md ("Only finished nights are visible") explains the 
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -106,30 +107,44 @@ class PublishedPaths(Paths):
     """Paths whose lake tables are those of a published generation (read-only: never write through it).
 
     `full`: restricted tables from `restricted/` (every column), the others from `general/`; otherwise every table
-    from `general/` (what warehouse.duckdb shows). Everything but the lake (runs, reports, exports) is the home's."""
+    from `general/` (what warehouse.duckdb shows). `runs_dir`: the run metrics to read (the published snapshots,
+    `published/runs/<load>/`, or the home's while the load is being published). Reports and exports are the
+    home's."""
 
     generation: Path = Path("/nonexistent")
     full: bool = True
     restricted_tables: frozenset = frozenset()
+    runs_dir: Path | None = None
 
     def table(self, layer: str, table: str) -> Path:
         which = "restricted" if self.full and (layer, table) in self.restricted_tables else "general"
         return self.generation / which / layer / table
 
+    @property
+    def runs(self) -> Path:
+        return self.runs_dir if self.runs_dir is not None else self.home / "runs"
+
 
 def generation_paths(paths: Paths, generation: str, full: bool = True,
-                     restricted_tables: frozenset | None = None) -> PublishedPaths:
+                     restricted_tables: frozenset | None = None, runs_dir: Path | None = None) -> PublishedPaths:
     if restricted_tables is None:
         state = read_state(paths) or {}
         restricted_tables = frozenset(tuple(k.split(".", 1)) for k in (state.get("restricted") or {}))
     return PublishedPaths(home=paths.home, generation=paths.published / generation, full=full,
-                          restricted_tables=restricted_tables)
+                          restricted_tables=restricted_tables, runs_dir=runs_dir)
+
+
+def published_runs(paths: Paths) -> Path:
+    """Where the run metrics of each published load are kept as they were when it was published
+    (`published/runs/<load>/`): a later attempt at the night that did not publish rewrites runs/<load>/, not these."""
+    return paths.published / "runs"
 
 
 def current_paths(paths: Paths, full: bool = True) -> PublishedPaths | None:
-    """The current published generation as Paths, or None before the first publish."""
+    """The current published generation (and the published run metrics) as Paths, or None before the first
+    publish."""
     state = read_state(paths)
-    return generation_paths(paths, state["generation"], full) if state else None
+    return generation_paths(paths, state["generation"], full, runs_dir=published_runs(paths)) if state else None
 
 
 # --- building a generation ----------------------------------------------------------------------------------------
@@ -378,15 +393,33 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
                 tmp, manifest = stage_export(full, day, run_id=run_id)
                 pending.append(_artefact(tmp, export_folder(paths, day), "manifest.json"))
                 steps["crm_export"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
+            # the run metrics of what is published, as they are now (with the staged export's manifest): the report
+            # reads these, and `segone report`/`export-crm` later read the published copy, not a later attempt's
+            runs_staging = published_runs(paths) / f".staging-{owner_tag()}"
+            lake._remove(runs_staging)
+            for load in sorted(loads | {gate_load}):
+                staged_runs = runs_staging / load
+                staged_runs.mkdir(parents=True)
+                if (paths.runs / load).is_dir():
+                    _link_tree(paths.runs / load, staged_runs)
+                for name in ("crm_export.json", "published.json"):  # links to the home's files: never write into them
+                    (staged_runs / name).unlink(missing_ok=True)
+                if manifest is not None and load == day.isoformat():
+                    (staged_runs / "crm_export.json").write_text(json.dumps(
+                        {**manifest, "folder": str(export_folder(paths, day))}, indent=2), encoding="utf-8")
+                (staged_runs / "published.json").write_text(json.dumps(
+                    {"load": load, "generation": generation, "staged_at": _now()}), encoding="utf-8")
+                pending.append(_artefact(staged_runs, published_runs(paths) / load, "published.json"))
             final_report = report_path(paths, day)
             staged_report = final_report.with_name(f".index.{owner_tag()}.html")
-            build_nightly_report(full, day, target=staged_report)
+            build_nightly_report(dataclasses.replace(full, runs_dir=runs_staging), day, target=staged_report)
             pending.append(_artefact(staged_report, final_report))
             steps["report"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
             checkpoint("publish:staged")
         except BaseException:
             for item in pending:
                 lake._remove(Path(item["staged"]))
+            lake._remove(published_runs(paths) / f".staging-{owner_tag()}")
             shutil.rmtree(paths.published / generation, ignore_errors=True)
             raise
         new_state = {
@@ -402,6 +435,7 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
         _write_state(paths, new_state)  # the commit: from here on the night is published
         checkpoint("publish:committed")
         _apply(paths, new_state)
+        lake._remove(published_runs(paths) / f".staging-{owner_tag()}")
         steps["commit_and_swaps"] = round(time.perf_counter() - clock, 3)
         checkpoint("publish:applied")
         metrics: dict[str, Any] = {
@@ -435,6 +469,8 @@ def _require_published(paths: Paths, day: date) -> PublishedPaths:
     if source is None or day.isoformat() not in published_loads(paths):
         raise SegoneError(f"{day} is not published: run the night (`segone run --date {day}`) or its "
                           f"`segone publish --date {day}` first")
+    if not (published_runs(paths) / day.isoformat()).is_dir():  # adopted by a home's first generation
+        source = dataclasses.replace(source, runs_dir=None)
     return source
 
 
@@ -521,6 +557,8 @@ def housekeeping(paths: Paths) -> list[str]:
                     drop(path, _tag_after(path.name[len(".staging-"):], "."))
                 for path in paths.published.glob(".state.json.*.tmp"):
                     drop(path, path.name[len(".state.json."):-len(".tmp")])
+                for path in published_runs(paths).glob(".staging-*"):
+                    drop(path, path.name[len(".staging-"):])
                 if state:
                     removed += drop_old_generations(paths, state)
     if removed:
