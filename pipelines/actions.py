@@ -85,8 +85,17 @@ CONTEXT_FIELDS: dict[str, str] = {
     "is_marketing_push_allowed": "consent: marketing by push",
     "is_marketing_inapp_allowed": "consent: marketing in the app",
     "has_life_events": "the life-event stage scored the customer at D",
+    "is_message_distress": "a recent message sounded distressed (gold message_signals; message_analysis consent)",
+    "is_message_difficulty": "wrote about difficulty paying recently (gold message_signals)",
+    "is_message_complaint": "complained recently: a contact cool-down (gold message_signals)",
+    "is_message_lost_card": "reported a lost, stolen or misused card in the last days (gold message_signals)",
+    "is_message_leaving": "said they want to close their account or leave (gold message_signals)",
+    "is_message_details_change": "said their personal details are changing (gold message_signals)",
     **{f"is_{event}": f"life event {event.replace('_', ' ')} flagged at D" for event in LIFE_EVENTS},
     **{f"p_{event}": f"probability of the life event {event.replace('_', ' ')}" for event in LIFE_EVENTS},
+    **{f"is_{event}_corroborated": f"life event {event.replace('_', ' ')} flagged at D with the corroborating "
+                                   f"evidence a credit offer needs (config/life_events.yaml `corroboration`)"
+       for event in LIFE_EVENTS},
 }
 
 REQUIRED_FIELDS = ("id", "class", "title", "channels", "value", "lever", "prior_propensity", "valid_days",
@@ -229,7 +238,7 @@ def validate_catalogue(data: Any) -> list[Action]:
         if cls is not None and cls not in CLASSES:
             errors.append(f"{label}: field 'class' is {cls!r}, not one of {', '.join(CLASSES)}")
         known = set(REQUIRED_FIELDS) | {"is_credit", "data_purposes", "eligibility", "applicability", "context",
-                                        "contact", "description"}
+                                        "contact", "description", "plain_explanation"}
         extra = set(raw) - known
         if extra:
             errors.append(f"{label}: unknown fields {sorted(extra)}")
@@ -296,6 +305,8 @@ def validate_catalogue(data: Any) -> list[Action]:
                     errors.append(f"{label}: field 'context.scale' must not be 0")
         _check_template(raw.get("explanation"), f"{label}: field 'explanation'", errors) \
             if raw.get("explanation") is not None else None
+        if raw.get("plain_explanation") is not None:
+            _check_template(raw["plain_explanation"], f"{label}: field 'plain_explanation'", errors)
         reasons = raw.get("reasons")
         if reasons is not None:
             if not isinstance(reasons, list) or not reasons:

@@ -45,8 +45,8 @@ from pipelines.schemas import TableSchema, tables
 log = logging.getLogger(__name__)
 
 HISTORY = "history"
-# The gates whose verdicts must be present and passed before a load is published, in the night's order.
-NIGHT_GATES = ("validate", "validate_silver", "validate_forecast", "validate_life_events", "validate_decisions")
+# The gates whose verdicts must be present and passed before the history load is published (a night's are
+# pipelines.stages.GATES).
 HISTORY_GATES = ("validate", "validate_silver")
 DEFAULTS = {"keep_generations": 2, "restricted_group": None}
 
@@ -56,7 +56,9 @@ def publish_settings() -> dict[str, Any]:
 
 
 def _tables() -> list[TableSchema]:
-    return [*tables("silver"), *tables("gold")]
+    """The published tables: every silver and gold table but those config/tables.yaml keeps out of the warehouse
+    (`warehouse: false`: they stay in the live lake, read only by their stages)."""
+    return [t for t in (*tables("silver"), *tables("gold")) if t.warehouse]
 
 
 # --- the published state ----------------------------------------------------------------------------------------
@@ -364,7 +366,7 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
     """Publish `loads` (partition values) as of `day`: the generation, both warehouse files, the CRM export (when
     `export`) and the nightly report of `day`, all made visible by one commit. Refused (GateFailed, nothing
     published) unless every gate of `gate_load` passed."""
-    from pipelines.crm_export import export_folder, record_export, stage_export
+    from pipelines.crm_export import export_folder, record_export, stage_export, summarise
     from pipelines.nightly_report import build_nightly_report, report_path
     from pipelines.warehouse import stage_warehouses
 
@@ -406,7 +408,7 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
                     (staged_runs / name).unlink(missing_ok=True)
                 if manifest is not None and load == day.isoformat():
                     (staged_runs / "crm_export.json").write_text(json.dumps(
-                        {**manifest, "folder": str(export_folder(paths, day))}, indent=2), encoding="utf-8")
+                        summarise(manifest, export_folder(paths, day)), indent=2), encoding="utf-8")
                 (staged_runs / "published.json").write_text(json.dumps(
                     {"load": load, "generation": generation, "staged_at": _now()}), encoding="utf-8")
                 pending.append(_artefact(staged_runs, published_runs(paths) / load, "published.json"))
@@ -456,7 +458,9 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
 
 def publish_night(paths: Paths, day: date, run_id: str | None = None) -> dict[str, Any]:
     """Publish night D (every gate of D must have passed)."""
-    return publish_load(paths, day, {day.isoformat()}, day.isoformat(), NIGHT_GATES, export=True, run_id=run_id)
+    from pipelines.stages import GATES
+
+    return publish_load(paths, day, {day.isoformat()}, day.isoformat(), GATES, export=True, run_id=run_id)
 
 
 def publish_history(paths: Paths, as_of: date) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class TableSchema:
     restricted_columns: tuple[str, ...] = ()
     restricted_rows: str | None = None
     restricted_why: str = ""
+    warehouse: bool = True
 
     @property
     def column_names(self) -> list[str]:
@@ -85,7 +86,7 @@ def _tables() -> dict[tuple[str, str], TableSchema]:
                 layer=layer, name=name, description=spec["description"],
                 partition=tuple(spec.get("partition", ())), key=tuple(spec.get("key", ())),
                 columns=tuple(ColumnSchema(*col) for col in spec["columns"]),
-                checks=spec.get("checks", {}),
+                checks=spec.get("checks", {}), warehouse=bool(spec.get("warehouse", True)),
                 restricted_columns=tuple(restricted.get("columns") or ()),
                 restricted_rows=restricted.get("rows") or None,
                 restricted_why=str(restricted.get("why") or ""),

@@ -18,30 +18,43 @@ from pipelines.runs import describe_nights, read_run_metrics, write_run_metrics
 log = logging.getLogger(__name__)
 HISTORY = "history"
 
-# A stage that (re)writes D's data voids what was judged on the data it replaces: the verdicts of the gates after it
-# and the shard results of the per-bucket stages after it (otherwise a night re-run that died after 8 of 16
-# buckets would pass validate_forecast on 8 new and 8 old buckets). Publish refuses a night with a missing
-# verdict, so a half-rewritten night can never be published, not even by hand (`segone publish`).
-GATES = ("validate", "validate_silver", "validate_forecast", "validate_life_events", "validate_decisions")
-SHARD_RESULTS = ("forecast_cash_shortfall_bucket_", "life_events_bucket_", "decide_bucket_")
-_VOIDS_FROM = {"ingest": 0, "conform": 1, "forecast": 2, "life_events": 3, "decide": 4}
+# A stage that (re)writes D's data voids what was judged on the data it replaces: the verdict of its own gate and of
+# every gate downstream of it, and the shard results of the per-bucket stages downstream (otherwise a night re-run
+# that died after 8 of 16 buckets would pass validate_forecast on 8 new and 8 old buckets). Publish refuses a night
+# with a missing verdict, so a half-rewritten night can never be published, not even by hand (`segone publish`).
+# The night as the DAG wires it: what each writing stage's output feeds, its gate, its shard results.
+_FEEDS = {"ingest": ("conform",), "conform": ("messages", "forecast"), "messages": ("decide",),
+          "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
+_GATE = {"ingest": "validate", "conform": "validate_silver", "messages": "validate_messages",
+         "forecast": "validate_forecast", "life_events": "validate_life_events", "decide": "validate_decisions"}
+_SHARDS = {"messages": "messages_bucket_", "forecast": "forecast_cash_shortfall_bucket_",
+           "life_events": "life_events_bucket_", "decide": "decide_bucket_"}
+GATES = tuple(_GATE.values())  # every verdict a night needs before it is published
+
+
+def _downstream(stage: str) -> set[str]:
+    found: set[str] = set()
+    todo = list(_FEEDS[stage])
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(_FEEDS[name])
+    return found
 
 
 def void_later_results(paths: Paths, load: str, stage: str) -> None:
     """Remove runs/<load>/ verdicts and shard results that judged or came from data `stage` is about to replace."""
-    first = _VOIDS_FROM[stage]
     folder = paths.runs / load
     if not folder.is_dir():
         return
-    names = {f"{gate}.json" for gate in GATES[first:]}
-    families = SHARD_RESULTS[max(0, first - 1):]  # forecast (2) voids the life-event and decide shards, ...
+    later = _downstream(stage)
+    names = {f"{_GATE[s]}.json" for s in later | {stage}}
+    families = tuple(_SHARDS[s] for s in later if s in _SHARDS)  # not its own shards: they run in parallel
     for file in folder.iterdir():
-        if (file.name in names or file.name.startswith("validate_gold_")
-                or any(file.name.startswith(f) for f in families)):
+        if file.name in names or file.name.startswith("validate_gold_") or file.name.startswith(families):
             file.unlink(missing_ok=True)
 
-
-# --- the stages ---------------------------------------------------------------------------------------------
 
 def ingest(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 1a: landing/D/ -> bronze (load_date=D) and the quarantine."""
@@ -89,6 +102,14 @@ def publish(paths: Paths, day: date, run_id: str | None = None) -> dict[str, Any
     Refused unless every gate of D passed on the data as it is now (pipelines/publish.py)."""
     from pipelines.publish import publish_night
 
+    d = day.isoformat()
+    if read_run_metrics(paths, d, "ingest") is None:
+        if (read_run_metrics(paths, HISTORY, "conform") or {}).get("as_of") == d:
+            from pipelines.publish import publish_history
+
+            return publish_history(paths, day)  # the history load again (its last day is D)
+        raise SegoneError(f"nothing to publish for {d}: the night of {d} has not run in {paths.home} "
+                          f"({describe_nights(paths)})")
     return publish_night(paths, day, run_id=run_id)
 
 
@@ -184,6 +205,46 @@ def validate_life_events(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
+def message_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the messages stage maps over."""
+    from pipelines.messages import shards
+
+    return shards()
+
+
+def understand_messages_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 3b, one shard: message_analysis-consented customers' messages -> gold message_insights and
+    message_signals for bucket N as of D."""
+    from pipelines.messages import understand_messages_shard as run_shard
+
+    void_later_results(paths, day.isoformat(), "messages")
+    return run_shard(paths, day, int(bucket))
+
+
+def understand_messages(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3b, every shard in turn (the DAG maps understand_messages_shard over the shards instead)."""
+    from pipelines.messages import understand_all
+
+    void_later_results(paths, day.isoformat(), "messages")
+    return understand_all(paths, day)
+
+
+def validate_messages(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3b': the gold suites on D's message_insights and message_signals; raises GateFailed to stop the run."""
+    from pipelines.messages import summarise_shards
+    from pipelines.quality import validate_gold
+
+    shard_metrics = [read_run_metrics(paths, day.isoformat(), f"messages_bucket_{b}")
+                     for b in message_shards(paths, day)]
+    missing = [b for b, m in zip(message_shards(paths, day), shard_metrics) if m is None]
+    if missing:
+        raise SegoneError(f"the messages of {day} are incomplete: no result for buckets {missing}")
+    metrics = {"messages": summarise_shards(paths, day, shard_metrics),
+               "validation": validate_gold(paths, day, ["message_insights", "message_signals"])}
+    write_run_metrics(paths, day.isoformat(), "validate_messages", metrics)
+    return metrics
+
+
 def decide_shards(paths: Paths, day: date) -> list[int]:
     """The shards (customer buckets) the decide stage maps over."""
     from pipelines.decide import shards
@@ -231,11 +292,14 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
     day of data) and promote it if it is at least as good as the promoted one; then the life-event classifiers."""
     from pipelines.forecast import train as train_forecast
     from pipelines.life_events import train_life_events
+    from pipelines.messages import train_messages
 
-    return {"cash_forecast": train_forecast(paths, day), "life_events": train_life_events(paths, day)}
+    return {"cash_forecast": train_forecast(paths, day), "life_events": train_life_events(paths, day),
+            "messages": train_messages(paths, day)}
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
+         ("understand_messages", understand_messages), ("validate_messages", validate_messages),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),

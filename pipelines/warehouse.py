@@ -1,4 +1,5 @@
-"""The analysts' warehouse: two DuckDB files of documented views, one per silver and gold table.
+"""The analysts' warehouse: two DuckDB files of documented views, one per silver and gold table (except the tables
+config/tables.yaml marks `warehouse: false`: silver messages, personal free text that stays with its stage).
 
 - `warehouse.duckdb`, for every analyst: every table, without the restricted columns of `config/tables.yaml`
   (left out, or withheld on the restricted rows).
@@ -65,6 +66,8 @@ def write_warehouse(source: Paths, target: Path, restricted: bool) -> list[str]:
         con.execute("begin transaction")  # one commit for every view and comment (one per statement is slow)
         for layer in ("silver", "gold"):
             for schema in tables(layer):
+                if not schema.warehouse:  # e.g. silver messages: personal free text stays with the stage that reads it
+                    continue
                 name = schema.name
                 con.execute(f"create or replace view {name} as {view_sql(source, schema, restricted)}")
                 con.execute(f"comment on view {name} is {_quote(_view_comment(schema, restricted))}")
@@ -112,7 +115,7 @@ def build_warehouse(paths: Paths, source: Paths | None = None) -> dict[str, Any]
     staged = stage_warehouses(paths, source, source)
     for tmp, final in staged:
         os.replace(tmp, final)
-    views = [t.name for layer in ("silver", "gold") for t in tables(layer)]
+    views = [t.name for layer in ("silver", "gold") for t in tables(layer) if t.warehouse]
     return {"warehouse": str(paths.warehouse), "warehouse_restricted": str(paths.warehouse_restricted),
             "views": views, "seconds": round(time.perf_counter() - started, 3)}
 

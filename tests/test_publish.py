@@ -96,7 +96,7 @@ def test_publish_makes_exactly_its_night_visible_all_tables_at_once(paths):
 
 def test_publish_is_refused_unless_every_gate_of_the_night_passed(paths):
     write_night(paths, D0, "v1")
-    pass_gates(paths, D0, gates=("validate", "validate_silver", "validate_forecast", "validate_life_events"))
+    pass_gates(paths, D0, gates=tuple(g for g in stages.GATES if g != "validate_decisions"))
     with pytest.raises(GateFailed, match="validate_decisions has no verdict"):
         stages.publish(paths, D0)
     write_run_metrics(paths, D0.isoformat(), "validate_decisions", {"validation": {"passed": False}})
@@ -109,18 +109,23 @@ def test_publish_is_refused_unless_every_gate_of_the_night_passed(paths):
 def test_a_stage_that_rewrites_the_night_voids_the_verdicts_after_it(paths):
     d = D0.isoformat()
     pass_gates(paths, D0)
-    for family in ("forecast_cash_shortfall_bucket_", "life_events_bucket_", "decide_bucket_"):
+    families = ("messages_bucket_", "forecast_cash_shortfall_bucket_", "life_events_bucket_", "decide_bucket_")
+    for family in families:
         for bucket in range(3):
             write_run_metrics(paths, d, f"{family}{bucket}", {"n_customers": 1})
     write_run_metrics(paths, d, "validate_gold_cash_forecast_recurring_streams", {"passed": True})
     stages.void_later_results(paths, d, "life_events")
     left = {p.stem for p in (paths.runs / d).glob("*.json")}
-    assert {"validate", "validate_silver", "validate_forecast"} <= left
+    assert {"validate", "validate_silver", "validate_messages", "validate_forecast"} <= left
     assert not left & {"validate_life_events", "validate_decisions", "validate_gold_cash_forecast_recurring_streams"}
-    assert {f"life_events_bucket_{b}" for b in range(3)} <= left  # its own shards stay (they run in parallel)
+    assert {f"{f}{b}" for f in families[:3] for b in range(3)} <= left  # its own shards stay (they run in parallel)
     assert not any(n.startswith("decide_bucket_") for n in left)
+    stages.void_later_results(paths, d, "forecast")  # feeds life events and decisions, not the messages
+    left = {p.stem for p in (paths.runs / d).glob("*.json")}
+    assert "validate_messages" in left and "messages_bucket_0" in left and "forecast_cash_shortfall_bucket_0" in left
+    assert not left & {"validate_forecast", "life_events_bucket_0"}
     stages.void_later_results(paths, d, "conform")
-    assert {p.stem for p in (paths.runs / d).glob("*.json")} == {"validate"}
+    assert {p.stem for p in (paths.runs / d).glob("*.json")} == {"ingest", "validate"}
 
 
 def test_a_publish_killed_after_its_commit_is_completed_by_the_next_one(paths, monkeypatch):
