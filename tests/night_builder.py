@@ -44,7 +44,8 @@ def write_table(paths: Paths, layer: str, table: str, rows: list[dict], **partit
 
 def write_night(paths: Paths, day: date, version: str, customers: list[str] = CUSTOMERS,
                 tables: tuple[str, ...] = ("customers", "transactions", "next_best_actions", "decision_log",
-                                           "advisor_queue", "quarantine", "standing_orders", "direct_debits")
+                                           "advisor_queue", "quarantine", "standing_orders", "direct_debits",
+                                           "message_insights", "message_signals")
                 ) -> None:
     d = day.isoformat()
     if "customers" in tables:
@@ -87,6 +88,17 @@ def write_night(paths: Paths, day: date, version: str, customers: list[str] = CU
         write_table(paths, "silver", "direct_debits", [
             {"account_id": f"ob:bank:{c}", "customer_id": c, "provider": "bank", "direct_debit_id": "dd1",
              "name": f"health insurer {version}", "status": "active", "bucket": int(lake.bucket_of([c])[0])}
+            for c in customers[:2]], as_of=d)
+    if "message_insights" in tables:
+        write_table(paths, "gold", "message_insights", [
+            {"message_id": f"M{c}", "customer_id": c, "received_at": f"{d} 09:00:00+00", "channel": "chat",
+             "intent": "card_arrival", "intent_probability": 0.9, "sentiment": -0.8, "distress": 0.95,
+             "signals": "financial_difficulty", "model_version": f"m-{version}"} for c in customers[:2]], as_of=d)
+    if "message_signals" in tables:
+        write_table(paths, "gold", "message_signals", [
+            {"customer_id": c, "n_messages": 1, "last_message_at": f"{d} 09:00:00+00", "max_distress": 0.95,
+             "is_distressed": True, "has_financial_difficulty": True, "has_recent_complaint": False,
+             "reasons": "wrote about difficulty paying (health bills)", "model_version": f"m-{version}"}
             for c in customers[:2]], as_of=d)
     if "quarantine" in tables:
         write_table(paths, "gold", "quarantine", [

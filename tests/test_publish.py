@@ -29,7 +29,7 @@ def fingerprint(database) -> dict[str, tuple]:
     """Every view of a warehouse file: its row count and an order-independent hash of its rows."""
     con = duckdb.connect(str(database), read_only=True)
     try:
-        names = [t.name for layer in ("silver", "gold") for t in tables(layer)]
+        names = [t.name for layer in ("silver", "gold") for t in tables(layer) if t.warehouse]
         return {n: con.execute(f"select count(*), coalesce(sum(hash(t)), 0) from {n} as t").fetchone() for n in names}
     finally:
         con.close()
