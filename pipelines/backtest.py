@@ -112,7 +112,7 @@ def run_backtest(paths: Paths, dataset: str, engines: tuple[str, ...] = ENGINES,
             seconds["global"] += time.perf_counter() - started
             customers["global"] += len(test_inputs)
         if "baseline" in engines:
-            streams = panel.streams[panel.streams["cutoff"] == at]
+            streams = forecast.projected_streams(panel.streams[panel.streams["cutoff"] == at])
             started = time.perf_counter()
             forecasts["baseline"] = forecast_baseline(test_inputs, streams, forecast.horizons())
             seconds["baseline"] += time.perf_counter() - started
