@@ -10,7 +10,7 @@ import datetime as dt
 import multiprocessing
 import shutil
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +135,9 @@ class _Inline(Executor):
 def _helper() -> Executor:
     if multiprocessing.current_process().daemon:
         return _Inline()
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    from pipelines.parallel import process_pool
+
+    return process_pool(1)
 
 
 def _write_fetches(seed: int, chunk_no: int, pop: Population, cal: SimCalendar, grants: OpenBankingGrants,
