@@ -23,7 +23,7 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     assert bag.import_errors == {}
     dag = bag.get_dag("nightly_personalization")
     assert dag is not None
-    order = ["ingest", "validate", "conform", "validate_silver", "plan_forecast_shards", "forecast_cash_shortfall",
+    order = ["wait_for_landing", "ingest", "validate", "conform", "validate_silver", "plan_forecast_shards", "forecast_cash_shortfall",
              "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
              "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
     for upstream, downstream in zip(order, order[1:]):
@@ -37,6 +37,11 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     assert type(timetable).__name__ == "CronTriggerTimetable"
     assert dag.max_active_runs == 1 and not dag.catchup
     assert dag.get_task("ingest").retries >= 0
+    # the night waits for D's landing without holding a worker slot, and a failed night raises the alert
+    wait = dag.get_task("wait_for_landing")
+    assert wait.mode == "reschedule" and wait.retries == 0
+    assert dag.on_failure_callback and dag.get_task("publish").on_failure_callback
+    assert dag.params["business_date"] is None
 
 
 def test_business_date_is_the_day_the_interval_starts():

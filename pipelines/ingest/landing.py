@@ -18,7 +18,7 @@ import pandas as pd
 
 from pipelines import lake
 from pipelines.runs import write_run_metrics
-from pipelines.config import Paths, settings
+from pipelines.config import Paths, load_config, settings
 from pipelines.contract import FileContract, classify_landing_file, landing_contract
 from pipelines.errors import LandingError
 from pipelines.ingest.core import (QUARANTINE_COLUMNS, RAW_VALUE_MAX_CHARS, CoreFileResult, drop_file_objects,
@@ -42,7 +42,10 @@ def find_landing_files(folder: Path, contract_kinds: set[str]) -> tuple[dict[str
     """(core files by kind in name order, open-banking JSON files, everything else) of a landing folder."""
     by_kind: dict[str, list[Path]] = {}
     unknown: list[Path] = []
+    marker = load_config("landing")["completion_marker"]  # upstream's "D is complete", not data
     for path in sorted(folder.iterdir()):
+        if path.name == marker and path.is_file():
+            continue
         if path.is_dir():
             if path.name != OPENBANKING_FOLDER:
                 unknown.append(path)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.config import Paths
+from pipelines.config import Paths, load_config
 from pipelines.contract import landing_contract
 from pipelines.simulate.bank import Chunk, simulate_chunk, stream
 from pipelines.simulate.calendar import SimCalendar
@@ -54,6 +54,8 @@ def simulate(paths: Paths, customers: int = 10_000, days: int = 180, end_date: d
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
     counts = _run(paths, cal, seed, fmt, customers, chunk_size)
+    # Like an upstream drop: the completion marker goes last, once every file of D is written.
+    (nightly / load_config("landing")["completion_marker"]).touch()
     return {"customers": customers, "days": days, "end_date": d_text, "seed": seed, "format": fmt,
             "landing": str(paths.landing), "truth": str(truth), "rows": counts,
             "seconds": round(time.perf_counter() - started, 2)}
