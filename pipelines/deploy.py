@@ -234,8 +234,14 @@ class Deployment:
         content = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/"
                                   f"{try_number}?map_index={map_index}&full_content=true")
         if isinstance(content, dict):
-            parts = content.get("content") or []
-            return "\n".join(p.get("event", "") if isinstance(p, dict) else str(p) for p in parts)
+            lines = []
+            for part in content.get("content") or []:
+                if not isinstance(part, dict):
+                    lines.append(str(part))
+                    continue
+                lines.append(str(part.get("event", "")))
+                lines += [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in part.get("error_detail") or []]
+            return "\n".join(lines)
         return str(content)
 
     def failed_tasks(self, dag_id: str, run_id: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from pipelines.config import Paths, load_config, settings
 from pipelines.errors import SegoneError
-from pipelines.runs import read_run_metrics, write_run_metrics
+from pipelines.runs import write_run_metrics
 from pipelines.stages import business_date as interval_day  # D of a scheduled run
 
 log = logging.getLogger(__name__)
@@ -178,12 +178,10 @@ def on_night_failed(context: Mapping[str, Any], paths: Paths | None = None,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "last_failed_task": _ti_fields(context.get("ti")) or None,
         "failed_tasks": _failures_of(paths, day, run_id) if day else [],
-        "published": False,
         "what_to_do": f"read the failed task's log, fix the cause, then clear the failed task (or re-trigger the "
                       f"night with business_date={day.isoformat() if day else 'D'}): {RUNBOOK}",
     }
     if day is not None:
-        alert["published"] = read_run_metrics(paths, day.isoformat(), "publish") is not None
         target = write_run_metrics(paths, day.isoformat(), "alert", alert)
     else:
         target = write_run_metrics(paths, "_alerts", _safe(str(run_id)), alert)
@@ -227,7 +225,7 @@ def alert_text(alert: Mapping[str, Any]) -> str:
     lines = [f"Segment of One: the night of {alert.get('business_date') or '?'} failed (run {alert.get('run_id')})."]
     for failure in alert.get("failed_tasks") or []:
         lines.append(f"- {failure.get('task_id')}: {failure.get('error')}  {failure.get('log_url') or ''}".rstrip())
-    lines.append(f"Published: {'yes' if alert.get('published') else 'no'}. What to do: {alert.get('what_to_do')}")
+    lines.append(f"What to do: {alert.get('what_to_do')}")
     return "\n".join(lines)
 
 

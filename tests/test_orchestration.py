@@ -140,7 +140,7 @@ def test_a_failed_night_writes_the_alert_logs_it_and_calls_the_hooks(paths: Path
         server.shutdown()
     assert target == paths.runs / "2026-11-20" / "alert.json"
     alert = json.loads(target.read_text())
-    assert alert["business_date"] == "2026-11-20" and alert["run_id"] == "r1" and alert["published"] is False
+    assert alert["business_date"] == "2026-11-20" and alert["run_id"] == "r1"
     assert [(f["task_id"], f["map_index"], f["error"]) for f in alert["failed_tasks"]] == [
         ("decide_next_best_actions", 3, "ValueError: bad shard"), ("validate", -1, "SegoneError: gate volume failed")]
     assert alert["failed_tasks"][1]["log_url"].endswith("/tasks/validate")
