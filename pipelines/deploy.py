@@ -311,12 +311,15 @@ def _reap(pid: int) -> None:
 # --- one machine: make serve / make stop ------------------------------------------------------------------------
 
 def serve(deployment: Deployment, dag_ids: tuple[str, ...] | list[str] = DAG_IDS, workers: list[dict] | None = None,
-          log=print) -> None:
-    """Migrate the metadata database, start the scheduler, dag-processor and api-server, unpause the DAGs."""
-    if deployment.alive():
-        raise DeployError(f"already running ({', '.join(r['name'] for r in deployment.alive())}): "
-                          f"`make stop` first (pid file {deployment.pids_file})")
-    deployment.pids_file.unlink(missing_ok=True)
+          fresh: bool = True, log=print) -> None:
+    """Migrate the metadata database, start the api-server, scheduler and dag-processor (and `workers`: dicts of
+    name, argv, env), unpause the DAGs. fresh=False: processes this deployment already runs (its database, its
+    broker) are kept."""
+    if fresh:
+        if deployment.alive():
+            raise DeployError(f"already running ({', '.join(r['name'] for r in deployment.alive())}): "
+                              f"`make stop` first (pid file {deployment.pids_file})")
+        deployment.pids_file.unlink(missing_ok=True)
     deployment.airflow_home.mkdir(parents=True, exist_ok=True)
     deployment.segone_home.mkdir(parents=True, exist_ok=True)
     log(f"airflow db migrate ({deployment.airflow_home})")
