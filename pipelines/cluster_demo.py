@@ -223,8 +223,7 @@ def cluster_demo(root: Path, customers: int, days: int, day: str, seed: int, dag
         broker = start_redis(cluster, root)
         cluster.settings.update({
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
-            "AIRFLOW__CELERY__BROKER_URL": broker, "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db.replace(
-                "postgresql+psycopg2", "postgresql"),
+            "AIRFLOW__CELERY__BROKER_URL": broker, "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db,  # the driver named: SQLAlchemy 2.1's default is psycopg 3
         })
         airflow = str(BIN / "airflow")
         workers = [{"name": f"worker-{n}", "env": {"SEGONE_WORKER_NAME": f"segone-w{n}",
