@@ -10,7 +10,7 @@ import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, task
-from airflow.timetables.trigger import CronTriggerTimetable
+from segone_timetable import NightlyTimetable  # plugins/: scheduled runs named after D
 
 # SEGONE_TASK_RETRIES=0 lets tests and the demo fail fast instead of waiting out retry delays.
 DEFAULT_ARGS = {
@@ -59,7 +59,7 @@ def _run_stage(stage: str, data_interval_start: datetime, **kwargs) -> dict | li
 
 @dag(
     dag_id="nightly_personalization",
-    schedule=CronTriggerTimetable("0 0 * * *", timezone="UTC", interval=timedelta(days=1)),
+    schedule=NightlyTimetable("0 0 * * *", timezone="UTC", interval=timedelta(days=1)),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

@@ -341,16 +341,34 @@ def serve(deployment: Deployment, dag_ids: tuple[str, ...] | list[str] = DAG_IDS
     log(f"Airflow is up: {deployment.url} (task logs under {deployment.logs}); DAGs unpaused: {', '.join(dag_ids)}")
 
 
+def run_once(deployment: Deployment, day: str, dag_id: str = DAG_IDS[0], timeout: float = 6 * 3600,
+             log=print) -> str:
+    """Serve Airflow (only triggered runs), run dag_id for D through the scheduler, stop everything; the final state."""
+    deployment.settings.setdefault("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
+    serve(deployment, (dag_id,), log=log)
+    try:
+        run_id = deployment.trigger(dag_id, day)
+        log(f"{dag_id} for {day}: run {run_id}")
+        state = deployment.wait_for_run(dag_id, run_id, timeout=timeout)
+        log(f"run {run_id}: {state}" + ("" if state == "success" else
+                                          f" (failed: {deployment.failed_tasks(dag_id, run_id)})"))
+        return state
+    finally:
+        log("stopped: " + ", ".join(deployment.stop()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.deploy", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("serve", "stop", "status", "trigger"):
+    for name in ("serve", "stop", "status", "trigger", "run"):
         command = sub.add_parser(name)
         command.add_argument("--port", type=int, default=int(os.environ.get("SERVE_PORT", "8080")))
-        if name == "trigger":
+        if name in ("trigger", "run"):
             command.add_argument("--date", required=True, help="business date D (YYYY-MM-DD)")
             command.add_argument("--dag", default=DAG_IDS[0])
             command.add_argument("--wait", action="store_true", help="wait for the run and fail if it failed")
+        if name == "run":
+            command.set_defaults(port=0)  # a free port: this Airflow lives only for the run
             command.add_argument("--timeout", type=float, default=6 * 3600)
     args = parser.parse_args(argv)
     from pipelines.config import segone_home
@@ -368,6 +386,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             alive = deployment.alive()
             print("\n".join(f"{r['name']:<14} pid {r['pid']}" for r in alive) or "nothing running")
+        elif args.command == "run":
+            from pipelines.orchestration import parse_business_date
+
+            day = parse_business_date(args.date).isoformat()
+            deployment.port = args.port or free_port()
+            state = run_once(deployment, day, args.dag, timeout=args.timeout)
+            if state != "success":
+                print(f"the night of {day} failed: see {home / 'runs' / day / 'alert.json'} and the task logs "
+                      f"under {deployment.logs}")
+                return 1
         elif args.command == "trigger":
             from pipelines.orchestration import parse_business_date
 
