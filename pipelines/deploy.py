@@ -278,24 +278,30 @@ def stop_recorded(pids_file: Path, timeout: float = 60) -> list[str]:
     for record in reversed(records):
         if not _is_same_process(record):
             continue
+        pid = int(record["pid"])
         sig = signal.SIGINT if record["name"] == "postgres" else signal.SIGTERM  # postgres: fast shutdown
-        try:
-            os.killpg(int(record["pid"]), sig)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + timeout
-        while _is_same_process(record) and time.monotonic() < deadline:
-            _reap(int(record["pid"]))
-            time.sleep(0.5)
+        # the leader first, so that it shuts its own children down; then its whole group; then SIGKILL
+        for send, wait in ((lambda: os.kill(pid, sig), timeout / 2), (lambda: os.killpg(pid, signal.SIGTERM),
+                                                                      timeout / 2)):
+            if not _is_same_process(record):
+                break
+            try:
+                send()
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while _is_same_process(record) and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.5)
         if _is_same_process(record):
-            os.killpg(int(record["pid"]), signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
             time.sleep(0.5)
         # the group's leader has ended; members it left behind (a task process, a uvicorn worker) go with it
         try:
-            os.killpg(int(record["pid"]), signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        _reap(int(record["pid"]))
+        _reap(pid)
         stopped.append(f"{record['name']} (pid {record['pid']})")
     pids_file.unlink()
     return stopped
