@@ -12,8 +12,13 @@ The file format, for the CRM team:
 - One row per recommendation; `recommendation_id` is the upsert key (unique in the export, checked).
 - Dates are ISO 8601 (`YYYY-MM-DD`); booleans `true`/`false`; numbers in Python's shortest round-trip form; an
   empty cell is a null.
-- No text cell starts with `=`, `+`, `-`, `@`, a tab or a carriage return (what a spreadsheet would run as a
-  formula, OWASP "CSV injection"): such a cell gets a leading apostrophe `'`, which is part of the value.
+- No free-text cell starts with `=`, `+`, `-`, `@`, a tab or a line break (what a spreadsheet would run as a
+  formula, OWASP "CSV injection"): such a cell gets a leading apostrophe `'`, which is part of the value. Control
+  characters are dropped first, so a hidden one cannot move a formula past the check.
+- The key columns (KEY_COLUMNS) are exported exactly as they are in the lake, never with an apostrophe: an upsert key
+  that changed would create a second record in the CRM. Each must be an id of the landing contract (1-64 characters
+  of A-Z a-z 0-9 _ . : -), which cannot hold a formula (no =, @, +, quote, space or bracket: at most a leading -
+  before letters, digits and . : _); a key that is not one stops the export (SegoneError), nothing is written.
 - Rows in (customer_id, rank) order, so a re-run of D on the same inputs gives byte-identical files.
 - Every file is smaller than `max_bytes` (default 100 MB = 100,000,000 bytes), never cuts a row, and starts with the
   header.
@@ -43,6 +48,7 @@ from typing import Any, Iterable, Iterator
 from pipelines import lake
 from pipelines.config import Paths, settings
 from pipelines.errors import GateFailed, SegoneError
+from pipelines.ingest.core import FORMAT_REGEX
 from pipelines.runs import read_run_metrics, write_run_metrics
 
 log = logging.getLogger(__name__)
@@ -54,10 +60,12 @@ DEFAULT_MAX_BYTES = 100_000_000  # strictly below 100 MB, in both the decimal an
 EXPORT_COLUMNS = ["recommendation_id", "customer_id", "as_of", "rank", "action_id", "action_class", "channel",
                   "priority", "logging_probability", "is_exploration", "is_control", "explanation",
                   "policy_version", "valid_until"]
-TEXT_COLUMNS = {"recommendation_id", "customer_id", "action_id", "action_class", "channel", "explanation",
-                "policy_version"}
+# Identifiers the CRM matches records on: written verbatim, checked against the contract's id pattern.
+KEY_COLUMNS = ("recommendation_id", "customer_id", "action_id")
+TEXT_COLUMNS = {"action_class", "channel", "explanation", "policy_version"}
 DATE_COLUMNS = {"as_of", "valid_until"}
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
+ID_PATTERN = re.compile(FORMAT_REGEX["id"])
 _BATCH_ROWS = 100_000
 
 # Money figures as pipelines.actions.render_template writes them ("£1585", "£-20", "£1,585.50"), with the words
@@ -97,17 +105,29 @@ def neutralise_formula(text: str) -> str:
 
 
 def text_cell(value: Any) -> str:
-    """A text cell: formula-neutralised, CR and CRLF turned into LF, other control characters dropped."""
+    """A text cell: CR and CRLF turned into LF, other control characters dropped, then formula-neutralised (in that
+    order: "\x00=cmd" must not pass the check as a harmless cell and leave as "=cmd")."""
     if value is None:
         return ""
-    text = neutralise_formula(str(value))
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _CONTROL.sub("", text)
+    text = str(value).replace("\r\n", "\n").replace("\r", "\n")
+    return neutralise_formula(_CONTROL.sub("", text))
+
+
+def key_cell(column: str, value: Any) -> str:
+    """A key cell, verbatim; SegoneError when it is not an id of the landing contract (never altered to fit)."""
+    text = str(value)
+    if ID_PATTERN.fullmatch(text) is None:
+        shown = text if len(text) <= 80 else text[:80] + "..."
+        raise SegoneError(f"CRM export: {column} {shown!r} is not an id (1-64 characters of A-Z a-z 0-9 _ . : -): "
+                          f"a key is exported as it is or not at all")
+    return text
 
 
 def _cell(column: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if column in KEY_COLUMNS:
+        return key_cell(column, value)
     if column == "explanation":
         return text_cell(redact_money(str(value)))
     if column in TEXT_COLUMNS:
@@ -293,9 +313,11 @@ def export_crm(paths: Paths, day: date, max_bytes: int | None = None, run_id: st
             "sha256_scope": "the files' bytes concatenated in the order of `files` (each file's own is in files[])",
             "columns": EXPORT_COLUMNS,
             "upsert_key": "recommendation_id",
+            "key_columns": list(KEY_COLUMNS),
             "format": {"encoding": "utf-8", "bom": False, "line_terminator": "\n", "delimiter": ",",
                        "quoting": "RFC 4180 (minimal)", "header": True, "date_format": "YYYY-MM-DD",
-                       "formula_prefix": "'", "max_file_bytes": max_bytes},
+                       "formula_prefix": "'", "formula_prefix_scope": "free-text columns; key_columns are verbatim",
+                       "max_file_bytes": max_bytes},
             "created_by": _created_by(),
         }
         if manifest["rows"] != total:

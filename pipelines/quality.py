@@ -22,7 +22,7 @@ import pandas as pd
 from pipelines import lake
 from pipelines.config import REPO_ROOT, Paths, settings
 from pipelines.contract import FileContract, landing_contract
-from pipelines.ingest.core import FORMAT_REGEX, bronze_columns_sql
+from pipelines.ingest.core import CONTROL_REGEX, FORMAT_REGEX, bronze_columns_sql
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.runs import write_run_metrics
 from pipelines.schemas import TableSchema, tables
@@ -68,14 +68,18 @@ def load_suite_spec(suite_name: str, directory: Path = EXPECTATIONS_DIR) -> dict
 _GX_CACHE: dict[str, Any] = {}
 
 
+
 def _gx_batch_definition() -> Any:
     """A whole-DataFrame batch definition on one ephemeral context per process (a context makes a temporary folder
     and takes a moment to build); progress bars and INFO chatter off, they would flood the task logs."""
     if "batch_definition" not in _GX_CACHE:
+        from pipelines.logs import quiet_great_expectations
+
+        quiet_great_expectations()
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        quiet_great_expectations()
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         _GX_CACHE["context"] = context
@@ -172,6 +176,9 @@ def landing_suite(contract: FileContract) -> dict[str, Any]:
         if column.type in GX_REGEX:
             items.append(expectation("expect_column_values_to_match_regex", f"type {column.type}", column=name,
                                      regex=GX_REGEX[column.type]))
+        if column.type == "text":
+            items.append(expectation("expect_column_values_to_not_match_regex", "no control characters",
+                                     column=name, regex=CONTROL_REGEX))
         if column.type == "enum":
             items.append(expectation("expect_column_values_to_be_in_set", "values", column=name,
                                      value_set=list(column.values)))

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines import crm_export, lake
 from pipelines.config import Paths
-from pipelines.errors import GateFailed
+from pipelines.errors import GateFailed, SegoneError
 from pipelines.runs import write_run_metrics
 
 DAY = date(2026, 11, 19)
@@ -256,3 +256,45 @@ def test_money_is_put_into_words() -> None:
     assert crm_export.redact_money("a regular income arrives and about £1,585.50 is safe to save") == \
         "a regular income arrives and some money is safe to save"
     assert crm_export.redact_money("within 30 days (45% chance)") == "within 30 days (45% chance)"
+
+
+# --- keys are never altered (issue 12, item 5) ------------------------------------------------------------------
+
+def test_keys_the_contract_allows_are_exported_verbatim(paths: Paths) -> None:
+    """A customer_id such as `-A1` is a valid id of the landing contract: the upsert key and the other keys must
+    reach the CRM exactly as they are, never with a formula apostrophe."""
+    frame = nba_frame(3)
+    frame.loc[frame["customer_id"] == "C0001", "customer_id"] = "-A1"
+    frame.loc[frame["action_id"] == "isa", "action_id"] = "-isa"
+    frame.loc[frame.index[0], "recommendation_id"] = "-0123abc"
+    frame["bucket"] = [int(b) for b in lake.bucket_of(frame["customer_id"].tolist())]
+    lake.write_frame(frame, lake.partition_path(paths, "gold", "next_best_actions", as_of=DAY.isoformat()), paths,
+                     partition_by=["bucket"])
+    set_gates(paths, True)
+    crm_export.export_crm(paths, DAY)
+    rows = read_rows(paths.exports / "crm" / DAY.isoformat())
+    assert sorted({r["customer_id"] for r in rows}) == ["-A1", "C0000", "C0002"]
+    assert "-isa" in {r["action_id"] for r in rows}
+    assert "-0123abc" in {r["recommendation_id"] for r in rows}
+    for row in rows:
+        for column in crm_export.KEY_COLUMNS:
+            assert not row[column].startswith("'"), row
+
+
+def test_a_key_outside_the_id_alphabet_stops_the_export_instead_of_being_altered(paths: Paths) -> None:
+    frame = nba_frame(2)
+    frame.loc[frame.index[0], "customer_id"] = '=HYPERLINK("http://x")'
+    lake.write_frame(frame, lake.partition_path(paths, "gold", "next_best_actions", as_of=DAY.isoformat()), paths,
+                     partition_by=["bucket"])
+    set_gates(paths, True)
+    with pytest.raises(SegoneError, match="customer_id .* is not an id"):
+        crm_export.export_crm(paths, DAY)
+    assert not (paths.exports / "crm" / DAY.isoformat()).exists()
+
+
+@pytest.mark.parametrize("text", ["\x00=HYPERLINK(\"http://evil.example\")", "\x1b+1 call", "\x7f@SUM(1)",
+                                  "\x00\x01-2+3", "\r\n=cmd"])
+def test_control_characters_are_stripped_before_the_formula_check(text: str) -> None:
+    cell = crm_export.text_cell(text)
+    assert cell.startswith("'"), repr(cell)
+    assert not any(c in cell for c in "\x00\x01\x1b\x7f\r")

@@ -84,9 +84,9 @@ def test_the_ingest_does_not_take_the_marker_for_a_landing_file(tmp_path: Path):
     (tmp_path / "transactions.csv").write_text("x\n")
     (tmp_path / "_SUCCESS").touch()
     (tmp_path / "notes.txt").write_text("?")
-    by_kind, openbanking, unknown = find_landing_files(tmp_path, {"transactions"})
+    by_kind, openbanking, unknown, refused = find_landing_files(tmp_path, {"transactions"})
     assert [p.name for p in by_kind["transactions"]] == ["transactions.csv"]
-    assert [p.name for p in unknown] == ["notes.txt"]
+    assert [p.name for p in unknown] == ["notes.txt"] and refused == []
 
 
 # --- failures and the alert ---------------------------------------------------------------------------------------
