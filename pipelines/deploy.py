@@ -302,9 +302,26 @@ def stop_recorded(pids_file: Path, timeout: float = 60) -> list[str]:
         except (ProcessLookupError, PermissionError):
             pass
         _reap(pid)
+        deadline = time.monotonic() + 10
+        while _group_members(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
         stopped.append(f"{record['name']} (pid {record['pid']})")
     pids_file.unlink()
     return stopped
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, from /proc."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat_file.parent.name))
+    return members
 
 
 def _reap(pid: int) -> None:
@@ -373,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--date", required=True, help="business date D (YYYY-MM-DD)")
             command.add_argument("--dag", default=DAG_IDS[0])
             command.add_argument("--wait", action="store_true", help="wait for the run and fail if it failed")
+            command.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for the run")
         if name == "run":
             command.set_defaults(port=0)  # a free port: this Airflow lives only for the run
-            command.add_argument("--timeout", type=float, default=6 * 3600)
     args = parser.parse_args(argv)
     from pipelines.config import segone_home
 

@@ -68,3 +68,12 @@ def test_a_worker_reports_its_own_name(monkeypatch):
     assert worker_hostname() == "segone-w2"
     monkeypatch.delenv("SEGONE_WORKER_NAME")
     assert worker_hostname() and worker_hostname() != "segone-w2"
+
+
+def test_the_command_line_refuses_a_bad_date_in_one_line(capsys):
+    from pipelines.deploy import main
+
+    for command in ("trigger", "run"):
+        assert main([command, "--date", "2026-02-30", "--wait", "--timeout", "5"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: business_date 2026-02-30 is not a calendar date") and err.count("\n") == 1
