@@ -245,9 +245,11 @@ class Deployment:
         return str(content)
 
     def failed_tasks(self, dag_id: str, run_id: str) -> str:
-        failed = [ti for ti in self.task_instances(dag_id, run_id) if ti["state"] in ("failed", "upstream_failed")]
-        return ", ".join(f"{ti['task_id']}[{ti['map_index']}]={ti['state']}" if ti["map_index"] >= 0
-                         else f"{ti['task_id']}={ti['state']}" for ti in failed)
+        tis = self.task_instances(dag_id, run_id)
+        failed = [f"{ti['task_id']}[{ti['map_index']}]" if ti["map_index"] >= 0 else ti["task_id"]
+                  for ti in tis if ti["state"] == "failed"]
+        skipped = sum(ti["state"] == "upstream_failed" for ti in tis)
+        return (", ".join(failed) or "none") + (f" ({skipped} tasks after them did not run)" if skipped else "")
 
 
 # --- pid records ------------------------------------------------------------------------------------------------
