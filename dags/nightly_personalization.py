@@ -64,7 +64,7 @@ def _run_stage(stage: str, data_interval_start: datetime, **kwargs) -> dict | li
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS | {"on_failure_callback": _task_failed},
-    dagrun_timeout=timedelta(hours=6),
+    dagrun_timeout=timedelta(hours=12),  # above the landing wait (up to 06:00 UTC on D+1) plus the night
     params={"business_date": Param(
         None, type=["null", "string"], format="date", title="Business date D",
         description="The night to run (YYYY-MM-DD, a day that is over). Empty: the day the run's data interval "
