@@ -43,8 +43,42 @@ def model_inputs(panel: feature_stage.Panel) -> pd.DataFrame:
     minimum, baseline probability): the global engine learns where the rules engine is wrong."""
     from models.baseline_engine import baseline_features
 
-    extra = baseline_features(panel.features, panel.streams, horizons())
+    extra = baseline_features(panel.features, projected_streams(panel.streams), horizons())
     return panel.features.merge(extra, on=["customer_id", "cutoff"], how="left", validate="one_to_one")
+
+
+def projected_streams(streams: pd.DataFrame) -> pd.DataFrame:
+    """The streams the baseline projects onto the cash position: every stream except an own-account transfer seen
+    away from the cash position (the savings side of a transfer from current to savings, the credit on a loan
+    account): only its cash-position side moves the position."""
+    if streams.empty or "is_own_transfer" not in streams:
+        return streams
+    keep = ~streams["is_own_transfer"].astype(bool) | streams["on_cash_position"].astype("boolean").fillna(False)
+    return streams[keep.to_numpy(bool)].reset_index(drop=True)
+
+
+def known_payments(panel: feature_stage.Panel, inputs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per customer and cut-off of `inputs` (default: the whole panel): the first known payment the balance cannot
+    meet and the lowest balance the known flows reach (models.baseline_engine.known_payment_shortfall)."""
+    from models.baseline_engine import known_payment_shortfall
+
+    features = panel.features
+    if inputs is not None:
+        features = features.merge(inputs[["customer_id", "cutoff"]], on=["customer_id", "cutoff"], how="inner")
+    return known_payment_shortfall(features, projected_streams(panel.streams), horizons())
+
+
+def predict(engine, inputs: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
+    """The engine's forecast made to agree with the payments already known to be due (`known`, from
+    `known_payments`): the expected shortfall never comes after the first known payment the balance cannot meet,
+    and such a payment due within `known_payments.within_days` gives a probability of at least
+    `known_payments.min_p_shortfall` at every horizon (models.contract.bound_by_known_payments). What the night
+    publishes, the training's held-out check and the backtest all score this."""
+    from models.contract import bound_by_known_payments
+
+    rule = settings()["known_payments"]
+    return bound_by_known_payments(engine.predict(inputs), known, float(rule["min_p_shortfall"]),
+                                   int(rule["within_days"]))
 
 
 def build_panel(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
@@ -175,7 +209,8 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
                         labels[labels["cutoff"] < holdout].reset_index(drop=True), seed)
     held_out_inputs = inputs[~fit_rows].reset_index(drop=True)
     held_out_labels = labels[labels["cutoff"] == holdout]
-    validation = evaluate(engine.predict(held_out_inputs), held_out_labels)
+    held_out_known = known_payments(panel, held_out_inputs)
+    validation = evaluate(predict(engine, held_out_inputs, held_out_known), held_out_labels)
     data_hash = frame_hash(inputs, labels)
     version = f"{ENGINE}-{end.isoformat()}-{data_hash[:10]}"
     metadata = {
@@ -192,7 +227,7 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
         "notes": engine.notes,
     }
     registry.save_version(paths, FAMILY, version, engine.save, metadata)
-    decision = _promotion(paths, version, engine, held_out_inputs, held_out_labels, validation)
+    decision = _promotion(paths, version, engine, held_out_inputs, held_out_known, held_out_labels, validation)
     metrics = {"family": FAMILY, "version": version, "promoted": decision["promoted"], "reason": decision["reason"],
                "held_out": validation, "n_rows": metadata["n_rows"], "n_customers": metadata["n_customers"],
                "seconds": round(time.perf_counter() - started, 1)}
@@ -200,8 +235,8 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
     return metrics
 
 
-def _promotion(paths: Paths, version: str, engine, held_out_inputs: pd.DataFrame, held_out_labels: pd.DataFrame,
-               validation: dict[str, dict[str, float]]) -> dict[str, Any]:
+def _promotion(paths: Paths, version: str, engine, held_out_inputs: pd.DataFrame, held_out_known: pd.DataFrame,
+               held_out_labels: pd.DataFrame, validation: dict[str, dict[str, float]]) -> dict[str, Any]:
     current = registry.promoted_version(paths, FAMILY)
     candidate_brier = validation.get("30", {}).get("brier", float("nan"))
     if current is None or current == version:
@@ -210,7 +245,8 @@ def _promotion(paths: Paths, version: str, engine, held_out_inputs: pd.DataFrame
         return {"promoted": True, "reason": reason}
     try:
         champion = load_engine(paths, version=current)
-        champion_brier = evaluate(champion.predict(held_out_inputs), held_out_labels)["30"]["brier"]
+        champion_brier = evaluate(predict(champion, held_out_inputs, held_out_known),
+                                  held_out_labels)["30"]["brier"]
     except Exception as error:  # an unreadable or incompatible champion cannot defend its place
         reason = f"the promoted model {current} cannot score today's features ({error})"
         registry.promote(paths, FAMILY, version, reason)
@@ -274,7 +310,9 @@ def safe_to_save(forecast_30: pd.DataFrame) -> np.ndarray:
 def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: float) -> pd.Series:
     """Plain-language reasons per forecast row: the top features behind a risky forecast (p_shortfall at or above
     `threshold`) by path attribution on that horizon's classifier (models/attribution.py), in the words of
-    config/forecast.yaml; a forecast below the threshold says there is no elevated risk."""
+    config/forecast.yaml, after the known payment the balance cannot meet when there is one within the horizon
+    (`forecast` columns unmet_day, unmet_amount, unmet_payments: `known_payment_driver`); a forecast below the
+    threshold says there is no elevated risk."""
     from models.attribution import PathAttributor
 
     phrases = settings()["drivers"]
@@ -289,10 +327,30 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
         X = inputs.iloc[at.to_numpy()][engine.feature_names].to_numpy(dtype=float)
         attributor = engine.attributors.setdefault(int(horizon), PathAttributor(engine.classifiers[int(horizon)]))
         texts = []
-        for names in attributor.top_features(X, engine.feature_names, k=3):
+        payments = known_payment_driver(risky)
+        for first, names in zip(payments, attributor.top_features(X, engine.feature_names, k=3)):
             words = list(dict.fromkeys(phrases[name] for name in names if name in phrases))
-            texts.append("; ".join(words) if words else phrases["default"])
+            words = [first, *words] if first else (words or [phrases["default"]])
+            texts.append("; ".join(words))
         out.loc[risky.index] = texts
+    return out
+
+
+def known_payment_driver(forecast: pd.DataFrame) -> list[str | None]:
+    """Per forecast row, the known payment the balance cannot meet within its horizon, in words (None when there is
+    none): "a regular payment of £1,050.00 due around 01 July 2026 is more than your balance will be by then"."""
+    if "unmet_day" not in forecast:
+        return [None] * len(forecast)
+    out: list[str | None] = []
+    for cutoff, day, amount, count in zip(pd.to_datetime(forecast["cutoff"]), forecast["unmet_day"],
+                                          forecast["unmet_amount"], forecast["unmet_payments"]):
+        if not (day == day and amount == amount):
+            out.append(None)
+            continue
+        when = (cutoff + pd.Timedelta(days=int(day))).strftime("%d %B %Y")
+        what = (f"a regular payment of £{amount:,.2f} due around {when} is" if int(count) <= 1 else
+                f"regular payments of £{amount:,.2f} due around {when} are")
+        out.append(f"{what} more than your balance will be by then")
     return out
 
 
@@ -301,7 +359,12 @@ def cash_forecast_rows(engine, panel: feature_stage.Panel, as_of: date,
     """Gold `cash_forecast` rows for every customer of the panel at cut-off `as_of` (`inputs`: the model inputs
     when already made)."""
     inputs = model_inputs(panel) if inputs is None else inputs
-    forecast = engine.predict(inputs).reset_index(drop=True)
+    known = known_payments(panel, inputs)
+    forecast = predict(engine, inputs, known).reset_index(drop=True)
+    payments = known[["customer_id", "cutoff", "unmet_amount", "unmet_payments"]]
+    forecast = forecast.merge(payments, on=["customer_id", "cutoff"], how="left", validate="many_to_one")
+    unmet = forecast["unmet_day"].notna()
+    forecast["unmet_amount"] = forecast["unmet_amount"].where(unmet)
     features = panel.features.set_index("customer_id")
     by_customer = features.loc[forecast["customer_id"]]
     threshold = float(settings().get("driver_threshold", 0.2))
@@ -339,8 +402,11 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     except IncompatibleModelError as error:
         raise SegoneError(f"the promoted {FAMILY} model {engine.version} does not fit today's features ({error}): "
                           f"retrain with `segone train`") from error
+    consent = feature_stage.consent_snapshot(paths, day, [bucket])
+    rows = consented_forecast(rows, consent)
+    streams = consented_streams(_streams_rows(panel.streams), consent)
     written = {}
-    for table, frame in (("cash_forecast", rows), ("recurring_streams", _streams_rows(panel.streams)),
+    for table, frame in (("cash_forecast", rows), ("recurring_streams", streams),
                          ("balance_reconciliation", panel.reconciliation)):
         final = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(bucket))
         written[table] = lake.write_frame(frame, final, paths)
@@ -349,10 +415,44 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
         "bucket": bucket, "as_of": day.isoformat(), "model_version": engine.version,
         "n_customers": n_customers, "n_forecast": int(rows["customer_id"].nunique()) if len(rows) else 0,
         "n_without_cash_position": n_customers - (int(rows["customer_id"].nunique()) if len(rows) else 0),
+        "n_protective_only": int(rows.loc[rows["safe_to_save"].isna(), "customer_id"].nunique()) if len(rows) else 0,
         "rows": written, "seconds": round(time.perf_counter() - started, 2),
     }
     write_run_metrics(paths, day.isoformat(), f"forecast_cash_shortfall_bucket_{bucket}", metrics)
     return metrics
+
+
+# What the gold forecast holds per consent (DESIGN principle 2; docs/forecasting.md, "Consent"): with
+# `personalization`, everything; without it but with service alerts, only what a shortfall warning needs (the
+# probability, the expected date, the confidence, the drivers and the model version; no projected balances, no
+# safe-to-save); with neither, nothing.
+INSIGHT_COLUMNS = ("min_balance_p10", "min_balance_p50", "min_balance_p90", "safe_to_save")
+
+
+def _allowed(consent: pd.DataFrame, customer_ids: pd.Series, purpose: str, default: bool) -> np.ndarray:
+    column = f"is_{purpose}_allowed"
+    if column not in consent or consent.empty:
+        return np.full(len(customer_ids), default)
+    flags = consent.set_index(consent["customer_id"].astype(str))[column].astype("boolean").fillna(default)
+    return flags.reindex(customer_ids.astype(str).to_numpy()).fillna(default).to_numpy(bool)
+
+
+def consented_forecast(rows: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFrame:
+    """The gold cash_forecast rows each customer's consent on D allows (`consent`: customer_id and the
+    is_<purpose>_allowed flags of silver consent_state; a customer without a row has no consent but service alerts)."""
+    personal = _allowed(consent, rows["customer_id"], "personalization", False)
+    alerts = _allowed(consent, rows["customer_id"], "service_alerts", True)
+    out = rows[personal | alerts].copy()
+    protective_only = ~personal[personal | alerts]
+    for column in INSIGHT_COLUMNS:
+        out[column] = out[column].astype("float64").where(~protective_only)
+    return out.reset_index(drop=True)
+
+
+def consented_streams(streams: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFrame:
+    """Gold recurring_streams: only for customers whose `personalization` consent holds on D (streams are an
+    insight; without that consent they feed the forecast behind a shortfall warning and are never published)."""
+    return streams[_allowed(consent, streams["customer_id"], "personalization", False)].reset_index(drop=True)
 
 
 def _customers_in_bucket(paths: Paths, day: date, bucket: int) -> int:

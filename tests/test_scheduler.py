@@ -73,7 +73,7 @@ def test_the_night_runs_under_the_scheduler_and_its_logs_are_where_the_ui_reads_
     assert ingest["openbanking"]["stats"]["ob_transactions_duplicates"] > 0
     # every task instance left its log under $AIRFLOW_HOME/logs, and the api-server serves it to the UI
     tis = deployment.task_instances(DAG, run_id)
-    assert len(tis) == 12 + 3 * 16 and all(ti["state"] == "success" for ti in tis)
+    assert len(tis) == 14 + 4 * 16 and all(ti["state"] == "success" for ti in tis)
     for ti in tis:
         folder = deployment.logs / f"dag_id={DAG}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
         if ti["map_index"] >= 0:
