@@ -31,7 +31,8 @@ def say(text: str) -> None:
 
 
 def _pg_bin() -> Path:
-    found = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    found = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")),
+                   key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
     for path in reversed(found):
         if (path / "initdb").exists() and (path / "postgres").exists():
             return path
@@ -196,7 +197,8 @@ def compare_outputs(a: Path, b: Path, day: str) -> tuple[bool, list[str]]:
     differing = sorted(k for k in set(manifests[0]) | set(manifests[1]) if manifests[0].get(k) != manifests[1].get(k))
     unexpected = [k for k in differing if k != "run_id"]
     same &= not unexpected and bool(files)
-    lines.append(f"  CRM manifest: {'identical but for run_id (each run names its own)' if not unexpected else 'differs in ' + ', '.join(unexpected)}")
+    lines.append("  CRM manifest: " + ("identical but for run_id (each run names its own)" if not unexpected
+                                        else "differs in " + ", ".join(unexpected)))
     return same, lines
 
 
@@ -223,11 +225,13 @@ def cluster_demo(root: Path, customers: int, days: int, day: str, seed: int, dag
         broker = start_redis(cluster, root)
         cluster.settings.update({
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
-            "AIRFLOW__CELERY__BROKER_URL": broker, "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db,  # the driver named: SQLAlchemy 2.1's default is psycopg 3
+            # the result backend names its driver: SQLAlchemy 2.1's default for postgresql:// is psycopg 3
+            "AIRFLOW__CELERY__BROKER_URL": broker, "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db,
         })
         airflow = str(BIN / "airflow")
+        name_callable = "pipelines.deploy.worker_hostname"  # the task instances show which worker ran them
         workers = [{"name": f"worker-{n}", "env": {"SEGONE_WORKER_NAME": f"segone-w{n}",
-                                                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipelines.deploy.worker_hostname"},
+                                                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": name_callable},
                     "argv": [airflow, "celery", "worker", "--celery-hostname", f"segone-w{n}@%h", "--concurrency",
                              "1", "--skip-serve-logs"]} for n in (1, 2)]
         say("3. Airflow on the CeleryExecutor: api-server, scheduler, dag-processor, workers segone-w1, segone-w2")

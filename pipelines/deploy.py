@@ -164,7 +164,8 @@ class Deployment:
     def _check_components(self) -> None:
         dead = [r["name"] for r in self.processes() if not _is_same_process(r)]
         if dead:
-            raise DeployError(f"{', '.join(dead)} stopped: see {', '.join(f'{self.airflow_home}/{n}.log' for n in dead)}")
+            logs = ", ".join(f"{self.airflow_home}/{n}.log" for n in dead)
+            raise DeployError(f"{', '.join(dead)} stopped: see {logs}")
 
     def api(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
         """Airflow's REST API (the simple auth manager gives every user admin rights on this loopback server)."""
