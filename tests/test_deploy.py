@@ -77,3 +77,29 @@ def test_the_command_line_refuses_a_bad_date_in_one_line(capsys):
         assert main([command, "--date", "2026-02-30", "--wait", "--timeout", "5"]) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: business_date 2026-02-30 is not a calendar date") and err.count("\n") == 1
+
+
+def _home(root: Path, probability: float, run_id: str) -> Path:
+    import duckdb
+
+    part = root / "lake" / "gold" / "cash_forecast" / "as_of=2026-11-20" / "bucket=0"
+    part.mkdir(parents=True)
+    duckdb.connect().execute(f"copy (select 'C1' as customer_id, {probability} as p_shortfall union all "
+                             f"select 'C2', 0.5) to '{part}/part-0.parquet' (format parquet)")
+    export = root / "exports" / "crm" / "2026-11-20"
+    export.mkdir(parents=True)
+    (export / "next_best_actions.csv").write_text("recommendation_id\nR1\n")
+    (export / "manifest.json").write_text(json.dumps({"run_id": run_id, "rows": 1}))
+    return root
+
+
+def test_the_cluster_comparison_finds_a_differing_row_and_ignores_only_the_run_id(tmp_path: Path):
+    from pipelines.cluster_demo import compare_outputs
+
+    a, b, c = _home(tmp_path / "a", 0.25, "r1"), _home(tmp_path / "b", 0.25, "r2"), _home(tmp_path / "c", 0.3, "r3")
+    same, lines = compare_outputs(a, b, "2026-11-20")
+    assert same and "identical" in lines[0] and "byte-identical" in lines[1] and "but for run_id" in lines[2]
+    same, lines = compare_outputs(a, c, "2026-11-20")
+    assert not same and "2 rows differ" in lines[0]
+    (c / "exports" / "crm" / "2026-11-20" / "manifest.json").write_text(json.dumps({"run_id": "r3", "rows": 2}))
+    assert "differs in rows" in compare_outputs(b, c, "2026-11-20")[1][2]
