@@ -6,7 +6,7 @@ metrics to runs/<load_date>/<stage>.json so that a later stage, the gates and th
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -311,8 +311,10 @@ def run_night(paths: Paths, day: date) -> dict[str, Any]:
     return {name: stage(paths, day) for name, stage in NIGHT}
 
 
-def airflow_task(stage: str, data_interval_start: Any, task: dict[str, Any], **kwargs: Any) -> Any:
+def airflow_task(stage: str, night: Any, task: dict[str, Any], **kwargs: Any) -> Any:
     """What every task of the nightly DAG runs: `stage` for D, inside the lock of night D held by its DAG run.
+
+    `night` is D (a date: the DAG resolves its business_date param) or the run's data interval start.
 
     `task` describes the task instance: dag_id, run_id, task_id, map_index, try_number, max_tries. Every task of
     one DAG run joins the same lock (mapped shards run in parallel without blocking each other); a `segone run` of
@@ -322,7 +324,7 @@ def airflow_task(stage: str, data_interval_start: Any, task: dict[str, Any], **k
     from pipelines import locks
 
     paths = Paths.from_env()
-    day = business_date(data_interval_start)
+    day = night if isinstance(night, date) and not isinstance(night, datetime) else business_date(night)
     holder = locks.airflow_holder(str(task["dag_id"]), str(task["run_id"]))
     map_index = task.get("map_index")
     member = str(task["task_id"]) + (f"[{map_index}]" if map_index not in (None, -1) else "")
