@@ -583,8 +583,15 @@ SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("fairness", _fairness)]
 
 
-def build_nightly_report(paths: Paths, day: date) -> Path:
+def report_path(paths: Paths, day: date) -> Path:
+    return paths.reports / day.isoformat() / "index.html"
+
+
+def build_nightly_report(paths: Paths, day: date, target: Path | None = None) -> Path:
     """Write reports/D/index.html (self-contained: inline CSS, PNG figures as data URIs) and return its path.
+
+    `paths` may be a published generation (`pipelines.publish.PublishedPaths`: what the night's publish does);
+    `target` writes the file elsewhere (publish stages it beside the final one and swaps it in).
 
     Never fails on a missing input: each section says what it could not show. A section that raises on
     unexpected input is replaced by a note with the error (logged), so the rest of the report is still written."""
@@ -600,5 +607,5 @@ def build_nightly_report(paths: Paths, day: date) -> Path:
                                  "text": f"This section could not be built: {type(error).__name__}: {error}"})
     finally:
         con.close()
-    target = paths.reports / day.isoformat() / "index.html"
+    target = target or report_path(paths, day)
     return render_report(f"Segment of One: nightly report for {day.isoformat()}", sections, target)
