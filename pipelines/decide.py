@@ -162,7 +162,6 @@ def read_context_inputs(paths: Paths, day: date, bucket: int) -> dict[str, pd.Da
     its limit), and the gold outputs of the earlier stages (cash_forecast, life_events, message_signals; None when a
     stage wrote no partition)."""
     from pipelines import store
-    from pipelines.messages import read_signals
 
     customers_path = store.snapshot_path(paths, "customers", day)
     consent_path = store.snapshot_path(paths, "consent_state", day, required=False)
@@ -183,7 +182,15 @@ def read_context_inputs(paths: Paths, day: date, bucket: int) -> dict[str, pd.Da
     return {"customers": customers, "consents": consents,
             "features": features[[c for c in ("customer_id", *FEATURE_FIELDS) if c in features.columns]],
             "holdings": store.read_table(paths, "customer_context", day, bucket),
-            "forecast": forecast, "life_events": life, "messages": read_signals(paths, day, bucket)}
+            "forecast": forecast, "life_events": life, "messages": _message_context(paths, day, bucket)}
+
+
+def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
+    """The persisted per-customer message features of D (gold message_signals), as context fields."""
+    from pipelines.messages import read_signals
+
+    signals = read_signals(paths, day, bucket)
+    return signals[["customer_id", *MESSAGE_FIELDS]].rename(columns=MESSAGE_FIELDS)
 
 
 def context_frame(day: date, customers: pd.DataFrame, consents: pd.DataFrame, features: pd.DataFrame,
@@ -213,8 +220,7 @@ def context_frame(day: date, customers: pd.DataFrame, consents: pd.DataFrame, fe
     ctx = ctx.merge(_forecast_wide(forecast), on="customer_id", how="left")
     ctx = ctx.merge(_life_events_wide(life_events), on="customer_id", how="left")
     if messages is not None:
-        ctx = ctx.merge(messages[["customer_id", *MESSAGE_FIELDS]].rename(columns=MESSAGE_FIELDS),
-                        on="customer_id", how="left")
+        ctx = ctx.merge(messages[["customer_id", *MESSAGE_FIELDS.values()]], on="customer_id", how="left")
     return complete_context(ctx)
 
 

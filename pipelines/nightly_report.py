@@ -78,8 +78,8 @@ def _partitions(paths: Paths, layer: str, table: str, key: str = "as_of") -> lis
 
 def _latest_snapshot(paths: Paths, table: str, day: date) -> str | None:
     """The scan of a silver snapshot table at the latest as_of on or before D."""
-    dates = [d for d in _partitions(paths, "silver", table) if d <= day.isoformat()]
-    return _scan(paths, "silver", table, as_of=dates[-1]) if dates else None
+    value = lake.latest_partition(paths, "silver", table, day)
+    return _scan(paths, "silver", table, as_of=value) if value else None
 
 
 def _df(con, query: str) -> pd.DataFrame:
@@ -337,11 +337,15 @@ def _life_events(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                                                      "(the life-events stage has not run)")}]
     table = _df(con, f"""
         select event_type, count(distinct customer_id) as customers, count(*) filter (where flagged) as flagged,
-               avg(flagged::int) as flagged_rate, avg(probability) as mean_probability
+               avg(flagged::int) as flagged_rate, avg(probability) as mean_probability,
+               string_agg(distinct model_version, ', ' order by model_version) as published_by
         from {scan} group by all order by event_type""")
     figures = [bar_figure(table, "event_type", "flagged_rate", None, "Flagged rate per life event")] \
         if not table.empty else []
-    return [{"heading": heading, "text": "Share of scored customers flagged per event type tonight.",
+    return [{"heading": heading, "text": "Share of scored customers flagged per event type tonight. published_by: "
+                                         "the model version, or rule:<event>:v<N> where the event's hand-written "
+                                         "rule flags (no model yet, or the model did worse than the rule on held-out "
+                                         "cut-offs: no probability, so mean_probability is empty).",
              "table": table, "figures": figures}]
 
 
@@ -579,8 +583,15 @@ SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("fairness", _fairness)]
 
 
-def build_nightly_report(paths: Paths, day: date) -> Path:
+def report_path(paths: Paths, day: date) -> Path:
+    return paths.reports / day.isoformat() / "index.html"
+
+
+def build_nightly_report(paths: Paths, day: date, target: Path | None = None) -> Path:
     """Write reports/D/index.html (self-contained: inline CSS, PNG figures as data URIs) and return its path.
+
+    `paths` may be a published generation (`pipelines.publish.PublishedPaths`: what the night's publish does);
+    `target` writes the file elsewhere (publish stages it beside the final one and swaps it in).
 
     Never fails on a missing input: each section says what it could not show. A section that raises on
     unexpected input is replaced by a note with the error (logged), so the rest of the report is still written."""
@@ -596,5 +607,5 @@ def build_nightly_report(paths: Paths, day: date) -> Path:
                                  "text": f"This section could not be built: {type(error).__name__}: {error}"})
     finally:
         con.close()
-    target = paths.reports / day.isoformat() / "index.html"
+    target = target or report_path(paths, day)
     return render_report(f"Segment of One: nightly report for {day.isoformat()}", sections, target)
