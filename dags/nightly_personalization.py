@@ -112,6 +112,10 @@ def nightly_personalization():
     def update_features(bucket: int, data_interval_start=None) -> dict:
         return _run_stage("update_features_shard", data_interval_start, bucket=bucket)
 
+    @task(retries=0)
+    def validate_features(data_interval_start=None) -> dict:
+        return _run_stage("validate_features", data_interval_start)
+
     @task
     def plan_forecast_shards(data_interval_start=None) -> list:
         return _run_stage("forecast_shards", data_interval_start)
@@ -176,7 +180,7 @@ def nightly_personalization():
     messages = understand_messages.expand(bucket=message_shards)
     silver_checked = wait_for_landing() >> ingest() >> validate() >> conform() >> validate_silver()
     silver_checked >> feature_shards
-    features >> forecast_shards
+    features >> validate_features() >> forecast_shards
     silver_checked >> message_shards  # messages (step 3b) run beside the forecast; decide needs both
     forecasts >> validate_forecast() >> life_event_shards
     messages >> validate_messages() >> decide_shards

@@ -175,6 +175,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
     "features": ("stage 3: the feature store (lake/features/) as of D: `features update` (the night's way) or "
                  "`features rebuild` (from silver alone, e.g. after a re-run of an older night)",
                  "pipelines.stages:features_command", _add_features),
+    "validate-features": ("stage 3b: the feature store of D complete in every shard, keys and not-null columns",
+                          "pipelines.stages:validate_features", _add_date),
     "train": ("train the global cash-shortfall engine on a rolling window and promote it if it is no worse",
               "pipelines.stages:train", _add_optional_date),
     "forecast": ("stage 4: cash-shortfall forecast for D, every shard in turn, with the promoted model",

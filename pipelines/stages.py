@@ -23,12 +23,15 @@ HISTORY = "history"
 # that died after 8 of 16 buckets would pass validate_forecast on 8 new and 8 old buckets). Publish refuses a night
 # with a missing verdict, so a half-rewritten night can never be published, not even by hand (`segone publish`).
 # The night as the DAG wires it: what each writing stage's output feeds, its gate, its shard results.
-_FEEDS = {"ingest": ("conform",), "conform": ("messages", "forecast"), "messages": ("decide",),
-          "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
-_GATE = {"ingest": "validate", "conform": "validate_silver", "messages": "validate_messages",
-         "forecast": "validate_forecast", "life_events": "validate_life_events", "decide": "validate_decisions"}
-_SHARDS = {"messages": "messages_bucket_", "forecast": "forecast_cash_shortfall_bucket_",
-           "life_events": "life_events_bucket_", "decide": "decide_bucket_"}
+# The feature store (features) feeds the forecast, the life events and decide, which read its tables of D.
+_FEEDS = {"ingest": ("conform",), "conform": ("messages", "features"), "features": ("forecast", "life_events", "decide"),
+          "messages": ("decide",), "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
+_GATE = {"ingest": "validate", "conform": "validate_silver", "features": "validate_features",
+         "messages": "validate_messages", "forecast": "validate_forecast", "life_events": "validate_life_events",
+         "decide": "validate_decisions"}
+_SHARDS = {"features": "update_features_bucket_", "messages": "messages_bucket_",
+           "forecast": "forecast_cash_shortfall_bucket_", "life_events": "life_events_bucket_",
+           "decide": "decide_bucket_"}
 GATES = tuple(_GATE.values())  # every verdict a night needs before it is published
 
 
@@ -139,6 +142,7 @@ def update_features_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any
     features as of D written for bucket N."""
     from pipelines.store import update_features as run_shard
 
+    void_later_results(paths, day.isoformat(), "features")
     return run_shard(paths, day, int(bucket))
 
 
@@ -146,14 +150,26 @@ def update_features(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 3, every shard in turn (the DAG maps update_features_shard over the shards instead)."""
     from pipelines.store import update_all
 
+    void_later_results(paths, day.isoformat(), "features")
     return update_all(paths, day)
 
 
-def rebuild_features(paths: Paths, day: date) -> dict[str, Any]:
-    """`segone features rebuild --date D`: the feature store as of D computed from silver alone."""
+def validate_features(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3's gate: every bucket's store complete for D, keys and not-null columns of the tables the later stages
+    read; raises GateFailed to stop the run."""
+    from pipelines.store import validate_features as validate_store
+
+    return validate_store(paths, day)
+
+
+def rebuild_features(paths: Paths, day: date, load: str | None = None) -> dict[str, Any]:
+    """`segone features rebuild --date D`: the feature store as of D computed from silver alone (what the later
+    stages of D read is replaced: their verdicts of D are voided)."""
     from pipelines.store import rebuild
 
-    return rebuild(paths, day)
+    if load is None:
+        void_later_results(paths, day.isoformat(), "features")
+    return rebuild(paths, day, load=load)
 
 
 def features_command(paths: Paths, what: str, day: date) -> dict[str, Any]:
@@ -333,7 +349,7 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
-         ("update_features", update_features),
+         ("update_features", update_features), ("validate_features", validate_features),
          ("understand_messages", understand_messages), ("validate_messages", validate_messages),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
@@ -411,7 +427,7 @@ def load_history(paths: Paths) -> dict[str, Any]:
     write_run_metrics(paths, HISTORY, "conform", metrics["conform"])
     metrics["validate_silver"] = validate_silver_load(paths, HISTORY, as_of)
     write_run_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
-    metrics["features"] = rebuild_features(paths, as_of)   # the feature store's first state
+    metrics["features"] = rebuild_features(paths, as_of, load=HISTORY)   # the feature store's first state
     metrics["publish"] = publish_history(paths, as_of)
     return metrics
 

@@ -25,6 +25,8 @@ Training and backtests compute their features with the same SQL over the rows `r
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import shutil
@@ -47,7 +49,8 @@ LAYER = "features"
 HISTORY = "history"
 DAY_TABLES = ("flow_days", "stream_days", "balance_days")
 OB_TABLES = {table: f"ob_{table}" for table in DAY_TABLES}
-STATE_TABLES = ("account_state", "customer_state", "home_counts", "stream_first", "stream_state", "customer_epochs")
+STATE_TABLES = ("account_state", "customer_state", "home_counts", "stream_first", "stream_state", "inputs",
+                "customer_epochs")
 FEATURE_TABLES = ("customer_features", "recurring_streams", "life_event_features", "balance_reconciliation",
                   "customer_context")
 STREAM_CANDIDATE_CARD_MCCS = ("5815", "5816", "5817", "5818", "4899", "7997")
@@ -495,8 +498,111 @@ def _read(paths: Paths, table: str, bucket: int, first: date | None, last: date,
            f"union_by_name = true, hive_types = {{'as_of': varchar, 'bucket': integer}}))"
 
 
+def typed_select(con: duckdb.DuckDBPyConnection, table: str, query: str) -> str:
+    """`query` with the columns and types config/tables.yaml gives features.<table>, in its order: a column the
+    schema does not name is an error (it would be undocumented), unless the table has `feature_columns` (then it is
+    a feature of that type, after the listed ones); a column the schema names that the query lacks is an error."""
+    from pipelines.schemas import table_schema
+
+    schema = table_schema(LAYER, table)
+    have = [row[0] for row in con.execute(f"describe ({query})").fetchall()]
+    declared = schema.data_column_names
+    missing = [c for c in declared if c not in have]
+    extra = [c for c in have if c not in declared]
+    if missing or (extra and not schema.feature_type):
+        raise SegoneError(f"features.{table}: the store's columns differ from config/tables.yaml "
+                          f"(missing: {missing}, not in the schema: {extra})")
+    types = {c.name: c.type for c in schema.columns}
+    columns = [f'cast("{c}" as {types[c]}) as "{c}"' for c in declared]
+    columns += [f'cast("{c}" as {schema.feature_type}) as "{c}"' for c in extra]
+    return f"select {', '.join(columns)} from ({query})"
+
+
 def _write(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, query: str, day: date, bucket: int) -> int:
-    return lake.write_relation(con, query, table_path(paths, table, day, bucket), paths)
+    """One partition of the store (as_of=D/bucket=N), typed by config/tables.yaml, swapped in whole."""
+    return lake.write_relation(con, typed_select(con, table, query), table_path(paths, table, day, bucket), paths)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What invalidates the store
+# ---------------------------------------------------------------------------------------------------------------
+
+# What the store keeps is shaped by these SQL files (the rows' facts, the states, the streams carried to the next
+# night) and by the settings in `variables`, `windows`, the MCC facts and the cadences.
+DEFINITION_SQL = ("store_*.sql", "features_recurring_streams.sql", "stream_lifecycle.sql")
+INPUT_SNAPSHOTS = ("accounts", "customers", "consent_state", "fx_rates")
+FACT_TABLES = ("transactions", "balances")
+
+
+def _fingerprint(folder) -> str | None:
+    """sha256 of the names, sizes and modification times of a folder's Parquet files (None: no file). Every write
+    of the lake swaps in new files (lake.write_relation), so a partition written again has a new fingerprint; a
+    copy that keeps modification times (`cp -a`) keeps it."""
+    files = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def definition_fingerprint() -> str:
+    """sha256 of what shapes the store's rows and states: the settings (config/features.yaml, forecast.yaml
+    recurring and own_transfers, decisioning.yaml arrears, life_events.yaml signals, mcc_categories.yaml) and the
+    SQL that derives them."""
+    day = date(2000, 1, 1)
+    settings = {k: v for k, v in variables(day, day, day).items() if k not in ("as_of", "series_start", "last_cutoff")}
+    parts = [json.dumps(settings, sort_keys=True, default=str), json.dumps(windows().__dict__, sort_keys=True),
+             mcc_facts_frame().to_json(), cadence_frame().to_json()]
+    for pattern in DEFINITION_SQL:
+        parts += [f"{path.name}\n{path.read_text(encoding='utf-8')}" for path in sorted(sql.SQL_DIR.glob(pattern))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def store_inputs(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
+    """What a bucket's store as of `day` is computed from, each with its fingerprint (features.inputs): the
+    definition, the postings and balances of every silver load up to `day` of the bucket, and the snapshots as of
+    `day` (accounts, customers, consent, fx rates). A rebuild from silver as of `day` reads exactly these; so does
+    a merge, through the state of the night before (tests/test_feature_store.py)."""
+    rows = [("definition", "store", definition_fingerprint())]
+    for table in FACT_TABLES:
+        for load in silver_loads(paths, day):
+            folder = lake.partition_path(paths, "silver", table, load_date=load) / f"bucket={int(bucket)}"
+            fingerprint = _fingerprint(folder)
+            if fingerprint:
+                rows.append(("load", f"{table}/load_date={load}/bucket={int(bucket)}", fingerprint))
+    for table in INPUT_SNAPSHOTS:
+        value = lake.latest_partition(paths, "silver", table, day)
+        if value:
+            rows.append(("snapshot", f"{table}/as_of={value}",
+                         _fingerprint(lake.partition_path(paths, "silver", table, as_of=value)) or ""))
+    return pd.DataFrame(rows, columns=["kind", "name", "fingerprint"])
+
+
+def stale_inputs(paths: Paths, previous: date, bucket: int) -> list[str]:
+    """How the inputs of the store as of `previous` differ from the same inputs now: a silver load of a night up to
+    `previous` conformed again (a correction), a load that appeared (a night delivered late, conformed after the
+    store moved on) or disappeared, a snapshot rewritten, the definition changed. Empty: the state is what a
+    rebuild as of `previous` would give, and the night can merge into it."""
+    if previous.isoformat() not in lake.partition_values(paths, LAYER, "inputs", bucket=bucket):
+        return [f"the store of {previous} recorded no inputs"]
+    con = lake.connect()
+    try:
+        recorded = con.execute(f"select kind, name, fingerprint from {_read(paths, 'inputs', bucket, previous, previous)}"
+                               ).fetchall()
+    finally:
+        con.close()
+    then = {(kind, name): fingerprint for kind, name, fingerprint in recorded}
+    now = {(kind, name): fingerprint for kind, name, fingerprint in store_inputs(paths, previous, bucket).itertuples(
+        index=False)}
+    changes = [f"{name} {'changed' if key in now else 'removed'}" if key[0] != "definition" else
+               "the store's definition (settings or SQL) changed"
+               for key, fingerprint in sorted(then.items()) if now.get(key) != fingerprint
+               for name in [key[1]]]
+    changes += [f"{key[1]} is new" for key in sorted(now) if key not in then]
+    return changes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -519,6 +625,7 @@ class Built:
     rebuilt: str            # temp table of the customers rebuilt from silver (their older core rows superseded)
     previous_streams: str | None = None   # the night before's streams, to carry those no new row touched
     metrics: dict[str, Any] = field(default_factory=dict)
+    inputs: pd.DataFrame | None = None    # what the store as of `day` is computed from (store_inputs)
 
 
 def _build_from_silver(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int,
@@ -593,6 +700,30 @@ def _accounts_sql(paths: Paths, day: date, bucket: int, full: bool = False) -> s
                "credit_limit, is_open" if full else "customer_id, account_id, product")
     return (f"(select {columns} from read_parquet('{accounts}/**/*.parquet', union_by_name = true) "
             f"where bucket = {int(bucket)} and (source = 'core' or customer_id in {_consent_sql(paths, day, bucket)}))")
+
+
+def roll_carry_inputs(con: duckdb.DuckDBPyConnection, rows: str, balances: str, account_state: str) -> None:
+    """Views carry_flow_rows and carry_balance_rows: what sql/store_carry.sql reads to move the carry from the
+    series window that started on `previous_series_start` to the one that starts on `series_start` (variables):
+    the postings and balances of the days that left the window, and the previous carry as rows (its postings
+    summed on the day before the old window, its reported balance on its day). The carry is then what a rebuild
+    computes from every day before the new window (tests/test_feature_store_merge.py); a posting or balance dated
+    before it arriving later makes the store rebuild that customer instead."""
+    con.execute(f"""create or replace temp view carry_flow_rows as
+        select customer_id, account_id, source, ds, amount from {rows}
+        where ds >= getvariable('previous_series_start') and ds < getvariable('series_start')
+        union all
+        select customer_id, account_id, source, getvariable('previous_series_start') - 1 as ds, carry_flow as amount
+        from {account_state}
+        where carry_reported_day is not null or carry_flow is not null""")
+    con.execute(f"""create or replace temp view carry_balance_rows as
+        select customer_id, account_id, source, ds, currency, balance from {balances}
+        where ds >= getvariable('previous_series_start') and ds < getvariable('series_start')
+        union all
+        select customer_id, account_id, source, carry_reported_day as ds, carry_currency as currency,
+            carry_reported as balance
+        from {account_state}
+        where carry_reported_day is not null""")
 
 
 def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int, previous: date) -> Built:
@@ -683,21 +814,7 @@ def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucke
     con.execute(f"create or replace temp table kept_rows as select * from prev_rows where {kept}")
     con.execute(f"create or replace temp table kept_balances as select * from prev_balances where {kept}")
     sql.set_variables(con, previous_series_start=begin_before, previous_as_of=previous)
-    con.execute("""create or replace temp view carry_flow_rows as
-        select customer_id, account_id, source, ds, amount from kept_rows
-        where ds >= getvariable('previous_series_start') and ds < getvariable('series_start')
-        union all
-        select customer_id, account_id, source, getvariable('previous_series_start') - 1 as ds, carry_flow as amount
-        from kept_account_state
-        where carry_reported_day is not null or carry_flow is not null""")
-    con.execute("""create or replace temp view carry_balance_rows as
-        select customer_id, account_id, source, ds, currency, balance from kept_balances
-        where ds >= getvariable('previous_series_start') and ds < getvariable('series_start')
-        union all
-        select customer_id, account_id, source, carry_reported_day as ds, carry_currency as currency,
-            carry_reported as balance
-        from kept_account_state
-        where carry_reported_day is not null""")
+    roll_carry_inputs(con, "kept_rows", "kept_balances", "kept_account_state")
     build_states(con, "inc_rows", "inc_balances",
                  {"account_firsts": "(select customer_id, account_id, source, first_day, first_credit_day, "
                                     "first_balance_day from kept_account_state)",
@@ -838,9 +955,8 @@ def night_features(con: duckdb.DuckDBPyConnection, built: Built) -> dict[str, pd
     consented = [c for (c,) in con.execute(
         "select customer_id from consent_in where coalesce(is_life_events_allowed, false) "
         "and coalesce(is_personalization_allowed, false) order by customer_id").fetchall()]
-    life_events.restrict_to_customers(con, consented)
-    life = life_events.life_event_frame(con).drop(columns=["cutoff"]) if consented else pd.DataFrame(
-        {"customer_id": pd.Series(dtype=str)})
+    life_events.restrict_to_customers(con, consented)   # none consented: no rows, every column all the same
+    life = life_events.life_event_frame(con).drop(columns=["cutoff"])
     return {"customer_features": customer, "recurring_streams": streams, "life_event_features": life,
             "balance_reconciliation": reconciliation, "customer_context": context}
 
@@ -871,6 +987,8 @@ def _write_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, built: Built, ta
     for name, frame in tables.items():
         con.register(f"frame_{name}", frame)
         rows[name] = _write(con, paths, name, f"select * from frame_{name}", day, bucket)
+    con.register("frame_inputs", built.inputs)
+    rows["inputs"] = _write(con, paths, "inputs", "select * from frame_inputs order by kind, name", day, bucket)
     rows["customer_epochs"] = _write(con, paths, "customer_epochs",
                                      "select * from final_customer_epochs order by customer_id", day, bucket)
     return rows
@@ -936,20 +1054,25 @@ def build_bucket(paths: Paths, day: date, bucket: int, rebuild: bool = False) ->
     (asked for, or when the store has no state before `day`)."""
     started = time.perf_counter()
     previous = None if rebuild else state_date(paths, day, bucket)
+    stale = stale_inputs(paths, previous, bucket) if previous is not None else []
     con = lake.connect()
     try:
         register_consent(con, paths, day, bucket)
-        if previous is None:
+        if previous is None or stale:
             built = rebuild_bucket(con, paths, day, bucket)
-            if not rebuild:
+            if stale:
+                built.metrics.update(reason=f"the inputs of the store of {previous} changed since: rebuilt from silver",
+                                     n_stale_inputs=len(stale), stale_inputs=stale[:20])
+            elif not rebuild:
                 built.metrics["reason"] = "no previous state in the store: rebuilt from silver"
         else:
             built = update_bucket(con, paths, day, bucket, previous)
+        built.inputs = store_inputs(paths, day, bucket)
         tables = night_features(con, built)
         rows = _write_bucket(con, paths, built, tables)
     finally:
         con.close()
-    _clean_up(paths, day, bucket, rebuilt=previous is None)
+    _clean_up(paths, day, bucket, rebuilt=previous is None or bool(stale))
     purged = _purge_withdrawn(paths, day, bucket)
     if purged:
         built.metrics["open_banking_rows_purged"] = purged
@@ -970,7 +1093,8 @@ def shards() -> list[int]:
     return list(range(lake.n_buckets()))
 
 
-def summarise_shards(paths: Paths, day: date, per_shard: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_shards(paths: Paths, day: date, per_shard: list[dict[str, Any]], load: str | None = None
+                     ) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     for m in per_shard:
         for k, v in (m.get("rebuilt_because") or {}).items():
@@ -979,9 +1103,11 @@ def summarise_shards(paths: Paths, day: date, per_shard: list[dict[str, Any]]) -
                "modes": sorted({m.get("mode", "?") for m in per_shard}),
                "n_rebuilt_customers": sum(int(m.get("n_rebuilt_customers") or 0) for m in per_shard),
                "rebuilt_because": reasons,
+               "buckets_rebuilt": {reason: sorted(int(m["bucket"]) for m in per_shard if m.get("reason") == reason)
+                                   for reason in sorted({m["reason"] for m in per_shard if m.get("reason")})},
                "n_customers_with_features": sum(m["n_customers_with_features"] for m in per_shard),
                "seconds": round(sum(m["seconds"] for m in per_shard), 2)}
-    write_run_metrics(paths, day.isoformat(), "update_features", metrics)
+    write_run_metrics(paths, load or day.isoformat(), "update_features", metrics)
     return metrics
 
 
@@ -990,15 +1116,70 @@ def update_all(paths: Paths, day: date) -> dict[str, Any]:
     return summarise_shards(paths, day, [update_features(paths, day, b) for b in shards()])
 
 
-def rebuild(paths: Paths, day: date, buckets: Iterable[int] | None = None) -> dict[str, Any]:
-    """`segone features rebuild --date D` (and the history load): every table of the store as of D computed from
-    silver alone, replacing what the store held for those buckets."""
+def rebuild(paths: Paths, day: date, buckets: Iterable[int] | None = None, load: str | None = None
+            ) -> dict[str, Any]:
+    """`segone features rebuild --date D` (and the history load, `load` 'history'): every table of the store as of
+    D computed from silver alone, replacing what the store held for those buckets (and removing its partitions
+    after D). Metrics in runs/<load or D>/."""
     per_shard = []
     for bucket in (shards() if buckets is None else list(buckets)):
         metrics = build_bucket(paths, day, bucket, rebuild=True)
-        write_run_metrics(paths, day.isoformat() if day else HISTORY, f"update_features_bucket_{bucket}", metrics)
+        write_run_metrics(paths, load or day.isoformat(), f"update_features_bucket_{bucket}", metrics)
         per_shard.append(metrics)
-    return summarise_shards(paths, day, per_shard)
+    return summarise_shards(paths, day, per_shard, load)
+
+
+def validate_features(paths: Paths, day: date) -> dict[str, Any]:
+    """The gate of stage 3 (validate_features): every shard's update of D has a result, every bucket's store is
+    complete for D, and the tables the later stages read hold their keys once and their not-null columns filled
+    (config/tables.yaml `features` checks). In SQL over the whole partitions: the store is read only by the
+    pipeline's own stages, and its writes are already typed by the schema. Raises GateFailed, naming what failed."""
+    from pipelines.errors import GateFailed
+    from pipelines.runs import read_run_metrics
+    from pipelines.schemas import table_schema
+
+    started = time.perf_counter()
+    buckets = shards()
+    per_shard = [read_run_metrics(paths, day.isoformat(), f"update_features_bucket_{b}") for b in buckets]
+    missing = [b for b, m in zip(buckets, per_shard) if m is None]
+    if missing:
+        raise SegoneError(f"the feature store of {day} is incomplete: no update_features result for buckets {missing}")
+    summary = summarise_shards(paths, day, per_shard)
+    problems, checked = [], {}
+    incomplete = [b for b in buckets if day.isoformat() not in
+                  lake.partition_values(paths, LAYER, "customer_epochs", bucket=b)]
+    if incomplete:
+        problems.append(f"no complete store as of {day} for buckets {incomplete}")
+    con = lake.connect()
+    try:
+        for table in (*FEATURE_TABLES, "account_state", "customer_epochs"):
+            schema = table_schema(LAYER, table)
+            files = [f for b in buckets if b not in incomplete for f in _partition_files(paths, table, b, day, day)]
+            if not files:
+                problems.append(f"features.{table} has no partition for {day}")
+                continue
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            scan = f"read_parquet([{listed}], hive_partitioning = false)"
+            key = ", ".join(schema.key)
+            not_null = schema.checks.get("not_null", [])
+            row = con.execute(f"""select count(*),
+                count(*) - count(distinct ({key})),
+                {', '.join(f'count(*) filter (where "{c}" is null)' for c in not_null) or '0'}
+                from {scan}""").fetchall()[0]
+            checked[table] = {"rows": int(row[0]), "duplicate_keys": int(row[1]),
+                              "nulls": {c: int(n) for c, n in zip(not_null, row[2:]) if n}}
+            if row[1]:
+                problems.append(f"features.{table}: {row[1]} rows repeat a key ({key})")
+            if checked[table]["nulls"]:
+                problems.append(f"features.{table}: nulls in {checked[table]['nulls']}")
+    finally:
+        con.close()
+    metrics = {"as_of": day.isoformat(), "features": summary, "tables": checked, "passed": not problems,
+               "problems": problems, "seconds": round(time.perf_counter() - started, 3)}
+    write_run_metrics(paths, day.isoformat(), "validate_features", metrics)
+    if problems:
+        raise GateFailed(f"the feature store of {day} failed validation: " + " | ".join(problems))
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the store keeps only what its windows need.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from pipelines import forecast, lake, store
 from pipelines import life_events as le
 from pipelines.config import Paths
 from pipelines.conform import conform
+from pipelines.errors import SegoneError
 from pipelines.ingest.landing import ingest_landing
 from pipelines.simulate import simulate_command
 from pipelines.stages import history_as_of
@@ -262,3 +264,116 @@ def test_the_store_keeps_only_what_its_windows_need(nights):
         assert oldest[False] > pd.Timestamp(END - timedelta(days=windows.posting_days))
         assert oldest[True] > pd.Timestamp(END - timedelta(days=windows.stream_days))
         assert rows["balance_rows"]["ds"].min() > pd.Timestamp(END - timedelta(days=windows.balance_days))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Late or corrected data: what invalidates the store (docs/feature_store.md "What invalidates the store")
+# ---------------------------------------------------------------------------------------------------------------
+
+def _copy_home(paths: Paths, target: Path) -> Paths:
+    """The lake and the landing of a home, modification times kept (the store's input fingerprints hold)."""
+    copy = Paths(target)
+    shutil.copytree(paths.lake, copy.lake, ignore=shutil.ignore_patterns("_staging"))
+    shutil.copytree(paths.landing, copy.landing)
+    return copy
+
+
+def _empty_night(paths: Paths, day: date) -> None:
+    """A night whose landing holds no posting, balance or account: only the day's fx rates."""
+    folder = paths.landing_day(day.isoformat())
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(paths.landing_day(END.isoformat()) / "fx_rates.csv", folder / "fx_rates.csv")
+
+
+def _load(paths: Paths, day: date) -> None:
+    ingest_landing(paths, day.isoformat(), paths.landing_day(day.isoformat()), business_date=day)
+    conform(paths, day.isoformat(), day)
+
+
+def _differs(a: Paths, b: Paths, day: date) -> bool:
+    try:
+        _assert_same_store(a, b, day)
+    except AssertionError:
+        return True
+    return False
+
+
+def test_a_night_corrected_after_the_store_moved_on_makes_the_next_update_rebuild(nights, tmp_path, monkeypatch):
+    """An earlier night delivered again with a corrected amount and conformed after the store merged it: the stores
+    of the later nights were computed from the old silver. The next update sees that silver load's fingerprint
+    changed, rebuilds from silver, and equals the rebuild; merging into the stale state would not have."""
+    home = _copy_home(nights["paths"], tmp_path / "home")
+    monkeypatch.setenv("SEGONE_HOME", str(home.home))
+    night = FIRST + timedelta(days=3)
+    path = home.landing_day(night.isoformat()) / "transactions.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[0, "amount"] = f"{float(frame.loc[0, 'amount']) - 1000:.2f}"
+    frame.to_csv(path, index=False)
+    _load(home, night)
+    rebuilt = _rebuilt_copy(home, tmp_path / "rebuilt", END)
+
+    with monkeypatch.context() as patched:   # the merge without the check: the stale state shows
+        stale = _copy_home(home, tmp_path / "stale")
+        patched.setattr(store, "stale_inputs", lambda *args: [])
+        assert store.update_all(stale, END)["modes"] == ["incremental"]
+        assert _differs(stale, rebuilt, END)
+
+    metrics = store.update_all(home, END)            # the night of END run again
+    assert metrics["modes"] == ["rebuild"]
+    for bucket in range(N_BUCKETS):                   # the reason names the load conformed again
+        shard = json.loads((home.runs / END.isoformat() / f"update_features_bucket_{bucket}.json").read_text())
+        assert f"transactions/load_date={night}/bucket={bucket} changed" in shard["stale_inputs"], shard
+    _assert_same_store(home, rebuilt, END)
+
+
+def test_empty_failed_and_late_nights_give_the_rebuild(nights, tmp_path, monkeypatch):
+    """A night without data merges into the same store a rebuild gives; a night whose update failed half way is
+    refused by the later stages and, run again, gives the rebuild; a night delivered late (conformed after a later
+    night's store) makes the next update rebuild."""
+    home = _copy_home(nights["paths"], tmp_path / "home")
+    monkeypatch.setenv("SEGONE_HOME", str(home.home))
+    empty, late, after, last = (END + timedelta(days=n) for n in (1, 3, 4, 5))
+    for day in (empty, after, last):
+        _empty_night(home, day)
+
+    # the first attempt at the empty night dies while writing bucket 1
+    _load(home, empty)
+    original = store._write
+
+    def dies(con, paths, table, query, day, bucket):
+        if bucket == 1 and table == "customer_features":
+            raise OSError("disk full")
+        return original(con, paths, table, query, day, bucket)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "_write", dies)
+        with pytest.raises(OSError):
+            store.update_all(home, empty)
+    with pytest.raises(SegoneError, match="no features as of"):
+        store.read_table(home, "customer_features", empty, 1)
+    with pytest.raises(SegoneError, match="incomplete"):
+        store.validate_features(home, empty)
+    metrics = store.update_all(home, empty)           # run again
+    assert metrics["modes"] == ["incremental"]
+    assert store.validate_features(home, empty)["passed"]
+    _assert_same_store(home, _rebuilt_copy(home, tmp_path / "rebuilt-empty", empty), empty)
+
+    # a night delivered after the next one ran: its postings reach silver once the store has moved past it
+    _load(home, after)
+    store.update_all(home, after)
+    customer = nights["who"]["transfer"]
+    append_rows(home, late, "transactions", [
+        {"transaction_id": "TLATE0001", "account_id": f"A{customer[1:]}01", "booked_at": _stamp(late, 12),
+         "amount": "-45.67", "currency": "GBP", "description": "LATE NIGHT", "merchant_name": "SHOP", "mcc": "5411",
+         "channel": "card", "country": "GB", "counterparty_id": ""}])
+    _empty_night(home, late)
+    _load(home, late)
+    _load(home, last)
+    metrics = store.update_all(home, last)
+    bucket = int(lake.bucket_of([customer], N_BUCKETS)[0])
+    # only the bucket the late postings landed in has a new silver load up to the store's night: it is rebuilt
+    assert metrics["buckets_rebuilt"] == {
+        f"the inputs of the store of {after} changed since: rebuilt from silver": [bucket]}
+    _assert_same_store(home, _rebuilt_copy(home, tmp_path / "rebuilt-last", last), last)
+    rows = store.logical_tables(home, last, bucket)["day_rows"]
+    assert ((rows["customer_id"] == customer) & (rows["ds"] == pd.Timestamp(late))).any()
