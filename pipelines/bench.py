@@ -272,8 +272,17 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 
 def bench_command(paths: Paths, what: str, customers: str, days: int, out: Path | None,
-                  messages: int = 1_000_000) -> str:
+                  messages: int = 1_000_000, home: Path | None = None, day: date | None = None) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
+    if what == "features":
+        from pipelines.bench_features import bench_features, format_features_table, prepare_bank
+
+        night = day or END
+        homes = [home] if home else [prepare_bank(paths, n, days, night) for n in sizes]
+        results = [bench_features(Path(h), night) for h in homes]
+        if out:
+            out.write_text(json.dumps(results, indent=2, default=str))
+        return format_features_table(results) + "\n" + json.dumps(results, indent=2, default=str)
     if what == "publish":
         from pipelines.bench_publish import bench_publish, format_publish_table
 

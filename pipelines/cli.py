@@ -110,7 +110,7 @@ def _add_berka(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish"],
+    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish", "features"],
                    help="which stage to benchmark")
     p.add_argument("--customers", type=_sizes, default="10000,100000",
                    help="comma-separated bank sizes (default 10000,100000)")
@@ -119,6 +119,10 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
     p.add_argument("--messages", type=_positive_int, default=1_000_000,
                    help="messages: how many messages go through the stage (default 1000000)")
+    p.add_argument("--home", type=Path, default=None,
+                   help="features: measure on this home (a COPY: the store is rewritten) instead of simulating")
+    p.add_argument("--date", dest="day", type=_date, default=None,
+                   help="features: the night D (default 2026-11-20; the home's silver must hold it)")
 
 
 def _add_backtest(p: argparse.ArgumentParser) -> None:
