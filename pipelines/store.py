@@ -629,10 +629,11 @@ class Built:
 
 
 def _build_from_silver(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int,
-                       customers: str | None, prefix: str) -> None:
+                       customers: str | None, prefix: str, anyone: bool = True) -> None:
     """<prefix>rows, <prefix>balances and <prefix><state> of the given customers (all when None), from every silver
-    load up to `day`: every day's rows (the states need the whole history); the caller keeps the retained window."""
-    register_silver_rows(con, paths, day, [bucket], silver_loads(paths, day), customers)
+    load up to `day`: every day's rows (the states need the whole history); the caller keeps the retained window.
+    `anyone` False (nobody to rebuild): the same tables, empty, without reading silver."""
+    register_silver_rows(con, paths, day, [bucket], silver_loads(paths, day) if anyone else [], customers)
     classify_and_enrich(con)
     build_rows(con)
     con.execute(f"create or replace temp table {prefix}rows as select * from new_day_rows")
@@ -811,8 +812,9 @@ def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucke
             "(select customer_id from open_banking_allowed))")
     for name in ("account_state", "customer_state", "home_counts", "stream_first"):
         con.execute(f"create or replace temp table kept_{name} as select * from prev_{name} where {kept}")
-    con.execute(f"create or replace temp table kept_rows as select * from prev_rows where {kept}")
-    con.execute(f"create or replace temp table kept_balances as select * from prev_balances where {kept}")
+    # views, not copies: the previous rows are materialised once (prev_core_*, prev_ob_*), then only read
+    con.execute(f"create or replace temp view kept_rows as select * from prev_rows where {kept}")
+    con.execute(f"create or replace temp view kept_balances as select * from prev_balances where {kept}")
     sql.set_variables(con, previous_series_start=begin_before, previous_as_of=previous)
     roll_carry_inputs(con, "kept_rows", "kept_balances", "kept_account_state")
     build_states(con, "inc_rows", "inc_balances",
@@ -855,7 +857,7 @@ def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucke
         previous_streams = "prev_stream_state"
 
     # the customers rebuilt from silver
-    _build_from_silver(con, paths, day, bucket, "recompute", "rc_")
+    _build_from_silver(con, paths, day, bucket, "recompute", "rc_", anyone=n_recompute > 0)
     for name in ("account_state", "customer_state", "home_counts", "stream_first"):
         con.execute(f"create or replace temp table final_{name} as "
                     f"select * from inc_{name} union all by name select * from rc_{name}")
@@ -880,10 +882,10 @@ def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucke
                    f"select * from kept_balances where source <> 'core' and {keep_balances})")
     con.execute("create or replace temp table all_ob_rows as " + MERGE_ROWS.format(rows=ob_rows))
     con.execute("create or replace temp table all_ob_balances as " + MERGE_BALANCES.format(balances=ob_balances))
-    con.execute(f"""create or replace temp table all_core_rows as
+    con.execute(f"""create or replace temp view all_core_rows as
         select * from core_rows
         union all by name select * from kept_rows where source = 'core' and {keep_rows}""")
-    con.execute(f"""create or replace temp table all_core_balances as
+    con.execute(f"""create or replace temp view all_core_balances as
         select * from core_balances
         union all by name select * from kept_balances where source = 'core' and {keep_balances}""")
     built.ob_rows, built.ob_balances = "all_ob_rows", "all_ob_balances"
