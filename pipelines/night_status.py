@@ -120,6 +120,8 @@ class NightStatus:
                       for g in self.pending]
             lines.append("The CRM export of this attempt was withheld. " + stale if stale else
                          "The CRM export of this attempt was withheld.")
+            lines.append("The sections below show the tables for this date as the report read them, whichever "
+                         "attempt wrote them; the verdicts are this attempt's.")
             return {"level": "fail", "title": f"The night of {d} FAILED: "
                     f"{', '.join(g.label for g in self.failed)} did not pass. Nothing from this attempt may be "
                     f"published.", "lines": [line.strip() for line in lines[:12]]}

@@ -411,11 +411,11 @@ def compliance_checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                            "result": "not checked", "examples": "missing: " + ", ".join(missing)})
             return
         checked = int(_one(con, checked_sql)) if checked_sql else None
-        bad = _df(con, f"select distinct customer_id from ({violations_sql}) order by customer_id")
-        count = int(_one(con, f"select count(*) from ({violations_sql})"))
-        checks.append({"check": name, "rule": rule, "checked": checked, "violations": count,
+        count, examples = _row(con, f"""select count(*), (list(distinct customer_id order by customer_id))[1:5]
+                                       from ({violations_sql})""")
+        checks.append({"check": name, "rule": rule, "checked": checked, "violations": int(count),
                        "result": "pass" if count == 0 else "FAIL",
-                       "examples": ", ".join(bad["customer_id"].head(5).astype(str))})
+                       "examples": ", ".join(str(c) for c in examples or [])})
 
     credit_rows = f"select * from {nba} where action_id in ({credit})" if nba else None
     check("No credit offer to a customer at risk",
@@ -512,17 +512,31 @@ def compliance_checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
           f"decision_log with the stage and reason that dropped it, exactly once.",
           [("next_best_actions", nba), ("decision_log", dlog), ("decision_flags", flags)],
           f"select count(*) from {flags}" if flags else None,
-          f"""with seen as (
-                  select customer_id, action_id from {nba}
-                  union all
-                  select customer_id, action_id from {dlog} d
-                  where not (d.stage = 'capacity' and exists (select 1 from {nba} n
-                             where n.customer_id = d.customer_id and n.action_id = d.action_id))),
-              per as (select customer_id, count(*) as n, count(distinct action_id) as k from seen group by all)
-              select f.customer_id from {flags} f left join per using (customer_id)
-              where coalesce(per.n, 0) <> {n_actions} or coalesce(per.k, 0) <> {n_actions}"""
-          if nba and dlog and flags else None)
+          _coverage_sql(nba, dlog, flags, [a.id for a in catalogue()]))
     return checks
+
+
+def _coverage_sql(nba: str | None, dlog: str | None, flags: str | None, actions: list[str]) -> str | None:
+    """Customers decided whose catalogue actions are not each seen exactly once in next_best_actions plus
+    decision_log (a capacity row of an action published on another channel aside): a count per customer and a
+    bit mask of the actions seen (one pass, no count distinct; a count distinct beyond 127 actions)."""
+    if not (nba and dlog and flags):
+        return None
+    seen = f"""select customer_id, action_id from {nba}
+               union all select customer_id, action_id from {dlog} where stage <> 'capacity'
+               union all select d.customer_id, d.action_id from {dlog} d anti join {nba} n using (customer_id, action_id)
+                         where d.stage = 'capacity'"""
+    n = len(actions)
+    if n > 127:
+        per = f"select customer_id, count(*) as n, count(distinct action_id) = {n} as complete from ({seen}) group by all"
+    else:
+        index = ", ".join(f"('{a}', {i})" for i, a in enumerate(actions))
+        per = f"""select customer_id, count(*) as n,
+                         bit_or(1::hugeint << i) = {(1 << n) - 1}::hugeint as complete
+                  from ({seen}) s left join (values {index}) as catalogue(action_id, i) using (action_id)
+                  group by all"""
+    return f"""select f.customer_id from {flags} f left join ({per}) per using (customer_id)
+               where coalesce(per.n, 0) <> {n} or not coalesce(per.complete, false)"""
 
 
 def _checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
@@ -648,6 +662,8 @@ def fairness_table(paths: Paths, day: date, con=None, cfg: dict[str, Any] | None
         sql, control = found
         from pipelines.fairness import OUTCOMES, fairness_frame
 
+        con.execute(f"create or replace temp table report_population as {sql}")  # read again by the drill-downs
+        sql = "select * from report_population"
         cells = _df(con, f"select age_band, region, {', '.join(OUTCOMES)}, count(*) as customers from ({sql}) "
                          f"group by all")
         if cells.empty:
@@ -690,19 +706,25 @@ def _drill_downs(paths: Paths, day: date, con, table: pd.DataFrame, population: 
         gaps = gaps[gaps["distance"] > 0]
         label = "largest difference, not a flagged gap"
     credit = _quote(credit_actions())
+    nba = _gold(paths, "next_best_actions", day)
+    if nba is not None:  # a capacity row of an action published on another channel is no drop
+        dlog = f"""(select * from {dlog} where stage <> 'capacity' union all
+                    select d.* from {dlog} d anti join {nba} n using (customer_id, action_id) where d.stage = 'capacity')"""
     out = []
+    cached: dict[tuple[str, str], pd.DataFrame] = {}
     for row in gaps.head(6).itertuples():
         where, base = DRILL[row.metric]
         column = "age_band" if row.dimension == "age band" else "region"
         keep = f"where p.{base} = 1" if base else ""
-        drops = _df(con, f"""
-            select p.{column} as "group", d.stage, d.reason, count(distinct d.customer_id) as customers
-            from ({population}) p join {dlog} d using (customer_id)
-            {keep} {'and' if keep else 'where'} {where.format(credit=credit)}
-              and not (d.stage = 'capacity' and d.reason like '%instead%')
-            group by all""")
-        sizes = _df(con, f"select {column} as g, count(*) as n from ({population}) p {keep} group by all"
-                    ).set_index("g")["n"]
+        if (row.metric, column) not in cached:
+            cached[(row.metric, column)] = _df(con, f"""
+                select p.{column} as "group", d.stage, d.reason, count(distinct d.customer_id) as customers
+                from ({population}) p join {dlog} d using (customer_id)
+                {keep} {'and' if keep else 'where'} {where.format(credit=credit)}
+                group by all""")
+        drops = cached[(row.metric, column)]
+        groups = table[(table["metric"] == row.metric) & (table["dimension"] == row.dimension)]
+        sizes = groups.set_index("group")["customers_at_risk" if base else "customers"]
         more = (row.ratio < 1) if row.metric != "credit_suppression_rate" else (row.ratio > 1)
         found = drill_down(drops, sizes, str(row.group), more=more)
         if found.empty:
@@ -1223,6 +1245,10 @@ def build_nightly_report(paths: Paths, day: date, target: Path | None = None,
     status = night_status(paths, day.isoformat(), export=export)
     sections = build_sections(paths, day, status)
     banner = status.banner()
+    history = read_run_metrics(paths, "history", "conform") or {}
+    if status.state == "not run" and history.get("as_of") == day.isoformat():
+        banner = {"level": "warn", "title": f"The history load, as of {day.isoformat()}: no night has run for this "
+                  f"date, so there are no forecasts or decisions to review yet.", "lines": []}
     failed = next((s for s in sections if s.get("key") == "checks" and s.get("checks")), None)
     bad = [c for c in (failed or {}).get("checks", []) if c["result"] == "FAIL"]
     if bad:

@@ -72,7 +72,7 @@ def publish(paths: Paths, day: date, run_id: str | None = None) -> dict[str, Any
     metrics["as_of"] = day.isoformat()
     if read_run_metrics(paths, day.isoformat(), "validate_decisions") is not None:
         metrics["crm_export"] = export_crm(paths, day, run_id=run_id)
-    metrics["report"] = str(build_nightly_report(paths, day))
+    metrics["report"] = str(build_nightly_report(paths, day, export=metrics.get("crm_export")))
     write_run_metrics(paths, day.isoformat(), "publish", metrics)
     return metrics
 
