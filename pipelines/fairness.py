@@ -116,7 +116,7 @@ def bootstrap(cells: pd.DataFrame, group: str, n_boot: int, interval: float, see
 def gap_flag(customers: int, ratio: float, ratio_low: float, ratio_high: float, cfg: dict[str, Any]) -> str:
     """'GAP (below)' / 'GAP (above)' when the group is big enough, its ratio to the overall rate is outside the
     configured band and the ratio's interval excludes 1; 'unclear' when the ratio is outside the band but the
-    interval includes 1; 'too few (<N)' under the minimum size; '' otherwise."""
+    interval includes 1 (the difference may be chance); 'too few (<N)' under the minimum size; '' otherwise."""
     if pd.isna(ratio):
         return ""
     if customers < int(cfg["min_group_customers"]):
@@ -126,7 +126,7 @@ def gap_flag(customers: int, ratio: float, ratio_low: float, ratio_high: float, 
         return ""
     clear = (not pd.isna(ratio_high) and ratio_high < 1) or (not pd.isna(ratio_low) and ratio_low > 1)
     if not clear:
-        return "unclear (interval includes 1)"
+        return "unclear"
     return f"GAP ({'above' if ratio > 1 else 'below'})"
 
 

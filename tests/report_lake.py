@@ -1,8 +1,8 @@
 """A tiny hand-made lake for the nightly report: two nights of gold tables, silver customers and consents, and the
 run metrics of a night's attempts (tests/test_nightly_report.py, tests/test_report_screenshot.py).
 
-210 customers: 100 aged 30 (North), 40 aged 20 (North), 60 aged 70 (South), 10 aged 50 (South). Every third
-customer is at risk (a predicted shortfall: p_shortfall_30 = 0.6); customers 1 and 2 also have a known
+210 customers: 100 aged 30 (North), 40 aged 20 (North), 60 aged 70 and 10 aged 50 (Yorkshire and The Humber).
+Every third customer is at risk (a predicted shortfall: p_shortfall_30 = 0.6); customers 1 and 2 also have a known
 vulnerability; every 21st customer is in the control group. Decisions follow the rules: a protective shortfall
 warning for customers at risk, an ISA by email for customers under 65, a credit card in the app for customers under
 65 not at risk, nothing commercial or of service for the control group; every other catalogue action is in the
@@ -30,7 +30,8 @@ CONTROL = {f"C{i:04d}" for i in range(N) if i % 21 == 0}
 
 
 def _age(i: int) -> tuple[int, str]:
-    return (30, "North") if i < 100 else (20, "North") if i < 140 else (70, "South") if i < 200 else (50, "South")
+    return (30, "North") if i < 100 else (20, "North") if i < 140 else (70, "Yorkshire and The Humber") if i < 200 \
+        else (50, "Yorkshire and The Humber")
 
 
 def _bucketed(frame: pd.DataFrame) -> pd.DataFrame:

@@ -54,7 +54,7 @@ def test_a_gap_needs_size_distance_and_an_interval_that_excludes_one() -> None:
     cfg = fairness.DEFAULTS
     assert fairness.gap_flag(100, 0.5, 0.4, 0.6, cfg) == "GAP (below)"
     assert fairness.gap_flag(100, 1.5, 1.3, 1.7, cfg) == "GAP (above)"
-    assert fairness.gap_flag(100, 0.7, 0.4, 1.05, cfg) == "unclear (interval includes 1)"
+    assert fairness.gap_flag(100, 0.7, 0.4, 1.05, cfg) == "unclear"
     assert fairness.gap_flag(100, 0.9, 0.85, 0.95, cfg) == ""  # clearly different, but within the band
     assert fairness.gap_flag(10, 0.1, 0.0, 0.2, cfg) == "too few (<30)"
     assert fairness.gap_flag(100, float("nan"), float("nan"), float("nan"), cfg) == ""
