@@ -72,7 +72,7 @@ DEFAULTS = {"gap_ratio_high": 1.25, "gap_ratio_low": 0.8, "min_group_customers":
             "interval": 0.95, "seed": 20261120, "realised_calibration": True, "sample_customers": 10, "traces": 3}
 FLAG_WORDS = {"is_shortfall_risk": "shortfall risk", "in_arrears": "arrears",
               "is_unarranged_overdraft": "unarranged overdraft", "is_gambling_harm": "gambling harm",
-              "is_vulnerable": "known vulnerability"}
+              "is_vulnerable": "known vulnerability", "is_message_distress": "distress in messages"}
 
 
 def report_settings() -> dict[str, Any]:
@@ -266,8 +266,9 @@ def _headline(paths: Paths, day: date, con, status: NightStatus | None = None) -
 
 # --- who is at risk, and the advisor queue ----------------------------------------------------------------------
 
-def _flag_words_sql(alias: str = "f") -> str:
-    parts = [f"case when {alias}.{c} then '{w}' end" for c, w in FLAG_WORDS.items()]
+def _flag_words_sql(alias: str = "f", present: set[str] | None = None) -> str:
+    parts = [f"case when {alias}.{c} then '{w}' end" for c, w in FLAG_WORDS.items()
+             if present is None or c in present]
     parts.insert(1, f"case when not {alias}.has_forecast then 'no forecast' end")
     return f"concat_ws(', ', {', '.join(parts)})"
 
@@ -282,8 +283,10 @@ def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     queue = _gold(paths, "advisor_queue", day)
     total, at_risk = _row(con, f"select count(*), count(*) filter (where is_at_risk) from {flags}")
     selects = [f"select 'any of them (at risk)' as reason, count(*) filter (where is_at_risk) as customers from {flags}"]
+    present = {r[0] for r in con.execute(f"describe select * from {flags}").fetchall()}
     for column, words in FLAG_WORDS.items():
-        selects.append(f"select '{words}', count(*) filter (where {column}) from {flags}")
+        if column in present:
+            selects.append(f"select '{words}', count(*) filter (where {column}) from {flags}")
     selects.insert(2, f"select 'shortfall risk: no forecast (credit needs one)', count(*) filter (where "
                       f"is_shortfall_risk and not has_forecast) from {flags}")
     reasons = _df(con, " union all ".join(selects))
@@ -309,7 +312,7 @@ def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                if nba else "null")
     queued = f"f.customer_id in (select customer_id from {queue})" if queue else "false"
     sample = _df(con, f"""
-        select f.customer_id, f.p_shortfall_30, {_flag_words_sql()} as flags, {actions} as actions_tonight,
+        select f.customer_id, f.p_shortfall_30, {_flag_words_sql('f', present)} as flags, {actions} as actions_tonight,
                {queued} as in_advisor_queue, f.is_control as control_group
         from {flags} f where f.is_at_risk order by {_sample_order(day)} limit {n}""")
     text = (f"{at_risk:,} of {total:,} customers decided tonight are at risk ({format_pct(at_risk / total) if total else '0%'}): "
@@ -336,6 +339,12 @@ def _advisor_queue(paths: Paths, day: date, con) -> list[dict[str, Any]]:
             "advisor_queue")
     rules = decisioning().get("advisor_queue") or {}
     size = _one(con, f"select count(*) from {queue}")
+    flags = _gold(paths, "decision_flags", day)
+    with_messages = flags is not None and "is_message_distress" in {
+        r[0] for r in con.execute(f"describe select * from {flags}").fetchall()}
+    distress = (f"""union all select 'distress or difficulty paying in recent messages', count(*) from {queue} q
+                    semi join (select customer_id from {flags} where is_message_distress) m using (customer_id)"""
+                if with_messages and rules.get("messages", True) else "")
     by_condition = _df(con, f"""
         select 'an income drop with a high shortfall risk' as condition, count(*) filter (where is_income_drop and
                p_shortfall_30 >= {float(rules.get('high_p_shortfall_30', 0.5))}) as customers from {queue}
@@ -343,6 +352,7 @@ def _advisor_queue(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                is not null and p_shortfall_30 >= {float(rules.get('vulnerable_p_shortfall_30', 0.3))}) from {queue}
         union all select 'arrears with a likely shortfall', count(*) filter (where in_arrears and p_shortfall_30 >=
                {float(rules.get('arrears_p_shortfall_30', 0.5))}) from {queue}
+        {distress}
         union all select 'of whom service contact is withdrawn', count(*) filter (where not is_service_alerts_allowed)
                from {queue}""")
     by_action = _df(con, f"select suggested_action, count(*) as customers from {queue} group by all order by 2 desc")
@@ -351,9 +361,11 @@ def _advisor_queue(paths: Paths, day: date, con) -> list[dict[str, Any]]:
         select customer_id, priority, p_shortfall_30, expected_shortfall_date,
                concat_ws(', ', case when is_income_drop then 'income drop' end,
                          case when known_vulnerability is not null then 'known vulnerability' end,
-                         case when in_arrears then 'arrears' end) as conditions,
+                         case when in_arrears then 'arrears' end,
+                         case when {'q.customer_id in (select customer_id from ' + flags + ' where is_message_distress)'
+                                    if with_messages else 'false'} then 'distress in messages' end) as conditions,
                suggested_action
-        from {queue} order by priority desc, customer_id limit {n}""")
+        from {queue} q order by priority desc, customer_id limit {n}""")
     text = f"{size:,} customers in tonight's advisor queue, for a person to call (the neediest first)."
     if capacity:
         demand, limit = int(capacity.get("demand", 0)), int(capacity.get("night_capacity", capacity.get("capacity", 0)))
@@ -443,6 +455,16 @@ def compliance_checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
               f"coalesce(known_vulnerability, '') <> '')" if nba and customers else None,
               f"""select n.customer_id from ({credit_rows}) n join {customers} c using (customer_id)
                   where coalesce(c.known_vulnerability, '') <> ''""" if nba and customers else None)
+    signals = _gold(paths, "message_signals", d)
+    if (pol.get("message_rules") or {}).get("distress_suppresses_commercial", True):
+        check("No commercial action to a customer in distress",
+              "Recomputed from gold message_signals: no commercial action for a customer whose recent messages show "
+              "distress or difficulty paying (message_rules). Without messages tonight there is nothing to check.",
+              [("next_best_actions", nba)],
+              f"select count(*) from {nba} where action_class = 'commercial'" if nba else None,
+              (f"""select n.customer_id from {nba} n join {signals} m using (customer_id)
+                   where n.action_class = 'commercial' and (m.is_distressed or m.has_financial_difficulty)"""
+               if signals else "select null::varchar as customer_id where false") if nba else None)
     check("No commercial or service action to a control-group customer",
           "Customers in tonight's control group (gold decision_flags) receive protective actions only.",
           [("next_best_actions", nba), ("decision_flags", flags)],
@@ -605,7 +627,8 @@ def _traces(paths: Paths, day: date, con) -> list[dict[str, Any]]:
         chosen.append(customer)
         words = ""
         if flags is not None:
-            found = _row(con, f"""select {_flag_words_sql()}, f.is_control, f.p_shortfall_30 from {flags} f
+            present = {r[0] for r in con.execute(f"describe select * from {flags}").fetchall()}
+            found = _row(con, f"""select {_flag_words_sql('f', present)}, f.is_control, f.p_shortfall_30 from {flags} f
                                    where customer_id = '{customer.replace("'", "''")}'""")
             if found is not None:
                 words = (f"Flags: {found[0] or 'none'}; 30-day shortfall probability {format_pct(found[2])}"

@@ -103,7 +103,8 @@ def decisions(day: date, with_credit: bool = True) -> dict[str, pd.DataFrame]:
                          "stage": stage, "reason": reason, "policy_version": "nba-test"})
         flags.append({"customer_id": customer, "is_at_risk": risk, "is_shortfall_risk": i % 3 == 0,
                       "in_arrears": False, "is_unarranged_overdraft": False, "is_gambling_harm": False,
-                      "is_vulnerable": i in (1, 2), "has_forecast": True, "p_shortfall_30": p30,
+                      "is_vulnerable": i in (1, 2), "is_message_distress": False, "has_forecast": True,
+                      "p_shortfall_30": p30,
                       "is_income_drop": False, "is_control": control})
         if i % 3 == 0 and i < 30:
             queue.append({"customer_id": customer, "priority": 1.5 - i / 100, "reason": "test",

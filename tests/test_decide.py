@@ -583,12 +583,14 @@ def test_a_staffed_action_without_a_digital_channel_is_refused():
 def test_decision_flags_say_who_is_at_risk_and_why():
     """gold decision_flags: one row per customer decided, the protective flags the funnel acted on (any of them
     blocks credit), the forecast it had, and the control group as decide drew it."""
-    context = customers({}, {"p_shortfall_30": 0.6}, {"known_vulnerability": "health"}, {"n_fees_90": 12.0},
-                        {"share_gambling_90": 0.2}, {"p_shortfall_30": None}, {"age": 70.0})
+    context = customers({}, {"p_shortfall_30": 0.6}, {"known_vulnerability": "health"}, {"card_over_limit": True},
+                        {"share_gambling_90": 0.2}, {"p_shortfall_30": None}, {"age": 70.0},
+                        {"is_message_distress": True})
     decisions = run(context, control_share=0.5)
     flags = decisions.decision_flags.set_index("customer_id")
-    assert list(flags.index) == [f"C{i:04d}" for i in range(7)]
-    assert flags["is_at_risk"].tolist() == [False, True, True, True, True, True, False]
+    assert list(flags.index) == [f"C{i:04d}" for i in range(8)]
+    assert flags["is_at_risk"].tolist() == [False, True, True, True, True, True, False, True]
+    assert flags.loc["C0007", "is_message_distress"]
     assert flags.loc["C0001", "is_shortfall_risk"] and flags.loc["C0005", "is_shortfall_risk"]
     assert not flags.loc["C0005", "has_forecast"] and pd.isna(flags.loc["C0005", "p_shortfall_30"])
     assert flags.loc["C0002", "is_vulnerable"] and flags.loc["C0003", "in_arrears"]

@@ -139,7 +139,7 @@ def test_the_checks_pass_on_a_clean_night(full_report) -> None:
         con.close()
     assert len(checks) >= 10
     assert [c["check"] for c in checks if c["result"] != "pass"] == []
-    assert "11 of 11 checks passed" in section_text(page, "Compliance checks")
+    assert "12 of 12 checks passed" in section_text(page, "Compliance checks")
 
 
 def test_the_checks_catch_what_breaks_the_rules(home) -> None:
@@ -154,6 +154,12 @@ def test_the_checks_catch_what_breaks_the_rules(home) -> None:
     report_lake.write_gold(home, DAY, {"next_best_actions": tables["next_best_actions"]})
     lake.write_frame(report_lake.consent_state({"C0004": ["marketing_email"]}),  # C0004 has an ISA by email
                      lake.partition_path(home, "silver", "consent_state", as_of=D), home)
+    signals = pd.DataFrame([{"customer_id": "C0005", "n_messages": 2, "last_message_at": pd.Timestamp(D, tz="UTC"),
+                             "max_distress": 0.9, "is_distressed": True, "has_financial_difficulty": False,
+                             "has_recent_complaint": False, "has_fraud_or_lost_card": False, "has_wish_to_leave": False,
+                             "has_personal_details_change": False, "last_complaint_at": None,
+                             "reasons": "distress", "model_version": "m"}])  # C0005 has an ISA and a credit card
+    report_lake.write_gold(home, DAY, {"message_signals": report_lake._bucketed(signals)})
     con = lake.connect()
     try:
         checks = {c["check"]: c for c in nightly_report.compliance_checks(home, DAY, con)}
@@ -164,6 +170,7 @@ def test_the_checks_catch_what_breaks_the_rules(home) -> None:
     assert failed["No credit offer to a customer with a predicted shortfall"] == "C0003"
     assert failed["No commercial or service action to a control-group customer"] == "C0021"
     assert failed["No action on a channel without its consent"] == "C0004"
+    assert failed["No commercial action to a customer in distress"] == "C0005"
     assert "C0021" in failed["Every candidate is published or logged with its reason"]  # isa twice for C0021
     assert checks["Vulnerable customers are offered only what is allowed"]["result"] == "pass"
     page = nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8")
