@@ -124,6 +124,12 @@ def _one(con, query: str) -> Any:
     return _row(con, query)[0]
 
 
+def _figure(title: str, figsize: tuple[float, float] = (7.5, 4.2)):
+    """A figure and its axes for a section's own chart (html_report's style: constrained layout, no top/right
+    spines); put a legend outside with html_report.outside_legend."""
+    return _new_figure(title, figsize)
+
+
 def _absent(what: str) -> str:
     return f"Not shown: {what}."
 
