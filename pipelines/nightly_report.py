@@ -272,11 +272,16 @@ def _headline(paths: Paths, day: date, con, status: NightStatus | None = None) -
 
 # --- who is at risk, and the advisor queue ----------------------------------------------------------------------
 
-def _flag_words_sql(alias: str = "f", present: set[str] | None = None) -> str:
-    parts = [f"case when {alias}.{c} then '{w}' end" for c, w in FLAG_WORDS.items()
-             if present is None or c in present]
-    parts.insert(1, f"case when not {alias}.has_forecast then 'no forecast' end")
-    return f"concat_ws(', ', {', '.join(parts)})"
+RESTRICTED_NOTE = "restricted: see warehouse_restricted.duckdb"
+
+
+def _blocked_by_sql(alias: str = "f") -> str:
+    """Why credit is blocked for one customer, in the words every analyst may read (docs/access.md): a predicted
+    shortfall or no forecast; any other flag (arrears, unarranged overdraft, gambling harm, a vulnerability,
+    distress) is restricted and only said to be there."""
+    return (f"concat_ws(', ', case when {alias}.is_shortfall_risk and {alias}.has_forecast then 'predicted shortfall' "
+            f"end, case when not {alias}.has_forecast then 'no forecast' end, case when {alias}.is_at_risk and not "
+            f"{alias}.is_shortfall_risk then 'another flag ({RESTRICTED_NOTE})' end)")
 
 
 def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
@@ -318,14 +323,16 @@ def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                if nba else "null")
     queued = f"f.customer_id in (select customer_id from {queue})" if queue else "false"
     sample = _df(con, f"""
-        select f.customer_id, f.p_shortfall_30, {_flag_words_sql('f', present)} as flags, {actions} as actions_tonight,
+        select f.customer_id, f.p_shortfall_30, {_blocked_by_sql()} as credit_blocked_by, {actions} as actions_tonight,
                {queued} as in_advisor_queue, f.is_control as control_group
         from {flags} f where f.is_at_risk order by {_sample_order(day)} limit {n}""")
     text = (f"{at_risk:,} of {total:,} customers decided tonight are at risk ({format_pct(at_risk / total) if total else '0%'}): "
             "at least one flag that, by DESIGN principle 1, blocks every credit or lending offer. The flags are the "
             "ones decide acted on (gold decision_flags); a customer may hold several.\n\n"
             f"A sample of {len(sample)} customers at risk (a fixed pseudo-random draw for the night, not the worst "
-            "cases), by pseudonymous id: their 30-day shortfall probability, flags and tonight's actions.")
+            "cases), by pseudonymous id: their 30-day shortfall probability, why credit is blocked and tonight's "
+            "actions. The flags other than a predicted shortfall are restricted data (docs/access.md): they are "
+            "counted above, and per customer only in warehouse_restricted.duckdb (gold decision_flags).")
     tables = [{"frame": reasons, "caption": "Customers per flag", "formats": {"share_of_customers": "pct"}}]
     if not got.empty:
         tables.append({"frame": got, "caption": "What customers at risk were given tonight"})
@@ -364,14 +371,8 @@ def _advisor_queue(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     by_action = _df(con, f"select suggested_action, count(*) as customers from {queue} group by all order by 2 desc")
     n = int(report_settings()["sample_customers"])
     sample = _df(con, f"""
-        select customer_id, priority, p_shortfall_30, expected_shortfall_date,
-               concat_ws(', ', case when is_income_drop then 'income drop' end,
-                         case when known_vulnerability is not null then 'known vulnerability' end,
-                         case when in_arrears then 'arrears' end,
-                         case when {'q.customer_id in (select customer_id from ' + flags + ' where is_message_distress)'
-                                    if with_messages else 'false'} then 'distress in messages' end) as conditions,
-               suggested_action
-        from {queue} q order by priority desc, customer_id limit {n}""")
+        select customer_id, priority, p_shortfall_30, expected_shortfall_date, suggested_action
+        from {queue} order by priority desc, customer_id limit {n}""")
     text = f"{size:,} customers in tonight's advisor queue, for a person to call (the neediest first)."
     if capacity:
         demand, limit = int(capacity.get("demand", 0)), int(capacity.get("night_capacity", capacity.get("capacity", 0)))
@@ -379,7 +380,8 @@ def _advisor_queue(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                  + (f": {demand - size:,} were left out for capacity and get help by a digital channel instead "
                     f"(see the staffed channels section)." if demand > size else "."))
     text += ("\n\nConditions (config/decisioning.yaml advisor_queue) counted from the queue's own columns; a customer "
-             "may meet several. The sample shows the top of the queue by priority; vulnerability types are not shown.")
+             "may meet several. The sample shows the top of the queue by priority; why each customer is there (a "
+             "vulnerability, distress, arrears) is restricted data: warehouse_restricted.duckdb, gold advisor_queue.")
     return [{"key": "advisor_queue", "heading": heading, "text": text,
              "tables": [{"frame": by_condition, "caption": "Customers per condition"},
                         {"frame": by_action, "caption": "Suggested action"},
@@ -422,7 +424,9 @@ def compliance_checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     checks: list[dict[str, Any]] = []
 
     def check(name: str, rule: str, needs: list[tuple[str, str | None]], checked_sql: str | None = None,
-              violations_sql: str | None = None) -> None:
+              violations_sql: str | None = None, restricted: bool = False) -> None:
+        """`restricted`: a violation would tell a restricted fact about the customer (a vulnerability, distress),
+        so the example ids are left to warehouse_restricted.duckdb."""
         missing = [what for what, scan in needs if scan is None]
         if missing:
             checks.append({"check": name, "rule": rule, "checked": None, "violations": None,
@@ -433,7 +437,8 @@ def compliance_checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                                        from ({violations_sql})""")
         checks.append({"check": name, "rule": rule, "checked": checked, "violations": int(count),
                        "result": "pass" if count == 0 else "FAIL",
-                       "examples": ", ".join(str(c) for c in examples or [])})
+                       "examples": (RESTRICTED_NOTE if restricted and count else
+                                    ", ".join(str(c) for c in examples or []))})
 
     credit_rows = f"select * from {nba} where action_id in ({credit})" if nba else None
     check("No credit offer to a customer at risk",
@@ -460,7 +465,7 @@ def compliance_checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
               f"select count(*) from {nba} where customer_id in (select customer_id from {customers} where "
               f"coalesce(known_vulnerability, '') <> '')" if nba and customers else None,
               f"""select n.customer_id from ({credit_rows}) n join {customers} c using (customer_id)
-                  where coalesce(c.known_vulnerability, '') <> ''""" if nba and customers else None)
+                  where coalesce(c.known_vulnerability, '') <> ''""" if nba and customers else None, restricted=True)
     signals = _gold(paths, "message_signals", d)
     if (pol.get("message_rules") or {}).get("distress_suppresses_commercial", True):
         check("No commercial action to a customer in distress",
@@ -470,7 +475,7 @@ def compliance_checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
               f"select count(*) from {nba} where action_class = 'commercial'" if nba else None,
               (f"""select n.customer_id from {nba} n join {signals} m using (customer_id)
                    where n.action_class = 'commercial' and (m.is_distressed or m.has_financial_difficulty)"""
-               if signals else "select null::varchar as customer_id where false") if nba else None)
+               if signals else "select null::varchar as customer_id where false") if nba else None, restricted=True)
     check("No commercial or service action to a control-group customer",
           "Customers in tonight's control group (gold decision_flags) receive protective actions only.",
           [("next_best_actions", nba), ("decision_flags", flags)],
@@ -593,7 +598,8 @@ def _trace(con, nba: str, dlog: str, customer: str) -> pd.DataFrame:
                    '' as reason, 0 as step, rank
             from {nba} where customer_id = '{quoted}'),
         dropped as (
-            select action_id, action_class, 'dropped at ' || stage as outcome, reason,
+            select action_id, action_class, 'dropped at ' || stage as outcome,
+                   case when stage = 'suitability' then '{RESTRICTED_NOTE}' else reason end as reason,
                    array_position([{order}], stage) as step, null as rank
             from {dlog} d where customer_id = '{quoted}'
               and not exists (select 1 from published p where p.action_id = d.action_id))
@@ -633,18 +639,19 @@ def _traces(paths: Paths, day: date, con) -> list[dict[str, Any]]:
         chosen.append(customer)
         words = ""
         if flags is not None:
-            present = {r[0] for r in con.execute(f"describe select * from {flags}").fetchall()}
-            found = _row(con, f"""select {_flag_words_sql('f', present)}, f.is_control, f.p_shortfall_30 from {flags} f
+            found = _row(con, f"""select {_blocked_by_sql()}, f.is_control, f.p_shortfall_30 from {flags} f
                                    where customer_id = '{customer.replace("'", "''")}'""")
             if found is not None:
-                words = (f"Flags: {found[0] or 'none'}; 30-day shortfall probability {format_pct(found[2])}"
-                         + ("; in the control group." if found[1] else "."))
+                words = (f"Credit blocked by: {found[0] or 'nothing'}; 30-day shortfall probability "
+                         f"{format_pct(found[2])}" + ("; in the control group." if found[1] else "."))
         out.append({"key": "traces", "heading": f"{title}: {customer}", "level": 3, "text": words,
                     "table": _trace(con, nba, dlog, customer)})
     intro = {"key": "traces", "heading": heading,
              "text": "One customer's path through the funnel per case (customers picked by a fixed pseudo-random "
                      "draw for the night): every catalogue action, published (rank and channel) or dropped at the "
-                     "first stage that dropped it, with the reason decision_log recorded."}
+                     "first stage that dropped it, with the reason decision_log recorded. A suitability reason says "
+                     "why credit does not suit this customer: restricted data, shown only in "
+                     "warehouse_restricted.duckdb (docs/access.md)."}
     return [intro, *out] if out else [{**intro, "text": intro["text"] + "\n\nNo customer to trace tonight."}]
 
 
@@ -1263,17 +1270,41 @@ def build_sections(paths: Paths, day: date, status: NightStatus) -> list[dict[st
     return sections
 
 
+def later_attempt(paths: Paths, day: date, status: NightStatus) -> str | None:
+    """When the report reads the run metrics of a published night (a snapshot taken at publish) and the night has
+    been run again since: what that later attempt is doing, in one sentence. None otherwise."""
+    home = Paths(paths.home)
+    if Path(paths.runs) == Path(home.runs):
+        return None
+    live = night_status(home, day.isoformat())
+    published = status.step("ingest").written_at
+    started = live.step("ingest").written_at
+    if started is None or (published is not None and started <= published):
+        return None
+    what = {"failed": "FAILED (" + ", ".join(g.label for g in live.failed) + " did not pass)",
+            "incomplete": "not finished (running, or stopped before its gates)",
+            "passed": "passed its gates but is not published"}.get(live.state, live.state)
+    return (f"A later attempt of this night, started {started:%Y-%m-%d %H:%M} UTC, {what}: this report and the "
+            f"published data are those of the attempt published before it.")
+
+
 def build_nightly_report(paths: Paths, day: date, target: Path | None = None,
                          export: dict[str, Any] | None = None) -> Path:
     """Write reports/D/index.html (self-contained: inline CSS, PNG figures as data URIs) and return its path.
 
-    `export`: the manifest of the CRM export published together with this report (publish passes it; otherwise
-    the current attempt's runs/D/crm_export.json is read). `target` writes the file elsewhere (a staged copy).
+    `paths` may be a published generation (`pipelines.publish.PublishedPaths`: what the night's publish does): the
+    lake tables are then the published ones, the run metrics the home's. `export`: the manifest of the CRM export
+    published together with this report (publish passes it; otherwise the current attempt's runs/D/crm_export.json
+    is read). `target` writes the file elsewhere (publish stages it beside the final one and swaps it in).
     Never fails on a missing input: each section says what it could not show. A section that raises on
     unexpected input is replaced by a note with the error (logged), so the rest of the report is still written."""
     status = night_status(paths, day.isoformat(), export=export)
     sections = build_sections(paths, day, status)
     banner = status.banner()
+    later = later_attempt(paths, day, status)
+    if later:
+        banner = {**banner, "level": "warn" if banner["level"] == "ok" else banner["level"],
+                  "lines": [later, *(banner.get("lines") or [])]}
     history = read_run_metrics(paths, "history", "conform") or {}
     if status.state == "not run" and history.get("as_of") == day.isoformat():
         banner = {"level": "warn", "title": f"The history load, as of {day.isoformat()}: no night has run for this "

@@ -128,6 +128,12 @@ def test_who_is_at_risk_and_the_advisor_queue(full_report) -> None:
     assert "10 customers in tonight's advisor queue" in queue and "104 met a condition" in queue
     assert "an income drop with a high shortfall risk 10" in queue
     assert "resilience" not in text_of(page)  # vulnerability types are never shown
+    # per customer, only what every analyst may read: the restricted flags are counted, never listed by id
+    assert "credit blocked by" in risk and "known vulnerability" not in risk.split("Sample of customers at risk")[1]
+    vulnerable = [c for c in sample if c in ("C0001", "C0002")]
+    for customer in vulnerable:
+        row = risk.split(customer, 1)[1][:80]
+        assert "another flag (restricted" in row, row
 
 
 def test_the_checks_pass_on_a_clean_night(full_report) -> None:
@@ -170,7 +176,8 @@ def test_the_checks_catch_what_breaks_the_rules(home) -> None:
     assert failed["No credit offer to a customer with a predicted shortfall"] == "C0003"
     assert failed["No commercial or service action to a control-group customer"] == "C0021"
     assert failed["No action on a channel without its consent"] == "C0004"
-    assert failed["No commercial action to a customer in distress"] == "C0005"
+    assert failed["No commercial action to a customer in distress"] == "restricted: see warehouse_restricted.duckdb"
+    assert checks["No commercial action to a customer in distress"]["violations"] == 2  # an ISA and a credit card
     assert "C0021" in failed["Every candidate is published or logged with its reason"]  # isa twice for C0021
     assert checks["Vulnerable customers are offered only what is allowed"]["result"] == "pass"
     page = nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8")
@@ -205,7 +212,8 @@ def test_decision_traces_follow_customers_through_the_funnel(full_report) -> Non
     _, page = full_report
     traces = section_text(page, "Decision traces")
     assert "A customer at risk whose credit offer was suppressed" in traces
-    assert "dropped at suitability credit not offered" in traces
+    assert "dropped at suitability restricted: see warehouse_restricted.duckdb" in traces  # the reason is restricted
+    assert "credit not offered" not in traces
     assert "A customer in the control group" in traces and "dropped at control_group" in traces
     assert "published: rank 1 on" in traces
 
@@ -346,3 +354,22 @@ def test_a_new_section_is_one_function(home, monkeypatch) -> None:
     page = nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8")
     assert '<h2 id="value">Value against the control group</h2>' in page
     assert "Uplift &lt;b&gt;2&lt;/b&gt;." in page and ">1,234<" in page and ">\u2013<" in page
+
+
+def test_a_later_attempt_after_publish_is_named_on_the_published_report(home) -> None:
+    """The report of a published night reads the run metrics snapshot taken at publish; when the night has been run
+    again since and failed, the banner says so, and the verdicts stay those of the published attempt."""
+    import shutil
+
+    from pipelines.publish import PublishedPaths
+
+    report_lake.build(home)
+    snapshot = home.home / "published" / "runs"
+    shutil.copytree(home.runs / D, snapshot / D, copy_function=shutil.copy2)
+    published = PublishedPaths(home=home.home, generation=home.home / "nowhere", runs_dir=snapshot)
+    assert nightly_report.later_attempt(published, DAY, night_status(published, D)) is None
+    report_lake.run_metrics(home, DAY, fail_at="validate", start=time.time() + 10)  # a re-run that fails
+    status = night_status(published, D)
+    assert status.state == "passed"
+    later = nightly_report.later_attempt(published, DAY, status)
+    assert later.startswith("A later attempt of this night, started ") and "FAILED (landing gates did not pass)" in later
