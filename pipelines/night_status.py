@@ -1,14 +1,15 @@
 """Where night D stands, from its run metrics (runs/D/*.json) as the latest attempt left them.
 
 A night can be run more than once (a re-run after a failure, a stage re-run by hand, a retried shard). Every stage
-rewrites its own runs/D/<stage>.json, but a re-run that stops early leaves the later stages' files of the earlier
-attempt in place: a verdict read from one of those would judge data that no longer exists. So the stages are read
-in the night's order (CHAIN) and a file counts only when it was written at or after every file of the stages before
-it that counts: a verdict older than the data it judged belongs to an earlier attempt and is ignored (`stale`).
-The current attempt begins with the latest ingest.json. (The publish step of the night may also remove voided
-verdicts itself; this reading does not depend on it.)
+rewrites its own runs/D/<stage>.json, but a re-run that stops early can leave files of the earlier attempt after it
+(publish and the stages also void verdicts when they rewrite data: pipelines/stages.py void_later_results; this
+reading does not depend on it). So the steps are read along the night's graph (STEPS, derived from the stages'
+own wiring, pipelines.stages._FEEDS and _GATE): a file counts only when it was written at or after the counted
+files of every step upstream of it, and those count too. A verdict older than the data it judged belongs to an
+earlier attempt and is ignored (`stale`). Steps that run in parallel (the messages and the forecast) do not judge
+each other.
 
-`night_status(paths, day)` is what the nightly report's banner, headline and gates table read.
+`night_status(paths, day)` is what the nightly report's banner, headline and steps table read.
 """
 from __future__ import annotations
 
@@ -20,24 +21,44 @@ from typing import Any
 
 from pipelines.config import Paths
 
-# (step, label, file patterns in runs/D/, is a gate): in the night's order. A gate that fails raises before its own
-# <gate>.json is written, so its verdict is also read from the validate_gold_<tables>.json the suites wrote.
-CHAIN: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
-    ("ingest", "ingest", ("ingest.json",), False),
-    ("validate", "landing gates", ("validate.json",), True),
-    ("conform", "conform", ("conform.json",), False),
-    ("validate_silver", "silver suites", ("validate_silver.json",), True),
-    ("forecast", "cash forecast", ("forecast_cash_shortfall_bucket_*.json", "forecast_cash_shortfall.json"), False),
-    ("validate_forecast", "forecast suites", ("validate_forecast.json", "validate_gold_cash_forecast*.json"), True),
-    ("life_events", "life events", ("life_events_bucket_*.json", "life_events.json"), False),
-    ("validate_life_events", "life-event suite", ("validate_life_events.json", "validate_gold_life_events*.json"),
-     True),
-    ("decide", "decisions", ("decide_bucket_*.json",), False),
-    ("validate_decisions", "decision suites",
-     ("validate_decisions.json", "validate_gold_next_best_actions*.json"), True),
-    ("crm_export", "CRM export", ("crm_export.json",), False),
-)
-GATES = tuple(step for step, _, _, gate in CHAIN if gate)
+LABELS = {"ingest": "ingest", "validate": "landing gates", "conform": "conform", "validate_silver": "silver suites",
+          "messages": "messages", "validate_messages": "message suites", "forecast": "cash forecast",
+          "validate_forecast": "forecast suites", "life_events": "life events",
+          "validate_life_events": "life-event suite", "decide": "decisions", "validate_decisions": "decision suites",
+          "crm_export": "CRM export"}
+# The files a writing stage leaves (its shards, its summary); a gate that fails raises before its own <gate>.json is
+# written, so its verdict is also read from the validate_gold_<tables>.json its suites wrote.
+STAGE_FILES = {"ingest": ("ingest.json",), "conform": ("conform.json",),
+               "messages": ("messages_bucket_*.json", "messages.json"),
+               "forecast": ("forecast_cash_shortfall_bucket_*.json", "forecast_cash_shortfall.json"),
+               "life_events": ("life_events_bucket_*.json", "life_events.json"), "decide": ("decide_bucket_*.json",)}
+GOLD_SUITES = {"validate_messages": "message_insights", "validate_forecast": "cash_forecast",
+               "validate_life_events": "life_events", "validate_decisions": "next_best_actions"}
+
+
+def _steps() -> tuple[tuple[str, str, tuple[str, ...], bool, tuple[str, ...]], ...]:
+    """(step, label, file patterns, is a gate, upstream steps) in an order where every step follows its upstream:
+    each writing stage, then its gate; a stage's upstream is the gate of the stage that feeds it; the CRM export
+    follows every gate."""
+    from pipelines.stages import _FEEDS, _GATE
+
+    fed_by = {s: [p for p, outs in _FEEDS.items() if s in outs] for s in _FEEDS}
+    order: list[str] = []
+    while len(order) < len(_FEEDS):  # a topological order of the writing stages
+        order += [s for s in _FEEDS if s not in order and all(p in order for p in fed_by[s])]
+    out = []
+    for stage in order:
+        gate = _GATE[stage]
+        out.append((stage, LABELS.get(stage, stage), STAGE_FILES.get(stage, (f"{stage}.json",)), False,
+                    tuple(_GATE[p] for p in fed_by[stage])))
+        suites = (f"validate_gold_{GOLD_SUITES[gate]}*.json",) if gate in GOLD_SUITES else ()
+        out.append((gate, LABELS.get(gate, gate), (f"{gate}.json", *suites), True, (stage,)))
+    out.append(("crm_export", LABELS["crm_export"], ("crm_export.json",), False, tuple(_GATE[s] for s in order)))
+    return tuple(out)
+
+
+CHAIN = _steps()
+GATES = tuple(step for step, _, _, gate, _ in CHAIN if gate)
 
 
 @dataclass
@@ -179,24 +200,32 @@ def verdict(metrics: dict[str, Any] | None) -> tuple[bool | None, list[str]]:
 
 def night_status(paths: Paths, day: str, export: dict[str, Any] | None = None) -> NightStatus:
     """The night's steps as the current attempt left them. `export`: the manifest of a CRM export being published
-    together with the report (publish writes runs/D/crm_export.json only after the report is built)."""
+    together with the report, when runs/D/crm_export.json does not hold it yet."""
     folder = paths.runs / day
-    steps: list[Step] = []
-    floor = -1
-    for name, label, patterns, is_gate in CHAIN:
+    steps: dict[str, Step] = {}
+    stamps: dict[str, int] = {}
+    # per step: the newest counted file at or upstream of it (-1: none), and whether everything upstream counts
+    reach: dict[str, int] = {}
+    sound: dict[str, bool] = {}
+    for name, label, patterns, is_gate, upstream in CHAIN:
         step = Step(name, label, is_gate)
+        floor = max([reach[u] for u in upstream], default=-1)
+        ok = all(sound[u] for u in upstream)
         newest = _newest(folder, patterns) if folder.is_dir() else None
         if newest is not None:
             stamp = newest.stat().st_mtime_ns
             step.file, step.written_at = newest, datetime.fromtimestamp(stamp / 1e9, tz=timezone.utc)
-            step.current = stamp >= floor and (name == "ingest" or floor >= 0)
+            step.current = ok and stamp >= floor
+            stamps[name] = stamp
             if step.current:
-                floor = stamp
                 step.metrics = _read(newest)
                 if is_gate:
                     step.passed, step.problems = verdict(step.metrics)
-        steps.append(step)
-    status = NightStatus(day, steps, export=None, stale_export=None)
+            reach[name], sound[name] = (max(floor, stamp), True) if step.current else (floor, False)
+        else:
+            reach[name], sound[name] = floor, ok  # a step that never ran judges nothing: see through it
+        steps[name] = step
+    status = NightStatus(day, list(steps.values()), export=None, stale_export=None)
     crm = status.step("crm_export")
     if export is not None:
         status.export = export

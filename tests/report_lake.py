@@ -134,7 +134,7 @@ def run_metrics(paths: Paths, day: date, fail_at: str | None = None, start: floa
     (from `start`, default now); stops after the gate `fail_at`, which fails. Returns the last time used."""
     d = day.isoformat()
     clock = start if start is not None else time.time()
-    for step, _, patterns, is_gate in CHAIN:
+    for step, _, patterns, is_gate, _ in CHAIN:
         name = patterns[0].replace("*", "0")
         if step == "crm_export":
             metrics = {"rows": export_rows, "run_id": f"crm-{d}-test", "files": [{"name": "next_best_actions.csv"}]}

@@ -83,7 +83,7 @@ def test_report_is_written_self_contained_and_complete(full_report) -> None:
 def test_a_passed_night_has_an_ok_banner(full_report) -> None:
     _, page = full_report
     assert 'class="banner banner-ok"' in page
-    assert "Every gate of 2026-11-19 passed (5 of 5); CRM export of this attempt: 400 rows" in text_of(page)
+    assert "Every gate of 2026-11-19 passed (6 of 6); CRM export of this attempt: 400 rows" in text_of(page)
 
 
 def test_the_headline_compares_tonight_with_last_night(full_report) -> None:
@@ -100,7 +100,7 @@ def test_the_headline_compares_tonight_with_last_night(full_report) -> None:
     assert got["Credit offers"] == (f"{credit_now}", f"last night 0; +{credit_now}")
     assert got["Commercial actions"][0] == str(int((tonight["next_best_actions"]["action_class"] == "commercial").sum()))
     assert got["Advisor queue"][0] == str(len(tonight["advisor_queue"]))
-    assert got["Gates passed"][0] == "5 of 5"
+    assert got["Gates passed"][0] == "6 of 6"
     assert "against the night before it in the lake, 2026-11-18" in text_of(page)
 
 
@@ -278,7 +278,7 @@ def test_a_stage_rerun_alone_voids_the_verdicts_after_it(home) -> None:
     assert [g.step for g in status.pending] == ["validate_decisions"]
     assert status.export is None and status.stale_export is not None
     banner = status.banner()
-    assert banner["level"] == "warn" and "1 of 5 gates have not judged this attempt's data" in banner["title"]
+    assert banner["level"] == "warn" and "1 of 6 gates have not judged this attempt's data" in banner["title"]
 
 
 def test_publish_passes_the_export_it_is_publishing(home) -> None:
@@ -373,3 +373,22 @@ def test_a_later_attempt_after_publish_is_named_on_the_published_report(home) ->
     assert status.state == "passed"
     later = nightly_report.later_attempt(published, DAY, status)
     assert later.startswith("A later attempt of this night, started ") and "FAILED (landing gates did not pass)" in later
+
+
+def test_steps_that_run_side_by_side_do_not_void_each_other(home) -> None:
+    """The messages and the forecast run in parallel after the silver suites: messages finishing after the forecast
+    suites void nothing, as long as decide came after both."""
+    report_lake.build(home)
+    folder = home.runs / D
+    stamp = {f.name: f.stat().st_mtime for f in folder.iterdir()}
+    late = stamp["validate_life_events.json"] + 0.5  # after the forecast's branch, before decide
+    for name in ("messages_bucket_0.json", "validate_messages.json"):
+        os.utime(folder / name, (late, late))
+    status = night_status(home, D)
+    assert status.state == "passed" and status.export is not None
+    # but messages re-run after decide: the decisions did not see them, and their verdict is void
+    later = stamp["crm_export.json"] + 5
+    os.utime(folder / "messages_bucket_0.json", (later, later))
+    status = night_status(home, D)
+    assert status.state == "incomplete"
+    assert [g.step for g in status.pending] == ["validate_messages", "validate_decisions"]
