@@ -1181,7 +1181,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "decision_flags": {
         "customer_id": "varchar", "is_at_risk": "boolean", "is_shortfall_risk": "boolean", "in_arrears": "boolean",
         "is_unarranged_overdraft": "boolean", "is_gambling_harm": "boolean", "is_vulnerable": "boolean",
-        "is_message_distress": "boolean", "has_forecast": "boolean", "p_shortfall_30": "double", "is_income_drop": "boolean", "is_control": "boolean"},
+        "is_message_distress": "boolean", "has_forecast": "boolean", "p_shortfall_30": "double",
+        "is_income_drop": "boolean", "is_control": "boolean"},
 }
 
 

@@ -36,7 +36,6 @@ from pipelines.html_report import (
     bar_figure,
     calibration_figure,
     colours_for,
-    count_axis,
     format_number,
     format_pct,
     outside_legend,
@@ -209,7 +208,8 @@ def night_figures(paths: Paths, day: date | str, con, status: NightStatus | None
     flags = _gold(paths, "decision_flags", d)
     if flags is not None:
         out["customers"], out["at_risk"], out["control"] = _row(
-            con, f"select count(*), count(*) filter (where is_at_risk), count(*) filter (where is_control) from {flags}")
+            con, f"select count(*), count(*) filter (where is_at_risk), count(*) filter (where is_control) "
+                 f"from {flags}")
     else:
         metrics = read_run_metrics(paths, d, "decide") or {}
         out["customers"], out["at_risk"], out["control"] = metrics.get("n_customers"), None, metrics.get("n_control")
@@ -293,7 +293,8 @@ def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     nba = _gold(paths, "next_best_actions", day)
     queue = _gold(paths, "advisor_queue", day)
     total, at_risk = _row(con, f"select count(*), count(*) filter (where is_at_risk) from {flags}")
-    selects = [f"select 'any of them (at risk)' as reason, count(*) filter (where is_at_risk) as customers from {flags}"]
+    selects = [f"select 'any of them (at risk)' as reason, count(*) filter (where is_at_risk) as customers "
+               f"from {flags}"]
     present = {r[0] for r in con.execute(f"describe select * from {flags}").fetchall()}
     for column, words in FLAG_WORDS.items():
         if column in present:
@@ -326,7 +327,8 @@ def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
         select f.customer_id, f.p_shortfall_30, {_blocked_by_sql()} as credit_blocked_by, {actions} as actions_tonight,
                {queued} as in_advisor_queue, f.is_control as control_group
         from {flags} f where f.is_at_risk order by {_sample_order(day)} limit {n}""")
-    text = (f"{at_risk:,} of {total:,} customers decided tonight are at risk ({format_pct(at_risk / total) if total else '0%'}): "
+    share = format_pct(at_risk / total) if total else "0%"
+    text = (f"{at_risk:,} of {total:,} customers decided tonight are at risk ({share}): "
             "at least one flag that, by DESIGN principle 1, blocks every credit or lending offer. The flags are the "
             "ones decide acted on (gold decision_flags); a customer may hold several.\n\n"
             f"A sample of {len(sample)} customers at risk (a fixed pseudo-random draw for the night, not the worst "
@@ -537,7 +539,8 @@ def compliance_checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     check("Every recommendation is explained",
           "Every recommendation carries plain-language reasons and an explanation (not empty).",
           [("next_best_actions", nba)], f"select count(*) from {nba}" if nba else None,
-          f"select customer_id from {nba} where coalesce(trim(reasons), '') = '' or coalesce(trim(explanation), '') = ''"
+          f"select customer_id from {nba} where coalesce(trim(reasons), '') = '' "
+          f"or coalesce(trim(explanation), '') = ''"
           if nba else None)
     n_actions = len(catalogue())
     check("Every candidate is published or logged with its reason",
@@ -557,11 +560,13 @@ def _coverage_sql(nba: str | None, dlog: str | None, flags: str | None, actions:
         return None
     seen = f"""select customer_id, action_id from {nba}
                union all select customer_id, action_id from {dlog} where stage <> 'capacity'
-               union all select d.customer_id, d.action_id from {dlog} d anti join {nba} n using (customer_id, action_id)
+               union all select d.customer_id, d.action_id from {dlog} d
+                         anti join {nba} n using (customer_id, action_id)
                          where d.stage = 'capacity'"""
     n = len(actions)
     if n > 127:
-        per = f"select customer_id, count(*) as n, count(distinct action_id) = {n} as complete from ({seen}) group by all"
+        per = (f"select customer_id, count(*) as n, count(distinct action_id) = {n} as complete from ({seen}) "
+               f"group by all")
     else:
         index = ", ".join(f"('{a}', {i})" for i, a in enumerate(actions))
         per = f"""select customer_id, count(*) as n,
@@ -745,7 +750,8 @@ def _drill_downs(paths: Paths, day: date, con, table: pd.DataFrame, population: 
     nba = _gold(paths, "next_best_actions", day)
     if nba is not None:  # a capacity row of an action published on another channel is no drop
         dlog = f"""(select * from {dlog} where stage <> 'capacity' union all
-                    select d.* from {dlog} d anti join {nba} n using (customer_id, action_id) where d.stage = 'capacity')"""
+                    select d.* from {dlog} d anti join {nba} n using (customer_id, action_id)
+                    where d.stage = 'capacity')"""
     out = []
     cached: dict[tuple[str, str], pd.DataFrame] = {}
     for row in gaps.head(6).itertuples():
@@ -783,8 +789,6 @@ def _drill_downs(paths: Paths, day: date, con, table: pd.DataFrame, population: 
 def fairness_view(table: pd.DataFrame, dimension: str) -> pd.DataFrame:
     """One dimension of the fairness table as people read it: one row per group (the overall first), per metric the
     rate with its interval and the ratio to the overall rate with its interval, and the flags in one column."""
-    from pipelines.fairness import METRICS
-
     def interval(low: float, high: float, pct: bool) -> str:
         if pd.isna(low) or pd.isna(high):
             return ""

@@ -98,7 +98,8 @@ def test_the_headline_compares_tonight_with_last_night(full_report) -> None:
     credit_now = int((tonight["next_best_actions"]["action_id"] == "credit_card").sum())
     assert credit_now > 0 and (before["next_best_actions"]["action_id"] == "credit_card").sum() == 0
     assert got["Credit offers"] == (f"{credit_now}", f"last night 0; +{credit_now}")
-    assert got["Commercial actions"][0] == str(int((tonight["next_best_actions"]["action_class"] == "commercial").sum()))
+    commercial = int((tonight["next_best_actions"]["action_class"] == "commercial").sum())
+    assert got["Commercial actions"][0] == str(commercial)
     assert got["Advisor queue"][0] == str(len(tonight["advisor_queue"]))
     assert got["Gates passed"][0] == "6 of 6"
     assert "against the night before it in the lake, 2026-11-18" in text_of(page)
@@ -372,7 +373,8 @@ def test_a_later_attempt_after_publish_is_named_on_the_published_report(home) ->
     status = night_status(published, D)
     assert status.state == "passed"
     later = nightly_report.later_attempt(published, DAY, status)
-    assert later.startswith("A later attempt of this night, started ") and "FAILED (landing gates did not pass)" in later
+    assert later.startswith("A later attempt of this night, started ")
+    assert "FAILED (landing gates did not pass)" in later
 
 
 def test_steps_that_run_side_by_side_do_not_void_each_other(home) -> None:
