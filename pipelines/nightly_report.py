@@ -265,7 +265,8 @@ def _headline(paths: Paths, day: date, con, status: NightStatus | None = None) -
     text = (f"Night of {day.isoformat()} against " + (f"the night before it in the lake, {prev}." if prev else
                                                      "no earlier night: this is the first night in the lake.")
             + f" Customers at risk{share}: any flag that blocks credit (predicted shortfall, arrears, unarranged "
-              "overdraft, gambling harm, known vulnerability). Gates: those of the current attempt of each night.")
+              "overdraft, gambling harm, known vulnerability, distress in messages). Gates: those of the current "
+              "attempt of each night.")
     return [{"key": "headline", "heading": SECTION_HEADINGS["headline"], "text": text, "cards": cards,
              "previous": prev}]
 
