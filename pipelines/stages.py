@@ -269,7 +269,7 @@ def decide_next_best_actions(paths: Paths, day: date) -> dict[str, Any]:
     return decide_all(paths, day)
 
 
-DECISION_TABLES = ["next_best_actions", "decision_log", "advisor_queue", "dashboard_layout"]
+DECISION_TABLES = ["next_best_actions", "decision_log", "advisor_queue", "dashboard_layout", "decision_flags"]
 
 
 def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
