@@ -306,9 +306,36 @@ NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("val
          ("publish", publish))
 
 
-def run_night(paths: Paths, day: date) -> dict[str, Any]:
-    """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing."""
-    return {name: stage(paths, day) for name, stage in NIGHT}
+# The per-shard stages of NIGHT: the family of _SHARDS they write, and their shard list (for the progress display).
+_NIGHT_SHARDS = {"understand_messages": ("messages", message_shards),
+                 "forecast_cash_shortfall": ("forecast", forecast_shards),
+                 "classify_life_events": ("life_events", life_event_shards),
+                 "decide_next_best_actions": ("decide", decide_shards)}
+
+
+def night_steps(paths: Paths, day: date) -> list[Any]:
+    """NIGHT as progress steps: each stage with the run-metrics prefix of its shards and their number."""
+    from pipelines.progress import Step
+
+    steps = []
+    for name, _ in NIGHT:
+        family, shard_list = _NIGHT_SHARDS.get(name, (None, None))
+        steps.append(Step(name, _SHARDS[family], len(shard_list(paths, day))) if family else Step(name))
+    return steps
+
+
+def run_night(paths: Paths, day: date, progress: Any | None = None) -> dict[str, Any]:
+    """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing.
+    `progress` (a pipelines.progress.Progress over night_steps) is told when each stage starts and ends."""
+    results = {}
+    steps = progress.steps if progress is not None else [None] * len(NIGHT)
+    for (name, stage), step in zip(NIGHT, steps):
+        if progress is not None:
+            progress.start(step)
+        results[name] = stage(paths, day)
+        if progress is not None:
+            progress.finish(step)
+    return results
 
 
 def airflow_task(stage: str, night: Any, task: dict[str, Any], **kwargs: Any) -> Any:
@@ -385,8 +412,11 @@ def load_history(paths: Paths) -> dict[str, Any]:
 def run_command(paths: Paths, day: date) -> str:
     from pipelines.doctor import preflight
 
+    from pipelines import progress
+
     preflight(paths, day)
-    run_night(paths, day)
+    with progress.following(f"night of {day}", night_steps(paths, day)) as shown:
+        run_night(paths, day, shown)
     return summary(paths, day)
 
 
