@@ -355,15 +355,26 @@ def airflow_task(stage: str, night: Any, task: dict[str, Any], **kwargs: Any) ->
     holder = locks.airflow_holder(str(task["dag_id"]), str(task["run_id"]))
     map_index = task.get("map_index")
     member = str(task["task_id"]) + (f"[{map_index}]" if map_index not in (None, -1) else "")
-    with locks.Hold(paths, day.isoformat(), holder, member, outcome="keep") as hold:
-        try:
-            result = globals()[stage](paths, day, **kwargs)
-        except BaseException as error:
-            if int(task.get("try_number") or 1) > int(task.get("max_tries") or 0):
-                hold.outcome, hold.finished_reason = "finished", f"{member} failed: {error}"[:300]
-            raise
-        if stage == "publish":
-            hold.outcome = "release"
+    from pipelines.logs import night_log_handler
+
+    handler = night_log_handler(paths.runs / day.isoformat(), f"airflow {task['dag_id']} {member}")
+    if handler is not None:
+        logging.getLogger().addHandler(handler)
+    try:
+        with locks.Hold(paths, day.isoformat(), holder, member, outcome="keep") as hold:
+            try:
+                result = globals()[stage](paths, day, **kwargs)
+            except BaseException as error:
+                if int(task.get("try_number") or 1) > int(task.get("max_tries") or 0):
+                    hold.outcome, hold.finished_reason = "finished", f"{member} failed: {error}"[:300]
+                log.error("%s failed: %s", member, error)
+                raise
+            if stage == "publish":
+                hold.outcome = "release"
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     return result
 
 
