@@ -368,7 +368,7 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
     published) unless every gate of `gate_load` passed."""
     from pipelines.crm_export import export_folder, record_export, stage_export, summarise
     from pipelines.nightly_report import build_nightly_report, report_path
-    from pipelines.warehouse import stage_warehouses
+    from pipelines.warehouse import history_last_day, stage_warehouses
 
     started = time.perf_counter()
     problems = _verdict_problems(paths, gate_load, gates)
@@ -386,9 +386,13 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
         pending: list[dict[str, str]] = []
         manifest = None
         steps = {"generation": counts["seconds"]}
+        # the last day the history covers: load_date of the history load's rows in the views
+        history_as_of = day.isoformat() if HISTORY in loads else (state or {}).get("history_as_of")
         try:
             clock = time.perf_counter()
-            for tmp, final in stage_warehouses(paths, general, full):
+            history_day = date.fromisoformat(history_as_of) if history_as_of else history_last_day(paths)
+            history_as_of = history_day.isoformat() if history_day else None
+            for tmp, final in stage_warehouses(paths, general, full, history_day):
                 pending.append(_artefact(tmp, final))
             steps["warehouses"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
             if export:
@@ -431,6 +435,7 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
             "day": day.isoformat(),
             "loads": sorted(set(state["loads"] if state else []) | loads),
             "restricted": restricted,
+            "history_as_of": history_as_of,
             "published_at": _now(),
             "pending": pending,
         }

@@ -402,7 +402,7 @@ def load_history_command(paths: Paths) -> dict[str, Any]:
 
 def summary(paths: Paths, day: date) -> str:
     """Where D's outputs are, what the night did, and one query to try."""
-    from pipelines.warehouse import example_query
+    from pipelines.warehouse import connect as connect_warehouse, example_query
 
     d = day.isoformat()
     if read_run_metrics(paths, d, "ingest") is None:
@@ -450,12 +450,14 @@ def summary(paths: Paths, day: date) -> str:
     lines.append("Example query (warehouse.duckdb, opened read-only):")
     lines.append("  " + example_query())
     if paths.warehouse.exists():
-        con = lake.connect(paths.warehouse, read_only=True)
+        con = connect_warehouse(paths.warehouse)
         lines += ["    " + " | ".join(str(v) for v in row) for row in con.execute(example_query()).fetchall()]
         con.close()
     lines.append("Your own queries:")
-    lines.append(f"  .venv/bin/python -c \"import duckdb; con = duckdb.connect('{paths.warehouse}', read_only=True); "
-                 f"print(con.sql('select * from transactions limit 5'))\"")
+    lines.append(f"  .venv/bin/python -c \"import duckdb; con = duckdb.connect('{paths.warehouse}', read_only=True, "
+                 f"config={{'file_search_path': '{paths.home}'}}); print(con.sql('select * from latest_customers limit 5'))\"")
+    lines.append(f"  (the views read the files by paths relative to {paths.home}: open it from there, or set "
+                 f"file_search_path to it; docs/access.md)")
     return "\n".join(lines)
 
 

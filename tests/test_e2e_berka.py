@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from datetime import date
 
-import duckdb
 import pytest
 
 from pipelines.berka import import_berka_command
 from pipelines.stages import load_history
+from pipelines.warehouse import connect as connect_warehouse
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_every_berka_posting_reaches_silver(berka_lake):
 
 def test_real_shortfalls_survive_with_their_sign(berka_lake):
     paths, _ = berka_lake
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    con = connect_warehouse(paths.warehouse)
     negative = con.execute("select count(*), count(distinct account_id) from balances where balance < 0").fetchall()
     assert negative == [(93, 44)]  # the negative end-of-day balances of the import (docs/berka.md)
     signs = con.execute("select channel, max(amount) > 0, min(amount) < 0 from transactions "
