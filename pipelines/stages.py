@@ -6,6 +6,7 @@ metrics to runs/<load_date>/<stage>.json so that a later stage, the gates and th
 from __future__ import annotations
 
 import logging
+import shutil
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ def void_later_results(paths: Paths, load: str, stage: str) -> None:
     for file in folder.iterdir():
         if file.name in names or file.name.startswith("validate_gold_") or file.name.startswith(families):
             file.unlink(missing_ok=True)
+    kept = folder / "gx"  # the gates' full results, for the data docs (pipelines/data_docs.py): voided alike
+    for gate in kept.iterdir() if kept.is_dir() else []:
+        if f"{gate.name}.json" in names or gate.name.startswith("validate_gold_"):
+            shutil.rmtree(gate, ignore_errors=True)
 
 
 def ingest(paths: Paths, day: date) -> dict[str, Any]:

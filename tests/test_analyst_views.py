@@ -16,7 +16,7 @@ import pytest
 from pipelines import publish, stages
 from pipelines.actions import load_catalogue
 from pipelines.config import Paths
-from pipelines.schemas import table_schema
+from pipelines.schemas import table_schema, tables
 from pipelines.warehouse import LATEST_PREFIX, connect as connect_warehouse, has_latest_view, warehouse_tables
 from tests.night_builder import CUSTOMERS, pass_gates, write_night, write_table
 
@@ -250,3 +250,21 @@ def test_the_view_definitions_hold_no_absolute_path(published):
     con = duckdb.connect(str(paths.warehouse), read_only=True)  # reading the definitions needs no file
     sql = "\n".join(r[0] for r in con.execute("select sql from duckdb_views() where not internal").fetchall())
     assert str(paths.home) not in sql and "'published/g" in sql
+
+
+def test_the_data_dictionary_is_generated_and_up_to_date():
+    from pipelines.config import REPO_ROOT
+    from pipelines.data_dictionary import FILE, render
+
+    text = render()
+    stale = "docs/data_dictionary.md is stale: run `segone expectations`"
+    assert (REPO_ROOT / FILE).read_text(encoding="utf-8") == text, stale
+    for layer in ("silver", "gold", "dimensions", "exports"):
+        for schema in tables(layer):
+            section = text.split(f"### `{schema.name}`\n", 1)[1].split("\n### ", 1)[0]
+            columns = schema.view_columns if layer in ("silver", "gold") and schema.warehouse else schema.columns
+            for column in columns:
+                assert f"| `{column.name}` | {column.type.upper()} |" in section, (schema.name, column.name)
+            for column in schema.restricted_columns:
+                assert "**Restricted**" in section.split(f"| `{column}` |", 1)[1].split("\n", 1)[0]
+    assert "| `as_of` | DATE |" in text.split("### `customers`", 1)[1].split("###", 1)[0]
