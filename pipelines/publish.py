@@ -518,17 +518,12 @@ def report_published(paths: Paths, day: date) -> str:
 
 
 def _rebuild_data_docs(paths: Paths, source: PublishedPaths, day: date) -> None:
-    """The data docs of a published load again, from its published run metrics (the night's, or the history's
-    when D is the history's last day), swapped in whole."""
+    """The data docs of a published load again, from its published run metrics, swapped in whole."""
     from pipelines import data_docs
 
-    history = source.runs / HISTORY
-    runs_of_load = source.runs / day.isoformat()
-    if not data_docs.kept_results(runs_of_load) and (read_state(paths) or {}).get("history_as_of") == day.isoformat():
-        runs_of_load = history
     staged = data_docs.folder(paths, day).with_name(f".{data_docs.FOLDER}.{owner_tag()}")
     try:
-        if data_docs.stage(paths, runs_of_load, day, staged) is not None:
+        if data_docs.stage(paths, data_docs.runs_of_load(source, day), day, staged) is not None:
             lake.swap_in(staged, data_docs.folder(paths, day))
     finally:
         lake._remove(staged)

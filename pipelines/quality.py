@@ -22,7 +22,7 @@ import pandas as pd
 from pipelines import lake
 from pipelines.config import REPO_ROOT, Paths, settings
 from pipelines.contract import FileContract, landing_contract
-from pipelines.data_docs import clear_results
+from pipelines.data_docs import build_gate_site, clear_results
 from pipelines.ingest.core import CONTROL_REGEX, FORMAT_REGEX, bronze_columns_sql
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.runs import write_run_metrics
@@ -479,6 +479,7 @@ def validate_day(paths: Paths, load_date: str) -> dict[str, Any]:
             continue
         suites[table] = run_suite(frame, f"landing_{table}", keep=keep, asset=f"bronze.{table}",
                                   load=load_date).to_dict()
+    build_gate_site(keep)  # the data docs of these suites, passed or not (pipelines/data_docs.py)
     report = evaluate_gates(paths, load_date, ingest_metrics)
     failed_suites = {t: s for t, s in suites.items() if not s["success"]}
     metrics = {
@@ -515,6 +516,7 @@ def validate_gold(paths: Paths, day: date, table_names: list[str]) -> dict[str, 
             raise GateFailed(f"gold {table} has no partition for {day}: the stage that writes it did not run")
         suites[table] = run_suite(frame, f"gold_{table}", keep=keep, asset=f"gold.{table}",
                                   load=day.isoformat()).to_dict()
+    build_gate_site(keep)
     failed = {t: s for t, s in suites.items() if not s["success"]}
     metrics = {"as_of": day.isoformat(), "suites": suites, "passed": not failed,
                "seconds": round(time.perf_counter() - started, 3)}
@@ -540,6 +542,7 @@ def validate_silver(paths: Paths, load_date: str, day: date) -> dict[str, Any]:
             continue
         suites[table] = run_suite(frame, suite_file.stem, keep=keep, asset=f"silver.{table}",
                                   load=load_date).to_dict()
+    build_gate_site(keep)
     failed = {t: s for t, s in suites.items() if not s["success"]}
     metrics = {"load_date": load_date, "as_of": day.isoformat(), "suites": suites, "passed": not failed,
                "seconds": round(time.perf_counter() - started, 3)}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from datetime import date
 
 import pandas as pd
@@ -43,6 +45,8 @@ def keep_night(paths, day: date = D) -> None:
                      keep=data_docs.results_folder(paths, load, "validate_gold_cash_forecast"),
                      asset="gold.cash_forecast", load=load)
     assert kept.success, kept.summary()
+    for gate in ("validate_silver", "validate_gold_cash_forecast"):  # what the validating stages do next
+        data_docs.build_gate_site(data_docs.results_folder(paths, load, gate))
 
 
 def test_a_kept_result_withholds_restricted_and_personal_values(paths):
@@ -72,28 +76,34 @@ def test_a_kept_result_withholds_restricted_and_personal_values(paths):
     assert text_results and all("partial_unexpected_list" not in r["result"] for r in text_results)
 
 
-def test_the_site_has_an_index_and_a_page_per_validation_and_shares_its_static_files(paths, tmp_path):
+def test_each_gate_renders_its_site_and_the_night_assembles_them_with_shared_static_files(paths, tmp_path):
     keep_night(paths)
-    results = data_docs.kept_results(paths.runs / D.isoformat())
-    assert [p.name for p in results] == ["gold_cash_forecast.json", "silver_customers.json"]
-    store = tmp_path / "store"
-    sites = []
-    for name in ("one", "two"):
-        built = data_docs.build_site(results, tmp_path / name, store)
-        assert built == {"suites": 2, "validations": 2}
-        sites.append(tmp_path / name)
-    index = (sites[0] / "index.html").read_text(encoding="utf-8")
-    assert "silver_customers" in index and "gold_cash_forecast" in index and "silver.customers" in index
-    pages = sorted(p.relative_to(sites[0]).parts[0] for p in sites[0].rglob("*.html"))
-    assert pages.count("validations") == 2 and pages.count("expectations") == 2
-    page = next((sites[0] / "validations" / "silver_customers").rglob("*.html")).read_text(encoding="utf-8")
+    runs = paths.runs / D.isoformat()
+    assert [p.name for p in data_docs.kept_results(runs)] == ["gold_cash_forecast.json", "silver_customers.json"]
+    gate_site = data_docs.results_folder(paths, D.isoformat(), "validate_silver") / "site"
+    page = next((gate_site / "validations" / "silver_customers").rglob("*.html")).read_text(encoding="utf-8")
     assert "known_vulnerability" in page and SECRET not in page
-    # the static files of both sites are the same inodes as the store's
-    static = sorted(p for p in (sites[0] / "static").rglob("*") if p.is_file())
+    assert "silver.customers" in (gate_site / "index.html").read_text(encoding="utf-8")
+    nights = [tmp_path / "night-1", tmp_path / "night-2"]
+    for staged in nights:
+        built = data_docs.stage(paths, runs, D, staged)
+        assert built == {"suites": 2, "failed": 1, "rendered_here": []}  # the gates' sites, linked
+    index = (nights[0] / "index.html").read_text(encoding="utf-8")
+    assert "1 FAILED" in index and "silver_customers" in index and "gold.cash_forecast" in index
+    for href in re.findall(r"href='([^']+)'", index):
+        assert (nights[0] / href).is_file(), href
+    # the static files of both nights are one copy in the store
+    static = sorted(p for p in nights[0].rglob("static/**/*") if p.is_file())
     assert static
     for file in static:
-        twin = sites[1] / file.relative_to(sites[0])
+        twin = nights[1] / file.relative_to(nights[0])
         assert os.stat(file).st_ino == os.stat(twin).st_ino, file
+    # a site older than its results (the results changed after it was rendered) is rendered again at publish
+    result = data_docs.results_folder(paths, D.isoformat(), "validate_silver") / "silver_customers.json"
+    result.write_text(result.read_text(encoding="utf-8").replace('"rows_validated": 3', '"rows_validated": 4'))
+    built = data_docs.stage(paths, runs, D, tmp_path / "night-3")
+    assert built["rendered_here"] == ["validate_silver"]
+    assert ">4<" in (tmp_path / "night-3" / "index.html").read_text(encoding="utf-8")
 
 
 def test_publish_puts_the_nights_data_docs_beside_its_report(paths):
@@ -126,7 +136,7 @@ def test_a_rerun_voids_the_kept_results_of_the_gates_it_makes_stale(paths):
     assert data_docs.kept_results(paths.runs / D.isoformat()) == []
 
 
-def test_a_site_that_cannot_be_built_leaves_a_page_that_says_so_and_the_night_is_published(paths, monkeypatch):
+def test_a_site_that_cannot_be_rendered_leaves_a_page_that_says_so_and_the_night_is_published(paths, monkeypatch):
     write_night(paths, D, "v1")
     pass_gates(paths, D)
     keep_night(paths)
@@ -135,10 +145,17 @@ def test_a_site_that_cannot_be_built_leaves_a_page_that_says_so_and_the_night_is
         raise RuntimeError("renderer exploded")
 
     monkeypatch.setattr(data_docs, "build_site", broken)
+    data_docs.build_gate_site(data_docs.results_folder(paths, D.isoformat(), "validate_silver"))
+    page = data_docs.results_folder(paths, D.isoformat(), "validate_silver") / "site" / "index.html"
+    assert "renderer exploded" in page.read_text(encoding="utf-8")  # the gate's own site says so
+    for gate in ("validate_silver", "validate_gold_cash_forecast"):
+        shutil.rmtree(data_docs.results_folder(paths, D.isoformat(), gate) / "site")
     stages.publish(paths, D)
-    page = (data_docs.folder(paths, D) / "index.html").read_text(encoding="utf-8")
-    assert "could not be built" in page and "renderer exploded" in page
     assert D.isoformat() in publish.published_loads(paths)
+    docs = data_docs.folder(paths, D)
+    assert "silver_customers" in (docs / "index.html").read_text(encoding="utf-8")  # the night's index stands
+    page = (docs / "validate_silver" / "index.html").read_text(encoding="utf-8")
+    assert "could not be built" in page and "renderer exploded" in page
 
 
 @pytest.mark.parametrize("suite, expected", [("landing_customers", {"birth_year", "known_vulnerability"}),
