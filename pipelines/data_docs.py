@@ -26,6 +26,7 @@ import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pipelines.config import Paths
 
@@ -192,7 +193,7 @@ def build_site(results: list[Path], target: Path) -> dict[str, Any]:
         run_time = meta.get("validated_at") or datetime.now(timezone.utc).isoformat()
         identifier = ValidationResultIdentifier(
             expectation_suite_identifier=ExpectationSuiteIdentifier(name=name),
-            run_id=RunIdentifier(run_name=f"{meta.get('load', '')} {file.parent.name}".strip(),
+            run_id=RunIdentifier(run_name=str(meta.get("load") or "load"),
                                  run_time=datetime.fromisoformat(run_time.replace("Z", "+00:00"))),
             batch_identifier=meta.get("asset") or name)
         context.validation_results_store.set(identifier, result)
@@ -234,6 +235,7 @@ def build_gate_site(gate: Path) -> dict[str, Any] | None:
     from pipelines.lake import swap_in
 
     swap_in(tmp, gate / "site")
+    _share_static(gate / "site" / "static", gate.parents[2] / STATIC_STORE)  # runs/_data_docs_static
     return built
 
 
@@ -294,7 +296,7 @@ def _index(day: date, load: str, rows: list[dict[str, Any]]) -> str:
                     f"<td>{html.escape(r['asset'])}</td><td class='n'>{r['rows']:,}</td>"
                     f"<td class='n'>{r['successful']:,} of {r['evaluated']:,}</td><td>{status}</td></tr>")
     gates = sorted({r["gate"] for r in rows})
-    sites = " · ".join(f"<a href='{html.escape(g)}/index.html'>{html.escape(g)}</a>" for g in gates)
+    sites = " · ".join(f"<a href='{quote(g)}/index.html'>{html.escape(g)}</a>" for g in gates)
     return ("<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>Data docs: {day.isoformat()}</title><style>"
             "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
@@ -343,7 +345,7 @@ def stage(paths: Paths, runs_of_load: Path, day: date, staged: Path) -> dict[str
                          "rows": int(meta.get("rows_validated") or 0), "success": bool(data.get("success")),
                          "evaluated": int(stats.get("evaluated_expectations") or 0),
                          "successful": int(stats.get("successful_expectations") or 0),
-                         "page": str(pages[0].relative_to(staged)) if pages else ""})
+                         "page": quote(str(pages[0].relative_to(staged))) if pages else ""})
     (staged / "index.html").write_text(_index(day, runs_of_load.name, rows), encoding="utf-8")
     for path in [staged, *staged.rglob("*")]:
         if path.is_dir():

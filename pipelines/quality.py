@@ -501,12 +501,13 @@ def validate_day(paths: Paths, load_date: str) -> dict[str, Any]:
     return metrics
 
 
-def validate_gold(paths: Paths, day: date, table_names: list[str]) -> dict[str, Any]:
+def validate_gold(paths: Paths, day: date, table_names: list[str], gate: str | None = None) -> dict[str, Any]:
     """The gold suites (expectations/gold_<table>.json) on D's partitions of the named tables; raises GateFailed
-    when one fails, so nothing is published from a bad forecast."""
+    when one fails, so nothing is published from a bad forecast. `gate`: the verdict these suites feed (e.g.
+    validate_forecast), which names the folder of their kept results (runs/D/gx/<gate>/)."""
     started = time.perf_counter()
-    name = "validate_gold_" + "_".join(table_names)  # its run metrics, and the folder of its kept results
-    keep = clear_results(paths, day.isoformat(), name)
+    name = "validate_gold_" + "_".join(table_names)  # its run metrics
+    keep = clear_results(paths, day.isoformat(), gate or name)
     suites: dict[str, Any] = {}
     schemas = {t.name: t for t in tables("gold")}
     for table in table_names:

@@ -57,7 +57,7 @@ def void_later_results(paths: Paths, load: str, stage: str) -> None:
             file.unlink(missing_ok=True)
     kept = folder / "gx"  # the gates' full results, for the data docs (pipelines/data_docs.py): voided alike
     for gate in kept.iterdir() if kept.is_dir() else []:
-        if f"{gate.name}.json" in names or gate.name.startswith("validate_gold_"):
+        if f"{gate.name}.json" in names:
             shutil.rmtree(gate, ignore_errors=True)
 
 
@@ -166,7 +166,8 @@ def validate_forecast(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the forecast of {day} is incomplete: no result for buckets {missing}")
     summary = summarise_shards(paths, day, shard_metrics)
-    metrics = {"forecast": summary, "validation": validate_gold(paths, day, ["cash_forecast", "recurring_streams"])}
+    validation = validate_gold(paths, day, ["cash_forecast", "recurring_streams"], gate="validate_forecast")
+    metrics = {"forecast": summary, "validation": validation}
     write_run_metrics(paths, day.isoformat(), "validate_forecast", metrics)
     return metrics
 
@@ -205,7 +206,7 @@ def validate_life_events(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the life events of {day} are incomplete: no result for buckets {missing}")
     metrics = {"life_events": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, ["life_events"])}
+               "validation": validate_gold(paths, day, ["life_events"], gate="validate_life_events")}
     write_run_metrics(paths, day.isoformat(), "validate_life_events", metrics)
     return metrics
 
@@ -245,7 +246,8 @@ def validate_messages(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the messages of {day} are incomplete: no result for buckets {missing}")
     metrics = {"messages": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, ["message_insights", "message_signals"])}
+               "validation": validate_gold(paths, day, ["message_insights", "message_signals"],
+                                             gate="validate_messages")}
     write_run_metrics(paths, day.isoformat(), "validate_messages", metrics)
     return metrics
 
@@ -287,7 +289,7 @@ def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the decisions of {day} are incomplete: no result for buckets {missing}")
     metrics = {"decide": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, DECISION_TABLES)}
+               "validation": validate_gold(paths, day, DECISION_TABLES, gate="validate_decisions")}
     write_run_metrics(paths, day.isoformat(), "validate_decisions", metrics)
     return metrics
 
@@ -460,7 +462,8 @@ def summary(paths: Paths, day: date) -> str:
         con.close()
     lines.append("Your own queries:")
     lines.append(f"  .venv/bin/python -c \"import duckdb; con = duckdb.connect('{paths.warehouse}', read_only=True, "
-                 f"config={{'file_search_path': '{paths.home}'}}); print(con.sql('select * from latest_customers limit 5'))\"")
+                 f"config={{'file_search_path': '{paths.home}'}}); "
+                 f"print(con.sql('select * from latest_customers limit 5'))\"")
     lines.append(f"  (the views read the files by paths relative to {paths.home}: open it from there, or set "
                  f"file_search_path to it; docs/access.md)")
     return "\n".join(lines)

@@ -42,10 +42,10 @@ def keep_night(paths, day: date = D) -> None:
     for column in monotone_columns(table_schema("gold", "cash_forecast")):
         forecast[column] = None
     kept = run_suite(forecast, "gold_cash_forecast",
-                     keep=data_docs.results_folder(paths, load, "validate_gold_cash_forecast"),
+                     keep=data_docs.results_folder(paths, load, "validate_forecast"),
                      asset="gold.cash_forecast", load=load)
     assert kept.success, kept.summary()
-    for gate in ("validate_silver", "validate_gold_cash_forecast"):  # what the validating stages do next
+    for gate in ("validate_silver", "validate_forecast"):  # what the validating stages do next
         data_docs.build_gate_site(data_docs.results_folder(paths, load, gate))
 
 
@@ -148,7 +148,7 @@ def test_a_site_that_cannot_be_rendered_leaves_a_page_that_says_so_and_the_night
     data_docs.build_gate_site(data_docs.results_folder(paths, D.isoformat(), "validate_silver"))
     page = data_docs.results_folder(paths, D.isoformat(), "validate_silver") / "site" / "index.html"
     assert "renderer exploded" in page.read_text(encoding="utf-8")  # the gate's own site says so
-    for gate in ("validate_silver", "validate_gold_cash_forecast"):
+    for gate in ("validate_silver", "validate_forecast"):
         shutil.rmtree(data_docs.results_folder(paths, D.isoformat(), gate) / "site")
     stages.publish(paths, D)
     assert D.isoformat() in publish.published_loads(paths)
@@ -163,3 +163,17 @@ def test_a_site_that_cannot_be_rendered_leaves_a_page_that_says_so_and_the_night
                                              ("landing_transactions", set()), ("gold_unknown", set())])
 def test_the_columns_whose_values_are_never_kept(suite, expected):
     assert data_docs.sensitive_columns(suite) == expected
+
+
+def test_the_history_loads_data_docs_go_with_the_report_of_its_last_day(paths):
+    last_day = date(2026, 11, 19)
+    write_night(paths, last_day, "h", tables=("customers",))
+    pass_gates(paths, "history", publish.HISTORY_GATES)
+    folder = data_docs.results_folder(paths, "history", "validate_silver")
+    run_suite(customers_frame(), "silver_customers", keep=folder, asset="silver.customers", load="history")
+    data_docs.build_gate_site(folder)
+    (paths.runs / "history" / "conform.json").write_text(json.dumps({"as_of": last_day.isoformat()}))
+    publish.publish_history(paths, last_day)
+    index = (data_docs.folder(paths, last_day) / "index.html").read_text(encoding="utf-8")
+    assert "history load of 2026-11-19" in index and "silver_customers" in index
+    assert data_docs.report_link(publish.current_paths(paths), last_day)["suites"] == 1
