@@ -127,6 +127,8 @@ def _section_html(section: dict[str, Any]) -> str:
         for paragraph in str(text).split("\n\n"):
             if paragraph.strip():
                 parts.append(f"<p>{html.escape(paragraph.strip())}</p>")
+    for link in section.get("links") or []:  # relative links beside the report (e.g. its data docs)
+        parts.append(f'<p><a href="{html.escape(str(link["href"]))}">{html.escape(str(link["text"]))}</a></p>')
     table = section.get("table")
     if table is not None:
         parts.append(table.to_html(escape=True, index=False, float_format=_float_format, border=0, na_rep=""))
@@ -142,9 +144,9 @@ def _section_html(section: dict[str, Any]) -> str:
 def render_report(title: str, sections: list[dict[str, Any]], path: Path) -> Path:
     """Write one self-contained UTF-8 HTML file and return its path.
 
-    Each section is {"heading": str, "text": str (optional), "table": DataFrame (optional), "figures":
-    list[Figure] (optional; already rendered PNG data URIs are accepted too)}. Headings, text and table cells
-    are HTML-escaped. Figures are closed once embedded. The file is written to path.with_suffix('.tmp') and
+    Each section is {"heading": str, "text": str (optional), "links": list of {"text", "href"} (optional),
+    "table": DataFrame (optional), "figures": list[Figure] (optional; already rendered PNG data URIs are accepted
+    too)}. Headings, text, links and table cells are HTML-escaped. Figures are closed once embedded. The file is written to path.with_suffix('.tmp') and
     moved into place with os.replace, so a reader never sees half a report."""
     path = Path(path)
     if path.suffix == ".tmp":

@@ -1,7 +1,8 @@
 """The nightly report: `$SEGONE_HOME/reports/D/index.html`, one self-contained HTML file with plots (DESIGN section 7).
 
 Sections (SECTION_HEADINGS): the night at a glance; volumes (rows per landing kind, runs/D/ingest.json); data
-quality (the gold quarantine of D by stage, file and reason, and the gates of runs/D/validate.json); forecast
+quality (the gold quarantine of D by stage, file and reason, and the gates of runs/D/validate.json); the link to
+the night's Great Expectations data docs (reports/D/data_docs/, pipelines/data_docs.py); forecast
 calibration (the distribution of p_shortfall per horizon from gold cash_forecast; realised against predicted for
 earlier nights' forecasts whose horizon has ended by D, else the latest backtest's calibration from
 reports/backtest/); life-event rates (gold life_events); the action mix (gold next_best_actions); staffed channels
@@ -35,6 +36,7 @@ SECTION_HEADINGS = {
     "summary": "The night at a glance",
     "volumes": "Volumes",
     "quality": "Data quality: quarantine and gates",
+    "data_docs": "Data docs: every expectation of the night's gates",
     "calibration": "Forecast calibration",
     "life_events": "Life-event rates",
     "action_mix": "Action mix",
@@ -197,6 +199,25 @@ def _quality(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                 f"run, {len(failed_suites)} failed" + (f" ({', '.join(failed_suites)})" if failed_suites else "") + ".")
         sections.append({"heading": "Gates", "text": text, "table": gates if not gates.empty else None})
     return sections
+
+
+def _data_docs(paths: Paths, day: date, con) -> list[dict[str, Any]]:
+    """The link to the night's Great Expectations data docs (reports/D/data_docs/, built at publish from the
+    results the gates kept: pipelines/data_docs.py), with how many suites they hold and which failed."""
+    from pipelines.data_docs import report_link
+
+    heading = SECTION_HEADINGS["data_docs"]
+    link = report_link(paths, day)
+    if link is None:
+        return [{"heading": heading, "text": _absent(
+            "no gate of this night kept its suites' results (runs/D/gx/ is absent), so there are no data docs")}]
+    failed = link["failed"]
+    text = (f"{link['suites']:,} expectation suites ran at the night's gates (landing, silver, gold): "
+            + (f"{len(failed)} failed ({', '.join(failed)})." if failed else "all passed.")
+            + " The data docs show each expectation with its result, rendered by Great Expectations (values of "
+              "restricted or personal columns withheld).")
+    return [{"heading": heading, "text": text,
+             "links": [{"text": "Open the data docs of this night", "href": link["href"]}]}]
 
 
 def _histogram(con, scan: str) -> tuple[Figure, pd.DataFrame]:
@@ -574,9 +595,9 @@ def _fairness(paths: Paths, day: date, con) -> list[dict[str, Any]]:
 
 
 SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
-    ("summary", _summary), ("volumes", _volumes), ("quality", _quality), ("calibration", _calibration),
-    ("life_events", _life_events), ("action_mix", _action_mix), ("staffed", _staffed), ("funnel", _funnel),
-    ("fairness", _fairness)]
+    ("summary", _summary), ("volumes", _volumes), ("quality", _quality), ("data_docs", _data_docs),
+    ("calibration", _calibration), ("life_events", _life_events), ("action_mix", _action_mix), ("staffed", _staffed),
+    ("funnel", _funnel), ("fairness", _fairness)]
 
 
 def report_path(paths: Paths, day: date) -> Path:

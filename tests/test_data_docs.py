@@ -119,6 +119,11 @@ def test_publish_puts_the_nights_data_docs_beside_its_report(paths):
     assert link == {"href": "data_docs/index.html", "suites": 2, "failed": ["validate_silver: silver_customers"]}
     assert (paths.reports / D.isoformat() / link["href"]).exists()
     assert not list((paths.reports / D.isoformat()).glob(".*"))  # nothing staged is left behind
+    # the night's report links to them (relative to reports/D/index.html) and says what failed
+    report = (paths.reports / D.isoformat() / "index.html").read_text(encoding="utf-8")
+    hrefs = re.findall(r'<a href="([^"]+)">', report)
+    assert hrefs == ["data_docs/index.html"] and (paths.reports / D.isoformat() / hrefs[0]).is_file()
+    assert "2 expectation suites ran" in report and "1 failed (validate_silver: silver_customers)" in report
     # `segone report` builds them again from the published run metrics, even after the live ones are gone
     stages.void_later_results(paths, D.isoformat(), "ingest")
     assert not (paths.runs / D.isoformat() / "gx" / "validate_silver").exists()
