@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from pipelines.warehouse import connect as connect_warehouse
@@ -44,7 +45,7 @@ def test_the_night_runs_through_airflow_and_publishes(bank):
     assert all(g["passed"] for g in validate["gates"])
     con = connect_warehouse(bank / "warehouse.duckdb")
     n_night = con.execute(f"select count(*) from transactions where load_date = '{D}'").fetchall()[0][0]
-    n_history = con.execute("select count(*) from transactions where load_date = 'history'").fetchall()[0][0]
+    n_history = con.execute("select count(*) from transactions where is_history").fetchall()[0][0]
     assert n_night > 0 and n_history > 30 * n_night
     assert con.execute(f"select count(*) from customers where as_of = '{D}'").fetchall()[0][0] >= 400
     assert con.execute(f"select count(distinct transaction_id) = count(*) from transactions").fetchall()[0][0]
