@@ -194,7 +194,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                "pipelines.locks:unlock_command", _add_unlock),
     "summary": ("print where D's outputs are, a short summary and an example query",
                 "pipelines.stages:summary", _add_date),
-    "expectations": ("regenerate expectations/*.json from config/landing.yaml and the silver schemas",
+    "expectations": ("regenerate expectations/*.json and docs/data_dictionary.md from config/landing.yaml and "
+                     "config/tables.yaml",
                      "pipelines.quality:write_suites_command", _add_nothing),
     "doctor": ("pre-flight checks: config, data root and disk, history, promoted models, and D's landing with --date",
                "pipelines.doctor:doctor_command", _add_doctor),

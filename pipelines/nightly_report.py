@@ -5,7 +5,7 @@ Sections (SECTIONS, in order; SECTION_HEADINGS names them): tonight against last
 risk; the advisor queue; compliance checks computed from the gold tables; decision traces; fairness across age
 bands and regions (rates with bootstrap intervals, and the funnel rule behind a gap); the action mix; staffed
 channels; the suppression funnel; forecast calibration (realised against predicted once outcomes exist); life-event
-rates; data quality; volumes; the night's run (every step of the current attempt). Above them, a banner: the night
+rates; data quality; the link to the night's Great Expectations data docs; volumes; the night's run (every step of the current attempt). Above them, a banner: the night
 failed, has not finished, wrote no export, or passed (pipelines/night_status.py reads the current attempt's run
 metrics only, never a verdict left by an earlier attempt of the same night).
 
@@ -61,6 +61,7 @@ SECTION_HEADINGS = {
     "calibration": "Forecast calibration",
     "life_events": "Life-event rates",
     "quality": "Data quality: quarantine and gates",
+    "data_docs": "Data docs: every expectation of the night's gates",
     "volumes": "Volumes",
     "summary": "The night's run",
 }
@@ -1195,6 +1196,25 @@ def _quality(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     return sections
 
 
+def _data_docs(paths: Paths, day: date, con) -> list[dict[str, Any]]:
+    """The link to the night's Great Expectations data docs (reports/D/data_docs/, assembled at publish from the
+    results the gates kept: pipelines/data_docs.py), with how many suites they hold and which failed."""
+    from pipelines.data_docs import report_link
+
+    heading = SECTION_HEADINGS["data_docs"]
+    link = report_link(paths, day)
+    if link is None:
+        return [{"key": "data_docs", "heading": heading, "text": _absent(
+            "no gate of this night kept its suites' results (runs/D/gx/ is absent), so there are no data docs")}]
+    failed = link["failed"]
+    text = (f"{link['suites']:,} expectation suites ran at the night's gates (landing, silver, gold): "
+            + (f"{len(failed)} failed ({', '.join(failed)})." if failed else "all passed.")
+            + " The data docs show each expectation with its result, rendered by Great Expectations (values of "
+              "restricted or personal columns withheld).")
+    return [{"key": "data_docs", "heading": heading, "text": text,
+             "links": [{"text": "Open the data docs of this night", "href": link["href"]}]}]
+
+
 def _volumes(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     heading = SECTION_HEADINGS["volumes"]
     ingest = read_run_metrics(paths, day.isoformat(), "ingest")
@@ -1253,7 +1273,7 @@ SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("headline", _headline), ("at_risk", _at_risk), ("advisor_queue", _advisor_queue), ("checks", _checks),
     ("traces", _traces), ("fairness", _fairness), ("action_mix", _action_mix), ("staffed", _staffed),
     ("funnel", _funnel), ("calibration", _calibration), ("life_events", _life_events), ("quality", _quality),
-    ("volumes", _volumes), ("summary", _summary)]
+    ("data_docs", _data_docs), ("volumes", _volumes), ("summary", _summary)]
 
 
 def report_path(paths: Paths, day: date) -> Path:

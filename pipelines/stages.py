@@ -6,6 +6,7 @@ metrics to runs/<load_date>/<stage>.json so that a later stage, the gates and th
 from __future__ import annotations
 
 import logging
+import shutil
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ def void_later_results(paths: Paths, load: str, stage: str) -> None:
     for file in folder.iterdir():
         if file.name in names or file.name.startswith("validate_gold_") or file.name.startswith(families):
             file.unlink(missing_ok=True)
+    kept = folder / "gx"  # the gates' full results, for the data docs (pipelines/data_docs.py): voided alike
+    for gate in kept.iterdir() if kept.is_dir() else []:
+        if f"{gate.name}.json" in names:
+            shutil.rmtree(gate, ignore_errors=True)
 
 
 def ingest(paths: Paths, day: date) -> dict[str, Any]:
@@ -161,7 +166,8 @@ def validate_forecast(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the forecast of {day} is incomplete: no result for buckets {missing}")
     summary = summarise_shards(paths, day, shard_metrics)
-    metrics = {"forecast": summary, "validation": validate_gold(paths, day, ["cash_forecast", "recurring_streams"])}
+    validation = validate_gold(paths, day, ["cash_forecast", "recurring_streams"], gate="validate_forecast")
+    metrics = {"forecast": summary, "validation": validation}
     write_run_metrics(paths, day.isoformat(), "validate_forecast", metrics)
     return metrics
 
@@ -200,7 +206,7 @@ def validate_life_events(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the life events of {day} are incomplete: no result for buckets {missing}")
     metrics = {"life_events": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, ["life_events"])}
+               "validation": validate_gold(paths, day, ["life_events"], gate="validate_life_events")}
     write_run_metrics(paths, day.isoformat(), "validate_life_events", metrics)
     return metrics
 
@@ -240,7 +246,8 @@ def validate_messages(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the messages of {day} are incomplete: no result for buckets {missing}")
     metrics = {"messages": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, ["message_insights", "message_signals"])}
+               "validation": validate_gold(paths, day, ["message_insights", "message_signals"],
+                                             gate="validate_messages")}
     write_run_metrics(paths, day.isoformat(), "validate_messages", metrics)
     return metrics
 
@@ -282,7 +289,7 @@ def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the decisions of {day} are incomplete: no result for buckets {missing}")
     metrics = {"decide": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, DECISION_TABLES)}
+               "validation": validate_gold(paths, day, DECISION_TABLES, gate="validate_decisions")}
     write_run_metrics(paths, day.isoformat(), "validate_decisions", metrics)
     return metrics
 
@@ -443,7 +450,7 @@ def load_history_command(paths: Paths) -> dict[str, Any]:
 
 def summary(paths: Paths, day: date) -> str:
     """Where D's outputs are, what the night did, and one query to try."""
-    from pipelines.warehouse import example_query
+    from pipelines.warehouse import connect as connect_warehouse, example_query
 
     d = day.isoformat()
     if read_run_metrics(paths, d, "ingest") is None:
@@ -499,12 +506,15 @@ def summary(paths: Paths, day: date) -> str:
     lines.append("Example query (warehouse.duckdb, opened read-only):")
     lines.append("  " + example_query())
     if paths.warehouse.exists():
-        con = lake.connect(paths.warehouse, read_only=True)
+        con = connect_warehouse(paths.warehouse)
         lines += ["    " + " | ".join(str(v) for v in row) for row in con.execute(example_query()).fetchall()]
         con.close()
     lines.append("Your own queries:")
-    lines.append(f"  .venv/bin/python -c \"import duckdb; con = duckdb.connect('{paths.warehouse}', read_only=True); "
-                 f"print(con.sql('select * from transactions limit 5'))\"")
+    lines.append(f"  .venv/bin/python -c \"import duckdb; con = duckdb.connect('{paths.warehouse}', read_only=True, "
+                 f"config={{'file_search_path': '{paths.home}'}}); "
+                 f"print(con.sql('select * from latest_customers limit 5'))\"")
+    lines.append(f"  (the views read the files by paths relative to {paths.home}: open it from there, or set "
+                 f"file_search_path to it; docs/access.md)")
     return "\n".join(lines)
 
 

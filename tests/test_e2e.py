@@ -10,6 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pipelines.warehouse import connect as connect_warehouse
+
 BIN = Path(sys.executable).parent
 D = "2026-11-20"
 RUN_AFTER = "2026-11-21"  # the run whose one-day data interval is D
@@ -41,9 +43,9 @@ def test_the_night_runs_through_airflow_and_publishes(bank):
         assert (bank / "runs" / D / f"{stage}.json").exists(), stage
     validate = json.loads((bank / "runs" / D / "validate.json").read_text())
     assert all(g["passed"] for g in validate["gates"])
-    con = duckdb.connect(str(bank / "warehouse.duckdb"), read_only=True)
+    con = connect_warehouse(bank / "warehouse.duckdb")
     n_night = con.execute(f"select count(*) from transactions where load_date = '{D}'").fetchall()[0][0]
-    n_history = con.execute("select count(*) from transactions where load_date = 'history'").fetchall()[0][0]
+    n_history = con.execute("select count(*) from transactions where is_history").fetchall()[0][0]
     assert n_night > 0 and n_history > 30 * n_night
     assert con.execute(f"select count(*) from customers where as_of = '{D}'").fetchall()[0][0] >= 400
     assert con.execute(f"select count(distinct transaction_id) = count(*) from transactions").fetchall()[0][0]
@@ -77,7 +79,7 @@ def test_messages_reach_decide_and_their_text_stays_in_silver(bank):
     import pandas as pd
 
     assert (bank / "runs" / D / "validate_messages.json").exists()
-    con = duckdb.connect(str(bank / "warehouse.duckdb"), read_only=True)
+    con = connect_warehouse(bank / "warehouse.duckdb")
     views = {r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
     assert "messages" not in views
     unconsented = con.execute(f"""
