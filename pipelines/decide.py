@@ -1235,8 +1235,8 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
             before = _days(ctx, f"introduced_on_{m}")
             base = scores[m]
             used = app & (days > 0)
-            opened = np.char.add(np.char.add(f"you opened it on ", days.astype(int).astype(str)),
-                                 f" days in the last {window} days").astype(object)
+            opened = np.char.add(np.char.add("you opened it on ", days.astype(int).astype(str)),
+                                 np.where(days == 1, " day", " days")).astype(object) + f" in the last {window} days"
             scores[m] = np.where(used, np.maximum(base, float(usage["used_score"]))
                                  + np.minimum(days * float(usage["rise_per_day"]), float(usage["max_rise"])), base)
             data_reason = (base > 0) & (m not in defaults)

@@ -57,7 +57,7 @@ def test_what_an_app_user_opens_moves_the_layout():
         # introduced 5 nights ago: still new, with its first night kept
         app_user(n_outgoing_streams=8.0, introduced_on_bills_calendar=pd.Timestamp(D - timedelta(days=5))),
         # uses travel money although nothing flags travel; searched for wealth preservation
-        app_user(app_days_travel_money=12.0, app_searches_wealth_preservation=2.0),
+        app_user(app_days_travel_money=12.0, app_searches_wealth_preservation=2.0, app_days_accounts_overview=1.0),
         # in trouble and never opens money help: protective, it never sinks
         app_user(p_shortfall_30=0.7, card_over_limit=True, safe_to_save=0.0),
         # the same data without app use: the layout of the data alone
@@ -89,6 +89,7 @@ def test_what_an_app_user_opens_moves_the_layout():
     traveller = layout_of(decisions, "C0003")
     assert traveller.loc["travel_money", "status"] == "used"
     assert traveller.loc["travel_money", "reason"] == "you opened it on 12 days in the last 90 days"
+    assert traveller.loc["accounts_overview", "reason"] == "you opened it on 1 day in the last 90 days"
     assert traveller.loc["wealth_preservation", "status"] == "new"
     assert traveller.loc["wealth_preservation", "reason"] == ("new for you: you searched the app for it in the last "
                                                               "90 days")
