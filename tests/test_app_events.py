@@ -169,6 +169,7 @@ def test_conform_buckets_the_events_and_quarantines_what_does_not_fit(paths):
 def test_a_night_without_app_events_is_fine(paths):
     """The kind is optional: no file, no silver partition, no gate failed."""
     shutil.copytree(GOOD, paths.landing_day(D.isoformat()))
+    (paths.landing_day(D.isoformat()) / "app_events.csv").unlink()
     ingest(paths, D)
     assert validate(paths, D)["passed"]
     metrics = conform(paths, D)
