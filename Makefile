@@ -74,7 +74,7 @@ backtest: install
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone load-history > $(BACKTEST_HOME)/simulated-load.log
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone backtest --dataset simulated --output $(SEGONE_HOME)/reports/backtest
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone backtest life-events --output $(SEGONE_HOME)/reports/backtest > /dev/null
-	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone import-berka ../shared/reference/berka > $(BACKTEST_HOME)/berka-import.log
+	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone import-berka ../shared/reference/berka --no-night > $(BACKTEST_HOME)/berka-import.log
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone load-history > $(BACKTEST_HOME)/berka-load.log
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone backtest --dataset berka --output $(SEGONE_HOME)/reports/backtest
 

@@ -98,6 +98,15 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
 
 def _add_berka(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", type=Path, help="folder with the Berka .asc files (e.g. ../shared/reference/berka)")
+    p.add_argument("--no-night", dest="night", action="store_false",
+                   help="write everything into landing/history/ (default: the last complete day becomes the "
+                        "nightly folder landing/<day>/ and the history ends the day before)")
+    p.add_argument("--consents", default="personalization,life_events",
+                   help="consent purposes assumed granted for every customer, comma-separated (Berka has no consent "
+                        "data; default personalization,life_events: docs/berka.md)")
+    p.add_argument("--accounts", type=int, default=None,
+                   help="only the first N current accounts (by id) with postings, and their holders (a small real "
+                        "bank for tests)")
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
@@ -145,7 +154,7 @@ def _add_unlock(p: argparse.ArgumentParser) -> None:
 COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     "simulate": ("simulate a bank into $SEGONE_HOME/landing/ (history and day D)",
                  "pipelines.simulate:simulate_command", _add_simulate),
-    "import-berka": ("turn the Berka data set into landing files under landing/history/",
+    "import-berka": ("turn the Berka data set into landing files: landing/history/ and its last day's night",
                      "pipelines.berka:import_berka_command", _add_berka),
     "load-history": ("ingest, validate and conform landing/history/ into the lake",
                      "pipelines.stages:load_history_command", _add_nothing),

@@ -337,11 +337,15 @@ def _life_events(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                                                      "(the life-events stage has not run)")}]
     table = _df(con, f"""
         select event_type, count(distinct customer_id) as customers, count(*) filter (where flagged) as flagged,
-               avg(flagged::int) as flagged_rate, avg(probability) as mean_probability
+               avg(flagged::int) as flagged_rate, avg(probability) as mean_probability,
+               string_agg(distinct model_version, ', ' order by model_version) as published_by
         from {scan} group by all order by event_type""")
     figures = [bar_figure(table, "event_type", "flagged_rate", None, "Flagged rate per life event")] \
         if not table.empty else []
-    return [{"heading": heading, "text": "Share of scored customers flagged per event type tonight.",
+    return [{"heading": heading, "text": "Share of scored customers flagged per event type tonight. published_by: "
+                                         "the model version, or rule:<event>:v<N> where the event's hand-written "
+                                         "rule flags (no model yet, or the model did worse than the rule on held-out "
+                                         "cut-offs: no probability, so mean_probability is empty).",
              "table": table, "figures": figures}]
 
 

@@ -483,6 +483,14 @@ def summary(paths: Paths, day: date) -> str:
                      f"(without a current account on D: {forecast_metrics['n_without_cash_position']:,}), "
                      f"model {', '.join(forecast_metrics['model_versions'])}")
         lines.append(f"  {lake.partition_path(paths, 'gold', 'cash_forecast', as_of=d)}")
+    life_metrics = read_run_metrics(paths, d, "life_events")
+    if life_metrics:
+        by_method: dict[str, list[str]] = {}
+        for event, versions in sorted(life_metrics.get("row_model_versions", {}).items()):
+            by_method.setdefault("rule" if all(v.startswith("rule:") for v in versions) else "model", []).append(event)
+        lines.append(f"Life events: {life_metrics['n_scored_customers']:,} consented customers scored, flagged: "
+                     + ", ".join(f"{e} {n:,}" for e, n in life_metrics["flagged"].items())
+                     + "".join(f"; by its {m}: {', '.join(events)}" for m, events in sorted(by_method.items())))
     decide_metrics = read_run_metrics(paths, d, "decide")
     if decide_metrics:
         lines.append(f"Next best actions: {decide_metrics['n_published']:,} for {decide_metrics['n_customers']:,} "
