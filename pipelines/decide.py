@@ -1229,6 +1229,12 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
         window = int(load_config("profiles")["app"]["window_days"])
         app = personal & b("is_app_user")
         today = np.datetime64(as_of, "D")
+        # the days the app's sentences speak of: the app window, or fewer from the customer's first active day in it
+        # (gold app_signals first_active_on: the bank may have delivered the app's events for less time)
+        first = _days(ctx, "app_first_active_on")
+        span = np.where(np.isnat(first), window,
+                        np.clip((today - first).astype("timedelta64[D]").astype(np.int64) + 1, 1, window))
+        last_days = np.char.add(np.char.add(" in the last ", span.astype(str)), " days").astype(object)
         fresh_nights = int(usage["introduce_days"])
         for m in names:
             days = f(f"app_days_{m}")
@@ -1236,7 +1242,7 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
             base = scores[m]
             used = app & (days > 0)
             opened = np.char.add(np.char.add("you opened it on ", days.astype(int).astype(str)),
-                                 np.where(days == 1, " day", " days")).astype(object) + f" in the last {window} days"
+                                 np.where(days == 1, " day", " days")).astype(object) + last_days
             scores[m] = np.where(used, np.maximum(base, float(usage["used_score"]))
                                  + np.minimum(days * float(usage["rise_per_day"]), float(usage["max_rise"])), base)
             data_reason = (base > 0) & (m not in defaults)
@@ -1257,15 +1263,15 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
             scores[m] = np.where(stale & useful, float(usage["sink_score"]) + base / 100,
                                  np.where(stale & searched, 0, scores[m]))
             why[m] = np.where(fresh & useful, "new for you: " + why[m],
-                              np.where(fresh & searched, f"new for you: you searched the app for it in the last "
-                                                         f"{window} days", why[m]))
-            why[m] = np.where(stale & useful, why[m] + f"; not opened in the app in the last {window} days", why[m])
+                              np.where(fresh & searched, "new for you: you searched the app for it" + last_days,
+                                       why[m]))
+            why[m] = np.where(stale & useful, why[m] + "; not opened in the app" + last_days, why[m])
             status[m] = np.where(fresh, "new", np.where(stale & useful, "not_opened", status[m]))
             introduced[m] = np.where(candidate, start, introduced[m])
             # a default module an app user never opens sinks below the ones they use
             idle = unopened & (m in defaults) & (base > 0)
             scores[m] = np.where(idle, float(usage["sink_score"]) + base / 100, scores[m])
-            why[m] = np.where(idle, f"default module; not opened in the app in the last {window} days", why[m])
+            why[m] = np.where(idle, "default module; not opened in the app" + last_days, why[m])
             status[m] = np.where(idle, "not_opened", status[m])
 
     matrix = np.column_stack([scores[m] for m in names])

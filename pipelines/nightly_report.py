@@ -5,7 +5,8 @@ quality (the gold quarantine of D by stage, file and reason, and the gates of ru
 calibration (the distribution of p_shortfall per horizon from gold cash_forecast; realised against predicted for
 earlier nights' forecasts whose horizon has ended by D, else the latest backtest's calibration from
 reports/backtest/); life-event rates (gold life_events); the action mix (gold next_best_actions); staffed channels
-(capacity against demand, runs/D/decide.json); the suppression funnel (gold decision_log); fairness across age bands and regions (silver customers with the two gold tables).
+(capacity against demand, runs/D/decide.json); the app's signals and the dashboard roles (gold app_signals,
+customer_roles, dashboard_layout and the push moves of decision_log); the suppression funnel (gold decision_log); fairness across age bands and regions (silver customers with the two gold tables).
 
 Every section works when its input is absent: it says what is missing instead of failing, and a section that
 fails on unexpected input says so with the error, so a report is always written. All aggregation happens in DuckDB,
@@ -39,6 +40,7 @@ SECTION_HEADINGS = {
     "life_events": "Life-event rates",
     "action_mix": "Action mix",
     "staffed": "Staffed channels: capacity and demand",
+    "app_signals": "App signals and dashboard roles",
     "funnel": "Suppression funnel",
     "fairness": "Fairness across age bands and regions",
 }
@@ -409,17 +411,63 @@ def _staffed(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     return [{"heading": heading, "text": text, "table": table, "figures": figures}]
 
 
+def _app_signals(paths: Paths, day: date, con) -> list[dict[str, Any]]:
+    """What the app's events and the customers' income did tonight (personalization-consented customers only):
+    app users and push-fatigued customers (gold app_signals), roles (gold customer_roles), the dashboard modules by
+    status (gold dashboard_layout) and the published actions moved off push (decision_log)."""
+    heading = SECTION_HEADINGS["app_signals"]
+    d = day.isoformat()
+    signals = _scan(paths, "gold", "app_signals", as_of=d)
+    roles = _scan(paths, "gold", "customer_roles", as_of=d)
+    layout = _scan(paths, "gold", "dashboard_layout", as_of=d)
+    if signals is None and roles is None and layout is None:
+        return [{"heading": heading, "text": _absent("gold app_signals, customer_roles and dashboard_layout have no "
+                                                     "partition for this date (the profile and decide stages have "
+                                                     "not run, or no customer has app events or a role)")}]
+    lines = []
+    if signals is not None:
+        n, users, tired = con.execute(f"select count(*), count(*) filter (where is_app_user), "
+                                      f"count(*) filter (where is_push_fatigued) from {signals}").fetchone()
+        lines.append(f"{n:,} customers with app events in the window (personalization consent), {users:,} app users "
+                     f"(the layout follows what they open), {tired:,} push-fatigued (fewer pushes).")
+    if roles is not None:
+        per = con.execute(f"select role, count(*) from {roles} group by role order by role").fetchall()
+        lines.append("Roles: " + (", ".join(f"{role} {count:,}" for role, count in per) or "none") + ".")
+    log_scan = _scan(paths, "gold", "decision_log", as_of=d)
+    nba = _scan(paths, "gold", "next_best_actions", as_of=d)
+    if log_scan is not None and nba is not None:
+        moved = con.execute(f"select count(*) from {log_scan} as l semi join {nba} as n using (customer_id, action_id) "
+                            f"where l.reason like '%instead of push'").fetchone()[0]
+        lines.append(f"{moved:,} published actions sent by another channel instead of push (push fatigue).")
+    table, figures = None, []
+    if layout is not None:
+        table = _df(con, f"""
+            pivot (select module, status, customer_id from {layout}) on status
+            using count(customer_id) group by module order by module""")
+        long = _df(con, f"select module, status, count(*) as customers from {layout} "
+                        f"where status in ('needed', 'used', 'new', 'not_opened') group by all order by all")
+        if not long.empty:
+            figures.append(bar_figure(long, "module", "customers", "status",
+                                      "Dashboard modules by status (customers)"))
+    text = ("Statuses of the home-screen modules: needed (the customer's data puts it there), used (opened in the "
+            "app: it rises), new (useful, never opened: introduced), not_opened (still unopened after its "
+            "introduction: it sinks), default.\n\n" + " ".join(lines))
+    return [{"heading": heading, "text": text, "table": table, "figures": figures}]
+
+
 def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     heading = SECTION_HEADINGS["funnel"]
     scan = _scan(paths, "gold", "decision_log", as_of=day.isoformat())
     if scan is None:
         return [{"heading": heading, "text": _absent("the gold decision_log table has no partition for this date")}]
     nba = _scan(paths, "gold", "next_best_actions", as_of=day.isoformat())
-    moved = 0
+    moved = pushed = 0
     if nba is not None:
-        # rows at stage capacity of an action still published (on a digital channel): a channel given up, no drop
-        moved = con.execute(f"select count(*) from {scan} as d semi join {nba} as n using (customer_id, action_id)"
-                            ).fetchone()[0]
+        # rows of an action still published: a channel given up, no drop (stage capacity: a staffed channel for a
+        # digital one; stage contact_policy: push for another channel, push fatigue)
+        moved, pushed = con.execute(
+            f"select count(*) filter (where stage = 'capacity'), count(*) filter (where stage <> 'capacity') "
+            f"from {scan} as d semi join {nba} as n using (customer_id, action_id)").fetchone()
         scan = f"(select * from {scan} as d anti join {nba} as n using (customer_id, action_id))"
     per = _df(con, f"select stage, action_class, count(*) as dropped from {scan} group by all")
     wide = per.pivot_table(index="stage", columns="action_class", values="dropped", aggfunc="sum", fill_value=0)
@@ -436,6 +484,8 @@ def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
             + (f"; {published:,} published as next best actions." if published is not None else ".")
             + (f" Not counted here: {moved:,} published actions that gave up a staffed channel to tonight's "
                f"capacity (decision_log stage capacity, see the staffed channels section)." if moved else "")
+            + (f" Not counted here either: {pushed:,} published actions sent by another channel instead of push "
+               f"(decision_log stage contact_policy, see the app signals section)." if pushed else "")
             + "\n\nTop reasons per stage are below the chart.")
     long = per.copy()
     long["stage"] = pd.Categorical(long["stage"], categories=order, ordered=True)
@@ -579,8 +629,8 @@ def _fairness(paths: Paths, day: date, con) -> list[dict[str, Any]]:
 
 SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("summary", _summary), ("volumes", _volumes), ("quality", _quality), ("calibration", _calibration),
-    ("life_events", _life_events), ("action_mix", _action_mix), ("staffed", _staffed), ("funnel", _funnel),
-    ("fairness", _fairness)]
+    ("life_events", _life_events), ("action_mix", _action_mix), ("staffed", _staffed),
+    ("app_signals", _app_signals), ("funnel", _funnel), ("fairness", _fairness)]
 
 
 def report_path(paths: Paths, day: date) -> Path:

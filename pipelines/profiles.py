@@ -29,6 +29,7 @@ import pandas as pd
 from pipelines import lake
 from pipelines.config import Paths, load_config
 from pipelines.contract import landing_contract
+from pipelines.errors import SegoneError
 from pipelines.runs import write_run_metrics
 from pipelines.schemas import table_schema
 
@@ -37,14 +38,22 @@ log = logging.getLogger(__name__)
 TABLES = ("app_usage", "app_signals", "customer_roles")
 ROLES = ("irregular_earner", "retiree")
 NOTIFICATION_EVENTS = ("notification_opened", "notification_dismissed")
-USE_EVENTS = ("screen_viewed", "feature_used")
+# what opens an area: a screen viewed, a feature of it used, a notification that opens it opened
+USE_EVENTS = ("screen_viewed", "feature_used", "notification_opened")
 INCOME_KINDS = ("salary", "benefit", "pension", "self_employed")
 EVENT_COLUMNS = ["customer_id", "day", "event_type", "target", "channel", "n"]
 CREDIT_COLUMNS = ["customer_id", "source", "text", "channel", "payer", "n", "amount"]
+COVERAGE_COLUMNS = ["customer_id", "source", "first_day"]
 
 
 def settings() -> dict[str, Any]:
-    return load_config("profiles")
+    cfg = load_config("profiles")
+    for role in ROLES:
+        # the reasons say "most of your income": a role needs more than half of it
+        if float(cfg["roles"][role]["min_share"]) < 0.5:
+            raise SegoneError(f"config/profiles.yaml roles.{role}.min_share is {cfg['roles'][role]['min_share']}: "
+                              f"it must be at least 0.5 (the reason says 'most of your income')")
+    return cfg
 
 
 def app_targets() -> tuple[str, ...]:
@@ -76,24 +85,33 @@ def consented(consents: pd.DataFrame, purpose: str = "personalization") -> set[s
 
 
 def profile_frames(events: pd.DataFrame, credits: pd.DataFrame, customers: pd.DataFrame, consents: pd.DataFrame,
-                   as_of: date, cfg: dict[str, Any] | None = None) -> Profiles:
+                   as_of: date, cfg: dict[str, Any] | None = None, coverage: pd.DataFrame | None = None
+                   ) -> Profiles:
     """The three gold frames of one shard as of D (without as_of and bucket).
 
     events: customer_id, day (UTC date), event_type, target, channel, n (events of that kind that day).
     credits: customer_id, source (core/openbanking), text (upper-cased description and merchant), channel, payer,
     n, amount (base currency): money in to the customer's current accounts in the roles window, own-account
-    transfers left out. customers: customer_id, birth_year. consents: customer_id, is_personalization_allowed,
-    is_open_banking_allowed. Only personalization-consented customers get rows; open-banking credits count only
-    with the open_banking consent."""
+    transfers left out; payer is the counterparty id (null when the posting has none). customers: customer_id,
+    birth_year. consents: customer_id, is_personalization_allowed, is_open_banking_allowed. coverage: customer_id,
+    source, first_day: the customer's first posting (any, in or out) on those accounts in the roles window, so that
+    a reason speaks only of days the bank has their postings for; None: the data covers the whole window. Only
+    personalization-consented customers get rows; open-banking credits (and coverage) count only with the
+    open_banking consent."""
     cfg = cfg or settings()
     allowed = consented(consents)
     events = events[events["customer_id"].isin(allowed)] if len(events) else events
     usage, signals = app_profiles(events, as_of, cfg["app"])
-    credits = credits[credits["customer_id"].isin(allowed)] if len(credits) else credits
-    if len(credits):
-        credits = credits[(credits["source"] != "openbanking")
-                          | credits["customer_id"].isin(consented(consents, "open_banking"))]
-    roles = customer_roles(credits, customers[customers["customer_id"].isin(allowed)], as_of, cfg["roles"])
+    external = consented(consents, "open_banking")
+
+    def mine(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+        if frame is None or not len(frame):
+            return frame
+        frame = frame[frame["customer_id"].isin(allowed)]
+        return frame[(frame["source"] != "openbanking") | frame["customer_id"].isin(external)]
+
+    roles = customer_roles(mine(credits), customers[customers["customer_id"].isin(allowed)], as_of, cfg["roles"],
+                           mine(coverage) if coverage is not None else None)
     return Profiles(usage, signals, roles)
 
 
@@ -143,8 +161,13 @@ def app_profiles(events: pd.DataFrame, as_of: date, cfg: dict[str, Any]) -> tupl
     signals["push_dismiss_share"] = (signals["n_push_dismissed"] / answered.where(answered > 0)).round(4)
     signals["is_push_fatigued"] = (answered >= int(note["min_responses"])) & \
         (signals["push_dismiss_share"].fillna(0) >= float(note["fatigue_dismiss_share"]))
+    # the days the reason speaks of: the notification window, or fewer when the customer's first app event in it is
+    # later (the bank may have delivered the app's events for less time than the window)
+    first = recent.groupby("customer_id")["day"].min().reindex(signals.index)
+    since = (pd.Timestamp(as_of) - pd.to_datetime(first)).dt.days + 1
+    span = since.clip(upper=int(note["window_days"])).fillna(int(note["window_days"])).astype(int)
     words = ("dismissed " + signals["n_push_dismissed"].astype(str) + " of the " + answered.astype(str)
-             + f" push notifications they answered in the last {int(note['window_days'])} days")
+             + " push notifications they answered in the last " + span.astype(str) + " days")
     signals["push_fatigue_reason"] = words.where(signals["is_push_fatigued"], None)
     signals = signals.reset_index()
     return usage.reset_index(drop=True), signals
@@ -164,10 +187,12 @@ def income_kinds(credits: pd.DataFrame, cfg: dict[str, Any]) -> np.ndarray:
                      ["pension", "salary", "benefit", "self_employed"], default=None).astype(object)
 
 
-def customer_roles(credits: pd.DataFrame, customers: pd.DataFrame, as_of: date, cfg: dict[str, Any]
-                   ) -> pd.DataFrame:
-    """One row per customer and role that holds: irregular_earner (self-employed income is most of the income)
-    and retiree (pensions are most of the income, and of pension age), with the evidence in words."""
+def customer_roles(credits: pd.DataFrame, customers: pd.DataFrame, as_of: date, cfg: dict[str, Any],
+                   coverage: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per customer and role that holds: irregular_earner (self-employed income is more than half of the
+    income) and retiree (pensions are more than half of the income, and of pension age), with the evidence in words
+    that are true of the customer: the days spoken of are the window, or fewer from the customer's first posting in
+    it (`coverage`); the payers are counted only when every payment names one (a counterparty id)."""
     columns = ["customer_id", "role", "n_payments", "n_payers", "amount", "income_share", "reason"]
     if credits is None or credits.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
@@ -176,25 +201,34 @@ def customer_roles(credits: pd.DataFrame, customers: pd.DataFrame, as_of: date, 
     income = credits.groupby("customer_id")["amount"].sum()
     age = (as_of.year - customers.set_index("customer_id")["birth_year"].astype("float64"))
     window = int(cfg["window_days"])
+    first = coverage.groupby("customer_id")["first_day"].min() if coverage is not None and len(coverage) else \
+        pd.Series(dtype="datetime64[ns]")
     parts = []
     for role in ROLES:
         rule = cfg[role]
         mine = credits[credits["kind"] == rule["kind"]]
+        mine = mine.assign(unnamed=mine["n"].where(mine["payer"].isna(), 0))
         per = mine.groupby("customer_id").agg(n_payments=("n", "sum"), n_payers=("payer", "nunique"),
-                                              amount=("amount", "sum"))
-        per["income_share"] = (per["amount"] / income.reindex(per.index)).clip(0, 1).round(4)
-        keep = (per["income_share"] >= float(rule["min_share"])) & (per["n_payments"] >= int(rule["min_payments"]))
+                                              n_unnamed=("unnamed", "sum"), amount=("amount", "sum"))
+        share = per["amount"] / income.reindex(per.index)
+        per["income_share"] = share.clip(0, 1).round(4)
+        # "most": more than half, and more than min_share (compared unrounded)
+        keep = (share > max(float(rule["min_share"]), 0.5)) & (per["n_payments"] >= int(rule["min_payments"]))
         if "min_age" in rule:
             keep &= age.reindex(per.index).fillna(-1) >= float(rule["min_age"])
         per = per[keep].reset_index()
-        n, k = per["n_payments"].astype(int).astype(str), per["n_payers"].astype(int)
+        since = (pd.Timestamp(as_of) - pd.to_datetime(first.reindex(per["customer_id"]))).dt.days + 1
+        days = since.clip(upper=window).fillna(window).astype(int).astype(str).to_numpy()
+        n, k = per["n_payments"].astype(int), per["n_payers"].astype(int)
+        payments = n.astype(str) + np.where(n == 1, " payment", " payments")
         if role == "irregular_earner":
-            payers = k.astype(str) + np.where(k == 1, " payer", " payers")
-            reason = (f"most of your income in the last {window} days came from self-employed work (" + n
-                      + " payments from " + payers + ")")
+            named = per["n_unnamed"].to_numpy() == 0
+            payers = np.where(named, " from " + k.astype(str) + np.where(k == 1, " payer", " payers"), "")
+            reason = ("most of your income in the last " + days + " days came from self-employed work ("
+                      + payments + payers + ")")
         else:
-            reason = f"most of your income in the last {window} days was pension payments (" + n + " payments)"
-        parts.append(per.assign(role=role, reason=reason))
+            reason = "most of your income in the last " + days + " days was pension payments (" + payments + ")"
+        parts.append(per.assign(role=role, reason=pd.Series(reason, index=per.index, dtype=object)))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     out = out[columns].sort_values(["customer_id", "role"], kind="stable").reset_index(drop=True)
     return out.astype({"n_payments": "int64", "n_payers": "int64", "amount": "float64",
@@ -222,8 +256,9 @@ def _bucket_files(paths: Paths, table: str, bucket: int) -> str | None:
 
 
 def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None = None) -> dict[str, pd.DataFrame]:
-    """The read step: consents, customers (birth year), day-level app event counts in the app window and the
-    credits to current accounts in the roles window, of the bucket's personalization-consented customers."""
+    """The read step: consents, customers (birth year), day-level app event counts in the app window, the credits
+    to current accounts in the roles window and the first posting on those accounts in it (coverage), of the
+    bucket's personalization-consented customers."""
     cfg = cfg or settings()
     iso, b = day.isoformat(), int(bucket)
     con = lake.connect()
@@ -255,31 +290,35 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
                 select customer_id, cast(occurred_at as date) as day, event_type, target, channel, count(*) as n
                 from delivered group by all order by all""").df()
         credits = pd.DataFrame(columns=CREDIT_COLUMNS)
+        coverage = pd.DataFrame(columns=COVERAGE_COLUMNS)
         scan = _bucket_files(paths, "transactions", b)
         accounts_path = _snapshot(paths, "accounts", day)
         if scan is not None and accounts_path is not None and allowed:
             since = (day - timedelta(days=int(cfg["roles"]["window_days"]) - 1)).isoformat()
-            credits = con.execute(f"""
+            con.execute(f"""
+                create temp table postings as
                 with own as (
                     select account_id, customer_id, product
-                    from read_parquet('{accounts_path}/**/*.parquet') where bucket = {b}),
-                credits as (
-                    select t.customer_id, t.source, upper(concat_ws(' ', t.description, t.merchant_name)) as text,
-                        t.channel, coalesce(t.counterparty_id, upper(t.description), '') as payer,
-                        cast(t.amount_base as double) as amount
-                    from {scan} as t
-                    join own on own.account_id = t.account_id and own.product = 'current'
-                    where (t.load_date = 'history' or t.load_date <= '{iso}')
-                        and t.booking_date between date '{since}' and date '{iso}' and t.amount_base > 0
-                        and t.customer_id in (select customer_id from allowed_frame)
-                        and not exists (select 1 from own as mine
-                                        where mine.customer_id = t.customer_id
-                                            and mine.account_id = t.counterparty_id))
+                    from read_parquet('{accounts_path}/**/*.parquet') where bucket = {b})
+                select t.customer_id, t.source, t.booking_date, upper(concat_ws(' ', t.description, t.merchant_name))
+                        as text, t.channel, t.counterparty_id as payer, cast(t.amount_base as double) as amount,
+                    exists (select 1 from own as mine
+                            where mine.customer_id = t.customer_id and mine.account_id = t.counterparty_id)
+                        as is_own_transfer
+                from {scan} as t
+                join own on own.account_id = t.account_id and own.product = 'current'
+                where (t.load_date = 'history' or t.load_date <= '{iso}')
+                    and t.booking_date between date '{since}' and date '{iso}'
+                    and t.customer_id in (select customer_id from allowed_frame)""")
+            credits = con.execute("""
                 select customer_id, source, text, channel, payer, count(*) as n, sum(amount) as amount
-                from credits group by all order by all""").df()
+                from postings where amount > 0 and not is_own_transfer group by all order by all""").df()
+            coverage = con.execute("select customer_id, source, min(booking_date) as first_day from postings "
+                                   "group by all order by all").df()
     finally:
         con.close()
-    return {"events": events, "credits": credits, "customers": customers, "consents": consents}
+    return {"events": events, "credits": credits, "customers": customers, "consents": consents,
+            "coverage": coverage}
 
 
 def write_gold(paths: Paths, table: str, frame: pd.DataFrame, day: date, bucket: int) -> int:
@@ -304,7 +343,8 @@ def profile_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     cfg = settings()
     inputs = read_inputs(paths, day, bucket, cfg)
     read_seconds = time.perf_counter() - started
-    profiles = profile_frames(inputs["events"], inputs["credits"], inputs["customers"], inputs["consents"], day, cfg)
+    profiles = profile_frames(inputs["events"], inputs["credits"], inputs["customers"], inputs["consents"], day, cfg,
+                              coverage=inputs["coverage"])
     rows = {table: write_gold(paths, table, getattr(profiles, table), day, bucket) for table in TABLES}
     signals, roles = profiles.app_signals, profiles.customer_roles
     metrics = {"bucket": int(bucket), "as_of": day.isoformat(), "rows": rows,
@@ -367,7 +407,7 @@ def read_profile_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
 
 def profile_context(app_usage: pd.DataFrame, app_signals: pd.DataFrame, customer_roles: pd.DataFrame
                     ) -> pd.DataFrame:
-    """Context fields per customer: is_app_user, app_active_days, is_push_fatigued, push_dismissed,
+    """Context fields per customer: is_app_user, app_active_days, app_first_active_on, is_push_fatigued, push_dismissed,
     push_answered, push_fatigue_reason; app_days_<area> (days the area was used in the window) and
     app_searches_<area> for every area of the app's vocabulary; is_<role> and <role>_reason for every role."""
     frames = []
@@ -375,6 +415,7 @@ def profile_context(app_usage: pd.DataFrame, app_signals: pd.DataFrame, customer
         s = app_signals.set_index("customer_id")
         frames.append(pd.DataFrame({
             "is_app_user": s["is_app_user"].astype(bool), "app_active_days": s["n_active_days"].astype("float64"),
+            "app_first_active_on": pd.to_datetime(s["first_active_on"]),
             "is_push_fatigued": s["is_push_fatigued"].astype(bool),
             "push_dismissed": s["n_push_dismissed"].astype("float64"),
             "push_answered": (s["n_push_opened"] + s["n_push_dismissed"]).astype("float64"),

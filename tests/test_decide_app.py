@@ -100,6 +100,18 @@ def test_what_an_app_user_opens_moves_the_layout():
     assert plain["introduced_on"].isna().all()
 
 
+def test_the_layout_speaks_only_of_the_days_the_app_has_seen_the_customer():
+    """First active in the app 20 days ago (a new app user, or app events delivered for less than the window): the
+    reasons speak of 21 days, not 90."""
+    context = customers(app_user(app_days_savings_goals=5.0, app_searches_travel_money=1.0,
+                                 app_first_active_on=pd.Timestamp(D - timedelta(days=20))))
+    layout = layout_of(run(context), "C0000")
+    assert layout.loc["savings_goals", "reason"] == ("there is money that is safe to save; you opened it on 5 days in "
+                                                     "the last 21 days")
+    assert layout.loc["travel_money", "reason"] == "new for you: you searched the app for it in the last 21 days"
+    assert layout.loc["spending_insights", "reason"] == "default module; not opened in the app in the last 21 days"
+
+
 def test_a_searched_module_never_opened_leaves_after_its_introduction():
     context = customers(app_user(app_searches_wealth_preservation=2.0,
                                  introduced_on_wealth_preservation=pd.Timestamp(D - timedelta(days=30))))

@@ -260,3 +260,56 @@ def test_report_shows_the_staffed_queues_against_their_capacity(full_report) -> 
     assert "Staffed channels: capacity and demand" in text
     assert "Over capacity tonight: phone 467 for 20; advisor_queue 104 for 10." in text
     assert re.search(r"phone\s+20\s+467\s+20\s+447\s+440", text), text[text.find("Staffed"):][:800]
+
+
+def test_report_shows_the_app_signals_and_the_roles(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
+    paths = Paths(tmp_path)
+    build_lake(paths)
+    customers = _customers()["customer_id"].tolist()
+
+    def gold(table: str, rows: list[dict]) -> None:
+        frame = pd.DataFrame(rows)
+        frame["bucket"] = lake.bucket_of(frame["customer_id"]).astype("int32")
+        lake.write_frame(frame, lake.partition_path(paths, "gold", table, as_of=D), paths, partition_by=["bucket"])
+
+    gold("app_signals", [{"customer_id": c, "n_events": 20, "n_active_days": 8 if i < 30 else 2,
+                          "is_app_user": i < 30, "is_push_fatigued": i < 4} for i, c in enumerate(customers[:50])])
+    gold("customer_roles", [{"customer_id": c, "role": "irregular_earner" if i < 7 else "retiree",
+                             "reason": "r"} for i, c in enumerate(customers[:10])])
+    gold("dashboard_layout", [{"customer_id": c, "position": k + 1, "module": module, "reason": "r", "status": status}
+                              for i, c in enumerate(customers[:20])
+                              for k, (module, status) in enumerate(
+                                  [("tax_provisioning", "new" if i < 5 else "needed"),
+                                   ("accounts_overview", "used"), ("spending_insights", "not_opened")])])
+    log = _decision_log(_customers())
+    moved = pd.DataFrame([{"customer_id": c, "action_id": "shortfall_warning", "action_class": "protective",
+                           "stage": "contact_policy", "policy_version": "nba-v1",
+                           "reason": "the customer dismissed 5 of the 5 push notifications they answered in the last "
+                                     "60 days: sent by inapp instead of push"} for c in customers[:3]])
+    moved["bucket"] = lake.bucket_of(moved["customer_id"]).astype("int32")
+    lake.write_frame(pd.concat([log, moved], ignore_index=True),
+                     lake.partition_path(paths, "gold", "decision_log", as_of=D), paths, partition_by=["bucket"])
+    text = text_of(nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8"))
+    assert "could not be built" not in text
+    assert ("50 customers with app events in the window (personalization consent), 30 app users (the layout follows "
+            "what they open), 4 push-fatigued (fewer pushes).") in text
+    assert "Roles: irregular_earner 7, retiree 3." in text
+    assert "3 published actions sent by another channel instead of push (push fatigue)." in text
+    # the funnel does not count them as drops, and says why
+    assert "Not counted here either: 3 published actions sent by another channel instead of push" in text
+    con = lake.connect()
+    try:
+        table = nightly_report._app_signals(paths, DAY, con)[0]["table"].set_index("module")
+    finally:
+        con.close()
+    assert table.loc["tax_provisioning", "new"] == 5 and table.loc["tax_provisioning", "needed"] == 15
+    assert table.loc["accounts_overview", "used"] == 20 and table.loc["spending_insights", "not_opened"] == 20
+
+
+def test_report_without_app_tables_says_so(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
+    paths = Paths(tmp_path)
+    build_lake(paths)
+    text = text_of(nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8"))
+    assert "Not shown: gold app_signals, customer_roles and dashboard_layout have no partition" in text

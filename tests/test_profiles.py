@@ -54,10 +54,11 @@ def test_app_usage_and_push_fatigue():
     assert "C_NOCONSENT" not in set(out.app_usage["customer_id"]) | set(out.app_signals["customer_id"])
     assert "C_FUTURE" not in set(out.app_signals["customer_id"])                         # after D: not counted
     flow = usage.loc[("C_USER", "cash_flow_view")]
-    assert (flow.n_views, flow.n_days_used, flow.last_used_on) == (10, 5, days_ago(1))
+    # opened on 7 days: 5 with views, 2 by opening a notification about it (a notification opens its area)
+    assert (flow.n_views, flow.n_days_used, flow.last_used_on) == (10, 7, days_ago(1))
     assert flow.n_notifications_opened == 10          # within the 90-day app window (not the 60-day push window)
     goals = usage.loc[("C_USER", "savings_goals")]
-    assert (goals.n_views, goals.n_feature_uses, goals.n_days_used, goals.n_notifications_opened) == (1, 1, 1, 1)
+    assert (goals.n_views, goals.n_feature_uses, goals.n_days_used, goals.n_notifications_opened) == (1, 1, 2, 1)
     tax = usage.loc[("C_USER", "tax_provisioning")]
     assert (tax.n_searches, tax.n_days_used) == (1, 0) and pd.isna(tax.last_used_on)  # searched, never opened
     assert ("C_USER", "travel_money") not in usage.index                                # 120 days ago
@@ -66,7 +67,8 @@ def test_app_usage_and_push_fatigue():
     assert user.is_app_user and user.n_active_days == 9   # dismissal-only days do not count
     assert (user.n_push_dismissed, user.n_push_opened, user.n_inapp_opened) == (7, 1, 1)
     assert user.is_push_fatigued and user.push_dismiss_share == 0.875
-    assert user.push_fatigue_reason == "dismissed 7 of the 8 push notifications they answered in the last 60 days"
+    # their first app event in the 60-day push window is 40 days ago: the reason speaks of the 41 days it can see
+    assert user.push_fatigue_reason == "dismissed 7 of the 8 push notifications they answered in the last 41 days"
     light = signals.loc["C_LIGHT"]
     assert light.n_active_days == 2 and not light.is_app_user          # a view and an opened push: 2 days
     assert not light.is_push_fatigued and pd.isna(light.push_fatigue_reason)
@@ -129,6 +131,36 @@ def test_roles_from_the_customers_own_income():
     roles = profiles.profile_frames(NO_EVENTS, credits, PEOPLE,
                                     consents(*allowed, open_banking=("C_OB_FREELANCE",)), D).customer_roles
     assert ("C_OB_FREELANCE", "irregular_earner") in {(r.customer_id, r.role) for r in roles.itertuples()}
+
+
+def test_role_reasons_speak_only_of_what_the_data_shows():
+    """A customer whose postings begin 45 days before D (a new customer, or a bank with a short history): the reason
+    speaks of 45 days, not the 180 of the window. Payers are counted only when every payment names one. Exactly half
+    of the income is not "most" of it."""
+    credits = pd.DataFrame([
+        credit("C_NEW", "SUMUP PAYOUT", "other", 900.0, None, n=2),              # no counterparty id
+        credit("C_NEW", "INVOICE 7 BLUE DOOR MEDIA", "transfer_in", 700.0, "CLI0009"),
+        credit("C_HALF", "UPWORK GLOBAL PAYMENT", "transfer_in", 3000.0, "CLI0001", n=3),
+        credit("C_HALF", "ACME LTD SALARY", "salary", 3000.0, "EMP0001", n=3),
+        credit("C_ONE", "NEST PENSION PAYMENT", "transfer_in", 5000.0, "PEN0004", n=1),
+        credit("C_ONE", "DWP STATE PENSION", "benefit", 900.0, "DWP", n=1),
+        credit("C_ONE", "ACME LTD SALARY", "salary", 100.0, "EMP0001", n=1),
+    ])
+    coverage = pd.DataFrame([
+        {"customer_id": "C_NEW", "source": "core", "first_day": pd.Timestamp(days_ago(44))},
+        # an open-banking account seen for longer, whose consent is not given: it does not widen the span
+        {"customer_id": "C_NEW", "source": "openbanking", "first_day": pd.Timestamp(days_ago(170))},
+        {"customer_id": "C_HALF", "source": "core", "first_day": pd.Timestamp(days_ago(300))},
+        {"customer_id": "C_ONE", "source": "core", "first_day": pd.Timestamp(days_ago(179))},
+    ])
+    people = pd.DataFrame({"customer_id": ["C_NEW", "C_HALF", "C_ONE"], "birth_year": [1990, 1980, 1950]})
+    roles = profiles.profile_frames(NO_EVENTS, credits, people, consents("C_NEW", "C_HALF", "C_ONE"), D,
+                                    coverage=coverage).customer_roles
+    got = {(r.customer_id, r.role): r.reason for r in roles.itertuples()}
+    assert got == {
+        ("C_NEW", "irregular_earner"): "most of your income in the last 45 days came from self-employed work "
+                                       "(3 payments)",
+        ("C_ONE", "retiree"): "most of your income in the last 180 days was pension payments (2 payments)"}
 
 
 def test_income_kinds_match_whole_words_only():

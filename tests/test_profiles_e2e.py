@@ -155,6 +155,7 @@ def test_the_layout_shows_each_role_with_its_reason(world):
     assert retiree.loc["wealth_preservation", "status"] == "needed"                  # not an app user: no intro tag
     assert not {"tax_provisioning", "wealth_preservation"} & set(salaried.index)
     assert freelancer.loc["accounts_overview", "status"] == "used"
+    assert freelancer.loc["accounts_overview", "reason"] == "you opened it on 39 days in the last 41 days"
     assert list(layout(world, "C_NOCONSENT").index) == ["accounts_overview", "spending_insights"]
 
 
@@ -171,5 +172,6 @@ def test_push_fatigue_sends_the_bill_reminder_in_the_app(world):
     row = log[(log["customer_id"] == "C_FREELANCE") & (log["action_id"] == "bill_reminder")]
     assert row["stage"].tolist() == ["contact_policy"]
     assert row["reason"].tolist() == [
-        "the customer dismissed 9 of the 9 push notifications they answered in the last 60 days: sent by inapp "
+        # the app's events of the freelancer begin 40 days before D: the reason speaks of those 41 days
+        "the customer dismissed 9 of the 9 push notifications they answered in the last 41 days: sent by inapp "
         "instead of push"]
