@@ -1229,9 +1229,9 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
         window = int(load_config("profiles")["app"]["window_days"])
         app = personal & b("is_app_user")
         today = np.datetime64(as_of, "D")
-        # the days the app's sentences speak of: the app window, or fewer from the customer's first active day in it
-        # (gold app_signals first_active_on: the bank may have delivered the app's events for less time)
-        first = _days(ctx, "app_first_active_on")
+        # the days the app's sentences speak of: the app window, or fewer when the app's events cover less of it
+        # (gold app_signals app_data_since: the bank may have delivered the app's events for less time)
+        first = _days(ctx, "app_data_since")
         span = np.where(np.isnat(first), window,
                         np.clip((today - first).astype("timedelta64[D]").astype(np.int64) + 1, 1, window))
         last_days = np.char.add(np.char.add(" in the last ", span.astype(str)), " days").astype(object)

@@ -95,7 +95,7 @@ def profile_frames(events: pd.DataFrame, credits: pd.DataFrame, customers: pd.Da
     transfers left out; payer is the counterparty id (null when the posting has none). customers: customer_id,
     birth_year. consents: customer_id, is_personalization_allowed, is_open_banking_allowed. coverage: customer_id,
     source, first_day: the customer's first posting (any, in or out) on those accounts in the roles window, so that
-    a reason speaks only of days the bank has their postings for; None: the data covers the whole window. Only
+    a reason speaks only of days the data covers (`customer_roles`); None: the data covers the whole window. Only
     personalization-consented customers get rows; open-banking credits (and coverage) count only with the
     open_banking consent."""
     cfg = cfg or settings()
@@ -150,6 +150,12 @@ def app_profiles(events: pd.DataFrame, as_of: date, cfg: dict[str, Any]) -> tupl
     for column in ("first_active_on", "last_active_on"):
         signals[column] = pd.to_datetime(signals[column]).dt.date
     signals["is_app_user"] = signals["n_active_days"] >= int(cfg["min_active_days"])
+    # the first day of the window the app's events cover: the shard's first event (any consented customer's) in it.
+    # The window start when the bank delivered the app's events for the whole window; later when it started
+    # delivering them since (the sentences then speak of fewer days). Not the customer's own first event: a customer
+    # who started using the app last week has not opened a module in the 90 days either.
+    since = min(events["day"]) if len(events) else None
+    signals["app_data_since"] = since
     note = cfg["notifications"]
     recent = _window(events, as_of, note["window_days"])
     for channel in ("push", "inapp"):
@@ -161,13 +167,10 @@ def app_profiles(events: pd.DataFrame, as_of: date, cfg: dict[str, Any]) -> tupl
     signals["push_dismiss_share"] = (signals["n_push_dismissed"] / answered.where(answered > 0)).round(4)
     signals["is_push_fatigued"] = (answered >= int(note["min_responses"])) & \
         (signals["push_dismiss_share"].fillna(0) >= float(note["fatigue_dismiss_share"]))
-    # the days the reason speaks of: the notification window, or fewer when the customer's first app event in it is
-    # later (the bank may have delivered the app's events for less time than the window)
-    first = recent.groupby("customer_id")["day"].min().reindex(signals.index)
-    since = (pd.Timestamp(as_of) - pd.to_datetime(first)).dt.days + 1
-    span = since.clip(upper=int(note["window_days"])).fillna(int(note["window_days"])).astype(int)
+    # the days the reason speaks of: the notification window, or fewer when the app's events cover less of it
+    span = min(int(note["window_days"]), (as_of - since).days + 1) if since is not None else int(note["window_days"])
     words = ("dismissed " + signals["n_push_dismissed"].astype(str) + " of the " + answered.astype(str)
-             + " push notifications they answered in the last " + span.astype(str) + " days")
+             + f" push notifications they answered in the last {span} days")
     signals["push_fatigue_reason"] = words.where(signals["is_push_fatigued"], None)
     signals = signals.reset_index()
     return usage.reset_index(drop=True), signals
@@ -191,8 +194,9 @@ def customer_roles(credits: pd.DataFrame, customers: pd.DataFrame, as_of: date, 
                    coverage: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per customer and role that holds: irregular_earner (self-employed income is more than half of the
     income) and retiree (pensions are more than half of the income, and of pension age), with the evidence in words
-    that are true of the customer: the days spoken of are the window, or fewer from the customer's first posting in
-    it (`coverage`); the payers are counted only when every payment names one (a counterparty id)."""
+    that are true of the customer: of the income paid into their accounts (the bank sees no other); over the window,
+    or fewer days when the data covers less of it (`coverage`: the shard's first own-bank posting, the customer's
+    first open-banking posting); payers counted only when every payment names one (a counterparty id)."""
     columns = ["customer_id", "role", "n_payments", "n_payers", "amount", "income_share", "reason"]
     if credits is None or credits.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
@@ -201,8 +205,17 @@ def customer_roles(credits: pd.DataFrame, customers: pd.DataFrame, as_of: date, 
     income = credits.groupby("customer_id")["amount"].sum()
     age = (as_of.year - customers.set_index("customer_id")["birth_year"].astype("float64"))
     window = int(cfg["window_days"])
-    first = coverage.groupby("customer_id")["first_day"].min() if coverage is not None and len(coverage) else \
-        pd.Series(dtype="datetime64[ns]")
+    # the first day the data covers for each customer: the shard's first posting on its own accounts in the window
+    # (the bank's history may be shorter than the window) and, when their open-banking postings count, their first
+    # open-banking posting (the aggregator may have fetched less); the later of the two
+    first = pd.Series(dtype="datetime64[ns]")
+    if coverage is not None and len(coverage):
+        days = coverage.assign(first_day=pd.to_datetime(coverage["first_day"]))
+        core = days.loc[days["source"] != "openbanking", "first_day"].min()
+        external = days[days["source"] == "openbanking"].groupby("customer_id")["first_day"].min()
+        customers_seen = pd.Index(days["customer_id"].unique())
+        first = pd.Series(core, index=customers_seen, dtype="datetime64[ns]")
+        first = pd.concat([first, external], axis=1).max(axis=1)
     parts = []
     for role in ROLES:
         rule = cfg[role]
@@ -224,10 +237,11 @@ def customer_roles(credits: pd.DataFrame, customers: pd.DataFrame, as_of: date, 
         if role == "irregular_earner":
             named = per["n_unnamed"].to_numpy() == 0
             payers = np.where(named, " from " + k.astype(str) + np.where(k == 1, " payer", " payers"), "")
-            reason = ("most of your income in the last " + days + " days came from self-employed work ("
-                      + payments + payers + ")")
+            reason = ("most of the income paid into your accounts in the last " + days
+                      + " days came from self-employed work (" + payments + payers + ")")
         else:
-            reason = "most of your income in the last " + days + " days was pension payments (" + payments + ")"
+            reason = ("most of the income paid into your accounts in the last " + days + " days was pension payments ("
+                      + payments + ")")
         parts.append(per.assign(role=role, reason=pd.Series(reason, index=per.index, dtype=object)))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     out = out[columns].sort_values(["customer_id", "role"], kind="stable").reset_index(drop=True)
@@ -407,7 +421,7 @@ def read_profile_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
 
 def profile_context(app_usage: pd.DataFrame, app_signals: pd.DataFrame, customer_roles: pd.DataFrame
                     ) -> pd.DataFrame:
-    """Context fields per customer: is_app_user, app_active_days, app_first_active_on, is_push_fatigued, push_dismissed,
+    """Context fields per customer: is_app_user, app_active_days, app_data_since, is_push_fatigued, push_dismissed,
     push_answered, push_fatigue_reason; app_days_<area> (days the area was used in the window) and
     app_searches_<area> for every area of the app's vocabulary; is_<role> and <role>_reason for every role."""
     frames = []
@@ -415,7 +429,7 @@ def profile_context(app_usage: pd.DataFrame, app_signals: pd.DataFrame, customer
         s = app_signals.set_index("customer_id")
         frames.append(pd.DataFrame({
             "is_app_user": s["is_app_user"].astype(bool), "app_active_days": s["n_active_days"].astype("float64"),
-            "app_first_active_on": pd.to_datetime(s["first_active_on"]),
+            "app_data_since": pd.to_datetime(s["app_data_since"]),
             "is_push_fatigued": s["is_push_fatigued"].astype(bool),
             "push_dismissed": s["n_push_dismissed"].astype("float64"),
             "push_answered": (s["n_push_opened"] + s["n_push_dismissed"]).astype("float64"),

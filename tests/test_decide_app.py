@@ -11,8 +11,9 @@ import pandas as pd
 from pipelines import decide
 from tests.test_decide import CATALOGUE, D, customers, log_of, pol, published, response, run
 
-FREELANCE = "most of your income in the last 180 days came from self-employed work (6 payments from 3 payers)"
-PENSION = "most of your income in the last 180 days was pension payments (13 payments)"
+FREELANCE = ("most of the income paid into your accounts in the last 180 days came from self-employed work "
+             "(6 payments from 3 payers)")
+PENSION = "most of the income paid into your accounts in the last 180 days was pension payments (13 payments)"
 
 
 def layout_of(decisions, customer_id: str) -> pd.DataFrame:
@@ -100,11 +101,11 @@ def test_what_an_app_user_opens_moves_the_layout():
     assert plain["introduced_on"].isna().all()
 
 
-def test_the_layout_speaks_only_of_the_days_the_app_has_seen_the_customer():
-    """First active in the app 20 days ago (a new app user, or app events delivered for less than the window): the
-    reasons speak of 21 days, not 90."""
+def test_the_layout_speaks_only_of_the_days_the_apps_events_cover():
+    """The bank's app events begin 20 days before D (delivered for less than the window): the reasons speak of 21
+    days, not 90."""
     context = customers(app_user(app_days_savings_goals=5.0, app_searches_travel_money=1.0,
-                                 app_first_active_on=pd.Timestamp(D - timedelta(days=20))))
+                                 app_data_since=pd.Timestamp(D - timedelta(days=20))))
     layout = layout_of(run(context), "C0000")
     assert layout.loc["savings_goals", "reason"] == ("there is money that is safe to save; you opened it on 5 days in "
                                                      "the last 21 days")

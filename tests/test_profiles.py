@@ -67,8 +67,14 @@ def test_app_usage_and_push_fatigue():
     assert user.is_app_user and user.n_active_days == 9   # dismissal-only days do not count
     assert (user.n_push_dismissed, user.n_push_opened, user.n_inapp_opened) == (7, 1, 1)
     assert user.is_push_fatigued and user.push_dismiss_share == 0.875
-    # their first app event in the 60-day push window is 40 days ago: the reason speaks of the 41 days it can see
-    assert user.push_fatigue_reason == "dismissed 7 of the 8 push notifications they answered in the last 41 days"
+    assert user.push_fatigue_reason == "dismissed 7 of the 8 push notifications they answered in the last 60 days"
+    # the shard's first app event in the 90-day window is 70 days ago: the 60-day push window is covered
+    assert set(out.app_signals["app_data_since"]) == {days_ago(70)}
+    # a bank that started delivering the app's events 20 days ago: the reason speaks of those 21 days
+    recent = events[pd.to_datetime(events["day"]).dt.date >= days_ago(20)]
+    out = profiles.profile_frames(recent, NO_CREDITS, NOBODY, consents("C_USER", "C_LIGHT"), D)
+    user = out.app_signals.set_index("customer_id").loc["C_USER"]
+    assert user.push_fatigue_reason == "dismissed 5 of the 6 push notifications they answered in the last 21 days"
     light = signals.loc["C_LIGHT"]
     assert light.n_active_days == 2 and not light.is_app_user          # a view and an opened push: 2 days
     assert not light.is_push_fatigued and pd.isna(light.push_fatigue_reason)
@@ -122,11 +128,12 @@ def test_roles_from_the_customers_own_income():
     freelance = got[("C_FREELANCE", "irregular_earner")]
     assert (freelance.n_payments, freelance.n_payers, freelance.amount) == (6, 3, 7700.0)
     assert freelance.income_share == round(7700 / 8300, 4)
-    assert freelance.reason == ("most of your income in the last 180 days came from self-employed work "
-                                "(6 payments from 3 payers)")
+    assert freelance.reason == ("most of the income paid into your accounts in the last 180 days came from "
+                                "self-employed work (6 payments from 3 payers)")
     retired = got[("C_RETIRED", "retiree")]
     assert (retired.n_payments, retired.n_payers, retired.income_share) == (13, 2, 1.0)
-    assert retired.reason == "most of your income in the last 180 days was pension payments (13 payments)"
+    assert retired.reason == ("most of the income paid into your accounts in the last 180 days was pension payments "
+                              "(13 payments)")
     # with the open_banking consent the same credits make an irregular earner
     roles = profiles.profile_frames(NO_EVENTS, credits, PEOPLE,
                                     consents(*allowed, open_banking=("C_OB_FREELANCE",)), D).customer_roles
@@ -134,9 +141,9 @@ def test_roles_from_the_customers_own_income():
 
 
 def test_role_reasons_speak_only_of_what_the_data_shows():
-    """A customer whose postings begin 45 days before D (a new customer, or a bank with a short history): the reason
-    speaks of 45 days, not the 180 of the window. Payers are counted only when every payment names one. Exactly half
-    of the income is not "most" of it."""
+    """A bank whose history in the shard begins 44 days before D: the reasons speak of 45 days, not the 180 of the
+    window. Income at another bank counts only from its first fetched posting. Payers are counted only when every
+    payment names one. Exactly half of the income is not "most" of it."""
     credits = pd.DataFrame([
         credit("C_NEW", "SUMUP PAYOUT", "other", 900.0, None, n=2),              # no counterparty id
         credit("C_NEW", "INVOICE 7 BLUE DOOR MEDIA", "transfer_in", 700.0, "CLI0009"),
@@ -145,22 +152,34 @@ def test_role_reasons_speak_only_of_what_the_data_shows():
         credit("C_ONE", "NEST PENSION PAYMENT", "transfer_in", 5000.0, "PEN0004", n=1),
         credit("C_ONE", "DWP STATE PENSION", "benefit", 900.0, "DWP", n=1),
         credit("C_ONE", "ACME LTD SALARY", "salary", 100.0, "EMP0001", n=1),
+        credit("C_OB", "FIVERR INTL PAYMENT", "transfer_in", 4000.0, "CLI0002", n=4, source="openbanking"),
     ])
     coverage = pd.DataFrame([
-        {"customer_id": "C_NEW", "source": "core", "first_day": pd.Timestamp(days_ago(44))},
-        # an open-banking account seen for longer, whose consent is not given: it does not widen the span
-        {"customer_id": "C_NEW", "source": "openbanking", "first_day": pd.Timestamp(days_ago(170))},
-        {"customer_id": "C_HALF", "source": "core", "first_day": pd.Timestamp(days_ago(300))},
-        {"customer_id": "C_ONE", "source": "core", "first_day": pd.Timestamp(days_ago(179))},
+        {"customer_id": "C_NEW", "source": "core", "first_day": pd.Timestamp(days_ago(30))},
+        {"customer_id": "C_HALF", "source": "core", "first_day": pd.Timestamp(days_ago(44))},   # the shard's first
+        {"customer_id": "C_ONE", "source": "core", "first_day": pd.Timestamp(days_ago(40))},
+        # the aggregator's postings of C_OB begin 20 days ago; those of C_NEW (no open_banking consent) never count
+        {"customer_id": "C_OB", "source": "openbanking", "first_day": pd.Timestamp(days_ago(20))},
+        {"customer_id": "C_NEW", "source": "openbanking", "first_day": pd.Timestamp(days_ago(10))},
     ])
-    people = pd.DataFrame({"customer_id": ["C_NEW", "C_HALF", "C_ONE"], "birth_year": [1990, 1980, 1950]})
-    roles = profiles.profile_frames(NO_EVENTS, credits, people, consents("C_NEW", "C_HALF", "C_ONE"), D,
+    people = pd.DataFrame({"customer_id": ["C_NEW", "C_HALF", "C_ONE", "C_OB"],
+                           "birth_year": [1990, 1980, 1950, 1985]})
+    roles = profiles.profile_frames(NO_EVENTS, credits, people,
+                                    consents("C_NEW", "C_HALF", "C_ONE", "C_OB", open_banking=("C_OB",)), D,
                                     coverage=coverage).customer_roles
     got = {(r.customer_id, r.role): r.reason for r in roles.itertuples()}
     assert got == {
-        ("C_NEW", "irregular_earner"): "most of your income in the last 45 days came from self-employed work "
-                                       "(3 payments)",
-        ("C_ONE", "retiree"): "most of your income in the last 180 days was pension payments (2 payments)"}
+        ("C_NEW", "irregular_earner"): "most of the income paid into your accounts in the last 45 days came from "
+                                       "self-employed work (3 payments)",
+        ("C_ONE", "retiree"): "most of the income paid into your accounts in the last 45 days was pension payments "
+                              "(2 payments)",
+        ("C_OB", "irregular_earner"): "most of the income paid into your accounts in the last 21 days came from "
+                                      "self-employed work (4 payments from 1 payer)"}
+    # with the whole window covered, the window
+    full = coverage.assign(first_day=pd.Timestamp(days_ago(400)))
+    roles = profiles.profile_frames(NO_EVENTS, credits, people, consents("C_NEW", "C_HALF", "C_ONE"), D,
+                                    coverage=full[full["source"] == "core"]).customer_roles
+    assert set(roles["reason"].str.extract(r"in the last (\d+) days")[0]) == {"180"}
 
 
 def test_income_kinds_match_whole_words_only():

@@ -134,27 +134,29 @@ def test_roles_are_true_of_each_customer(world):
     assert set(roles) == {("C_FREELANCE", "irregular_earner"), ("C_RETIRED", "retiree")}
     freelance = roles[("C_FREELANCE", "irregular_earner")]
     assert (freelance.n_payments, freelance.n_payers, freelance.income_share) == (6, 3, 1.0)
-    assert freelance.reason == ("most of your income in the last 180 days came from self-employed work "
-                                "(6 payments from 3 payers)")
+    assert freelance.reason == ("most of the income paid into your accounts in the last 180 days came from "
+                                "self-employed work (6 payments from 3 payers)")
     retired = roles[("C_RETIRED", "retiree")]
     # the 8th of April to September and the 1st of May to September: 11 in the 180 days up to D
-    assert retired.reason == "most of your income in the last 180 days was pension payments (11 payments)"
+    assert retired.reason == ("most of the income paid into your accounts in the last 180 days was pension payments "
+                              "(11 payments)")
     assert world["checked"]["validation"]["passed"]
 
 
 def test_the_layout_shows_each_role_with_its_reason(world):
     freelancer, retiree, salaried = (layout(world, c) for c in ("C_FREELANCE", "C_RETIRED", "C_SALARIED"))
     assert freelancer.loc["tax_provisioning", "reason"] == (
-        "new for you: most of your income in the last 180 days came from self-employed work (6 payments from 3 "
-        "payers): set money aside for the tax on it")                                # an app user who never opened it
+        "new for you: most of the income paid into your accounts in the last 180 days came from self-employed work "
+        "(6 payments from 3 payers): set money aside for the tax on it")                                # an app user who never opened it
     assert freelancer.loc["tax_provisioning", "status"] == "new"
     assert str(freelancer.loc["tax_provisioning", "introduced_on"])[:10] == D.isoformat()
     assert retiree.loc["wealth_preservation", "reason"] == (
-        "most of your income in the last 180 days was pension payments (11 payments): plan how your savings and "
-        "pension last")
+        "most of the income paid into your accounts in the last 180 days was pension payments (11 payments): plan how "
+        "your savings and pension last")
     assert retiree.loc["wealth_preservation", "status"] == "needed"                  # not an app user: no intro tag
     assert not {"tax_provisioning", "wealth_preservation"} & set(salaried.index)
     assert freelancer.loc["accounts_overview", "status"] == "used"
+    # the bank's app events begin 40 days before D: the layout speaks of those 41 days
     assert freelancer.loc["accounts_overview", "reason"] == "you opened it on 39 days in the last 41 days"
     assert list(layout(world, "C_NOCONSENT").index) == ["accounts_overview", "spending_insights"]
 
@@ -172,6 +174,6 @@ def test_push_fatigue_sends_the_bill_reminder_in_the_app(world):
     row = log[(log["customer_id"] == "C_FREELANCE") & (log["action_id"] == "bill_reminder")]
     assert row["stage"].tolist() == ["contact_policy"]
     assert row["reason"].tolist() == [
-        # the app's events of the freelancer begin 40 days before D: the reason speaks of those 41 days
+        # the bank's app events begin 40 days before D: the reason speaks of those 41 days
         "the customer dismissed 9 of the 9 push notifications they answered in the last 41 days: sent by inapp "
         "instead of push"]
