@@ -115,65 +115,102 @@ def profile_frames(events: pd.DataFrame, credits: pd.DataFrame, customers: pd.Da
     return Profiles(usage, signals, roles)
 
 
-def _window(events: pd.DataFrame, as_of: date, days: int) -> pd.DataFrame:
-    day = pd.to_datetime(events["day"]).dt.date
-    return events[(day > as_of - timedelta(days=int(days))) & (day <= as_of)]
+def _days_before(values: pd.Series, as_of: date) -> np.ndarray:
+    """Whole days from each date to D (0 on D, negative after it), as int64."""
+    stamps = pd.to_datetime(values).to_numpy().astype("datetime64[D]")
+    return (np.datetime64(as_of, "D") - stamps).astype("int64")
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of an int64 array (a sort, faster here than a hash)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
+
+
+def _dates(before: np.ndarray, as_of: date) -> list:
+    """The dates `before` days before D (None where negative: none)."""
+    out = (np.datetime64(as_of, "D") - before.astype("timedelta64[D]")).astype(object)
+    return [d if b >= 0 else None for d, b in zip(out, before)]
 
 
 def app_profiles(events: pd.DataFrame, as_of: date, cfg: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(app_usage, app_signals) from the day-level event counts of consented customers."""
-    events = events if len(events) else pd.DataFrame(columns=EVENT_COLUMNS)
-    events = _window(events.astype({"n": "int64"}), as_of, cfg["window_days"]).copy()
-    events["day"] = pd.to_datetime(events["day"]).dt.date
-    kind = events["event_type"].astype(str)
-    n = events["n"].astype("int64")
-    for column, mask in (("n_views", kind == "screen_viewed"), ("n_feature_uses", kind == "feature_used"),
-                         ("n_searches", kind == "searched"), ("n_notifications_opened", kind == "notification_opened"),
-                         ("n_notifications_dismissed", kind == "notification_dismissed")):
-        events[column] = n.where(mask, 0)
-    events["use_day"] = events["day"].where(kind.isin(USE_EVENTS).to_numpy(), None)
-    counts = ["n_views", "n_feature_uses", "n_searches", "n_notifications_opened", "n_notifications_dismissed"]
-    grouped = events.groupby(["customer_id", "target"], sort=True)
-    usage = grouped[counts].sum()
-    usage["n_days_used"] = grouped["use_day"].nunique()
-    usage["last_used_on"] = grouped["use_day"].max()
-    usage = usage.reset_index()
-    usage = usage.astype({c: "int64" for c in [*counts, "n_days_used"]})
-    usage["last_used_on"] = pd.to_datetime(usage["last_used_on"]).dt.date
+    """(app_usage, app_signals) from the day-level event counts of consented customers.
 
-    # a day the customer opened the app: any event but a dismissed notification
-    events["active_day"] = events["day"].where((kind != "notification_dismissed").to_numpy(), None)
-    per = events.groupby("customer_id", sort=True)
-    signals = pd.DataFrame({"n_events": per["n"].sum().astype("int64"),
-                            "n_active_days": per["active_day"].nunique().astype("int64"),
-                            "first_active_on": per["active_day"].min(), "last_active_on": per["active_day"].max()})
-    for column in ("first_active_on", "last_active_on"):
-        signals[column] = pd.to_datetime(signals[column]).dt.date
+    Days are counted as whole days before D and the strings as codes, so that a million customers' events group in
+    numpy rather than in Python objects."""
+    events = events if len(events) else pd.DataFrame(columns=EVENT_COLUMNS)
+    before = _days_before(events["day"], as_of) if len(events) else np.zeros(0, dtype="int64")
+    keep = (before >= 0) & (before < int(cfg["window_days"]))
+    events, before = events[keep], before[keep]
+    cust, customers = pd.factorize(events["customer_id"].astype(str), sort=True)
+    target, targets = pd.factorize(events["target"].astype(str), sort=True)
+    customers, targets = np.asarray(customers, dtype=object), np.asarray(targets, dtype=object)
+    kind = events["event_type"].astype(str).to_numpy()
+    channel = events["channel"].astype(str).to_numpy()
+    n = events["n"].to_numpy().astype("int64")
+    n_targets = max(len(targets), 1)
+
+    # app_usage: per customer and area (one key per pair)
+    slot, pairs = pd.factorize(cust.astype("int64") * n_targets + target, sort=True)
+    pairs = np.asarray(pairs, dtype="int64")
+    usage = pd.DataFrame({"customer_id": customers[pairs // n_targets] if len(pairs) else np.array([], dtype=object),
+                          "target": targets[pairs % n_targets] if len(pairs) else np.array([], dtype=object)})
+    for column, name in (("n_views", "screen_viewed"), ("n_feature_uses", "feature_used"), ("n_searches", "searched"),
+                         ("n_notifications_opened", "notification_opened"),
+                         ("n_notifications_dismissed", "notification_dismissed")):
+        usage[column] = np.bincount(slot, weights=np.where(kind == name, n, 0), minlength=len(pairs)).astype("int64")
+    use = np.isin(kind, USE_EVENTS)
+    used_days = _distinct(slot[use].astype("int64") * 1_000_000 + before[use])
+    usage["n_days_used"] = np.bincount(used_days // 1_000_000, minlength=len(pairs)).astype("int64")
+    latest = np.full(len(pairs), -1, dtype="int64")
+    if len(used_days):
+        # the smallest days-before of a pair is its latest day: used_days is sorted by pair, then by days-before
+        first_of_pair = np.r_[True, np.diff(used_days // 1_000_000) != 0]
+        latest[used_days[first_of_pair] // 1_000_000] = used_days[first_of_pair] % 1_000_000
+    usage["last_used_on"] = _dates(latest, as_of)
+
+    # app_signals: per customer. A day the customer opened the app: any event but a dismissed notification
+    n_customers = len(customers)
+    active = kind != "notification_dismissed"
+    active_days = _distinct(cust[active].astype("int64") * 1_000_000 + before[active])
+    who = active_days // 1_000_000
+    signals = pd.DataFrame({"customer_id": customers,
+                            "n_events": np.bincount(cust, weights=n, minlength=n_customers).astype("int64"),
+                            "n_active_days": np.bincount(who, minlength=n_customers).astype("int64")})
+    first = np.full(n_customers, -1, dtype="int64")
+    last = np.full(n_customers, -1, dtype="int64")
+    if len(active_days):
+        days = active_days % 1_000_000
+        np.maximum.at(first, who, days)                     # the earliest day: the most days before D
+        last_days = np.full(n_customers, np.iinfo("int64").max)
+        np.minimum.at(last_days, who, days)
+        last = np.where(last_days == np.iinfo("int64").max, -1, last_days)
+    signals["first_active_on"] = _dates(first, as_of)
+    signals["last_active_on"] = _dates(last, as_of)
     signals["is_app_user"] = signals["n_active_days"] >= int(cfg["min_active_days"])
     # the first day of the window the app's events cover: the shard's first event (any consented customer's) in it.
     # The window start when the bank delivered the app's events for the whole window; later when it started
     # delivering them since (the sentences then speak of fewer days). Not the customer's own first event: a customer
     # who started using the app last week has not opened a module in the 90 days either.
-    since = min(events["day"]) if len(events) else None
-    signals["app_data_since"] = since
+    covered = int(before.max()) + 1 if len(before) else 0
+    signals["app_data_since"] = as_of - timedelta(days=covered - 1) if covered else None
     note = cfg["notifications"]
-    recent = _window(events, as_of, note["window_days"])
-    for channel in ("push", "inapp"):
+    recent = before < int(note["window_days"])
+    for name in ("push", "inapp"):
         for answer in ("opened", "dismissed"):
-            mine = recent[(recent["channel"] == channel) & (recent["event_type"] == f"notification_{answer}")]
-            signals[f"n_{channel}_{answer}"] = mine.groupby("customer_id")["n"].sum().reindex(signals.index) \
-                .fillna(0).astype("int64")
+            mine = recent & (channel == name) & (kind == f"notification_{answer}")
+            signals[f"n_{name}_{answer}"] = np.bincount(cust[mine], weights=n[mine],
+                                                        minlength=n_customers).astype("int64")
     answered = signals["n_push_opened"] + signals["n_push_dismissed"]
     signals["push_dismiss_share"] = (signals["n_push_dismissed"] / answered.where(answered > 0)).round(4)
     signals["is_push_fatigued"] = (answered >= int(note["min_responses"])) & \
         (signals["push_dismiss_share"].fillna(0) >= float(note["fatigue_dismiss_share"]))
     # the days the reason speaks of: the notification window, or fewer when the app's events cover less of it
-    span = min(int(note["window_days"]), (as_of - since).days + 1) if since is not None else int(note["window_days"])
+    span = min(int(note["window_days"]), covered) if covered else int(note["window_days"])
     words = ("dismissed " + signals["n_push_dismissed"].astype(str) + " of the " + answered.astype(str)
              + f" push notifications they answered in the last {span} days")
     signals["push_fatigue_reason"] = words.where(signals["is_push_fatigued"], None)
-    signals = signals.reset_index()
-    return usage.reset_index(drop=True), signals
+    return usage, signals
 
 
 def income_kinds(credits: pd.DataFrame, cfg: dict[str, Any]) -> np.ndarray:
@@ -309,26 +346,30 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
         accounts_path = _snapshot(paths, "accounts", day)
         if scan is not None and accounts_path is not None and allowed:
             since = (day - timedelta(days=int(cfg["roles"]["window_days"]) - 1)).isoformat()
-            con.execute(f"""
-                create temp table postings as
-                with own as (
-                    select account_id, customer_id, product
-                    from read_parquet('{accounts_path}/**/*.parquet') where bucket = {b})
-                select t.customer_id, t.source, t.booking_date, upper(concat_ws(' ', t.description, t.merchant_name))
-                        as text, t.channel, t.counterparty_id as payer, cast(t.amount_base as double) as amount,
-                    exists (select 1 from own as mine
-                            where mine.customer_id = t.customer_id and mine.account_id = t.counterparty_id)
-                        as is_own_transfer
-                from {scan} as t
-                join own on own.account_id = t.account_id and own.product = 'current'
-                where (t.load_date = 'history' or t.load_date <= '{iso}')
-                    and t.booking_date between date '{since}' and date '{iso}'
-                    and t.customer_id in (select customer_id from allowed_frame)""")
-            credits = con.execute("""
+            own = (f"select account_id, customer_id, product from read_parquet('{accounts_path}/**/*.parquet') "
+                   f"where bucket = {b}")
+            window = (f"(t.load_date = 'history' or t.load_date <= '{iso}') "
+                      f"and t.booking_date between date '{since}' and date '{iso}' "
+                      f"and t.customer_id in (select customer_id from allowed_frame)")
+            credits = con.execute(f"""
+                with own as ({own}),
+                credits as (
+                    select t.customer_id, t.source, upper(concat_ws(' ', t.description, t.merchant_name)) as text,
+                        t.channel, t.counterparty_id as payer, cast(t.amount_base as double) as amount
+                    from {scan} as t
+                    join own on own.account_id = t.account_id and own.product = 'current'
+                    where {window} and t.amount_base > 0
+                        and not exists (select 1 from own as mine
+                                        where mine.customer_id = t.customer_id
+                                            and mine.account_id = t.counterparty_id))
                 select customer_id, source, text, channel, payer, count(*) as n, sum(amount) as amount
-                from postings where amount > 0 and not is_own_transfer group by all order by all""").df()
-            coverage = con.execute("select customer_id, source, min(booking_date) as first_day from postings "
-                                   "group by all order by all").df()
+                from credits group by all order by all""").df()
+            # the first posting (in or out) on those accounts in the window: how much of it the data covers
+            coverage = con.execute(f"""
+                with own as ({own})
+                select t.customer_id, t.source, min(t.booking_date) as first_day
+                from {scan} as t join own on own.account_id = t.account_id and own.product = 'current'
+                where {window} group by all order by all""").df()
     finally:
         con.close()
     return {"events": events, "credits": credits, "customers": customers, "consents": consents,
