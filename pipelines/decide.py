@@ -1186,7 +1186,9 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
     user (gold app_signals, `usage` in config/decisioning.yaml dashboard) the app moves them: a module they opened
     rises with the days they used it; a useful module they never opened (or one they searched for) is introduced
     as new for `introduce_days` nights, then sinks to the bottom if still unopened; default modules they never open
-    sink too. Protective modules (`never_sink`) stay where the need puts them."""
+    sink too. `need_only` modules (money help) are placed by the customer's need alone: their use in the app neither
+    raises nor sinks them (protective; and a visit to money help is restricted data that the layout, which analysts
+    read, must not reveal)."""
     d = pol["dashboard"]
     n = len(ctx)
     f = lambda name: _numbers(ctx, name)  # noqa: E731
@@ -1236,7 +1238,10 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
                         np.clip((today - first).astype("timedelta64[D]").astype(np.int64) + 1, 1, window))
         last_days = np.char.add(np.char.add(" in the last ", span.astype(str)), " days").astype(object)
         fresh_nights = int(usage["introduce_days"])
+        need_only = set(usage.get("need_only") or ())
         for m in names:
+            if m in need_only:
+                continue
             days = f(f"app_days_{m}")
             before = _days(ctx, f"introduced_on_{m}")
             base = scores[m]
@@ -1249,8 +1254,6 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
             why[m] = np.where(used, np.where(data_reason, why[m] + "; " + opened, opened), why[m])
             status[m] = np.where(used, "used", status[m])
             introduced[m] = np.where(used, before, introduced[m])
-            if m in set(usage.get("never_sink") or ()):
-                continue
             unopened = app & ~used
             searched = unopened & (base <= 0) & (f(f"app_searches_{m}") > 0)
             useful = unopened & data_reason

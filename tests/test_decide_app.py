@@ -113,6 +113,21 @@ def test_the_layout_speaks_only_of_the_days_the_apps_events_cover():
     assert layout.loc["spending_insights", "reason"] == "default module; not opened in the app in the last 21 days"
 
 
+def test_money_help_is_placed_by_need_alone_and_never_reveals_its_use():
+    """A visit to money help is restricted data (docs/access.md): the layout, which every analyst reads, shows money
+    help where the need puts it, whether or not the customer opened or searched for it."""
+    context = customers(
+        app_user(app_days_money_help=10.0, app_searches_money_help=3.0),                       # no need: not shown
+        app_user(app_days_money_help=10.0, p_shortfall_30=0.7, card_over_limit=True, safe_to_save=0.0),
+        app_user(p_shortfall_30=0.7, card_over_limit=True, safe_to_save=0.0))                  # never opened it
+    decisions = run(context)
+    assert "money_help" not in layout_of(decisions, "C0000").index
+    used, unopened = layout_of(decisions, "C0001"), layout_of(decisions, "C0002")
+    assert used.loc["money_help", "status"] == unopened.loc["money_help", "status"] == "needed"
+    assert used.loc["money_help", "reason"] == unopened.loc["money_help", "reason"] == decide.MODULE_WHY["money_help"]
+    assert used.index.get_loc("money_help") == unopened.index.get_loc("money_help") == 0
+
+
 def test_a_searched_module_never_opened_leaves_after_its_introduction():
     context = customers(app_user(app_searches_wealth_preservation=2.0,
                                  introduced_on_wealth_preservation=pd.Timestamp(D - timedelta(days=30))))
