@@ -211,8 +211,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
 # Commands that write a night's data or outputs: they run under the lock of that night (pipelines/locks.py), so
 # that two runs of one night, or a run and the night's Airflow DAG run, never overlap.
 LOCKED = {"ingest", "validate", "conform", "validate-silver", "forecast", "validate-forecast",
-          "classify-life-events", "validate-life-events", "profile-customers", "validate-profiles", "decide", "validate-decisions", "publish", "export-crm",
-          "report", "run", "load-history"}
+          "classify-life-events", "validate-life-events", "profile-customers", "validate-profiles", "decide",
+          "validate-decisions", "publish", "export-crm", "report", "run", "load-history"}
 
 
 def _stop_on_sigterm(signum, frame) -> None:

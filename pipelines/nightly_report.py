@@ -5,9 +5,10 @@ Sections (SECTIONS, in order; SECTION_HEADINGS names them): tonight against last
 risk; the advisor queue; compliance checks computed from the gold tables; decision traces; fairness across age
 bands and regions (rates with bootstrap intervals, and the funnel rule behind a gap); the action mix; staffed
 channels; the app's signals and the dashboard roles; the suppression funnel; forecast calibration (realised against
-predicted once outcomes exist); life-event rates; data quality; volumes; the night's run (every step of the current attempt). Above them, a banner: the night
-failed, has not finished, wrote no export, or passed (pipelines/night_status.py reads the current attempt's run
-metrics only, never a verdict left by an earlier attempt of the same night).
+predicted once outcomes exist); life-event rates; data quality; volumes; the night's run (every step of the current
+attempt). Above them, a banner: the night failed, has not finished, wrote no export, or passed
+(pipelines/night_status.py reads the current attempt's run metrics only, never a verdict left by an earlier attempt
+of the same night).
 
 Inputs: the lake tables of `paths` (the published generation when publish builds the report) and the run metrics
 of runs/D/. Each section is a function (paths, day, con) -> list of section dicts (pipelines/html_report.py renders
@@ -1311,8 +1312,8 @@ def _summary(paths: Paths, day: date, con, status: NightStatus | None = None) ->
 SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("headline", _headline), ("at_risk", _at_risk), ("advisor_queue", _advisor_queue), ("checks", _checks),
     ("traces", _traces), ("fairness", _fairness), ("action_mix", _action_mix), ("staffed", _staffed),
-    ("app_signals", _app_signals), ("funnel", _funnel), ("calibration", _calibration), ("life_events", _life_events), ("quality", _quality),
-    ("volumes", _volumes), ("summary", _summary)]
+    ("app_signals", _app_signals), ("funnel", _funnel), ("calibration", _calibration),
+    ("life_events", _life_events), ("quality", _quality), ("volumes", _volumes), ("summary", _summary)]
 
 
 def report_path(paths: Paths, day: date) -> Path:
