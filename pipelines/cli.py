@@ -176,6 +176,11 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                              "pipelines.stages:classify_life_events", _add_date),
     "validate-life-events": ("stage 5b: Great Expectations suite on D's life_events",
                              "pipelines.stages:validate_life_events", _add_date),
+    "profile-customers": ("stage 3c: app usage, push fatigue and income roles for D, every shard in turn "
+                          "(personalization-consented customers only)",
+                          "pipelines.stages:profile_customers", _add_date),
+    "validate-profiles": ("stage 3c': Great Expectations suites on D's app_usage, app_signals and customer_roles",
+                          "pipelines.stages:validate_profiles", _add_date),
     "decide": ("stage 6: next best actions for D, every shard in turn (funnel, bandit, control group)",
                "pipelines.stages:decide_next_best_actions", _add_date),
     "validate-decisions": ("stage 6b: Great Expectations suites on D's decisions",
@@ -207,8 +212,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
 # Commands that write a night's data or outputs: they run under the lock of that night (pipelines/locks.py), so
 # that two runs of one night, or a run and the night's Airflow DAG run, never overlap.
 LOCKED = {"ingest", "validate", "conform", "validate-silver", "forecast", "validate-forecast",
-          "classify-life-events", "validate-life-events", "decide", "validate-decisions", "publish", "export-crm",
-          "report", "run", "load-history"}
+          "classify-life-events", "validate-life-events", "profile-customers", "validate-profiles", "decide",
+          "validate-decisions", "publish", "export-crm", "report", "run", "load-history"}
 
 
 def _stop_on_sigterm(signum, frame) -> None:

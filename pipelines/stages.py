@@ -24,12 +24,14 @@ HISTORY = "history"
 # that died after 8 of 16 buckets would pass validate_forecast on 8 new and 8 old buckets). Publish refuses a night
 # with a missing verdict, so a half-rewritten night can never be published, not even by hand (`segone publish`).
 # The night as the DAG wires it: what each writing stage's output feeds, its gate, its shard results.
-_FEEDS = {"ingest": ("conform",), "conform": ("messages", "forecast"), "messages": ("decide",),
-          "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
+_FEEDS = {"ingest": ("conform",), "conform": ("messages", "profiles", "forecast"), "messages": ("decide",),
+          "profiles": ("decide",), "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
 _GATE = {"ingest": "validate", "conform": "validate_silver", "messages": "validate_messages",
-         "forecast": "validate_forecast", "life_events": "validate_life_events", "decide": "validate_decisions"}
-_SHARDS = {"messages": "messages_bucket_", "forecast": "forecast_cash_shortfall_bucket_",
-           "life_events": "life_events_bucket_", "decide": "decide_bucket_"}
+         "profiles": "validate_profiles", "forecast": "validate_forecast", "life_events": "validate_life_events",
+         "decide": "validate_decisions"}
+_SHARDS = {"messages": "messages_bucket_", "profiles": "profiles_bucket_",
+           "forecast": "forecast_cash_shortfall_bucket_", "life_events": "life_events_bucket_",
+           "decide": "decide_bucket_"}
 GATES = tuple(_GATE.values())  # every verdict a night needs before it is published
 
 
@@ -252,6 +254,47 @@ def validate_messages(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
+def profile_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the profile stage maps over."""
+    from pipelines.profiles import shards
+
+    return shards()
+
+
+def profile_customers_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 3c, one shard: personalization-consented customers' app events and income -> gold app_usage,
+    app_signals and customer_roles for bucket N as of D."""
+    from pipelines.profiles import profile_shard
+
+    void_later_results(paths, day.isoformat(), "profiles")
+    return profile_shard(paths, day, int(bucket))
+
+
+def profile_customers(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3c, every shard in turn (the DAG maps profile_customers_shard over the shards instead)."""
+    from pipelines.profiles import profile_all
+
+    void_later_results(paths, day.isoformat(), "profiles")
+    return profile_all(paths, day)
+
+
+def validate_profiles(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3c': the gold suites on D's app_usage, app_signals and customer_roles; raises GateFailed to stop the
+    run."""
+    from pipelines.profiles import TABLES, summarise_shards
+    from pipelines.quality import validate_gold
+
+    shard_metrics = [read_run_metrics(paths, day.isoformat(), f"profiles_bucket_{b}")
+                     for b in profile_shards(paths, day)]
+    missing = [b for b, m in zip(profile_shards(paths, day), shard_metrics) if m is None]
+    if missing:
+        raise SegoneError(f"the profiles of {day} are incomplete: no result for buckets {missing}")
+    metrics = {"profiles": summarise_shards(paths, day, shard_metrics),
+               "validation": validate_gold(paths, day, list(TABLES))}
+    write_run_metrics(paths, day.isoformat(), "validate_profiles", metrics)
+    return metrics
+
+
 def decide_shards(paths: Paths, day: date) -> list[int]:
     """The shards (customer buckets) the decide stage maps over."""
     from pipelines.decide import shards
@@ -307,6 +350,7 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
          ("understand_messages", understand_messages), ("validate_messages", validate_messages),
+         ("profile_customers", profile_customers), ("validate_profiles", validate_profiles),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
@@ -315,6 +359,7 @@ NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("val
 
 # The per-shard stages of NIGHT: the family of _SHARDS they write, and their shard list (for the progress display).
 _NIGHT_SHARDS = {"understand_messages": ("messages", message_shards),
+                 "profile_customers": ("profiles", profile_shards),
                  "forecast_cash_shortfall": ("forecast", forecast_shards),
                  "classify_life_events": ("life_events", life_event_shards),
                  "decide_next_best_actions": ("decide", decide_shards)}
