@@ -106,7 +106,7 @@ def test_the_apps_signals_and_the_roles_reach_the_layout_under_consent(bank):
     import pandas as pd
 
     assert json.loads((bank / "runs" / D / "validate_profiles.json").read_text())["validation"]["passed"]
-    con = duckdb.connect(str(bank / "warehouse.duckdb"), read_only=True)
+    con = connect_warehouse(bank / "warehouse.duckdb")
     for table in ("app_usage", "app_signals", "customer_roles"):
         assert con.execute(f"select count(*) from {table} where as_of = '{D}'").fetchall()[0][0] > 0, table
         unconsented = con.execute(f"""
