@@ -224,4 +224,7 @@ def catalog() -> Catalog:
     for i, name in enumerate(JOINT_BANKS):
         cat.add("joint_account", f"JOINT ACCOUNT {name}", "standing_order", counterparty=f"JNT{i:04d}")
         cat.add("partner_in", f"FROM PARTNER VIA {name}", "transfer_in", counterparty=f"PTN{i:04d}")
+    # added after the rest so that earlier label numbers never change: flows of accepted actions (closed loop)
+    cat.add("loan_advance", "ADVANCE TO CURRENT ACCOUNT", "transfer_out", own_slot=CURRENT)
+    cat.add("loan_advance_in", f"{BANK_NAME} PERSONAL LOAN ADVANCE", "transfer_in", own_slot=LOAN)
     return cat
