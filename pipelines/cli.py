@@ -5,6 +5,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -18,6 +19,45 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from err
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from err
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from err
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+    return value
+
+
+def _sizes(text: str) -> str:
+    """A comma-separated list of bank sizes, each a whole number of at least 1 (kept as text for the bench)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("give at least one size, e.g. 10000,100000")
+    for part in parts:
+        _positive_int(part)
+    return ",".join(parts)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("segone")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "0+unknown"
 
 
 def _call(target: str) -> Callable[..., Any]:
@@ -46,11 +86,11 @@ def _add_optional_date(p: argparse.ArgumentParser) -> None:
 
 
 def _add_simulate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--customers", type=int, default=10_000, help="number of customers (default 10000)")
-    p.add_argument("--days", type=int, default=180, help="days of history before D (default 180)")
+    p.add_argument("--customers", type=_positive_int, default=10_000, help="number of customers (default 10000)")
+    p.add_argument("--days", type=_positive_int, default=180, help="days of history before D (default 180)")
     p.add_argument("--end-date", dest="end_date", type=_date, default=date(2026, 11, 20),
                    help="business date D of the last day (default 2026-11-20)")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--seed", type=_non_negative_int, default=42, help="random seed (default 42)")
     p.add_argument("--format", dest="fmt", choices=["csv", "csv.gz", "parquet"], default="csv",
                    help="format of the transaction and balance files (default csv)")
 
@@ -61,8 +101,9 @@ def _add_berka(p: argparse.ArgumentParser) -> None:
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide"], help="which stage to benchmark")
-    p.add_argument("--customers", default="10000,100000", help="comma-separated bank sizes (default 10000,100000)")
-    p.add_argument("--days", type=int, default=180, help="days of history (default 180)")
+    p.add_argument("--customers", type=_sizes, default="10000,100000",
+                   help="comma-separated bank sizes (default 10000,100000)")
+    p.add_argument("--days", type=_positive_int, default=180, help="days of history (default 180)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
 
 
@@ -73,9 +114,13 @@ def _add_backtest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engines", default="global,baseline,prophet", help="engines to compare (default: all three)")
     p.add_argument("--output", type=Path, default=None,
                    help="folder of backtest.json and the report (default $SEGONE_HOME/reports/backtest)")
-    p.add_argument("--prophet-customers", dest="prophet_customers", type=int, default=None,
+    p.add_argument("--prophet-customers", dest="prophet_customers", type=_positive_int, default=None,
                    help="customers per cut-off that Prophet forecasts (default from config/forecast.yaml)")
-    p.add_argument("--cutoffs", type=int, default=None, help="number of test cut-offs (default from config)")
+    p.add_argument("--cutoffs", type=_positive_int, default=None, help="number of test cut-offs (default from config)")
+
+
+def _add_doctor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--date", dest="day", type=_date, default=None, help="also check the landing folder of D")
 
 
 def _add_nothing(p: argparse.ArgumentParser) -> None:
@@ -125,6 +170,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                 "pipelines.stages:summary", _add_date),
     "expectations": ("regenerate expectations/*.json from config/landing.yaml and the silver schemas",
                      "pipelines.quality:write_suites_command", _add_nothing),
+    "doctor": ("pre-flight checks: config, data root and disk, history, promoted models, and D's landing with --date",
+               "pipelines.doctor:doctor_command", _add_doctor),
     "bench": ("benchmarks side by side with plain pandas (see benchmarks/)",
               "pipelines.bench:bench_command", _add_bench),
 }
@@ -136,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment of One: nightly per-customer analytics for a retail bank. "
                     "Data root: $SEGONE_HOME (default var/ in the repository).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log at DEBUG level and show the traceback of an unexpected error")
+    parser.add_argument("--version", action="version", version=f"segone {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, target, add_args) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -145,20 +194,82 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands about a night D that only read: they leave no trace in runs/D/.
+QUIET_COMMANDS = {"summary", "doctor"}
+
+
+def _run_log(paths: Paths, day: date | None, formatter: logging.Formatter) -> logging.Handler | None:
+    """Structured logs of a command about night D: JSON lines in runs/D/log.jsonl, appended (one file per night,
+    every command and task that worked on it, each line with its command and process)."""
+    if day is None:
+        return None
+    folder = paths.runs / day.isoformat()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(folder / "log.jsonl", encoding="utf-8")
+    except OSError:
+        return None
+    handler.setFormatter(formatter)
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pipelines.logs import JsonLinesFormatter, quiet_great_expectations
+
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_great_expectations()
     kwargs = {k: v for k, v in vars(args).items() if k not in {"command", "target", "verbose"}}
+    paths = Paths.from_env()
+    handler = _run_log(paths, kwargs.get("day"), JsonLinesFormatter(args.command)) if args.command not in QUIET_COMMANDS else None
+    if handler is not None:
+        logging.getLogger().addHandler(handler)
     try:
-        _print(_call(args.target)(paths=Paths.from_env(), **kwargs))
+        _print(_call(args.target)(paths=paths, **kwargs))
+    except KeyboardInterrupt:
+        print(f"segone {args.command}: interrupted", file=sys.stderr)
+        return 130
     except Exception as err:  # the CLI's last line of defence: a clear message and a non-zero exit
         from pipelines.errors import SegoneError
         if isinstance(err, SegoneError):
+            _to_run_log(handler, str(err))
             print(f"segone {args.command}: {err}", file=sys.stderr)
             return 2
-        raise
+        if args.verbose:
+            raise
+        _to_run_log(handler, f"unexpected error {type(err).__name__}: {err}", exc_info=sys.exc_info())
+        trace = _save_traceback(paths, args.command)
+        where = f"; the traceback is in {trace}" if trace else ""
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(f"segone {args.command}: unexpected error {type(err).__name__}: {first}{where} "
+              f"(run with -v to see it here)", file=sys.stderr)
+        return 1
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     return 0
+
+
+def _to_run_log(handler: logging.Handler | None, message: str, exc_info=None) -> None:
+    """An error that ends the command, into the night's structured log only (stderr gets its own one line)."""
+    if handler is not None:
+        handler.handle(logging.LogRecord("pipelines.cli", logging.ERROR, __file__, 0, message, None, exc_info))
+
+
+def _save_traceback(paths: Paths, command: str) -> Path | None:
+    import time
+    import traceback
+
+    try:
+        folder = paths.home / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"segone-{command}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
+        path.write_text(traceback.format_exc(), encoding="utf-8")
+        return path
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

@@ -68,14 +68,18 @@ def load_suite_spec(suite_name: str, directory: Path = EXPECTATIONS_DIR) -> dict
 _GX_CACHE: dict[str, Any] = {}
 
 
+
 def _gx_batch_definition() -> Any:
     """A whole-DataFrame batch definition on one ephemeral context per process (a context makes a temporary folder
     and takes a moment to build); progress bars and INFO chatter off, they would flood the task logs."""
     if "batch_definition" not in _GX_CACHE:
+        from pipelines.logs import quiet_great_expectations
+
+        quiet_great_expectations()
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        quiet_great_expectations()
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         _GX_CACHE["context"] = context

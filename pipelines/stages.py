@@ -13,7 +13,7 @@ from typing import Any
 from pipelines import lake
 from pipelines.config import Paths
 from pipelines.errors import LandingError, SegoneError
-from pipelines.runs import read_run_metrics, write_run_metrics
+from pipelines.runs import describe_nights, read_run_metrics, write_run_metrics
 
 log = logging.getLogger(__name__)
 HISTORY = "history"
@@ -260,6 +260,9 @@ def load_history(paths: Paths) -> dict[str, Any]:
 # --- what the CLI calls ---------------------------------------------------------------------------------------
 
 def run_command(paths: Paths, day: date) -> str:
+    from pipelines.doctor import preflight
+
+    preflight(paths, day)
     run_night(paths, day)
     return summary(paths, day)
 
@@ -279,6 +282,8 @@ def summary(paths: Paths, day: date) -> str:
     from pipelines.warehouse import example_query
 
     d = day.isoformat()
+    if read_run_metrics(paths, d, "ingest") is None:
+        raise SegoneError(f"the night of {d} has not run in {paths.home}: {describe_nights(paths)}")
     conform_metrics = read_run_metrics(paths, d, "conform") or {}
     ingest_metrics = read_run_metrics(paths, d, "ingest") or {}
     validate_metrics = read_run_metrics(paths, d, "validate") or {}
