@@ -59,6 +59,10 @@ def nightly_personalization():
         return _run_stage("validate_silver", data_interval_start)
 
     @task
+    def measure_value(data_interval_start=None) -> dict:
+        return _run_stage("measure_value", data_interval_start)
+
+    @task
     def plan_forecast_shards(data_interval_start=None) -> list:
         return _run_stage("forecast_shards", data_interval_start)
 
@@ -104,10 +108,13 @@ def nightly_personalization():
     life_events = classify_life_events.expand(bucket=life_event_shards)
     decide_shards = plan_decide_shards()
     decisions = decide_next_best_actions.expand(bucket=decide_shards)
-    ingest() >> validate() >> conform() >> validate_silver() >> forecast_shards
+    silver = validate_silver()
+    ingest() >> validate() >> conform() >> silver >> forecast_shards
     forecasts >> validate_forecast() >> life_event_shards
     life_events >> validate_life_events() >> decide_shards
-    decisions >> validate_decisions() >> publish()
+    published = publish()
+    decisions >> validate_decisions() >> published
+    silver >> measure_value() >> published
 
 
 nightly_personalization()

@@ -54,6 +54,7 @@ class Decisions:
     advisor_queue: pd.DataFrame
     dashboard_layout: pd.DataFrame
     metrics: dict[str, Any] = field(default_factory=dict)
+    bandit_log: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -325,15 +326,18 @@ class _Reasons:
         return self.codes[text]
 
 
-def customer_hashes(customer_ids: pd.Series, as_of: date) -> tuple[np.ndarray, np.ndarray]:
-    """Per customer: a 64-bit RNG seed and a control-group draw in [0, 1), both from md5 of (customer_id, as_of)."""
+def customer_hashes(customer_ids: pd.Series, as_of: date, cohort: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer: a 64-bit RNG seed from md5 of (customer_id, as_of) and a control-group draw in [0, 1) from md5
+    of (customer_id, cohort): the same group every night while the cohort stays (config control_cohort); without a
+    cohort the draw is per night (md5 of customer_id and as_of)."""
+    group_key = cohort if cohort else as_of.isoformat()
     con = lake.connect(threads=2)
     try:
         con.execute("set enable_progress_bar = false")
         con.register("ids", pd.DataFrame({"customer_id": customer_ids.astype(str).to_numpy()}))
         out = con.execute(f"""
             select ('0x' || md5(customer_id || '|seed|{as_of.isoformat()}')[1:16])::ubigint as seed,
-                ('0x' || md5(customer_id || '|control|{as_of.isoformat()}')[1:8])::ubigint as control
+                ('0x' || md5(customer_id || '|control|{group_key}')[1:8])::ubigint as control
             from ids""").fetchnumpy()
     finally:
         con.close()
@@ -373,15 +377,19 @@ def _credit_block(ctx: pd.DataFrame, pol: dict[str, Any], book: _Reasons) -> np.
 
 
 def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | None = None,
-                 catalogue: list[Action] | None = None, pol: dict[str, Any] | None = None) -> Decisions:
+                 catalogue: list[Action] | None = None, pol: dict[str, Any] | None = None,
+                 scorer: Any = None) -> Decisions:
     """The whole funnel over a context frame: published actions, the decision log, the advisor queue and the
-    dashboard layout. Deterministic: the same inputs give the same frames, row for row."""
+    dashboard layout. Deterministic: the same inputs give the same frames, row for row.
+
+    scorer: a learned policy (pipelines.policy.Scorer) whose expected value per candidate replaces the catalogue's
+    propensity x context x value in the arbitration; its version is added to policy_version."""
     started = time.perf_counter()
     pol = pol or policy()
     catalogue = catalogue or catalogue_module.load_catalogue()
     ctx = complete_context(context, pol)
     n, n_actions, n_channels = len(ctx), len(catalogue), len(CHANNELS)
-    version = str(pol["policy_version"])
+    version = str(pol["policy_version"]) + (f"+{scorer.version}" if scorer is not None else "")
     book = _Reasons()
     stage = np.zeros((n, n_actions), dtype=np.int8)
     reason = np.full((n, n_actions), -1, dtype=np.int64)
@@ -389,7 +397,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     preference = np.full((n_actions, n_channels), np.inf)       # the action's order of channels
     state = contact_state(responses, ctx["customer_id"], catalogue, as_of, pol)
     propensity = propensities(catalogue, state, pol)
-    seeds, control_draw = customer_hashes(ctx["customer_id"], as_of)
+    seeds, control_draw = customer_hashes(ctx["customer_id"], as_of, pol.get("control_cohort"))
     is_control = control_draw < float(pol["control_share"])
     credit_block = _credit_block(ctx, pol, book)
     cp = pol["contact_policy"]
@@ -456,6 +464,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     values = np.array([x.value for x in catalogue])
     levers = np.array([x.lever for x in catalogue])
     ci, aj = np.nonzero(stage == 0)
+    learned = scorer.score(ctx, ci, aj, catalogue) if scorer is not None else None
     capped = np.isin(cls[aj], cp["capped_classes"])
     avail = usable[ci, aj]                                                  # (m, C)
     # channel choice under tonight's caps: each candidate takes its preferred usable channel; within a customer, in
@@ -467,7 +476,8 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
         score = np.where(avail[rows], preference[a_j], np.inf)
         chosen_channel = np.argmin(score, axis=1)
         usable_any = np.isfinite(score[np.arange(len(rows)), chosen_channel])
-        prio = propensity[a_j, chosen_channel] * weights[c_i, a_j] * values[a_j] * levers[a_j]
+        prio = (learned["priority"][rows] if learned is not None else
+                propensity[a_j, chosen_channel] * weights[c_i, a_j] * values[a_j] * levers[a_j])
         order_rows = np.lexsort((a_j, -prio, tiers[a_j], c_i))
         on_cap = capped[rows] & usable_any
         key = np.where(on_cap, c_i * n_channels + chosen_channel, -1 - np.arange(len(rows)))
@@ -485,6 +495,10 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
         ch[rows], has[rows], over[rows] = route(rows)
     prop = propensity[aj, ch]
     priority = prop * weights[ci, aj] * values[aj] * levers[aj]
+    value_out = values[aj]
+    catalogue_priority = priority
+    if learned is not None:
+        prop, priority, value_out = learned["p_accept"], learned["priority"], learned["value"]
     order = np.lexsort((aj, -priority, tiers[aj], ci))
     out = ~has | over
     stage[ci[out], aj[out]] = STAGE_CODE["contact_policy"]
@@ -492,6 +506,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     keep = ~out
     order = order[keep[order]]
     ci, aj, ch, prop, priority = ci[order], aj[order], ch[order], prop[order], priority[order]
+    value_out, catalogue_priority = value_out[order], catalogue_priority[order]
     top_k = int(pol["top_k"])
     protective = tiers[aj] == 0
     rank_p = _cumcount(np.where(protective, ci, -1 - np.arange(len(ci))))
@@ -530,7 +545,9 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     sel = np.nonzero(chosen)[0]
     sel = sel[np.lexsort((slot_rank[sel], ci[sel]))]
     nba = _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
-                     is_control, as_of, version)
+                     is_control, as_of, version, value_out if learned is not None else None)
+    bandit = _bandit_log(ctx, catalogue, nba, pool_index, picks, aj, catalogue_priority, n_protective,
+                         float(pol["exploration"]["epsilon"]), version)
     decision_log = _decision_log(ctx, catalogue, stage, reason, book, version)
     advisor = advisor_queue(ctx, pol)
     dashboard = dashboard_layout(ctx, pol)
@@ -542,7 +559,42 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                "n_advisor_queue": int(len(advisor)), "policy_version": version,
                "action_mix": nba["action_id"].value_counts().sort_index().to_dict() if len(nba) else {},
                "seconds": round(time.perf_counter() - started, 2)}
-    return Decisions(nba, decision_log, advisor, dashboard, metrics)
+    return Decisions(nba, decision_log, advisor, dashboard, metrics, bandit)
+
+
+def _bandit_log(ctx, catalogue, nba: pd.DataFrame, pool_index: np.ndarray, picks, aj: np.ndarray,
+                catalogue_priority: np.ndarray, n_protective: np.ndarray, epsilon: float,
+                version: str) -> pd.DataFrame:
+    """One row per non-protective slot the bandit filled: the candidates that remained at that slot in the
+    arbitration's order (the greedy choice first), the pick and its logged probability. With epsilon this is the
+    policy's whole distribution at the slot ((1 - epsilon) on the first candidate, epsilon / m on each), which the
+    offline evaluation and the log checks need; the catalogue's priority of each candidate lets the catalogue-prior
+    policy be evaluated on logs another policy made."""
+    action_ids = np.array([x.id for x in catalogue], dtype=object)
+    ids = ctx["customer_id"].to_numpy(dtype=object)
+    remaining = pool_index >= 0
+    rows = []
+    for s in range(picks.column.shape[1]):
+        has = np.flatnonzero(picks.column[:, s] >= 0)
+        for c in has:
+            members = pool_index[c, remaining[c]]
+            pick = pool_index[c, picks.column[c, s]]
+            rows.append((ids[c], s + 1, int(n_protective[c]) + s + 1, action_ids[aj[pick]],
+                         float(picks.logging_probability[c, s]), bool(picks.is_exploration[c, s]),
+                         [str(a) for a in action_ids[aj[members]]],
+                         [round(float(x), 9) for x in catalogue_priority[members]]))
+        remaining[has, picks.column[has, s]] = False
+    frame = pd.DataFrame(rows, columns=["customer_id", "slot", "rank", "action_id", "logging_probability",
+                                        "is_exploration", "candidates", "catalogue_scores"])
+    frame["n_candidates"] = frame["candidates"].map(len).astype("int64") if len(frame) else pd.Series(dtype="int64")
+    frame["epsilon"] = epsilon
+    frame["policy_version"] = version
+    if not len(frame):
+        frame["recommendation_id"] = pd.Series(dtype=object)
+        return frame[list(SCHEMAS["bandit_log"])]
+    keys = nba[["customer_id", "action_id", "recommendation_id"]]
+    frame = frame.merge(keys, on=["customer_id", "action_id"], how="left")
+    return frame[list(SCHEMAS["bandit_log"])].sort_values(["customer_id", "slot"]).reset_index(drop=True)
 
 
 def _cumcount(keys: np.ndarray) -> np.ndarray:
@@ -560,7 +612,7 @@ def _cumcount(keys: np.ndarray) -> np.ndarray:
 
 
 def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
-               is_control, as_of: date, version: str) -> pd.DataFrame:
+               is_control, as_of: date, version: str, value_out: np.ndarray | None = None) -> pd.DataFrame:
     cust = ci[sel]
     act = aj[sel]
     action_ids = np.array([x.id for x in catalogue], dtype=object)
@@ -575,7 +627,8 @@ def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probabil
         "channel": np.array(CHANNELS, dtype=object)[ch[sel]],
         "priority": np.round(priority[sel], 6),
         "propensity": np.round(prop[sel], 6),
-        "value": np.array([x.value for x in catalogue])[act],
+        "value": (np.array([x.value for x in catalogue])[act] if value_out is None
+                  else np.round(np.maximum(value_out[sel], 0.0), 6)),
         "logging_probability": np.round(logging_probability[sel], 6),
         "is_exploration": exploring[sel],
         "is_control": is_control[cust],
@@ -799,6 +852,11 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "is_income_drop": "boolean", "in_arrears": "boolean", "is_service_alerts_allowed": "boolean"},
     "dashboard_layout": {
         "customer_id": "varchar", "position": "integer", "module": "varchar", "reason": "varchar"},
+    "bandit_log": {
+        "customer_id": "varchar", "recommendation_id": "varchar", "slot": "integer", "rank": "integer",
+        "action_id": "varchar", "logging_probability": "double", "is_exploration": "boolean",
+        "candidates": "varchar[]", "catalogue_scores": "double[]", "n_candidates": "integer", "epsilon": "double",
+        "policy_version": "varchar"},
 }
 
 
@@ -829,10 +887,16 @@ def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     context = build_context(paths, day, bucket)
     # propensities learn from every shard's responses; contact rules only read the customer's own
     responses = read_responses(paths, day)
-    decisions = decide_frame(context, day, responses)
+    from pipelines import policy as learned_policy
+
+    scorer = learned_policy.promoted_scorer(paths)
+    decisions = decide_frame(context, day, responses, scorer=scorer)
     written = {}
     for table in GOLD_TABLES:
         written[table] = write_table(paths, table, getattr(decisions, table), day, bucket)
+    written["bandit_log"] = write_table(paths, "bandit_log", decisions.bandit_log, day, bucket)
+    written["decision_context"] = learned_policy.write_decision_context(
+        paths, context, decisions.next_best_actions, day, bucket)
     metrics = decisions.metrics | {
         "bucket": int(bucket), "as_of": day.isoformat(), "rows": written,
         "has_cash_forecast": bool(context["has_forecast"].any()),

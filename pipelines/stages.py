@@ -200,6 +200,24 @@ def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
+def measure_value(paths: Paths, day: date) -> dict[str, Any]:
+    """Value, not clicks: D's outcomes per customer, the realised value of the recommendations of the nights whose
+    window includes D, and the night's value per customer for treated and control customers (gold customer_outcomes,
+    realised_value, value_summary; config/rewards.yaml)."""
+    from pipelines.value import measure_value as run
+
+    return run(paths, day)
+
+
+def retrain_family(paths: Paths, day: date | None, family: str) -> dict[str, Any]:
+    """`retrain_models`, one family (cash_forecast, life_events or policy): a challenger against the promoted
+    champion, the decision recorded in gold model_registry. D defaults to the last day of data."""
+    from pipelines.forecast import data_end
+    from pipelines.retrain import retrain_family as run
+
+    return run(paths, day or data_end(paths), family)
+
+
 def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
     """`segone train`: train the global cash-shortfall engine on a rolling window ending at D (default: the last
     day of data) and promote it if it is at least as good as the promoted one; then the life-event classifiers."""
@@ -210,7 +228,7 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
-         ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
+         ("measure_value", measure_value), ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
          ("publish", publish))

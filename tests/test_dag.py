@@ -27,7 +27,10 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
              "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
              "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
     for upstream, downstream in zip(order, order[1:]):
-        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+        extra = {"measure_value"} if downstream == "publish" else set()
+        assert dag.get_task(downstream).upstream_task_ids == {upstream} | extra
+    # the night's value is measured from silver, beside the forecast, and published with the rest
+    assert dag.get_task("measure_value").upstream_task_ids == {"validate_silver"}
     # the forecast is mapped over the shards the plan returns, never over customers
     assert dag.get_task("forecast_cash_shortfall").is_mapped if hasattr(dag.get_task("forecast_cash_shortfall"),
                                                                           "is_mapped") else True
@@ -37,6 +40,15 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     assert type(timetable).__name__ == "CronTriggerTimetable"
     assert dag.max_active_runs == 1 and not dag.catchup
     assert dag.get_task("ingest").retries >= 0
+
+
+def test_retrain_models_is_weekly_on_demand_and_retrains_every_family(airflow_db):
+    dag = _dagbag().get_dag("retrain_models")
+    assert dag is not None and not dag.catchup and dag.max_active_runs == 1
+    assert {t.task_id for t in dag.tasks} == {"retrain_cash_forecast", "retrain_life_events", "retrain_policy"}
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+    # the policy learns after the models that make its context have been retrained
+    assert dag.get_task("retrain_policy").upstream_task_ids == {"retrain_cash_forecast", "retrain_life_events"}
 
 
 def test_business_date_is_the_day_the_interval_starts():

@@ -250,7 +250,7 @@ def test_the_control_share_is_a_stable_hash_of_customer_and_day():
     first = decide.decide_frame(context, D, None, CATALOGUE, policy).next_best_actions
     control = first.loc[first["is_control"], "customer_id"].unique()
     assert set(first.loc[first["is_control"], "action_class"]) <= {"protective"}
-    _, draw = decide.customer_hashes(context["customer_id"], D)
+    _, draw = decide.customer_hashes(context["customer_id"], D, policy.get("control_cohort"))
     expected = context.loc[draw < 0.05, "customer_id"]
     assert set(control) <= set(expected)
     assert 0.04 < (draw < 0.05).mean() < 0.06
