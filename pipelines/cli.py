@@ -137,6 +137,10 @@ def _add_closed_loop(p: argparse.ArgumentParser) -> None:
                    help="closed_loop.json of another run on the same seed (learning on against off)")
 
 
+def _add_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("other", type=Path, help="closed_loop.json of another run on the same seed")
+
+
 def _add_retrain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", dest="day", type=_date, default=None,
                    help="retrain as of this date (default: the last day of data)")
@@ -198,6 +202,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
     "closed-loop": ("simulate a bank, then night after night: the night, the customers' answers, the next day; "
                     "retrain weekly; reports/closed_loop/", "pipelines.closed_loop:closed_loop_command",
                     _add_closed_loop),
+    "closed-loop-compare": ("add to this home's closed-loop report the comparison with another run (learning on "
+                            "against off)", "pipelines.closed_loop:compare_command", _add_compare),
     "doctor": ("pre-flight checks: config, data root and disk, history, promoted models, and D's landing with --date",
                "pipelines.doctor:doctor_command", _add_doctor),
     "bench": ("benchmarks side by side with plain pandas (see benchmarks/)",

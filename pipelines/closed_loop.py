@@ -287,15 +287,44 @@ def _realized(paths: Paths, after: date, through: date, version: str | None) -> 
 
 
 def compare(run: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    """Learning on against off on the same customers: value per treated customer over the run."""
-    def total(summary: dict[str, Any]) -> float:
-        values = [n["treated_value_per_customer"] or 0.0 for n in summary["nights"]]
-        return float(np.sum(values))
+    """This run against another on the same customers (learning on against off): the realised value per treated
+    customer summed over the nights, over all nights and over the nights after this run's first policy promotion
+    (before it both runs use the catalogue's priors)."""
+    promoted = sorted(p["date"] for p in run["summary"].get("promotions", []) if p["family"] == "policy")
+    since = promoted[0] if promoted else None
 
+    def total(doc: dict[str, Any], after: str | None = None) -> float:
+        return float(np.sum([n["treated_value_per_customer"] or 0.0 for n in doc["nights"]
+                             if after is None or n["date"] > after]))
+
+    out = {"this_run": run["run"]["learning"], "other_run": other.get("run", {}).get("learning"),
+           "same_customers_and_seed": (run["run"]["customers"], run["run"]["seed"]) ==
+           (other.get("run", {}).get("customers"), other.get("run", {}).get("seed")),
+           "value_per_treated_customer_this": _num(total(run)),
+           "value_per_treated_customer_other": _num(total(other))}
     mine, theirs = total(run), total(other)
-    return {"this_run": run["run"]["learning"], "other_run": other.get("run", {}).get("learning"),
-            "value_per_treated_customer_this": _num(mine), "value_per_treated_customer_other": _num(theirs),
-            "relative_gain": _num((mine - theirs) / abs(theirs)) if theirs else None}
+    out["relative_gain"] = _num((mine - theirs) / abs(theirs)) if theirs else None
+    out["first_policy_promotion"] = since
+    if since:
+        mine, theirs = total(run, since), total(other, since)
+        out.update({"value_after_promotion_this": _num(mine), "value_after_promotion_other": _num(theirs),
+                    "relative_gain_after_promotion": _num((mine - theirs) / abs(theirs)) if theirs else None})
+    return out
+
+
+def compare_command(paths: Paths, other: Path) -> dict[str, Any]:
+    """`segone closed-loop-compare OTHER`: add to this home's closed-loop report the comparison with another run."""
+    out = paths.reports / "closed_loop"
+    path = out / "closed_loop.json"
+    if not path.exists():
+        raise SegoneError(f"no closed-loop report in {out}: run `segone closed-loop` first")
+    if not Path(other).exists():
+        raise SegoneError(f"no such report to compare with: {other}")
+    run = json.loads(path.read_text(encoding="utf-8"))
+    run["summary"]["comparison"] = compare(run, json.loads(Path(other).read_text(encoding="utf-8")))
+    path.write_text(json.dumps(run, indent=2, default=_json) + "\n", encoding="utf-8")
+    write_page(run, out / "closed_loop.html")
+    return run["summary"]["comparison"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -426,6 +455,12 @@ def write_page(summary: dict[str, Any], path: Path) -> Path:
         ax3.plot(x, nights["control_value_per_customer"].astype(float).fillna(0).cumsum(), label="control")
         ax3.legend()
         fig3.autofmt_xdate()
+    comparison = s.get("comparison")
+    if comparison:
+        text += (f" Against the run with learning {comparison['other_run']}: value per treated customer over the "
+                 f"nights {comparison['value_per_treated_customer_this']} against "
+                 f"{comparison['value_per_treated_customer_other']} (relative gain {comparison['relative_gain']}; "
+                 f"after the first promotion: {comparison.get('relative_gain_after_promotion')}).")
     sections.append({"heading": "Summary", "text": text, "figures": [fig, fig3, fig2]})
     ope = pd.DataFrame(s["ope"])
     if len(ope):
