@@ -87,6 +87,9 @@ CONTEXT_FIELDS: dict[str, str] = {
     "has_life_events": "the life-event stage scored the customer at D",
     **{f"is_{event}": f"life event {event.replace('_', ' ')} flagged at D" for event in LIFE_EVENTS},
     **{f"p_{event}": f"probability of the life event {event.replace('_', ' ')}" for event in LIFE_EVENTS},
+    **{f"is_{event}_corroborated": f"life event {event.replace('_', ' ')} flagged at D with the corroborating "
+                                   f"evidence a credit offer needs (config/life_events.yaml `corroboration`)"
+       for event in LIFE_EVENTS},
 }
 
 REQUIRED_FIELDS = ("id", "class", "title", "channels", "value", "lever", "prior_propensity", "valid_days",

@@ -107,7 +107,8 @@ def run_backtest(paths: Paths, dataset: str, engines: tuple[str, ...] = ENGINES,
             engine = forecast.fit_global(inputs[train_mask].reset_index(drop=True),
                                          labels[labels["cutoff"].isin(pd.to_datetime(train))].reset_index(drop=True))
             started = time.perf_counter()
-            forecasts["global"] = engine.predict(test_inputs)
+            forecasts["global"] = forecast.predict(engine, test_inputs, forecast.known_payments(panel, test_inputs))
+            forecasts["global"] = forecasts["global"].drop(columns=["unmet_day"])
             seconds["global"] += time.perf_counter() - started
             customers["global"] += len(test_inputs)
         if "baseline" in engines:

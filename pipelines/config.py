@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,14 @@ def load_config(name: str) -> dict[str, Any]:
 
 def settings() -> dict[str, Any]:
     return load_config("segone")
+
+
+def base_currency() -> str:
+    """The currency amounts are reported in (config/segone.yaml `bank.base_currency`, an ISO 4217 code)."""
+    code = str(settings()["bank"]["base_currency"])
+    if re.fullmatch(r"[A-Z]{3}", code) is None:
+        raise ValueError(f"config/segone.yaml: bank.base_currency must be an ISO 4217 code, not {code!r}")
+    return code
 
 
 @dataclass(frozen=True)

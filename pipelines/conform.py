@@ -15,8 +15,9 @@ from pathlib import Path
 import duckdb
 
 from pipelines import lake
-from pipelines.config import Paths, REPO_ROOT, settings
+from pipelines.config import Paths, REPO_ROOT, base_currency, settings
 from pipelines.contract import landing_contract
+from pipelines.ingest.limits import raw_value_cap
 from pipelines.schemas import TableSchema, bronze_schema, table_schema
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def conform(paths: Paths, load_date: str, as_of: date) -> dict:
     con.execute(f"set variable load_date = '{load_date}'")
     con.execute(f"set variable as_of = date '{as_of.isoformat()}'")
     con.execute(f"set variable day_end = timestamptz '{(as_of + timedelta(days=1)).isoformat()} 00:00:00+00'")
+    con.execute(f"set variable base_currency = '{base_currency()}'")
     _register_bronze(con, paths, load_date)
     as_of_text = as_of.isoformat()
     previous = {t: _register_previous(con, paths, t, as_of_text) for t in SNAPSHOTS if t != "consent_state"}
@@ -291,11 +293,13 @@ def _outcomes(con: duckdb.DuckDBPyConnection, name: str) -> dict:
 def _write_quarantine(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str) -> int:
     """Add this stage's rejects to the load's quarantine partition (the ingest's rows are kept as they are)."""
     parts = []
+    cap = raw_value_cap()
     for name in ("silver_consents", "silver_accounts", "silver_transactions", "silver_balances",
+                 "silver_standing_orders", "silver_direct_debits", "silver_scheduled_payments",
                  "silver_crm_responses", "silver_life_events_declared"):
         parts.append(
             f"select source_file as file, source_line as line, reject_column as column_name, "
-            f"reject_reason as reason, left(cast(reject_value as varchar), 1000) as raw_value "
+            f"reject_reason as reason, left(cast(reject_value as varchar), {cap}) as raw_value "
             f"from {name} where reject_reason is not null"
         )
     con.execute("create or replace temp table conform_rejects as " + " union all ".join(parts))

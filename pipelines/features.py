@@ -17,7 +17,7 @@ import duckdb
 import pandas as pd
 
 from pipelines import lake
-from pipelines.config import REPO_ROOT, Paths, load_config
+from pipelines.config import REPO_ROOT, Paths, base_currency, load_config
 from pipelines.errors import SegoneError
 
 log = logging.getLogger(__name__)
@@ -96,33 +96,45 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
     if transactions is None or balances is None:
         raise SegoneError("silver transactions or balances are missing: load the history first (`segone load-history`)")
     card_mccs = ", ".join(f"'{m}'" for m in STREAM_CANDIDATE_CARD_MCCS)
-    con.execute(f"""
-        create or replace temp view transactions_in as
-        select
-            t.transaction_id, t.account_id, t.customer_id, t.source, t.booking_date, t.channel, t.mcc, t.country,
-            t.currency, t.merchant_name, t.counterparty_id, t.description,
-            cast(coalesce(t.amount_base, t.amount) as decimal(18, 2)) as amount_value,
-            coalesce(m.category, 'other') as category,
-            coalesce(t.counterparty_id, upper(t.merchant_name),
-                     regexp_replace(upper(coalesce(t.description, '')), '[0-9]+', '#', 'g')) as stream_key,
-            (t.channel not in ('card', 'atm', 'fee') or t.mcc in ({card_mccs})) as is_stream_candidate
-        from {transactions} as t
-        left join mcc_categories as m using (mcc)
-        where {where_bucket} and {loads} and t.booking_date <= date '{as_of.isoformat()}'
-    """)
     fx = lake.partition_path(paths, "silver", "fx_rates", as_of=_latest_snapshot(paths, "fx_rates", as_of))
     con.execute(f"create or replace temp table fx_in as select currency, cast(rate_to_base as decimal(18, 6)) as rate "
                 f"from read_parquet('{fx}/**/*.parquet')")
+    base = base_currency()
+    # Amounts in the base currency only: silver's amount_base (conform quarantines a posting whose currency has no
+    # rate). Postings silver kept before that rule carry amount_base null: a base-currency one counts as it is, a
+    # foreign one at today's rate when there is one, and none is ever counted 1:1 as the base currency.
+    con.execute(f"""
+        create or replace temp view transactions_in as
+        select * from (
+            select
+                t.transaction_id, t.account_id, t.customer_id, t.source, t.booking_date, t.channel, t.mcc, t.country,
+                t.currency, t.merchant_name, t.counterparty_id, t.description,
+                cast(coalesce(t.amount_base, case when t.currency = '{base}' then t.amount end,
+                              round(t.amount * fx_in.rate, 2)) as decimal(18, 2)) as amount_value,
+                coalesce(m.category, 'other') as category,
+                coalesce(t.counterparty_id, upper(t.merchant_name),
+                         regexp_replace(upper(coalesce(t.description, '')), '[0-9]+', '#', 'g')) as stream_key,
+                (t.channel not in ('card', 'atm', 'fee') or t.mcc in ({card_mccs})) as is_stream_candidate
+            from {transactions} as t
+            left join mcc_categories as m using (mcc)
+            left join fx_in on t.currency = fx_in.currency
+            where {where_bucket} and {loads} and t.booking_date <= date '{as_of.isoformat()}'
+        ) where amount_value is not null
+    """)
     # balances in the base currency, like the postings' amount_base (at the rate of the snapshot: a revaluation
-    # of a foreign balance is not a posting, and reconciles as a gap only where the rate moved). Money stays
-    # DECIMAL: DuckDB sums decimals exactly, doubles in parallel in no fixed order.
+    # of a foreign balance is not a posting, and reconciles as a gap only where the rate moved); a foreign balance
+    # without a rate is left out, never read 1:1. Money stays DECIMAL: DuckDB sums decimals exactly, doubles in
+    # parallel in no fixed order.
     con.execute(f"""
         create or replace temp view balances_in as
-        select b.account_id, b.customer_id, b.source, b.as_of,
-            b.balance * coalesce(fx_in.rate, 1) as balance_value
-        from {balances} as b
-        left join fx_in using (currency)
-        where {where_bucket} and {loads} and b.as_of <= date '{as_of.isoformat()}'
+        select * from (
+            select b.account_id, b.customer_id, b.source, b.as_of,
+                b.balance * case when coalesce(b.currency, '{base}') = '{base}' then 1 else fx_in.rate end
+                    as balance_value
+            from {balances} as b
+            left join fx_in using (currency)
+            where {where_bucket} and {loads} and b.as_of <= date '{as_of.isoformat()}'
+        ) where balance_value is not null
     """)
     for table in ("accounts", "customers"):
         snapshot = _latest_snapshot(paths, table, as_of)

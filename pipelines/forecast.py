@@ -47,6 +47,30 @@ def model_inputs(panel: feature_stage.Panel) -> pd.DataFrame:
     return panel.features.merge(extra, on=["customer_id", "cutoff"], how="left", validate="one_to_one")
 
 
+def known_payments(panel: feature_stage.Panel, inputs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per customer and cut-off of `inputs` (default: the whole panel): the first known payment the balance cannot
+    meet and the lowest balance the known flows reach (models.baseline_engine.known_payment_shortfall)."""
+    from models.baseline_engine import known_payment_shortfall
+
+    features = panel.features
+    if inputs is not None:
+        features = features.merge(inputs[["customer_id", "cutoff"]], on=["customer_id", "cutoff"], how="inner")
+    return known_payment_shortfall(features, panel.streams, horizons())
+
+
+def predict(engine, inputs: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
+    """The engine's forecast made to agree with the payments already known to be due (`known`, from
+    `known_payments`): the expected shortfall never comes after the first known payment the balance cannot meet,
+    and such a payment due within `known_payments.within_days` gives a probability of at least
+    `known_payments.min_p_shortfall` at every horizon (models.contract.bound_by_known_payments). What the night
+    publishes, the training's held-out check and the backtest all score this."""
+    from models.contract import bound_by_known_payments
+
+    rule = settings()["known_payments"]
+    return bound_by_known_payments(engine.predict(inputs), known, float(rule["min_p_shortfall"]),
+                                   int(rule["within_days"]))
+
+
 def build_panel(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
                 with_labels: bool = False, series_until: date | None = None,
                 series_days: int = feature_stage.SERIES_DAYS) -> feature_stage.Panel:
@@ -175,7 +199,8 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
                         labels[labels["cutoff"] < holdout].reset_index(drop=True), seed)
     held_out_inputs = inputs[~fit_rows].reset_index(drop=True)
     held_out_labels = labels[labels["cutoff"] == holdout]
-    validation = evaluate(engine.predict(held_out_inputs), held_out_labels)
+    held_out_known = known_payments(panel, held_out_inputs)
+    validation = evaluate(predict(engine, held_out_inputs, held_out_known), held_out_labels)
     data_hash = frame_hash(inputs, labels)
     version = f"{ENGINE}-{end.isoformat()}-{data_hash[:10]}"
     metadata = {
@@ -192,7 +217,7 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
         "notes": engine.notes,
     }
     registry.save_version(paths, FAMILY, version, engine.save, metadata)
-    decision = _promotion(paths, version, engine, held_out_inputs, held_out_labels, validation)
+    decision = _promotion(paths, version, engine, held_out_inputs, held_out_known, held_out_labels, validation)
     metrics = {"family": FAMILY, "version": version, "promoted": decision["promoted"], "reason": decision["reason"],
                "held_out": validation, "n_rows": metadata["n_rows"], "n_customers": metadata["n_customers"],
                "seconds": round(time.perf_counter() - started, 1)}
@@ -200,8 +225,8 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
     return metrics
 
 
-def _promotion(paths: Paths, version: str, engine, held_out_inputs: pd.DataFrame, held_out_labels: pd.DataFrame,
-               validation: dict[str, dict[str, float]]) -> dict[str, Any]:
+def _promotion(paths: Paths, version: str, engine, held_out_inputs: pd.DataFrame, held_out_known: pd.DataFrame,
+               held_out_labels: pd.DataFrame, validation: dict[str, dict[str, float]]) -> dict[str, Any]:
     current = registry.promoted_version(paths, FAMILY)
     candidate_brier = validation.get("30", {}).get("brier", float("nan"))
     if current is None or current == version:
@@ -210,7 +235,8 @@ def _promotion(paths: Paths, version: str, engine, held_out_inputs: pd.DataFrame
         return {"promoted": True, "reason": reason}
     try:
         champion = load_engine(paths, version=current)
-        champion_brier = evaluate(champion.predict(held_out_inputs), held_out_labels)["30"]["brier"]
+        champion_brier = evaluate(predict(champion, held_out_inputs, held_out_known),
+                                  held_out_labels)["30"]["brier"]
     except Exception as error:  # an unreadable or incompatible champion cannot defend its place
         reason = f"the promoted model {current} cannot score today's features ({error})"
         registry.promote(paths, FAMILY, version, reason)
@@ -274,7 +300,9 @@ def safe_to_save(forecast_30: pd.DataFrame) -> np.ndarray:
 def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: float) -> pd.Series:
     """Plain-language reasons per forecast row: the top features behind a risky forecast (p_shortfall at or above
     `threshold`) by path attribution on that horizon's classifier (models/attribution.py), in the words of
-    config/forecast.yaml; a forecast below the threshold says there is no elevated risk."""
+    config/forecast.yaml, after the known payment the balance cannot meet when there is one within the horizon
+    (`forecast` columns unmet_day, unmet_amount, unmet_payments: `known_payment_driver`); a forecast below the
+    threshold says there is no elevated risk."""
     from models.attribution import PathAttributor
 
     phrases = settings()["drivers"]
@@ -289,10 +317,30 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
         X = inputs.iloc[at.to_numpy()][engine.feature_names].to_numpy(dtype=float)
         attributor = engine.attributors.setdefault(int(horizon), PathAttributor(engine.classifiers[int(horizon)]))
         texts = []
-        for names in attributor.top_features(X, engine.feature_names, k=3):
+        payments = known_payment_driver(risky)
+        for first, names in zip(payments, attributor.top_features(X, engine.feature_names, k=3)):
             words = list(dict.fromkeys(phrases[name] for name in names if name in phrases))
-            texts.append("; ".join(words) if words else phrases["default"])
+            words = [first, *words] if first else (words or [phrases["default"]])
+            texts.append("; ".join(words))
         out.loc[risky.index] = texts
+    return out
+
+
+def known_payment_driver(forecast: pd.DataFrame) -> list[str | None]:
+    """Per forecast row, the known payment the balance cannot meet within its horizon, in words (None when there is
+    none): "a regular payment of £1,050.00 due around 01 July 2026 is more than your balance will be by then"."""
+    if "unmet_day" not in forecast:
+        return [None] * len(forecast)
+    out: list[str | None] = []
+    for cutoff, day, amount, count in zip(pd.to_datetime(forecast["cutoff"]), forecast["unmet_day"],
+                                          forecast["unmet_amount"], forecast["unmet_payments"]):
+        if not (day == day and amount == amount):
+            out.append(None)
+            continue
+        when = (cutoff + pd.Timedelta(days=int(day))).strftime("%d %B %Y")
+        what = (f"a regular payment of £{amount:,.2f} due around {when} is" if int(count) <= 1 else
+                f"regular payments of £{amount:,.2f} due around {when} are")
+        out.append(f"{what} more than your balance will be by then")
     return out
 
 
@@ -301,7 +349,12 @@ def cash_forecast_rows(engine, panel: feature_stage.Panel, as_of: date,
     """Gold `cash_forecast` rows for every customer of the panel at cut-off `as_of` (`inputs`: the model inputs
     when already made)."""
     inputs = model_inputs(panel) if inputs is None else inputs
-    forecast = engine.predict(inputs).reset_index(drop=True)
+    known = known_payments(panel, inputs)
+    forecast = predict(engine, inputs, known).reset_index(drop=True)
+    payments = known[["customer_id", "cutoff", "unmet_amount", "unmet_payments"]]
+    forecast = forecast.merge(payments, on=["customer_id", "cutoff"], how="left", validate="many_to_one")
+    unmet = forecast["unmet_day"].notna()
+    forecast["unmet_amount"] = forecast["unmet_amount"].where(unmet)
     features = panel.features.set_index("customer_id")
     by_customer = features.loc[forecast["customer_id"]]
     threshold = float(settings().get("driver_threshold", 0.2))

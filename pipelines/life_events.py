@@ -73,9 +73,23 @@ def check_settings(cfg: dict[str, Any]) -> None:
     bad = {g: c for g, c in bad.items() if c}
     if bad:
         raise SegoneError(f"config/life_events.yaml: signal groups use forbidden (special-category) MCCs: {bad}")
+    known_signals = set(_signal_predicates(cfg))
     for event, spec in cfg["events"].items():
         if "life_events" not in spec.get("consent", []):
             raise SegoneError(f"config/life_events.yaml: event {event} must require the life_events consent")
+        groups = set(cfg["mcc_signals"]) | set(cfg["keyword_signals"])
+        if set(spec.get("uncited_signals") or []) - groups:
+            raise SegoneError(f"config/life_events.yaml: event {event}: uncited_signals "
+                              f"{sorted(set(spec['uncited_signals']) - groups)} are not signal groups")
+        unknown = sorted(set(spec.get("evidence_signals", [])) - known_signals)
+        if unknown:
+            raise SegoneError(f"config/life_events.yaml: event {event} names unknown evidence signals {unknown} "
+                              f"(known: {sorted(known_signals)})")
+        corroboration = spec.get("corroboration")
+        if not isinstance(corroboration, dict) or not corroboration.get("description") or \
+                not (corroboration.get("any") or corroboration.get("all")):
+            raise SegoneError(f"config/life_events.yaml: event {event} needs a `corroboration` rule with a "
+                              f"description: the evidence a credit offer triggered by it needs")
 
 
 def is_location_feature(name: str, cfg: dict[str, Any]) -> bool:
@@ -420,8 +434,22 @@ def load_model(paths: Paths, version: str | None = None):
 # Evidence: the postings behind a flag
 # ---------------------------------------------------------------------------------------------------------------
 
+# A stream is new to the customer when its first posting is at least this long after the customer's first posting
+# (sql/features_life_events.sql, `new_streams`), and new now when that first posting is in the last NEW_*_DAYS; a
+# salary is stopped after 3+ occurrences in STOPPED_LOOKBACK_DAYS and none in the last STOPPED_AFTER_DAYS
+# (`stopped_streams`). The evidence reads the same definitions as the features it stands behind.
+NEW_TO_CUSTOMER_DAYS = 60
+NEW_OUTFLOW_DAYS = 60
+NEW_SALARY_DAYS = 45
+NEW_PENSION_DAYS = 60
+STOPPED_LOOKBACK_DAYS = 150
+STOPPED_AFTER_DAYS = 40
+
+
 def _signal_predicates(cfg: dict[str, Any]) -> dict[str, str]:
-    """SQL predicate over evidence postings (alias p) per evidence signal."""
+    """SQL predicate over evidence postings (alias p, see `evidence_postings`) per evidence signal. Only postings
+    that are evidence of an event: the `new_*` signals need a stream that started recently (an existing mortgage or
+    rent payment, an old employer's salary is not news), `stopped_salary` a salary stream that stopped."""
     out: dict[str, str] = {}
     for group, codes in cfg["mcc_signals"].items():
         out[group] = f"p.amount_value < 0 and p.mcc in ({', '.join(repr(str(c)) for c in codes)})"
@@ -429,23 +457,32 @@ def _signal_predicates(cfg: dict[str, Any]) -> dict[str, str]:
         text = " or ".join(f"contains(p.posting_text, {str(w).upper()!r})" for w in words)
         sign = ">" if group in INFLOW_KEYWORD_SIGNALS else "<"
         out[group] = f"p.amount_value {sign} 0 and ({text})"
+    day = "getvariable('evidence_day')"
+    new_to_customer = f"p.stream_first - p.first_posting >= {NEW_TO_CUSTOMER_DAYS}"
+    new_out = (f"p.is_stream_posting and p.amount_value < 0 and p.stream_first > {day} - {NEW_OUTFLOW_DAYS} "
+               f"and {new_to_customer}")
     out.update({
-        "salary": "p.amount_value > 0 and p.channel = 'salary'",
-        "atm": "p.channel = 'atm'",
         "foreign": "p.amount_value < 0 and (p.currency <> p.home_currency "
                    "or coalesce(p.country <> p.home_country, false))",
-        "new_dd_utilities": "p.amount_value < 0 and p.channel = 'direct_debit' and p.mcc in ('4900', '4814', '4899')",
-        "new_dd_council_tax": "p.amount_value < 0 and (p.mcc = '9311' or contains(p.posting_text, 'COUNCIL TAX'))",
-        "new_dd_mortgage": "p.amount_value < 0 and p.channel = 'direct_debit' and contains(p.posting_text, 'MORTGAGE')",
-        "new_rent": "p.amount_value < 0 and p.channel = 'standing_order' and contains(p.posting_text, 'RENT')",
-        "to_savings": "p.amount_value < 0 and p.channel = 'transfer_out' and contains(p.posting_text, 'SAVING')",
+        "new_dd_utilities": f"{new_out} and p.mcc in ('4900', '4814', '4899')",
+        "new_dd_council_tax": f"{new_out} and (p.mcc = '9311' or contains(p.posting_text, 'COUNCIL TAX'))",
+        "new_dd_mortgage": f"{new_out} and (p.mcc = '6012' or contains(p.posting_text, 'MORTGAGE'))",
+        "new_rent": f"{new_out} and p.channel = 'standing_order' and contains(p.posting_text, 'RENT')",
+        "new_salary": f"p.is_stream_posting and p.amount_value > 0 and p.channel = 'salary' "
+                      f"and not contains(p.posting_text, 'PENSION') "
+                      f"and p.stream_first > {day} - {NEW_SALARY_DAYS} and {new_to_customer}",
+        "new_pension": f"p.is_stream_posting and p.amount_value > 0 and contains(p.posting_text, 'PENSION') "
+                       f"and p.stream_first > {day} - {NEW_PENSION_DAYS} and {new_to_customer}",
+        "stopped_salary": f"p.is_stream_posting and p.amount_value > 0 and p.channel = 'salary' "
+                          f"and not contains(p.posting_text, 'PENSION') and p.stream_recent >= 3 "
+                          f"and p.stream_last <= {day} - {STOPPED_AFTER_DAYS}",
     })
     return out
 
 
 def _feature_signal(feature: str, signals: list[str]) -> str | None:
     """The evidence signal a feature is about (n_surveyor_90d -> surveyor, n_foreign_ccy_14d -> foreign,
-    salary_stopped -> salary): the longest signal name the feature name contains."""
+    n_new_salary_payers_45d -> new_salary): the longest signal name the feature name contains."""
     for signal in sorted(signals, key=len, reverse=True):
         if signal in feature:
             return signal
@@ -456,10 +493,10 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
                       ) -> pd.DataFrame:
     """Up to `evidence_max_transactions` postings per flagged (customer_id, event_type) behind the flag: postings of
     the event's evidence signals in the look-back, the signals of its top features first, newest first. A flag
-    without any such posting names the customer's largest outgoing postings of the last 30 days instead."""
+    without any such posting names none: a posting that is not evidence of the event is never shown as if it were."""
+    columns = ["customer_id", "event_type", "transaction_id", "booking_date", "amount", "label", "signal"]
     if flagged.empty:
-        return pd.DataFrame(columns=["customer_id", "event_type", "transaction_id", "booking_date", "amount",
-                                     "label", "signal"])
+        return pd.DataFrame(columns=columns)
     predicates = _signal_predicates(cfg)
     wanted = []
     for row in flagged.itertuples(index=False):
@@ -468,29 +505,55 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
         order = list(dict.fromkeys([*first, *signals]))
         wanted.extend({"customer_id": row.customer_id, "event_type": row.event_type, "signal": s, "priority": i}
                       for i, s in enumerate(order))
+    if not wanted:
+        return pd.DataFrame(columns=columns)
     con.register("le_wanted_frame", pd.DataFrame(wanted))
+    con.register("le_flagged_frame", flagged[["customer_id", "event_type"]])
+    con.execute(f"set variable evidence_day = date '{day.isoformat()}'")
     lookback = int(cfg["evidence_lookback_days"])
     forbidden = ", ".join(repr(m) for m in forbidden_mccs(cfg))
     cases = "\n".join(f"when w.signal = {s!r} then ({pred})" for s, pred in predicates.items())
     limit = int(cfg["evidence_max_transactions"])
-    base = f"""
+    return con.execute(f"""
         with customers as (select distinct customer_id from le_flagged_frame),
         posting_rows as (
             select t.transaction_id, t.customer_id, t.booking_date, t.channel, t.mcc, t.country, t.currency,
-                t.amount_value, coalesce(t.merchant_name, t.description) as label,
+                t.amount_value, t.stream_key, coalesce(t.merchant_name, t.description) as label,
                 upper(concat_ws(' ', t.description, t.merchant_name)) as posting_text
             from transactions_in as t
             where t.customer_id in (select customer_id from customers)
               and (t.mcc is null or t.mcc not in ({forbidden}))
         ),
-        home as (select customer_id, mode(currency) as home_currency, mode(country) as home_country
+        stream_rows as (
+            -- what the features count as streams: outgoing direct debits and standing orders, income by salary,
+            -- benefit or pension
+            select *, (amount_value > 0) as is_inflow from posting_rows
+            where (amount_value < 0 and channel in ('direct_debit', 'standing_order'))
+               or (amount_value > 0 and (channel in ('salary', 'benefit') or posting_text like '%PENSION%'))
+        ),
+        streams as (
+            select customer_id, stream_key, is_inflow, min(booking_date) as stream_first,
+                max(booking_date) as stream_last,
+                count(*) filter (where booking_date > getvariable('evidence_day') - {STOPPED_LOOKBACK_DAYS})
+                    as stream_recent
+            from stream_rows group by all
+        ),
+        home as (select customer_id, mode(currency) as home_currency, mode(country) as home_country,
+                     min(booking_date) as first_posting
                  from posting_rows group by customer_id),
         p as (
-            select r.*, h.home_currency, h.home_country from posting_rows as r join home as h using (customer_id)
-            where r.booking_date > date '{day.isoformat()}' - {lookback}
-        )"""
-    con.register("le_flagged_frame", flagged[["customer_id", "event_type"]])
-    found = con.execute(f"""{base},
+            select r.*, h.home_currency, h.home_country, h.first_posting, s.stream_first, s.stream_last,
+                s.stream_recent, s.stream_key is not null as is_stream_posting
+            from posting_rows as r
+            join home as h using (customer_id)
+            left join streams as s
+                on s.customer_id = r.customer_id and s.stream_key = r.stream_key
+                and s.is_inflow = (r.amount_value > 0)
+                and ((r.amount_value < 0 and r.channel in ('direct_debit', 'standing_order'))
+                     or (r.amount_value > 0 and (r.channel in ('salary', 'benefit')
+                                                 or r.posting_text like '%PENSION%')))
+            where r.booking_date > getvariable('evidence_day') - {lookback}
+        ),
         matched as (
             select w.customer_id, w.event_type, w.signal, w.priority, p.transaction_id, p.booking_date,
                 p.amount_value, p.label
@@ -508,20 +571,23 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
               from ranked where dup = 1)
         where n <= {limit}
         order by customer_id, event_type, n""").df()
-    missing = flagged.merge(found[["customer_id", "event_type"]].drop_duplicates(), how="left", indicator=True)
-    missing = missing[missing["_merge"] == "left_only"][["customer_id", "event_type"]]
-    if len(missing):
-        con.register("le_missing_frame", missing)
-        fallback = con.execute(f"""{base}
-            select m.customer_id, m.event_type, p.transaction_id, p.booking_date, p.amount_value as amount, p.label,
-                'largest_recent_outflow' as signal
-            from le_missing_frame as m join p on p.customer_id = m.customer_id
-            where p.amount_value < 0 and p.booking_date > date '{day.isoformat()}' - 30
-            qualify row_number() over (partition by m.customer_id, m.event_type
-                                       order by p.amount_value, p.transaction_id) <= {limit}
-            order by m.customer_id, m.event_type, p.amount_value""").df()
-        found = pd.concat([found, fallback], ignore_index=True)
-    return found
+
+
+def uncited_features(cfg: dict[str, Any], event: str, columns: Iterable[str]) -> list[str]:
+    """The event's feature columns its evidence never names (config `uncited_signals`): the windowed counts and
+    amounts of those signal groups (n_mortgage_30d, amount_mortgage_90d, n_mortgage_prev90), which the model may
+    rank on but which are not evidence of the event (an existing mortgage payment is no sign of buying a home)."""
+    groups = cfg["events"][event].get("uncited_signals") or []
+    pattern = re.compile(rf"^(n|amount)_({'|'.join(map(re.escape, groups))})_(\d+d|prev90)$") if groups else None
+    return [c for c in columns if pattern is not None and pattern.match(c)]
+
+
+def corroborated(features: pd.DataFrame, event: str, cfg: dict[str, Any]) -> np.ndarray:
+    """Per row of the life-event features: does the event's corroborating evidence (config `corroboration`) hold?
+    What a credit or lending offer triggered by the event needs besides the flag."""
+    from models.life_event_rules import rule_fires
+
+    return rule_fires(features, cfg["events"][event]["corroboration"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -539,6 +605,9 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
     probability, the flag and the top features; the evidence JSON is built by DuckDB; only the flagged rows' postings
     are looked up (evidence_postings)."""
     k = int(cfg["evidence_top_features"])
+    # ask for as many more top features as an event has uncited ones: the evidence names the k largest of the rest
+    k = k + max([len(uncited_features(cfg, e, model.events[e]["features"])) for e in model.events
+                 if e in cfg["events"]] or [0])
     parts, flagged_parts, names = [], [], {}
     customer_ids = features["customer_id"].astype(str).reset_index(drop=True)
     consent_ids = pd.Index(consent["customer_id"].astype(str).to_numpy(dtype=object))
@@ -569,24 +638,35 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
             chosen = np.asarray(scored["columns"], dtype=object)[scored["top_index"][hit]] if width else None
             flagged_parts.append(pd.DataFrame({
                 "customer_id": ids.to_numpy(dtype=object)[hit], "event_type": event,
-                "top_features": [list(r) for r in chosen] if width else [[] for _ in range(int(hit.sum()))]}))
+                "top_features": [list(r) for r in chosen] if width else [[] for _ in range(int(hit.sum()))],
+                "corroborated": corroborated(features.loc[mask].reset_index(drop=True)[hit], event, cfg)}))
     if not parts:
         return _empty_rows()
     scored = pd.concat(parts, ignore_index=True)
     flagged = (pd.concat(flagged_parts, ignore_index=True) if flagged_parts
-               else pd.DataFrame(columns=["customer_id", "event_type", "top_features"]))
+               else pd.DataFrame(columns=["customer_id", "event_type", "top_features", "corroborated"]))
     postings = evidence_postings(con, flagged, day, cfg)   # an empty frame when nothing is flagged
+    scored = scored.merge(flagged[["customer_id", "event_type", "corroborated"]], on=["customer_id", "event_type"],
+                          how="left")
     return _evidence_frame(scored, postings, cfg, k, getattr(model, "version", "unversioned"), names)
 
 
 def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str, Any], k: int,
                     model_version: str, names: dict[str, list[str]]) -> pd.DataFrame:
     """The gold rows with their evidence JSON (sorted keys: rule, threshold, top_features, and on a flagged row
-    transaction_ids and transactions), built in one DuckDB query. `scored` names its top features by their 1-based
-    position in the event's feature list (`names`)."""
+    transaction_ids, transactions and corroboration: what a credit offer triggered by the flag needs, and whether
+    it holds), built in one DuckDB query. `scored` names its top features by their 1-based position in the event's
+    feature list (`names`); its `corroborated` column is read on flagged rows."""
     rules = pd.DataFrame({"event_type": list(cfg["events"]),
                           "rule_description": [spec["rule"]["description"] for spec in cfg["events"].values()],
-                          "feature_names": [names.get(e, []) for e in cfg["events"]]})
+                          "corroboration_description": [spec["corroboration"]["description"]
+                                                        for spec in cfg["events"].values()],
+                          "feature_names": [names.get(e, []) for e in cfg["events"]],
+                          "uncited": [uncited_features(cfg, e, names.get(e, [])) or [""] for e in cfg["events"]]})
+    shown = int(cfg["evidence_top_features"])   # k may be larger: the top features before the uncited ones go
+    if "corroborated" not in scored:
+        scored = scored.assign(corroborated=False)
+    scored = scored.assign(corroborated=scored["corroborated"].astype("boolean").fillna(False).astype(bool))
     postings = postings.assign(booking_date=pd.to_datetime(postings["booking_date"]).dt.strftime("%Y-%m-%d"),
                                amount=pd.to_numeric(postings["amount"]).astype(float).round(2),
                                n=np.arange(len(postings)))
@@ -596,7 +676,8 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
 
     features = ", ".join(f"struct_pack(feature := case when s.f{i} > 0 then r.feature_names[s.f{i}] end, "
                          f"value := {finite(f's.v{i}')}, contribution := s.c{i})" for i in range(k))
-    top = (f"list_filter([{features}], lambda x: x.feature is not null)" if k else "[]")
+    top = (f"list_filter([{features}], lambda x: x.feature is not null "
+           f"and not list_contains(r.uncited, x.feature))[1:{shown}]" if k else "[]")
     # the features that raised the score; a row without any positive contribution keeps its k largest ones
     positive = f"list_filter({top}, lambda x: x.contribution > 0)"
     con = duckdb.connect()
@@ -622,7 +703,8 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
                         top_features := case when len({positive}) > 0 then {positive} else {top} end
                     )) as evidence_base,
                     coalesce(t.transaction_ids, []) as transaction_ids,
-                    coalesce(t.transactions, []) as transactions
+                    coalesce(t.transactions, []) as transactions,
+                    to_json(struct_pack(met := s.corroborated, rule := r.corroboration_description)) as corroboration
                 from le_scored as s
                 join le_rules as r using (event_type)
                 left join transactions as t using (customer_id, event_type)
@@ -632,7 +714,8 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
                 case when flagged
                     then left(cast(evidence_base as varchar), -1) || ',"transaction_ids":'
                          || cast(to_json(transaction_ids) as varchar) || ',"transactions":'
-                         || cast(to_json(transactions) as varchar) || '}}'
+                         || cast(to_json(transactions) as varchar) || ',"corroboration":'
+                         || cast(corroboration as varchar) || '}}'
                     else cast(evidence_base as varchar) end as evidence,
                 '{model_version.replace("'", "''")}' as model_version
             from base

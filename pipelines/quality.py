@@ -22,7 +22,7 @@ import pandas as pd
 from pipelines import lake
 from pipelines.config import REPO_ROOT, Paths, settings
 from pipelines.contract import FileContract, landing_contract
-from pipelines.ingest.core import FORMAT_REGEX, bronze_columns_sql
+from pipelines.ingest.core import CONTROL_REGEX, FORMAT_REGEX, bronze_columns_sql
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.runs import write_run_metrics
 from pipelines.schemas import TableSchema, tables
@@ -176,6 +176,9 @@ def landing_suite(contract: FileContract) -> dict[str, Any]:
         if column.type in GX_REGEX:
             items.append(expectation("expect_column_values_to_match_regex", f"type {column.type}", column=name,
                                      regex=GX_REGEX[column.type]))
+        if column.type == "text":
+            items.append(expectation("expect_column_values_to_not_match_regex", "no control characters",
+                                     column=name, regex=CONTROL_REGEX))
         if column.type == "enum":
             items.append(expectation("expect_column_values_to_be_in_set", "values", column=name,
                                      value_set=list(column.values)))

@@ -63,6 +63,11 @@ def publish(paths: Paths, day: date, run_id: str | None = None) -> dict[str, Any
     from pipelines.nightly_report import build_nightly_report
     from pipelines.warehouse import build_warehouse
 
+    d = day.isoformat()
+    if read_run_metrics(paths, d, "ingest") is None and (read_run_metrics(paths, HISTORY, "conform") or {}).get(
+            "as_of") != d:
+        raise SegoneError(f"nothing to publish for {d}: the night of {d} has not run in {paths.home} "
+                          f"({describe_nights(paths)})")
     metrics = build_warehouse(paths)
     metrics["as_of"] = day.isoformat()
     if read_run_metrics(paths, day.isoformat(), "validate_decisions") is not None:

@@ -12,7 +12,9 @@ import pytest
 from pipelines.config import Paths
 
 REPO = Path(__file__).resolve().parent.parent
-REFERENCE = REPO.parent / "shared" / "reference"
+# The shared reference data sits beside the repository (../shared/reference); SEGONE_REFERENCE overrides it, e.g.
+# for a git worktree checked out elsewhere.
+REFERENCE = Path(os.environ.get("SEGONE_REFERENCE") or REPO.parent / "shared" / "reference")
 
 
 @pytest.fixture

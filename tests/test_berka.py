@@ -15,8 +15,9 @@ from pipelines.berka import (decode_birth_number, format_cents, import_berka, im
 from pipelines.config import Paths
 from pipelines.contract import classify_landing_file, landing_contract
 from pipelines.errors import SegoneError
+from tests.conftest import REFERENCE
 
-BERKA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "berka"
+BERKA = REFERENCE / "berka"
 TRANSACTIONS_GZ = BERKA / "trans_first100000lines.asc.gz"
 SMALL_TABLES = ("account", "card", "client", "disp", "district", "loan", "order")
 

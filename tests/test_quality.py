@@ -230,3 +230,15 @@ def test_small_partitions_are_checked_whole(tmp_path):
     pd.DataFrame({"n": range(500)}).to_parquet(folder / "part-0.parquet", index=False)
 
     assert quality._read_partition(paths, "bronze", "balances", load_date=D)["n"].tolist() == list(range(500))
+
+
+def test_suites_check_free_text_for_control_characters_too(good_bronze):
+    """The second, independent check of the ingest's rule that a text holds no NUL or other control character."""
+    bad = good_bronze["transactions"].copy()
+    bad.loc[0, "description"] = "cof\x00fee"
+    bad.loc[1, "merchant_name"] = "Caf\x1be"
+    bad.loc[2, "description"] = "two\nlines\tand a tab"  # line breaks and tabs are text
+    result = run_suite(bad, "landing_transactions")
+    failed = {(f["expectation"], f["column"]) for f in result.failures}
+    assert failed == {("expect_column_values_to_not_match_regex", "description"),
+                      ("expect_column_values_to_not_match_regex", "merchant_name")}

@@ -9,9 +9,10 @@ on bad input: bad input is data. See docs/architecture.md, "Ingest and quarantin
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import itertools
+import re
+import zlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -22,9 +23,11 @@ import numpy as np
 import pandas as pd
 
 from pipelines.contract import Column, FileContract
+from pipelines.ingest import limits as bounds
+from pipelines.ingest.limits import IngestLimits, OverLimit, TextScan, ingest_limits
 
 QUARANTINE_COLUMNS = ["file", "line", "column_name", "reason", "raw_value"]
-RAW_VALUE_MAX_CHARS = 1000
+RAW_VALUE_MAX_CHARS = bounds.RAW_VALUE_HARD_LIMIT  # while working; the quarantine writer applies the configured cap
 # A header line longer than this is not a header (a 50 MB single-line file is quarantined without reading it all).
 HEADER_MAX_BYTES = 1 << 20
 
@@ -58,6 +61,15 @@ FORMAT_WORDS = {
     "mcc": "not a merchant category code (4 digits)",
 }
 NUMERIC_TYPES = {"int", "decimal2", "decimal6"}
+# A timestamp's zone offset runs from -14:00 to +14:00 with minutes below 60 (what real zones use), its hour from 00
+# to 23 (DuckDB reads 24:00 as the next day, so the date as written would not be the instant's date).
+OFFSET_REGEX = r".*(Z|[+-](0[0-9]|1[0-3])(:?[0-5][0-9])?|[+-]14(:?00)?)"
+HOUR_REGEX = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):.*"
+# The three in one pattern, for the accept filter (one regex per value; the three above only word the reason).
+STRICT_TIMESTAMPTZ_REGEX = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+                            r"(Z|[+-](0[0-9]|1[0-3])(:?[0-5][0-9])?|[+-]14(:?00)?)")
+# Control characters a free text may not hold: C0 codes but tab and line breaks (a CSV field may span lines), DEL.
+CONTROL_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 NOT_A_NUMBER_TEXT = ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
 
 # The order in which DuckDB's structural errors of one record are reported (the first one wins).
@@ -97,8 +109,8 @@ class UnreadableFile(Exception):
 
 
 # What reading a broken file raises; a binder or catalog error would be a bug here and is not caught.
-READ_ERRORS = (UnreadableFile, OSError, EOFError, UnicodeError, duckdb.IOException, duckdb.InvalidInputException,
-               duckdb.ConversionException)
+READ_ERRORS = (UnreadableFile, OverLimit, OSError, EOFError, zlib.error, UnicodeError, duckdb.IOException,
+               duckdb.InvalidInputException, duckdb.ConversionException)
 
 
 def quote_ident(name: str) -> str:
@@ -145,17 +157,29 @@ def quarantine_frame(rows: list[tuple[str, int | None, str | None, str, str | No
 # Rules compiled from the contract
 # ---------------------------------------------------------------------------------------------------------------
 
-def column_rules(column: Column, value: str, business_date: date | None, late_before: date | None
-                 ) -> list[tuple[str, str, bool]]:
+def column_rules(column: Column, value: str, business_date: date | None, late_before: date | None,
+                 controls_possible: bool = True) -> list[tuple[str, str, bool]]:
     """The column's rules in the order they are checked, for a non-null `value` (SQL text): (condition that is true
-    when the rule is broken, the reason in words, whether the accept filter needs it; a rule implied by an earlier
-    one only sharpens the reason)."""
+    when the rule is broken, the reason in words, whether the accept filter needs it; a rule implied by another
+    one only sharpens the reason). controls_possible: False when the file holds no control byte at all (the scan
+    says so), which makes the text rule moot."""
     rules: list[tuple[str, str, bool]] = []
     if column.type in NUMERIC_TYPES:
         rules.append((f"lower({value}) in ({', '.join(map(quote_literal, NOT_A_NUMBER_TEXT))})",
                       "NaN or infinity is not a number", False))
     if column.type in FORMAT_REGEX:
         rules.append((f"not regexp_full_match({value}, {quote_literal(FORMAT_REGEX[column.type])})",
+                      FORMAT_WORDS[column.type], column.type != "timestamptz"))
+    if column.type == "text" and controls_possible:
+        rules.append((f"regexp_matches({value}, {quote_literal(CONTROL_REGEX)})",
+                      "contains a control character (NUL or another C0 code other than tab and line breaks, "
+                      "or DEL)", True))
+    if column.type == "timestamptz":
+        rules.append((f"not regexp_full_match({value}, {quote_literal(OFFSET_REGEX)})",
+                      "zone offset out of range (-14:00 to +14:00, minutes below 60)", False))
+        rules.append((f"not regexp_full_match({value}, {quote_literal(HOUR_REGEX)})",
+                      "hour out of range (00 to 23)", False))
+        rules.append((f"not regexp_full_match({value}, {quote_literal(STRICT_TIMESTAMPTZ_REGEX)})",
                       FORMAT_WORDS[column.type], True))
     if column.type == "int":
         rules.append((f"try_cast({value} as bigint) is null", "integer out of range", True))
@@ -237,16 +261,12 @@ def key_value_sql(column: Column, value: str) -> str:
 # Reading
 # ---------------------------------------------------------------------------------------------------------------
 
-def _open_bytes(path: Path) -> io.BufferedIOBase:
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-
-
 def read_csv_header(path: Path) -> list[str]:
     """The header's column names (BOM and surrounding spaces removed); UnreadableFile when there is none."""
     try:
-        with _open_bytes(path) as handle:
+        with bounds.open_bytes(path) as handle:
             head = handle.readline(HEADER_MAX_BYTES + 1)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise UnreadableFile(f"cannot read the header: {err}") from err
     if not head:
         raise UnreadableFile("empty file: no header row")
@@ -266,57 +286,100 @@ def read_csv_header(path: Path) -> list[str]:
     return [n.strip() for n in names]
 
 
-def _record_starts_fast(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
-    """(DuckDB line, physical line) of each non-empty record after the header, by quote parity.
+def _record_starts_fast(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(DuckDB line, physical line) of each non-empty record after the header, by quote parity, streamed.
 
     Exact for RFC 4180 files (quotes only in quoted fields). DuckDB numbers a record by the newlines before it that
-    end a record (blank lines count, newlines inside quotes do not); the physical line counts every newline.
+    end a record (blank lines count, newlines inside quotes do not); the physical line counts every newline. The file
+    is read in chunks of `limits.CHUNK_BYTES`: the work arrays are a few bytes per byte of one chunk and the result is
+    one entry per record, so a file of blank lines costs no more memory than a chunk.
     """
-    buf = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(buf == 10)
-    quotes = np.flatnonzero(buf == 34)
-    boundaries = newlines[(np.searchsorted(quotes, newlines) & 1) == 0] if quotes.size else newlines
-    starts = np.concatenate(([0], boundaries + 1))
-    ends = np.concatenate((boundaries, [len(buf)]))
-    lengths = ends - starts
-    cr_only = np.zeros(len(starts), dtype=bool)
-    one = np.flatnonzero(lengths == 1)
-    cr_only[one] = buf[starts[one]] == 13
-    non_empty = (lengths > 0) & ~cr_only
-    logical = np.arange(1, len(starts) + 1)
-    physical = np.searchsorted(newlines, starts) + 1
-    keep = non_empty.copy()
-    keep[0] = False  # the header
-    if not non_empty[0]:
+    logical_parts: list[np.ndarray] = []
+    physical_parts: list[np.ndarray] = []
+    offset = quotes_before = newlines_before = records_before = 0
+    start, start_line = 0, 1  # the open record: where it starts and its physical line
+    previous_last = -1  # the last byte of the previous chunk
+    header_seen = False
+
+    def close(starts: np.ndarray, lines: np.ndarray, lengths: np.ndarray, first_bytes: np.ndarray) -> bool:
+        """Keep the non-empty records after the header; False when the header itself is empty."""
+        nonlocal records_before, header_seen
+        empty = (lengths == 0) | ((lengths == 1) & (first_bytes == 13))
+        logical = records_before + 1 + np.arange(len(starts), dtype=np.int64)
+        records_before += len(starts)
+        if not header_seen and len(starts):
+            if empty[0]:
+                return False
+            header_seen = True
+        keep = ~empty & (logical > 1)
+        logical_parts.append(logical[keep])
+        physical_parts.append(lines[keep])
+        return True
+
+    with bounds.open_bytes(path) as handle:
+        while True:
+            chunk = handle.read(bounds.CHUNK_BYTES)
+            if not chunk:
+                break
+            buf = np.frombuffer(chunk, dtype=np.uint8)
+            newlines = np.flatnonzero(buf == 10)
+            quotes = np.flatnonzero(buf == 34)
+            if quotes.size or quotes_before & 1:  # a newline inside quotes does not end a record
+                is_end = ((quotes_before + np.searchsorted(quotes, newlines)) & 1) == 0
+                ends, index = newlines[is_end], newlines_before + np.flatnonzero(is_end)
+            else:
+                ends, index = newlines, newlines_before + np.arange(newlines.size, dtype=np.int64)
+            if ends.size:  # index: each end's number among all newlines of the file
+                ends_global = ends.astype(np.int64) + offset
+                starts = np.concatenate(([start], ends_global[:-1] + 1))
+                lines = np.concatenate(([start_line], index[:-1] + 2))
+                lengths = ends_global - starts
+                first = np.full(len(starts), -1, dtype=np.int64)
+                one = np.flatnonzero(lengths == 1)
+                local = starts[one] - offset
+                first[one] = np.where(local >= 0, buf[np.maximum(local, 0)], previous_last)
+                if not close(starts, lines, lengths, first):
+                    return None
+                start, start_line = int(ends_global[-1]) + 1, int(index[-1]) + 2
+            quotes_before += int(quotes.size)
+            newlines_before += int(newlines.size)
+            offset += len(chunk)
+            previous_last = int(buf[-1])
+    length = offset - start  # the last record, up to the end of the file
+    if not close(np.array([start]), np.array([start_line]), np.array([length]),
+                 np.array([previous_last if length == 1 else -1])):
         return None
-    return logical[keep], physical[keep]
+    return np.concatenate(logical_parts), np.concatenate(physical_parts)
 
 
-def _record_starts_csv(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+def _record_starts_csv(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """The same numbering with Python's csv module, which reads a stray quote inside an unquoted field as a
-    character, as DuckDB does (slower; used only when the fast numbering disagrees with DuckDB)."""
-    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=",", quotechar='"', doublequote=True, strict=False)
+    character, as DuckDB does (slower; used only when the fast numbering disagrees with DuckDB). Streamed too."""
     logical_list: list[int] = []
     physical_list: list[int] = []
     previous_end = 0
-    try:
-        for logical, row in enumerate(reader, start=1):
-            start = previous_end + 1
-            previous_end = reader.line_num
-            if logical > 1 and row:
-                logical_list.append(logical)
-                physical_list.append(start)
-    except csv.Error:
-        return None
+    with bounds.open_bytes(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+        reader = csv.reader(text, delimiter=",", quotechar='"', doublequote=True, strict=False)
+        try:
+            for logical, row in enumerate(reader, start=1):
+                start = previous_end + 1
+                previous_end = reader.line_num
+                if logical > 1 and row:
+                    logical_list.append(logical)
+                    physical_list.append(start)
+        except csv.Error:
+            return None
     return np.array(logical_list, dtype=np.int64), np.array(physical_list, dtype=np.int64)
 
 
-def _csv_bytes(path: Path) -> bytes:
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "rb") as handle:
-            return handle.read()
-    return path.read_bytes()
+_COLUMN_NAME = re.compile(r"[A-Za-z0-9_ .-]{1,64}")
+
+
+def _shown_name(name: str, position: int) -> str:
+    """A header name as reasons and column_name show it: as written when it looks like a column name, else by its
+    position (a header of junk must not be copied into the quarantine; raw_value keeps it, capped)."""
+    return name if _COLUMN_NAME.fullmatch(name) else f"column {position + 1} (not a column name)"
 
 
 def _match_header(names: list[str], contract: FileContract, file: str,
@@ -324,7 +387,11 @@ def _match_header(names: list[str], contract: FileContract, file: str,
     """Contract column -> position in the file. Raises UnreadableFile when a required column is missing."""
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise UnreadableFile(f"duplicate column names in the header: {', '.join(duplicated)}")
+        shown = [n for n in duplicated if n in contract.column_names]
+        others = len(duplicated) - len(shown)
+        if others:
+            shown.append(f"{others} other name{'s' if others > 1 else ''}")
+        raise UnreadableFile(f"duplicate column names in the header: {', '.join(shown)}")
     position = {n: i for i, n in enumerate(names)}
     missing_required = [c.name for c in contract.columns if c.required and c.name not in position]
     if missing_required:
@@ -332,11 +399,12 @@ def _match_header(names: list[str], contract: FileContract, file: str,
     missing_optional = [c.name for c in contract.columns if not c.required and c.name not in position]
     if missing_optional:
         warnings.append(f"{file}: optional columns absent, read as empty: {', '.join(missing_optional)}")
-    for name in names:
+    for i, name in enumerate(names):
         if name not in contract.column_names:
-            quarantine_rows.append((file, 1, name, f"{name}: extra column not in the contract: its values are ignored",
-                                    name))
-            warnings.append(f"{file}: extra column ignored: {name}")
+            shown = _shown_name(name, i)
+            quarantine_rows.append((file, 1, shown, f"{shown}: extra column not in the contract: its values are "
+                                                    f"ignored", name))
+            warnings.append(f"{file}: extra column ignored: {shown}")
     return {c.name: position[c.name] for c in contract.columns if c.name in position}
 
 
@@ -344,10 +412,13 @@ def _structural_reason(error_type: str, message: str) -> str:
     return f"malformed record: {error_type.lower()}: {message}"
 
 
-def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw: str, tag: str
-              ) -> list[tuple[int, str, str, str]]:
+def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw: str, tag: str,
+              scan: TextScan | None, scan_error: str | None) -> list[tuple[int, str, str, str]]:
     """Read a CSV as text into the table `raw` (`line`, c0, c1, ...); returns its structural rejects as
-    (physical line, DuckDB error type, message, raw record)."""
+    (physical line, DuckDB error type, message, raw record).
+
+    `scan` is the streaming pass that checked the file's bounds; when that pass could not read the file
+    (`scan_error`, e.g. a truncated gzip) DuckDB is left to say why, and if it reads the file anyway it is unusable."""
     columns = "{" + ", ".join(f"'c{i}': 'varchar'" for i in range(len(names))) + "}"
     rejects, scans = f"rej_{tag}", f"rejscan_{tag}"
     con.execute(
@@ -369,9 +440,11 @@ def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw:
     if encoding:
         raise UnreadableFile(f"not UTF-8 (first bad record near line {min(encoding)}): "
                              f"{first_by_line[min(encoding)][1]}")
+    if scan is None:
+        raise UnreadableFile(f"unreadable file: {scan_error}")
     n_rows = int(con.execute(f"select count(*) from {raw}_text").fetchall()[0][0])
     rejected = np.array(sorted(first_by_line), dtype=np.int64)
-    accepted_lines, rejected_physical = _number_records(_csv_bytes(path), rejected, n_rows)
+    accepted_lines, rejected_physical = _number_records(path, scan, rejected, n_rows)
     text_columns = ", ".join(f"t.c{i}" for i in range(len(names)))
     if n_rows and accepted_lines[-1] == n_rows + 1:  # lines 2, 3, ..., n+1: no gaps
         con.execute(f"create temp view {raw} as select t.rowid + 2 as line, {text_columns} from {raw}_text t")
@@ -391,7 +464,8 @@ def _precedence(error_type: str) -> int:
         STRUCTURAL_PRECEDENCE)
 
 
-def _number_records(data: bytes, rejected: np.ndarray, n_rows: int) -> tuple[np.ndarray, dict[int, int]]:
+def _number_records(path: Path, scan: TextScan, rejected: np.ndarray, n_rows: int
+                    ) -> tuple[np.ndarray, dict[int, int]]:
     """Physical lines of the accepted records (in file order) and DuckDB line -> physical line of the rejected ones.
 
     DuckDB numbers a record by the record ends before it (blank lines count, newlines inside quotes do not). When the
@@ -399,14 +473,14 @@ def _number_records(data: bytes, rejected: np.ndarray, n_rows: int) -> tuple[np.
     Otherwise the records are found by quote parity, and if that disagrees with DuckDB (stray quotes inside
     unquoted fields) by Python's csv module; if nothing agrees the file is unusable.
     """
-    physical_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    physical_lines = scan.physical_lines
     if physical_lines == 1 + n_rows + len(rejected):
         is_rejected = np.zeros(physical_lines + 1, dtype=bool)
         is_rejected[rejected] = True
         all_lines = np.arange(2, physical_lines + 1, dtype=np.int64)
         return all_lines[~is_rejected[2:]], {int(r): int(r) for r in rejected}
     for numbering in (_record_starts_fast, _record_starts_csv):
-        numbered = numbering(data)
+        numbered = numbering(path)
         if numbered is None:
             continue
         logical, physical = numbered
@@ -417,15 +491,17 @@ def _number_records(data: bytes, rejected: np.ndarray, n_rows: int) -> tuple[np.
                          "their line numbers would be wrong")
 
 
-def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str) -> list[str]:
+def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: IngestLimits) -> list[str]:
     """A view `raw` over a Parquet file: `line` (the 1-based row number) and every column as text (c0, c1, ...);
-    returns the file's column names."""
+    returns the file's column names. The footer is checked against the bounds first. An empty string is read as
+    null, as the same empty field of a CSV is."""
     try:
+        bounds.check_parquet(con, path, limits)
         described = con.execute(f"describe select * from read_parquet({quote_literal(str(path))})").fetchall()
     except duckdb.Error as err:
         raise UnreadableFile(f"cannot read the Parquet file: {err}") from err
     names = [row[0] for row in described]
-    casts = "".join(f", cast({quote_ident(n)} as varchar) as c{i}" for i, n in enumerate(names))
+    casts = "".join(f", nullif(cast({quote_ident(n)} as varchar), '') as c{i}" for i, n in enumerate(names))
     con.execute(f"create temp view {raw} as select file_row_number + 1 as line{casts} "
                 f"from read_parquet({quote_literal(str(path))}, file_row_number = true)")
     return names
@@ -436,34 +512,52 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str) -> list[
 # ---------------------------------------------------------------------------------------------------------------
 
 def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: FileContract,
-                      business_date: date | None, source_file: str, max_late_days: int | None = None
-                      ) -> CoreFileResult:
+                      business_date: date | None, source_file: str, max_late_days: int | None = None,
+                      limits: IngestLimits | None = None) -> CoreFileResult:
     """Validate one landing file of `contract`'s kind; never raises on bad input.
 
     business_date: D, for the not-after-D rules (None: not checked, as in the history load). max_late_days: for
-    transactions of a nightly load, postings booked more than this many days before D are quarantined.
+    transactions of a nightly load, postings booked more than this many days before D are quarantined. limits: the
+    file's bounds (default: config/segone.yaml); a file past one is quarantined whole before DuckDB reads it.
     The accepted rows stay in temporary objects on `con` until `drop_file_objects(result)`.
     """
+    limits = limits if limits is not None else ingest_limits()
     tag = f"{next(_names)}"
     raw = f"raw_{tag}"
     quarantine_rows: list[tuple] = []
     warnings: list[str] = []
     structural: list[tuple[int, str, str, str]] = []
     is_parquet = path.name.endswith(".parquet")
+    controls_possible = True
     try:
+        before = bounds.identity(path)
+        if before is None:
+            raise UnreadableFile("not a regular file (a symbolic link, device or FIFO): refused, not read")
         if is_parquet:
-            names = _load_parquet(con, path, raw)
+            names = _load_parquet(con, path, raw, limits)
             mapping = _match_header(names, contract, source_file, quarantine_rows, warnings)
         else:
+            bounds.check_file_size(path, limits)
             names = read_csv_header(path)
             mapping = _match_header(names, contract, source_file, quarantine_rows, warnings)
-            structural = _load_csv(con, path, names, raw, tag)
-        return _validate(con, contract, raw, tag, mapping, business_date, source_file, max_late_days,
-                         quarantine_rows, structural, warnings)
+            scan, scan_error = None, None
+            try:
+                scan = bounds.scan_text(path, limits)
+            except bounds.READ_FAILURES as err:
+                scan_error = f"{type(err).__name__}: {err}"
+            structural = _load_csv(con, path, names, raw, tag, scan, scan_error)
+            controls_possible = scan is None or scan.has_control
+        result = _validate(con, contract, raw, tag, mapping, business_date, source_file, max_late_days,
+                           quarantine_rows, structural, warnings, controls_possible)
+        if bounds.identity(path) != before:
+            drop_file_objects(result)
+            raise UnreadableFile("the file changed while it was read (replaced by a link or another file): refused")
+        return result
     except READ_ERRORS as err:
         # Parquet is read lazily, so a broken Parquet file may only fail here, in the validation pass.
         _drop_quietly(con, [raw, f"dup_{tag}", f"bad_{tag}", f"{raw}_lines", f"{raw}_text"])
-        reason = str(err) if isinstance(err, UnreadableFile) else f"unreadable file: {type(err).__name__}: {err}"
+        known = isinstance(err, (UnreadableFile, OverLimit))
+        reason = str(err) if known else f"unreadable file: {type(err).__name__}: {err}"
         return CoreFileResult(
             file=source_file, kind=contract.name, con=con, accepted_sql=empty_accepted_sql(contract),
             quarantine=quarantine_frame([(source_file, None, None, reason[:RAW_VALUE_MAX_CHARS], None)]),
@@ -473,8 +567,8 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
 
 def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, tag: str,
               mapping: dict[str, int], business_date: date | None, source_file: str, max_late_days: int | None,
-              quarantine_rows: list, structural: list[tuple[int, str, str, str]], warnings: list[str]
-              ) -> CoreFileResult:
+              quarantine_rows: list, structural: list[tuple[int, str, str, str]], warnings: list[str],
+              controls_possible: bool = True) -> CoreFileResult:
     """The SQL compiled from the contract: a filter that is true for a row that breaks no rule (the accepted rows,
     selected when they are written), and for the other rows the list of broken rules, one quarantine row each."""
     dups = f"dup_{tag}"
@@ -485,7 +579,8 @@ def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, 
     def value(column: Column) -> str:
         return f"{raw}.c{mapping[column.name]}" if column.name in mapping else "cast(null as varchar)"
 
-    rules = [column_rules(c, value(c), business_date, late_before if c.name == "booked_at" else None)
+    rules = [column_rules(c, value(c), business_date, late_before if c.name == "booked_at" else None,
+                          controls_possible)
              for c in contract.columns]
     key_columns = [contract.column(k) for k in contract.key]
     key_parts = [key_value_sql(c, value(c)) for c in key_columns]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from datetime import date
 from pathlib import Path
@@ -21,14 +22,18 @@ from pipelines.runs import write_run_metrics
 from pipelines.config import Paths, settings
 from pipelines.contract import FileContract, classify_landing_file, landing_contract
 from pipelines.errors import LandingError
-from pipelines.ingest.core import (QUARANTINE_COLUMNS, RAW_VALUE_MAX_CHARS, CoreFileResult, drop_file_objects,
-                                   empty_accepted_sql, quarantine_frame, read_landing_file)
+from pipelines.ingest.core import (QUARANTINE_COLUMNS, CoreFileResult, drop_file_objects, empty_accepted_sql,
+                                   quarantine_frame, read_landing_file)
+from pipelines.ingest.limits import IngestLimits, ingest_limits, raw_value_cap
 
 log = logging.getLogger(__name__)
 
 HISTORY = "history"
 OPENBANKING_FOLDER = "openbanking"
 NOT_A_LANDING_FILE = "not a landing file kind"
+REFUSED_LINK = "symbolic link: refused, not read (landing files must be regular files inside the landing folder)"
+REFUSED_SPECIAL = "not a regular file (a device, FIFO or socket): refused, not read"
+REFUSED_OUTSIDE = "resolves outside the landing folder: refused, not read"
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -38,26 +43,56 @@ def _relative(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def find_landing_files(folder: Path, contract_kinds: set[str]) -> tuple[dict[str, list[Path]], list[Path], list[Path]]:
-    """(core files by kind in name order, open-banking JSON files, everything else) of a landing folder."""
+def refusal(path: Path, root: Path) -> str | None:
+    """Why an entry of a landing folder may not be read, or None: a symbolic link (to a file or a folder, followed
+    never, wherever it points), anything but a regular file or folder, or a path that resolves outside `root` (the
+    landing folder being ingested, resolved). Judged on the entry itself (lstat), not on what it points to."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as error:
+        return f"cannot be examined ({error.strerror}): refused, not read"
+    if stat.S_ISLNK(mode):
+        return REFUSED_LINK
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return REFUSED_SPECIAL
+    try:
+        path.resolve(strict=True).relative_to(root)
+    except (OSError, ValueError):
+        return REFUSED_OUTSIDE
+    return None
+
+
+def find_landing_files(folder: Path, contract_kinds: set[str]
+                       ) -> tuple[dict[str, list[Path]], list[Path], list[Path], list[tuple[Path, str]]]:
+    """(core files by kind in name order, open-banking JSON files, everything else, refused entries with the
+    reason) of a landing folder. Refused: links, special files and anything resolving outside the folder, also
+    the openbanking/ folder itself (then none of it is read)."""
+    root = folder.resolve(strict=True)
     by_kind: dict[str, list[Path]] = {}
     unknown: list[Path] = []
+    refused: list[tuple[Path, str]] = []
+    openbanking: list[Path] = []
     for path in sorted(folder.iterdir()):
-        if path.is_dir():
+        why = refusal(path, root)
+        if why is not None:
+            refused.append((path, why))
+        elif path.is_dir():
             if path.name != OPENBANKING_FOLDER:
                 unknown.append(path)
-            continue
-        classified = classify_landing_file(path)
-        if classified is None or classified[0] not in contract_kinds:
-            unknown.append(path)
+                continue
+            for inner in sorted(path.iterdir()):
+                why = refusal(inner, root)
+                if why is not None:
+                    refused.append((inner, why))
+                else:
+                    (openbanking if inner.is_file() and inner.suffix == ".json" else unknown).append(inner)
         else:
-            by_kind.setdefault(classified[0], []).append(path)
-    openbanking: list[Path] = []
-    ob_folder = folder / OPENBANKING_FOLDER
-    if ob_folder.is_dir():
-        for path in sorted(ob_folder.iterdir()):
-            (openbanking if path.is_file() and path.suffix == ".json" else unknown).append(path)
-    return by_kind, openbanking, unknown
+            classified = classify_landing_file(path)
+            if classified is None or classified[0] not in contract_kinds:
+                unknown.append(path)
+            else:
+                by_kind.setdefault(classified[0], []).append(path)
+    return by_kind, openbanking, unknown, refused
 
 
 def ingest_landing(paths: Paths, load_date: str, folder: Path, business_date: date | None) -> dict[str, Any]:
@@ -65,6 +100,9 @@ def ingest_landing(paths: Paths, load_date: str, folder: Path, business_date: da
 
     business_date: D for the not-after-D rules and, in a nightly load, the late-posting rule; None skips them.
     """
+    if folder.is_symlink():
+        raise LandingError(f"the landing folder {folder} is a symbolic link: refused (a night's files must be in a "
+                           f"real folder under landing/)")
     if not folder.is_dir():
         raise LandingError(f"no landing folder {folder}")
     started = time.perf_counter()
@@ -72,20 +110,22 @@ def ingest_landing(paths: Paths, load_date: str, folder: Path, business_date: da
     config = settings()["ingest"]
     nightly = load_date != HISTORY and business_date is not None
     max_late_days = int(config["max_late_days"]) if nightly else None
+    limits = ingest_limits()
     landing_root = paths.landing
-    by_kind, openbanking_files, unknown = find_landing_files(folder, set(contract.files))
+    by_kind, openbanking_files, unknown, refused = find_landing_files(folder, set(contract.files))
 
     quarantines: list[pd.DataFrame] = []
     metrics: dict[str, Any] = {
         "load_date": load_date, "business_date": business_date.isoformat() if business_date else None,
-        "folder": str(folder), "kinds": {}, "unknown_files": [], "missing_kinds": [], "warnings": [],
+        "folder": str(folder), "kinds": {}, "unknown_files": [], "refused_files": [], "missing_kinds": [],
+        "warnings": [],
     }
     con = lake.connect()
     try:
         for kind, file_contract in contract.files.items():
             files = by_kind.get(kind, [])
             metrics["kinds"][kind] = _ingest_kind(con, paths, load_date, file_contract, files, business_date,
-                                                  max_late_days, landing_root, quarantines)
+                                                  max_late_days, landing_root, quarantines, limits)
             metrics["warnings"] += metrics["kinds"][kind].pop("warnings_list")
             if not files:
                 metrics["missing_kinds"].append(kind)
@@ -94,6 +134,12 @@ def ingest_landing(paths: Paths, load_date: str, folder: Path, business_date: da
                      NOT_A_LANDING_FILE + (" (a folder)" if p.is_dir() else ""), None) for p in unknown]
             quarantines.append(quarantine_frame(rows))
             metrics["unknown_files"] = [_relative(p, landing_root) for p in unknown]
+        if refused:
+            quarantines.append(quarantine_frame([(_relative(p, landing_root), None, None, why, None)
+                                                 for p, why in refused]))
+            metrics["refused_files"] = [_relative(p, landing_root) for p, _ in refused]
+            log.warning("refused %d landing entries (links, special files): %s", len(refused),
+                        ", ".join(metrics["refused_files"]))
         metrics["openbanking"] = _ingest_openbanking(con, paths, load_date, openbanking_files, landing_root, config,
                                                      quarantines)
         metrics["quarantine_rows"] = _write_quarantine(con, paths, load_date, quarantines)
@@ -106,13 +152,13 @@ def ingest_landing(paths: Paths, load_date: str, folder: Path, business_date: da
 
 def _ingest_kind(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str, contract: FileContract,
                  files: list[Path], business_date: date | None, max_late_days: int | None, landing_root: Path,
-                 quarantines: list[pd.DataFrame]) -> dict[str, Any]:
+                 quarantines: list[pd.DataFrame], limits: IngestLimits) -> dict[str, Any]:
     """Validate every file of one kind and write their accepted rows as one bronze partition (empty when none)."""
     started = time.perf_counter()
     results: list[CoreFileResult] = []
     for path in files:
         result = read_landing_file(con, path, contract, business_date, _relative(path, landing_root),
-                                   max_late_days=max_late_days)
+                                   max_late_days=max_late_days, limits=limits)
         results.append(result)
         quarantines.append(result.quarantine)
     queries = [r.accepted_sql for r in results if not r.whole_file_quarantined] or [empty_accepted_sql(contract)]
@@ -183,7 +229,7 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: s
     try:
         query = (f"select {_literal(load_date)} as load_date, 'ingest' as stage, cast(file as varchar) as file, "
                  f"cast(line as bigint) as line, cast(column_name as varchar) as column_name, "
-                 f"cast(reason as varchar) as reason, left(cast(raw_value as varchar), {RAW_VALUE_MAX_CHARS}) "
+                 f"cast(reason as varchar) as reason, left(cast(raw_value as varchar), {raw_value_cap()}) "
                  f"as raw_value from load_quarantine order by file, line nulls first, column_name")
         final = lake.partition_path(paths, "gold", "quarantine", load_date=load_date)
         return lake.write_relation(con, query, final, paths)

@@ -58,23 +58,30 @@ malformed amount quarantines the record.
 
 Bad input: nothing crashes, nothing valid is lost, nothing is dropped silently. Quarantine rows have file, line (null
 for JSON), column_name (the JSON path, e.g. `transactions[1].Data.Transaction[3].Amount.Amount`), reason (what is
-wrong, then `; ` and what was done) and raw_value (at most 1000 characters). What is done:
+wrong, then `; ` and what was done) and raw_value (at most 1000 characters here; the quarantine writer cuts it to
+ingest.quarantine_raw_value_max_chars). What is done:
 - whole file (`; file quarantined`, column_name null): over max_bytes (not read), not UTF-8, not valid JSON (the
-  parser's message and position; raw_value is the text around it), NaN/Infinity, nesting deeper than max_depth
-  (checked on the raw bytes before parsing, so a 10,000-deep file never reaches the recursive parser), not an object,
-  an envelope without a usable customer_id, provider or fetched_at (with offset): its rows could not be attributed
-  (one row per fault, the reason names the key). consent_id may be absent (null): consent is enforced from
+  parser's message and position; raw_value null: no byte of such a file is copied), NaN/Infinity, nesting deeper
+  than max_depth (checked on the raw bytes before parsing, so a 10,000-deep file never reaches the recursive parser),
+  not an object (raw_value null too), an envelope without a usable customer_id (an id of the contract), provider or
+  fetched_at (with an offset in -14:00..+14:00): its rows could not be attributed (one row per fault, the reason
+  names the key). consent_id may be absent (null): consent is enforced from
   consents.csv, not from the envelope. Unknown envelope keys are ignored. An unexpected error while reading one file
   (a bug) also quarantines just that file, and is logged.
 - resource or page (`; resource quarantined` / `; page quarantined`): not an object or a list of objects, no Data
   object, Data.<records> neither an array nor an object. Other pages and resources of the file are still read.
 - record (`; record quarantined`): a fault in what the row cannot be right without: AccountId; for transactions
   Amount, CreditDebitIndicator, Status, BookingDateTime (a zone-less date-time included: the contract requires an
-  offset); for balances Amount, CreditDebitIndicator, Type, DateTime; for scheduled payments InstructedAmount and
-  ScheduledPaymentDateTime. One quarantine row per fault; the other records are kept.
+  offset, and an offset outside -14:00..+14:00 or not in whole minutes); for balances Amount, CreditDebitIndicator,
+  Type, DateTime; for scheduled payments InstructedAmount and ScheduledPaymentDateTime; a required text (AccountId)
+  with a control character. And, in an envelope, any record of balances, transactions, standing orders, direct
+  debits or scheduled payments on an account the envelope's `accounts` resource does not list: an envelope speaks
+  only for its own customer's accounts it lists (column `<path>.AccountId`). One quarantine row per fault; the other
+  records are kept.
 - field (`; field set to null, record kept`): a fault in an optional or descriptive field, e.g. OpeningDate
   "01-05-2002" (not ISO 8601, and day-first or month-first cannot be told apart) gives opening_date null and keeps the
-  account; an unknown optional code (account or mandate status), a bad ValueDateTime, MCC or running balance.
+  account; an unknown optional code (account or mandate status), a bad ValueDateTime, MCC or running balance, a text
+  holding a control character (NUL, ESC, ...: the core files' rule for text).
 - repaired and noted (`; read as one element`, `; value kept`, `; kept as written`, `; last value used`): Data.Balance
   (or any Data.<records>) as an object instead of an array, an amount as a JSON number, a code of the other version,
   a Frequency that does not match the OBIE pattern (kept raw: it is stored as written), a duplicate JSON key.
@@ -86,8 +93,9 @@ deduplicates within the batch, keeping the row of the latest fetched_at (ties: t
 later record): transactions on (customer_id, transaction_id) - overlapping fetches re-send the same transaction, and its latest
 state wins (pending in the morning, booked in the evening: booked); balances on (customer_id, account_id, balance_type, balance_at);
 accounts on (customer_id, account_id); standing orders, direct debits and scheduled payments on (customer_id,
-account_id, <their id>) when the id is present. customer_id is part of every key so a joint account seen by two
-customers is never collapsed across them. Across nights the conform stage deduplicates on transaction_id.
+account_id, <their id>) when the id is present. customer_id is part of every key so an account listed by two
+customers is never collapsed across them here: conform sees both claims and quarantines the conflict (one holder per
+account; docs/architecture.md, "Conform"). Across nights the conform stage deduplicates on transaction_id.
 """
 from __future__ import annotations
 
@@ -95,6 +103,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -212,6 +221,10 @@ CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 LINKS_VERSION = re.compile(r"/v(\d)\.\d")
 _DUPLICATE_MARK = "\x00duplicate keys"
+# What a text may not hold (the core files' rule for text columns): C0 controls but tab and line breaks, DEL.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_OFFSET_SECONDS = 14 * 3600
+CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # the landing contract's id type
 
 # Depth pre-check: brackets outside strings on the raw bytes, without building anything.
 _NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
@@ -356,9 +369,13 @@ class _Record:
 
     def text(self, container: dict[str, Any], key: str, prefix: str = "", required: bool = False) -> str | None:
         value = container.get(key)
-        if type(value) is str and value:
-            return value
         name = prefix + key
+        if type(value) is str and value:
+            if CONTROL_CHARACTER.search(value) is None:
+                return value
+            self.problem(name, f"{name} contains a control character (NUL or another C0 code other than tab and line "
+                               f"breaks, or DEL)", value, required)
+            return None
         if value is None:
             self._missing(name, required)
         elif value == "":
@@ -405,6 +422,10 @@ class _Record:
         if moment.tzinfo is None:
             self.problem(name, f"{name} {value!r} has no time zone offset; the contract requires one", value,
                          required)
+            return None
+        if not offset_in_range(moment):
+            self.problem(name, f"{name} {value!r} has a zone offset out of range (-14:00 to +14:00, whole minutes)",
+                         value, required)
             return None
         return moment
 
@@ -481,6 +502,12 @@ class _Record:
             self.note(name, f"{name} {value!r} matches neither the OBIE frequency pattern nor a v4.0 frequency code",
                       value, "kept as written")
         return value
+
+
+def offset_in_range(moment: datetime) -> bool:
+    """A zone offset real zones use: -14:00 to +14:00 in whole minutes."""
+    seconds = moment.utcoffset().total_seconds()
+    return abs(seconds) <= MAX_OFFSET_SECONDS and seconds % 60 == 0
 
 
 def _account_id(context: ObContext, provider_account_id: str) -> str:
@@ -801,7 +828,7 @@ def _context_columns(context: ObContext, version: str) -> dict[str, Any]:
 
 
 def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: ParsedResource,
-                fingerprints: dict[str, int]) -> None:
+                fingerprints: dict[str, int], listed: frozenset[str] | None) -> None:
     """Read one OBIE response body into `out`: its version, then each record of Data.<records>."""
     source = context.source_file
     if type(page) is not dict:
@@ -855,12 +882,23 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
         if row is None or rec.faults:
             out.records_rejected += 1
             continue
+        if listed is not None and row["account_id"] not in listed:
+            out.records_rejected += 1
+            out.quarantine.append(_quarantine_row(
+                source, f"{record_path}.AccountId", f"account {record.get('AccountId')!r} is not listed in this "
+                f"envelope's accounts: an envelope speaks only for its own customer's accounts it lists; "
+                f"{RECORD_REJECTED}", record.get("AccountId")))
+            continue
         row.update(context_columns)
         out.rows.append(row)
 
 
-def parse_resource(resource: str, body: Any, context: ObContext) -> ParsedResource:
+def parse_resource(resource: str, body: Any, context: ObContext, listed: frozenset[str] | None = None
+                   ) -> ParsedResource:
     """Rows and quarantine of one resource: one OBIE response body or a list of page bodies (None: nothing).
+
+    listed: the canonical account ids the envelope's `accounts` resource lists; a record of another resource on an
+    account outside it is quarantined (None: not checked, for a body read on its own).
 
     JSON paths in the quarantine start with the resource name (`transactions[1].Data.Transaction[3].Amount.Amount`
     for page 1 of a paged resource, `transactions.Data.Transaction[3]...` for a single body).
@@ -872,10 +910,10 @@ def parse_resource(resource: str, body: Any, context: ObContext) -> ParsedResour
         return out
     fingerprints: dict[str, int] = {}
     if type(body) is dict:
-        _parse_page(resource, body, resource, context, out, fingerprints)
+        _parse_page(resource, body, resource, context, out, fingerprints, listed)
     elif type(body) is list:
         for i, page in enumerate(body):
-            _parse_page(resource, page, f"{resource}[{i}]", context, out, fingerprints)
+            _parse_page(resource, page, f"{resource}[{i}]", context, out, fingerprints, listed)
     else:
         out.pages_rejected += 1
         out.quarantine.append(_quarantine_row(context.source_file, resource,
@@ -903,7 +941,10 @@ def _reject_constant(name: str) -> Any:
 
 def decode_json(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, str | None, str | None,
                                                                            list[tuple[str, str, Any]]]:
-    """Parse JSON bytes strictly: (value, None, None, duplicate-key notes) or (None, reason, excerpt, []).
+    """Parse JSON bytes strictly: (value, None, None, duplicate-key notes) or (None, reason, None, []).
+
+    The third element is kept for callers that unpack four values; it is always None: no byte of a file that does not
+    parse is ever copied anywhere (the reason gives the parser's message and the position).
 
     Strict means: UTF-8 (a BOM is tolerated), no NaN/Infinity, no control characters inside strings, nesting at most
     max_depth; numbers with a fraction become Decimal (never float). Duplicate keys keep the last value and are
@@ -930,8 +971,8 @@ def decode_json(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, s
     try:
         value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as error:
-        excerpt = error.doc[max(error.pos - 200, 0):error.pos + 200]
-        return None, f"not valid JSON: {error}", excerpt, []
+        # the parser's message names the fault and its position; no byte of the file is kept (it may be anything)
+        return None, f"not valid JSON: {error}", None, []
     except RecursionError:
         return None, f"JSON nesting too deep for the parser (RecursionError; limit {max_depth})", None, []
     except ValueError as error:
@@ -980,6 +1021,11 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
             faults.append((f"envelope has no {key}", None))
         elif type(value) is not str or not value.strip():
             faults.append((f"envelope {key} is {_kind_of(value)} {value!r}, expected a non-empty string", value))
+        elif key == "customer_id" and CUSTOMER_ID.fullmatch(value) is None:
+            faults.append(("envelope customer_id is not an id (1-64 characters of A-Z a-z 0-9 _ . : -, as in "
+                           "customers.csv)", value))
+        elif CONTROL_CHARACTER.search(value):
+            faults.append((f"envelope {key} contains a control character", value))
     fetched_raw = envelope.get("fetched_at")
     fetched_at = None
     if fetched_raw is None:
@@ -995,6 +1041,9 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
         else:
             if fetched_at.tzinfo is None:
                 faults.append((f"envelope fetched_at {fetched_raw!r} has no time zone offset", fetched_raw))
+            elif not offset_in_range(fetched_at):
+                faults.append((f"envelope fetched_at {fetched_raw!r} has a zone offset out of range (-14:00 to "
+                               f"+14:00, whole minutes)", fetched_raw))
     consent_id = envelope.get("consent_id")
     if consent_id is not None and type(consent_id) is not str:
         faults.append((f"envelope consent_id is {_kind_of(consent_id)}, expected a string", consent_id))
@@ -1016,7 +1065,7 @@ def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_M
         if size > max_bytes:
             return _reject_file(result, source_file, f"file is {size} bytes, over the limit of {max_bytes} bytes "
                                                      f"(max_bytes); not read")
-        with open(path, "rb") as handle:
+        with open(path, "rb", opener=_no_follow) as handle:  # a link put in its place is not followed
             data = handle.read(max_bytes + 1)
     except OSError as error:
         return _reject_file(result, source_file, f"cannot read file: {error}")
@@ -1027,8 +1076,7 @@ def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_M
     if reason is not None:
         return _reject_file(result, source_file, reason, excerpt)
     if type(envelope) is not dict:
-        return _reject_file(result, source_file, f"envelope is {_kind_of(envelope)}, expected an object",
-                            envelope)
+        return _reject_file(result, source_file, f"envelope is {_kind_of(envelope)}, expected an object")
     for where, why, raw in duplicate_notes:
         result.quarantine.append(_quarantine_row(source_file, where, f"{why}; last value used", raw))
     context, faults = _envelope_context(envelope, source_file)
@@ -1036,8 +1084,11 @@ def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_M
         for why, raw in faults:
             _reject_file(result, source_file, why, raw)
         return result
-    for resource in RESOURCES:
-        parsed = parse_resource(resource, envelope.get(resource), context)
+    listed: frozenset[str] | None = None
+    for resource in RESOURCES:  # accounts first: what the envelope lists bounds what its other resources may touch
+        parsed = parse_resource(resource, envelope.get(resource), context, listed)
+        if resource == "accounts":
+            listed = frozenset(row["account_id"] for row in parsed.rows)
         result.tables[TABLES[resource]].extend(parsed.rows)
         result.quarantine.extend(parsed.quarantine)
         result.records_read += parsed.records_read
@@ -1081,6 +1132,10 @@ def quarantine_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         "reason": pd.array([r["reason"] for r in rows], dtype="str"),
         "raw_value": pd.array([r["raw_value"] for r in rows], dtype="str"),
     })
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
 
 
 def _source_file(path: Path, resolved_root: Path) -> str:
