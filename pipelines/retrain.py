@@ -76,19 +76,99 @@ def _champion_brier(reason: str) -> float | None:
 
 
 def retrain_life_events(paths: Paths, day: date) -> dict[str, Any]:
-    from pipelines.life_events import FAMILY, train_life_events
+    """A challenger (`train_life_events`), then champion against challenger on held-out cut-offs: the challenger's
+    PR AUC on its validation cut-offs (computed before its final refit, as its training reports it) against the
+    champion's on the same validation cut-offs it did not train on (after its own last training cut-off), the mean
+    over the events with held-out positives; the champion stays when it does better. Without a cut-off the champion
+    has not seen, the newer model is promoted (and the decision says so)."""
+    from pipelines import life_events as le
 
-    champion = registry.promoted_version(paths, FAMILY)
-    result = train_life_events(paths, day)
-    validation = result.get("validation") or {}
+    champion = registry.promoted_version(paths, le.FAMILY)
+    result = le.train_life_events(paths, day)
+    challenger = result["version"]
+    decision = {"family": le.FAMILY, "challenger_version": challenger, "champion_version": champion,
+                "metric": "held-out PR AUC, mean over the events with held-out positives (higher is better)",
+                "n_samples": result.get("n_rows"), "details": {"validation": result.get("validation") or {}}}
+    if champion is None or champion == challenger:
+        decision.update({"promoted": champion is None, "promoted_version": challenger, "reason": result["reason"],
+                         "challenger_score": _mean_pr_auc(result.get("validation") or {})})
+        return decision
+    try:
+        scores = _life_event_holdout(paths, day, challenger, champion)
+    except Exception as error:  # a champion that cannot score today's features cannot defend its place
+        decision.update({"promoted": True, "promoted_version": challenger,
+                         "reason": f"the promoted model {champion} cannot be scored on the held-out cut-offs "
+                                   f"({type(error).__name__}: {error})"})
+        return decision
+    decision["details"]["holdout"] = scores["per_event"]
+    decision.update({"challenger_score": scores["challenger"], "champion_score": scores["champion"]})
+    if scores["champion"] is None:
+        decision.update({"promoted": True, "promoted_version": challenger,
+                         "reason": f"no held-out cut-off that {champion} has not trained on: the newer model is "
+                                   f"promoted (challenger held-out PR AUC {_fmt(scores['challenger'])})"})
+    elif scores["challenger"] is None or scores["challenger"] >= scores["champion"]:
+        decision.update({"promoted": True, "promoted_version": challenger,
+                         "reason": f"held-out PR AUC {_fmt(scores['challenger'])} >= {_fmt(scores['champion'])} "
+                                   f"of {champion}"})
+    else:
+        registry.promote(paths, le.FAMILY, champion, f"kept: challenger {challenger} scored "
+                                                     f"{_fmt(scores['challenger'])} < {_fmt(scores['champion'])}")
+        decision.update({"promoted": False, "promoted_version": champion,
+                         "reason": f"held-out PR AUC {_fmt(scores['challenger'])} worse than "
+                                   f"{_fmt(scores['champion'])} of {champion}: the champion stays"})
+    return decision
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _mean_pr_auc(validation: dict[str, Any]) -> float | None:
     scores = [v.get("validation_pr_auc") for v in validation.values() if isinstance(v, dict)]
     scores = [float(s) for s in scores if s is not None and not (isinstance(s, float) and math.isnan(s))]
-    return {"family": FAMILY, "challenger_version": result["version"], "champion_version": champion,
-            "promoted": bool(result["promoted"]) and result["version"] != champion,
-            "promoted_version": registry.promoted_version(paths, FAMILY),
-            "metric": "held-out PR AUC, mean over events", "challenger_score": sum(scores) / len(scores) if scores
-            else None, "champion_score": None, "n_samples": result.get("n_rows"), "reason": result["reason"],
-            "details": {"validation": validation}}
+    return sum(scores) / len(scores) if scores else None
+
+
+def _life_event_holdout(paths: Paths, day: date, challenger: str, champion: str) -> dict[str, Any]:
+    """Both models on the challenger's validation cut-offs (the same features, labels and split as its training)."""
+    from models.metrics import pr_auc
+    from pipelines import life_events as le
+
+    cfg = le.settings()
+    first, last = le.data_range(paths)
+    end = min(day, last)
+    cutoffs = le.cutoff_grid(first, end, cfg)
+    features = le.build_features(paths, end, cutoffs, cfg=cfg)
+    labels = le.make_labels(features, le.declared_events(paths, end), cfg, le.declared_known_until(end, cfg))
+    if cfg.get("train_consented_only", True):
+        labels = le.mask_unconsented(labels, le.consent_state(paths, end), cfg)
+    new, old = le.load_model(paths, challenger), le.load_model(paths, champion)
+    seen_until = pd.Timestamp(registry.read_metadata(paths, le.FAMILY, champion)["training_window"]["last_cutoff"])
+    data = features.merge(labels, on=["customer_id", "cutoff"], how="inner", suffixes=("", "__label"))
+    per_event: dict[str, dict[str, float]] = {}
+    for event, info in new.events.items():
+        held_out = info.get("validation_pr_auc")
+        if event not in old.events or held_out is None or pd.isna(held_out):
+            continue
+        column = event + "__label" if event + "__label" in data else event
+        y = pd.to_numeric(data[column], errors="coerce").to_numpy(dtype=float, na_value=float("nan"))
+        usable = ~pd.isna(y)
+        if not usable.any():
+            continue
+        _, validation = new.split(data.loc[usable, "cutoff"])
+        rows = data.loc[usable].loc[validation]
+        truth = y[usable][validation]
+        unseen = (pd.to_datetime(rows["cutoff"]) > seen_until).to_numpy()
+        entry = {"challenger": float(held_out), "positives": int(truth.sum())}
+        if unseen.any() and truth[unseen].sum() > 0:
+            p = old.predict(rows[unseen], [event])["probability"].to_numpy()
+            entry.update({"champion": float(pr_auc(truth[unseen], p)), "champion_rows": int(unseen.sum())})
+        per_event[event] = entry
+    judged = [v for v in per_event.values() if "champion" in v]
+    mean = {"challenger": (sum(v["challenger"] for v in judged) / len(judged)) if judged else
+            _mean_pr_auc({e: {"validation_pr_auc": v["challenger"]} for e, v in per_event.items()}),
+            "champion": (sum(v["champion"] for v in judged) / len(judged)) if judged else None}
+    return {"per_event": per_event, **mean}
 
 
 def retrain_policy(paths: Paths, day: date) -> dict[str, Any]:
