@@ -19,7 +19,8 @@ DEFAULT_ARGS = {
 
 # Published tables, for downstream DAGs to be scheduled on.
 PUBLISHED = [Asset(f"segone://gold/{table}") for table in (
-    "cash_forecast", "life_events", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout")] + [
+    "cash_forecast", "life_events", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout",
+    "message_insights", "message_signals")] + [
     Asset("segone://exports/crm")]
 
 
@@ -87,6 +88,18 @@ def nightly_personalization():
         return _run_stage("validate_life_events", data_interval_start)
 
     @task
+    def plan_message_shards(data_interval_start=None) -> list:
+        return _run_stage("message_shards", data_interval_start)
+
+    @task(max_active_tis_per_dagrun=2)
+    def understand_messages(bucket: int, data_interval_start=None) -> dict:
+        return _run_stage("understand_messages_shard", data_interval_start, bucket=bucket)
+
+    @task(retries=0)
+    def validate_messages(data_interval_start=None) -> dict:
+        return _run_stage("validate_messages", data_interval_start)
+
+    @task
     def plan_decide_shards(data_interval_start=None) -> list:
         return _run_stage("decide_shards", data_interval_start)
 
@@ -108,13 +121,17 @@ def nightly_personalization():
     life_events = classify_life_events.expand(bucket=life_event_shards)
     decide_shards = plan_decide_shards()
     decisions = decide_next_best_actions.expand(bucket=decide_shards)
-    silver = validate_silver()
-    ingest() >> validate() >> conform() >> silver >> forecast_shards
+    message_shards = plan_message_shards()
+    messages = understand_messages.expand(bucket=message_shards)
+    silver_checked = ingest() >> validate() >> conform() >> validate_silver()
+    silver_checked >> forecast_shards
+    silver_checked >> message_shards  # messages (step 3b) run beside the forecast; decide needs both
     forecasts >> validate_forecast() >> life_event_shards
+    messages >> validate_messages() >> decide_shards
     life_events >> validate_life_events() >> decide_shards
     published = publish()
     decisions >> validate_decisions() >> published
-    silver >> measure_value() >> published
+    silver_checked >> measure_value() >> published
 
 
 nightly_personalization()

@@ -112,7 +112,7 @@ def run_backtest(paths: Paths, dataset: str, engines: tuple[str, ...] = ENGINES,
             seconds["global"] += time.perf_counter() - started
             customers["global"] += len(test_inputs)
         if "baseline" in engines:
-            streams = panel.streams[panel.streams["cutoff"] == at]
+            streams = forecast.projected_streams(panel.streams[panel.streams["cutoff"] == at])
             started = time.perf_counter()
             forecasts["baseline"] = forecast_baseline(test_inputs, streams, forecast.horizons())
             seconds["baseline"] += time.perf_counter() - started
@@ -206,8 +206,19 @@ def render_report(output: Path) -> Path:
 
 def backtest_command(paths: Paths, what: str = "forecast", dataset: str | None = None,
                      engines: str = ",".join(ENGINES), output: Path | None = None,
-                     prophet_customers: int | None = None, cutoffs: int | None = None) -> str:
+                     prophet_customers: int | None = None, cutoffs: int | None = None,
+                     labelled: Path | None = None) -> str | dict:
     """`segone backtest`: run, write backtest.json and the HTML report, print the comparison table."""
+    if what == "messages":
+        from pipelines.messages import backtest_messages
+
+        if labelled is None:  # a simulated bank: how early messages tell of shortfalls and moves
+            from pipelines.messages import lead_times
+
+            return lead_times(paths, output)
+        return backtest_messages(paths, labelled, output)
+    if labelled is not None:
+        raise SegoneError("--labelled is for `segone backtest messages`")
     if what == "life-events":
         from pipelines.life_events import backtest_life_events
 

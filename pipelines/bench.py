@@ -271,8 +271,16 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def bench_command(paths: Paths, what: str, customers: str, days: int, out: Path | None) -> str:
+def bench_command(paths: Paths, what: str, customers: str, days: int, out: Path | None,
+                  messages: int = 1_000_000) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
+    if what == "messages":
+        from pipelines.bench_messages import bench_messages, format_messages_table
+
+        results = [bench_messages(paths, n, messages) for n in sizes]
+        if out:
+            out.write_text(json.dumps(results, indent=2, default=str))
+        return format_messages_table(results) + "\n" + json.dumps(results, indent=2, default=str)
     if what == "life-events":
         from pipelines.bench_life_events import bench_life_events, format_life_events_table
 

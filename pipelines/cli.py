@@ -100,16 +100,21 @@ def _add_berka(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide"], help="which stage to benchmark")
+    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages"],
+                   help="which stage to benchmark")
     p.add_argument("--customers", type=_sizes, default="10000,100000",
                    help="comma-separated bank sizes (default 10000,100000)")
     p.add_argument("--days", type=_positive_int, default=180, help="days of history (default 180)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
+    p.add_argument("--messages", type=_positive_int, default=1_000_000,
+                   help="messages: how many messages go through the stage (default 1000000)")
 
 
 def _add_backtest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", choices=["forecast", "life-events"], default="forecast",
+    p.add_argument("what", nargs="?", choices=["forecast", "life-events", "messages"], default="forecast",
                    help="what to backtest (default: the cash-shortfall forecast)")
+    p.add_argument("--labelled", type=Path, default=None,
+                   help="messages: a CSV with columns text,category to score the promoted intent model on")
     p.add_argument("--dataset", default=None, help="name of the data set in the report (default: $SEGONE_HOME's name)")
     p.add_argument("--engines", default="global,baseline,prophet", help="engines to compare (default: all three)")
     p.add_argument("--output", type=Path, default=None,

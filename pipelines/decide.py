@@ -66,8 +66,18 @@ _BOOL_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "ha
                 "has_regular_income", "is_income_stopped", "has_forecast", "has_life_events", "card_over_limit",
                 "is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
                 "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
-                "is_marketing_inapp_allowed", *(f"is_{e}" for e in LIFE_EVENTS),
-                *(f"is_{e}_corroborated" for e in LIFE_EVENTS))
+                "is_marketing_inapp_allowed", "is_open_banking_allowed", "is_location_allowed",
+                *(f"is_{e}" for e in LIFE_EVENTS), *(f"is_{e}_corroborated" for e in LIFE_EVENTS),
+                "is_message_distress", "is_message_difficulty", "is_message_complaint", "is_message_lost_card",
+                "is_message_leaving", "is_message_details_change")
+# The consents the funnel checks: an action's data purposes and its channels' purposes.
+CONSENT_PURPOSES = ("personalization", "life_events", "open_banking", "location", "service_alerts",
+                    "marketing_email", "marketing_sms", "marketing_push", "marketing_inapp")
+# gold message_signals column -> context field (decide reads the persisted features; it never reads messages)
+MESSAGE_FIELDS = {"is_distressed": "is_message_distress", "has_financial_difficulty": "is_message_difficulty",
+                  "has_recent_complaint": "is_message_complaint", "has_fraud_or_lost_card": "is_message_lost_card",
+                  "has_wish_to_leave": "is_message_leaving", "has_personal_details_change": "is_message_details_change",
+                  "reasons": "message_reasons"}
 
 
 def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -86,7 +96,8 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
         ctx[name] = ctx[name].astype("boolean").fillna(default).astype(bool) if name in ctx else default
     for name in catalogue_module.CONTEXT_FIELDS:
         if name not in ctx.columns and name not in ("in_arrears", "is_unarranged_overdraft", "is_gambling_harm",
-                                                    "is_shortfall_risk", "is_vulnerable", "age_band"):
+                                                    "is_shortfall_risk", "is_vulnerable", "age_band",
+                                                    "arrears_reason"):
             ctx[name] = np.nan if name not in ("region", "known_vulnerability", "confidence",
                                                 "expected_shortfall_date") else None
     if "has_forecast" not in context.columns:
@@ -101,13 +112,34 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
     low = ctx["balance_min_30"].astype("float64")
     unarranged = (low < -(limit + float(suit.get("unarranged_tolerance", 0.0)))).fillna(False).to_numpy(bool)
     ctx["is_unarranged_overdraft"] = unarranged | _flag(ctx, "is_unarranged_overdraft")
-    fees = ctx["n_fees_90"].astype("float64").fillna(0).to_numpy() >= float(suit["arrears_fees_90"])
-    ctx["in_arrears"] = ctx["card_over_limit"].to_numpy(bool) | fees | _flag(ctx, "in_arrears")
+    ctx["in_arrears"], ctx["arrears_reason"] = arrears(ctx, pol)
     age = ctx["age"].astype("float64")
     bands = pd.cut(age, [-np.inf, 17, 24, 34, 49, 64, np.inf], labels=["under 18", "18-24", "25-34", "35-49", "50-64",
                                                                       "65+"])
     ctx["age_band"] = bands.astype(object).where(age.notna(), "unknown")
     return ctx
+
+
+def arrears(ctx: pd.DataFrame, pol: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer: in arrears or not, and the plain words of the evidence (null when not in arrears). Arrears is
+    evidence of a missed or returned payment (config/decisioning.yaml `arrears`): a payment returned unpaid or a fee
+    only such a payment triggers (counted by the features stage), an overdue loan or mortgage repayment, a credit
+    card over its limit, or an explicit `in_arrears` flag (a delinquency feed). Fees in general are not arrears."""
+    words = pol["arrears"]["reasons"]
+    count = lambda name: ctx[name].astype("float64").fillna(0).to_numpy() >= 1  # noqa: E731
+    evidence = {
+        "missed_repayment": count("n_missed_repayments"),
+        "returned_payment": count("n_returned_payments"),
+        "arrears_fee": count("n_arrears_fees"),
+        "card_over_limit": ctx["card_over_limit"].to_numpy(bool),
+    }
+    evidence["reported"] = _flag(ctx, "in_arrears") & ~np.logical_or.reduce(list(evidence.values()))
+    reason = np.full(len(ctx), "", dtype=object)
+    for kind in words:
+        hit = evidence[kind]
+        reason = np.where(hit & (reason != ""), reason + " and " + words[kind], np.where(hit, words[kind], reason))
+    in_arrears = reason != ""
+    return in_arrears, np.where(in_arrears, reason, None)
 
 
 def _flag(ctx: pd.DataFrame, name: str) -> np.ndarray:
@@ -172,9 +204,7 @@ def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
                 where a.bucket = {int(bucket)} and a.is_open
                 group by a.customer_id""").df()
         snap = _latest_partition(paths.table("silver", "consent_state"), day)
-        consent_cols = ["is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
-                        "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
-                        "is_marketing_inapp_allowed"]
+        consent_cols = [f"is_{purpose}_allowed" for purpose in CONSENT_PURPOSES]
         consents = pd.DataFrame({"customer_id": pd.Series(dtype=str)})
         if snap is not None:
             path = lake.partition_path(paths, "silver", "consent_state", as_of=snap)
@@ -189,16 +219,29 @@ def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
     wanted = ["customer_id", "balance_now", "balance_min_30", "n_days_negative_30", "n_days_negative_90",
               "overdraft_limit", "headroom_now", "share_gambling_90", "share_travel_90", "has_regular_income",
               "is_income_stopped", "income_90", "monthly_recurring_income", "monthly_recurring_outgoings",
-              "n_outgoing_streams", "n_fees_90", "savings_balance", "income_regularity"]
+              "n_outgoing_streams", "n_fees_90", "savings_balance", "income_regularity", "n_returned_payments",
+              "n_arrears_fees", "n_missed_repayments"]
     features = panel.features[[c for c in wanted if c in panel.features.columns]]
     ctx = customers.merge(features, on="customer_id", how="left")
     for name in ("has_regular_income", "is_income_stopped"):
         ctx[name] = ctx[name].fillna(0).astype(float) > 0
     ctx = ctx.merge(holdings, on="customer_id", how="left").merge(consents, on="customer_id", how="left")
     ctx["is_service_alerts_allowed"] = ctx["is_service_alerts_allowed"].astype("boolean").fillna(True)
+    # an external account is known only through open banking: with that consent withdrawn on D it is not known
+    ctx["has_external_current"] = ctx["has_external_current"].astype("boolean").fillna(False) \
+        & ctx["is_open_banking_allowed"].astype("boolean").fillna(False)
     ctx = ctx.merge(_forecast_wide(forecast), on="customer_id", how="left")
     ctx = ctx.merge(_life_events_wide(life), on="customer_id", how="left")
+    ctx = ctx.merge(_message_context(paths, day, bucket), on="customer_id", how="left")
     return complete_context(ctx)
+
+
+def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
+    """The persisted per-customer message features of D (gold message_signals), as context fields."""
+    from pipelines.messages import read_signals
+
+    signals = read_signals(paths, day, bucket)
+    return signals[["customer_id", *MESSAGE_FIELDS]].rename(columns=MESSAGE_FIELDS)
 
 
 def _gold_partition(con, paths: Paths, table: str, iso: str, bucket: int) -> pd.DataFrame | None:
@@ -360,7 +403,7 @@ def propensities(catalogue: list[Action], state: ContactState, pol: dict[str, An
 # Staffed channels: capacity and need
 # ---------------------------------------------------------------------------------------------------------------
 
-NEED_FLAGS = ("is_vulnerable", "income_drop", "in_arrears", "is_unarranged_overdraft")
+NEED_FLAGS = ("is_vulnerable", "income_drop", "in_arrears", "is_unarranged_overdraft", "message_distress")
 
 
 def staffed_limits(pol: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -441,7 +484,8 @@ def need_score(ctx: pd.DataFrame, pol: dict[str, Any]) -> np.ndarray:
     flags = {"is_vulnerable": ctx["is_vulnerable"].to_numpy(bool),
              "income_drop": ctx["is_income_stopped"].to_numpy(bool) | ctx["is_job_loss"].to_numpy(bool),
              "in_arrears": ctx["in_arrears"].to_numpy(bool),
-             "is_unarranged_overdraft": ctx["is_unarranged_overdraft"].to_numpy(bool)}
+             "is_unarranged_overdraft": ctx["is_unarranged_overdraft"].to_numpy(bool),
+             "message_distress": ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool)}
     score = ctx["p_shortfall_30"].astype("float64").fillna(0).to_numpy().copy()
     for name, weight in weights.items():
         score += float(weight) * flags[name]
@@ -501,7 +545,7 @@ def _credit_block(ctx: pd.DataFrame, pol: dict[str, Any], book: _Reasons) -> np.
     rules = [
         (np.isnan(p30), "credit not offered: there is no cash forecast to check affordability"),
         (p30 > level, f"credit not offered: a shortfall is predicted within 30 days (p_shortfall_30 > {level:g})"),
-        (ctx["in_arrears"].to_numpy(bool), "credit not offered: an account is in arrears"),
+        *_arrears_rules(ctx),
         (ctx["is_unarranged_overdraft"].to_numpy(bool),
          "credit not offered: the account went past its arranged overdraft limit (unarranged overdraft)"),
         (ctx["is_gambling_harm"].to_numpy(bool), "credit not offered: spending shows signs of gambling harm"),
@@ -512,6 +556,14 @@ def _credit_block(ctx: pd.DataFrame, pol: dict[str, Any], book: _Reasons) -> np.
     for mask, text in rules:
         out[(out < 0) & mask] = book.code(text)
     return out
+
+
+def _arrears_rules(ctx: pd.DataFrame) -> list[tuple[np.ndarray, str]]:
+    """The arrears block of credit, one rule per wording of the evidence (what is true of each customer)."""
+    reasons = ctx["arrears_reason"].to_numpy(dtype=object)
+    in_arrears = ctx["in_arrears"].to_numpy(bool)
+    return [(in_arrears & (reasons == text), f"credit not offered: an account is in arrears ({text})")
+            for text in sorted({r for r, hit in zip(reasons, in_arrears) if hit})]
 
 
 def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | None = None,
@@ -543,12 +595,15 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     credit_block = _credit_block(ctx, pol, book)
     credit_ctx = corroborated_context(ctx)
     needs = corroboration_words()
+    msg_rules = pol.get("message_rules", {})
+    in_distress = ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool)
+    complained = ctx["is_message_complaint"].to_numpy(bool)
+    cooldown_classes = set(msg_rules.get("complaint_cooldown_classes", ()))
+    cooldown_except = set(msg_rules.get("complaint_cooldown_except", ()))
     cp = pol["contact_policy"]
     caps = np.array([int(cp["weekly_caps"].get(ch, 10 ** 6)) for ch in CHANNELS])
     room = caps[None, :] - state.sent_7d                                   # (n, C) left this week
-    consent = {purpose: ctx[f"is_{purpose}_allowed"].to_numpy(bool)
-               for purpose in ("personalization", "life_events", "service_alerts", "marketing_email",
-                               "marketing_sms", "marketing_push", "marketing_inapp")}
+    consent = {purpose: ctx[f"is_{purpose}_allowed"].to_numpy(bool) for purpose in CONSENT_PURPOSES}
 
     def drop(j: int, mask: np.ndarray, stage_name: str, codes: np.ndarray | int) -> None:
         hit = mask & (stage[:, j] == 0)
@@ -574,9 +629,14 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
             drop(j, (failed >= 0) & (codes >= 0), "applicability", codes)
         if action.is_credit:
             drop(j, credit_block >= 0, "suitability", credit_block)
+        if action.action_class == "commercial" and msg_rules.get("distress_suppresses_commercial", True):
+            drop(j, in_distress, "suitability",
+                 book.code("not offered: the customer's recent messages show distress or difficulty paying"))
         for purpose in action.data_purposes:
             words = {"personalization": "using your banking data for recommendations",
-                     "life_events": "inferring life events"}.get(purpose, purpose.replace("_", " "))
+                     "life_events": "inferring life events",
+                     "open_banking": "using data from your accounts at other banks"}.get(purpose,
+                                                                                          purpose.replace("_", " "))
             drop(j, ~consent[purpose], "consent", book.code(f"no consent for {words}"))
         ok_consent = np.zeros((n, len(action.channels)), dtype=bool)
         ok_contact = np.zeros_like(ok_consent)
@@ -595,6 +655,10 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                        f"({', '.join(action.channels)})"))
         drop(j, state.days_since_complaint[:, j] < float(cp["complaint_stop_days"]), "contact_policy",
              book.code(f"the customer complained about this action in the last {cp['complaint_stop_days']} days"))
+        if action.action_class in cooldown_classes and action.id not in cooldown_except:
+            drop(j, complained, "contact_policy",
+                 book.code(f"the customer complained in a recent message: no {action.action_class} contact for "
+                           f"{msg_rules.get('complaint_window_days', 30)} days (cool-down)"))
         drop(j, state.days_since_decline[:, j] < action.cool_down_days, "contact_policy",
              book.code(f"declined in the last {action.cool_down_days} days (cool-down)"))
         drop(j, state.n_ignored[:, j] >= action.max_ignores, "contact_policy",
@@ -777,7 +841,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     sel = sel[np.lexsort((picked["slot_rank"][sel], ci[sel]))]
     nba = _published(ctx, catalogue, sel, ci, aj, ch, picked["prop"], picked["priority"],
                      picked["logging_probability"], picked["exploring"], picked["slot_rank"], is_control, as_of,
-                     version, credit_ctx, picked["value"])
+                     version, credit_ctx, msg_rules.get("plain_register"), picked["value"])
     bandit = _bandit_log(ctx, catalogue, nba, picked["pool_index"], picked["picks"], aj, picked["catalogue_priority"],
                          picked["n_protective"], float(pol["exploration"]["epsilon"]), version)
     decision_log = _decision_log(ctx, catalogue, stage, reason, book, version, extra)
@@ -849,7 +913,7 @@ def _cumcount(keys: np.ndarray) -> np.ndarray:
 
 def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
                is_control, as_of: date, version: str, credit_ctx: pd.DataFrame | None = None,
-               value_out: np.ndarray | None = None) -> pd.DataFrame:
+               plain: dict[str, Any] | None = None, value_out: np.ndarray | None = None) -> pd.DataFrame:
     cust = ci[sel]
     act = aj[sel]
     action_ids = np.array([x.id for x in catalogue], dtype=object)
@@ -893,6 +957,15 @@ def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probabil
         tier_note = " Help with your money always comes before offers." if action.action_class == "protective" else ""
         explanations[rows] = (f"{action.title}: " + expl + " Suggested because " + text + "." + tier_note
                               + explore_note).to_numpy()
+        if plain:  # customers in distress: the plainer register of config/decisioning.yaml message_rules
+            distressed = (ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool))[
+                cust[rows]]
+            if distressed.any():
+                simple = catalogue_module.render_template(action.raw.get("plain_explanation") or action.explanation,
+                                                          sub)
+                lines = [plain["template"].format(title=action.title, explanation=e, because=b)
+                         for e, b in zip(simple.to_numpy(), text.to_numpy())]
+                explanations[rows[distressed]] = np.array(lines, dtype=object)[distressed]
     frame["reasons"] = reasons
     frame["explanation"] = explanations
     return frame
@@ -908,7 +981,7 @@ def _fields_of(action: Action) -> list[str]:
                 walk(sub)
         names.update(rule[k] for k in ("field", "value_field") if k in rule)
 
-    for text in [action.explanation, *(r["text"] for r in action.reasons)]:
+    for text in [action.explanation, action.raw.get("plain_explanation") or "", *(r["text"] for r in action.reasons)]:
         names.update(name for name, _ in catalogue_module._PLACEHOLDER.findall(text))
     for spec in action.reasons:
         for rule in spec.get("when") or ():
@@ -984,7 +1057,10 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any], capacity: int | None =
     c1 = (p30 >= float(rules["high_p_shortfall_30"])) & income_drop
     c2 = ctx["is_vulnerable"].to_numpy(bool) & (p30 >= float(rules["vulnerable_p_shortfall_30"]))
     c3 = ctx["in_arrears"].to_numpy(bool) & (p30 >= float(rules["arrears_p_shortfall_30"]))
-    rows = np.nonzero(c1 | c2 | c3)[0]
+    difficulty = ctx["is_message_difficulty"].to_numpy(bool)
+    c4 = (ctx["is_message_distress"].to_numpy(bool) | difficulty) if rules.get("messages", True) else \
+        np.zeros(len(ctx), dtype=bool)
+    rows = np.nonzero(c1 | c2 | c3 | c4)[0]
     demand = int(len(rows))
     need = need_score(ctx, pol)
     rank = need_rank if need_rank is not None else np.argsort(np.argsort(-need, kind="stable"), kind="stable")
@@ -998,15 +1074,17 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any], capacity: int | None =
     for mask, text in (
             (c1[rows], "high risk of a shortfall within 30 days (" + pct + "%) after an income drop"),
             (c2[rows], "known vulnerability (" + vuln + ") with a risk of a shortfall within 30 days (" + pct + "%)"),
-            (c3[rows], "an account in arrears with a likely shortfall (" + pct + "%)")):
+            (c3[rows], "an account in arrears (" + sub["arrears_reason"].astype(str) + ") with a likely shortfall ("
+             + pct + "%)"),
+            (c4[rows], _message_reasons(sub))):
         text = pd.Series(text, index=sub.index) if not isinstance(text, pd.Series) else text
         reason = reason + np.where(mask & (reason != ""), "; ", "") + text.where(mask, "")
     out = pd.DataFrame({
         "customer_id": sub["customer_id"].to_numpy(dtype=object),
         "priority": np.round(need[rows], 6),
         "reason": reason.to_numpy(dtype=object),
-        "suggested_action": np.where(sub["in_arrears"].to_numpy(bool), "hardship_support", "advisor_callback")
-        .astype(object),
+        "suggested_action": np.where(sub["in_arrears"].to_numpy(bool) | difficulty[rows], "hardship_support",
+                                     "advisor_callback").astype(object),
         "p_shortfall_30": p30[rows],
         "expected_shortfall_date": pd.to_datetime(sub["expected_shortfall_date"], errors="coerce").dt.date,
         "known_vulnerability": sub["known_vulnerability"].astype(object)
@@ -1016,6 +1094,13 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any], capacity: int | None =
         "is_service_alerts_allowed": sub["is_service_alerts_allowed"].to_numpy(bool),
     })
     return out.reset_index(drop=True), demand
+
+
+def _message_reasons(sub: pd.DataFrame) -> pd.Series:
+    """The advisor's reason from messages: what the customer told us, in the signals' words (never the text)."""
+    said = sub["message_reasons"].astype(object).where(sub["message_reasons"].notna(), "") \
+        if "message_reasons" in sub else pd.Series("", index=sub.index, dtype=object)
+    return ("in their messages: " + said.astype(str)).where(said.astype(str) != "", "distress in recent messages")
 
 
 def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
@@ -1254,6 +1339,8 @@ def synthetic_context(n: int, seed: int = 0) -> pd.DataFrame:
         "is_income_stopped": rng.random(n) < 0.02, "income_90": rng.gamma(2, 3000, n),
         "monthly_recurring_income": rng.gamma(2, 1200, n), "monthly_recurring_outgoings": rng.gamma(2, 600, n),
         "n_outgoing_streams": rng.poisson(5, n).astype(float), "n_fees_90": rng.poisson(0.3, n).astype(float),
+        "n_returned_payments": (rng.random(n) < 0.01).astype(float), "n_arrears_fees": rng.poisson(0.01, n).astype(float),
+        "n_missed_repayments": (rng.random(n) < 0.002).astype(float),
         "savings_balance": rng.gamma(1, 3000, n), "income_regularity": rng.random(n),
         "p_shortfall_30": p30, "p_shortfall_60": np.minimum(1, p30 * 1.1), "p_shortfall_90": np.minimum(1, p30 * 1.2),
         "min_balance_p10_30": rng.normal(1000, 2000, n),

@@ -43,8 +43,18 @@ def model_inputs(panel: feature_stage.Panel) -> pd.DataFrame:
     minimum, baseline probability): the global engine learns where the rules engine is wrong."""
     from models.baseline_engine import baseline_features
 
-    extra = baseline_features(panel.features, panel.streams, horizons())
+    extra = baseline_features(panel.features, projected_streams(panel.streams), horizons())
     return panel.features.merge(extra, on=["customer_id", "cutoff"], how="left", validate="one_to_one")
+
+
+def projected_streams(streams: pd.DataFrame) -> pd.DataFrame:
+    """The streams the baseline projects onto the cash position: every stream except an own-account transfer seen
+    away from the cash position (the savings side of a transfer from current to savings, the credit on a loan
+    account): only its cash-position side moves the position."""
+    if streams.empty or "is_own_transfer" not in streams:
+        return streams
+    keep = ~streams["is_own_transfer"].astype(bool) | streams["on_cash_position"].astype("boolean").fillna(False)
+    return streams[keep.to_numpy(bool)].reset_index(drop=True)
 
 
 def known_payments(panel: feature_stage.Panel, inputs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -55,7 +65,7 @@ def known_payments(panel: feature_stage.Panel, inputs: pd.DataFrame | None = Non
     features = panel.features
     if inputs is not None:
         features = features.merge(inputs[["customer_id", "cutoff"]], on=["customer_id", "cutoff"], how="inner")
-    return known_payment_shortfall(features, panel.streams, horizons())
+    return known_payment_shortfall(features, projected_streams(panel.streams), horizons())
 
 
 def predict(engine, inputs: pd.DataFrame, known: pd.DataFrame) -> pd.DataFrame:
@@ -392,8 +402,11 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     except IncompatibleModelError as error:
         raise SegoneError(f"the promoted {FAMILY} model {engine.version} does not fit today's features ({error}): "
                           f"retrain with `segone train`") from error
+    consent = feature_stage.consent_snapshot(paths, day, [bucket])
+    rows = consented_forecast(rows, consent)
+    streams = consented_streams(_streams_rows(panel.streams), consent)
     written = {}
-    for table, frame in (("cash_forecast", rows), ("recurring_streams", _streams_rows(panel.streams)),
+    for table, frame in (("cash_forecast", rows), ("recurring_streams", streams),
                          ("balance_reconciliation", panel.reconciliation)):
         final = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(bucket))
         written[table] = lake.write_frame(frame, final, paths)
@@ -402,10 +415,44 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
         "bucket": bucket, "as_of": day.isoformat(), "model_version": engine.version,
         "n_customers": n_customers, "n_forecast": int(rows["customer_id"].nunique()) if len(rows) else 0,
         "n_without_cash_position": n_customers - (int(rows["customer_id"].nunique()) if len(rows) else 0),
+        "n_protective_only": int(rows.loc[rows["safe_to_save"].isna(), "customer_id"].nunique()) if len(rows) else 0,
         "rows": written, "seconds": round(time.perf_counter() - started, 2),
     }
     write_run_metrics(paths, day.isoformat(), f"forecast_cash_shortfall_bucket_{bucket}", metrics)
     return metrics
+
+
+# What the gold forecast holds per consent (DESIGN principle 2; docs/forecasting.md, "Consent"): with
+# `personalization`, everything; without it but with service alerts, only what a shortfall warning needs (the
+# probability, the expected date, the confidence, the drivers and the model version; no projected balances, no
+# safe-to-save); with neither, nothing.
+INSIGHT_COLUMNS = ("min_balance_p10", "min_balance_p50", "min_balance_p90", "safe_to_save")
+
+
+def _allowed(consent: pd.DataFrame, customer_ids: pd.Series, purpose: str, default: bool) -> np.ndarray:
+    column = f"is_{purpose}_allowed"
+    if column not in consent or consent.empty:
+        return np.full(len(customer_ids), default)
+    flags = consent.set_index(consent["customer_id"].astype(str))[column].astype("boolean").fillna(default)
+    return flags.reindex(customer_ids.astype(str).to_numpy()).fillna(default).to_numpy(bool)
+
+
+def consented_forecast(rows: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFrame:
+    """The gold cash_forecast rows each customer's consent on D allows (`consent`: customer_id and the
+    is_<purpose>_allowed flags of silver consent_state; a customer without a row has no consent but service alerts)."""
+    personal = _allowed(consent, rows["customer_id"], "personalization", False)
+    alerts = _allowed(consent, rows["customer_id"], "service_alerts", True)
+    out = rows[personal | alerts].copy()
+    protective_only = ~personal[personal | alerts]
+    for column in INSIGHT_COLUMNS:
+        out[column] = out[column].astype("float64").where(~protective_only)
+    return out.reset_index(drop=True)
+
+
+def consented_streams(streams: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFrame:
+    """Gold recurring_streams: only for customers whose `personalization` consent holds on D (streams are an
+    insight; without that consent they feed the forecast behind a shortfall warning and are never published)."""
+    return streams[_allowed(consent, streams["customer_id"], "personalization", False)].reset_index(drop=True)
 
 
 def _customers_in_bucket(paths: Paths, day: date, bucket: int) -> int:

@@ -4,7 +4,8 @@ Also the training (`train_life_events`, registry family `life_events`) and the b
 model vs hand-written rules vs base rate, lead time, look-alikes, and what training on declared labels only costs).
 
 Consent (DESIGN principle 2): an event is inferred only for customers whose consent state on D covers every purpose
-the event lists in config/life_events.yaml (all need `life_events`, travel_abroad also `location`). A customer
+the event lists in config/life_events.yaml (all need `life_events` and `personalization`, travel_abroad also
+`location`). A customer
 without it gets no row at all. Location features (country or currency of a posting) are only given to the models of
 events whose consent includes `location`. Postings with a special-category MCC (health, religion, politics, trade
 unions, sex life) are removed before any feature is computed.
@@ -75,8 +76,11 @@ def check_settings(cfg: dict[str, Any]) -> None:
         raise SegoneError(f"config/life_events.yaml: signal groups use forbidden (special-category) MCCs: {bad}")
     known_signals = set(_signal_predicates(cfg))
     for event, spec in cfg["events"].items():
-        if "life_events" not in spec.get("consent", []):
-            raise SegoneError(f"config/life_events.yaml: event {event} must require the life_events consent")
+        # an inference from the customer's own-bank data: life_events, and personalization (DESIGN principle 2:
+        # without it the data may only power protective service alerts)
+        for purpose in ("life_events", "personalization"):
+            if purpose not in spec.get("consent", []):
+                raise SegoneError(f"config/life_events.yaml: event {event} must require the {purpose} consent")
         groups = set(cfg["mcc_signals"]) | set(cfg["keyword_signals"])
         if set(spec.get("uncited_signals") or []) - groups:
             raise SegoneError(f"config/life_events.yaml: event {event}: uncited_signals "
@@ -231,13 +235,15 @@ def feature_names(frame: pd.DataFrame) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def consent_state(paths: Paths, day: date, buckets: Iterable[int] | None = None) -> pd.DataFrame:
-    """customer_id, life_events, location (booleans) from the silver consent_state snapshot as of `day`."""
+    """customer_id, life_events, personalization, location (booleans) from the silver consent_state snapshot as of
+    `day`."""
     snapshot = feature_stage._latest_snapshot(paths, "consent_state", day)
     path = lake.partition_path(paths, "silver", "consent_state", as_of=snapshot)
     con = lake.connect()
     try:
         frame = con.execute(f"""
             select customer_id, coalesce(is_life_events_allowed, false) as life_events,
+                coalesce(is_personalization_allowed, false) as personalization,
                 coalesce(is_location_allowed, false) as location
             from read_parquet('{path}/**/*.parquet')
             where {feature_stage._bucket_filter(None if buckets is None else list(buckets))}
@@ -736,12 +742,13 @@ def _empty_rows() -> pd.DataFrame:
 
 def classify_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Score every consented customer of one bucket as of D with the promoted model and write gold `life_events`
-    (as_of=D/bucket=N), swapped in whole. Customers without the life_events consent on D get no row."""
+    (as_of=D/bucket=N), swapped in whole. Customers without the life_events and personalization consents on D get
+    no row."""
     started = time.perf_counter()
     cfg = settings()
     model = load_model(paths)
     consent = consent_state(paths, day, [bucket])
-    consent = consent[consent["life_events"].astype(bool)]
+    consent = consent[consent["life_events"].astype(bool) & consent["personalization"].astype(bool)]
     con = lake.connect()
     try:
         register_inputs(con, paths, day, [day], [bucket], cfg)

@@ -34,6 +34,7 @@ class TableSchema:
     key: tuple[str, ...]
     columns: tuple[ColumnSchema, ...]
     checks: dict = field(default_factory=dict)
+    warehouse: bool = True
 
     @property
     def column_names(self) -> list[str]:
@@ -60,7 +61,7 @@ def _tables() -> dict[tuple[str, str], TableSchema]:
                 layer=layer, name=name, description=spec["description"],
                 partition=tuple(spec.get("partition", ())), key=tuple(spec.get("key", ())),
                 columns=tuple(ColumnSchema(*col) for col in spec["columns"]),
-                checks=spec.get("checks", {}),
+                checks=spec.get("checks", {}), warehouse=bool(spec.get("warehouse", True)),
             )
     return tables
 

@@ -165,6 +165,44 @@ def validate_life_events(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
+def message_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the messages stage maps over."""
+    from pipelines.messages import shards
+
+    return shards()
+
+
+def understand_messages_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 3b, one shard: message_analysis-consented customers' messages -> gold message_insights and
+    message_signals for bucket N as of D."""
+    from pipelines.messages import understand_messages_shard as run_shard
+
+    return run_shard(paths, day, int(bucket))
+
+
+def understand_messages(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3b, every shard in turn (the DAG maps understand_messages_shard over the shards instead)."""
+    from pipelines.messages import understand_all
+
+    return understand_all(paths, day)
+
+
+def validate_messages(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3b': the gold suites on D's message_insights and message_signals; raises GateFailed to stop the run."""
+    from pipelines.messages import summarise_shards
+    from pipelines.quality import validate_gold
+
+    shard_metrics = [read_run_metrics(paths, day.isoformat(), f"messages_bucket_{b}")
+                     for b in message_shards(paths, day)]
+    missing = [b for b, m in zip(message_shards(paths, day), shard_metrics) if m is None]
+    if missing:
+        raise SegoneError(f"the messages of {day} are incomplete: no result for buckets {missing}")
+    metrics = {"messages": summarise_shards(paths, day, shard_metrics),
+               "validation": validate_gold(paths, day, ["message_insights", "message_signals"])}
+    write_run_metrics(paths, day.isoformat(), "validate_messages", metrics)
+    return metrics
+
+
 def decide_shards(paths: Paths, day: date) -> list[int]:
     """The shards (customer buckets) the decide stage maps over."""
     from pipelines.decide import shards
@@ -228,12 +266,16 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
     day of data) and promote it if it is at least as good as the promoted one; then the life-event classifiers."""
     from pipelines.forecast import train as train_forecast
     from pipelines.life_events import train_life_events
+    from pipelines.messages import train_messages
 
-    return {"cash_forecast": train_forecast(paths, day), "life_events": train_life_events(paths, day)}
+    return {"cash_forecast": train_forecast(paths, day), "life_events": train_life_events(paths, day),
+            "messages": train_messages(paths, day)}
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
-         ("measure_value", measure_value), ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
+         ("measure_value", measure_value),
+         ("understand_messages", understand_messages), ("validate_messages", validate_messages),
+         ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
          ("publish", publish))

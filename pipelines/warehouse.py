@@ -1,4 +1,5 @@
-"""warehouse.duckdb: one documented view per silver and gold table, for analysts, named after the table.
+"""warehouse.duckdb: one documented view per silver and gold table, for analysts, named after the table (except
+the tables config/tables.yaml marks `warehouse: false`: silver messages).
 
 The file is built beside the old one and swapped in with a rename, so an analyst who has it open (read-only)
 keeps reading the old file undisturbed while a run writes, and the next connection sees the new one. It holds
@@ -43,6 +44,8 @@ def build_warehouse(paths: Paths) -> dict[str, Any]:
     views = []
     for layer in ("silver", "gold"):
         for schema in tables(layer):
+            if not schema.warehouse:  # e.g. silver messages: personal free text stays with the stage that reads it
+                continue
             name = schema.name
             con.execute(f"create or replace view {name} as {view_sql(paths, schema)}")
             con.execute(f"comment on view {name} is {_quote(schema.description)}")

@@ -11,7 +11,7 @@ allowed_postings as (
     select
         t.transaction_id, t.customer_id, t.account_id, t.booking_date, t.channel, t.mcc, t.country, t.currency,
         t.amount_value, t.category, t.stream_key,
-        upper(concat_ws(' ', t.description, t.merchant_name)) as posting_text
+        upper(concat_ws(' ', t.description, t.merchant_name)) as posting_text, t.is_own_transfer
     from transactions_in as t
     where t.mcc is null or t.mcc not in (select mcc from life_event_forbidden_mccs)
 ),
@@ -33,7 +33,9 @@ postings as (
         (p.amount_value < 0 and p.currency <> h.home_currency) as is_foreign_ccy,
         (p.amount_value < 0 and p.country is not null and p.country <> h.home_country) as is_foreign_country,
         (p.channel = 'atm' or p.category in ('eating_out', 'transport', 'groceries')) as is_inperson,
-        (p.channel in ('transfer_in', 'transfer_out') and p.counterparty_is_own) as is_own_transfer,
+        -- money between the customer's own accounts (pipelines/features.py): never income, never a new bill
+        (p.is_own_transfer or (p.channel in ('transfer_in', 'transfer_out') and p.counterparty_is_own))
+            as is_own_transfer,
         (p.amount_value < 0 and p.channel = 'transfer_out' and p.counterparty_is_own
             and p.posting_text like '%SAVING%') as is_to_savings
     from (
@@ -213,7 +215,8 @@ inflows as (
              when channel = 'salary' then 'salary'
              else 'benefit' end as kind
     from postings
-    where amount_value > 0 and (channel in ('salary', 'benefit') or posting_text like '%PENSION%')
+    where amount_value > 0 and not is_own_transfer
+        and (channel in ('salary', 'benefit') or posting_text like '%PENSION%')
 ),
 inflow_windows as (
     select i.cutoff, i.customer_id,

@@ -26,9 +26,14 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     order = ["ingest", "validate", "conform", "validate_silver", "plan_forecast_shards", "forecast_cash_shortfall",
              "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
              "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
+    # messages (step 3b) run beside the forecast, after the silver checks; decide waits for both branches
+    joins = {"plan_decide_shards": {"validate_life_events", "validate_messages"},
+             "publish": {"validate_decisions", "measure_value"}}
     for upstream, downstream in zip(order, order[1:]):
-        extra = {"measure_value"} if downstream == "publish" else set()
-        assert dag.get_task(downstream).upstream_task_ids == {upstream} | extra
+        assert dag.get_task(downstream).upstream_task_ids == joins.get(downstream, {upstream})
+    branch = ["validate_silver", "plan_message_shards", "understand_messages", "validate_messages"]
+    for upstream, downstream in zip(branch, branch[1:]):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}
     # the night's value is measured from silver, beside the forecast, and published with the rest
     assert dag.get_task("measure_value").upstream_task_ids == {"validate_silver"}
     # the forecast is mapped over the shards the plan returns, never over customers

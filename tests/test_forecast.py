@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import backtest, forecast, lake, registry
+from pipelines import backtest, features, forecast, lake, registry
 from pipelines.config import Paths
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.quality import validate_gold
@@ -75,8 +75,16 @@ def test_a_shard_is_forecast_and_passes_its_suite(bank):
     assert set(frame["horizon_days"]) == {30, 60, 90}
     wide = frame.pivot(index="customer_id", columns="horizon_days", values="p_shortfall")
     assert (wide[30] <= wide[60]).all() and (wide[60] <= wide[90]).all()
-    assert (frame["min_balance_p10"] <= frame["min_balance_p50"]).all()
-    assert (frame["safe_to_save"] >= 0).all() and (frame["safe_to_save"] % 5 == 0).all()
+    # without personalization consent a row holds only what a shortfall warning needs (docs/forecasting.md)
+    consent = features.consent_snapshot(bank, day).set_index("customer_id")
+    personal = consent.loc[frame["customer_id"], "is_personalization_allowed"].to_numpy(bool)
+    assert frame.loc[~personal, ["min_balance_p10", "min_balance_p50", "safe_to_save"]].isna().all().all()
+    assert consent.loc[frame["customer_id"], "is_service_alerts_allowed"].to_numpy(bool)[~personal].all()
+    assert (~personal).any() and personal.any()
+    full = frame[personal]
+    assert full[["min_balance_p10", "min_balance_p50", "safe_to_save"]].notna().all().all()
+    assert (full["min_balance_p10"] <= full["min_balance_p50"]).all()
+    assert (full["safe_to_save"] >= 0).all() and (full["safe_to_save"] % 5 == 0).all()
     risky = frame[frame["p_shortfall"] >= 0.2]
     assert len(risky) and not risky["drivers"].str.contains("no elevated risk").any()
     assert (frame.loc[frame["p_shortfall"] < 0.2, "drivers"] == "no elevated risk of a shortfall").all()

@@ -64,8 +64,9 @@ def test_no_rows_without_life_events_consent_and_no_travel_without_location(bank
     paths, _, _ = bank
     rows = all_gold(paths)
     consent = le.consent_state(paths, D, BUCKETS)
-    allowed = set(consent.loc[consent["life_events"], "customer_id"])
-    located = set(consent.loc[consent["life_events"] & consent["location"], "customer_id"])
+    allowed = set(consent.loc[consent["life_events"] & consent["personalization"], "customer_id"])
+    located = set(consent.loc[consent["life_events"] & consent["personalization"] & consent["location"],
+                              "customer_id"])
     assert len(rows) > 0 and set(rows["customer_id"]) <= allowed
     assert set(consent["customer_id"]) - allowed, "the bank should hold customers without the consent"
     travel = rows[rows["event_type"] == "travel_abroad"]
@@ -111,7 +112,7 @@ def test_forbidden_postings_never_reach_a_feature(bank):
             union all
             select 'T-PHARMA-' || i, 'A-X', '{customer}', 'core', date '{D.isoformat()}' - cast(i as integer),
                 'card', m, 'GB', 'GBP',
-                'BOOTS', 'MBOOTS', 'BOOTS PHARMACY PRESCRIPTION', -250.0, 'other', 'BOOTS', false
+                'BOOTS', 'MBOOTS', 'BOOTS PHARMACY PRESCRIPTION', -250.0, 'other', 'BOOTS', false, false
             from range(1, 40) as r(i), (values ('5912'), ('8062'), ('8661')) as v(m)""")
         after = le.compute_features(con)
     finally:
@@ -371,7 +372,8 @@ def hand_made(tmp_path_factory):
     try:
         le.register_inputs(con, paths, HAND_END, [HAND_END], None, cfg)
         features = le.compute_features(con, cfg)
-        consent = pd.DataFrame({"customer_id": features["customer_id"], "life_events": True, "location": True})
+        consent = pd.DataFrame({"customer_id": features["customer_id"], "life_events": True, "personalization": True,
+                                "location": True})
         rows = le.score_rows(FlagEveryone(cfg), con, features, consent, HAND_END, cfg)
     finally:
         con.close()

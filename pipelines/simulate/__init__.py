@@ -97,7 +97,9 @@ def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, ch
             # JSON writing is pure Python: a second process does it while this one builds the next chunk
             fetch_jobs.append(ob_pool.submit(_write_fetches, seed, chunk_no, chunk.pop, cal, grants, history, nightly,
                                              d))
-            for kind, (hist_rows, d_rows) in _small_tables(chunk, cal, consents, d).items():
+            tables = _small_tables(chunk, cal, consents, d)
+            tables.update(_message_tables(seed, chunk, cal, consents, tables.pop("consents"), truth, d))
+            for kind, (hist_rows, d_rows) in tables.items():
                 small["history"].setdefault(kind, []).append(hist_rows)
                 small[d_text].setdefault(kind, []).append(d_rows)
             _write_truth(chunk, cal, truth, d)
@@ -128,7 +130,7 @@ def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, ch
 
 ORDER_BY = {"customers": "customer_id", "accounts": "account_id", "consents": "customer_id, purpose, recorded_at",
             "life_events": "customer_id, event_date, event_type", "fx_rates": "currency",
-            "crm_responses": "recommendation_id"}
+            "crm_responses": "recommendation_id", "messages": "customer_id, received_at, message_id"}
 
 
 def _write_small(writer: LandingWriter, parts: dict[str, list[pa.Table]], folder: Path) -> dict[str, int]:
@@ -252,6 +254,54 @@ def _small_tables(chunk: Chunk, cal: SimCalendar, cons: Consents, d: int,
     hist, today = _split(np.where(declared, ev.declared_day, NEVER), d)
     out["life_events"] = (life_events(hist), life_events(today))
     return out
+
+
+def _message_tables(seed: int, chunk: Chunk, cal: SimCalendar, cons: Consents,
+                    consents: tuple[pa.Table, pa.Table], truth: Path,
+                    d: int | None = None) -> dict[str, tuple[pa.Table, pa.Table]]:
+    """The message_analysis consent (added to the consent events) and the customers' messages, history and D, from
+    their own random stream (the other files do not change); the truth of each message to truth/messages."""
+    from pipelines.simulate.messages import draw_message_consent, draw_messages
+
+    pop = chunk.pop
+    d = cal.d_index if d is None else d
+    rng = stream(seed, chunk.number, "messages")
+    granted = draw_message_consent(rng, pop)
+    onboarding = np.maximum(pop.since_day, -720)
+    sec = rng.integers(8 * 3600, 22 * 3600, pop.n)
+    ids = customer_ids(pop.number)
+    marketing_purposes = [PURPOSES.index(p) for p in PURPOSES if p.startswith("marketing_")]
+    marketing = np.zeros(pop.n, dtype=bool)
+    np.logical_or.at(marketing, cons.cust[np.isin(cons.purpose, marketing_purposes) & cons.granted], True)
+    msgs = draw_messages(rng, chunk, cal, marketing)
+
+    def consent_rows(mask: np.ndarray) -> pa.Table:
+        return text_table({"customer_id": ids[mask], "purpose": np.full(int(mask.sum()), "message_analysis", object),
+                           "granted": np.where(granted, "true", "false").astype(object)[mask],
+                           "recorded_at": timestamp_text(cal, onboarding, sec)[mask],
+                           "expires_at": np.full(int(mask.sum()), None, dtype=object)})
+
+    hist_c, today_c = onboarding <= d - 1, onboarding == d
+    message_ids = np.array([f"MSG{n:08d}-{k:05d}" for k, n in enumerate(pop.number[msgs.cust])], dtype=object)
+
+    def message_rows(mask: np.ndarray) -> pa.Table:
+        return text_table({"message_id": message_ids[mask], "customer_id": ids[msgs.cust][mask],
+                           "received_at": timestamp_text(cal, msgs.day, msgs.sec)[mask],
+                           "channel": msgs.channel[mask], "text": msgs.text[mask]})
+
+    (truth / "messages").mkdir(parents=True, exist_ok=True)
+    dates = np.datetime64(cal.start_date, "D")
+    written = msgs.day <= d                    # a world stepped beyond D: the later days' messages are not written
+    pq.write_table(pa.table({
+        "message_id": pa.array(message_ids[written].tolist(), type=pa.string()),
+        "customer_id": pa.array(ids[msgs.cust][written].tolist(), type=pa.string()),
+        "day": pa.array(dates + msgs.day[written].astype(np.int64), type=pa.date32()),
+        "situation": pa.array(msgs.situation[written].tolist(), type=pa.string()),
+        "message_analysis": granted[msgs.cust][written],
+    }), truth / "messages" / f"part-{chunk.number + 1:04d}.parquet")
+    return {"consents": (pa.concat_tables([consents[0], consent_rows(hist_c)]),
+                         pa.concat_tables([consents[1], consent_rows(today_c)])),
+            "messages": (message_rows(msgs.day <= d - 1), message_rows(msgs.day == d))}
 
 
 def _fx_rates() -> pa.Table:

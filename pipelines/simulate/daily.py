@@ -9,6 +9,10 @@ happens here (vectorised over customers, one step per day).
 - Credit card statements, paid in full by direct debit 21 days later; loans and mortgages held here repaid
   monthly (a loan that reaches zero is closed); some savings accounts are emptied and closed; buyers pay their
   deposit from savings on completion.
+- A direct debit to a third party that leaves the current account beyond its arranged limit at the end of the day
+  is returned unpaid the same day ("UNPAID DIRECT DEBIT <payee>", the amount back), and the bank charges one
+  unpaid-item fee per customer and day. Standing orders and the bank's own collections (card, loan, mortgage) are
+  always paid.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ OVERDRAFT_DAILY = 0.399 / 365
 SAVINGS_DAILY = 0.035 / 365
 LOAN_MONTHLY = 0.079 / 12
 MORTGAGE_MONTHLY = 0.045 / 12
+UNPAID_ITEM_FEE = 500   # pence
 
 
 @dataclass
@@ -97,6 +102,8 @@ class DailyRun:
         self.cancelled = np.zeros(len(order), dtype=bool)
         self.weights = self.static["pence"].astype(np.float64)
         self.flat_index = self.static["slot"].astype(np.int64) * n + self.static["cust"]
+        self.unpaid_label = cat.unpaid[self.static["label"]]
+        self.returnable = (self.unpaid_label >= 0) & (self.static["slot"] == CURRENT) & (self.static["pence"] < 0)
 
         held, open_day = products.held, products.open_day
         self.bal = np.where(held & (open_day < 0), pop.opening, 0).astype(np.int64)
@@ -149,7 +156,7 @@ class DailyRun:
         keep = self.static["day"] > d
         self.static = {k: v[keep] for k, v in self.static.items()}
         self.bounds = np.searchsorted(self.static["day"], np.arange(self.cal.n_days + 1))
-        for name in ("draw", "kept", "cancelled", "weights", "flat_index"):
+        for name in ("draw", "kept", "cancelled", "weights", "flat_index", "unpaid_label", "returnable"):
             setattr(self, name, getattr(self, name)[keep])
         self.dyn = _Dynamic()
 
@@ -216,6 +223,19 @@ class DailyRun:
             self.kept[lo:hi] = keep
             moved = np.bincount(self.flat_index[lo:hi][keep], weights=self.weights[lo:hi][keep], minlength=5 * n)
             bal += np.rint(moved).astype(np.int64).reshape(5, n)
+            # a direct debit to a third party that leaves the account beyond its arranged limit is returned unpaid
+            # (returnable: on the current account; a posting an effect moved to a card is not)
+            rows = lo + np.flatnonzero(keep & self.returnable[lo:hi] & (static["slot"][lo:hi] == CURRENT))
+            rows = rows[bal[CURRENT, static["cust"][rows]] < -pop.overdraft_limit[static["cust"][rows]]]
+            if len(rows):
+                who, amount = static["cust"][rows], -static["pence"][rows]
+                np.add.at(bal[CURRENT], who, amount)
+                self.dyn.add(who, t, amount, self.unpaid_label[rows], np.minimum(static["sec"][rows] + 1, 86_399),
+                             CURRENT)
+                charged = np.unique(who)
+                bal[CURRENT, charged] -= UNPAID_ITEM_FEE
+                self.dyn.add(charged, t, np.full(len(charged), -UNPAID_ITEM_FEE), cat.one("unpaid_fee"), 23 * 3600,
+                             CURRENT)
         for slot, sched, payment, pay_label, received_label in (
                 (LOAN, self.loans, pop.loan_payment, "loan_payment", "loan_payment_received"),
                 (MORTGAGE, self.mortgages, products.mortgage_payment, "mortgage_payment",

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from pipelines.config import Paths
 from pipelines.errors import SegoneError
-from pipelines.simulate.bank import Chunk, stream
+from pipelines.simulate.bank import STREAMS, Chunk, stream
 from pipelines.simulate.calendar import SimCalendar
 from pipelines.simulate.cashflows import Products
 from pipelines.simulate.catalog import SLOTS
@@ -342,7 +342,7 @@ def _step_chunk(world: ChunkWorld, cal: SimCalendar, t: int, rows: list[dict[str
     rank = np.array([int(r["rank"]) if str(r.get("rank", "")).isdigit() else 1 for r in rows], dtype=np.int64)
     order = np.lexsort((rank, cust)) if len(rows) else np.zeros(0, dtype=np.int64)
     rec_id, cust, action, channel, rank = rec_id[order], cust[order], action[order], channel[order], rank[order]
-    rng = np.random.default_rng(np.random.SeedSequence([world.seed, world.number, 17, t]))
+    rng = np.random.default_rng(np.random.SeedSequence([world.seed, world.number, STREAMS["responses"], t]))
     answers = respond(rng, world.model, sit, cust, action, channel, rank, contacts_7d, marketing_14d,
                       world.unsubscribed)
     commercial = np.array([ACTIONS.get(str(a), UNKNOWN_ACTION).commercial for a in action], dtype=bool)
@@ -351,8 +351,8 @@ def _step_chunk(world: ChunkWorld, cal: SimCalendar, t: int, rows: list[dict[str
     chan = np.array([CHANNELS.index(c) if c in CHANNELS else 0 for c in channel], dtype=np.int64)
     world.unsubscribed[cust[answers.unsubscribed], chan[answers.unsubscribed]] = True
     accepted = np.flatnonzero(answers.accepted)
-    effects = apply(np.random.default_rng(np.random.SeedSequence([world.seed, world.number, 18, t])), run,
-                    world.flows, cal, cust[accepted], action[accepted], sit, t, changed)
+    effects_rng = np.random.default_rng(np.random.SeedSequence([world.seed, world.number, STREAMS["effects"], t]))
+    effects = apply(effects_rng, run, world.flows, cal, cust[accepted], action[accepted], sit, t, changed)
     run.step(t)
     led = run.take_day(t)
     postings = pa.table({"num": pop.number[led.cust], "slot": led.slot, "day": led.day.astype(np.int32),
