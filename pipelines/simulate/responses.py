@@ -44,7 +44,7 @@ ACTIONS: dict[str, ActionTruth] = {
     "budgeting_tools": ActionTruth("budgeting"), "benefits_check": ActionTruth("benefits"),
     "gambling_support": ActionTruth("gambling"), "bill_reminder": ActionTruth("budgeting"),
     "salary_switch_help": ActionTruth("info"), "subscription_review": ActionTruth("budgeting"),
-    "travel_money_tips": ActionTruth("info"),
+    "travel_money_tips": ActionTruth("info"), "card_replacement": ActionTruth("info"),
     "easy_access_savings": ActionTruth("savings", commercial=True), "isa": ActionTruth("savings", commercial=True),
     "safe_to_save_sweep": ActionTruth("savings", commercial=True),
     "regular_saver": ActionTruth("savings", commercial=True), "child_savings": ActionTruth("savings", commercial=True),
@@ -180,6 +180,9 @@ def _base(action: str, s: dict[str, np.ndarray]) -> np.ndarray:
         return w(s["gambler"], 0.25, 0.01)
     if action == "travel_money_tips":
         return w(s["travelling_soon"], 0.30, 0.02)
+    if action == "card_replacement":
+        # offered to customers whose message reported a lost or stolen card: most of them want it
+        return np.full(len(at_risk), 0.6)
     if action == "salary_switch_help":
         return np.full(len(at_risk), 0.04)
     if action in ("easy_access_savings", "regular_saver"):
