@@ -142,8 +142,9 @@ def _add_closed_loop(p: argparse.ArgumentParser) -> None:
                    help="closed_loop.json of another run on the same seed (learning on against off)")
 
 
-def _add_compare(p: argparse.ArgumentParser) -> None:
-    p.add_argument("other", type=Path, help="closed_loop.json of another run on the same seed")
+def _add_closed_loop_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compare-with", dest="compare_with", type=Path, default=None,
+                   help="closed_loop.json of another run on the same seed (learning on against off)")
 
 
 def _add_retrain(p: argparse.ArgumentParser) -> None:
@@ -207,8 +208,9 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
     "closed-loop": ("simulate a bank, then night after night: the night, the customers' answers, the next day; "
                     "retrain weekly; reports/closed_loop/", "pipelines.closed_loop:closed_loop_command",
                     _add_closed_loop),
-    "closed-loop-compare": ("add to this home's closed-loop report the comparison with another run (learning on "
-                            "against off)", "pipelines.closed_loop:compare_command", _add_compare),
+    "closed-loop-report": ("rebuild this home's closed-loop JSON and page from the lake, optionally compared with "
+                           "another run (learning on against off)", "pipelines.closed_loop:report_command",
+                           _add_closed_loop_report),
     "doctor": ("pre-flight checks: config, data root and disk, history, promoted models, and D's landing with --date",
                "pipelines.doctor:doctor_command", _add_doctor),
     "bench": ("benchmarks side by side with plain pandas (see benchmarks/)",

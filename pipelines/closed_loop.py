@@ -264,26 +264,38 @@ def _ope(paths: Paths, retrains: list[dict[str, Any]], nights: list[date]) -> li
                 out.append({"date": r["date"], "policy": version, "role": role, "estimator": estimator,
                             "estimate": _num(est["estimate"]), "ci_low": _num(est["ci_low"]),
                             "ci_high": _num(est["ci_high"]),
-                            "realized": realized if version == deployed else None,
-                            "realized_ci": None,
+                            "realized": realized["value"] if realized and version == deployed else None,
+                            "realized_ci": ([realized["ci_low"], realized["ci_high"]]
+                                            if realized and version == deployed else None),
+                            "realized_decisions": realized["n_decisions"] if realized and version == deployed
+                            else None,
+                            "contains_realized": (bool(_num(est["ci_low"]) <= realized["value"] <=
+                                                       _num(est["ci_high"]))
+                                                  if realized and realized["value"] is not None
+                                                  and version == deployed else None),
                             "n_decisions": r["details"].get("n_decisions")})
     return out
 
 
-def _realized(paths: Paths, after: date, through: date, version: str | None) -> float | None:
+def _realized(paths: Paths, after: date, through: date, version: str | None) -> dict[str, Any] | None:
+    """What a policy earned: the mean realised value of its bandit decisions in (after, through], with a 95% interval
+    (cluster-robust by customer)."""
+    from models.ope import on_policy
     from pipelines.policy import logged_version
 
     if version is None:
         return None
     logged = logged_version(paths, version)
     frame = _query(paths, f"""
-        select avg(r.value) as value, count(*) as n, bool_and(r.matured) as matured
+        select b.customer_id, r.value
         from bandit_log as b join realised_value as r using (recommendation_id)
-        where b.as_of > '{after.isoformat()}' and b.as_of <= '{through.isoformat()}'
+        where b.as_of > '{after.isoformat()}' and b.as_of <= '{through.isoformat()}' and r.matured
             and b.policy_version = '{logged}'""", ("bandit_log", "realised_value"))
-    if frame.empty or not frame["n"].iloc[0]:
+    if frame.empty:
         return None
-    return _num(frame["value"].iloc[0])
+    est = on_policy(frame["value"].to_numpy(float), groups=frame["customer_id"].to_numpy())
+    return {"value": _num(est.estimate), "ci_low": _num(est.ci_low), "ci_high": _num(est.ci_high),
+            "n_decisions": int(len(frame)), "nights": [after.isoformat(), through.isoformat()]}
 
 
 def compare(run: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -312,19 +324,49 @@ def compare(run: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def compare_command(paths: Paths, other: Path) -> dict[str, Any]:
-    """`segone closed-loop-compare OTHER`: add to this home's closed-loop report the comparison with another run."""
+def registry_decisions(paths: Paths) -> list[dict[str, Any]]:
+    """Every retraining decision of the home (gold model_registry), as the loop recorded them."""
+    frame = _query(paths, "select * from model_registry order by as_of, family", ("model_registry",))
+    out = []
+    for row in frame.to_dict("records"):
+        decision = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        decision["date"] = str(row["as_of"])[:10]
+        decision["details"] = json.loads(row["details"]) if row.get("details") else {}
+        out.append(decision)
+    return out
+
+
+def rebuild(paths: Paths, compare_with: Path | None = None) -> dict[str, Any]:
+    """closed_loop.json and the page again from the lake (the nights, the value, the registry) and the run's own
+    settings, e.g. after a change to the summary or to add a comparison."""
     out = paths.reports / "closed_loop"
     path = out / "closed_loop.json"
     if not path.exists():
         raise SegoneError(f"no closed-loop report in {out}: run `segone closed-loop` first")
-    if not Path(other).exists():
-        raise SegoneError(f"no such report to compare with: {other}")
-    run = json.loads(path.read_text(encoding="utf-8"))
-    run["summary"]["comparison"] = compare(run, json.loads(Path(other).read_text(encoding="utf-8")))
-    path.write_text(json.dumps(run, indent=2, default=_json) + "\n", encoding="utf-8")
-    write_page(run, out / "closed_loop.html")
-    return run["summary"]["comparison"]
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    run = previous["run"]
+    first = date.fromisoformat(run["first_night"])
+    nights = [first + timedelta(days=k) for k in range(int(run["nights"]))]
+    last_day = date.fromisoformat(previous["summary"]["value_measured_through"])
+    summary = summarise(paths, nights, last_day, registry_decisions(paths), run["learning"] == "on")
+    summary["run"] = run
+    if compare_with is not None:
+        if not Path(compare_with).exists():
+            raise SegoneError(f"no such report to compare with: {compare_with}")
+        summary["summary"]["comparison"] = compare(summary, json.loads(Path(compare_with).read_text()))
+    path.write_text(json.dumps(summary, indent=2, default=_json) + "\n", encoding="utf-8")
+    write_page(summary, out / "closed_loop.html")
+    return summary
+
+
+def report_command(paths: Paths, compare_with: Path | None = None) -> dict[str, Any]:
+    """`segone closed-loop-report [--compare-with OTHER]`."""
+    summary = rebuild(paths, compare_with)
+    s = summary["summary"]
+    return {"report": str(paths.reports / "closed_loop" / "closed_loop.json"),
+            "uplift_per_customer": s["uplift_per_customer"], "uplift_ci": [s["uplift_ci_low"], s["uplift_ci_high"]],
+            "first_week_value": s["first_week_value"], "last_week_value": s["last_week_value"],
+            "breaches": s["breaches"], "comparison": s.get("comparison")}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -76,3 +76,17 @@ def test_the_customers_answers_reach_the_lake_and_are_valued(loop):
                           f"and action_class = 'all'").fetchall()
     arms = dict(summary)
     assert arms["treated"] > 100 and arms["control"] >= 1
+
+
+@pytest.mark.slow
+def test_the_report_is_rebuilt_from_the_lake_and_compared(loop, tmp_path):
+    from pipelines.closed_loop import rebuild
+
+    paths, summary = loop
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(summary, default=str))
+    again = rebuild(paths, compare_with=other)
+    assert again["nights"] == json.loads(json.dumps(summary["nights"], default=str))
+    assert again["summary"]["uplift_per_customer"] == summary["summary"]["uplift_per_customer"]
+    assert again["summary"]["comparison"]["relative_gain"] == 0.0
+    assert {r["family"] for r in again["summary"]["retrain_decisions"]} == {"cash_forecast", "life_events", "policy"}
