@@ -179,3 +179,46 @@ def baseline_features(features: pd.DataFrame, streams: pd.DataFrame, horizons=HO
         out = out.merge(part.rename(columns={"p_shortfall": f"baseline_p_{horizon}"}), on=["customer_id", "cutoff"],
                         how="left")
     return out
+
+
+BASELINE_FORMAT_VERSION = 1
+ENGINE_FILE = "engine.json"
+
+
+class BaselineEngine:
+    """The baseline as a registry model, for a bank whose global engine cannot be trained yet or does worse than the
+    baseline on held-out data (DESIGN principle 6): nothing is fitted, so `save` records only what it forecasts and
+    `predict` needs the recurring streams beside the features."""
+
+    engine = "baseline"
+
+    def __init__(self, horizons=HORIZONS) -> None:
+        self.horizons = tuple(int(h) for h in horizons)
+        self.notes: list[str] = []
+
+    def predict(self, features: pd.DataFrame, streams: pd.DataFrame) -> pd.DataFrame:
+        return forecast_baseline(features, streams, self.horizons)
+
+    def save(self, directory) -> None:
+        import json
+        from pathlib import Path
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"engine": self.engine, "format_version": BASELINE_FORMAT_VERSION, "horizons": list(self.horizons),
+                "notes": self.notes}
+        (directory / ENGINE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory) -> "BaselineEngine":
+        import json
+        from pathlib import Path
+
+        meta = json.loads((Path(directory) / ENGINE_FILE).read_text(encoding="utf-8"))
+        if meta.get("engine") != cls.engine or meta.get("format_version") != BASELINE_FORMAT_VERSION:
+            raise ValueError(f"{Path(directory) / ENGINE_FILE}: not a baseline engine of format_version "
+                             f"{BASELINE_FORMAT_VERSION} (engine {meta.get('engine')!r}, format_version "
+                             f"{meta.get('format_version')!r})")
+        engine = cls(meta["horizons"])
+        engine.notes = list(meta.get("notes", []))
+        return engine

@@ -274,6 +274,13 @@ def format_table(results: list[dict[str, Any]]) -> str:
 def bench_command(paths: Paths, what: str, customers: str, days: int, out: Path | None,
                   messages: int = 1_000_000) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
+    if what == "publish":
+        from pipelines.bench_publish import bench_publish, format_publish_table
+
+        results = [bench_publish(n, days) for n in sizes]
+        if out:
+            out.write_text(json.dumps(results, indent=2))
+        return format_publish_table(results)
     if what == "messages":
         from pipelines.bench_messages import bench_messages, format_messages_table
 

@@ -338,11 +338,15 @@ def _life_events(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                                                      "(the life-events stage has not run)")}]
     table = _df(con, f"""
         select event_type, count(distinct customer_id) as customers, count(*) filter (where flagged) as flagged,
-               avg(flagged::int) as flagged_rate, avg(probability) as mean_probability
+               avg(flagged::int) as flagged_rate, avg(probability) as mean_probability,
+               string_agg(distinct model_version, ', ' order by model_version) as published_by
         from {scan} group by all order by event_type""")
     figures = [bar_figure(table, "event_type", "flagged_rate", None, "Flagged rate per life event")] \
         if not table.empty else []
-    return [{"heading": heading, "text": "Share of scored customers flagged per event type tonight.",
+    return [{"heading": heading, "text": "Share of scored customers flagged per event type tonight. published_by: "
+                                         "the model version, or rule:<event>:v<N> where the event's hand-written "
+                                         "rule flags (no model yet, or the model did worse than the rule on held-out "
+                                         "cut-offs: no probability, so mean_probability is empty).",
              "table": table, "figures": figures}]
 
 
@@ -620,8 +624,15 @@ SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("fairness", _fairness), ("value", _value)]
 
 
-def build_nightly_report(paths: Paths, day: date) -> Path:
+def report_path(paths: Paths, day: date) -> Path:
+    return paths.reports / day.isoformat() / "index.html"
+
+
+def build_nightly_report(paths: Paths, day: date, target: Path | None = None) -> Path:
     """Write reports/D/index.html (self-contained: inline CSS, PNG figures as data URIs) and return its path.
+
+    `paths` may be a published generation (`pipelines.publish.PublishedPaths`: what the night's publish does);
+    `target` writes the file elsewhere (publish stages it beside the final one and swaps it in).
 
     Never fails on a missing input: each section says what it could not show. A section that raises on
     unexpected input is replaced by a note with the error (logged), so the rest of the report is still written."""
@@ -637,5 +648,5 @@ def build_nightly_report(paths: Paths, day: date) -> Path:
                                  "text": f"This section could not be built: {type(error).__name__}: {error}"})
     finally:
         con.close()
-    target = paths.reports / day.isoformat() / "index.html"
+    target = target or report_path(paths, day)
     return render_report(f"Segment of One: nightly report for {day.isoformat()}", sections, target)

@@ -105,6 +105,7 @@ def test_a_night_that_breaks_a_gate_stops_before_publishing(bank, tmp_path):
             "counterparty_id"]
     rows += [f"BAD{i},ACC,{bad_day}T10:00:00,12.345,GBP,x,,5411,card,GB," for i in range(50)]
     (landing / "transactions.csv").write_text("\n".join(rows) + "\n")
+    (landing / "_SUCCESS").touch()  # delivered complete: the night runs, and its gate stops it
     published = bank / "warehouse.duckdb"
     before = published.stat().st_mtime_ns if published.exists() else None
     done = run([str(BIN / "airflow"), "dags", "test", "nightly_personalization", "2026-11-22"], bank, check=False)

@@ -41,11 +41,20 @@ def bank(tmp_path_factory) -> Paths:
 
 
 def test_training_cutoffs_leave_room_for_the_outcomes():
-    cutoffs = forecast.training_cutoffs(date(2026, 1, 1), date(2026, 11, 19), 14, 28, 365)
+    end = date(2026, 11, 19)
+    cutoffs = forecast.training_cutoffs(date(2026, 1, 1), end, 14, 28, 365)
     assert cutoffs == sorted(cutoffs) and len(cutoffs) >= 10
-    assert max(cutoffs) + timedelta(days=90) <= date(2026, 11, 19)
+    assert max(cutoffs) + timedelta(days=30) <= end < max(cutoffs) + timedelta(days=44)   # its 30-day outcome known
     assert min(cutoffs) >= date(2026, 1, 29)
     assert all((b - a).days == 14 for a, b in zip(cutoffs, cutoffs[1:]))
+    per_horizon = forecast.labelled_cutoffs(cutoffs, end)
+    for h, known in per_horizon.items():                      # each horizon learns where its outcome is known
+        assert known and max(known) + timedelta(days=h) <= end < max(known) + timedelta(days=h + 14)
+    assert max(per_horizon[90]) + timedelta(days=90) == end   # the grid runs through the longest horizon's newest
+    assert max(per_horizon[30]) - max(per_horizon[90]) == timedelta(days=56)
+    labels = pd.DataFrame({"customer_id": "C1", "cutoff": pd.to_datetime([cutoffs[-1]] * 3),
+                           "horizon_days": [30, 60, 90]})
+    assert forecast.known_labels(labels, end)["horizon_days"].tolist() == [30]
 
 
 def test_train_registers_and_promotes_a_model_with_its_metadata(bank):
@@ -53,8 +62,10 @@ def test_train_registers_and_promotes_a_model_with_its_metadata(bank):
     assert (directory / "engine.json").exists() and (directory / "classifier_h30.txt").exists()
     for key in ("training_window", "features", "metrics_held_out", "data_hash", "trained_for"):
         assert metadata[key], key
-    window = metadata["training_window"]
-    assert date.fromisoformat(window["last_cutoff"]) < date.fromisoformat(window["held_out_cutoff"])
+    assert metadata["engine"] == "global" and "<= the baseline's" in metadata["decision"]["reason"]
+    for h, window in metadata["training_window"]["by_horizon"].items():
+        assert date.fromisoformat(window["last_cutoff"]) < date.fromisoformat(window["held_out_cutoff"])
+        assert date.fromisoformat(window["held_out_cutoff"]) + timedelta(days=int(h)) <= END
     assert metadata["metrics_held_out"]["30"]["roc_auc"] > 0.8
 
 
@@ -118,6 +129,33 @@ def test_a_broken_forecast_fails_the_gold_suite(bank, tmp_path):
     frame.to_parquet(part / "part-0.parquet", index=False)
     with pytest.raises(GateFailed, match="p_shortfall"):
         validate_gold(broken, day, ["cash_forecast"])
+
+
+def test_a_global_engine_worse_than_the_baseline_is_not_registered(bank, tmp_path, monkeypatch):
+    """Trained on labels that say nothing (shuffled), the global engine loses to the baseline on the held-out
+    cut-offs: training registers the baseline, says why, and the night forecasts with it."""
+    other = Paths(tmp_path / "other")
+    shutil.copytree(bank.lake, other.lake)
+    real_fit = forecast.fit_global
+
+    def fit_on_noise(inputs, labels, seed=0):
+        rng = np.random.default_rng(0)
+        noise = labels.assign(is_shortfall=rng.permutation(labels["is_shortfall"].to_numpy()))
+        return real_fit(inputs, noise, seed)
+
+    monkeypatch.setattr(forecast, "fit_global", fit_on_noise)
+    result = forecast.train(other)
+    assert result["engine"] == "baseline" and result["promoted"]
+    assert "worse than the baseline's" in result["engine_reason"]
+    compared = result["comparison"]
+    assert compared["global"]["mean_brier"] > compared["baseline"]["mean_brier"]
+    _, metadata = registry.promoted(other, forecast.FAMILY)
+    assert metadata["engine"] == "baseline" and metadata["decision"]["reason"] == result["engine_reason"]
+    day = END - timedelta(days=1)
+    forecast.forecast_shard(other, day, 3)
+    rows = pd.read_parquet(lake.partition_path(other, "gold", "cash_forecast", as_of=day.isoformat(), bucket="3"))
+    assert len(rows) and (rows["model_version"] == result["version"]).all()
+    assert result["version"].startswith("baseline-")
 
 
 def test_the_night_refuses_a_missing_model(bank, tmp_path):

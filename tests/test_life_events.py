@@ -58,6 +58,17 @@ def test_trained_and_promoted(bank):
     assert registry.promoted_version(paths, le.FAMILY) == trained["version"]
     assert set(trained["validation"]) == set(le.event_types())
     assert all(m["model_version"] == trained["version"] for m in first.values())
+    # per event the model or its rule publishes, with the reason and what was compared
+    assert set(trained["on_rule"]) | set(trained["on_model"]) == set(le.event_types())
+    for event, decision in trained["decisions"].items():
+        assert decision["reason"]
+        expected = trained["version"] if decision["method"] == "model" else f"rule:{event}:v1"
+        assert decision["model_version"] == expected
+        assert all(m["row_model_versions"][event] == expected for m in first.values()
+                   if event in m["row_model_versions"])
+    rows = all_gold(paths)
+    on_rule = rows["event_type"].isin(trained["on_rule"])
+    assert rows.loc[on_rule, "probability"].isna().all() and rows.loc[~on_rule, "probability"].notna().all()
 
 
 def test_no_rows_without_life_events_consent_and_no_travel_without_location(bank):
@@ -74,7 +85,8 @@ def test_no_rows_without_life_events_consent_and_no_travel_without_location(bank
     per_customer = rows.groupby("customer_id")["event_type"].nunique()
     expected = pd.Series({c: 8 if c in located else 7 for c in per_customer.index})
     assert (per_customer == expected).all()
-    assert rows["probability"].between(0, 1).all() and not rows.duplicated(["customer_id", "event_type"]).any()
+    known = rows["probability"].dropna()
+    assert known.between(0, 1).all() and not rows.duplicated(["customer_id", "event_type"]).any()
 
 
 def test_no_feature_uses_a_forbidden_mcc(bank):

@@ -10,7 +10,7 @@ import datetime as dt
 import multiprocessing
 import shutil
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.config import Paths
+from pipelines.config import Paths, load_config
 from pipelines.contract import landing_contract
 from pipelines.simulate.bank import Chunk, simulate_chunk, stream
 from pipelines.simulate.calendar import SimCalendar
@@ -60,6 +60,8 @@ def simulate(paths: Paths, customers: int = 10_000, days: int = 180, end_date: d
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
     counts = _run(paths, cal, seed, fmt, customers, chunk_size, d=days)
+    # Like an upstream drop: the completion marker goes last, once every file of D is written.
+    (nightly / load_config("landing")["completion_marker"]).touch()
     return {"customers": customers, "days": days, "end_date": d_text, "seed": seed, "format": fmt,
             "landing": str(paths.landing), "truth": str(truth), "rows": counts,
             "seconds": round(time.perf_counter() - started, 2)}
@@ -156,7 +158,9 @@ class _Inline(Executor):
 def _helper() -> Executor:
     if multiprocessing.current_process().daemon:
         return _Inline()
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    from pipelines.parallel import process_pool
+
+    return process_pool(1)
 
 
 def _write_fetches(seed: int, chunk_no: int, pop: Population, cal: SimCalendar, grants: OpenBankingGrants,

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.config import Paths
+from pipelines.config import Paths, load_config
 from pipelines.errors import SegoneError
 from pipelines.simulate.bank import STREAMS, Chunk, stream
 from pipelines.simulate.calendar import SimCalendar
@@ -277,6 +277,8 @@ def step(paths: Paths, night: dt.date) -> dict[str, Any]:
         counts["rows_balances"] = sum(x.num_rows for x in big["balances"])
     finally:
         writer.close()
+    # like an upstream drop, the completion marker is the last file of the day
+    (staging / load_config("landing")["completion_marker"]).touch()
     save_manifest(paths, seed=int(manifest["seed"]), cal=cal, d=t, fmt=fmt, customers=int(manifest["customers"]),
                   chunk_size=chunk_size, folder=next_state)
     # the day's landing folder and the new state become visible together (a crash leaves the old ones)
