@@ -340,13 +340,15 @@ class ContactState:
     sent_7d: np.ndarray                # (n, C) int: capped-class recommendations delivered in the last 7 days
     trials: np.ndarray                 # (A, C) recommendations delivered (all customers of the frame)
     successes: np.ndarray              # (A, C)
+    days_since_delivery: np.ndarray    # (n, A) float: days since the action's last delivery, inf when never
 
 
 def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogue: list[Action], as_of: date,
                   pol: dict[str, Any]) -> ContactState:
     n, a, c = len(customers), len(catalogue), len(CHANNELS)
     state = ContactState(np.full((n, a), np.inf), np.full((n, a), np.inf), np.zeros((n, a), np.int64),
-                         np.zeros((n, c), bool), np.zeros((n, c), np.int64), np.zeros((a, c)), np.zeros((a, c)))
+                         np.zeros((n, c), bool), np.zeros((n, c), np.int64), np.zeros((a, c)), np.zeros((a, c)),
+                         np.full((n, a), np.inf))
     if responses is None or responses.empty:
         return state
     cp = pol["contact_policy"]
@@ -381,6 +383,9 @@ def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogu
     recent = mine[mine["delivered_days"].notna() & (mine["delivered_days"] < 7) & (mine["chan"] >= 0) &
                   ~mine["action_id"].isin(protective)]
     np.add.at(state.sent_7d, (recent["cust"].to_numpy(), recent["chan"].to_numpy()), 1)
+    sent = mine[mine["delivered_days"].notna() & (mine["act"] >= 0)]
+    np.minimum.at(state.days_since_delivery, (sent["cust"].to_numpy(), sent["act"].to_numpy()),
+                  sent["delivered_days"].to_numpy(float))
     mine_events = r[(r["cust"] >= 0)]
     for event, target in (("declined", state.days_since_decline), ("complained", state.days_since_complaint)):
         rows = mine_events[(mine_events["event"] == event) & (mine_events["act"] >= 0)]
@@ -663,6 +668,12 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
              book.code(f"declined in the last {action.cool_down_days} days (cool-down)"))
         drop(j, state.n_ignored[:, j] >= action.max_ignores, "contact_policy",
              book.code(f"ignored {action.max_ignores} times or more: stopped"))
+        if not cp.get("repeat_while_valid", False):
+            # delivered on day X, made the night before: valid until X - 1 + valid_days, so still valid tomorrow
+            # while X is at most valid_days - 2 days ago (the customer has it: a new one would only repeat it)
+            drop(j, state.days_since_delivery[:, j] <= action.valid_days - 2, "contact_policy",
+                 book.code(f"already delivered and still valid (for {action.valid_days} days): not sent again "
+                           f"before it expires"))
         drop(j, ~ok_contact.any(axis=1), "contact_policy",
              book.code(f"weekly contact cap reached or unsubscribed on every consented channel "
                        f"({', '.join(action.channels)})"))
