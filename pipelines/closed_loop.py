@@ -316,6 +316,19 @@ def compare(run: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
            "value_per_treated_customer_other": _num(total(other))}
     mine, theirs = total(run), total(other)
     out["relative_gain"] = _num((mine - theirs) / abs(theirs)) if theirs else None
+    theirs_by_date = {n["date"]: n for n in other.get("nights", [])}
+    out["nights"] = [{"date": n["date"], "treated_value_per_customer_this": n["treated_value_per_customer"],
+                      "treated_value_per_customer_other":
+                          theirs_by_date.get(n["date"], {}).get("treated_value_per_customer"),
+                      "acceptance_rate_this": n["acceptance_rate"],
+                      "acceptance_rate_other": theirs_by_date.get(n["date"], {}).get("acceptance_rate"),
+                      "policy_version_this": n["policy_version"],
+                      "policy_version_other": theirs_by_date.get(n["date"], {}).get("policy_version")}
+                     for n in run["nights"]]
+    other_summary = other.get("summary", {})
+    out["other_summary"] = {k: other_summary.get(k) for k in ("uplift_per_customer", "uplift_ci_low",
+                                                             "uplift_ci_high", "first_week_value",
+                                                             "last_week_value", "breaches")}
     out["first_policy_promotion"] = since
     if since:
         mine, theirs = total(run, since), total(other, since)
@@ -480,7 +493,8 @@ def write_page(summary: dict[str, Any], path: Path) -> Path:
     fig, ax = _new_figure("Realised value of each night's recommendations per customer", (7.5, 4.2))
     if len(nights):
         x = pd.to_datetime(nights["date"])
-        ax.plot(x, nights["treated_value_per_customer"].astype(float), marker="o", label="treated")
+        ax.plot(x, nights["treated_value_per_customer"].astype(float), marker="o",
+                label=f"treated, learning {summary['run']['learning']}")
         ax.plot(x, nights["control_value_per_customer"].astype(float), marker="s", label="control")
         ax.set_ylabel("pounds per customer")
         ax.legend()
@@ -493,7 +507,8 @@ def write_page(summary: dict[str, Any], path: Path) -> Path:
     fig3, ax3 = _new_figure("Cumulative value per customer, treated and control", (7.5, 4.2))
     if len(nights):
         x = pd.to_datetime(nights["date"])
-        ax3.plot(x, nights["treated_value_per_customer"].astype(float).fillna(0).cumsum(), label="treated")
+        ax3.plot(x, nights["treated_value_per_customer"].astype(float).fillna(0).cumsum(),
+                 label=f"treated, learning {summary['run']['learning']}")
         ax3.plot(x, nights["control_value_per_customer"].astype(float).fillna(0).cumsum(), label="control")
         ax3.legend()
         fig3.autofmt_xdate()
@@ -503,7 +518,34 @@ def write_page(summary: dict[str, Any], path: Path) -> Path:
                  f"nights {comparison['value_per_treated_customer_this']} against "
                  f"{comparison['value_per_treated_customer_other']} (relative gain {comparison['relative_gain']}; "
                  f"after the first promotion: {comparison.get('relative_gain_after_promotion')}).")
+        other = pd.DataFrame(comparison.get("nights") or [])
+        if len(other) and len(nights):
+            label = f"treated, learning {comparison['other_run']}"
+            x = pd.to_datetime(other["date"])
+            theirs = other["treated_value_per_customer_other"].astype(float)
+            ax.plot(x, theirs, marker=".", linestyle="--", color="grey", label=label)
+            ax.legend()
+            ax3.plot(x, theirs.fillna(0).cumsum(), linestyle="--", color="grey", label=label)
+            ax3.legend()
+            ax2.plot(x, other["acceptance_rate_other"].astype(float), marker=".", linestyle="--", color="grey",
+                     label=f"learning {comparison['other_run']}")
+            ax2.legend()
     sections.append({"heading": "Summary", "text": text, "figures": [fig, fig3, fig2]})
+    if comparison:
+        rows = [{"run": f"this (learning {comparison['this_run']})",
+                 "value_per_treated_customer": comparison["value_per_treated_customer_this"],
+                 "after_first_policy_promotion": comparison.get("value_after_promotion_this"),
+                 **{k: s.get(k) for k in ("uplift_per_customer", "uplift_ci_low", "uplift_ci_high",
+                                          "first_week_value", "last_week_value", "breaches")}},
+                {"run": f"other (learning {comparison['other_run']})",
+                 "value_per_treated_customer": comparison["value_per_treated_customer_other"],
+                 "after_first_policy_promotion": comparison.get("value_after_promotion_other"),
+                 **(comparison.get("other_summary") or {})}]
+        sections.append({"heading": "Both runs", "text": (
+            f"Same customers and seed: {comparison['same_customers_and_seed']}. Relative gain of this run: "
+            f"{comparison['relative_gain']} over all nights, {comparison.get('relative_gain_after_promotion')} "
+            f"after the first policy promotion ({comparison.get('first_policy_promotion')})."),
+            "table": pd.DataFrame(rows)})
     ope = pd.DataFrame(s["ope"])
     if len(ope):
         fig4, ax4 = _new_figure("Offline estimates (95% interval) and what the deployed policy earned", (7.5, 4.2))

@@ -89,5 +89,9 @@ def test_the_report_is_rebuilt_from_the_lake_and_compared(loop, tmp_path):
     again = rebuild(paths, compare_with=other)
     assert again["nights"] == json.loads(json.dumps(summary["nights"], default=str))
     assert again["summary"]["uplift_per_customer"] == summary["summary"]["uplift_per_customer"]
-    assert again["summary"]["comparison"]["relative_gain"] == 0.0
+    comparison = again["summary"]["comparison"]
+    assert comparison["relative_gain"] == 0.0 and comparison["same_customers_and_seed"]
+    assert [n["treated_value_per_customer_other"] for n in comparison["nights"]] == \
+        [n["treated_value_per_customer"] for n in again["nights"]]
+    assert "Both runs" in (paths.reports / "closed_loop" / "closed_loop.html").read_text()
     assert {r["family"] for r in again["summary"]["retrain_decisions"]} == {"cash_forecast", "life_events", "policy"}
