@@ -337,6 +337,24 @@ def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
+def measure_value(paths: Paths, day: date) -> dict[str, Any]:
+    """Value, not clicks: D's outcomes per customer, the realised value of the recommendations of the nights whose
+    window includes D, and the night's value per customer for treated and control customers (gold customer_outcomes,
+    realised_value, value_summary; config/rewards.yaml)."""
+    from pipelines.value import measure_value as run
+
+    return run(paths, day)
+
+
+def retrain_family(paths: Paths, day: date | None, family: str) -> dict[str, Any]:
+    """`retrain_models`, one family (cash_forecast, life_events or policy): a challenger against the promoted
+    champion, the decision recorded in gold model_registry. D defaults to the last day of data."""
+    from pipelines.forecast import data_end
+    from pipelines.retrain import retrain_family as run
+
+    return run(paths, day or data_end(paths), family)
+
+
 def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
     """`segone train`: train the global cash-shortfall engine on a rolling window ending at D (default: the last
     day of data) and promote it if it is at least as good as the promoted one; then the life-event classifiers."""
@@ -349,6 +367,7 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
+         ("measure_value", measure_value),
          ("understand_messages", understand_messages), ("validate_messages", validate_messages),
          ("profile_customers", profile_customers), ("validate_profiles", validate_profiles),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
