@@ -5,7 +5,7 @@
    cut-offs (min_history_days 120 + several 14-day cut-offs): 300 is safe.
 2. On that real lake: the nightly life-event stage (consent + features + scoring + evidence + writes, every shard,
    `pipelines.life_events.classify_all`) is timed end to end on the last day of data.
-3. The base bank's life-event features at D are built the way classify_shard builds them (consent_state,
+3. The base bank's life-event features at D are built the way the store's rebuild path builds them (consent_state,
    register_inputs, restrict_to_customers, compute_features; all buckets at once) and saved. For each size N, in a
    fresh process (so that its peak memory is its own), they are tiled to N customers (ids suffixed `~k`) and scored
    with the promoted model as the stage scores them (`score_rows`: per event the consent filter, calibrated
@@ -69,7 +69,7 @@ def _score_child(features_file: Path, home: Path, n: int) -> dict[str, Any]:
 
 
 def base_features(paths: Paths, day) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(features at D, consent) of every consented customer, built the way classify_shard builds them per bucket."""
+    """(features at D, consent) of every consented customer, built the way the store's rebuild path builds them per bucket."""
     from pipelines import lake, life_events
 
     cfg = life_events.settings()

@@ -94,16 +94,10 @@ def register_silver(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date,
         "home_counts": "silver_home_counts", "stream_first": "silver_stream_first"})
 
 
-def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizons: Iterable[int] = (30, 60, 90),
-                with_labels: bool = False, series_until: date | None = None, series_days: int | None = None,
-                carry: bool = True) -> Panel:
-    """Features (and optionally labels) for every customer registered in `con` at every cut-off.
-
-    The daily cash position is built from `series_days` before the first cut-off (the features look 90 days back;
-    a longer series is for engines that fit on it, like Prophet), its start seeded with each account's carry, and
-    `series_until` extends it past the last cut-off, so labels can see the outcomes; features only ever read rows on
-    or before their own cut-off. `carry`: compute the carry into the series from the registered rows (silver);
-    False when the registered account_state already holds it (the store's night)."""
+def _daily_balance(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizons: Iterable[int],
+                   series_until: date | None, series_days: int | None, carry: bool) -> list[date]:
+    """The variables, the carry, cutoffs, horizons, account_days, primary_days and daily_balance in `con`: what the
+    features and the labels both read. Returns the sorted cut-offs."""
     cutoffs = sorted(set(cutoffs))
     if not cutoffs:
         raise SegoneError("no cut-off dates to build features for")
@@ -119,17 +113,45 @@ def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizon
             from silver_account_firsts as f
             left join panel_carry as c using (customer_id, account_id, source)""")
     store.set_cutoffs(con, cutoffs, horizons)
-    store.compute_series(con)
+    store.compute_daily_balance(con)
+    return cutoffs
+
+
+def _labels(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    labels = sql.frame(con, "features_labels", order_by="customer_id, cutoff, horizon_days")
+    labels["min_balance"] = labels["min_balance"].round(6)
+    labels["cutoff"] = pd.to_datetime(labels["cutoff"])
+    return labels
+
+
+def build_labels(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizons: Iterable[int] = (30, 60, 90),
+                 series_until: date | None = None, series_days: int | None = None, carry: bool = True
+                 ) -> pd.DataFrame:
+    """Only the outcomes after each cut-off (features_labels.sql, the same daily cash position as build_panel's):
+    customer_id, cutoff, horizon_days, is_shortfall, min_balance, days_to_shortfall. For scoring past forecasts
+    against what happened (the nightly report's realised calibration) without building every feature."""
+    _daily_balance(con, cutoffs, horizons, series_until, series_days, carry)
+    return _labels(con)
+
+
+def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizons: Iterable[int] = (30, 60, 90),
+                with_labels: bool = False, series_until: date | None = None, series_days: int | None = None,
+                carry: bool = True) -> Panel:
+    """Features (and optionally labels) for every customer registered in `con` at every cut-off.
+
+    The daily cash position is built from `series_days` before the first cut-off (the features look 90 days back;
+    a longer series is for engines that fit on it, like Prophet), its start seeded with each account's carry, and
+    `series_until` extends it past the last cut-off, so labels can see the outcomes; features only ever read rows on
+    or before their own cut-off. `carry`: compute the carry into the series from the registered rows (silver);
+    False when the registered account_state already holds it (the store's night)."""
+    _daily_balance(con, cutoffs, horizons, series_until, series_days, carry)
+    store.compute_streams(con)
     features = customer_features(con)
     streams = con.execute("select * from recurring_streams order by customer_id, cutoff, stream_id").df()
     series = con.execute("""
         select customer_id, cast(ds as timestamp) as ds, round(value, 6) as value from daily_balance
         where ds <= (select max(cutoff) from cutoffs) order by customer_id, ds""").df()
-    labels = None
-    if with_labels:
-        labels = sql.frame(con, "features_labels", order_by="customer_id, cutoff, horizon_days")
-        labels["min_balance"] = labels["min_balance"].round(6)
-        labels["cutoff"] = pd.to_datetime(labels["cutoff"])
+    labels = _labels(con) if with_labels else None
     reconciliation = sql.frame(con, "features_reconciliation", order_by="account_id")
     if "cutoff" in streams:
         streams["cutoff"] = pd.to_datetime(streams["cutoff"])
@@ -137,7 +159,7 @@ def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizon
 
 
 def customer_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """sql/features_customer.sql on a connection whose series are computed (`store.compute_series`): one row per
+    """sql/features_customer.sql on a connection whose series and streams are computed: one row per
     customer and cut-off, every feature a float64 rounded to 6 decimals."""
     frame = sql.frame(con, "features_customer", order_by="customer_id, cutoff")
     frame["cutoff"] = pd.to_datetime(frame["cutoff"])

@@ -48,10 +48,12 @@ def write_gold(paths: Paths, table: str, frame: pd.DataFrame, day: date, bucket:
 
 
 def write_stage(paths: Paths, day: date, bucket: int, stage: str, tables: dict[str, pd.DataFrame],
-                metrics: dict[str, Any]) -> dict[str, Any]:
+                metrics: dict[str, Any], extra_rows: dict[str, int] | None = None) -> dict[str, Any]:
     """Write a stage's gold partitions for one bucket, then its run metrics (runs/D/<stage>_bucket_N.json, with
-    the rows written per table): the metrics exist only once every table is in place."""
+    the rows written per table, and `extra_rows` of tables the stage wrote itself): the metrics exist only once
+    every table is in place."""
     rows = {table: write_gold(paths, table, frame, day, bucket) for table, frame in tables.items()}
+    rows.update(extra_rows or {})
     metrics = {**metrics, "bucket": int(bucket), "as_of": day.isoformat(), "rows": rows}
     write_run_metrics(paths, day.isoformat(), f"{stage}_bucket_{int(bucket)}", metrics)
     return metrics

@@ -440,17 +440,28 @@ def set_cutoffs(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizon
                 "from horizons_frame")
 
 
-def compute_series(con: duckdb.DuckDBPyConnection, streams: str | None = None) -> None:
-    """account_days, primary_days, daily_balance and recurring_streams for the registered cut-offs; `streams`: a
-    table of the streams already detected (the night's, store.night_streams) instead of detecting them all."""
+def compute_daily_balance(con: duckdb.DuckDBPyConnection) -> None:
+    """account_days, primary_days and daily_balance for the registered cut-offs (what the features and the labels
+    read)."""
     sql.create_table(con, "account_days", "features_account_days")
     con.execute("create or replace temp table primary_days as select account_id, ds from account_days where is_primary")
     sql.create_table(con, "daily_balance", "features_daily_balance")
+
+
+def compute_streams(con: duckdb.DuckDBPyConnection, streams: str | None = None) -> None:
+    """recurring_streams for the registered cut-offs; `streams`: a table of the streams already detected (the
+    night's, store.night_features) instead of detecting them all."""
     if streams is None:
         detect_streams(con, "(select * from day_rows where is_stream_candidate and stream_key is not null)")
         con.execute("create or replace temp table recurring_streams as select * from detected_streams")
     else:
         con.execute(f"create or replace temp table recurring_streams as select * from {streams}")
+
+
+def compute_series(con: duckdb.DuckDBPyConnection, streams: str | None = None) -> None:
+    """account_days, primary_days, daily_balance and recurring_streams for the registered cut-offs."""
+    compute_daily_balance(con)
+    compute_streams(con, streams)
 
 
 def detect_streams(con: duckdb.DuckDBPyConnection, candidates: str) -> None:

@@ -225,7 +225,8 @@ def test_weekly_caps_per_channel_hold_and_protective_actions_are_not_capped():
                   "n_outgoing_streams": 8.0, "is_travel_abroad": True, "is_moving_home": True, "is_new_baby": True}
     history = [response("C0000", "isa", "inapp", "delivered", 2, f"H{i}") for i in range(caps["inapp"] - 1)]
     history += [response("C0001", "isa", "email", "delivered", 1, f"E{i}") for i in range(caps["email"])]
-    history += [response("C0002", "shortfall_warning", "push", "delivered", 1, f"P{i}") for i in range(5)]
+    # (delivered 6 days ago: this week, and no longer valid tomorrow, so the warning may go again)
+    history += [response("C0002", "shortfall_warning", "push", "delivered", 6, f"P{i}") for i in range(5)]
     decisions = run(customers(only_inapp, {}, {"p_shortfall_30": 0.9, "n_days_negative_30": 4.0}),
                     pd.DataFrame(history), top_k=30)
     nba = decisions.next_best_actions
@@ -237,6 +238,28 @@ def test_weekly_caps_per_channel_hold_and_protective_actions_are_not_capped():
     # five protective pushes this week do not stop a shortfall warning on push
     third = nba[nba["customer_id"] == "C0002"]
     assert "shortfall_warning" in set(third["action_id"])
+
+
+def test_a_delivered_action_is_not_repeated_while_it_is_still_valid():
+    valid = BY_ID["shortfall_warning"].valid_days
+    at_risk = {"p_shortfall_30": 0.9, "n_days_negative_30": 4.0}
+    history = pd.DataFrame([
+        response("C0000", "shortfall_warning", "push", "delivered", 2, "R0"),
+        response("C0001", "shortfall_warning", "push", "delivered", valid - 1, "R1"),   # expires tonight
+        response("C0002", "shortfall_warning", "push", "delivered", 0, "R2"),
+        response("C0002", "shortfall_warning", "push", "opened", 0, "R2"),
+    ])
+    decisions = run(customers(at_risk, at_risk, at_risk), history, top_k=30)
+    assert "shortfall_warning" not in published(decisions, "C0000")
+    rows = log_of(decisions, "C0000", "shortfall_warning")
+    assert rows["stage"].astype(str).tolist() == ["contact_policy"]
+    assert "still valid" in rows["reason"].astype(str).iloc[0]
+    assert "shortfall_warning" in published(decisions, "C0001")
+    assert "shortfall_warning" not in published(decisions, "C0002")
+    # the same night with repeats allowed: every customer at risk gets the warning again
+    cp = dict(decide.policy()["contact_policy"], repeat_while_valid=True)
+    again = run(customers(at_risk, at_risk, at_risk), history, top_k=30, contact_policy=cp)
+    assert all("shortfall_warning" in published(again, f"C000{i}") for i in range(3))
 
 
 def test_caps_hold_on_a_synthetic_bank_with_history():
@@ -299,7 +322,7 @@ def test_the_control_share_is_a_stable_hash_of_customer_and_day():
     first = decide.decide_frame(context, D, None, CATALOGUE, policy).next_best_actions
     control = first.loc[first["is_control"], "customer_id"].unique()
     assert set(first.loc[first["is_control"], "action_class"]) <= {"protective"}
-    _, draw = decide.customer_hashes(context["customer_id"], D)
+    _, draw = decide.customer_hashes(context["customer_id"], D, policy.get("control_cohort"))
     expected = context.loc[draw < 0.05, "customer_id"]
     assert set(control) <= set(expected)
     assert 0.04 < (draw < 0.05).mean() < 0.06
@@ -578,3 +601,35 @@ def test_a_staffed_action_without_a_digital_channel_is_refused():
     bad["capacity"]["channels"]["pigeon"] = {"per_night": 3}
     with pytest.raises(SegoneError, match="unknown channel 'pigeon'"):
         decide.decide_frame(customers({}), D, None, CATALOGUE, bad)
+
+
+def test_decision_flags_say_who_is_at_risk_and_why():
+    """gold decision_flags: one row per customer decided, the protective flags the funnel acted on (any of them
+    blocks credit), the forecast it had, and the control group as decide drew it."""
+    context = customers({}, {"p_shortfall_30": 0.6}, {"known_vulnerability": "health"}, {"card_over_limit": True},
+                        {"share_gambling_90": 0.2}, {"p_shortfall_30": None}, {"age": 70.0},
+                        {"is_message_distress": True})
+    decisions = run(context, control_share=0.5)
+    flags = decisions.decision_flags.set_index("customer_id")
+    assert list(flags.index) == [f"C{i:04d}" for i in range(8)]
+    assert flags["is_at_risk"].tolist() == [False, True, True, True, True, True, False, True]
+    assert flags.loc["C0007", "is_message_distress"]
+    assert flags.loc["C0001", "is_shortfall_risk"] and flags.loc["C0005", "is_shortfall_risk"]
+    assert not flags.loc["C0005", "has_forecast"] and pd.isna(flags.loc["C0005", "p_shortfall_30"])
+    assert flags.loc["C0002", "is_vulnerable"] and flags.loc["C0003", "in_arrears"]
+    assert flags.loc["C0004", "is_gambling_harm"]
+    assert flags["is_control"].sum() == decisions.metrics["n_control"]
+    nba = decisions.next_best_actions
+    assert set(nba.loc[nba["is_control"], "customer_id"]) <= set(flags.index[flags["is_control"]])
+    # no credit for anyone at risk, as the flags say
+    at_risk = set(flags.index[flags["is_at_risk"]])
+    assert not (nba["customer_id"].isin(at_risk) & nba["action_id"].isin(CREDIT)).any()
+    # a known vulnerability blocks credit only while the policy says so
+    relaxed = run(context, suitability={**decide.policy()["suitability"], "block_known_vulnerability": False})
+    assert not relaxed.decision_flags.set_index("customer_id").loc["C0002", "is_at_risk"]
+
+
+def test_the_age_bands_are_one_definition():
+    ages = pd.Series([16, 17, 18, 24, 25, 34, 35, 49, 50, 64, 65, 90, None])
+    assert decide.age_bands(ages).tolist() == ["under 18", "under 18", "18-24", "18-24", "25-34", "25-34", "35-49",
+                                               "35-49", "50-64", "50-64", "65+", "65+", "unknown"]
