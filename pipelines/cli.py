@@ -183,6 +183,11 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                              "pipelines.stages:classify_life_events", _add_date),
     "validate-life-events": ("stage 5b: Great Expectations suite on D's life_events",
                              "pipelines.stages:validate_life_events", _add_date),
+    "profile-customers": ("stage 3c: app usage, push fatigue and income roles for D, every shard in turn "
+                          "(personalization-consented customers only)",
+                          "pipelines.stages:profile_customers", _add_date),
+    "validate-profiles": ("stage 3c': Great Expectations suites on D's app_usage, app_signals and customer_roles",
+                          "pipelines.stages:validate_profiles", _add_date),
     "decide": ("stage 6: next best actions for D, every shard in turn (funnel, bandit, control group)",
                "pipelines.stages:decide_next_best_actions", _add_date),
     "validate-decisions": ("stage 6b: Great Expectations suites on D's decisions",
@@ -201,7 +206,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                "pipelines.locks:unlock_command", _add_unlock),
     "summary": ("print where D's outputs are, a short summary and an example query",
                 "pipelines.stages:summary", _add_date),
-    "expectations": ("regenerate expectations/*.json from config/landing.yaml and the silver schemas",
+    "expectations": ("regenerate expectations/*.json and docs/data_dictionary.md from config/landing.yaml and "
+                     "config/tables.yaml",
                      "pipelines.quality:write_suites_command", _add_nothing),
     "doctor": ("pre-flight checks: config, data root and disk, history, promoted models, and D's landing with --date",
                "pipelines.doctor:doctor_command", _add_doctor),
@@ -213,8 +219,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
 # Commands that write a night's data or outputs: they run under the lock of that night (pipelines/locks.py), so
 # that two runs of one night, or a run and the night's Airflow DAG run, never overlap.
 LOCKED = {"ingest", "validate", "conform", "validate-silver", "forecast", "validate-forecast",
-          "classify-life-events", "validate-life-events", "decide", "validate-decisions", "publish", "export-crm",
-          "report", "run", "load-history"}
+          "classify-life-events", "validate-life-events", "profile-customers", "validate-profiles", "decide",
+          "validate-decisions", "publish", "export-crm", "report", "run", "load-history"}
 
 
 def _stop_on_sigterm(signum, frame) -> None:
