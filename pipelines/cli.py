@@ -126,6 +126,13 @@ def _add_backtest(p: argparse.ArgumentParser) -> None:
                    help="what to backtest (default: the cash-shortfall forecast)")
     p.add_argument("--labelled", type=Path, default=None,
                    help="messages: a CSV with columns text,category to score the promoted intent model on")
+    p.add_argument("--held-out", dest="held_out", action="store_true",
+                   help="messages: measure the intent model's training procedure on repeated stratified held-out "
+                        "splits of its training file (selection inside each training part; mean and sd)")
+    p.add_argument("--repeats", type=_positive_int, default=None,
+                   help="messages --held-out: number of splits (default from config/messages.yaml, 5)")
+    p.add_argument("--test-size", dest="test_size", type=float, default=None,
+                   help="messages --held-out: share of the file held out per split (default 0.25)")
     p.add_argument("--dataset", default=None, help="name of the data set in the report (default: $SEGONE_HOME's name)")
     p.add_argument("--engines", default="global,baseline,prophet", help="engines to compare (default: all three)")
     p.add_argument("--output", type=Path, default=None,
