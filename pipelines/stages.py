@@ -6,6 +6,7 @@ metrics to runs/<load_date>/<stage>.json so that a later stage, the gates and th
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -222,8 +223,18 @@ NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("val
 
 
 def run_night(paths: Paths, day: date) -> dict[str, Any]:
-    """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing."""
-    return {name: stage(paths, day) for name, stage in NIGHT}
+    """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing.
+
+    The seconds of each stage go to runs/D/night.json (read by `segone bench night`)."""
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for name, stage in NIGHT:
+        started = time.perf_counter()
+        results[name] = stage(paths, day)
+        seconds[name] = round(time.perf_counter() - started, 3)
+    write_run_metrics(paths, day.isoformat(), "night", {"as_of": day.isoformat(), "stage_seconds": seconds,
+                                                       "seconds": round(sum(seconds.values()), 3)})
+    return results
 
 
 def history_as_of(paths: Paths) -> date:
