@@ -309,6 +309,7 @@ def _tile_partition(con, partition: Path, target: Path, n: int, n_base: int, cop
             query = f"select * replace ({lake.bucket_sql('customer_id')} as bucket) from ({query})"
         return int(con.execute(f"copy ({query} order by {key}) to '{target}/part-0.parquet' ({options})"
                                ).fetchall()[0][0])
+    # Postings and balances: as conform writes them, by bucket and in no particular order, a few copies per COPY.
     base_rows = int(con.execute(f"select count(*) from {scan}").fetchall()[0][0])
     per_chunk = max(1, FACT_CHUNK_ROWS // max(base_rows, 1))
     con.execute(f"create or replace temp view base_part as select * from {scan}")
@@ -317,11 +318,11 @@ def _tile_partition(con, partition: Path, target: Path, n: int, n_base: int, cop
         con.execute(f"create or replace temp table copies_chunk as select * from copies "
                     f"where copy >= {first} and copy < {first + per_chunk}")
         source = _copies_of("base_part", columns, n, n_base).replace("copies as c", "copies_chunk as c")
-        query = (f"select *, {lake.bucket_sql('customer_id')} as bucket from ({_renamed_select(source, columns)}) "
-                 f"order by {key}")
-        rows += int(con.execute(
-            f"copy ({query}) to '{target}' ({options}, partition_by (bucket), overwrite_or_ignore true, "
-            f"filename_pattern 'part-{first}-{{i}}')").fetchall()[0][0])
+        query = f"select *, {lake.bucket_sql('customer_id')} as bucket from ({_renamed_select(source, columns)})"
+        with lake.insertion_order(con, keep=False):
+            rows += int(con.execute(
+                f"copy ({query}) to '{target}' ({options}, partition_by (bucket), overwrite_or_ignore true, "
+                f"filename_pattern 'part-{first}-{{i}}')").fetchall()[0][0])
     return rows
 
 
@@ -444,8 +445,11 @@ def run_night(home: Path, day: date) -> dict[str, Any]:
     if returncode != 0:
         tail = (home / "night.log").read_text(encoding="utf-8", errors="replace")[-3000:]
         raise RuntimeError(f"segone run --date {day} failed on {home} (exit {returncode}):\n{tail}")
+    from pipelines.stages import NIGHT
+
     night = json.loads((home / "runs" / day.isoformat() / "night.json").read_text(encoding="utf-8"))
-    return {"night_seconds": night["seconds"], "stages": night["stage_seconds"],
+    stages = {name: night["stage_seconds"][name] for name, _ in NIGHT if name in night["stage_seconds"]}
+    return {"night_seconds": night["seconds"], "stages": stages,
             "command_seconds": command_seconds, "peak_rss_mb": peak_tree, "peak_rss_main_mb": peak_main,
             "load_average": {"before": load_before, "after": _load()}}
 
