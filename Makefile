@@ -13,10 +13,8 @@ DEMO_CUSTOMERS ?= 10000
 DEMO_DAYS ?= 240
 DEMO_END ?= 2026-11-20
 DEMO_SEED ?= 42
-# The DAG run whose one-day data interval is D is the one that starts at midnight after D.
-DEMO_RUN_AFTER = $(shell date -u -d "$(DEMO_END) + 1 day" +%F)
 
-.PHONY: install demo test bench backtest clean airflow-db
+.PHONY: install demo test bench backtest clean airflow-db serve stop night cluster-demo
 
 install: $(VENV)/.installed
 
@@ -34,11 +32,29 @@ demo: install airflow-db
 	$(BIN)/segone simulate --customers $(DEMO_CUSTOMERS) --days $(DEMO_DAYS) --end-date $(DEMO_END) --seed $(DEMO_SEED)
 	$(BIN)/segone load-history
 	$(BIN)/segone train
-	$(BIN)/airflow dags reserialize > $(SEGONE_HOME)/demo-airflow.log 2>&1
-	SEGONE_TASK_RETRIES=0 $(BIN)/airflow dags test nightly_personalization $(DEMO_RUN_AFTER) >> $(SEGONE_HOME)/demo-airflow.log 2>&1 \
-		|| (grep -E "ERROR|error|Traceback|Error:" $(SEGONE_HOME)/demo-airflow.log | tail -40; \
-		    echo "the DAG run failed: see $(SEGONE_HOME)/demo-airflow.log"; exit 1)
+	SEGONE_TASK_RETRIES=0 $(BIN)/python -m pipelines.deploy run --date $(DEMO_END) > $(SEGONE_HOME)/demo-airflow.log 2>&1 \
+		|| (tail -20 $(SEGONE_HOME)/demo-airflow.log; exit 1)
 	$(BIN)/segone summary --date $(DEMO_END)
+
+# The single-machine deployment (docs/operations.md): scheduler (LocalExecutor), dag-processor and api-server on
+# 127.0.0.1:$(SERVE_PORT), DAGs unpaused, pids in $(AIRFLOW_HOME)/serve.pids.json; `make stop` stops those.
+SERVE_PORT ?= 8080
+serve: install
+	$(BIN)/python -m pipelines.deploy serve --port $(SERVE_PORT)
+
+stop:
+	$(BIN)/python -m pipelines.deploy stop
+
+# Run (or re-run) the night of D on the served Airflow and wait for it: make night D=2026-11-20
+night:
+	@test -n "$(D)" || (echo "usage: make night D=YYYY-MM-DD"; exit 1)
+	$(BIN)/python -m pipelines.deploy trigger --port $(SERVE_PORT) --date $(D) --wait
+
+# The same DAGs on the CeleryExecutor (PostgreSQL, Redis, two workers), compared with a LocalExecutor run.
+CLUSTER_CUSTOMERS ?= 2000
+CLUSTER_DAGS ?= nightly_personalization
+cluster-demo: install
+	$(BIN)/python -m pipelines.cluster_demo --customers $(CLUSTER_CUSTOMERS) --dags $(CLUSTER_DAGS) --date $(DEMO_END)
 
 test: install
 	$(BIN)/python -m pytest -q --timeout=1500 tests
@@ -60,7 +76,7 @@ backtest: install
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone load-history > $(BACKTEST_HOME)/simulated-load.log
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone backtest --dataset simulated --output $(SEGONE_HOME)/reports/backtest
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone backtest life-events --output $(SEGONE_HOME)/reports/backtest > /dev/null
-	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone import-berka ../shared/reference/berka > $(BACKTEST_HOME)/berka-import.log
+	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone import-berka ../shared/reference/berka --no-night > $(BACKTEST_HOME)/berka-import.log
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone load-history > $(BACKTEST_HOME)/berka-load.log
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone backtest --dataset berka --output $(SEGONE_HOME)/reports/backtest
 

@@ -1,14 +1,16 @@
-"""nightly_personalization: the night for business date D, where D is the day the data interval covers.
+"""nightly_personalization: the night for business date D, where D is the day the data interval covers, or the
+`business_date` param of a run triggered for a given night.
 
-Wiring only: every task calls a stage function of pipelines.stages, which says how the work is done.
+Wiring only: every task calls a stage function of pipelines.stages, which says how the work is done; the run's D,
+the wait for D's landing and the alert come from pipelines.orchestration (docs/operations.md).
 """
 from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, dag, task
-from airflow.timetables.trigger import CronTriggerTimetable
+from airflow.sdk import Asset, Param, dag, task
+from segone_timetable import NightlyTimetable  # plugins/: scheduled runs named after D
 
 # SEGONE_TASK_RETRIES=0 lets tests and the demo fail fast instead of waiting out retry delays.
 DEFAULT_ARGS = {
@@ -19,29 +21,73 @@ DEFAULT_ARGS = {
 
 # Published tables, for downstream DAGs to be scheduled on.
 PUBLISHED = [Asset(f"segone://gold/{table}") for table in (
-    "cash_forecast", "life_events", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout")] + [
+    "cash_forecast", "life_events", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout",
+    "message_insights", "message_signals")] + [
     Asset("segone://exports/crm")]
 
 
+def _orchestration():
+    from pipelines import orchestration
+
+    return orchestration
+
+
+def _task_failed(context) -> None:
+    _orchestration().record_task_failure(context)
+
+
+def _night_failed(context) -> None:
+    _orchestration().on_night_failed(context)
+
+
+def _night_succeeded(context) -> None:
+    _orchestration().on_night_succeeded(context)
+
+
+def _night(data_interval_start: datetime):
+    """D of the running task's run: its business_date param, else the day its data interval starts."""
+    from airflow.sdk import get_current_context
+
+    return _orchestration().night_of(get_current_context()["params"], data_interval_start)
+
+
 def _run_stage(stage: str, data_interval_start: datetime, **kwargs) -> dict | list:
-    from pipelines.config import Paths
+    from airflow.sdk import get_current_context
     from pipelines import stages
 
-    return getattr(stages, stage)(Paths.from_env(), stages.business_date(data_interval_start), **kwargs)
+    # D from the run's business_date param (else its data interval), under the lock of night D held by this DAG
+    # run as a whole (pipelines/locks.py).
+    ti = get_current_context()["ti"]
+    task = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index,
+            "try_number": ti.try_number, "max_tries": ti.max_tries}
+    return stages.airflow_task(stage, _night(data_interval_start), task, **kwargs)
 
 
 @dag(
     dag_id="nightly_personalization",
-    schedule=CronTriggerTimetable("0 0 * * *", timezone="UTC", interval=timedelta(days=1)),
+    schedule=NightlyTimetable("0 0 * * *", timezone="UTC", interval=timedelta(days=1)),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    dagrun_timeout=timedelta(hours=6),
+    default_args=DEFAULT_ARGS | {"on_failure_callback": _task_failed},
+    dagrun_timeout=timedelta(hours=12),  # above the landing wait (up to 06:00 UTC on D+1) plus the night
+    params={"business_date": Param(
+        None, type=["null", "string"], format="date", title="Business date D",
+        description="The night to run (YYYY-MM-DD, a day that is over). Empty: the day the run's data interval "
+                    "starts, i.e. the day before a scheduled run's midnight.")},
+    on_failure_callback=_night_failed,
+    on_success_callback=_night_succeeded,
     tags=["segone", "nightly"],
     doc_md=__doc__,
 )
 def nightly_personalization():
+    # Reschedule mode: between pokes the wait holds no worker slot. Past D's deadline it fails (-> the alert).
+    @task.sensor(poke_interval=300, timeout=timedelta(hours=30).total_seconds(), mode="reschedule", retries=0)
+    def wait_for_landing(data_interval_start=None) -> bool:
+        from pipelines.config import Paths
+
+        return _orchestration().landing_complete(Paths.from_env(), _night(data_interval_start))
+
     @task
     def ingest(data_interval_start=None) -> dict:
         return _run_stage("ingest", data_interval_start)
@@ -83,6 +129,18 @@ def nightly_personalization():
         return _run_stage("validate_life_events", data_interval_start)
 
     @task
+    def plan_message_shards(data_interval_start=None) -> list:
+        return _run_stage("message_shards", data_interval_start)
+
+    @task(max_active_tis_per_dagrun=2)
+    def understand_messages(bucket: int, data_interval_start=None) -> dict:
+        return _run_stage("understand_messages_shard", data_interval_start, bucket=bucket)
+
+    @task(retries=0)
+    def validate_messages(data_interval_start=None) -> dict:
+        return _run_stage("validate_messages", data_interval_start)
+
+    @task
     def plan_decide_shards(data_interval_start=None) -> list:
         return _run_stage("decide_shards", data_interval_start)
 
@@ -104,8 +162,13 @@ def nightly_personalization():
     life_events = classify_life_events.expand(bucket=life_event_shards)
     decide_shards = plan_decide_shards()
     decisions = decide_next_best_actions.expand(bucket=decide_shards)
-    ingest() >> validate() >> conform() >> validate_silver() >> forecast_shards
+    message_shards = plan_message_shards()
+    messages = understand_messages.expand(bucket=message_shards)
+    silver_checked = wait_for_landing() >> ingest() >> validate() >> conform() >> validate_silver()
+    silver_checked >> forecast_shards
+    silver_checked >> message_shards  # messages (step 3b) run beside the forecast; decide needs both
     forecasts >> validate_forecast() >> life_event_shards
+    messages >> validate_messages() >> decide_shards
     life_events >> validate_life_events() >> decide_shards
     decisions >> validate_decisions() >> publish()
 

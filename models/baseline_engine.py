@@ -60,22 +60,36 @@ def stream_occurrences(streams: pd.DataFrame, max_horizon: int = max(HORIZONS)) 
     return pd.concat(parts, ignore_index=True)
 
 
+def recurring_flows(features: pd.DataFrame, streams: pd.DataFrame, max_horizon: int = max(HORIZONS)
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of `features` (customer_id, cutoff) and day 1..max_horizon: the net flow of the expected postings of
+    its active recurring streams, the outgoing part of it alone (the bills due that day, <= 0) and how many bills
+    fall due that day."""
+    n = len(features)
+    keys = pd.MultiIndex.from_arrays([features["customer_id"].to_numpy(), pd.to_datetime(features["cutoff"])])
+    recurring = np.zeros((n, max_horizon))
+    outgoing = np.zeros((n, max_horizon))
+    n_bills = np.zeros((n, max_horizon), dtype=np.int32)
+    occurrences = stream_occurrences(streams, max_horizon)
+    if not occurrences.empty:
+        rows = keys.get_indexer(pd.MultiIndex.from_arrays([occurrences["customer_id"].to_numpy(),
+                                                           pd.to_datetime(occurrences["cutoff"])]))
+        found = rows >= 0
+        amount = occurrences["amount"].to_numpy(float)
+        at = (rows[found], occurrences["day"].to_numpy()[found] - 1)
+        np.add.at(recurring, at, amount[found])
+        np.add.at(outgoing, at, np.minimum(amount[found], 0.0))
+        np.add.at(n_bills, at, (amount[found] < 0).astype(np.int32))
+    return recurring, outgoing, n_bills
+
+
 def projected_paths(features: pd.DataFrame, streams: pd.DataFrame, max_horizon: int = max(HORIZONS)
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The projected balance path (rows x days), the recurring net flow per day, and sigma per row."""
     missing = [c for c in REQUIRED_FEATURES if c not in features]
     if missing:
         raise ValueError(f"baseline engine: features lack {missing}")
-    n = len(features)
-    keys = pd.MultiIndex.from_arrays([features["customer_id"].to_numpy(), pd.to_datetime(features["cutoff"])])
-    recurring = np.zeros((n, max_horizon))
-    occurrences = stream_occurrences(streams, max_horizon)
-    if not occurrences.empty:
-        rows = keys.get_indexer(pd.MultiIndex.from_arrays([occurrences["customer_id"].to_numpy(),
-                                                           pd.to_datetime(occurrences["cutoff"])]))
-        found = rows >= 0
-        np.add.at(recurring, (rows[found], occurrences["day"].to_numpy()[found] - 1),
-                  occurrences["amount"].to_numpy(float)[found])
+    recurring, _, _ = recurring_flows(features, streams, max_horizon)
     observed_days = np.clip(features["history_days"].to_numpy(float), 1, 90)
     flexible_daily = np.nan_to_num(features["flexible_spend_90"].to_numpy(float)) / observed_days
     sigma = np.maximum(np.nan_to_num(features["flexible_spend_std_30"].to_numpy(float)), 1.0)
@@ -83,6 +97,35 @@ def projected_paths(features: pd.DataFrame, streams: pd.DataFrame, max_horizon: 
     path = (np.nan_to_num(features["balance_now"].to_numpy(float))[:, None]
             + np.cumsum(recurring, axis=1) - flexible_daily[:, None] * days[None, :])
     return path, recurring, sigma
+
+
+def known_payment_shortfall(features: pd.DataFrame, streams: pd.DataFrame, horizons=HORIZONS) -> pd.DataFrame:
+    """The first known payment the balance cannot meet, per row of `features` (customer_id, cutoff, balance_now).
+
+    The balance is projected with what is known for sure: today's balance plus the expected postings of the active
+    recurring streams (incomes in, bills out on their expected dates), and no other spending at all. `unmet_day` is
+    the first day (1..max horizon) on which a payment falls due and leaves that projection below zero (NaN when
+    none does), `unmet_amount` the payments due that day (positive), `unmet_payments` how many they are,
+    `unmet_balance` the projected balance after them; `known_min_<h>` is the lowest point of the projection over h
+    days. Any other spending only lowers the balance further, so a shortfall comes on `unmet_day` at the latest
+    unless money nobody expects arrives first. A row without a balance today gets NaN (no unmet day)."""
+    max_horizon = max(horizons)
+    recurring, outgoing, n_bills = recurring_flows(features, streams, max_horizon)
+    balance = features["balance_now"].to_numpy(float)
+    path = balance[:, None] + np.cumsum(recurring, axis=1)
+    unmet = (path < 0) & (outgoing < 0) & np.isfinite(balance)[:, None]
+    has = unmet.any(axis=1)
+    first = unmet.argmax(axis=1)
+    rows = np.arange(len(features))
+    out = pd.DataFrame({"customer_id": features["customer_id"].to_numpy(),
+                        "cutoff": pd.to_datetime(features["cutoff"]).to_numpy(),
+                        "unmet_day": np.where(has, first + 1.0, np.nan),
+                        "unmet_amount": np.where(has, -outgoing[rows, first], np.nan),
+                        "unmet_payments": np.where(has, n_bills[rows, first], 0),
+                        "unmet_balance": np.where(has, path[rows, first], np.nan)})
+    for horizon in horizons:
+        out[f"known_min_{horizon}"] = np.where(np.isfinite(balance), path[:, :horizon].min(axis=1), np.nan)
+    return out
 
 
 def forecast_baseline(features: pd.DataFrame, streams: pd.DataFrame, horizons=HORIZONS,
@@ -136,3 +179,46 @@ def baseline_features(features: pd.DataFrame, streams: pd.DataFrame, horizons=HO
         out = out.merge(part.rename(columns={"p_shortfall": f"baseline_p_{horizon}"}), on=["customer_id", "cutoff"],
                         how="left")
     return out
+
+
+BASELINE_FORMAT_VERSION = 1
+ENGINE_FILE = "engine.json"
+
+
+class BaselineEngine:
+    """The baseline as a registry model, for a bank whose global engine cannot be trained yet or does worse than the
+    baseline on held-out data (DESIGN principle 6): nothing is fitted, so `save` records only what it forecasts and
+    `predict` needs the recurring streams beside the features."""
+
+    engine = "baseline"
+
+    def __init__(self, horizons=HORIZONS) -> None:
+        self.horizons = tuple(int(h) for h in horizons)
+        self.notes: list[str] = []
+
+    def predict(self, features: pd.DataFrame, streams: pd.DataFrame) -> pd.DataFrame:
+        return forecast_baseline(features, streams, self.horizons)
+
+    def save(self, directory) -> None:
+        import json
+        from pathlib import Path
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"engine": self.engine, "format_version": BASELINE_FORMAT_VERSION, "horizons": list(self.horizons),
+                "notes": self.notes}
+        (directory / ENGINE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory) -> "BaselineEngine":
+        import json
+        from pathlib import Path
+
+        meta = json.loads((Path(directory) / ENGINE_FILE).read_text(encoding="utf-8"))
+        if meta.get("engine") != cls.engine or meta.get("format_version") != BASELINE_FORMAT_VERSION:
+            raise ValueError(f"{Path(directory) / ENGINE_FILE}: not a baseline engine of format_version "
+                             f"{BASELINE_FORMAT_VERSION} (engine {meta.get('engine')!r}, format_version "
+                             f"{meta.get('format_version')!r})")
+        engine = cls(meta["horizons"])
+        engine.notes = list(meta.get("notes", []))
+        return engine

@@ -39,3 +39,41 @@ def make_coherent(forecast: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821 (pa
     for column in ("min_balance_p10", "min_balance_p50", "min_balance_p90"):
         out[column] = group[column].cummin()
     return out[FORECAST_COLUMNS]
+
+
+
+def bound_by_known_payments(forecast: "pd.DataFrame", known: "pd.DataFrame",  # noqa: F821
+                            min_probability: float, within_days: int) -> "pd.DataFrame":  # noqa: F821
+    """A forecast that agrees with the payments the product already knows are due.
+
+    `known` (models.baseline_engine.known_payment_shortfall): per customer and cut-off, the first day a known
+    payment cannot be met (`unmet_day`) and the lowest balance the known flows alone reach within each horizon
+    (`known_min_<h>`). For every horizon that reaches `unmet_day`, the expected days to the shortfall are never more
+    than `unmet_day`: the shortfall cannot come after the payment that causes it. When that payment is due within
+    `within_days`, the shortfall is all but certain (money nobody expects would have to arrive first), so at every
+    horizon the probability is at least `min_probability` and the P10 and P50 of the minimum balance are no higher
+    than `known_min_<h>` (any other spending only lowers it; P90 is left alone). Other rows are unchanged. Returns
+    FORECAST_COLUMNS plus `unmet_day` (NaN where no known payment bounds the row), made coherent again."""
+    import numpy as np
+
+    out = forecast.merge(known, on=["customer_id", "cutoff"], how="left", validate="many_to_one")
+    horizon = out["horizon_days"].to_numpy(float)
+    unmet = out["unmet_day"].to_numpy(float)
+    hit = np.isfinite(unmet) & (unmet <= horizon)
+    near = hit & (unmet <= float(within_days))
+    floor = np.full(len(out), np.nan)
+    for h in np.unique(horizon.astype(int)):
+        column = f"known_min_{h}"
+        if column in out:
+            rows = horizon == h
+            floor[rows] = out.loc[rows, column].to_numpy(float)
+    days = out["days_to_shortfall"].to_numpy(float)
+    out["days_to_shortfall"] = np.where(hit, np.fmin(days, unmet), days)
+    p = out["p_shortfall"].to_numpy(float)
+    out["p_shortfall"] = np.where(near, np.fmax(p, float(min_probability)), p)
+    for column in ("min_balance_p10", "min_balance_p50"):
+        values = out[column].to_numpy(float)
+        out[column] = np.where(near & np.isfinite(floor), np.fmin(values, floor), values)
+    marks = out[["customer_id", "cutoff", "horizon_days"]].assign(unmet_day=np.where(hit, unmet, np.nan))
+    coherent = make_coherent(out[FORECAST_COLUMNS])
+    return coherent.merge(marks, on=["customer_id", "cutoff", "horizon_days"], how="left", validate="one_to_one")

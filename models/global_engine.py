@@ -4,17 +4,25 @@ Why global: a per-customer model has a few dozen cut-offs to learn from; a singl
 how balance level, flows and their volatility translate into risk, and scores a million customers in seconds.
 
 Per horizon H (days) it trains, on the rows of `features` joined to the `labels` of that horizon:
-- a binary classifier of `is_shortfall`, calibrated with an isotonic map fitted on the latest cut-offs (time-based
-  hold-out, never random: the calibrator must see the model's errors on cut-offs it did not train on);
+- a binary classifier of `is_shortfall`, calibrated with an isotonic map fitted on out-of-time predictions for the
+  latest cut-offs (time-based, never random: the calibrator must see the model's errors on cut-offs it did not train
+  on);
 - one quantile regressor of `min_balance` per quantile (objective `quantile`, alpha = q);
 - one regressor of `days_to_shortfall` on the positive rows only (it is the expected date *given* a shortfall);
   skipped (NaN forecast) when the horizon has fewer than `min_date_positives` positives.
 
-Calibration (documented choice): the classifier is first fitted on the earlier cut-offs, the calibrator on its raw
-predictions for the latest cut-offs; the classifier is then refitted on all rows with the same number of trees and
-the calibrator is kept. The refitted model has seen slightly more data than the one the calibrator was fitted on,
-so the calibration is a close approximation, in exchange for not throwing away the newest cut-offs. Labels of the
-earlier cut-offs may overlap in time the calibration cut-offs' windows (no purge gap): fine for a monotone map.
+Calibration (documented choice, forward-chaining): the calibration cut-offs are the latest ones that hold about
+`calibration_share` of the rows, and at least `calibration_min_folds` of them (never the first). For each, in time
+order, a classifier is fitted on every earlier cut-off and predicts it; the isotonic map is fitted on all those
+out-of-time predictions together, and the published classifier is the last of them (fitted on every cut-off but
+the latest). So the calibrator is fitted on predictions made exactly as the published classifier makes them (from
+the past only, one model of the same kind), over several steps of time rather than one.
+Until 2026-12-06 a single classifier fitted on the earlier cut-offs gave the calibrator its predictions for the
+latest ones, and the classifier was then refitted on all rows with the calibrator kept: on banks it was not tuned on
+(240 days, seeds 11, 23, 101) that mismatch between the model calibrated and the model published left calibration
+errors of 0.02-0.04, worst where the shortfall rate drifts (docs/forecasting.md, "Calibration off the tuning bank").
+Labels of earlier cut-offs may overlap in time the calibration cut-offs' windows (no purge gap): fine for a
+monotone map.
 
 Output goes through `models.contract.make_coherent`, like every engine. Modelling code only: no `pipelines`, no
 file paths other than the directory given to `save`/`load`.
@@ -57,7 +65,8 @@ class GlobalEngineParams:
     bagging_freq: int = 1
     seed: int = 0
     num_threads: int = 2
-    calibration_share: float = 0.2  # share of rows, on the latest cut-offs, held out to fit the calibrator
+    calibration_share: float = 0.2  # share of rows, on the latest cut-offs, whose out-of-time predictions calibrate
+    calibration_min_folds: int = 3  # ... and at least this many cut-offs (forward-chaining folds), never the first
     min_date_positives: int = 50  # fewer positives than this at a horizon: no date model, NaN forecast
     date_objective: str = "regression_l1"  # the median day is robust to the long tail of late shortfalls
     horizons: tuple[int, ...] = HORIZONS
@@ -116,6 +125,18 @@ def _jsonable(value: Any) -> Any:
 def _as_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """The feature block as a C-contiguous float64 matrix (what LightGBM reads without another copy)."""
     return np.ascontiguousarray(frame[columns].to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+def _calibration_cutoffs(cutoffs: np.ndarray, share: float, min_folds: int) -> np.ndarray:
+    """The calibration cut-offs, ascending: the latest ones holding about `share` of the rows, at least
+    `min_folds` of them, never the first (a fold needs an earlier cut-off to learn from). Empty when there is a
+    single cut-off or `share` <= 0."""
+    unique = np.unique(cutoffs)
+    mask = _calibration_mask(cutoffs, share)
+    if not mask.any():
+        return unique[:0]
+    n = max(len(np.unique(cutoffs[mask])), min(int(min_folds), len(unique) - 1))
+    return unique[len(unique) - n:]
 
 
 def _calibration_mask(cutoffs: np.ndarray, share: float) -> np.ndarray:
@@ -273,28 +294,44 @@ class GlobalEngine:
         return self
 
     def _fit_classifier(self, h: int, X: np.ndarray, y: np.ndarray, cutoffs: np.ndarray) -> None:
-        """Classifier of horizon h with its isotonic calibrator (time-based hold-out, then refit on all rows)."""
+        """Classifier of horizon h with its isotonic calibrator, forward-chaining (module docstring): per
+        calibration cut-off a classifier fitted on the earlier cut-offs predicts it; the calibrator is fitted on
+        those out-of-time predictions together and the last classifier is the one published."""
         p = self.params
-        calibration = _calibration_mask(cutoffs, p.calibration_share)
+        folds = _calibration_cutoffs(cutoffs, p.calibration_share, p.calibration_min_folds)
+        raw: list[np.ndarray] = []
+        outcome: list[np.ndarray] = []
+        skipped = 0
+        classifier = None
+        for fold in folds:
+            before, at = cutoffs < fold, cutoffs == fold
+            if len(np.unique(y[before])) < 2:
+                skipped += 1   # nothing to learn before this cut-off: one class only
+                continue
+            classifier = self._train(X[before], y[before], "binary", p.n_estimators)
+            raw.append(classifier.predict(X[at], num_threads=self._train_threads))
+            outcome.append(y[at])
         reason = ""
-        if not calibration.any():
+        if not len(folds):
             reason = "a single cut-off" if len(np.unique(cutoffs)) < 2 else "calibration_share is 0"
-        elif len(np.unique(y[calibration])) < 2 or len(np.unique(y[~calibration])) < 2:
-            reason = "one class missing in the training or calibration part"
+        elif not raw:
+            reason = "one class only before every calibration cut-off"
+        elif len(np.unique(np.concatenate(outcome))) < 2:
+            reason = "one class only on the calibration cut-offs"
         calibrator = None
         if not reason:
-            early = self._train(X[~calibration], y[~calibration], "binary", p.n_estimators)
-            raw = early.predict(X[calibration], num_threads=self._train_threads)
             calibrator = _calibrator_class()()
-            calibrator.fit(raw, y[calibration])
-            n_cut = len(np.unique(cutoffs[calibration]))
+            calibrator.fit(np.concatenate(raw), np.concatenate(outcome))
+            n_rows = int(sum(len(r) for r in raw))
             self.notes.append(
-                f"h{h}: calibrated on the latest {n_cut} cut-off(s), {int(calibration.sum())} rows "
-                f"({calibration.mean():.1%}); classifier refitted on all rows"
-            )
+                f"h{h}: calibrated on out-of-time predictions for the latest {len(raw)} cut-off(s), {n_rows} rows "
+                f"({n_rows / len(y):.1%}), each by a classifier fitted on the cut-offs before it"
+                + (f" ({skipped} cut-off(s) skipped: one class before them)" if skipped else "")
+                + "; the last of them is published")
         else:
-            self.notes.append(f"h{h}: calibration skipped ({reason}): identity")
-        self.classifiers[h] = self._train(X, y, "binary", p.n_estimators)
+            self.notes.append(f"h{h}: calibration skipped ({reason}): identity, classifier fitted on all rows")
+            classifier = self._train(X, y, "binary", p.n_estimators)
+        self.classifiers[h] = classifier
         self.calibrators[h] = calibrator
 
     # ------------------------------------------------------------------ prediction

@@ -22,6 +22,15 @@ Per event:
    event, splitting them again would leave neither step anything to learn from).
 5. Evidence: for a flagged row, the features with the largest positive contributions to its score (LightGBM
    path attributions: models/attribution.py), with their values.
+6. Model or rule (DESIGN principle 6, "works from day one"): when the caller gives the event's hand-written rule
+   (`spec["rule"]`, a models.life_event_rules dict), the event is published by its model only if the model could be
+   trained, can flag (a threshold was found), the validation cut-offs hold at least `min_validation_positive_customers`
+   customers with a labelled event, and the model ranks the validation rows at least as well as the rule (PR AUC of
+   the raw score, held out from the trees, against the rule's 0/1 flag on the same rows). Otherwise the event falls
+   back to its rule: `score` flags where the rule fires, with no probability (NaN: a rule does not estimate one), and
+   the rule's conditions and their values as the evidence. The decision, its reason and the figures compared are in
+   `events[event]["method"]`, `["method_reason"]`, `["comparison"]`. `rules_only` builds a classifier whose every
+   event is on its rule (no labelled cut-off to learn from at all).
 
 Why one model per event rather than one multi-label model:
 - the events need different consent (travel_abroad also needs `location`), so they see different feature sets and
@@ -51,9 +60,12 @@ import pandas as pd
 
 from models.calibration import IsotonicCalibrator
 from models.global_engine import _jsonable, threads_for
+from models.life_event_rules import rule_features, rule_fires
 from models.metrics import pr_auc
 
-FORMAT_VERSION = 1
+MODEL, RULE = "model", "rule"
+
+FORMAT_VERSION = 2  # 2: per event the method (model or its rule), the rule and the comparison that chose it
 META_FILE = "life_events.json"
 KEY_COLUMNS = ["customer_id", "cutoff"]
 
@@ -82,6 +94,7 @@ class LifeEventParams:
     refit: bool = True            # refit on training + validation cut-offs once calibration and threshold are set
     max_pos_weight: float = 20.0  # positives up-weighted by min(negatives / positives, this): rare events need it
     prior_strength: float = 20.0  # pseudo-rows at the base rate that smooth the rule prior's two rates
+    min_validation_positive_customers: int = 3  # fewer customers with an event on the validation cut-offs: the rule stays
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -246,8 +259,11 @@ class LifeEventClassifier:
     def fit(self, features: pd.DataFrame, labels: pd.DataFrame, events: Mapping[str, Mapping[str, Any]]
             ) -> "LifeEventClassifier":
         """events: {event_type: {"features": [column, ...], "target_precision": float,
-        "monotone": {column: +1 or -1, ...} (optional)}}. A +1 constraint says more of that evidence never lowers the
-        probability: with a few dozen labelled positives it keeps the trees from learning noise the other way."""
+        "monotone": {column: +1 or -1, ...} (optional), "prior": rule indicator column (optional),
+        "rule": the hand-written rule (optional), "rule_version": its version (optional)}}. A +1 constraint says more
+        of that evidence never lowers the probability: with a few dozen labelled positives it keeps the trees from
+        learning noise the other way. With a rule, the event falls back to it unless the model earns its place on
+        the validation cut-offs (module docstring, step 6)."""
         data = features.merge(labels, on=KEY_COLUMNS, how="inner", validate="one_to_one", suffixes=("", "__label"))
         data = data.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
         self.events, self.boosters, self.calibrators, self.notes = {}, {}, {}, []
@@ -289,6 +305,16 @@ class LifeEventClassifier:
             if how.startswith("fallback") or threshold is None:
                 info["notes"].append(how)
                 self.notes.append(f"{event}: {how}")
+            if spec.get("rule"):
+                comparison = self._compare_with_rule(data.loc[va], y_va, raw_va, spec["rule"])
+                method, reason = self._choose_method(booster, bool(tr.any()), bool(va.any()), threshold, how,
+                                                     comparison)
+                info.update({"rule": dict(spec["rule"]), "rule_version": spec.get("rule_version"),
+                             "comparison": comparison, "method": method, "method_reason": reason})
+                if method == RULE:
+                    self.notes.append(f"{event}: published by its rule: {reason}")
+            else:
+                info.update({"method": MODEL, "method_reason": "no rule given to compare with"})
             if self.params.refit and booster is not None and va.any():
                 # the final trees see the validation cut-offs too (the newest behaviour); the calibrator and the
                 # threshold fitted on the first model's validation scores are kept: a close approximation
@@ -300,6 +326,74 @@ class LifeEventClassifier:
             self.boosters[event] = booster
             self.events[event] = info
         return self
+
+    def _compare_with_rule(self, frame: pd.DataFrame, y: np.ndarray, raw: np.ndarray,
+                           rule: Mapping[str, Any]) -> dict[str, Any]:
+        """The model against its rule on the validation rows (held out from the trees that scored them): PR AUC of
+        the raw score and of the rule's 0/1 flag, precision and recall of each flag, and how many rows and customers
+        carry a labelled event."""
+        fires = rule_fires(frame, rule) if len(frame) else np.zeros(0, dtype=bool)
+        positive = y == 1
+        n_pos = int(positive.sum())
+        out: dict[str, Any] = {
+            "metric": "validation PR AUC (model raw score vs rule flag, same rows)",
+            "n_validation_rows": int(len(y)), "n_validation_positives": n_pos,
+            "n_validation_positive_customers": int(frame.loc[positive, "customer_id"].nunique()) if n_pos else 0,
+            "model_pr_auc": pr_auc(y, raw) if n_pos else float("nan"),
+            "rule_pr_auc": pr_auc(y, fires.astype(float)) if n_pos else float("nan"),
+            "rule_flag_rate": float(fires.mean()) if len(fires) else float("nan"),
+            "rule_precision": float(y[fires].mean()) if fires.any() else float("nan"),
+            "rule_recall": float(fires[positive].mean()) if n_pos else float("nan"),
+        }
+        return out
+
+    def _choose_method(self, booster: lgb.Booster | None, has_training: bool, has_validation: bool,
+                       threshold: float | None, how: str, comparison: Mapping[str, Any]) -> tuple[str, str]:
+        """("model" or "rule", why): the model only where it could be trained, can flag, and ranks the validation
+        rows at least as well as the rule with enough customers to tell."""
+        least = int(self.params.min_validation_positive_customers)
+        customers = int(comparison["n_validation_positive_customers"])
+        if not has_training and not has_validation:
+            return RULE, ("no cut-off with a complete label yet: the event's label window reaches past the last "
+                          "day whose declarations are known")
+        if booster is None:
+            return RULE, "no labelled positive (or no negative) on the training cut-offs: no model could be trained"
+        if not has_validation:
+            return RULE, "no validation cut-off with complete labels: the model cannot be checked against the rule"
+        if customers < least:
+            return RULE, (f"{customers} customer(s) with a labelled event on the validation cut-offs (fewer than "
+                          f"{least}): too few to show that the model does better than the rule")
+        if threshold is None:
+            return RULE, f"the model cannot flag ({how})"
+        model_pr, rule_pr = float(comparison["model_pr_auc"]), float(comparison["rule_pr_auc"])
+        if not model_pr >= rule_pr:
+            return RULE, (f"validation PR AUC {model_pr:.3f} below the rule's {rule_pr:.3f} "
+                          f"({customers} customers with an event)")
+        return MODEL, (f"validation PR AUC {model_pr:.3f} at least the rule's {rule_pr:.3f} "
+                       f"({customers} customers with an event)")
+
+    @classmethod
+    def rules_only(cls, events: Mapping[str, Mapping[str, Any]], reason: str,
+                   params: LifeEventParams | None = None) -> "LifeEventClassifier":
+        """A classifier whose every event is published by its rule (events: {event: {"rule": ..., "rule_version":
+        ..., "features": [...] (optional), "target_precision": ... (optional)}}), for a bank with no labelled
+        cut-off to learn from yet; `reason` says why."""
+        model = cls(params)
+        for event, spec in events.items():
+            model.events[event] = {
+                "features": list(spec.get("features", [])), "target_precision": spec.get("target_precision"),
+                "monotone": {}, "n_train": 0, "n_train_positives": 0, "n_validation": 0,
+                "n_validation_positives": 0, "base_rate": None, "prior": None, "threshold": None,
+                "threshold_rule": "no model", "validation_at_threshold": {}, "validation_pr_auc": float("nan"),
+                "notes": [reason], "rule": dict(spec["rule"]), "rule_version": spec.get("rule_version"),
+                "comparison": {}, "method": RULE, "method_reason": reason}
+            model.boosters[event] = None
+            model.calibrators[event] = None
+        model.notes.append(f"every event published by its rule: {reason}")
+        return model
+
+    def method(self, event: str) -> str:
+        return self.events[event].get("method", MODEL)
 
     # ---------------------------------------------------------------------------------------------- prediction
     @classmethod
@@ -315,11 +409,20 @@ class LifeEventClassifier:
             margin = margin + offset
         return 1.0 / (1.0 + np.exp(-margin))
 
-    def predict(self, features: pd.DataFrame, events: list[str] | None = None) -> pd.DataFrame:
-        """Long frame: customer_id, cutoff, event_type, probability (calibrated), flagged, threshold."""
+    def predict(self, features: pd.DataFrame, events: list[str] | None = None, published: bool = False
+                ) -> pd.DataFrame:
+        """Long frame: customer_id, cutoff, event_type, probability (calibrated), flagged, raw_score. The model's
+        output for every event that has one (what the backtest measures); with `published`, or where no model was
+        trained, an event on its rule gives the rule's flag and a NaN probability (what the night publishes)."""
         parts = []
         for event in events or list(self.events):
             info = self.events[event]
+            if self.method(event) == RULE and (published or self.boosters.get(event) is None):
+                fired = rule_fires(features, info["rule"]) if len(features) else np.zeros(0, dtype=bool)
+                parts.append(pd.DataFrame({"customer_id": features["customer_id"].to_numpy(),
+                                           "cutoff": features["cutoff"].to_numpy(), "event_type": event,
+                                           "probability": np.nan, "flagged": fired, "raw_score": np.nan}))
+                continue
             raw = self._raw(event, features, info["features"], self.boosters.get(event), info["base_rate"],
                             info.get("prior"))
             calibrator = self.calibrators.get(event)
@@ -348,6 +451,8 @@ class LifeEventClassifier:
         the largest contributions as arrays top_index (into `columns`), top_value, top_contribution (rows x k,
         largest first; see `explain`). Arrays of len(features) rows."""
         info = self.events[event]
+        if self.method(event) == RULE:
+            return self._score_rule(features, event, k)
         columns = info["features"]
         n = len(features)
         booster = self.boosters.get(event)
@@ -378,6 +483,26 @@ class LifeEventClassifier:
         flagged = np.zeros(n, dtype=bool) if threshold is None else p >= threshold
         return {"probability": p, "flagged": flagged, "raw_score": raw, "columns": columns,
                 "top_index": top_index, "top_value": top_value, "top_contribution": top_contribution}
+
+    def _score_rule(self, features: pd.DataFrame, event: str, k: int) -> dict[str, Any]:
+        """An event on its rule: flagged where the rule fires; probability and raw score NaN (a rule estimates no
+        probability); as evidence, the rule's conditions (the features it read, with their values), those that hold
+        first, contribution NaN."""
+        rule = self.events[event]["rule"]
+        columns = list(dict.fromkeys(rule_features(rule)))
+        n = len(features)
+        flagged = rule_fires(features, rule) if n else np.zeros(0, dtype=bool)
+        k = max(0, min(k, len(columns)))
+        matrix = _matrix(features, columns) if n else np.zeros((0, len(columns)))
+        holds = np.zeros((len(columns), n))
+        for condition in [*(rule.get("any") or []), *(rule.get("all") or [])]:
+            holds[columns.index(condition[0])] = np.maximum(holds[columns.index(condition[0])],
+                                                             rule_fires(features, {"any": [condition]}))
+        top_index, _ = _top_k(holds, k) if n else (np.zeros((0, k), dtype=np.int64), None)
+        return {"probability": np.full(n, np.nan), "flagged": flagged, "raw_score": np.full(n, np.nan),
+                "columns": columns, "top_index": top_index,
+                "top_value": np.take_along_axis(matrix, top_index, axis=1) if n else np.zeros((0, k)),
+                "top_contribution": np.full((n, k), np.nan)}
 
     def explain(self, features: pd.DataFrame, event: str, k: int = 3) -> list[list[dict[str, Any]]]:
         """Per row: the k features with the largest positive contributions to the event's score (path attributions,

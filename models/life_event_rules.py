@@ -7,6 +7,9 @@ reads config files):
      "any": [["n_surveyor_90d", ">=", 1], ["n_solicitor_90d", ">=", 1]],   # fires when any condition holds
      "all": [["age_years", ">=", 55]]}                                      # ... and every one of these holds
 
+A condition may itself be a rule: {"all": [...]} or {"any": [...]} nested inside `any` or `all` (a surveyor payment,
+or transfers to savings in each of three months *and* larger than before).
+
 A missing feature value never satisfies a condition. A rule naming a feature that the frame lacks raises KeyError:
 a silently dead rule would look like a rule that never fires.
 """
@@ -22,7 +25,9 @@ OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operat
              "!=": operator.ne}
 
 
-def _condition(frame: pd.DataFrame, condition: list | tuple) -> np.ndarray:
+def _condition(frame: pd.DataFrame, condition: list | tuple | Mapping[str, Any]) -> np.ndarray:
+    if isinstance(condition, Mapping):
+        return rule_fires(frame, condition)
     column, op, value = condition
     if column not in frame.columns:
         raise KeyError(f"rule condition on unknown feature {column!r}")
@@ -49,7 +54,10 @@ def rule_fires(frame: pd.DataFrame, rule: Mapping[str, Any]) -> np.ndarray:
 
 def rule_features(rule: Mapping[str, Any]) -> list[str]:
     """The feature names a rule reads."""
-    return [c[0] for c in [*(rule.get("any") or []), *(rule.get("all") or [])]]
+    out: list[str] = []
+    for condition in [*(rule.get("any") or []), *(rule.get("all") or [])]:
+        out.extend(rule_features(condition) if isinstance(condition, Mapping) else [condition[0]])
+    return out
 
 
 def evaluate_rules(frame: pd.DataFrame, rules: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

@@ -61,7 +61,11 @@ CONTEXT_FIELDS: dict[str, str] = {
     "monthly_recurring_income": "regular income per month",
     "monthly_recurring_outgoings": "regular payments per month",
     "n_outgoing_streams": "number of regular payments (direct debits, standing orders, subscriptions)",
-    "n_fees_90": "account fees charged in the last 90 days",
+    "n_fees_90": "account fees charged in the last 90 days (any fee: not a sign of arrears on its own)",
+    "n_returned_payments": "payments returned unpaid in the arrears window (config/decisioning.yaml arrears)",
+    "n_arrears_fees": "fees for a missed or returned payment, arrears or going over a limit in the arrears window",
+    "n_missed_repayments": "loans or mortgages held here, still owing, whose repayment is overdue",
+    "card_over_limit": "a credit card held here is beyond its credit limit",
     "savings_balance": "balance of savings accounts with the bank",
     "share_travel_90": "share of card spending on travel over 90 days",
     "income_regularity": "regularity of the main income (0 to 1)",
@@ -73,7 +77,9 @@ CONTEXT_FIELDS: dict[str, str] = {
     "expected_shortfall_date": "expected first day below zero (when likely)",
     "safe_to_save": "what can move to savings today without raising the 30-day shortfall risk",
     "confidence": "forecast confidence: low, medium, high",
-    "in_arrears": "a credit card is over its limit or a lending account shows missed-payment fees (see docs)",
+    "in_arrears": "evidence of a missed or returned payment: a payment returned unpaid, a fee for one, an overdue loan "
+                  "or mortgage repayment, or a credit card over its limit (docs/decisioning.md)",
+    "arrears_reason": "the evidence of arrears in plain words (config/decisioning.yaml arrears.reasons); null otherwise",
     "is_unarranged_overdraft": "the cash position went below the arranged overdraft limit in the last 30 days",
     "is_gambling_harm": "gambling share of spending at or above the configured level",
     "is_shortfall_risk": "p_shortfall_30 above the configured credit level (or no forecast)",
@@ -84,9 +90,20 @@ CONTEXT_FIELDS: dict[str, str] = {
     "is_marketing_sms_allowed": "consent: marketing by SMS",
     "is_marketing_push_allowed": "consent: marketing by push",
     "is_marketing_inapp_allowed": "consent: marketing in the app",
+    "is_open_banking_allowed": "consent: data from accounts at other banks (open banking)",
+    "is_location_allowed": "consent: country and place signals",
     "has_life_events": "the life-event stage scored the customer at D",
+    "is_message_distress": "a recent message sounded distressed (gold message_signals; message_analysis consent)",
+    "is_message_difficulty": "wrote about difficulty paying recently (gold message_signals)",
+    "is_message_complaint": "complained recently: a contact cool-down (gold message_signals)",
+    "is_message_lost_card": "reported a lost, stolen or misused card in the last days (gold message_signals)",
+    "is_message_leaving": "said they want to close their account or leave (gold message_signals)",
+    "is_message_details_change": "said their personal details are changing (gold message_signals)",
     **{f"is_{event}": f"life event {event.replace('_', ' ')} flagged at D" for event in LIFE_EVENTS},
     **{f"p_{event}": f"probability of the life event {event.replace('_', ' ')}" for event in LIFE_EVENTS},
+    **{f"is_{event}_corroborated": f"life event {event.replace('_', ' ')} flagged at D with the corroborating "
+                                   f"evidence a credit offer needs (config/life_events.yaml `corroboration`)"
+       for event in LIFE_EVENTS},
 }
 
 REQUIRED_FIELDS = ("id", "class", "title", "channels", "value", "lever", "prior_propensity", "valid_days",
@@ -229,7 +246,7 @@ def validate_catalogue(data: Any) -> list[Action]:
         if cls is not None and cls not in CLASSES:
             errors.append(f"{label}: field 'class' is {cls!r}, not one of {', '.join(CLASSES)}")
         known = set(REQUIRED_FIELDS) | {"is_credit", "data_purposes", "eligibility", "applicability", "context",
-                                        "contact", "description"}
+                                        "contact", "description", "plain_explanation"}
         extra = set(raw) - known
         if extra:
             errors.append(f"{label}: unknown fields {sorted(extra)}")
@@ -296,6 +313,8 @@ def validate_catalogue(data: Any) -> list[Action]:
                     errors.append(f"{label}: field 'context.scale' must not be 0")
         _check_template(raw.get("explanation"), f"{label}: field 'explanation'", errors) \
             if raw.get("explanation") is not None else None
+        if raw.get("plain_explanation") is not None:
+            _check_template(raw["plain_explanation"], f"{label}: field 'plain_explanation'", errors)
         reasons = raw.get("reasons")
         if reasons is not None:
             if not isinstance(reasons, list) or not reasons:

@@ -1,8 +1,8 @@
 """`segone backtest`: the three cash-shortfall engines side by side, time-based and without leakage.
 
 Test cut-offs are `backtest.cutoff_step_days` apart, the last one the longest horizon before the data's end. Before
-each, the global engine is trained afresh on cut-offs whose outcome windows end on or before the test cut-off, so
-nothing it learns comes from after it; features only ever read data on or before their own cut-off. The baseline
+each, the global engine is trained afresh, each horizon on the cut-offs whose outcome window of that horizon ends on
+or before the test cut-off, so nothing it learns comes from after it; features only ever read data on or before their own cut-off. The baseline
 needs no training; Prophet is fitted per customer on the series up to the cut-off, for a fixed sample of customers
 (it costs ~40-90 ms a customer). Every engine is scored on the same rows: the sample for the three-way comparison
 (`population = prophet_sample`), and all customers for global and baseline (`population = all`).
@@ -81,10 +81,12 @@ def run_backtest(paths: Paths, dataset: str, engines: tuple[str, ...] = ENGINES,
     for cutoff in tests:
         train = forecast.training_cutoffs(start, cutoff, int(training["cutoff_step_days"]),
                                           int(training["min_history_days"]), int(training["window_days"]))
-        if len(train) >= 2:
+        short = {h: len(c) for h, c in forecast.labelled_cutoffs(train, cutoff).items() if len(c) < 2}
+        if not short:
             plans[cutoff] = train
         else:
-            log.warning("test cut-off %s skipped: fewer than two training cut-offs before it", cutoff)
+            log.warning("test cut-off %s skipped: fewer than two training cut-offs with known outcomes before it "
+                        "(%s)", cutoff, ", ".join(f"{h} days: {n}" for h, n in sorted(short.items())))
     if not plans:
         raise SegoneError(f"not enough history for a backtest: the data runs from {start} to {end}; a test cut-off "
                           f"needs {max(forecast.horizons())} days of outcomes after it and two training cut-offs "
@@ -104,14 +106,16 @@ def run_backtest(paths: Paths, dataset: str, engines: tuple[str, ...] = ENGINES,
         sample = _sample(test_inputs["customer_id"], n_prophet)
         forecasts = {}
         if "global" in engines:
-            engine = forecast.fit_global(inputs[train_mask].reset_index(drop=True),
-                                         labels[labels["cutoff"].isin(pd.to_datetime(train))].reset_index(drop=True))
+            # each horizon learns from the cut-offs whose outcome of that horizon was known on the test cut-off
+            known = forecast.known_labels(labels[labels["cutoff"].isin(pd.to_datetime(train))], cutoff)
+            engine = forecast.fit_global(inputs[train_mask].reset_index(drop=True), known.reset_index(drop=True))
             started = time.perf_counter()
-            forecasts["global"] = engine.predict(test_inputs)
+            forecasts["global"] = forecast.predict(engine, test_inputs, forecast.known_payments(panel, test_inputs))
+            forecasts["global"] = forecasts["global"].drop(columns=["unmet_day"])
             seconds["global"] += time.perf_counter() - started
             customers["global"] += len(test_inputs)
         if "baseline" in engines:
-            streams = panel.streams[panel.streams["cutoff"] == at]
+            streams = forecast.projected_streams(panel.streams[panel.streams["cutoff"] == at])
             started = time.perf_counter()
             forecasts["baseline"] = forecast_baseline(test_inputs, streams, forecast.horizons())
             seconds["baseline"] += time.perf_counter() - started
@@ -205,12 +209,23 @@ def render_report(output: Path) -> Path:
 
 def backtest_command(paths: Paths, what: str = "forecast", dataset: str | None = None,
                      engines: str = ",".join(ENGINES), output: Path | None = None,
-                     prophet_customers: int | None = None, cutoffs: int | None = None) -> str:
+                     prophet_customers: int | None = None, cutoffs: int | None = None,
+                     labelled: Path | None = None) -> str | dict:
     """`segone backtest`: run, write backtest.json and the HTML report, print the comparison table."""
-    if what == "life-events":
-        from pipelines.life_events import backtest_life_events
+    if what == "messages":
+        from pipelines.messages import backtest_messages
 
-        return backtest_life_events(paths, output)
+        if labelled is None:  # a simulated bank: how early messages tell of shortfalls and moves
+            from pipelines.messages import lead_times
+
+            return lead_times(paths, output)
+        return backtest_messages(paths, labelled, output)
+    if labelled is not None:
+        raise SegoneError("--labelled is for `segone backtest messages`")
+    if what == "life-events":
+        from pipelines.life_events import backtest_life_events_command
+
+        return backtest_life_events_command(paths, output)
     names = tuple(e.strip() for e in engines.split(",") if e.strip())
     unknown = set(names) - set(ENGINES)
     if unknown:

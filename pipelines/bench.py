@@ -282,7 +282,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 
 def bench_command(paths: Paths, what: str, customers: str, days: int | None, out: Path | None,
-                  base_customers: int | None = None) -> str:
+                  messages: int = 1_000_000, base_customers: int | None = None) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
     if what == "night":
         from pipelines.bench_night import BASE_CUSTOMERS, DAYS, bench_night, format_night_table
@@ -292,6 +292,20 @@ def bench_command(paths: Paths, what: str, customers: str, days: int | None, out
             out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         return format_night_table(results)
     days = days or 180
+    if what == "publish":
+        from pipelines.bench_publish import bench_publish, format_publish_table
+
+        results = [bench_publish(n, days) for n in sizes]
+        if out:
+            out.write_text(json.dumps(results, indent=2))
+        return format_publish_table(results)
+    if what == "messages":
+        from pipelines.bench_messages import bench_messages, format_messages_table
+
+        results = [bench_messages(paths, n, messages) for n in sizes]
+        if out:
+            out.write_text(json.dumps(results, indent=2, default=str))
+        return format_messages_table(results) + "\n" + json.dumps(results, indent=2, default=str)
     if what == "life-events":
         from pipelines.bench_life_events import bench_life_events, format_life_events_table
 

@@ -371,12 +371,16 @@ class Postings:
     figures: dict[str, Any]
 
 
-def load_postings(path: Path, known_accounts: pd.Index, rejections: Rejections) -> Postings:
+def load_postings(path: Path, known_accounts: pd.Index, rejections: Rejections,
+                  outside_subset: set[str] | None = None) -> Postings:
     """trans.asc validated: a row with an unusable key, date, direction or amount is rejected; unknown operation or
-    k_symbol codes are kept (channel `other`) and counted. A partial copy loses its cut-short last day."""
+    k_symbol codes are kept (channel `other`) and counted. A partial copy loses its cut-short last day. Rows of the
+    accounts in `outside_subset` (an import of a subset of accounts) are left out and counted first."""
     unparseable_before = len(rejections.frame())
     raw = read_asc(path, rejections)
     source_rows = len(raw) + len(rejections.frame()) - unparseable_before
+    outside = raw["account_id"].isin(outside_subset or set())
+    raw = raw[~outside].reset_index(drop=True)
     rows = raw[TRANSACTION_COLUMNS].copy()
     rows["day"] = parse_yymmdd(rows["date"])
     rows["sign"] = rows["type"].map(TYPE_SIGN)
@@ -410,6 +414,8 @@ def load_postings(path: Path, known_accounts: pd.Index, rejections: Rejections) 
         "rows_with_unknown_operation_kept_as_other": int(unknown_operation.sum()),
         "rows_with_unknown_k_symbol_kept_as_other": int(unknown_k_symbol.sum()),
     }
+    if outside_subset:
+        figures["rows_on_accounts_outside_the_subset"] = int(outside.sum())
 
     if rows.empty:
         raise SegoneError(f"{path.name}: no usable transaction rows ({len(rejections.frame())} rejected)")
@@ -591,36 +597,115 @@ def write_transactions(frame: pd.DataFrame, folder: Path) -> dict[str, int]:
     return written
 
 
-def build_consents(customers: pd.DataFrame) -> pd.DataFrame:
-    """`personalization` granted at customer_since for every customer: a stated assumption for research data,
-    since Berka holds no consent records (docs/berka.md)."""
+DEFAULT_CONSENT_PURPOSES = ("personalization",)
+# What `segone import-berka` assumes unless told otherwise: own-bank insights, and life-event inference so that the
+# night's life-event stage (on its rules: Berka declares no events) runs on a real bank (docs/berka.md).
+COMMAND_CONSENT_PURPOSES = ("personalization", "life_events")
+
+
+def build_consents(customers: pd.DataFrame, purposes: tuple[str, ...] = DEFAULT_CONSENT_PURPOSES) -> pd.DataFrame:
+    """Each purpose in `purposes` granted at customer_since for every customer, one event per customer and purpose:
+    a stated assumption for research data, since Berka holds no consent records (docs/berka.md)."""
     since = pd.to_datetime(customers["customer_since"], format="%Y-%m-%d")
-    return pd.DataFrame({
+    recorded = prague_midnight(since)
+    return pd.concat([pd.DataFrame({
         "customer_id": customers["customer_id"],
-        "purpose": "personalization",
+        "purpose": purpose,
         "granted": "true",
-        "recorded_at": prague_midnight(since),
+        "recorded_at": recorded,
         "expires_at": "",
-    })
+    }) for purpose in purposes], ignore_index=True).sort_values(["customer_id", "purpose"], key=_id_then_text,
+                                                                 kind="stable").reset_index(drop=True)
+
+
+def _id_then_text(values: pd.Series) -> pd.Series:
+    return _numeric_key(values) if values.name == "customer_id" else values
+
+
+def check_purposes(purposes: tuple[str, ...]) -> tuple[str, ...]:
+    """The consent purposes of the contract (config/landing.yaml), refused with a clear message otherwise."""
+    allowed = set(landing_contract()["consents"].column("purpose").values or [])
+    unknown = sorted(set(purposes) - allowed)
+    if unknown or not purposes:
+        raise SegoneError(f"unknown consent purposes {unknown}: choose from {', '.join(sorted(allowed))}"
+                          if unknown else "at least one consent purpose is needed (personalization)")
+    return tuple(dict.fromkeys(purposes))
+
+
+def write_landing_folder(destination: Path, frames: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """The eight landing files into a staging folder beside `destination`, swapped in whole (a re-run replaces
+    what was there, including files of another source)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = destination.parent / f".{destination.name}.import-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        files: dict[str, int] = {}
+        for kind, frame in frames.items():
+            if kind == "transactions":
+                files.update(write_transactions(frame, staging))
+            else:
+                files[f"{kind}.csv"] = write_landing_csv(frame, kind, staging / f"{kind}.csv")
+        swap_in(staging, destination)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return files
+
+
+def split_night(frames: dict[str, pd.DataFrame], night: date) -> tuple[dict[str, pd.DataFrame],
+                                                                        dict[str, pd.DataFrame]]:
+    """(history, night): postings booked and balances as of `night`, and the customers, accounts and consents that
+    start that day, go to the night's landing folder; everything earlier to the history. The files without a date
+    of their own (declared events, CRM responses: empty for Berka; fx rates) are delivered with both."""
+    day = night.isoformat()
+    dates = {"transactions": frames["transactions"]["booked_at"].str.slice(0, 10),
+             "balances": frames["balances"]["as_of"],
+             "customers": frames["customers"]["customer_since"],
+             "accounts": frames["accounts"]["opened_on"],
+             "consents": frames["consents"]["recorded_at"].str.slice(0, 10)}
+    history, tonight = {}, {}
+    for kind, frame in frames.items():
+        if kind in dates:
+            on_night = (dates[kind] == day).to_numpy()
+            history[kind] = frame[~on_night].reset_index(drop=True)
+            tonight[kind] = frame[on_night].reset_index(drop=True)
+        else:
+            history[kind] = tonight[kind] = frame
+    return history, tonight
 
 
 # ---------------------------------------------------------------------------------------------------- entry points
 
 
 def import_berka(source: Path, destination: Path, report_dir: Path | None = None,
-                 include_later_entities: bool = False) -> dict[str, Any]:
+                 include_later_entities: bool = False, night_root: Path | None = None,
+                 consent_purposes: tuple[str, ...] = DEFAULT_CONSENT_PURPOSES,
+                 max_accounts: int | None = None) -> dict[str, Any]:
     """Write the landing history for the Berka files in `source` into `destination` (replaced whole, atomically).
 
     Customers, accounts and loans that start after the last complete transaction day are left out unless
     `include_later_entities` (then all 4,500 accounts and 5,369 clients are written, with opening dates up to 1997).
-    Returns the summary: rows per file, the date window, exclusions, balance checks and rejected rows.
+    With `night_root`, the last complete day is written as a nightly landing folder `night_root/<day>/` instead
+    (its postings, balances and the customers, accounts and consents that start that day) and the history ends the
+    day before, so that `segone run --date <day>` has a night to run. `consent_purposes`: the consent assumed
+    granted for every customer (Berka has none). `max_accounts`: only the first N current accounts (by id) that
+    hold a posting in the window, with their holders, loans and postings (a small real bank for tests); the rest is
+    counted, not rejected. Returns the summary: rows per file, the date window, exclusions, balance checks and
+    rejected rows.
     """
     source = Path(source)
+    consent_purposes = check_purposes(tuple(consent_purposes))
     rejections = Rejections()
     transaction_file = find_transaction_file(source)
 
     tables = read_tables(source, rejections)
-    postings = load_postings(transaction_file, pd.Index(tables.accounts["account_id"]), rejections)
+    subset_figures: dict[str, int] = {}
+    outside: set[str] = set()
+    if max_accounts is not None:
+        every_account = set(tables.accounts["account_id"])
+        tables, subset_figures = keep_accounts(tables, transaction_file, int(max_accounts))
+        outside = every_account - set(tables.accounts["account_id"])
+    postings = load_postings(transaction_file, pd.Index(tables.accounts["account_id"]), rejections, outside)
     cutoff = None if include_later_entities else postings.last_complete_day
     entities = build_entities(tables, cutoff, rejections)
 
@@ -631,29 +716,28 @@ def import_berka(source: Path, destination: Path, report_dir: Path | None = None
     balances, balance_figures = end_of_day_balances(postings.rows)
     balance_figures["negative_balance_rows_imported"] = int((postings.rows["balance_cents"] < 0).sum())
 
+    frames = {
+        "customers": entities.customers,
+        "accounts": entities.accounts,
+        "transactions": transactions,
+        "balances": balances,
+        "consents": build_consents(entities.customers, consent_purposes),
+        "life_events": pd.DataFrame(),
+        "crm_responses": pd.DataFrame(),
+        "fx_rates": pd.DataFrame({"currency": [CURRENCY], "rate_to_base": ["1.0"]}),
+    }
+    night: dict[str, Any] | None = None
+    if night_root is not None:
+        night_day = postings.last_complete_day
+        frames, tonight = split_night(frames, night_day)
+        folder = Path(night_root) / night_day.isoformat()
+        night = {"day": night_day.isoformat(), "folder": str(folder),
+                 "rows": write_landing_folder(folder, tonight)}
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = destination.parent / f".{destination.name}.import-{uuid.uuid4().hex}"
-    staging.mkdir()
-    try:
-        files = {
-            "customers.csv": write_landing_csv(entities.customers, "customers", staging / "customers.csv"),
-            "accounts.csv": write_landing_csv(entities.accounts, "accounts", staging / "accounts.csv"),
-            **write_transactions(transactions, staging),
-            "balances.csv": write_landing_csv(balances, "balances", staging / "balances.csv"),
-            "consents.csv": write_landing_csv(build_consents(entities.customers), "consents",
-                                              staging / "consents.csv"),
-            "life_events.csv": write_landing_csv(pd.DataFrame(), "life_events", staging / "life_events.csv"),
-            "crm_responses.csv": write_landing_csv(pd.DataFrame(), "crm_responses", staging / "crm_responses.csv"),
-            "fx_rates.csv": write_landing_csv(pd.DataFrame({"currency": [CURRENCY], "rate_to_base": ["1.0"]}),
-                                              "fx_rates", staging / "fx_rates.csv"),
-        }
-        swap_in(staging, destination)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    files = write_landing_folder(destination, frames)
 
     rejected = rejections.frame()
+    history_last = (postings.last_complete_day - pd.Timedelta(days=1)) if night else postings.last_complete_day
     summary: dict[str, Any] = {
         "source": str(source),
         "destination": str(destination),
@@ -663,6 +747,10 @@ def import_berka(source: Path, destination: Path, report_dir: Path | None = None
             "last_complete_day": postings.last_complete_day.isoformat(),
             "entity_cutoff": cutoff.isoformat() if cutoff else None,
         },
+        "history_last_day": history_last.isoformat(),
+        "night": night,
+        "consent_purposes_assumed": list(consent_purposes),
+        "account_subset": subset_figures or None,
         "source_rows": source_row_counts(source, transaction_file, postings),
         "transactions": postings.figures | {
             "imported": len(transactions),
@@ -693,6 +781,39 @@ def source_row_counts(source: Path, transaction_file: Path, postings: Postings) 
     return counts
 
 
-def import_berka_command(paths: Paths, source: Path) -> dict[str, Any]:
-    """`segone import-berka DIR`: the Berka files in DIR -> $SEGONE_HOME/landing/history/ (replacing it)."""
-    return import_berka(source, paths.landing_history, report_dir=paths.home / "imports" / "berka")
+def keep_accounts(tables: BerkaTables, transaction_file: Path, n: int) -> tuple[BerkaTables, dict[str, int]]:
+    """The first `n` current accounts by id among those that hold a posting in the transaction file, with their
+    dispositions, the clients holding them (a client who also holds a left-out account keeps only the kept ones),
+    their loans and cards. The postings of the other accounts are left out by `load_postings` with the count."""
+    if n < 1:
+        raise SegoneError(f"--accounts must be at least 1, got {n}")
+    con = connect()
+    try:
+        with_postings = {r[0] for r in con.execute(
+            "select distinct trim(account_id) from read_csv(?, delim = ';', header = true, all_varchar = true, "
+            "quote = '\"', ignore_errors = true)", [str(transaction_file)]).fetchall()}
+    finally:
+        con.close()
+    accounts = tables.accounts[tables.accounts["account_id"].isin(with_postings)]
+    kept = set(accounts.sort_values("account_id", key=_numeric_key)["account_id"].head(n))
+    dispositions = tables.dispositions[tables.dispositions["account_id"].isin(kept)]
+    clients = tables.clients[tables.clients["client_id"].isin(set(dispositions["client_id"]))]
+    subset = BerkaTables(clients=clients, dispositions=dispositions, districts=tables.districts,
+                         accounts=tables.accounts[tables.accounts["account_id"].isin(kept)],
+                         loans=tables.loans[tables.loans["account_id"].isin(kept)],
+                         cards=tables.cards[tables.cards["disp_id"].isin(set(dispositions["disp_id"]))])
+    figures = {"accounts_kept": len(kept), "accounts_left_out": int(len(tables.accounts) - len(kept)),
+               "clients_left_out": int(len(tables.clients) - len(clients))}
+    return subset, figures
+
+
+def import_berka_command(paths: Paths, source: Path, night: bool = True,
+                         consents: str = ",".join(COMMAND_CONSENT_PURPOSES),
+                         accounts: int | None = None) -> dict[str, Any]:
+    """`segone import-berka DIR`: the Berka files in DIR -> $SEGONE_HOME/landing/history/ (replacing it) and, unless
+    `night` is False, the last complete day as the nightly folder landing/<day>/ (the history then ends the day
+    before)."""
+    purposes = tuple(p.strip() for p in consents.split(",") if p.strip())
+    return import_berka(source, paths.landing_history, report_dir=paths.home / "imports" / "berka",
+                        night_root=paths.landing if night else None, consent_purposes=purposes,
+                        max_accounts=accounts)

@@ -6,6 +6,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from datetime import date
 from pathlib import Path
@@ -97,23 +98,36 @@ def _add_simulate(p: argparse.ArgumentParser) -> None:
 
 def _add_berka(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", type=Path, help="folder with the Berka .asc files (e.g. ../shared/reference/berka)")
+    p.add_argument("--no-night", dest="night", action="store_false",
+                   help="write everything into landing/history/ (default: the last complete day becomes the "
+                        "nightly folder landing/<day>/ and the history ends the day before)")
+    p.add_argument("--consents", default="personalization,life_events",
+                   help="consent purposes assumed granted for every customer, comma-separated (Berka has no consent "
+                        "data; default personalization,life_events: docs/berka.md)")
+    p.add_argument("--accounts", type=int, default=None,
+                   help="only the first N current accounts (by id) with postings, and their holders (a small real "
+                        "bank for tests)")
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "night"],
+    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish", "night"],
                    help="which stage to benchmark (night: the whole night, `segone run`, on a tiled lake)")
     p.add_argument("--customers", type=_sizes, default="10000,100000",
                    help="comma-separated bank sizes (default 10000,100000)")
     p.add_argument("--days", type=_positive_int, default=None,
-                   help="days of history (default 180; night: 365)")
+                   help="days of history (default 180; night: 365); for publish: nights published before (180)")
     p.add_argument("--base-customers", dest="base_customers", type=_positive_int, default=None,
                    help="night: customers of the simulated base bank the lake is tiled from (default 10000)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
+    p.add_argument("--messages", type=_positive_int, default=1_000_000,
+                   help="messages: how many messages go through the stage (default 1000000)")
 
 
 def _add_backtest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", choices=["forecast", "life-events"], default="forecast",
+    p.add_argument("what", nargs="?", choices=["forecast", "life-events", "messages"], default="forecast",
                    help="what to backtest (default: the cash-shortfall forecast)")
+    p.add_argument("--labelled", type=Path, default=None,
+                   help="messages: a CSV with columns text,category to score the promoted intent model on")
     p.add_argument("--dataset", default=None, help="name of the data set in the report (default: $SEGONE_HOME's name)")
     p.add_argument("--engines", default="global,baseline,prophet", help="engines to compare (default: all three)")
     p.add_argument("--output", type=Path, default=None,
@@ -131,10 +145,18 @@ def _add_nothing(p: argparse.ArgumentParser) -> None:
     return None
 
 
+def _add_unlock(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--date", dest="day", type=_date, default=None, help="the night D whose lock to clear")
+    which.add_argument("--history", action="store_true", help="the lock of the history load")
+    p.add_argument("--force", action="store_true",
+                   help="clear it even though its holder looks alive (only when you know it is gone)")
+
+
 COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     "simulate": ("simulate a bank into $SEGONE_HOME/landing/ (history and day D)",
                  "pipelines.simulate:simulate_command", _add_simulate),
-    "import-berka": ("turn the Berka data set into landing files under landing/history/",
+    "import-berka": ("turn the Berka data set into landing files: landing/history/ and its last day's night",
                      "pipelines.berka:import_berka_command", _add_berka),
     "load-history": ("ingest, validate and conform landing/history/ into the lake",
                      "pipelines.stages:load_history_command", _add_nothing),
@@ -164,12 +186,14 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                  "pipelines.backtest:backtest_command", _add_backtest),
     "publish": ("stage 7: warehouse.duckdb views, the CRM export (only if every gate passed) and the report",
                 "pipelines.stages:publish", _add_date),
-    "export-crm": ("the CRM export of D and its manifest (refused unless the night's gates passed)",
+    "export-crm": ("the CRM export of a published night D again, from what was published",
                    "pipelines.stages:export_crm", _add_date),
-    "report": ("the nightly HTML report of D: reports/D/index.html",
+    "report": ("the nightly HTML report of a published night D again: reports/D/index.html",
                "pipelines.stages:report", _add_date),
     "run": ("the whole night for D, stage after stage (what the DAG does, without Airflow)",
             "pipelines.stages:run_command", _add_date),
+    "unlock": ("list the night locks, or clear the lock a dead run left (--date D or --history; see docs)",
+               "pipelines.locks:unlock_command", _add_unlock),
     "summary": ("print where D's outputs are, a short summary and an example query",
                 "pipelines.stages:summary", _add_date),
     "expectations": ("regenerate expectations/*.json from config/landing.yaml and the silver schemas",
@@ -179,6 +203,17 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
     "bench": ("benchmarks side by side with plain pandas (see benchmarks/)",
               "pipelines.bench:bench_command", _add_bench),
 }
+
+
+# Commands that write a night's data or outputs: they run under the lock of that night (pipelines/locks.py), so
+# that two runs of one night, or a run and the night's Airflow DAG run, never overlap.
+LOCKED = {"ingest", "validate", "conform", "validate-silver", "forecast", "validate-forecast",
+          "classify-life-events", "validate-life-events", "decide", "validate-decisions", "publish", "export-crm",
+          "report", "run", "load-history"}
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so that locks are released and staging is cleaned
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     if handler is not None:
         logging.getLogger().addHandler(handler)
     try:
-        _print(_call(args.target)(paths=paths, **kwargs))
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    except ValueError:  # not the main thread (embedded use): leave the handler alone
+        pass
+    try:
+        if args.command in LOCKED:
+            from pipelines import locks
+
+            key = "history" if args.command == "load-history" else args.day.isoformat()
+            with locks.Hold(paths, key, locks.cli_holder(args.command), "main"):
+                result = _call(args.target)(paths=paths, **kwargs)
+        else:
+            result = _call(args.target)(paths=paths, **kwargs)
+        _print(result)
     except KeyboardInterrupt:
         print(f"segone {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -97,4 +97,20 @@ class Paths:
 
     @property
     def warehouse(self) -> Path:
+        """The analysts' views (every published table, without the restricted columns: docs/access.md)."""
         return self.home / "warehouse.duckdb"
+
+    @property
+    def warehouse_restricted(self) -> Path:
+        """The same views with the restricted columns, for the few who need them (docs/access.md)."""
+        return self.home / "warehouse_restricted.duckdb"
+
+    @property
+    def published(self) -> Path:
+        """Published generations of the lake (hard-linked, immutable) that the warehouse views read."""
+        return self.home / "published"
+
+    @property
+    def locks(self) -> Path:
+        """Night locks (one per home and night) and the publish mutex."""
+        return self.home / "locks"

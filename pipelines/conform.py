@@ -26,7 +26,8 @@ SQL_DIR = REPO_ROOT / "sql"
 OB_RESOURCES = ("accounts", "balances", "transactions", "standing_orders", "direct_debits", "scheduled_payments")
 SNAPSHOTS = ("customers", "fx_rates", "consent_state", "accounts", "standing_orders", "direct_debits",
              "scheduled_payments")
-EVENTS = {"consents": "consents", "crm_responses": "crm_responses", "life_events_declared": "life_events"}
+EVENTS = {"consents": "consents", "crm_responses": "crm_responses", "life_events_declared": "life_events",
+          "messages": "messages"}
 FACTS = ("transactions", "balances")
 FACT_BRONZE = {"transactions": ("bronze_transactions", "bronze_ob_transactions"),
                "balances": ("bronze_balances", "bronze_ob_balances")}
@@ -147,7 +148,7 @@ def conform(paths: Paths, load_date: str, as_of: date) -> dict:
     _register_loaded_transactions(con, paths, load_date, as_of, int(cfg["dedup_lookback_days"]),
                                   int(cfg.get("openbanking_dedup_lookback_days", 45)))
     for name in ("silver_standing_orders", "silver_direct_debits", "silver_scheduled_payments",
-                 "silver_crm_responses", "silver_life_events_declared"):
+                 "silver_crm_responses", "silver_life_events_declared", "silver_messages"):
         _run(con, name)
 
     metrics: dict = {"load_date": load_date, "as_of": as_of_text, "previous_snapshots": previous, "tables": {}}
@@ -300,7 +301,7 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: s
     cap = raw_value_cap()
     for name in ("silver_consents", "silver_accounts", "silver_transactions", "silver_balances",
                  "silver_standing_orders", "silver_direct_debits", "silver_scheduled_payments",
-                 "silver_crm_responses", "silver_life_events_declared"):
+                 "silver_crm_responses", "silver_life_events_declared", "silver_messages"):
         parts.append(
             f"select source_file as file, source_line as line, reject_column as column_name, "
             f"reject_reason as reason, left(cast(reject_value as varchar), {cap}) as raw_value "

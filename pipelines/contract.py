@@ -22,6 +22,7 @@ class Column:
     max: float | None = None
     max_length: int | None = None
     not_after_d: bool = False
+    personal: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class FileContract:
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
+
+    @property
+    def has_personal_data(self) -> bool:
+        """Whether a column may hold personal free text: then no raw record of the kind is ever copied anywhere."""
+        return any(c.personal for c in self.columns)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ def landing_contract() -> LandingContract:
                 name=col["name"], type=col["type"], required=bool(col.get("required", False)),
                 values=tuple(col.get("values", ())), min=col.get("min"), max=col.get("max"),
                 max_length=col.get("max_length"), not_after_d=bool(col.get("not_after_d", False)),
+                personal=bool(col.get("personal", False)),
             ))
         files[name] = FileContract(name=name, kind=spec["kind"], key=tuple(spec["key"]),
                                    columns=tuple(columns), optional=bool(spec.get("optional", False)))

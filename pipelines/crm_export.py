@@ -483,7 +483,39 @@ def export_crm(paths: Paths, day: date, max_bytes: int | None = None, run_id: st
     night never ran, there is nothing to export, recommendation_id is not unique or a row breaks the schema.
 
     run_id: the Airflow run id when there is one; by default `crm-D-<12 hex>` from D and the data's hash, so a
-    re-run on the same inputs writes byte-identical files and manifest."""
+    re-run on the same inputs writes byte-identical files and manifest.
+
+    The night's publish does not call this: it stages the export from the published generation
+    (`stage_export`) and swaps it in with the warehouse and the report (`pipelines.publish`)."""
+    tmp, manifest = stage_export(paths, day, max_bytes=max_bytes, run_id=run_id)
+    final = export_folder(paths, day)
+    try:
+        lake.swap_in(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return record_export(paths, day, manifest)
+
+
+def export_folder(paths: Paths, day: date) -> Path:
+    return paths.exports / "crm" / day.isoformat()
+
+
+def record_export(paths: Paths, day: date, manifest: dict[str, Any]) -> dict[str, Any]:
+    """After the swap: log it and write runs/D/crm_export.json (the `summarise`d manifest)."""
+    final = export_folder(paths, day)
+    log.info("CRM export of %s: %s rows in %s file(s) at %s", day, manifest["rows"], len(manifest["files"]), final)
+    summary = summarise(manifest, final)
+    write_run_metrics(paths, day.isoformat(), "crm_export", summary)
+    return summary
+
+
+def stage_export(paths: Paths, day: date, max_bytes: int | None = None, run_id: str | None = None
+                 ) -> tuple[Path, dict[str, Any]]:
+    """Build D's export in a staging folder beside exports/crm/D (`.D.staging-<pid>@<host>-*`) and return it with
+    its manifest; the caller swaps it in. Same checks and refusals as export_crm."""
+    from pipelines.locks import owner_tag
+
     max_bytes = int(max_bytes or default_max_bytes())
     missing = night_missing(paths, day)
     if missing:
@@ -493,10 +525,10 @@ def export_crm(paths: Paths, day: date, max_bytes: int | None = None, run_id: st
         raise GateFailed(f"CRM export of {day} refused, nothing written: " + " | ".join(problems))
     d = day.isoformat()
     query = _query(paths, day)
-    final = paths.exports / "crm" / d
+    final = export_folder(paths, day)
     final.parent.mkdir(parents=True, exist_ok=True)
     con = lake.connect(threads=2)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{d}.staging-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{d}.staging-{owner_tag()}-", dir=final.parent))
     schema = table_schema()
     try:
         total, distinct, null_keys = con.execute(
@@ -540,15 +572,12 @@ def export_crm(paths: Paths, day: date, max_bytes: int | None = None, run_id: st
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8",
                                     newline="\n")
         apply_modes(tmp, area=[paths.exports, final.parent])
-        lake.swap_in(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         con.close()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info("CRM export of %s: %s rows in %s file(s) at %s", d, manifest["rows"], len(files), final)
-    summary = summarise(manifest, final)
-    write_run_metrics(paths, d, "crm_export", summary)
-    return summary
+    return tmp, manifest
 
 
 def summarise(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ docs/decisioning.md documents the choices (what counts as credit, what arrears m
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from pipelines.runs import write_run_metrics
 log = logging.getLogger(__name__)
 
 STAGES = ("eligibility", "applicability", "suitability", "consent", "contact_policy", "control_group",
-          "arbitration")
+          "arbitration", "capacity")
 STAGE_CODE = {name: i + 1 for i, name in enumerate(STAGES)}
 CHANNEL_CODE = {c: i for i, c in enumerate(CHANNELS)}
 ENGAGED_EVENTS = ("opened", "clicked", "accepted", "declined")
@@ -64,7 +65,18 @@ _BOOL_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "ha
                 "has_regular_income", "is_income_stopped", "has_forecast", "has_life_events", "card_over_limit",
                 "is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
                 "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
-                "is_marketing_inapp_allowed", *(f"is_{e}" for e in LIFE_EVENTS))
+                "is_marketing_inapp_allowed", "is_open_banking_allowed", "is_location_allowed",
+                *(f"is_{e}" for e in LIFE_EVENTS), *(f"is_{e}_corroborated" for e in LIFE_EVENTS),
+                "is_message_distress", "is_message_difficulty", "is_message_complaint", "is_message_lost_card",
+                "is_message_leaving", "is_message_details_change")
+# The consents the funnel checks: an action's data purposes and its channels' purposes.
+CONSENT_PURPOSES = ("personalization", "life_events", "open_banking", "location", "service_alerts",
+                    "marketing_email", "marketing_sms", "marketing_push", "marketing_inapp")
+# gold message_signals column -> context field (decide reads the persisted features; it never reads messages)
+MESSAGE_FIELDS = {"is_distressed": "is_message_distress", "has_financial_difficulty": "is_message_difficulty",
+                  "has_recent_complaint": "is_message_complaint", "has_fraud_or_lost_card": "is_message_lost_card",
+                  "has_wish_to_leave": "is_message_leaving", "has_personal_details_change": "is_message_details_change",
+                  "reasons": "message_reasons"}
 
 
 def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -83,7 +95,8 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
         ctx[name] = ctx[name].astype("boolean").fillna(default).astype(bool) if name in ctx else default
     for name in catalogue_module.CONTEXT_FIELDS:
         if name not in ctx.columns and name not in ("in_arrears", "is_unarranged_overdraft", "is_gambling_harm",
-                                                    "is_shortfall_risk", "is_vulnerable", "age_band"):
+                                                    "is_shortfall_risk", "is_vulnerable", "age_band",
+                                                    "arrears_reason"):
             ctx[name] = np.nan if name not in ("region", "known_vulnerability", "confidence",
                                                 "expected_shortfall_date") else None
     if "has_forecast" not in context.columns:
@@ -98,13 +111,34 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
     low = ctx["balance_min_30"].astype("float64")
     unarranged = (low < -(limit + float(suit.get("unarranged_tolerance", 0.0)))).fillna(False).to_numpy(bool)
     ctx["is_unarranged_overdraft"] = unarranged | _flag(ctx, "is_unarranged_overdraft")
-    fees = ctx["n_fees_90"].astype("float64").fillna(0).to_numpy() >= float(suit["arrears_fees_90"])
-    ctx["in_arrears"] = ctx["card_over_limit"].to_numpy(bool) | fees | _flag(ctx, "in_arrears")
+    ctx["in_arrears"], ctx["arrears_reason"] = arrears(ctx, pol)
     age = ctx["age"].astype("float64")
     bands = pd.cut(age, [-np.inf, 17, 24, 34, 49, 64, np.inf], labels=["under 18", "18-24", "25-34", "35-49", "50-64",
                                                                       "65+"])
     ctx["age_band"] = bands.astype(object).where(age.notna(), "unknown")
     return ctx
+
+
+def arrears(ctx: pd.DataFrame, pol: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer: in arrears or not, and the plain words of the evidence (null when not in arrears). Arrears is
+    evidence of a missed or returned payment (config/decisioning.yaml `arrears`): a payment returned unpaid or a fee
+    only such a payment triggers (counted by the features stage), an overdue loan or mortgage repayment, a credit
+    card over its limit, or an explicit `in_arrears` flag (a delinquency feed). Fees in general are not arrears."""
+    words = pol["arrears"]["reasons"]
+    count = lambda name: ctx[name].astype("float64").fillna(0).to_numpy() >= 1  # noqa: E731
+    evidence = {
+        "missed_repayment": count("n_missed_repayments"),
+        "returned_payment": count("n_returned_payments"),
+        "arrears_fee": count("n_arrears_fees"),
+        "card_over_limit": ctx["card_over_limit"].to_numpy(bool),
+    }
+    evidence["reported"] = _flag(ctx, "in_arrears") & ~np.logical_or.reduce(list(evidence.values()))
+    reason = np.full(len(ctx), "", dtype=object)
+    for kind in words:
+        hit = evidence[kind]
+        reason = np.where(hit & (reason != ""), reason + " and " + words[kind], np.where(hit, words[kind], reason))
+    in_arrears = reason != ""
+    return in_arrears, np.where(in_arrears, reason, None)
 
 
 def _flag(ctx: pd.DataFrame, name: str) -> np.ndarray:
@@ -169,9 +203,7 @@ def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
                 where a.bucket = {int(bucket)} and a.is_open
                 group by a.customer_id""").df()
         snap = _latest_partition(paths.table("silver", "consent_state"), day)
-        consent_cols = ["is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
-                        "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
-                        "is_marketing_inapp_allowed"]
+        consent_cols = [f"is_{purpose}_allowed" for purpose in CONSENT_PURPOSES]
         consents = pd.DataFrame({"customer_id": pd.Series(dtype=str)})
         if snap is not None:
             path = lake.partition_path(paths, "silver", "consent_state", as_of=snap)
@@ -186,16 +218,29 @@ def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
     wanted = ["customer_id", "balance_now", "balance_min_30", "n_days_negative_30", "n_days_negative_90",
               "overdraft_limit", "headroom_now", "share_gambling_90", "share_travel_90", "has_regular_income",
               "is_income_stopped", "income_90", "monthly_recurring_income", "monthly_recurring_outgoings",
-              "n_outgoing_streams", "n_fees_90", "savings_balance", "income_regularity"]
+              "n_outgoing_streams", "n_fees_90", "savings_balance", "income_regularity", "n_returned_payments",
+              "n_arrears_fees", "n_missed_repayments"]
     features = panel.features[[c for c in wanted if c in panel.features.columns]]
     ctx = customers.merge(features, on="customer_id", how="left")
     for name in ("has_regular_income", "is_income_stopped"):
         ctx[name] = ctx[name].fillna(0).astype(float) > 0
     ctx = ctx.merge(holdings, on="customer_id", how="left").merge(consents, on="customer_id", how="left")
     ctx["is_service_alerts_allowed"] = ctx["is_service_alerts_allowed"].astype("boolean").fillna(True)
+    # an external account is known only through open banking: with that consent withdrawn on D it is not known
+    ctx["has_external_current"] = ctx["has_external_current"].astype("boolean").fillna(False) \
+        & ctx["is_open_banking_allowed"].astype("boolean").fillna(False)
     ctx = ctx.merge(_forecast_wide(forecast), on="customer_id", how="left")
     ctx = ctx.merge(_life_events_wide(life), on="customer_id", how="left")
+    ctx = ctx.merge(_message_context(paths, day, bucket), on="customer_id", how="left")
     return complete_context(ctx)
+
+
+def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
+    """The persisted per-customer message features of D (gold message_signals), as context fields."""
+    from pipelines.messages import read_signals
+
+    signals = read_signals(paths, day, bucket)
+    return signals[["customer_id", *MESSAGE_FIELDS]].rename(columns=MESSAGE_FIELDS)
 
 
 def _gold_partition(con, paths: Paths, table: str, iso: str, bucket: int) -> pd.DataFrame | None:
@@ -228,13 +273,57 @@ def _life_events_wide(life: pd.DataFrame | None) -> pd.DataFrame:
     flagged = life.pivot_table(index="customer_id", columns="event_type", values="flagged",
                                aggfunc=lambda s: bool(pd.Series(s).fillna(False).astype(bool).any()))
     prob = life.pivot_table(index="customer_id", columns="event_type", values="probability", aggfunc="max")
+    # a flag's corroborating evidence (what credit needs) is in its evidence JSON; missing or unreadable: not met
+    hits = life[life["flagged"].astype("boolean").fillna(False).astype(bool)]
+    met = hits[hits["evidence"].map(_corroboration_met)] if len(hits) else hits
     out = pd.DataFrame(index=sorted(set(life["customer_id"])))
     for event in LIFE_EVENTS:
         out[f"is_{event}"] = flagged[event].reindex(out.index).fillna(False).astype(bool) \
             if event in flagged else False
         out[f"p_{event}"] = prob[event].reindex(out.index) if event in prob else np.nan
+        out[f"is_{event}_corroborated"] = out.index.isin(met.loc[met["event_type"] == event, "customer_id"])
     out["has_life_events"] = True
     return out.rename_axis("customer_id").reset_index()
+
+
+def _corroboration_met(evidence: Any) -> bool:
+    try:
+        return bool(json.loads(evidence).get("corroboration", {}).get("met", False))
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
+def corroboration_words() -> dict[str, str]:
+    """Per life event, the corroborating evidence a credit offer triggered by it needs, in words
+    (config/life_events.yaml `corroboration.description`)."""
+    events = load_config("life_events")["events"]
+    return {e: str(spec["corroboration"]["description"]) for e, spec in events.items() if "corroboration" in spec}
+
+
+def corroborated_context(ctx: pd.DataFrame) -> pd.DataFrame:
+    """The context a credit or lending action is judged and explained on: a life event counts only with its
+    corroborating evidence (is_<event> and is_<event>_corroborated). A flag alone is an inference: enough for a
+    reminder or an insurance quote, never for credit."""
+    out = ctx.copy()
+    for event in LIFE_EVENTS:
+        out[f"is_{event}"] = ctx[f"is_{event}"].to_numpy(bool) & ctx[f"is_{event}_corroborated"].to_numpy(bool)
+    return out
+
+
+def _life_event_fields(rules) -> list[str]:
+    """The life events (is_<event> fields) a list of rules reads, in order."""
+    names: list[str] = []
+
+    def walk(rule: dict) -> None:
+        for group in ("any", "all"):
+            for sub in rule.get(group, ()):
+                walk(sub)
+        if rule.get("field") in {f"is_{e}" for e in LIFE_EVENTS}:
+            names.append(rule["field"][3:])
+
+    for rule in rules:
+        walk(rule)
+    return list(dict.fromkeys(names))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -310,6 +399,99 @@ def propensities(catalogue: list[Action], state: ContactState, pol: dict[str, An
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Staffed channels: capacity and need
+# ---------------------------------------------------------------------------------------------------------------
+
+NEED_FLAGS = ("is_vulnerable", "income_drop", "in_arrears", "is_unarranged_overdraft", "message_distress")
+
+
+def staffed_limits(pol: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The capacity rules of config/decisioning.yaml `capacity`: per staffed channel and for the advisor queue,
+    `per_night` (customers) and/or `share` (of the night's customers); refused when malformed."""
+    spec = pol.get("capacity") or {}
+    limits = {**(spec.get("channels") or {}), "advisor_queue": spec.get("advisor_queue")}
+    for name, rule in limits.items():
+        if name != "advisor_queue" and name not in CHANNEL_CODE:
+            raise SegoneError(f"config/decisioning.yaml: capacity for unknown channel {name!r}")
+        if name in (spec.get("digital_channels") or []):
+            raise SegoneError(f"config/decisioning.yaml: channel {name!r} cannot be both staffed and digital")
+        if not isinstance(rule, dict) or not ({"per_night", "share"} & set(rule)):
+            raise SegoneError(f"config/decisioning.yaml: capacity of {name} needs per_night and/or share")
+        if float(rule.get("per_night", 0)) < 0 or not 0 <= float(rule.get("share", 0)) <= 1:
+            raise SegoneError(f"config/decisioning.yaml: capacity of {name}: per_night >= 0, share in [0, 1]")
+    unknown = set(spec.get("need_weights") or {}) - set(NEED_FLAGS)
+    if unknown:
+        raise SegoneError(f"config/decisioning.yaml: unknown need_weights {sorted(unknown)} (known: {NEED_FLAGS})")
+    return limits
+
+
+def check_staffed_actions(catalogue: list[Action], pol: dict[str, Any]) -> None:
+    """Every action offered on a staffed channel must also have a digital one: that is where it goes when tonight's
+    capacity is full. Refused otherwise, naming the actions."""
+    staffed = set(staffed_limits(pol)) - {"advisor_queue"}
+    digital = set((pol.get("capacity") or {}).get("digital_channels") or [])
+    bad = [x.id for x in catalogue if staffed & set(x.channels) and not digital & set(x.channels)]
+    if bad:
+        raise SegoneError(f"config/actions.yaml: {', '.join(bad)} use a staffed channel ({', '.join(sorted(staffed))}) "
+                          f"and no digital one ({', '.join(sorted(digital))}) to fall back on when it is full")
+
+
+def nightly_capacity(rule: dict[str, float], n_customers: int) -> int:
+    """Customers a staffed channel can take tonight: the smaller of `per_night` and `share` x the night's
+    customers (rounded down), whichever are given."""
+    limits = []
+    if "per_night" in rule:
+        limits.append(int(rule["per_night"]))
+    if "share" in rule:
+        limits.append(int(np.floor(float(rule["share"]) * n_customers + 1e-9)))
+    return max(0, min(limits))
+
+
+def split_capacity(total: int, sizes: dict[int, int]) -> dict[int, int]:
+    """A night's capacity split across customer buckets in proportion to their number of customers, by largest
+    remainder: whole numbers that add up to `total` exactly (ties to the lower bucket number). Every shard can work
+    its part out alone, so the decide tasks run in parallel and the night still holds its capacity."""
+    buckets = sorted(sizes)
+    n = sum(sizes.values())
+    if total <= 0 or n <= 0:
+        return {b: 0 for b in buckets}
+    quotas = {b: total * sizes[b] / n for b in buckets}
+    out = {b: int(np.floor(quotas[b] + 1e-9)) for b in buckets}
+    left = total - sum(out.values())
+    for b in sorted(buckets, key=lambda b: (-(quotas[b] - out[b]), b))[:left]:
+        out[b] += 1
+    return out
+
+
+def frame_capacity(pol: dict[str, Any], n_customers: int) -> dict[str, int]:
+    """Capacities when one frame is the whole night (tests, benchmarks, a single shard)."""
+    return {name: nightly_capacity(rule, n_customers) for name, rule in staffed_limits(pol).items()}
+
+
+def shard_capacity(pol: dict[str, Any], sizes: dict[int, int], bucket: int) -> dict[str, int]:
+    """This bucket's part of the night's capacity of every staffed channel and of the advisor queue."""
+    n = sum(sizes.values())
+    return {name: split_capacity(nightly_capacity(rule, n), sizes).get(int(bucket), 0)
+            for name, rule in staffed_limits(pol).items()}
+
+
+def need_score(ctx: pd.DataFrame, pol: dict[str, Any]) -> np.ndarray:
+    """Who a person should reach first: p_shortfall_30 (0 when unknown) plus the configured weight of each
+    condition that holds: a known vulnerability, an income drop (a stopped income or a flagged job loss), arrears,
+    an unarranged overdraft (config/decisioning.yaml `capacity.need_weights`)."""
+    weights = (pol.get("capacity") or {}).get("need_weights") or {}
+    flags = {"is_vulnerable": ctx["is_vulnerable"].to_numpy(bool),
+             "income_drop": ctx["is_income_stopped"].to_numpy(bool) | ctx["is_job_loss"].to_numpy(bool),
+             "in_arrears": ctx["in_arrears"].to_numpy(bool),
+             "is_unarranged_overdraft": ctx["is_unarranged_overdraft"].to_numpy(bool),
+             "message_distress": ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool)}
+    score = ctx["p_shortfall_30"].astype("float64").fillna(0).to_numpy().copy()
+    for name, weight in weights.items():
+        score += float(weight) * flags[name]
+    return score
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The funnel
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -359,7 +541,7 @@ def _credit_block(ctx: pd.DataFrame, pol: dict[str, Any], book: _Reasons) -> np.
     rules = [
         (np.isnan(p30), "credit not offered: there is no cash forecast to check affordability"),
         (p30 > level, f"credit not offered: a shortfall is predicted within 30 days (p_shortfall_30 > {level:g})"),
-        (ctx["in_arrears"].to_numpy(bool), "credit not offered: an account is in arrears"),
+        *_arrears_rules(ctx),
         (ctx["is_unarranged_overdraft"].to_numpy(bool),
          "credit not offered: the account went past its arranged overdraft limit (unarranged overdraft)"),
         (ctx["is_gambling_harm"].to_numpy(bool), "credit not offered: spending shows signs of gambling harm"),
@@ -372,14 +554,27 @@ def _credit_block(ctx: pd.DataFrame, pol: dict[str, Any], book: _Reasons) -> np.
     return out
 
 
+def _arrears_rules(ctx: pd.DataFrame) -> list[tuple[np.ndarray, str]]:
+    """The arrears block of credit, one rule per wording of the evidence (what is true of each customer)."""
+    reasons = ctx["arrears_reason"].to_numpy(dtype=object)
+    in_arrears = ctx["in_arrears"].to_numpy(bool)
+    return [(in_arrears & (reasons == text), f"credit not offered: an account is in arrears ({text})")
+            for text in sorted({r for r, hit in zip(reasons, in_arrears) if hit})]
+
+
 def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | None = None,
-                 catalogue: list[Action] | None = None, pol: dict[str, Any] | None = None) -> Decisions:
+                 catalogue: list[Action] | None = None, pol: dict[str, Any] | None = None,
+                 capacity: dict[str, int] | None = None) -> Decisions:
     """The whole funnel over a context frame: published actions, the decision log, the advisor queue and the
-    dashboard layout. Deterministic: the same inputs give the same frames, row for row."""
+    dashboard layout. Deterministic: the same inputs give the same frames, row for row.
+
+    `capacity`: customers each staffed channel (phone, branch) and the advisor queue may take from this frame (a
+    shard's part of the night: `shard_capacity`); None: the frame is the whole night (`frame_capacity`)."""
     started = time.perf_counter()
     pol = pol or policy()
     catalogue = catalogue or catalogue_module.load_catalogue()
     ctx = complete_context(context, pol)
+    check_staffed_actions(catalogue, pol)
     n, n_actions, n_channels = len(ctx), len(catalogue), len(CHANNELS)
     version = str(pol["policy_version"])
     book = _Reasons()
@@ -392,12 +587,17 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     seeds, control_draw = customer_hashes(ctx["customer_id"], as_of)
     is_control = control_draw < float(pol["control_share"])
     credit_block = _credit_block(ctx, pol, book)
+    credit_ctx = corroborated_context(ctx)
+    needs = corroboration_words()
+    msg_rules = pol.get("message_rules", {})
+    in_distress = ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool)
+    complained = ctx["is_message_complaint"].to_numpy(bool)
+    cooldown_classes = set(msg_rules.get("complaint_cooldown_classes", ()))
+    cooldown_except = set(msg_rules.get("complaint_cooldown_except", ()))
     cp = pol["contact_policy"]
     caps = np.array([int(cp["weekly_caps"].get(ch, 10 ** 6)) for ch in CHANNELS])
     room = caps[None, :] - state.sent_7d                                   # (n, C) left this week
-    consent = {purpose: ctx[f"is_{purpose}_allowed"].to_numpy(bool)
-               for purpose in ("personalization", "life_events", "service_alerts", "marketing_email",
-                               "marketing_sms", "marketing_push", "marketing_inapp")}
+    consent = {purpose: ctx[f"is_{purpose}_allowed"].to_numpy(bool) for purpose in CONSENT_PURPOSES}
 
     def drop(j: int, mask: np.ndarray, stage_name: str, codes: np.ndarray | int) -> None:
         hit = mask & (stage[:, j] == 0)
@@ -410,11 +610,27 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                 failed, texts = first_failure(ctx, rules)
                 codes = np.array([book.code(t) for t in texts] + [-1])[failed]
                 drop(j, failed >= 0, stage_name, codes)
+        events = _life_event_fields(action.applicability) if action.is_credit else []
+        if events:
+            # credit triggered by a life event needs the event's corroborating evidence, not the inference alone
+            failed, _ = first_failure(credit_ctx, action.applicability)
+            codes = np.full(n, -1, dtype=np.int64)
+            for event in reversed(events):
+                thin = ctx[f"is_{event}"].to_numpy(bool) & ~ctx[f"is_{event}_corroborated"].to_numpy(bool)
+                codes[thin] = book.code(
+                    f"{event.replace('_', ' ')} is inferred but not corroborated: a credit offer needs "
+                    f"{needs.get(event, 'corroborating evidence')}")
+            drop(j, (failed >= 0) & (codes >= 0), "applicability", codes)
         if action.is_credit:
             drop(j, credit_block >= 0, "suitability", credit_block)
+        if action.action_class == "commercial" and msg_rules.get("distress_suppresses_commercial", True):
+            drop(j, in_distress, "suitability",
+                 book.code("not offered: the customer's recent messages show distress or difficulty paying"))
         for purpose in action.data_purposes:
             words = {"personalization": "using your banking data for recommendations",
-                     "life_events": "inferring life events"}.get(purpose, purpose.replace("_", " "))
+                     "life_events": "inferring life events",
+                     "open_banking": "using data from your accounts at other banks"}.get(purpose,
+                                                                                          purpose.replace("_", " "))
             drop(j, ~consent[purpose], "consent", book.code(f"no consent for {words}"))
         ok_consent = np.zeros((n, len(action.channels)), dtype=bool)
         ok_contact = np.zeros_like(ok_consent)
@@ -433,6 +649,10 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                        f"({', '.join(action.channels)})"))
         drop(j, state.days_since_complaint[:, j] < float(cp["complaint_stop_days"]), "contact_policy",
              book.code(f"the customer complained about this action in the last {cp['complaint_stop_days']} days"))
+        if action.action_class in cooldown_classes and action.id not in cooldown_except:
+            drop(j, complained, "contact_policy",
+                 book.code(f"the customer complained in a recent message: no {action.action_class} contact for "
+                           f"{msg_rules.get('complaint_window_days', 30)} days (cool-down)"))
         drop(j, state.days_since_decline[:, j] < action.cool_down_days, "contact_policy",
              book.code(f"declined in the last {action.cool_down_days} days (cool-down)"))
         drop(j, state.n_ignored[:, j] >= action.max_ignores, "contact_policy",
@@ -455,84 +675,162 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     weights = np.column_stack([context_weight(ctx, x.context) for x in catalogue]) if n_actions else np.zeros((n, 0))
     values = np.array([x.value for x in catalogue])
     levers = np.array([x.lever for x in catalogue])
-    ci, aj = np.nonzero(stage == 0)
-    capped = np.isin(cls[aj], cp["capped_classes"])
-    avail = usable[ci, aj]                                                  # (m, C)
-    # channel choice under tonight's caps: each candidate takes its preferred usable channel; within a customer, in
-    # ranking order, a capped candidate beyond the room left on its channel moves to its next usable channel, and is
-    # dropped when none is left. A kept candidate never moves, so this settles in at most C rounds.
-    def route(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Channel, has-a-channel and over-the-cap for the candidates `rows` (whole customers)."""
-        c_i, a_j = ci[rows], aj[rows]
-        score = np.where(avail[rows], preference[a_j], np.inf)
-        chosen_channel = np.argmin(score, axis=1)
-        usable_any = np.isfinite(score[np.arange(len(rows)), chosen_channel])
-        prio = propensity[a_j, chosen_channel] * weights[c_i, a_j] * values[a_j] * levers[a_j]
-        order_rows = np.lexsort((a_j, -prio, tiers[a_j], c_i))
-        on_cap = capped[rows] & usable_any
-        key = np.where(on_cap, c_i * n_channels + chosen_channel, -1 - np.arange(len(rows)))
-        used = np.empty(len(rows), dtype=np.int64)
-        used[order_rows] = _cumcount(key[order_rows])
-        return chosen_channel, usable_any, on_cap & (used >= room[c_i, chosen_channel])
-
-    rows = np.arange(len(ci))
-    ch, has, over = route(rows)
-    for _ in range(n_channels):
-        if not over.any():
-            break
-        avail[np.nonzero(over)[0], ch[over]] = False
-        rows = np.nonzero(np.isin(ci, np.unique(ci[over])))[0]       # only the customers concerned
-        ch[rows], has[rows], over[rows] = route(rows)
-    prop = propensity[aj, ch]
-    priority = prop * weights[ci, aj] * values[aj] * levers[aj]
-    order = np.lexsort((aj, -priority, tiers[aj], ci))
-    out = ~has | over
-    stage[ci[out], aj[out]] = STAGE_CODE["contact_policy"]
-    reason[ci[out], aj[out]] = book.code("weekly contact caps reached on every channel it could use tonight")
-    keep = ~out
-    order = order[keep[order]]
-    ci, aj, ch, prop, priority = ci[order], aj[order], ch[order], prop[order], priority[order]
     top_k = int(pol["top_k"])
-    protective = tiers[aj] == 0
-    rank_p = _cumcount(np.where(protective, ci, -1 - np.arange(len(ci))))
-    chosen_p = protective & (rank_p < top_k)
-    n_protective = np.bincount(ci[chosen_p], minlength=n)
-    # the bandit's pool: the best `pool_size` non-protective candidates per customer
-    pool_size = max(int(pol["exploration"]["pool_size"]), top_k)
-    others = ~protective
-    rank_o = _cumcount(np.where(others, ci, -1 - np.arange(len(ci))))
-    in_pool = others & (rank_o < pool_size)
-    pool_index = np.full((n, pool_size), -1, dtype=np.int64)
-    pool_index[ci[in_pool], rank_o[in_pool]] = np.nonzero(in_pool)[0]
-    slots = np.maximum(top_k - n_protective, 0)
-    picks = epsilon_greedy(pool_index >= 0, seeds, slots, float(pol["exploration"]["epsilon"]))
-    chosen = chosen_p.copy()
-    logging_probability = np.where(chosen_p, 1.0, np.nan)
-    exploring = np.zeros(len(ci), dtype=bool)
-    slot_rank = np.where(chosen_p, rank_p + 1, 0)
-    rows_n = np.arange(n)
-    for s in range(picks.column.shape[1]):
-        has = picks.column[:, s] >= 0
-        cand = pool_index[rows_n[has], picks.column[has, s]]
-        chosen[cand] = True
-        logging_probability[cand] = picks.logging_probability[has, s]
-        exploring[cand] = picks.is_exploration[has, s]
-        slot_rank[cand] = n_protective[has] + s + 1
-    not_chosen = ~chosen
-    stage[ci[not_chosen], aj[not_chosen]] = STAGE_CODE["arbitration"]
-    beyond = not_chosen & ~(others & in_pool)
-    reason[ci[beyond], aj[beyond]] = book.code(f"ranked below the top {top_k} for this customer")
-    pooled = not_chosen & others & in_pool
-    reason[ci[pooled], aj[pooled]] = book.code(
+
+    def arbitrate(usable_now: np.ndarray) -> dict[str, Any]:
+        """Channels and the top k of every candidate still in (stage 0) given the channels it may use; returns the
+        picks and the drops it decides without changing `stage`."""
+        ci, aj = np.nonzero(stage == 0)
+        capped = np.isin(cls[aj], cp["capped_classes"])
+        avail = usable_now[ci, aj]                                              # (m, C)
+
+        # channel choice under tonight's caps: each candidate takes its preferred usable channel; within a customer,
+        # in ranking order, a capped candidate beyond the room left on its channel moves to its next usable channel,
+        # and is dropped when none is left. A kept candidate never moves, so this settles in at most C rounds.
+        def route(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """Channel, has-a-channel and over-the-cap for the candidates `rows` (whole customers)."""
+            c_i, a_j = ci[rows], aj[rows]
+            score = np.where(avail[rows], preference[a_j], np.inf)
+            chosen_channel = np.argmin(score, axis=1)
+            usable_any = np.isfinite(score[np.arange(len(rows)), chosen_channel])
+            prio = propensity[a_j, chosen_channel] * weights[c_i, a_j] * values[a_j] * levers[a_j]
+            order_rows = np.lexsort((a_j, -prio, tiers[a_j], c_i))
+            on_cap = capped[rows] & usable_any
+            key = np.where(on_cap, c_i * n_channels + chosen_channel, -1 - np.arange(len(rows)))
+            used = np.empty(len(rows), dtype=np.int64)
+            used[order_rows] = _cumcount(key[order_rows])
+            return chosen_channel, usable_any, on_cap & (used >= room[c_i, chosen_channel])
+
+        rows = np.arange(len(ci))
+        ch, has, over = route(rows)
+        for _ in range(n_channels):
+            if not over.any():
+                break
+            avail[np.nonzero(over)[0], ch[over]] = False
+            rows = np.nonzero(np.isin(ci, np.unique(ci[over])))[0]       # only the customers concerned
+            ch[rows], has[rows], over[rows] = route(rows)
+        prop = propensity[aj, ch]
+        priority = prop * weights[ci, aj] * values[aj] * levers[aj]
+        order = np.lexsort((aj, -priority, tiers[aj], ci))
+        out = ~has | over
+        capped_out = (ci[out], aj[out])
+        keep = ~out
+        order = order[keep[order]]
+        ci, aj, ch, prop, priority = ci[order], aj[order], ch[order], prop[order], priority[order]
+        protective = tiers[aj] == 0
+        rank_p = _cumcount(np.where(protective, ci, -1 - np.arange(len(ci))))
+        chosen_p = protective & (rank_p < top_k)
+        n_protective = np.bincount(ci[chosen_p], minlength=n)
+        # the bandit's pool: the best `pool_size` non-protective candidates per customer
+        pool_size = max(int(pol["exploration"]["pool_size"]), top_k)
+        others = ~protective
+        rank_o = _cumcount(np.where(others, ci, -1 - np.arange(len(ci))))
+        in_pool = others & (rank_o < pool_size)
+        pool_index = np.full((n, pool_size), -1, dtype=np.int64)
+        pool_index[ci[in_pool], rank_o[in_pool]] = np.nonzero(in_pool)[0]
+        slots = np.maximum(top_k - n_protective, 0)
+        picks = epsilon_greedy(pool_index >= 0, seeds, slots, float(pol["exploration"]["epsilon"]))
+        chosen = chosen_p.copy()
+        logging_probability = np.where(chosen_p, 1.0, np.nan)
+        exploring = np.zeros(len(ci), dtype=bool)
+        slot_rank = np.where(chosen_p, rank_p + 1, 0)
+        rows_n = np.arange(n)
+        for s in range(picks.column.shape[1]):
+            picked = picks.column[:, s] >= 0
+            cand = pool_index[rows_n[picked], picks.column[picked, s]]
+            chosen[cand] = True
+            logging_probability[cand] = picks.logging_probability[picked, s]
+            exploring[cand] = picks.is_exploration[picked, s]
+            slot_rank[cand] = n_protective[picked] + s + 1
+        not_chosen = ~chosen
+        beyond = not_chosen & ~(others & in_pool)
+        pooled = not_chosen & others & in_pool
+        return {"ci": ci, "aj": aj, "ch": ch, "prop": prop, "priority": priority, "chosen": chosen,
+                "logging_probability": logging_probability, "exploring": exploring, "slot_rank": slot_rank,
+                "capped_out": capped_out, "beyond": (ci[beyond], aj[beyond]), "pooled": (ci[pooled], aj[pooled])}
+
+    picked = arbitrate(usable)
+    # staffed channels (phone, branch): tonight's capacity goes to the customers in greatest need; the others get
+    # the same action on a digital channel (docs/decisioning.md, "Staffed channels")
+    capacity = capacity if capacity is not None else frame_capacity(pol, n)
+    need = need_score(ctx, pol)
+    need_order = np.lexsort((seeds, -need))                                # neediest first, ties by a stable hash
+    need_rank = np.empty(n, dtype=np.int64)
+    need_rank[need_order] = np.arange(n)
+    not_digital = np.flatnonzero(~np.isin(np.array(CHANNELS), list(pol["capacity"]["digital_channels"])))
+    staffed = list(pol["capacity"]["channels"])
+    restricted = usable
+    moved: list[tuple[str, np.ndarray, np.ndarray]] = []                   # channel, customers, actions moved off it
+    capacity_metrics: dict[str, dict[str, int]] = {}
+    for _ in range(len(staffed) + 1):                                      # each round only takes channels away
+        changed = False
+        for name in staffed:
+            code = CHANNEL_CODE[name]
+            on = picked["chosen"] & (picked["ch"] == code)
+            demand = np.unique(picked["ci"][on])
+            limit = int(capacity.get(name, 0))
+            capacity_metrics.setdefault(name, {"capacity": limit, "demand": int(len(demand))})
+            over = demand[np.argsort(need_rank[demand], kind="stable")][limit:]
+            if not len(over):
+                continue
+            changed = True
+            restricted = restricted.copy() if restricted is usable else restricted
+            restricted[over, :, code] = False                              # no call for them tonight
+            hit = on & np.isin(picked["ci"], over)
+            cust, act = picked["ci"][hit], picked["aj"][hit]
+            restricted[cust[:, None], act[:, None], not_digital[None, :]] = False   # the same action, digitally
+            moved.append((name, cust, act))
+        if not changed:
+            break
+        lost = (stage == 0) & usable.any(axis=2) & ~restricted.any(axis=2)
+        stage[lost] = STAGE_CODE["capacity"]
+        reason[lost] = book.code("tonight's capacity of its staffed channel went to customers in greater need, and "
+                                 "no digital channel of this action is consented")
+        picked = arbitrate(restricted)
+    ci, aj, ch, chosen = picked["ci"], picked["aj"], picked["ch"], picked["chosen"]
+    stage[picked["capped_out"]] = STAGE_CODE["contact_policy"]
+    reason[picked["capped_out"]] = book.code("weekly contact caps reached on every channel it could use tonight")
+    stage[picked["beyond"]] = STAGE_CODE["arbitration"]
+    reason[picked["beyond"]] = book.code(f"ranked below the top {top_k} for this customer")
+    stage[picked["pooled"]] = STAGE_CODE["arbitration"]
+    reason[picked["pooled"]] = book.code(
         f"not chosen: other actions ranked higher or were picked by exploration (top {top_k})")
+    # the capacity drops, logged: an action moved off a staffed channel is published on a digital one (a row at
+    # stage `capacity` says so) or, when it did not make it there, its drop is logged at `capacity` with the reason
+    published_channel = np.full((n, n_actions), -1, dtype=np.int64)
+    published_channel[ci[chosen], aj[chosen]] = ch[chosen]
+    extra = []
+    for name, cust, act in moved:
+        words = f"tonight's {name} capacity went to customers in greater need"
+        sent = published_channel[cust, act]
+        rerouted = sent >= 0
+        for c, a, k in zip(cust[rerouted], act[rerouted], sent[rerouted]):
+            extra.append((c, a, book.code(f"{words}: sent by {CHANNELS[k]} instead")))
+        for c, a in zip(cust[~rerouted], act[~rerouted]):
+            if stage[c, a] != STAGE_CODE["capacity"]:
+                before = book.texts[reason[c, a]] if reason[c, a] >= 0 else "not published"
+                stage[c, a] = STAGE_CODE["capacity"]
+                reason[c, a] = book.code(f"{words}; on a digital channel: {before}")
+    for name in staffed:
+        on = chosen & (ch == CHANNEL_CODE[name])
+        served = np.unique(ci[on])
+        mine = [(c, a) for channel, cs, acts in moved if channel == name for c, a in zip(cs, acts)]
+        moved_customers = np.unique(np.array([c for c, _ in mine], dtype=np.int64))
+        digitally = np.unique(np.array([c for c, a in mine if published_channel[c, a] >= 0], dtype=np.int64))
+        capacity_metrics[name].update({"served": int(len(served)), "over_capacity": int(len(moved_customers)),
+                                       "sent_digitally": int(len(digitally)),
+                                       "not_sent": int(len(np.setdiff1d(moved_customers, digitally)))})
 
     # ----------------------------------------------------------------------------------------- outputs
     sel = np.nonzero(chosen)[0]
-    sel = sel[np.lexsort((slot_rank[sel], ci[sel]))]
-    nba = _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
-                     is_control, as_of, version)
-    decision_log = _decision_log(ctx, catalogue, stage, reason, book, version)
-    advisor = advisor_queue(ctx, pol)
+    sel = sel[np.lexsort((picked["slot_rank"][sel], ci[sel]))]
+    nba = _published(ctx, catalogue, sel, ci, aj, ch, picked["prop"], picked["priority"],
+                     picked["logging_probability"], picked["exploring"], picked["slot_rank"], is_control, as_of,
+                     version, credit_ctx, msg_rules.get("plain_register"))
+    decision_log = _decision_log(ctx, catalogue, stage, reason, book, version, extra)
+    advisor, queue_demand = advisor_queue(ctx, pol, int(capacity.get("advisor_queue", n)), need_rank)
+    capacity_metrics["advisor_queue"] = {"capacity": int(capacity.get("advisor_queue", n)), "demand": queue_demand,
+                                         "served": int(len(advisor)), "over_capacity": queue_demand - len(advisor)}
     dashboard = dashboard_layout(ctx, pol)
     funnel = {name: int((stage == code).sum()) for name, code in STAGE_CODE.items()}
     metrics = {"n_customers": n, "n_actions": n_actions, "n_candidates": n * n_actions,
@@ -541,6 +839,8 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                "n_control": int(is_control.sum()), "n_exploration": int(nba["is_exploration"].sum()) if len(nba) else 0,
                "n_advisor_queue": int(len(advisor)), "policy_version": version,
                "action_mix": nba["action_id"].value_counts().sort_index().to_dict() if len(nba) else {},
+               "channel_mix": nba["channel"].value_counts().sort_index().to_dict() if len(nba) else {},
+               "capacity": capacity_metrics, "capacity_rerouted_rows": len(extra),
                "seconds": round(time.perf_counter() - started, 2)}
     return Decisions(nba, decision_log, advisor, dashboard, metrics)
 
@@ -560,7 +860,8 @@ def _cumcount(keys: np.ndarray) -> np.ndarray:
 
 
 def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
-               is_control, as_of: date, version: str) -> pd.DataFrame:
+               is_control, as_of: date, version: str, credit_ctx: pd.DataFrame | None = None,
+               plain: dict[str, Any] | None = None) -> pd.DataFrame:
     cust = ci[sel]
     act = aj[sel]
     action_ids = np.array([x.id for x in catalogue], dtype=object)
@@ -592,7 +893,8 @@ def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probabil
         rows = np.nonzero(act == j)[0]
         if not len(rows):
             continue
-        sub = ctx[_fields_of(action)].iloc[cust[rows]].reset_index(drop=True)
+        source = credit_ctx if action.is_credit and credit_ctx is not None else ctx
+        sub = source[_fields_of(action)].iloc[cust[rows]].reset_index(drop=True)
         text = _reason_text(action, sub)
         reasons[rows] = text.to_numpy()
         expl = catalogue_module.render_template(action.explanation, sub)
@@ -602,6 +904,15 @@ def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probabil
         tier_note = " Help with your money always comes before offers." if action.action_class == "protective" else ""
         explanations[rows] = (f"{action.title}: " + expl + " Suggested because " + text + "." + tier_note
                               + explore_note).to_numpy()
+        if plain:  # customers in distress: the plainer register of config/decisioning.yaml message_rules
+            distressed = (ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool))[
+                cust[rows]]
+            if distressed.any():
+                simple = catalogue_module.render_template(action.raw.get("plain_explanation") or action.explanation,
+                                                          sub)
+                lines = [plain["template"].format(title=action.title, explanation=e, because=b)
+                         for e, b in zip(simple.to_numpy(), text.to_numpy())]
+                explanations[rows[distressed]] = np.array(lines, dtype=object)[distressed]
     frame["reasons"] = reasons
     frame["explanation"] = explanations
     return frame
@@ -617,7 +928,7 @@ def _fields_of(action: Action) -> list[str]:
                 walk(sub)
         names.update(rule[k] for k in ("field", "value_field") if k in rule)
 
-    for text in [action.explanation, *(r["text"] for r in action.reasons)]:
+    for text in [action.explanation, action.raw.get("plain_explanation") or "", *(r["text"] for r in action.reasons)]:
         names.update(name for name, _ in catalogue_module._PLACEHOLDER.findall(text))
     for spec in action.reasons:
         for rule in spec.get("when") or ():
@@ -648,8 +959,20 @@ def _reason_text(action: Action, sub: pd.DataFrame) -> pd.Series:
     return out
 
 
-def _decision_log(ctx, catalogue, stage, reason, book: _Reasons, version: str) -> pd.DataFrame:
+def _decision_log(ctx, catalogue, stage, reason, book: _Reasons, version: str,
+                  extra: list[tuple[int, int, int]] | None = None) -> pd.DataFrame:
+    """One row per dropped candidate (stage > 0), then one row per `extra` (customer, action, reason): an action
+    moved off a staffed channel by tonight's capacity and published on a digital one (stage `capacity`)."""
     ci, aj = np.nonzero(stage > 0)
+    codes = stage[ci, aj].astype(np.int64) - 1
+    why = reason[ci, aj]
+    if extra:
+        more = np.array(extra, dtype=np.int64).reshape(-1, 3)
+        ci, aj = np.r_[ci, more[:, 0]], np.r_[aj, more[:, 1]]
+        codes = np.r_[codes, np.full(len(more), STAGE_CODE["capacity"] - 1)]
+        why = np.r_[why, more[:, 2]]
+        order = np.lexsort((aj, ci))
+        ci, aj, codes, why = ci[order], aj[order], codes[order], why[order]
     customer = pd.Categorical.from_codes(ci, categories=pd.Index(ctx["customer_id"].astype(str)), validate=False) \
         if len(ctx) else pd.Categorical([])
     return pd.DataFrame({
@@ -658,9 +981,8 @@ def _decision_log(ctx, catalogue, stage, reason, book: _Reasons, version: str) -
         "action_class": pd.Categorical.from_codes(
             pd.Index(["protective", "service", "commercial"]).get_indexer([x.action_class for x in catalogue])[aj]
             if len(aj) else np.zeros(0, int), categories=["protective", "service", "commercial"], validate=False),
-        "stage": pd.Categorical.from_codes(stage[ci, aj].astype(np.int64) - 1, categories=list(STAGES),
-                                           validate=False),
-        "reason": pd.Categorical.from_codes(reason[ci, aj], categories=book.texts or ["-"], validate=False),
+        "stage": pd.Categorical.from_codes(codes, categories=list(STAGES), validate=False),
+        "reason": pd.Categorical.from_codes(why, categories=book.texts or ["-"], validate=False),
         "policy_version": pd.Categorical.from_codes(np.zeros(len(ci), dtype=np.int64), categories=[version],
                                                     validate=False),
     })
@@ -670,16 +992,28 @@ def _decision_log(ctx, catalogue, stage, reason, book: _Reasons, version: str) -
 # Advisor queue and dashboard layout
 # ---------------------------------------------------------------------------------------------------------------
 
-def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
+def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any], capacity: int | None = None,
+                  need_rank: np.ndarray | None = None) -> tuple[pd.DataFrame, int]:
     """Customers a person should call: a high shortfall risk with an income drop, a known vulnerability with a
-    shortfall risk, or arrears with a likely shortfall. Priority: p_shortfall_30 plus 0.5 per condition met."""
+    shortfall risk, or arrears with a likely shortfall. Priority: the need score (`need_score`); the queue holds at
+    most `capacity` customers (None: no limit), the neediest first (ties by `need_rank`, else customer_id).
+    Returns the queue and the number of customers who met a condition (the demand)."""
     rules = pol["advisor_queue"]
     p30 = ctx["p_shortfall_30"].astype("float64").fillna(0).to_numpy()
     income_drop = ctx["is_income_stopped"].to_numpy(bool) | ctx["is_job_loss"].to_numpy(bool)
     c1 = (p30 >= float(rules["high_p_shortfall_30"])) & income_drop
     c2 = ctx["is_vulnerable"].to_numpy(bool) & (p30 >= float(rules["vulnerable_p_shortfall_30"]))
     c3 = ctx["in_arrears"].to_numpy(bool) & (p30 >= float(rules["arrears_p_shortfall_30"]))
-    rows = np.nonzero(c1 | c2 | c3)[0]
+    difficulty = ctx["is_message_difficulty"].to_numpy(bool)
+    c4 = (ctx["is_message_distress"].to_numpy(bool) | difficulty) if rules.get("messages", True) else \
+        np.zeros(len(ctx), dtype=bool)
+    rows = np.nonzero(c1 | c2 | c3 | c4)[0]
+    demand = int(len(rows))
+    need = need_score(ctx, pol)
+    rank = need_rank if need_rank is not None else np.argsort(np.argsort(-need, kind="stable"), kind="stable")
+    rows = rows[np.argsort(rank[rows], kind="stable")]
+    if capacity is not None:
+        rows = rows[:max(int(capacity), 0)]
     sub = ctx.iloc[rows].reset_index(drop=True)
     pct = (p30[rows] * 100).round().astype(int).astype(str)
     reason = pd.Series("", index=sub.index, dtype=object)
@@ -687,16 +1021,17 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
     for mask, text in (
             (c1[rows], "high risk of a shortfall within 30 days (" + pct + "%) after an income drop"),
             (c2[rows], "known vulnerability (" + vuln + ") with a risk of a shortfall within 30 days (" + pct + "%)"),
-            (c3[rows], "an account in arrears with a likely shortfall (" + pct + "%)")):
+            (c3[rows], "an account in arrears (" + sub["arrears_reason"].astype(str) + ") with a likely shortfall ("
+             + pct + "%)"),
+            (c4[rows], _message_reasons(sub))):
         text = pd.Series(text, index=sub.index) if not isinstance(text, pd.Series) else text
         reason = reason + np.where(mask & (reason != ""), "; ", "") + text.where(mask, "")
-    priority = np.round(p30[rows] + 0.5 * (c1[rows].astype(float) + c2[rows] + c3[rows]), 6)
     out = pd.DataFrame({
         "customer_id": sub["customer_id"].to_numpy(dtype=object),
-        "priority": priority,
+        "priority": np.round(need[rows], 6),
         "reason": reason.to_numpy(dtype=object),
-        "suggested_action": np.where(sub["in_arrears"].to_numpy(bool), "hardship_support", "advisor_callback")
-        .astype(object),
+        "suggested_action": np.where(sub["in_arrears"].to_numpy(bool) | difficulty[rows], "hardship_support",
+                                     "advisor_callback").astype(object),
         "p_shortfall_30": p30[rows],
         "expected_shortfall_date": pd.to_datetime(sub["expected_shortfall_date"], errors="coerce").dt.date,
         "known_vulnerability": sub["known_vulnerability"].astype(object)
@@ -705,7 +1040,14 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
         "in_arrears": sub["in_arrears"].to_numpy(bool),
         "is_service_alerts_allowed": sub["is_service_alerts_allowed"].to_numpy(bool),
     })
-    return out.sort_values(["priority", "customer_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    return out.reset_index(drop=True), demand
+
+
+def _message_reasons(sub: pd.DataFrame) -> pd.Series:
+    """The advisor's reason from messages: what the customer told us, in the signals' words (never the text)."""
+    said = sub["message_reasons"].astype(object).where(sub["message_reasons"].notna(), "") \
+        if "message_reasons" in sub else pd.Series("", index=sub.index, dtype=object)
+    return ("in their messages: " + said.astype(str)).where(said.astype(str) != "", "distress in recent messages")
 
 
 def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
@@ -829,12 +1171,16 @@ def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     context = build_context(paths, day, bucket)
     # propensities learn from every shard's responses; contact rules only read the customer's own
     responses = read_responses(paths, day)
-    decisions = decide_frame(context, day, responses)
+    pol = policy()
+    sizes = bucket_sizes(paths, day)
+    capacity = shard_capacity(pol, sizes, bucket)
+    decisions = decide_frame(context, day, responses, pol=pol, capacity=capacity)
     written = {}
     for table in GOLD_TABLES:
         written[table] = write_table(paths, table, getattr(decisions, table), day, bucket)
     metrics = decisions.metrics | {
         "bucket": int(bucket), "as_of": day.isoformat(), "rows": written,
+        "night_capacity": frame_capacity(pol, sum(sizes.values())), "night_customers": sum(sizes.values()),
         "has_cash_forecast": bool(context["has_forecast"].any()),
         "has_life_events": bool(context["has_life_events"].any()),
         "seconds": round(time.perf_counter() - started, 2)}
@@ -844,6 +1190,23 @@ def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
 
 def shards() -> list[int]:
     return list(range(lake.n_buckets()))
+
+
+def bucket_sizes(paths: Paths, day: date) -> dict[int, int]:
+    """Customers per bucket in the silver customers snapshot as of D (every bucket, empty ones included): what
+    each shard's part of the night's staffed capacity is proportional to."""
+    sizes = {b: 0 for b in shards()}
+    snap = _latest_partition(paths.table("silver", "customers"), day)
+    if snap is None:
+        return sizes
+    path = lake.partition_path(paths, "silver", "customers", as_of=snap)
+    con = lake.connect()
+    try:
+        rows = con.execute(f"select bucket, count(*) from read_parquet('{path}/**/*.parquet') group by bucket").fetchall()
+    finally:
+        con.close()
+    sizes.update({int(b): int(k) for b, k in rows})
+    return sizes
 
 
 def decide_all(paths: Paths, day: date) -> dict[str, Any]:
@@ -860,12 +1223,26 @@ def summarise_shards(paths: Paths, day: date, per_shard: list[dict[str, Any]]) -
             funnel[k] = funnel.get(k, 0) + v
         for k, v in m["action_mix"].items():
             mix[k] = mix.get(k, 0) + v
+    capacity: dict[str, dict[str, int]] = {}
+    channels: dict[str, int] = {}
+    for m in per_shard:
+        for name, figures in (m.get("capacity") or {}).items():
+            into = capacity.setdefault(name, {})
+            for k, v in figures.items():
+                into[k] = into.get(k, 0) + int(v)
+        for k, v in (m.get("channel_mix") or {}).items():
+            channels[k] = channels.get(k, 0) + v
+    nights = [m["night_capacity"] for m in per_shard if m.get("night_capacity")]
+    for name, figures in capacity.items():
+        if nights:
+            figures["night_capacity"] = int(nights[0].get(name, figures.get("capacity", 0)))
     metrics = {"as_of": day.isoformat(), "n_shards": len(per_shard),
                "n_customers": sum(m["n_customers"] for m in per_shard),
                "n_published": sum(m["n_published"] for m in per_shard),
                "n_control": sum(m["n_control"] for m in per_shard),
                "n_advisor_queue": sum(m["n_advisor_queue"] for m in per_shard),
                "dropped_by_stage": funnel, "action_mix": dict(sorted(mix.items())),
+               "channel_mix": dict(sorted(channels.items())), "capacity": capacity,
                "policy_versions": sorted({m["policy_version"] for m in per_shard})}
     write_run_metrics(paths, day.isoformat(), "decide", metrics)
     return metrics
@@ -898,6 +1275,8 @@ def synthetic_context(n: int, seed: int = 0) -> pd.DataFrame:
         "is_income_stopped": rng.random(n) < 0.02, "income_90": rng.gamma(2, 3000, n),
         "monthly_recurring_income": rng.gamma(2, 1200, n), "monthly_recurring_outgoings": rng.gamma(2, 600, n),
         "n_outgoing_streams": rng.poisson(5, n).astype(float), "n_fees_90": rng.poisson(0.3, n).astype(float),
+        "n_returned_payments": (rng.random(n) < 0.01).astype(float), "n_arrears_fees": rng.poisson(0.01, n).astype(float),
+        "n_missed_repayments": (rng.random(n) < 0.002).astype(float),
         "savings_balance": rng.gamma(1, 3000, n), "income_regularity": rng.random(n),
         "p_shortfall_30": p30, "p_shortfall_60": np.minimum(1, p30 * 1.1), "p_shortfall_90": np.minimum(1, p30 * 1.2),
         "min_balance_p10_30": rng.normal(1000, 2000, n),
@@ -917,6 +1296,7 @@ def synthetic_context(n: int, seed: int = 0) -> pd.DataFrame:
         prob = rng.beta(0.5, 8, n)
         frame[f"p_{event}"] = prob
         frame[f"is_{event}"] = rng.random(n) < rate
+        frame[f"is_{event}_corroborated"] = frame[f"is_{event}"] & (rng.random(n) < 0.5)
     return frame
 
 

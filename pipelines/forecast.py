@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 FAMILY = "cash_forecast"
 ENGINE = "global"
+BASELINE = "baseline"
 
 
 def settings() -> dict[str, Any]:
@@ -43,8 +44,49 @@ def model_inputs(panel: feature_stage.Panel) -> pd.DataFrame:
     minimum, baseline probability): the global engine learns where the rules engine is wrong."""
     from models.baseline_engine import baseline_features
 
-    extra = baseline_features(panel.features, panel.streams, horizons())
+    extra = baseline_features(panel.features, projected_streams(panel.streams), horizons())
     return panel.features.merge(extra, on=["customer_id", "cutoff"], how="left", validate="one_to_one")
+
+
+def projected_streams(streams: pd.DataFrame) -> pd.DataFrame:
+    """The streams the baseline projects onto the cash position: every stream except an own-account transfer seen
+    away from the cash position (the savings side of a transfer from current to savings, the credit on a loan
+    account): only its cash-position side moves the position."""
+    if streams.empty or "is_own_transfer" not in streams:
+        return streams
+    keep = ~streams["is_own_transfer"].astype(bool) | streams["on_cash_position"].astype("boolean").fillna(False)
+    return streams[keep.to_numpy(bool)].reset_index(drop=True)
+
+
+def known_payments(panel: feature_stage.Panel, inputs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per customer and cut-off of `inputs` (default: the whole panel): the first known payment the balance cannot
+    meet and the lowest balance the known flows reach (models.baseline_engine.known_payment_shortfall)."""
+    from models.baseline_engine import known_payment_shortfall
+
+    features = panel.features
+    if inputs is not None:
+        features = features.merge(inputs[["customer_id", "cutoff"]], on=["customer_id", "cutoff"], how="inner")
+    return known_payment_shortfall(features, projected_streams(panel.streams), horizons())
+
+
+def predict(engine, inputs: pd.DataFrame, known: pd.DataFrame, streams: pd.DataFrame | None = None
+            ) -> pd.DataFrame:
+    """The engine's forecast made to agree with the payments already known to be due (`known`, from
+    `known_payments`): the expected shortfall never comes after the first known payment the balance cannot meet,
+    and such a payment due within `known_payments.within_days` gives a probability of at least
+    `known_payments.min_p_shortfall` at every horizon (models.contract.bound_by_known_payments). What the night
+    publishes, the training's held-out check and the backtest all score this. The baseline engine (registered where
+    the global engine cannot be trained or does worse) projects the recurring `streams` of the same panel."""
+    from models.contract import bound_by_known_payments
+
+    rule = settings()["known_payments"]
+    if getattr(engine, "engine", None) == BASELINE:
+        if streams is None:
+            raise ValueError("the baseline engine forecasts from the recurring streams: pass them")
+        raw = engine.predict(inputs, projected_streams(streams))
+    else:
+        raw = engine.predict(inputs)
+    return bound_by_known_payments(raw, known, float(rule["min_p_shortfall"]), int(rule["within_days"]))
 
 
 def build_panel(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
@@ -93,16 +135,33 @@ def data_start(paths: Paths) -> date:
 
 def training_cutoffs(first_day: date, last_outcome_day: date, step_days: int, min_history_days: int,
                      window_days: int) -> list[date]:
-    """Cut-offs `step_days` apart, newest first from the last one whose longest horizon ends by
-    `last_outcome_day`, none with less than `min_history_days` of data before it or older than `window_days`."""
-    latest = last_outcome_day - timedelta(days=max(horizons()))
-    earliest = max(first_day + timedelta(days=min_history_days), latest - timedelta(days=window_days))
+    """Cut-offs `step_days` apart through the last one whose longest horizon ends by `last_outcome_day` (the
+    anchor), up to the last one whose shortest horizon ends by then, none with less than `min_history_days` of data
+    before it or more than `window_days` before the anchor. Each horizon's model learns from the cut-offs whose
+    outcome window of that horizon has ended (`labelled_cutoffs`): the 30-day model from cut-offs up to 56 days more
+    recent than the 90-day model's (with 14-day steps), the closest to the day it forecasts from."""
+    anchor = last_outcome_day - timedelta(days=max(horizons()))   # the newest cut-off every horizon can learn from
+    newest = last_outcome_day - timedelta(days=min(horizons()))
+    earliest = max(first_day + timedelta(days=min_history_days), anchor - timedelta(days=window_days))
+    step = timedelta(days=step_days)
+    latest = anchor + step * ((newest - anchor) // step)          # the grid runs through the anchor
     cutoffs = []
     day = latest
     while day >= earliest:
         cutoffs.append(day)
-        day -= timedelta(days=step_days)
+        day -= step
     return sorted(cutoffs)
+
+
+def labelled_cutoffs(cutoffs: list[date], known_until: date) -> dict[int, list[date]]:
+    """Per horizon, the cut-offs whose outcome window of that horizon ends by `known_until`."""
+    return {h: [c for c in cutoffs if c + timedelta(days=h) <= known_until] for h in horizons()}
+
+
+def known_labels(labels: pd.DataFrame, known_until: date | pd.Timestamp) -> pd.DataFrame:
+    """The label rows whose outcome window ends by `known_until` (what was known on that day)."""
+    ends = pd.to_datetime(labels["cutoff"]) + pd.to_timedelta(labels["horizon_days"].astype("int64"), unit="D")
+    return labels[(ends <= pd.Timestamp(known_until)).to_numpy()]
 
 
 def frame_hash(*frames: pd.DataFrame) -> str:
@@ -125,6 +184,7 @@ def fit_global(inputs: pd.DataFrame, labels: pd.DataFrame, seed: int = 0):
     from models.global_engine import GlobalEngine, GlobalEngineParams
 
     params = GlobalEngineParams(seed=seed, calibration_share=float(settings()["calibration_share"]),
+                                calibration_min_folds=int(settings().get("calibration_min_folds", 3)),
                                 horizons=horizons())
     return GlobalEngine().fit(inputs, labels, params)
 
@@ -150,81 +210,150 @@ def evaluate(forecast: pd.DataFrame, labels: pd.DataFrame) -> dict[str, dict[str
     return out
 
 
+def mean_brier(metrics: dict[str, dict[str, float]]) -> float:
+    """The figure engines are compared on: the Brier score averaged over the horizons (a proper score of the
+    probability, every horizon counting the same)."""
+    values = [m["brier"] for m in metrics.values() if m.get("brier") == m.get("brier")]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, Any]:
-    """Train the global engine on a rolling window of cut-offs ending at `as_of` (default: the data's last day),
-    check it on the latest cut-off held out, save it to the registry and promote it when it is at least as good as
-    the promoted one on that held-out cut-off (Brier score at 30 days)."""
+    """Train the global engine on a rolling window of cut-offs ending at `as_of` (default: the data's last day), each
+    horizon on the cut-offs whose outcome of that horizon is known, and check it on each horizon's latest labelled
+    cut-off, held out, against the baseline engine on the same rows. The global engine is registered when it could
+    be trained and its Brier score there (mean over the horizons) is no worse than the baseline's; otherwise the
+    baseline is (DESIGN principle 6: a history too short to train on, or a model that does worse than the baseline,
+    never stops the night). The version is promoted when it is at least as good as the promoted one on the held-out
+    cut-offs. The decision, its reason and the figures compared are in the metadata and the run metrics."""
+    from models.baseline_engine import BaselineEngine
+
     started = time.perf_counter()
     end = as_of or data_end(paths)
+    first = data_start(paths)
     training = settings()["training"]
-    cutoffs = training_cutoffs(data_start(paths), end, int(training["cutoff_step_days"]),
+    cutoffs = training_cutoffs(first, end, int(training["cutoff_step_days"]),
                                int(training["min_history_days"]), int(training["window_days"]))
-    if len(cutoffs) < 2:
-        raise SegoneError(
-            f"not enough history to train: the data runs from {data_start(paths)} to {end}, and training needs "
-            f"{training['min_history_days']} days of history plus {max(horizons())} days of outcomes at two "
-            f"cut-offs at least ({training['cutoff_step_days']} days apart)")
-    panel = build_panel(paths, end, cutoffs, with_labels=True, series_until=end)
-    inputs = model_inputs(panel)
-    labels = panel.labels
-    holdout = pd.Timestamp(cutoffs[-1])
-    fit_rows = inputs["cutoff"] < holdout
-    if not fit_rows.any():
-        raise SegoneError("not enough cut-offs before the held-out one to train on")
-    engine = fit_global(inputs[fit_rows].reset_index(drop=True),
-                        labels[labels["cutoff"] < holdout].reset_index(drop=True), seed)
-    held_out_inputs = inputs[~fit_rows].reset_index(drop=True)
-    held_out_labels = labels[labels["cutoff"] == holdout]
-    validation = evaluate(engine.predict(held_out_inputs), held_out_labels)
-    data_hash = frame_hash(inputs, labels)
-    version = f"{ENGINE}-{end.isoformat()}-{data_hash[:10]}"
+    held: dict[str, Any] | None = None
+    engine, reason, comparison, n_rows, n_customers = None, "", {}, 0, 0
+    per_horizon = labelled_cutoffs(cutoffs, end)
+    window: dict[str, Any] = {"n_cutoffs": len(cutoffs), "step_days": int(training["cutoff_step_days"]),
+                              "by_horizon": {str(h): {"n_cutoffs": max(len(c) - 1, 0),
+                                                      "first_cutoff": c[0].isoformat() if len(c) > 1 else None,
+                                                      "last_cutoff": c[-2].isoformat() if len(c) > 1 else None,
+                                                      "held_out_cutoff": c[-1].isoformat() if c else None}
+                                             for h, c in per_horizon.items()}}
+    short = {h: len(c) for h, c in per_horizon.items() if len(c) < 2}
+    if short:
+        reason = (f"too little history to train the global engine: the data runs from {first} to {end}; each "
+                  f"horizon needs two cut-offs at least ({training['cutoff_step_days']} days apart, one of them held "
+                  f"out) with {training['min_history_days']} days of history before them and their outcome window "
+                  f"inside the data, and "
+                  + ", ".join(f"the {h}-day horizon has {n}" for h, n in sorted(short.items())))
+        data_hash = hashlib.sha256(f"{first}|{end}|{horizons()}|{reason}".encode()).hexdigest()
+    else:
+        panel = build_panel(paths, end, cutoffs, with_labels=True, series_until=end)
+        inputs = model_inputs(panel)
+        labels = known_labels(panel.labels, end)
+        data_hash = frame_hash(inputs, labels)
+        # per horizon, its latest labelled cut-off is held out: the engine is fitted on the earlier ones
+        holdout = labels["horizon_days"].map({h: pd.Timestamp(c[-1]) for h, c in per_horizon.items()})
+        held_rows = (pd.to_datetime(labels["cutoff"]) == holdout).to_numpy()
+        held_cutoffs = sorted({pd.Timestamp(c[-1]) for c in per_horizon.values()})
+        at_held = inputs["cutoff"].isin(held_cutoffs).to_numpy()
+        held = {"inputs": inputs[at_held].reset_index(drop=True),
+                "labels": labels[held_rows].reset_index(drop=True),
+                "streams": panel.streams[pd.to_datetime(panel.streams["cutoff"]).isin(held_cutoffs)
+                                         ].reset_index(drop=True)}
+        held["known"] = known_payments(panel, held["inputs"])
+        fit_labels = labels[~held_rows & (pd.to_datetime(labels["cutoff"]) < holdout).to_numpy()]
+        fit_inputs = inputs[inputs["cutoff"].isin(pd.to_datetime(fit_labels["cutoff"].unique()))]
+        n_rows, n_customers = int(len(fit_inputs)), int(inputs["customer_id"].nunique())
+        try:
+            engine = fit_global(fit_inputs.reset_index(drop=True), fit_labels.reset_index(drop=True), seed)
+        except ValueError as error:   # e.g. a horizon without a labelled row or with a single class
+            reason = f"the global engine could not be trained: {error}"
+        baseline_metrics = evaluate(predict(BaselineEngine(horizons()), held["inputs"], held["known"],
+                                            held["streams"]), held["labels"])
+        comparison = {"metric": "mean Brier score over the horizons on the held-out cut-offs (per horizon its latest "
+                                "labelled cut-off)",
+                      "held_out_cutoffs": {str(h): c[-1].isoformat() for h, c in per_horizon.items()},
+                      "n_customers": int(held["labels"]["customer_id"].nunique()),
+                      "baseline": {"mean_brier": mean_brier(baseline_metrics), "by_horizon": baseline_metrics}}
+        if engine is not None:
+            global_metrics = evaluate(predict(engine, held["inputs"], held["known"]), held["labels"])
+            comparison[ENGINE] = {"mean_brier": mean_brier(global_metrics), "by_horizon": global_metrics}
+            g, b = comparison[ENGINE]["mean_brier"], comparison["baseline"]["mean_brier"]
+            if not g <= b:
+                reason = (f"the global engine's mean Brier score on the held-out cut-offs {g:.4f} is worse than the "
+                          f"baseline's {b:.4f}")
+                engine = None
+            else:
+                reason = f"the global engine's mean Brier score on the held-out cut-offs {g:.4f} <= the baseline's {b:.4f}"
+    if engine is None:
+        log.warning("cash forecast: the baseline engine is registered: %s", reason)
+        engine = BaselineEngine(horizons())
+        engine.notes.append(reason)
+    kind = getattr(engine, "engine", ENGINE)
+    validation = comparison.get(kind, {}).get("by_horizon", {})
+    version = f"{kind}-{end.isoformat()}-{data_hash[:10]}"
     metadata = {
-        "engine": ENGINE,
+        "engine": kind,
+        "decision": {"engine": kind, "reason": reason, "comparison": comparison},
         "trained_for": end.isoformat(),
-        "training_window": {"first_cutoff": cutoffs[0].isoformat(), "last_cutoff": cutoffs[-2].isoformat(),
-                            "n_cutoffs": len(cutoffs) - 1, "held_out_cutoff": cutoffs[-1].isoformat()},
-        "features": engine.feature_names,
-        "n_rows": int(fit_rows.sum()),
-        "n_customers": int(inputs["customer_id"].nunique()),
+        "training_window": window,
+        "features": list(getattr(engine, "feature_names", [])),
+        "n_rows": n_rows if kind == ENGINE else 0,
+        "n_customers": n_customers,
         "metrics_held_out": validation,
         "data_hash": data_hash,
         "seed": seed,
         "notes": engine.notes,
     }
     registry.save_version(paths, FAMILY, version, engine.save, metadata)
-    decision = _promotion(paths, version, engine, held_out_inputs, held_out_labels, validation)
-    metrics = {"family": FAMILY, "version": version, "promoted": decision["promoted"], "reason": decision["reason"],
-               "held_out": validation, "n_rows": metadata["n_rows"], "n_customers": metadata["n_customers"],
+    decision = _promotion(paths, version, engine, held, validation)
+    metrics = {"family": FAMILY, "version": version, "engine": kind, "engine_reason": reason,
+               "promoted": decision["promoted"], "reason": decision["reason"], "comparison": comparison,
+               "held_out": validation, "n_rows": metadata["n_rows"], "n_customers": n_customers,
                "seconds": round(time.perf_counter() - started, 1)}
     write_run_metrics(paths, end.isoformat(), "train_cash_forecast", metrics)
     return metrics
 
 
-def _promotion(paths: Paths, version: str, engine, held_out_inputs: pd.DataFrame, held_out_labels: pd.DataFrame,
+def _promotion(paths: Paths, version: str, engine, held: dict[str, Any] | None,
                validation: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Promote `version` when it is the first, the same as the promoted one, or no worse than the promoted one on
+    the held-out cut-off (mean Brier over the horizons). Without a held-out cut-off (a history too short to train
+    on) a promoted model that still loads keeps its place."""
     current = registry.promoted_version(paths, FAMILY)
-    candidate_brier = validation.get("30", {}).get("brier", float("nan"))
     if current is None or current == version:
         reason = "first model of its family" if current is None else "same data and settings as the promoted one"
         registry.promote(paths, FAMILY, version, reason)
         return {"promoted": True, "reason": reason}
     try:
         champion = load_engine(paths, version=current)
-        champion_brier = evaluate(champion.predict(held_out_inputs), held_out_labels)["30"]["brier"]
+        if held is None:
+            return {"promoted": False, "reason": f"no held-out cut-off to compare with the promoted {current}, "
+                                                 f"which still loads: it stays"}
+        champion_score = mean_brier(evaluate(predict(champion, held["inputs"], held["known"], held["streams"]),
+                                             held["labels"]))
     except Exception as error:  # an unreadable or incompatible champion cannot defend its place
         reason = f"the promoted model {current} cannot score today's features ({error})"
         registry.promote(paths, FAMILY, version, reason)
         return {"promoted": True, "reason": reason}
-    if not candidate_brier > champion_brier:
-        reason = f"Brier at 30 days {candidate_brier:.4f} <= {champion_brier:.4f} of {current}"
+    candidate_score = mean_brier(validation) if validation else float("nan")
+    if not candidate_score > champion_score:
+        reason = f"mean Brier {candidate_score:.4f} <= {champion_score:.4f} of {current} on the held-out cut-off"
         registry.promote(paths, FAMILY, version, reason)
         return {"promoted": True, "reason": reason}
     return {"promoted": False,
-            "reason": f"Brier at 30 days {candidate_brier:.4f} worse than {champion_brier:.4f} of {current}"}
+            "reason": f"mean Brier {candidate_score:.4f} worse than {champion_score:.4f} of {current} on the "
+                      f"held-out cut-off"}
 
 
 def load_engine(paths: Paths, version: str | None = None):
-    """The promoted global engine (or a named version), refusing a missing or unreadable one clearly."""
+    """The promoted engine (or a named version): the global engine, or the baseline when that is what training
+    registered; a missing or unreadable one is refused clearly."""
+    from models.baseline_engine import BaselineEngine
     from models.global_engine import GlobalEngine, IncompatibleModelError
 
     if version is None:
@@ -232,8 +361,12 @@ def load_engine(paths: Paths, version: str | None = None):
         version = metadata["version"]
     else:
         directory = registry.family_dir(paths, FAMILY) / version
+        metadata = registry.read_metadata(paths, FAMILY, version)
     try:
-        engine = GlobalEngine.load(directory)
+        if metadata.get("engine", ENGINE) == BASELINE:
+            engine = BaselineEngine.load(directory)
+        else:
+            engine = GlobalEngine.load(directory)
     except (IncompatibleModelError, FileNotFoundError, KeyError, ValueError) as error:
         raise SegoneError(f"the {FAMILY} model {version} cannot be loaded ({error}): retrain with `segone train`") \
             from error
@@ -274,7 +407,9 @@ def safe_to_save(forecast_30: pd.DataFrame) -> np.ndarray:
 def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: float) -> pd.Series:
     """Plain-language reasons per forecast row: the top features behind a risky forecast (p_shortfall at or above
     `threshold`) by path attribution on that horizon's classifier (models/attribution.py), in the words of
-    config/forecast.yaml; a forecast below the threshold says there is no elevated risk."""
+    config/forecast.yaml, after the known payment the balance cannot meet when there is one within the horizon
+    (`forecast` columns unmet_day, unmet_amount, unmet_payments: `known_payment_driver`); a forecast below the
+    threshold says there is no elevated risk."""
     from models.attribution import PathAttributor
 
     phrases = settings()["drivers"]
@@ -289,10 +424,76 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
         X = inputs.iloc[at.to_numpy()][engine.feature_names].to_numpy(dtype=float)
         attributor = engine.attributors.setdefault(int(horizon), PathAttributor(engine.classifiers[int(horizon)]))
         texts = []
-        for names in attributor.top_features(X, engine.feature_names, k=3):
+        payments = known_payment_driver(risky)
+        for first, names in zip(payments, attributor.top_features(X, engine.feature_names, k=3)):
             words = list(dict.fromkeys(phrases[name] for name in names if name in phrases))
-            texts.append("; ".join(words) if words else phrases["default"])
+            words = [first, *words] if first else (words or [phrases["default"]])
+            texts.append("; ".join(words))
         out.loc[risky.index] = texts
+    return out
+
+
+def baseline_drivers(inputs: pd.DataFrame, streams: pd.DataFrame, forecast: pd.DataFrame,
+                     threshold: float) -> pd.Series:
+    """Plain-language reasons for the baseline engine's risky forecasts (p_shortfall at or above `threshold`): the
+    facts of its projection and of the customer's recent flows that hold for that row, at most three, in the words
+    of config/forecast.yaml: regular payments due before the next regular income within the horizon; regular bills
+    larger than regular income over the horizon; a balance below zero today; days overdrawn in the last month; more
+    spent than received last month; after the known payment the balance cannot meet when there is one within the
+    horizon (`known_payment_driver`). A risky row with none of them gets the general phrase."""
+    from models.baseline_engine import projected_paths
+
+    phrases = settings()["drivers"]
+    out = pd.Series("no elevated risk of a shortfall", index=forecast.index, dtype=object)
+    if forecast.empty:
+        return out
+    _, recurring, _ = projected_paths(inputs, projected_streams(streams), max(horizons()))
+    position = pd.Series(np.arange(len(inputs)), index=pd.MultiIndex.from_arrays(
+        [inputs["customer_id"], pd.to_datetime(inputs["cutoff"])]))
+    value = lambda column, at: (inputs[column].to_numpy(float)[at] if column in inputs  # noqa: E731
+                                else np.full(len(at), np.nan))
+    for horizon, rows in forecast.groupby("horizon_days"):
+        risky = rows[rows["p_shortfall"].to_numpy(float) >= threshold]
+        if risky.empty:
+            continue
+        at = position.loc[pd.MultiIndex.from_arrays([risky["customer_id"], pd.to_datetime(risky["cutoff"])])]
+        at = at.to_numpy()
+        flows = recurring[at, :int(horizon)]
+        running = np.cumsum(flows, axis=1)
+        lowest = running.argmin(axis=1)
+        income_after = np.array([(flows[i, lowest[i] + 1:] > 0).any() for i in range(len(at))], dtype=bool)
+        facts = [
+            (running.min(axis=1) < 0) & income_after, phrases["baseline_min_30"],
+            flows.sum(axis=1) < 0, phrases[f"projected_recurring_net_{int(horizon)}"]
+            if f"projected_recurring_net_{int(horizon)}" in phrases else phrases["projected_recurring_net_60"],
+            value("balance_now", at) < 0, phrases["balance_now"],
+            value("n_days_negative_30", at) > 0, phrases["n_days_negative_30"],
+            value("net_flow_30", at) < 0, phrases["net_flow_30"],
+        ]
+        texts = []
+        for i, first in enumerate(known_payment_driver(risky)):
+            words = list(dict.fromkeys(text for held, text in zip(facts[0::2], facts[1::2]) if held[i]))[:3]
+            words = [first, *words] if first else (words or [phrases["default"]])
+            texts.append("; ".join(words))
+        out.loc[risky.index] = texts
+    return out
+
+
+def known_payment_driver(forecast: pd.DataFrame) -> list[str | None]:
+    """Per forecast row, the known payment the balance cannot meet within its horizon, in words (None when there is
+    none): "a regular payment of £1,050.00 due around 01 July 2026 is more than your balance will be by then"."""
+    if "unmet_day" not in forecast:
+        return [None] * len(forecast)
+    out: list[str | None] = []
+    for cutoff, day, amount, count in zip(pd.to_datetime(forecast["cutoff"]), forecast["unmet_day"],
+                                          forecast["unmet_amount"], forecast["unmet_payments"]):
+        if not (day == day and amount == amount):
+            out.append(None)
+            continue
+        when = (cutoff + pd.Timedelta(days=int(day))).strftime("%d %B %Y")
+        what = (f"a regular payment of £{amount:,.2f} due around {when} is" if int(count) <= 1 else
+                f"regular payments of £{amount:,.2f} due around {when} are")
+        out.append(f"{what} more than your balance will be by then")
     return out
 
 
@@ -301,7 +502,12 @@ def cash_forecast_rows(engine, panel: feature_stage.Panel, as_of: date,
     """Gold `cash_forecast` rows for every customer of the panel at cut-off `as_of` (`inputs`: the model inputs
     when already made)."""
     inputs = model_inputs(panel) if inputs is None else inputs
-    forecast = engine.predict(inputs).reset_index(drop=True)
+    known = known_payments(panel, inputs)
+    forecast = predict(engine, inputs, known, panel.streams).reset_index(drop=True)
+    payments = known[["customer_id", "cutoff", "unmet_amount", "unmet_payments"]]
+    forecast = forecast.merge(payments, on=["customer_id", "cutoff"], how="left", validate="many_to_one")
+    unmet = forecast["unmet_day"].notna()
+    forecast["unmet_amount"] = forecast["unmet_amount"].where(unmet)
     features = panel.features.set_index("customer_id")
     by_customer = features.loc[forecast["customer_id"]]
     threshold = float(settings().get("driver_threshold", 0.2))
@@ -320,7 +526,9 @@ def cash_forecast_rows(engine, panel: feature_stage.Panel, as_of: date,
         "expected_shortfall_date": pd.to_datetime(pd.Series(expected, dtype=object)).dt.date,
         "safe_to_save": saving.loc[forecast["customer_id"]].to_numpy(),
         "confidence": confidence(by_customer.reset_index()),
-        "drivers": drivers(engine, inputs, forecast, threshold).to_numpy(),
+        "drivers": (baseline_drivers(inputs, panel.streams, forecast, threshold)
+                    if getattr(engine, "engine", None) == BASELINE
+                    else drivers(engine, inputs, forecast, threshold)).to_numpy(),
         "model_version": engine.version,
     })
     return rows
@@ -339,8 +547,11 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     except IncompatibleModelError as error:
         raise SegoneError(f"the promoted {FAMILY} model {engine.version} does not fit today's features ({error}): "
                           f"retrain with `segone train`") from error
+    consent = feature_stage.consent_snapshot(paths, day, [bucket])
+    rows = consented_forecast(rows, consent)
+    streams = consented_streams(_streams_rows(panel.streams), consent)
     written = {}
-    for table, frame in (("cash_forecast", rows), ("recurring_streams", _streams_rows(panel.streams)),
+    for table, frame in (("cash_forecast", rows), ("recurring_streams", streams),
                          ("balance_reconciliation", panel.reconciliation)):
         final = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(bucket))
         written[table] = lake.write_frame(frame, final, paths)
@@ -349,10 +560,44 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
         "bucket": bucket, "as_of": day.isoformat(), "model_version": engine.version,
         "n_customers": n_customers, "n_forecast": int(rows["customer_id"].nunique()) if len(rows) else 0,
         "n_without_cash_position": n_customers - (int(rows["customer_id"].nunique()) if len(rows) else 0),
+        "n_protective_only": int(rows.loc[rows["safe_to_save"].isna(), "customer_id"].nunique()) if len(rows) else 0,
         "rows": written, "seconds": round(time.perf_counter() - started, 2),
     }
     write_run_metrics(paths, day.isoformat(), f"forecast_cash_shortfall_bucket_{bucket}", metrics)
     return metrics
+
+
+# What the gold forecast holds per consent (DESIGN principle 2; docs/forecasting.md, "Consent"): with
+# `personalization`, everything; without it but with service alerts, only what a shortfall warning needs (the
+# probability, the expected date, the confidence, the drivers and the model version; no projected balances, no
+# safe-to-save); with neither, nothing.
+INSIGHT_COLUMNS = ("min_balance_p10", "min_balance_p50", "min_balance_p90", "safe_to_save")
+
+
+def _allowed(consent: pd.DataFrame, customer_ids: pd.Series, purpose: str, default: bool) -> np.ndarray:
+    column = f"is_{purpose}_allowed"
+    if column not in consent or consent.empty:
+        return np.full(len(customer_ids), default)
+    flags = consent.set_index(consent["customer_id"].astype(str))[column].astype("boolean").fillna(default)
+    return flags.reindex(customer_ids.astype(str).to_numpy()).fillna(default).to_numpy(bool)
+
+
+def consented_forecast(rows: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFrame:
+    """The gold cash_forecast rows each customer's consent on D allows (`consent`: customer_id and the
+    is_<purpose>_allowed flags of silver consent_state; a customer without a row has no consent but service alerts)."""
+    personal = _allowed(consent, rows["customer_id"], "personalization", False)
+    alerts = _allowed(consent, rows["customer_id"], "service_alerts", True)
+    out = rows[personal | alerts].copy()
+    protective_only = ~personal[personal | alerts]
+    for column in INSIGHT_COLUMNS:
+        out[column] = out[column].astype("float64").where(~protective_only)
+    return out.reset_index(drop=True)
+
+
+def consented_streams(streams: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFrame:
+    """Gold recurring_streams: only for customers whose `personalization` consent holds on D (streams are an
+    insight; without that consent they feed the forecast behind a shortfall warning and are never published)."""
+    return streams[_allowed(consent, streams["customer_id"], "personalization", False)].reset_index(drop=True)
 
 
 def _customers_in_bucket(paths: Paths, day: date, bucket: int) -> int:

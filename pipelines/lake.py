@@ -102,7 +102,11 @@ def scan_sql(paths: Paths, layer: str, table: str) -> str | None:
 
 
 def staging_dir(paths: Paths) -> Path:
-    path = paths.lake / "_staging" / uuid.uuid4().hex
+    """A fresh folder under lake/_staging/, named `<uuid>.<pid>@<host>` so that the next run can tell a killed
+    writer's leftovers from a live writer's work (`publish.housekeeping`)."""
+    from pipelines.locks import owner_tag
+
+    path = paths.lake / "_staging" / f"{uuid.uuid4().hex}.{owner_tag()}"
     path.mkdir(parents=True)
     return path
 

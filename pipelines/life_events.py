@@ -4,7 +4,8 @@ Also the training (`train_life_events`, registry family `life_events`) and the b
 model vs hand-written rules vs base rate, lead time, look-alikes, and what training on declared labels only costs).
 
 Consent (DESIGN principle 2): an event is inferred only for customers whose consent state on D covers every purpose
-the event lists in config/life_events.yaml (all need `life_events`, travel_abroad also `location`). A customer
+the event lists in config/life_events.yaml (all need `life_events` and `personalization`, travel_abroad also
+`location`). A customer
 without it gets no row at all. Location features (country or currency of a posting) are only given to the models of
 events whose consent includes `location`. Postings with a special-category MCC (health, religion, politics, trade
 unions, sex life) are removed before any feature is computed.
@@ -73,9 +74,26 @@ def check_settings(cfg: dict[str, Any]) -> None:
     bad = {g: c for g, c in bad.items() if c}
     if bad:
         raise SegoneError(f"config/life_events.yaml: signal groups use forbidden (special-category) MCCs: {bad}")
+    known_signals = set(_signal_predicates(cfg))
     for event, spec in cfg["events"].items():
-        if "life_events" not in spec.get("consent", []):
-            raise SegoneError(f"config/life_events.yaml: event {event} must require the life_events consent")
+        # an inference from the customer's own-bank data: life_events, and personalization (DESIGN principle 2:
+        # without it the data may only power protective service alerts)
+        for purpose in ("life_events", "personalization"):
+            if purpose not in spec.get("consent", []):
+                raise SegoneError(f"config/life_events.yaml: event {event} must require the {purpose} consent")
+        groups = set(cfg["mcc_signals"]) | set(cfg["keyword_signals"])
+        if set(spec.get("uncited_signals") or []) - groups:
+            raise SegoneError(f"config/life_events.yaml: event {event}: uncited_signals "
+                              f"{sorted(set(spec['uncited_signals']) - groups)} are not signal groups")
+        unknown = sorted(set(spec.get("evidence_signals", [])) - known_signals)
+        if unknown:
+            raise SegoneError(f"config/life_events.yaml: event {event} names unknown evidence signals {unknown} "
+                              f"(known: {sorted(known_signals)})")
+        corroboration = spec.get("corroboration")
+        if not isinstance(corroboration, dict) or not corroboration.get("description") or \
+                not (corroboration.get("any") or corroboration.get("all")):
+            raise SegoneError(f"config/life_events.yaml: event {event} needs a `corroboration` rule with a "
+                              f"description: the evidence a credit offer triggered by it needs")
 
 
 def is_location_feature(name: str, cfg: dict[str, Any]) -> bool:
@@ -145,6 +163,8 @@ def model_params(cfg: dict[str, Any]):
     from models.life_event_classifier import LifeEventParams
 
     return LifeEventParams.from_dict({**cfg.get("model", {}), "holdout_cutoffs": cfg["holdout_cutoffs"],
+                                      "min_validation_positive_customers":
+                                          cfg.get("min_validation_positive_customers", 3),
                                       "embargo_days": cfg["embargo_days"]})
 
 
@@ -217,13 +237,15 @@ def feature_names(frame: pd.DataFrame) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def consent_state(paths: Paths, day: date, buckets: Iterable[int] | None = None) -> pd.DataFrame:
-    """customer_id, life_events, location (booleans) from the silver consent_state snapshot as of `day`."""
+    """customer_id, life_events, personalization, location (booleans) from the silver consent_state snapshot as of
+    `day`."""
     snapshot = feature_stage._latest_snapshot(paths, "consent_state", day)
     path = lake.partition_path(paths, "silver", "consent_state", as_of=snapshot)
     con = lake.connect()
     try:
         frame = con.execute(f"""
             select customer_id, coalesce(is_life_events_allowed, false) as life_events,
+                coalesce(is_personalization_allowed, false) as personalization,
                 coalesce(is_location_allowed, false) as location
             from read_parquet('{path}/**/*.parquet')
             where {feature_stage._bucket_filter(None if buckets is None else list(buckets))}
@@ -348,8 +370,44 @@ def event_specs(cfg: dict[str, Any], columns: list[str]) -> dict[str, dict[str, 
         chosen = event_feature_columns(cfg, event, columns)
         out[event] = {"features": chosen, "target_precision": float(spec["target_precision"]),
                       "monotone": event_monotone(cfg, event, chosen),
-                      "prior": rule_column(event)}
+                      "prior": rule_column(event), "rule": spec["rule"], "rule_version": rule_version(cfg)}
     return out
+
+
+def rule_version(cfg: dict[str, Any]) -> int:
+    """The version of the hand-written rules: config/life_events.yaml `version` (bump it when a rule changes)."""
+    return int(cfg.get("version", 1))
+
+
+def method_of(model, event: str) -> str:
+    """"model" or "rule": who publishes the event (the classifier's `events[event]["method"]`; "model" when absent)."""
+    return model.events[event].get("method", "model")
+
+
+def needed_columns(model, event: str) -> list[str]:
+    """The feature columns the classifier's `score` reads for the event: its model's features and rule indicator,
+    or, for an event on its rule, the features the rule reads."""
+    from models.life_event_rules import rule_features
+
+    info = model.events[event]
+    if method_of(model, event) == "rule":
+        return list(dict.fromkeys(rule_features(info["rule"])))
+    return list(dict.fromkeys([*info["features"], *([info["prior"]["column"]] if info.get("prior") else [])]))
+
+
+def row_model_version(model, event: str) -> str:
+    """What a gold row says made it: the registry version of the model, or `rule:<event>:v<N>` for an event that
+    is published by its hand-written rule (DESIGN principle 6)."""
+    if method_of(model, event) == "rule":
+        return f"rule:{event}:v{model.events[event].get('rule_version') or 1}"
+    return getattr(model, "version", "unversioned")
+
+
+def decisions(model) -> dict[str, dict[str, Any]]:
+    """Per event: published by the model or by its rule, why, and the held-out figures compared."""
+    return {event: {"method": info.get("method", "model"), "reason": info.get("method_reason"),
+                    "comparison": info.get("comparison", {})}
+            for event, info in model.events.items()}
 
 
 def fit_classifier(features: pd.DataFrame, labels: pd.DataFrame, cfg: dict[str, Any]):
@@ -359,42 +417,81 @@ def fit_classifier(features: pd.DataFrame, labels: pd.DataFrame, cfg: dict[str, 
     return model.fit(features, labels, event_specs(cfg, feature_names(features)))
 
 
+def untrainable_reason(cutoffs: list[date], first: date, end: date, declared: pd.DataFrame,
+                       cfg: dict[str, Any]) -> str | None:
+    """Why no event's model can be trained at all on this history (then every event is published by its rule),
+    or None."""
+    needed = int(cfg["holdout_cutoffs"]) + 2
+    if len(cutoffs) < needed:
+        return (f"too little history to train: {len(cutoffs)} cut-off(s) between {first} and {end} with "
+                f"{int(cfg['min_history_days'])} days of history before them, {needed} needed "
+                f"({int(cfg['holdout_cutoffs'])} held out to check the model against its rule)")
+    if declared.empty:
+        return "no declared life events (labels) to learn from"
+    return None
+
+
 def train_life_events(paths: Paths, as_of: date | None = None) -> dict[str, Any]:
-    """Train one classifier per event on declared labels over cut-offs every 14 days of the history, save it to the
-    registry (family `life_events`) and promote it. Returns the run metrics."""
+    """Train one classifier per event on declared labels over cut-offs every 14 days of the history, decide per
+    event whether the model or its hand-written rule publishes (the model only where it beats the rule on held-out
+    cut-offs; on a history too short to train, every event is on its rule), save it to the registry (family
+    `life_events`) and promote it. Never refuses for lack of history or labels (DESIGN principle 6). Returns the run
+    metrics, with the decision per event and its reason."""
+    from models.life_event_classifier import LifeEventClassifier
+
     started = time.perf_counter()
     cfg = settings()
     first, last = data_range(paths)
     end = min(as_of, last) if as_of else last
     cutoffs = cutoff_grid(first, end, cfg)
-    if len(cutoffs) < int(cfg["holdout_cutoffs"]) + 2:
-        raise SegoneError(f"too little history to train life-event models: {len(cutoffs)} cut-offs between "
-                          f"{first} and {end} (need {int(cfg['holdout_cutoffs']) + 2})")
-    features = build_features(paths, end, cutoffs, cfg=cfg)
-    labels = make_labels(features, declared_events(paths, end), cfg, declared_known_until(end, cfg))
-    consent = consent_state(paths, end)
-    if cfg.get("train_consented_only", True):
-        labels = mask_unconsented(labels, consent, cfg)
-    model = fit_classifier(features, labels, cfg)
-    data_hash = frame_hash(features, labels)
+    declared = declared_events(paths, end)
+    reason = untrainable_reason(cutoffs, first, end, declared, cfg)
+    if reason is None:
+        features = build_features(paths, end, cutoffs, cfg=cfg)
+        labels = make_labels(features, declared, cfg, declared_known_until(end, cfg))
+        consent = consent_state(paths, end)
+        if cfg.get("train_consented_only", True):
+            labels = mask_unconsented(labels, consent, cfg)
+        model = fit_classifier(features, labels, cfg)
+        data_hash = frame_hash(features, labels)
+        window = {"first_cutoff": cutoffs[0].isoformat(), "last_cutoff": cutoffs[-1].isoformat(),
+                  "n_cutoffs": len(cutoffs), "step_days": int(cfg["cutoff_step_days"])}
+        n_rows, n_customers, names = int(len(features)), int(features["customer_id"].nunique()), feature_names(features)
+    else:
+        log.warning("life events: %s; every event is published by its rule", reason)
+        specs = {event: {"rule": spec["rule"], "rule_version": rule_version(cfg),
+                         "target_precision": float(spec["target_precision"])}
+                 for event, spec in cfg["events"].items()}
+        model = LifeEventClassifier.rules_only(specs, reason, model_params(cfg))
+        data_hash = hashlib.sha256(json.dumps({"first": first, "end": end, "reason": reason, "rules": specs,
+                                               "n_declared": len(declared)},
+                                              sort_keys=True, default=str).encode()).hexdigest()
+        window = {"first_cutoff": cutoffs[0].isoformat() if cutoffs else None,
+                  "last_cutoff": cutoffs[-1].isoformat() if cutoffs else None,
+                  "n_cutoffs": len(cutoffs), "step_days": int(cfg["cutoff_step_days"])}
+        n_rows, n_customers, names = 0, 0, []
     version = f"life-events-{end.isoformat()}-{data_hash[:10]}"
-    validation = {e: {k: info[k] for k in ("validation_pr_auc", "threshold", "threshold_rule",
-                                           "validation_at_threshold", "n_train_positives",
-                                           "n_validation_positives", "base_rate")}
+    validation = {e: {k: info.get(k) for k in ("validation_pr_auc", "threshold", "threshold_rule",
+                                               "validation_at_threshold", "n_train_positives",
+                                               "n_validation_positives", "base_rate")}
                   for e, info in model.events.items()}
-    metadata = {"trained_for": end.isoformat(), "label_source": "declared",
-                "training_window": {"first_cutoff": cutoffs[0].isoformat(), "last_cutoff": cutoffs[-1].isoformat(),
-                                    "n_cutoffs": len(cutoffs), "step_days": int(cfg["cutoff_step_days"])},
-                "features": feature_names(features), "n_rows": int(len(features)),
-                "n_customers": int(features["customer_id"].nunique()), "validation": validation,
-                "data_hash": data_hash, "config_version": cfg.get("version"), "notes": model.notes}
+    chosen = decisions(model)
+    for event, decision in chosen.items():
+        decision["model_version"] = row_model_version(model, event) if decision["method"] == "rule" else version
+    metadata = {"trained_for": end.isoformat(), "label_source": "declared", "training_window": window,
+                "features": names, "n_rows": n_rows, "n_customers": n_customers, "validation": validation,
+                "decisions": chosen, "data_hash": data_hash, "config_version": cfg.get("version"),
+                "notes": model.notes}
     registry.save_version(paths, FAMILY, version, model.save, metadata)
     current = registry.promoted_version(paths, FAMILY)
-    reason = "first model of its family" if current is None else (
+    why = "first model of its family" if current is None else (
         "same data and settings as the promoted one" if current == version else f"retrained on data up to {end}")
-    registry.promote(paths, FAMILY, version, reason)
-    metrics = {"family": FAMILY, "version": version, "promoted": True, "reason": reason,
-               "validation": validation, "n_rows": metadata["n_rows"], "n_customers": metadata["n_customers"],
+    registry.promote(paths, FAMILY, version, why)
+    metrics = {"family": FAMILY, "version": version, "promoted": True, "reason": why,
+               "decisions": chosen,
+               "on_rule": sorted(e for e, d in chosen.items() if d["method"] == "rule"),
+               "on_model": sorted(e for e, d in chosen.items() if d["method"] != "rule"),
+               "validation": validation, "n_rows": n_rows, "n_customers": n_customers,
                "seconds": round(time.perf_counter() - started, 1)}
     write_run_metrics(paths, end.isoformat(), "train_life_events", metrics)
     return metrics
@@ -420,8 +517,22 @@ def load_model(paths: Paths, version: str | None = None):
 # Evidence: the postings behind a flag
 # ---------------------------------------------------------------------------------------------------------------
 
+# A stream is new to the customer when its first posting is at least this long after the customer's first posting
+# (sql/features_life_events.sql, `new_streams`), and new now when that first posting is in the last NEW_*_DAYS; a
+# salary is stopped after 3+ occurrences in STOPPED_LOOKBACK_DAYS and none in the last STOPPED_AFTER_DAYS
+# (`stopped_streams`). The evidence reads the same definitions as the features it stands behind.
+NEW_TO_CUSTOMER_DAYS = 60
+NEW_OUTFLOW_DAYS = 60
+NEW_SALARY_DAYS = 45
+NEW_PENSION_DAYS = 60
+STOPPED_LOOKBACK_DAYS = 150
+STOPPED_AFTER_DAYS = 40
+
+
 def _signal_predicates(cfg: dict[str, Any]) -> dict[str, str]:
-    """SQL predicate over evidence postings (alias p) per evidence signal."""
+    """SQL predicate over evidence postings (alias p, see `evidence_postings`) per evidence signal. Only postings
+    that are evidence of an event: the `new_*` signals need a stream that started recently (an existing mortgage or
+    rent payment, an old employer's salary is not news), `stopped_salary` a salary stream that stopped."""
     out: dict[str, str] = {}
     for group, codes in cfg["mcc_signals"].items():
         out[group] = f"p.amount_value < 0 and p.mcc in ({', '.join(repr(str(c)) for c in codes)})"
@@ -429,23 +540,32 @@ def _signal_predicates(cfg: dict[str, Any]) -> dict[str, str]:
         text = " or ".join(f"contains(p.posting_text, {str(w).upper()!r})" for w in words)
         sign = ">" if group in INFLOW_KEYWORD_SIGNALS else "<"
         out[group] = f"p.amount_value {sign} 0 and ({text})"
+    day = "getvariable('evidence_day')"
+    new_to_customer = f"p.stream_first - p.first_posting >= {NEW_TO_CUSTOMER_DAYS}"
+    new_out = (f"p.is_stream_posting and p.amount_value < 0 and p.stream_first > {day} - {NEW_OUTFLOW_DAYS} "
+               f"and {new_to_customer}")
     out.update({
-        "salary": "p.amount_value > 0 and p.channel = 'salary'",
-        "atm": "p.channel = 'atm'",
         "foreign": "p.amount_value < 0 and (p.currency <> p.home_currency "
                    "or coalesce(p.country <> p.home_country, false))",
-        "new_dd_utilities": "p.amount_value < 0 and p.channel = 'direct_debit' and p.mcc in ('4900', '4814', '4899')",
-        "new_dd_council_tax": "p.amount_value < 0 and (p.mcc = '9311' or contains(p.posting_text, 'COUNCIL TAX'))",
-        "new_dd_mortgage": "p.amount_value < 0 and p.channel = 'direct_debit' and contains(p.posting_text, 'MORTGAGE')",
-        "new_rent": "p.amount_value < 0 and p.channel = 'standing_order' and contains(p.posting_text, 'RENT')",
-        "to_savings": "p.amount_value < 0 and p.channel = 'transfer_out' and contains(p.posting_text, 'SAVING')",
+        "new_dd_utilities": f"{new_out} and p.mcc in ('4900', '4814', '4899')",
+        "new_dd_council_tax": f"{new_out} and (p.mcc = '9311' or contains(p.posting_text, 'COUNCIL TAX'))",
+        "new_dd_mortgage": f"{new_out} and (p.mcc = '6012' or contains(p.posting_text, 'MORTGAGE'))",
+        "new_rent": f"{new_out} and p.channel = 'standing_order' and contains(p.posting_text, 'RENT')",
+        "new_salary": f"p.is_stream_posting and p.amount_value > 0 and p.channel = 'salary' "
+                      f"and not contains(p.posting_text, 'PENSION') "
+                      f"and p.stream_first > {day} - {NEW_SALARY_DAYS} and {new_to_customer}",
+        "new_pension": f"p.is_stream_posting and p.amount_value > 0 and contains(p.posting_text, 'PENSION') "
+                       f"and p.stream_first > {day} - {NEW_PENSION_DAYS} and {new_to_customer}",
+        "stopped_salary": f"p.is_stream_posting and p.amount_value > 0 and p.channel = 'salary' "
+                          f"and not contains(p.posting_text, 'PENSION') and p.stream_recent >= 3 "
+                          f"and p.stream_last <= {day} - {STOPPED_AFTER_DAYS}",
     })
     return out
 
 
 def _feature_signal(feature: str, signals: list[str]) -> str | None:
     """The evidence signal a feature is about (n_surveyor_90d -> surveyor, n_foreign_ccy_14d -> foreign,
-    salary_stopped -> salary): the longest signal name the feature name contains."""
+    n_new_salary_payers_45d -> new_salary): the longest signal name the feature name contains."""
     for signal in sorted(signals, key=len, reverse=True):
         if signal in feature:
             return signal
@@ -456,10 +576,10 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
                       ) -> pd.DataFrame:
     """Up to `evidence_max_transactions` postings per flagged (customer_id, event_type) behind the flag: postings of
     the event's evidence signals in the look-back, the signals of its top features first, newest first. A flag
-    without any such posting names the customer's largest outgoing postings of the last 30 days instead."""
+    without any such posting names none: a posting that is not evidence of the event is never shown as if it were."""
+    columns = ["customer_id", "event_type", "transaction_id", "booking_date", "amount", "label", "signal"]
     if flagged.empty:
-        return pd.DataFrame(columns=["customer_id", "event_type", "transaction_id", "booking_date", "amount",
-                                     "label", "signal"])
+        return pd.DataFrame(columns=columns)
     predicates = _signal_predicates(cfg)
     wanted = []
     for row in flagged.itertuples(index=False):
@@ -468,29 +588,55 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
         order = list(dict.fromkeys([*first, *signals]))
         wanted.extend({"customer_id": row.customer_id, "event_type": row.event_type, "signal": s, "priority": i}
                       for i, s in enumerate(order))
+    if not wanted:
+        return pd.DataFrame(columns=columns)
     con.register("le_wanted_frame", pd.DataFrame(wanted))
+    con.register("le_flagged_frame", flagged[["customer_id", "event_type"]])
+    con.execute(f"set variable evidence_day = date '{day.isoformat()}'")
     lookback = int(cfg["evidence_lookback_days"])
     forbidden = ", ".join(repr(m) for m in forbidden_mccs(cfg))
     cases = "\n".join(f"when w.signal = {s!r} then ({pred})" for s, pred in predicates.items())
     limit = int(cfg["evidence_max_transactions"])
-    base = f"""
+    return con.execute(f"""
         with customers as (select distinct customer_id from le_flagged_frame),
         posting_rows as (
             select t.transaction_id, t.customer_id, t.booking_date, t.channel, t.mcc, t.country, t.currency,
-                t.amount_value, coalesce(t.merchant_name, t.description) as label,
+                t.amount_value, t.stream_key, coalesce(t.merchant_name, t.description) as label,
                 upper(concat_ws(' ', t.description, t.merchant_name)) as posting_text
             from transactions_in as t
             where t.customer_id in (select customer_id from customers)
               and (t.mcc is null or t.mcc not in ({forbidden}))
         ),
-        home as (select customer_id, mode(currency) as home_currency, mode(country) as home_country
+        stream_rows as (
+            -- what the features count as streams: outgoing direct debits and standing orders, income by salary,
+            -- benefit or pension
+            select *, (amount_value > 0) as is_inflow from posting_rows
+            where (amount_value < 0 and channel in ('direct_debit', 'standing_order'))
+               or (amount_value > 0 and (channel in ('salary', 'benefit') or posting_text like '%PENSION%'))
+        ),
+        streams as (
+            select customer_id, stream_key, is_inflow, min(booking_date) as stream_first,
+                max(booking_date) as stream_last,
+                count(*) filter (where booking_date > getvariable('evidence_day') - {STOPPED_LOOKBACK_DAYS})
+                    as stream_recent
+            from stream_rows group by all
+        ),
+        home as (select customer_id, mode(currency) as home_currency, mode(country) as home_country,
+                     min(booking_date) as first_posting
                  from posting_rows group by customer_id),
         p as (
-            select r.*, h.home_currency, h.home_country from posting_rows as r join home as h using (customer_id)
-            where r.booking_date > date '{day.isoformat()}' - {lookback}
-        )"""
-    con.register("le_flagged_frame", flagged[["customer_id", "event_type"]])
-    found = con.execute(f"""{base},
+            select r.*, h.home_currency, h.home_country, h.first_posting, s.stream_first, s.stream_last,
+                s.stream_recent, s.stream_key is not null as is_stream_posting
+            from posting_rows as r
+            join home as h using (customer_id)
+            left join streams as s
+                on s.customer_id = r.customer_id and s.stream_key = r.stream_key
+                and s.is_inflow = (r.amount_value > 0)
+                and ((r.amount_value < 0 and r.channel in ('direct_debit', 'standing_order'))
+                     or (r.amount_value > 0 and (r.channel in ('salary', 'benefit')
+                                                 or r.posting_text like '%PENSION%')))
+            where r.booking_date > getvariable('evidence_day') - {lookback}
+        ),
         matched as (
             select w.customer_id, w.event_type, w.signal, w.priority, p.transaction_id, p.booking_date,
                 p.amount_value, p.label
@@ -508,20 +654,23 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
               from ranked where dup = 1)
         where n <= {limit}
         order by customer_id, event_type, n""").df()
-    missing = flagged.merge(found[["customer_id", "event_type"]].drop_duplicates(), how="left", indicator=True)
-    missing = missing[missing["_merge"] == "left_only"][["customer_id", "event_type"]]
-    if len(missing):
-        con.register("le_missing_frame", missing)
-        fallback = con.execute(f"""{base}
-            select m.customer_id, m.event_type, p.transaction_id, p.booking_date, p.amount_value as amount, p.label,
-                'largest_recent_outflow' as signal
-            from le_missing_frame as m join p on p.customer_id = m.customer_id
-            where p.amount_value < 0 and p.booking_date > date '{day.isoformat()}' - 30
-            qualify row_number() over (partition by m.customer_id, m.event_type
-                                       order by p.amount_value, p.transaction_id) <= {limit}
-            order by m.customer_id, m.event_type, p.amount_value""").df()
-        found = pd.concat([found, fallback], ignore_index=True)
-    return found
+
+
+def uncited_features(cfg: dict[str, Any], event: str, columns: Iterable[str]) -> list[str]:
+    """The event's feature columns its evidence never names (config `uncited_signals`): the windowed counts and
+    amounts of those signal groups (n_mortgage_30d, amount_mortgage_90d, n_mortgage_prev90), which the model may
+    rank on but which are not evidence of the event (an existing mortgage payment is no sign of buying a home)."""
+    groups = cfg["events"][event].get("uncited_signals") or []
+    pattern = re.compile(rf"^(n|amount)_({'|'.join(map(re.escape, groups))})_(\d+d|prev90)$") if groups else None
+    return [c for c in columns if pattern is not None and pattern.match(c)]
+
+
+def corroborated(features: pd.DataFrame, event: str, cfg: dict[str, Any]) -> np.ndarray:
+    """Per row of the life-event features: does the event's corroborating evidence (config `corroboration`) hold?
+    What a credit or lending offer triggered by the event needs besides the flag."""
+    from models.life_event_rules import rule_fires
+
+    return rule_fires(features, cfg["events"][event]["corroboration"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -539,6 +688,9 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
     probability, the flag and the top features; the evidence JSON is built by DuckDB; only the flagged rows' postings
     are looked up (evidence_postings)."""
     k = int(cfg["evidence_top_features"])
+    # ask for as many more top features as an event has uncited ones: the evidence names the k largest of the rest
+    k = k + max([len(uncited_features(cfg, e, model.events[e]["features"])) for e in model.events
+                 if e in cfg["events"]] or [0])
     parts, flagged_parts, names = [], [], {}
     customer_ids = features["customer_id"].astype(str).reset_index(drop=True)
     consent_ids = pd.Index(consent["customer_id"].astype(str).to_numpy(dtype=object))
@@ -551,7 +703,7 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
         if not mask.any():
             continue
         info = model.events[event]
-        needed = list(dict.fromkeys([*info["features"], *([info["prior"]["column"]] if info.get("prior") else [])]))
+        needed = needed_columns(model, event)
         ids = customer_ids[mask].reset_index(drop=True)
         scored = model.score(features.loc[mask, needed], event, k)
         names[event] = list(scored["columns"])
@@ -569,24 +721,47 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
             chosen = np.asarray(scored["columns"], dtype=object)[scored["top_index"][hit]] if width else None
             flagged_parts.append(pd.DataFrame({
                 "customer_id": ids.to_numpy(dtype=object)[hit], "event_type": event,
-                "top_features": [list(r) for r in chosen] if width else [[] for _ in range(int(hit.sum()))]}))
+                "top_features": [list(r) for r in chosen] if width else [[] for _ in range(int(hit.sum()))],
+                "corroborated": corroborated(features.loc[mask].reset_index(drop=True)[hit], event, cfg)}))
     if not parts:
         return _empty_rows()
     scored = pd.concat(parts, ignore_index=True)
     flagged = (pd.concat(flagged_parts, ignore_index=True) if flagged_parts
-               else pd.DataFrame(columns=["customer_id", "event_type", "top_features"]))
+               else pd.DataFrame(columns=["customer_id", "event_type", "top_features", "corroborated"]))
     postings = evidence_postings(con, flagged, day, cfg)   # an empty frame when nothing is flagged
-    return _evidence_frame(scored, postings, cfg, k, getattr(model, "version", "unversioned"), names)
+    scored = scored.merge(flagged[["customer_id", "event_type", "corroborated"]], on=["customer_id", "event_type"],
+                          how="left")
+    methods = {e: {"method": method_of(model, e), "model_version": row_model_version(model, e),
+                   "note": (None if method_of(model, e) != "rule" else
+                            f"published by the hand-written rule, which gives no probability: "
+                            f"{model.events[e].get('method_reason')}"),
+                   "rule": (model.events[e].get("rule") or cfg["events"][e]["rule"])["description"]}
+               for e in model.events if e in cfg["events"]}
+    return _evidence_frame(scored, postings, cfg, k, methods, names)
 
 
 def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str, Any], k: int,
-                    model_version: str, names: dict[str, list[str]]) -> pd.DataFrame:
-    """The gold rows with their evidence JSON (sorted keys: rule, threshold, top_features, and on a flagged row
-    transaction_ids and transactions), built in one DuckDB query. `scored` names its top features by their 1-based
-    position in the event's feature list (`names`)."""
-    rules = pd.DataFrame({"event_type": list(cfg["events"]),
-                          "rule_description": [spec["rule"]["description"] for spec in cfg["events"].values()],
-                          "feature_names": [names.get(e, []) for e in cfg["events"]]})
+                    methods: dict[str, dict[str, Any]], names: dict[str, list[str]]) -> pd.DataFrame:
+    """The gold rows with their evidence JSON (keys: method ("model" or "rule"), note (why an event on its rule has
+    no probability), rule, threshold, top_features, and on a flagged row transaction_ids, transactions and
+    corroboration: what a credit offer triggered by the flag needs, and whether it holds), built in one DuckDB
+    query. `scored` names its top features by their 1-based position in the event's feature list (`names`); its
+    `corroborated` column is read on flagged rows; `methods` gives per event its method, note, rule text and the
+    model_version its rows carry."""
+    events = [e for e in cfg["events"] if e in methods]
+    rules = pd.DataFrame({"event_type": events,
+                          "rule_description": [methods[e]["rule"] for e in events],
+                          "method": [methods[e]["method"] for e in events],
+                          "note": pd.Series([methods[e]["note"] for e in events], dtype=object),
+                          "model_version": [methods[e]["model_version"] for e in events],
+                          "corroboration_description": [cfg["events"][e]["corroboration"]["description"]
+                                                        for e in events],
+                          "feature_names": [names.get(e, []) for e in events],
+                          "uncited": [uncited_features(cfg, e, names.get(e, [])) or [""] for e in events]})
+    shown = int(cfg["evidence_top_features"])   # k may be larger: the top features before the uncited ones go
+    if "corroborated" not in scored:
+        scored = scored.assign(corroborated=False)
+    scored = scored.assign(corroborated=scored["corroborated"].astype("boolean").fillna(False).astype(bool))
     postings = postings.assign(booking_date=pd.to_datetime(postings["booking_date"]).dt.strftime("%Y-%m-%d"),
                                amount=pd.to_numeric(postings["amount"]).astype(float).round(2),
                                n=np.arange(len(postings)))
@@ -595,8 +770,9 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
         return f"case when {column} is null or isnan({column}) or isinf({column}) then null else round({column}, 4) end"
 
     features = ", ".join(f"struct_pack(feature := case when s.f{i} > 0 then r.feature_names[s.f{i}] end, "
-                         f"value := {finite(f's.v{i}')}, contribution := s.c{i})" for i in range(k))
-    top = (f"list_filter([{features}], lambda x: x.feature is not null)" if k else "[]")
+                         f"value := {finite(f's.v{i}')}, contribution := {finite(f's.c{i}')})" for i in range(k))
+    top = (f"list_filter([{features}], lambda x: x.feature is not null "
+           f"and not list_contains(r.uncited, x.feature))[1:{shown}]" if k else "[]")
     # the features that raised the score; a row without any positive contribution keeps its k largest ones
     positive = f"list_filter({top}, lambda x: x.contribution > 0)"
     con = duckdb.connect()
@@ -615,31 +791,37 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
                 group by customer_id, event_type
             ),
             base as (
-                select s.customer_id, s.event_type, s.probability, s.flagged, s.threshold,
+                select s.customer_id, s.event_type, s.probability, s.flagged, s.threshold, r.model_version,
                     to_json(struct_pack(
+                        method := r.method,
+                        note := r.note,
                         rule := r.rule_description,
                         threshold := case when isnan(s.threshold) then null else round(s.threshold, 6) end,
                         top_features := case when len({positive}) > 0 then {positive} else {top} end
                     )) as evidence_base,
                     coalesce(t.transaction_ids, []) as transaction_ids,
-                    coalesce(t.transactions, []) as transactions
+                    coalesce(t.transactions, []) as transactions,
+                    to_json(struct_pack(met := s.corroborated, rule := r.corroboration_description)) as corroboration
                 from le_scored as s
                 join le_rules as r using (event_type)
                 left join transactions as t using (customer_id, event_type)
             )
-            select customer_id, event_type, probability, flagged,
+            select customer_id, event_type, case when isnan(probability) then null else probability end
+                    as probability, flagged,
                 case when isnan(threshold) then null else threshold end as threshold,
                 case when flagged
                     then left(cast(evidence_base as varchar), -1) || ',"transaction_ids":'
                          || cast(to_json(transaction_ids) as varchar) || ',"transactions":'
-                         || cast(to_json(transactions) as varchar) || '}}'
+                         || cast(to_json(transactions) as varchar) || ',"corroboration":'
+                         || cast(corroboration as varchar) || '}}'
                     else cast(evidence_base as varchar) end as evidence,
-                '{model_version.replace("'", "''")}' as model_version
+                model_version
             from base
             order by customer_id, event_type""").to_arrow_table().to_pandas()
     finally:
         con.close()
     out["threshold"] = pd.to_numeric(out["threshold"], errors="coerce").astype(float)
+    out["probability"] = pd.to_numeric(out["probability"], errors="coerce").astype(float)
     out["flagged"] = out["flagged"].astype(bool)
     return out.reset_index(drop=True)
 
@@ -653,12 +835,13 @@ def _empty_rows() -> pd.DataFrame:
 
 def classify_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Score every consented customer of one bucket as of D with the promoted model and write gold `life_events`
-    (as_of=D/bucket=N), swapped in whole. Customers without the life_events consent on D get no row."""
+    (as_of=D/bucket=N), swapped in whole. Customers without the life_events and personalization consents on D get
+    no row."""
     started = time.perf_counter()
     cfg = settings()
     model = load_model(paths)
     consent = consent_state(paths, day, [bucket])
-    consent = consent[consent["life_events"].astype(bool)]
+    consent = consent[consent["life_events"].astype(bool) & consent["personalization"].astype(bool)]
     con = lake.connect()
     try:
         register_inputs(con, paths, day, [day], [bucket], cfg)
@@ -670,6 +853,7 @@ def classify_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     final = lake.partition_path(paths, "gold", "life_events", as_of=day.isoformat(), bucket=str(bucket))
     written = lake.write_frame(rows, final, paths)
     metrics = {"bucket": bucket, "as_of": day.isoformat(), "model_version": model.version,
+               "row_model_versions": {e: row_model_version(model, e) for e in model.events if e in cfg["events"]},
                "n_consented": int(len(consent)), "n_scored_customers": int(rows["customer_id"].nunique()),
                "rows": written, "flagged": {e: int(g["flagged"].sum()) for e, g in rows.groupby("event_type")},
                "seconds": round(time.perf_counter() - started, 2)}
@@ -693,7 +877,10 @@ def summarise_shards(paths: Paths, day: date, per_shard: list[dict[str, Any]]) -
                "n_consented": sum(m["n_consented"] for m in per_shard),
                "n_scored_customers": sum(m["n_scored_customers"] for m in per_shard),
                "rows": sum(m["rows"] for m in per_shard), "flagged": dict(sorted(flagged.items())),
-               "model_versions": sorted({m["model_version"] for m in per_shard})}
+               "model_versions": sorted({m["model_version"] for m in per_shard}),
+               "row_model_versions": {e: sorted({m.get("row_model_versions", {}).get(e) for m in per_shard} - {None})
+                                      for e in sorted({e for m in per_shard
+                                                       for e in m.get("row_model_versions", {})})}}
     write_run_metrics(paths, day.isoformat(), "life_events", metrics)
     return metrics
 
@@ -802,6 +989,8 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     leads_all: dict[str, list[float]] = {}
     windows: dict[str, dict[str, str]] = {}
+    skipped: dict[str, str] = {}
+    decisions_made: dict[str, dict[str, Any]] = {}
     for event, spec in cfg["events"].items():
         # per event: the test cut-offs are its latest ones whose label window ends by the last day of data; the
         # models train on the cut-offs up to an embargo before them; flags at every later cut-off (out of sample)
@@ -809,10 +998,12 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
         complete = [pd.Timestamp(c) for c in cutoffs
                     if c + timedelta(days=int(spec["window"]["days_before"])) <= last]
         if len(complete) < n_test + 3:
-            log.warning("life-event backtest: too few cut-offs with complete labels for %s", event)
+            note = (f"skipped: {len(complete)} cut-off(s) with complete labels (a {spec['window']['days_before']}-day "
+                    f"label window ending by {last}), {n_test + 3} needed")
+            log.warning("life-event backtest: %s: %s", event, note)
+            skipped[event] = note
             rows.append({"event_type": event, "method": "model", "label_source": "declared",
-                         "evaluated_against": evaluation_source,
-                         "note": f"skipped: {len(complete)} cut-offs with complete labels, {n_test + 3} needed"})
+                         "evaluated_against": evaluation_source, "note": note})
             continue
         test_cutoffs = complete[-n_test:]
         train_rows = (features["cutoff"] <= test_cutoffs[0] - pd.Timedelta(days=int(cfg["embargo_days"]))).to_numpy()
@@ -872,6 +1063,20 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
                                                "score": ranking_score(scored["probability"], scored["raw_score"]),
                                                "flagged": scored["flagged"]}),
                 model.events[event]["threshold"])
+        # what the night would publish: the declared-label model, or its rule where training chose the rule
+        declared_model = models_by_source["declared"]
+        decisions_made[event] = {"method": method_of(declared_model, event),
+                                 "reason": declared_model.events[event].get("method_reason")}
+        if method_of(declared_model, event) == "rule":
+            fired_pub = rule_fires(scored_frame, spec["rule"])
+            published = pd.DataFrame({"customer_id": scored_frame["customer_id"], "cutoff": scored_frame["cutoff"],
+                                      "score": fired_pub.astype(float), "flagged": fired_pub})
+        else:
+            scored = declared_model.predict(scored_frame, [event])
+            published = pd.DataFrame({"customer_id": scored["customer_id"], "cutoff": pd.to_datetime(scored["cutoff"]),
+                                      "score": ranking_score(scored["probability"], scored["raw_score"]),
+                                      "flagged": scored["flagged"]})
+        add("published", method_of(declared_model, event), published, None)
         fired = rule_fires(scored_frame, spec["rule"])
         add("rule", "none", pd.DataFrame({"customer_id": scored_frame["customer_id"], "cutoff": scored_frame["cutoff"],
                                           "score": fired.astype(float), "flagged": fired}), None)
@@ -895,8 +1100,8 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
     meta = {"dataset": paths.home.name, "evaluated_against": evaluation_source,
             "label_note": ("evaluated against the simulator's full truth" if truth is not None else
                            "no simulator truth: evaluated against the declared labels, which miss undeclared events"),
-            "cutoffs": [c.isoformat() for c in cutoffs], "windows": windows,
-            "seconds": round(time.perf_counter() - started, 1)}
+            "cutoffs": [c.isoformat() for c in cutoffs], "windows": windows, "skipped": skipped,
+            "decisions": decisions_made, "seconds": round(time.perf_counter() - started, 1)}
     (output / "life_events_backtest.json").write_text(
         json.dumps({"meta": meta, "rows": rows}, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     _report(rows, curves, leads_all, meta, output / "life_events.html")
@@ -910,14 +1115,15 @@ def _report(rows: list[dict[str, Any]], curves: dict, leads: dict[str, list[floa
 
     from pipelines.html_report import bar_figure, render_report
 
-    table = pd.DataFrame(rows)
-    shown = table[[c for c in ["event_type", "method", "label_source", "pr_auc", "precision", "recall", "precision_at_rule_recall", "threshold",
-                               "flag_rate", "median_lead_days", "share_events_detected", "n_true_events",
-                               "lookalike_flag_rate"] if c in table]]
-    bars = table.assign(series=table["method"] + " (" + table["label_source"] + ")")[["event_type", "series", "pr_auc"]]
-    figures = [bar_figure(bars.fillna({"pr_auc": 0.0}), "event_type", "pr_auc", "series", "PR AUC per event")]
+    table = pd.DataFrame(rows).reindex(columns=list(dict.fromkeys([*REPORT_COLUMNS, *pd.DataFrame(rows).columns])))
+    evaluated = table[table["note"].isna()] if "note" in table else table
+    shown = evaluated[[c for c in REPORT_COLUMNS if c != "note"]]
+    bars = evaluated.assign(series=evaluated["method"] + " (" + evaluated["label_source"] + ")")[
+        ["event_type", "series", "pr_auc"]]
+    figures = [bar_figure(bars.fillna({"pr_auc": 0.0}), "event_type", "pr_auc", "series", "PR AUC per event")] \
+        if len(bars) else []
     events = list(curves)
-    fig = Figure(figsize=(11, 2.8 * ((len(events) + 3) // 4)), dpi=90)
+    fig = Figure(figsize=(11, 2.8 * max((len(events) + 3) // 4, 1)), dpi=90)
     FigureCanvasAgg(fig)
     for i, event in enumerate(events):
         ax = fig.add_subplot((len(events) + 3) // 4, 4, i + 1)
@@ -933,7 +1139,8 @@ def _report(rows: list[dict[str, Any]], curves: dict, leads: dict[str, list[floa
         if i == 0:
             ax.legend(fontsize=6)
     fig.tight_layout()
-    figures.append(fig)
+    if events:
+        figures.append(fig)
     fig = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -955,4 +1162,38 @@ def _report(rows: list[dict[str, Any]], curves: dict, leads: dict[str, list[floa
         "labels cost). rule = the hand-written rule of config/life_events.yaml. base_rate = a constant score "
         "(its PR AUC is the prevalence). Lead time = event date minus the first cut-off at which the flag fires.")},
         {"heading": "Results", "table": shown, "figures": figures}]
+    if meta.get("skipped"):
+        sections.append({"heading": "Events not evaluated", "text": "Too short a history for these events: "
+                         + "; ".join(f"{event}: {note}" for event, note in meta["skipped"].items())
+                         + ". The night publishes them by their rule until there is enough history."})
+    if meta.get("decisions"):
+        sections.append({"heading": "What the night publishes (rows 'published')", "text": " ".join(
+            f"{event}: {d['method']} ({d['reason']})." for event, d in meta["decisions"].items())})
     return render_report("Life-event detection backtest", sections, path)
+
+
+REPORT_COLUMNS = ["event_type", "method", "label_source", "pr_auc", "precision", "recall", "precision_at_rule_recall",
+                  "threshold", "flag_rate", "median_lead_days", "share_events_detected", "n_true_events",
+                  "lookalike_flag_rate", "note"]
+
+
+def backtest_life_events_command(paths: Paths, output_dir: Path | None = None) -> str:
+    """`segone backtest life-events`: run it and print a short table (PR AUC per event and method), naming the
+    events that could not be evaluated and why."""
+    rows = backtest_life_events(paths, output_dir)
+    output = Path(output_dir) if output_dir else paths.reports / "backtest"
+    table = pd.DataFrame(rows).reindex(columns=REPORT_COLUMNS)
+    evaluated = table[table["note"].isna()]
+    lines = [f"life-event backtest of {paths.home.name}:"]
+    if len(evaluated):
+        wide = evaluated.assign(series=evaluated["method"] + " (" + evaluated["label_source"] + ")").pivot_table(
+            index="event_type", columns="series", values="pr_auc", aggfunc="first")
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            lines.append("PR AUC on the test cut-offs:\n" + wide.to_string(float_format=lambda v: f"{v:.3f}"))
+    else:
+        lines.append("no event could be evaluated")
+    skipped = table[table["note"].notna()]
+    for row in skipped.itertuples(index=False):
+        lines.append(f"  {row.event_type}: {row.note}")
+    lines.append(f"written: {output / 'life_events_backtest.json'}\nreport:  {output / 'life_events.html'}")
+    return "\n".join(lines)

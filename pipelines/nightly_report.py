@@ -4,8 +4,8 @@ Sections (SECTION_HEADINGS): the night at a glance; volumes (rows per landing ki
 quality (the gold quarantine of D by stage, file and reason, and the gates of runs/D/validate.json); forecast
 calibration (the distribution of p_shortfall per horizon from gold cash_forecast; realised against predicted for
 earlier nights' forecasts whose horizon has ended by D, else the latest backtest's calibration from
-reports/backtest/); life-event rates (gold life_events); the action mix (gold next_best_actions); the suppression
-funnel (gold decision_log); fairness across age bands and regions (silver customers with the two gold tables).
+reports/backtest/); life-event rates (gold life_events); the action mix (gold next_best_actions); staffed channels
+(capacity against demand, runs/D/decide.json); the suppression funnel (gold decision_log); fairness across age bands and regions (silver customers with the two gold tables).
 
 Every section works when its input is absent: it says what is missing instead of failing, and a section that
 fails on unexpected input says so with the error, so a report is always written. All aggregation happens in DuckDB,
@@ -38,11 +38,12 @@ SECTION_HEADINGS = {
     "calibration": "Forecast calibration",
     "life_events": "Life-event rates",
     "action_mix": "Action mix",
+    "staffed": "Staffed channels: capacity and demand",
     "funnel": "Suppression funnel",
     "fairness": "Fairness across age bands and regions",
 }
 FUNNEL_STAGES = ["eligibility", "applicability", "suitability", "consent", "contact_policy", "control_group",
-                 "arbitration"]
+                 "arbitration", "capacity"]
 ACTION_CLASSES = ["protective", "service", "commercial"]
 AGE_BANDS = [(18, 24, "18-24"), (25, 34, "25-34"), (35, 44, "35-44"), (45, 54, "45-54"), (55, 64, "55-64"),
              (65, None, "65+")]
@@ -336,11 +337,15 @@ def _life_events(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                                                      "(the life-events stage has not run)")}]
     table = _df(con, f"""
         select event_type, count(distinct customer_id) as customers, count(*) filter (where flagged) as flagged,
-               avg(flagged::int) as flagged_rate, avg(probability) as mean_probability
+               avg(flagged::int) as flagged_rate, avg(probability) as mean_probability,
+               string_agg(distinct model_version, ', ' order by model_version) as published_by
         from {scan} group by all order by event_type""")
     figures = [bar_figure(table, "event_type", "flagged_rate", None, "Flagged rate per life event")] \
         if not table.empty else []
-    return [{"heading": heading, "text": "Share of scored customers flagged per event type tonight.",
+    return [{"heading": heading, "text": "Share of scored customers flagged per event type tonight. published_by: "
+                                         "the model version, or rule:<event>:v<N> where the event's hand-written "
+                                         "rule flags (no model yet, or the model did worse than the rule on held-out "
+                                         "cut-offs: no probability, so mean_probability is empty).",
              "table": table, "figures": figures}]
 
 
@@ -369,11 +374,53 @@ def _action_mix(paths: Paths, day: date, con) -> list[dict[str, Any]]:
             {"heading": "Action mix by action", "table": by_action}]
 
 
+def _staffed(paths: Paths, day: date, con) -> list[dict[str, Any]]:
+    """Per staffed channel (and the advisor queue): the night's capacity against the customers who needed it
+    (runs/D/decide.json, summed over the shards): served, sent by a digital channel instead, not sent."""
+    heading = SECTION_HEADINGS["staffed"]
+    metrics = read_run_metrics(paths, day.isoformat(), "decide")
+    capacity = (metrics or {}).get("capacity")
+    if not capacity:
+        return [{"heading": heading, "text": _absent("runs/D/decide.json has no capacity figures (the decide stage "
+                                                     "has not run for this date, or ran before capacities existed)")}]
+    rows = []
+    for name, figures in sorted(capacity.items(), key=lambda item: (item[0] == "advisor_queue", item[0])):
+        limit = int(figures.get("night_capacity", figures.get("capacity", 0)))
+        demand = int(figures.get("demand", 0))
+        served = int(figures.get("served", 0))
+        rows.append({"channel": name, "capacity": limit, "demand": demand, "served": served,
+                     "over_capacity": int(figures.get("over_capacity", max(demand - served, 0))),
+                     "sent_digitally": figures.get("sent_digitally"), "not_sent": figures.get("not_sent"),
+                     "demand_to_capacity": round(demand / limit, 2) if limit else None,
+                     "utilisation": round(served / limit, 3) if limit else None})
+    table = pd.DataFrame(rows)
+    long = pd.concat([pd.DataFrame({"channel": table["channel"], "what": what, "customers": table[what]})
+                      for what in ("capacity", "demand", "served")], ignore_index=True)
+    figures = [bar_figure(long, "channel", "customers", "what", "Staffed channels: capacity, demand, served")]
+    over = table[table["demand"] > table["capacity"]]
+    text = ("Channels with people behind them have a nightly capacity (config/decisioning.yaml `capacity`), split "
+            "across the customer buckets in proportion to their size. Demand: customers the funnel would have "
+            "contacted on the channel (the advisor queue: customers meeting its conditions); served: within "
+            "capacity, the neediest first; the others got the same action on a digital channel (sent_digitally) "
+            "or none (not_sent), each logged in decision_log at stage capacity. "
+            + ("Over capacity tonight: " + "; ".join(f"{r.channel} {r.demand:,} for {r.capacity:,}"
+                                                     for r in over.itertuples()) + "."
+               if len(over) else "No channel was over capacity tonight."))
+    return [{"heading": heading, "text": text, "table": table, "figures": figures}]
+
+
 def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     heading = SECTION_HEADINGS["funnel"]
     scan = _scan(paths, "gold", "decision_log", as_of=day.isoformat())
     if scan is None:
         return [{"heading": heading, "text": _absent("the gold decision_log table has no partition for this date")}]
+    nba = _scan(paths, "gold", "next_best_actions", as_of=day.isoformat())
+    moved = 0
+    if nba is not None:
+        # rows at stage capacity of an action still published (on a digital channel): a channel given up, no drop
+        moved = con.execute(f"select count(*) from {scan} as d semi join {nba} as n using (customer_id, action_id)"
+                            ).fetchone()[0]
+        scan = f"(select * from {scan} as d anti join {nba} as n using (customer_id, action_id))"
     per = _df(con, f"select stage, action_class, count(*) as dropped from {scan} group by all")
     wide = per.pivot_table(index="stage", columns="action_class", values="dropped", aggfunc="sum", fill_value=0)
     order = [s for s in FUNNEL_STAGES if s in wide.index] + sorted(set(wide.index) - set(FUNNEL_STAGES))
@@ -382,12 +429,13 @@ def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     wide["all classes"] = wide.sum(axis=1)
     table = wide.reset_index().rename(columns={"stage": "stage dropping the candidate"})
     published = None
-    nba = _scan(paths, "gold", "next_best_actions", as_of=day.isoformat())
     if nba is not None:
         published = con.execute(f"select count(*) from {nba}").fetchone()[0]
     total = int(wide["all classes"].sum())
     text = (f"{total:,} candidate actions dropped, each counted at the first stage that dropped it"
             + (f"; {published:,} published as next best actions." if published is not None else ".")
+            + (f" Not counted here: {moved:,} published actions that gave up a staffed channel to tonight's "
+               f"capacity (decision_log stage capacity, see the staffed channels section)." if moved else "")
             + "\n\nTop reasons per stage are below the chart.")
     long = per.copy()
     long["stage"] = pd.Categorical(long["stage"], categories=order, ordered=True)
@@ -531,11 +579,19 @@ def _fairness(paths: Paths, day: date, con) -> list[dict[str, Any]]:
 
 SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("summary", _summary), ("volumes", _volumes), ("quality", _quality), ("calibration", _calibration),
-    ("life_events", _life_events), ("action_mix", _action_mix), ("funnel", _funnel), ("fairness", _fairness)]
+    ("life_events", _life_events), ("action_mix", _action_mix), ("staffed", _staffed), ("funnel", _funnel),
+    ("fairness", _fairness)]
 
 
-def build_nightly_report(paths: Paths, day: date) -> Path:
+def report_path(paths: Paths, day: date) -> Path:
+    return paths.reports / day.isoformat() / "index.html"
+
+
+def build_nightly_report(paths: Paths, day: date, target: Path | None = None) -> Path:
     """Write reports/D/index.html (self-contained: inline CSS, PNG figures as data URIs) and return its path.
+
+    `paths` may be a published generation (`pipelines.publish.PublishedPaths`: what the night's publish does);
+    `target` writes the file elsewhere (publish stages it beside the final one and swaps it in).
 
     Never fails on a missing input: each section says what it could not show. A section that raises on
     unexpected input is replaced by a note with the error (logged), so the rest of the report is still written."""
@@ -551,5 +607,5 @@ def build_nightly_report(paths: Paths, day: date) -> Path:
                                  "text": f"This section could not be built: {type(error).__name__}: {error}"})
     finally:
         con.close()
-    target = paths.reports / day.isoformat() / "index.html"
+    target = target or report_path(paths, day)
     return render_report(f"Segment of One: nightly report for {day.isoformat()}", sections, target)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,34 @@ def write_run_metrics(paths: Paths, load_date: str, stage: str, metrics: dict[st
     tmp = folder / f".{stage}.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, default=str, sort_keys=True), encoding="utf-8")
     tmp.replace(target)
+    checkpoint(stage)
     return target
 
 
 def read_run_metrics(paths: Paths, load_date: str, stage: str) -> dict[str, Any] | None:
     target = paths.runs / load_date / f"{stage}.json"
     return json.loads(target.read_text(encoding="utf-8")) if target.exists() else None
+
+
+def checkpoint(name: str) -> None:
+    """A named point of a run where the crash tests stop it (a no-op unless SEGONE_PAUSE_AT names it).
+
+    With `SEGONE_PAUSE_AT=<name>[,<name>...]` and `SEGONE_PAUSE_FILE=<path>`, the process writes `<pid> <name>` to
+    that file on reaching a named point and waits there until the file is removed (the test then looks at what is
+    visible, and either removes the file to let the run go on or kills the process: a real SIGKILL at a known
+    point). Names: every stage metrics file when it is written (`conform`, `forecast_cash_shortfall_bucket_7`,
+    `decide_bucket_7`, ...) and the steps of publish (`publish:generation`, `publish:staged`, `publish:committed`,
+    `publish:applied`)."""
+    points = os.environ.get("SEGONE_PAUSE_AT")
+    marker = os.environ.get("SEGONE_PAUSE_FILE")
+    if not points or not marker or name not in points.split(","):
+        return
+    path = Path(marker)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{os.getpid()} {name}", encoding="utf-8")
+    tmp.replace(path)
+    while path.exists():
+        time.sleep(0.05)
 
 
 def nights_run(paths: Paths) -> list[str]:

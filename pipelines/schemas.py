@@ -34,6 +34,13 @@ class TableSchema:
     key: tuple[str, ...]
     columns: tuple[ColumnSchema, ...]
     checks: dict = field(default_factory=dict)
+    # Access (docs/access.md): columns only warehouse_restricted.duckdb shows. With `restricted_rows` (a SQL
+    # condition on the row's own columns) only those rows' values are withheld (null) in warehouse.duckdb;
+    # without it the columns are left out of warehouse.duckdb altogether.
+    restricted_columns: tuple[str, ...] = ()
+    restricted_rows: str | None = None
+    restricted_why: str = ""
+    warehouse: bool = True
 
     @property
     def column_names(self) -> list[str]:
@@ -43,6 +50,24 @@ class TableSchema:
     def data_column_names(self) -> list[str]:
         """The columns inside the Parquet files (partition columns live in the folder names)."""
         return [c for c in self.column_names if c not in self.partition]
+
+    @property
+    def is_restricted(self) -> bool:
+        return bool(self.restricted_columns)
+
+    @property
+    def general_column_names(self) -> list[str]:
+        """The columns warehouse.duckdb shows (all of them unless some are restricted as a whole)."""
+        if self.restricted_rows:
+            return self.column_names
+        return [c for c in self.column_names if c not in self.restricted_columns]
+
+    def general_expression(self, column: str) -> str:
+        """The SQL that gives `column` as warehouse.duckdb shows it: withheld (null) on the restricted rows."""
+        if self.restricted_rows and column in self.restricted_columns:
+            kind = next(c.type for c in self.columns if c.name == column)
+            return f"case when ({self.restricted_rows}) then cast(null as {kind}) else {column} end as {column}"
+        return column
 
     def empty_select(self) -> str:
         """A query with this table's columns and types and no rows (the input when a table does not exist yet)."""
@@ -56,12 +81,22 @@ def _tables() -> dict[tuple[str, str], TableSchema]:
     tables = {}
     for layer, entries in raw.items():
         for name, spec in entries.items():
-            tables[(layer, name)] = TableSchema(
+            restricted = spec.get("restricted") or {}
+            schema = TableSchema(
                 layer=layer, name=name, description=spec["description"],
                 partition=tuple(spec.get("partition", ())), key=tuple(spec.get("key", ())),
                 columns=tuple(ColumnSchema(*col) for col in spec["columns"]),
-                checks=spec.get("checks", {}),
+                checks=spec.get("checks", {}), warehouse=bool(spec.get("warehouse", True)),
+                restricted_columns=tuple(restricted.get("columns") or ()),
+                restricted_rows=restricted.get("rows") or None,
+                restricted_why=str(restricted.get("why") or ""),
             )
+            unknown = [c for c in schema.restricted_columns if c not in schema.column_names]
+            in_partition = [c for c in schema.restricted_columns if c in schema.partition]
+            if unknown or in_partition or (schema.restricted_rows and not schema.restricted_columns):
+                raise ValueError(f"config/tables.yaml {layer}.{name}: `restricted` must name data columns of the "
+                                 f"table (unknown: {unknown}, partition columns: {in_partition})")
+            tables[(layer, name)] = schema
     return tables
 
 

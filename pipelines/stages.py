@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,55 @@ from pipelines.runs import describe_nights, read_run_metrics, write_run_metrics
 log = logging.getLogger(__name__)
 HISTORY = "history"
 
+# A stage that (re)writes D's data voids what was judged on the data it replaces: the verdict of its own gate and of
+# every gate downstream of it, and the shard results of the per-bucket stages downstream (otherwise a night re-run
+# that died after 8 of 16 buckets would pass validate_forecast on 8 new and 8 old buckets). Publish refuses a night
+# with a missing verdict, so a half-rewritten night can never be published, not even by hand (`segone publish`).
+# The night as the DAG wires it: what each writing stage's output feeds, its gate, its shard results.
+_FEEDS = {"ingest": ("conform",), "conform": ("messages", "forecast"), "messages": ("decide",),
+          "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
+_GATE = {"ingest": "validate", "conform": "validate_silver", "messages": "validate_messages",
+         "forecast": "validate_forecast", "life_events": "validate_life_events", "decide": "validate_decisions"}
+_SHARDS = {"messages": "messages_bucket_", "forecast": "forecast_cash_shortfall_bucket_",
+           "life_events": "life_events_bucket_", "decide": "decide_bucket_"}
+GATES = tuple(_GATE.values())  # every verdict a night needs before it is published
 
-# --- the stages ---------------------------------------------------------------------------------------------
+
+def _downstream(stage: str) -> set[str]:
+    found: set[str] = set()
+    todo = list(_FEEDS[stage])
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(_FEEDS[name])
+    return found
+
+
+def void_later_results(paths: Paths, load: str, stage: str) -> None:
+    """Remove runs/<load>/ verdicts and shard results that judged or came from data `stage` is about to replace."""
+    folder = paths.runs / load
+    if not folder.is_dir():
+        return
+    later = _downstream(stage)
+    names = {f"{_GATE[s]}.json" for s in later | {stage}}
+    families = tuple(_SHARDS[s] for s in later if s in _SHARDS)  # not its own shards: they run in parallel
+    for file in folder.iterdir():
+        if file.name in names or file.name.startswith("validate_gold_") or file.name.startswith(families):
+            file.unlink(missing_ok=True)
+
 
 def ingest(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 1a: landing/D/ -> bronze (load_date=D) and the quarantine."""
     from pipelines.ingest.landing import ingest_landing
 
+    from pipelines.publish import housekeeping
+
     folder = paths.landing_day(day.isoformat())
     if not folder.is_dir():
         raise LandingError(f"no landing folder for {day}: {folder} does not exist")
+    housekeeping(paths)  # what killed runs left behind (staging folders, unfinished publishes)
+    void_later_results(paths, day.isoformat(), "ingest")
     return ingest_landing(paths, day.isoformat(), folder, business_date=day)
 
 
@@ -43,6 +82,7 @@ def conform(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 2: D's bronze -> silver."""
     from pipelines.conform import conform as conform_load
 
+    void_later_results(paths, day.isoformat(), "conform")
     metrics = conform_load(paths, day.isoformat(), day)
     write_run_metrics(paths, day.isoformat(), "conform", metrics)
     return metrics
@@ -58,38 +98,34 @@ def validate_silver(paths: Paths, day: date) -> dict[str, Any]:
 
 
 def publish(paths: Paths, day: date, run_id: str | None = None) -> dict[str, Any]:
-    """Stage 7: rebuild warehouse.duckdb (the analysts' documented views), write the CRM export and its manifest
-    (refused unless every gate of the night passed), and the nightly report."""
-    from pipelines.crm_export import export_crm
-    from pipelines.nightly_report import build_nightly_report
-    from pipelines.warehouse import build_warehouse
+    """Stage 7, the one moment night D becomes visible: a published generation of the lake, warehouse.duckdb and
+    warehouse_restricted.duckdb over it, the CRM export and the nightly report, all swapped in at one commit.
+    Refused unless every gate of D passed on the data as it is now (pipelines/publish.py)."""
+    from pipelines.publish import publish_night
 
     d = day.isoformat()
-    if read_run_metrics(paths, d, "ingest") is None and (read_run_metrics(paths, HISTORY, "conform") or {}).get(
-            "as_of") != d:
+    if read_run_metrics(paths, d, "ingest") is None:
+        if (read_run_metrics(paths, HISTORY, "conform") or {}).get("as_of") == d:
+            from pipelines.publish import publish_history
+
+            return publish_history(paths, day)  # the history load again (its last day is D)
         raise SegoneError(f"nothing to publish for {d}: the night of {d} has not run in {paths.home} "
                           f"({describe_nights(paths)})")
-    metrics = build_warehouse(paths)
-    metrics["as_of"] = day.isoformat()
-    if read_run_metrics(paths, day.isoformat(), "validate_decisions") is not None:
-        metrics["crm_export"] = export_crm(paths, day, run_id=run_id)
-    metrics["report"] = str(build_nightly_report(paths, day))
-    write_run_metrics(paths, day.isoformat(), "publish", metrics)
-    return metrics
+    return publish_night(paths, day, run_id=run_id)
 
 
 def export_crm(paths: Paths, day: date) -> dict[str, Any]:
-    """The CRM export of D alone (`segone export-crm`)."""
-    from pipelines.crm_export import export_crm as export
+    """The CRM export of a published night D again, from what was published (`segone export-crm`)."""
+    from pipelines.publish import export_published
 
-    return export(paths, day)
+    return export_published(paths, day)
 
 
 def report(paths: Paths, day: date) -> str:
-    """The nightly report of D alone (`segone report`)."""
-    from pipelines.nightly_report import build_nightly_report
+    """The nightly report of a published night D again, from what was published (`segone report`)."""
+    from pipelines.publish import report_published
 
-    return str(build_nightly_report(paths, day))
+    return report_published(paths, day)
 
 
 def forecast_shards(paths: Paths, day: date) -> list[int]:
@@ -103,6 +139,7 @@ def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Stage 4, one shard: features and the promoted global engine -> gold cash_forecast for bucket N as of D."""
     from pipelines.forecast import forecast_shard as run_shard
 
+    void_later_results(paths, day.isoformat(), "forecast")
     return run_shard(paths, day, int(bucket))
 
 
@@ -110,6 +147,7 @@ def forecast_cash_shortfall(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 4, every shard in turn (the DAG maps forecast_shard over the shards instead)."""
     from pipelines.forecast import forecast_all
 
+    void_later_results(paths, day.isoformat(), "forecast")
     return forecast_all(paths, day)
 
 
@@ -140,6 +178,7 @@ def classify_life_events_shard(paths: Paths, day: date, bucket: int) -> dict[str
     """Stage 5, one shard: consented customers only -> gold life_events for bucket N as of D."""
     from pipelines.life_events import classify_shard
 
+    void_later_results(paths, day.isoformat(), "life_events")
     return classify_shard(paths, day, int(bucket))
 
 
@@ -147,6 +186,7 @@ def classify_life_events(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 5, every shard in turn (the DAG maps classify_life_events_shard over the shards instead)."""
     from pipelines.life_events import classify_all
 
+    void_later_results(paths, day.isoformat(), "life_events")
     return classify_all(paths, day)
 
 
@@ -166,6 +206,46 @@ def validate_life_events(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
+def message_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the messages stage maps over."""
+    from pipelines.messages import shards
+
+    return shards()
+
+
+def understand_messages_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 3b, one shard: message_analysis-consented customers' messages -> gold message_insights and
+    message_signals for bucket N as of D."""
+    from pipelines.messages import understand_messages_shard as run_shard
+
+    void_later_results(paths, day.isoformat(), "messages")
+    return run_shard(paths, day, int(bucket))
+
+
+def understand_messages(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3b, every shard in turn (the DAG maps understand_messages_shard over the shards instead)."""
+    from pipelines.messages import understand_all
+
+    void_later_results(paths, day.isoformat(), "messages")
+    return understand_all(paths, day)
+
+
+def validate_messages(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3b': the gold suites on D's message_insights and message_signals; raises GateFailed to stop the run."""
+    from pipelines.messages import summarise_shards
+    from pipelines.quality import validate_gold
+
+    shard_metrics = [read_run_metrics(paths, day.isoformat(), f"messages_bucket_{b}")
+                     for b in message_shards(paths, day)]
+    missing = [b for b, m in zip(message_shards(paths, day), shard_metrics) if m is None]
+    if missing:
+        raise SegoneError(f"the messages of {day} are incomplete: no result for buckets {missing}")
+    metrics = {"messages": summarise_shards(paths, day, shard_metrics),
+               "validation": validate_gold(paths, day, ["message_insights", "message_signals"])}
+    write_run_metrics(paths, day.isoformat(), "validate_messages", metrics)
+    return metrics
+
+
 def decide_shards(paths: Paths, day: date) -> list[int]:
     """The shards (customer buckets) the decide stage maps over."""
     from pipelines.decide import shards
@@ -178,6 +258,7 @@ def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     dashboard_layout for bucket N as of D."""
     from pipelines.decide import decide_shard as run_shard
 
+    void_later_results(paths, day.isoformat(), "decide")
     return run_shard(paths, day, int(bucket))
 
 
@@ -185,6 +266,7 @@ def decide_next_best_actions(paths: Paths, day: date) -> dict[str, Any]:
     """Stage 6, every shard in turn (the DAG maps decide_shard over the shards instead)."""
     from pipelines.decide import decide_all
 
+    void_later_results(paths, day.isoformat(), "decide")
     return decide_all(paths, day)
 
 
@@ -211,11 +293,14 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
     day of data) and promote it if it is at least as good as the promoted one; then the life-event classifiers."""
     from pipelines.forecast import train as train_forecast
     from pipelines.life_events import train_life_events
+    from pipelines.messages import train_messages
 
-    return {"cash_forecast": train_forecast(paths, day), "life_events": train_life_events(paths, day)}
+    return {"cash_forecast": train_forecast(paths, day), "life_events": train_life_events(paths, day),
+            "messages": train_messages(paths, day)}
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
+         ("understand_messages", understand_messages), ("validate_messages", validate_messages),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
@@ -235,6 +320,35 @@ def run_night(paths: Paths, day: date) -> dict[str, Any]:
     write_run_metrics(paths, day.isoformat(), "night", {"as_of": day.isoformat(), "stage_seconds": seconds,
                                                        "seconds": round(sum(seconds.values()), 3)})
     return results
+
+
+def airflow_task(stage: str, night: Any, task: dict[str, Any], **kwargs: Any) -> Any:
+    """What every task of the nightly DAG runs: `stage` for D, inside the lock of night D held by its DAG run.
+
+    `night` is D (a date: the DAG resolves its business_date param) or the run's data interval start.
+
+    `task` describes the task instance: dag_id, run_id, task_id, map_index, try_number, max_tries. Every task of
+    one DAG run joins the same lock (mapped shards run in parallel without blocking each other); a `segone run` of
+    D, or another DAG run of D, is refused while this run is alive (pipelines/locks.py). The publish task releases
+    the lock when it succeeds; a task that fails on its last try marks the run finished, which frees the lock once
+    none of the run's tasks is still running."""
+    from pipelines import locks
+
+    paths = Paths.from_env()
+    day = night if isinstance(night, date) and not isinstance(night, datetime) else business_date(night)
+    holder = locks.airflow_holder(str(task["dag_id"]), str(task["run_id"]))
+    map_index = task.get("map_index")
+    member = str(task["task_id"]) + (f"[{map_index}]" if map_index not in (None, -1) else "")
+    with locks.Hold(paths, day.isoformat(), holder, member, outcome="keep") as hold:
+        try:
+            result = globals()[stage](paths, day, **kwargs)
+        except BaseException as error:
+            if int(task.get("try_number") or 1) > int(task.get("max_tries") or 0):
+                hold.outcome, hold.finished_reason = "finished", f"{member} failed: {error}"[:300]
+            raise
+        if stage == "publish":
+            hold.outcome = "release"
+    return result
 
 
 def history_as_of(paths: Paths) -> date:
@@ -262,6 +376,10 @@ def load_history(paths: Paths) -> dict[str, Any]:
     if not folder.is_dir():
         raise LandingError(f"no history to load: {folder} does not exist (run `segone simulate` or "
                            f"`segone import-berka` first)")
+    from pipelines.publish import housekeeping, publish_history
+
+    housekeeping(paths)
+    void_later_results(paths, HISTORY, "ingest")
     metrics: dict[str, Any] = {"ingest": ingest_landing(paths, HISTORY, folder, business_date=None)}
     metrics["validate"] = validate_day(paths, HISTORY)
     as_of = history_as_of(paths)
@@ -269,7 +387,7 @@ def load_history(paths: Paths) -> dict[str, Any]:
     write_run_metrics(paths, HISTORY, "conform", metrics["conform"])
     metrics["validate_silver"] = validate_silver_load(paths, HISTORY, as_of)
     write_run_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
-    metrics["publish"] = publish(paths, as_of)
+    metrics["publish"] = publish_history(paths, as_of)
     return metrics
 
 
@@ -307,6 +425,7 @@ def summary(paths: Paths, day: date) -> str:
     lines.append("Outputs:")
     lines.append(f"  lake (Parquet)      {paths.lake}")
     lines.append(f"  warehouse (DuckDB)  {paths.warehouse}")
+    lines.append(f"  restricted columns  {paths.warehouse_restricted} (docs/access.md)")
     lines.append(f"  quarantine          {lake.partition_path(paths, 'gold', 'quarantine', load_date=d)}")
     lines.append(f"  run metrics         {paths.runs / d}")
     lines.append(f"  CRM export          {paths.exports / 'crm' / d}")
@@ -331,6 +450,14 @@ def summary(paths: Paths, day: date) -> str:
                      f"(without a current account on D: {forecast_metrics['n_without_cash_position']:,}), "
                      f"model {', '.join(forecast_metrics['model_versions'])}")
         lines.append(f"  {lake.partition_path(paths, 'gold', 'cash_forecast', as_of=d)}")
+    life_metrics = read_run_metrics(paths, d, "life_events")
+    if life_metrics:
+        by_method: dict[str, list[str]] = {}
+        for event, versions in sorted(life_metrics.get("row_model_versions", {}).items()):
+            by_method.setdefault("rule" if all(v.startswith("rule:") for v in versions) else "model", []).append(event)
+        lines.append(f"Life events: {life_metrics['n_scored_customers']:,} consented customers scored, flagged: "
+                     + ", ".join(f"{e} {n:,}" for e, n in life_metrics["flagged"].items())
+                     + "".join(f"; by its {m}: {', '.join(events)}" for m, events in sorted(by_method.items())))
     decide_metrics = read_run_metrics(paths, d, "decide")
     if decide_metrics:
         lines.append(f"Next best actions: {decide_metrics['n_published']:,} for {decide_metrics['n_customers']:,} "

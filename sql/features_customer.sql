@@ -1,5 +1,9 @@
 -- One row per customer and cut-off: what the forecasters and classifiers see, from silver data on or before the
 -- cut-off only. Customers without an open current account on the cut-off have no cash position and no row.
+-- Own-account transfers (transactions_in.is_own_transfer) move the cash position but are neither income nor spend,
+-- and own-transfer streams count as neither income nor outgoing streams. Arrears evidence (config/decisioning.yaml
+-- `arrears`, variables <kind>_pattern): payments returned unpaid and fees only a missed or returned payment triggers, on
+-- any of the customer's accounts, and overdue repayments of a loan or mortgage held here.
 with positions as (
     select cutoffs.cutoff, daily_balance.customer_id, daily_balance.ds, daily_balance.value, daily_balance.net_flow,
         cutoffs.cutoff - daily_balance.ds as days_back
@@ -41,6 +45,7 @@ balance_features as (
 window_postings as (
     select cutoffs.cutoff, transactions_in.customer_id, transactions_in.booking_date, transactions_in.amount_value,
         transactions_in.channel, transactions_in.category, transactions_in.stream_key,
+        transactions_in.is_own_transfer,
         cutoffs.cutoff - transactions_in.booking_date as days_back,
         streams.direction is not null as is_recurring
     from transactions_in
@@ -62,13 +67,16 @@ flow_features as (
         coalesce(-sum(amount_value) filter (where amount_value < 0 and days_back < 30), 0) as outflow_30,
         coalesce(sum(amount_value) filter (where days_back < 30), 0) as net_flow_30,
         coalesce(sum(amount_value), 0) as net_flow_90,
-        coalesce(sum(amount_value) filter (
-            where amount_value > 0 and (is_recurring or channel in ('salary', 'benefit'))), 0) as income_90,
-        max(booking_date) filter (
-            where amount_value > 0 and (is_recurring or channel in ('salary', 'benefit'))) as last_income_date,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and is_recurring), 0) as fixed_spend_90,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and not is_recurring), 0) as flexible_spend_90,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and not is_recurring and days_back < 30), 0)
+        coalesce(sum(amount_value) filter (where amount_value > 0 and not is_own_transfer
+            and (is_recurring or channel in ('salary', 'benefit'))), 0) as income_90,
+        max(booking_date) filter (where amount_value > 0 and not is_own_transfer
+            and (is_recurring or channel in ('salary', 'benefit'))) as last_income_date,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and is_recurring and not is_own_transfer), 0)
+            as fixed_spend_90,
+        coalesce(-sum(amount_value) filter (where amount_value < 0 and not is_recurring and not is_own_transfer), 0)
+            as flexible_spend_90,
+        coalesce(-sum(amount_value) filter (
+            where amount_value < 0 and not is_recurring and not is_own_transfer and days_back < 30), 0)
             as flexible_spend_30,
         count(*) filter (where channel = 'fee') as n_fees_90,
         count(*) filter (where days_back < 30) as n_postings_30,
@@ -86,7 +94,7 @@ flow_features as (
 daily_flexible as (
     select cutoff, customer_id, booking_date, -sum(amount_value) as spend
     from window_postings
-    where amount_value < 0 and not is_recurring and days_back < 30
+    where amount_value < 0 and not is_recurring and not is_own_transfer and days_back < 30
     group by all
 ),
 
@@ -115,6 +123,83 @@ stream_features as (
         min(greatest(next_expected_date - cutoff, 1)) filter (where direction = 'in' and lifecycle <> 'stopped')
             as days_to_next_income
     from recurring_streams
+    -- neither own-account transfers nor interest credited or charged on an account are an income or a payment
+    where not is_own_transfer and channel <> 'interest'
+    group by all
+),
+
+arrears_postings as (
+    -- a posting that shows a missed or returned payment, on any of the customer's accounts: its channel and
+    -- description match the kind's pattern (pipelines/features.arrears_patterns, from config/decisioning.yaml)
+    select customer_id, booking_date,
+        regexp_matches(channel || ' ' || upper(coalesce(description, '')), getvariable('returned_payment_pattern'))
+            as is_returned_payment,
+        regexp_matches(channel || ' ' || upper(coalesce(description, '')), getvariable('arrears_fee_pattern'))
+            as is_arrears_fee
+    from transactions_in
+    where booking_date > (select min(cutoff) from cutoffs) - getvariable('arrears_window_days')
+        and list_contains(getvariable('arrears_channels'), channel)
+),
+
+arrears_evidence as (
+    -- in the arrears window before each cut-off
+    select cutoffs.cutoff, arrears_postings.customer_id,
+        count(*) filter (where arrears_postings.is_returned_payment) as n_returned_payments,
+        count(*) filter (where arrears_postings.is_arrears_fee) as n_arrears_fees
+    from arrears_postings
+    join cutoffs
+        on arrears_postings.booking_date <= cutoffs.cutoff
+        and arrears_postings.booking_date > cutoffs.cutoff - getvariable('arrears_window_days')
+    where arrears_postings.is_returned_payment or arrears_postings.is_arrears_fee
+    group by all
+),
+
+lending_accounts as (
+    -- loans and mortgages held here, open on the cut-off
+    select cutoffs.cutoff, accounts_in.customer_id, accounts_in.account_id, accounts_in.opened_on
+    from accounts_in
+    join cutoffs on coalesce(accounts_in.opened_on, cutoffs.cutoff) <= cutoffs.cutoff
+        and coalesce(accounts_in.closed_on, cutoffs.cutoff + 1) > cutoffs.cutoff
+    where accounts_in.source = 'core' and list_contains(getvariable('repayment_products'), accounts_in.product)
+),
+
+lending_balances as (
+    -- the latest balance of the last 35 days (still owing when not zero) and the first day the data shows it
+    select lending_accounts.cutoff, lending_accounts.account_id,
+        arg_max(balances_in.balance_value, balances_in.as_of)
+            filter (where balances_in.as_of > lending_accounts.cutoff - 35) as balance,
+        min(balances_in.as_of) as first_seen
+    from lending_accounts
+    join balances_in
+        on balances_in.account_id = lending_accounts.account_id and balances_in.as_of <= lending_accounts.cutoff
+    group by all
+),
+
+lending_repayments as (
+    select lending_accounts.cutoff, lending_accounts.account_id, max(transactions_in.booking_date) as last_repayment
+    from lending_accounts
+    join transactions_in
+        on transactions_in.account_id = lending_accounts.account_id
+        and transactions_in.booking_date <= lending_accounts.cutoff
+        and transactions_in.amount_value > 0 and transactions_in.channel <> 'interest'
+    group by all
+),
+
+missed_repayments as (
+    -- a loan or mortgage still owing whose last repayment (or, with none yet, whose start) is too long ago
+    select lending_accounts.cutoff, lending_accounts.customer_id, count(*) as n_missed_repayments
+    from lending_accounts
+    join lending_balances using (cutoff, account_id)
+    left join lending_repayments using (cutoff, account_id)
+    where lending_balances.balance <> 0
+        and case
+            when lending_repayments.last_repayment is not null
+                then lending_accounts.cutoff - lending_repayments.last_repayment
+                    > getvariable('missed_repayment_days')
+            else lending_accounts.cutoff - greatest(coalesce(lending_accounts.opened_on, lending_balances.first_seen),
+                                                    lending_balances.first_seen)
+                    > getvariable('first_repayment_days')
+        end
     group by all
 ),
 
@@ -179,6 +264,9 @@ final as (
         coalesce(flow_features.flexible_spend_30, 0) as flexible_spend_30,
         coalesce(flexible_volatility.flexible_spend_std_30, 0) as flexible_spend_std_30,
         coalesce(flow_features.n_fees_90, 0) as n_fees_90,
+        coalesce(arrears_evidence.n_returned_payments, 0) as n_returned_payments,
+        coalesce(arrears_evidence.n_arrears_fees, 0) as n_arrears_fees,
+        coalesce(missed_repayments.n_missed_repayments, 0) as n_missed_repayments,
         coalesce(flow_features.n_postings_30, 0) as n_postings_30,
         coalesce(flow_features.groceries_90 / nullif(flow_features.card_spend_90, 0), 0) as share_groceries_90,
         coalesce(flow_features.eating_out_90 / nullif(flow_features.card_spend_90, 0), 0) as share_eating_out_90,
@@ -210,6 +298,8 @@ final as (
     left join stream_features using (cutoff, customer_id)
     left join limits using (cutoff, customer_id)
     left join holdings using (cutoff, customer_id)
+    left join arrears_evidence using (cutoff, customer_id)
+    left join missed_repayments using (cutoff, customer_id)
     left join customers_in using (customer_id)
 )
 

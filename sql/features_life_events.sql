@@ -11,7 +11,7 @@ allowed_postings as (
     select
         t.transaction_id, t.customer_id, t.account_id, t.booking_date, t.channel, t.mcc, t.country, t.currency,
         t.amount_value, t.category, t.stream_key,
-        upper(concat_ws(' ', t.description, t.merchant_name)) as posting_text
+        upper(concat_ws(' ', t.description, t.merchant_name)) as posting_text, t.is_own_transfer
     from transactions_in as t
     where t.mcc is null or t.mcc not in (select mcc from life_event_forbidden_mccs)
 ),
@@ -33,7 +33,9 @@ postings as (
         (p.amount_value < 0 and p.currency <> h.home_currency) as is_foreign_ccy,
         (p.amount_value < 0 and p.country is not null and p.country <> h.home_country) as is_foreign_country,
         (p.channel = 'atm' or p.category in ('eating_out', 'transport', 'groceries')) as is_inperson,
-        (p.channel in ('transfer_in', 'transfer_out') and p.counterparty_is_own) as is_own_transfer,
+        -- money between the customer's own accounts (pipelines/features.py): never income, never a new bill
+        (p.is_own_transfer or (p.channel in ('transfer_in', 'transfer_out') and p.counterparty_is_own))
+            as is_own_transfer,
         (p.amount_value < 0 and p.channel = 'transfer_out' and p.counterparty_is_own
             and p.posting_text like '%SAVING%') as is_to_savings
     from (
@@ -167,6 +169,12 @@ signal_windows as (
         count(*) filter (where t.signal = 'tenancy_deposit' and t.age_days < 90) as n_tenancy_deposit_90d,
         coalesce(sum(abs(t.amount_value)) filter (where t.signal = 'tenancy_deposit' and t.age_days < 90), 0) as amount_tenancy_deposit_90d,
         count(*) filter (where t.signal = 'tenancy_deposit' and t.age_days >= 90) as n_tenancy_deposit_prev90,
+        count(*) filter (where t.signal = 'mortgage_broker' and t.age_days < 14) as n_mortgage_broker_14d,
+        count(*) filter (where t.signal = 'mortgage_broker' and t.age_days < 30) as n_mortgage_broker_30d,
+        count(*) filter (where t.signal = 'mortgage_broker' and t.age_days < 60) as n_mortgage_broker_60d,
+        count(*) filter (where t.signal = 'mortgage_broker' and t.age_days < 90) as n_mortgage_broker_90d,
+        coalesce(sum(abs(t.amount_value)) filter (where t.signal = 'mortgage_broker' and t.age_days < 90), 0) as amount_mortgage_broker_90d,
+        count(*) filter (where t.signal = 'mortgage_broker' and t.age_days >= 90) as n_mortgage_broker_prev90,
         count(*) filter (where t.signal = 'mortgage' and t.age_days < 14) as n_mortgage_14d,
         count(*) filter (where t.signal = 'mortgage' and t.age_days < 30) as n_mortgage_30d,
         count(*) filter (where t.signal = 'mortgage' and t.age_days < 60) as n_mortgage_60d,
@@ -207,7 +215,8 @@ inflows as (
              when channel = 'salary' then 'salary'
              else 'benefit' end as kind
     from postings
-    where amount_value > 0 and (channel in ('salary', 'benefit') or posting_text like '%PENSION%')
+    where amount_value > 0 and not is_own_transfer
+        and (channel in ('salary', 'benefit') or posting_text like '%PENSION%')
 ),
 inflow_windows as (
     select i.cutoff, i.customer_id,
@@ -327,6 +336,11 @@ spend_windows as (
         coalesce(sum(-p.amount_value) filter (where p.amount_value < 0 and p.age_days between 30 and 119 and not p.is_own_transfer), 0) as amount_out_prev90,
         coalesce(sum(-p.amount_value) filter (where p.is_to_savings and p.age_days < 90), 0) as amount_to_savings_90d,
         coalesce(sum(-p.amount_value) filter (where p.is_to_savings and p.age_days >= 90), 0) as amount_to_savings_prev90,
+        -- a deposit saved up month by month, or one lump sum parked in savings: in how many of the last three
+        -- 30-day windows money went to savings, and the largest single transfer of the 90 days (named deposit_*:
+        -- what a credit offer's corroboration reads, not a model feature: no model's signal group matches them)
+        count(distinct p.age_days // 30) filter (where p.is_to_savings and p.age_days < 90) as n_deposit_months_90d,
+        max(-p.amount_value) filter (where p.is_to_savings and p.age_days < 90) as deposit_largest_90d,
         count(*) filter (where p.is_foreign_ccy and p.age_days < 14) as n_foreign_ccy_14d,
         count(*) filter (where p.is_foreign_ccy and p.age_days < 30) as n_foreign_ccy_30d,
         count(*) filter (where p.is_foreign_country and p.age_days < 14) as n_foreign_country_14d,
@@ -486,6 +500,12 @@ final as (
         coalesce(sw.n_tenancy_deposit_90d, 0) as n_tenancy_deposit_90d,
         coalesce(sw.amount_tenancy_deposit_90d, 0) as amount_tenancy_deposit_90d,
         coalesce(sw.n_tenancy_deposit_prev90, 0) as n_tenancy_deposit_prev90,
+        coalesce(sw.n_mortgage_broker_14d, 0) as n_mortgage_broker_14d,
+        coalesce(sw.n_mortgage_broker_30d, 0) as n_mortgage_broker_30d,
+        coalesce(sw.n_mortgage_broker_60d, 0) as n_mortgage_broker_60d,
+        coalesce(sw.n_mortgage_broker_90d, 0) as n_mortgage_broker_90d,
+        coalesce(sw.amount_mortgage_broker_90d, 0) as amount_mortgage_broker_90d,
+        coalesce(sw.n_mortgage_broker_prev90, 0) as n_mortgage_broker_prev90,
         coalesce(sw.n_mortgage_14d, 0) as n_mortgage_14d,
         coalesce(sw.n_mortgage_30d, 0) as n_mortgage_30d,
         coalesce(sw.n_mortgage_60d, 0) as n_mortgage_60d,
@@ -555,6 +575,9 @@ final as (
         coalesce(sp.amount_out_prev90, 0) as amount_out_prev90,
         coalesce(sp.amount_to_savings_90d, 0) as amount_to_savings_90d,
         coalesce(sp.amount_to_savings_prev90, 0) as amount_to_savings_prev90,
+        coalesce(sp.n_deposit_months_90d, 0) as n_deposit_months_90d,
+        coalesce(sp.amount_to_savings_90d, 0) - coalesce(sp.amount_to_savings_prev90, 0) as deposit_increase_90d,
+        sp.deposit_largest_90d / nullif(sp.amount_to_savings_90d, 0) as deposit_largest_share_90d,
         coalesce(sp.n_foreign_ccy_14d, 0) as n_foreign_ccy_14d,
         coalesce(sp.n_foreign_ccy_30d, 0) as n_foreign_ccy_30d,
         coalesce(sp.n_foreign_country_14d, 0) as n_foreign_country_14d,

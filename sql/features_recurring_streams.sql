@@ -2,20 +2,47 @@
 -- cadence (weekly, fortnightly, four-weekly, monthly, quarterly, yearly), with its typical amount, the next date it
 -- is expected and where it is in its life: early (few occurrences yet), mature, or stopped (overdue by half a
 -- cadence or more). Card spending is left out except subscription-like merchant codes.
-with candidates as (
+-- A stream of own-account transfers (most of its postings move money between the customer's own accounts) is kept
+-- with is_own_transfer: never income, never a bill. on_cash_position (own-account transfer streams only, null for
+-- the others): its latest posting was on an account that makes the cash position that day (before the daily series
+-- starts: on a current account).
+with own_positions as (
+    -- where each own-account transfer was booked: on the cash position that day or not
+    select
+        transactions_in.transaction_id,
+        coalesce(primary_days.account_id is not null
+                 and transactions_in.booking_date >= getvariable('series_start'), false)
+            or (transactions_in.booking_date < getvariable('series_start') and accounts_in.product = 'current')
+            as on_cash_position
+    from transactions_in
+    left join primary_days
+        on primary_days.account_id = transactions_in.account_id and primary_days.ds = transactions_in.booking_date
+    left join accounts_in on accounts_in.account_id = transactions_in.account_id
+    where transactions_in.is_stream_candidate and transactions_in.is_own_transfer
+),
+
+postings as (
+    select transactions_in.*, own_positions.on_cash_position
+    from transactions_in
+    left join own_positions using (transaction_id)
+    where transactions_in.is_stream_candidate
+),
+
+candidates as (
     select
         cutoffs.cutoff,
-        transactions_in.customer_id,
-        transactions_in.stream_key,
-        transactions_in.amount_value > 0 as is_inflow,
-        transactions_in.booking_date,
-        sum(transactions_in.amount_value) as amount,
-        min(transactions_in.channel) as channel
-    from transactions_in
+        postings.customer_id,
+        postings.stream_key,
+        postings.amount_value > 0 as is_inflow,
+        postings.booking_date,
+        sum(postings.amount_value) as amount,
+        min(postings.channel) as channel,
+        bool_and(postings.is_own_transfer) as is_own_transfer,
+        bool_or(postings.on_cash_position) as on_cash_position
+    from postings
     join cutoffs
-        on transactions_in.booking_date <= cutoffs.cutoff
-        and transactions_in.booking_date > cutoffs.cutoff - cast(getvariable('stream_lookback_days') as integer)
-    where transactions_in.is_stream_candidate
+        on postings.booking_date <= cutoffs.cutoff
+        and postings.booking_date > cutoffs.cutoff - cast(getvariable('stream_lookback_days') as integer)
     group by all
 ),
 
@@ -37,7 +64,9 @@ summarised as (
         min(booking_date) as first_date,
         max(booking_date) as last_date,
         median(amount) filter (where n_recent <= 3) as recent_amount,
-        stddev_pop(abs(amount)) / nullif(avg(abs(amount)), 0) as amount_cv
+        stddev_pop(abs(amount)) / nullif(avg(abs(amount)), 0) as amount_cv,
+        count(*) filter (where is_own_transfer) * 2 > count(*) as is_own_transfer,
+        arg_max(on_cash_position, booking_date) as on_cash_position
     from spaced
     group by all
     having count(*) >= 2
@@ -94,7 +123,9 @@ final as (
             when cutoff - last_date > 1.5 * cadence_days + 2 then 'stopped'
             when n_occurrences < 4 and cadence not in ('quarterly', 'yearly') then 'early'
             else 'mature'
-        end as lifecycle
+        end as lifecycle,
+        is_own_transfer,
+        on_cash_position
     from qualified
 )
 

@@ -34,6 +34,7 @@ final as (
         coalesce(bool_or(is_allowed) filter (where purpose = 'marketing_push'), false) as is_marketing_push_allowed,
         coalesce(bool_or(is_allowed) filter (where purpose = 'marketing_inapp'), false) as is_marketing_inapp_allowed,
         coalesce(bool_or(is_allowed) filter (where purpose = 'service_alerts'), true) as is_service_alerts_allowed,
+        coalesce(bool_or(is_allowed) filter (where purpose = 'message_analysis'), false) as is_message_analysis_allowed,
         customers.bucket
     from customers_d as customers
     left join effective on customers.customer_id = effective.customer_id

@@ -46,6 +46,12 @@ def read_landing(folder: Path, kind: str) -> pd.DataFrame:
     return pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in parts], ignore_index=True)
 
 
+def read_imported(summary: dict, kind: str) -> pd.DataFrame:
+    """A kind as the import wrote it: the history and the night's folder together."""
+    folders = [Path(summary["destination"])] + ([Path(summary["night"]["folder"])] if summary.get("night") else [])
+    return pd.concat([read_landing(f, kind) for f in folders], ignore_index=True)
+
+
 def read_source_transactions() -> pd.DataFrame:
     return pd.read_csv(TRANSACTIONS_GZ, sep=";", dtype=str, keep_default_na=False)
 
@@ -67,12 +73,12 @@ def full_import(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 
 @pytest.fixture(scope="module")
 def transactions(default_import: tuple[dict, Path]) -> pd.DataFrame:
-    return read_landing(default_import[1], "transactions").set_index("transaction_id", drop=False)
+    return read_imported(default_import[0], "transactions").set_index("transaction_id", drop=False)
 
 
 @pytest.fixture(scope="module")
 def balances(default_import: tuple[dict, Path]) -> pd.DataFrame:
-    return read_landing(default_import[1], "balances")
+    return read_imported(default_import[0], "balances")
 
 
 # ------------------------------------------------------------------------------------------------ counts
@@ -93,8 +99,8 @@ def test_default_import_reconciles_with_the_source(default_import: tuple[dict, P
                                                    transactions: pd.DataFrame) -> None:
     summary, folder = default_import
     entities = summary["entities"]
-    customers = read_landing(folder, "customers")
-    accounts = read_landing(folder, "accounts")
+    customers = read_imported(summary, "customers")
+    accounts = read_imported(summary, "accounts")
     assert len(customers) + entities["customers_starting_after_cutoff"] == 5369
     assert (accounts["product"] == "current").sum() + entities["accounts_opened_after_cutoff"] == 4500
     assert (accounts["product"] == "loan").sum() + entities["loans_granted_after_cutoff"] == 682
@@ -107,7 +113,8 @@ def test_default_import_reconciles_with_the_source(default_import: tuple[dict, P
     assert cut_short == 1154 == summary["transactions"]["cut_short_day_rows_dropped"]
     excluded = (cut_short + summary["rejected_rows"]
                 + summary["transactions"]["rows_on_accounts_opened_after_cutoff"])
-    assert len(transactions) == len(source) - excluded == summary["rows"]["transactions.csv"]
+    assert len(transactions) == len(source) - excluded == (summary["rows"]["transactions.csv"]
+                                                           + summary["night"]["rows"]["transactions.csv"])
     assert set(transactions["transaction_id"]) == set("B" + source.loc[source["date"] != "941031", "trans_id"])
 
 
@@ -119,6 +126,24 @@ def test_cut_short_last_day_is_not_imported(default_import: tuple[dict, Path], t
     assert summary["transactions"]["cut_short_day"] == "1994-10-31"
     assert transactions["booked_at"].str.slice(0, 10).max() == "1994-10-30"
     assert balances["as_of"].max() == "1994-10-30"
+
+
+def test_the_last_complete_day_is_the_nightly_landing_folder(default_import: tuple[dict, Path]) -> None:
+    summary, history = default_import
+    night = Path(summary["night"]["folder"])
+    assert summary["night"]["day"] == "1994-10-30" == night.name and night.parent == history.parent
+    assert summary["history_last_day"] == "1994-10-29"
+    assert read_landing(history, "transactions")["booked_at"].str.slice(0, 10).max() == "1994-10-29"
+    assert read_landing(history, "balances")["as_of"].max() == "1994-10-29"
+    tonight = read_landing(night, "transactions")
+    assert len(tonight) == summary["night"]["rows"]["transactions.csv"] > 0
+    assert (tonight["booked_at"].str.slice(0, 10) == "1994-10-30").all()
+    assert (read_landing(night, "balances")["as_of"] == "1994-10-30").all()
+    # entities that start that day arrive with the night; everything earlier is in the history
+    for kind, column in (("customers", "customer_since"), ("accounts", "opened_on")):
+        assert (read_landing(night, kind)[column] == "1994-10-30").all()
+        assert (read_landing(history, kind)[column] < "1994-10-30").all()
+    assert sorted(p.name for p in night.iterdir()) == sorted(f"{k}.csv" for k in LANDING_FILES)
 
 
 # ------------------------------------------------------------------------------------------------ values
@@ -211,24 +236,29 @@ def test_negative_balance_days_are_present(default_import: tuple[dict, Path], ba
 
 
 def test_consents_and_the_other_files(default_import: tuple[dict, Path]) -> None:
-    _, folder = default_import
-    customers = read_landing(folder, "customers")
-    consents = read_landing(folder, "consents")
-    assert len(consents) == len(customers)
-    assert (consents["purpose"] == "personalization").all() and (consents["granted"] == "true").all()
+    summary, folder = default_import
+    customers = read_imported(summary, "customers")
+    consents = read_imported(summary, "consents")
+    assert summary["consent_purposes_assumed"] == ["personalization", "life_events"]   # the command's default
+    assert len(consents) == 2 * len(customers)
+    purposes = consents.groupby("customer_id")["purpose"].agg(lambda p: ",".join(sorted(p)))
+    assert (purposes == "life_events,personalization").all()
+    assert (consents["granted"] == "true").all()
     merged = consents.merge(customers, on="customer_id")
     assert (merged["recorded_at"].str.slice(0, 10) == merged["customer_since"]).all()
     assert (merged["expires_at"] == "").all()
     assert read_landing(folder, "fx_rates").to_dict("records") == [{"currency": "CZK", "rate_to_base": "1.0"}]
     assert read_landing(folder, "life_events").empty and read_landing(folder, "crm_responses").empty
-    accounts = read_landing(folder, "accounts")
+    accounts = read_imported(summary, "accounts")
     assert (accounts["currency"] == "CZK").all()
     assert (accounts[["closed_on", "overdraft_limit", "credit_limit"]] == "").all().all()
 
 
-@pytest.mark.parametrize("which", ["default_import", "full_import"])
+@pytest.mark.parametrize("which", ["default_import", "full_import", "night"])
 def test_every_file_follows_the_landing_contract(which: str, request: pytest.FixtureRequest) -> None:
-    summary, folder = request.getfixturevalue(which)
+    summary, folder = request.getfixturevalue("default_import" if which == "night" else which)
+    if which == "night":
+        folder = Path(summary["night"]["folder"])
     contract = landing_contract()
     business_date = summary["window"]["last_complete_day"]
     for kind in LANDING_FILES:
@@ -255,7 +285,7 @@ def test_every_file_follows_the_landing_contract(which: str, request: pytest.Fix
             if column.type == "int" and len(present):
                 numbers = present.astype(int)
                 assert numbers.between(column.min, column.max).all(), where
-            if column.not_after_d and which == "default_import" and len(present):
+            if column.not_after_d and which != "full_import" and len(present):
                 assert present.str.slice(0, 10).max() <= business_date, where
         key = list(spec.key)
         assert not frame.duplicated(key).any(), f"{kind}: duplicate key {key}"
@@ -318,7 +348,7 @@ def test_bad_rows_are_counted_and_listed_not_dropped_silently(tmp_path: Path) ->
     assert set(rejected.loc[rejected["reason"] != "unparseable line: too many columns", "key"]) == {
         "9000001", "9000002", "9000003", "9000004", "9000007", "99999"}
 
-    transactions = read_landing(paths.landing_history, "transactions").set_index("transaction_id")
+    transactions = read_imported(summary, "transactions").set_index("transaction_id")
     kept = transactions.loc["B9000006"]
     assert (kept["channel"], kept["amount"]) == ("other", "100.00")
     dropped_day = summary["transactions"]["cut_short_day_rows_dropped"]
@@ -330,12 +360,35 @@ def test_a_rerun_replaces_the_history_whole(tmp_path: Path) -> None:
     paths = Paths(tmp_path)
     paths.landing_history.mkdir(parents=True)
     (paths.landing_history / "transactions-stale.csv").write_text("stale\n", encoding="utf-8")
+    (paths.landing / "1994-10-30").mkdir()
+    (paths.landing / "1994-10-30" / "transactions-stale.csv").write_text("stale\n", encoding="utf-8")
     import_berka_command(paths, BERKA)
-    names = sorted(p.name for p in paths.landing_history.iterdir())
-    assert names == sorted(["customers.csv", "accounts.csv", "transactions.csv", "balances.csv", "consents.csv",
-                            "life_events.csv", "crm_responses.csv", "fx_rates.csv"])
-    assert not [p for p in paths.landing.iterdir() if p.name != "history"]  # no staging folder left behind
+    for folder in (paths.landing_history, paths.landing / "1994-10-30"):
+        names = sorted(p.name for p in folder.iterdir())
+        assert names == sorted(["customers.csv", "accounts.csv", "transactions.csv", "balances.csv", "consents.csv",
+                                "life_events.csv", "crm_responses.csv", "fx_rates.csv"])
+    # no staging folder left behind
+    assert sorted(p.name for p in paths.landing.iterdir()) == ["1994-10-30", "history"]
+    assert date.fromisoformat(read_landing(paths.landing_history, "balances")["as_of"].max()) == date(1994, 10, 29)
+    import_berka_command(paths, BERKA, night=False)       # everything in the history, as before the nights
     assert date.fromisoformat(read_landing(paths.landing_history, "balances")["as_of"].max()) == date(1994, 10, 30)
+
+
+def test_a_subset_of_accounts_is_a_small_real_bank(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    summary = import_berka_command(paths, BERKA, accounts=50, consents="personalization")
+    accounts = read_imported(summary, "accounts")
+    assert (accounts["product"] == "current").sum() == 50 and summary["rejected_rows"] == 0
+    assert summary["account_subset"]["accounts_kept"] == 50
+    transactions = read_imported(summary, "transactions")
+    assert set(transactions["account_id"]) <= set(accounts["account_id"])
+    assert summary["transactions"]["rows_on_accounts_outside_the_subset"] + len(transactions) \
+        + summary["transactions"]["cut_short_day_rows_dropped"] == 99_999
+    holders = set(read_imported(summary, "customers")["customer_id"])
+    assert set(accounts["customer_id"]) <= holders
+    assert set(read_imported(summary, "consents")["purpose"]) == {"personalization"}
+    with pytest.raises(SegoneError, match="unknown consent purposes"):
+        import_berka_command(paths, BERKA, consents="personalization,telepathy")
 
 
 def test_large_transaction_sets_are_split_into_numbered_files(tmp_path: Path,

@@ -23,10 +23,15 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     assert bag.import_errors == {}
     dag = bag.get_dag("nightly_personalization")
     assert dag is not None
-    order = ["ingest", "validate", "conform", "validate_silver", "plan_forecast_shards", "forecast_cash_shortfall",
-             "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
+    order = ["wait_for_landing", "ingest", "validate", "conform", "validate_silver", "plan_forecast_shards",
+             "forecast_cash_shortfall", "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
              "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
+    # messages (step 3b) run beside the forecast, after the silver checks; decide waits for both branches
+    joins = {"plan_decide_shards": {"validate_life_events", "validate_messages"}}
     for upstream, downstream in zip(order, order[1:]):
+        assert dag.get_task(downstream).upstream_task_ids == joins.get(downstream, {upstream})
+    branch = ["validate_silver", "plan_message_shards", "understand_messages", "validate_messages"]
+    for upstream, downstream in zip(branch, branch[1:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     # the forecast is mapped over the shards the plan returns, never over customers
     assert dag.get_task("forecast_cash_shortfall").is_mapped if hasattr(dag.get_task("forecast_cash_shortfall"),
@@ -34,9 +39,14 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     outlets = [getattr(o, "uri", None) for o in dag.get_task("publish").outlets]
     assert {"segone://gold/cash_forecast", "segone://gold/next_best_actions"} <= set(outlets)
     timetable = dag.timetable
-    assert type(timetable).__name__ == "CronTriggerTimetable"
+    assert type(timetable).__name__ == "NightlyTimetable"  # a CronTriggerTimetable naming runs after D
     assert dag.max_active_runs == 1 and not dag.catchup
     assert dag.get_task("ingest").retries >= 0
+    # the night waits for D's landing without holding a worker slot, and a failed night raises the alert
+    wait = dag.get_task("wait_for_landing")
+    assert wait.mode == "reschedule" and wait.retries == 0
+    assert dag.on_failure_callback and dag.get_task("publish").on_failure_callback
+    assert dag.params["business_date"] is None
 
 
 def test_business_date_is_the_day_the_interval_starts():
@@ -61,3 +71,17 @@ def test_dag_file_parses_quickly_in_a_fresh_interpreter():
             "m = u.module_from_spec(s); s.loader.exec_module(m); print(time.time() - t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "great_expectations" not in out.stderr
+
+
+def test_scheduled_runs_are_named_after_their_business_date(airflow_db):
+    import pendulum
+    from airflow.timetables.base import DataInterval
+    from airflow.utils.types import DagRunType
+
+    timetable = _dagbag().get_dag("nightly_personalization").timetable
+    midnight = pendulum.datetime(2026, 11, 21, tz="UTC")
+    interval = DataInterval(midnight.subtract(days=1), midnight)
+    assert timetable.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=midnight, data_interval=interval) == (
+        "scheduled__night_2026-11-20__2026-11-21T00:00:00+00:00")
+    assert timetable.generate_run_id(run_type=DagRunType.MANUAL, run_after=midnight, data_interval=None).startswith(
+        "manual__")

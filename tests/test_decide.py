@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import decide
+from pipelines import decide, lake
 from pipelines.actions import MARKETING_PURPOSE_OF_CHANNEL, load_catalogue
 from pipelines.config import Paths
 
@@ -25,6 +25,10 @@ PROTECTIVE = {a.id for a in CATALOGUE if a.action_class == "protective"}
 def pol(**changes) -> dict:
     out = copy.deepcopy(decide.policy())
     out["control_share"] = 0.0          # hand-made customers: no control group unless a test asks for it
+    # ... and no staffed capacity limit (a share of a handful of customers is no call at all) unless a test asks
+    out["capacity"] = copy.deepcopy(out["capacity"])
+    out["capacity"]["channels"] = {ch: {"per_night": 10 ** 6} for ch in out["capacity"]["channels"]}
+    out["capacity"]["advisor_queue"] = {"per_night": 10 ** 6}
     for key, value in changes.items():
         out[key] = value
     return out
@@ -90,7 +94,8 @@ SUITABILITY_CASES = {
 @pytest.mark.parametrize("case", list(SUITABILITY_CASES))
 def test_no_credit_or_lending_for_a_customer_excluded_by_a_suitability_rule(case):
     change, words = SUITABILITY_CASES[case]
-    decisions = run(customers(change | {"is_buying_home": True, "is_moving_home": True, "has_credit_card": False}),
+    decisions = run(customers(change | {"is_buying_home": True, "is_moving_home": True, "has_credit_card": False,
+                                        "is_buying_home_corroborated": True, "is_moving_home_corroborated": True}),
                     top_k=30)
     assert not published(decisions, "C0000") & CREDIT
     rows = log_of(decisions, "C0000", "credit_card")
@@ -98,6 +103,50 @@ def test_no_credit_or_lending_for_a_customer_excluded_by_a_suitability_rule(case
     assert words in rows["reason"].astype(str).iloc[0]
     # mortgage (buying_home) is credit too: dropped at suitability, not before
     assert log_of(decisions, "C0000", "mortgage")["stage"].astype(str).tolist() == ["suitability"]
+
+
+# ------------------------------------------------------------------------- credit triggered by a life event
+
+def test_a_flag_without_its_corroborating_evidence_never_leads_to_credit():
+    """Hand-made customers, finances sound, every consent given, no mortgage with us:
+    C0000 the retiree who moved a pension lump sum into savings and was flagged buying a home with p 1.00 (the
+    model's inference: no surveyor, no conveyancing, no broker, no deposit saved up month by month);
+    C0001 a real buyer: the same flag, corroborated by a surveyor and a conveyancing solicitor;
+    C0002 a card holder flagged as moving home without corroboration: a loan may still go to consolidate the card,
+    but never "because you may be moving home"."""
+    retiree = {"age": 67.0, "is_buying_home": True, "p_buying_home": 1.0, "savings_balance": 40000.0}
+    buyer = {"is_buying_home": True, "p_buying_home": 0.8, "is_buying_home_corroborated": True}
+    mover = {"is_moving_home": True, "p_moving_home": 0.9, "has_credit_card": True}
+    decisions = run(customers(retiree, buyer, mover), top_k=30)
+    assert "mortgage" not in published(decisions, "C0000")
+    rows = log_of(decisions, "C0000", "mortgage")
+    assert rows["stage"].astype(str).tolist() == ["applicability"]
+    assert "buying home is inferred but not corroborated" in rows["reason"].astype(str).iloc[0]
+    assert "surveyor" in rows["reason"].astype(str).iloc[0]
+    # the flag may still drive what is not credit (home insurance), and the buyer may get the mortgage
+    assert "home_insurance" in published(decisions, "C0000")
+    assert "mortgage" in published(decisions, "C0001") and log_of(decisions, "C0001", "mortgage").empty
+    nba = decisions.next_best_actions
+    loan = nba[(nba["customer_id"] == "C0002") & (nba["action_id"] == "personal_loan")]
+    assert len(loan) == 1 and "moving" not in loan["reasons"].iloc[0] and "moving" not in loan["explanation"].iloc[0]
+    # the same customer without the card: the loan rests on the move alone, so it does not go
+    alone = run(customers(mover | {"has_credit_card": False}), top_k=30)
+    assert "personal_loan" not in published(alone, "C0000")
+    assert "moving home is inferred but not corroborated" in \
+        log_of(alone, "C0000", "personal_loan")["reason"].astype(str).iloc[0]
+
+
+def test_corroboration_is_read_from_the_evidence_of_the_gold_rows():
+    life = pd.DataFrame({
+        "customer_id": ["A", "A", "B", "C"], "event_type": ["buying_home", "moving_home", "buying_home", "marriage"],
+        "probability": [1.0, 0.2, 0.9, 0.8], "flagged": [True, False, True, True],
+        "evidence": ['{"corroboration": {"met": false, "rule": "x"}}', "{}",
+                     '{"corroboration": {"met": true, "rule": "x"}}', "not json"]})
+    wide = decide._life_events_wide(life).set_index("customer_id")
+    assert wide.loc["A", "is_buying_home"] and not wide.loc["A", "is_buying_home_corroborated"]
+    assert wide.loc["B", "is_buying_home"] and wide.loc["B", "is_buying_home_corroborated"]
+    assert wide.loc["C", "is_marriage"] and not wide.loc["C", "is_marriage_corroborated"]   # unreadable: not met
+    assert not wide.loc["A", "is_moving_home_corroborated"]
 
 
 # ----------------------------------------------------------------------------------------------- consent
@@ -299,12 +348,20 @@ def test_same_inputs_give_byte_identical_outputs_and_stable_ids():
 
 def test_every_dropped_candidate_is_logged_once():
     context = decide.synthetic_context(3000, seed=23)
-    decisions = decide.decide_frame(context, D, None, CATALOGUE, pol(control_share=0.1))
+    decisions = decide.decide_frame(context, D, None, CATALOGUE, pol(control_share=0.1),
+                                    capacity={"phone": 20, "branch": 0, "advisor_queue": 10})
     log = decisions.decision_log
-    assert len(log) + len(decisions.next_best_actions) == len(context) * len(CATALOGUE)
+    nba = decisions.next_best_actions
+    keys = log["customer_id"].astype(str) + "|" + log["action_id"].astype(str)
+    sent = set(nba["customer_id"] + "|" + nba["action_id"])
+    # a capacity row of a published action records the staffed channel it gave up, not a drop
+    moved = keys.isin(sent)
+    assert (log.loc[moved, "stage"].astype(str) == "capacity").all()
+    assert log.loc[moved, "reason"].astype(str).str.contains(r"capacity .* instead").all()
+    assert moved.sum() == decisions.metrics["capacity_rerouted_rows"] > 0
+    assert (~moved).sum() + len(nba) == len(context) * len(CATALOGUE)
     assert set(log["stage"].astype(str)) <= set(decide.STAGES)
     assert log["reason"].astype(str).str.len().gt(0).all()
-    keys = log["customer_id"].astype(str) + "|" + log["action_id"].astype(str)
     assert keys.is_unique
 
 
@@ -332,6 +389,80 @@ def test_without_life_events_no_life_event_action_applies():
     decisions = run(context, top_k=30)
     assert not published(decisions, "C0000") & {"mortgage", "home_insurance", "travel_insurance", "child_savings"}
     assert log_of(decisions, "C0000", "mortgage")["stage"].astype(str).tolist() == ["applicability"]
+
+
+# ----------------------------------------------------------------------------------------------- staffed capacity
+
+def test_split_capacity_adds_up_and_follows_bucket_size():
+    sizes = {0: 120, 1: 80, 2: 0, 3: 200, 4: 1}
+    for total in (0, 1, 5, 17, 250, 401):
+        parts = decide.split_capacity(total, sizes)
+        assert sum(parts.values()) == total and parts[2] == 0
+        assert all(abs(parts[b] - total * sizes[b] / 401) < 1 for b in sizes)
+    assert decide.split_capacity(3, {0: 1, 1: 1, 2: 1, 3: 1}) == {0: 1, 1: 1, 2: 1, 3: 0}   # ties: lower bucket
+    assert decide.nightly_capacity({"per_night": 250, "share": 0.01}, 2000) == 20
+    assert decide.nightly_capacity({"per_night": 250, "share": 0.01}, 1_000_000) == 250
+    assert decide.nightly_capacity({"per_night": 7}, 10) == 7
+
+
+def test_a_night_with_more_customers_in_difficulty_than_phone_capacity():
+    """60 hand-made customers in arrears (hardship support is offered by phone first), some vulnerable, some after an
+    income drop, spread over the 16 customer buckets and decided shard by shard like the nightly DAG does, with a
+    night's phone capacity of 12 calls and an advisor queue of 8: the night never makes more calls than that, within
+    every shard the calls go to the neediest, everybody else gets the same help by a digital channel, and each
+    capacity drop is logged with its reason."""
+    rows = []
+    for i in range(60):
+        rows.append({"card_over_limit": True, "p_shortfall_30": round(0.5 + (i % 10) * 0.05, 2),
+                     "known_vulnerability": "health" if i % 7 == 0 else None,
+                     "is_income_stopped": i % 5 == 0, "has_regular_income": i % 5 != 0})
+    night = customers(*rows)
+    policy_ = pol()
+    policy_["capacity"]["channels"] = {"phone": {"per_night": 12}, "branch": {"per_night": 0}}
+    policy_["capacity"]["advisor_queue"] = {"per_night": 8}
+    night["bucket"] = lake.bucket_of(night["customer_id"])
+    sizes = {b: int((night["bucket"] == b).sum()) for b in range(lake.n_buckets())}
+    calls, queued, digital, logged = [], [], [], []
+    for bucket, part in night.groupby("bucket"):
+        capacity = decide.shard_capacity(policy_, sizes, bucket)
+        decisions = decide.decide_frame(part.drop(columns="bucket"), D, None, CATALOGUE, policy_, capacity=capacity)
+        nba, log = decisions.next_best_actions, decisions.decision_log
+        phone = set(nba.loc[nba["channel"] == "phone", "customer_id"])
+        assert len(phone) <= capacity["phone"] and len(decisions.advisor_queue) <= capacity["advisor_queue"]
+        need = pd.Series(decide.need_score(decide.complete_context(part.drop(columns="bucket"), policy_), policy_),
+                         index=sorted(part["customer_id"]))
+        # within the shard the calls go to the neediest
+        if phone and len(phone) < len(part):
+            assert need[sorted(phone)].min() >= need.drop(sorted(phone)).max()
+        hardship = nba[nba["action_id"] == "hardship_support"]
+        assert set(hardship["customer_id"]) == set(part["customer_id"])          # everybody still gets the help
+        moved = hardship[hardship["channel"] != "phone"]
+        assert moved["channel"].isin(["email", "sms", "push", "inapp"]).all()    # digitally, never by letter
+        drops = log[log["stage"].astype(str) == "capacity"]
+        assert set(drops["customer_id"].astype(str)) == set(moved["customer_id"]) == set(part["customer_id"]) - phone
+        assert drops["reason"].astype(str).str.fullmatch(
+            r"tonight's phone capacity went to customers in greater need: "
+            r"sent by (email|sms|push|inapp) instead").all()
+        sent = set(nba["customer_id"] + "|" + nba["action_id"] + "|" + nba["channel"])
+        for row in drops.itertuples():
+            assert f"{row.customer_id}|{row.action_id}|{str(row.reason).split('sent by ')[1].split()[0]}" in sent
+        assert decisions.metrics["capacity"]["phone"]["served"] == len(phone)
+        calls += sorted(phone)
+        queued += decisions.advisor_queue["customer_id"].tolist()
+        digital += moved["customer_id"].tolist()
+        logged += drops["customer_id"].astype(str).tolist()
+    assert len(calls) == 12 and len(set(calls)) == 12 and len(queued) == 8
+    assert len(digital) == 60 - 12 and sorted(set(logged)) == sorted(digital)
+    # the whole night as one frame (one shard) gives the 12 neediest customers of the night the calls
+    whole = decide.decide_frame(night.drop(columns="bucket"), D, None, CATALOGUE, policy_)
+    phone = set(whole.next_best_actions.loc[whole.next_best_actions["channel"] == "phone", "customer_id"])
+    need = pd.Series(decide.need_score(decide.complete_context(night.drop(columns="bucket"), policy_), policy_),
+                     index=sorted(night["customer_id"]))
+    assert len(phone) == 12 and need[sorted(phone)].min() >= need.drop(sorted(phone)).max()
+    queue = whole.advisor_queue
+    assert len(queue) == 8 and queue["priority"].is_monotonic_decreasing
+    assert whole.metrics["capacity"]["advisor_queue"] == {"capacity": 8, "demand": 60, "served": 8,
+                                                          "over_capacity": 52}
 
 
 # ----------------------------------------------------------------------------------------------- on a lake
@@ -377,7 +508,18 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
                                 "priority", "propensity", "value", "logging_probability", "is_exploration",
                                 "is_control", "reasons", "explanation", "policy_version", "valid_until"}
     log = read["decision_log"]
-    assert len(log) + len(nba) == metrics["n_customers"] * metrics["n_actions"]
+    moved = (log["customer_id"] + "|" + log["action_id"]).isin(set(nba["customer_id"] + "|" + nba["action_id"]))
+    assert (log.loc[moved, "stage"] == "capacity").all() and moved.sum() == metrics["capacity_rerouted_rows"]
+    assert (~moved).sum() + len(nba) == metrics["n_customers"] * metrics["n_actions"]
+    # the shard's part of the night's phone capacity (1% of the bank's 300 customers, split over 16 buckets) holds
+    sizes = decide.bucket_sizes(paths, day)
+    assert sum(sizes.values()) == 300 and sizes[bucket] == metrics["n_customers"]
+    night = decide.frame_capacity(decide.policy(), 300)
+    assert night["phone"] == 3 and metrics["night_capacity"] == night
+    parts = [decide.shard_capacity(decide.policy(), sizes, b)["phone"] for b in sizes]
+    assert sum(parts) == 3 and metrics["capacity"]["phone"]["capacity"] == parts[bucket]
+    assert nba.loc[nba["channel"] == "phone", "customer_id"].nunique() <= parts[bucket]
+    assert len(read["advisor_queue"]) <= metrics["capacity"]["advisor_queue"]["capacity"]
     credit = nba[nba["action_id"].isin(CREDIT)]
     context = decide.build_context(paths, day, bucket).set_index("customer_id")
     blocked = context["is_shortfall_risk"] | context["in_arrears"] | context["is_unarranged_overdraft"] | \
@@ -392,9 +534,12 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
     decide.decide_shard(paths, day, bucket)
     assert files() == before
     # a gold life_events partition, when present, is used
-    target = context.index[(context["is_life_events_allowed"]) & (context["is_personalization_allowed"])][0]
-    life = pd.DataFrame({"customer_id": [target], "event_type": ["buying_home"], "probability": [0.8],
-                         "flagged": [True], "evidence": ["test"], "model_version": ["test"]})
+    target, thin = context.index[(context["is_life_events_allowed"]) & (context["is_personalization_allowed"])][:2]
+    corroborated = '{"corroboration": {"met": true, "rule": "a surveyor payment"}, "rule": "test"}'
+    life = pd.DataFrame({"customer_id": [target, thin], "event_type": ["buying_home", "buying_home"],
+                         "probability": [0.8, 1.0], "flagged": [True, True],
+                         "evidence": [corroborated, '{"corroboration": {"met": false}}'],
+                         "model_version": ["test", "test"]})
     folder = paths.table("gold", "life_events") / f"as_of={day}" / f"bucket={bucket}"
     folder.mkdir(parents=True)
     life.to_parquet(folder / "part-0.parquet", index=False)
@@ -403,6 +548,11 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
     mortgage = mortgage_log[(mortgage_log["customer_id"] == target) & (mortgage_log["action_id"] == "mortgage")]
     assert mortgage.empty or mortgage["stage"].iloc[0] != "applicability"
     assert second["has_life_events"]
+    # a flag without its corroborating evidence never leads to a mortgage offer
+    uncorroborated = mortgage_log[(mortgage_log["customer_id"] == thin) & (mortgage_log["action_id"] == "mortgage")]
+    if context.loc[thin, "has_current"] and context.loc[thin, "age"] >= 18:
+        assert uncorroborated["stage"].tolist() == ["applicability"]
+        assert "not corroborated" in uncorroborated["reason"].iloc[0] or context.loc[thin, "has_mortgage"]
     others = mortgage_log[(mortgage_log["customer_id"] != target) & (mortgage_log["action_id"] == "mortgage")]
     assert others["stage"].isin(["eligibility", "applicability"]).all()
 
@@ -413,3 +563,18 @@ def test_an_empty_shard_and_a_bare_context_are_handled():
     bare = decide.decide_frame(pd.DataFrame({"customer_id": ["X1"]}), D, None, CATALOGUE, pol())
     assert len(bare.next_best_actions) == 0 and len(bare.decision_log) == len(CATALOGUE)
     assert bare.dashboard_layout["module"].tolist() == ["accounts_overview", "spending_insights"]
+
+
+def test_a_staffed_action_without_a_digital_channel_is_refused():
+    from dataclasses import replace
+
+    from pipelines.errors import SegoneError
+
+    phone_only = replace(BY_ID["advisor_callback"], channels={"phone": "service_alerts", "letter": "service_alerts"})
+    catalogue = [phone_only if a.id == "advisor_callback" else a for a in CATALOGUE]
+    with pytest.raises(SegoneError, match="advisor_callback use a staffed channel"):
+        decide.decide_frame(customers({}), D, None, catalogue, pol())
+    bad = pol()
+    bad["capacity"]["channels"]["pigeon"] = {"per_night": 3}
+    with pytest.raises(SegoneError, match="unknown channel 'pigeon'"):
+        decide.decide_frame(customers({}), D, None, CATALOGUE, bad)

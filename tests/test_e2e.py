@@ -72,6 +72,31 @@ def test_the_night_runs_through_airflow_and_publishes(bank):
 
 
 @pytest.mark.slow
+def test_messages_reach_decide_and_their_text_stays_in_silver(bank):
+    """After the night above: consented customers' messages were read, and no text left silver."""
+    import pandas as pd
+
+    assert (bank / "runs" / D / "validate_messages.json").exists()
+    con = duckdb.connect(str(bank / "warehouse.duckdb"), read_only=True)
+    views = {r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
+    assert "messages" not in views
+    unconsented = con.execute(f"""
+        select count(*) from message_insights join consent_state using (customer_id)
+        where message_insights.as_of = '{D}' and consent_state.as_of = '{D}' and not is_message_analysis_allowed
+        """).fetchall()[0][0]
+    assert unconsented == 0
+    assert con.execute(f"select count(*) from message_insights where as_of = '{D}'").fetchall()[0][0] > 0
+    texts = [t for t in pd.read_parquet(bank / "lake" / "silver" / "messages")["text"] if len(t) > 25]
+    blob = "".join(con.execute(f"select * from {v}").df().astype(str).to_csv() for v in sorted(views))
+    con.close()
+    for folder in ("runs", "exports", "reports"):
+        blob += "".join(p.read_text(errors="ignore") for p in (bank / folder).rglob("*") if p.is_file())
+    assert texts and not [t for t in texts if t in blob]
+    lead = json.loads(run([str(BIN / "segone"), "backtest", "messages"], bank).stdout)
+    assert lead["shortfall"]["n_events"] > 0 and lead["n_messages_scored"] > 0
+
+
+@pytest.mark.slow
 def test_a_night_that_breaks_a_gate_stops_before_publishing(bank, tmp_path):
     bad_day = "2026-11-21"
     landing = bank / "landing" / bad_day
@@ -80,6 +105,7 @@ def test_a_night_that_breaks_a_gate_stops_before_publishing(bank, tmp_path):
             "counterparty_id"]
     rows += [f"BAD{i},ACC,{bad_day}T10:00:00,12.345,GBP,x,,5411,card,GB," for i in range(50)]
     (landing / "transactions.csv").write_text("\n".join(rows) + "\n")
+    (landing / "_SUCCESS").touch()  # delivered complete: the night runs, and its gate stops it
     published = bank / "warehouse.duckdb"
     before = published.stat().st_mtime_ns if published.exists() else None
     done = run([str(BIN / "airflow"), "dags", "test", "nightly_personalization", "2026-11-22"], bank, check=False)

@@ -1,37 +1,53 @@
-"""The whole ingest path on a real bank's history: Berka -> landing -> bronze -> silver -> warehouse."""
+"""A real bank end to end: Berka -> landing (the history and its last complete day as a night) -> bronze -> silver
+-> training (the forecaster on Berka, the life events on their rules: Berka declares none) -> the night of
+1994-10-30 (forecast, life events, decisions, CRM export, report) -> warehouse."""
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import duckdb
 import pytest
 
 from pipelines.berka import import_berka_command
-from pipelines.stages import load_history
+from pipelines.stages import load_history, run_night, train
+
+NIGHT = date(1994, 10, 30)
 
 
 @pytest.fixture(scope="module")
 def berka_lake(tmp_path_factory, reference):
     from pipelines.config import Paths
 
-    paths = Paths(tmp_path_factory.mktemp("berka") / "segone")
-    import_berka_command(paths, reference / "berka")
-    metrics = load_history(paths)
-    return paths, metrics
+    home = tmp_path_factory.mktemp("berka") / "segone"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEGONE_HOME", str(home))
+    paths = Paths(home)
+    imported = import_berka_command(paths, reference / "berka")
+    history = load_history(paths)
+    trained = train(paths)
+    night = run_night(paths, NIGHT)
+    yield paths, imported, history, trained, night
+    mp.undo()
 
 
 def test_every_berka_posting_reaches_silver(berka_lake):
-    paths, metrics = berka_lake
-    assert metrics["conform"]["as_of"] == "1994-10-30"
+    paths, imported, metrics, _, night = berka_lake
+    assert imported["night"]["day"] == NIGHT.isoformat()
+    assert metrics["conform"]["as_of"] == "1994-10-29"          # the history ends the day before the night
     ingest = metrics["ingest"]["kinds"]
-    assert ingest["transactions"]["rows_read"] == ingest["transactions"]["rows_accepted"] == 98_845
-    assert metrics["conform"]["tables"]["transactions"]["rows"] == 98_845
-    assert metrics["conform"]["quarantined"] == 0
+    n_night = night["ingest"]["kinds"]["transactions"]["rows_accepted"]
+    assert n_night == imported["night"]["rows"]["transactions.csv"] > 0
+    assert ingest["transactions"]["rows_read"] == ingest["transactions"]["rows_accepted"] == 98_845 - n_night
+    assert metrics["conform"]["tables"]["transactions"]["rows"] + night["conform"]["tables"]["transactions"][
+        "rows"] == 98_845
+    assert metrics["conform"]["quarantined"] == 0 and night["conform"]["quarantined"] == 0
     assert all(g["passed"] for g in metrics["validate"]["gates"])
+    assert all(g["passed"] for g in night["validate"]["gates"])
 
 
 def test_real_shortfalls_survive_with_their_sign(berka_lake):
-    paths, _ = berka_lake
+    paths, *_ = berka_lake
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     negative = con.execute("select count(*), count(distinct account_id) from balances where balance < 0").fetchall()
     assert negative == [(93, 44)]  # the negative end-of-day balances of the import (docs/berka.md)
@@ -41,4 +57,28 @@ def test_real_shortfalls_survive_with_their_sign(berka_lake):
     currencies = con.execute("select distinct currency from transactions").fetchall()
     assert currencies == [("CZK",)]
     assert con.execute("select min(booking_date), max(booking_date) from transactions").fetchall() == [
-        (date(1993, 1, 1), date(1994, 10, 30))]
+        (date(1993, 1, 1), NIGHT)]
+
+
+def test_the_berka_night_trains_decides_exports_and_reports(berka_lake):
+    paths, _, _, trained, night = berka_lake
+    forecast = trained["cash_forecast"]
+    assert forecast["promoted"] and forecast["engine_reason"]   # the global engine or the baseline, and why
+    assert forecast["comparison"]["baseline"]["mean_brier"] >= 0
+    life = trained["life_events"]
+    assert sorted(life["on_rule"]) == sorted(life["decisions"])
+    assert {d["reason"] for d in life["decisions"].values()} == {"no declared life events (labels) to learn from"}
+    d = NIGHT.isoformat()
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    versions = con.execute(f"select distinct model_version from cash_forecast where as_of = '{d}'").fetchall()
+    assert versions == [(forecast["version"],)]
+    n_forecast = con.execute(f"select count(distinct customer_id) from cash_forecast where as_of = '{d}'").fetchall()
+    assert n_forecast[0][0] > 1000
+    life_rows = con.execute(f"""select count(*), count(probability), count(*) filter (where model_version <>
+                                'rule:' || event_type || ':v1') from life_events where as_of = '{d}'""").fetchall()
+    assert life_rows[0][0] > 0 and life_rows[0][1:] == (0, 0)
+    assert night["validate_decisions"]["validation"]["passed"]
+    n_actions = con.execute(f"select count(*) from next_best_actions where as_of = '{d}'").fetchall()[0][0]
+    manifest = json.loads((paths.exports / "crm" / d / "manifest.json").read_text())
+    assert manifest["rows"] == n_actions > 0 and manifest["as_of"] == d
+    assert (paths.reports / d / "index.html").exists()

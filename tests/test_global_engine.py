@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from models.contract import FORECAST_COLUMNS
-from models.global_engine import GlobalEngine, GlobalEngineParams, IncompatibleModelError
+from models.global_engine import GlobalEngine, GlobalEngineParams, IncompatibleModelError, _calibration_cutoffs
 
 N_CUSTOMERS = 3000
 N_CUTOFFS = 8
@@ -127,7 +127,7 @@ def test_held_out_quality(forecast: pd.DataFrame, panel: dict[str, pd.DataFrame]
 
 
 def test_notes_and_summary(engine: GlobalEngine) -> None:
-    assert any("calibrated on the latest" in note for note in engine.notes)
+    assert any("calibrated on out-of-time predictions for the latest" in note for note in engine.notes)
     summary = engine.training_summary
     assert summary["n_rows"] == N_CUSTOMERS * (N_CUTOFFS - 1)
     assert summary["n_customers"] == N_CUSTOMERS
@@ -215,3 +215,33 @@ def test_skips_when_data_is_thin(panel) -> None:
     out = engine.predict(panel["test_x"].iloc[:20])
     assert out.loc[out["horizon_days"] == 30, "days_to_shortfall"].isna().all()
     assert out.loc[out["horizon_days"] == 60, "days_to_shortfall"].notna().all()
+
+
+def test_calibration_cutoffs_are_the_latest_ones_at_least_min_folds_never_the_first() -> None:
+    cutoffs = np.repeat(np.arange(10), 100)                     # ten cut-offs of 100 rows
+    assert _calibration_cutoffs(cutoffs, 0.2, 3).tolist() == [7, 8, 9]   # the share holds 2: at least 3 folds
+    assert _calibration_cutoffs(cutoffs, 0.5, 3).tolist() == [5, 6, 7, 8, 9]
+    assert _calibration_cutoffs(np.repeat(np.arange(3), 100), 0.2, 3).tolist() == [1, 2]   # never the first
+    assert _calibration_cutoffs(np.repeat([0], 100), 0.2, 3).tolist() == []
+    assert _calibration_cutoffs(cutoffs, 0.0, 3).tolist() == []
+
+
+def test_the_published_classifier_is_the_one_the_calibrator_saw_last(panel) -> None:
+    """Forward-chaining: the calibrator is fitted on out-of-time predictions for the latest cut-offs and the published
+    classifier is the last of the classifiers that made them, fitted on every cut-off but the latest, so the model
+    calibrated and the model published are the same kind of model (before 2026-12-06 a refit on all rows was
+    published instead). Its calibrated probabilities match the observed rate on a cut-off it has not seen."""
+    params = GlobalEngineParams(n_estimators=40, regressor_estimators=10, learning_rate=0.1, calibration_min_folds=3)
+    x, y = panel["train_x"], panel["train_y"]
+    engine = GlobalEngine().fit(x, y, params)
+    latest = x["cutoff"].max()
+    labelled = y[(y["horizon_days"] == 30) & (y["cutoff"] < latest)].sort_values(["cutoff", "customer_id"])
+    rows = x.set_index(["customer_id", "cutoff"]).loc[list(zip(labelled["customer_id"], labelled["cutoff"]))]
+    direct = engine._train(rows[engine.feature_names].to_numpy(float), labelled["is_shortfall"].to_numpy(float),
+                           "binary", params.n_estimators)
+    probe = panel["test_x"][engine.feature_names].to_numpy(float)[:500]
+    np.testing.assert_allclose(engine.classifiers[30].predict(probe), direct.predict(probe))
+    assert engine.calibrators[30] is not None and sum(engine.calibrators[30].weights_) == 3 * N_CUSTOMERS
+    out = engine.predict(panel["test_x"]).merge(panel["test_y"], on=["customer_id", "cutoff", "horizon_days"])
+    for h, part in out.groupby("horizon_days"):
+        assert abs(part["p_shortfall"].mean() - part["is_shortfall"].mean()) < 0.03, h

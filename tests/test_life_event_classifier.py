@@ -223,3 +223,78 @@ def test_one_pass_scoring_agrees_with_predict_and_explain():
     assert [t["feature"] for t in explained[0]] == [f for f, c in zip(first, scored["top_contribution"][0])
                                                      if c > 0] or first
     assert (np.diff(scored["top_contribution"], axis=1) <= 1e-12).all()    # largest first
+
+
+# ------------------------------------------------------------------------------------------------ model or rule
+
+def _with_rule(features: pd.DataFrame) -> pd.DataFrame:
+    return features.assign(rule_new_baby=rule_fires(features, RULE).astype(float))
+
+
+def _spec(**extra) -> dict:
+    return {"new_baby": {**EVENTS["new_baby"], "features": [*EVENTS["new_baby"]["features"], "rule_new_baby"],
+                         "prior": "rule_new_baby", "rule": RULE, "rule_version": 1, **extra}}
+
+
+def test_an_event_without_labelled_events_on_validation_falls_back_to_its_rule_never_to_zero_for_everyone():
+    features, labels = synthetic(n_customers=400, n_cutoffs=8)
+    features = _with_rule(features)
+    latest = features["cutoff"] >= sorted(features["cutoff"].unique())[-3]
+    labels.loc[latest.to_numpy(), "new_baby"] = 0.0          # no declared event on the validation cut-offs
+    model = LifeEventClassifier(PARAMS).fit(features, labels, _spec())
+    info = model.events["new_baby"]
+    assert info["threshold"] is None                          # the model cannot flag ...
+    assert model.method("new_baby") == "rule" and "validation" in info["method_reason"]
+    hand = pd.DataFrame({"customer_id": ["A", "B"], "cutoff": pd.to_datetime(["2026-06-01"] * 2),
+                         "n_baby_60d": [3.0, 0.0], "n_child_benefit_30d": [0.0, 0.0], "noise_a": 0.0, "noise_b": 0.0,
+                         "rule_new_baby": [1.0, 0.0]})
+    scored = model.score(hand, "new_baby", k=3)
+    assert np.isnan(scored["probability"]).all()              # ... so it says nothing, rather than 0.00
+    assert scored["flagged"].tolist() == [True, False]        # and the rule flags who bought at a baby shop
+    assert [scored["columns"][i] for i in scored["top_index"][0]] == ["n_baby_60d"]
+    assert scored["top_value"][0, 0] == 3.0
+    published = model.predict(hand, ["new_baby"], published=True)
+    assert published["probability"].isna().all() and published["flagged"].tolist() == [True, False]
+    assert model.predict(hand, ["new_baby"])["probability"].notna().all()   # the model itself, for the backtest
+
+
+def test_a_model_that_ranks_worse_than_its_rule_on_validation_is_not_published():
+    features, labels = synthetic(n_customers=1500, n_cutoffs=10)
+    features = _with_rule(features)
+    late = (features["cutoff"] >= sorted(features["cutoff"].unique())[-3]).to_numpy()
+    # after the training cut-offs the world changes: only the rule's signal still marks the event
+    rng = np.random.default_rng(3)
+    y = labels["new_baby"].to_numpy()
+    features.loc[late, "n_child_benefit_30d"] = (rng.random(late.sum()) < 0.3).astype(float)
+    features.loc[late, "n_baby_60d"] = np.where(y[late] == 1, 3.0, 0.0)
+    features = _with_rule(features)
+    spec = _spec(target_precision=0.05)                     # a threshold it can reach: it can flag
+    spec["new_baby"]["features"] = ["n_child_benefit_30d", "noise_a", "noise_b"]   # the model does not see the rule
+    spec["new_baby"]["prior"] = None
+    model = LifeEventClassifier(PARAMS).fit(features, labels, spec)
+    comparison = model.events["new_baby"]["comparison"]
+    assert comparison["rule_pr_auc"] > comparison["model_pr_auc"]
+    assert model.events["new_baby"]["threshold"] is not None and model.method("new_baby") == "rule"
+    assert "below the rule's" in model.events["new_baby"]["method_reason"]
+
+
+def test_a_model_that_beats_its_rule_is_published_and_says_why():
+    features, labels = synthetic()
+    model = LifeEventClassifier(PARAMS).fit(_with_rule(features), labels, _spec())
+    info = model.events["new_baby"]
+    assert model.method("new_baby") == "model" and "at least the rule's" in info["method_reason"]
+    assert info["comparison"]["model_pr_auc"] >= info["comparison"]["rule_pr_auc"]
+    assert info["comparison"]["n_validation_positive_customers"] >= PARAMS.min_validation_positive_customers
+
+
+def test_a_rules_only_classifier_saves_loads_and_flags_by_the_rule(tmp_path):
+    model = LifeEventClassifier.rules_only({"new_baby": {"rule": RULE, "rule_version": 2}}, "no history", PARAMS)
+    model.save(tmp_path)
+    again = LifeEventClassifier.load(tmp_path)
+    assert again.method("new_baby") == "rule" and again.events["new_baby"]["rule_version"] == 2
+    assert rule_features(again.events["new_baby"]["rule"]) == ["n_baby_60d"]
+    hand = pd.DataFrame({"customer_id": ["A", "B", "C"], "cutoff": pd.to_datetime(["2026-06-01"] * 3),
+                         "n_baby_60d": [2.0, 1.0, np.nan]})
+    scored = again.score(hand, "new_baby")
+    assert scored["flagged"].tolist() == [True, False, False] and np.isnan(scored["probability"]).all()
+    assert again.predict(hand)["flagged"].tolist() == [True, False, False]

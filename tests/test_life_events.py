@@ -58,14 +58,26 @@ def test_trained_and_promoted(bank):
     assert registry.promoted_version(paths, le.FAMILY) == trained["version"]
     assert set(trained["validation"]) == set(le.event_types())
     assert all(m["model_version"] == trained["version"] for m in first.values())
+    # per event the model or its rule publishes, with the reason and what was compared
+    assert set(trained["on_rule"]) | set(trained["on_model"]) == set(le.event_types())
+    for event, decision in trained["decisions"].items():
+        assert decision["reason"]
+        expected = trained["version"] if decision["method"] == "model" else f"rule:{event}:v1"
+        assert decision["model_version"] == expected
+        assert all(m["row_model_versions"][event] == expected for m in first.values()
+                   if event in m["row_model_versions"])
+    rows = all_gold(paths)
+    on_rule = rows["event_type"].isin(trained["on_rule"])
+    assert rows.loc[on_rule, "probability"].isna().all() and rows.loc[~on_rule, "probability"].notna().all()
 
 
 def test_no_rows_without_life_events_consent_and_no_travel_without_location(bank):
     paths, _, _ = bank
     rows = all_gold(paths)
     consent = le.consent_state(paths, D, BUCKETS)
-    allowed = set(consent.loc[consent["life_events"], "customer_id"])
-    located = set(consent.loc[consent["life_events"] & consent["location"], "customer_id"])
+    allowed = set(consent.loc[consent["life_events"] & consent["personalization"], "customer_id"])
+    located = set(consent.loc[consent["life_events"] & consent["personalization"] & consent["location"],
+                              "customer_id"])
     assert len(rows) > 0 and set(rows["customer_id"]) <= allowed
     assert set(consent["customer_id"]) - allowed, "the bank should hold customers without the consent"
     travel = rows[rows["event_type"] == "travel_abroad"]
@@ -73,7 +85,8 @@ def test_no_rows_without_life_events_consent_and_no_travel_without_location(bank
     per_customer = rows.groupby("customer_id")["event_type"].nunique()
     expected = pd.Series({c: 8 if c in located else 7 for c in per_customer.index})
     assert (per_customer == expected).all()
-    assert rows["probability"].between(0, 1).all() and not rows.duplicated(["customer_id", "event_type"]).any()
+    known = rows["probability"].dropna()
+    assert known.between(0, 1).all() and not rows.duplicated(["customer_id", "event_type"]).any()
 
 
 def test_no_feature_uses_a_forbidden_mcc(bank):
@@ -111,7 +124,7 @@ def test_forbidden_postings_never_reach_a_feature(bank):
             union all
             select 'T-PHARMA-' || i, 'A-X', '{customer}', 'core', date '{D.isoformat()}' - cast(i as integer),
                 'card', m, 'GB', 'GBP',
-                'BOOTS', 'MBOOTS', 'BOOTS PHARMACY PRESCRIPTION', -250.0, 'other', 'BOOTS', false
+                'BOOTS', 'MBOOTS', 'BOOTS PHARMACY PRESCRIPTION', -250.0, 'other', 'BOOTS', false, false
             from range(1, 40) as r(i), (values ('5912'), ('8062'), ('8661')) as v(m)""")
         after = le.compute_features(con)
     finally:
@@ -128,12 +141,17 @@ def _silver_ids(paths: Paths, ids: set[str]) -> int:
 
 
 def _check_evidence(rows: pd.DataFrame) -> set[str]:
+    """Every flag: its top features, up to 5 postings, each of one of its event's own evidence signals (none when
+    the customer has no such posting: never padded), and what a credit offer would need (corroboration)."""
     ids: set[str] = set()
-    for text in rows.loc[rows["flagged"], "evidence"]:
+    cfg = le.settings()
+    for event, text in rows.loc[rows["flagged"], ["event_type", "evidence"]].itertuples(index=False):
         evidence = json.loads(text)
-        assert evidence["top_features"] and evidence["transaction_ids"]
-        assert len(evidence["transaction_ids"]) <= 5
+        assert evidence["top_features"] and len(evidence["transaction_ids"]) <= 5
         assert [t["transaction_id"] for t in evidence["transactions"]] == evidence["transaction_ids"]
+        assert {t["signal"] for t in evidence["transactions"]} <= set(cfg["events"][event]["evidence_signals"])
+        assert isinstance(evidence["corroboration"]["met"], bool)
+        assert evidence["corroboration"]["rule"] == cfg["events"][event]["corroboration"]["description"]
         ids.update(evidence["transaction_ids"])
     for text in rows.loc[~rows["flagged"], "evidence"].head(50):
         assert "transaction_ids" not in json.loads(text)
@@ -168,7 +186,7 @@ def test_flagged_rows_carry_evidence_with_real_transactions(bank):
     ids |= _check_evidence(rows)
     assert ids and _silver_ids(paths, ids) == len(ids)
     signals = [t["signal"] for text in rows.loc[rows["flagged"], "evidence"] for t in json.loads(text)["transactions"]]
-    assert set(signals) - {"largest_recent_outflow"}, "some flags should be backed by their event's own signals"
+    assert signals, "some flags should be backed by their event's own signals"
 
 
 def test_two_runs_give_the_same_rows(bank):
@@ -243,3 +261,181 @@ def test_ranking_score_breaks_calibration_ties_by_the_raw_score_and_keeps_real_t
     raw = pd.Series([0.95, 0.99, 0.95, 0.2, 0.3])
     ranks = le.ranking_score(probability, raw)
     assert ranks[1] > ranks[0] == ranks[2] > ranks[4] > ranks[3]
+
+
+# ------------------------------------------------------------------ evidence and corroboration on hand-made customers
+
+HAND_END = date(2026, 11, 19)
+
+
+def _hand_made_bank():
+    """Customers a banker would agree on, with 11 months of history up to HAND_END:
+    C_RETIREE  a pension for years, a mortgage paid here by direct debit for years, then a pension lump sum of
+               40,000 moved to savings in one go: not buying a home;
+    C_MORTGAGE a salary and an existing mortgage payment, nothing else: not buying a home;
+    C_BUYER    a salary, rent, then a surveyor and a conveyancing solicitor: buying a home;
+    C_SAVER    a salary, and 800 a month to savings for the last three months where nothing went before: a deposit;
+    C_NEWJOB   a salary from one employer until July, from another since October: the evidence is the new one;
+    C_MOVER    utilities paid for years, a new council tax direct debit a month ago: the evidence is the new one."""
+    from tests.landing_builder import LandingBank, days_between
+
+    bank = LandingBank(end=HAND_END)
+    first = date(2026, 1, 1)
+    months = range(1, 12)
+
+    def monthly(account, day, amount, channel, counterparty, text, only=months):
+        bank.monthly(account, [date(2026, m, day) for m in only if date(2026, m, day) <= HAND_END], amount, channel,
+                     counterparty, text)
+
+    def current(customer, opening=3000, birth_year=1980):
+        bank.customer(customer, birth_year=birth_year)
+        account = bank.account(f"A_{customer[2:]}", customer, date(2020, 1, 1), opening_balance=opening).account_id
+        bank.card_spending(account, first, HAND_END, every=4)
+        return account
+
+    acc = current("C_RETIREE", birth_year=1958)
+    bank.account("S_RETIREE", "C_RETIREE", date(2020, 1, 1), product="savings", opening_balance=2000,
+                 overdraft_limit=None)
+    monthly(acc, 1, "1400.00", "benefit", "AVIVA", "AVIVA PENSION")
+    bank.monthly(acc, [date(2026, m, 20) for m in months if date(2026, m, 20) <= HAND_END], "-650.00",
+                 "direct_debit", "HALIFAX", "HALIFAX MORTGAGE")
+    for account in bank.accounts.values():
+        if account.account_id == acc:
+            for posting in account.postings:
+                if posting.description == "HALIFAX MORTGAGE":
+                    posting.mcc = "6012"
+    bank.post(acc, date(2026, 10, 28), "40000.00", "transfer_in", description="AVIVA PENSION LUMP SUM",
+              counterparty_id="AVIVA")
+    bank.post(acc, date(2026, 10, 29), "-40000.00", "transfer_out", description="TRANSFER TO SAVINGS")
+    bank.post("S_RETIREE", date(2026, 10, 29), "40000.00", "transfer_in", description="TRANSFER FROM CURRENT")
+
+    acc = current("C_MORTGAGE")
+    monthly(acc, 25, "2600.00", "salary", "EMP-M", "SALARY EMP-M")
+    monthly(acc, 3, "-900.00", "direct_debit", "NATIONWIDE", "NATIONWIDE MORTGAGE")
+
+    acc = current("C_BUYER")
+    monthly(acc, 25, "3100.00", "salary", "EMP-B", "SALARY EMP-B")
+    monthly(acc, 1, "-950.00", "standing_order", "LANDLORD-B", "RENT LANDLORD-B")
+    bank.post(acc, date(2026, 10, 2), "-600.00", "card", description="COUNTRYWIDE SURVEYORS",
+              merchant_name="Countrywide Surveyors", mcc="8911")
+    bank.post(acc, date(2026, 11, 10), "-1450.00", "transfer_out", description="SMITH AND CO CONVEYANCING",
+              counterparty_id="SOL-1")
+
+    acc = current("C_SAVER")
+    bank.account("S_SAVER", "C_SAVER", date(2020, 1, 1), product="savings", opening_balance=500, overdraft_limit=None)
+    monthly(acc, 25, "2800.00", "salary", "EMP-S", "SALARY EMP-S")
+    for day in (date(2026, 8, 26), date(2026, 9, 26), date(2026, 10, 26)):
+        bank.post(acc, day, "-800.00", "transfer_out", description="TRANSFER TO SAVINGS")
+        bank.post("S_SAVER", day, "800.00", "transfer_in", description="TRANSFER FROM CURRENT")
+
+    acc = current("C_NEWJOB")
+    monthly(acc, 25, "2500.00", "salary", "EMP-OLD", "SALARY EMP-OLD", only=range(1, 8))
+    monthly(acc, 28, "2900.00", "salary", "EMP-NEW", "SALARY EMP-NEW", only=range(10, 12))
+
+    acc = current("C_MOVER")
+    monthly(acc, 25, "2500.00", "salary", "EMP-V", "SALARY EMP-V")
+    monthly(acc, 12, "-80.00", "direct_debit", "BRITISH-GAS", "BRITISH GAS")
+    for account in bank.accounts.values():
+        for posting in account.postings:
+            if posting.description == "BRITISH GAS":
+                posting.mcc = "4900"
+    monthly(acc, 15, "-160.00", "direct_debit", "LEEDS-CC", "LEEDS CITY COUNCIL TAX", only=range(10, 12))
+    assert days_between(first, HAND_END)
+    return bank
+
+
+class FlagEveryone:
+    """A stand-in for the trained classifier (its `events` and `score` contract) that flags every customer for
+    every event, so the evidence behind a flag can be checked on any customer. Its score credits, largest first,
+    the customer's mortgage payments (n_mortgage_90d), a surveyor, the salary payers and age."""
+
+    version = "flag-everyone"
+    COLUMNS = ["n_mortgage_90d", "amount_mortgage_90d", "n_surveyor_90d", "n_salary_payers_45d", "age_years"]
+
+    def __init__(self, cfg):
+        self.events = {e: {"features": self.COLUMNS, "threshold": 0.5, "prior": None} for e in cfg["events"]}
+
+    def score(self, features, event, k=3):
+        n, width = len(features), min(k, len(self.COLUMNS))
+        index = np.tile(np.arange(width), (n, 1))
+        return {"probability": np.ones(n), "flagged": np.ones(n, dtype=bool), "raw_score": np.ones(n),
+                "columns": self.COLUMNS, "top_index": index,
+                "top_value": features[self.COLUMNS].to_numpy(float)[:, :width],
+                "top_contribution": np.tile(np.linspace(0.9, 0.1, len(self.COLUMNS))[:width], (n, 1))}
+
+
+@pytest.fixture(scope="module")
+def hand_made(tmp_path_factory):
+    from pipelines.stages import load_history
+
+    home = tmp_path_factory.mktemp("hand_made_life") / "segone"
+    home.mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEGONE_HOME", str(home))
+    paths = Paths(home)
+    bank = _hand_made_bank()
+    bank.write(paths.landing_history)
+    load_history(paths)
+    scan = lake.scan_sql(paths, "silver", "transactions")
+    loaded = duckdb.sql(f"select count(*) from {scan}").fetchall()[0][0]
+    assert loaded == sum(len(a.postings) for a in bank.accounts.values()), "every hand-made posting reaches silver"
+    cfg = le.settings()
+    con = lake.connect()
+    try:
+        le.register_inputs(con, paths, HAND_END, [HAND_END], None, cfg)
+        features = le.compute_features(con, cfg)
+        consent = pd.DataFrame({"customer_id": features["customer_id"], "life_events": True, "personalization": True,
+                                "location": True})
+        rows = le.score_rows(FlagEveryone(cfg), con, features, consent, HAND_END, cfg)
+    finally:
+        con.close()
+        mp.undo()
+    evidence = {(r.customer_id, r.event_type): json.loads(r.evidence) for r in rows.itertuples()}
+    return features.set_index("customer_id"), evidence, cfg
+
+
+def _labels(evidence: dict) -> list[str]:
+    return [t["label"] for t in evidence["transactions"]]
+
+
+def test_only_real_evidence_corroborates_buying_a_home(hand_made):
+    features, evidence, cfg = hand_made
+    met = {c: evidence[(c, "buying_home")]["corroboration"]["met"] for c in features.index}
+    assert met == {"C_RETIREE": False, "C_MORTGAGE": False, "C_BUYER": True, "C_SAVER": True, "C_NEWJOB": False,
+                   "C_MOVER": False}
+    assert evidence[("C_RETIREE", "buying_home")]["corroboration"]["rule"] == \
+        cfg["events"]["buying_home"]["corroboration"]["description"]
+    # the lump sum: one transfer holding all the saving of the quarter; the saver: three months, a third each
+    assert features.loc["C_RETIREE", "deposit_largest_share_90d"] == 1.0
+    assert features.loc["C_SAVER", "n_deposit_months_90d"] == 3
+    assert features.loc["C_SAVER", "deposit_increase_90d"] == 2400.0
+    # no model reads them (they corroborate, they do not score): the models stay what the backtest measured
+    for event in cfg["events"]:
+        assert not [c for c in le.event_feature_columns(cfg, event, features.columns) if "deposit_" in c
+                    and "tenancy" not in c]
+
+
+def test_no_flag_names_a_posting_that_is_not_evidence_of_its_event(hand_made):
+    features, evidence, _ = hand_made
+    # an existing mortgage payment, a pension lump sum moved to savings: none of it is evidence of buying a home
+    for customer in ("C_RETIREE", "C_MORTGAGE"):
+        assert evidence[(customer, "buying_home")]["transactions"] == [], evidence[(customer, "buying_home")]
+        assert evidence[(customer, "buying_home")]["transaction_ids"] == []
+        # the model may have ranked on the mortgage payments: the evidence never names them as a reason
+        cited = [f["feature"] for f in evidence[(customer, "buying_home")]["top_features"]]
+        assert cited == ["n_surveyor_90d", "n_salary_payers_45d", "age_years"], cited
+    # other events, whose uncited_signals do not name the mortgage, cite the model's top features as they are
+    assert [f["feature"] for f in evidence[("C_RETIREE", "moving_home")]["top_features"]][:2] == \
+        ["n_mortgage_90d", "amount_mortgage_90d"]
+    assert sorted(_labels(evidence[("C_BUYER", "buying_home")])) == ["Countrywide Surveyors",
+                                                                      "SMITH AND CO CONVEYANCING"]
+    # a new job: the new employer's salary, never the old one's
+    labels = _labels(evidence[("C_NEWJOB", "new_job")])
+    assert labels and set(labels) == {"SALARY EMP-NEW"}
+    # moving: the council tax that started a month ago, not the gas bill paid for years
+    assert set(_labels(evidence[("C_MOVER", "moving_home")])) == {"LEEDS CITY COUNCIL TAX"}
+    # a customer with nothing that speaks for an event gets no padding: no "largest outflow" stands in for evidence
+    for (customer, event), item in evidence.items():
+        assert all(t["signal"] != "largest_recent_outflow" for t in item["transactions"]), (customer, event)
+    assert evidence[("C_MORTGAGE", "job_loss")]["transactions"] == []
+    assert evidence[("C_MORTGAGE", "new_job")]["transactions"] == []

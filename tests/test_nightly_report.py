@@ -105,6 +105,12 @@ def build_lake(paths: Paths, with_decision_log: bool = True, with_life_events: b
                          "files_quarantined": 0},
         "balances": {"files": 1, "rows_read": 500, "rows_accepted": 500, "rows_quarantined": 0,
                      "files_quarantined": 0}}, "missing_kinds": ["fx_rates"]})
+    write_run_metrics(paths, D, "decide", {"capacity": {
+        "phone": {"capacity": 20, "night_capacity": 20, "demand": 467, "served": 20, "over_capacity": 447,
+                  "sent_digitally": 440, "not_sent": 7},
+        "branch": {"capacity": 5, "night_capacity": 5, "demand": 0, "served": 0, "over_capacity": 0,
+                   "sent_digitally": 0, "not_sent": 0},
+        "advisor_queue": {"capacity": 10, "night_capacity": 10, "demand": 104, "served": 10, "over_capacity": 94}}})
     write_run_metrics(paths, D, "validate", {"passed": True, "suites": {"transactions": {"success": True}},
                                              "gates": [{"name": "quarantine_share:transactions", "passed": True,
                                                         "value": 0.003, "threshold": 0.05,
@@ -246,3 +252,11 @@ def test_a_night_with_customers_but_no_decisions_writes_the_fairness_section(tmp
 
 
 SECTION_HEADINGS_FAIRNESS = nightly_report.SECTION_HEADINGS["fairness"]
+
+
+def test_report_shows_the_staffed_queues_against_their_capacity(full_report) -> None:
+    _, page = full_report
+    text = text_of(page)
+    assert "Staffed channels: capacity and demand" in text
+    assert "Over capacity tonight: phone 467 for 20; advisor_queue 104 for 10." in text
+    assert re.search(r"phone\s+20\s+467\s+20\s+447\s+440", text), text[text.find("Staffed"):][:800]

@@ -43,7 +43,7 @@ def test_checked_in_suites_are_what_the_contract_generates(tmp_path):
     assert generated == sorted(p.name for p in EXPECTATIONS_DIR.glob("*.json"))
     checked_gold = [t for t in tables("gold") if t.checks]
     assert len(checked_gold) >= 6  # cash_forecast, recurring_streams and the four decision tables at least
-    assert len(result["suites"]) == len(generated) == 8 + 12 + len(checked_gold)  # landing + silver + gold
+    assert len(result["suites"]) == len(generated) == 9 + 13 + len(checked_gold)  # landing + silver + gold
     for name in generated:
         assert (tmp_path / "expectations" / name).read_text() == (EXPECTATIONS_DIR / name).read_text(), (
             f"{name} is stale: run `segone expectations`")
@@ -177,7 +177,7 @@ def test_validate_day_passes_on_a_good_load(paths):
     result = validate_day(paths, D)
     assert result["passed"]
     assert set(result["suites"]) == {"customers", "accounts", "transactions", "balances", "consents",
-                                     "crm_responses", "life_events", "fx_rates"}
+                                     "crm_responses", "life_events", "fx_rates", "messages"}
     assert json.loads((paths.runs / D / "validate.json").read_text())["passed"] is True
 
 

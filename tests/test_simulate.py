@@ -153,6 +153,34 @@ def test_shortfalls_arise_from_the_cash_flows(bank: Paths) -> None:
     assert charged and charged <= set(truth.loc[truth.first_below_zero.notna(), "account_id"])
 
 
+def test_a_direct_debit_past_the_limit_is_returned_unpaid_with_a_fee(bank: Paths) -> None:
+    """A direct debit that leaves the current account beyond its arranged limit at the end of the day comes back the
+    same day ("UNPAID DIRECT DEBIT <payee>", the same amount) with one unpaid-item fee per customer and day; the
+    account was beyond its limit before the return, and only then."""
+    tx = _all(bank.landing_history, "transactions")
+    tx["as_of"] = tx.booked_at.str[:10]
+    tx["amount"] = tx.amount.map(Decimal)
+    returned = tx[tx.description.str.startswith("UNPAID DIRECT DEBIT ")]
+    fees = tx[tx.description == "UNPAID ITEM FEE"]
+    assert len(returned) > 0 and (returned.channel == "direct_debit").all() and (returned.amount > 0).all()
+    assert (fees.channel == "fee").all()
+    paid = tx[(tx.channel == "direct_debit") & (tx.amount < 0)]
+    for row in returned.head(200).itertuples():
+        same = paid[(paid.account_id == row.account_id) & (paid.as_of == row.as_of) & (paid.amount == -row.amount)
+                    & (paid.counterparty_id == row.counterparty_id)]
+        assert len(same) >= 1, row
+    per_day = returned.groupby(["account_id", "as_of"]).size()
+    charged = fees.groupby(["account_id", "as_of"]).size()
+    assert charged.index.equals(per_day.index) and (charged == 1).all()
+    # beyond the limit: the end-of-day balance without the returns and the fee is below minus the arranged limit
+    balances = _all(bank.landing_history, "balances").set_index(["account_id", "as_of"]).balance.map(Decimal)
+    limits = _read(bank.landing_history / "accounts.csv").set_index("account_id").overdraft_limit
+    back = returned.groupby(["account_id", "as_of"]).amount.sum()
+    for (account, day), amount in back.head(200).items():
+        limit = Decimal(limits[account] or "0")
+        assert balances[(account, day)] - amount + Decimal("5.00") < -limit
+
+
 def test_declared_life_events_are_a_subset_of_the_truth(bank: Paths) -> None:
     truth = pd.read_parquet(bank.truth / "life_events")
     declared = pd.concat([_read(bank.landing_history / "life_events.csv"),

@@ -70,6 +70,18 @@ STRICT_TIMESTAMPTZ_REGEX = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[
                             r"(Z|[+-](0[0-9]|1[0-3])(:?[0-5][0-9])?|[+-]14(:?00)?)")
 # Control characters a free text may not hold: C0 codes but tab and line breaks (a CSV field may span lines), DEL.
 CONTROL_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+# A required free text of only whitespace is empty.
+BLANK_REGEX = r"\s*"
+
+
+def withheld_sql(value: str) -> str:
+    """What the quarantine shows instead of a personal value: its length, never its content."""
+    return f"'[withheld: personal text of ' || length({value}) || ' characters]'"
+
+
+def withheld_text(raw: str | None) -> str | None:
+    """The same for a raw record of a file kind that holds personal text (a malformed record)."""
+    return None if raw is None else f"[withheld: a record of {len(raw)} characters with personal text]"
 NOT_A_NUMBER_TEXT = ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
 
 # The order in which DuckDB's structural errors of one record are reported (the first one wins).
@@ -195,6 +207,9 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
     elif column.type == "enum":
         rules.append((f"{value} not in ({', '.join(map(quote_literal, column.values))})",
                       f"not one of: {', '.join(column.values)}", True))
+    if column.type == "text" and column.required:
+        rules.append((f"regexp_full_match({value}, {quote_literal(BLANK_REGEX)})",
+                      "only whitespace: the text is empty", True))
     if column.max_length is not None:
         rules.append((f"length({value}) > {int(column.max_length)}",
                       f"longer than {int(column.max_length)} characters", True))
@@ -602,7 +617,8 @@ def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, 
 
     # Quarantine: the reasons are worked out only for the rows that fail the filter.
     reasons = [f"{column_reason_sql(c, value(c), r)} as r{i}" for i, (c, r) in enumerate(zip(contract.columns, rules))]
-    raw_values = [f"left({value(c)}, {RAW_VALUE_MAX_CHARS}) as v{i}" for i, c in enumerate(contract.columns)]
+    raw_values = [f"{withheld_sql(value(c)) if c.personal else f'left({value(c)}, {RAW_VALUE_MAX_CHARS})'} as v{i}"
+                  for i, c in enumerate(contract.columns)]
     key_raw = " || '|' || ".join(f"coalesce({value(c)}, '')" for c in key_columns)
     problems = [f"case when r{i} is not null then {{'column_name': {quote_literal(c.name)}, 'reason': r{i}, "
                 f"'raw_value': v{i}}} end" for i, c in enumerate(contract.columns)]
@@ -618,7 +634,8 @@ def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, 
     rows_bad = int(bad["line"].nunique()) if len(bad) else 0
 
     for line, error_type, message, raw_record in structural:
-        quarantine_rows.append((source_file, line, None, _structural_reason(error_type, message), raw_record))
+        shown = withheld_text(raw_record) if contract.has_personal_data else raw_record
+        quarantine_rows.append((source_file, line, None, _structural_reason(error_type, message), shown))
     quarantine = quarantine_frame(quarantine_rows)
     if len(bad):
         quarantine = pd.concat([quarantine, _normalise(bad)], ignore_index=True)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from pipelines import lake
 from pipelines.runs import write_run_metrics
-from pipelines.config import Paths, settings
+from pipelines.config import Paths, load_config, settings
 from pipelines.contract import FileContract, classify_landing_file, landing_contract
 from pipelines.errors import LandingError
 from pipelines.ingest.core import (QUARANTINE_COLUMNS, CoreFileResult, drop_file_objects, empty_accepted_sql,
@@ -72,10 +72,13 @@ def find_landing_files(folder: Path, contract_kinds: set[str]
     unknown: list[Path] = []
     refused: list[tuple[Path, str]] = []
     openbanking: list[Path] = []
+    marker = load_config("landing")["completion_marker"]  # upstream's "D is complete", not data
     for path in sorted(folder.iterdir()):
         why = refusal(path, root)
         if why is not None:
             refused.append((path, why))
+        elif path.name == marker and path.is_file():
+            continue
         elif path.is_dir():
             if path.name != OPENBANKING_FOLDER:
                 unknown.append(path)

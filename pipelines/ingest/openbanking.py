@@ -106,11 +106,9 @@ import math
 import os
 import re
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from multiprocessing import get_context
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -1202,7 +1200,9 @@ def parse_openbanking_files(files: list[Path], landing_root: Path, max_bytes: in
     if workers > 1 and len(names) >= MIN_FILES_PER_WORKER * workers:
         size = max(1, math.ceil(len(names) / (workers * 4)))
         pieces = [names[i:i + size] for i in range(0, len(names), size)]
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        from pipelines.parallel import process_pool  # children that never re-run Airflow's CLI inside a task
+
+        with process_pool(workers) as pool:
             futures = [pool.submit(_parse_chunk, piece, str(landing_root), max_bytes, max_depth) for piece in pieces]
             chunks = [future.result() for future in futures]
     else:

@@ -10,7 +10,7 @@ import datetime as dt
 import multiprocessing
 import shutil
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.config import Paths
+from pipelines.config import Paths, load_config
 from pipelines.contract import landing_contract
 from pipelines.simulate.bank import Chunk, simulate_chunk, stream
 from pipelines.simulate.calendar import SimCalendar
@@ -54,6 +54,8 @@ def simulate(paths: Paths, customers: int = 10_000, days: int = 180, end_date: d
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
     counts = _run(paths, cal, seed, fmt, customers, chunk_size)
+    # Like an upstream drop: the completion marker goes last, once every file of D is written.
+    (nightly / load_config("landing")["completion_marker"]).touch()
     return {"customers": customers, "days": days, "end_date": d_text, "seed": seed, "format": fmt,
             "landing": str(paths.landing), "truth": str(truth), "rows": counts,
             "seconds": round(time.perf_counter() - started, 2)}
@@ -87,7 +89,9 @@ def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, ch
             consents, grants = draw_consents(stream(seed, chunk_no, "consents"), chunk.pop, cal)
             # JSON writing is pure Python: a second process does it while this one builds the next chunk
             fetch_jobs.append(ob_pool.submit(_write_fetches, seed, chunk_no, chunk.pop, cal, grants, history, nightly))
-            for kind, (hist_rows, d_rows) in _small_tables(chunk, cal, consents).items():
+            tables = _small_tables(chunk, cal, consents)
+            tables.update(_message_tables(seed, chunk, cal, consents, tables.pop("consents"), truth))
+            for kind, (hist_rows, d_rows) in tables.items():
                 small["history"].setdefault(kind, []).append(hist_rows)
                 small[d_text].setdefault(kind, []).append(d_rows)
             _write_truth(chunk, cal, truth)
@@ -109,7 +113,7 @@ def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, ch
 
 ORDER_BY = {"customers": "customer_id", "accounts": "account_id", "consents": "customer_id, purpose, recorded_at",
             "life_events": "customer_id, event_date, event_type", "fx_rates": "currency",
-            "crm_responses": "recommendation_id"}
+            "crm_responses": "recommendation_id", "messages": "customer_id, received_at, message_id"}
 
 
 def _write_small(writer: LandingWriter, parts: dict[str, list[pa.Table]], folder: Path) -> dict[str, int]:
@@ -135,7 +139,9 @@ class _Inline(Executor):
 def _helper() -> Executor:
     if multiprocessing.current_process().daemon:
         return _Inline()
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    from pipelines.parallel import process_pool
+
+    return process_pool(1)
 
 
 def _write_fetches(seed: int, chunk_no: int, pop: Population, cal: SimCalendar, grants: OpenBankingGrants,
@@ -229,6 +235,51 @@ def _small_tables(chunk: Chunk, cal: SimCalendar, cons: Consents) -> dict[str, t
     hist, today = _split(np.where(declared, ev.declared_day, NEVER), d)
     out["life_events"] = (life_events(hist), life_events(today))
     return out
+
+
+def _message_tables(seed: int, chunk: Chunk, cal: SimCalendar, cons: Consents,
+                    consents: tuple[pa.Table, pa.Table], truth: Path) -> dict[str, tuple[pa.Table, pa.Table]]:
+    """The message_analysis consent (added to the consent events) and the customers' messages, history and D, from
+    their own random stream (the other files do not change); the truth of each message to truth/messages."""
+    from pipelines.simulate.messages import draw_message_consent, draw_messages
+
+    pop, d = chunk.pop, cal.d_index
+    rng = stream(seed, chunk.number, "messages")
+    granted = draw_message_consent(rng, pop)
+    onboarding = np.maximum(pop.since_day, -720)
+    sec = rng.integers(8 * 3600, 22 * 3600, pop.n)
+    ids = customer_ids(pop.number)
+    marketing_purposes = [PURPOSES.index(p) for p in PURPOSES if p.startswith("marketing_")]
+    marketing = np.zeros(pop.n, dtype=bool)
+    np.logical_or.at(marketing, cons.cust[np.isin(cons.purpose, marketing_purposes) & cons.granted], True)
+    msgs = draw_messages(rng, chunk, cal, marketing)
+
+    def consent_rows(mask: np.ndarray) -> pa.Table:
+        return text_table({"customer_id": ids[mask], "purpose": np.full(int(mask.sum()), "message_analysis", object),
+                           "granted": np.where(granted, "true", "false").astype(object)[mask],
+                           "recorded_at": timestamp_text(cal, onboarding, sec)[mask],
+                           "expires_at": np.full(int(mask.sum()), None, dtype=object)})
+
+    hist_c, today_c = onboarding <= d - 1, onboarding == d
+    message_ids = np.array([f"MSG{n:08d}-{k:05d}" for k, n in enumerate(pop.number[msgs.cust])], dtype=object)
+
+    def message_rows(mask: np.ndarray) -> pa.Table:
+        return text_table({"message_id": message_ids[mask], "customer_id": ids[msgs.cust][mask],
+                           "received_at": timestamp_text(cal, msgs.day, msgs.sec)[mask],
+                           "channel": msgs.channel[mask], "text": msgs.text[mask]})
+
+    (truth / "messages").mkdir(parents=True, exist_ok=True)
+    dates = np.datetime64(cal.start_date, "D")
+    pq.write_table(pa.table({
+        "message_id": pa.array(message_ids.tolist(), type=pa.string()),
+        "customer_id": pa.array(ids[msgs.cust].tolist(), type=pa.string()),
+        "day": pa.array(dates + msgs.day.astype(np.int64), type=pa.date32()),
+        "situation": pa.array(msgs.situation.tolist(), type=pa.string()),
+        "message_analysis": granted[msgs.cust],
+    }), truth / "messages" / f"part-{chunk.number + 1:04d}.parquet")
+    return {"consents": (pa.concat_tables([consents[0], consent_rows(hist_c)]),
+                         pa.concat_tables([consents[1], consent_rows(today_c)])),
+            "messages": (message_rows(msgs.day <= d - 1), message_rows(msgs.day == d))}
 
 
 def _fx_rates() -> pa.Table:

@@ -132,6 +132,8 @@ class Catalog:
     counterparty: list[str | None] = field(default_factory=list)
     own_slot: list[int] = field(default_factory=list)
     groups: dict[str, np.ndarray] = field(default_factory=dict)
+    # direct debit label -> the label of its return ("UNPAID DIRECT DEBIT <payee>"), -1 for other labels
+    unpaid: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
     def add(self, group: str, description: str, channel: str, merchant: str | None = None,
             mcc: str | None = None, counterparty: str | None = None, own_slot: int = -1) -> int:
@@ -224,4 +226,15 @@ def catalog() -> Catalog:
     for i, name in enumerate(JOINT_BANKS):
         cat.add("joint_account", f"JOINT ACCOUNT {name}", "standing_order", counterparty=f"JNT{i:04d}")
         cat.add("partner_in", f"FROM PARTNER VIA {name}", "transfer_in", counterparty=f"PTN{i:04d}")
+    # a direct debit to a third party returned unpaid (the payment would have gone past the arranged limit), and
+    # the bank's unpaid-item fee; added last so that the labels above keep their numbers
+    unpaid = np.full(len(cat), -1, dtype=np.int32)
+    for label in range(len(cat)):
+        if cat.channel[label] == "direct_debit" and cat.own_slot[label] < 0:
+            payee = cat.description[label].removesuffix(" DD")
+            unpaid[label] = cat.add("unpaid_dd", f"UNPAID DIRECT DEBIT {payee}", "direct_debit",
+                                    merchant=cat.merchant[label], counterparty=cat.counterparty[label])
+    cat.unpaid = np.concatenate([unpaid, np.full(len(cat) - len(unpaid), -1, dtype=np.int32)])
+    cat.add("unpaid_fee", "UNPAID ITEM FEE", "fee")
+    cat.unpaid = np.concatenate([cat.unpaid, np.full(len(cat) - len(cat.unpaid), -1, dtype=np.int32)])
     return cat

@@ -9,6 +9,10 @@ happens here (vectorised over customers, one step per day).
 - Credit card statements, paid in full by direct debit 21 days later; loans and mortgages held here repaid
   monthly (a loan that reaches zero is closed); some savings accounts are emptied and closed; buyers pay their
   deposit from savings on completion.
+- A direct debit to a third party that leaves the current account beyond its arranged limit at the end of the day
+  is returned unpaid the same day ("UNPAID DIRECT DEBIT <payee>", the amount back), and the bank charges one
+  unpaid-item fee per customer and day. Standing orders and the bank's own collections (card, loan, mortgage) are
+  always paid.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ OVERDRAFT_DAILY = 0.399 / 365
 SAVINGS_DAILY = 0.035 / 365
 LOAN_MONTHLY = 0.079 / 12
 MORTGAGE_MONTHLY = 0.045 / 12
+UNPAID_ITEM_FEE = 500   # pence
 
 
 @dataclass
@@ -46,12 +51,18 @@ class _Dynamic:
     def __init__(self) -> None:
         self.parts: list[tuple[np.ndarray, ...]] = []
 
-    def add(self, cust: np.ndarray, day: int, pence: np.ndarray, label: int, sec: int, slot: int) -> None:
+    def add(self, cust: np.ndarray, day: int, pence: np.ndarray, label: int | np.ndarray, sec: int | np.ndarray,
+            slot: int) -> None:
         keep = pence != 0
         if keep.any():
             k = int(keep.sum())
-            self.parts.append((cust[keep], np.full(k, slot), np.full(k, day), np.full(k, sec), pence[keep],
-                               np.full(k, label)))
+
+            def column(value: int | np.ndarray) -> np.ndarray:
+                value = np.asarray(value)
+                return value[keep] if value.ndim else np.full(k, value)
+
+            self.parts.append((cust[keep], np.full(k, slot), np.full(k, day), column(sec), pence[keep],
+                               column(label)))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The ledger columns: GBP, domestic, fixed (never cut by the spending throttle)."""
@@ -76,6 +87,8 @@ def run_days(rng: np.random.Generator, pop: Population, cal: SimCalendar, produc
     kept = np.ones(len(order), dtype=bool)
     weights = static["pence"].astype(np.float64)
     flat_index = static["slot"].astype(np.int64) * n + static["cust"]
+    unpaid_label = cat.unpaid[static["label"]]
+    returnable = (unpaid_label >= 0) & (static["slot"] == CURRENT) & (static["pence"] < 0)
 
     held, open_day, close_day = products.held, products.open_day, products.close_day
     bal = np.where(held & (open_day < 0), pop.opening, 0).astype(np.int64)
@@ -155,6 +168,16 @@ def run_days(rng: np.random.Generator, pop: Population, cal: SimCalendar, produc
             kept[lo:hi] = keep
             moved = np.bincount(flat_index[lo:hi][keep], weights=weights[lo:hi][keep], minlength=5 * n)
             bal += np.rint(moved).astype(np.int64).reshape(5, n)
+            rows = lo + np.flatnonzero(keep & returnable[lo:hi])
+            rows = rows[bal[CURRENT, static["cust"][rows]] < -od_limit[static["cust"][rows]]]
+            if len(rows):
+                who, amount = static["cust"][rows], -static["pence"][rows]
+                np.add.at(bal[CURRENT], who, amount)
+                dyn.add(who, t, amount, unpaid_label[rows], np.minimum(static["sec"][rows] + 1, 86_399), CURRENT)
+                charged = np.unique(who)
+                bal[CURRENT, charged] -= UNPAID_ITEM_FEE
+                dyn.add(charged, t, np.full(len(charged), -UNPAID_ITEM_FEE), cat.one("unpaid_fee"), 23 * 3600,
+                        CURRENT)
         for slot, sched, payment, pay_label, received_label in (
                 (LOAN, loans, pop.loan_payment, "loan_payment", "loan_payment_received"),
                 (MORTGAGE, mortgages, products.mortgage_payment, "mortgage_payment", "mortgage_payment_received")):

@@ -1,0 +1,413 @@
+"""The intent of a customer message, over the 77 intents of BANKING77 (Casanueva et al. 2020, "Efficient Intent
+Detection with Dual Sentence Encoders"; data CC BY 4.0, `../shared/reference/banking77/`).
+
+A linear model over TF-IDF word and character n-grams of a normalised text (lower case, contractions spelt out,
+digits folded to one token), with a temperature-scaled softmax over its decision scores as the intent probability.
+The candidates (n-gram ranges, classifier, regularisation) are chosen by stratified k-fold cross-validation on the
+training file only, and the temperature is fitted on the chosen candidate's out-of-fold scores (minimum log loss), so
+that `intent_probability` is calibrated on messages the model did not see. Everything runs offline on the CPU:
+nothing is downloaded, the model is a few MB of sparse vocabularies and a weight matrix.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MODEL_FILE = "intent_model.joblib"
+
+# Contractions and the usual ways of writing them without an apostrophe, spelt out (order matters: can't first).
+_CONTRACTIONS = [
+    (r"\bcan'?t\b", "can not"), (r"\bcannot\b", "can not"), (r"\bwon'?t\b", "will not"), (r"n't\b", " not"),
+    (r"\b(do|does|did|is|are|was|were|have|has|had|could|would|should)nt\b", r"\1 not"),
+    (r"'m\b", " am"), (r"\bim\b", "i am"), (r"'re\b", " are"), (r"'ve\b", " have"), (r"\bive\b", "i have"),
+    (r"'ll\b", " will"), (r"'d\b", " would"),
+]
+_CONTRACTION_RES = [(re.compile(p), r) for p, r in _CONTRACTIONS]
+_DIGITS = re.compile(r"\d+")
+_NOT_WORD = re.compile(r"[^a-z0-9\n]+")
+_SPACES = re.compile(r" +")
+
+
+def normalise(text: str, max_chars: int | None = None) -> str:
+    """Lower case, typographic apostrophes made plain, contractions spelt out, every run of digits one `0` token,
+    everything but letters and digits a space: the words are then exactly `text.split()`. `max_chars` cuts a very
+    long text (a call transcript) before anything else."""
+    return normalise_many([text], max_chars)[0]
+
+
+def normalise_many(texts: Sequence[str], max_chars: int | None = None) -> list[str]:
+    """`normalise` of many texts at once: each regular expression runs once over the batch joined by newlines
+    (a newline inside a text is a space first), which is several times faster than text by text."""
+    if not texts:
+        return []
+    cut = texts if max_chars is None else [t[:max_chars] for t in texts]
+    joined = "\n".join(t.replace("\n", " ").replace("\r", " ") for t in cut).lower()
+    joined = joined.replace("\u2019", "'").replace("`", "'")
+    for pattern, replacement in _CONTRACTION_RES:
+        joined = pattern.sub(replacement, joined)
+    joined = _DIGITS.sub(" 0 ", joined)
+    joined = _NOT_WORD.sub(" ", joined)
+    joined = _SPACES.sub(" ", joined)
+    out = [line.strip() for line in joined.split("\n")]
+    if len(out) != len(texts):  # cannot happen: every newline of a text was made a space first
+        raise RuntimeError("normalise_many: the batch split into a different number of texts")
+    return out
+
+
+@dataclass(frozen=True)
+class IntentSpec:
+    """One candidate model. word/char n-gram ranges of the TF-IDF views (char: within word boundaries; None to
+    leave a view out), the classifier (`svm`: linear SVM, one-vs-rest; `logreg`: multinomial logistic regression)
+    and its inverse regularisation C."""
+
+    name: str
+    word_ngrams: tuple[int, int] | None = (1, 2)
+    char_ngrams: tuple[int, int] | None = (2, 5)
+    char_min_df: int = 2
+    classifier: str = "svm"
+    C: float = 1.0
+    normalise: bool = True
+    max_chars: int = 2000
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> "IntentSpec":
+        values = dict(spec)
+        for key in ("word_ngrams", "char_ngrams"):
+            if values.get(key) is not None:
+                values[key] = tuple(int(v) for v in values[key])
+        return cls(**values)
+
+
+class FastTfidf:
+    """The transform of fitted TF-IDF views (word n-grams, char_wb n-grams) for texts that `normalise` made, built
+    in bulk: sklearn's analyzers make every n-gram string of every text in Python; here the char_wb n-grams of a
+    word (which sklearn takes word by word) are looked up once per distinct word and cached, and word n-grams are
+    dictionary look-ups. Counts, sublinear tf, idf and the L2 norm are then applied to the whole batch. Equal to
+    sklearn's transform on normalised text (tested)."""
+
+    def __init__(self, vectorizers: list) -> None:
+        self.views = []
+        for vectorizer in vectorizers:
+            kind = "char" if vectorizer.analyzer == "char_wb" else "word"
+            self.views.append({"kind": kind, "vocab": vectorizer.vocabulary_, "ngrams": vectorizer.ngram_range,
+                               "idf": vectorizer.idf_.astype(np.float32), "size": len(vectorizer.vocabulary_),
+                               "sublinear": bool(vectorizer.sublinear_tf)})
+        self.word_cache: dict[str, list[int]] = {}
+
+    def _char_ids(self, word: str, view: dict) -> list[int]:
+        vocab, (low, high) = view["vocab"], view["ngrams"]
+        padded = f" {word} "
+        ids = []
+        for n in range(low, high + 1):
+            if len(padded) <= n:  # a short word counts once, as sklearn's char_wb does
+                if padded in vocab:
+                    ids.append(vocab[padded])
+                break
+            ids.extend(vocab[g] for g in (padded[i:i + n] for i in range(len(padded) - n + 1)) if g in vocab)
+        return ids
+
+    def transform(self, prepared: Sequence[str]):
+        """One pass over the words of every text fills the index lists of every view; then numpy and scipy."""
+        import scipy.sparse as sp
+
+        chars = [v for v in self.views if v["kind"] == "char"]
+        words_ = [v for v in self.views if v["kind"] == "word"]
+        char_view = chars[0] if chars else None
+        word_view = words_[0] if words_ else None
+        char_idx: list[int] = []
+        char_ptr = [0]
+        word_idx: list[int] = []
+        word_ptr = [0]
+        cache = self.word_cache
+        cache_get, char_extend, word_append = cache.get, char_idx.extend, word_idx.append
+        word_get = word_view["vocab"].get if word_view else None
+        low, high = word_view["ngrams"] if word_view else (1, 0)
+        for text in prepared:
+            words = text.split()
+            if char_view is not None:
+                for word in words:
+                    ids = cache_get(word)
+                    if ids is None:
+                        ids = cache[word] = self._char_ids(word, char_view)
+                    char_extend(ids)
+                char_ptr.append(len(char_idx))
+            if word_get is not None:
+                for n in range(low, high + 1):
+                    grams = words if n == 1 else (" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+                    for gram in grams:
+                        found = word_get(gram)
+                        if found is not None:
+                            word_append(found)
+                word_ptr.append(len(word_idx))
+        blocks = []
+        for view in self.views:
+            indices, indptr = (char_idx, char_ptr) if view["kind"] == "char" else (word_idx, word_ptr)
+            blocks.append(self._weighted(view, indices, indptr, len(prepared)))
+        return sp.hstack(blocks, format="csr")
+
+    @staticmethod
+    def _weighted(view: dict, indices: list[int], indptr: list[int], n_rows: int):
+        """Counts -> (1 + log tf) x idf, each row scaled to unit L2 norm."""
+        import scipy.sparse as sp
+
+        data = np.ones(len(indices), dtype=np.float32)
+        matrix = sp.csr_matrix((data, np.asarray(indices, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
+                               shape=(n_rows, view["size"]))
+        matrix.sum_duplicates()
+        if view["sublinear"]:
+            np.log(matrix.data, out=matrix.data)
+            matrix.data += 1.0
+        matrix.data *= view["idf"][matrix.indices]
+        lengths = np.diff(matrix.indptr)
+        norms = np.sqrt(np.add.reduceat(matrix.data ** 2, matrix.indptr[:-1])) if len(matrix.data) else \
+            np.zeros(n_rows, dtype=np.float32)
+        norms = np.where(lengths > 0, norms, 1.0).astype(np.float32)
+        norms[norms == 0] = 1.0
+        matrix.data /= np.repeat(norms, lengths)
+        return matrix
+
+
+class IncompatibleModelError(ValueError):
+    """A saved model from another format or library version: retrain it."""
+
+
+@dataclass
+class IntentClassifier:
+    spec: IntentSpec
+    temperature: float = 1.0
+    classes_: np.ndarray | None = None
+    vectorizers: list = field(default_factory=list)
+    coef: np.ndarray | None = None       # (n_features, n_classes), float32
+    intercept: np.ndarray | None = None  # (n_classes,)
+
+    # --- features -------------------------------------------------------------------------------------------
+    def _prepared(self, texts: Iterable[str]) -> list[str]:
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        if self.spec.normalise:
+            return normalise_many(texts, self.spec.max_chars)
+        return [t[: self.spec.max_chars] for t in texts]
+
+    def _new_vectorizers(self) -> list:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        views = []
+        if self.spec.word_ngrams:
+            views.append(TfidfVectorizer(ngram_range=self.spec.word_ngrams, sublinear_tf=True, lowercase=False,
+                                         token_pattern=r"(?u)\b\w+\b", dtype=np.float32))
+        if self.spec.char_ngrams:
+            views.append(TfidfVectorizer(analyzer="char_wb", ngram_range=self.spec.char_ngrams, sublinear_tf=True,
+                                         lowercase=False, min_df=self.spec.char_min_df, dtype=np.float32))
+        if not views:
+            raise ValueError(f"intent spec {self.spec.name}: no feature view (word_ngrams and char_ngrams are None)")
+        return views
+
+    def _matrix(self, prepared: list[str], fit: bool = False):
+        import scipy.sparse as sp
+
+        if fit:
+            self.vectorizers = self._new_vectorizers()
+            self._fast = None
+            return sp.hstack([v.fit_transform(prepared) for v in self.vectorizers], format="csr")
+        if self.spec.normalise:  # normalised words are exactly text.split(): the fast path applies
+            if getattr(self, "_fast", None) is None:
+                self._fast = FastTfidf(self.vectorizers)
+            return self._fast.transform(prepared)
+        return sp.hstack([v.transform(prepared) for v in self.vectorizers], format="csr")
+
+    # --- fit and predict --------------------------------------------------------------------------------------
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "IntentClassifier":
+        X = self._matrix(self._prepared(texts), fit=True)
+        y = np.asarray(list(labels), dtype=object)
+        if self.spec.classifier == "svm":
+            from sklearn.svm import LinearSVC
+
+            model = LinearSVC(C=self.spec.C, random_state=0)
+        elif self.spec.classifier == "logreg":
+            from sklearn.linear_model import LogisticRegression
+
+            model = LogisticRegression(C=self.spec.C, max_iter=3000)
+        else:
+            raise ValueError(f"intent spec {self.spec.name}: unknown classifier {self.spec.classifier!r}")
+        model.fit(X, y)
+        self.classes_ = np.asarray(model.classes_, dtype=object)
+        self.coef = np.ascontiguousarray(model.coef_.T, dtype=np.float32)
+        self.intercept = np.asarray(model.intercept_, dtype=np.float32)
+        return self
+
+    def decision(self, texts: Sequence[str]) -> np.ndarray:
+        """The linear scores (n_texts, n_classes)."""
+        if self.coef is None:
+            raise ValueError("the intent model is not fitted")
+        X = self._matrix(self._prepared(texts))
+        return np.asarray(X @ self.coef) + self.intercept
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return softmax(self.decision(texts), self.temperature)
+
+    def predict(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(intent, its probability) per text."""
+        proba = self.predict_proba(texts)
+        best = proba.argmax(axis=1)
+        return self.classes_[best], proba[np.arange(len(best)), best]
+
+    # --- persistence ------------------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        import joblib
+        import sklearn
+
+        directory.mkdir(parents=True, exist_ok=True)
+        joblib.dump({"format": FORMAT_VERSION, "sklearn": sklearn.__version__, "spec": asdict(self.spec),
+                     "temperature": float(self.temperature), "classes": list(self.classes_),
+                     "vectorizers": self.vectorizers, "coef": self.coef, "intercept": self.intercept},
+                    directory / MODEL_FILE, compress=3)
+        (directory / "intent_spec.json").write_text(json.dumps(asdict(self.spec), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> "IntentClassifier":
+        import joblib
+        import sklearn
+
+        state = joblib.load(directory / MODEL_FILE)
+        if state.get("format") != FORMAT_VERSION:
+            raise IncompatibleModelError(f"intent model format {state.get('format')} (this code reads "
+                                         f"{FORMAT_VERSION})")
+        if state.get("sklearn") != sklearn.__version__:
+            raise IncompatibleModelError(f"intent model saved with scikit-learn {state.get('sklearn')}, "
+                                         f"this is {sklearn.__version__}")
+        model = cls(IntentSpec.from_dict(state["spec"]), float(state["temperature"]))
+        model.classes_ = np.asarray(state["classes"], dtype=object)
+        model.vectorizers, model.coef, model.intercept = state["vectorizers"], state["coef"], state["intercept"]
+        return model
+
+
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = scores / max(float(temperature), 1e-6)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(scores: np.ndarray, labels: Sequence[str], classes: np.ndarray) -> float:
+    """The temperature that minimises the log loss of softmax(scores / T) on out-of-fold scores."""
+    from scipy.optimize import minimize_scalar
+
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[label] for label in labels])
+
+    def loss(log_t: float) -> float:
+        p = softmax(scores, float(np.exp(log_t)))[np.arange(len(y)), y]
+        return float(-np.mean(np.log(np.clip(p, 1e-12, None))))
+
+    result = minimize_scalar(loss, bounds=(np.log(1e-3), np.log(100.0)), method="bounded")
+    return float(np.exp(result.x))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cross-validation and selection
+# ---------------------------------------------------------------------------------------------------------------
+
+def _fold_scores(spec: IntentSpec, texts: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                 classes: np.ndarray) -> np.ndarray:
+    model = IntentClassifier(spec).fit(texts[train], y[train])
+    scores = model.decision(texts[test])
+    # a class missing from a training fold (tiny samples) scores as good as never there
+    aligned = np.full((len(test), len(classes)), -1e9)
+    aligned[:, np.searchsorted(classes, model.classes_)] = scores
+    return aligned
+
+
+def cross_validate(spec: IntentSpec, texts: Sequence[str], labels: Sequence[str], folds: int = 5, seed: int = 0,
+                   n_jobs: int = 1) -> dict[str, Any]:
+    """Stratified k-fold CV of one candidate: accuracy, macro F1, their spread over folds, and the out-of-fold
+    scores (for the temperature) in `oof_scores` with `classes`. `n_jobs` folds run at once (processes)."""
+    from joblib import Parallel, delayed
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import StratifiedKFold
+
+    texts = np.asarray(list(texts), dtype=object)
+    y = np.asarray(list(labels), dtype=object)
+    classes = np.array(sorted(set(y)), dtype=object)
+    oof = np.zeros((len(y), len(classes)), dtype=np.float64)
+    per_fold = []
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, y))
+    fold_scores = Parallel(n_jobs=n_jobs)(delayed(_fold_scores)(spec, texts, y, train, test, classes)
+                                          for train, test in splits)
+    for (train, test), aligned in zip(splits, fold_scores):
+        oof[test] = aligned
+        predicted = classes[aligned.argmax(axis=1)]
+        per_fold.append((accuracy_score(y[test], predicted), f1_score(y[test], predicted, average="macro")))
+    predicted = classes[oof.argmax(axis=1)]
+    folds_array = np.array(per_fold)
+    return {"spec": asdict(spec), "accuracy": float(accuracy_score(y, predicted)),
+            "macro_f1": float(f1_score(y, predicted, average="macro")),
+            "accuracy_fold_sd": float(folds_array[:, 0].std(ddof=1)) if len(per_fold) > 1 else 0.0,
+            "macro_f1_fold_sd": float(folds_array[:, 1].std(ddof=1)) if len(per_fold) > 1 else 0.0,
+            "folds": folds, "seed": seed, "oof_scores": oof, "classes": classes}
+
+
+def select_and_fit(specs: Sequence[IntentSpec], texts: Sequence[str], labels: Sequence[str], folds: int = 5,
+                   seed: int = 0, n_jobs: int = 1) -> tuple[IntentClassifier, list[dict[str, Any]]]:
+    """Cross-validate every candidate, keep the best (accuracy, then macro F1, then the order given), fit its
+    temperature on its out-of-fold scores and refit it on all the data. Returns the model and the CV table (one row
+    per candidate, `chosen` marking the winner; the out-of-fold scores are not in it)."""
+    if not specs:
+        raise ValueError("no intent model candidates to choose from")
+    results = [cross_validate(spec, texts, labels, folds, seed, n_jobs) for spec in specs]
+    best = max(range(len(results)), key=lambda i: (round(results[i]["accuracy"], 6),
+                                                    round(results[i]["macro_f1"], 6), -i))
+    temperature = fit_temperature(results[best]["oof_scores"], labels, results[best]["classes"])
+    oof_proba = softmax(results[best]["oof_scores"], temperature)
+    calibration = calibration_error(oof_proba, labels, results[best]["classes"])
+    model = IntentClassifier(specs[best], temperature).fit(texts, labels)
+    table = []
+    for i, r in enumerate(results):
+        row = {k: v for k, v in r.items() if k not in ("oof_scores", "classes")}
+        row["chosen"] = i == best
+        if i == best:
+            row["temperature"] = temperature
+            row["oof_calibration_error"] = calibration
+        table.append(row)
+    return model, table
+
+
+def calibration_error(proba: np.ndarray, labels: Sequence[str], classes: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of the top probability (equal-width bins), on out-of-fold predictions."""
+    top = proba.max(axis=1)
+    correct = classes[proba.argmax(axis=1)] == np.asarray(list(labels), dtype=object)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(top, edges[1:-1]), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            error += mask.mean() * abs(top[mask].mean() - correct[mask].mean())
+    return float(error)
+
+
+def evaluate(model: IntentClassifier, texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro F1 and per-intent precision, recall, F1 and support of a model on labelled texts (labels
+    the model does not know count as errors)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    y = np.asarray(list(labels), dtype=object)
+    proba = model.predict_proba(list(texts))
+    best = proba.argmax(axis=1)
+    predicted, probability = model.classes_[best], proba[np.arange(len(best)), best]
+    names = sorted(set(y) | set(model.classes_))
+    precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=names, zero_division=0)
+    per_intent = {name: {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4),
+                         "support": int(s)}
+                  for name, p, r, f, s in zip(names, precision, recall, f1, support) if s or name in set(predicted)}
+    unknown = sorted(set(y) - set(model.classes_))
+    return {"n": int(len(y)), "accuracy": round(float(accuracy_score(y, predicted)), 4),
+            "macro_f1": round(float(f1_score(y, predicted, labels=sorted(set(y)), average="macro",
+                                             zero_division=0)), 4),
+            "mean_intent_probability": round(float(np.mean(probability)) if len(y) else 0.0, 4),
+            "calibration_error": round(calibration_error(proba, y, model.classes_), 4) if len(y) else None,
+            "unknown_labels": unknown, "per_intent": per_intent}

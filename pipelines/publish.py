@@ -1,0 +1,570 @@
+"""Publish: the one moment a night (or the history load) becomes visible, every table, the export and the report
+at once. docs/architecture.md ("Only finished nights are visible") explains the model; in short:
+
+- The stages write the live lake (`lake/`), which analysts never read: a crashed or gated night leaves its
+  partitions there, unseen.
+- Publish snapshots the published tables into a new immutable *generation*, `published/g<seq>-<id>/`: the
+  previous generation's partitions, with those of the loads being published (`as_of=D`, `load_date=D`; for the
+  history load `load_date=history` and its `as_of`) taken from the live lake instead. Lake writes never modify a
+  file in place (they write new files and swap folders with a rename), so a hard link keeps the version that was
+  published however the live lake changes afterwards. `general/` holds what every analyst may read (restricted
+  columns of `config/tables.yaml` rewritten out of the Parquet files), `restricted/` the full files of the tables
+  that have restricted columns (docs/access.md).
+- The two warehouse files (views over the generation), the CRM export and the nightly report are built beside
+  their final paths from the generation, then one atomic write of `published/state.json` commits the publish (it
+  names the new generation and lists the staged files); each staged file is then swapped in (rename). A process
+  killed after the commit leaves a record that the next publish, run or `segone` night command completes
+  (`recover`: every swap is idempotent, checked by content hash); killed before it, nothing is visible and the
+  leftovers are removed by the next run (`housekeeping`).
+- Generations older than the previous one are removed after each publish: an analyst who opened the warehouse
+  before the publish keeps reading the previous generation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipelines import lake
+from pipelines.config import Paths, settings
+from pipelines.errors import GateFailed, SegoneError
+from pipelines.locks import owner_tag, publish_mutex, tag_in_use, this_host
+from pipelines.runs import checkpoint, read_run_metrics, write_run_metrics
+from pipelines.schemas import TableSchema, tables
+
+log = logging.getLogger(__name__)
+
+HISTORY = "history"
+# The gates whose verdicts must be present and passed before the history load is published (a night's are
+# pipelines.stages.GATES).
+HISTORY_GATES = ("validate", "validate_silver")
+DEFAULTS = {"keep_generations": 2, "restricted_group": None}
+
+
+def publish_settings() -> dict[str, Any]:
+    return {**DEFAULTS, **(settings().get("publish") or {})}
+
+
+def _tables() -> list[TableSchema]:
+    """The published tables: every silver and gold table but those config/tables.yaml keeps out of the warehouse
+    (`warehouse: false`: they stay in the live lake, read only by their stages)."""
+    return [t for t in (*tables("silver"), *tables("gold")) if t.warehouse]
+
+
+# --- the published state ----------------------------------------------------------------------------------------
+
+def state_path(paths: Paths) -> Path:
+    return paths.published / "state.json"
+
+
+def read_state(paths: Paths) -> dict[str, Any] | None:
+    path = state_path(paths)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _write_state(paths: Paths, state: dict[str, Any]) -> None:
+    """Replace published/state.json atomically (written, flushed to disk, renamed)."""
+    path = state_path(paths)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".state.json.{owner_tag()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(state, indent=2, sort_keys=True))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def published_loads(paths: Paths) -> list[str]:
+    """The loads (nights as YYYY-MM-DD, and 'history') visible in the current generation."""
+    state = read_state(paths)
+    return list(state["loads"]) if state else []
+
+
+@dataclass(frozen=True)
+class PublishedPaths(Paths):
+    """Paths whose lake tables are those of a published generation (read-only: never write through it).
+
+    `full`: restricted tables from `restricted/` (every column), the others from `general/`; otherwise every table
+    from `general/` (what warehouse.duckdb shows). `runs_dir`: the run metrics to read (the published snapshots,
+    `published/runs/<load>/`, or the home's while the load is being published). Reports and exports are the
+    home's."""
+
+    generation: Path = Path("/nonexistent")
+    full: bool = True
+    restricted_tables: frozenset = frozenset()
+    runs_dir: Path | None = None
+
+    def table(self, layer: str, table: str) -> Path:
+        which = "restricted" if self.full and (layer, table) in self.restricted_tables else "general"
+        return self.generation / which / layer / table
+
+    @property
+    def runs(self) -> Path:
+        return self.runs_dir if self.runs_dir is not None else self.home / "runs"
+
+
+def generation_paths(paths: Paths, generation: str, full: bool = True,
+                     restricted_tables: frozenset | None = None, runs_dir: Path | None = None) -> PublishedPaths:
+    if restricted_tables is None:
+        state = read_state(paths) or {}
+        restricted_tables = frozenset(tuple(k.split(".", 1)) for k in (state.get("restricted") or {}))
+    return PublishedPaths(home=paths.home, generation=paths.published / generation, full=full,
+                          restricted_tables=restricted_tables, runs_dir=runs_dir)
+
+
+def published_runs(paths: Paths) -> Path:
+    """Where the run metrics of each published load are kept as they were when it was published
+    (`published/runs/<load>/`): a later attempt at the night that did not publish rewrites runs/<load>/, not these."""
+    return paths.published / "runs"
+
+
+def current_paths(paths: Paths, full: bool = True) -> PublishedPaths | None:
+    """The current published generation (and the published run metrics) as Paths, or None before the first
+    publish."""
+    state = read_state(paths)
+    return generation_paths(paths, state["generation"], full, runs_dir=published_runs(paths)) if state else None
+
+
+# --- building a generation ----------------------------------------------------------------------------------------
+
+def _restriction(schema: TableSchema) -> dict[str, Any] | None:
+    if not schema.is_restricted:
+        return None
+    return {"columns": list(schema.restricted_columns), "rows": schema.restricted_rows}
+
+
+def _partitions(root: Path, key: str | None) -> dict[str, Path]:
+    """The top-level partition folders of a table (`key=value` -> folder), or the table itself when unpartitioned."""
+    if not root.is_dir():
+        return {}
+    if key is None:
+        return {"": root} if any(root.rglob("*.parquet")) else {}
+    return {p.name.split("=", 1)[1]: p for p in root.iterdir() if p.is_dir() and p.name.startswith(f"{key}=")}
+
+
+def _link_tree(src: Path, dst: Path) -> int:
+    """Hard-link every file under `src` into the same place under `dst` (copy when a link is not possible, e.g.
+    another file system); returns the number of files."""
+    n = 0
+    for folder, _, files in os.walk(src):
+        target = dst / Path(folder).relative_to(src)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if name.startswith("."):
+                continue
+            try:
+                os.link(os.path.join(folder, name), target / name)
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                shutil.copy2(os.path.join(folder, name), target / name)
+            n += 1
+    return n
+
+
+def _redact_tree(con, schema: TableSchema, src: Path, dst: Path) -> int:
+    """Rewrite every Parquet file under `src` into `dst` as warehouse.duckdb may show it: restricted columns left
+    out, or withheld (null) on the restricted rows. Returns the number of files."""
+    n = 0
+    for file in sorted(src.rglob("*.parquet")):
+        target = dst / file.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        quoted = str(file).replace("'", "''")
+        scan = f"read_parquet('{quoted}', hive_partitioning = false)"
+        present = [row[0] for row in con.execute(f"describe select * from {scan}").fetchall()]
+        kept = [c for c in present if c not in schema.restricted_columns or schema.restricted_rows]
+        columns = ", ".join(schema.general_expression(c) if c in schema.column_names else c for c in kept)
+        out = str(target).replace("'", "''")
+        con.execute(f"copy (select {columns} from {scan}) to '{out}' ({lake.parquet_options()})")
+        n += 1
+    return n
+
+
+def _owned(value: str, loads: set[str], bootstrap_until: str | None) -> bool:
+    if value in loads or value == "":
+        return True
+    if bootstrap_until is not None:  # the first generation of a home: adopt what was there up to D
+        return value == HISTORY or value <= bootstrap_until
+    return False
+
+
+def build_generation(paths: Paths, loads: set[str], day: date, state: dict[str, Any] | None
+                     ) -> tuple[str, dict[str, Any]]:
+    """Snapshot the published tables into a new generation folder (not yet committed); returns its name and
+    counts. Partitions of `loads` come from the live lake, every other one from the previous generation."""
+    started = time.perf_counter()
+    seq = int(state["seq"]) + 1 if state else 1
+    name = f"g{seq:06d}-{uuid.uuid4().hex[:8]}"
+    staging = paths.published / f".staging-{name}.{owner_tag()}"
+    previous = paths.published / state["generation"] if state else None
+    if previous is not None and not previous.is_dir():
+        raise SegoneError(f"the published generation {previous} is missing, so the nights published before cannot "
+                          f"be carried over; to rebuild the published state from the live lake as it is, remove "
+                          f"{state_path(paths)} and publish again")
+    previous_restricted = (state or {}).get("restricted") or {}
+    bootstrap_until = None if state else day.isoformat()
+    counts = {"linked": 0, "rewritten": 0, "partitions_from_night": 0, "partitions_kept": 0}
+    con = lake.connect(threads=2)
+    try:
+        for schema in _tables():
+            qualified = f"{schema.layer}.{schema.name}"
+            key = schema.partition[0] if schema.partition else None
+            restriction = _restriction(schema)
+            was_restricted = qualified in previous_restricted
+            same_rule = previous_restricted.get(qualified) == restriction
+            sources: dict[str, Path] = {}  # partition value -> its full files
+            general_sources: dict[str, Path] = {}  # values whose general/ files can be linked as they are
+            if previous is not None:
+                full_prev = previous / ("restricted" if was_restricted else "general") / schema.layer / schema.name
+                general_prev = previous / "general" / schema.layer / schema.name
+                for value, folder in _partitions(full_prev, key).items():
+                    if not _owned(value, loads, None):
+                        sources[value] = folder
+                        counts["partitions_kept"] += 1
+                        if same_rule:
+                            general_sources[value] = general_prev / folder.name
+            for value, folder in _partitions(paths.table(schema.layer, schema.name), key).items():
+                if _owned(value, loads, bootstrap_until):
+                    sources[value] = folder
+                    general_sources.pop(value, None)
+                    counts["partitions_from_night"] += 1
+            for value, folder in sorted(sources.items()):
+                rel = Path(schema.layer) / schema.name / (folder.name if key else "")
+                if restriction is not None:
+                    counts["linked"] += _link_tree(folder, staging / "restricted" / rel)
+                    if value in general_sources:
+                        counts["linked"] += _link_tree(general_sources[value], staging / "general" / rel)
+                    else:
+                        counts["rewritten"] += _redact_tree(con, schema, folder, staging / "general" / rel)
+                else:
+                    counts["linked"] += _link_tree(folder, staging / "general" / rel)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        con.close()
+    (staging / "restricted").mkdir(parents=True, exist_ok=True)
+    (staging / "general").mkdir(parents=True, exist_ok=True)
+    _restrict_folder(staging / "restricted", 0o750, 0o700)
+    os.rename(staging, paths.published / name)
+    counts["seconds"] = round(time.perf_counter() - started, 3)
+    return name, counts
+
+
+def _restrict_folder(path: Path, with_group: int, alone: int) -> None:
+    """Only the pipeline's account (and `publish.restricted_group`, when set) may open `path`."""
+    group = publish_settings().get("restricted_group")
+    if group:
+        import grp
+
+        os.chown(path, -1, grp.getgrnam(str(group)).gr_gid)
+        os.chmod(path, with_group)
+    else:
+        os.chmod(path, alone)
+
+
+# --- the commit -------------------------------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _artefact(staged: Path, final: Path, identity: str = "") -> dict[str, str]:
+    """A staged file or folder to swap in, with the hash that tells whether the swap already happened."""
+    digest = _sha256(staged / identity if identity else staged)
+    if digest is None:
+        raise SegoneError(f"publish: the staged {staged} has no {identity or 'content'}")
+    return {"staged": str(staged), "final": str(final), "identity": identity, "sha256": digest}
+
+
+def _apply(paths: Paths, state: dict[str, Any]) -> None:
+    """Swap in every staged file of a committed publish; idempotent (a swap already done is recognised by the
+    final path's content hash), so a publish killed half way through is completed by the next one."""
+    for item in state.get("pending") or []:
+        staged, final, identity = Path(item["staged"]), Path(item["final"]), item["identity"]
+        if _sha256(final / identity if identity else final) == item["sha256"]:
+            lake._remove(staged)  # after an exchange it holds the previous version (or it is gone already)
+            continue
+        if _sha256(staged / identity if identity else staged) == item["sha256"]:
+            if identity:
+                lake.swap_in(staged, final)
+            else:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, final)
+            continue
+        raise SegoneError(f"the publish of {state.get('day')} cannot be completed: {staged} is gone and {final} is "
+                          f"not the published version (published/state.json); run the night again")
+    if state.get("pending"):
+        state["pending"] = []
+        state["applied_at"] = _now()
+        _write_state(paths, state)
+
+
+def recover(paths: Paths) -> bool:
+    """Complete a publish that was committed but killed before every file was swapped in (call under the publish
+    mutex). True when there was one."""
+    state = read_state(paths)
+    if not state or not state.get("pending"):
+        return False
+    log.warning("completing the publish of %s, committed at %s and interrupted", state.get("day"),
+                state.get("published_at"))
+    _apply(paths, state)
+    return True
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _verdict_problems(paths: Paths, load: str, gates: tuple[str, ...]) -> list[str]:
+    """Every gate of the load must have run after the data it judged was written, and passed."""
+    problems = []
+    for gate in gates:
+        metrics = read_run_metrics(paths, load, gate)
+        if metrics is None:
+            problems.append(f"{gate} has no verdict for {load} (not run, or voided by a later rewrite of the data)")
+            continue
+        verdicts = [metrics.get("passed")] if "passed" in metrics else []
+        verdicts += [v.get("passed") for v in metrics.values() if isinstance(v, dict) and "passed" in v]
+        if not verdicts or any(v is not True for v in verdicts):
+            problems.append(f"{gate} did not pass")
+    return problems
+
+
+def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates: tuple[str, ...],
+                 export: bool, run_id: str | None = None) -> dict[str, Any]:
+    """Publish `loads` (partition values) as of `day`: the generation, both warehouse files, the CRM export (when
+    `export`) and the nightly report of `day`, all made visible by one commit. Refused (GateFailed, nothing
+    published) unless every gate of `gate_load` passed."""
+    from pipelines.crm_export import export_folder, record_export, stage_export, summarise
+    from pipelines.nightly_report import build_nightly_report, report_path
+    from pipelines.warehouse import stage_warehouses
+
+    started = time.perf_counter()
+    problems = _verdict_problems(paths, gate_load, gates)
+    if problems:
+        raise GateFailed(f"publish of {day} refused, nothing published: " + "; ".join(problems))
+    with publish_mutex(paths):
+        recover(paths)
+        state = read_state(paths)
+        generation, counts = build_generation(paths, loads, day, state)
+        checkpoint("publish:generation")
+        restricted = {f"{s.layer}.{s.name}": _restriction(s) for s in _tables() if s.is_restricted}
+        restricted_tables = frozenset(tuple(k.split(".", 1)) for k in restricted)
+        full = generation_paths(paths, generation, True, restricted_tables)
+        general = generation_paths(paths, generation, False, restricted_tables)
+        pending: list[dict[str, str]] = []
+        manifest = None
+        steps = {"generation": counts["seconds"]}
+        try:
+            clock = time.perf_counter()
+            for tmp, final in stage_warehouses(paths, general, full):
+                pending.append(_artefact(tmp, final))
+            steps["warehouses"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
+            if export:
+                tmp, manifest = stage_export(full, day, run_id=run_id)
+                pending.append(_artefact(tmp, export_folder(paths, day), "manifest.json"))
+                steps["crm_export"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
+            # the run metrics of what is published, as they are now (with the staged export's manifest): the report
+            # reads these, and `segone report`/`export-crm` later read the published copy, not a later attempt's
+            runs_staging = published_runs(paths) / f".staging-{owner_tag()}"
+            lake._remove(runs_staging)
+            for load in sorted(loads | {gate_load}):
+                staged_runs = runs_staging / load
+                staged_runs.mkdir(parents=True)
+                if (paths.runs / load).is_dir():
+                    _link_tree(paths.runs / load, staged_runs)
+                for name in ("crm_export.json", "published.json"):  # links to the home's files: never write into them
+                    (staged_runs / name).unlink(missing_ok=True)
+                if manifest is not None and load == day.isoformat():
+                    (staged_runs / "crm_export.json").write_text(json.dumps(
+                        summarise(manifest, export_folder(paths, day)), indent=2), encoding="utf-8")
+                (staged_runs / "published.json").write_text(json.dumps(
+                    {"load": load, "generation": generation, "staged_at": _now()}), encoding="utf-8")
+                pending.append(_artefact(staged_runs, published_runs(paths) / load, "published.json"))
+            final_report = report_path(paths, day)
+            staged_report = final_report.with_name(f".index.{owner_tag()}.html")
+            build_nightly_report(dataclasses.replace(full, runs_dir=runs_staging), day, target=staged_report)
+            pending.append(_artefact(staged_report, final_report))
+            steps["report"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
+            checkpoint("publish:staged")
+        except BaseException:
+            for item in pending:
+                lake._remove(Path(item["staged"]))
+            lake._remove(published_runs(paths) / f".staging-{owner_tag()}")
+            shutil.rmtree(paths.published / generation, ignore_errors=True)
+            raise
+        new_state = {
+            "seq": int(state["seq"]) + 1 if state else 1,
+            "generation": generation,
+            "previous": state["generation"] if state else None,
+            "day": day.isoformat(),
+            "loads": sorted(set(state["loads"] if state else []) | loads),
+            "restricted": restricted,
+            "published_at": _now(),
+            "pending": pending,
+        }
+        _write_state(paths, new_state)  # the commit: from here on the night is published
+        checkpoint("publish:committed")
+        _apply(paths, new_state)
+        lake._remove(published_runs(paths) / f".staging-{owner_tag()}")
+        steps["commit_and_swaps"] = round(time.perf_counter() - clock, 3)
+        checkpoint("publish:applied")
+        metrics: dict[str, Any] = {
+            "as_of": day.isoformat(), "loads": sorted(loads), "generation": generation,
+            "warehouse": str(paths.warehouse), "warehouse_restricted": str(paths.warehouse_restricted),
+            "views": [s.name for s in _tables()], "generation_files": counts,
+            "report": str(report_path(paths, day)), "step_seconds": steps,
+        }
+        if manifest is not None:
+            metrics["crm_export"] = record_export(paths, day, manifest)
+        dropped = drop_old_generations(paths, new_state)
+    metrics["generations_dropped"] = dropped
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    write_run_metrics(paths, day.isoformat(), "publish", metrics)
+    housekeeping(paths)
+    return metrics
+
+
+def publish_night(paths: Paths, day: date, run_id: str | None = None) -> dict[str, Any]:
+    """Publish night D (every gate of D must have passed)."""
+    from pipelines.stages import GATES
+
+    return publish_load(paths, day, {day.isoformat()}, day.isoformat(), GATES, export=True, run_id=run_id)
+
+
+def publish_history(paths: Paths, as_of: date) -> dict[str, Any]:
+    """Publish the history load (its facts under load_date=history, its snapshots as of its last day)."""
+    return publish_load(paths, as_of, {HISTORY, as_of.isoformat()}, HISTORY, HISTORY_GATES, export=False)
+
+
+def _require_published(paths: Paths, day: date) -> PublishedPaths:
+    source = current_paths(paths)
+    if source is None or day.isoformat() not in published_loads(paths):
+        raise SegoneError(f"{day} is not published: run the night (`segone run --date {day}`) or its "
+                          f"`segone publish --date {day}` first")
+    if not (published_runs(paths) / day.isoformat()).is_dir():  # adopted by a home's first generation
+        source = dataclasses.replace(source, runs_dir=None)
+    return source
+
+
+def export_published(paths: Paths, day: date, run_id: str | None = None) -> dict[str, Any]:
+    """`segone export-crm`: write the CRM export of a published night again, from its published generation."""
+    from pipelines.crm_export import export_folder, record_export, stage_export
+
+    with publish_mutex(paths):
+        recover(paths)
+        tmp, manifest = stage_export(_require_published(paths, day), day, run_id=run_id)
+        try:
+            lake.swap_in(tmp, export_folder(paths, day))
+        finally:
+            lake._remove(tmp)
+        return record_export(paths, day, manifest)
+
+
+def report_published(paths: Paths, day: date) -> str:
+    """`segone report`: the nightly report of a published night again, from its published generation."""
+    from pipelines.nightly_report import build_nightly_report
+
+    with publish_mutex(paths):
+        recover(paths)
+        return str(build_nightly_report(_require_published(paths, day), day))
+
+
+# --- clean-up ---------------------------------------------------------------------------------------------------
+
+def drop_old_generations(paths: Paths, state: dict[str, Any]) -> list[str]:
+    """Remove every generation but the newest `publish.keep_generations` (at least the current and the previous
+    one: an analyst who opened the warehouse before this publish keeps reading the previous generation), and
+    generations that were never committed (a publish killed before its commit). Call under the publish mutex."""
+    keep_n = max(2, int(publish_settings()["keep_generations"]))
+    names = sorted(p.name for p in paths.published.iterdir() if p.is_dir() and p.name.startswith("g"))
+    committed_seq = int(state["seq"])
+    keep = {state["generation"], state.get("previous")}
+    older = [n for n in names if n not in keep and int(n[1:7]) < committed_seq]
+    keep |= set(older[-(keep_n - 2):]) if keep_n > 2 else set()
+    dropped = []
+    for name in names:
+        if name not in keep:
+            shutil.rmtree(paths.published / name, ignore_errors=True)
+            dropped.append(name)
+    return dropped
+
+
+def _tag_after(name: str, marker: str, until_last_dash: bool = False) -> str | None:
+    if marker not in name:
+        return None
+    tag = name.split(marker, 1)[1]
+    return tag.rsplit("-", 1)[0] if until_last_dash else tag
+
+
+def housekeeping(paths: Paths) -> list[str]:
+    """Remove what killed runs left behind and no live process uses: lake/_staging/*, exports/crm/.D.staging-*,
+    .warehouse*.duckdb.*.tmp, reports/D/.index.*, half-written lock records, and (when no publish is running)
+    uncommitted generations; a committed publish's unfinished swaps are completed. Returns what was removed."""
+    removed: list[str] = []
+
+    def drop(path: Path, tag: str | None) -> None:
+        if not tag_in_use(tag, path):
+            lake._remove(path)
+            removed.append(str(path))
+
+    staging = paths.lake / "_staging"
+    for path in staging.iterdir() if staging.is_dir() else []:
+        drop(path, _tag_after(path.name, "."))
+    crm = paths.exports / "crm"
+    for path in crm.glob(".*.staging-*") if crm.is_dir() else []:
+        drop(path, _tag_after(path.name, ".staging-", until_last_dash=True))
+    for path in paths.home.glob(".warehouse*.duckdb.*.tmp*"):
+        tag = path.name.split(".duckdb.", 1)[1].split(".tmp", 1)[0]
+        drop(path, tag if "@" in tag else f"{tag}@{this_host()}")
+    for path in paths.reports.glob("*/.index.*") if paths.reports.is_dir() else []:
+        drop(path, path.name[len(".index."):].rsplit(".", 1)[0])
+    for path in paths.locks.glob(".night-*.json.*.tmp") if paths.locks.is_dir() else []:
+        drop(path, path.name.split(".json.", 1)[1][: -len(".tmp")])
+    if paths.published.is_dir():
+        with publish_mutex(paths, wait=False) as held:
+            if held:
+                recover(paths)
+                state = read_state(paths)
+                for path in paths.published.glob(".staging-*"):
+                    drop(path, _tag_after(path.name[len(".staging-"):], "."))
+                for path in paths.published.glob(".state.json.*.tmp"):
+                    drop(path, path.name[len(".state.json."):-len(".tmp")])
+                for path in published_runs(paths).glob(".staging-*"):
+                    drop(path, path.name[len(".staging-"):])
+                if state:
+                    removed += drop_old_generations(paths, state)
+    if removed:
+        log.info("removed %d leftovers of killed runs: %s", len(removed), ", ".join(removed[:10]))
+    return removed

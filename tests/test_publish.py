@@ -1,0 +1,236 @@
+"""Only finished nights are visible (issue 12, item 6): the warehouse, the export and the report show what publish
+made visible, never the live lake a running, crashed or gated night is writing; publish is refused without every
+verdict; a publish killed after its commit is completed; leftovers of dead processes are removed."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines import publish, stages
+from pipelines.config import Paths
+from pipelines.crm_export import read_export
+from pipelines.errors import GateFailed, SegoneError
+from pipelines.runs import read_run_metrics, write_run_metrics
+from pipelines.schemas import tables
+from tests.night_builder import CUSTOMERS, pass_gates, write_night
+
+D0, D1, D2 = date(2026, 11, 19), date(2026, 11, 20), date(2026, 11, 21)
+
+
+def fingerprint(database) -> dict[str, tuple]:
+    """Every view of a warehouse file: its row count and an order-independent hash of its rows."""
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        names = [t.name for layer in ("silver", "gold") for t in tables(layer) if t.warehouse]
+        return {n: con.execute(f"select count(*), coalesce(sum(hash(t)), 0) from {n} as t").fetchone() for n in names}
+    finally:
+        con.close()
+
+
+def file_hash(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def published_night(paths: Paths, day: date, version: str) -> dict:
+    write_night(paths, day, version)
+    pass_gates(paths, day)
+    return stages.publish(paths, day)
+
+
+def test_a_night_the_stages_are_writing_is_not_visible(paths):
+    published_night(paths, D0, "v1")
+    before = fingerprint(paths.warehouse)
+    restricted_before = fingerprint(paths.warehouse_restricted)
+    report, export = paths.reports / D0.isoformat() / "index.html", paths.exports / "crm" / D0.isoformat()
+    report_hash, manifest_hash = file_hash(report), file_hash(export / "manifest.json")
+    # night D1 half written: its silver and half of its decision buckets, as a crash after conform would leave
+    half = CUSTOMERS[: len(CUSTOMERS) // 2]
+    write_night(paths, D1, "v2", tables=("customers", "transactions"))
+    write_night(paths, D1, "v2", customers=half, tables=("next_best_actions", "decision_log"))
+    assert fingerprint(paths.warehouse) == before
+    assert fingerprint(paths.warehouse_restricted) == restricted_before
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    for view, column in (("customers", "as_of"), ("transactions", "load_date"), ("next_best_actions", "as_of"),
+                         ("decision_log", "as_of")):
+        assert con.execute(f"select count(*) from {view} where {column} = '{D1}'").fetchone() == (0,), view
+    con.close()
+    # and a re-run of the published night D0 that rewrites its partitions and dies: D0 stays as published
+    write_night(paths, D0, "v3")
+    assert fingerprint(paths.warehouse) == before
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    assert con.execute("select distinct region from customers").fetchall() == [("region v1",)]
+    assert con.execute("select distinct explanation from next_best_actions").fetchall() == [("explained v1",)]
+    con.close()
+    assert file_hash(report) == report_hash and file_hash(export / "manifest.json") == manifest_hash
+    assert not (paths.exports / "crm" / D1.isoformat()).exists() and not (paths.reports / D1.isoformat()).exists()
+
+
+def test_publish_makes_exactly_its_night_visible_all_tables_at_once(paths):
+    published_night(paths, D0, "v1")
+    write_night(paths, D0, "v3")  # an unpublished re-run of D0 in the live lake
+    published_night(paths, D1, "v2")
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    for view, column in (("customers", "as_of"), ("transactions", "load_date"), ("next_best_actions", "as_of"),
+                         ("decision_log", "as_of"), ("advisor_queue", "as_of"), ("quarantine", "load_date")):
+        counts = dict(con.execute(f"select {column}, count(*) from {view} group by all").fetchall())
+        assert set(counts) == {D0.isoformat(), D1.isoformat()}, view
+    # D1's publish shows D1 and leaves D0 as it was published (its unpublished re-run stays invisible)
+    assert sorted(con.execute("select as_of, region from customers group by all").fetchall()) == [
+        (D0.isoformat(), "region v1"), (D1.isoformat(), "region v2")]
+    con.close()
+    manifest, rows = read_export(paths.exports / "crm" / D1.isoformat())
+    assert manifest["rows"] == len(CUSTOMERS) and {r["explanation"] for r in rows} == {"explained v2"}
+    assert (paths.reports / D1.isoformat() / "index.html").exists()
+    state = publish.read_state(paths)
+    assert state["loads"] == [D0.isoformat(), D1.isoformat()] and state["pending"] == []
+    assert read_run_metrics(paths, D1.isoformat(), "publish")["generation"] == state["generation"]
+
+
+def test_publish_is_refused_unless_every_gate_of_the_night_passed(paths):
+    write_night(paths, D0, "v1")
+    pass_gates(paths, D0, gates=tuple(g for g in stages.GATES if g != "validate_decisions"))
+    with pytest.raises(GateFailed, match="validate_decisions has no verdict"):
+        stages.publish(paths, D0)
+    write_run_metrics(paths, D0.isoformat(), "validate_decisions", {"validation": {"passed": False}})
+    with pytest.raises(GateFailed, match="validate_decisions did not pass"):
+        stages.publish(paths, D0)
+    assert not paths.warehouse.exists() and not (paths.exports / "crm" / D0.isoformat()).exists()
+    assert not (paths.reports / D0.isoformat()).exists() and publish.read_state(paths) is None
+
+
+def test_a_stage_that_rewrites_the_night_voids_the_verdicts_after_it(paths):
+    d = D0.isoformat()
+    pass_gates(paths, D0)
+    families = ("messages_bucket_", "forecast_cash_shortfall_bucket_", "life_events_bucket_", "decide_bucket_")
+    for family in families:
+        for bucket in range(3):
+            write_run_metrics(paths, d, f"{family}{bucket}", {"n_customers": 1})
+    write_run_metrics(paths, d, "validate_gold_cash_forecast_recurring_streams", {"passed": True})
+    stages.void_later_results(paths, d, "life_events")
+    left = {p.stem for p in (paths.runs / d).glob("*.json")}
+    assert {"validate", "validate_silver", "validate_messages", "validate_forecast"} <= left
+    assert not left & {"validate_life_events", "validate_decisions", "validate_gold_cash_forecast_recurring_streams"}
+    assert {f"{f}{b}" for f in families[:3] for b in range(3)} <= left  # its own shards stay (they run in parallel)
+    assert not any(n.startswith("decide_bucket_") for n in left)
+    stages.void_later_results(paths, d, "forecast")  # feeds life events and decisions, not the messages
+    left = {p.stem for p in (paths.runs / d).glob("*.json")}
+    assert "validate_messages" in left and "messages_bucket_0" in left and "forecast_cash_shortfall_bucket_0" in left
+    assert not left & {"validate_forecast", "life_events_bucket_0"}
+    stages.void_later_results(paths, d, "conform")
+    assert {p.stem for p in (paths.runs / d).glob("*.json")} == {"ingest", "validate"}
+
+
+def test_a_publish_killed_after_its_commit_is_completed_by_the_next_one(paths, monkeypatch):
+    published_night(paths, D0, "v1")
+    before = fingerprint(paths.warehouse)
+
+    class Killed(BaseException):
+        pass
+
+    def die_at(point):
+        def checkpoint(name):
+            if name == point:
+                raise Killed(name)
+        return checkpoint
+
+    write_night(paths, D1, "v2")
+    pass_gates(paths, D1)
+    monkeypatch.setattr(publish, "checkpoint", die_at("publish:committed"))
+    with pytest.raises(Killed):
+        stages.publish(paths, D1)
+    state = publish.read_state(paths)
+    # two warehouse files, the export, the night's run metrics, the report: staged, not yet swapped in
+    assert len(state["pending"]) == 5
+    assert fingerprint(paths.warehouse) == before
+    # the first swap happened before the process died: completing the rest must not undo it
+    first = state["pending"][0]
+    os.replace(first["staged"], first["final"])
+    assert publish.recover(paths) is True
+    assert publish.read_state(paths)["pending"] == [] and publish.recover(paths) is False
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    assert con.execute(f"select count(*) from customers where as_of = '{D1}'").fetchone() == (len(CUSTOMERS),)
+    con.close()
+    assert read_export(paths.exports / "crm" / D1.isoformat())[0]["rows"] == len(CUSTOMERS)
+    assert (paths.reports / D1.isoformat() / "index.html").exists()
+    # killed before the commit: nothing visible, and the next publish cleans up after it
+    monkeypatch.setattr(publish, "checkpoint", die_at("publish:staged"))
+    published = fingerprint(paths.warehouse)
+    write_night(paths, D2, "v4")
+    pass_gates(paths, D2)
+    with pytest.raises(Killed):
+        stages.publish(paths, D2)
+    assert fingerprint(paths.warehouse) == published and not (paths.reports / D2.isoformat() / "index.html").exists()
+    monkeypatch.setattr(publish, "checkpoint", lambda name: None)
+    stages.publish(paths, D2)
+    assert sorted(p.name for p in paths.home.glob(".warehouse*")) == []
+    assert [p.name for p in paths.published.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_analyst_keeps_reading_the_generation_they_opened(paths):
+    published_night(paths, D0, "v1")
+    reader = duckdb.connect(str(paths.warehouse), read_only=True)
+    before = reader.execute("select count(*), min(region) from customers").fetchone()
+    published_night(paths, D1, "v2")
+    assert reader.execute("select count(*), min(region) from customers").fetchone() == before
+    published_night(paths, D2, "v3")
+    generations = sorted(p.name for p in paths.published.glob("g*") if p.is_dir())
+    state = publish.read_state(paths)
+    assert generations == sorted([state["generation"], state["previous"]])  # older ones are dropped
+
+
+def test_export_and_report_commands_read_what_was_published(paths):
+    with pytest.raises(SegoneError, match="not published"):
+        stages.export_crm(paths, D0)
+    published_night(paths, D0, "v1")
+    # a re-run of D0 that died after rewriting its data: its verdicts are voided, its data is not published
+    stages.void_later_results(paths, D0.isoformat(), "ingest")
+    write_night(paths, D0, "v9")
+    stages.export_crm(paths, D0)
+    _, rows = read_export(paths.exports / "crm" / D0.isoformat())
+    assert {r["explanation"] for r in rows} == {"explained v1"}
+    page = Path(stages.report(paths, D0)).read_text(encoding="utf-8")
+    assert "Landing gates: PASSED" in page and "CRM export: 12 rows" in page  # the published night's metrics
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_leftovers_of_dead_processes_are_removed_and_those_of_live_ones_kept(paths):
+    from pipelines.locks import this_host
+
+    host, dead, live = this_host(), _dead_pid(), os.getppid()
+    staging = paths.lake / "_staging"
+    crm = paths.exports / "crm"
+    for folder in (staging, crm, paths.reports / D0.isoformat()):
+        folder.mkdir(parents=True, exist_ok=True)
+    made = {
+        "dead_staging": staging / f"{'a' * 32}.{dead}@{host}",
+        "live_staging": staging / f"{'b' * 32}.{live}@{host}",
+        "foreign_fresh": staging / f"{'c' * 32}.123@another-host.example",
+        "foreign_old": staging / f"{'d' * 32}.123@another-host.example",
+        "dead_export": crm / f".{D0}.staging-{dead}@{host}-abc123",
+        "live_export": crm / f".{D0}.staging-{live}@{host}-abc123",
+        "dead_report": paths.reports / D0.isoformat() / f".index.{dead}@{host}.html",
+    }
+    for path in made.values():
+        (path.mkdir(parents=True) if "report" not in str(path.name) else path.write_text("x"))
+    (made["dead_staging"] / "part-0.parquet").write_text("x")
+    warehouse_tmp = paths.home / f".warehouse.duckdb.{dead}@{host}.tmp"
+    warehouse_tmp.write_text("x")
+    old = time.time() - 2 * 86_400
+    os.utime(made["foreign_old"], (old, old))
+    removed = set(publish.housekeeping(paths))
+    assert removed == {str(made[k]) for k in ("dead_staging", "foreign_old", "dead_export", "dead_report")} | {
+        str(warehouse_tmp)}
+    assert all(made[k].exists() for k in ("live_staging", "foreign_fresh", "live_export"))
