@@ -45,7 +45,7 @@ SEED = 42
 DAYS = 365
 BASE_CUSTOMERS = 10_000
 # Bump when the tiled lake's layout or the renaming rules change (cached lakes of another format are not reused).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Rows of a fact table written per COPY (several copies of the base at once): about 2M rows per bucket file.
 FACT_CHUNK_ROWS = 32_000_000
 # Inputs whose change changes a simulated, loaded lake.
@@ -66,6 +66,21 @@ def suffix(copy: int) -> str:
 SUFFIX_SQL = "(case when copy = 0 then '' else '.t' || copy end)"
 
 
+def row_ids() -> set[str]:
+    """The id columns renamed per copy (besides transaction_id, which keeps its open-banking shape): the customer,
+    account and counterparty ids, and every id that is the first column of a key of a silver table
+    (config/tables.yaml) or a landing file (config/landing.yaml), e.g. recommendation_id or message_id, so that no
+    two copies share a key. Ids that are unique only within an account (a standing order's) keep their value: the
+    renamed account_id beside them in the key tells the copies apart, as in the open-banking JSON, whose standing
+    orders keep their ids."""
+    from pipelines.contract import landing_contract
+    from pipelines.schemas import tables
+
+    keys = [list(t.key) for t in tables("silver")] + [list(c.key) for c in landing_contract().files.values()]
+    ids = {"customer_id", "account_id", "counterparty_id"} | {k[0] for k in keys if k and k[0].endswith("_id")}
+    return ids - {"transaction_id"}
+
+
 def renamed_columns(columns: list[str]) -> dict[str, str]:
     """SQL expressions (over the row and its `copy`) that rename the id columns of a silver table or a landing file.
 
@@ -76,7 +91,7 @@ def renamed_columns(columns: list[str]) -> dict[str, str]:
     the bank's accounts thus stays that account in its copy.
     """
     out = {}
-    for column in ("customer_id", "account_id", "counterparty_id", "recommendation_id"):
+    for column in sorted(row_ids()):
         if column in columns:
             out[column] = f"{column} || {SUFFIX_SQL}"
     if "transaction_id" in columns:
@@ -328,12 +343,13 @@ def _tile_partition(con, partition: Path, target: Path, n: int, n_base: int, cop
 
 def _tile_landing(con, source: Path, target: Path, n: int, n_base: int, copies: int) -> dict[str, int]:
     """The landing files of D: each CSV as one file of all copies (ids renamed), each open-banking envelope once
-    per copy of its customer."""
+    per copy of its customer, and upstream's completion marker (config/landing.yaml) last, as upstream writes it."""
     from pipelines.contract import classify_landing_file
 
+    marker = load_config("landing")["completion_marker"]
     target.mkdir(parents=True, exist_ok=True)
     written: dict[str, int] = {}
-    for path in sorted(p for p in source.iterdir() if p.is_file()):
+    for path in sorted(p for p in source.iterdir() if p.is_file() and p.name != marker):
         kind = classify_landing_file(path)
         if kind is None or not path.name.endswith(".csv"):
             raise RuntimeError(f"the base bank's landing file {path} is not a plain CSV landing file")
@@ -362,6 +378,8 @@ def _tile_landing(con, source: Path, target: Path, n: int, n_base: int, copies: 
                 (out / name).write_text(rename_json(text, copy), encoding="utf-8")
                 count += 1
         written["openbanking"] = count
+    if (source / marker).is_file():
+        shutil.copyfile(source / marker, target / marker)
     return written
 
 

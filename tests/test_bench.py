@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipelines import bench, bench_night, stages
-from pipelines.config import Paths
+from pipelines.config import Paths, load_config
 from pipelines.lake import bucket_of, connect
+from pipelines.schemas import table_schema
 from pipelines.simulate import simulate_command
 
 
@@ -78,7 +79,7 @@ def test_table_states_both_ratios():
 # --- `segone bench night`: the tiled lake and the night on it ------------------------------------------------------
 
 NIGHT_BASE, NIGHT_DAYS, NIGHT_SEED = 60, 220, 5  # 220 days: enough to train both model families; 6 envelopes on D
-ID_COLUMNS = ("customer_id", "account_id", "transaction_id", "counterparty_id", "recommendation_id")
+ID_COLUMNS = tuple(sorted(bench_night.row_ids() | {"transaction_id"}))
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +134,10 @@ def test_a_tiled_lake_is_copies_of_the_base_with_every_id_renamed_and_rebucketed
         if not has_customer:  # exchange rates: once
             assert _rows(con, tiled) == base_rows
             continue
+        # No two copies share a key (e.g. a message_id): the night's gates check that keys are unique.
+        key = ", ".join(table_schema("silver", partition.parent.name).key)
+        scan = f"read_parquet('{tiled}/**/*.parquet', hive_partitioning = false)"
+        assert con.execute(f"select count(*) = count(distinct ({key})) from {scan}").fetchall()[0][0], partition
         assert _rows(con, tiled, "not contains(customer_id, '.t')") == base_rows, partition
         assert _rows(con, tiled, "ends_with(customer_id, '.t1')", strip=r"\.t1") == base_rows, partition
         first_half = _rows(con, partition, f"customer_id in ({', '.join(map(repr, base_ids[:NIGHT_BASE // 2]))})")
@@ -143,6 +148,8 @@ def test_a_tiled_lake_is_copies_of_the_base_with_every_id_renamed_and_rebucketed
     assert ob[0].endswith(".t1") and ob[1].startswith(ob[0] + ":") and ob[1].endswith(".t1")
     # D's landing files: every envelope once per copy of its customer, with its customer and accounts renamed.
     landing = out / "landing" / bench_night.END.isoformat()
+    marker = load_config("landing")["completion_marker"]  # upstream's "D is complete": the night waits for it
+    assert (night_base / "landing" / bench_night.END.isoformat() / marker).is_file() and (landing / marker).is_file()
     for path in (landing / "openbanking").glob("*.t1-*.json"):
         envelope = json.loads(path.read_text())
         assert envelope["customer_id"].endswith(".t1")
