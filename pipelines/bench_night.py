@@ -17,10 +17,12 @@ customers with a year of history, against the one-pass floor of the same lake, i
    new file that is swapped in) and gets a copy of the base bank's promoted models, reused when they load with
    today's code (the features' schema matches), else the base bank is retrained first. `segone run --date D` runs
    in a fresh process at the bench's own priority; the peak memory is that of the process tree (sampled), its
-   seconds per stage come from runs/D/night.json (written by `stages.run_night`).
+   wall and CPU seconds per stage come from runs/D/night.json (written by `stages.run_night`).
 4. The floor: in a fresh process, one DuckDB pass over every silver posting of the lake (the year of history and
    D), grouping by customer (count, sum of amounts, last booking). night / floor is the ratio of the issue.
-The load average of the machine is recorded before and after each night: the machine is shared.
+The load average of the machine is recorded before and after each night: the machine is shared. CPU seconds (of
+the night's process, its threads and children; of the floor's process) are recorded beside the wall seconds: on a
+machine whose load exceeds its cores, they are the steadier measure of the work, and `cpu_ratio` compares them.
 """
 from __future__ import annotations
 
@@ -449,9 +451,12 @@ def _load() -> list[float]:
 def run_night(home: Path, day: date) -> dict[str, Any]:
     """`segone run --date D` on `home` in a fresh process: seconds per stage (runs/D/night.json), the command's
     wall seconds and the peak memory of its process tree."""
+    import resource
+
     env = os.environ.copy() | {"SEGONE_HOME": str(home)}
     load_before = _load()
     started = time.perf_counter()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(home / "night.log", "w", encoding="utf-8") as log:
         process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--date", day.isoformat()],
                                    stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -460,6 +465,9 @@ def run_night(home: Path, day: date) -> dict[str, Any]:
         returncode = process.wait()
         peak_tree, peak_main = memory.stop()
     command_seconds = round(time.perf_counter() - started, 1)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    command_cpu = (children_after.ru_utime - children_before.ru_utime) + \
+        (children_after.ru_stime - children_before.ru_stime)
     if returncode != 0:
         tail = (home / "night.log").read_text(encoding="utf-8", errors="replace")[-3000:]
         raise RuntimeError(f"segone run --date {day} failed on {home} (exit {returncode}):\n{tail}")
@@ -467,8 +475,10 @@ def run_night(home: Path, day: date) -> dict[str, Any]:
 
     night = json.loads((home / "runs" / day.isoformat() / "night.json").read_text(encoding="utf-8"))
     stages = {name: night["stage_seconds"][name] for name, _ in NIGHT if name in night["stage_seconds"]}
-    return {"night_seconds": night["seconds"], "stages": stages,
-            "command_seconds": command_seconds, "peak_rss_mb": peak_tree, "peak_rss_main_mb": peak_main,
+    stage_cpu = {name: night["stage_cpu_seconds"][name] for name in stages}
+    return {"night_seconds": night["seconds"], "stages": stages, "night_cpu_seconds": night["cpu_seconds"],
+            "stages_cpu": stage_cpu, "command_seconds": command_seconds,
+            "command_cpu_seconds": round(command_cpu, 1), "peak_rss_mb": peak_tree, "peak_rss_main_mb": peak_main,
             "load_average": {"before": load_before, "after": _load()}}
 
 
@@ -478,16 +488,19 @@ def floor_pass(home: Path) -> dict[str, Any]:
 
     paths = Paths(home)
     scan = lake.scan_sql(paths, "silver", "transactions")
+    from pipelines.stages import cpu_seconds
+
     con = lake.connect()
     try:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         customers, postings = con.execute(
             f"select count(*), sum(n) from (select customer_id, count(*) as n, sum(amount) as total, "
             f"max(booked_at) as last_booked from {scan} group by customer_id)").fetchall()[0]
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     finally:
         con.close()
-    return {"floor_seconds": round(seconds, 3), "floor_customers": int(customers), "postings": int(postings)}
+    return {"floor_seconds": round(seconds, 3), "floor_cpu_seconds": round(cpu, 3), "floor_customers": int(customers),
+            "postings": int(postings)}
 
 
 def _floor_in_child(home: Path) -> dict[str, Any]:
@@ -525,6 +538,10 @@ def bench_night(paths: Paths, sizes: list[int], days: int = DAYS, base_customers
             "floor_seconds": floor["floor_seconds"],
             "ratio": round(night["night_seconds"] / floor["floor_seconds"], 1) if floor["floor_seconds"] else None,
             "peak_rss_mb": night["peak_rss_mb"], "stages": night["stages"],
+            "night_cpu_seconds": night["night_cpu_seconds"], "floor_cpu_seconds": floor["floor_cpu_seconds"],
+            "cpu_ratio": (round(night["night_cpu_seconds"] / floor["floor_cpu_seconds"], 1)
+                          if floor["floor_cpu_seconds"] else None),
+            "stages_cpu": night["stages_cpu"], "command_cpu_seconds": night["command_cpu_seconds"],
             "command_seconds": night["command_seconds"], "peak_rss_main_mb": night["peak_rss_main_mb"],
             "postings": floor["postings"], "floor_customers": floor["floor_customers"],
             "load_average": night["load_average"], "cpus": os.cpu_count(),
@@ -541,16 +558,19 @@ def bench_night(paths: Paths, sizes: list[int], days: int = DAYS, base_customers
 
 def format_night_table(rows: list[dict[str, Any]]) -> str:
     header = (f"{'customers':>10} {'postings':>12} {'night s':>9} {'floor s':>8} {'night/floor':>11} "
-              f"{'peak MB':>8} {'ms/cust':>8} {'load 1m':>8}")
+              f"{'night cpu s':>11} {'floor cpu s':>11} {'cpu ratio':>9} {'peak MB':>8} {'ms/cust':>8} "
+              f"{'load 1m':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(f"{r['customers']:>10,} {r['postings']:>12,} {r['night_seconds']:>9.1f} "
-                     f"{r['floor_seconds']:>8.2f} {(r['ratio'] or 0):>10.0f}x {r['peak_rss_mb']:>8.0f} "
+                     f"{r['floor_seconds']:>8.2f} {(r['ratio'] or 0):>10.0f}x {r['night_cpu_seconds']:>11.1f} "
+                     f"{r['floor_cpu_seconds']:>11.2f} {(r['cpu_ratio'] or 0):>8.0f}x {r['peak_rss_mb']:>8.0f} "
                      f"{1000 * r['night_seconds'] / r['customers']:>8.3f} {r['load_average']['before'][0]:>8.1f}")
     lines.append("")
     for r in rows:
-        stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in r["stages"].items())
-        lines.append(f"{r['customers']:,} customers, seconds by stage: {stages}")
+        stages = ", ".join(f"{name} {seconds:.1f} ({r['stages_cpu'][name]:.1f} cpu)"
+                           for name, seconds in r["stages"].items())
+        lines.append(f"{r['customers']:,} customers, wall (and CPU) seconds by stage: {stages}")
     for r in rows:
         model = "reused from the base bank" if r["models"]["reused"] else \
             f"retrained on the base bank ({r['models'].get('retrained_because')})"

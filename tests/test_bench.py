@@ -204,6 +204,11 @@ def test_bench_night_runs_the_whole_night_on_a_tiled_lake_and_its_floor(night_ba
     assert list(row["stages"]) == [name for name, _ in stages.NIGHT]
     assert 0 < row["floor_seconds"] < row["night_seconds"] <= row["command_seconds"]
     assert row["ratio"] == round(row["night_seconds"] / row["floor_seconds"], 1)
+    # CPU seconds beside the wall seconds: every stage's, their sum, the whole command's and the floor's
+    assert list(row["stages_cpu"]) == list(row["stages"]) and all(v >= 0 for v in row["stages_cpu"].values())
+    assert 0 < row["night_cpu_seconds"] <= row["command_cpu_seconds"] + 1
+    assert row["night_cpu_seconds"] == pytest.approx(sum(row["stages_cpu"].values()), abs=0.01)
+    assert 0 < row["floor_cpu_seconds"] and row["cpu_ratio"] == round(row["night_cpu_seconds"] / row["floor_cpu_seconds"], 1)
     assert row["peak_rss_mb"] >= row["peak_rss_main_mb"] > 50
     assert len(row["load_average"]["before"]) == 3
     run = root / f"run-n{n}"
