@@ -178,6 +178,11 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                              "pipelines.stages:classify_life_events", _add_date),
     "validate-life-events": ("stage 5b: Great Expectations suite on D's life_events",
                              "pipelines.stages:validate_life_events", _add_date),
+    "profile-customers": ("stage 3c: app usage, push fatigue and income roles for D, every shard in turn "
+                          "(personalization-consented customers only)",
+                          "pipelines.stages:profile_customers", _add_date),
+    "validate-profiles": ("stage 3c': Great Expectations suites on D's app_usage, app_signals and customer_roles",
+                          "pipelines.stages:validate_profiles", _add_date),
     "decide": ("stage 6: next best actions for D, every shard in turn (funnel, bandit, control group)",
                "pipelines.stages:decide_next_best_actions", _add_date),
     "validate-decisions": ("stage 6b: Great Expectations suites on D's decisions",
@@ -196,7 +201,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                "pipelines.locks:unlock_command", _add_unlock),
     "summary": ("print where D's outputs are, a short summary and an example query",
                 "pipelines.stages:summary", _add_date),
-    "expectations": ("regenerate expectations/*.json from config/landing.yaml and the silver schemas",
+    "expectations": ("regenerate expectations/*.json and docs/data_dictionary.md from config/landing.yaml and "
+                     "config/tables.yaml",
                      "pipelines.quality:write_suites_command", _add_nothing),
     "doctor": ("pre-flight checks: config, data root and disk, history, promoted models, and D's landing with --date",
                "pipelines.doctor:doctor_command", _add_doctor),
@@ -208,8 +214,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
 # Commands that write a night's data or outputs: they run under the lock of that night (pipelines/locks.py), so
 # that two runs of one night, or a run and the night's Airflow DAG run, never overlap.
 LOCKED = {"ingest", "validate", "conform", "validate-silver", "forecast", "validate-forecast",
-          "classify-life-events", "validate-life-events", "decide", "validate-decisions", "publish", "export-crm",
-          "report", "run", "load-history"}
+          "classify-life-events", "validate-life-events", "profile-customers", "validate-profiles", "decide",
+          "validate-decisions", "publish", "export-crm", "report", "run", "load-history"}
 
 
 def _stop_on_sigterm(signum, frame) -> None:
@@ -237,31 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
 QUIET_COMMANDS = {"summary", "doctor"}
 
 
-def _run_log(paths: Paths, day: date | None, formatter: logging.Formatter) -> logging.Handler | None:
-    """Structured logs of a command about night D: JSON lines in runs/D/log.jsonl, appended (one file per night,
-    every command and task that worked on it, each line with its command and process)."""
-    if day is None:
-        return None
-    folder = paths.runs / day.isoformat()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(folder / "log.jsonl", encoding="utf-8")
-    except OSError:
-        return None
-    handler.setFormatter(formatter)
-    return handler
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipelines.logs import JsonLinesFormatter, quiet_great_expectations
+    from pipelines.logs import night_log_handler, quiet_great_expectations
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_great_expectations()
     kwargs = {k: v for k, v in vars(args).items() if k not in {"command", "target", "verbose"}}
     paths = Paths.from_env()
-    handler = _run_log(paths, kwargs.get("day"), JsonLinesFormatter(args.command)) if args.command not in QUIET_COMMANDS else None
+    day = kwargs.get("day")
+    handler = night_log_handler(paths.runs / day.isoformat(), args.command) \
+        if day is not None and args.command not in QUIET_COMMANDS else None
     if handler is not None:
         logging.getLogger().addHandler(handler)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import shutil
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -25,12 +26,14 @@ HISTORY = "history"
 # that died after 8 of 16 buckets would pass validate_forecast on 8 new and 8 old buckets). Publish refuses a night
 # with a missing verdict, so a half-rewritten night can never be published, not even by hand (`segone publish`).
 # The night as the DAG wires it: what each writing stage's output feeds, its gate, its shard results.
-_FEEDS = {"ingest": ("conform",), "conform": ("messages", "forecast"), "messages": ("decide",),
-          "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
+_FEEDS = {"ingest": ("conform",), "conform": ("messages", "profiles", "forecast"), "messages": ("decide",),
+          "profiles": ("decide",), "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
 _GATE = {"ingest": "validate", "conform": "validate_silver", "messages": "validate_messages",
-         "forecast": "validate_forecast", "life_events": "validate_life_events", "decide": "validate_decisions"}
-_SHARDS = {"messages": "messages_bucket_", "forecast": "forecast_cash_shortfall_bucket_",
-           "life_events": "life_events_bucket_", "decide": "decide_bucket_"}
+         "profiles": "validate_profiles", "forecast": "validate_forecast", "life_events": "validate_life_events",
+         "decide": "validate_decisions"}
+_SHARDS = {"messages": "messages_bucket_", "profiles": "profiles_bucket_",
+           "forecast": "forecast_cash_shortfall_bucket_", "life_events": "life_events_bucket_",
+           "decide": "decide_bucket_"}
 GATES = tuple(_GATE.values())  # every verdict a night needs before it is published
 
 
@@ -56,6 +59,10 @@ def void_later_results(paths: Paths, load: str, stage: str) -> None:
     for file in folder.iterdir():
         if file.name in names or file.name.startswith("validate_gold_") or file.name.startswith(families):
             file.unlink(missing_ok=True)
+    kept = folder / "gx"  # the gates' full results, for the data docs (pipelines/data_docs.py): voided alike
+    for gate in kept.iterdir() if kept.is_dir() else []:
+        if f"{gate.name}.json" in names:
+            shutil.rmtree(gate, ignore_errors=True)
 
 
 def ingest(paths: Paths, day: date) -> dict[str, Any]:
@@ -163,7 +170,8 @@ def validate_forecast(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the forecast of {day} is incomplete: no result for buckets {missing}")
     summary = summarise_shards(paths, day, shard_metrics)
-    metrics = {"forecast": summary, "validation": validate_gold(paths, day, ["cash_forecast", "recurring_streams"])}
+    validation = validate_gold(paths, day, ["cash_forecast", "recurring_streams"], gate="validate_forecast")
+    metrics = {"forecast": summary, "validation": validation}
     write_run_metrics(paths, day.isoformat(), "validate_forecast", metrics)
     return metrics
 
@@ -202,7 +210,7 @@ def validate_life_events(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the life events of {day} are incomplete: no result for buckets {missing}")
     metrics = {"life_events": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, ["life_events"])}
+               "validation": validate_gold(paths, day, ["life_events"], gate="validate_life_events")}
     write_run_metrics(paths, day.isoformat(), "validate_life_events", metrics)
     return metrics
 
@@ -242,8 +250,50 @@ def validate_messages(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the messages of {day} are incomplete: no result for buckets {missing}")
     metrics = {"messages": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, ["message_insights", "message_signals"])}
+               "validation": validate_gold(paths, day, ["message_insights", "message_signals"],
+                                             gate="validate_messages")}
     write_run_metrics(paths, day.isoformat(), "validate_messages", metrics)
+    return metrics
+
+
+def profile_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the profile stage maps over."""
+    from pipelines.profiles import shards
+
+    return shards()
+
+
+def profile_customers_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 3c, one shard: personalization-consented customers' app events and income -> gold app_usage,
+    app_signals and customer_roles for bucket N as of D."""
+    from pipelines.profiles import profile_shard
+
+    void_later_results(paths, day.isoformat(), "profiles")
+    return profile_shard(paths, day, int(bucket))
+
+
+def profile_customers(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3c, every shard in turn (the DAG maps profile_customers_shard over the shards instead)."""
+    from pipelines.profiles import profile_all
+
+    void_later_results(paths, day.isoformat(), "profiles")
+    return profile_all(paths, day)
+
+
+def validate_profiles(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3c': the gold suites on D's app_usage, app_signals and customer_roles; raises GateFailed to stop the
+    run."""
+    from pipelines.profiles import TABLES, summarise_shards
+    from pipelines.quality import validate_gold
+
+    shard_metrics = [read_run_metrics(paths, day.isoformat(), f"profiles_bucket_{b}")
+                     for b in profile_shards(paths, day)]
+    missing = [b for b, m in zip(profile_shards(paths, day), shard_metrics) if m is None]
+    if missing:
+        raise SegoneError(f"the profiles of {day} are incomplete: no result for buckets {missing}")
+    metrics = {"profiles": summarise_shards(paths, day, shard_metrics),
+               "validation": validate_gold(paths, day, list(TABLES))}
+    write_run_metrics(paths, day.isoformat(), "validate_profiles", metrics)
     return metrics
 
 
@@ -271,7 +321,7 @@ def decide_next_best_actions(paths: Paths, day: date) -> dict[str, Any]:
     return decide_all(paths, day)
 
 
-DECISION_TABLES = ["next_best_actions", "decision_log", "advisor_queue", "dashboard_layout"]
+DECISION_TABLES = ["next_best_actions", "decision_log", "advisor_queue", "dashboard_layout", "decision_flags"]
 
 
 def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
@@ -284,7 +334,7 @@ def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the decisions of {day} are incomplete: no result for buckets {missing}")
     metrics = {"decide": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, DECISION_TABLES)}
+               "validation": validate_gold(paths, day, DECISION_TABLES, gate="validate_decisions")}
     write_run_metrics(paths, day.isoformat(), "validate_decisions", metrics)
     return metrics
 
@@ -302,24 +352,50 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
          ("understand_messages", understand_messages), ("validate_messages", validate_messages),
+         ("profile_customers", profile_customers), ("validate_profiles", validate_profiles),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
          ("publish", publish))
 
 
-def run_night(paths: Paths, day: date) -> dict[str, Any]:
+# The per-shard stages of NIGHT: the family of _SHARDS they write, and their shard list (for the progress display).
+_NIGHT_SHARDS = {"understand_messages": ("messages", message_shards),
+                 "profile_customers": ("profiles", profile_shards),
+                 "forecast_cash_shortfall": ("forecast", forecast_shards),
+                 "classify_life_events": ("life_events", life_event_shards),
+                 "decide_next_best_actions": ("decide", decide_shards)}
+
+
+def night_steps(paths: Paths, day: date) -> list[Any]:
+    """NIGHT as progress steps: each stage with the run-metrics prefix of its shards and their number."""
+    from pipelines.progress import Step
+
+    steps = []
+    for name, _ in NIGHT:
+        family, shard_list = _NIGHT_SHARDS.get(name, (None, None))
+        steps.append(Step(name, _SHARDS[family], len(shard_list(paths, day))) if family else Step(name))
+    return steps
+
+
+def run_night(paths: Paths, day: date, progress: Any | None = None) -> dict[str, Any]:
     """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing.
+    `progress` (a pipelines.progress.Progress over night_steps) is told when each stage starts and ends.
 
     The wall and CPU seconds of each stage go to runs/D/night.json (read by `segone bench night`)."""
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    for name, stage in NIGHT:
+    steps = progress.steps if progress is not None else [None] * len(NIGHT)
+    for (name, stage), step in zip(NIGHT, steps):
+        if progress is not None:
+            progress.start(step)
         started, cpu_started = time.perf_counter(), cpu_seconds()
         results[name] = stage(paths, day)
         seconds[name] = round(time.perf_counter() - started, 3)
         cpu[name] = round(cpu_seconds() - cpu_started, 3)
+        if progress is not None:
+            progress.finish(step)
     write_run_metrics(paths, day.isoformat(), "night", {
         "as_of": day.isoformat(), "stage_seconds": seconds, "seconds": round(sum(seconds.values()), 3),
         "stage_cpu_seconds": cpu, "cpu_seconds": round(sum(cpu.values()), 3)})
@@ -350,15 +426,26 @@ def airflow_task(stage: str, night: Any, task: dict[str, Any], **kwargs: Any) ->
     holder = locks.airflow_holder(str(task["dag_id"]), str(task["run_id"]))
     map_index = task.get("map_index")
     member = str(task["task_id"]) + (f"[{map_index}]" if map_index not in (None, -1) else "")
-    with locks.Hold(paths, day.isoformat(), holder, member, outcome="keep") as hold:
-        try:
-            result = globals()[stage](paths, day, **kwargs)
-        except BaseException as error:
-            if int(task.get("try_number") or 1) > int(task.get("max_tries") or 0):
-                hold.outcome, hold.finished_reason = "finished", f"{member} failed: {error}"[:300]
-            raise
-        if stage == "publish":
-            hold.outcome = "release"
+    from pipelines.logs import night_log_handler
+
+    handler = night_log_handler(paths.runs / day.isoformat(), f"airflow {task['dag_id']} {member}")
+    if handler is not None:
+        logging.getLogger().addHandler(handler)
+    try:
+        with locks.Hold(paths, day.isoformat(), holder, member, outcome="keep") as hold:
+            try:
+                result = globals()[stage](paths, day, **kwargs)
+            except BaseException as error:
+                if int(task.get("try_number") or 1) > int(task.get("max_tries") or 0):
+                    hold.outcome, hold.finished_reason = "finished", f"{member} failed: {error}"[:300]
+                log.error("%s failed: %s", member, error)
+                raise
+            if stage == "publish":
+                hold.outcome = "release"
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     return result
 
 
@@ -407,8 +494,11 @@ def load_history(paths: Paths) -> dict[str, Any]:
 def run_command(paths: Paths, day: date) -> str:
     from pipelines.doctor import preflight
 
+    from pipelines import progress
+
     preflight(paths, day)
-    run_night(paths, day)
+    with progress.following(f"night of {day}", night_steps(paths, day)) as shown:
+        run_night(paths, day, shown)
     return summary(paths, day)
 
 
@@ -424,7 +514,7 @@ def load_history_command(paths: Paths) -> dict[str, Any]:
 
 def summary(paths: Paths, day: date) -> str:
     """Where D's outputs are, what the night did, and one query to try."""
-    from pipelines.warehouse import example_query
+    from pipelines.warehouse import connect as connect_warehouse, example_query
 
     d = day.isoformat()
     if read_run_metrics(paths, d, "ingest") is None:
@@ -480,12 +570,15 @@ def summary(paths: Paths, day: date) -> str:
     lines.append("Example query (warehouse.duckdb, opened read-only):")
     lines.append("  " + example_query())
     if paths.warehouse.exists():
-        con = lake.connect(paths.warehouse, read_only=True)
+        con = connect_warehouse(paths.warehouse)
         lines += ["    " + " | ".join(str(v) for v in row) for row in con.execute(example_query()).fetchall()]
         con.close()
     lines.append("Your own queries:")
-    lines.append(f"  .venv/bin/python -c \"import duckdb; con = duckdb.connect('{paths.warehouse}', read_only=True); "
-                 f"print(con.sql('select * from transactions limit 5'))\"")
+    lines.append(f"  .venv/bin/python -c \"import duckdb; con = duckdb.connect('{paths.warehouse}', read_only=True, "
+                 f"config={{'file_search_path': '{paths.home}'}}); "
+                 f"print(con.sql('select * from latest_customers limit 5'))\"")
+    lines.append(f"  (the views read the files by paths relative to {paths.home}: open it from there, or set "
+                 f"file_search_path to it; docs/access.md)")
     return "\n".join(lines)
 
 

@@ -9,9 +9,10 @@ from datetime import date
 import duckdb
 import pytest
 
+from pipelines.warehouse import connect as connect_warehouse
 from pipelines import publish, stages
 from pipelines.schemas import TableSchema, table_schema, tables
-from tests.night_builder import SECRET, pass_gates, write_night
+from tests.night_builder import DEFAULT_TABLES, SECRET, pass_gates, write_night
 
 D0, D1 = date(2026, 11, 19), date(2026, 11, 20)
 RESTRICTED = [t for layer in ("silver", "gold") for t in tables(layer) if t.is_restricted and t.warehouse]
@@ -31,7 +32,7 @@ def test_the_sensitive_columns_are_marked_restricted():
 
 @pytest.fixture
 def published(paths):
-    write_night(paths, D0, "v1")
+    write_night(paths, D0, "v1", tables=DEFAULT_TABLES + ("decision_flags",))
     pass_gates(paths, D0)
     stages.publish(paths, D0)
     return paths
@@ -39,8 +40,8 @@ def published(paths):
 
 def test_analysts_views_leave_out_restricted_columns_and_the_restricted_file_has_them(published):
     paths = published
-    general = duckdb.connect(str(paths.warehouse), read_only=True)
-    full = duckdb.connect(str(paths.warehouse_restricted), read_only=True)
+    general = connect_warehouse(paths.warehouse)
+    full = connect_warehouse(paths.warehouse_restricted)
     for schema in RESTRICTED:
         shown = columns(general, schema.name)
         assert set(schema.column_names) <= columns(full, schema.name), schema.name
@@ -103,7 +104,7 @@ def test_a_column_marked_later_is_removed_from_the_nights_published_before(publi
     write_night(paths, D1, "v2")
     pass_gates(paths, D1)
     stages.publish(paths, D1)
-    general = duckdb.connect(str(paths.warehouse), read_only=True)
+    general = connect_warehouse(paths.warehouse)
     assert "region" not in columns(general, "customers")
     assert general.execute("select count(distinct as_of) from customers").fetchone() == (2,)
     state = publish.read_state(paths)

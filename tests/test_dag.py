@@ -26,13 +26,15 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     order = ["wait_for_landing", "ingest", "validate", "conform", "validate_silver", "plan_forecast_shards",
              "forecast_cash_shortfall", "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
              "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
-    # messages (step 3b) run beside the forecast, after the silver checks; decide waits for both branches
-    joins = {"plan_decide_shards": {"validate_life_events", "validate_messages"}}
+    # messages (step 3b) and the customer profiles (3c) run beside the forecast, after the silver checks; decide
+    # waits for every branch
+    joins = {"plan_decide_shards": {"validate_life_events", "validate_messages", "validate_profiles"}}
     for upstream, downstream in zip(order, order[1:]):
         assert dag.get_task(downstream).upstream_task_ids == joins.get(downstream, {upstream})
-    branch = ["validate_silver", "plan_message_shards", "understand_messages", "validate_messages"]
-    for upstream, downstream in zip(branch, branch[1:]):
-        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    for branch in (["validate_silver", "plan_message_shards", "understand_messages", "validate_messages"],
+                   ["validate_silver", "plan_profile_shards", "profile_customers", "validate_profiles"]):
+        for upstream, downstream in zip(branch, branch[1:]):
+            assert dag.get_task(downstream).upstream_task_ids == {upstream}
     # the forecast is mapped over the shards the plan returns, never over customers
     assert dag.get_task("forecast_cash_shortfall").is_mapped if hasattr(dag.get_task("forecast_cash_shortfall"),
                                                                           "is_mapped") else True

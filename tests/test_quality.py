@@ -43,7 +43,8 @@ def test_checked_in_suites_are_what_the_contract_generates(tmp_path):
     assert generated == sorted(p.name for p in EXPECTATIONS_DIR.glob("*.json"))
     checked_gold = [t for t in tables("gold") if t.checks]
     assert len(checked_gold) >= 6  # cash_forecast, recurring_streams and the four decision tables at least
-    assert len(result["suites"]) == len(generated) == 9 + 13 + len(checked_gold)  # landing + silver + gold
+    # one suite per landing kind (10 with app_events), per silver table (14) and per checked gold table
+    assert len(result["suites"]) == len(generated) == 10 + 14 + len(checked_gold)
     for name in generated:
         assert (tmp_path / "expectations" / name).read_text() == (EXPECTATIONS_DIR / name).read_text(), (
             f"{name} is stale: run `segone expectations`")
@@ -177,7 +178,7 @@ def test_validate_day_passes_on_a_good_load(paths):
     result = validate_day(paths, D)
     assert result["passed"]
     assert set(result["suites"]) == {"customers", "accounts", "transactions", "balances", "consents",
-                                     "crm_responses", "life_events", "fx_rates", "messages"}
+                                     "crm_responses", "life_events", "fx_rates", "messages", "app_events"}
     assert json.loads((paths.runs / D / "validate.json").read_text())["passed"] is True
 
 

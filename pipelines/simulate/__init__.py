@@ -70,7 +70,7 @@ def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, ch
         writer = LandingWriter(cal, fmt)
         counts: dict[str, int] = {}
         small: dict[str, dict[str, list[pa.Table]]] = {"history": {}, d_text: {}}
-        nightly_big: dict[str, list[pa.Table]] = {"transactions": [], "balances": []}
+        nightly_big: dict[str, list[pa.Table]] = {"transactions": [], "balances": [], "app_events": []}
         ext = BIG_EXT[fmt]
         fetch_jobs: list[Future] = []
         for chunk_no in range(n_chunks):
@@ -91,6 +91,10 @@ def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, ch
             fetch_jobs.append(ob_pool.submit(_write_fetches, seed, chunk_no, chunk.pop, cal, grants, history, nightly))
             tables = _small_tables(chunk, cal, consents)
             tables.update(_message_tables(seed, chunk, cal, consents, tables.pop("consents"), truth))
+            app_history, app_today = _app_event_tables(seed, chunk, cal, truth)
+            writer.app_events(app_history, history / f"app_events-{chunk_no + 1:04d}.{ext}")
+            nightly_big["app_events"].append(app_today)
+            _count(counts, "history/app_events", app_history.num_rows)
             for kind, (hist_rows, d_rows) in tables.items():
                 small["history"].setdefault(kind, []).append(hist_rows)
                 small[d_text].setdefault(kind, []).append(d_rows)
@@ -98,6 +102,8 @@ def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, ch
             del chunk, postings, balances
         writer.transactions(pa.concat_tables(nightly_big["transactions"]), nightly / f"transactions.{ext}")
         writer.balances(pa.concat_tables(nightly_big["balances"]), nightly / f"balances.{ext}")
+        writer.app_events(pa.concat_tables(nightly_big["app_events"]), nightly / f"app_events.{ext}")
+        counts[f"{d_text}/app_events"] = sum(t.num_rows for t in nightly_big["app_events"])
         counts[f"{d_text}/transactions"] = sum(t.num_rows for t in nightly_big["transactions"])
         counts[f"{d_text}/balances"] = sum(t.num_rows for t in nightly_big["balances"])
         for where, folder in (("history", history), (d_text, nightly)):
@@ -280,6 +286,32 @@ def _message_tables(seed: int, chunk: Chunk, cal: SimCalendar, cons: Consents,
     return {"consents": (pa.concat_tables([consents[0], consent_rows(hist_c)]),
                          pa.concat_tables([consents[1], consent_rows(today_c)])),
             "messages": (message_rows(msgs.day <= d - 1), message_rows(msgs.day == d))}
+
+
+def _app_event_tables(seed: int, chunk: Chunk, cal: SimCalendar, truth: Path) -> tuple[pa.Table, pa.Table]:
+    """The chunk's app events (history, D) as integer columns for the writer, from their own random stream (the
+    other files do not change); the truth of who uses the app and who dismisses pushes to truth/app_users."""
+    from pipelines.simulate.app_events import draw_app_events
+
+    pop, d = chunk.pop, cal.d_index
+    events, users = draw_app_events(stream(seed, chunk.number, "app_events"), chunk, cal)
+    # the event id's sequence within the customer's day (events come sorted by customer, day, second)
+    key = events.cust.astype(np.int64) * cal.n_days + events.day
+    first = np.r_[0, np.flatnonzero(np.diff(key)) + 1]
+    seq = np.arange(len(key)) - np.repeat(first, np.diff(np.r_[first, len(key)]))
+    keep = seq < 1000
+    table = pa.table({"num": pop.number[events.cust[keep]], "day": events.day[keep].astype(np.int32),
+                      "seq": seq[keep].astype(np.int32), "sec": events.sec[keep].astype(np.int64),
+                      "event_type": events.event_type[keep], "target": events.target[keep],
+                      "channel": events.channel[keep]})
+    (truth / "app_users").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "customer_id": pa.array(customer_ids(pop.number).tolist(), type=pa.string()),
+        "app_user": users.app_user, "sessions_per_day": users.sessions_per_day, "web_share": users.web_share,
+        "push_user": users.push_user, "push_dismisser": users.push_dismisser,
+    }), truth / "app_users" / f"part-{chunk.number + 1:04d}.parquet")
+    in_history = pc.less(table["day"], d)
+    return table.filter(in_history), table.filter(pc.invert(in_history))
 
 
 def _fx_rates() -> pa.Table:

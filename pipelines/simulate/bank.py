@@ -21,7 +21,7 @@ from pipelines.simulate.spending import add_card_spending, add_cash_and_habits, 
 
 STREAMS = {"population": 1, "events": 2, "products": 3, "incomes": 4, "housing": 5, "bills": 6, "savings": 7,
            "spending": 8, "habits": 9, "life_spend": 10, "daily": 11, "regions": 12, "consents": 13,
-           "openbanking": 14, "lookalikes": 15, "partners": 16, "messages": 17}
+           "openbanking": 14, "lookalikes": 15, "partners": 16, "messages": 17, "app_events": 18}
 
 
 def stream(seed: int, chunk: int, name: str) -> np.random.Generator:
