@@ -110,12 +110,14 @@ def _add_berka(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish"],
-                   help="which stage to benchmark")
+    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish", "night"],
+                   help="which stage to benchmark (night: the whole night, `segone run`, on a tiled lake)")
     p.add_argument("--customers", type=_sizes, default="10000,100000",
                    help="comma-separated bank sizes (default 10000,100000)")
-    p.add_argument("--days", type=_positive_int, default=180,
-                   help="days of history (default 180); for publish: nights published before")
+    p.add_argument("--days", type=_positive_int, default=None,
+                   help="days of history (default 180; night: 365); for publish: nights published before (180)")
+    p.add_argument("--base-customers", dest="base_customers", type=_positive_int, default=None,
+                   help="night: customers of the simulated base bank the lake is tiled from (default 10000)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
     p.add_argument("--messages", type=_positive_int, default=1_000_000,
                    help="messages: how many messages go through the stage (default 1000000)")

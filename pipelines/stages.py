@@ -6,7 +6,9 @@ metrics to runs/<load_date>/<stage>.json so that a later stage, the gates and th
 from __future__ import annotations
 
 import logging
+import resource
 import shutil
+import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -397,16 +399,33 @@ def night_steps(paths: Paths, day: date) -> list[Any]:
 
 def run_night(paths: Paths, day: date, progress: Any | None = None) -> dict[str, Any]:
     """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing.
-    `progress` (a pipelines.progress.Progress over night_steps) is told when each stage starts and ends."""
-    results = {}
+    `progress` (a pipelines.progress.Progress over night_steps) is told when each stage starts and ends.
+
+    The wall and CPU seconds of each stage go to runs/D/night.json (read by `segone bench night`)."""
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     steps = progress.steps if progress is not None else [None] * len(NIGHT)
     for (name, stage), step in zip(NIGHT, steps):
         if progress is not None:
             progress.start(step)
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         results[name] = stage(paths, day)
+        seconds[name] = round(time.perf_counter() - started, 3)
+        cpu[name] = round(cpu_seconds() - cpu_started, 3)
         if progress is not None:
             progress.finish(step)
+    write_run_metrics(paths, day.isoformat(), "night", {
+        "as_of": day.isoformat(), "stage_seconds": seconds, "seconds": round(sum(seconds.values()), 3),
+        "stage_cpu_seconds": cpu, "cpu_seconds": round(sum(cpu.values()), 3)})
     return results
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, all its threads, and the child processes it has waited for
+    (e.g. the open-banking pool): on a shared machine a steadier measure of a stage's work than wall seconds."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def airflow_task(stage: str, night: Any, task: dict[str, Any], **kwargs: Any) -> Any:
