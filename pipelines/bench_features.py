@@ -31,6 +31,7 @@ from typing import Any
 from pipelines.config import Paths
 
 METHODS = ("rebuild_previous", "update", "rebuild", "recompute", "floor")
+DAYS = 240   # days of history of a simulated bank (the shared 2,000-customer bank's)
 
 
 def _cpu() -> float:

@@ -110,12 +110,16 @@ def _add_berka(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish", "features"],
-                   help="which stage to benchmark")
+    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish", "night",
+                                    "features"],
+                   help="which stage to benchmark (night: the whole night, `segone run`, on a tiled lake; features: "
+                        "the feature store's night)")
     p.add_argument("--customers", type=_sizes, default="10000,100000",
                    help="comma-separated bank sizes (default 10000,100000)")
-    p.add_argument("--days", type=_positive_int, default=180,
-                   help="days of history (default 180); for publish: nights published before")
+    p.add_argument("--days", type=_positive_int, default=None,
+                   help="days of history (default 180; night: 365); for publish: nights published before (180)")
+    p.add_argument("--base-customers", dest="base_customers", type=_positive_int, default=None,
+                   help="night: customers of the simulated base bank the lake is tiled from (default 10000)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
     p.add_argument("--messages", type=_positive_int, default=1_000_000,
                    help="messages: how many messages go through the stage (default 1000000)")
@@ -130,6 +134,13 @@ def _add_backtest(p: argparse.ArgumentParser) -> None:
                    help="what to backtest (default: the cash-shortfall forecast)")
     p.add_argument("--labelled", type=Path, default=None,
                    help="messages: a CSV with columns text,category to score the promoted intent model on")
+    p.add_argument("--held-out", dest="held_out", action="store_true",
+                   help="messages: measure the intent model's training procedure on repeated stratified held-out "
+                        "splits of its training file (selection inside each training part; mean and sd)")
+    p.add_argument("--repeats", type=_positive_int, default=None,
+                   help="messages --held-out: number of splits (default from config/messages.yaml, 5)")
+    p.add_argument("--test-size", dest="test_size", type=float, default=None,
+                   help="messages --held-out: share of the file held out per split (default 0.25)")
     p.add_argument("--dataset", default=None, help="name of the data set in the report (default: $SEGONE_HOME's name)")
     p.add_argument("--engines", default="global,baseline,prophet", help="engines to compare (default: all three)")
     p.add_argument("--output", type=Path, default=None,

@@ -97,10 +97,11 @@ def _accepted(con: duckdb.DuckDBPyConnection, name: str) -> str:
     return f"select * from {name}" + (f" where {' and '.join(filters)}" if filters else "")
 
 
-def _project(schema: TableSchema, source: str, drop_partitions: bool = True) -> str:
+def _project(schema: TableSchema, source: str, drop_partitions: bool = True, ordered: bool = True) -> str:
+    """The schema's columns of `source`, ordered by the key (ordered=False: in no particular order)."""
     columns = [c for c in schema.column_names if not (drop_partitions and c in schema.partition)]
     order = ", ".join(schema.key) if schema.key else "1"
-    return f"select {', '.join(columns)} from ({source}) order by {order}"
+    return f"select {', '.join(columns)} from ({source})" + (f" order by {order}" if ordered else "")
 
 
 def conform(paths: Paths, load_date: str, as_of: date) -> dict:
@@ -203,8 +204,10 @@ def _conform_fact(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, load
             con.execute(f"alter view {view} rename to {view}_all")
     rows = 0
     try:
+        # Postings and balances are written as they come (no sort, all threads): readers group them by customer
+        # and date themselves. The small snapshot and event tables stay ordered by their key.
         with lake.PartitionedWrite(paths, paths.table("silver", table), ["load_date", "bucket"],
-                                   replace=[f"load_date={load_date}"]) as write:
+                                   replace=[f"load_date={load_date}"], keep_order=False) as write:
             for k, group in enumerate(groups):
                 if narrowed:
                     held = f"select account_id from accounts_d where bucket in ({', '.join(map(str, group))})"
@@ -216,7 +219,8 @@ def _conform_fact(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, load
                 con.execute(f"create or replace table work.{name}_group as {sql_text(name)}")
                 con.execute(f"insert into work.{name} select * from work.{name}_group "
                             f"where reject_reason is not null or skip_reason is not null")
-                rows += write.add(con, _project(schema, _accepted(con, f"{name}_group"), drop_partitions=False))
+                rows += write.add(con, _project(schema, _accepted(con, f"{name}_group"), drop_partitions=False,
+                                                ordered=False))
     finally:
         con.execute(f"drop table if exists work.{name}_group")
         if narrowed:

@@ -6,7 +6,9 @@ metrics to runs/<load_date>/<stage>.json so that a later stage, the gates and th
 from __future__ import annotations
 
 import logging
+import resource
 import shutil
+import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -448,16 +450,33 @@ def night_steps(paths: Paths, day: date) -> list[Any]:
 
 def run_night(paths: Paths, day: date, progress: Any | None = None) -> dict[str, Any]:
     """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing.
-    `progress` (a pipelines.progress.Progress over night_steps) is told when each stage starts and ends."""
-    results = {}
+    `progress` (a pipelines.progress.Progress over night_steps) is told when each stage starts and ends.
+
+    The wall and CPU seconds of each stage go to runs/D/night.json (read by `segone bench night`)."""
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     steps = progress.steps if progress is not None else [None] * len(NIGHT)
     for (name, stage), step in zip(NIGHT, steps):
         if progress is not None:
             progress.start(step)
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         results[name] = stage(paths, day)
+        seconds[name] = round(time.perf_counter() - started, 3)
+        cpu[name] = round(cpu_seconds() - cpu_started, 3)
         if progress is not None:
             progress.finish(step)
+    write_run_metrics(paths, day.isoformat(), "night", {
+        "as_of": day.isoformat(), "stage_seconds": seconds, "seconds": round(sum(seconds.values()), 3),
+        "stage_cpu_seconds": cpu, "cpu_seconds": round(sum(cpu.values()), 3)})
     return results
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, all its threads, and the child processes it has waited for
+    (e.g. the open-banking pool): on a shared machine a steadier measure of a stage's work than wall seconds."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def airflow_task(stage: str, night: Any, task: dict[str, Any], **kwargs: Any) -> Any:
@@ -515,8 +534,12 @@ def history_as_of(paths: Paths) -> date:
     return max(dates)
 
 
-def load_history(paths: Paths) -> dict[str, Any]:
-    """Ingest, validate and conform landing/history/ the same way as a night, into per-day partitions."""
+HISTORY_STEPS = ("ingest", "validate", "conform", "validate_silver", "features", "publish")
+
+
+def load_history(paths: Paths, progress: Any | None = None) -> dict[str, Any]:
+    """Ingest, validate and conform landing/history/ the same way as a night, into per-day partitions.
+    `progress` (a pipelines.progress.Progress over HISTORY_STEPS) is told when each step starts and ends."""
     from pipelines.conform import conform as conform_load
     from pipelines.ingest.landing import ingest_landing
     from pipelines.quality import validate_day, validate_silver as validate_silver_load
@@ -529,24 +552,34 @@ def load_history(paths: Paths) -> dict[str, Any]:
 
     housekeeping(paths)
     void_later_results(paths, HISTORY, "ingest")
-    metrics: dict[str, Any] = {"ingest": ingest_landing(paths, HISTORY, folder, business_date=None)}
-    metrics["validate"] = validate_day(paths, HISTORY)
+    steps = {step.name: step for step in (progress.steps if progress is not None else [])}
+
+    def step(name: str, work: Any) -> Any:
+        if name in steps:
+            progress.start(steps[name])
+        result = work()
+        if name in steps:
+            progress.finish(steps[name])
+        return result
+
+    metrics: dict[str, Any] = {"ingest": step("ingest", lambda: ingest_landing(paths, HISTORY, folder,
+                                                                              business_date=None))}
+    metrics["validate"] = step("validate", lambda: validate_day(paths, HISTORY))
     as_of = history_as_of(paths)
-    metrics["conform"] = conform_load(paths, HISTORY, as_of)
+    metrics["conform"] = step("conform", lambda: conform_load(paths, HISTORY, as_of))
     write_run_metrics(paths, HISTORY, "conform", metrics["conform"])
-    metrics["validate_silver"] = validate_silver_load(paths, HISTORY, as_of)
+    metrics["validate_silver"] = step("validate_silver", lambda: validate_silver_load(paths, HISTORY, as_of))
     write_run_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
-    metrics["features"] = rebuild_features(paths, as_of, load=HISTORY)   # the feature store's first state
-    metrics["publish"] = publish_history(paths, as_of)
+    metrics["features"] = step("features", lambda: rebuild_features(paths, as_of, load=HISTORY))  # the store's
+    metrics["publish"] = step("publish", lambda: publish_history(paths, as_of))                 # first state
     return metrics
 
 
 # --- what the CLI calls ---------------------------------------------------------------------------------------
 
 def run_command(paths: Paths, day: date) -> str:
-    from pipelines.doctor import preflight
-
     from pipelines import progress
+    from pipelines.doctor import preflight
 
     preflight(paths, day)
     with progress.following(f"night of {day}", night_steps(paths, day)) as shown:
@@ -555,7 +588,13 @@ def run_command(paths: Paths, day: date) -> str:
 
 
 def load_history_command(paths: Paths) -> dict[str, Any]:
-    metrics = load_history(paths)
+    from pipelines import progress
+    from pipelines.progress import Step
+
+    steps = [Step(name, _SHARDS["features"], len(feature_shards(paths, None))) if name == "features" else Step(name)
+             for name in HISTORY_STEPS]
+    with progress.following("history load", steps) as shown:
+        metrics = load_history(paths, shown)
     return {
         "as_of": metrics["conform"]["as_of"],
         "silver_rows": {t: m["rows"] for t, m in metrics["conform"]["tables"].items()},

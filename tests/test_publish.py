@@ -263,12 +263,13 @@ def test_tables_published_live_show_what_was_written_after_their_night(paths):
         lake.write_frame(pd.DataFrame(row), values, paths)
 
     write_value(1.5)
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    con = connect_warehouse(paths.warehouse)
     assert con.execute("select count(*) from model_registry").fetchone() == (0,)  # not published yet
     con.close()
     write_value(2.5)
     published_night(paths, D1, "v2")
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
-    assert con.execute("select as_of, family, reason from model_registry").fetchall() == [(D0.isoformat(), "policy", "kept")]
+    con = connect_warehouse(paths.warehouse)
+    # as_of is a DATE in the views
+    assert con.execute("select as_of, family, reason from model_registry").fetchall() == [(D0, "policy", "kept")]
     assert con.execute("select value_to_date from realised_value").fetchall() == [(2.5,)]
     con.close()
