@@ -105,6 +105,10 @@ def nightly_personalization():
         return _run_stage("validate_silver", data_interval_start)
 
     @task
+    def measure_value(data_interval_start=None) -> dict:
+        return _run_stage("measure_value", data_interval_start)
+
+    @task
     def plan_forecast_shards(data_interval_start=None) -> list:
         return _run_stage("forecast_shards", data_interval_start)
 
@@ -186,7 +190,9 @@ def nightly_personalization():
     messages >> validate_messages() >> decide_shards
     profiles >> validate_profiles() >> decide_shards
     life_events >> validate_life_events() >> decide_shards
-    decisions >> validate_decisions() >> publish()
+    published = publish()
+    decisions >> validate_decisions() >> published
+    silver_checked >> measure_value() >> published
 
 
 nightly_personalization()

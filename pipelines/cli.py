@@ -128,6 +128,13 @@ def _add_backtest(p: argparse.ArgumentParser) -> None:
                    help="what to backtest (default: the cash-shortfall forecast)")
     p.add_argument("--labelled", type=Path, default=None,
                    help="messages: a CSV with columns text,category to score the promoted intent model on")
+    p.add_argument("--held-out", dest="held_out", action="store_true",
+                   help="messages: measure the intent model's training procedure on repeated stratified held-out "
+                        "splits of its training file (selection inside each training part; mean and sd)")
+    p.add_argument("--repeats", type=_positive_int, default=None,
+                   help="messages --held-out: number of splits (default from config/messages.yaml, 5)")
+    p.add_argument("--test-size", dest="test_size", type=float, default=None,
+                   help="messages --held-out: share of the file held out per split (default 0.25)")
     p.add_argument("--dataset", default=None, help="name of the data set in the report (default: $SEGONE_HOME's name)")
     p.add_argument("--engines", default="global,baseline,prophet", help="engines to compare (default: all three)")
     p.add_argument("--output", type=Path, default=None,
@@ -139,6 +146,32 @@ def _add_backtest(p: argparse.ArgumentParser) -> None:
 
 def _add_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", dest="day", type=_date, default=None, help="also check the landing folder of D")
+
+
+def _add_closed_loop(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--customers", type=_positive_int, default=3000, help="number of customers (default 3000)")
+    p.add_argument("--nights", type=_positive_int, default=28, help="nights to run (default 28)")
+    p.add_argument("--seed", type=_non_negative_int, default=42, help="random seed (default 42)")
+    p.add_argument("--learning", choices=["on", "off"], default="on",
+                   help="retrain the policy from the customers' answers (on) or keep the catalogue's priors (off)")
+    p.add_argument("--days", type=_positive_int, default=240, help="days of history before the first night "
+                                                                  "(default 240)")
+    p.add_argument("--end-date", dest="end_date", type=_date, default=date(2026, 11, 20),
+                   help="the first night (default 2026-11-20)")
+    p.add_argument("--compare-with", dest="compare_with", type=Path, default=None,
+                   help="closed_loop.json of another run on the same seed (learning on against off)")
+
+
+def _add_closed_loop_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compare-with", dest="compare_with", type=Path, default=None,
+                   help="closed_loop.json of another run on the same seed (learning on against off)")
+
+
+def _add_retrain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--date", dest="day", type=_date, default=None,
+                   help="retrain as of this date (default: the last day of data)")
+    p.add_argument("--family", choices=["cash_forecast", "life_events", "policy"], default=None,
+                   help="one model family (default: all three)")
 
 
 def _add_nothing(p: argparse.ArgumentParser) -> None:
@@ -204,6 +237,16 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
     "expectations": ("regenerate expectations/*.json and docs/data_dictionary.md from config/landing.yaml and "
                      "config/tables.yaml",
                      "pipelines.quality:write_suites_command", _add_nothing),
+    "measure-value": ("value, not clicks: D's outcomes, the recommendations' realised value, value per customer "
+                      "for treated and control", "pipelines.stages:measure_value", _add_date),
+    "retrain": ("retrain_models: forecaster, life-event classifiers and policy, each against its champion; "
+                "decisions in gold model_registry", "pipelines.retrain:retrain_command", _add_retrain),
+    "closed-loop": ("simulate a bank, then night after night: the night, the customers' answers, the next day; "
+                    "retrain weekly; reports/closed_loop/", "pipelines.closed_loop:closed_loop_command",
+                    _add_closed_loop),
+    "closed-loop-report": ("rebuild this home's closed-loop JSON and page from the lake, optionally compared with "
+                           "another run (learning on against off)", "pipelines.closed_loop:report_command",
+                           _add_closed_loop_report),
     "doctor": ("pre-flight checks: config, data root and disk, history, promoted models, and D's landing with --date",
                "pipelines.doctor:doctor_command", _add_doctor),
     "bench": ("benchmarks side by side with plain pandas (see benchmarks/)",

@@ -62,6 +62,7 @@ class Decisions:
     dashboard_layout: pd.DataFrame
     decision_flags: pd.DataFrame = field(default_factory=pd.DataFrame)
     metrics: dict[str, Any] = field(default_factory=dict)
+    bandit_log: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -387,13 +388,15 @@ class ContactState:
     sent_7d: np.ndarray                # (n, C) int: capped-class recommendations delivered in the last 7 days
     trials: np.ndarray                 # (A, C) recommendations delivered (all customers of the frame)
     successes: np.ndarray              # (A, C)
+    days_since_delivery: np.ndarray    # (n, A) float: days since the action's last delivery, inf when never
 
 
 def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogue: list[Action], as_of: date,
                   pol: dict[str, Any]) -> ContactState:
     n, a, c = len(customers), len(catalogue), len(CHANNELS)
     state = ContactState(np.full((n, a), np.inf), np.full((n, a), np.inf), np.zeros((n, a), np.int64),
-                         np.zeros((n, c), bool), np.zeros((n, c), np.int64), np.zeros((a, c)), np.zeros((a, c)))
+                         np.zeros((n, c), bool), np.zeros((n, c), np.int64), np.zeros((a, c)), np.zeros((a, c)),
+                         np.full((n, a), np.inf))
     if responses is None or responses.empty:
         return state
     cp = pol["contact_policy"]
@@ -428,6 +431,9 @@ def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogu
     recent = mine[mine["delivered_days"].notna() & (mine["delivered_days"] < 7) & (mine["chan"] >= 0) &
                   ~mine["action_id"].isin(protective)]
     np.add.at(state.sent_7d, (recent["cust"].to_numpy(), recent["chan"].to_numpy()), 1)
+    sent = mine[mine["delivered_days"].notna() & (mine["act"] >= 0)]
+    np.minimum.at(state.days_since_delivery, (sent["cust"].to_numpy(), sent["act"].to_numpy()),
+                  sent["delivered_days"].to_numpy(float))
     mine_events = r[(r["cust"] >= 0)]
     for event, target in (("declined", state.days_since_decline), ("complained", state.days_since_complaint)):
         rows = mine_events[(mine_events["event"] == event) & (mine_events["act"] >= 0)]
@@ -555,15 +561,18 @@ class _Reasons:
         return self.codes[text]
 
 
-def customer_hashes(customer_ids: pd.Series, as_of: date) -> tuple[np.ndarray, np.ndarray]:
-    """Per customer: a 64-bit RNG seed and a control-group draw in [0, 1), both from md5 of (customer_id, as_of)."""
+def customer_hashes(customer_ids: pd.Series, as_of: date, cohort: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer: a 64-bit RNG seed from md5 of (customer_id, as_of) and a control-group draw in [0, 1) from md5
+    of (customer_id, cohort): the same group every night while the cohort stays (config control_cohort); without a
+    cohort the draw is per night (md5 of customer_id and as_of)."""
+    group_key = cohort if cohort else as_of.isoformat()
     con = lake.connect(threads=2)
     try:
         con.execute("set enable_progress_bar = false")
         con.register("ids", pd.DataFrame({"customer_id": customer_ids.astype(str).to_numpy()}))
         out = con.execute(f"""
             select ('0x' || md5(customer_id || '|seed|{as_of.isoformat()}')[1:16])::ubigint as seed,
-                ('0x' || md5(customer_id || '|control|{as_of.isoformat()}')[1:8])::ubigint as control
+                ('0x' || md5(customer_id || '|control|{group_key}')[1:8])::ubigint as control
             from ids""").fetchnumpy()
     finally:
         con.close()
@@ -612,19 +621,21 @@ def _arrears_rules(ctx: pd.DataFrame) -> list[tuple[np.ndarray, str]]:
 
 def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | None = None,
                  catalogue: list[Action] | None = None, pol: dict[str, Any] | None = None,
-                 capacity: dict[str, int] | None = None) -> Decisions:
+                 capacity: dict[str, int] | None = None, scorer: Any = None) -> Decisions:
     """The whole funnel over a context frame: published actions, the decision log, the advisor queue and the
     dashboard layout. Deterministic: the same inputs give the same frames, row for row.
 
     `capacity`: customers each staffed channel (phone, branch) and the advisor queue may take from this frame (a
-    shard's part of the night: `shard_capacity`); None: the frame is the whole night (`frame_capacity`)."""
+    shard's part of the night: `shard_capacity`); None: the frame is the whole night (`frame_capacity`).
+    `scorer`: a learned policy (pipelines.policy.Scorer) whose expected value per candidate replaces the catalogue's
+    propensity x context x value in the arbitration; its version is added to policy_version."""
     started = time.perf_counter()
     pol = pol or policy()
     catalogue = catalogue or catalogue_module.load_catalogue()
     ctx = complete_context(context, pol)
     check_staffed_actions(catalogue, pol)
     n, n_actions, n_channels = len(ctx), len(catalogue), len(CHANNELS)
-    version = str(pol["policy_version"])
+    version = str(pol["policy_version"]) + (f"+{scorer.version}" if scorer is not None else "")
     book = _Reasons()
     stage = np.zeros((n, n_actions), dtype=np.int8)
     reason = np.full((n, n_actions), -1, dtype=np.int64)
@@ -632,7 +643,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     preference = np.full((n_actions, n_channels), np.inf)       # the action's order of channels
     state = contact_state(responses, ctx["customer_id"], catalogue, as_of, pol)
     propensity = propensities(catalogue, state, pol)
-    seeds, control_draw = customer_hashes(ctx["customer_id"], as_of)
+    seeds, control_draw = customer_hashes(ctx["customer_id"], as_of, pol.get("control_cohort"))
     is_control = control_draw < float(pol["control_share"])
     credit_block = _credit_block(ctx, pol, book)
     credit_ctx = corroborated_context(ctx)
@@ -726,6 +737,12 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                  book.code(f"weekly contact cap reached or unsubscribed on every consented channel "
                            f"({', '.join(action.channels)}); push is capped at {fatigue.get('weekly_cap')} a week "
                            f"for this customer, who dismisses most push notifications"))
+        if not cp.get("repeat_while_valid", False):
+            # delivered on day X, made the night before: valid until X - 1 + valid_days, so still valid tomorrow
+            # while X is at most valid_days - 2 days ago (the customer has it: a new one would only repeat it)
+            drop(j, state.days_since_delivery[:, j] <= action.valid_days - 2, "contact_policy",
+                 book.code(f"already delivered and still valid (for {action.valid_days} days): not sent again "
+                           f"before it expires"))
         drop(j, ~ok_contact.any(axis=1), "contact_policy",
              book.code(f"weekly contact cap reached or unsubscribed on every consented channel "
                        f"({', '.join(action.channels)})"))
@@ -750,6 +767,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
         """Channels and the top k of every candidate still in (stage 0) given the channels it may use; returns the
         picks and the drops it decides without changing `stage`."""
         ci, aj = np.nonzero(stage == 0)
+        learned = scorer.score(ctx, ci, aj, catalogue) if scorer is not None else None
         capped = np.isin(cls[aj], cp["capped_classes"])
         avail = usable_now[ci, aj]                                              # (m, C)
 
@@ -762,7 +780,8 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
             score = np.where(avail[rows], preference[a_j], np.inf)
             chosen_channel = np.argmin(score, axis=1)
             usable_any = np.isfinite(score[np.arange(len(rows)), chosen_channel])
-            prio = propensity[a_j, chosen_channel] * weights[c_i, a_j] * values[a_j] * levers[a_j]
+            prio = (learned["priority"][rows] if learned is not None else
+                    propensity[a_j, chosen_channel] * weights[c_i, a_j] * values[a_j] * levers[a_j])
             order_rows = np.lexsort((a_j, -prio, tiers[a_j], c_i))
             on_cap = capped[rows] & usable_any
             key = np.where(on_cap, c_i * n_channels + chosen_channel, -1 - np.arange(len(rows)))
@@ -780,12 +799,17 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
             ch[rows], has[rows], over[rows] = route(rows)
         prop = propensity[aj, ch]
         priority = prop * weights[ci, aj] * values[aj] * levers[aj]
+        value_out = values[aj]
+        catalogue_priority = priority
+        if learned is not None:
+            prop, priority, value_out = learned["p_accept"], learned["priority"], learned["value"]
         order = np.lexsort((aj, -priority, tiers[aj], ci))
         out = ~has | over
         capped_out = (ci[out], aj[out])
         keep = ~out
         order = order[keep[order]]
         ci, aj, ch, prop, priority = ci[order], aj[order], ch[order], prop[order], priority[order]
+        value_out, catalogue_priority = value_out[order], catalogue_priority[order]
         protective = tiers[aj] == 0
         rank_p = _cumcount(np.where(protective, ci, -1 - np.arange(len(ci))))
         chosen_p = protective & (rank_p < top_k)
@@ -816,7 +840,9 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
         pooled = not_chosen & others & in_pool
         return {"ci": ci, "aj": aj, "ch": ch, "prop": prop, "priority": priority, "chosen": chosen,
                 "logging_probability": logging_probability, "exploring": exploring, "slot_rank": slot_rank,
-                "capped_out": capped_out, "beyond": (ci[beyond], aj[beyond]), "pooled": (ci[pooled], aj[pooled])}
+                "capped_out": capped_out, "beyond": (ci[beyond], aj[beyond]), "pooled": (ci[pooled], aj[pooled]),
+                "value": value_out if learned is not None else None, "catalogue_priority": catalogue_priority,
+                "pool_index": pool_index, "picks": picks, "n_protective": n_protective}
 
     picked = arbitrate(usable)
     # staffed channels (phone, branch): tonight's capacity goes to the customers in greatest need; the others get
@@ -898,7 +924,9 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     sel = sel[np.lexsort((picked["slot_rank"][sel], ci[sel]))]
     nba = _published(ctx, catalogue, sel, ci, aj, ch, picked["prop"], picked["priority"],
                      picked["logging_probability"], picked["exploring"], picked["slot_rank"], is_control, as_of,
-                     version, credit_ctx, msg_rules.get("plain_register"))
+                     version, credit_ctx, msg_rules.get("plain_register"), picked["value"])
+    bandit = _bandit_log(ctx, catalogue, nba, picked["pool_index"], picked["picks"], aj, picked["catalogue_priority"],
+                         picked["n_protective"], float(pol["exploration"]["epsilon"]), version)
     decision_log = _decision_log(ctx, catalogue, stage, reason, book, version, extra)
     advisor, queue_demand = advisor_queue(ctx, pol, int(capacity.get("advisor_queue", n)), need_rank)
     capacity_metrics["advisor_queue"] = {"capacity": int(capacity.get("advisor_queue", n)), "demand": queue_demand,
@@ -917,7 +945,42 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                "n_push_fatigued": int(fatigued.sum()),
                "push_fatigue_rerouted_rows": sum(1 for row in extra if row[3] == STAGE_CODE["contact_policy"]),
                "seconds": round(time.perf_counter() - started, 2)}
-    return Decisions(nba, decision_log, advisor, dashboard, decision_flags(ctx, is_control, pol), metrics)
+    return Decisions(nba, decision_log, advisor, dashboard, decision_flags(ctx, is_control, pol), metrics, bandit)
+
+
+def _bandit_log(ctx, catalogue, nba: pd.DataFrame, pool_index: np.ndarray, picks, aj: np.ndarray,
+                catalogue_priority: np.ndarray, n_protective: np.ndarray, epsilon: float,
+                version: str) -> pd.DataFrame:
+    """One row per non-protective slot the bandit filled: the candidates that remained at that slot in the
+    arbitration's order (the greedy choice first), the pick and its logged probability. With epsilon this is the
+    policy's whole distribution at the slot ((1 - epsilon) on the first candidate, epsilon / m on each), which the
+    offline evaluation and the log checks need; the catalogue's priority of each candidate lets the catalogue-prior
+    policy be evaluated on logs another policy made."""
+    action_ids = np.array([x.id for x in catalogue], dtype=object)
+    ids = ctx["customer_id"].to_numpy(dtype=object)
+    remaining = pool_index >= 0
+    rows = []
+    for s in range(picks.column.shape[1]):
+        has = np.flatnonzero(picks.column[:, s] >= 0)
+        for c in has:
+            members = pool_index[c, remaining[c]]
+            pick = pool_index[c, picks.column[c, s]]
+            rows.append((ids[c], s + 1, int(n_protective[c]) + s + 1, action_ids[aj[pick]],
+                         float(picks.logging_probability[c, s]), bool(picks.is_exploration[c, s]),
+                         [str(a) for a in action_ids[aj[members]]],
+                         [round(float(x), 9) for x in catalogue_priority[members]]))
+        remaining[has, picks.column[has, s]] = False
+    frame = pd.DataFrame(rows, columns=["customer_id", "slot", "rank", "action_id", "logging_probability",
+                                        "is_exploration", "candidates", "catalogue_scores"])
+    frame["n_candidates"] = frame["candidates"].map(len).astype("int64") if len(frame) else pd.Series(dtype="int64")
+    frame["epsilon"] = epsilon
+    frame["policy_version"] = version
+    if not len(frame):
+        frame["recommendation_id"] = pd.Series(dtype=object)
+        return frame[list(SCHEMAS["bandit_log"])]
+    keys = nba[["customer_id", "action_id", "recommendation_id"]]
+    frame = frame.merge(keys, on=["customer_id", "action_id"], how="left")
+    return frame[list(SCHEMAS["bandit_log"])].sort_values(["customer_id", "slot"]).reset_index(drop=True)
 
 
 def _push_moves(ctx: pd.DataFrame, catalogue: list[Action], push_later: np.ndarray, published_channel: np.ndarray,
@@ -962,7 +1025,7 @@ def _cumcount(keys: np.ndarray) -> np.ndarray:
 
 def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
                is_control, as_of: date, version: str, credit_ctx: pd.DataFrame | None = None,
-               plain: dict[str, Any] | None = None) -> pd.DataFrame:
+               plain: dict[str, Any] | None = None, value_out: np.ndarray | None = None) -> pd.DataFrame:
     cust = ci[sel]
     act = aj[sel]
     action_ids = np.array([x.id for x in catalogue], dtype=object)
@@ -977,7 +1040,8 @@ def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probabil
         "channel": np.array(CHANNELS, dtype=object)[ch[sel]],
         "priority": np.round(priority[sel], 6),
         "propensity": np.round(prop[sel], 6),
-        "value": np.array([x.value for x in catalogue])[act],
+        "value": (np.array([x.value for x in catalogue])[act] if value_out is None
+                  else np.round(np.maximum(value_out[sel], 0.0), 6)),
         "logging_probability": np.round(logging_probability[sel], 6),
         "is_exploration": exploring[sel],
         "is_control": is_control[cust],
@@ -1367,6 +1431,11 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "dashboard_layout": {
         "customer_id": "varchar", "position": "integer", "module": "varchar", "reason": "varchar",
         "status": "varchar", "introduced_on": "date"},
+    "bandit_log": {
+        "customer_id": "varchar", "recommendation_id": "varchar", "slot": "integer", "rank": "integer",
+        "action_id": "varchar", "logging_probability": "double", "is_exploration": "boolean",
+        "candidates": "varchar[]", "catalogue_scores": "double[]", "n_candidates": "integer", "epsilon": "double",
+        "policy_version": "varchar"},
     "decision_flags": {
         "customer_id": "varchar", "is_at_risk": "boolean", "is_shortfall_risk": "boolean", "in_arrears": "boolean",
         "is_unarranged_overdraft": "boolean", "is_gambling_harm": "boolean", "is_vulnerable": "boolean",
@@ -1405,10 +1474,16 @@ def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     pol = policy()
     sizes = bucket_sizes(paths, day)
     capacity = shard_capacity(pol, sizes, bucket)
-    decisions = decide_frame(context, day, responses, pol=pol, capacity=capacity)
+    from pipelines import policy as learned_policy
+
+    scorer = learned_policy.promoted_scorer(paths)
+    decisions = decide_frame(context, day, responses, pol=pol, capacity=capacity, scorer=scorer)
     written = {}
     for table in GOLD_TABLES:
         written[table] = write_table(paths, table, getattr(decisions, table), day, bucket)
+    written["bandit_log"] = write_table(paths, "bandit_log", decisions.bandit_log, day, bucket)
+    written["decision_context"] = learned_policy.write_decision_context(
+        paths, context, decisions.next_best_actions, day, bucket)
     metrics = decisions.metrics | {
         "bucket": int(bucket), "as_of": day.isoformat(), "rows": written,
         "night_capacity": frame_capacity(pol, sum(sizes.values())), "night_customers": sum(sizes.values()),

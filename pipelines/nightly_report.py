@@ -60,6 +60,7 @@ SECTION_HEADINGS = {
     "staffed": "Staffed channels: capacity and demand",
     "app_signals": "App signals and dashboard roles",
     "funnel": "Suppression funnel",
+    "value": "Value against the control group",
     "calibration": "Forecast calibration",
     "life_events": "Life-event rates",
     "quality": "Data quality: quarantine and gates",
@@ -1329,10 +1330,50 @@ def _summary(paths: Paths, day: date, con, status: NightStatus | None = None) ->
                          "caption": "Gold tables of the night"}]}]
 
 
+def _value(paths: Paths, day: date, con) -> list[dict[str, Any]]:
+    """gold value_summary (pipelines/value.py): value per customer of treated and control customers, the day's and
+    cumulative, by action class, with 95% intervals, and the uplift over the nights."""
+    heading = SECTION_HEADINGS["value"]
+    scan = _scan(paths, "gold", "value_summary", as_of=day.isoformat())
+    if scan is None:
+        return [{"key": "value", "heading": heading, "text": _absent("gold value_summary has no partition for this "
+                                                                     "date (measure_value did not run)")}]
+    table = _df(con, f"""
+        select arm, action_class, n_customers, value_per_customer, ci_low, ci_high, cumulative_value_per_customer,
+            cumulative_ci_low, cumulative_ci_high, n_recommendations, n_accepted, acceptance_rate, n_complaints,
+            n_unsubscribes, since
+        from {scan} order by array_position(['treated', 'control', 'uplift'], arm),
+            array_position(['all', 'protective', 'service', 'commercial'], action_class)""")
+    uplift = table[(table["arm"] == "uplift") & (table["action_class"] == "all")]
+    text = "Realised value in pounds (config/rewards.yaml; docs/closed_loop.md)."
+    if len(uplift) and pd.notna(uplift["cumulative_value_per_customer"].iloc[0]):
+        u = uplift.iloc[0]
+        text += (f" Since {str(u['since'])[:10]}: uplift per customer {u['cumulative_value_per_customer']:.2f} (95% interval "
+                 f"{u['cumulative_ci_low']:.2f} to {u['cumulative_ci_high']:.2f}), treated minus control.")
+    figures = []
+    history = []
+    for night in [d for d in _partitions(paths, "gold", "value_summary") if d <= day.isoformat()]:
+        part = _scan(paths, "gold", "value_summary", as_of=night)
+        row = _df(con, f"select cumulative_value_per_customer as v, cumulative_ci_low as lo, cumulative_ci_high as hi "
+                       f"from {part} where arm = 'uplift' and action_class = 'all'")
+        if len(row) and pd.notna(row["v"].iloc[0]):
+            history.append((pd.Timestamp(night), row["v"].iloc[0], row["lo"].iloc[0], row["hi"].iloc[0]))
+    if len(history) > 1:
+        fig, ax = _figure("Cumulative uplift per customer (treated minus control, 95% interval)")
+        x = [h[0] for h in history]
+        ax.plot(x, [h[1] for h in history], marker="o")
+        ax.fill_between(x, [h[2] for h in history], [h[3] for h in history], alpha=0.25)
+        ax.axhline(0, color="grey", linewidth=1)
+        ax.set_ylabel("pounds per customer")
+        fig.autofmt_xdate()
+        figures.append(fig)
+    return [{"key": "value", "heading": heading, "text": text, "table": table, "figures": figures}]
+
+
 SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("headline", _headline), ("at_risk", _at_risk), ("advisor_queue", _advisor_queue), ("checks", _checks),
     ("traces", _traces), ("fairness", _fairness), ("action_mix", _action_mix), ("staffed", _staffed),
-    ("app_signals", _app_signals), ("funnel", _funnel), ("calibration", _calibration),
+    ("app_signals", _app_signals), ("funnel", _funnel), ("value", _value), ("calibration", _calibration),
     ("life_events", _life_events), ("quality", _quality), ("data_docs", _data_docs), ("volumes", _volumes),
     ("summary", _summary)]
 

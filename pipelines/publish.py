@@ -238,17 +238,18 @@ def build_generation(paths: Paths, loads: set[str], day: date, state: dict[str, 
             same_rule = previous_restricted.get(qualified) == restriction
             sources: dict[str, Path] = {}  # partition value -> its full files
             general_sources: dict[str, Path] = {}  # values whose general/ files can be linked as they are
+            live = _partitions(paths.table(schema.layer, schema.name), key)
             if previous is not None:
                 full_prev = previous / ("restricted" if was_restricted else "general") / schema.layer / schema.name
                 general_prev = previous / "general" / schema.layer / schema.name
                 for value, folder in _partitions(full_prev, key).items():
-                    if not _owned(value, loads, None):
+                    if not (_owned(value, loads, None) or (schema.publish_live and value in live)):
                         sources[value] = folder
                         counts["partitions_kept"] += 1
                         if same_rule:
                             general_sources[value] = general_prev / folder.name
-            for value, folder in _partitions(paths.table(schema.layer, schema.name), key).items():
-                if _owned(value, loads, bootstrap_until):
+            for value, folder in live.items():
+                if schema.publish_live or _owned(value, loads, bootstrap_until):
                     sources[value] = folder
                     general_sources.pop(value, None)
                     counts["partitions_from_night"] += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipelines.config import load_config
 from pipelines.contract import landing_contract
@@ -59,6 +60,9 @@ class TableSchema:
     restricted_rows: str | None = None
     restricted_why: str = ""
     warehouse: bool = True
+    # `publish: live`: every publish takes the table's partitions as the live lake has them, not only those of the
+    # loads being published (a table written outside the night, or rewritten by later nights; docs/architecture.md)
+    publish_live: bool = False
 
     @property
     def column_names(self) -> list[str]:
@@ -128,6 +132,7 @@ def _tables() -> dict[tuple[str, str], TableSchema]:
                 partition=tuple(spec.get("partition", ())), key=tuple(spec.get("key", ())),
                 columns=tuple(ColumnSchema(*col) for col in spec["columns"]),
                 checks=spec.get("checks", {}), warehouse=bool(spec.get("warehouse", True)),
+                publish_live=_publish_mode(layer, name, spec.get("publish", "load")) == "live",
                 restricted_columns=tuple(restricted.get("columns") or ()),
                 restricted_rows=restricted.get("rows") or None,
                 restricted_why=str(restricted.get("why") or ""),
@@ -139,6 +144,12 @@ def _tables() -> dict[tuple[str, str], TableSchema]:
                                  f"table (unknown: {unknown}, partition columns: {in_partition})")
             tables[(layer, name)] = schema
     return tables
+
+
+def _publish_mode(layer: str, name: str, mode: Any) -> str:
+    if mode not in ("load", "live"):
+        raise ValueError(f"config/tables.yaml {layer}.{name}: `publish` is load or live, not {mode!r}")
+    return str(mode)
 
 
 def table_schema(layer: str, name: str) -> TableSchema:

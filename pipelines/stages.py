@@ -339,6 +339,24 @@ def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
+def measure_value(paths: Paths, day: date) -> dict[str, Any]:
+    """Value, not clicks: D's outcomes per customer, the realised value of the recommendations of the nights whose
+    window includes D, and the night's value per customer for treated and control customers (gold customer_outcomes,
+    realised_value, value_summary; config/rewards.yaml)."""
+    from pipelines.value import measure_value as run
+
+    return run(paths, day)
+
+
+def retrain_family(paths: Paths, day: date | None, family: str) -> dict[str, Any]:
+    """`retrain_models`, one family (cash_forecast, life_events or policy): a challenger against the promoted
+    champion, the decision recorded in gold model_registry. D defaults to the last day of data."""
+    from pipelines.forecast import data_end
+    from pipelines.retrain import retrain_family as run
+
+    return run(paths, day or data_end(paths), family)
+
+
 def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
     """`segone train`: train the global cash-shortfall engine on a rolling window ending at D (default: the last
     day of data) and promote it if it is at least as good as the promoted one; then the life-event classifiers."""
@@ -351,6 +369,7 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
+         ("measure_value", measure_value),
          ("understand_messages", understand_messages), ("validate_messages", validate_messages),
          ("profile_customers", profile_customers), ("validate_profiles", validate_profiles),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
@@ -464,8 +483,12 @@ def history_as_of(paths: Paths) -> date:
     return max(dates)
 
 
-def load_history(paths: Paths) -> dict[str, Any]:
-    """Ingest, validate and conform landing/history/ the same way as a night, into per-day partitions."""
+HISTORY_STEPS = ("ingest", "validate", "conform", "validate_silver", "publish")
+
+
+def load_history(paths: Paths, progress: Any | None = None) -> dict[str, Any]:
+    """Ingest, validate and conform landing/history/ the same way as a night, into per-day partitions.
+    `progress` (a pipelines.progress.Progress over HISTORY_STEPS) is told when each step starts and ends."""
     from pipelines.conform import conform as conform_load
     from pipelines.ingest.landing import ingest_landing
     from pipelines.quality import validate_day, validate_silver as validate_silver_load
@@ -478,23 +501,33 @@ def load_history(paths: Paths) -> dict[str, Any]:
 
     housekeeping(paths)
     void_later_results(paths, HISTORY, "ingest")
-    metrics: dict[str, Any] = {"ingest": ingest_landing(paths, HISTORY, folder, business_date=None)}
-    metrics["validate"] = validate_day(paths, HISTORY)
+    steps = {step.name: step for step in (progress.steps if progress is not None else [])}
+
+    def step(name: str, work: Any) -> Any:
+        if name in steps:
+            progress.start(steps[name])
+        result = work()
+        if name in steps:
+            progress.finish(steps[name])
+        return result
+
+    metrics: dict[str, Any] = {"ingest": step("ingest", lambda: ingest_landing(paths, HISTORY, folder,
+                                                                              business_date=None))}
+    metrics["validate"] = step("validate", lambda: validate_day(paths, HISTORY))
     as_of = history_as_of(paths)
-    metrics["conform"] = conform_load(paths, HISTORY, as_of)
+    metrics["conform"] = step("conform", lambda: conform_load(paths, HISTORY, as_of))
     write_run_metrics(paths, HISTORY, "conform", metrics["conform"])
-    metrics["validate_silver"] = validate_silver_load(paths, HISTORY, as_of)
+    metrics["validate_silver"] = step("validate_silver", lambda: validate_silver_load(paths, HISTORY, as_of))
     write_run_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
-    metrics["publish"] = publish_history(paths, as_of)
+    metrics["publish"] = step("publish", lambda: publish_history(paths, as_of))
     return metrics
 
 
 # --- what the CLI calls ---------------------------------------------------------------------------------------
 
 def run_command(paths: Paths, day: date) -> str:
-    from pipelines.doctor import preflight
-
     from pipelines import progress
+    from pipelines.doctor import preflight
 
     preflight(paths, day)
     with progress.following(f"night of {day}", night_steps(paths, day)) as shown:
@@ -503,7 +536,11 @@ def run_command(paths: Paths, day: date) -> str:
 
 
 def load_history_command(paths: Paths) -> dict[str, Any]:
-    metrics = load_history(paths)
+    from pipelines import progress
+    from pipelines.progress import Step
+
+    with progress.following("history load", [Step(name) for name in HISTORY_STEPS]) as shown:
+        metrics = load_history(paths, shown)
     return {
         "as_of": metrics["conform"]["as_of"],
         "silver_rows": {t: m["rows"] for t, m in metrics["conform"]["tables"].items()},

@@ -74,6 +74,22 @@ def test_the_night_runs_through_airflow_and_publishes(bank):
 
 
 @pytest.mark.slow
+def test_the_retraining_runs_through_airflow_and_is_recorded(bank):
+    """retrain_models (docs/closed_loop.md): every family retrained as of the last day of data, each decision a row of
+    gold model_registry; the policy has no matured value yet, so its champion (the catalogue) stays."""
+    done = run([str(BIN / "airflow"), "dags", "test", "retrain_models", "2026-11-22"], bank, check=False)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    con = duckdb.connect()
+    rows = con.execute(f"select family, as_of, promoted_version, reason from read_parquet("
+                       f"'{bank}/lake/gold/model_registry/**/*.parquet', hive_partitioning = true) "
+                       f"order by family").fetchall()
+    assert [r[0] for r in rows] == ["cash_forecast", "life_events", "policy"]
+    assert {str(r[1]) for r in rows} == {D}
+    assert rows[2][2] == "catalogue" and "not enough data" in rows[2][3]
+    assert all(r[2] for r in rows)
+
+
+@pytest.mark.slow
 def test_messages_reach_decide_and_their_text_stays_in_silver(bank):
     """After the night above: consented customers' messages were read, and no text left silver."""
     import pandas as pd

@@ -234,3 +234,34 @@ def test_leftovers_of_dead_processes_are_removed_and_those_of_live_ones_kept(pat
     assert removed == {str(made[k]) for k in ("dead_staging", "foreign_old", "dead_export", "dead_report")} | {
         str(warehouse_tmp)}
     assert all(made[k].exists() for k in ("live_staging", "foreign_fresh", "live_export"))
+
+
+def test_tables_published_live_show_what_was_written_after_their_night(paths):
+    """`publish: live` tables (config/tables.yaml): the retraining registry, written after night D was published, and
+    the realised value of D's recommendations, rewritten by later nights, are shown by the next publish."""
+    import pandas as pd
+
+    from pipelines import lake
+    from pipelines.retrain import record
+    from pipelines.schemas import table_schema
+
+    published_night(paths, D0, "v1")
+    record(paths, D0, {"family": "policy", "challenger_version": "p1", "promoted": False, "reason": "kept"})
+    values = lake.partition_path(paths, "gold", "realised_value", as_of=D0.isoformat())
+    schema = table_schema("gold", "realised_value")
+
+    def write_value(value: float) -> None:
+        row = {c: [None] for c in schema.data_column_names} | {"recommendation_id": ["r1"], "value_to_date": [value]}
+        lake.write_frame(pd.DataFrame(row), values, paths)
+
+    write_value(1.5)
+    con = connect_warehouse(paths.warehouse)
+    assert con.execute("select count(*) from model_registry").fetchone() == (0,)  # not published yet
+    con.close()
+    write_value(2.5)
+    published_night(paths, D1, "v2")
+    con = connect_warehouse(paths.warehouse)
+    # as_of is a DATE in the views
+    assert con.execute("select as_of, family, reason from model_registry").fetchall() == [(D0, "policy", "kept")]
+    assert con.execute("select value_to_date from realised_value").fetchall() == [(2.5,)]
+    con.close()

@@ -41,8 +41,8 @@ def test_app_events_are_deterministic_and_leave_the_other_files_unchanged(tmp_pa
     # without app events (nothing drawn from their stream) every other file is byte for byte the same
     original = simulate_module._app_event_tables
 
-    def none(seed, chunk, cal, truth):
-        history, today = original(seed, chunk, cal, truth)
+    def none(seed, chunk, cal, truth, d=None):
+        history, today = original(seed, chunk, cal, truth, d)
         return history.slice(0, 0), today.slice(0, 0)
 
     monkeypatch.setattr(simulate_module, "_app_event_tables", none)
