@@ -185,6 +185,7 @@ def fit_global(inputs: pd.DataFrame, labels: pd.DataFrame, seed: int = 0):
 
     params = GlobalEngineParams(seed=seed, calibration_share=float(settings()["calibration_share"]),
                                 calibration_min_folds=int(settings().get("calibration_min_folds", 3)),
+                                calibration_groups=int(settings().get("calibration_groups", 4)),
                                 horizons=horizons())
     return GlobalEngine().fit(inputs, labels, params)
 
