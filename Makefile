@@ -14,7 +14,7 @@ DEMO_DAYS ?= 240
 DEMO_END ?= 2026-11-20
 DEMO_SEED ?= 42
 
-.PHONY: install demo test bench backtest clean airflow-db serve stop night cluster-demo
+.PHONY: install demo test bench backtest clean airflow-db serve stop night cluster-demo report-screenshot
 
 install: $(VENV)/.installed
 
@@ -77,6 +77,16 @@ backtest: install
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone import-berka ../shared/reference/berka --no-night > $(BACKTEST_HOME)/berka-import.log
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone load-history > $(BACKTEST_HOME)/berka-load.log
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone backtest --dataset berka --output $(SEGONE_HOME)/reports/backtest
+
+# The nightly report as a person sees it: rendered by headless Chromium (installed from the system's packages when
+# missing and this account may: apt-get as root or with password-less sudo) into $(SCREENSHOT). DATE defaults to
+# the demo's night; HEIGHT is the part of the page captured, in CSS pixels at 1400 wide. Not part of `make test`
+# (tests/test_report_screenshot.py runs the same check when Chromium is there, and is skipped when it is not).
+DATE ?= $(DEMO_END)
+HEIGHT ?= 5000
+SCREENSHOT ?= $(SEGONE_HOME)/reports/$(DATE)/report.png
+report-screenshot: install
+	$(BIN)/python -m pipelines.screenshot --install --height $(HEIGHT) $(SEGONE_HOME)/reports/$(DATE)/index.html $(SCREENSHOT)
 
 clean:
 	rm -rf $(VENV) var

@@ -22,7 +22,7 @@ DEFAULT_ARGS = {
 # Published tables, for downstream DAGs to be scheduled on.
 PUBLISHED = [Asset(f"segone://gold/{table}") for table in (
     "cash_forecast", "life_events", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout",
-    "message_insights", "message_signals")] + [
+    "message_insights", "message_signals", "decision_flags")] + [
     Asset("segone://exports/crm")]
 
 

@@ -235,31 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
 QUIET_COMMANDS = {"summary", "doctor"}
 
 
-def _run_log(paths: Paths, day: date | None, formatter: logging.Formatter) -> logging.Handler | None:
-    """Structured logs of a command about night D: JSON lines in runs/D/log.jsonl, appended (one file per night,
-    every command and task that worked on it, each line with its command and process)."""
-    if day is None:
-        return None
-    folder = paths.runs / day.isoformat()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(folder / "log.jsonl", encoding="utf-8")
-    except OSError:
-        return None
-    handler.setFormatter(formatter)
-    return handler
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipelines.logs import JsonLinesFormatter, quiet_great_expectations
+    from pipelines.logs import night_log_handler, quiet_great_expectations
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_great_expectations()
     kwargs = {k: v for k, v in vars(args).items() if k not in {"command", "target", "verbose"}}
     paths = Paths.from_env()
-    handler = _run_log(paths, kwargs.get("day"), JsonLinesFormatter(args.command)) if args.command not in QUIET_COMMANDS else None
+    day = kwargs.get("day")
+    handler = night_log_handler(paths.runs / day.isoformat(), args.command) \
+        if day is not None and args.command not in QUIET_COMMANDS else None
     if handler is not None:
         logging.getLogger().addHandler(handler)
     try:

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from pipelines.errors import SegoneError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
 
@@ -25,9 +27,51 @@ def _load_yaml(path: str) -> dict[str, Any]:
         return yaml.safe_load(handle)
 
 
+class SettingsOverlayError(SegoneError):
+    """SEGONE_SETTINGS names a file that cannot be read or a setting that does not exist."""
+
+
 def load_config(name: str) -> dict[str, Any]:
-    """One YAML file of config/ by its stem, e.g. load_config("segone")."""
-    return _load_yaml(str(CONFIG_DIR / f"{name}.yaml"))
+    """One YAML file of config/ by its stem, e.g. load_config("segone"), with the overlay of $SEGONE_SETTINGS.
+
+    `SEGONE_SETTINGS` may name a YAML file that changes existing settings for one deployment or test home without
+    editing config/ (e.g. `segone: {lake: {n_buckets: 4}}`): its top-level keys are config stems, and each value is
+    merged key by key over that file. It can only change settings that exist (a misspelt key is refused), so
+    config/ stays the one place where every setting is defined and documented. Every process of a home must see
+    the same overlay (n_buckets shapes the lake): set it in the environment of the CLI, the scheduler and the
+    workers alike."""
+    return _with_overlay(str(CONFIG_DIR / f"{name}.yaml"), name, os.environ.get("SEGONE_SETTINGS") or "")
+
+
+@functools.lru_cache(maxsize=None)
+def _with_overlay(path: str, name: str, overlay: str) -> dict[str, Any]:
+    base = _load_yaml(path)
+    if not overlay:
+        return base
+    try:
+        changes = _load_yaml(str(Path(overlay).resolve()))
+    except (OSError, yaml.YAMLError) as error:
+        raise SettingsOverlayError(f"SEGONE_SETTINGS={overlay}: cannot be read ({error})") from error
+    if not isinstance(changes, dict):
+        raise SettingsOverlayError(f"SEGONE_SETTINGS={overlay}: expected a mapping of config names")
+    unknown = [stem for stem in changes if not (CONFIG_DIR / f"{stem}.yaml").is_file()]
+    if unknown:
+        raise SettingsOverlayError(f"SEGONE_SETTINGS={overlay}: no config/{unknown[0]}.yaml")
+    return _merge(base, changes.get(name), f"{name}") if changes.get(name) is not None else base
+
+
+def _merge(base: Any, change: Any, where: str) -> Any:
+    if not isinstance(base, dict):
+        return change  # a setting's value (a list, a mapping of thresholds read as one value, ...) is replaced whole
+    if not isinstance(change, dict):
+        raise SettingsOverlayError(f"SEGONE_SETTINGS: {where} is a group of settings, not one value")
+    merged = dict(base)
+    for key, value in change.items():
+        if key not in base:
+            raise SettingsOverlayError(
+                f"SEGONE_SETTINGS: {where}.{key} is not a setting (see config/{where.split('.')[0]}.yaml)")
+        merged[key] = _merge(base[key], value, f"{where}.{key}")
+    return merged
 
 
 def settings() -> dict[str, Any]:

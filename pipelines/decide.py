@@ -39,7 +39,12 @@ STAGES = ("eligibility", "applicability", "suitability", "consent", "contact_pol
 STAGE_CODE = {name: i + 1 for i, name in enumerate(STAGES)}
 CHANNEL_CODE = {c: i for i, c in enumerate(CHANNELS)}
 ENGAGED_EVENTS = ("opened", "clicked", "accepted", "declined")
-GOLD_TABLES = ("next_best_actions", "decision_log", "advisor_queue", "dashboard_layout")
+GOLD_TABLES = ("next_best_actions", "decision_log", "advisor_queue", "dashboard_layout", "decision_flags")
+# Age bands (inclusive upper ages, labels): the context's age_band, and the groups of the nightly report's fairness
+# section (pipelines/nightly_report.py imports these: one definition).
+AGE_BAND_UPPER = (17, 24, 34, 49, 64)
+AGE_BAND_LABELS = ("under 18", "18-24", "25-34", "35-49", "50-64", "65+")
+AGE_UNKNOWN = "unknown"
 DASHBOARD_MODULES = ("money_help", "cash_flow_view", "savings_goals", "bills_calendar", "travel_money",
                      "moving_checklist", "family_budget", "accounts_overview", "spending_insights")
 
@@ -54,6 +59,7 @@ class Decisions:
     decision_log: pd.DataFrame
     advisor_queue: pd.DataFrame
     dashboard_layout: pd.DataFrame
+    decision_flags: pd.DataFrame = field(default_factory=pd.DataFrame)
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -112,11 +118,15 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
     unarranged = (low < -(limit + float(suit.get("unarranged_tolerance", 0.0)))).fillna(False).to_numpy(bool)
     ctx["is_unarranged_overdraft"] = unarranged | _flag(ctx, "is_unarranged_overdraft")
     ctx["in_arrears"], ctx["arrears_reason"] = arrears(ctx, pol)
-    age = ctx["age"].astype("float64")
-    bands = pd.cut(age, [-np.inf, 17, 24, 34, 49, 64, np.inf], labels=["under 18", "18-24", "25-34", "35-49", "50-64",
-                                                                      "65+"])
-    ctx["age_band"] = bands.astype(object).where(age.notna(), "unknown")
+    ctx["age_band"] = age_bands(ctx["age"])
     return ctx
+
+
+def age_bands(age: pd.Series) -> pd.Series:
+    """The age band of each age in years (AGE_BAND_LABELS; 'unknown' when the age is)."""
+    age = age.astype("float64")
+    bands = pd.cut(age, [-np.inf, *AGE_BAND_UPPER, np.inf], labels=list(AGE_BAND_LABELS))
+    return bands.astype(object).where(age.notna(), AGE_UNKNOWN)
 
 
 def arrears(ctx: pd.DataFrame, pol: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -842,7 +852,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                "channel_mix": nba["channel"].value_counts().sort_index().to_dict() if len(nba) else {},
                "capacity": capacity_metrics, "capacity_rerouted_rows": len(extra),
                "seconds": round(time.perf_counter() - started, 2)}
-    return Decisions(nba, decision_log, advisor, dashboard, metrics)
+    return Decisions(nba, decision_log, advisor, dashboard, decision_flags(ctx, is_control, pol), metrics)
 
 
 def _cumcount(keys: np.ndarray) -> np.ndarray:
@@ -1043,6 +1053,33 @@ def advisor_queue(ctx: pd.DataFrame, pol: dict[str, Any], capacity: int | None =
     return out.reset_index(drop=True), demand
 
 
+def decision_flags(ctx: pd.DataFrame, is_control: np.ndarray, pol: dict[str, Any]) -> pd.DataFrame:
+    """One row per customer decided: the protective flags the funnel acted on (any of them blocks credit:
+    is_at_risk), the forecast it had, and the control group. What the nightly report's checks and the analysts'
+    'who is at risk and why' read (gold decision_flags)."""
+    suit = pol["suitability"]
+    flags = {
+        "is_shortfall_risk": ctx["is_shortfall_risk"].to_numpy(bool),
+        "in_arrears": ctx["in_arrears"].to_numpy(bool),
+        "is_unarranged_overdraft": ctx["is_unarranged_overdraft"].to_numpy(bool),
+        "is_gambling_harm": ctx["is_gambling_harm"].to_numpy(bool),
+        "is_vulnerable": ctx["is_vulnerable"].to_numpy(bool),
+        "is_message_distress": ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool),
+    }
+    off = {"is_vulnerable": not suit.get("block_known_vulnerability", True),
+           "is_message_distress": not pol.get("message_rules", {}).get("distress_suppresses_commercial", True)}
+    blocking = [v for k, v in flags.items() if not off.get(k, False)]
+    return pd.DataFrame({
+        "customer_id": ctx["customer_id"].to_numpy(dtype=object),
+        "is_at_risk": np.logical_or.reduce(blocking) if blocking else np.zeros(len(ctx), dtype=bool),
+        **flags,
+        "has_forecast": ctx["p_shortfall_30"].notna().to_numpy(bool),
+        "p_shortfall_30": ctx["p_shortfall_30"].astype("float64").to_numpy(),
+        "is_income_drop": ctx["is_income_stopped"].to_numpy(bool) | ctx["is_job_loss"].to_numpy(bool),
+        "is_control": np.asarray(is_control, dtype=bool),
+    })
+
+
 def _message_reasons(sub: pd.DataFrame) -> pd.Series:
     """The advisor's reason from messages: what the customer told us, in the signals' words (never the text)."""
     said = sub["message_reasons"].astype(object).where(sub["message_reasons"].notna(), "") \
@@ -1141,6 +1178,11 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "is_income_drop": "boolean", "in_arrears": "boolean", "is_service_alerts_allowed": "boolean"},
     "dashboard_layout": {
         "customer_id": "varchar", "position": "integer", "module": "varchar", "reason": "varchar"},
+    "decision_flags": {
+        "customer_id": "varchar", "is_at_risk": "boolean", "is_shortfall_risk": "boolean", "in_arrears": "boolean",
+        "is_unarranged_overdraft": "boolean", "is_gambling_harm": "boolean", "is_vulnerable": "boolean",
+        "is_message_distress": "boolean", "has_forecast": "boolean", "p_shortfall_30": "double",
+        "is_income_drop": "boolean", "is_control": "boolean"},
 }
 
 

@@ -319,15 +319,10 @@ def sql_text(name: str) -> str:
     return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
 
 
-def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizons: Iterable[int] = (30, 60, 90),
-                with_labels: bool = False, series_until: date | None = None, series_days: int = SERIES_DAYS
-                ) -> Panel:
-    """Features (and optionally labels) for every customer registered in `con` at every cut-off.
-
-    The daily cash position is built from `series_days` before the first cut-off (the features look 90 days back;
-    a longer series is for engines that fit on it, like Prophet) and `series_until` extends it past the last
-    cut-off, so labels can see the outcomes; features only ever read rows on or before their own cut-off.
-    """
+def _daily_balance(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizons: Iterable[int],
+                   series_until: date | None, series_days: int) -> list[date]:
+    """The temp tables cutoffs, horizons, cadences, account_days, primary_days and daily_balance in `con`, for
+    the features and the labels; returns the sorted cut-offs."""
     cutoffs = sorted(set(cutoffs))
     if not cutoffs:
         raise SegoneError("no cut-off dates to build features for")
@@ -345,6 +340,31 @@ def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizon
     con.execute(f"create or replace temp table account_days as {sql_text('features_account_days')}")
     con.execute("create or replace temp table primary_days as select account_id, ds from account_days where is_primary")
     con.execute(f"create or replace temp table daily_balance as {sql_text('features_daily_balance')}")
+    return cutoffs
+
+
+def build_labels(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizons: Iterable[int] = (30, 60, 90),
+                 series_until: date | None = None, series_days: int = SERIES_DAYS) -> pd.DataFrame:
+    """Only the outcomes after each cut-off (features_labels.sql, the same daily cash position as build_panel's):
+    customer_id, cutoff, horizon_days, is_shortfall, min_balance, days_to_shortfall. For scoring past forecasts
+    against what happened (the nightly report's realised calibration) without building every feature."""
+    _daily_balance(con, cutoffs, horizons, series_until, series_days)
+    labels = con.execute(f"{sql_text('features_labels')} order by customer_id, cutoff, horizon_days").df()
+    labels["min_balance"] = labels["min_balance"].round(6)
+    labels["cutoff"] = pd.to_datetime(labels["cutoff"])
+    return labels
+
+
+def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizons: Iterable[int] = (30, 60, 90),
+                with_labels: bool = False, series_until: date | None = None, series_days: int = SERIES_DAYS
+                ) -> Panel:
+    """Features (and optionally labels) for every customer registered in `con` at every cut-off.
+
+    The daily cash position is built from `series_days` before the first cut-off (the features look 90 days back;
+    a longer series is for engines that fit on it, like Prophet) and `series_until` extends it past the last
+    cut-off, so labels can see the outcomes; features only ever read rows on or before their own cut-off.
+    """
+    cutoffs = _daily_balance(con, cutoffs, horizons, series_until, series_days)
     con.execute(f"create or replace temp table recurring_streams as {sql_text('features_recurring_streams')}")
     features = con.execute(f"{sql_text('features_customer')} order by customer_id, cutoff").df()
     streams = con.execute("select * from recurring_streams order by customer_id, cutoff, stream_id").df()

@@ -101,6 +101,18 @@ def build_panel(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Ite
         con.close()
 
 
+def build_labels(paths: Paths, as_of: date, cutoffs: Iterable[date], series_until: date | None = None,
+                 buckets: Iterable[int] | None = None) -> pd.DataFrame:
+    """What happened after each cut-off per customer and horizon (features.build_labels), from silver as of
+    `as_of`: the labels training uses, without the features."""
+    con = lake.connect()
+    try:
+        feature_stage.register_silver(con, paths, as_of, buckets)
+        return feature_stage.build_labels(con, cutoffs, horizons(), series_until=series_until)
+    finally:
+        con.close()
+
+
 def data_end(paths: Paths) -> date:
     """The last day the silver balances and postings reach: the end of what can be learned from."""
     con = lake.connect()

@@ -35,3 +35,16 @@ class JsonLinesFormatter(logging.Formatter):
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
         return json.dumps(entry, default=str)
+
+
+def night_log_handler(runs_folder, command: str) -> logging.Handler | None:
+    """Structured logs of a command or task about night D: JSON lines appended to runs/D/log.jsonl (one file per
+    night for every command and Airflow task that worked on it, each line with its command and process). None when
+    the folder cannot be written (the command still runs; its terminal or task log has the lines)."""
+    try:
+        runs_folder.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(runs_folder / "log.jsonl", encoding="utf-8")
+    except OSError:
+        return None
+    handler.setFormatter(JsonLinesFormatter(command))
+    return handler

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines import progress
 from pipelines.config import Paths
 
 
@@ -19,6 +20,7 @@ def write_run_metrics(paths: Paths, load_date: str, stage: str, metrics: dict[st
     tmp.write_text(json.dumps(metrics, indent=2, default=str, sort_keys=True), encoding="utf-8")
     tmp.replace(target)
     checkpoint(stage)
+    progress.notify(stage)
     return target
 
 

@@ -269,7 +269,7 @@ def decide_next_best_actions(paths: Paths, day: date) -> dict[str, Any]:
     return decide_all(paths, day)
 
 
-DECISION_TABLES = ["next_best_actions", "decision_log", "advisor_queue", "dashboard_layout"]
+DECISION_TABLES = ["next_best_actions", "decision_log", "advisor_queue", "dashboard_layout", "decision_flags"]
 
 
 def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
@@ -306,9 +306,36 @@ NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("val
          ("publish", publish))
 
 
-def run_night(paths: Paths, day: date) -> dict[str, Any]:
-    """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing."""
-    return {name: stage(paths, day) for name, stage in NIGHT}
+# The per-shard stages of NIGHT: the family of _SHARDS they write, and their shard list (for the progress display).
+_NIGHT_SHARDS = {"understand_messages": ("messages", message_shards),
+                 "forecast_cash_shortfall": ("forecast", forecast_shards),
+                 "classify_life_events": ("life_events", life_event_shards),
+                 "decide_next_best_actions": ("decide", decide_shards)}
+
+
+def night_steps(paths: Paths, day: date) -> list[Any]:
+    """NIGHT as progress steps: each stage with the run-metrics prefix of its shards and their number."""
+    from pipelines.progress import Step
+
+    steps = []
+    for name, _ in NIGHT:
+        family, shard_list = _NIGHT_SHARDS.get(name, (None, None))
+        steps.append(Step(name, _SHARDS[family], len(shard_list(paths, day))) if family else Step(name))
+    return steps
+
+
+def run_night(paths: Paths, day: date, progress: Any | None = None) -> dict[str, Any]:
+    """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing.
+    `progress` (a pipelines.progress.Progress over night_steps) is told when each stage starts and ends."""
+    results = {}
+    steps = progress.steps if progress is not None else [None] * len(NIGHT)
+    for (name, stage), step in zip(NIGHT, steps):
+        if progress is not None:
+            progress.start(step)
+        results[name] = stage(paths, day)
+        if progress is not None:
+            progress.finish(step)
+    return results
 
 
 def airflow_task(stage: str, night: Any, task: dict[str, Any], **kwargs: Any) -> Any:
@@ -328,15 +355,26 @@ def airflow_task(stage: str, night: Any, task: dict[str, Any], **kwargs: Any) ->
     holder = locks.airflow_holder(str(task["dag_id"]), str(task["run_id"]))
     map_index = task.get("map_index")
     member = str(task["task_id"]) + (f"[{map_index}]" if map_index not in (None, -1) else "")
-    with locks.Hold(paths, day.isoformat(), holder, member, outcome="keep") as hold:
-        try:
-            result = globals()[stage](paths, day, **kwargs)
-        except BaseException as error:
-            if int(task.get("try_number") or 1) > int(task.get("max_tries") or 0):
-                hold.outcome, hold.finished_reason = "finished", f"{member} failed: {error}"[:300]
-            raise
-        if stage == "publish":
-            hold.outcome = "release"
+    from pipelines.logs import night_log_handler
+
+    handler = night_log_handler(paths.runs / day.isoformat(), f"airflow {task['dag_id']} {member}")
+    if handler is not None:
+        logging.getLogger().addHandler(handler)
+    try:
+        with locks.Hold(paths, day.isoformat(), holder, member, outcome="keep") as hold:
+            try:
+                result = globals()[stage](paths, day, **kwargs)
+            except BaseException as error:
+                if int(task.get("try_number") or 1) > int(task.get("max_tries") or 0):
+                    hold.outcome, hold.finished_reason = "finished", f"{member} failed: {error}"[:300]
+                log.error("%s failed: %s", member, error)
+                raise
+            if stage == "publish":
+                hold.outcome = "release"
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     return result
 
 
@@ -385,8 +423,11 @@ def load_history(paths: Paths) -> dict[str, Any]:
 def run_command(paths: Paths, day: date) -> str:
     from pipelines.doctor import preflight
 
+    from pipelines import progress
+
     preflight(paths, day)
-    run_night(paths, day)
+    with progress.following(f"night of {day}", night_steps(paths, day)) as shown:
+        run_night(paths, day, shown)
     return summary(paths, day)
 
 

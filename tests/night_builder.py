@@ -42,11 +42,12 @@ def write_table(paths: Paths, layer: str, table: str, rows: list[dict], **partit
         con.close()
 
 
+DEFAULT_TABLES = ("customers", "transactions", "next_best_actions", "decision_log", "advisor_queue", "quarantine",
+                  "standing_orders", "direct_debits", "message_insights", "message_signals")
+
+
 def write_night(paths: Paths, day: date, version: str, customers: list[str] = CUSTOMERS,
-                tables: tuple[str, ...] = ("customers", "transactions", "next_best_actions", "decision_log",
-                                           "advisor_queue", "quarantine", "standing_orders", "direct_debits",
-                                           "message_insights", "message_signals")
-                ) -> None:
+                tables: tuple[str, ...] = DEFAULT_TABLES) -> None:
     d = day.isoformat()
     if "customers" in tables:
         write_table(paths, "silver", "customers", [
@@ -100,6 +101,12 @@ def write_night(paths: Paths, day: date, version: str, customers: list[str] = CU
              "is_distressed": True, "has_financial_difficulty": True, "has_recent_complaint": False,
              "reasons": "wrote about difficulty paying (health bills)", "model_version": f"m-{version}"}
             for c in customers[:2]], as_of=d)
+    if "decision_flags" in tables:  # not by default: the report's compliance checks then expect a full decision log
+        write_table(paths, "gold", "decision_flags", [
+            {"customer_id": c, "is_at_risk": i == 0, "is_shortfall_risk": False, "in_arrears": False,
+             "is_unarranged_overdraft": False, "is_gambling_harm": False, "is_vulnerable": i == 0,
+             "is_message_distress": False, "has_forecast": True, "p_shortfall_30": 0.1, "is_income_drop": False,
+             "is_control": False, "bucket": int(lake.bucket_of([c])[0])} for i, c in enumerate(customers)], as_of=d)
     if "quarantine" in tables:
         write_table(paths, "gold", "quarantine", [
             {"load_date": d, "stage": "ingest", "file": f"{d}/transactions.csv", "line": 3, "column_name": "amount",

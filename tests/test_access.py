@@ -11,7 +11,7 @@ import pytest
 
 from pipelines import publish, stages
 from pipelines.schemas import TableSchema, table_schema, tables
-from tests.night_builder import SECRET, pass_gates, write_night
+from tests.night_builder import DEFAULT_TABLES, SECRET, pass_gates, write_night
 
 D0, D1 = date(2026, 11, 19), date(2026, 11, 20)
 RESTRICTED = [t for layer in ("silver", "gold") for t in tables(layer) if t.is_restricted and t.warehouse]
@@ -31,7 +31,7 @@ def test_the_sensitive_columns_are_marked_restricted():
 
 @pytest.fixture
 def published(paths):
-    write_night(paths, D0, "v1")
+    write_night(paths, D0, "v1", tables=DEFAULT_TABLES + ("decision_flags",))
     pass_gates(paths, D0)
     stages.publish(paths, D0)
     return paths

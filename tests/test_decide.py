@@ -578,3 +578,35 @@ def test_a_staffed_action_without_a_digital_channel_is_refused():
     bad["capacity"]["channels"]["pigeon"] = {"per_night": 3}
     with pytest.raises(SegoneError, match="unknown channel 'pigeon'"):
         decide.decide_frame(customers({}), D, None, CATALOGUE, bad)
+
+
+def test_decision_flags_say_who_is_at_risk_and_why():
+    """gold decision_flags: one row per customer decided, the protective flags the funnel acted on (any of them
+    blocks credit), the forecast it had, and the control group as decide drew it."""
+    context = customers({}, {"p_shortfall_30": 0.6}, {"known_vulnerability": "health"}, {"card_over_limit": True},
+                        {"share_gambling_90": 0.2}, {"p_shortfall_30": None}, {"age": 70.0},
+                        {"is_message_distress": True})
+    decisions = run(context, control_share=0.5)
+    flags = decisions.decision_flags.set_index("customer_id")
+    assert list(flags.index) == [f"C{i:04d}" for i in range(8)]
+    assert flags["is_at_risk"].tolist() == [False, True, True, True, True, True, False, True]
+    assert flags.loc["C0007", "is_message_distress"]
+    assert flags.loc["C0001", "is_shortfall_risk"] and flags.loc["C0005", "is_shortfall_risk"]
+    assert not flags.loc["C0005", "has_forecast"] and pd.isna(flags.loc["C0005", "p_shortfall_30"])
+    assert flags.loc["C0002", "is_vulnerable"] and flags.loc["C0003", "in_arrears"]
+    assert flags.loc["C0004", "is_gambling_harm"]
+    assert flags["is_control"].sum() == decisions.metrics["n_control"]
+    nba = decisions.next_best_actions
+    assert set(nba.loc[nba["is_control"], "customer_id"]) <= set(flags.index[flags["is_control"]])
+    # no credit for anyone at risk, as the flags say
+    at_risk = set(flags.index[flags["is_at_risk"]])
+    assert not (nba["customer_id"].isin(at_risk) & nba["action_id"].isin(CREDIT)).any()
+    # a known vulnerability blocks credit only while the policy says so
+    relaxed = run(context, suitability={**decide.policy()["suitability"], "block_known_vulnerability": False})
+    assert not relaxed.decision_flags.set_index("customer_id").loc["C0002", "is_at_risk"]
+
+
+def test_the_age_bands_are_one_definition():
+    ages = pd.Series([16, 17, 18, 24, 25, 34, 35, 49, 50, 64, 65, 90, None])
+    assert decide.age_bands(ages).tolist() == ["under 18", "under 18", "18-24", "18-24", "25-34", "25-34", "35-49",
+                                               "35-49", "50-64", "50-64", "65+", "65+", "unknown"]

@@ -548,3 +548,12 @@ def test_after_switching_banks_the_external_current_account_is_the_cash_position
     bank, panel = edge_world["bank"], edge_world["panel"]
     row = feature_row(panel, "C_SWITCH", END)
     assert row.balance_now == pytest.approx(float(bank.accounts["OBSWITCH"].eod(END)))
+
+
+def test_labels_alone_are_the_labels_of_the_panel(world) -> None:
+    """build_labels (the nightly report's realised calibration) gives exactly the training labels, without the
+    features."""
+    labels = features.build_labels(world["con"], [BEFORE_CLOSE, EARLY, MID, END], horizons=HORIZONS,
+                                   series_days=400)
+    expected = world["panel"].labels
+    pd.testing.assert_frame_equal(labels.reset_index(drop=True), expected.reset_index(drop=True))

@@ -137,6 +137,10 @@ def test_the_tasks_of_one_dag_run_share_the_night_and_everyone_else_waits(paths,
     with pytest.raises(SegoneError):
         stages.airflow_task("validate_forecast", START, task("R1", "validate_forecast", try_number=2, max_tries=1))
     assert record(paths)["finished"].startswith("validate_forecast failed")
+    # each task's failure is in the night's structured log, beside the CLI's lines
+    logged = [json.loads(line) for line in (paths.runs / D.isoformat() / "log.jsonl").read_text().splitlines()]
+    failed = [e for e in logged if e["command"] == "airflow nightly_personalization validate_forecast"]
+    assert len(failed) == 2 and all(e["level"] == "ERROR" and "failed" in e["message"] for e in failed)
     with locks.Hold(paths, D.isoformat(), locks.cli_holder("run"), "main"):
         assert record(paths)["kind"] == "cli"
     assert record(paths) is None

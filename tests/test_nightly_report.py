@@ -1,124 +1,30 @@
-"""The nightly report on a small hand-made lake: written, self-contained, every section, a fairness gap flagged,
-and every section still there when its input is absent."""
+"""The nightly report on a tiny hand-made lake (tests/report_lake.py): written and self-contained; the headline
+against last night; the banner from the current attempt's run metrics only; the compliance checks computed from
+the tables (passing, and catching planted violations); fairness with intervals and the rule behind a gap; one
+number for the control group; every section still there when its input is absent."""
 from __future__ import annotations
 
 import html
-import json
+import os
 import re
-from datetime import date, timedelta
+import time
 
 import pandas as pd
 import pytest
 
 from pipelines import lake, nightly_report
 from pipelines.config import Paths
+from pipelines.night_status import night_status
 from pipelines.runs import write_run_metrics
+from tests import report_lake
+from tests.report_lake import CONTROL, DAY, PREVIOUS
 
-DAY = date(2026, 11, 19)
 D = DAY.isoformat()
-
-
-def _customers() -> pd.DataFrame:
-    # 100 customers aged 30 (25-34), 40 aged 20 (18-24), 60 aged 70 (65+, no commercial offers), and 10 aged 50
-    # (45-54, too few to be judged).
-    rows = []
-    for i in range(210):
-        age, region = (30, "North") if i < 100 else (20, "North") if i < 140 else (70, "South") if i < 200 \
-            else (50, "South")
-        rows.append({"customer_id": f"C{i:04d}", "birth_year": DAY.year - age, "region": region,
-                     "customer_since": date(2020, 1, 1), "known_vulnerability": None})
-    frame = pd.DataFrame(rows)
-    frame["bucket"] = lake.bucket_of(frame["customer_id"]).astype("int32")
-    frame["updated_load_date"] = "history"
-    return frame
-
-
-def _nba(customers: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for customer, age in zip(customers["customer_id"], DAY.year - customers["birth_year"]):
-        actions = [("shortfall_warning", "protective", "push")]
-        if age < 65:
-            actions += [("isa", "commercial", "email"), ("credit_card", "commercial", "inapp")]
-        for rank, (action, cls, channel) in enumerate(actions, start=1):
-            rows.append({"recommendation_id": f"{customer}-{action}", "customer_id": customer, "rank": rank,
-                         "action_id": action, "action_class": cls, "channel": channel, "priority": 1.0 / rank,
-                         "propensity": 0.1, "value": 10.0, "logging_probability": 1.0, "is_exploration": False,
-                         "is_control": False, "reasons": "r", "explanation": "e", "policy_version": "nba-v1",
-                         "valid_until": DAY + timedelta(days=7)})
-    frame = pd.DataFrame(rows)
-    frame["bucket"] = lake.bucket_of(frame["customer_id"]).astype("int32")
-    return frame
-
-
-def _decision_log(customers: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for i, customer in enumerate(customers["customer_id"]):
-        rows.append({"customer_id": customer, "action_id": "mortgage", "action_class": "commercial",
-                     "stage": "applicability", "reason": "no home purchase flagged"})
-        if i % 3 == 0:
-            rows.append({"customer_id": customer, "action_id": "personal_loan", "action_class": "commercial",
-                         "stage": "suitability", "reason": "credit not offered: an account is in arrears"})
-        if i % 5 == 0:
-            rows.append({"customer_id": customer, "action_id": "budgeting_tools", "action_class": "protective",
-                         "stage": "arbitration", "reason": "ranked below the top 3 for this customer"})
-    frame = pd.DataFrame(rows)
-    frame["policy_version"] = "nba-v1"
-    frame["bucket"] = lake.bucket_of(frame["customer_id"]).astype("int32")
-    return frame
-
-
-def _forecast(customers: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for i, customer in enumerate(customers["customer_id"]):
-        for k, horizon in enumerate((30, 60, 90)):
-            p = min(1.0, (i % 10) / 10 + 0.05 * k)
-            rows.append({"customer_id": customer, "horizon_days": horizon, "p_shortfall": p,
-                         "min_balance_p10": -100.0, "min_balance_p50": 0.0, "min_balance_p90": 100.0,
-                         "expected_shortfall_date": DAY + timedelta(days=10) if p >= 0.5 else None,
-                         "safe_to_save": 0.0, "confidence": "high", "drivers": "d", "model_version": "global-test"})
-    frame = pd.DataFrame(rows)
-    frame["bucket"] = lake.bucket_of(frame["customer_id"]).astype("int32")
-    return frame
-
-
-def build_lake(paths: Paths, with_decision_log: bool = True, with_life_events: bool = True) -> None:
-    customers = _customers()
-    lake.write_frame(customers, lake.partition_path(paths, "silver", "customers", as_of=D), paths)
-    gold = {"next_best_actions": _nba(customers), "cash_forecast": _forecast(customers)}
-    if with_decision_log:
-        gold["decision_log"] = _decision_log(customers)
-    if with_life_events:
-        life = pd.DataFrame([{"customer_id": c, "event_type": e, "probability": 0.9 if j % 4 == 0 else 0.1,
-                              "flagged": j % 4 == 0, "evidence": "x", "model_version": "le-test"}
-                             for j, c in enumerate(customers["customer_id"]) for e in ("moving_home", "new_job")])
-        life["bucket"] = lake.bucket_of(life["customer_id"]).astype("int32")
-        gold["life_events"] = life
-    for table, frame in gold.items():
-        lake.write_frame(frame, lake.partition_path(paths, "gold", table, as_of=D), paths, partition_by=["bucket"])
-    quarantine = pd.DataFrame({"stage": ["ingest"] * 3, "file": [f"{D}/transactions.csv"] * 3, "line": [4, 9, 12],
-                               "column_name": ["amount", "amount", "mcc"],
-                               "reason": ["not a decimal", "not a decimal", "not 4 digits"],
-                               "raw_value": ["1,2", "abc", "12"]})
-    lake.write_frame(quarantine, lake.partition_path(paths, "gold", "quarantine", load_date=D), paths)
-    write_run_metrics(paths, D, "ingest", {"kinds": {
-        "transactions": {"files": 1, "rows_read": 1003, "rows_accepted": 1000, "rows_quarantined": 3,
-                         "files_quarantined": 0},
-        "balances": {"files": 1, "rows_read": 500, "rows_accepted": 500, "rows_quarantined": 0,
-                     "files_quarantined": 0}}, "missing_kinds": ["fx_rates"]})
-    write_run_metrics(paths, D, "decide", {"capacity": {
-        "phone": {"capacity": 20, "night_capacity": 20, "demand": 467, "served": 20, "over_capacity": 447,
-                  "sent_digitally": 440, "not_sent": 7},
-        "branch": {"capacity": 5, "night_capacity": 5, "demand": 0, "served": 0, "over_capacity": 0,
-                   "sent_digitally": 0, "not_sent": 0},
-        "advisor_queue": {"capacity": 10, "night_capacity": 10, "demand": 104, "served": 10, "over_capacity": 94}}})
-    write_run_metrics(paths, D, "validate", {"passed": True, "suites": {"transactions": {"success": True}},
-                                             "gates": [{"name": "quarantine_share:transactions", "passed": True,
-                                                        "value": 0.003, "threshold": 0.05,
-                                                        "message": "transactions: 3 of 1,003 rows quarantined"}]})
 
 
 def text_of(page: str) -> str:
     page = re.sub(r"<img[^>]*>", " ", page)
+    page = re.sub(r"<style>.*?</style>", " ", page, flags=re.S)
     page = re.sub(r"<[^>]+>", " ", page)
     return html.unescape(re.sub(r"\s+", " ", page))
 
@@ -130,133 +36,361 @@ def assert_self_contained(page: str) -> None:
         assert src.startswith("data:image/png;base64,")
 
 
+def assert_no_raw_missing(text: str) -> None:
+    for marker in ("<NA>", "NaN", " nan ", "None", "NaT", "could not be built"):
+        assert marker not in text, marker
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Paths:
+    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
+    return Paths(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory) -> tuple[Paths, str]:
-    home = tmp_path_factory.mktemp("report") / "segone"
-    home.mkdir()
+    home = tmp_path_factory.mktemp("report")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEGONE_HOME", str(home))
         paths = Paths(home)
-        build_lake(paths)
+        report_lake.build(paths)
         target = nightly_report.build_nightly_report(paths, DAY)
         assert target == home / "reports" / D / "index.html"
         return paths, target.read_text(encoding="utf-8")
 
 
-def test_report_is_written_and_self_contained(full_report) -> None:
+def section_text(page: str, heading: str) -> str:
+    """The text of the h2 section whose heading starts with `heading` (up to the next h2)."""
+    parts = re.split(r"(?=<h2[ >])", page)
+    found = [p for p in parts if re.match(r"<h2[^>]*>" + re.escape(html.escape(heading, quote=False)), p)]
+    assert len(found) == 1, heading
+    return text_of(found[0])
+
+
+def test_report_is_written_self_contained_and_complete(full_report) -> None:
     _, page = full_report
     assert page.startswith("<!DOCTYPE html>")
     assert_self_contained(page)
     assert page.count('src="data:image/png;base64,') >= 6
-
-
-def test_report_has_every_section(full_report) -> None:
-    _, page = full_report
-    headings = [html.unescape(h) for h in re.findall(r"<h2>(.*?)</h2>", page)]
-    for heading in nightly_report.SECTION_HEADINGS.values():
-        assert heading in headings, heading
+    headings = [html.unescape(h) for h in re.findall(r"<h2[^>]*>(.*?)</h2>", page)]
+    assert headings == list(nightly_report.SECTION_HEADINGS.values())
     text = text_of(page)
-    assert "could not be built" not in text
-    assert "not a decimal" in text and "not 4 digits" in text  # quarantine reasons
-    assert "quarantine_share:transactions" in text  # the gates
+    assert_no_raw_missing(text)
+    assert "not a decimal" in text and "not 4 digits" in text and "quarantine_share:transactions" in text
     assert "Missing landing kinds: fx_rates" in text
-    assert "moving_home" in text and "new_job" in text  # life-event rates
-    assert "applicability" in text and "suitability" in text  # funnel stages
-    assert "no backtest has been run" in text  # no earlier forecast, no backtest: said, not crashed
 
 
-def test_report_flags_the_fairness_gap(full_report) -> None:
+def test_a_passed_night_has_an_ok_banner(full_report) -> None:
     _, page = full_report
+    assert 'class="banner banner-ok"' in page
+    assert "Every gate of 2026-11-19 passed (6 of 6); CRM export of this attempt: 400 rows" in text_of(page)
+
+
+def test_the_headline_compares_tonight_with_last_night(full_report) -> None:
+    _, page = full_report
+    cards = re.findall(r'<div class="label">(.*?)</div>\s*<div class="value">(.*?)</div>\s*(?:<div class="change">'
+                       r'(.*?)</div>)?', page)
+    got = {label: (value, change) for label, value, change in cards}
+    tonight = report_lake.decisions(DAY)
+    before = report_lake.decisions(PREVIOUS, with_credit=False)
+    at_risk = sum(report_lake.at_risk(i) for i in range(report_lake.N))
+    assert got["Customers at risk"] == (f"{at_risk}", f"last night {at_risk}; no change")
+    credit_now = int((tonight["next_best_actions"]["action_id"] == "credit_card").sum())
+    assert credit_now > 0 and (before["next_best_actions"]["action_id"] == "credit_card").sum() == 0
+    assert got["Credit offers"] == (f"{credit_now}", f"last night 0; +{credit_now}")
+    commercial = int((tonight["next_best_actions"]["action_class"] == "commercial").sum())
+    assert got["Commercial actions"][0] == str(commercial)
+    assert got["Advisor queue"][0] == str(len(tonight["advisor_queue"]))
+    assert got["Gates passed"][0] == "6 of 6"
+    assert "against the night before it in the lake, 2026-11-18" in text_of(page)
+
+
+def test_one_number_for_the_control_group(full_report) -> None:
+    paths, page = full_report
+    n = len(CONTROL)
+    assert re.search(rf'Control group</div>\s*<div class="value">{n}</div>', page)
+    assert f"control group: {n} customers (decision_flags)" in section_text(page, "Action mix")
+    assert f"outside the control group ({n} customers" in section_text(page, "Fairness across")
+    con = lake.connect()
+    try:
+        assert nightly_report.control_group(paths, DAY, con) == (n, "decision_flags")
+    finally:
+        con.close()
+
+
+def test_who_is_at_risk_and_the_advisor_queue(full_report) -> None:
+    _, page = full_report
+    risk = section_text(page, "Customers at risk")
+    assert "known vulnerability 2 1.0%" in risk  # customers 1 and 2, of 210
+    assert "with a credit offer (must be 0)" in risk
+    sample = re.findall(r"C0\d{3}", risk)
+    assert len(set(sample)) == 10 and all(report_lake.at_risk(int(c[1:])) for c in sample)
+    queue = section_text(page, "Advisor queue")
+    assert "10 customers in tonight's advisor queue" in queue and "104 met a condition" in queue
+    assert "an income drop with a high shortfall risk 10" in queue
+    assert "resilience" not in text_of(page)  # vulnerability types are never shown
+    # per customer, only what every analyst may read: the restricted flags are counted, never listed by id
+    assert "credit blocked by" in risk and "known vulnerability" not in risk.split("Sample of customers at risk")[1]
+    vulnerable = [c for c in sample if c in ("C0001", "C0002")]
+    for customer in vulnerable:
+        row = risk.split(customer, 1)[1][:80]
+        assert "another flag (restricted" in row, row
+
+
+def test_the_checks_pass_on_a_clean_night(full_report) -> None:
+    paths, page = full_report
+    con = lake.connect()
+    try:
+        checks = nightly_report.compliance_checks(paths, DAY, con)
+    finally:
+        con.close()
+    assert len(checks) >= 10
+    assert [c["check"] for c in checks if c["result"] != "pass"] == []
+    assert "12 of 12 checks passed" in section_text(page, "Compliance checks")
+
+
+def test_the_checks_catch_what_breaks_the_rules(home) -> None:
+    report_lake.build(home)
+    tables = report_lake.decisions(DAY)
+    nba = tables["next_best_actions"]
+    extra = nba[nba["customer_id"] == "C0003"].iloc[[0]].assign(  # at risk (p 0.6): a credit card
+        action_id="credit_card", action_class="commercial", channel="inapp", rank=2, recommendation_id="bad-1")
+    control = nba[nba["customer_id"] == "C0021"].iloc[[0]].assign(  # control group: a commercial action
+        action_id="isa", action_class="commercial", channel="email", rank=2, recommendation_id="bad-2")
+    tables["next_best_actions"] = pd.concat([nba, extra, control], ignore_index=True)
+    report_lake.write_gold(home, DAY, {"next_best_actions": tables["next_best_actions"]})
+    lake.write_frame(report_lake.consent_state({"C0004": ["marketing_email"]}),  # C0004 has an ISA by email
+                     lake.partition_path(home, "silver", "consent_state", as_of=D), home)
+    signals = pd.DataFrame([{"customer_id": "C0005", "n_messages": 2, "last_message_at": pd.Timestamp(D, tz="UTC"),
+                             "max_distress": 0.9, "is_distressed": True, "has_financial_difficulty": False,
+                             "has_recent_complaint": False, "has_fraud_or_lost_card": False, "has_wish_to_leave": False,
+                             "has_personal_details_change": False, "last_complaint_at": None,
+                             "reasons": "distress", "model_version": "m"}])  # C0005 has an ISA and a credit card
+    report_lake.write_gold(home, DAY, {"message_signals": report_lake._bucketed(signals)})
+    con = lake.connect()
+    try:
+        checks = {c["check"]: c for c in nightly_report.compliance_checks(home, DAY, con)}
+    finally:
+        con.close()
+    failed = {name: c["examples"] for name, c in checks.items() if c["result"] == "FAIL"}
+    assert failed["No credit offer to a customer at risk"] == "C0003"
+    assert failed["No credit offer to a customer with a predicted shortfall"] == "C0003"
+    assert failed["No commercial or service action to a control-group customer"] == "C0021"
+    assert failed["No action on a channel without its consent"] == "C0004"
+    assert failed["No commercial action to a customer in distress"] == "restricted: see warehouse_restricted.duckdb"
+    assert checks["No commercial action to a customer in distress"]["violations"] == 2  # an ISA and a credit card
+    assert "C0021" in failed["Every candidate is published or logged with its reason"]  # isa twice for C0021
+    assert checks["Vulnerable customers are offered only what is allowed"]["result"] == "pass"
+    page = nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8")
+    assert 'class="banner banner-fail"' in page
+    assert "compliance check(s) FAILED" in text_of(page)
+    assert "Compliance check failed: No credit offer to a customer at risk (1 violations; e.g. C0003)" in text_of(page)
+
+
+def test_fairness_flags_the_gap_with_its_interval_and_the_rule_behind_it(full_report) -> None:
+    paths, page = full_report
+    table, context = nightly_report.fairness_table(paths, DAY)
+    rows = table.set_index(["metric", "dimension", "group"])
+    old = rows.loc[("offer_rate", "age band", "65+")]
+    assert old["rate"] == 0.0 and old["high"] == 0.0 and old["flag"] == "GAP (below)"
+    young = rows.loc[("offer_rate", "age band", "25-34")]
+    assert young["rate"] == 1.0 and young["low"] <= young["rate"] <= young["high"]
+    assert rows.loc[("offer_rate", "age band", "50-64"), "flag"] == "too few (<30)"  # 10 customers aged 50
+    # decide's bands, one source: 35-49 and 50-64, never 45-54
+    groups = set(table.loc[table["dimension"] == "age band", "group"])
+    assert groups == {"18-24", "25-34", "65+", "50-64"}
+    # the population leaves the control group out
+    overall = rows.loc[("offer_rate", "overall", "all customers")]
+    assert overall["customers"] == report_lake.N - len(CONTROL)
+    fairness = section_text(page, "Fairness across")
+    assert "Gaps flagged tonight: offer rate of age band 18-24 (1.40x)" in fairness  # 65+ gets none: others above
+    assert "offer rate of age band 65+ (0.00x)" in fairness
+    assert re.search(r'The rule that drops this group more than the others: eligibility, "over 65 \(test rule\)" '
+                     r'\(100\.0% of the group against 0\.0% of the others\)', fairness), fairness
+
+
+def test_decision_traces_follow_customers_through_the_funnel(full_report) -> None:
+    _, page = full_report
+    traces = section_text(page, "Decision traces")
+    assert "A customer at risk whose credit offer was suppressed" in traces
+    assert "dropped at suitability restricted: see warehouse_restricted.duckdb" in traces  # the reason is restricted
+    assert "credit not offered" not in traces
+    assert "A customer in the control group" in traces and "dropped at control_group" in traces
+    assert "published: rank 1 on" in traces
+
+
+def _attempts(paths: Paths, *attempts: dict) -> None:
+    clock = time.time() - 10_000
+    for attempt in attempts:
+        clock = report_lake.run_metrics(paths, DAY, start=clock, **attempt) + 100
+
+
+def test_a_failed_night_shows_a_failure_banner(home) -> None:
+    report_lake.build(home, fail_at="validate")
+    status = night_status(home, D)
+    assert status.state == "failed" and status.export is None
+    page = nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8")
     text = text_of(page)
-    # the 65+ group (60 customers) gets no commercial offer: far below the overall rate
-    assert re.search(r"Gaps flagged: .*offer rate of age band 65\+ is 0\.000, 0\.00x the overall", text), text
-    assert "GAP (below)" in text
-    # 45-54 holds 10 customers: too few to be judged, never flagged
-    assert "age band 45-54 is" not in text
-    assert "too few (<30)" in text
+    assert 'class="banner banner-fail"' in page
+    assert "The night of 2026-11-19 FAILED: landing gates did not pass" in text
+    assert "transactions: 200 of 1,003 rows quarantined" in text
+    assert "The CRM export of this attempt was withheld." in text
 
 
-def test_fairness_table_rates_and_flags(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
-    paths = Paths(tmp_path)
-    build_lake(paths, with_life_events=False)
-    table, notes = nightly_report.fairness_table(paths, DAY, high=1.25, low=0.8, min_customers=30)
-    rows = table.set_index(["dimension", "group_name"])
-    assert rows.loc[("overall", "all customers"), "customers"] == 210
-    assert rows.loc[("age band", "65+"), "offer_rate"] == 0.0
-    assert rows.loc[("age band", "25-34"), "offer_rate"] == 2.0
-    assert rows.loc[("age band", "65+"), "offer_rate_flag"] == "GAP (below)"
-    assert rows.loc[("age band", "45-54"), "offer_rate_flag"] == "too few (<30)"
-    overall_offer = rows.loc[("overall", "all customers"), "offer_rate"]
-    assert overall_offer == pytest.approx((150 * 2) / 210)
-    assert rows.loc[("overall", "all customers"), "credit_suppression_rate"] == pytest.approx(70 / 210)
-    # a looser threshold flags nothing on the credit suppression rate of evenly spread drops
-    loose, _ = nightly_report.fairness_table(paths, DAY, high=10, low=0.0, min_customers=30)
-    assert not loose["credit_suppression_rate_flag"].str.startswith("GAP").any()
+def test_a_rerun_after_a_failure_shows_no_stale_failure(home) -> None:
+    """Attempt 1 failed at the forecast suites; attempt 2 ran the whole night and passed."""
+    report_lake.build(home)
+    for file in (home.runs / D).iterdir():
+        file.unlink()
+    _attempts(home, {"fail_at": "validate_forecast"}, {})
+    status = night_status(home, D)
+    assert status.state == "passed" and status.export["rows"] == 400
+    assert status.step("validate_forecast").verdict == "passed"
+    page = nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8")
+    assert 'class="banner banner-ok"' in page and "FAILED" not in text_of(page)
 
 
-def test_absent_life_events_and_decision_log(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
-    paths = Paths(tmp_path)
-    build_lake(paths, with_decision_log=False, with_life_events=False)
-    page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
-    assert_self_contained(page)
+def test_a_rerun_that_fails_ignores_the_earlier_attempts_verdicts_and_export(home) -> None:
+    """Attempt 1 passed and exported; attempt 2 re-ran the ingest and failed at the silver suites: the forecast and
+    decision verdicts and the export on disk are attempt 1's, and must not be shown as tonight's."""
+    report_lake.build(home)
+    for file in (home.runs / D).iterdir():
+        file.unlink()
+    _attempts(home, {"export_rows": 999}, {"fail_at": "validate_silver"})
+    status = night_status(home, D)
+    assert status.state == "failed" and status.export is None and status.stale_export["rows"] == 999
+    assert [g.step for g in status.failed] == ["validate_silver"]
+    assert status.step("validate_decisions").verdict == "earlier attempt (ignored)"
+    text = text_of(nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8"))
+    assert "The files in exports/crm/2026-11-19/ are from an earlier attempt of this night (run " \
+           "crm-2026-11-19-test, 999 rows)" in text
+    assert "999 rows" not in text.split("The files in exports")[0]
+    assert re.search(r"validate_decisions decision suites earlier attempt \(ignored\)", text)
+
+
+def test_a_stage_rerun_alone_voids_the_verdicts_after_it(home) -> None:
+    """The night passed, then decide ran again by itself: the decision suites have not judged the new decisions."""
+    report_lake.build(home)
+    later = time.time() + 50
+    write_run_metrics(home, D, "decide_bucket_3", {"done": True})
+    os.utime(home.runs / D / "decide_bucket_3.json", (later, later))
+    status = night_status(home, D)
+    assert status.state == "incomplete"
+    assert [g.step for g in status.pending] == ["validate_decisions"]
+    assert status.export is None and status.stale_export is not None
+    banner = status.banner()
+    assert banner["level"] == "warn" and "1 of 6 gates have not judged this attempt's data" in banner["title"]
+
+
+def test_publish_passes_the_export_it_is_publishing(home) -> None:
+    """At publish the export is staged, not yet recorded in runs/D: the report takes its manifest."""
+    report_lake.build(home)
+    (home.runs / D / "crm_export.json").unlink()
+    assert night_status(home, D).export is None
+    status = night_status(home, D, export={"rows": 7, "run_id": "crm-x"})
+    assert status.banner()["level"] == "ok" and "7 rows (run crm-x)" in status.banner()["title"]
+
+
+def test_realised_calibration_scores_the_forecast_of_30_days_ago(home, monkeypatch) -> None:
+    from datetime import timedelta
+
+    from pipelines import forecast
+
+    report_lake.build(home)
+    month_ago = DAY - timedelta(days=30)
+    report_lake.write_gold(home, month_ago, {"cash_forecast": report_lake.decisions(month_ago)["cash_forecast"]})
+    seen = {}
+
+    def labels(paths, as_of, cutoffs, series_until=None, buckets=None):
+        seen.update(as_of=as_of, cutoffs=list(cutoffs), series_until=series_until)
+        ids = [f"C{i:04d}" for i in range(report_lake.N)]
+        return pd.DataFrame({"customer_id": ids, "cutoff": pd.Timestamp(month_ago), "horizon_days": 30,
+                             "is_shortfall": [i % 3 == 0 and i % 2 == 0 for i in range(report_lake.N)],
+                             "min_balance": 0.0, "days_to_shortfall": None})
+
+    monkeypatch.setattr(forecast, "build_labels", labels)
+    con = lake.connect()
+    try:
+        tables, summary = nightly_report.realised_calibration(home, DAY, con)
+    finally:
+        con.close()
+    assert seen == {"as_of": DAY, "cutoffs": [month_ago], "series_until": DAY}
+    row = summary.iloc[0]
+    assert (row.horizon_days, row.forecast_of, row.customers) == (30, month_ago.isoformat(), report_lake.N)
+    assert row.realised_rate == pytest.approx(35 / 210)
+    assert row.mean_predicted == pytest.approx((70 * 0.6 + 140 * 0.05) / 210)
+    assert list(tables) == ["30 days"]
+    text = text_of(nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8"))
+    assert "30 days (forecast of 2026-10-20): realised 16.7% against a mean predicted 23.3% over 210 customers" in text
+
+
+def test_every_section_says_what_is_missing_on_an_empty_home(home) -> None:
+    page = nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8")
     text = text_of(page)
     for heading in nightly_report.SECTION_HEADINGS.values():
         assert heading in text, heading
-    assert "the gold life_events table has no partition for this date" in text
-    assert "the gold decision_log table has no partition for this date" in text
-    assert "Credit suppression rate not shown" in text
-    assert "could not be built" not in text
-    assert "offer rate of age band 65+" in text  # fairness still works on next_best_actions alone
-
-
-def test_empty_home_still_writes_every_section(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
-    paths = Paths(tmp_path)
-    page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
-    text = text_of(page)
-    for heading in nightly_report.SECTION_HEADINGS.values():
-        assert heading in text, heading
-    assert "could not be built" not in text
+    assert_no_raw_missing(text)
+    assert "The night of 2026-11-19 has not run" in text
     assert "runs/D/ingest.json is absent" in text
-    assert "silver customers has no snapshot" in text
+    assert "gold decision_flags has no partition" in text
+    assert "no earlier night: this is the first night in the lake" in text
+    assert "missing: next_best_actions" in text  # the checks say what they could not check
 
 
-def test_backtest_fallback_is_shown_and_labelled(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
-    paths = Paths(tmp_path)
-    build_lake(paths, with_life_events=False)
-    folder = paths.reports / "backtest"
-    (folder / "scored").mkdir(parents=True)
-    (folder / "backtest.json").write_text(json.dumps([
-        {"dataset": "sim", "engine": "global", "horizon_days": 30, "population": "all", "n_rows": 400,
-         "n_positive": 100, "brier": 0.12, "calibration_error": 0.03, "roc_auc": 0.8}]), encoding="utf-8")
-    scored = pd.DataFrame({"engine": "global", "horizon_days": 30, "p_shortfall": [i / 400 for i in range(400)],
-                           "is_shortfall": [i % 4 == 0 for i in range(400)]})
-    scored.to_parquet(folder / "scored" / "sim.parquet", index=False)
-    page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
-    text = text_of(page)
-    assert "the latest backtest's calibration instead" in text
-    assert "could not be built" not in text
+def test_a_night_without_decisions_yet(home) -> None:
+    """After a history load: customers, no decisions. Every section says so, none fails."""
+    lake.write_frame(report_lake.customers(), lake.partition_path(home, "silver", "customers", as_of=D), home)
+    text = text_of(nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8"))
+    assert_no_raw_missing(text)
+    assert nightly_report.SECTION_HEADINGS["fairness"] in text
 
 
-def test_a_night_with_customers_but_no_decisions_writes_the_fairness_section(tmp_path, monkeypatch) -> None:
-    """After a history load there are customers but no next best actions yet: the section says so, no error."""
-    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
-    paths = Paths(tmp_path)
-    lake.write_frame(_customers(), lake.partition_path(paths, "silver", "customers", as_of=D), paths)
-    page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
-    text = text_of(page)
-    assert SECTION_HEADINGS_FAIRNESS in text and "could not be built" not in text
+def test_a_new_section_is_one_function(home, monkeypatch) -> None:
+    """Sections are (paths, day, con) -> [dict]: a new one renders with the generic template."""
+    def extra(paths, day, con):
+        return [{"key": "value", "heading": "Value against the control group", "text": "Uplift <b>2</b>.",
+                 "table": pd.DataFrame({"arm": ["treated"], "value": [1234.5], "missing": [None]})}]
+
+    monkeypatch.setattr(nightly_report, "SECTIONS", [*nightly_report.SECTIONS, ("value", extra)])
+    page = nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8")
+    assert '<h2 id="value">Value against the control group</h2>' in page
+    assert "Uplift &lt;b&gt;2&lt;/b&gt;." in page and ">1,234<" in page and ">\u2013<" in page
 
 
-SECTION_HEADINGS_FAIRNESS = nightly_report.SECTION_HEADINGS["fairness"]
+def test_a_later_attempt_after_publish_is_named_on_the_published_report(home) -> None:
+    """The report of a published night reads the run metrics snapshot taken at publish; when the night has been run
+    again since and failed, the banner says so, and the verdicts stay those of the published attempt."""
+    import shutil
+
+    from pipelines.publish import PublishedPaths
+
+    report_lake.build(home)
+    snapshot = home.home / "published" / "runs"
+    shutil.copytree(home.runs / D, snapshot / D, copy_function=shutil.copy2)
+    published = PublishedPaths(home=home.home, generation=home.home / "nowhere", runs_dir=snapshot)
+    assert nightly_report.later_attempt(published, DAY, night_status(published, D)) is None
+    report_lake.run_metrics(home, DAY, fail_at="validate", start=time.time() + 10)  # a re-run that fails
+    status = night_status(published, D)
+    assert status.state == "passed"
+    later = nightly_report.later_attempt(published, DAY, status)
+    assert later.startswith("A later attempt of this night, started ")
+    assert "FAILED (landing gates did not pass)" in later
 
 
-def test_report_shows_the_staffed_queues_against_their_capacity(full_report) -> None:
-    _, page = full_report
-    text = text_of(page)
-    assert "Staffed channels: capacity and demand" in text
-    assert "Over capacity tonight: phone 467 for 20; advisor_queue 104 for 10." in text
-    assert re.search(r"phone\s+20\s+467\s+20\s+447\s+440", text), text[text.find("Staffed"):][:800]
+def test_steps_that_run_side_by_side_do_not_void_each_other(home) -> None:
+    """The messages and the forecast run in parallel after the silver suites: messages finishing after the forecast
+    suites void nothing, as long as decide came after both."""
+    report_lake.build(home)
+    folder = home.runs / D
+    stamp = {f.name: f.stat().st_mtime for f in folder.iterdir()}
+    late = stamp["validate_life_events.json"] + 0.5  # after the forecast's branch, before decide
+    for name in ("messages_bucket_0.json", "validate_messages.json"):
+        os.utime(folder / name, (late, late))
+    status = night_status(home, D)
+    assert status.state == "passed" and status.export is not None
+    # but messages re-run after decide: the decisions did not see them, and their verdict is void
+    later = stamp["crm_export.json"] + 5
+    os.utime(folder / "messages_bucket_0.json", (later, later))
+    status = night_status(home, D)
+    assert status.state == "incomplete"
+    assert [g.step for g in status.pending] == ["validate_messages", "validate_decisions"]

@@ -197,7 +197,7 @@ def test_export_and_report_commands_read_what_was_published(paths):
     _, rows = read_export(paths.exports / "crm" / D0.isoformat())
     assert {r["explanation"] for r in rows} == {"explained v1"}
     page = Path(stages.report(paths, D0)).read_text(encoding="utf-8")
-    assert "Landing gates: PASSED" in page and "CRM export: 12 rows" in page  # the published night's metrics
+    assert "passed (6 of 6); CRM export of this attempt: 12 rows" in page  # the published night's metrics
 
 
 def _dead_pid() -> int:
