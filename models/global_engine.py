@@ -201,7 +201,9 @@ class GlobalEngine:
         """Forget any previous fit (fit can be called again on the same object)."""
         self.params: GlobalEngineParams = params
         self.feature_names: list[str] = []
-        self.classifiers: dict[int, lgb.Booster] = {}
+        # per horizon, the published classifiers: one per customer group (calibration_groups), or a single one
+        # for every customer (calibration skipped, or an engine saved before per-group classifiers)
+        self.classifiers: dict[int, list[lgb.Booster]] = {}
         self.calibrators: dict[int, Any] = {}  # None = identity (calibration skipped, see notes)
         self.quantile_models: dict[tuple[int, float], lgb.Booster] = {}
         self.date_models: dict[int, lgb.Booster | None] = {}
@@ -326,30 +328,35 @@ class GlobalEngine:
         return self
 
     def _fit_classifier(self, h: int, X: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, groups: np.ndarray) -> None:
-        """Classifier of horizon h with its isotonic calibrator (module docstring, "Calibration"): each row of each
-        calibration cut-off is predicted by a classifier fitted on the rows `fold_training_rows` allows (the
-        cut-offs before it, without the outcomes of its own customers that had not ended by then; `groups`: the
-        customer group of each row); the calibrator is fitted on those predictions together; the classifier
-        published is fitted on every row."""
+        """Classifiers of horizon h with their isotonic calibrator (module docstring, "Calibration"): each row of
+        each calibration cut-off is predicted by a classifier fitted on the rows `fold_training_rows` allows (the
+        cut-offs before it, without the outcomes of its customer group that had not ended by then; `groups`: the
+        customer group of each row); the calibrator is fitted on those predictions together; the classifiers of
+        the last calibration cut-off, one per group, are published, each for its group's customers."""
         p = self.params
+        n_groups = max(int(p.calibration_groups), 1)
         folds = _calibration_cutoffs(cutoffs, p.calibration_share, p.calibration_min_folds)
         raw: list[np.ndarray] = []
         outcome: list[np.ndarray] = []
+        last: dict[int, lgb.Booster] = {}
         skipped = 0
         n_folds = 0
         for fold in folds:
             at = cutoffs == fold
             used = False
-            for group in np.unique(groups[at]):
+            for group in range(n_groups):
                 learn = fold_training_rows(cutoffs, groups, fold, group, h)
                 score = at & (groups == group)
                 if len(np.unique(y[learn])) < 2:
                     skipped += 1   # nothing to learn: one class only
                     continue
                 model = self._train(X[learn], y[learn], "binary", p.n_estimators)
-                raw.append(model.predict(X[score], num_threads=self._train_threads))
-                outcome.append(y[score])
-                used = True
+                if fold == folds[-1]:
+                    last[group] = model
+                if score.any():
+                    raw.append(model.predict(X[score], num_threads=self._train_threads))
+                    outcome.append(y[score])
+                    used = True
             n_folds += used
         reason = ""
         if not len(folds):
@@ -358,6 +365,8 @@ class GlobalEngine:
             reason = "one class only before every calibration cut-off"
         elif len(np.unique(np.concatenate(outcome))) < 2:
             reason = "one class only on the calibration cut-offs"
+        elif len(last) < n_groups:
+            reason = "one class only for some customer group before the latest calibration cut-off"
         calibrator = None
         if not reason:
             calibrator = _calibrator_class()()
@@ -365,14 +374,26 @@ class GlobalEngine:
             n_rows = int(sum(len(r) for r in raw))
             self.notes.append(
                 f"h{h}: calibrated on out-of-time predictions for the latest {n_folds} cut-off(s), {n_rows} rows "
-                f"({n_rows / len(y):.1%}), each by a classifier fitted on the cut-offs before it, blind to the "
-                f"outcomes of its customer group ({len(np.unique(groups))} group(s)) that had not ended by then"
+                f"({n_rows / len(y):.1%}), each by a classifier fitted on the cut-offs before it and blind to the "
+                f"outcomes of its customer group ({n_groups} group(s)) that had not ended by then"
                 + (f" ({skipped} fold(s) skipped: one class only to learn from)" if skipped else "")
-                + "; the classifier published is fitted on every cut-off")
+                + "; the classifiers of the latest of them are published, each for its group")
+            self.classifiers[h] = [last[group] for group in range(n_groups)]
         else:
-            self.notes.append(f"h{h}: calibration skipped ({reason}): identity, classifier fitted on all rows")
-        self.classifiers[h] = self._train(X, y, "binary", p.n_estimators)
+            self.notes.append(f"h{h}: calibration skipped ({reason}): identity, one classifier fitted on all rows")
+            self.classifiers[h] = [self._train(X, y, "binary", p.n_estimators)]
         self.calibrators[h] = calibrator
+
+    def classifier_rows(self, h: int, customer_ids: pd.Series | np.ndarray) -> list[tuple[lgb.Booster, np.ndarray]]:
+        """The published classifiers of horizon h with the rows (boolean masks over `customer_ids`) each one
+        scores: a customer is scored by its group's classifier, the one that never saw its open outcomes when the
+        calibrator was fitted (module docstring)."""
+        boosters = self.classifiers[h]
+        n = len(customer_ids)
+        if len(boosters) == 1:
+            return [(boosters[0], np.ones(n, dtype=bool))]
+        groups = customer_groups(pd.Series(np.asarray(customer_ids)), len(boosters))
+        return [(booster, groups == g) for g, booster in enumerate(boosters)]
 
     # ------------------------------------------------------------------ prediction
     def _check_features(self, features: pd.DataFrame, keys: bool = True) -> None:
@@ -406,8 +427,12 @@ class GlobalEngine:
             stop = min(start + PREDICT_CHUNK_ROWS, n)
             X = _as_matrix(features.iloc[start:stop], self.feature_names)
             threads = threads_for(stop - start, p.num_threads)
+            ids = features["customer_id"].iloc[start:stop]
             for j, h in enumerate(horizons):
-                prob = self.classifiers[h].predict(X, num_threads=threads)
+                prob = np.empty(stop - start)
+                for booster, rows in self.classifier_rows(h, ids):
+                    if rows.any():
+                        prob[rows] = booster.predict(X[rows], num_threads=threads)
                 if self.calibrators.get(h) is not None:
                     prob = np.asarray(self.calibrators[h].predict(prob), dtype=float)
                 out["p_shortfall"][start:stop, j] = prob
@@ -453,18 +478,21 @@ class GlobalEngine:
         if mask.shape != (n,):
             raise ValueError("only_rows must be a boolean mask with one entry per row")
         result: list[list[str]] = [[] for _ in range(n)]
-        selected = np.flatnonzero(mask)
         names = np.asarray(self.feature_names, dtype=object)
-        booster = self.classifiers[horizon_days]
+        if "customer_id" not in features and len(self.classifiers[horizon_days]) > 1:
+            raise ValueError("top_drivers needs customer_id: each customer group has its own classifier")
+        ids = features["customer_id"] if "customer_id" in features else pd.Series([""] * n)
         chunk = 50_000
-        for start in range(0, len(selected), chunk):
-            idx = selected[start : start + chunk]
-            X = _as_matrix(features.iloc[idx], self.feature_names)
-            contrib = booster.predict(X, pred_contrib=True, num_threads=self.params.num_threads)[:, :-1]  # no bias
-            order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-            top = np.take_along_axis(contrib, order, axis=1)
-            for row, cols, values in zip(idx, order, top):
-                result[row] = [str(name) for name in names[cols[values > 0]]]
+        for booster, rows in self.classifier_rows(horizon_days, ids):
+            selected = np.flatnonzero(mask & rows)
+            for start in range(0, len(selected), chunk):
+                idx = selected[start : start + chunk]
+                X = _as_matrix(features.iloc[idx], self.feature_names)
+                contrib = booster.predict(X, pred_contrib=True, num_threads=self.params.num_threads)[:, :-1]
+                order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+                top = np.take_along_axis(contrib, order, axis=1)
+                for row, cols, values in zip(idx, order, top):
+                    result[row] = [str(name) for name in names[cols[values > 0]]]
         return result
 
     def feature_importance(self) -> pd.DataFrame:
@@ -472,7 +500,7 @@ class GlobalEngine:
         if not self.classifiers:
             raise ValueError("the engine is not fitted")
         h = 30 if 30 in self.classifiers else min(self.classifiers)
-        gain = self.classifiers[h].feature_importance(importance_type="gain")
+        gain = sum(b.feature_importance(importance_type="gain").astype(float) for b in self.classifiers[h])
         frame = pd.DataFrame({"feature": self.feature_names, "gain": gain.astype(float)})
         return frame.sort_values(["gain", "feature"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
@@ -481,7 +509,12 @@ class GlobalEngine:
         """File name -> booster, in a fixed order (None: the date model was skipped)."""
         files: dict[str, lgb.Booster | None] = {}
         for h in self.params.horizons:
-            files[f"classifier_h{h}.txt"] = self.classifiers[h]
+            boosters = self.classifiers[h]
+            if len(boosters) == 1:
+                files[f"classifier_h{h}.txt"] = boosters[0]
+            else:
+                for g, booster in enumerate(boosters):
+                    files[f"classifier_h{h}_g{g}.txt"] = booster
             for q in self.params.quantiles:
                 files[f"min_balance_{_quantile_tag(q)}_h{h}.txt"] = self.quantile_models[(h, q)]
             files[f"days_to_shortfall_h{h}.txt"] = self.date_models.get(h)
@@ -546,9 +579,13 @@ class GlobalEngine:
             return lgb.Booster(model_str=path.read_text(encoding="utf-8"))
 
         for h in engine.params.horizons:
-            engine.classifiers[h] = booster(f"classifier_h{h}.txt")
-            if engine.classifiers[h] is None:
+            names = [f"classifier_h{h}.txt"] if f"classifier_h{h}.txt" in meta["models"] else sorted(
+                (name for name in meta["models"] if name.startswith(f"classifier_h{h}_g")),
+                key=lambda name: int(name.rsplit("_g", 1)[1].split(".")[0]))
+            boosters = [booster(name) for name in names]
+            if not boosters or any(b is None for b in boosters):
                 raise IncompatibleModelError(f"no classifier for horizon {h}")
+            engine.classifiers[h] = boosters
             stored = meta["calibrators"].get(str(h))
             engine.calibrators[h] = None if stored is None else _calibrator_class().from_dict(stored)
             for q in engine.params.quantiles:

@@ -44,7 +44,7 @@ def before_fit_classifier(self, h, X, y, cutoffs, groups):
         calibrator = ge._calibrator_class()().fit(np.concatenate(raw), np.concatenate(outcome))
     else:
         classifier = self._train(X, y, "binary", p.n_estimators)
-    self.classifiers[h], self.calibrators[h] = classifier, calibrator
+    self.classifiers[h], self.calibrators[h] = [classifier], calibrator
 
 
 def main(dataset: str, out: Path) -> None:
