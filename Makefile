@@ -64,6 +64,8 @@ bench: install
 	$(BIN)/segone bench forecast --customers 10000,100000,1000000 --days 365 --out benchmarks/forecast.json
 	$(BIN)/segone bench decide --customers 100000,1000000 --out benchmarks/decide.json
 	$(BIN)/segone bench life-events --customers 100000,1000000 --out benchmarks/life_events.json
+	$(BIN)/segone bench night --customers 10000,100000 --out benchmarks/night.json > benchmarks/night.txt
+	cat benchmarks/night.txt
 
 # The cash-shortfall backtest on a simulated bank (3,000 customers, a year) and on the Berka data, one report;
 # the life-event backtest on the simulated bank.

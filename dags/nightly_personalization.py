@@ -22,7 +22,7 @@ DEFAULT_ARGS = {
 # Published tables, for downstream DAGs to be scheduled on.
 PUBLISHED = [Asset(f"segone://gold/{table}") for table in (
     "cash_forecast", "life_events", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout",
-    "message_insights", "message_signals", "decision_flags")] + [
+    "message_insights", "message_signals", "decision_flags", "app_usage", "app_signals", "customer_roles")] + [
     Asset("segone://exports/crm")]
 
 
@@ -105,6 +105,10 @@ def nightly_personalization():
         return _run_stage("validate_silver", data_interval_start)
 
     @task
+    def measure_value(data_interval_start=None) -> dict:
+        return _run_stage("measure_value", data_interval_start)
+
+    @task
     def plan_forecast_shards(data_interval_start=None) -> list:
         return _run_stage("forecast_shards", data_interval_start)
 
@@ -141,6 +145,18 @@ def nightly_personalization():
         return _run_stage("validate_messages", data_interval_start)
 
     @task
+    def plan_profile_shards(data_interval_start=None) -> list:
+        return _run_stage("profile_shards", data_interval_start)
+
+    @task(max_active_tis_per_dagrun=2)
+    def profile_customers(bucket: int, data_interval_start=None) -> dict:
+        return _run_stage("profile_customers_shard", data_interval_start, bucket=bucket)
+
+    @task(retries=0)
+    def validate_profiles(data_interval_start=None) -> dict:
+        return _run_stage("validate_profiles", data_interval_start)
+
+    @task
     def plan_decide_shards(data_interval_start=None) -> list:
         return _run_stage("decide_shards", data_interval_start)
 
@@ -164,13 +180,19 @@ def nightly_personalization():
     decisions = decide_next_best_actions.expand(bucket=decide_shards)
     message_shards = plan_message_shards()
     messages = understand_messages.expand(bucket=message_shards)
+    profile_shards = plan_profile_shards()
+    profiles = profile_customers.expand(bucket=profile_shards)
     silver_checked = wait_for_landing() >> ingest() >> validate() >> conform() >> validate_silver()
     silver_checked >> forecast_shards
     silver_checked >> message_shards  # messages (step 3b) run beside the forecast; decide needs both
+    silver_checked >> profile_shards  # so do the customer profiles (step 3c: app usage, roles)
     forecasts >> validate_forecast() >> life_event_shards
     messages >> validate_messages() >> decide_shards
+    profiles >> validate_profiles() >> decide_shards
     life_events >> validate_life_events() >> decide_shards
-    decisions >> validate_decisions() >> publish()
+    published = publish()
+    decisions >> validate_decisions() >> published
+    silver_checked >> measure_value() >> published
 
 
 nightly_personalization()

@@ -3,10 +3,14 @@ Detection with Dual Sentence Encoders"; data CC BY 4.0, `../shared/reference/ban
 
 A linear model over TF-IDF word and character n-grams of a normalised text (lower case, contractions spelt out,
 digits folded to one token), with a temperature-scaled softmax over its decision scores as the intent probability.
-The candidates (n-gram ranges, classifier, regularisation) are chosen by stratified k-fold cross-validation on the
-training file only, and the temperature is fitted on the chosen candidate's out-of-fold scores (minimum log loss), so
-that `intent_probability` is calibrated on messages the model did not see. Everything runs offline on the CPU:
-nothing is downloaded, the model is a few MB of sparse vocabularies and a weight matrix.
+A candidate may blend several linear classifiers fitted on the same features (a linear SVM and a multinomial
+logistic regression): the blend is a product of their calibrated softmaxes, i.e. a weighted sum of their scores,
+which is again one linear model, so it predicts at the cost of one. The candidates (n-gram ranges, classifiers,
+regularisation) are chosen by stratified k-fold cross-validation on the training file only, and the blend weights
+and the temperature are fitted on the chosen candidate's out-of-fold scores (minimum log loss), so that
+`intent_probability` is calibrated on messages the model did not see. `heldout_evaluation` measures the whole
+procedure (selection included) on repeated stratified held-out splits. Everything runs offline on the CPU: nothing
+is downloaded, the model is a few MB of sparse vocabularies and a weight matrix.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: blend weights saved with the model
+CLASSIFIERS = ("svm", "logreg")
 MODEL_FILE = "intent_model.joblib"
 
 # Contractions and the usual ways of writing them without an apostrophe, spelt out (order matters: can't first).
@@ -63,15 +68,16 @@ def normalise_many(texts: Sequence[str], max_chars: int | None = None) -> list[s
 @dataclass(frozen=True)
 class IntentSpec:
     """One candidate model. word/char n-gram ranges of the TF-IDF views (char: within word boundaries; None to
-    leave a view out), the classifier (`svm`: linear SVM, one-vs-rest; `logreg`: multinomial logistic regression)
-    and its inverse regularisation C."""
+    leave a view out), the classifier (`svm`: linear SVM, one-vs-rest; `logreg`: multinomial logistic regression;
+    several joined by `+`, e.g. `svm+logreg`: a blend of them) and the inverse regularisation C (one number for
+    every classifier, or one per classifier of a blend, in its order)."""
 
     name: str
     word_ngrams: tuple[int, int] | None = (1, 2)
     char_ngrams: tuple[int, int] | None = (2, 5)
     char_min_df: int = 2
     classifier: str = "svm"
-    C: float = 1.0
+    C: float | tuple[float, ...] = 1.0
     normalise: bool = True
     max_chars: int = 2000
 
@@ -81,7 +87,22 @@ class IntentSpec:
         for key in ("word_ngrams", "char_ngrams"):
             if values.get(key) is not None:
                 values[key] = tuple(int(v) for v in values[key])
+        if isinstance(values.get("C"), (list, tuple)):
+            values["C"] = tuple(float(v) for v in values["C"])
         return cls(**values)
+
+    def components(self) -> list[tuple[str, float]]:
+        """(classifier, C) of each classifier of the candidate; a clear error for an unknown one or a C list of
+        another length."""
+        kinds = [k.strip() for k in self.classifier.split("+")]
+        unknown = [k for k in kinds if k not in CLASSIFIERS]
+        if unknown or not kinds:
+            raise ValueError(f"intent spec {self.name}: unknown classifier {self.classifier!r} (use "
+                             f"{' or '.join(CLASSIFIERS)}, or several joined by '+')")
+        Cs = list(self.C) if isinstance(self.C, (list, tuple)) else [self.C] * len(kinds)
+        if len(Cs) != len(kinds):
+            raise ValueError(f"intent spec {self.name}: {len(Cs)} values of C for {len(kinds)} classifiers")
+        return [(k, float(c)) for k, c in zip(kinds, Cs)]
 
 
 class FastTfidf:
@@ -179,8 +200,12 @@ class IncompatibleModelError(ValueError):
 
 @dataclass
 class IntentClassifier:
+    """`weights`: of each classifier's scores in the blend (they sum to 1; None: equal). The decision score is
+    their weighted sum (one matrix, `coef`) and the probability softmax(score / temperature)."""
+
     spec: IntentSpec
     temperature: float = 1.0
+    weights: tuple[float, ...] | None = None
     classes_: np.ndarray | None = None
     vectorizers: list = field(default_factory=list)
     coef: np.ndarray | None = None       # (n_features, n_classes), float32
@@ -222,23 +247,44 @@ class IntentClassifier:
 
     # --- fit and predict --------------------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "IntentClassifier":
+        """Fit every classifier of the spec on the same features; `components` keeps each one's (coef, intercept)
+        for the cross-validation (not saved), `coef`/`intercept` their blend with `weights`."""
+        components = self.spec.components()
+        weights = np.full(len(components), 1.0 / len(components)) if self.weights is None else \
+            np.asarray(self.weights, dtype=np.float64)
+        if len(weights) != len(components):
+            raise ValueError(f"intent spec {self.spec.name}: {len(weights)} blend weights for {len(components)} "
+                             f"classifiers")
         X = self._matrix(self._prepared(texts), fit=True)
         y = np.asarray(list(labels), dtype=object)
-        if self.spec.classifier == "svm":
-            from sklearn.svm import LinearSVC
+        self.components = []
+        for kind, C in components:
+            if kind == "svm":
+                from sklearn.svm import LinearSVC
 
-            model = LinearSVC(C=self.spec.C, random_state=0)
-        elif self.spec.classifier == "logreg":
-            from sklearn.linear_model import LogisticRegression
+                model = LinearSVC(C=C, random_state=0)
+            else:
+                from sklearn.linear_model import LogisticRegression
 
-            model = LogisticRegression(C=self.spec.C, max_iter=3000)
-        else:
-            raise ValueError(f"intent spec {self.spec.name}: unknown classifier {self.spec.classifier!r}")
-        model.fit(X, y)
-        self.classes_ = np.asarray(model.classes_, dtype=object)
-        self.coef = np.ascontiguousarray(model.coef_.T, dtype=np.float32)
-        self.intercept = np.asarray(model.intercept_, dtype=np.float32)
+                # tol 1e-3: the same accuracy in CV as 1e-4, in half the time
+                model = LogisticRegression(C=C, max_iter=1000, tol=1e-3)
+            model.fit(X, y)
+            if self.classes_ is not None and list(self.classes_) != list(model.classes_) and self.components:
+                raise RuntimeError("the classifiers of a blend disagree on the classes")
+            self.classes_ = np.asarray(model.classes_, dtype=object)
+            self.components.append((np.asarray(model.coef_.T, dtype=np.float64),
+                                    np.asarray(model.intercept_, dtype=np.float64)))
+        self.coef = np.ascontiguousarray(sum(w * c for w, (c, _) in zip(weights, self.components)), dtype=np.float32)
+        self.intercept = np.asarray(sum(w * b for w, (_, b) in zip(weights, self.components)), dtype=np.float32)
+        self.weights = tuple(float(w) for w in weights)
         return self
+
+    def component_decisions(self, texts: Sequence[str]) -> np.ndarray:
+        """Each classifier's scores, (n_classifiers, n_texts, n_classes); only right after `fit`."""
+        if not getattr(self, "components", None):
+            raise ValueError("component scores exist only on a model fitted in this process")
+        X = self._matrix(self._prepared(texts))
+        return np.stack([np.asarray(X @ c) + b for c, b in self.components])
 
     def decision(self, texts: Sequence[str]) -> np.ndarray:
         """The linear scores (n_texts, n_classes)."""
@@ -263,7 +309,8 @@ class IntentClassifier:
 
         directory.mkdir(parents=True, exist_ok=True)
         joblib.dump({"format": FORMAT_VERSION, "sklearn": sklearn.__version__, "spec": asdict(self.spec),
-                     "temperature": float(self.temperature), "classes": list(self.classes_),
+                     "temperature": float(self.temperature), "weights": list(self.weights or ()),
+                     "classes": list(self.classes_),
                      "vectorizers": self.vectorizers, "coef": self.coef, "intercept": self.intercept},
                     directory / MODEL_FILE, compress=3)
         (directory / "intent_spec.json").write_text(json.dumps(asdict(self.spec), indent=2) + "\n", encoding="utf-8")
@@ -280,7 +327,8 @@ class IntentClassifier:
         if state.get("sklearn") != sklearn.__version__:
             raise IncompatibleModelError(f"intent model saved with scikit-learn {state.get('sklearn')}, "
                                          f"this is {sklearn.__version__}")
-        model = cls(IntentSpec.from_dict(state["spec"]), float(state["temperature"]))
+        model = cls(IntentSpec.from_dict(state["spec"]), float(state["temperature"]),
+                    tuple(state["weights"]) or None)
         model.classes_ = np.asarray(state["classes"], dtype=object)
         model.vectorizers, model.coef, model.intercept = state["vectorizers"], state["coef"], state["intercept"]
         return model
@@ -297,15 +345,47 @@ def fit_temperature(scores: np.ndarray, labels: Sequence[str], classes: np.ndarr
     """The temperature that minimises the log loss of softmax(scores / T) on out-of-fold scores."""
     from scipy.optimize import minimize_scalar
 
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[label] for label in labels])
+    y = _label_index(labels, classes)
 
     def loss(log_t: float) -> float:
-        p = softmax(scores, float(np.exp(log_t)))[np.arange(len(y)), y]
-        return float(-np.mean(np.log(np.clip(p, 1e-12, None))))
+        return log_loss_of(scores, y, float(np.exp(log_t)))
 
     result = minimize_scalar(loss, bounds=(np.log(1e-3), np.log(100.0)), method="bounded")
     return float(np.exp(result.x))
+
+
+def fit_blend(scores: np.ndarray, labels: Sequence[str], classes: np.ndarray) -> tuple[tuple[float, ...], float]:
+    """Blend weights (summing to 1) and temperature T that minimise the log loss of softmax(sum_k w_k s_k / T) on
+    out-of-fold scores `scores` (n_classifiers, n_texts, n_classes). That is a product of the classifiers'
+    softmaxes, each at its own temperature T / w_k: the weights say how far each classifier is trusted, and one
+    classifier gets weight 1 and the plain temperature."""
+    if scores.shape[0] == 1:
+        return (1.0,), fit_temperature(scores[0], labels, classes)
+    from scipy.optimize import minimize
+
+    y = _label_index(labels, classes)
+    start = np.log([1.0 / (len(scores) * fit_temperature(s, labels, classes)) for s in scores])
+
+    def loss(log_a: np.ndarray) -> float:
+        return log_loss_of(np.tensordot(np.exp(log_a), scores, axes=1), y, 1.0)
+
+    result = minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-6, "maxiter": 400})
+    a = np.exp(result.x)
+    return tuple(float(w) for w in a / a.sum()), float(1.0 / a.sum())
+
+
+def _label_index(labels: Sequence[str], classes: np.ndarray) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[label] for label in labels])
+
+
+def log_loss_of(scores: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log probability of the true class under softmax(scores / temperature)."""
+    from scipy.special import logsumexp
+
+    z = scores / max(float(temperature), 1e-6)
+    true = z[np.arange(len(y)), y] - logsumexp(z, axis=1)
+    return float(-np.mean(np.maximum(true, np.log(1e-12))))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -314,18 +394,21 @@ def fit_temperature(scores: np.ndarray, labels: Sequence[str], classes: np.ndarr
 
 def _fold_scores(spec: IntentSpec, texts: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
                  classes: np.ndarray) -> np.ndarray:
+    """Each classifier's scores on the test fold, (n_classifiers, n_test, n_classes) in `classes` order."""
     model = IntentClassifier(spec).fit(texts[train], y[train])
-    scores = model.decision(texts[test])
+    scores = model.component_decisions(texts[test])
     # a class missing from a training fold (tiny samples) scores as good as never there
-    aligned = np.full((len(test), len(classes)), -1e9)
-    aligned[:, np.searchsorted(classes, model.classes_)] = scores
+    aligned = np.full((len(scores), len(test), len(classes)), -1e9)
+    aligned[:, :, np.searchsorted(classes, model.classes_)] = scores
     return aligned
 
 
 def cross_validate(spec: IntentSpec, texts: Sequence[str], labels: Sequence[str], folds: int = 5, seed: int = 0,
                    n_jobs: int = 1) -> dict[str, Any]:
-    """Stratified k-fold CV of one candidate: accuracy, macro F1, their spread over folds, and the out-of-fold
-    scores (for the temperature) in `oof_scores` with `classes`. `n_jobs` folds run at once (processes)."""
+    """Stratified k-fold CV of one candidate: the blend weights and temperature fitted on its out-of-fold scores
+    (`fit_blend`), then accuracy, macro F1, their spread over folds, the calibration error and log loss of the
+    out-of-fold probabilities, and the blended out-of-fold scores in `oof_scores` with `classes`. `n_jobs` folds
+    run at once (processes)."""
     from joblib import Parallel, delayed
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import StratifiedKFold
@@ -333,45 +416,46 @@ def cross_validate(spec: IntentSpec, texts: Sequence[str], labels: Sequence[str]
     texts = np.asarray(list(texts), dtype=object)
     y = np.asarray(list(labels), dtype=object)
     classes = np.array(sorted(set(y)), dtype=object)
-    oof = np.zeros((len(y), len(classes)), dtype=np.float64)
-    per_fold = []
+    oof = np.zeros((len(spec.components()), len(y), len(classes)), dtype=np.float64)
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(texts, y))
     fold_scores = Parallel(n_jobs=n_jobs)(delayed(_fold_scores)(spec, texts, y, train, test, classes)
                                           for train, test in splits)
-    for (train, test), aligned in zip(splits, fold_scores):
-        oof[test] = aligned
-        predicted = classes[aligned.argmax(axis=1)]
+    for (_, test), aligned in zip(splits, fold_scores):
+        oof[:, test] = aligned
+    weights, temperature = fit_blend(oof, y, classes)
+    blended = np.tensordot(np.asarray(weights), oof, axes=1)
+    per_fold = []
+    for _, test in splits:
+        predicted = classes[blended[test].argmax(axis=1)]
         per_fold.append((accuracy_score(y[test], predicted), f1_score(y[test], predicted, average="macro")))
-    predicted = classes[oof.argmax(axis=1)]
+    predicted = classes[blended.argmax(axis=1)]
     folds_array = np.array(per_fold)
     return {"spec": asdict(spec), "accuracy": float(accuracy_score(y, predicted)),
             "macro_f1": float(f1_score(y, predicted, average="macro")),
             "accuracy_fold_sd": float(folds_array[:, 0].std(ddof=1)) if len(per_fold) > 1 else 0.0,
             "macro_f1_fold_sd": float(folds_array[:, 1].std(ddof=1)) if len(per_fold) > 1 else 0.0,
-            "folds": folds, "seed": seed, "oof_scores": oof, "classes": classes}
+            "folds": folds, "seed": seed, "weights": list(weights), "temperature": temperature,
+            "oof_calibration_error": calibration_error(softmax(blended, temperature), y, classes),
+            "oof_log_loss": log_loss_of(blended, _label_index(y, classes), temperature),
+            "oof_scores": blended, "classes": classes}
 
 
 def select_and_fit(specs: Sequence[IntentSpec], texts: Sequence[str], labels: Sequence[str], folds: int = 5,
                    seed: int = 0, n_jobs: int = 1) -> tuple[IntentClassifier, list[dict[str, Any]]]:
-    """Cross-validate every candidate, keep the best (accuracy, then macro F1, then the order given), fit its
-    temperature on its out-of-fold scores and refit it on all the data. Returns the model and the CV table (one row
-    per candidate, `chosen` marking the winner; the out-of-fold scores are not in it)."""
+    """Cross-validate every candidate, keep the best (accuracy, then macro F1, then the order given) and refit it
+    on all the data with the blend weights and temperature fitted on its out-of-fold scores. Returns the model and
+    the CV table (one row per candidate, `chosen` marking the winner; the out-of-fold scores are not in it)."""
     if not specs:
         raise ValueError("no intent model candidates to choose from")
     results = [cross_validate(spec, texts, labels, folds, seed, n_jobs) for spec in specs]
     best = max(range(len(results)), key=lambda i: (round(results[i]["accuracy"], 6),
                                                     round(results[i]["macro_f1"], 6), -i))
-    temperature = fit_temperature(results[best]["oof_scores"], labels, results[best]["classes"])
-    oof_proba = softmax(results[best]["oof_scores"], temperature)
-    calibration = calibration_error(oof_proba, labels, results[best]["classes"])
-    model = IntentClassifier(specs[best], temperature).fit(texts, labels)
+    chosen = results[best]
+    model = IntentClassifier(specs[best], chosen["temperature"], tuple(chosen["weights"])).fit(texts, labels)
     table = []
     for i, r in enumerate(results):
         row = {k: v for k, v in r.items() if k not in ("oof_scores", "classes")}
         row["chosen"] = i == best
-        if i == best:
-            row["temperature"] = temperature
-            row["oof_calibration_error"] = calibration
         table.append(row)
     return model, table
 
@@ -390,9 +474,28 @@ def calibration_error(proba: np.ndarray, labels: Sequence[str], classes: np.ndar
     return float(error)
 
 
+def reliability_table(proba: np.ndarray, labels: Sequence[str], classes: np.ndarray,
+                      bins: int = 10) -> list[dict[str, Any]]:
+    """The reliability diagram of the top probability as rows: per equal-width bin, how many predictions, their
+    mean probability and the share that were right."""
+    top = proba.max(axis=1)
+    correct = classes[proba.argmax(axis=1)] == np.asarray(list(labels), dtype=object)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(top, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            rows.append({"from": round(float(edges[b]), 2), "to": round(float(edges[b + 1]), 2),
+                         "n": int(mask.sum()), "mean_probability": round(float(top[mask].mean()), 4),
+                         "accuracy": round(float(correct[mask].mean()), 4)})
+    return rows
+
+
 def evaluate(model: IntentClassifier, texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro F1 and per-intent precision, recall, F1 and support of a model on labelled texts (labels
-    the model does not know count as errors)."""
+    """Accuracy, macro F1, calibration (expected calibration error and log loss of the probabilities, the
+    reliability table) and per-intent precision, recall, F1 and support of a model on labelled texts (labels the
+    model does not know count as errors, and at probability 1e-12 in the log loss)."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
     y = np.asarray(list(labels), dtype=object)
@@ -405,9 +508,90 @@ def evaluate(model: IntentClassifier, texts: Sequence[str], labels: Sequence[str
                          "support": int(s)}
                   for name, p, r, f, s in zip(names, precision, recall, f1, support) if s or name in set(predicted)}
     unknown = sorted(set(y) - set(model.classes_))
+    index = {c: i for i, c in enumerate(model.classes_)}
+    true_p = np.array([proba[i, index[label]] if label in index else 0.0 for i, label in enumerate(y)])
     return {"n": int(len(y)), "accuracy": round(float(accuracy_score(y, predicted)), 4),
             "macro_f1": round(float(f1_score(y, predicted, labels=sorted(set(y)), average="macro",
                                              zero_division=0)), 4),
             "mean_intent_probability": round(float(np.mean(probability)) if len(y) else 0.0, 4),
             "calibration_error": round(calibration_error(proba, y, model.classes_), 4) if len(y) else None,
+            "log_loss": round(float(-np.mean(np.log(np.clip(true_p, 1e-12, None)))), 4) if len(y) else None,
+            "reliability": reliability_table(proba, y, model.classes_) if len(y) else [],
             "unknown_labels": unknown, "per_intent": per_intent}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Held-out evaluation of the whole procedure
+# ---------------------------------------------------------------------------------------------------------------
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": round(float(values.mean()), 4),
+            "sd": round(float(values.std(ddof=1)), 4) if len(values) > 1 else 0.0,
+            "min": round(float(values.min()), 4), "max": round(float(values.max()), 4)}
+
+
+def plain_baseline_accuracy(train_texts: Sequence[str], train_labels: Sequence[str], test_texts: Sequence[str],
+                            test_labels: Sequence[str]) -> float:
+    """The usual baseline, scikit-learn's defaults: TfidfVectorizer() (word unigrams, lower case) + LinearSVC()."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
+
+    baseline = make_pipeline(TfidfVectorizer(), LinearSVC(random_state=0)).fit(list(train_texts), list(train_labels))
+    return float(np.mean(baseline.predict(list(test_texts)) == np.asarray(list(test_labels), dtype=object)))
+
+
+def heldout_evaluation(specs: Sequence[IntentSpec], texts: Sequence[str], labels: Sequence[str], repeats: int = 5,
+                       test_size: float = 0.25, seed: int = 0, folds: int = 5, cv_seed: int = 0, n_jobs: int = 1,
+                       progress=None) -> dict[str, Any]:
+    """The whole training procedure measured on data it never saw: `repeats` stratified splits of (texts, labels)
+    into a training part and a held-out part (`test_size`); on each, `select_and_fit` chooses among `specs` by
+    k-fold CV *inside the training part only* and fits the blend weights, temperature and model there; the model
+    then scores the held-out part once. Reported per split and as mean and sd over splits: accuracy, macro F1,
+    the expected calibration error and log loss of the probabilities, the plain baseline (`plain_baseline_accuracy`)
+    on the same split, and the CPU seconds to predict; plus the reliability table over all held-out predictions.
+    `progress(message)` is called after each split."""
+    import time
+
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    texts = np.asarray(list(texts), dtype=object)
+    y = np.asarray(list(labels), dtype=object)
+    if repeats < 1 or not 0 < test_size < 1:
+        raise ValueError("heldout_evaluation: repeats must be at least 1 and test_size between 0 and 1")
+    splitter = StratifiedShuffleSplit(n_splits=repeats, test_size=test_size, random_state=seed)
+    rows, pooled_proba, pooled_labels, classes = [], [], [], None
+    for r, (train, test) in enumerate(splitter.split(texts, y)):
+        model, table = select_and_fit(specs, texts[train], y[train], folds, cv_seed, n_jobs)
+        chosen = next(row for row in table if row["chosen"])
+        cpu = time.process_time()
+        proba = model.predict_proba(texts[test].tolist())
+        predict_cpu = time.process_time() - cpu
+        scored = evaluate(model, texts[test], y[test])
+        rows.append({"split": r, "n_train": int(len(train)), "n_heldout": int(len(test)),
+                     "chosen": model.spec.name, "inner_cv_accuracy": round(chosen["accuracy"], 4),
+                     "accuracy": scored["accuracy"], "macro_f1": scored["macro_f1"],
+                     "calibration_error": scored["calibration_error"], "log_loss": scored["log_loss"],
+                     "temperature": round(model.temperature, 4), "weights": [round(w, 4) for w in model.weights],
+                     "plain_baseline_accuracy": round(plain_baseline_accuracy(texts[train], y[train], texts[test],
+                                                                              y[test]), 4),
+                     "predict_cpu_seconds_per_100k": round(predict_cpu / len(test) * 100_000, 2)})
+        classes = model.classes_
+        pooled_proba.append(proba)
+        pooled_labels.append(y[test])
+        if progress is not None:
+            progress(f"split {r + 1}/{repeats}: {model.spec.name} accuracy {scored['accuracy']:.4f}")
+    proba = np.vstack(pooled_proba)
+    pooled = np.concatenate(pooled_labels)
+    return {"protocol": f"{repeats} stratified held-out splits ({test_size:.0%} held out, seed {seed}); on each, "
+                        f"the candidates chosen by stratified {folds}-fold CV inside the training part (seed "
+                        f"{cv_seed}), the held-out part used once, to score",
+            "candidates": [s.name for s in specs], "n": int(len(y)), "repeats": repeats, "test_size": test_size,
+            "seed": seed, "folds": folds, "cv_seed": cv_seed,
+            **{metric: _summary([row[metric] for row in rows])
+               for metric in ("accuracy", "macro_f1", "calibration_error", "log_loss", "plain_baseline_accuracy",
+                              "predict_cpu_seconds_per_100k")},
+            "chosen": {name: sum(row["chosen"] == name for row in rows) for name in sorted({r["chosen"] for r in rows})},
+            "reliability": reliability_table(proba, pooled, classes),
+            "splits": rows}

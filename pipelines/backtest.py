@@ -210,11 +210,22 @@ def render_report(output: Path) -> Path:
 def backtest_command(paths: Paths, what: str = "forecast", dataset: str | None = None,
                      engines: str = ",".join(ENGINES), output: Path | None = None,
                      prophet_customers: int | None = None, cutoffs: int | None = None,
-                     labelled: Path | None = None) -> str | dict:
+                     labelled: Path | None = None, held_out: bool = False, repeats: int | None = None,
+                     test_size: float | None = None) -> str | dict:
     """`segone backtest`: run, write backtest.json and the HTML report, print the comparison table."""
+    if what != "messages" and (held_out or repeats is not None or test_size is not None):
+        raise SegoneError("--held-out, --repeats and --test-size are for `segone backtest messages`")
     if what == "messages":
         from pipelines.messages import backtest_messages
 
+        if held_out:  # the intent model's training procedure on held-out splits of its training file
+            if labelled is not None:
+                raise SegoneError("choose one of --held-out (splits of the training file) and --labelled FILE")
+            from pipelines.messages import heldout_messages
+
+            return heldout_messages(paths, output, repeats, test_size)
+        if repeats is not None or test_size is not None:
+            raise SegoneError("--repeats and --test-size go with --held-out")
         if labelled is None:  # a simulated bank: how early messages tell of shortfalls and moves
             from pipelines.messages import lead_times
 

@@ -37,11 +37,18 @@ END = date(2026, 11, 20)
 def _measure_in_child(method: str, home: Path, extra: str = "") -> dict[str, Any]:
     """Run one method in a fresh interpreter; returns its seconds, rows and peak RSS."""
     env = os.environ.copy() | {"SEGONE_HOME": str(home)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = os.getloadavg()[0]
     done = subprocess.run([sys.executable, "-m", "pipelines.bench", method, str(home), extra],
                           capture_output=True, text=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark {method} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # CPU seconds of the method's process and the processes it waited for: steadier than wall seconds on a
+    # shared machine (the load average says how shared it was).
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads(done.stdout.strip().splitlines()[-1]) | {"cpu_seconds": round(cpu, 1),
+                                                               "load_average_1m": round(load, 2)}
 
 
 def _peak_rss_mb() -> float:
@@ -245,11 +252,14 @@ AGAINST_PANDAS = {
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    header = f"{'customers':>10} {'method':<28} {'rows':>12} {'seconds':>9} {'rows/s':>12} {'peak MB':>9}"
+    header = (f"{'customers':>10} {'method':<28} {'rows':>12} {'seconds':>9} {'rows/s':>12} {'peak MB':>9} "
+              f"{'cpu s':>8} {'load':>5}")
     lines = [header, "-" * len(header)]
     for r in results:
+        cpu, load = r.get("cpu_seconds"), r.get("load_average_1m")
         lines.append(f"{r['customers']:>10,} {r['method']:<28} {r['rows']:>12,} {r['seconds']:>9.2f} "
-                     f"{(r['rows_per_second'] or 0):>12,} {r['peak_rss_mb']:>9.0f}")
+                     f"{(r['rows_per_second'] or 0):>12,} {r['peak_rss_mb']:>9.0f} "
+                     f"{'' if cpu is None else f'{cpu:.1f}':>8} {'' if load is None else f'{load:.1f}':>5}")
     by_size: dict[int, dict[str, dict]] = {}
     for r in results:
         by_size.setdefault(r["customers"], {})[r["method"]] = r
@@ -271,9 +281,17 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def bench_command(paths: Paths, what: str, customers: str, days: int, out: Path | None,
-                  messages: int = 1_000_000) -> str:
+def bench_command(paths: Paths, what: str, customers: str, days: int | None, out: Path | None,
+                  messages: int = 1_000_000, base_customers: int | None = None) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
+    if what == "night":
+        from pipelines.bench_night import BASE_CUSTOMERS, DAYS, bench_night, format_night_table
+
+        results = bench_night(paths, sizes, days=days or DAYS, base_customers=base_customers or BASE_CUSTOMERS)
+        if out:
+            out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        return format_night_table(results)
+    days = days or 180
     if what == "publish":
         from pipelines.bench_publish import bench_publish, format_publish_table
 

@@ -110,12 +110,14 @@ def _add_berka(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish"],
-                   help="which stage to benchmark")
+    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish", "night"],
+                   help="which stage to benchmark (night: the whole night, `segone run`, on a tiled lake)")
     p.add_argument("--customers", type=_sizes, default="10000,100000",
                    help="comma-separated bank sizes (default 10000,100000)")
-    p.add_argument("--days", type=_positive_int, default=180,
-                   help="days of history (default 180); for publish: nights published before")
+    p.add_argument("--days", type=_positive_int, default=None,
+                   help="days of history (default 180; night: 365); for publish: nights published before (180)")
+    p.add_argument("--base-customers", dest="base_customers", type=_positive_int, default=None,
+                   help="night: customers of the simulated base bank the lake is tiled from (default 10000)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
     p.add_argument("--messages", type=_positive_int, default=1_000_000,
                    help="messages: how many messages go through the stage (default 1000000)")
@@ -126,6 +128,13 @@ def _add_backtest(p: argparse.ArgumentParser) -> None:
                    help="what to backtest (default: the cash-shortfall forecast)")
     p.add_argument("--labelled", type=Path, default=None,
                    help="messages: a CSV with columns text,category to score the promoted intent model on")
+    p.add_argument("--held-out", dest="held_out", action="store_true",
+                   help="messages: measure the intent model's training procedure on repeated stratified held-out "
+                        "splits of its training file (selection inside each training part; mean and sd)")
+    p.add_argument("--repeats", type=_positive_int, default=None,
+                   help="messages --held-out: number of splits (default from config/messages.yaml, 5)")
+    p.add_argument("--test-size", dest="test_size", type=float, default=None,
+                   help="messages --held-out: share of the file held out per split (default 0.25)")
     p.add_argument("--dataset", default=None, help="name of the data set in the report (default: $SEGONE_HOME's name)")
     p.add_argument("--engines", default="global,baseline,prophet", help="engines to compare (default: all three)")
     p.add_argument("--output", type=Path, default=None,
@@ -137,6 +146,32 @@ def _add_backtest(p: argparse.ArgumentParser) -> None:
 
 def _add_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", dest="day", type=_date, default=None, help="also check the landing folder of D")
+
+
+def _add_closed_loop(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--customers", type=_positive_int, default=3000, help="number of customers (default 3000)")
+    p.add_argument("--nights", type=_positive_int, default=28, help="nights to run (default 28)")
+    p.add_argument("--seed", type=_non_negative_int, default=42, help="random seed (default 42)")
+    p.add_argument("--learning", choices=["on", "off"], default="on",
+                   help="retrain the policy from the customers' answers (on) or keep the catalogue's priors (off)")
+    p.add_argument("--days", type=_positive_int, default=240, help="days of history before the first night "
+                                                                  "(default 240)")
+    p.add_argument("--end-date", dest="end_date", type=_date, default=date(2026, 11, 20),
+                   help="the first night (default 2026-11-20)")
+    p.add_argument("--compare-with", dest="compare_with", type=Path, default=None,
+                   help="closed_loop.json of another run on the same seed (learning on against off)")
+
+
+def _add_closed_loop_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compare-with", dest="compare_with", type=Path, default=None,
+                   help="closed_loop.json of another run on the same seed (learning on against off)")
+
+
+def _add_retrain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--date", dest="day", type=_date, default=None,
+                   help="retrain as of this date (default: the last day of data)")
+    p.add_argument("--family", choices=["cash_forecast", "life_events", "policy"], default=None,
+                   help="one model family (default: all three)")
 
 
 def _add_nothing(p: argparse.ArgumentParser) -> None:
@@ -176,6 +211,11 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                              "pipelines.stages:classify_life_events", _add_date),
     "validate-life-events": ("stage 5b: Great Expectations suite on D's life_events",
                              "pipelines.stages:validate_life_events", _add_date),
+    "profile-customers": ("stage 3c: app usage, push fatigue and income roles for D, every shard in turn "
+                          "(personalization-consented customers only)",
+                          "pipelines.stages:profile_customers", _add_date),
+    "validate-profiles": ("stage 3c': Great Expectations suites on D's app_usage, app_signals and customer_roles",
+                          "pipelines.stages:validate_profiles", _add_date),
     "decide": ("stage 6: next best actions for D, every shard in turn (funnel, bandit, control group)",
                "pipelines.stages:decide_next_best_actions", _add_date),
     "validate-decisions": ("stage 6b: Great Expectations suites on D's decisions",
@@ -194,8 +234,19 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                "pipelines.locks:unlock_command", _add_unlock),
     "summary": ("print where D's outputs are, a short summary and an example query",
                 "pipelines.stages:summary", _add_date),
-    "expectations": ("regenerate expectations/*.json from config/landing.yaml and the silver schemas",
+    "expectations": ("regenerate expectations/*.json and docs/data_dictionary.md from config/landing.yaml and "
+                     "config/tables.yaml",
                      "pipelines.quality:write_suites_command", _add_nothing),
+    "measure-value": ("value, not clicks: D's outcomes, the recommendations' realised value, value per customer "
+                      "for treated and control", "pipelines.stages:measure_value", _add_date),
+    "retrain": ("retrain_models: forecaster, life-event classifiers and policy, each against its champion; "
+                "decisions in gold model_registry", "pipelines.retrain:retrain_command", _add_retrain),
+    "closed-loop": ("simulate a bank, then night after night: the night, the customers' answers, the next day; "
+                    "retrain weekly; reports/closed_loop/", "pipelines.closed_loop:closed_loop_command",
+                    _add_closed_loop),
+    "closed-loop-report": ("rebuild this home's closed-loop JSON and page from the lake, optionally compared with "
+                           "another run (learning on against off)", "pipelines.closed_loop:report_command",
+                           _add_closed_loop_report),
     "doctor": ("pre-flight checks: config, data root and disk, history, promoted models, and D's landing with --date",
                "pipelines.doctor:doctor_command", _add_doctor),
     "bench": ("benchmarks side by side with plain pandas (see benchmarks/)",
@@ -206,8 +257,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
 # Commands that write a night's data or outputs: they run under the lock of that night (pipelines/locks.py), so
 # that two runs of one night, or a run and the night's Airflow DAG run, never overlap.
 LOCKED = {"ingest", "validate", "conform", "validate-silver", "forecast", "validate-forecast",
-          "classify-life-events", "validate-life-events", "decide", "validate-decisions", "publish", "export-crm",
-          "report", "run", "load-history"}
+          "classify-life-events", "validate-life-events", "profile-customers", "validate-profiles", "decide",
+          "validate-decisions", "publish", "export-crm", "report", "run", "load-history"}
 
 
 def _stop_on_sigterm(signum, frame) -> None:

@@ -28,6 +28,8 @@ SNAPSHOTS = ("customers", "fx_rates", "consent_state", "accounts", "standing_ord
              "scheduled_payments")
 EVENTS = {"consents": "consents", "crm_responses": "crm_responses", "life_events_declared": "life_events",
           "messages": "messages"}
+# events written like the facts, by load and customer bucket (a per-shard stage reads only its own files)
+BUCKETED_EVENTS = ("app_events",)
 FACTS = ("transactions", "balances")
 FACT_BRONZE = {"transactions": ("bronze_transactions", "bronze_ob_transactions"),
                "balances": ("bronze_balances", "bronze_ob_balances")}
@@ -105,10 +107,11 @@ def _accepted(con: duckdb.DuckDBPyConnection, name: str) -> str:
     return f"select * from {name}" + (f" where {' and '.join(filters)}" if filters else "")
 
 
-def _project(schema: TableSchema, source: str, drop_partitions: bool = True) -> str:
+def _project(schema: TableSchema, source: str, drop_partitions: bool = True, ordered: bool = True) -> str:
+    """The schema's columns of `source`, ordered by the key (ordered=False: in no particular order)."""
     columns = [c for c in schema.column_names if not (drop_partitions and c in schema.partition)]
     order = ", ".join(schema.key) if schema.key else "1"
-    return f"select {', '.join(columns)} from ({source}) order by {order}"
+    return f"select {', '.join(columns)} from ({source})" + (f" order by {order}" if ordered else "")
 
 
 def conform(paths: Paths, load_date: str, as_of: date) -> dict:
@@ -146,8 +149,9 @@ def conform(paths: Paths, load_date: str, as_of: date) -> dict:
 
     _register_loaded_transactions(con, paths, load_date, as_of, int(cfg["dedup_lookback_days"]),
                                   int(cfg.get("openbanking_dedup_lookback_days", 45)))
+    _register_loaded_app_events(con, paths, load_date, as_of, int(cfg["dedup_lookback_days"]))
     for name in ("silver_standing_orders", "silver_direct_debits", "silver_scheduled_payments",
-                 "silver_crm_responses", "silver_life_events_declared", "silver_messages"):
+                 "silver_crm_responses", "silver_life_events_declared", "silver_messages", "silver_app_events"):
         _run(con, name)
 
     metrics: dict = {"load_date": load_date, "as_of": as_of_text, "previous_snapshots": previous, "tables": {}}
@@ -160,6 +164,12 @@ def conform(paths: Paths, load_date: str, as_of: date) -> dict:
         schema = table_schema("silver", table)
         final = lake.partition_path(paths, "silver", table, load_date=load_date)
         rows = lake.write_relation(con, _project(schema, _accepted(con, f"silver_{table}")), final, paths)
+        metrics["tables"][table] = {"rows": rows} | _outcomes(con, f"silver_{table}")
+    for table in BUCKETED_EVENTS:
+        schema = table_schema("silver", table)
+        rows = lake.write_partitions(con, _project(schema, _accepted(con, f"silver_{table}"), drop_partitions=False),
+                                     paths.table("silver", table), paths, ["load_date", "bucket"],
+                                     replace=[f"load_date={load_date}"])
         metrics["tables"][table] = {"rows": rows} | _outcomes(con, f"silver_{table}")
     rows_per_group = int(cfg["conform_rows_per_bucket_group"])
     for table in FACTS:
@@ -204,8 +214,10 @@ def _conform_fact(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, load
             con.execute(f"alter view {view} rename to {view}_all")
     rows = 0
     try:
+        # Postings and balances are written as they come (no sort, all threads): readers group them by customer
+        # and date themselves. The small snapshot and event tables stay ordered by their key.
         with lake.PartitionedWrite(paths, paths.table("silver", table), ["load_date", "bucket"],
-                                   replace=[f"load_date={load_date}"]) as write:
+                                   replace=[f"load_date={load_date}"], keep_order=False) as write:
             for k, group in enumerate(groups):
                 if narrowed:
                     held = f"select account_id from accounts_d where bucket in ({', '.join(map(str, group))})"
@@ -217,7 +229,8 @@ def _conform_fact(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, load
                 con.execute(f"create or replace table work.{name}_group as {sql_text(name)}")
                 con.execute(f"insert into work.{name} select * from work.{name}_group "
                             f"where reject_reason is not null or skip_reason is not null")
-                rows += write.add(con, _project(schema, _accepted(con, f"{name}_group"), drop_partitions=False))
+                rows += write.add(con, _project(schema, _accepted(con, f"{name}_group"), drop_partitions=False,
+                                                ordered=False))
     finally:
         con.execute(f"drop table if exists work.{name}_group")
         if narrowed:
@@ -280,6 +293,25 @@ def _register_loaded_transactions(con: duckdb.DuckDBPyConnection, paths: Paths, 
     )
 
 
+def _register_loaded_app_events(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str, as_of: date,
+                                days: int) -> None:
+    """App event ids already in silver from the loads of the last `days` days before this one (a batch delivered
+    twice); the history partition is filtered on the event's date."""
+    scan = lake.scan_sql(paths, "silver", "app_events")
+    if scan is None or load_date == HISTORY:
+        con.execute("create or replace temp view loaded_app_events as "
+                    "select cast(null as varchar) as event_id, cast(null as varchar) as load_date where false")
+        return
+    since = (as_of - timedelta(days=days)).isoformat()
+    con.execute(
+        "create or replace temp view loaded_app_events as "
+        f"select event_id, max(load_date) as load_date from {scan} "
+        f"where load_date <> '{load_date}' and ((load_date = '{HISTORY}' "
+        f"and occurred_at >= timestamptz '{since} 00:00:00+00') "
+        f"or (load_date <> '{HISTORY}' and load_date >= '{since}')) group by event_id"
+    )
+
+
 def _outcomes(con: duckdb.DuckDBPyConnection, name: str) -> dict:
     """Counts of rejected and skipped rows by reason, for the run metrics."""
     out: dict = {}
@@ -297,7 +329,7 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: s
     cap = raw_value_cap()
     for name in ("silver_consents", "silver_accounts", "silver_transactions", "silver_balances",
                  "silver_standing_orders", "silver_direct_debits", "silver_scheduled_payments",
-                 "silver_crm_responses", "silver_life_events_declared", "silver_messages"):
+                 "silver_crm_responses", "silver_life_events_declared", "silver_messages", "silver_app_events"):
         parts.append(
             f"select source_file as file, source_line as line, reject_column as column_name, "
             f"reject_reason as reason, left(cast(reject_value as varchar), {cap}) as raw_value "

@@ -45,8 +45,9 @@ GOLD_TABLES = ("next_best_actions", "decision_log", "advisor_queue", "dashboard_
 AGE_BAND_UPPER = (17, 24, 34, 49, 64)
 AGE_BAND_LABELS = ("under 18", "18-24", "25-34", "35-49", "50-64", "65+")
 AGE_UNKNOWN = "unknown"
-DASHBOARD_MODULES = ("money_help", "cash_flow_view", "savings_goals", "bills_calendar", "travel_money",
-                     "moving_checklist", "family_budget", "accounts_overview", "spending_insights")
+DASHBOARD_MODULES = ("money_help", "cash_flow_view", "tax_provisioning", "wealth_preservation", "savings_goals",
+                     "bills_calendar", "travel_money", "moving_checklist", "family_budget", "accounts_overview",
+                     "spending_insights")
 
 
 def policy() -> dict[str, Any]:
@@ -61,6 +62,7 @@ class Decisions:
     dashboard_layout: pd.DataFrame
     decision_flags: pd.DataFrame = field(default_factory=pd.DataFrame)
     metrics: dict[str, Any] = field(default_factory=dict)
+    bandit_log: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,6 +244,7 @@ def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
     ctx = ctx.merge(_forecast_wide(forecast), on="customer_id", how="left")
     ctx = ctx.merge(_life_events_wide(life), on="customer_id", how="left")
     ctx = ctx.merge(_message_context(paths, day, bucket), on="customer_id", how="left")
+    ctx = ctx.merge(app_context(paths, day, bucket), on="customer_id", how="left")
     return complete_context(ctx)
 
 
@@ -251,6 +254,42 @@ def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
 
     signals = read_signals(paths, day, bucket)
     return signals[["customer_id", *MESSAGE_FIELDS]].rename(columns=MESSAGE_FIELDS)
+
+
+def app_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
+    """The persisted per-customer app features and roles of D (gold app_usage, app_signals, customer_roles:
+    `profiles.read_profile_context`) and the night each dashboard module was first introduced to the customer
+    (`introduced_on_<module>`, from the latest earlier dashboard_layout: `previous_introductions`)."""
+    from pipelines.profiles import read_profile_context
+
+    return read_profile_context(paths, day, bucket).merge(previous_introductions(paths, day, bucket),
+                                                          on="customer_id", how="outer")
+
+
+def previous_introductions(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
+    """introduced_on_<module> per customer from the bucket's latest dashboard_layout before D (within
+    dashboard.usage.carry_days): a module stays introduced while it stays on the customer's screen."""
+    root = paths.table("gold", "dashboard_layout")
+    carry = int(policy()["dashboard"].get("usage", {}).get("carry_days", 35))
+    earlier = sorted(p.name.split("=", 1)[1] for p in root.glob("as_of=*")
+                     if (day - timedelta(days=carry)).isoformat() <= p.name.split("=", 1)[1] < day.isoformat()
+                     and any((p / f"bucket={int(bucket)}").glob("*.parquet"))) if root.exists() else []
+    empty = pd.DataFrame({"customer_id": pd.Series(dtype=object)})
+    if not earlier:
+        return empty
+    folder = lake.partition_path(paths, "gold", "dashboard_layout", as_of=earlier[-1], bucket=str(int(bucket)))
+    con = lake.connect()
+    try:
+        rows = con.execute(f"select * from read_parquet('{folder}/*.parquet', hive_partitioning = false, "
+                           f"union_by_name = true)").df()
+    finally:
+        con.close()
+    if "introduced_on" not in rows.columns or rows["introduced_on"].isna().all():
+        return empty
+    rows = rows.dropna(subset=["introduced_on"]).assign(introduced_on=lambda f: pd.to_datetime(f["introduced_on"]))
+    wide = rows.groupby(["customer_id", "module"])["introduced_on"].min().unstack("module")
+    wide.columns = [f"introduced_on_{m}" for m in wide.columns]
+    return wide.reset_index()
 
 
 def _gold_partition(con, paths: Paths, table: str, iso: str, bucket: int) -> pd.DataFrame | None:
@@ -349,13 +388,15 @@ class ContactState:
     sent_7d: np.ndarray                # (n, C) int: capped-class recommendations delivered in the last 7 days
     trials: np.ndarray                 # (A, C) recommendations delivered (all customers of the frame)
     successes: np.ndarray              # (A, C)
+    days_since_delivery: np.ndarray    # (n, A) float: days since the action's last delivery, inf when never
 
 
 def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogue: list[Action], as_of: date,
                   pol: dict[str, Any]) -> ContactState:
     n, a, c = len(customers), len(catalogue), len(CHANNELS)
     state = ContactState(np.full((n, a), np.inf), np.full((n, a), np.inf), np.zeros((n, a), np.int64),
-                         np.zeros((n, c), bool), np.zeros((n, c), np.int64), np.zeros((a, c)), np.zeros((a, c)))
+                         np.zeros((n, c), bool), np.zeros((n, c), np.int64), np.zeros((a, c)), np.zeros((a, c)),
+                         np.full((n, a), np.inf))
     if responses is None or responses.empty:
         return state
     cp = pol["contact_policy"]
@@ -390,6 +431,9 @@ def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogu
     recent = mine[mine["delivered_days"].notna() & (mine["delivered_days"] < 7) & (mine["chan"] >= 0) &
                   ~mine["action_id"].isin(protective)]
     np.add.at(state.sent_7d, (recent["cust"].to_numpy(), recent["chan"].to_numpy()), 1)
+    sent = mine[mine["delivered_days"].notna() & (mine["act"] >= 0)]
+    np.minimum.at(state.days_since_delivery, (sent["cust"].to_numpy(), sent["act"].to_numpy()),
+                  sent["delivered_days"].to_numpy(float))
     mine_events = r[(r["cust"] >= 0)]
     for event, target in (("declined", state.days_since_decline), ("complained", state.days_since_complaint)):
         rows = mine_events[(mine_events["event"] == event) & (mine_events["act"] >= 0)]
@@ -517,15 +561,18 @@ class _Reasons:
         return self.codes[text]
 
 
-def customer_hashes(customer_ids: pd.Series, as_of: date) -> tuple[np.ndarray, np.ndarray]:
-    """Per customer: a 64-bit RNG seed and a control-group draw in [0, 1), both from md5 of (customer_id, as_of)."""
+def customer_hashes(customer_ids: pd.Series, as_of: date, cohort: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer: a 64-bit RNG seed from md5 of (customer_id, as_of) and a control-group draw in [0, 1) from md5
+    of (customer_id, cohort): the same group every night while the cohort stays (config control_cohort); without a
+    cohort the draw is per night (md5 of customer_id and as_of)."""
+    group_key = cohort if cohort else as_of.isoformat()
     con = lake.connect(threads=2)
     try:
         con.execute("set enable_progress_bar = false")
         con.register("ids", pd.DataFrame({"customer_id": customer_ids.astype(str).to_numpy()}))
         out = con.execute(f"""
             select ('0x' || md5(customer_id || '|seed|{as_of.isoformat()}')[1:16])::ubigint as seed,
-                ('0x' || md5(customer_id || '|control|{as_of.isoformat()}')[1:8])::ubigint as control
+                ('0x' || md5(customer_id || '|control|{group_key}')[1:8])::ubigint as control
             from ids""").fetchnumpy()
     finally:
         con.close()
@@ -574,19 +621,21 @@ def _arrears_rules(ctx: pd.DataFrame) -> list[tuple[np.ndarray, str]]:
 
 def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | None = None,
                  catalogue: list[Action] | None = None, pol: dict[str, Any] | None = None,
-                 capacity: dict[str, int] | None = None) -> Decisions:
+                 capacity: dict[str, int] | None = None, scorer: Any = None) -> Decisions:
     """The whole funnel over a context frame: published actions, the decision log, the advisor queue and the
     dashboard layout. Deterministic: the same inputs give the same frames, row for row.
 
     `capacity`: customers each staffed channel (phone, branch) and the advisor queue may take from this frame (a
-    shard's part of the night: `shard_capacity`); None: the frame is the whole night (`frame_capacity`)."""
+    shard's part of the night: `shard_capacity`); None: the frame is the whole night (`frame_capacity`).
+    `scorer`: a learned policy (pipelines.policy.Scorer) whose expected value per candidate replaces the catalogue's
+    propensity x context x value in the arbitration; its version is added to policy_version."""
     started = time.perf_counter()
     pol = pol or policy()
     catalogue = catalogue or catalogue_module.load_catalogue()
     ctx = complete_context(context, pol)
     check_staffed_actions(catalogue, pol)
     n, n_actions, n_channels = len(ctx), len(catalogue), len(CHANNELS)
-    version = str(pol["policy_version"])
+    version = str(pol["policy_version"]) + (f"+{scorer.version}" if scorer is not None else "")
     book = _Reasons()
     stage = np.zeros((n, n_actions), dtype=np.int8)
     reason = np.full((n, n_actions), -1, dtype=np.int64)
@@ -594,7 +643,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     preference = np.full((n_actions, n_channels), np.inf)       # the action's order of channels
     state = contact_state(responses, ctx["customer_id"], catalogue, as_of, pol)
     propensity = propensities(catalogue, state, pol)
-    seeds, control_draw = customer_hashes(ctx["customer_id"], as_of)
+    seeds, control_draw = customer_hashes(ctx["customer_id"], as_of, pol.get("control_cohort"))
     is_control = control_draw < float(pol["control_share"])
     credit_block = _credit_block(ctx, pol, book)
     credit_ctx = corroborated_context(ctx)
@@ -608,6 +657,15 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     caps = np.array([int(cp["weekly_caps"].get(ch, 10 ** 6)) for ch in CHANNELS])
     room = caps[None, :] - state.sent_7d                                   # (n, C) left this week
     consent = {purpose: ctx[f"is_{purpose}_allowed"].to_numpy(bool) for purpose in CONSENT_PURPOSES}
+    # the channel context from the app: a customer who dismisses most push notifications gets fewer (push after the
+    # action's other open channels, a lower weekly cap); the app's signals count only with personalization consent
+    fatigue = (pol.get("channel_context") or {}).get("push_fatigue") or {}
+    fatigued = _flag(ctx, "is_push_fatigued") & consent["personalization"] if fatigue else np.zeros(n, dtype=bool)
+    push = CHANNEL_CODE["push"]
+    if fatigued.any() and fatigue.get("weekly_cap") is not None:
+        room[fatigued, push] = np.minimum(room[fatigued, push],
+                                          int(fatigue["weekly_cap"]) - state.sent_7d[fatigued, push])
+    push_later = np.zeros((n, n_actions), dtype=bool)                      # push put after the other channels
 
     def drop(j: int, mask: np.ndarray, stage_name: str, codes: np.ndarray | int) -> None:
         hit = mask & (stage[:, j] == 0)
@@ -653,6 +711,12 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
             if capped:
                 ok &= room[:, CHANNEL_CODE[ch]] > 0
             ok_contact[:, k] = ok
+        if fatigued.any() and "push" in action.channels:
+            k = list(action.channels).index("push")
+            if fatigue.get("rank_last", True):
+                later = fatigued & ok_contact[:, k] & np.delete(ok_contact, k, axis=1).any(axis=1)
+                ok_contact[later, k] = False
+                push_later[:, j] = later
         purposes = sorted(set(action.channels.values()))
         drop(j, ~ok_consent.any(axis=1), "consent",
              book.code(f"no consent for {', '.join(p.replace('_', ' ') for p in purposes)} on any of its channels "
@@ -667,6 +731,18 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
              book.code(f"declined in the last {action.cool_down_days} days (cool-down)"))
         drop(j, state.n_ignored[:, j] >= action.max_ignores, "contact_policy",
              book.code(f"ignored {action.max_ignores} times or more: stopped"))
+        if capped and fatigued.any() and "push" in action.channels:
+            drop(j, fatigued & ok_consent[:, list(action.channels).index("push")] & ~ok_contact.any(axis=1),
+                 "contact_policy",
+                 book.code(f"weekly contact cap reached or unsubscribed on every consented channel "
+                           f"({', '.join(action.channels)}); push is capped at {fatigue.get('weekly_cap')} a week "
+                           f"for this customer, who dismisses most push notifications"))
+        if not cp.get("repeat_while_valid", False):
+            # delivered on day X, made the night before: valid until X - 1 + valid_days, so still valid tomorrow
+            # while X is at most valid_days - 2 days ago (the customer has it: a new one would only repeat it)
+            drop(j, state.days_since_delivery[:, j] <= action.valid_days - 2, "contact_policy",
+                 book.code(f"already delivered and still valid (for {action.valid_days} days): not sent again "
+                           f"before it expires"))
         drop(j, ~ok_contact.any(axis=1), "contact_policy",
              book.code(f"weekly contact cap reached or unsubscribed on every consented channel "
                        f"({', '.join(action.channels)})"))
@@ -691,6 +767,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
         """Channels and the top k of every candidate still in (stage 0) given the channels it may use; returns the
         picks and the drops it decides without changing `stage`."""
         ci, aj = np.nonzero(stage == 0)
+        learned = scorer.score(ctx, ci, aj, catalogue) if scorer is not None else None
         capped = np.isin(cls[aj], cp["capped_classes"])
         avail = usable_now[ci, aj]                                              # (m, C)
 
@@ -703,7 +780,8 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
             score = np.where(avail[rows], preference[a_j], np.inf)
             chosen_channel = np.argmin(score, axis=1)
             usable_any = np.isfinite(score[np.arange(len(rows)), chosen_channel])
-            prio = propensity[a_j, chosen_channel] * weights[c_i, a_j] * values[a_j] * levers[a_j]
+            prio = (learned["priority"][rows] if learned is not None else
+                    propensity[a_j, chosen_channel] * weights[c_i, a_j] * values[a_j] * levers[a_j])
             order_rows = np.lexsort((a_j, -prio, tiers[a_j], c_i))
             on_cap = capped[rows] & usable_any
             key = np.where(on_cap, c_i * n_channels + chosen_channel, -1 - np.arange(len(rows)))
@@ -721,12 +799,17 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
             ch[rows], has[rows], over[rows] = route(rows)
         prop = propensity[aj, ch]
         priority = prop * weights[ci, aj] * values[aj] * levers[aj]
+        value_out = values[aj]
+        catalogue_priority = priority
+        if learned is not None:
+            prop, priority, value_out = learned["p_accept"], learned["priority"], learned["value"]
         order = np.lexsort((aj, -priority, tiers[aj], ci))
         out = ~has | over
         capped_out = (ci[out], aj[out])
         keep = ~out
         order = order[keep[order]]
         ci, aj, ch, prop, priority = ci[order], aj[order], ch[order], prop[order], priority[order]
+        value_out, catalogue_priority = value_out[order], catalogue_priority[order]
         protective = tiers[aj] == 0
         rank_p = _cumcount(np.where(protective, ci, -1 - np.arange(len(ci))))
         chosen_p = protective & (rank_p < top_k)
@@ -757,7 +840,9 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
         pooled = not_chosen & others & in_pool
         return {"ci": ci, "aj": aj, "ch": ch, "prop": prop, "priority": priority, "chosen": chosen,
                 "logging_probability": logging_probability, "exploring": exploring, "slot_rank": slot_rank,
-                "capped_out": capped_out, "beyond": (ci[beyond], aj[beyond]), "pooled": (ci[pooled], aj[pooled])}
+                "capped_out": capped_out, "beyond": (ci[beyond], aj[beyond]), "pooled": (ci[pooled], aj[pooled]),
+                "value": value_out if learned is not None else None, "catalogue_priority": catalogue_priority,
+                "pool_index": pool_index, "picks": picks, "n_protective": n_protective}
 
     picked = arbitrate(usable)
     # staffed channels (phone, branch): tonight's capacity goes to the customers in greatest need; the others get
@@ -815,12 +900,15 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
         sent = published_channel[cust, act]
         rerouted = sent >= 0
         for c, a, k in zip(cust[rerouted], act[rerouted], sent[rerouted]):
-            extra.append((c, a, book.code(f"{words}: sent by {CHANNELS[k]} instead")))
+            extra.append((c, a, book.code(f"{words}: sent by {CHANNELS[k]} instead"), STAGE_CODE["capacity"]))
         for c, a in zip(cust[~rerouted], act[~rerouted]):
             if stage[c, a] != STAGE_CODE["capacity"]:
                 before = book.texts[reason[c, a]] if reason[c, a] >= 0 else "not published"
                 stage[c, a] = STAGE_CODE["capacity"]
                 reason[c, a] = book.code(f"{words}; on a digital channel: {before}")
+    # push fatigue, logged: a published action that would have gone by push (push comes before its channel in the
+    # action's order and was open) went by its channel instead; with a capacity move of the same action, one row
+    extra = _push_moves(ctx, catalogue, push_later, published_channel, preference, book, extra)
     for name in staffed:
         on = chosen & (ch == CHANNEL_CODE[name])
         served = np.unique(ci[on])
@@ -836,12 +924,14 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     sel = sel[np.lexsort((picked["slot_rank"][sel], ci[sel]))]
     nba = _published(ctx, catalogue, sel, ci, aj, ch, picked["prop"], picked["priority"],
                      picked["logging_probability"], picked["exploring"], picked["slot_rank"], is_control, as_of,
-                     version, credit_ctx, msg_rules.get("plain_register"))
+                     version, credit_ctx, msg_rules.get("plain_register"), picked["value"])
+    bandit = _bandit_log(ctx, catalogue, nba, picked["pool_index"], picked["picks"], aj, picked["catalogue_priority"],
+                         picked["n_protective"], float(pol["exploration"]["epsilon"]), version)
     decision_log = _decision_log(ctx, catalogue, stage, reason, book, version, extra)
     advisor, queue_demand = advisor_queue(ctx, pol, int(capacity.get("advisor_queue", n)), need_rank)
     capacity_metrics["advisor_queue"] = {"capacity": int(capacity.get("advisor_queue", n)), "demand": queue_demand,
                                          "served": int(len(advisor)), "over_capacity": queue_demand - len(advisor)}
-    dashboard = dashboard_layout(ctx, pol)
+    dashboard = dashboard_layout(ctx, pol, as_of)
     funnel = {name: int((stage == code).sum()) for name, code in STAGE_CODE.items()}
     metrics = {"n_customers": n, "n_actions": n_actions, "n_candidates": n * n_actions,
                "dropped_by_stage": funnel, "n_published": int(len(nba)),
@@ -850,9 +940,73 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                "n_advisor_queue": int(len(advisor)), "policy_version": version,
                "action_mix": nba["action_id"].value_counts().sort_index().to_dict() if len(nba) else {},
                "channel_mix": nba["channel"].value_counts().sort_index().to_dict() if len(nba) else {},
-               "capacity": capacity_metrics, "capacity_rerouted_rows": len(extra),
+               "capacity": capacity_metrics,
+               "capacity_rerouted_rows": sum(1 for row in extra if row[3] == STAGE_CODE["capacity"]),
+               "n_push_fatigued": int(fatigued.sum()),
+               "push_fatigue_rerouted_rows": sum(1 for row in extra if row[3] == STAGE_CODE["contact_policy"]),
                "seconds": round(time.perf_counter() - started, 2)}
-    return Decisions(nba, decision_log, advisor, dashboard, decision_flags(ctx, is_control, pol), metrics)
+    return Decisions(nba, decision_log, advisor, dashboard, decision_flags(ctx, is_control, pol), metrics, bandit)
+
+
+def _bandit_log(ctx, catalogue, nba: pd.DataFrame, pool_index: np.ndarray, picks, aj: np.ndarray,
+                catalogue_priority: np.ndarray, n_protective: np.ndarray, epsilon: float,
+                version: str) -> pd.DataFrame:
+    """One row per non-protective slot the bandit filled: the candidates that remained at that slot in the
+    arbitration's order (the greedy choice first), the pick and its logged probability. With epsilon this is the
+    policy's whole distribution at the slot ((1 - epsilon) on the first candidate, epsilon / m on each), which the
+    offline evaluation and the log checks need; the catalogue's priority of each candidate lets the catalogue-prior
+    policy be evaluated on logs another policy made."""
+    action_ids = np.array([x.id for x in catalogue], dtype=object)
+    ids = ctx["customer_id"].to_numpy(dtype=object)
+    remaining = pool_index >= 0
+    rows = []
+    for s in range(picks.column.shape[1]):
+        has = np.flatnonzero(picks.column[:, s] >= 0)
+        for c in has:
+            members = pool_index[c, remaining[c]]
+            pick = pool_index[c, picks.column[c, s]]
+            rows.append((ids[c], s + 1, int(n_protective[c]) + s + 1, action_ids[aj[pick]],
+                         float(picks.logging_probability[c, s]), bool(picks.is_exploration[c, s]),
+                         [str(a) for a in action_ids[aj[members]]],
+                         [round(float(x), 9) for x in catalogue_priority[members]]))
+        remaining[has, picks.column[has, s]] = False
+    frame = pd.DataFrame(rows, columns=["customer_id", "slot", "rank", "action_id", "logging_probability",
+                                        "is_exploration", "candidates", "catalogue_scores"])
+    frame["n_candidates"] = frame["candidates"].map(len).astype("int64") if len(frame) else pd.Series(dtype="int64")
+    frame["epsilon"] = epsilon
+    frame["policy_version"] = version
+    if not len(frame):
+        frame["recommendation_id"] = pd.Series(dtype=object)
+        return frame[list(SCHEMAS["bandit_log"])]
+    keys = nba[["customer_id", "action_id", "recommendation_id"]]
+    frame = frame.merge(keys, on=["customer_id", "action_id"], how="left")
+    return frame[list(SCHEMAS["bandit_log"])].sort_values(["customer_id", "slot"]).reset_index(drop=True)
+
+
+def _push_moves(ctx: pd.DataFrame, catalogue: list[Action], push_later: np.ndarray, published_channel: np.ndarray,
+                preference: np.ndarray, book: _Reasons, extra: list[tuple[int, int, int, int]]
+                ) -> list[tuple[int, int, int, int]]:
+    """The decision-log rows of published actions moved off push by push fatigue (stage contact_policy): the
+    customer's reason (gold app_signals push_fatigue_reason) and the channel used instead. An action also moved
+    by capacity keeps one row (stage capacity) with both reasons."""
+    push = CHANNEL_CODE["push"]
+    cust, act = np.nonzero(push_later & (published_channel >= 0))
+    if not len(cust):
+        return extra
+    sent = published_channel[cust, act]
+    moved = preference[act, push] < preference[act, sent]
+    cust, act, sent = cust[moved], act[moved], sent[moved]
+    words = _texts(ctx, "push_fatigue_reason")
+    rows = {(int(c), int(a)): row for row in extra for c, a in [row[:2]]}
+    for c, a, k in zip(cust, act, sent):
+        said = words[c] or "dismisses most push notifications"
+        text = f"the customer {said}: sent by {CHANNELS[k]} instead of push"
+        if (int(c), int(a)) in rows:
+            _, _, code, stage_code = rows[(int(c), int(a))]
+            rows[(int(c), int(a))] = (c, a, book.code(f"{book.texts[code]}; {text}"), stage_code)
+        else:
+            rows[(int(c), int(a))] = (c, a, book.code(text), STAGE_CODE["contact_policy"])
+    return list(rows.values())
 
 
 def _cumcount(keys: np.ndarray) -> np.ndarray:
@@ -871,7 +1025,7 @@ def _cumcount(keys: np.ndarray) -> np.ndarray:
 
 def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probability, exploring, slot_rank,
                is_control, as_of: date, version: str, credit_ctx: pd.DataFrame | None = None,
-               plain: dict[str, Any] | None = None) -> pd.DataFrame:
+               plain: dict[str, Any] | None = None, value_out: np.ndarray | None = None) -> pd.DataFrame:
     cust = ci[sel]
     act = aj[sel]
     action_ids = np.array([x.id for x in catalogue], dtype=object)
@@ -886,7 +1040,8 @@ def _published(ctx, catalogue, sel, ci, aj, ch, prop, priority, logging_probabil
         "channel": np.array(CHANNELS, dtype=object)[ch[sel]],
         "priority": np.round(priority[sel], 6),
         "propensity": np.round(prop[sel], 6),
-        "value": np.array([x.value for x in catalogue])[act],
+        "value": (np.array([x.value for x in catalogue])[act] if value_out is None
+                  else np.round(np.maximum(value_out[sel], 0.0), 6)),
         "logging_probability": np.round(logging_probability[sel], 6),
         "is_exploration": exploring[sel],
         "is_control": is_control[cust],
@@ -970,16 +1125,17 @@ def _reason_text(action: Action, sub: pd.DataFrame) -> pd.Series:
 
 
 def _decision_log(ctx, catalogue, stage, reason, book: _Reasons, version: str,
-                  extra: list[tuple[int, int, int]] | None = None) -> pd.DataFrame:
-    """One row per dropped candidate (stage > 0), then one row per `extra` (customer, action, reason): an action
-    moved off a staffed channel by tonight's capacity and published on a digital one (stage `capacity`)."""
+                  extra: list[tuple[int, int, int, int]] | None = None) -> pd.DataFrame:
+    """One row per dropped candidate (stage > 0), then one row per `extra` (customer, action, reason, stage): a
+    published action moved off a channel, by tonight's capacity of a staffed channel (stage `capacity`) or by push
+    fatigue (stage `contact_policy`)."""
     ci, aj = np.nonzero(stage > 0)
     codes = stage[ci, aj].astype(np.int64) - 1
     why = reason[ci, aj]
     if extra:
-        more = np.array(extra, dtype=np.int64).reshape(-1, 3)
+        more = np.array(extra, dtype=np.int64).reshape(-1, 4)
         ci, aj = np.r_[ci, more[:, 0]], np.r_[aj, more[:, 1]]
-        codes = np.r_[codes, np.full(len(more), STAGE_CODE["capacity"] - 1)]
+        codes = np.r_[codes, more[:, 3] - 1]
         why = np.r_[why, more[:, 2]]
         order = np.lexsort((aj, ci))
         ci, aj, codes, why = ci[order], aj[order], codes[order], why[order]
@@ -1087,13 +1243,57 @@ def _message_reasons(sub: pd.DataFrame) -> pd.Series:
     return ("in their messages: " + said.astype(str)).where(said.astype(str) != "", "distress in recent messages")
 
 
-def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
-    """Per customer, the app home modules in order (one row per module and position). Without personalization
-    consent the layout is the default one; life-event modules need life-event consent."""
+# The words of the modules that the customer's data puts on the screen (the role modules take theirs from
+# config/decisioning.yaml dashboard.roles and the customer's evidence).
+MODULE_WHY = {
+    "money_help": "money looks tight or an account needs attention",
+    "cash_flow_view": "income is irregular or a shortfall is possible",
+    "savings_goals": "there is money that is safe to save",
+    "bills_calendar": "many regular payments go out",
+    "travel_money": "travel abroad looks likely",
+    "moving_checklist": "a move or home purchase looks likely",
+    "family_budget": "a new baby in the family looks likely",
+    "accounts_overview": "default module",
+    "spending_insights": "default module",
+}
+LAYOUT_STATUSES = ("needed", "used", "new", "not_opened", "default")
+
+
+def _numbers(ctx: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in ctx.columns:
+        return np.zeros(len(ctx))
+    return pd.to_numeric(ctx[name], errors="coerce").astype("float64").fillna(0).to_numpy()
+
+
+def _texts(ctx: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in ctx.columns:
+        return np.full(len(ctx), "", dtype=object)
+    return ctx[name].astype(object).where(ctx[name].notna(), "").astype(str).to_numpy(dtype=object)
+
+
+def _days(ctx: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in ctx.columns:
+        return np.full(len(ctx), np.datetime64("NaT"), dtype="datetime64[D]")
+    return pd.to_datetime(ctx[name], errors="coerce").to_numpy().astype("datetime64[D]")
+
+
+def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.DataFrame:
+    """Per customer, the app home modules in order (one row per module and position), with the reason, a status
+    and the night a module was introduced. Without personalization consent the layout is the default one;
+    life-event modules need life-event consent.
+
+    The customer's data puts modules there (a shortfall risk, safe-to-save, many bills, a life event; the roles of
+    gold customer_roles: tax provisioning for an irregular earner, wealth preservation for a retiree). For an app
+    user (gold app_signals, `usage` in config/decisioning.yaml dashboard) the app moves them: a module they opened
+    rises with the days they used it; a useful module they never opened (or one they searched for) is introduced
+    as new for `introduce_days` nights, then sinks to the bottom if still unopened; default modules they never open
+    sink too. `need_only` modules (money help) are placed by the customer's need alone: their use in the app neither
+    raises nor sinks them (protective; and a visit to money help is restricted data that the layout, which analysts
+    read, must not reveal)."""
     d = pol["dashboard"]
     n = len(ctx)
-    f = lambda name: ctx[name].astype("float64").fillna(0).to_numpy()  # noqa: E731
-    b = lambda name: ctx[name].to_numpy(bool)  # noqa: E731
+    f = lambda name: _numbers(ctx, name)  # noqa: E731
+    b = lambda name: _flag(ctx, name)  # noqa: E731
     personal = b("is_personalization_allowed")
     life = personal & b("is_life_events_allowed")
     p30 = f("p_shortfall_30")
@@ -1114,31 +1314,83 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any]) -> pd.DataFrame:
         "accounts_overview": np.full(n, 3.0),
         "spending_insights": np.where(personal, 2.0, 1.0),
     }
-    why = {
-        "money_help": "money looks tight or an account needs attention",
-        "cash_flow_view": "income is irregular or a shortfall is possible",
-        "savings_goals": "there is money that is safe to save",
-        "bills_calendar": "many regular payments go out",
-        "travel_money": "travel abroad looks likely",
-        "moving_checklist": "a move or home purchase looks likely",
-        "family_budget": "a new baby in the family looks likely",
-        "accounts_overview": "default module",
-        "spending_insights": "default module",
-    }
-    for name in d["defaults"]:
+    why = {m: np.full(n, text, dtype=object) for m, text in MODULE_WHY.items()}
+    # roles from the customer's own income (gold customer_roles): the reason is their evidence
+    for module, spec in (d.get("roles") or {}).items():
+        holds = personal & b(f"is_{spec['role']}")
+        scores[module] = np.where(holds, float(spec["score"]), 0)
+        why[module] = np.where(holds, _texts(ctx, f"{spec['role']}_reason") + ": " + str(spec["because"]), "")
+    names = [m for m in DASHBOARD_MODULES if m in scores]
+    defaults = set(d["defaults"])
+    for name in defaults:
         scores[name] = np.maximum(scores[name], 1.0)
-    names = list(DASHBOARD_MODULES)
+    status = {m: np.where(scores[m] > 0, "default" if m in defaults else "needed", "").astype(object) for m in names}
+    introduced = {m: np.full(n, np.datetime64("NaT"), dtype="datetime64[D]") for m in names}
+
+    usage = d.get("usage")
+    if usage:
+        window = int(load_config("profiles")["app"]["window_days"])
+        app = personal & b("is_app_user")
+        today = np.datetime64(as_of, "D")
+        # the days the app's sentences speak of: the app window, or fewer when the app's events cover less of it
+        # (gold app_signals app_data_since: the bank may have delivered the app's events for less time)
+        first = _days(ctx, "app_data_since")
+        span = np.where(np.isnat(first), window,
+                        np.clip((today - first).astype("timedelta64[D]").astype(np.int64) + 1, 1, window))
+        last_days = np.char.add(np.char.add(" in the last ", span.astype(str)), " days").astype(object)
+        fresh_nights = int(usage["introduce_days"])
+        need_only = set(usage.get("need_only") or ())
+        for m in names:
+            if m in need_only:
+                continue
+            days = f(f"app_days_{m}")
+            before = _days(ctx, f"introduced_on_{m}")
+            base = scores[m]
+            used = app & (days > 0)
+            opened = np.char.add(np.char.add("you opened it on ", days.astype(int).astype(str)),
+                                 np.where(days == 1, " day", " days")).astype(object) + last_days
+            scores[m] = np.where(used, np.maximum(base, float(usage["used_score"]))
+                                 + np.minimum(days * float(usage["rise_per_day"]), float(usage["max_rise"])), base)
+            data_reason = (base > 0) & (m not in defaults)
+            why[m] = np.where(used, np.where(data_reason, why[m] + "; " + opened, opened), why[m])
+            status[m] = np.where(used, "used", status[m])
+            introduced[m] = np.where(used, before, introduced[m])
+            unopened = app & ~used
+            searched = unopened & (base <= 0) & (f(f"app_searches_{m}") > 0)
+            useful = unopened & data_reason
+            candidate = useful | searched
+            start = np.where(np.isnat(before), today, before)
+            fresh = candidate & ((today - start).astype(int) < fresh_nights)
+            stale = candidate & ~fresh
+            scores[m] = np.where(fresh & useful, base + float(usage["introduce_boost"]),
+                                 np.where(fresh & searched, float(usage["search_score"]), scores[m]))
+            scores[m] = np.where(stale & useful, float(usage["sink_score"]) + base / 100,
+                                 np.where(stale & searched, 0, scores[m]))
+            why[m] = np.where(fresh & useful, "new for you: " + why[m],
+                              np.where(fresh & searched, "new for you: you searched the app for it" + last_days,
+                                       why[m]))
+            why[m] = np.where(stale & useful, why[m] + "; not opened in the app" + last_days, why[m])
+            status[m] = np.where(fresh, "new", np.where(stale & useful, "not_opened", status[m]))
+            introduced[m] = np.where(candidate, start, introduced[m])
+            # a default module an app user never opens sinks below the ones they use
+            idle = unopened & (m in defaults) & (base > 0)
+            scores[m] = np.where(idle, float(usage["sink_score"]) + base / 100, scores[m])
+            why[m] = np.where(idle, "default module; not opened in the app" + last_days, why[m])
+            status[m] = np.where(idle, "not_opened", status[m])
+
     matrix = np.column_stack([scores[m] for m in names])
     order = np.argsort(-matrix, axis=1, kind="stable")
     sorted_scores = np.take_along_axis(matrix, order, axis=1)
     ci, pos = np.nonzero(sorted_scores > 0)
-    modules = np.array(names, dtype=object)[order[ci, pos]]
-    positions = _cumcount(ci) + 1
+    column = order[ci, pos]
+    pick = lambda table: np.column_stack([table[m] for m in names])[ci, column]  # noqa: E731
     return pd.DataFrame({
         "customer_id": ctx["customer_id"].to_numpy(dtype=object)[ci],
-        "position": positions.astype("int32"),
-        "module": modules,
-        "reason": np.array([why[m] for m in names], dtype=object)[order[ci, pos]],
+        "position": (_cumcount(ci) + 1).astype("int32"),
+        "module": np.array(names, dtype=object)[column],
+        "reason": pick(why).astype(object),
+        "status": pick(status).astype(object),
+        "introduced_on": pd.to_datetime(pick(introduced) if len(ci) else np.array([], dtype="datetime64[D]")),
     })
 
 
@@ -1177,7 +1429,13 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "p_shortfall_30": "double", "expected_shortfall_date": "date", "known_vulnerability": "varchar",
         "is_income_drop": "boolean", "in_arrears": "boolean", "is_service_alerts_allowed": "boolean"},
     "dashboard_layout": {
-        "customer_id": "varchar", "position": "integer", "module": "varchar", "reason": "varchar"},
+        "customer_id": "varchar", "position": "integer", "module": "varchar", "reason": "varchar",
+        "status": "varchar", "introduced_on": "date"},
+    "bandit_log": {
+        "customer_id": "varchar", "recommendation_id": "varchar", "slot": "integer", "rank": "integer",
+        "action_id": "varchar", "logging_probability": "double", "is_exploration": "boolean",
+        "candidates": "varchar[]", "catalogue_scores": "double[]", "n_candidates": "integer", "epsilon": "double",
+        "policy_version": "varchar"},
     "decision_flags": {
         "customer_id": "varchar", "is_at_risk": "boolean", "is_shortfall_risk": "boolean", "in_arrears": "boolean",
         "is_unarranged_overdraft": "boolean", "is_gambling_harm": "boolean", "is_vulnerable": "boolean",
@@ -1216,10 +1474,16 @@ def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     pol = policy()
     sizes = bucket_sizes(paths, day)
     capacity = shard_capacity(pol, sizes, bucket)
-    decisions = decide_frame(context, day, responses, pol=pol, capacity=capacity)
+    from pipelines import policy as learned_policy
+
+    scorer = learned_policy.promoted_scorer(paths)
+    decisions = decide_frame(context, day, responses, pol=pol, capacity=capacity, scorer=scorer)
     written = {}
     for table in GOLD_TABLES:
         written[table] = write_table(paths, table, getattr(decisions, table), day, bucket)
+    written["bandit_log"] = write_table(paths, "bandit_log", decisions.bandit_log, day, bucket)
+    written["decision_context"] = learned_policy.write_decision_context(
+        paths, context, decisions.next_best_actions, day, bucket)
     metrics = decisions.metrics | {
         "bucket": int(bucket), "as_of": day.isoformat(), "rows": written,
         "night_capacity": frame_capacity(pol, sum(sizes.values())), "night_customers": sum(sizes.values()),

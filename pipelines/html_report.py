@@ -296,6 +296,18 @@ def _figure_uri(figure: Any) -> str:
     return uri
 
 
+def _link(link: dict[str, Any]) -> dict[str, str]:
+    """A link to a file beside the report (e.g. its data docs): relative only, so the report stays self-contained
+    (no URL leaves the machine) and the pair can be copied or served together."""
+    from urllib.parse import urlsplit
+
+    href = str(link["href"])
+    parts = urlsplit(href)
+    if parts.scheme or parts.netloc or href.startswith("/"):
+        raise ValueError(f"a report links only to files beside it (a relative path): {href!r}")
+    return {"text": str(link["text"]), "href": href}
+
+
 def section_view(section: dict[str, Any], index: int) -> dict[str, Any]:
     """A section dict as the templates take it: paragraphs, tables as table_view()s, figures as data URIs, the
     template to use (`sections/<template or key>.html.j2` when it exists, else the generic one)."""
@@ -321,6 +333,7 @@ def section_view(section: dict[str, Any], index: int) -> dict[str, Any]:
         t.setdefault("css", None)
         t.setdefault("caption", None)
     view["figures"] = [_figure_uri(f) for f in section.get("figures") or []]
+    view["links"] = [_link(link) for link in section.get("links") or []]
     name = section.get("template") or section.get("key")
     view["template"] = (f"sections/{name}.html.j2" if name and (TEMPLATES / "sections" / f"{name}.html.j2").exists()
                         else "sections/_generic.html.j2")
@@ -341,7 +354,8 @@ def render_report(title: str, sections: list[dict[str, Any]], path: Path, *, ban
 
     Each section is {"heading": str, "text": str (optional; paragraphs split on blank lines), "table": DataFrame
     (optional), "tables": [DataFrame or {"frame", "caption", "formats"}] (optional), "figures": list[Figure]
-    (optional; PNG data URIs are accepted too), "key"/"template" (optional: sections/<name>.html.j2 renders it),
+    (optional; PNG data URIs are accepted too), "links": [{"text", "href"}] (optional; relative paths to files
+    beside the report), "key"/"template" (optional: sections/<name>.html.j2 renders it),
     "level": 2 or 3, "formats": {column: "pct"}}. `banner`: {"level": "fail"|"warn"|"ok", "title", "lines"} shown
     above everything. Texts and cells are HTML-escaped. Figures are closed once embedded. The file is written to
     a temporary name and moved into place with os.replace, so a reader never sees half a report."""

@@ -170,15 +170,35 @@ def parquet_options() -> str:
             "string_dictionary_page_size_limit 65536")
 
 
+@contextmanager
+def insertion_order(con: duckdb.DuckDBPyConnection, keep: bool) -> Iterator[None]:
+    """Run the block with DuckDB's `preserve_insertion_order` set to `keep`, then put the setting back.
+
+    A COPY that need not keep its rows in the order they were produced (keep=False: bronze and silver rows, which
+    every reader orders or groups itself) is written by all threads at once instead of in order. A query's own ORDER
+    BY is kept either way.
+    """
+    if keep:
+        yield
+        return
+    before = con.execute("select current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("set preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute(f"set preserve_insertion_order = {'true' if before else 'false'}")
+
+
 def write_relation(con: duckdb.DuckDBPyConnection, query: str, final: Path, paths: Paths,
-                   partition_by: list[str] | None = None) -> int:
+                   partition_by: list[str] | None = None, keep_order: bool = True) -> int:
     """COPY a query's rows into Parquet under `final` (optionally hive-partitioned), swapped in whole.
 
     Returns the number of rows written. Without partitioning an empty result still writes an empty file with the
-    schema; either way a re-run of a day that now has no rows removes the rows it had.
+    schema; either way a re-run of a day that now has no rows removes the rows it had. keep_order=False lets the
+    writer reorder rows the query does not order (see `insertion_order`).
     """
     options = parquet_options()
-    with staged(paths, final) as tmp:
+    with staged(paths, final) as tmp, insertion_order(con, keep_order):
         if partition_by:
             result = con.execute(
                 f"copy ({query}) to '{tmp}' ({options}, partition_by ({', '.join(partition_by)}), "
@@ -205,8 +225,10 @@ class PartitionedWrite:
     the block ends without an error. Each COPY must write partitions of its own: one that writes into a partition
     an earlier COPY wrote is an error, never a silent overwrite."""
 
-    def __init__(self, paths: Paths, table_root: Path, partition_by: list[str], replace: list[str] = ()) -> None:
+    def __init__(self, paths: Paths, table_root: Path, partition_by: list[str], replace: list[str] = (),
+                 keep_order: bool = True) -> None:
         self.paths, self.table_root, self.partition_by, self.replace = paths, table_root, partition_by, list(replace)
+        self.keep_order = keep_order
         self.tmp = staging_dir(paths)
         self.n_copies = 0
 
@@ -218,10 +240,11 @@ class PartitionedWrite:
         out = self.tmp / "out"
         before = {p.parent for p in out.rglob("*.parquet")} if out.exists() else set()
         pattern = "part-{i}" if self.n_copies == 0 else f"part-{self.n_copies}-{{i}}"
-        result = con.execute(
-            f"copy ({query}) to '{out}' ({parquet_options()}, partition_by ({', '.join(self.partition_by)}), "
-            f"overwrite_or_ignore true, filename_pattern '{pattern}')"
-        ).fetchall()
+        with insertion_order(con, self.keep_order):
+            result = con.execute(
+                f"copy ({query}) to '{out}' ({parquet_options()}, partition_by ({', '.join(self.partition_by)}), "
+                f"overwrite_or_ignore true, filename_pattern '{pattern}')"
+            ).fetchall()
         self.n_copies += 1
         written = {p.parent for p in out.rglob(pattern.replace("{i}", "*") + ".parquet")} if out.exists() else set()
         if written & before:

@@ -6,8 +6,8 @@ rewrites its own runs/D/<stage>.json, but a re-run that stops early can leave fi
 reading does not depend on it). So the steps are read along the night's graph (STEPS, derived from the stages'
 own wiring, pipelines.stages._FEEDS and _GATE): a file counts only when it was written at or after the counted
 files of every step upstream of it, and those count too. A verdict older than the data it judged belongs to an
-earlier attempt and is ignored (`stale`). Steps that run in parallel (the messages and the forecast) do not judge
-each other.
+earlier attempt and is ignored (`stale`). Steps that run in parallel (the messages, the customer profiles and the
+forecast) do not judge each other.
 
 `night_status(paths, day)` is what the nightly report's banner, headline and steps table read.
 """
@@ -22,7 +22,8 @@ from typing import Any
 from pipelines.config import Paths
 
 LABELS = {"ingest": "ingest", "validate": "landing gates", "conform": "conform", "validate_silver": "silver suites",
-          "messages": "messages", "validate_messages": "message suites", "forecast": "cash forecast",
+          "messages": "messages", "validate_messages": "message suites", "profiles": "customer profiles",
+          "validate_profiles": "profile suites", "forecast": "cash forecast",
           "validate_forecast": "forecast suites", "life_events": "life events",
           "validate_life_events": "life-event suite", "decide": "decisions", "validate_decisions": "decision suites",
           "crm_export": "CRM export"}
@@ -30,9 +31,11 @@ LABELS = {"ingest": "ingest", "validate": "landing gates", "conform": "conform",
 # written, so its verdict is also read from the validate_gold_<tables>.json its suites wrote.
 STAGE_FILES = {"ingest": ("ingest.json",), "conform": ("conform.json",),
                "messages": ("messages_bucket_*.json", "messages.json"),
+               "profiles": ("profiles_bucket_*.json", "profiles.json"),
                "forecast": ("forecast_cash_shortfall_bucket_*.json", "forecast_cash_shortfall.json"),
                "life_events": ("life_events_bucket_*.json", "life_events.json"), "decide": ("decide_bucket_*.json",)}
-GOLD_SUITES = {"validate_messages": "message_insights", "validate_forecast": "cash_forecast",
+GOLD_SUITES = {"validate_messages": "message_insights", "validate_profiles": "app_usage",
+               "validate_forecast": "cash_forecast",
                "validate_life_events": "life_events", "validate_decisions": "next_best_actions"}
 
 

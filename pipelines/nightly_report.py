@@ -4,10 +4,11 @@ written for a risk and compliance reviewer first, then for the data team.
 Sections (SECTIONS, in order; SECTION_HEADINGS names them): tonight against last night (the headline); customers at
 risk; the advisor queue; compliance checks computed from the gold tables; decision traces; fairness across age
 bands and regions (rates with bootstrap intervals, and the funnel rule behind a gap); the action mix; staffed
-channels; the suppression funnel; forecast calibration (realised against predicted once outcomes exist); life-event
-rates; data quality; volumes; the night's run (every step of the current attempt). Above them, a banner: the night
-failed, has not finished, wrote no export, or passed (pipelines/night_status.py reads the current attempt's run
-metrics only, never a verdict left by an earlier attempt of the same night).
+channels; the app's signals and the dashboard roles; the suppression funnel; forecast calibration (realised
+against predicted once outcomes exist); life-event rates; data quality; the link to the night's Great
+Expectations data docs; volumes; the night's run (every step of the current attempt). Above them, a banner: the
+night failed, has not finished, wrote no export, or passed (pipelines/night_status.py reads the current
+attempt's run metrics only, never a verdict left by an earlier attempt of the same night).
 
 Inputs: the lake tables of `paths` (the published generation when publish builds the report) and the run metrics
 of runs/D/. Each section is a function (paths, day, con) -> list of section dicts (pipelines/html_report.py renders
@@ -57,10 +58,13 @@ SECTION_HEADINGS = {
     "fairness": "Fairness across age bands and regions",
     "action_mix": "Action mix",
     "staffed": "Staffed channels: capacity and demand",
+    "app_signals": "App signals and dashboard roles",
     "funnel": "Suppression funnel",
+    "value": "Value against the control group",
     "calibration": "Forecast calibration",
     "life_events": "Life-event rates",
     "quality": "Data quality: quarantine and gates",
+    "data_docs": "Data docs: every expectation of the night's gates",
     "volumes": "Volumes",
     "summary": "The night's run",
 }
@@ -553,17 +557,29 @@ def compliance_checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     return checks
 
 
+# decision_log stages whose rows of a PUBLISHED action are a channel move, not a drop: a staffed channel given up to
+# tonight's capacity (stage capacity), push given up for a customer who dismisses most pushes (stage contact_policy)
+MOVE_STAGES = ("capacity", "contact_policy")
+
+
+def _drops_sql(dlog: str, nba: str | None) -> str:
+    """decision_log without the channel moves of published actions: the candidates dropped."""
+    if nba is None:
+        return dlog
+    moves = ", ".join(f"'{s}'" for s in MOVE_STAGES)
+    return f"""(select * from {dlog} where stage not in ({moves}) union all
+                select d.* from {dlog} d anti join {nba} n using (customer_id, action_id)
+                where d.stage in ({moves}))"""
+
+
 def _coverage_sql(nba: str | None, dlog: str | None, flags: str | None, actions: list[str]) -> str | None:
     """Customers decided whose catalogue actions are not each seen exactly once in next_best_actions plus
-    decision_log (a capacity row of an action published on another channel aside): a count per customer and a
-    bit mask of the actions seen (one pass, no count distinct; a count distinct beyond 127 actions)."""
+    decision_log (a channel move of an action published on another channel aside, MOVE_STAGES): a count per
+    customer and a bit mask of the actions seen (one pass, no count distinct; a count distinct beyond 127 actions)."""
     if not (nba and dlog and flags):
         return None
     seen = f"""select customer_id, action_id from {nba}
-               union all select customer_id, action_id from {dlog} where stage <> 'capacity'
-               union all select d.customer_id, d.action_id from {dlog} d
-                         anti join {nba} n using (customer_id, action_id)
-                         where d.stage = 'capacity'"""
+               union all select customer_id, action_id from {_drops_sql(dlog, nba)}"""
     n = len(actions)
     if n > 127:
         per = (f"select customer_id, count(*) as n, count(distinct action_id) = {n} as complete from ({seen}) "
@@ -749,10 +765,7 @@ def _drill_downs(paths: Paths, day: date, con, table: pd.DataFrame, population: 
         label = "largest difference, not a flagged gap"
     credit = _quote(credit_actions())
     nba = _gold(paths, "next_best_actions", day)
-    if nba is not None:  # a capacity row of an action published on another channel is no drop
-        dlog = f"""(select * from {dlog} where stage <> 'capacity' union all
-                    select d.* from {dlog} d anti join {nba} n using (customer_id, action_id)
-                    where d.stage = 'capacity')"""
+    dlog = _drops_sql(dlog, nba)  # a channel move of an action published on another channel is no drop
     out = []
     cached: dict[tuple[str, str], pd.DataFrame] = {}
     for row in gaps.head(6).itertuples():
@@ -918,6 +931,50 @@ def _staffed(paths: Paths, day: date, con) -> list[dict[str, Any]]:
              "formats": {"utilisation": "pct"}}]
 
 
+def _app_signals(paths: Paths, day: date, con) -> list[dict[str, Any]]:
+    """What the app's events and the customers' income did tonight (personalization-consented customers only):
+    app users and push-fatigued customers (gold app_signals), roles (gold customer_roles), the dashboard modules by
+    status (gold dashboard_layout) and the published actions moved off push (decision_log)."""
+    heading = SECTION_HEADINGS["app_signals"]
+    signals = _gold(paths, "app_signals", day)
+    roles = _gold(paths, "customer_roles", day)
+    layout = _gold(paths, "dashboard_layout", day)
+    if signals is None and roles is None and layout is None:
+        return [{"key": "app_signals", "heading": heading,
+                 "text": _absent("gold app_signals, customer_roles and dashboard_layout have no partition for this "
+                                 "date (the profile and decide stages have not run, or no customer has app events "
+                                 "or a role)")}]
+    lines = []
+    if signals is not None:
+        n, users, tired = _row(con, f"select count(*), count(*) filter (where is_app_user), "
+                                    f"count(*) filter (where is_push_fatigued) from {signals}")
+        lines.append(f"{n:,} customers with app events in the window (personalization consent), {users:,} app users "
+                     f"(the layout follows what they open), {tired:,} push-fatigued (fewer pushes).")
+    if roles is not None:
+        per = con.execute(f"select role, count(*) from {roles} group by role order by role").fetchall()
+        lines.append("Roles: " + (", ".join(f"{role} {count:,}" for role, count in per) or "none") + ".")
+    dlog, nba = _gold(paths, "decision_log", day), _gold(paths, "next_best_actions", day)
+    if dlog is not None and nba is not None:
+        moved = _one(con, f"select count(*) from {dlog} as l semi join {nba} as n using (customer_id, action_id) "
+                          f"where l.stage = 'contact_policy'")
+        lines.append(f"{moved:,} published actions sent by another channel instead of push (push fatigue).")
+    section: dict[str, Any] = {"key": "app_signals", "heading": heading}
+    if layout is not None:
+        statuses = ("needed", "used", "new", "not_opened", "default")
+        counts = ", ".join(f"count(*) filter (where status = '{s}') as {s}" for s in statuses)
+        section["table"] = _df(con, f"select module, {counts} from {layout} group by module order by module")
+        long = _df(con, f"select module, status, count(*) as customers from {layout} "
+                        f"where status in ('needed', 'used', 'new', 'not_opened') group by all order by all")
+        if not long.empty:
+            section["figures"] = [bar_figure(long, "module", "customers", "status",
+                                             "Dashboard modules by status (customers)")]
+    section["text"] = ("Statuses of the home-screen modules: needed (the customer's data puts it there), used "
+                       "(opened in the app: it rises), new (useful, never opened: introduced), not_opened (still "
+                       "unopened after its introduction: it sinks), default. Money help is placed by need alone "
+                       "(a visit to it is restricted data). " + " ".join(lines))
+    return [section]
+
+
 def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     heading = SECTION_HEADINGS["funnel"]
     scan = _gold(paths, "decision_log", day)
@@ -925,11 +982,14 @@ def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
         return [{"key": "funnel", "heading": heading,
                  "text": _absent("the gold decision_log table has no partition for this date")}]
     nba = _gold(paths, "next_best_actions", day)
-    moved = 0
+    moved = pushed = 0
     if nba is not None:
-        # rows at stage capacity of an action still published (on a digital channel): a channel given up, no drop
-        moved = _one(con, f"select count(*) from {scan} as d semi join {nba} as n using (customer_id, action_id)")
-        scan = f"(select * from {scan} as d anti join {nba} as n using (customer_id, action_id))"
+        # rows of an action still published: a channel given up, no drop (stage capacity: a staffed channel for a
+        # digital one; stage contact_policy: push for another channel, push fatigue)
+        moved, pushed = _row(con, f"""
+            select count(*) filter (where stage = 'capacity'), count(*) filter (where stage = 'contact_policy')
+            from {scan} as d semi join {nba} as n using (customer_id, action_id)""")
+        scan = _drops_sql(scan, nba)
     per = _df(con, f"select stage, action_class, count(*) as dropped from {scan} group by all")
     wide = per.pivot_table(index="stage", columns="action_class", values="dropped", aggfunc="sum", fill_value=0)
     order = [s for s in FUNNEL_STAGES if s in wide.index] + sorted(set(wide.index) - set(FUNNEL_STAGES))
@@ -943,7 +1003,9 @@ def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     text = (f"{total:,} candidate actions dropped, each counted at the first stage that dropped it"
             + (f"; {published:,} published as next best actions." if published is not None else ".")
             + (f" Not counted here: {moved:,} published actions that gave up a staffed channel to tonight's "
-               f"capacity (decision_log stage capacity, see the staffed channels section)." if moved else ""))
+               f"capacity (decision_log stage capacity, see the staffed channels section)." if moved else "")
+            + (f" Not counted here either: {pushed:,} published actions sent by another channel instead of push "
+               f"(decision_log stage contact_policy, see the app signals section)." if pushed else ""))
     long = per.copy()
     long["stage"] = pd.Categorical(long["stage"], categories=order, ordered=True)
     long["action_class"] = pd.Categorical(long["action_class"], categories=ACTION_CLASSES
@@ -1195,6 +1257,25 @@ def _quality(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     return sections
 
 
+def _data_docs(paths: Paths, day: date, con) -> list[dict[str, Any]]:
+    """The link to the night's Great Expectations data docs (reports/D/data_docs/, assembled at publish from the
+    results the gates kept: pipelines/data_docs.py), with how many suites they hold and which failed."""
+    from pipelines.data_docs import report_link
+
+    heading = SECTION_HEADINGS["data_docs"]
+    link = report_link(paths, day)
+    if link is None:
+        return [{"key": "data_docs", "heading": heading, "text": _absent(
+            "no gate of this night kept its suites' results (runs/D/gx/ is absent), so there are no data docs")}]
+    failed = link["failed"]
+    text = (f"{link['suites']:,} expectation suites ran at the night's gates (landing, silver, gold): "
+            + (f"{len(failed)} failed ({', '.join(failed)})." if failed else "all passed.")
+            + " The data docs show each expectation with its result, rendered by Great Expectations (values of "
+              "restricted or personal columns withheld).")
+    return [{"key": "data_docs", "heading": heading, "text": text,
+             "links": [{"text": "Open the data docs of this night", "href": link["href"]}]}]
+
+
 def _volumes(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     heading = SECTION_HEADINGS["volumes"]
     ingest = read_run_metrics(paths, day.isoformat(), "ingest")
@@ -1249,11 +1330,52 @@ def _summary(paths: Paths, day: date, con, status: NightStatus | None = None) ->
                          "caption": "Gold tables of the night"}]}]
 
 
+def _value(paths: Paths, day: date, con) -> list[dict[str, Any]]:
+    """gold value_summary (pipelines/value.py): value per customer of treated and control customers, the day's and
+    cumulative, by action class, with 95% intervals, and the uplift over the nights."""
+    heading = SECTION_HEADINGS["value"]
+    scan = _scan(paths, "gold", "value_summary", as_of=day.isoformat())
+    if scan is None:
+        return [{"key": "value", "heading": heading, "text": _absent("gold value_summary has no partition for this "
+                                                                     "date (measure_value did not run)")}]
+    table = _df(con, f"""
+        select arm, action_class, n_customers, value_per_customer, ci_low, ci_high, cumulative_value_per_customer,
+            cumulative_ci_low, cumulative_ci_high, n_recommendations, n_accepted, acceptance_rate, n_complaints,
+            n_unsubscribes, since
+        from {scan} order by array_position(['treated', 'control', 'uplift'], arm),
+            array_position(['all', 'protective', 'service', 'commercial'], action_class)""")
+    uplift = table[(table["arm"] == "uplift") & (table["action_class"] == "all")]
+    text = "Realised value in pounds (config/rewards.yaml; docs/closed_loop.md)."
+    if len(uplift) and pd.notna(uplift["cumulative_value_per_customer"].iloc[0]):
+        u = uplift.iloc[0]
+        text += (f" Since {str(u['since'])[:10]}: uplift per customer {u['cumulative_value_per_customer']:.2f} (95% interval "
+                 f"{u['cumulative_ci_low']:.2f} to {u['cumulative_ci_high']:.2f}), treated minus control.")
+    figures = []
+    history = []
+    for night in [d for d in _partitions(paths, "gold", "value_summary") if d <= day.isoformat()]:
+        part = _scan(paths, "gold", "value_summary", as_of=night)
+        row = _df(con, f"select cumulative_value_per_customer as v, cumulative_ci_low as lo, cumulative_ci_high as hi "
+                       f"from {part} where arm = 'uplift' and action_class = 'all'")
+        if len(row) and pd.notna(row["v"].iloc[0]):
+            history.append((pd.Timestamp(night), row["v"].iloc[0], row["lo"].iloc[0], row["hi"].iloc[0]))
+    if len(history) > 1:
+        fig, ax = _figure("Cumulative uplift per customer (treated minus control, 95% interval)")
+        x = [h[0] for h in history]
+        ax.plot(x, [h[1] for h in history], marker="o")
+        ax.fill_between(x, [h[2] for h in history], [h[3] for h in history], alpha=0.25)
+        ax.axhline(0, color="grey", linewidth=1)
+        ax.set_ylabel("pounds per customer")
+        fig.autofmt_xdate()
+        figures.append(fig)
+    return [{"key": "value", "heading": heading, "text": text, "table": table, "figures": figures}]
+
+
 SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("headline", _headline), ("at_risk", _at_risk), ("advisor_queue", _advisor_queue), ("checks", _checks),
     ("traces", _traces), ("fairness", _fairness), ("action_mix", _action_mix), ("staffed", _staffed),
-    ("funnel", _funnel), ("calibration", _calibration), ("life_events", _life_events), ("quality", _quality),
-    ("volumes", _volumes), ("summary", _summary)]
+    ("app_signals", _app_signals), ("funnel", _funnel), ("value", _value), ("calibration", _calibration),
+    ("life_events", _life_events), ("quality", _quality), ("data_docs", _data_docs), ("volumes", _volumes),
+    ("summary", _summary)]
 
 
 def report_path(paths: Paths, day: date) -> Path:

@@ -238,17 +238,18 @@ def build_generation(paths: Paths, loads: set[str], day: date, state: dict[str, 
             same_rule = previous_restricted.get(qualified) == restriction
             sources: dict[str, Path] = {}  # partition value -> its full files
             general_sources: dict[str, Path] = {}  # values whose general/ files can be linked as they are
+            live = _partitions(paths.table(schema.layer, schema.name), key)
             if previous is not None:
                 full_prev = previous / ("restricted" if was_restricted else "general") / schema.layer / schema.name
                 general_prev = previous / "general" / schema.layer / schema.name
                 for value, folder in _partitions(full_prev, key).items():
-                    if not _owned(value, loads, None):
+                    if not (_owned(value, loads, None) or (schema.publish_live and value in live)):
                         sources[value] = folder
                         counts["partitions_kept"] += 1
                         if same_rule:
                             general_sources[value] = general_prev / folder.name
-            for value, folder in _partitions(paths.table(schema.layer, schema.name), key).items():
-                if _owned(value, loads, bootstrap_until):
+            for value, folder in live.items():
+                if schema.publish_live or _owned(value, loads, bootstrap_until):
                     sources[value] = folder
                     general_sources.pop(value, None)
                     counts["partitions_from_night"] += 1
@@ -366,9 +367,10 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
     """Publish `loads` (partition values) as of `day`: the generation, both warehouse files, the CRM export (when
     `export`) and the nightly report of `day`, all made visible by one commit. Refused (GateFailed, nothing
     published) unless every gate of `gate_load` passed."""
+    from pipelines import data_docs
     from pipelines.crm_export import export_folder, record_export, stage_export, summarise
     from pipelines.nightly_report import build_nightly_report, report_path
-    from pipelines.warehouse import stage_warehouses
+    from pipelines.warehouse import history_last_day, stage_warehouses
 
     started = time.perf_counter()
     problems = _verdict_problems(paths, gate_load, gates)
@@ -386,9 +388,13 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
         pending: list[dict[str, str]] = []
         manifest = None
         steps = {"generation": counts["seconds"]}
+        # the last day the history covers: load_date of the history load's rows in the views
+        history_as_of = day.isoformat() if HISTORY in loads else (state or {}).get("history_as_of")
         try:
             clock = time.perf_counter()
-            for tmp, final in stage_warehouses(paths, general, full):
+            history_day = date.fromisoformat(history_as_of) if history_as_of else history_last_day(paths)
+            history_as_of = history_day.isoformat() if history_day else None
+            for tmp, final in stage_warehouses(paths, general, full, history_day):
                 pending.append(_artefact(tmp, final))
             steps["warehouses"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
             if export:
@@ -412,6 +418,14 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
                 (staged_runs / "published.json").write_text(json.dumps(
                     {"load": load, "generation": generation, "staged_at": _now()}), encoding="utf-8")
                 pending.append(_artefact(staged_runs, published_runs(paths) / load, "published.json"))
+            # the Great Expectations data docs of the gates that let the load be published, beside the report
+            docs_final = data_docs.folder(paths, day)
+            docs_staged = docs_final.with_name(f".{data_docs.FOLDER}.{owner_tag()}")
+            docs_final.parent.mkdir(parents=True, exist_ok=True)
+            built = data_docs.stage(paths, runs_staging / gate_load, day, docs_staged)
+            if built is not None:
+                pending.append(_artefact(docs_staged, docs_final, "index.html"))
+            steps["data_docs"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
             final_report = report_path(paths, day)
             staged_report = final_report.with_name(f".index.{owner_tag()}.html")
             build_nightly_report(dataclasses.replace(full, runs_dir=runs_staging), day, target=staged_report)
@@ -431,6 +445,7 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
             "day": day.isoformat(),
             "loads": sorted(set(state["loads"] if state else []) | loads),
             "restricted": restricted,
+            "history_as_of": history_as_of,
             "published_at": _now(),
             "pending": pending,
         }
@@ -498,7 +513,21 @@ def report_published(paths: Paths, day: date) -> str:
 
     with publish_mutex(paths):
         recover(paths)
-        return str(build_nightly_report(_require_published(paths, day), day))
+        source = _require_published(paths, day)
+        _rebuild_data_docs(paths, source, day)
+        return str(build_nightly_report(source, day))
+
+
+def _rebuild_data_docs(paths: Paths, source: PublishedPaths, day: date) -> None:
+    """The data docs of a published load again, from its published run metrics, swapped in whole."""
+    from pipelines import data_docs
+
+    staged = data_docs.folder(paths, day).with_name(f".{data_docs.FOLDER}.{owner_tag()}")
+    try:
+        if data_docs.stage(paths, data_docs.runs_of_load(source, day), day, staged) is not None:
+            lake.swap_in(staged, data_docs.folder(paths, day))
+    finally:
+        lake._remove(staged)
 
 
 # --- clean-up ---------------------------------------------------------------------------------------------------
@@ -550,6 +579,8 @@ def housekeeping(paths: Paths) -> list[str]:
         drop(path, tag if "@" in tag else f"{tag}@{this_host()}")
     for path in paths.reports.glob("*/.index.*") if paths.reports.is_dir() else []:
         drop(path, path.name[len(".index."):].rsplit(".", 1)[0])
+    for path in paths.reports.glob("*/.data_docs.*") if paths.reports.is_dir() else []:
+        drop(path, path.name[len(".data_docs."):])
     for path in paths.locks.glob(".night-*.json.*.tmp") if paths.locks.is_dir() else []:
         drop(path, path.name.split(".json.", 1)[1][: -len(".tmp")])
     if paths.published.is_dir():

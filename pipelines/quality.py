@@ -22,10 +22,11 @@ import pandas as pd
 from pipelines import lake
 from pipelines.config import REPO_ROOT, Paths, settings
 from pipelines.contract import FileContract, landing_contract
+from pipelines.data_docs import build_gate_site, clear_results
 from pipelines.ingest.core import CONTROL_REGEX, FORMAT_REGEX, bronze_columns_sql
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.runs import write_run_metrics
-from pipelines.schemas import TableSchema, tables
+from pipelines.schemas import TableSchema, table_schema, tables
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,12 @@ def _gx_ready(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def run_suite(df: pd.DataFrame, suite_name: str, directory: Path = EXPECTATIONS_DIR) -> SuiteResult:
-    """Validate a DataFrame against expectations/<suite_name>.json (GX 1.x suite JSON: name + expectations)."""
+def run_suite(df: pd.DataFrame, suite_name: str, directory: Path = EXPECTATIONS_DIR, keep: Path | None = None,
+              asset: str = "", load: str = "") -> SuiteResult:
+    """Validate a DataFrame against expectations/<suite_name>.json (GX 1.x suite JSON: name + expectations).
+
+    `keep`: a folder where the full validation result is written as JSON (values of restricted or personal columns
+    withheld) for the night's data docs (pipelines/data_docs.py); `asset` and `load` say what was validated."""
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
     import great_expectations as gx
 
@@ -114,6 +119,10 @@ def run_suite(df: pd.DataFrame, suite_name: str, directory: Path = EXPECTATIONS_
     batch = _gx_batch_definition().get_batch(batch_parameters={"dataframe": _gx_ready(df)})
     validation = batch.validate(suite)
     failures = [_describe_failure(r) for r in validation.results if not r.success]
+    if keep is not None:
+        from pipelines.data_docs import keep_result
+
+        keep_result(keep, suite_name, validation, len(df), asset or suite_name, load)
     return SuiteResult(suite=suite_name, success=bool(validation.success), rows=int(len(df)),
                        statistics={k: v for k, v in dict(validation.statistics).items()}, failures=failures)
 
@@ -276,8 +285,10 @@ def silver_suite(schema: TableSchema) -> dict[str, Any]:
 
 
 def write_suites_command(paths: Paths, directory: Path = EXPECTATIONS_DIR) -> dict[str, Any]:
-    """`segone expectations`: (re)write the landing suites (config/landing.yaml) and silver suites
-    (config/tables.yaml)."""
+    """`segone expectations`: (re)write the landing suites (config/landing.yaml), the silver and gold suites and
+    the data dictionary docs/data_dictionary.md (config/tables.yaml), beside `directory`."""
+    from pipelines.data_dictionary import write as write_data_dictionary
+
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     suites = [landing_suite(c) for c in landing_contract().files.values()]
@@ -292,7 +303,8 @@ def write_suites_command(paths: Paths, directory: Path = EXPECTATIONS_DIR) -> di
             tmp.replace(target)
         written.append(str(target.relative_to(directory.parent)) if directory.parent in target.parents
                        else str(target))
-    return {"suites": written}
+    dictionary = write_data_dictionary(directory.parent)
+    return {"suites": written, "data_dictionary": str(dictionary.relative_to(directory.parent))}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -407,17 +419,29 @@ def evaluate_gates(paths: Paths, load_date: str, ingest_metrics: dict[str, Any])
 # The validate stage
 # ---------------------------------------------------------------------------------------------------------------
 
+def _sample_key(layer: str, table: str) -> tuple[str, ...]:
+    """The key a table's rows are sampled by: the landing contract's key for bronze, tables.yaml's for the rest."""
+    if layer == "bronze":
+        contract = landing_contract()
+        return tuple(contract[table].key) if table in contract.files else ()
+    try:
+        return tuple(table_schema(layer, table).key)
+    except KeyError:
+        return ()
+
+
 def _read_partition(paths: Paths, layer: str, table: str, derived: dict[str, str] | None = None,
                     **keys: str) -> pd.DataFrame | None:
-    """A partition as a DataFrame for Great Expectations: all of it, or a systematic sample of about
-    `quality.gx_max_rows` rows (every k-th row of each file) when it is larger.
+    """A partition as a DataFrame for Great Expectations: all of it, or a sample of about `quality.gx_max_rows`
+    rows when it is larger, ordered by all columns.
 
     The ingest's SQL already checks every row against the same rules and quarantines what breaks them; the suites
     re-check the typed result as an independent second implementation. On millions of rows Great Expectations'
     pandas engine takes tens of seconds per table (measured: 14-23 s for 3.2M postings), so above the cap it checks
-    a sample: the cost stays flat with volume, and re-running a night checks the same rows. Every k-th row is
-    repeatable on any number of threads (a reservoir sample is repeatable only on one thread, which made reading
-    the sample cost more than validating it) and spreads over the whole partition, which is in file order.
+    a sample: the cost stays flat with volume. The sample is chosen by a hash of each row's key (the table's key,
+    else the whole row): the rows whose hash falls in the first 1/k of its range, k = rows / cap rounded up. So it is
+    the same rows on a re-run whatever the physical order of the rows, the number of files or of threads (the lake
+    writes bronze and silver without preserving insertion order), and spread over the whole partition.
     """
     folder = lake.partition_path(paths, layer, table, **keys)
     files = sorted(folder.rglob("*.parquet")) if folder.exists() else []
@@ -437,11 +461,16 @@ def _read_partition(paths: Paths, layer: str, table: str, derived: dict[str, str
             con.close()
     con = lake.connect()
     try:
-        scan = f"read_parquet([{file_list}], {options}, file_row_number = true)"
+        scan = f"read_parquet([{file_list}], {options})"
         rows = int(con.execute(f"select count(*) from {scan}").fetchall()[0][0])
         step = -(-rows // cap) if cap and rows > cap else 1
-        sample = f" where file_row_number % {step} = 0" if step > 1 else ""
-        return con.execute(f"select * exclude (file_row_number) from {scan}{sample}").df()
+        sample = ""
+        if step > 1:
+            columns = {row[0] for row in con.execute(f"describe select * from {scan}").fetchall()}
+            key = [c for c in _sample_key(layer, table) if c in columns]
+            hashed = f"hash({', '.join(key)})" if key and len(key) == len(_sample_key(layer, table)) else "hash(t)"
+            sample = f" where {hashed} < {2**64 // step}::ubigint"
+        return con.execute(f"select * from {scan} as t{sample} order by all").df()
     finally:
         con.close()
 
@@ -456,6 +485,7 @@ def validate_day(paths: Paths, load_date: str) -> dict[str, Any]:
     if not ingest_file.exists():
         raise SegoneError(f"no ingest metrics for {load_date} ({ingest_file}): run the ingest first")
     ingest_metrics = json.loads(ingest_file.read_text(encoding="utf-8"))
+    keep = clear_results(paths, load_date, "validate")
     suites: dict[str, Any] = {}
     tables = sorted(p.name for p in paths.layer("bronze").iterdir()) if paths.layer("bronze").exists() else []
     for table in tables:
@@ -464,7 +494,9 @@ def validate_day(paths: Paths, load_date: str) -> dict[str, Any]:
         frame = _read_partition(paths, "bronze", table, load_date=load_date)
         if frame is None:
             continue
-        suites[table] = run_suite(frame, f"landing_{table}").to_dict()
+        suites[table] = run_suite(frame, f"landing_{table}", keep=keep, asset=f"bronze.{table}",
+                                  load=load_date).to_dict()
+    build_gate_site(keep)  # the data docs of these suites, passed or not (pipelines/data_docs.py)
     report = evaluate_gates(paths, load_date, ingest_metrics)
     failed_suites = {t: s for t, s in suites.items() if not s["success"]}
     metrics = {
@@ -486,10 +518,13 @@ def validate_day(paths: Paths, load_date: str) -> dict[str, Any]:
     return metrics
 
 
-def validate_gold(paths: Paths, day: date, table_names: list[str]) -> dict[str, Any]:
+def validate_gold(paths: Paths, day: date, table_names: list[str], gate: str | None = None) -> dict[str, Any]:
     """The gold suites (expectations/gold_<table>.json) on D's partitions of the named tables; raises GateFailed
-    when one fails, so nothing is published from a bad forecast."""
+    when one fails, so nothing is published from a bad forecast. `gate`: the verdict these suites feed (e.g.
+    validate_forecast), which names the folder of their kept results (runs/D/gx/<gate>/)."""
     started = time.perf_counter()
+    name = "validate_gold_" + "_".join(table_names)  # its run metrics
+    keep = clear_results(paths, day.isoformat(), gate or name)
     suites: dict[str, Any] = {}
     schemas = {t.name: t for t in tables("gold")}
     for table in table_names:
@@ -497,11 +532,13 @@ def validate_gold(paths: Paths, day: date, table_names: list[str]) -> dict[str, 
                                 as_of=day.isoformat())
         if frame is None:
             raise GateFailed(f"gold {table} has no partition for {day}: the stage that writes it did not run")
-        suites[table] = run_suite(frame, f"gold_{table}").to_dict()
+        suites[table] = run_suite(frame, f"gold_{table}", keep=keep, asset=f"gold.{table}",
+                                  load=day.isoformat()).to_dict()
+    build_gate_site(keep)
     failed = {t: s for t, s in suites.items() if not s["success"]}
     metrics = {"as_of": day.isoformat(), "suites": suites, "passed": not failed,
                "seconds": round(time.perf_counter() - started, 3)}
-    write_run_metrics(paths, day.isoformat(), "validate_gold_" + "_".join(table_names), metrics)
+    write_run_metrics(paths, day.isoformat(), name, metrics)
     if failed:
         raise GateFailed(f"gold of {day} failed validation: " + " | ".join(
             f"suite gold_{t}: " + "; ".join(f["message"] for f in s["failures"]) for t, s in failed.items()))
@@ -512,6 +549,7 @@ def validate_silver(paths: Paths, load_date: str, day: date) -> dict[str, Any]:
     """Stage 2b: every expectations/silver_<table>.json suite on the silver partition this load wrote
     (`load_date=<load_date>` or, for snapshots, `as_of=<day>`); raises GateFailed when one fails."""
     started = time.perf_counter()
+    keep = clear_results(paths, load_date, "validate_silver")
     suites: dict[str, Any] = {}
     for suite_file in sorted(EXPECTATIONS_DIR.glob("silver_*.json")):
         table = suite_file.stem.removeprefix("silver_")
@@ -520,7 +558,9 @@ def validate_silver(paths: Paths, load_date: str, day: date) -> dict[str, Any]:
             frame = _read_partition(paths, "silver", table, as_of=day.isoformat())
         if frame is None:
             continue
-        suites[table] = run_suite(frame, suite_file.stem).to_dict()
+        suites[table] = run_suite(frame, suite_file.stem, keep=keep, asset=f"silver.{table}",
+                                  load=load_date).to_dict()
+    build_gate_site(keep)
     failed = {t: s for t, s in suites.items() if not s["success"]}
     metrics = {"load_date": load_date, "as_of": day.isoformat(), "suites": suites, "passed": not failed,
                "seconds": round(time.perf_counter() - started, 3)}

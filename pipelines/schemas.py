@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipelines.config import load_config
 from pipelines.contract import landing_contract
@@ -25,6 +26,24 @@ class ColumnSchema:
     description: str = ""
 
 
+# The warehouse views show dates as DATE (docs/access.md, "Dates in the views"). A *load column* names the load that
+# wrote or last changed a row: in the Parquet files a VARCHAR holding the night's date D as YYYY-MM-DD or the literal
+# 'history' (the one-off history load). The views turn it into a DATE, the history load's rows carrying the last day
+# the history covers (the `as_of` of the snapshots it wrote), and tables partitioned by load_date get `is_history`.
+LOAD_COLUMNS = ("load_date", "updated_load_date")
+HISTORY_FLAG = ColumnSchema(
+    "is_history", "boolean",
+    "True for the rows of the one-off history load (their load_date is the last day the history covers); false for "
+    "the rows of a nightly load.")
+LOAD_COLUMN_NOTE = {
+    "load_date": " In the warehouse views a DATE: the night D, or for the history load the last day the history "
+                 "covers (is_history tells them apart).",
+    "updated_load_date": " In the warehouse views a DATE: the night D, or for the history load the last day the "
+                         "history covers.",
+}
+SNAPSHOT_DATE = "Partition: the snapshot date this row belongs to (the business date D of the night that wrote it)."
+
+
 @dataclass(frozen=True)
 class TableSchema:
     layer: str
@@ -41,6 +60,9 @@ class TableSchema:
     restricted_rows: str | None = None
     restricted_why: str = ""
     warehouse: bool = True
+    # `publish: live`: every publish takes the table's partitions as the live lake has them, not only those of the
+    # loads being published (a table written outside the night, or rewritten by later nights; docs/architecture.md)
+    publish_live: bool = False
 
     @property
     def column_names(self) -> list[str]:
@@ -69,6 +91,29 @@ class TableSchema:
             return f"case when ({self.restricted_rows}) then cast(null as {kind}) else {column} end as {column}"
         return column
 
+    @property
+    def view_columns(self) -> list[ColumnSchema]:
+        """The columns of the table's warehouse view (every column; warehouse.duckdb then leaves out or withholds
+        the restricted ones), in order, with the types and descriptions the view shows: load columns and `as_of` as
+        DATE, the partition columns that are not data columns (a snapshot's `as_of`), and `is_history` for tables
+        partitioned by load_date."""
+        out = []
+        for column in self.columns:
+            if column.name in LOAD_COLUMNS:
+                out.append(ColumnSchema(column.name, "date", column.description + LOAD_COLUMN_NOTE[column.name]))
+            elif column.name == "as_of":
+                out.append(ColumnSchema(column.name, "date", column.description))
+            else:
+                out.append(column)
+        for partition in self.partition:
+            if partition not in self.column_names:
+                kind = "integer" if partition == "bucket" else "date"
+                text = SNAPSHOT_DATE if partition == "as_of" else "Partition."
+                out.append(ColumnSchema(partition, kind, text))
+        if "load_date" in self.partition:
+            out.append(HISTORY_FLAG)
+        return out
+
     def empty_select(self) -> str:
         """A query with this table's columns and types and no rows (the input when a table does not exist yet)."""
         cols = ", ".join(f"cast(null as {c.type}) as {c.name}" for c in self.columns)
@@ -87,6 +132,7 @@ def _tables() -> dict[tuple[str, str], TableSchema]:
                 partition=tuple(spec.get("partition", ())), key=tuple(spec.get("key", ())),
                 columns=tuple(ColumnSchema(*col) for col in spec["columns"]),
                 checks=spec.get("checks", {}), warehouse=bool(spec.get("warehouse", True)),
+                publish_live=_publish_mode(layer, name, spec.get("publish", "load")) == "live",
                 restricted_columns=tuple(restricted.get("columns") or ()),
                 restricted_rows=restricted.get("rows") or None,
                 restricted_why=str(restricted.get("why") or ""),
@@ -98,6 +144,12 @@ def _tables() -> dict[tuple[str, str], TableSchema]:
                                  f"table (unknown: {unknown}, partition columns: {in_partition})")
             tables[(layer, name)] = schema
     return tables
+
+
+def _publish_mode(layer: str, name: str, mode: Any) -> str:
+    if mode not in ("load", "live"):
+        raise ValueError(f"config/tables.yaml {layer}.{name}: `publish` is load or live, not {mode!r}")
+    return str(mode)
 
 
 def table_schema(layer: str, name: str) -> TableSchema:

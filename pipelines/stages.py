@@ -6,6 +6,9 @@ metrics to runs/<load_date>/<stage>.json so that a later stage, the gates and th
 from __future__ import annotations
 
 import logging
+import resource
+import shutil
+import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,14 @@ HISTORY = "history"
 # that died after 8 of 16 buckets would pass validate_forecast on 8 new and 8 old buckets). Publish refuses a night
 # with a missing verdict, so a half-rewritten night can never be published, not even by hand (`segone publish`).
 # The night as the DAG wires it: what each writing stage's output feeds, its gate, its shard results.
-_FEEDS = {"ingest": ("conform",), "conform": ("messages", "forecast"), "messages": ("decide",),
-          "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
+_FEEDS = {"ingest": ("conform",), "conform": ("messages", "profiles", "forecast"), "messages": ("decide",),
+          "profiles": ("decide",), "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
 _GATE = {"ingest": "validate", "conform": "validate_silver", "messages": "validate_messages",
-         "forecast": "validate_forecast", "life_events": "validate_life_events", "decide": "validate_decisions"}
-_SHARDS = {"messages": "messages_bucket_", "forecast": "forecast_cash_shortfall_bucket_",
-           "life_events": "life_events_bucket_", "decide": "decide_bucket_"}
+         "profiles": "validate_profiles", "forecast": "validate_forecast", "life_events": "validate_life_events",
+         "decide": "validate_decisions"}
+_SHARDS = {"messages": "messages_bucket_", "profiles": "profiles_bucket_",
+           "forecast": "forecast_cash_shortfall_bucket_", "life_events": "life_events_bucket_",
+           "decide": "decide_bucket_"}
 GATES = tuple(_GATE.values())  # every verdict a night needs before it is published
 
 
@@ -54,6 +59,10 @@ def void_later_results(paths: Paths, load: str, stage: str) -> None:
     for file in folder.iterdir():
         if file.name in names or file.name.startswith("validate_gold_") or file.name.startswith(families):
             file.unlink(missing_ok=True)
+    kept = folder / "gx"  # the gates' full results, for the data docs (pipelines/data_docs.py): voided alike
+    for gate in kept.iterdir() if kept.is_dir() else []:
+        if f"{gate.name}.json" in names:
+            shutil.rmtree(gate, ignore_errors=True)
 
 
 def ingest(paths: Paths, day: date) -> dict[str, Any]:
@@ -161,7 +170,8 @@ def validate_forecast(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the forecast of {day} is incomplete: no result for buckets {missing}")
     summary = summarise_shards(paths, day, shard_metrics)
-    metrics = {"forecast": summary, "validation": validate_gold(paths, day, ["cash_forecast", "recurring_streams"])}
+    validation = validate_gold(paths, day, ["cash_forecast", "recurring_streams"], gate="validate_forecast")
+    metrics = {"forecast": summary, "validation": validation}
     write_run_metrics(paths, day.isoformat(), "validate_forecast", metrics)
     return metrics
 
@@ -200,7 +210,7 @@ def validate_life_events(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the life events of {day} are incomplete: no result for buckets {missing}")
     metrics = {"life_events": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, ["life_events"])}
+               "validation": validate_gold(paths, day, ["life_events"], gate="validate_life_events")}
     write_run_metrics(paths, day.isoformat(), "validate_life_events", metrics)
     return metrics
 
@@ -240,8 +250,50 @@ def validate_messages(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the messages of {day} are incomplete: no result for buckets {missing}")
     metrics = {"messages": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, ["message_insights", "message_signals"])}
+               "validation": validate_gold(paths, day, ["message_insights", "message_signals"],
+                                             gate="validate_messages")}
     write_run_metrics(paths, day.isoformat(), "validate_messages", metrics)
+    return metrics
+
+
+def profile_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the profile stage maps over."""
+    from pipelines.profiles import shards
+
+    return shards()
+
+
+def profile_customers_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 3c, one shard: personalization-consented customers' app events and income -> gold app_usage,
+    app_signals and customer_roles for bucket N as of D."""
+    from pipelines.profiles import profile_shard
+
+    void_later_results(paths, day.isoformat(), "profiles")
+    return profile_shard(paths, day, int(bucket))
+
+
+def profile_customers(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3c, every shard in turn (the DAG maps profile_customers_shard over the shards instead)."""
+    from pipelines.profiles import profile_all
+
+    void_later_results(paths, day.isoformat(), "profiles")
+    return profile_all(paths, day)
+
+
+def validate_profiles(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3c': the gold suites on D's app_usage, app_signals and customer_roles; raises GateFailed to stop the
+    run."""
+    from pipelines.profiles import TABLES, summarise_shards
+    from pipelines.quality import validate_gold
+
+    shard_metrics = [read_run_metrics(paths, day.isoformat(), f"profiles_bucket_{b}")
+                     for b in profile_shards(paths, day)]
+    missing = [b for b, m in zip(profile_shards(paths, day), shard_metrics) if m is None]
+    if missing:
+        raise SegoneError(f"the profiles of {day} are incomplete: no result for buckets {missing}")
+    metrics = {"profiles": summarise_shards(paths, day, shard_metrics),
+               "validation": validate_gold(paths, day, list(TABLES))}
+    write_run_metrics(paths, day.isoformat(), "validate_profiles", metrics)
     return metrics
 
 
@@ -282,9 +334,27 @@ def validate_decisions(paths: Paths, day: date) -> dict[str, Any]:
     if missing:
         raise SegoneError(f"the decisions of {day} are incomplete: no result for buckets {missing}")
     metrics = {"decide": summarise_shards(paths, day, shard_metrics),
-               "validation": validate_gold(paths, day, DECISION_TABLES)}
+               "validation": validate_gold(paths, day, DECISION_TABLES, gate="validate_decisions")}
     write_run_metrics(paths, day.isoformat(), "validate_decisions", metrics)
     return metrics
+
+
+def measure_value(paths: Paths, day: date) -> dict[str, Any]:
+    """Value, not clicks: D's outcomes per customer, the realised value of the recommendations of the nights whose
+    window includes D, and the night's value per customer for treated and control customers (gold customer_outcomes,
+    realised_value, value_summary; config/rewards.yaml)."""
+    from pipelines.value import measure_value as run
+
+    return run(paths, day)
+
+
+def retrain_family(paths: Paths, day: date | None, family: str) -> dict[str, Any]:
+    """`retrain_models`, one family (cash_forecast, life_events or policy): a challenger against the promoted
+    champion, the decision recorded in gold model_registry. D defaults to the last day of data."""
+    from pipelines.forecast import data_end
+    from pipelines.retrain import retrain_family as run
+
+    return run(paths, day or data_end(paths), family)
 
 
 def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
@@ -299,7 +369,9 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
+         ("measure_value", measure_value),
          ("understand_messages", understand_messages), ("validate_messages", validate_messages),
+         ("profile_customers", profile_customers), ("validate_profiles", validate_profiles),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
@@ -308,6 +380,7 @@ NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("val
 
 # The per-shard stages of NIGHT: the family of _SHARDS they write, and their shard list (for the progress display).
 _NIGHT_SHARDS = {"understand_messages": ("messages", message_shards),
+                 "profile_customers": ("profiles", profile_shards),
                  "forecast_cash_shortfall": ("forecast", forecast_shards),
                  "classify_life_events": ("life_events", life_event_shards),
                  "decide_next_best_actions": ("decide", decide_shards)}
@@ -326,16 +399,33 @@ def night_steps(paths: Paths, day: date) -> list[Any]:
 
 def run_night(paths: Paths, day: date, progress: Any | None = None) -> dict[str, Any]:
     """The whole night for D without Airflow, stage after stage; a failed gate stops it before publishing.
-    `progress` (a pipelines.progress.Progress over night_steps) is told when each stage starts and ends."""
-    results = {}
+    `progress` (a pipelines.progress.Progress over night_steps) is told when each stage starts and ends.
+
+    The wall and CPU seconds of each stage go to runs/D/night.json (read by `segone bench night`)."""
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     steps = progress.steps if progress is not None else [None] * len(NIGHT)
     for (name, stage), step in zip(NIGHT, steps):
         if progress is not None:
             progress.start(step)
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         results[name] = stage(paths, day)
+        seconds[name] = round(time.perf_counter() - started, 3)
+        cpu[name] = round(cpu_seconds() - cpu_started, 3)
         if progress is not None:
             progress.finish(step)
+    write_run_metrics(paths, day.isoformat(), "night", {
+        "as_of": day.isoformat(), "stage_seconds": seconds, "seconds": round(sum(seconds.values()), 3),
+        "stage_cpu_seconds": cpu, "cpu_seconds": round(sum(cpu.values()), 3)})
     return results
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, all its threads, and the child processes it has waited for
+    (e.g. the open-banking pool): on a shared machine a steadier measure of a stage's work than wall seconds."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def airflow_task(stage: str, night: Any, task: dict[str, Any], **kwargs: Any) -> Any:
@@ -393,8 +483,12 @@ def history_as_of(paths: Paths) -> date:
     return max(dates)
 
 
-def load_history(paths: Paths) -> dict[str, Any]:
-    """Ingest, validate and conform landing/history/ the same way as a night, into per-day partitions."""
+HISTORY_STEPS = ("ingest", "validate", "conform", "validate_silver", "publish")
+
+
+def load_history(paths: Paths, progress: Any | None = None) -> dict[str, Any]:
+    """Ingest, validate and conform landing/history/ the same way as a night, into per-day partitions.
+    `progress` (a pipelines.progress.Progress over HISTORY_STEPS) is told when each step starts and ends."""
     from pipelines.conform import conform as conform_load
     from pipelines.ingest.landing import ingest_landing
     from pipelines.quality import validate_day, validate_silver as validate_silver_load
@@ -407,23 +501,33 @@ def load_history(paths: Paths) -> dict[str, Any]:
 
     housekeeping(paths)
     void_later_results(paths, HISTORY, "ingest")
-    metrics: dict[str, Any] = {"ingest": ingest_landing(paths, HISTORY, folder, business_date=None)}
-    metrics["validate"] = validate_day(paths, HISTORY)
+    steps = {step.name: step for step in (progress.steps if progress is not None else [])}
+
+    def step(name: str, work: Any) -> Any:
+        if name in steps:
+            progress.start(steps[name])
+        result = work()
+        if name in steps:
+            progress.finish(steps[name])
+        return result
+
+    metrics: dict[str, Any] = {"ingest": step("ingest", lambda: ingest_landing(paths, HISTORY, folder,
+                                                                              business_date=None))}
+    metrics["validate"] = step("validate", lambda: validate_day(paths, HISTORY))
     as_of = history_as_of(paths)
-    metrics["conform"] = conform_load(paths, HISTORY, as_of)
+    metrics["conform"] = step("conform", lambda: conform_load(paths, HISTORY, as_of))
     write_run_metrics(paths, HISTORY, "conform", metrics["conform"])
-    metrics["validate_silver"] = validate_silver_load(paths, HISTORY, as_of)
+    metrics["validate_silver"] = step("validate_silver", lambda: validate_silver_load(paths, HISTORY, as_of))
     write_run_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
-    metrics["publish"] = publish_history(paths, as_of)
+    metrics["publish"] = step("publish", lambda: publish_history(paths, as_of))
     return metrics
 
 
 # --- what the CLI calls ---------------------------------------------------------------------------------------
 
 def run_command(paths: Paths, day: date) -> str:
-    from pipelines.doctor import preflight
-
     from pipelines import progress
+    from pipelines.doctor import preflight
 
     preflight(paths, day)
     with progress.following(f"night of {day}", night_steps(paths, day)) as shown:
@@ -432,7 +536,11 @@ def run_command(paths: Paths, day: date) -> str:
 
 
 def load_history_command(paths: Paths) -> dict[str, Any]:
-    metrics = load_history(paths)
+    from pipelines import progress
+    from pipelines.progress import Step
+
+    with progress.following("history load", [Step(name) for name in HISTORY_STEPS]) as shown:
+        metrics = load_history(paths, shown)
     return {
         "as_of": metrics["conform"]["as_of"],
         "silver_rows": {t: m["rows"] for t, m in metrics["conform"]["tables"].items()},
@@ -443,7 +551,7 @@ def load_history_command(paths: Paths) -> dict[str, Any]:
 
 def summary(paths: Paths, day: date) -> str:
     """Where D's outputs are, what the night did, and one query to try."""
-    from pipelines.warehouse import example_query
+    from pipelines.warehouse import connect as connect_warehouse, example_query
 
     d = day.isoformat()
     if read_run_metrics(paths, d, "ingest") is None:
@@ -499,12 +607,15 @@ def summary(paths: Paths, day: date) -> str:
     lines.append("Example query (warehouse.duckdb, opened read-only):")
     lines.append("  " + example_query())
     if paths.warehouse.exists():
-        con = lake.connect(paths.warehouse, read_only=True)
+        con = connect_warehouse(paths.warehouse)
         lines += ["    " + " | ".join(str(v) for v in row) for row in con.execute(example_query()).fetchall()]
         con.close()
     lines.append("Your own queries:")
-    lines.append(f"  .venv/bin/python -c \"import duckdb; con = duckdb.connect('{paths.warehouse}', read_only=True); "
-                 f"print(con.sql('select * from transactions limit 5'))\"")
+    lines.append(f"  .venv/bin/python -c \"import duckdb; con = duckdb.connect('{paths.warehouse}', read_only=True, "
+                 f"config={{'file_search_path': '{paths.home}'}}); "
+                 f"print(con.sql('select * from latest_customers limit 5'))\"")
+    lines.append(f"  (the views read the files by paths relative to {paths.home}: open it from there, or set "
+                 f"file_search_path to it; docs/access.md)")
     return "\n".join(lines)
 
 

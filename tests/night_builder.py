@@ -43,7 +43,7 @@ def write_table(paths: Paths, layer: str, table: str, rows: list[dict], **partit
 
 
 DEFAULT_TABLES = ("customers", "transactions", "next_best_actions", "decision_log", "advisor_queue", "quarantine",
-                  "standing_orders", "direct_debits", "message_insights", "message_signals")
+                  "standing_orders", "direct_debits", "message_insights", "message_signals", "app_events", "app_usage")
 
 
 def write_night(paths: Paths, day: date, version: str, customers: list[str] = CUSTOMERS,
@@ -101,6 +101,16 @@ def write_night(paths: Paths, day: date, version: str, customers: list[str] = CU
              "is_distressed": True, "has_financial_difficulty": True, "has_recent_complaint": False,
              "reasons": "wrote about difficulty paying (health bills)", "model_version": f"m-{version}"}
             for c in customers[:2]], as_of=d)
+    if "app_events" in tables:
+        write_table(paths, "silver", "app_events", [
+            {"event_id": f"E{c}-{target}", "customer_id": c, "occurred_at": f"{d} 09:00:00+00",
+             "event_type": "searched", "target": target, "channel": "app"}
+            for c in customers[:2] for target in ("money_help", "savings_goals")], load_date=d)
+    if "app_usage" in tables:
+        write_table(paths, "gold", "app_usage", [
+            {"customer_id": c, "target": target, "n_views": 3, "n_feature_uses": 0, "n_searches": 1,
+             "n_notifications_opened": 0, "n_notifications_dismissed": 0, "n_days_used": 2}
+            for c in customers[:2] for target in ("money_help", "savings_goals")], as_of=d)
     if "decision_flags" in tables:  # not by default: the report's compliance checks then expect a full decision log
         write_table(paths, "gold", "decision_flags", [
             {"customer_id": c, "is_at_risk": i == 0, "is_shortfall_risk": False, "in_arrears": False,

@@ -9,6 +9,7 @@ from datetime import date
 import duckdb
 import pytest
 
+from pipelines.warehouse import connect as connect_warehouse
 from pipelines import publish, stages
 from pipelines.schemas import TableSchema, table_schema, tables
 from tests.night_builder import DEFAULT_TABLES, SECRET, pass_gates, write_night
@@ -39,8 +40,8 @@ def published(paths):
 
 def test_analysts_views_leave_out_restricted_columns_and_the_restricted_file_has_them(published):
     paths = published
-    general = duckdb.connect(str(paths.warehouse), read_only=True)
-    full = duckdb.connect(str(paths.warehouse_restricted), read_only=True)
+    general = connect_warehouse(paths.warehouse)
+    full = connect_warehouse(paths.warehouse_restricted)
     for schema in RESTRICTED:
         shown = columns(general, schema.name)
         assert set(schema.column_names) <= columns(full, schema.name), schema.name
@@ -103,7 +104,7 @@ def test_a_column_marked_later_is_removed_from_the_nights_published_before(publi
     write_night(paths, D1, "v2")
     pass_gates(paths, D1)
     stages.publish(paths, D1)
-    general = duckdb.connect(str(paths.warehouse), read_only=True)
+    general = connect_warehouse(paths.warehouse)
     assert "region" not in columns(general, "customers")
     assert general.execute("select count(distinct as_of) from customers").fetchone() == (2,)
     state = publish.read_state(paths)

@@ -1,15 +1,17 @@
 """`segone bench ingest`'s comparison methods on a tiny bank: they count the same rows, and the table says how they
-compare."""
+compare. `segone bench night`: the tiled lake is the base bank copied with every id renamed, and the night runs on it."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
 
-from pipelines import bench
-from pipelines.config import Paths
-from pipelines.lake import connect
+from pipelines import bench, bench_night, stages
+from pipelines.config import Paths, load_config
+from pipelines.lake import bucket_of, connect
+from pipelines.schemas import table_schema
 from pipelines.simulate import simulate_command
 
 
@@ -72,3 +74,154 @@ def test_table_states_both_ratios():
     assert "(bronze and silver; still no checks) runs at 2.00x the speed" in table
     assert ("Parquet landing files runs at 2.50M rows/s; reading and writing the same files once, with no checks, at "
             "10.00M rows/s") in table
+
+
+# --- `segone bench night`: the tiled lake and the night on it ------------------------------------------------------
+
+NIGHT_BASE, NIGHT_DAYS, NIGHT_SEED = 60, 220, 5  # 220 days: enough to train both model families; 6 envelopes on D
+ID_COLUMNS = tuple(sorted(bench_night.row_ids() | {"transaction_id"}))
+
+
+@pytest.fixture(scope="module")
+def night_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated, loaded and trained base bank, as the bench builds it (its own data root)."""
+    root = tmp_path_factory.mktemp("night") / "bench" / "night"
+    base, info = bench_night.ensure_base(root, NIGHT_BASE, NIGHT_DAYS, seed=NIGHT_SEED)
+    assert not info["cached"] and any((base / "landing" / bench_night.END.isoformat() / "openbanking").glob("*.json"))
+    return base
+
+
+def _rows(con, folder: Path, where: str = "true", strip: str | None = None) -> list[tuple]:
+    """The rows of a silver partition as a sorted list (bucket left out: it is where a row lives, checked apart);
+    with `strip`, the copy suffix removed from every id."""
+    files = sorted(folder.rglob("*.parquet"))
+    if not files:
+        return []
+    scan = f"read_parquet({[str(f) for f in files]}, hive_partitioning = false)"
+    columns = [r[0] for r in con.execute(f"describe select * from {scan}").fetchall() if r[0] != "bucket"]
+    shown = [f"regexp_replace({c}, '{strip}(:|$)', '\\1', 'g') as {c}" if strip and c in ID_COLUMNS else c
+             for c in columns]
+    return sorted(con.execute(f"select {', '.join(shown)} from {scan} where {where}").fetchall(), key=repr)
+
+
+def test_a_tiled_lake_is_copies_of_the_base_with_every_id_renamed_and_rebucketed(night_base, tmp_path):
+    n = 2 * NIGHT_BASE + NIGHT_BASE // 2  # two whole copies and the first half of a third
+    out = tmp_path / "tiled"
+    info = bench_night.tile_bank(Paths(night_base), Paths(out), n, bench_night.END)
+    assert info["copies"] == 3 and info["base_customers"] == NIGHT_BASE
+    con = connect()
+    customers = out / "lake" / "silver" / "customers"
+    ids = [r[0] for r in con.execute(f"select customer_id from read_parquet('{customers}/*/*.parquet')").fetchall()]
+    assert len(ids) == len(set(ids)) == n
+    base_ids = sorted(i for i in ids if "." not in i)
+    third = sorted(i.removesuffix(".t2") for i in ids if i.endswith(".t2"))
+    assert third == base_ids[:NIGHT_BASE // 2]  # the partial copy: the first customers by id
+    # Every row lives in the bucket of its new customer id (md5 of the renamed id).
+    for table in ("transactions", "balances"):
+        pairs = con.execute(f"select distinct customer_id, bucket from read_parquet("
+                            f"'{out}/lake/silver/{table}/*/*/*.parquet', hive_partitioning = true, "
+                            f"hive_types = {{'bucket': integer}})").fetchall()
+        assert [b for _, b in pairs] == list(bucket_of([c for c, _ in pairs])), table
+    pairs = con.execute(f"select customer_id, bucket from read_parquet('{customers}/*/*.parquet')").fetchall()
+    assert [b for _, b in pairs] == list(bucket_of([c for c, _ in pairs]))
+    # Copy 0 is the base itself; copy 1 is the base with `.t1` on every id; copy 2 the first half of it with `.t2`.
+    half = f"customer_id in ({', '.join(repr(c + '.t2') for c in base_ids[:NIGHT_BASE // 2])})"
+    for partition in sorted(p for p in (night_base / "lake" / "silver").glob("*/*=*")):
+        tiled = out / "lake" / "silver" / partition.parent.name / partition.name
+        base_rows = _rows(con, partition)
+        has_customer = "customer_id" in [r[0] for r in con.execute(
+            f"describe select * from read_parquet('{next(partition.rglob('*.parquet'))}')").fetchall()]
+        if not has_customer:  # exchange rates: once
+            assert _rows(con, tiled) == base_rows
+            continue
+        # No two copies share a key (e.g. a message_id): the night's gates check that keys are unique.
+        key = ", ".join(table_schema("silver", partition.parent.name).key)
+        scan = f"read_parquet('{tiled}/**/*.parquet', hive_partitioning = false)"
+        assert con.execute(f"select count(*) = count(distinct ({key})) from {scan}").fetchall()[0][0], partition
+        assert _rows(con, tiled, "not contains(customer_id, '.t')") == base_rows, partition
+        assert _rows(con, tiled, "ends_with(customer_id, '.t1')", strip=r"\.t1") == base_rows, partition
+        first_half = _rows(con, partition, f"customer_id in ({', '.join(map(repr, base_ids[:NIGHT_BASE // 2]))})")
+        assert _rows(con, tiled, half, strip=r"\.t2") == first_half, partition
+    # An open-banking transaction id keeps the shape the ingest gives it: ob:<provider>:<AccountId>:<TransactionId>.
+    ob = con.execute(f"select account_id, transaction_id from read_parquet('{out}/lake/silver/transactions/*/*/*.parquet') "
+                     f"where source = 'openbanking' and customer_id like '%.t1' limit 1").fetchall()[0]
+    assert ob[0].endswith(".t1") and ob[1].startswith(ob[0] + ":") and ob[1].endswith(".t1")
+    # D's landing files: every envelope once per copy of its customer, with its customer and accounts renamed.
+    landing = out / "landing" / bench_night.END.isoformat()
+    marker = load_config("landing")["completion_marker"]  # upstream's "D is complete": the night waits for it
+    assert (night_base / "landing" / bench_night.END.isoformat() / marker).is_file() and (landing / marker).is_file()
+    for path in (landing / "openbanking").glob("*.t1-*.json"):
+        envelope = json.loads(path.read_text())
+        assert envelope["customer_id"].endswith(".t1")
+        assert all(a["AccountId"].endswith(".t1") for a in envelope["accounts"]["Data"]["Account"])
+    con.close()
+
+
+def test_the_night_on_two_copies_does_twice_what_it_does_on_the_base(night_base, tmp_path, monkeypatch):
+    """Ingest, validate and conform of D count exactly twice the base bank's rows: every id the night joins on
+    (accounts, consent, open-banking attribution, duplicates against the history) stayed consistent."""
+    day = bench_night.END
+    reference, tiled = tmp_path / "reference", tmp_path / "tiled"
+    bench_night._link_tree(night_base, reference)
+    bench_night.tile_bank(Paths(night_base), Paths(tiled), 2 * NIGHT_BASE, day)
+    counts = {}
+    for name, home in (("reference", reference), ("tiled", tiled)):
+        monkeypatch.setenv("SEGONE_HOME", str(home))
+        paths = Paths(home)
+        ingest = stages.ingest(paths, day)
+        stages.validate(paths, day)
+        conform = stages.conform(paths, day)
+        counts[name] = {
+            "ingest": {k: (v["rows_accepted"], v["rows_quarantined"]) for k, v in ingest["kinds"].items()},
+            "openbanking": {k: v for k, v in ingest["openbanking"]["stats"].items() if k != "files"},
+            "silver": {t: (v["rows"], v.get("rejected"), v.get("skipped")) for t, v in conform["tables"].items()},
+        }
+    assert counts["reference"]["openbanking"]["ob_transactions_rows"] > 0
+    assert any(v[2] for v in counts["reference"]["silver"].values())  # something skipped (e.g. overlapping fetches)
+
+    def doubled(value):
+        if isinstance(value, dict):
+            return {k: doubled(v) for k, v in value.items()}
+        if isinstance(value, tuple):
+            return tuple(doubled(v) for v in value)
+        return None if value is None else 2 * value
+
+    expected = doubled(counts["reference"])
+    expected["silver"]["fx_rates"] = counts["reference"]["silver"]["fx_rates"]  # not about a customer
+    expected["ingest"]["fx_rates"] = counts["reference"]["ingest"]["fx_rates"]
+    assert counts["tiled"] == expected
+
+
+@pytest.mark.slow
+def test_bench_night_runs_the_whole_night_on_a_tiled_lake_and_its_floor(night_base, monkeypatch):
+    root = night_base.parent
+    paths = Paths(root.parent.parent)
+    monkeypatch.setenv("SEGONE_HOME", str(paths.home))
+    n = 2 * NIGHT_BASE
+    rows = bench_night.bench_night(paths, [n], days=NIGHT_DAYS, base_customers=NIGHT_BASE, seed=NIGHT_SEED)
+    row = rows[0]
+    assert row["customers"] == n and row["models"]["reused"] and row["base"]["cached"]
+    assert list(row["stages"]) == [name for name, _ in stages.NIGHT]
+    assert 0 < row["floor_seconds"] < row["night_seconds"] <= row["command_seconds"]
+    assert row["ratio"] == round(row["night_seconds"] / row["floor_seconds"], 1)
+    # CPU seconds beside the wall seconds: every stage's, their sum, the whole command's and the floor's
+    assert list(row["stages_cpu"]) == list(row["stages"]) and all(v >= 0 for v in row["stages_cpu"].values())
+    assert 0 < row["night_cpu_seconds"] <= row["command_cpu_seconds"] + 1
+    assert row["night_cpu_seconds"] == pytest.approx(sum(row["stages_cpu"].values()), abs=0.01)
+    assert 0 < row["floor_cpu_seconds"] and row["cpu_ratio"] == round(row["night_cpu_seconds"] / row["floor_cpu_seconds"], 1)
+    assert row["peak_rss_mb"] >= row["peak_rss_main_mb"] > 50
+    assert len(row["load_average"]["before"]) == 3
+    run = root / f"run-n{n}"
+    con = connect()
+    silver = f"read_parquet('{run}/lake/silver/transactions/*/*/*.parquet')"
+    assert row["postings"] == con.execute(f"select count(*) from {silver}").fetchall()[0][0]
+    assert row["floor_customers"] == con.execute(f"select count(distinct customer_id) from {silver}").fetchall()[0][0]
+    forecast = f"read_parquet('{run}/lake/gold/cash_forecast/*/*/*.parquet')"
+    assert con.execute(f"select count(distinct customer_id) from {forecast}").fetchall()[0][0] > NIGHT_BASE
+    con.close()
+    assert (run / "exports" / "crm" / bench_night.END.isoformat() / "manifest.json").exists()
+    # The tiled lake is cached: a second size-n run reuses it, and the table says what was measured.
+    again = bench_night.ensure_tiled(root, night_base, n, NIGHT_BASE, NIGHT_DAYS, seed=NIGHT_SEED)
+    assert again[1]["cached"] and again[0] == Path(row["lake"]["folder"])
+    table = bench_night.format_night_table(rows)
+    assert f"{n:>10,}" in table and "models reused from the base bank" in table and "load average" in table

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pipelines.warehouse import connect as connect_warehouse
 from pipelines.config import Paths
 from pipelines.crm_export import read_export
 from tests.test_publish import fingerprint
@@ -82,8 +83,8 @@ class Run:
 
 
 ANALYST = """
-import sys, duckdb
-con = duckdb.connect(sys.argv[1], read_only=True)
+import os, sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True, config={"file_search_path": os.path.dirname(sys.argv[1])})
 for line in sys.stdin:
     print(con.execute("select count(*), max(as_of) from customers").fetchone(), flush=True)
 """
@@ -162,7 +163,7 @@ def test_a_night_killed_anywhere_shows_nothing_and_the_next_run_completes_and_cl
     # the next run takes over the dead run's lock, completes, publishes everything at once and cleans up
     segone(bank, "run", "--date", D1)
     now = visible(paths)
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    con = connect_warehouse(paths.warehouse)
     for view, column in (("customers", "as_of"), ("transactions", "load_date"), ("cash_forecast", "as_of"),
                          ("life_events", "as_of"), ("next_best_actions", "as_of"), ("decision_log", "as_of")):
         assert con.execute(f"select count(*) from {view} where {column} = '{D1}'").fetchone()[0] > 0, view

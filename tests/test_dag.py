@@ -26,13 +26,18 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     order = ["wait_for_landing", "ingest", "validate", "conform", "validate_silver", "plan_forecast_shards",
              "forecast_cash_shortfall", "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
              "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
-    # messages (step 3b) run beside the forecast, after the silver checks; decide waits for both branches
-    joins = {"plan_decide_shards": {"validate_life_events", "validate_messages"}}
+    # messages (step 3b) and the customer profiles (3c) run beside the forecast, after the silver checks; decide
+    # waits for every branch
+    joins = {"plan_decide_shards": {"validate_life_events", "validate_messages", "validate_profiles"},
+             "publish": {"validate_decisions", "measure_value"}}
     for upstream, downstream in zip(order, order[1:]):
         assert dag.get_task(downstream).upstream_task_ids == joins.get(downstream, {upstream})
-    branch = ["validate_silver", "plan_message_shards", "understand_messages", "validate_messages"]
-    for upstream, downstream in zip(branch, branch[1:]):
-        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    for branch in (["validate_silver", "plan_message_shards", "understand_messages", "validate_messages"],
+                   ["validate_silver", "plan_profile_shards", "profile_customers", "validate_profiles"]):
+        for upstream, downstream in zip(branch, branch[1:]):
+            assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    # the night's value is measured from silver, beside the forecast, and published with the rest
+    assert dag.get_task("measure_value").upstream_task_ids == {"validate_silver"}
     # the forecast is mapped over the shards the plan returns, never over customers
     assert dag.get_task("forecast_cash_shortfall").is_mapped if hasattr(dag.get_task("forecast_cash_shortfall"),
                                                                           "is_mapped") else True
@@ -47,6 +52,15 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     assert wait.mode == "reschedule" and wait.retries == 0
     assert dag.on_failure_callback and dag.get_task("publish").on_failure_callback
     assert dag.params["business_date"] is None
+
+
+def test_retrain_models_is_weekly_on_demand_and_retrains_every_family(airflow_db):
+    dag = _dagbag().get_dag("retrain_models")
+    assert dag is not None and not dag.catchup and dag.max_active_runs == 1
+    assert {t.task_id for t in dag.tasks} == {"retrain_cash_forecast", "retrain_life_events", "retrain_policy"}
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+    # the policy learns after the models that make its context have been retrained
+    assert dag.get_task("retrain_policy").upstream_task_ids == {"retrain_cash_forecast", "retrain_life_events"}
 
 
 def test_business_date_is_the_day_the_interval_starts():

@@ -225,7 +225,8 @@ def test_weekly_caps_per_channel_hold_and_protective_actions_are_not_capped():
                   "n_outgoing_streams": 8.0, "is_travel_abroad": True, "is_moving_home": True, "is_new_baby": True}
     history = [response("C0000", "isa", "inapp", "delivered", 2, f"H{i}") for i in range(caps["inapp"] - 1)]
     history += [response("C0001", "isa", "email", "delivered", 1, f"E{i}") for i in range(caps["email"])]
-    history += [response("C0002", "shortfall_warning", "push", "delivered", 1, f"P{i}") for i in range(5)]
+    # (delivered 6 days ago: this week, and no longer valid tomorrow, so the warning may go again)
+    history += [response("C0002", "shortfall_warning", "push", "delivered", 6, f"P{i}") for i in range(5)]
     decisions = run(customers(only_inapp, {}, {"p_shortfall_30": 0.9, "n_days_negative_30": 4.0}),
                     pd.DataFrame(history), top_k=30)
     nba = decisions.next_best_actions
@@ -237,6 +238,28 @@ def test_weekly_caps_per_channel_hold_and_protective_actions_are_not_capped():
     # five protective pushes this week do not stop a shortfall warning on push
     third = nba[nba["customer_id"] == "C0002"]
     assert "shortfall_warning" in set(third["action_id"])
+
+
+def test_a_delivered_action_is_not_repeated_while_it_is_still_valid():
+    valid = BY_ID["shortfall_warning"].valid_days
+    at_risk = {"p_shortfall_30": 0.9, "n_days_negative_30": 4.0}
+    history = pd.DataFrame([
+        response("C0000", "shortfall_warning", "push", "delivered", 2, "R0"),
+        response("C0001", "shortfall_warning", "push", "delivered", valid - 1, "R1"),   # expires tonight
+        response("C0002", "shortfall_warning", "push", "delivered", 0, "R2"),
+        response("C0002", "shortfall_warning", "push", "opened", 0, "R2"),
+    ])
+    decisions = run(customers(at_risk, at_risk, at_risk), history, top_k=30)
+    assert "shortfall_warning" not in published(decisions, "C0000")
+    rows = log_of(decisions, "C0000", "shortfall_warning")
+    assert rows["stage"].astype(str).tolist() == ["contact_policy"]
+    assert "still valid" in rows["reason"].astype(str).iloc[0]
+    assert "shortfall_warning" in published(decisions, "C0001")
+    assert "shortfall_warning" not in published(decisions, "C0002")
+    # the same night with repeats allowed: every customer at risk gets the warning again
+    cp = dict(decide.policy()["contact_policy"], repeat_while_valid=True)
+    again = run(customers(at_risk, at_risk, at_risk), history, top_k=30, contact_policy=cp)
+    assert all("shortfall_warning" in published(again, f"C000{i}") for i in range(3))
 
 
 def test_caps_hold_on_a_synthetic_bank_with_history():
@@ -299,7 +322,7 @@ def test_the_control_share_is_a_stable_hash_of_customer_and_day():
     first = decide.decide_frame(context, D, None, CATALOGUE, policy).next_best_actions
     control = first.loc[first["is_control"], "customer_id"].unique()
     assert set(first.loc[first["is_control"], "action_class"]) <= {"protective"}
-    _, draw = decide.customer_hashes(context["customer_id"], D)
+    _, draw = decide.customer_hashes(context["customer_id"], D, policy.get("control_cohort"))
     expected = context.loc[draw < 0.05, "customer_id"]
     assert set(control) <= set(expected)
     assert 0.04 < (draw < 0.05).mean() < 0.06

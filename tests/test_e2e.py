@@ -10,6 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pipelines.warehouse import connect as connect_warehouse
+
 BIN = Path(sys.executable).parent
 D = "2026-11-20"
 RUN_AFTER = "2026-11-21"  # the run whose one-day data interval is D
@@ -41,9 +43,9 @@ def test_the_night_runs_through_airflow_and_publishes(bank):
         assert (bank / "runs" / D / f"{stage}.json").exists(), stage
     validate = json.loads((bank / "runs" / D / "validate.json").read_text())
     assert all(g["passed"] for g in validate["gates"])
-    con = duckdb.connect(str(bank / "warehouse.duckdb"), read_only=True)
+    con = connect_warehouse(bank / "warehouse.duckdb")
     n_night = con.execute(f"select count(*) from transactions where load_date = '{D}'").fetchall()[0][0]
-    n_history = con.execute("select count(*) from transactions where load_date = 'history'").fetchall()[0][0]
+    n_history = con.execute("select count(*) from transactions where is_history").fetchall()[0][0]
     assert n_night > 0 and n_history > 30 * n_night
     assert con.execute(f"select count(*) from customers where as_of = '{D}'").fetchall()[0][0] >= 400
     assert con.execute(f"select count(distinct transaction_id) = count(*) from transactions").fetchall()[0][0]
@@ -72,12 +74,28 @@ def test_the_night_runs_through_airflow_and_publishes(bank):
 
 
 @pytest.mark.slow
+def test_the_retraining_runs_through_airflow_and_is_recorded(bank):
+    """retrain_models (docs/closed_loop.md): every family retrained as of the last day of data, each decision a row of
+    gold model_registry; the policy has no matured value yet, so its champion (the catalogue) stays."""
+    done = run([str(BIN / "airflow"), "dags", "test", "retrain_models", "2026-11-22"], bank, check=False)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    con = duckdb.connect()
+    rows = con.execute(f"select family, as_of, promoted_version, reason from read_parquet("
+                       f"'{bank}/lake/gold/model_registry/**/*.parquet', hive_partitioning = true) "
+                       f"order by family").fetchall()
+    assert [r[0] for r in rows] == ["cash_forecast", "life_events", "policy"]
+    assert {str(r[1]) for r in rows} == {D}
+    assert rows[2][2] == "catalogue" and "not enough data" in rows[2][3]
+    assert all(r[2] for r in rows)
+
+
+@pytest.mark.slow
 def test_messages_reach_decide_and_their_text_stays_in_silver(bank):
     """After the night above: consented customers' messages were read, and no text left silver."""
     import pandas as pd
 
     assert (bank / "runs" / D / "validate_messages.json").exists()
-    con = duckdb.connect(str(bank / "warehouse.duckdb"), read_only=True)
+    con = connect_warehouse(bank / "warehouse.duckdb")
     views = {r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
     assert "messages" not in views
     unconsented = con.execute(f"""
@@ -94,6 +112,48 @@ def test_messages_reach_decide_and_their_text_stays_in_silver(bank):
     assert texts and not [t for t in texts if t in blob]
     lead = json.loads(run([str(BIN / "segone"), "backtest", "messages"], bank).stdout)
     assert lead["shortfall"]["n_events"] > 0 and lead["n_messages_scored"] > 0
+
+
+@pytest.mark.slow
+def test_the_apps_signals_and_the_roles_reach_the_layout_under_consent(bank):
+    """After the night above: the profile stage ran and passed its gate; app usage, signals and roles exist only for
+    personalization-consented customers; each role module's reason is the customer's own role evidence; the roles
+    match the simulator's truth (freelancers, retirees); pushes moved off push only for push-fatigued customers."""
+    import pandas as pd
+
+    assert json.loads((bank / "runs" / D / "validate_profiles.json").read_text())["validation"]["passed"]
+    con = connect_warehouse(bank / "warehouse.duckdb")
+    for table in ("app_usage", "app_signals", "customer_roles"):
+        assert con.execute(f"select count(*) from {table} where as_of = '{D}'").fetchall()[0][0] > 0, table
+        unconsented = con.execute(f"""
+            select count(*) from {table} join consent_state using (customer_id)
+            where {table}.as_of = '{D}' and consent_state.as_of = '{D}' and not is_personalization_allowed
+            """).fetchall()[0][0]
+        assert unconsented == 0, table
+    modules = {"irregular_earner": "tax_provisioning", "retiree": "wealth_preservation"}
+    for role, module in modules.items():
+        mismatched = con.execute(f"""
+            select count(*) from (select * from dashboard_layout where as_of = '{D}' and module = '{module}') as l
+            full join (select * from customer_roles where as_of = '{D}' and role = '{role}') as r using (customer_id)
+            where l.customer_id is null or r.customer_id is null or not contains(l.reason, r.reason)
+            """).fetchall()[0][0]
+        assert mismatched == 0, role
+    roles = con.execute(f"select customer_id, role from customer_roles where as_of = '{D}'").df()
+    truth = pd.read_parquet(bank / "truth" / "customers")[["customer_id", "archetype"]]
+    roles = roles.merge(truth, on="customer_id")
+    expected = {"irregular_earner": "freelancer", "retiree": "retired"}
+    for role, archetype in expected.items():
+        mine = roles[roles["role"] == role]
+        assert len(mine) and (mine["archetype"] == archetype).mean() >= 0.9, (role, mine["archetype"].value_counts())
+    moved = con.execute(f"""
+        select count(*), count(*) filter (where not coalesce(s.is_push_fatigued, false))
+        from decision_log as l left join app_signals as s on s.customer_id = l.customer_id and s.as_of = l.as_of
+        where l.as_of = '{D}' and l.reason like '%instead of push'""").fetchall()[0]
+    assert moved[1] == 0
+    statuses = {r[0] for r in con.execute(f"select distinct status from dashboard_layout where as_of = '{D}'"
+                                          ).fetchall()}
+    assert {"needed", "used", "new", "default"} <= statuses
+    con.close()
 
 
 @pytest.mark.slow

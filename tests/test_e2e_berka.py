@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from datetime import date
 
-import duckdb
 import pytest
 
 from pipelines.berka import import_berka_command
 from pipelines.stages import load_history, run_night, train
+from pipelines.warehouse import connect as connect_warehouse
 
 NIGHT = date(1994, 10, 30)
 
@@ -48,7 +48,7 @@ def test_every_berka_posting_reaches_silver(berka_lake):
 
 def test_real_shortfalls_survive_with_their_sign(berka_lake):
     paths, *_ = berka_lake
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    con = connect_warehouse(paths.warehouse)
     negative = con.execute("select count(*), count(distinct account_id) from balances where balance < 0").fetchall()
     assert negative == [(93, 44)]  # the negative end-of-day balances of the import (docs/berka.md)
     signs = con.execute("select channel, max(amount) > 0, min(amount) < 0 from transactions "
@@ -69,7 +69,7 @@ def test_the_berka_night_trains_decides_exports_and_reports(berka_lake):
     assert sorted(life["on_rule"]) == sorted(life["decisions"])
     assert {d["reason"] for d in life["decisions"].values()} == {"no declared life events (labels) to learn from"}
     d = NIGHT.isoformat()
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    con = connect_warehouse(paths.warehouse)
     versions = con.execute(f"select distinct model_version from cash_forecast where as_of = '{d}'").fetchall()
     assert versions == [(forecast["version"],)]
     n_forecast = con.execute(f"select count(distinct customer_id) from cash_forecast where as_of = '{d}'").fetchall()

@@ -89,6 +89,17 @@ def test_render_report_overwrites_atomically(tmp_path: Path):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["nightly.html"]
 
 
+def test_a_section_links_only_to_files_beside_the_report(tmp_path: Path):
+    target = tmp_path / "index.html"
+    render_report("r", [{"heading": "a", "links": [{"text": "the <data> docs", "href": "data_docs/index.html"}]}],
+                  target)
+    page = target.read_text(encoding="utf-8")
+    assert '<a href="data_docs/index.html">the &lt;data&gt; docs</a>' in page
+    for href in ("https://example.com/x", "//example.com/x", "/etc/passwd", "file:///etc/passwd", "javascript:x"):
+        with pytest.raises(ValueError, match="relative path"):
+            render_report("r", [{"heading": "a", "links": [{"text": "t", "href": href}]}], target)
+
+
 def test_table_cells_for_people():
     """Thousands separators, one number of decimals per column, no <NA>/nan/None, yes/no, percentages."""
     frame = pd.DataFrame({

@@ -61,7 +61,7 @@ def test_every_kind_lands_in_bronze_with_the_contract_types(paths):
     metrics = ingest_landing(paths, D, folder, business_date=date(2026, 11, 20))
 
     expected_rows = {"customers": 3, "accounts": 4, "transactions": 5, "balances": 4, "consents": 3,
-                     "crm_responses": 2, "life_events": 1, "fx_rates": 2, "messages": 2}
+                     "crm_responses": 2, "life_events": 1, "fx_rates": 2, "messages": 2, "app_events": 3}
     assert {k: m["rows_accepted"] for k, m in metrics["kinds"].items()} == expected_rows
     assert all(m["rows_quarantined"] == 0 and m["files"] == 1 for m in metrics["kinds"].values())
     assert metrics["missing_kinds"] == [] and metrics["unknown_files"] == [] and metrics["quarantine_rows"] == 0

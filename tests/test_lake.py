@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+from datetime import date
 
 import pandas as pd
 import pytest
 
 from pipelines import lake
+from pipelines.config import Paths
+from pipelines.lake import connect
 
 
 def test_bucket_is_md5_prefix_modulo_and_same_in_sql_and_python():
@@ -100,3 +104,52 @@ def test_empty_write_keeps_the_schema(paths):
     assert lake.write_frame(pd.DataFrame({"x": pd.Series([], dtype="int64")}), final, paths) == 0
     con = lake.connect()
     assert con.execute(f"select count(*) from read_parquet('{final}/*.parquet')").fetchall() == [(0,)]
+
+
+def test_writes_that_need_not_keep_order_restore_the_setting(paths):
+    con = connect()
+    con.execute("create table t as select range as n from range(1000)")
+    lake.write_relation(con, "select * from t", paths.table("silver", "t"), paths, keep_order=False)
+    assert con.execute("select current_setting('preserve_insertion_order')").fetchall()[0][0] is True
+    assert sorted(r[0] for r in con.execute(
+        f"select n from read_parquet('{paths.table('silver', 't')}/*.parquet')").fetchall()) == list(range(1000))
+    con.close()
+
+
+def test_the_history_load_gives_the_same_silver_and_checks_whatever_the_order_of_the_rows(tmp_path, monkeypatch):
+    """Bronze and silver postings are written in no particular order: the same history delivered in another row
+    order (and the silver written by other threads) gives the same silver content and the same Great Expectations
+    sample (a hash of the key picks it, not the position in a file)."""
+    import random
+
+    from pipelines import quality, stages
+    from pipelines.config import settings
+    from pipelines.conform import conform
+    from pipelines.ingest.landing import ingest_landing
+    from pipelines.simulate import simulate_command
+
+    config = settings() | {"quality": settings()["quality"] | {"gx_max_rows": 2_000}}
+    monkeypatch.setattr(quality, "settings", lambda: config)
+    homes = [tmp_path / "as-delivered", tmp_path / "shuffled"]
+    simulate_command(Paths(homes[0]), customers=30, days=40, end_date=date(2026, 11, 20), seed=4, fmt="csv")
+    shutil.copytree(homes[0] / "landing", homes[1] / "landing")
+    for path in (homes[1] / "landing" / "history").glob("*.csv"):
+        header, *rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        random.Random(7).shuffle(rows)
+        path.write_text(header + "".join(rows), encoding="utf-8")
+    contents, samples = [], []
+    for home in homes:
+        monkeypatch.setenv("SEGONE_HOME", str(home))
+        ingest_landing(Paths(home), "history", Paths(home).landing_history, business_date=None)
+        conform(Paths(home), "history", stages.history_as_of(Paths(home)))
+        con = connect()
+        contents.append({table.name: con.execute(
+            f"select count(*), sum(hash(t)::hugeint) from read_parquet('{table}/**/*.parquet', "
+            f"hive_partitioning = true) as t").fetchall()[0] for table in sorted(Paths(home).layer("silver").iterdir())})
+        con.close()
+        frame = quality._read_partition(Paths(home), "bronze", "transactions", load_date="history")
+        samples.append(frame.drop(columns=["source_line"]))
+    assert contents[0]["transactions"][0] > 2_000  # the sample is a sample
+    assert contents[0] == contents[1]
+    assert len(samples[0]) < contents[0]["transactions"][0]
+    pd.testing.assert_frame_equal(samples[0], samples[1])

@@ -164,7 +164,7 @@ def _landing(paths: Paths) -> None:
 
 def test_stage_consent_gate_and_text_stays_in_silver(small_model, tmp_path, monkeypatch, caplog):
     from pipelines import stages
-    from pipelines.warehouse import build_warehouse
+    from pipelines.warehouse import build_warehouse, connect as connect_warehouse
 
     monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
     paths = Paths(tmp_path)
@@ -205,7 +205,7 @@ def test_stage_consent_gate_and_text_stays_in_silver(small_model, tmp_path, monk
     for file in paths.runs.rglob("*.json"):
         assert SECRET not in file.read_text(encoding="utf-8"), f"{file} holds message text"
     assert SECRET not in caplog.text
-    warehouse = lake.connect(paths.warehouse, read_only=True)
+    warehouse = connect_warehouse(paths.warehouse)
     views = {r[0] for r in warehouse.execute("select view_name from duckdb_views() where not internal").fetchall()}
     assert "messages" not in views and {"message_insights", "message_signals"} <= views
     for view in views:

@@ -83,7 +83,7 @@ def test_report_is_written_self_contained_and_complete(full_report) -> None:
 def test_a_passed_night_has_an_ok_banner(full_report) -> None:
     _, page = full_report
     assert 'class="banner banner-ok"' in page
-    assert "Every gate of 2026-11-19 passed (6 of 6); CRM export of this attempt: 400 rows" in text_of(page)
+    assert "Every gate of 2026-11-19 passed (7 of 7); CRM export of this attempt: 400 rows" in text_of(page)
 
 
 def test_the_headline_compares_tonight_with_last_night(full_report) -> None:
@@ -101,7 +101,7 @@ def test_the_headline_compares_tonight_with_last_night(full_report) -> None:
     commercial = int((tonight["next_best_actions"]["action_class"] == "commercial").sum())
     assert got["Commercial actions"][0] == str(commercial)
     assert got["Advisor queue"][0] == str(len(tonight["advisor_queue"]))
-    assert got["Gates passed"][0] == "6 of 6"
+    assert got["Gates passed"][0] == "7 of 7"
     assert "against the night before it in the lake, 2026-11-18" in text_of(page)
 
 
@@ -279,7 +279,7 @@ def test_a_stage_rerun_alone_voids_the_verdicts_after_it(home) -> None:
     assert [g.step for g in status.pending] == ["validate_decisions"]
     assert status.export is None and status.stale_export is not None
     banner = status.banner()
-    assert banner["level"] == "warn" and "1 of 6 gates have not judged this attempt's data" in banner["title"]
+    assert banner["level"] == "warn" and "1 of 7 gates have not judged this attempt's data" in banner["title"]
 
 
 def test_publish_passes_the_export_it_is_publishing(home) -> None:
@@ -394,3 +394,64 @@ def test_steps_that_run_side_by_side_do_not_void_each_other(home) -> None:
     status = night_status(home, D)
     assert status.state == "incomplete"
     assert [g.step for g in status.pending] == ["validate_messages", "validate_decisions"]
+
+
+def test_the_app_signals_section_and_push_moves(home) -> None:
+    """Gold app_signals, customer_roles and dashboard_layout as counts; published actions moved off push (decision_log
+    stage contact_policy) are no drop: the funnel tells them apart and the coverage check still passes."""
+    report_lake.build(home)
+    tables = report_lake.decisions(DAY)
+    nba = tables["next_best_actions"]
+    pushed = nba[nba["action_id"] == "shortfall_warning"].head(3)
+    moves = pushed[["customer_id", "action_id", "action_class", "bucket"]].assign(
+        stage="contact_policy", policy_version="nba-test",
+        reason="the customer dismissed 5 of the 5 push notifications they answered in the last 60 days: sent by "
+               "inapp instead of push")
+    tables["decision_log"] = pd.concat([tables["decision_log"], moves], ignore_index=True)
+    customers = [f"C{i:04d}" for i in range(50)]
+
+    def frame(rows: list[dict]) -> pd.DataFrame:
+        out = pd.DataFrame(rows)
+        return out.assign(bucket=lake.bucket_of(out["customer_id"]).astype("int32"))
+
+    tables["app_signals"] = frame([{"customer_id": c, "n_events": 20, "is_app_user": i < 30,
+                                    "is_push_fatigued": i < 4} for i, c in enumerate(customers)])
+    tables["customer_roles"] = frame([{"customer_id": c, "role": "irregular_earner" if i < 7 else "retiree",
+                                       "reason": "r"} for i, c in enumerate(customers[:10])])
+    tables["dashboard_layout"] = frame([
+        {"customer_id": c, "position": k + 1, "module": module, "reason": "r", "status": status}
+        for i, c in enumerate(customers[:20])
+        for k, (module, status) in enumerate([("tax_provisioning", "new" if i < 5 else "needed"),
+                                              ("accounts_overview", "used"), ("spending_insights", "not_opened")])])
+    report_lake.write_gold(home, DAY, tables)
+    page = nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8")
+    text = section_text(page, nightly_report.SECTION_HEADINGS["app_signals"])
+    assert ("50 customers with app events in the window (personalization consent), 30 app users (the layout follows "
+            "what they open), 4 push-fatigued (fewer pushes).") in text
+    assert "Roles: irregular_earner 7, retiree 3." in text
+    assert "3 published actions sent by another channel instead of push (push fatigue)." in text
+    assert ("Not counted here either: 3 published actions sent by another channel instead of push"
+            in section_text(page, nightly_report.SECTION_HEADINGS["funnel"]))
+    con = lake.connect()
+    try:
+        table = nightly_report._app_signals(home, DAY, con)[0]["table"].set_index("module")
+        checks = {c["check"]: c["result"] for c in nightly_report.compliance_checks(home, DAY, con)}
+    finally:
+        con.close()
+    assert (table.loc["tax_provisioning", "new"], table.loc["tax_provisioning", "needed"]) == (5, 15)
+    assert table.loc["accounts_overview", "used"] == 20 and table.loc["spending_insights", "not_opened"] == 20
+    assert checks["Every candidate is published or logged with its reason"] == "pass"
+    # the same rows for an action that was NOT published are a drop, counted once: still a pass
+    tables["next_best_actions"] = nba[~nba.index.isin(pushed.index)]
+    tables["decision_log"] = tables["decision_log"][~((tables["decision_log"]["stage"] == "contact_policy")
+                                                      & tables["decision_log"]["customer_id"].isin(
+                                                          pushed["customer_id"]))]
+    tables["decision_log"] = pd.concat([tables["decision_log"], moves.assign(reason="cap reached")],
+                                       ignore_index=True)
+    report_lake.write_gold(home, DAY, tables)
+    con = lake.connect()
+    try:
+        checks = {c["check"]: c["result"] for c in nightly_report.compliance_checks(home, DAY, con)}
+    finally:
+        con.close()
+    assert checks["Every candidate is published or logged with its reason"] == "pass"

@@ -94,7 +94,22 @@ def test_off_and_the_nights_real_steps(paths, monkeypatch):
     steps = stages.night_steps(paths, D)
     assert [s.name for s in steps] == [name for name, _ in stages.NIGHT]
     sharded = {s.name: s for s in steps if s.shards}
-    assert set(sharded) == {"understand_messages", "forecast_cash_shortfall", "classify_life_events",
-                            "decide_next_best_actions"}
+    assert set(sharded) == {"understand_messages", "profile_customers", "forecast_cash_shortfall",
+                            "classify_life_events", "decide_next_best_actions"}
+    assert sharded["profile_customers"].shard_prefix == "profiles_bucket_"
     assert {s.shards for s in sharded.values()} == {len(stages.forecast_shards(paths, D))}
     assert sharded["forecast_cash_shortfall"].shard_prefix == "forecast_cash_shortfall_bucket_"
+
+
+def test_the_history_load_shows_its_steps(paths, monkeypatch, caplog):
+    """load-history reports each of its steps (a tiny simulated history)."""
+    from pipelines.simulate import simulate
+
+    simulate(paths, customers=30, days=40, seed=3, fmt="csv")
+    monkeypatch.setenv("SEGONE_PROGRESS", "plain")
+    caplog.set_level(logging.INFO, logger="pipelines.progress")
+    out = stages.load_history_command(paths)
+    assert out["silver_rows"]["transactions"] > 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipelines.progress"]
+    assert [line.split("] ")[1].split(" done")[0] for line in lines] == list(stages.HISTORY_STEPS)
+    assert all(line.startswith("history load: [") for line in lines)

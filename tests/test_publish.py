@@ -11,9 +11,9 @@ import time
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import pytest
 
+from pipelines.warehouse import connect as connect_warehouse
 from pipelines import publish, stages
 from pipelines.config import Paths
 from pipelines.crm_export import read_export
@@ -27,7 +27,7 @@ D0, D1, D2 = date(2026, 11, 19), date(2026, 11, 20), date(2026, 11, 21)
 
 def fingerprint(database) -> dict[str, tuple]:
     """Every view of a warehouse file: its row count and an order-independent hash of its rows."""
-    con = duckdb.connect(str(database), read_only=True)
+    con = connect_warehouse(database)
     try:
         names = [t.name for layer in ("silver", "gold") for t in tables(layer) if t.warehouse]
         return {n: con.execute(f"select count(*), coalesce(sum(hash(t)), 0) from {n} as t").fetchone() for n in names}
@@ -57,7 +57,7 @@ def test_a_night_the_stages_are_writing_is_not_visible(paths):
     write_night(paths, D1, "v2", customers=half, tables=("next_best_actions", "decision_log"))
     assert fingerprint(paths.warehouse) == before
     assert fingerprint(paths.warehouse_restricted) == restricted_before
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    con = connect_warehouse(paths.warehouse)
     for view, column in (("customers", "as_of"), ("transactions", "load_date"), ("next_best_actions", "as_of"),
                          ("decision_log", "as_of")):
         assert con.execute(f"select count(*) from {view} where {column} = '{D1}'").fetchone() == (0,), view
@@ -65,7 +65,7 @@ def test_a_night_the_stages_are_writing_is_not_visible(paths):
     # and a re-run of the published night D0 that rewrites its partitions and dies: D0 stays as published
     write_night(paths, D0, "v3")
     assert fingerprint(paths.warehouse) == before
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    con = connect_warehouse(paths.warehouse)
     assert con.execute("select distinct region from customers").fetchall() == [("region v1",)]
     assert con.execute("select distinct explanation from next_best_actions").fetchall() == [("explained v1",)]
     con.close()
@@ -77,14 +77,14 @@ def test_publish_makes_exactly_its_night_visible_all_tables_at_once(paths):
     published_night(paths, D0, "v1")
     write_night(paths, D0, "v3")  # an unpublished re-run of D0 in the live lake
     published_night(paths, D1, "v2")
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    con = connect_warehouse(paths.warehouse)
     for view, column in (("customers", "as_of"), ("transactions", "load_date"), ("next_best_actions", "as_of"),
                          ("decision_log", "as_of"), ("advisor_queue", "as_of"), ("quarantine", "load_date")):
         counts = dict(con.execute(f"select {column}, count(*) from {view} group by all").fetchall())
-        assert set(counts) == {D0.isoformat(), D1.isoformat()}, view
+        assert set(counts) == {D0, D1}, view  # dates, not text
     # D1's publish shows D1 and leaves D0 as it was published (its unpublished re-run stays invisible)
     assert sorted(con.execute("select as_of, region from customers group by all").fetchall()) == [
-        (D0.isoformat(), "region v1"), (D1.isoformat(), "region v2")]
+        (D0, "region v1"), (D1, "region v2")]
     con.close()
     manifest, rows = read_export(paths.exports / "crm" / D1.isoformat())
     assert manifest["rows"] == len(CUSTOMERS) and {r["explanation"] for r in rows} == {"explained v2"}
@@ -155,7 +155,7 @@ def test_a_publish_killed_after_its_commit_is_completed_by_the_next_one(paths, m
     os.replace(first["staged"], first["final"])
     assert publish.recover(paths) is True
     assert publish.read_state(paths)["pending"] == [] and publish.recover(paths) is False
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    con = connect_warehouse(paths.warehouse)
     assert con.execute(f"select count(*) from customers where as_of = '{D1}'").fetchone() == (len(CUSTOMERS),)
     con.close()
     assert read_export(paths.exports / "crm" / D1.isoformat())[0]["rows"] == len(CUSTOMERS)
@@ -176,7 +176,7 @@ def test_a_publish_killed_after_its_commit_is_completed_by_the_next_one(paths, m
 
 def test_an_analyst_keeps_reading_the_generation_they_opened(paths):
     published_night(paths, D0, "v1")
-    reader = duckdb.connect(str(paths.warehouse), read_only=True)
+    reader = connect_warehouse(paths.warehouse)
     before = reader.execute("select count(*), min(region) from customers").fetchone()
     published_night(paths, D1, "v2")
     assert reader.execute("select count(*), min(region) from customers").fetchone() == before
@@ -197,7 +197,7 @@ def test_export_and_report_commands_read_what_was_published(paths):
     _, rows = read_export(paths.exports / "crm" / D0.isoformat())
     assert {r["explanation"] for r in rows} == {"explained v1"}
     page = Path(stages.report(paths, D0)).read_text(encoding="utf-8")
-    assert "passed (6 of 6); CRM export of this attempt: 12 rows" in page  # the published night's metrics
+    assert "passed (7 of 7); CRM export of this attempt: 12 rows" in page  # the published night's metrics
 
 
 def _dead_pid() -> int:
@@ -234,3 +234,33 @@ def test_leftovers_of_dead_processes_are_removed_and_those_of_live_ones_kept(pat
     assert removed == {str(made[k]) for k in ("dead_staging", "foreign_old", "dead_export", "dead_report")} | {
         str(warehouse_tmp)}
     assert all(made[k].exists() for k in ("live_staging", "foreign_fresh", "live_export"))
+
+
+def test_tables_published_live_show_what_was_written_after_their_night(paths):
+    """`publish: live` tables (config/tables.yaml): the retraining registry, written after night D was published, and
+    the realised value of D's recommendations, rewritten by later nights, are shown by the next publish."""
+    import pandas as pd
+
+    from pipelines import lake
+    from pipelines.retrain import record
+    from pipelines.schemas import table_schema
+
+    published_night(paths, D0, "v1")
+    record(paths, D0, {"family": "policy", "challenger_version": "p1", "promoted": False, "reason": "kept"})
+    values = lake.partition_path(paths, "gold", "realised_value", as_of=D0.isoformat())
+    schema = table_schema("gold", "realised_value")
+
+    def write_value(value: float) -> None:
+        row = {c: [None] for c in schema.data_column_names} | {"recommendation_id": ["r1"], "value_to_date": [value]}
+        lake.write_frame(pd.DataFrame(row), values, paths)
+
+    write_value(1.5)
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    assert con.execute("select count(*) from model_registry").fetchone() == (0,)  # not published yet
+    con.close()
+    write_value(2.5)
+    published_night(paths, D1, "v2")
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    assert con.execute("select as_of, family, reason from model_registry").fetchall() == [(D0.isoformat(), "policy", "kept")]
+    assert con.execute("select value_to_date from realised_value").fetchall() == [(2.5,)]
+    con.close()

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 from datetime import date
 
-import duckdb
 
 from pipelines.schemas import tables
-from pipelines.warehouse import build_warehouse, example_query
+from pipelines.warehouse import build_warehouse, connect as connect_warehouse, example_query
 from tests.test_conform import history  # noqa: F401  (fixture: a conformed hand-made bank)
 
 
 def test_every_table_has_a_documented_view(paths, history):  # noqa: F811
     build_warehouse(paths)
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    con = connect_warehouse(paths.warehouse)
     views = dict(con.execute("select view_name, comment from duckdb_views() where not internal").fetchall())
     expected = {t.name for layer in ("silver", "gold") for t in tables(layer) if t.warehouse}
     hidden = {t.name for layer in ("silver", "gold") for t in tables(layer) if not t.warehouse}
@@ -31,9 +30,9 @@ def test_every_table_has_a_documented_view(paths, history):  # noqa: F811
 
 def test_an_open_reader_is_not_disturbed_by_a_rebuild(paths, history):  # noqa: F811
     build_warehouse(paths)
-    reader = duckdb.connect(str(paths.warehouse), read_only=True)
+    reader = connect_warehouse(paths.warehouse)
     before = reader.execute("select count(*) from customers").fetchall()
     build_warehouse(paths)  # the publish step of the next night
     assert reader.execute("select count(*) from customers").fetchall() == before
-    fresh = duckdb.connect(str(paths.warehouse), read_only=True)
+    fresh = connect_warehouse(paths.warehouse)
     assert fresh.execute("select count(*) from customers").fetchall() == before

@@ -166,7 +166,8 @@ def _ingest_kind(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str, c
         quarantines.append(result.quarantine)
     queries = [r.accepted_sql for r in results if not r.whole_file_quarantined] or [empty_accepted_sql(contract)]
     final = lake.partition_path(paths, "bronze", contract.name, load_date=load_date)
-    written = lake.write_relation(con, " union all ".join(f"({q})" for q in queries), final, paths)
+    # Bronze rows keep their line in source_line; every reader orders or groups them itself.
+    written = lake.write_relation(con, " union all ".join(f"({q})" for q in queries), final, paths, keep_order=False)
     for result in results:
         drop_file_objects(result)
     accepted = sum(r.rows_accepted for r in results)
@@ -207,7 +208,7 @@ def _ingest_openbanking(con: duckdb.DuckDBPyConnection, paths: Paths, load_date:
         final = lake.partition_path(paths, "bronze", name, load_date=load_date)
         con.register(f"frame_{name}", frame)
         try:
-            tables[name] = lake.write_relation(con, f"select * from frame_{name}", final, paths)
+            tables[name] = lake.write_relation(con, f"select * from frame_{name}", final, paths, keep_order=False)
         finally:
             con.unregister(f"frame_{name}")
     if len(batch.quarantine):

@@ -41,19 +41,25 @@ def simulate_command(paths: Paths, customers: int, days: int, end_date: dt.date,
 
 
 def simulate(paths: Paths, customers: int = 10_000, days: int = 180, end_date: dt.date = dt.date(2026, 11, 20),
-             seed: int = 42, fmt: str = "csv", chunk_size: int = CHUNK_SIZE) -> dict:
-    """Replace landing/history, landing/<D> and truth/ with a freshly simulated bank."""
+             seed: int = 42, fmt: str = "csv", chunk_size: int = CHUNK_SIZE, horizon: int = 0) -> dict:
+    """Replace landing/history, landing/<D> and truth/ with a freshly simulated bank.
+
+    horizon > 0 makes a world to step on (`pipelines.simulate.world`): the bank is drawn through D + horizon days
+    (incomes, bills, life events and spending plans of the days ahead), the files written are those up to D, and each
+    chunk's state after D is saved under truth/state/ for `world.step` to carry forward one day at a time."""
     if fmt not in BIG_EXT:
         raise ValueError(f"format must be one of {sorted(BIG_EXT)}, not {fmt!r}")
+    if horizon < 0:
+        raise ValueError(f"horizon must be 0 or more days, not {horizon}")
     started = time.perf_counter()
-    cal = SimCalendar(end_date, days)
+    cal = SimCalendar(end_date + dt.timedelta(days=horizon), days + horizon)
     d_text = end_date.isoformat()
     history, nightly, truth = paths.landing_history, paths.landing_day(d_text), paths.truth
     for folder in (history, nightly, truth):
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-    counts = _run(paths, cal, seed, fmt, customers, chunk_size)
+    counts = _run(paths, cal, seed, fmt, customers, chunk_size, d=days)
     # Like an upstream drop: the completion marker goes last, once every file of D is written.
     (nightly / load_config("landing")["completion_marker"]).touch()
     return {"customers": customers, "days": days, "end_date": d_text, "seed": seed, "format": fmt,
@@ -61,53 +67,72 @@ def simulate(paths: Paths, customers: int = 10_000, days: int = 180, end_date: d
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, chunk_size: int) -> dict[str, int]:
-    """Generate chunk after chunk; open-banking JSON is written by a helper process meanwhile."""
-    d_text = cal.end_date.isoformat()
+def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, chunk_size: int,
+         d: int) -> dict[str, int]:
+    """Generate chunk after chunk; open-banking JSON is written by a helper process meanwhile. Day d (the index of D)
+    is the last day written; a later calendar end is a world to step on (its state is saved)."""
+    d_text = cal.date_of(d).isoformat()
     history, nightly, truth = paths.landing_history, paths.landing_day(d_text), paths.truth
+    stepping = d < cal.d_index
     n_chunks = max(1, -(-customers // chunk_size))
     with _helper() as ob_pool:
         writer = LandingWriter(cal, fmt)
         counts: dict[str, int] = {}
         small: dict[str, dict[str, list[pa.Table]]] = {"history": {}, d_text: {}}
-        nightly_big: dict[str, list[pa.Table]] = {"transactions": [], "balances": []}
+        nightly_big: dict[str, list[pa.Table]] = {"transactions": [], "balances": [], "app_events": []}
         ext = BIG_EXT[fmt]
         fetch_jobs: list[Future] = []
         for chunk_no in range(n_chunks):
             first = chunk_no * chunk_size + 1
             size = min(chunk_size, customers - chunk_no * chunk_size)
-            chunk = simulate_chunk(seed, chunk_no, first, size, cal)
-            postings, balances = _big_tables(chunk, cal)
-            in_history = pc.less(postings["day"], cal.d_index)
+            chunk = simulate_chunk(seed, chunk_no, first, size, cal, through=d)
+            postings, balances = _big_tables(chunk, cal, d)
+            in_history = pc.less(postings["day"], d)
             writer.transactions(postings.filter(in_history), history / f"transactions-{chunk_no + 1:04d}.{ext}")
             nightly_big["transactions"].append(postings.filter(pc.invert(in_history)))
-            in_history = pc.less(balances["day"], cal.d_index)
+            in_history = pc.less(balances["day"], d)
             writer.balances(balances.filter(in_history), history / f"balances-{chunk_no + 1:04d}.{ext}")
             nightly_big["balances"].append(balances.filter(pc.invert(in_history)))
             _count(counts, "history/transactions", postings.num_rows - nightly_big["transactions"][-1].num_rows)
             _count(counts, "history/balances", balances.num_rows - nightly_big["balances"][-1].num_rows)
             consents, grants = draw_consents(stream(seed, chunk_no, "consents"), chunk.pop, cal)
             # JSON writing is pure Python: a second process does it while this one builds the next chunk
-            fetch_jobs.append(ob_pool.submit(_write_fetches, seed, chunk_no, chunk.pop, cal, grants, history, nightly))
-            tables = _small_tables(chunk, cal, consents)
-            tables.update(_message_tables(seed, chunk, cal, consents, tables.pop("consents"), truth))
+            fetch_jobs.append(ob_pool.submit(_write_fetches, seed, chunk_no, chunk.pop, cal, grants, history, nightly,
+                                             d))
+            tables = _small_tables(chunk, cal, consents, d)
+            tables.update(_message_tables(seed, chunk, cal, consents, tables.pop("consents"), truth, d))
+            app_history, app_today = _app_event_tables(seed, chunk, cal, truth, d)
+            writer.app_events(app_history, history / f"app_events-{chunk_no + 1:04d}.{ext}")
+            nightly_big["app_events"].append(app_today)
+            _count(counts, "history/app_events", app_history.num_rows)
             for kind, (hist_rows, d_rows) in tables.items():
                 small["history"].setdefault(kind, []).append(hist_rows)
                 small[d_text].setdefault(kind, []).append(d_rows)
-            _write_truth(chunk, cal, truth)
+            _write_truth(chunk, cal, truth, d)
+            if stepping:
+                from pipelines.simulate import world
+                world.save_chunk(paths, world.start_chunk(seed, chunk, consents, grants, cal, d))
             del chunk, postings, balances
         writer.transactions(pa.concat_tables(nightly_big["transactions"]), nightly / f"transactions.{ext}")
         writer.balances(pa.concat_tables(nightly_big["balances"]), nightly / f"balances.{ext}")
+        writer.app_events(pa.concat_tables(nightly_big["app_events"]), nightly / f"app_events.{ext}")
+        counts[f"{d_text}/app_events"] = sum(t.num_rows for t in nightly_big["app_events"])
         counts[f"{d_text}/transactions"] = sum(t.num_rows for t in nightly_big["transactions"])
         counts[f"{d_text}/balances"] = sum(t.num_rows for t in nightly_big["balances"])
         for where, folder in (("history", history), (d_text, nightly)):
             written = _write_small(writer, small[where], folder)
             counts.update({f"{where}/{kind}": rows for kind, rows in written.items()})
         writer.close()
-        for job in fetch_jobs:
+        for chunk_no, job in enumerate(fetch_jobs):
             fetched = job.result()
             _count(counts, "history/openbanking", fetched["history"])
             _count(counts, f"{d_text}/openbanking", fetched["nightly"])
+            if stepping:
+                from pipelines.simulate import world
+                world.save_fetches(paths, chunk_no, fetched.get("later"))
+        if stepping:
+            from pipelines.simulate import world
+            world.save_manifest(paths, seed=seed, cal=cal, d=d, fmt=fmt, customers=customers, chunk_size=chunk_size)
     return counts
 
 
@@ -145,23 +170,23 @@ def _helper() -> Executor:
 
 
 def _write_fetches(seed: int, chunk_no: int, pop: Population, cal: SimCalendar, grants: OpenBankingGrants,
-                   history: Path, nightly: Path) -> dict[str, int]:
+                   history: Path, nightly: Path, d: int) -> dict:
     """Open-banking files of one chunk (run in the helper process, with the chunk's own random stream)."""
-    return write_fetches(stream(seed, chunk_no, "openbanking"), pop, cal, grants, history, nightly)
+    return write_fetches(stream(seed, chunk_no, "openbanking"), pop, cal, grants, history, nightly, d=d)
 
 
 def _count(counts: dict[str, int], key: str, value: int) -> None:
     counts[key] = counts.get(key, 0) + value
 
 
-def _big_tables(chunk: Chunk, cal: SimCalendar) -> tuple[pa.Table, pa.Table]:
-    """Postings and balance rows of a chunk as integer columns; the writer turns them into text."""
+def _big_tables(chunk: Chunk, cal: SimCalendar, d: int) -> tuple[pa.Table, pa.Table]:
+    """Postings and balance rows of a chunk up to day d as integer columns; the writer turns them into text."""
     led, acc = chunk.ledger, chunk.accounts
     postings = pa.table({
         "num": chunk.pop.number[led.cust], "slot": led.slot, "day": led.day.astype(np.int32), "sec": led.sec,
         "fx_minor": led.fx_minor, "cur": led.cur, "label": led.label, "country": led.country, "seq": led.seq,
     })
-    days = np.arange(cal.n_days)[:, None]
+    days = np.arange(d + 1)[:, None]
     live = (days >= acc.first_day[None, :]) & (days <= acc.last_day[None, :])
     day_idx, acc_idx = np.nonzero(live)
     balances = pa.table({"num": chunk.pop.number[acc.cust[acc_idx]], "slot": acc.slot[acc_idx],
@@ -173,9 +198,11 @@ def _split(day: np.ndarray, d_index: int) -> tuple[np.ndarray, np.ndarray]:
     return day <= d_index - 1, day == d_index
 
 
-def _small_tables(chunk: Chunk, cal: SimCalendar, cons: Consents) -> dict[str, tuple[pa.Table, pa.Table]]:
-    """customers, accounts, consents and declared life events: history (state or events up to D-1) and D."""
-    pop, prod, ev, d = chunk.pop, chunk.products, chunk.events, cal.d_index
+def _small_tables(chunk: Chunk, cal: SimCalendar, cons: Consents, d: int,
+                  changed_accounts: np.ndarray | None = None) -> dict[str, tuple[pa.Table, pa.Table]]:
+    """customers, accounts, consents and declared life events: history (state or events up to D-1) and D (day
+    index d). changed_accounts: (5, n) accounts whose terms changed on d (an overdraft limit), upserted on d too."""
+    pop, prod, ev = chunk.pop, chunk.products, chunk.events
     out: dict[str, tuple[pa.Table, pa.Table]] = {}
     ids = customer_ids(pop.number)
     since_text, _ = day_text(cal, pop.since_day)
@@ -208,7 +235,9 @@ def _small_tables(chunk: Chunk, cal: SimCalendar, cons: Consents) -> dict[str, t
                            "closed_on": closed[mask], "overdraft_limit": overdraft[mask],
                            "credit_limit": credit[mask]})
 
-    out["accounts"] = (accounts(open_day <= d - 1, d - 1), accounts((open_day == d) | (close_day == d), d))
+    changed = np.zeros(len(cust), dtype=bool) if changed_accounts is None else changed_accounts[slot, cust]
+    out["accounts"] = (accounts(open_day <= d - 1, d - 1),
+                       accounts((open_day == d) | (close_day == d) | (changed & (open_day < d)), d))
 
     recorded = timestamp_text(cal, cons.day, cons.sec)
     expiring = cons.expires_day != NO_EXPIRY
@@ -238,12 +267,14 @@ def _small_tables(chunk: Chunk, cal: SimCalendar, cons: Consents) -> dict[str, t
 
 
 def _message_tables(seed: int, chunk: Chunk, cal: SimCalendar, cons: Consents,
-                    consents: tuple[pa.Table, pa.Table], truth: Path) -> dict[str, tuple[pa.Table, pa.Table]]:
+                    consents: tuple[pa.Table, pa.Table], truth: Path,
+                    d: int | None = None) -> dict[str, tuple[pa.Table, pa.Table]]:
     """The message_analysis consent (added to the consent events) and the customers' messages, history and D, from
     their own random stream (the other files do not change); the truth of each message to truth/messages."""
     from pipelines.simulate.messages import draw_message_consent, draw_messages
 
-    pop, d = chunk.pop, cal.d_index
+    pop = chunk.pop
+    d = cal.d_index if d is None else d
     rng = stream(seed, chunk.number, "messages")
     granted = draw_message_consent(rng, pop)
     onboarding = np.maximum(pop.since_day, -720)
@@ -270,16 +301,45 @@ def _message_tables(seed: int, chunk: Chunk, cal: SimCalendar, cons: Consents,
 
     (truth / "messages").mkdir(parents=True, exist_ok=True)
     dates = np.datetime64(cal.start_date, "D")
+    written = msgs.day <= d                    # a world stepped beyond D: the later days' messages are not written
     pq.write_table(pa.table({
-        "message_id": pa.array(message_ids.tolist(), type=pa.string()),
-        "customer_id": pa.array(ids[msgs.cust].tolist(), type=pa.string()),
-        "day": pa.array(dates + msgs.day.astype(np.int64), type=pa.date32()),
-        "situation": pa.array(msgs.situation.tolist(), type=pa.string()),
-        "message_analysis": granted[msgs.cust],
+        "message_id": pa.array(message_ids[written].tolist(), type=pa.string()),
+        "customer_id": pa.array(ids[msgs.cust][written].tolist(), type=pa.string()),
+        "day": pa.array(dates + msgs.day[written].astype(np.int64), type=pa.date32()),
+        "situation": pa.array(msgs.situation[written].tolist(), type=pa.string()),
+        "message_analysis": granted[msgs.cust][written],
     }), truth / "messages" / f"part-{chunk.number + 1:04d}.parquet")
     return {"consents": (pa.concat_tables([consents[0], consent_rows(hist_c)]),
                          pa.concat_tables([consents[1], consent_rows(today_c)])),
             "messages": (message_rows(msgs.day <= d - 1), message_rows(msgs.day == d))}
+
+
+def _app_event_tables(seed: int, chunk: Chunk, cal: SimCalendar, truth: Path,
+                      d: int | None = None) -> tuple[pa.Table, pa.Table]:
+    """The chunk's app events (history, D) as integer columns for the writer, from their own random stream (the
+    other files do not change); the truth of who uses the app and who dismisses pushes to truth/app_users. A world
+    drawn beyond D (the closed loop) keeps the app events up to D only: the stepped days have none."""
+    from pipelines.simulate.app_events import draw_app_events
+
+    pop = chunk.pop
+    d = cal.d_index if d is None else d
+    events, users = draw_app_events(stream(seed, chunk.number, "app_events"), chunk, cal)
+    # the event id's sequence within the customer's day (events come sorted by customer, day, second)
+    key = events.cust.astype(np.int64) * cal.n_days + events.day
+    first = np.r_[0, np.flatnonzero(np.diff(key)) + 1]
+    seq = np.arange(len(key)) - np.repeat(first, np.diff(np.r_[first, len(key)]))
+    keep = seq < 1000
+    table = pa.table({"num": pop.number[events.cust[keep]], "day": events.day[keep].astype(np.int32),
+                      "seq": seq[keep].astype(np.int32), "sec": events.sec[keep].astype(np.int64),
+                      "event_type": events.event_type[keep], "target": events.target[keep],
+                      "channel": events.channel[keep]})
+    (truth / "app_users").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "customer_id": pa.array(customer_ids(pop.number).tolist(), type=pa.string()),
+        "app_user": users.app_user, "sessions_per_day": users.sessions_per_day, "web_share": users.web_share,
+        "push_user": users.push_user, "push_dismisser": users.push_dismisser,
+    }), truth / "app_users" / f"part-{chunk.number + 1:04d}.parquet")
+    return table.filter(pc.less(table["day"], d)), table.filter(pc.equal(table["day"], d))
 
 
 def _fx_rates() -> pa.Table:
@@ -288,9 +348,9 @@ def _fx_rates() -> pa.Table:
     return text_table({"currency": others, "rate_to_base": rates})
 
 
-def _write_truth(chunk: Chunk, cal: SimCalendar, truth: Path) -> None:
-    """Ground truth for evaluation, apart from the landing files: never read by the pipeline."""
-    pop, ev, acc, d = chunk.pop, chunk.events, chunk.accounts, cal.d_index
+def _write_truth(chunk: Chunk, cal: SimCalendar, truth: Path, d: int) -> None:
+    """Ground truth for evaluation, apart from the landing files: never read by the pipeline (up to day d)."""
+    pop, ev, acc = chunk.pop, chunk.events, chunk.accounts
     part = f"part-{chunk.number + 1:04d}.parquet"
     ids = customer_ids(pop.number)
     dates = np.datetime64(cal.start_date, "D")
@@ -324,7 +384,7 @@ def _write_truth(chunk: Chunk, cal: SimCalendar, truth: Path) -> None:
         "day": pa.array(dates + look.day[seen], type=pa.date32()),
         "kind": pa.array(np.array(LOOKALIKE_NAMES)[look.kind[seen]].tolist(), type=pa.string()),
     }), truth / "lookalikes" / part)
-    days = np.arange(cal.n_days)[:, None]
+    days = np.arange(d + 1)[:, None]
     live = (days >= acc.first_day[None, :]) & (days <= acc.last_day[None, :])
     day_idx, acc_idx = np.nonzero(live)
     account_text = pa.array(account_ids(pop.number[acc.cust], acc.slot).tolist(), type=pa.string())
@@ -336,7 +396,7 @@ def _write_truth(chunk: Chunk, cal: SimCalendar, truth: Path) -> None:
         "balance": acc.history[day_idx, acc_idx] / 100,
     }), truth / "balances" / part)
     current = np.flatnonzero(acc.slot == CURRENT)
-    hist = acc.history[:, current]
+    hist = acc.history[:d + 1, current]
     alive = live[:, current]
     limit = pop.overdraft_limit[acc.cust[current]]
     below_zero = (hist < 0) & alive

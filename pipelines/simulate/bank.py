@@ -13,7 +13,7 @@ from pipelines.simulate.calendar import SimCalendar
 from pipelines.simulate.cashflows import (NEVER, Products, add_bills, add_housing, add_incomes, add_partner_transfers,
                                           add_savings_transfers, event_days, open_products)
 from pipelines.simulate.catalog import REGION_WEIGHTS, SAVINGS, catalog
-from pipelines.simulate.daily import Accounts, run_days
+from pipelines.simulate.daily import Accounts, DailyRun
 from pipelines.simulate.ledger import Ledger, PostingBuffer
 from pipelines.simulate.lifeevents import BUYING, JOB_LOSS, MOVING, Events, Lookalikes, draw_events, draw_lookalikes
 from pipelines.simulate.population import Population, draw_population
@@ -21,7 +21,8 @@ from pipelines.simulate.spending import add_card_spending, add_cash_and_habits, 
 
 STREAMS = {"population": 1, "events": 2, "products": 3, "incomes": 4, "housing": 5, "bills": 6, "savings": 7,
            "spending": 8, "habits": 9, "life_spend": 10, "daily": 11, "regions": 12, "consents": 13,
-           "openbanking": 14, "lookalikes": 15, "partners": 16, "messages": 17}
+           "openbanking": 14, "lookalikes": 15, "partners": 16, "messages": 17, "app_events": 18, "responses": 19,
+           "effects": 20, "response_model": 21}
 
 
 def stream(seed: int, chunk: int, name: str) -> np.random.Generator:
@@ -40,9 +41,14 @@ class Chunk:
     region_day: np.ndarray      # day the region changed (NEVER if not)
     new_region: np.ndarray
     lookalikes: Lookalikes
+    run: DailyRun | None = None     # kept when the chunk stops before the calendar's end (a world to step on)
+    budget: np.ndarray | None = None
 
 
-def simulate_chunk(seed: int, chunk: int, first_number: int, n: int, cal: SimCalendar) -> Chunk:
+def simulate_chunk(seed: int, chunk: int, first_number: int, n: int, cal: SimCalendar,
+                   through: int | None = None) -> Chunk:
+    """The chunk's customers and their money, booked day by day up to day `through` (default: the calendar's last
+    day). When it stops earlier, the returned chunk keeps the daily run (`run`) to step on."""
     pop = draw_population(stream(seed, chunk, "population"), first_number, n, cal)
     events = draw_events(stream(seed, chunk, "events"), pop, cal)
     lookalikes = draw_lookalikes(stream(seed, chunk, "lookalikes"), pop, cal, events)
@@ -63,8 +69,14 @@ def simulate_chunk(seed: int, chunk: int, first_number: int, n: int, cal: SimCal
     add_card_spending(stream(seed, chunk, "spending"), pop, cal, budget, level, buf)
     add_cash_and_habits(stream(seed, chunk, "habits"), pop, cal, buf)
     add_life_event_spending(stream(seed, chunk, "life_spend"), pop, cal, events, lookalikes, buf)
-    ledger, accounts = run_days(stream(seed, chunk, "daily"), pop, cal, products, buf.arrays(), budget)
-    return Chunk(chunk, pop, events, products, ledger, accounts, region_day, new_region, lookalikes)
+    run = DailyRun(stream(seed, chunk, "daily"), pop, cal, products, buf.arrays(), budget)
+    last = cal.n_days - 1 if through is None else int(through)
+    for t in range(last + 1):
+        run.step(t)
+    ledger, accounts = run.ledger(last), run.accounts(last)
+    keep = through is not None and last < cal.n_days - 1
+    return Chunk(chunk, pop, events, products, ledger, accounts, region_day, new_region, lookalikes,
+                 run=run if keep else None, budget=budget)
 
 
 def _add_opening_deposits(pop: Population, products: Products, buf: PostingBuffer) -> None:

@@ -237,4 +237,8 @@ def catalog() -> Catalog:
     cat.unpaid = np.concatenate([unpaid, np.full(len(cat) - len(unpaid), -1, dtype=np.int32)])
     cat.add("unpaid_fee", "UNPAID ITEM FEE", "fee")
     cat.unpaid = np.concatenate([cat.unpaid, np.full(len(cat) - len(cat.unpaid), -1, dtype=np.int32)])
+    # flows of accepted actions (closed loop), added last so that the labels above keep their numbers
+    cat.add("loan_advance", "ADVANCE TO CURRENT ACCOUNT", "transfer_out", own_slot=CURRENT)
+    cat.add("loan_advance_in", f"{BANK_NAME} PERSONAL LOAN ADVANCE", "transfer_in", own_slot=LOAN)
+    cat.unpaid = np.concatenate([cat.unpaid, np.full(len(cat) - len(cat.unpaid), -1, dtype=np.int32)])
     return cat

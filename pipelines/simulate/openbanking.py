@@ -147,12 +147,15 @@ class Fetch:
     consent_no: int
 
 
-def plan_fetches(rng: np.random.Generator, cal: SimCalendar, links: Links, grants: OpenBankingGrants) -> list[Fetch]:
-    """Weekly fetches while consent is in force, in the last HISTORY_WEEKS weeks of history and on D, plus a
-    backfill fetch when a consent starts (or when the history window opens on a running consent)."""
+def plan_fetches(rng: np.random.Generator, cal: SimCalendar, links: Links, grants: OpenBankingGrants,
+                 d: int | None = None) -> list[Fetch]:
+    """Weekly fetches while consent is in force, in the last HISTORY_WEEKS weeks of history and on D (day index d,
+    default the calendar's last day) and on every later day of the calendar, plus a backfill fetch when a consent
+    starts (or when the history window opens on a running consent)."""
     planned: dict[tuple[int, int], Fetch] = {}
-    d = cal.d_index
+    d = cal.d_index if d is None else d
     window_start = max(1, d - 7 * HISTORY_WEEKS)
+    last = cal.d_index
     by_cust: dict[int, list[int]] = {}
     for i, c in enumerate(links.cust.tolist()):
         by_cust.setdefault(c, []).append(i)
@@ -160,13 +163,13 @@ def plan_fetches(rng: np.random.Generator, cal: SimCalendar, links: Links, grant
     for c, start, end, no in sorted(zip(grants.cust.tolist(), grants.start.tolist(), grants.end.tolist(),
                                         grants.consent_no.tolist())):
         first = max(start + 1, window_start)        # the first fetch runs the night after the grant
-        if first >= min(end, d + 1):
+        if first >= min(end, last + 1):
             continue
         for link in by_cust[c]:
             if link not in backfilled:
                 backfilled.add(link)
                 planned[(link, first)] = Fetch(link, first, first - BACKFILL_DAYS, no)
-            for t in range(first, min(end, d + 1)):
+            for t in range(first, min(end, last + 1)):
                 if (t - int(links.anchor[link])) % 7 == 0:
                     # a renewed consent replaces the old one for a fetch on the same day
                     from_day = planned[(link, t)].from_day if (link, t) in planned else t - WEEKLY_WINDOW
@@ -278,19 +281,43 @@ class BodyBuilder:
                                     "Identification": f"20{int(account_id) % 10**12:012d}", "Name": "SUNNY TRAVEL LTD"}}
 
 
+@dataclass
+class PlannedFetches:
+    """A chunk's external accounts, their postings and the fetches still to write (a world stepped day by day)."""
+
+    links: Links
+    posts: ExternalPostings
+    fetches: list[Fetch]
+    pending_draw: np.ndarray
+    numbers: np.ndarray         # customer numbers of the chunk
+
+
 def write_fetches(rng: np.random.Generator, pop: Population, cal: SimCalendar, grants: OpenBankingGrants,
-                  history: Path, nightly: Path) -> dict[str, int]:
-    """Write the chunk's fetch files; returns file counts for history and D."""
+                  history: Path, nightly: Path, d: int | None = None) -> dict:
+    """Write the chunk's fetch files up to day d (default the calendar's last day): before d into `history`, on d
+    into `nightly`. Returns file counts for history and D, and under "later" the fetches planned after d."""
+    d = cal.d_index if d is None else d
     if len(grants.cust) == 0:
-        return {"history": 0, "nightly": 0}
+        return {"history": 0, "nightly": 0, "later": None}
     links = draw_links(rng, pop, grants)
     posts = draw_postings(rng, pop, cal, links)
-    fetches = plan_fetches(rng, cal, links, grants)
-    ids = customer_ids(pop.number)
+    fetches = plan_fetches(rng, cal, links, grants, d)
+    pending_draw = rng.random(len(posts.link)) < 0.3
+    planned = PlannedFetches(links, posts, fetches, pending_draw, pop.number)
+    counts = write_planned(planned, cal, [f for f in fetches if f.day < d], history)
+    counts_d = write_planned(planned, cal, [f for f in fetches if f.day == d], nightly)
+    later = [f for f in fetches if f.day > d]
+    return {"history": counts, "nightly": counts_d,
+            "later": PlannedFetches(links, posts, later, pending_draw, pop.number) if later else None}
+
+
+def write_planned(planned: PlannedFetches, cal: SimCalendar, fetches: list[Fetch], folder: Path) -> int:
+    """Write the given fetches of a chunk into folder/openbanking/; returns the number of files."""
+    links, posts, pending_draw = planned.links, planned.posts, planned.pending_draw
+    ids = customer_ids(planned.numbers)
     key = posts.link * 10**6 + (posts.day + 10**5)
     builders = {name: BodyBuilder(cal, version, name) for name, version in PROVIDERS}
-    pending_draw = rng.random(len(posts.link)) < 0.3
-    counts = {"history": 0, "nightly": 0}
+    written = 0
     for fetch in fetches:
         link = fetch.link
         provider = PROVIDERS[int(links.provider[link])][0]
@@ -346,13 +373,12 @@ def write_fetches(rng: np.random.Generator, pop: Population, cal: SimCalendar, g
             scheduled = ([build.scheduled_payment(account_id, f"SP{account_id}", fetch.day + 3 + salt % 20,
                                                   20_000 + salt * 500)] if is_current and salt % 3 == 0 else [])
             doc["scheduled_payments"] = build.envelope({"ScheduledPayment": scheduled}, f"{path}/scheduled-payments")
-        where = nightly if fetch.day == cal.d_index else history
         stamp = cal.date_of(fetch.day).strftime("%Y%m%d")
-        out = where / "openbanking" / f"{ids[cust]}-{provider}-F{stamp}.json"
+        out = folder / "openbanking" / f"{ids[cust]}-{provider}-F{stamp}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n", encoding="utf-8")
-        counts["nightly" if fetch.day == cal.d_index else "history"] += 1
-    return counts
+        written += 1
+    return written
 
 
 def _last_and_next(cal: SimCalendar, day: int, day_of_month: int) -> tuple[int | None, int]:

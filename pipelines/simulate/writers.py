@@ -134,6 +134,29 @@ class LandingWriter:
         self._copy(query, path, self.fmt)
         self.con.unregister("balance_rows")
 
+    def app_events(self, rows: pa.Table, path: Path) -> None:
+        """rows: num, day, seq, sec, event_type, target, channel (indices into the simulator's vocabularies)."""
+        from pipelines.simulate.app_events import CHANNELS, EVENT_TYPES, TARGETS
+
+        self.con.register("app_rows", rows)
+        for name, values in (("event_types", EVENT_TYPES), ("targets", TARGETS), ("app_channels", CHANNELS)):
+            self.con.register(name, pa.table({"i": pa.array(np.arange(len(values), dtype=np.int8)), "v": values}))
+        query = f"""
+            select 'E' || lpad(r.num::varchar, {ID_DIGITS}, '0') || replace(d.date, '-', '') ||
+                       lpad(r.seq::varchar, 3, '0') as event_id,
+                   'C' || lpad(r.num::varchar, {ID_DIGITS}, '0') as customer_id,
+                   d.date || 'T' || lpad((r.sec // 3600)::varchar, 2, '0') || ':' ||
+                       lpad((r.sec % 3600 // 60)::varchar, 2, '0') || ':' || lpad((r.sec % 60)::varchar, 2, '0') ||
+                       d.utc_offset as occurred_at,
+                   e.v as event_type, t.v as target, c.v as channel
+            from app_rows r join days d using (day)
+                 join event_types e on e.i = r.event_type join targets t on t.i = r.target
+                 join app_channels c on c.i = r.channel
+            order by r.day, r.num, r.seq"""
+        self._copy(query, path, self.fmt)
+        for name in ("app_rows", "event_types", "targets", "app_channels"):
+            self.con.unregister(name)
+
     def small(self, kind: str, table: pa.Table, path: Path, order_by: str) -> None:
         """A small kind (always CSV): columns already as text, in contract order."""
         cols = landing_contract()[kind].column_names
