@@ -16,7 +16,9 @@ the latest ones that hold about `calibration_share` of the rows, and at least `c
 the first). Customers fall into `calibration_groups` groups by a fixed hash of their id. Each calibration row (a
 customer at a calibration cut-off f) is predicted by a classifier fitted on the cut-offs before f, except the
 outcomes of that customer's group that had not ended by f (c + H > f): `fold_training_rows`. The isotonic map is
-fitted on all those predictions together; the classifier published is fitted on every labelled cut-off.
+fitted on all those predictions together. The classifiers of the latest calibration cut-off, one per group (fitted
+on every cut-off but the latest), are published, each scoring its own group's customers (`classifier_rows`): the
+model that scores a customer is one the calibrator saw, blind to that customer in the same way.
 Why blind: on the day it forecasts, the published classifier has seen no outcome that reaches into the window it
 predicts (training labels end by that day). A fold classifier fitted on every earlier cut-off had: with 14-day steps,
 a customer's 90-day windows of the six cut-offs before f overlap f's window, and hold the very shortfall it predicts
@@ -25,11 +27,12 @@ certain than any forecast can be, and the isotonic map learned from them is over
 every 90-day training cut-off overlaps the calibration ones, 0.71 was forecast where 0.59 happened, 0.33 where
 0.27 did (seed 11, docs/forecasting.md, "Calibration off the tuning bank"). Other customers' overlapping outcomes
 stay in (no purge gap for them: they are not the outcome predicted), and so do the group's outcomes that had ended
-(what a model knows of a customer's past), so each fold classifier is fitted on nearly what the published one is.
+(what a model knows of a customer's past). Publishing one classifier fitted on every cut-off instead (tried first)
+left it sharper than the blind ones the map was fitted on, and over-predicted 60 days on banks not used to choose.
 History: until 2026-12-06 (morning) a single classifier fitted on the earlier cut-offs calibrated the latest ones
 and a refit on all rows was published; then (branch day-one) each fold's classifier saw every earlier outcome and
 the last of them was published; now (branch calib90) the folds are blind to the open outcomes of the customers they
-predict and the classifier published is fitted on every cut-off.
+predict and the last fold's classifiers are published, one per customer group.
 
 Output goes through `models.contract.make_coherent`, like every engine. Modelling code only: no `pipelines`, no
 file paths other than the directory given to `save`/`load`.
