@@ -199,6 +199,7 @@ def fit_global(inputs: pd.DataFrame, labels: pd.DataFrame, seed: int = 0):
 
     params = GlobalEngineParams(seed=seed, calibration_share=float(settings()["calibration_share"]),
                                 calibration_min_folds=int(settings().get("calibration_min_folds", 3)),
+                                calibration_groups=int(settings().get("calibration_groups", 4)),
                                 horizons=horizons())
     return GlobalEngine().fit(inputs, labels, params)
 
@@ -436,10 +437,15 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
             continue
         at = position.loc[pd.MultiIndex.from_arrays([risky["customer_id"], pd.to_datetime(risky["cutoff"])])]
         X = inputs.iloc[at.to_numpy()][engine.feature_names].to_numpy(dtype=float)
-        attributor = engine.attributors.setdefault(int(horizon), PathAttributor(engine.classifiers[int(horizon)]))
+        top: list[list[str]] = [[] for _ in range(len(risky))]
+        for g, (booster, rows) in enumerate(engine.classifier_rows(int(horizon), risky["customer_id"])):
+            if rows.any():   # each customer explained by its group's classifier, the one that scored it
+                attributor = engine.attributors.setdefault((int(horizon), g), PathAttributor(booster))
+                for i, names in zip(np.flatnonzero(rows), attributor.top_features(X[rows], engine.feature_names, k=3)):
+                    top[i] = names
         texts = []
         payments = known_payment_driver(risky)
-        for first, names in zip(payments, attributor.top_features(X, engine.feature_names, k=3)):
+        for first, names in zip(payments, top):
             words = list(dict.fromkeys(phrases[name] for name in names if name in phrases))
             words = [first, *words] if first else (words or [phrases["default"]])
             texts.append("; ".join(words))

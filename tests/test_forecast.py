@@ -59,7 +59,8 @@ def test_training_cutoffs_leave_room_for_the_outcomes():
 
 def test_train_registers_and_promotes_a_model_with_its_metadata(bank):
     directory, metadata = registry.promoted(bank, forecast.FAMILY)
-    assert (directory / "engine.json").exists() and (directory / "classifier_h30.txt").exists()
+    assert (directory / "engine.json").exists()
+    assert (directory / "classifier_h30.txt").exists() or (directory / "classifier_h30_g0.txt").exists()
     for key in ("training_window", "features", "metrics_held_out", "data_hash", "trained_for"):
         assert metadata[key], key
     assert metadata["engine"] == "global" and "<= the baseline's" in metadata["decision"]["reason"]
