@@ -172,6 +172,8 @@ def _add_closed_loop(p: argparse.ArgumentParser) -> None:
                    help="the first night (default 2026-11-20)")
     p.add_argument("--compare-with", dest="compare_with", type=Path, default=None,
                    help="closed_loop.json of another run on the same seed (learning on against off)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="processes for the night's shards, as the DAG's mapped tasks (default: the cores, at most 2)")
 
 
 def _add_closed_loop_report(p: argparse.ArgumentParser) -> None:

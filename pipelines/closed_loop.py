@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from datetime import date, timedelta
@@ -56,18 +57,69 @@ def _fresh_home(paths: Paths) -> None:
     (home / MARKER).write_text(json.dumps({"created_by": "segone closed-loop"}) + "\n", encoding="utf-8")
 
 
+# The night's per-shard stages, as the DAG maps them: the stage, the family whose later results it voids, the
+# function of pipelines.stages for one shard, and the module whose summarise_shards writes the stage's metrics.
+SHARDED = {
+    "understand_messages": ("messages", "understand_messages_shard", "pipelines.messages"),
+    "forecast_cash_shortfall": ("forecast", "forecast_shard", "pipelines.forecast"),
+    "classify_life_events": ("life_events", "classify_life_events_shard", "pipelines.life_events"),
+    "decide_next_best_actions": ("decide", "decide_shard", "pipelines.decide"),
+}
+
+
+def default_workers() -> int:
+    """Processes for the night's shards: the machine's cores, at most 2 (DESIGN's machine)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _shard(home: str, function: str, day: date, bucket: int) -> dict[str, Any]:
+    """One shard of a stage in a worker process (the DAG's mapped task)."""
+    from pipelines import stages
+
+    return getattr(stages, function)(Paths(Path(home)), day, bucket)
+
+
+def run_night(paths: Paths, day: date, pool=None) -> dict[str, Any]:
+    """The night of D, stage after stage (`pipelines.stages.NIGHT`); with a process pool, the shards of each
+    per-shard stage run in parallel as the DAG's mapped tasks do (the same functions, the stage's metrics summarised
+    from the shards' in bucket order, as the stage does when it runs them in turn). Without one:
+    `pipelines.stages.run_night`."""
+    from importlib import import_module
+
+    from pipelines import stages
+
+    if pool is None:
+        return stages.run_night(paths, day)
+    out: dict[str, Any] = {}
+    for name, stage in stages.NIGHT:
+        if name not in SHARDED:
+            out[name] = stage(paths, day)
+            continue
+        family, function, module = SHARDED[name]
+        stages.void_later_results(paths, day.isoformat(), family)
+        buckets = getattr(import_module(module), "shards")()
+        futures = [pool.submit(_shard, str(paths.home), function, day, int(b)) for b in buckets]
+        out[name] = getattr(import_module(module), "summarise_shards")(paths, day, [f.result() for f in futures])
+    return out
+
+
 def closed_loop(paths: Paths, customers: int = 3000, nights: int = 28, seed: int = 42, learning: bool = True,
                 days: int = 240, end_date: date = date(2026, 11, 20), every: int | None = None,
-                compare_with: Path | None = None) -> dict[str, Any]:
-    """Run the loop (see the module docstring); returns the summary written to closed_loop.json."""
-    from pipelines import stages
+                compare_with: Path | None = None, workers: int | None = None) -> dict[str, Any]:
+    """Run the loop (see the module docstring); returns the summary written to closed_loop.json. `workers`: processes
+    for the night's shards (default: `default_workers()`; 1 runs them in turn in this process)."""
+    from pipelines.parallel import process_pool
     from pipelines.retrain import FAMILIES, retrain_family
     from pipelines.simulate import world
     from pipelines.value import rewards
+    from pipelines import stages
 
     started = time.perf_counter()
     if nights < 1:
         raise SegoneError("the closed loop needs at least one night")
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise SegoneError(f"workers must be 1 or more, not {workers}")
     every = int(every or load_config("learning")["retrain"]["every_nights"])
     horizon = int(rewards()["horizon_days"])
     _fresh_home(paths)
@@ -87,15 +139,20 @@ def closed_loop(paths: Paths, customers: int = 3000, nights: int = 28, seed: int
     families = FAMILIES if learning else tuple(f for f in FAMILIES if f != "policy")
     retrains: list[dict[str, Any]] = []
     night_list = [first_night + timedelta(days=k) for k in range(nights)]
-    for k, night in enumerate(night_list):
-        t0 = time.perf_counter()
-        timed("nights", stages.run_night, paths, night)
-        timed("simulator", world.step, paths, night)
-        if (k + 1) % every == 0 and k + 1 < nights:
-            for family in families:
-                decision = timed("retrain", retrain_family, paths, night, family)
-                retrains.append({"date": night.isoformat(), **decision})
-        log.info("closed loop: night %s done in %.1f s", night, time.perf_counter() - t0)
+    pool = process_pool(workers) if workers > 1 else None
+    try:
+        for k, night in enumerate(night_list):
+            t0 = time.perf_counter()
+            timed("nights", run_night, paths, night, pool)
+            timed("simulator", world.step, paths, night)
+            if (k + 1) % every == 0 and k + 1 < nights:
+                for family in families:
+                    decision = timed("retrain", retrain_family, paths, night, family)
+                    retrains.append({"date": night.isoformat(), **decision})
+            log.info("closed loop: night %s done in %.1f s", night, time.perf_counter() - t0)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     # the world lives on for the value horizon: no new recommendations, every window measured
     tail = [night_list[-1] + timedelta(days=j + 1) for j in range(horizon)]
     for j, day in enumerate(tail):
@@ -107,7 +164,8 @@ def closed_loop(paths: Paths, customers: int = 3000, nights: int = 28, seed: int
     summary = summarise(paths, night_list, tail[-1] if tail else night_list[-1], retrains, learning)
     summary["run"] = {"customers": customers, "nights": nights, "seed": seed, "learning": "on" if learning else "off",
                       "history_days": days, "first_night": first_night.isoformat(), "retrain_every_nights": every,
-                      "value_horizon_days": horizon, "seconds": round(time.perf_counter() - started, 1),
+                      "value_horizon_days": horizon, "workers": workers,
+                      "seconds": round(time.perf_counter() - started, 1),
                       "seconds_by_part": timings}
     if compare_with is not None:
         summary["summary"]["comparison"] = compare(summary, json.loads(Path(compare_with).read_text()))
@@ -120,9 +178,10 @@ def closed_loop(paths: Paths, customers: int = 3000, nights: int = 28, seed: int
 
 
 def closed_loop_command(paths: Paths, customers: int, nights: int, seed: int, learning: str = "on", days: int = 240,
-                        end_date: date = date(2026, 11, 20), compare_with: Path | None = None) -> dict[str, Any]:
+                        end_date: date = date(2026, 11, 20), compare_with: Path | None = None,
+                        workers: int | None = None) -> dict[str, Any]:
     summary = closed_loop(paths, customers=customers, nights=nights, seed=seed, learning=learning == "on",
-                          days=days, end_date=end_date, compare_with=compare_with)
+                          days=days, end_date=end_date, compare_with=compare_with, workers=workers)
     s = summary["summary"]
     return {"report": str(paths.reports / "closed_loop" / "closed_loop.json"),
             "uplift_per_customer": s["uplift_per_customer"], "uplift_ci": [s["uplift_ci_low"], s["uplift_ci_high"]],
