@@ -57,16 +57,6 @@ def _fresh_home(paths: Paths) -> None:
     (home / MARKER).write_text(json.dumps({"created_by": "segone closed-loop"}) + "\n", encoding="utf-8")
 
 
-# The night's per-shard stages, as the DAG maps them: the stage, the family whose later results it voids, the
-# function of pipelines.stages for one shard, and the module whose summarise_shards writes the stage's metrics.
-SHARDED = {
-    "understand_messages": ("messages", "understand_messages_shard", "pipelines.messages"),
-    "forecast_cash_shortfall": ("forecast", "forecast_shard", "pipelines.forecast"),
-    "classify_life_events": ("life_events", "classify_life_events_shard", "pipelines.life_events"),
-    "decide_next_best_actions": ("decide", "decide_shard", "pipelines.decide"),
-}
-
-
 def default_workers() -> int:
     """Processes for the night's shards: the machine's cores, at most 2 (DESIGN's machine)."""
     return max(1, min(2, os.cpu_count() or 1))
@@ -92,14 +82,15 @@ def run_night(paths: Paths, day: date, pool=None) -> dict[str, Any]:
         return stages.run_night(paths, day)
     out: dict[str, Any] = {}
     for name, stage in stages.NIGHT:
-        if name not in SHARDED:
+        sharded = stages.NIGHT_SHARDS.get(name)
+        if sharded is None:
             out[name] = stage(paths, day)
             continue
-        family, function, module = SHARDED[name]
-        stages.void_later_results(paths, day.isoformat(), family)
-        buckets = getattr(import_module(module), "shards")()
-        futures = [pool.submit(_shard, str(paths.home), function, day, int(b)) for b in buckets]
-        out[name] = getattr(import_module(module), "summarise_shards")(paths, day, [f.result() for f in futures])
+        stages.void_later_results(paths, day.isoformat(), sharded.family)
+        futures = [pool.submit(_shard, str(paths.home), sharded.shard_function, day, int(b))
+                   for b in sharded.shard_list(paths, day)]
+        out[name] = getattr(import_module(sharded.summary_module), "summarise_shards")(
+            paths, day, [f.result() for f in futures])
     return out
 
 

@@ -11,7 +11,7 @@ import shutil
 import time
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from pipelines import lake
 from pipelines.config import Paths
@@ -428,13 +428,25 @@ NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("val
          ("publish", publish))
 
 
-# The per-shard stages of NIGHT: the family of _SHARDS they write, and their shard list (for the progress display).
-_NIGHT_SHARDS = {"update_features": ("features", feature_shards),
-                 "understand_messages": ("messages", message_shards),
-                 "profile_customers": ("profiles", profile_shards),
-                 "forecast_cash_shortfall": ("forecast", forecast_shards),
-                 "classify_life_events": ("life_events", life_event_shards),
-                 "decide_next_best_actions": ("decide", decide_shards)}
+# The per-shard stages of NIGHT, as the DAG maps them: the family of _SHARDS they write (and whose later results they
+# void), their shard list, the function of this module for one shard, and the module whose summarise_shards writes
+# the stage's metrics from the shards' (for the progress display and `segone closed-loop --workers`).
+class NightShards(NamedTuple):
+    family: str
+    shard_list: Callable[[Paths, date], list[int]]
+    shard_function: str
+    summary_module: str
+
+
+NIGHT_SHARDS = {
+    "update_features": NightShards("features", feature_shards, "update_features_shard", "pipelines.store"),
+    "understand_messages": NightShards("messages", message_shards, "understand_messages_shard", "pipelines.messages"),
+    "profile_customers": NightShards("profiles", profile_shards, "profile_customers_shard", "pipelines.profiles"),
+    "forecast_cash_shortfall": NightShards("forecast", forecast_shards, "forecast_shard", "pipelines.forecast"),
+    "classify_life_events": NightShards("life_events", life_event_shards, "classify_life_events_shard",
+                                        "pipelines.life_events"),
+    "decide_next_best_actions": NightShards("decide", decide_shards, "decide_shard", "pipelines.decide"),
+}
 
 
 def night_steps(paths: Paths, day: date) -> list[Any]:
@@ -443,8 +455,9 @@ def night_steps(paths: Paths, day: date) -> list[Any]:
 
     steps = []
     for name, _ in NIGHT:
-        family, shard_list = _NIGHT_SHARDS.get(name, (None, None))
-        steps.append(Step(name, _SHARDS[family], len(shard_list(paths, day))) if family else Step(name))
+        sharded = NIGHT_SHARDS.get(name)
+        steps.append(Step(name, _SHARDS[sharded.family], len(sharded.shard_list(paths, day))) if sharded
+                     else Step(name))
     return steps
 
 
