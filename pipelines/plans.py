@@ -301,8 +301,9 @@ def plan_frame(day: date, forecast: pd.DataFrame, roles: pd.DataFrame, accounts:
     level = np.searchsorted(horizons, plans["horizon_days"].to_numpy())
     plans["p10_before"] = before[np.arange(len(plans)), level]
     plans["p10_after"] = after
-    safety = [f". Your balance is projected to stay above {_money(max(a, 0.0))} over the next {h} days in 9 cases "
-              f"out of 10 with this plan." for a, h in zip(after, plans["horizon_days"])]
+    # p10_after is the lowest over every horizon from the row's own to the longest: the words name the longest
+    safety = [f". Your balance is projected to stay above {_money(max(a, 0.0))} over the next {horizons[-1]} days "
+              f"in 9 cases out of 10 with this plan." for a in after]
     sweep = (plans["action"] == "savings_sweep").to_numpy()
     plans["reason"] = np.where(sweep, [f"you could move {_money(a)} to savings tomorrow without risking a shortfall"
                                        for a in plans["amount"]], plans["reason"]) + np.array(safety, dtype=object)

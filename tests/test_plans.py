@@ -192,3 +192,35 @@ def test_instalment_days():
     assert plans.instalment_days(D, date(2027, 3, 2), 3) == [date(2026, 12, 1), date(2027, 1, 1), date(2027, 2, 1)]
     assert plans.instalment_days(D, date(2026, 11, 28), 3) == [D + timedelta(days=1)]
     assert plans.instalment_days(D, D + timedelta(days=1), 3) == []
+
+
+def test_plans_reach_decide_as_actions_with_their_own_reason():
+    """Decide reads tonight's plans (plan_context): savings_plan and debt_plan apply only to customers with such a
+    plan, carry the plan's own reason, and need personalization like the plan did."""
+    import copy
+
+    from pipelines import decide
+    from pipelines.actions import load_catalogue
+    from tests.test_decide import HEALTHY
+
+    accounts = [current("C_A"), account("C_A", "C_A-LOAN", "loan", -4000.0, interest=80.0), current("C_B")]
+    rows = run(forecast("C_A", (2000.0, 2000.0, 2000.0)) + forecast("C_B", (-10.0, -10.0, -10.0)), accounts)
+    context = decide.plan_context(rows)
+    assert set(context["customer_id"]) == {"C_A"}
+    a = context.iloc[0]
+    assert a["has_debt_plan"] and not a["has_savings_plan"]      # the loan (7.9%) takes all that is safe
+    assert a["plan_debt_amount"] == 1950.0 and "7.9% a year" in a["plan_debt_reason"]
+    ctx = pd.DataFrame([HEALTHY | {"customer_id": "C_A"}, HEALTHY | {"customer_id": "C_B"},
+                        HEALTHY | {"customer_id": "C_C", "is_personalization_allowed": False}]).merge(
+        context, on="customer_id", how="left")
+    pol = copy.deepcopy(decide.policy())
+    pol["control_share"] = 0.0
+    pol["top_k"] = 30
+    decisions = decide.decide_frame(decide.complete_context(ctx, pol), D, None, load_catalogue(), pol)
+    nba = decisions.next_best_actions
+    got = nba[nba["action_id"].astype(str).isin(["savings_plan", "debt_plan"])]
+    assert set(got["customer_id"]) == {"C_A"} and set(got["action_id"].astype(str)) == {"debt_plan"}
+    assert "a plan to pay £1950 off your debts: your loan costs you about 7.9% a year" in got["reasons"].iloc[0]
+    log = decisions.decision_log
+    why = log[(log["customer_id"] == "C_B") & (log["action_id"].astype(str) == "debt_plan")]["reason"]
+    assert why.str.contains("no debt plan tonight").all() and len(why) == 1
