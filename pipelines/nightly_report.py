@@ -4,7 +4,7 @@ written for a risk and compliance reviewer first, then for the data team.
 Sections (SECTIONS, in order; SECTION_HEADINGS names them): tonight against last night (the headline); customers at
 risk; the advisor queue; compliance checks computed from the gold tables; decision traces; fairness across age
 bands and regions (rates with bootstrap intervals, and the funnel rule behind a gap); the action mix; staffed
-channels; the app's signals and the dashboard roles; the suppression funnel; forecast calibration (realised
+channels; the app's signals and the dashboard roles; the plans (and the safety rule checked again); the suppression funnel; forecast calibration (realised
 against predicted once outcomes exist); life-event rates; data quality; the link to the night's Great
 Expectations data docs; volumes; the night's run (every step of the current attempt). Above them, a banner: the
 night failed, has not finished, wrote no export, or passed (pipelines/night_status.py reads the current
@@ -998,7 +998,8 @@ def _plans(paths: Paths, day: date, con) -> list[dict[str, Any]]:
             f as (select customer_id, horizon_days, min_balance_p10 from {forecast}),
             moved as (
                 select f.customer_id, f.horizon_days, any_value(f.min_balance_p10) as p10,
-                    sum(p.amount) filter (where p.execute_on <= date '{day}' + f.horizon_days) as moved
+                    sum(p.amount) filter (
+                        where cast(p.execute_on as date) <= date '{day}' + cast(f.horizon_days as integer)) as moved
                 from f join p using (customer_id) group by all)
             select count(*), count(*) filter (where p10 is null or p10 - coalesce(moved, 0) < -0.005) from moved""")
     text = (f"{n:,} plan instructions for {customers:,} customers, each a proposal that runs only under the "
