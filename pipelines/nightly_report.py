@@ -2,13 +2,13 @@
 written for a risk and compliance reviewer first, then for the data team.
 
 Sections (SECTIONS, in order; SECTION_HEADINGS names them): tonight against last night (the headline); customers at
-risk; the advisor queue; compliance checks computed from the gold tables; decision traces; fairness across age
-bands and regions (rates with bootstrap intervals, and the funnel rule behind a gap); the action mix; staffed
-channels; the app's signals and the dashboard roles; the plans (and the safety rule checked again); the suppression funnel; forecast calibration (realised
-against predicted once outcomes exist); life-event rates; data quality; the link to the night's Great
-Expectations data docs; volumes; the night's run (every step of the current attempt). Above them, a banner: the
-night failed, has not finished, wrote no export, or passed (pipelines/night_status.py reads the current
-attempt's run metrics only, never a verdict left by an earlier attempt of the same night).
+risk; the advisor queue; compliance checks computed from the gold tables; decision traces; fairness across age bands
+and regions (rates with bootstrap intervals, and the funnel rule behind a gap); the action mix; staffed channels;
+the app's signals and the dashboard roles; the plans (and the safety rule checked again); the suppression funnel;
+forecast calibration (realised against predicted once outcomes exist); life-event rates; data quality; the link to
+the night's Great Expectations data docs; volumes; the night's run (every step of the current attempt). Above them,
+a banner: the night failed, has not finished, wrote no export, or passed (pipelines/night_status.py reads the
+current attempt's run metrics only, never a verdict left by an earlier attempt of the same night).
 
 Inputs: the lake tables of `paths` (the published generation when publish builds the report) and the run metrics
 of runs/D/. Each section is a function (paths, day, con) -> list of section dicts (pipelines/html_report.py renders
