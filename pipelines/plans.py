@@ -127,10 +127,11 @@ def demands(day: date, caps: pd.DataFrame, bills: pd.DataFrame, roles: pd.DataFr
     ok = set(caps.index) & set(personal[personal].index)
     ob_ok = set(ob[ob].index)
     rows: list[dict[str, Any]] = []
-    current = accounts[accounts["product"] == "current"].groupby("customer_id")["account_id"].first()
+    current = accounts[accounts["product"] == "current"].groupby("customer_id")["account_id"].first().to_dict()
     savings = (accounts[accounts["product"] == "savings"].sort_values(["customer_id", "balance"],
                                                                        ascending=[True, False])
-               .groupby("customer_id")["account_id"].first())
+               .groupby("customer_id")["account_id"].first().to_dict())
+    safe = caps["safe_to_save"].to_dict()
 
     def add(customer: str, action: str, rank: int, execute_on: date, amount: float, reason: str, target: str,
             to_account: Any, due: Any, key: str, extra_consent: tuple[str, ...] = ()) -> None:
@@ -141,7 +142,7 @@ def demands(day: date, caps: pd.DataFrame, bills: pd.DataFrame, roles: pd.DataFr
 
     # 1. provisions ahead of known large bills
     prov = cfg["provision"]
-    monthly_income = income.set_index("customer_id")["monthly_income"] if len(income) else pd.Series(dtype=float)
+    monthly_income = income.set_index("customer_id")["monthly_income"].to_dict() if len(income) else {}
     for b in bills.sort_values(["customer_id", "due_date"]).itertuples(index=False):
         if b.customer_id not in ok or (bool(b.needs_open_banking) and b.customer_id not in ob_ok):
             continue
@@ -209,7 +210,7 @@ def demands(day: date, caps: pd.DataFrame, bills: pd.DataFrame, roles: pd.DataFr
     for customer in sorted(ok):
         to = savings.get(customer)
         reason = "what is left of what is safe to save today"
-        add(customer, "savings_sweep", 3, tomorrow, float(caps.at[customer, "safe_to_save"]), reason,
+        add(customer, "savings_sweep", 3, tomorrow, float(safe[customer]), reason,
             "your savings account" if to is not None else "a new easy-access savings pot", to, None, "sweep")
     out = pd.DataFrame(rows, columns=["customer_id", "action", "rank", "execute_on", "requested", "reason", "target",
                                       "from_account_id", "to_account_id", "due_date", "plan_key", "consents"])
@@ -318,10 +319,10 @@ def plan_frame(day: date, forecast: pd.DataFrame, roles: pd.DataFrame, accounts:
     plans["requires_mandate"] = True
     plans["policy_version"] = str(cfg["policy_version"])
     plans["model_version"] = caps["model_version"].reindex(plans["customer_id"]).to_numpy()
-    content = plans.groupby("customer_id").apply(
-        lambda g: _md5(cfg["policy_version"], *(f"{i}:{a:.2f}" for i, a in zip(g["instruction_id"], g["amount"]))),
-        include_groups=False)
-    plans["plan_version"] = content.reindex(plans["customer_id"]).str[:12].to_numpy()
+    parts = pd.Series([f"{i}:{a:.2f}" for i, a in zip(plans["instruction_id"], plans["amount"])], index=plans.index)
+    content = parts.groupby(plans["customer_id"]).agg("|".join)
+    versions = {c: _md5(cfg["policy_version"], text)[:12] for c, text in content.items()}
+    plans["plan_version"] = plans["customer_id"].map(versions).to_numpy()
     plans["amount"] = plans["amount"].round(2)
     plans["p10_before"] = plans["p10_before"].round(2)
     plans["p10_after"] = np.floor(plans["p10_after"] * 100) / 100
