@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import lake, outputs, store
-from pipelines.config import Paths, load_config
+from pipelines.config import Paths, base_currency, load_config
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.runs import read_run_metrics, write_run_metrics
 
@@ -198,7 +198,7 @@ def demands(day: date, caps: pd.DataFrame, bills: pd.DataFrame, roles: pd.DataFr
             continue
         limit = d.owed * (float(debt["mortgage_max_share"]) if d.product == "mortgage" else 1.0)
         name = {"credit_card": "credit card", "loan": "loan", "mortgage": "mortgage"}[d.product]
-        words = ("your only debt with us that charges that much" if d.n == 1 else
+        words = ("the only debt you hold with us that costs more than savings earn" if d.n == 1 else
                  "the highest rate of your debts with us" if d.nth == 0 else
                  "next after your dearer debts")
         reason = (f"your {name} costs you about {d.rate:.1%} a year in interest ({_money(d.interest_charged)} in the "
@@ -431,12 +431,15 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
         balances, postings = _bucket_scan(paths, "balances", b), _bucket_scan(paths, "transactions", b)
         window = int(cfg["debt"]["rate_window_days"])
         loaded = f"(load_date = 'history' or load_date <= '{iso}')"
+        # the amount in the base currency, as the feature store reads it (partitions conformed before amount_base
+        # was filled hold nulls there: the amount itself when it is in the base currency, else the posting is left)
+        base = f"coalesce(amount_base, case when currency = '{base_currency()}' then amount end)"
         if accounts_path and balances:
             patterns = " or ".join(f"upper(coalesce(description, '')) like '%{p.upper()}%'"
                                    for p in cfg["debt"]["interest_patterns"])
-            interest = (f"select account_id, -sum(amount_base) as charged from {postings} where {loaded} "
+            interest = (f"select account_id, -sum({base}) as charged from {postings} where {loaded} "
                         f"and booking_date > date '{iso}' - interval {window} day and booking_date <= date '{iso}' "
-                        f"and amount_base < 0 and channel in ('interest', 'fee') and ({patterns}) group by all"
+                        f"and {base} < 0 and channel in ('interest', 'fee') and ({patterns}) group by all"
                         if postings else "select cast(null as varchar) as account_id, 0.0 as charged where false")
             accounts = con.execute(f"""
                 with own as (
@@ -480,10 +483,10 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
             quiet = (day - timedelta(days=int(prov["last_year_quiet_days"]))).isoformat()
             bills.append(con.execute(f"""
                 with paid as (
-                    select customer_id, source, booking_date, -cast(amount_base as double) as amount,
+                    select customer_id, source, booking_date, -cast({base} as double) as amount,
                         coalesce(counterparty_id, merchant_name, regexp_replace(description, '[0-9]', '#', 'g'))
                             as payee
-                    from {postings} where {loaded} and amount_base < 0 and channel in ({channels})
+                    from {postings} where {loaded} and {base} < 0 and channel in ({channels})
                         and booking_date <= date '{iso}'
                     qualify row_number() over (partition by transaction_id order by load_date) = 1),
                 last_year as (
