@@ -246,7 +246,7 @@ def context_frame(day: date, customers: pd.DataFrame, consents: pd.DataFrame, fe
 
 def plan_context(plans: pd.DataFrame | None) -> pd.DataFrame:
     """Tonight's gold plans per customer as context fields: has_savings_plan / has_debt_plan, what each kind moves,
-    and the reason of its first instruction (the plans stage proposed them only with the consents they need and
+    and the headline of its first instruction (a reason without money figures; the plans stage proposed them only with the consents they need and
     within the forecast's P10 path: docs/plans.md)."""
     columns = ["customer_id", "has_savings_plan", "plan_savings_amount", "plan_savings_reason", "has_debt_plan",
                "plan_debt_amount", "plan_debt_reason"]
@@ -258,7 +258,7 @@ def plan_context(plans: pd.DataFrame | None) -> pd.DataFrame:
         rows = ordered[ordered["kind"] == kind]
         out[f"has_{kind}_plan"] = pd.Series(True, index=rows["customer_id"].unique()).reindex(out.index).fillna(False)
         out[f"plan_{kind}_amount"] = rows.groupby("customer_id")["amount"].sum().reindex(out.index)
-        out[f"plan_{kind}_reason"] = rows.groupby("customer_id")["reason"].first().reindex(out.index)
+        out[f"plan_{kind}_reason"] = rows.groupby("customer_id")["headline"].first().reindex(out.index)
     return out.reset_index()[columns]
 
 

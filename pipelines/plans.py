@@ -102,6 +102,11 @@ def instalment_days(day: date, due: date, lead_days: int) -> list[date]:
     return out
 
 
+BILL_HEADLINE = {"scheduled_payment": "a payment scheduled from your account at another bank",
+                 "standing_order": "a standing order from your account at another bank",
+                 "stream": "a regular payment", "last_year": "a bill like one you paid a year ago"}
+
+
 def _bill_words(source: str, amount: float, due: date) -> str:
     return {
         "scheduled_payment": f"a payment of {_money(amount)} is scheduled from your account at another bank on "
@@ -134,9 +139,9 @@ def demands(day: date, caps: pd.DataFrame, bills: pd.DataFrame, roles: pd.DataFr
     safe = caps["safe_to_save"].to_dict()
 
     def add(customer: str, action: str, rank: int, execute_on: date, amount: float, reason: str, target: str,
-            to_account: Any, due: Any, key: str, extra_consent: tuple[str, ...] = ()) -> None:
+            to_account: Any, due: Any, key: str, extra_consent: tuple[str, ...] = (), headline: str = "") -> None:
         rows.append({"customer_id": customer, "action": action, "rank": rank, "execute_on": execute_on,
-                     "requested": float(amount), "reason": reason, "target": target,
+                     "requested": float(amount), "reason": reason, "headline": headline, "target": target,
                      "from_account_id": current.get(customer), "to_account_id": to_account, "due_date": due,
                      "plan_key": key, "consents": ",".join([*cfg["consents"][action], *extra_consent])})
 
@@ -165,7 +170,8 @@ def demands(day: date, caps: pd.DataFrame, bills: pd.DataFrame, roles: pd.DataFr
             reason = (f"{words}: setting aside {_money(each)} on {_day(when)}"
                       + (f" (instalment {i + 1} of {len(days)})" if len(days) > 1 else "") + " covers it")
             add(b.customer_id, "bill_provision", 0, when, each, reason, f"provision for the bill due {due}", None,
-                due, f"{b.source}:{b.key}:{due}", ("open_banking",) if bool(b.needs_open_banking) else ())
+                due, f"{b.source}:{b.key}:{due}", ("open_banking",) if bool(b.needs_open_banking) else (),
+                headline=f"money set aside ahead of {BILL_HEADLINE[str(b.source)]} due around {_day(due)}")
     # 2. the tax pot of an irregular earner
     share = float(cfg["tax_pot"]["share"])
     earners = roles[roles["role"] == "irregular_earner"] if len(roles) else roles
@@ -181,7 +187,8 @@ def demands(day: date, caps: pd.DataFrame, bills: pd.DataFrame, roles: pd.DataFr
         for when in months:
             reason = (f"{r.reason}; setting aside {share:.0%} of that income ({_money(per_month)} a month) on "
                       f"{_day(when)} keeps money ready for the tax on it")
-            add(r.customer_id, "tax_pot", 1, when, per_month, reason, "tax pot", None, None, "tax_pot")
+            add(r.customer_id, "tax_pot", 1, when, per_month, reason, "tax pot", None, None, "tax_pot",
+                headline=f"a tax pot: {share:.0%} of your self-employed income set aside each month")
     # 3. debts, avalanche: the dearest first
     debt = cfg["debt"]
     lending = accounts[accounts["product"].isin(debt["products"]) & (accounts["balance"] < 0)].copy()
@@ -205,14 +212,17 @@ def demands(day: date, caps: pd.DataFrame, bills: pd.DataFrame, roles: pd.DataFr
                   f"last {int(d.window_days)} days on {_money(d.owed)} owed), {words}; paying some off tomorrow "
                   f"saves that interest")
         add(d.customer_id, "debt_overpayment", 2, tomorrow, limit, reason, f"overpayment of your {name}",
-            d.account_id, None, f"debt:{d.account_id}")
+            d.account_id, None, f"debt:{d.account_id}",
+            headline=f"your {name} costs you about {d.rate:.1%} a year in interest, {words}")
     # 4. the savings sweep: the rest of safe-to-save
     for customer in sorted(ok):
         to = savings.get(customer)
         reason = "what is left of what is safe to save today"
         add(customer, "savings_sweep", 3, tomorrow, float(safe[customer]), reason,
-            "your savings account" if to is not None else "a new easy-access savings pot", to, None, "sweep")
-    out = pd.DataFrame(rows, columns=["customer_id", "action", "rank", "execute_on", "requested", "reason", "target",
+            "your savings account" if to is not None else "a new easy-access savings pot", to, None, "sweep",
+            headline="what is safe to save moved to savings tomorrow")
+    out = pd.DataFrame(rows, columns=["customer_id", "action", "rank", "execute_on", "requested", "reason",
+                                      "headline", "target",
                                       "from_account_id", "to_account_id", "due_date", "plan_key", "consents"])
     out["order"] = np.arange(len(out))
     return out.sort_values(["customer_id", "rank", "order"], kind="stable").reset_index(drop=True)
@@ -331,7 +341,7 @@ def plan_frame(day: date, forecast: pd.DataFrame, roles: pd.DataFrame, accounts:
 
 PLAN_COLUMNS = ["instruction_id", "plan_id", "customer_id", "kind", "action", "priority", "execute_on", "amount",
                 "from_account_id", "to_account_id", "target", "due_date", "horizon_days", "p10_before", "p10_after",
-                "reason", "reversal", "reversible_until", "consents", "requires_mandate", "plan_version",
+                "reason", "headline", "reversal", "reversible_until", "consents", "requires_mandate", "plan_version",
                 "policy_version", "model_version"]
 
 

@@ -210,6 +210,7 @@ def test_plans_reach_decide_as_actions_with_their_own_reason():
     a = context.iloc[0]
     assert a["has_debt_plan"] and not a["has_savings_plan"]      # the loan (7.9%) takes all that is safe
     assert a["plan_debt_amount"] == 1950.0 and "7.9% a year" in a["plan_debt_reason"]
+    assert "£" not in a["plan_debt_reason"]          # the headline: no money figures (they reach the CRM)
     ctx = pd.DataFrame([HEALTHY | {"customer_id": "C_A"}, HEALTHY | {"customer_id": "C_B"},
                         HEALTHY | {"customer_id": "C_C", "is_personalization_allowed": False}]).merge(
         context, on="customer_id", how="left")
@@ -220,7 +221,8 @@ def test_plans_reach_decide_as_actions_with_their_own_reason():
     nba = decisions.next_best_actions
     got = nba[nba["action_id"].astype(str).isin(["savings_plan", "debt_plan"])]
     assert set(got["customer_id"]) == {"C_A"} and set(got["action_id"].astype(str)) == {"debt_plan"}
-    assert "a plan to pay £1950 off your debts: your loan costs you about 7.9% a year" in got["reasons"].iloc[0]
+    assert got["reasons"].iloc[0] == ("a plan to pay £1950 off your debts: your loan costs you about 7.9% a year in "
+                                      "interest, the only debt you hold with us that costs more than savings earn")
     log = decisions.decision_log
     why = log[(log["customer_id"] == "C_B") & (log["action_id"].astype(str) == "debt_plan")]["reason"]
     assert why.str.contains("no debt plan tonight").all() and len(why) == 1
