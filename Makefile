@@ -52,7 +52,7 @@ night:
 
 # The same DAGs on the CeleryExecutor (PostgreSQL, Redis, two workers), compared with a LocalExecutor run.
 CLUSTER_CUSTOMERS ?= 2000
-CLUSTER_DAGS ?= nightly_personalization
+CLUSTER_DAGS ?= nightly_personalization,retrain_models
 cluster-demo: install
 	$(BIN)/python -m pipelines.cluster_demo --customers $(CLUSTER_CUSTOMERS) --dags $(CLUSTER_DAGS) --date $(DEMO_END)
 
