@@ -54,7 +54,7 @@ night:
 CLUSTER_CUSTOMERS ?= 2000
 CLUSTER_DAGS ?= nightly_personalization
 cluster-demo: install
-	$(BIN)/python -m pipelines.cluster_demo --customers $(CLUSTER_CUSTOMERS) --dags $(CLUSTER_DAGS) --date $(DEMO_END)
+	$(BIN)/python -m pipelines.evaluation.cluster_demo --customers $(CLUSTER_CUSTOMERS) --dags $(CLUSTER_DAGS) --date $(DEMO_END)
 
 test: install
 	$(BIN)/python -m pytest -q --timeout=1500 tests
