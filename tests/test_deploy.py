@@ -95,7 +95,7 @@ def _home(root: Path, probability: float, run_id: str) -> Path:
 
 
 def test_the_cluster_comparison_finds_a_differing_row_and_ignores_only_the_run_id(tmp_path: Path):
-    from pipelines.cluster_demo import compare_outputs
+    from pipelines.evaluation.cluster_demo import compare_outputs
 
     a, b, c = _home(tmp_path / "a", 0.25, "r1"), _home(tmp_path / "b", 0.25, "r2"), _home(tmp_path / "c", 0.3, "r3")
     same, lines = compare_outputs(a, b, "2026-11-20")
@@ -129,7 +129,7 @@ def _retrained(root: Path, brier: float, booster: str, decided_at_differs: bool 
 
 
 def test_the_cluster_comparison_of_retraining_ignores_only_when_each_decision_was_written(tmp_path: Path):
-    from pipelines.cluster_demo import compare_registry, registry_decisions
+    from pipelines.evaluation.cluster_demo import compare_registry, registry_decisions
 
     a = _retrained(tmp_path / "a", 0.04, "tree 1")
     time.sleep(0.01)
@@ -161,7 +161,7 @@ def test_the_cluster_comparison_of_retraining_ignores_only_when_each_decision_wa
 
 
 def test_the_cluster_demo_runs_the_retraining_by_default():
-    from pipelines.cluster_demo import DEFAULT_DAGS, RETRAIN_DAG
+    from pipelines.evaluation.cluster_demo import DEFAULT_DAGS, RETRAIN_DAG
 
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
     assert f"CLUSTER_DAGS ?= {DEFAULT_DAGS}\n" in makefile
