@@ -226,3 +226,32 @@ def test_plans_reach_decide_as_actions_with_their_own_reason():
     log = decisions.decision_log
     why = log[(log["customer_id"] == "C_B") & (log["action_id"].astype(str) == "debt_plan")]["reason"]
     assert why.str.contains("no debt plan tonight").all() and len(why) == 1
+
+
+def test_a_customer_with_a_savings_plan_is_not_offered_the_sweep_as_well():
+    """One saving message a night: tonight's savings plan already moves what is safe to save, so the commercial
+    safe-to-save sweep is withheld from that customer (and still offered to one without a plan), with the reason."""
+    import copy
+
+    from pipelines import decide
+    from pipelines.actions import load_catalogue
+    from tests.test_decide import HEALTHY
+
+    accounts = [current("C_PLAN"), current("C_NONE")]
+    rows = run(forecast("C_PLAN", (3000.0, 3000.0, 3000.0)), accounts)
+    assert set(rows["action"]) == {"savings_sweep"}
+    context = decide.plan_context(rows)
+    base = HEALTHY | {"has_savings": True, "safe_to_save": 800.0, "p_shortfall_30": 0.01, "confidence": "high"}
+    ctx = pd.DataFrame([base | {"customer_id": "C_PLAN"}, base | {"customer_id": "C_NONE"}]).merge(
+        context, on="customer_id", how="left")
+    pol = copy.deepcopy(decide.policy())
+    pol["control_share"] = 0.0
+    pol["top_k"] = 30
+    decisions = decide.decide_frame(decide.complete_context(ctx, pol), D, None, load_catalogue(), pol)
+    nba = decisions.next_best_actions
+    offered = {c: set(nba[nba["customer_id"] == c]["action_id"].astype(str)) for c in ("C_PLAN", "C_NONE")}
+    assert "savings_plan" in offered["C_PLAN"] and "safe_to_save_sweep" not in offered["C_PLAN"]
+    assert "safe_to_save_sweep" in offered["C_NONE"] and "savings_plan" not in offered["C_NONE"]
+    log = decisions.decision_log
+    why = log[(log["customer_id"] == "C_PLAN") & (log["action_id"].astype(str) == "safe_to_save_sweep")]["reason"]
+    assert why.str.contains("savings plan already moves").all() and len(why) == 1
