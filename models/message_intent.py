@@ -29,6 +29,7 @@ CLASSIFIERS = ("svm", "logreg", "mlp")
 MLP_DROPOUT = 0.5
 MLP_LEARNING_RATE = 3e-3
 MLP_BATCH = 128
+PREDICT_CHUNK = 8192  # texts scored at once by `IntentClassifier.decision`
 MODEL_FILE = "intent_model.joblib"
 
 # Contractions and the usual ways of writing them without an apostrophe, spelt out (order matters: can't first).
@@ -320,9 +321,13 @@ class IntentClassifier:
                          for c in self.components])
 
     def decision(self, texts: Sequence[str]) -> np.ndarray:
-        """The blended scores (n_texts, n_classes)."""
+        """The blended scores (n_texts, n_classes), PREDICT_CHUNK texts at a time (the hidden layer of a network
+        is a dense (n_texts, units) matrix: chunks bound the memory)."""
         if self.intercept is None or (self.coef is None and self.network is None):
             raise ValueError("the intent model is not fitted")
+        texts = list(texts)
+        if len(texts) > PREDICT_CHUNK:
+            return np.vstack([self.decision(texts[i:i + PREDICT_CHUNK]) for i in range(0, len(texts), PREDICT_CHUNK)])
         X = self._matrix(self._prepared(texts))
         scores = np.asarray(X @ self.coef) + self.intercept if self.coef is not None else \
             np.broadcast_to(self.intercept, (X.shape[0], len(self.intercept))).copy()
