@@ -5,7 +5,9 @@ A linear model over TF-IDF word and character n-grams of a normalised text (lowe
 digits folded to one token), with a temperature-scaled softmax over its decision scores as the intent probability.
 A candidate may blend several linear classifiers fitted on the same features (a linear SVM and a multinomial
 logistic regression): the blend is a product of their calibrated softmaxes, i.e. a weighted sum of their scores,
-which is again one linear model, so it predicts at the cost of one. The candidates (n-gram ranges, classifiers,
+which is again one linear model, so it predicts at the cost of one. A candidate may also blend in a small neural
+network on the same features (`mlp`: a few one-hidden-layer networks from different seeds, averaged as one wider
+network), trained here in numpy by lazy Adam over the sparse input. The candidates (n-gram ranges, classifiers,
 regularisation) are chosen by stratified k-fold cross-validation on the training file only, and the blend weights
 and the temperature are fitted on the chosen candidate's out-of-fold scores (minimum log loss), so that
 `intent_probability` is calibrated on messages the model did not see. `heldout_evaluation` measures the whole
