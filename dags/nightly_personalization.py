@@ -105,6 +105,18 @@ def nightly_personalization():
         return _run_stage("validate_silver", data_interval_start)
 
     @task
+    def plan_feature_shards(data_interval_start=None) -> list:
+        return _run_stage("feature_shards", data_interval_start)
+
+    @task(max_active_tis_per_dagrun=2)
+    def update_features(bucket: int, data_interval_start=None) -> dict:
+        return _run_stage("update_features_shard", data_interval_start, bucket=bucket)
+
+    @task(retries=0)
+    def validate_features(data_interval_start=None) -> dict:
+        return _run_stage("validate_features", data_interval_start)
+
+    @task
     def measure_value(data_interval_start=None) -> dict:
         return _run_stage("measure_value", data_interval_start)
 
@@ -172,6 +184,8 @@ def nightly_personalization():
     def publish(data_interval_start=None, run_id=None) -> dict:
         return _run_stage("publish", data_interval_start, run_id=run_id)
 
+    feature_shards = plan_feature_shards()
+    features = update_features.expand(bucket=feature_shards)
     forecast_shards = plan_forecast_shards()
     forecasts = forecast_cash_shortfall.expand(bucket=forecast_shards)
     life_event_shards = plan_life_event_shards()
@@ -183,7 +197,8 @@ def nightly_personalization():
     profile_shards = plan_profile_shards()
     profiles = profile_customers.expand(bucket=profile_shards)
     silver_checked = wait_for_landing() >> ingest() >> validate() >> conform() >> validate_silver()
-    silver_checked >> forecast_shards
+    silver_checked >> feature_shards
+    features >> validate_features() >> forecast_shards
     silver_checked >> message_shards  # messages (step 3b) run beside the forecast; decide needs both
     silver_checked >> profile_shards  # so do the customer profiles (step 3c: app usage, roles)
     forecasts >> validate_forecast() >> life_event_shards

@@ -11,18 +11,28 @@ Per horizon H (days) it trains, on the rows of `features` joined to the `labels`
 - one regressor of `days_to_shortfall` on the positive rows only (it is the expected date *given* a shortfall);
   skipped (NaN forecast) when the horizon has fewer than `min_date_positives` positives.
 
-Calibration (documented choice, forward-chaining): the calibration cut-offs are the latest ones that hold about
-`calibration_share` of the rows, and at least `calibration_min_folds` of them (never the first). For each, in time
-order, a classifier is fitted on every earlier cut-off and predicts it; the isotonic map is fitted on all those
-out-of-time predictions together, and the published classifier is the last of them (fitted on every cut-off but
-the latest). So the calibrator is fitted on predictions made exactly as the published classifier makes them (from
-the past only, one model of the same kind), over several steps of time rather than one.
-Until 2026-12-06 a single classifier fitted on the earlier cut-offs gave the calibrator its predictions for the
-latest ones, and the classifier was then refitted on all rows with the calibrator kept: on banks it was not tuned on
-(240 days, seeds 11, 23, 101) that mismatch between the model calibrated and the model published left calibration
-errors of 0.02-0.04, worst where the shortfall rate drifts (docs/forecasting.md, "Calibration off the tuning bank").
-Labels of earlier cut-offs may overlap in time the calibration cut-offs' windows (no purge gap): fine for a
-monotone map.
+Calibration (documented choice, forward-chaining, blind to the outcome it predicts): the calibration cut-offs are
+the latest ones that hold about `calibration_share` of the rows, and at least `calibration_min_folds` of them (never
+the first). Customers fall into `calibration_groups` groups by a fixed hash of their id. Each calibration row (a
+customer at a calibration cut-off f) is predicted by a classifier fitted on the cut-offs before f, except the
+outcomes of that customer's group that had not ended by f (c + H > f): `fold_training_rows`. The isotonic map is
+fitted on all those predictions together. The classifiers of the latest calibration cut-off, one per group (fitted
+on every cut-off but the latest), are published, each scoring its own group's customers (`classifier_rows`): the
+model that scores a customer is one the calibrator saw, blind to that customer in the same way.
+Why blind: on the day it forecasts, the published classifier has seen no outcome that reaches into the window it
+predicts (training labels end by that day). A fold classifier fitted on every earlier cut-off had: with 14-day steps,
+a customer's 90-day windows of the six cut-offs before f overlap f's window, and hold the very shortfall it predicts
+(a customer short on day f + 20 is a positive at f - 14 and at f). Its predictions for those customers look more
+certain than any forecast can be, and the isotonic map learned from them is over-confident: on 240-day banks, where
+every 90-day training cut-off overlaps the calibration ones, 0.71 was forecast where 0.59 happened, 0.33 where
+0.27 did (seed 11, docs/forecasting.md, "Calibration off the tuning bank"). Other customers' overlapping outcomes
+stay in (no purge gap for them: they are not the outcome predicted), and so do the group's outcomes that had ended
+(what a model knows of a customer's past). Publishing one classifier fitted on every cut-off instead (tried first)
+left it sharper than the blind ones the map was fitted on, and over-predicted 60 days on banks not used to choose.
+History: until 2026-12-06 (morning) a single classifier fitted on the earlier cut-offs calibrated the latest ones
+and a refit on all rows was published; then (branch day-one) each fold's classifier saw every earlier outcome and
+the last of them was published; now (branch calib90) the folds are blind to the open outcomes of the customers they
+predict and the last fold's classifiers are published, one per customer group.
 
 Output goes through `models.contract.make_coherent`, like every engine. Modelling code only: no `pipelines`, no
 file paths other than the directory given to `save`/`load`.
@@ -67,6 +77,7 @@ class GlobalEngineParams:
     num_threads: int = 2
     calibration_share: float = 0.2  # share of rows, on the latest cut-offs, whose out-of-time predictions calibrate
     calibration_min_folds: int = 3  # ... and at least this many cut-offs (forward-chaining folds), never the first
+    calibration_groups: int = 4  # customer groups: a calibration row's customer has no open outcome in its model
     min_date_positives: int = 50  # fewer positives than this at a horizon: no date model, NaN forecast
     date_objective: str = "regression_l1"  # the median day is robust to the long tail of late shortfalls
     horizons: tuple[int, ...] = HORIZONS
@@ -152,6 +163,27 @@ def _calibration_mask(cutoffs: np.ndarray, share: float) -> np.ndarray:
     return cutoffs >= first_calibration
 
 
+def customer_groups(customer_ids: pd.Series, n_groups: int) -> np.ndarray:
+    """A customer's calibration group, 0..n_groups-1: a fixed hash of the id (pandas' keyed SipHash, the same on
+    every run and machine), so every row of a customer falls in the same group."""
+    if int(n_groups) <= 1:
+        return np.zeros(len(customer_ids), dtype=np.int64)
+    hashed = pd.util.hash_pandas_object(customer_ids.astype(str).reset_index(drop=True), index=False).to_numpy()
+    return (hashed % np.uint64(n_groups)).astype(np.int64)
+
+
+def fold_training_rows(cutoffs: np.ndarray, groups: np.ndarray, fold: np.datetime64, group: int,
+                       horizon_days: int) -> np.ndarray:
+    """The rows a calibration classifier learns from when it predicts the customers of `group` at cut-off `fold`:
+    every earlier cut-off of the other groups, and of `group` itself only the cut-offs whose `horizon_days`
+    outcome had ended by `fold` (c + h <= fold). So it knows of those customers what a model knows on the day it
+    forecasts (their past outcomes, none that reaches into the window it predicts): an outcome window overlapping
+    the predicted one holds the very shortfall being predicted."""
+    before = cutoffs < fold
+    ended = cutoffs + np.timedelta64(int(horizon_days), "D") <= fold
+    return before & ((groups != group) | ended)
+
+
 # OpenMP threads spin at every barrier: on a small batch, or a busy machine, a second thread costs far more than it
 # brings (measured here under load: 3,887 training rows took 13 s on one thread and 94 s on two).
 MIN_ROWS_PER_THREAD = 50_000
@@ -172,7 +204,9 @@ class GlobalEngine:
         """Forget any previous fit (fit can be called again on the same object)."""
         self.params: GlobalEngineParams = params
         self.feature_names: list[str] = []
-        self.classifiers: dict[int, lgb.Booster] = {}
+        # per horizon, the published classifiers: one per customer group (calibration_groups), or a single one
+        # for every customer (calibration skipped, or an engine saved before per-group classifiers)
+        self.classifiers: dict[int, list[lgb.Booster]] = {}
         self.calibrators: dict[int, Any] = {}  # None = identity (calibration skipped, see notes)
         self.quantile_models: dict[tuple[int, float], lgb.Booster] = {}
         self.date_models: dict[int, lgb.Booster | None] = {}
@@ -233,6 +267,8 @@ class GlobalEngine:
         self._train_threads = threads_for(len(features), p.num_threads)
         if not 0 <= p.calibration_share < 1:
             raise ValueError("calibration_share must be in [0, 1)")
+        if int(p.calibration_groups) < 1:
+            raise ValueError("calibration_groups must be at least 1")
 
         keys = pd.DataFrame(
             {
@@ -248,6 +284,7 @@ class GlobalEngine:
         if lab.duplicated(["customer_id", "cutoff", "horizon_days"]).any():
             raise ValueError("labels has duplicate (customer_id, cutoff, horizon_days) rows")
         X_all = _as_matrix(features, self.feature_names)
+        groups = customer_groups(keys["customer_id"], p.calibration_groups)
 
         used_rows = np.unique(lab["_row"].to_numpy())
         summary: dict[str, Any] = {
@@ -267,7 +304,7 @@ class GlobalEngine:
             X = X_all[rows]
             y = part["is_shortfall"].astype(float).to_numpy()
             cut = part["cutoff"].to_numpy()
-            self._fit_classifier(h, X, y, cut)
+            self._fit_classifier(h, X, y, cut, groups[rows])
 
             balance = part["min_balance"].to_numpy(dtype=float)
             ok = np.isfinite(balance)
@@ -293,24 +330,37 @@ class GlobalEngine:
         self.training_summary = summary
         return self
 
-    def _fit_classifier(self, h: int, X: np.ndarray, y: np.ndarray, cutoffs: np.ndarray) -> None:
-        """Classifier of horizon h with its isotonic calibrator, forward-chaining (module docstring): per
-        calibration cut-off a classifier fitted on the earlier cut-offs predicts it; the calibrator is fitted on
-        those out-of-time predictions together and the last classifier is the one published."""
+    def _fit_classifier(self, h: int, X: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, groups: np.ndarray) -> None:
+        """Classifiers of horizon h with their isotonic calibrator (module docstring, "Calibration"): each row of
+        each calibration cut-off is predicted by a classifier fitted on the rows `fold_training_rows` allows (the
+        cut-offs before it, without the outcomes of its customer group that had not ended by then; `groups`: the
+        customer group of each row); the calibrator is fitted on those predictions together; the classifiers of
+        the last calibration cut-off, one per group, are published, each for its group's customers."""
         p = self.params
+        n_groups = max(int(p.calibration_groups), 1)
         folds = _calibration_cutoffs(cutoffs, p.calibration_share, p.calibration_min_folds)
         raw: list[np.ndarray] = []
         outcome: list[np.ndarray] = []
+        last: dict[int, lgb.Booster] = {}
         skipped = 0
-        classifier = None
+        n_folds = 0
         for fold in folds:
-            before, at = cutoffs < fold, cutoffs == fold
-            if len(np.unique(y[before])) < 2:
-                skipped += 1   # nothing to learn before this cut-off: one class only
-                continue
-            classifier = self._train(X[before], y[before], "binary", p.n_estimators)
-            raw.append(classifier.predict(X[at], num_threads=self._train_threads))
-            outcome.append(y[at])
+            at = cutoffs == fold
+            used = False
+            for group in range(n_groups):
+                learn = fold_training_rows(cutoffs, groups, fold, group, h)
+                score = at & (groups == group)
+                if len(np.unique(y[learn])) < 2:
+                    skipped += 1   # nothing to learn: one class only
+                    continue
+                model = self._train(X[learn], y[learn], "binary", p.n_estimators)
+                if fold == folds[-1]:
+                    last[group] = model
+                if score.any():
+                    raw.append(model.predict(X[score], num_threads=self._train_threads))
+                    outcome.append(y[score])
+                    used = True
+            n_folds += used
         reason = ""
         if not len(folds):
             reason = "a single cut-off" if len(np.unique(cutoffs)) < 2 else "calibration_share is 0"
@@ -318,21 +368,35 @@ class GlobalEngine:
             reason = "one class only before every calibration cut-off"
         elif len(np.unique(np.concatenate(outcome))) < 2:
             reason = "one class only on the calibration cut-offs"
+        elif len(last) < n_groups:
+            reason = "one class only for some customer group before the latest calibration cut-off"
         calibrator = None
         if not reason:
             calibrator = _calibrator_class()()
             calibrator.fit(np.concatenate(raw), np.concatenate(outcome))
             n_rows = int(sum(len(r) for r in raw))
             self.notes.append(
-                f"h{h}: calibrated on out-of-time predictions for the latest {len(raw)} cut-off(s), {n_rows} rows "
-                f"({n_rows / len(y):.1%}), each by a classifier fitted on the cut-offs before it"
-                + (f" ({skipped} cut-off(s) skipped: one class before them)" if skipped else "")
-                + "; the last of them is published")
+                f"h{h}: calibrated on out-of-time predictions for the latest {n_folds} cut-off(s), {n_rows} rows "
+                f"({n_rows / len(y):.1%}), each by a classifier fitted on the cut-offs before it and blind to the "
+                f"outcomes of its customer group ({n_groups} group(s)) that had not ended by then"
+                + (f" ({skipped} fold(s) skipped: one class only to learn from)" if skipped else "")
+                + "; the classifiers of the latest of them are published, each for its group")
+            self.classifiers[h] = [last[group] for group in range(n_groups)]
         else:
-            self.notes.append(f"h{h}: calibration skipped ({reason}): identity, classifier fitted on all rows")
-            classifier = self._train(X, y, "binary", p.n_estimators)
-        self.classifiers[h] = classifier
+            self.notes.append(f"h{h}: calibration skipped ({reason}): identity, one classifier fitted on all rows")
+            self.classifiers[h] = [self._train(X, y, "binary", p.n_estimators)]
         self.calibrators[h] = calibrator
+
+    def classifier_rows(self, h: int, customer_ids: pd.Series | np.ndarray) -> list[tuple[lgb.Booster, np.ndarray]]:
+        """The published classifiers of horizon h with the rows (boolean masks over `customer_ids`) each one
+        scores: a customer is scored by its group's classifier, the one that never saw its open outcomes when the
+        calibrator was fitted (module docstring)."""
+        boosters = self.classifiers[h]
+        n = len(customer_ids)
+        if len(boosters) == 1:
+            return [(boosters[0], np.ones(n, dtype=bool))]
+        groups = customer_groups(pd.Series(np.asarray(customer_ids)), len(boosters))
+        return [(booster, groups == g) for g, booster in enumerate(boosters)]
 
     # ------------------------------------------------------------------ prediction
     def _check_features(self, features: pd.DataFrame, keys: bool = True) -> None:
@@ -366,8 +430,12 @@ class GlobalEngine:
             stop = min(start + PREDICT_CHUNK_ROWS, n)
             X = _as_matrix(features.iloc[start:stop], self.feature_names)
             threads = threads_for(stop - start, p.num_threads)
+            ids = features["customer_id"].iloc[start:stop]
             for j, h in enumerate(horizons):
-                prob = self.classifiers[h].predict(X, num_threads=threads)
+                prob = np.empty(stop - start)
+                for booster, rows in self.classifier_rows(h, ids):
+                    if rows.any():
+                        prob[rows] = booster.predict(X[rows], num_threads=threads)
                 if self.calibrators.get(h) is not None:
                     prob = np.asarray(self.calibrators[h].predict(prob), dtype=float)
                 out["p_shortfall"][start:stop, j] = prob
@@ -413,18 +481,21 @@ class GlobalEngine:
         if mask.shape != (n,):
             raise ValueError("only_rows must be a boolean mask with one entry per row")
         result: list[list[str]] = [[] for _ in range(n)]
-        selected = np.flatnonzero(mask)
         names = np.asarray(self.feature_names, dtype=object)
-        booster = self.classifiers[horizon_days]
+        if "customer_id" not in features and len(self.classifiers[horizon_days]) > 1:
+            raise ValueError("top_drivers needs customer_id: each customer group has its own classifier")
+        ids = features["customer_id"] if "customer_id" in features else pd.Series([""] * n)
         chunk = 50_000
-        for start in range(0, len(selected), chunk):
-            idx = selected[start : start + chunk]
-            X = _as_matrix(features.iloc[idx], self.feature_names)
-            contrib = booster.predict(X, pred_contrib=True, num_threads=self.params.num_threads)[:, :-1]  # no bias
-            order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-            top = np.take_along_axis(contrib, order, axis=1)
-            for row, cols, values in zip(idx, order, top):
-                result[row] = [str(name) for name in names[cols[values > 0]]]
+        for booster, rows in self.classifier_rows(horizon_days, ids):
+            selected = np.flatnonzero(mask & rows)
+            for start in range(0, len(selected), chunk):
+                idx = selected[start : start + chunk]
+                X = _as_matrix(features.iloc[idx], self.feature_names)
+                contrib = booster.predict(X, pred_contrib=True, num_threads=self.params.num_threads)[:, :-1]
+                order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+                top = np.take_along_axis(contrib, order, axis=1)
+                for row, cols, values in zip(idx, order, top):
+                    result[row] = [str(name) for name in names[cols[values > 0]]]
         return result
 
     def feature_importance(self) -> pd.DataFrame:
@@ -432,7 +503,7 @@ class GlobalEngine:
         if not self.classifiers:
             raise ValueError("the engine is not fitted")
         h = 30 if 30 in self.classifiers else min(self.classifiers)
-        gain = self.classifiers[h].feature_importance(importance_type="gain")
+        gain = sum(b.feature_importance(importance_type="gain").astype(float) for b in self.classifiers[h])
         frame = pd.DataFrame({"feature": self.feature_names, "gain": gain.astype(float)})
         return frame.sort_values(["gain", "feature"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
@@ -441,7 +512,12 @@ class GlobalEngine:
         """File name -> booster, in a fixed order (None: the date model was skipped)."""
         files: dict[str, lgb.Booster | None] = {}
         for h in self.params.horizons:
-            files[f"classifier_h{h}.txt"] = self.classifiers[h]
+            boosters = self.classifiers[h]
+            if len(boosters) == 1:
+                files[f"classifier_h{h}.txt"] = boosters[0]
+            else:
+                for g, booster in enumerate(boosters):
+                    files[f"classifier_h{h}_g{g}.txt"] = booster
             for q in self.params.quantiles:
                 files[f"min_balance_{_quantile_tag(q)}_h{h}.txt"] = self.quantile_models[(h, q)]
             files[f"days_to_shortfall_h{h}.txt"] = self.date_models.get(h)
@@ -506,9 +582,13 @@ class GlobalEngine:
             return lgb.Booster(model_str=path.read_text(encoding="utf-8"))
 
         for h in engine.params.horizons:
-            engine.classifiers[h] = booster(f"classifier_h{h}.txt")
-            if engine.classifiers[h] is None:
+            names = [f"classifier_h{h}.txt"] if f"classifier_h{h}.txt" in meta["models"] else sorted(
+                (name for name in meta["models"] if name.startswith(f"classifier_h{h}_g")),
+                key=lambda name: int(name.rsplit("_g", 1)[1].split(".")[0]))
+            boosters = [booster(name) for name in names]
+            if not boosters or any(b is None for b in boosters):
                 raise IncompatibleModelError(f"no classifier for horizon {h}")
+            engine.classifiers[h] = boosters
             stored = meta["calibrators"].get(str(h))
             engine.calibrators[h] = None if stored is None else _calibrator_class().from_dict(stored)
             for q in engine.params.quantiles:

@@ -110,8 +110,10 @@ def _add_berka(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish", "night"],
-                   help="which stage to benchmark (night: the whole night, `segone run`, on a tiled lake)")
+    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish", "night",
+                                    "features"],
+                   help="which stage to benchmark (night: the whole night, `segone run`, on a tiled lake; features: "
+                        "the feature store's night)")
     p.add_argument("--customers", type=_sizes, default="10000,100000",
                    help="comma-separated bank sizes (default 10000,100000)")
     p.add_argument("--days", type=_positive_int, default=None,
@@ -121,6 +123,10 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
     p.add_argument("--messages", type=_positive_int, default=1_000_000,
                    help="messages: how many messages go through the stage (default 1000000)")
+    p.add_argument("--home", type=Path, default=None,
+                   help="features: measure on this home (a COPY: the store is rewritten) instead of simulating")
+    p.add_argument("--date", dest="day", type=_date, default=None,
+                   help="features: the night D (default 2026-11-20; the home's silver must hold it)")
 
 
 def _add_backtest(p: argparse.ArgumentParser) -> None:
@@ -144,6 +150,12 @@ def _add_backtest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cutoffs", type=_positive_int, default=None, help="number of test cut-offs (default from config)")
 
 
+def _add_features(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["update", "rebuild"],
+                   help="update: merge D's silver into the store's previous state; rebuild: compute it from silver")
+    _add_date(p)
+
+
 def _add_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", dest="day", type=_date, default=None, help="also check the landing folder of D")
 
@@ -160,6 +172,8 @@ def _add_closed_loop(p: argparse.ArgumentParser) -> None:
                    help="the first night (default 2026-11-20)")
     p.add_argument("--compare-with", dest="compare_with", type=Path, default=None,
                    help="closed_loop.json of another run on the same seed (learning on against off)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="processes for the night's shards, as the DAG's mapped tasks (default: the cores, at most 2)")
 
 
 def _add_closed_loop_report(p: argparse.ArgumentParser) -> None:
@@ -188,9 +202,9 @@ def _add_unlock(p: argparse.ArgumentParser) -> None:
 
 COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     "simulate": ("simulate a bank into $SEGONE_HOME/landing/ (history and day D)",
-                 "pipelines.simulate:simulate_command", _add_simulate),
+                 "pipelines.sources.simulate:simulate_command", _add_simulate),
     "import-berka": ("turn the Berka data set into landing files: landing/history/ and its last day's night",
-                     "pipelines.berka:import_berka_command", _add_berka),
+                     "pipelines.sources.berka:import_berka_command", _add_berka),
     "load-history": ("ingest, validate and conform landing/history/ into the lake",
                      "pipelines.stages:load_history_command", _add_nothing),
     "ingest": ("stage 1a: parse landing/D/ into bronze, quarantining bad rows",
@@ -201,6 +215,11 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                 "pipelines.stages:conform", _add_date),
     "validate-silver": ("stage 2b: Great Expectations suites on D's silver",
                         "pipelines.stages:validate_silver", _add_date),
+    "features": ("stage 3: the feature store (lake/features/) as of D: `features update` (the night's way) or "
+                 "`features rebuild` (from silver alone, e.g. after a re-run of an older night)",
+                 "pipelines.stages:features_command", _add_features),
+    "validate-features": ("stage 3b: the feature store of D complete in every shard, keys and not-null columns",
+                          "pipelines.stages:validate_features", _add_date),
     "train": ("train the global cash-shortfall engine on a rolling window and promote it if it is no worse",
               "pipelines.stages:train", _add_optional_date),
     "forecast": ("stage 4: cash-shortfall forecast for D, every shard in turn, with the promoted model",
@@ -221,7 +240,7 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
     "validate-decisions": ("stage 6b: Great Expectations suites on D's decisions",
                            "pipelines.stages:validate_decisions", _add_date),
     "backtest": ("time-based backtest of the forecast engines (or `backtest life-events`): JSON and HTML report",
-                 "pipelines.backtest:backtest_command", _add_backtest),
+                 "pipelines.evaluation.backtest:backtest_command", _add_backtest),
     "publish": ("stage 7: warehouse.duckdb views, the CRM export (only if every gate passed) and the report",
                 "pipelines.stages:publish", _add_date),
     "export-crm": ("the CRM export of a published night D again, from what was published",
@@ -242,15 +261,15 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
     "retrain": ("retrain_models: forecaster, life-event classifiers and policy, each against its champion; "
                 "decisions in gold model_registry", "pipelines.retrain:retrain_command", _add_retrain),
     "closed-loop": ("simulate a bank, then night after night: the night, the customers' answers, the next day; "
-                    "retrain weekly; reports/closed_loop/", "pipelines.closed_loop:closed_loop_command",
+                    "retrain weekly; reports/closed_loop/", "pipelines.evaluation.closed_loop:closed_loop_command",
                     _add_closed_loop),
     "closed-loop-report": ("rebuild this home's closed-loop JSON and page from the lake, optionally compared with "
-                           "another run (learning on against off)", "pipelines.closed_loop:report_command",
+                           "another run (learning on against off)", "pipelines.evaluation.closed_loop:report_command",
                            _add_closed_loop_report),
     "doctor": ("pre-flight checks: config, data root and disk, history, promoted models, and D's landing with --date",
                "pipelines.doctor:doctor_command", _add_doctor),
     "bench": ("benchmarks side by side with plain pandas (see benchmarks/)",
-              "pipelines.bench:bench_command", _add_bench),
+              "pipelines.evaluation.bench:bench_command", _add_bench),
 }
 
 

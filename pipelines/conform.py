@@ -40,16 +40,6 @@ def sql_text(name: str) -> str:
     return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
 
 
-def _latest_partition(paths: Paths, table: str, key: str, before: str) -> str | None:
-    root = paths.table("silver", table)
-    if not root.exists():
-        return None
-    values = sorted(p.name.split("=", 1)[1] for p in root.iterdir() if p.name.startswith(f"{key}=")
-                    and any(p.rglob("*.parquet")))
-    earlier = [v for v in values if v < before]
-    return earlier[-1] if earlier else None
-
-
 def _register_bronze(con: duckdb.DuckDBPyConnection, paths: Paths, load_date: str) -> None:
     """bronze_<kind> views over this load's bronze (empty, with the right types, when a kind did not come)."""
     for kind in landing_contract().files:
@@ -81,7 +71,7 @@ def _register_partition(con: duckdb.DuckDBPyConnection, view: str, path: Path, e
 
 def _register_previous(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, as_of: str) -> str | None:
     schema = table_schema("silver", table)
-    previous = _latest_partition(paths, table, "as_of", before=as_of)
+    previous = lake.latest_partition(paths, "silver", table, as_of, strictly_before=True)
     columns = ", ".join(c for c in schema.column_names if c not in schema.partition)
     if previous is None:
         con.execute(f"create or replace view prev_{table} as {schema.empty_select()}")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import actions as catalogue_module
-from pipelines import lake
+from pipelines import lake, outputs
 from pipelines.actions import CHANNELS, LIFE_EVENTS, Action, context_weight, evaluate_rule, first_failure
 from pipelines.config import Paths, load_config
 from pipelines.errors import SegoneError
@@ -159,93 +159,43 @@ def _flag(ctx: pd.DataFrame, name: str) -> np.ndarray:
     return ctx[name].astype("boolean").fillna(False).to_numpy(bool)
 
 
-def _latest_partition(root, as_of: date) -> str | None:
-    if not root.exists():
-        return None
-    values = sorted(p.name.split("=", 1)[1] for p in root.glob("as_of=*") if any(p.rglob("*.parquet")))
-    earlier = [v for v in values if v <= as_of.isoformat()]
-    return earlier[-1] if earlier else None
+FEATURE_FIELDS = ("balance_now", "balance_min_30", "n_days_negative_30", "n_days_negative_90", "overdraft_limit",
+                  "headroom_now", "share_gambling_90", "share_travel_90", "has_regular_income", "is_income_stopped",
+                  "income_90", "monthly_recurring_income", "monthly_recurring_outgoings", "n_outgoing_streams",
+                  "n_fees_90", "savings_balance", "income_regularity", "n_returned_payments", "n_arrears_fees",
+                  "n_missed_repayments")
+HOLDING_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "has_mortgage", "has_external_current",
+                  "card_over_limit")
 
 
-def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
-    """One row per customer of the bucket as of D: features, the cash forecast per horizon, flagged life events,
-    holdings, consents, vulnerability, arrears, unarranged overdraft, gambling harm, age band and region.
+def read_context_inputs(paths: Paths, day: date, bucket: int) -> dict[str, pd.DataFrame | None]:
+    """The read step of decide: what was persisted for D and the bucket, never rebuilt. Silver snapshots
+    (customers, consent_state), the feature store (customer_features, customer_context: holdings and a card over
+    its limit), and the gold outputs of the earlier stages (cash_forecast, life_events, message_signals; None when a
+    stage wrote no partition)."""
+    from pipelines import store
 
-    Works without gold life_events (no life-event context: every is_<event> false) and without a cash forecast (the
-    protective shortfall actions do not apply, and credit is blocked for want of an affordability check)."""
-    from pipelines import forecast as forecast_stage
-
-    iso = day.isoformat()
+    customers_path = store.snapshot_path(paths, "customers", day)
+    consent_path = store.snapshot_path(paths, "consent_state", day, required=False)
+    consent_cols = ", ".join(f"is_{purpose}_allowed" for purpose in CONSENT_PURPOSES)
     con = lake.connect()
     try:
-        snap = _latest_partition(paths.table("silver", "customers"), day)
-        if snap is None:
-            raise SegoneError(f"silver customers has no snapshot on or before {day}: load the history first")
-        path = lake.partition_path(paths, "silver", "customers", as_of=snap)
         customers = con.execute(f"""
-            select customer_id, region, known_vulnerability, {day.year} - birth_year as age,
-                date '{iso}' - customer_since as tenure_days
-            from read_parquet('{path}/**/*.parquet') where bucket = {int(bucket)}""").df()
-        # holdings and credit cards over their limit (arrears), from the accounts snapshot and latest balances
-        snap = _latest_partition(paths.table("silver", "accounts"), day)
-        holdings = pd.DataFrame({"customer_id": pd.Series(dtype=str)})
-        if snap is not None:
-            path = lake.partition_path(paths, "silver", "accounts", as_of=snap)
-            balances = lake.scan_sql(paths, "silver", "balances")
-            over_limit = "false"
-            join = ""
-            if balances is not None:
-                join = f"""left join (
-                    select account_id, arg_max(cast(balance as double), as_of) as balance from {balances}
-                    where bucket = {int(bucket)} and (load_date = 'history' or load_date <= '{iso}')
-                        and as_of between date '{iso}' - 35 and date '{iso}'
-                    group by account_id) as b using (account_id)"""
-                over_limit = ("coalesce(bool_or(a.product = 'credit_card' and a.source = 'core' and a.credit_limit > 0 "
-                              "and b.balance < -cast(a.credit_limit as double)), false)")
-            holdings = con.execute(f"""
-                select a.customer_id,
-                    bool_or(a.product = 'current' and a.source = 'core') as has_current,
-                    bool_or(a.product = 'savings' and a.source = 'core') as has_savings,
-                    bool_or(a.product = 'credit_card' and a.source = 'core') as has_credit_card,
-                    bool_or(a.product = 'loan' and a.source = 'core') as has_loan,
-                    bool_or(a.product = 'mortgage' and a.source = 'core') as has_mortgage,
-                    bool_or(a.product = 'current' and a.source = 'openbanking') as has_external_current,
-                    {over_limit} as card_over_limit
-                from read_parquet('{path}/**/*.parquet') as a {join}
-                where a.bucket = {int(bucket)} and a.is_open
-                group by a.customer_id""").df()
-        snap = _latest_partition(paths.table("silver", "consent_state"), day)
-        consent_cols = [f"is_{purpose}_allowed" for purpose in CONSENT_PURPOSES]
-        consents = pd.DataFrame({"customer_id": pd.Series(dtype=str)})
-        if snap is not None:
-            path = lake.partition_path(paths, "silver", "consent_state", as_of=snap)
-            consents = con.execute(f"select customer_id, {', '.join(consent_cols)} "
-                                   f"from read_parquet('{path}/**/*.parquet') where bucket = {int(bucket)}").df()
-        forecast = _gold_partition(con, paths, "cash_forecast", iso, bucket)
-        life = _gold_partition(con, paths, "life_events", iso, bucket)
+            select customer_id, region, known_vulnerability, birth_year, customer_since
+            from read_parquet('{customers_path}/**/*.parquet') where bucket = {int(bucket)}""").df()
+        consents = (con.execute(f"select customer_id, {consent_cols} from read_parquet('{consent_path}/**/*.parquet') "
+                                f"where bucket = {int(bucket)}").df()
+                    if consent_path is not None else pd.DataFrame({"customer_id": pd.Series(dtype=str)}))
+        forecast = _gold_partition(con, paths, "cash_forecast", day.isoformat(), bucket)
+        life = _gold_partition(con, paths, "life_events", day.isoformat(), bucket)
     finally:
         con.close()
-
-    panel = forecast_stage.build_panel(paths, day, [day], buckets=[bucket])
-    wanted = ["customer_id", "balance_now", "balance_min_30", "n_days_negative_30", "n_days_negative_90",
-              "overdraft_limit", "headroom_now", "share_gambling_90", "share_travel_90", "has_regular_income",
-              "is_income_stopped", "income_90", "monthly_recurring_income", "monthly_recurring_outgoings",
-              "n_outgoing_streams", "n_fees_90", "savings_balance", "income_regularity", "n_returned_payments",
-              "n_arrears_fees", "n_missed_repayments"]
-    features = panel.features[[c for c in wanted if c in panel.features.columns]]
-    ctx = customers.merge(features, on="customer_id", how="left")
-    for name in ("has_regular_income", "is_income_stopped"):
-        ctx[name] = ctx[name].fillna(0).astype(float) > 0
-    ctx = ctx.merge(holdings, on="customer_id", how="left").merge(consents, on="customer_id", how="left")
-    ctx["is_service_alerts_allowed"] = ctx["is_service_alerts_allowed"].astype("boolean").fillna(True)
-    # an external account is known only through open banking: with that consent withdrawn on D it is not known
-    ctx["has_external_current"] = ctx["has_external_current"].astype("boolean").fillna(False) \
-        & ctx["is_open_banking_allowed"].astype("boolean").fillna(False)
-    ctx = ctx.merge(_forecast_wide(forecast), on="customer_id", how="left")
-    ctx = ctx.merge(_life_events_wide(life), on="customer_id", how="left")
-    ctx = ctx.merge(_message_context(paths, day, bucket), on="customer_id", how="left")
-    ctx = ctx.merge(app_context(paths, day, bucket), on="customer_id", how="left")
-    return complete_context(ctx)
+    features = store.read_table(paths, "customer_features", day, bucket)
+    return {"customers": customers, "consents": consents,
+            "features": features[[c for c in ("customer_id", *FEATURE_FIELDS) if c in features.columns]],
+            "holdings": store.read_table(paths, "customer_context", day, bucket),
+            "forecast": forecast, "life_events": life, "messages": _message_context(paths, day, bucket),
+            "app": app_context(paths, day, bucket)}
 
 
 def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
@@ -254,6 +204,45 @@ def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
 
     signals = read_signals(paths, day, bucket)
     return signals[["customer_id", *MESSAGE_FIELDS]].rename(columns=MESSAGE_FIELDS)
+
+
+def context_frame(day: date, customers: pd.DataFrame, consents: pd.DataFrame, features: pd.DataFrame,
+                  holdings: pd.DataFrame, forecast: pd.DataFrame | None, life_events: pd.DataFrame | None,
+                  messages: pd.DataFrame | None, app: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per customer as of D from the persisted inputs (`read_context_inputs`): features, the cash forecast
+    per horizon, flagged life events, holdings, consents, vulnerability, message signals, app usage and roles; then
+    every field of the
+    vocabulary (`complete_context`: arrears, unarranged overdraft, gambling harm, age band).
+
+    Works without gold life_events (no life-event context: every is_<event> false) and without a cash forecast (the
+    protective shortfall actions do not apply, and credit is blocked for want of an affordability check)."""
+    ctx = customers[["customer_id", "region", "known_vulnerability"]].copy()
+    ctx["age"] = day.year - customers["birth_year"].astype("float64")
+    since = pd.to_datetime(customers["customer_since"])
+    ctx["tenure_days"] = (pd.Timestamp(day) - since).dt.days.astype("float64")
+    ctx = ctx.merge(features, on="customer_id", how="left")
+    for name in ("has_regular_income", "is_income_stopped"):
+        ctx[name] = ctx[name].fillna(0).astype(float) > 0 if name in ctx else False
+    ctx = ctx.merge(holdings[["customer_id", *[c for c in HOLDING_FIELDS if c in holdings.columns]]],
+                    on="customer_id", how="left")
+    ctx = ctx.merge(consents, on="customer_id", how="left")
+    ctx["is_service_alerts_allowed"] = ctx["is_service_alerts_allowed"].astype("boolean").fillna(True) \
+        if "is_service_alerts_allowed" in ctx else True
+    # an external account is known only through open banking: with that consent withdrawn on D it is not known
+    ctx["has_external_current"] = ctx["has_external_current"].astype("boolean").fillna(False) \
+        & ctx["is_open_banking_allowed"].astype("boolean").fillna(False)
+    ctx = ctx.merge(_forecast_wide(forecast), on="customer_id", how="left")
+    ctx = ctx.merge(_life_events_wide(life_events), on="customer_id", how="left")
+    if messages is not None:
+        ctx = ctx.merge(messages[["customer_id", *MESSAGE_FIELDS.values()]], on="customer_id", how="left")
+    if app is not None:
+        ctx = ctx.merge(app, on="customer_id", how="left")
+    return complete_context(ctx)
+
+
+def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
+    """The context of one bucket as of D from what the night persisted (read_context_inputs + context_frame)."""
+    return context_frame(day, **read_context_inputs(paths, day, bucket))
 
 
 def app_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
@@ -977,10 +966,17 @@ def _bandit_log(ctx, catalogue, nba: pd.DataFrame, pool_index: np.ndarray, picks
     frame["policy_version"] = version
     if not len(frame):
         frame["recommendation_id"] = pd.Series(dtype=object)
-        return frame[list(SCHEMAS["bandit_log"])]
+        return frame[_gold_columns("bandit_log")]
     keys = nba[["customer_id", "action_id", "recommendation_id"]]
     frame = frame.merge(keys, on=["customer_id", "action_id"], how="left")
-    return frame[list(SCHEMAS["bandit_log"])].sort_values(["customer_id", "slot"]).reset_index(drop=True)
+    return frame[_gold_columns("bandit_log")].sort_values(["customer_id", "slot"]).reset_index(drop=True)
+
+
+def _gold_columns(table: str) -> list[str]:
+    """A gold table's data columns in config/tables.yaml's order (the one source of its schema)."""
+    from pipelines.schemas import table_schema
+
+    return table_schema("gold", table).data_column_names
 
 
 def _push_moves(ctx: pd.DataFrame, catalogue: list[Action], push_later: np.ndarray, published_channel: np.ndarray,
@@ -1413,60 +1409,11 @@ def read_responses(paths: Paths, day: date, bucket: int | None = None) -> pd.Dat
         con.close()
 
 
-# The gold tables' columns and types (besides the as_of and bucket partitions), as written; /tmp/decide_tables.yaml
-# (for config/tables.yaml) documents them.
-SCHEMAS: dict[str, dict[str, str]] = {
-    "next_best_actions": {
-        "recommendation_id": "varchar", "customer_id": "varchar", "rank": "integer", "action_id": "varchar",
-        "action_class": "varchar", "channel": "varchar", "priority": "double", "propensity": "double",
-        "value": "double", "logging_probability": "double", "is_exploration": "boolean", "is_control": "boolean",
-        "reasons": "varchar", "explanation": "varchar", "policy_version": "varchar", "valid_until": "date"},
-    "decision_log": {
-        "customer_id": "varchar", "action_id": "varchar", "action_class": "varchar", "stage": "varchar",
-        "reason": "varchar", "policy_version": "varchar"},
-    "advisor_queue": {
-        "customer_id": "varchar", "priority": "double", "reason": "varchar", "suggested_action": "varchar",
-        "p_shortfall_30": "double", "expected_shortfall_date": "date", "known_vulnerability": "varchar",
-        "is_income_drop": "boolean", "in_arrears": "boolean", "is_service_alerts_allowed": "boolean"},
-    "dashboard_layout": {
-        "customer_id": "varchar", "position": "integer", "module": "varchar", "reason": "varchar",
-        "status": "varchar", "introduced_on": "date"},
-    "bandit_log": {
-        "customer_id": "varchar", "recommendation_id": "varchar", "slot": "integer", "rank": "integer",
-        "action_id": "varchar", "logging_probability": "double", "is_exploration": "boolean",
-        "candidates": "varchar[]", "catalogue_scores": "double[]", "n_candidates": "integer", "epsilon": "double",
-        "policy_version": "varchar"},
-    "decision_flags": {
-        "customer_id": "varchar", "is_at_risk": "boolean", "is_shortfall_risk": "boolean", "in_arrears": "boolean",
-        "is_unarranged_overdraft": "boolean", "is_gambling_harm": "boolean", "is_vulnerable": "boolean",
-        "is_message_distress": "boolean", "has_forecast": "boolean", "p_shortfall_30": "double",
-        "is_income_drop": "boolean", "is_control": "boolean"},
-}
-
-
-def _for_lake(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.copy()
-    for column in out.columns:
-        if isinstance(out[column].dtype, pd.CategoricalDtype):
-            out[column] = out[column].astype(str).astype(object)
-    return out
-
-
-def write_table(paths: Paths, table: str, frame: pd.DataFrame, day: date, bucket: int) -> int:
-    """One gold partition (as_of=D/bucket=N) with the table's exact column types, swapped in whole (even empty)."""
-    final = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(int(bucket)))
-    columns = ", ".join(f'cast("{name}" as {kind}) as "{name}"' for name, kind in SCHEMAS[table].items())
-    con = lake.connect()
-    try:
-        con.register("frame", _for_lake(frame)[list(SCHEMAS[table])])
-        return lake.write_relation(con, f"select {columns} from frame", final, paths)
-    finally:
-        con.close()
-
-
-def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
-    """Decide for every customer of one bucket as of D and write gold next_best_actions, decision_log,
-    advisor_queue and dashboard_layout for that bucket (as_of=D/bucket=N), each swapped in whole."""
+def decide_next_best_actions(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """The DAG task decide_next_best_actions for one shard: read the persisted inputs of D (build_context: the
+    feature store, the gold forecast, life events and message signals, the silver snapshots; the CRM responses),
+    decide (`decide_frame`), write gold next_best_actions, decision_log, advisor_queue and dashboard_layout for the
+    bucket (as_of=D/bucket=N), each swapped in whole, with the columns of config/tables.yaml."""
     started = time.perf_counter()
     context = build_context(paths, day, bucket)
     # propensities learn from every shard's responses; contact rules only read the customer's own
@@ -1478,20 +1425,15 @@ def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
 
     scorer = learned_policy.promoted_scorer(paths)
     decisions = decide_frame(context, day, responses, pol=pol, capacity=capacity, scorer=scorer)
-    written = {}
-    for table in GOLD_TABLES:
-        written[table] = write_table(paths, table, getattr(decisions, table), day, bucket)
-    written["bandit_log"] = write_table(paths, "bandit_log", decisions.bandit_log, day, bucket)
-    written["decision_context"] = learned_policy.write_decision_context(
-        paths, context, decisions.next_best_actions, day, bucket)
+    # decision_context: the features of every customer with a published recommendation (pipelines/policy.py)
+    n_context = learned_policy.write_decision_context(paths, context, decisions.next_best_actions, day, bucket)
     metrics = decisions.metrics | {
-        "bucket": int(bucket), "as_of": day.isoformat(), "rows": written,
         "night_capacity": frame_capacity(pol, sum(sizes.values())), "night_customers": sum(sizes.values()),
         "has_cash_forecast": bool(context["has_forecast"].any()),
         "has_life_events": bool(context["has_life_events"].any()),
         "seconds": round(time.perf_counter() - started, 2)}
-    write_run_metrics(paths, day.isoformat(), f"decide_bucket_{int(bucket)}", metrics)
-    return metrics
+    tables = {t: getattr(decisions, t) for t in (*GOLD_TABLES, "bandit_log")}
+    return outputs.write_stage(paths, day, bucket, "decide", tables, metrics, extra_rows={"decision_context": n_context})
 
 
 def shards() -> list[int]:
@@ -1501,11 +1443,12 @@ def shards() -> list[int]:
 def bucket_sizes(paths: Paths, day: date) -> dict[int, int]:
     """Customers per bucket in the silver customers snapshot as of D (every bucket, empty ones included): what
     each shard's part of the night's staffed capacity is proportional to."""
+    from pipelines.store import snapshot_path
+
     sizes = {b: 0 for b in shards()}
-    snap = _latest_partition(paths.table("silver", "customers"), day)
-    if snap is None:
+    path = snapshot_path(paths, "customers", day, required=False)
+    if path is None:
         return sizes
-    path = lake.partition_path(paths, "silver", "customers", as_of=snap)
     con = lake.connect()
     try:
         rows = con.execute(f"select bucket, count(*) from read_parquet('{path}/**/*.parquet') group by bucket").fetchall()
@@ -1516,8 +1459,8 @@ def bucket_sizes(paths: Paths, day: date) -> dict[int, int]:
 
 
 def decide_all(paths: Paths, day: date) -> dict[str, Any]:
-    """Every shard in turn (the CLI); the DAG maps decide_shard over the shards instead."""
-    per_shard = [decide_shard(paths, day, bucket) for bucket in shards()]
+    """Every shard in turn (the CLI); the DAG maps decide_next_best_actions over the shards instead."""
+    per_shard = [decide_next_best_actions(paths, day, bucket) for bucket in shards()]
     return summarise_shards(paths, day, per_shard)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import features as feature_stage
-from pipelines import lake, registry
+from pipelines import lake, outputs, registry, store
 from pipelines.config import Paths
 from pipelines.errors import SegoneError
 from pipelines.runs import write_run_metrics
@@ -91,7 +91,9 @@ def predict(engine, inputs: pd.DataFrame, known: pd.DataFrame, streams: pd.DataF
 
 def build_panel(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
                 with_labels: bool = False, series_until: date | None = None,
-                series_days: int = feature_stage.SERIES_DAYS) -> feature_stage.Panel:
+                series_days: int | None = None) -> feature_stage.Panel:
+    """Features at the cut-offs from silver as of `as_of`, the way the nightly feature store computes them
+    (features.register_silver + build_panel): what training and the backtests read."""
     con = lake.connect()
     try:
         feature_stage.register_silver(con, paths, as_of, buckets)
@@ -197,6 +199,7 @@ def fit_global(inputs: pd.DataFrame, labels: pd.DataFrame, seed: int = 0):
 
     params = GlobalEngineParams(seed=seed, calibration_share=float(settings()["calibration_share"]),
                                 calibration_min_folds=int(settings().get("calibration_min_folds", 3)),
+                                calibration_groups=int(settings().get("calibration_groups", 4)),
                                 horizons=horizons())
     return GlobalEngine().fit(inputs, labels, params)
 
@@ -434,10 +437,15 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
             continue
         at = position.loc[pd.MultiIndex.from_arrays([risky["customer_id"], pd.to_datetime(risky["cutoff"])])]
         X = inputs.iloc[at.to_numpy()][engine.feature_names].to_numpy(dtype=float)
-        attributor = engine.attributors.setdefault(int(horizon), PathAttributor(engine.classifiers[int(horizon)]))
+        top: list[list[str]] = [[] for _ in range(len(risky))]
+        for g, (booster, rows) in enumerate(engine.classifier_rows(int(horizon), risky["customer_id"])):
+            if rows.any():   # each customer explained by its group's classifier, the one that scored it
+                attributor = engine.attributors.setdefault((int(horizon), g), PathAttributor(booster))
+                for i, names in zip(np.flatnonzero(rows), attributor.top_features(X[rows], engine.feature_names, k=3)):
+                    top[i] = names
         texts = []
         payments = known_payment_driver(risky)
-        for first, names in zip(payments, attributor.top_features(X, engine.feature_names, k=3)):
+        for first, names in zip(payments, top):
             words = list(dict.fromkeys(phrases[name] for name in names if name in phrases))
             words = [first, *words] if first else (words or [phrases["default"]])
             texts.append("; ".join(words))
@@ -546,37 +554,47 @@ def cash_forecast_rows(engine, panel: feature_stage.Panel, as_of: date,
     return rows
 
 
-def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
-    """Forecast every customer of one bucket as of D with the promoted engine; write gold cash_forecast,
-    recurring_streams and balance_reconciliation for that bucket (as_of=D/bucket=N), each swapped in whole."""
-    started = time.perf_counter()
+def forecast_frame(engine, features: pd.DataFrame, streams: pd.DataFrame, consent: pd.DataFrame,
+                   day: date) -> dict[str, pd.DataFrame]:
+    """The pure step of the forecast stage: the feature store's features and streams of D (one row per customer;
+    streams per customer) and the consent of D -> gold cash_forecast and recurring_streams rows, what each
+    customer's consent allows (consented_forecast, consented_streams)."""
     from models.global_engine import IncompatibleModelError
 
-    engine = load_engine(paths)
-    panel = build_panel(paths, day, [day], buckets=[bucket])
+    stamp = pd.Timestamp(day)
+    panel = feature_stage.Panel(features=features.assign(cutoff=stamp), streams=streams.assign(cutoff=stamp),
+                                series=pd.DataFrame(), labels=None, reconciliation=pd.DataFrame())
     try:
-        rows = cash_forecast_rows(engine, panel, day) if len(panel.features) else _empty_forecast()
+        rows = cash_forecast_rows(engine, panel, day) if len(features) else _empty_forecast()
     except IncompatibleModelError as error:
         raise SegoneError(f"the promoted {FAMILY} model {engine.version} does not fit today's features ({error}): "
                           f"retrain with `segone train`") from error
+    published = streams.drop(columns=["has_open_banking"], errors="ignore").reset_index(drop=True)
+    return {"cash_forecast": consented_forecast(rows, consent), "recurring_streams": consented_streams(published, consent)}
+
+
+def forecast_cash_shortfall(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """The DAG task forecast_cash_shortfall for one shard: read the feature store's features, streams and balance
+    reconciliation of D and the promoted engine, forecast (`forecast_frame`), write gold cash_forecast,
+    recurring_streams and balance_reconciliation for the bucket (as_of=D/bucket=N), each swapped in whole."""
+    started = time.perf_counter()
+    engine = load_engine(paths)
+    features = feature_stage.numeric(store.read_table(paths, "customer_features", day, bucket), ["customer_id"])
+    streams = store.read_table(paths, "recurring_streams", day, bucket)
+    reconciliation = store.read_table(paths, "balance_reconciliation", day, bucket)
     consent = feature_stage.consent_snapshot(paths, day, [bucket])
-    rows = consented_forecast(rows, consent)
-    streams = consented_streams(_streams_rows(panel.streams), consent)
-    written = {}
-    for table, frame in (("cash_forecast", rows), ("recurring_streams", streams),
-                         ("balance_reconciliation", panel.reconciliation)):
-        final = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(bucket))
-        written[table] = lake.write_frame(frame, final, paths)
     n_customers = _customers_in_bucket(paths, day, bucket)
+    tables = forecast_frame(engine, features, streams, consent, day)
+    rows = tables["cash_forecast"]
+    tables["balance_reconciliation"] = reconciliation
+    n_forecast = int(rows["customer_id"].nunique()) if len(rows) else 0
     metrics = {
-        "bucket": bucket, "as_of": day.isoformat(), "model_version": engine.version,
-        "n_customers": n_customers, "n_forecast": int(rows["customer_id"].nunique()) if len(rows) else 0,
-        "n_without_cash_position": n_customers - (int(rows["customer_id"].nunique()) if len(rows) else 0),
+        "model_version": engine.version, "n_customers": n_customers, "n_forecast": n_forecast,
+        "n_without_cash_position": n_customers - n_forecast,
         "n_protective_only": int(rows.loc[rows["safe_to_save"].isna(), "customer_id"].nunique()) if len(rows) else 0,
-        "rows": written, "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(time.perf_counter() - started, 2),
     }
-    write_run_metrics(paths, day.isoformat(), f"forecast_cash_shortfall_bucket_{bucket}", metrics)
-    return metrics
+    return outputs.write_stage(paths, day, bucket, "forecast_cash_shortfall", tables, metrics)
 
 
 # What the gold forecast holds per consent (DESIGN principle 2; docs/forecasting.md, "Consent"): with
@@ -615,16 +633,11 @@ def consented_streams(streams: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFr
 def _customers_in_bucket(paths: Paths, day: date, bucket: int) -> int:
     con = lake.connect()
     try:
-        snapshot = feature_stage._latest_snapshot(paths, "customers", day)
-        path = lake.partition_path(paths, "silver", "customers", as_of=snapshot)
+        path = store.snapshot_path(paths, "customers", day)
         return int(con.execute(f"select count(*) from read_parquet('{path}/**/*.parquet') "
                                f"where bucket = {int(bucket)}").fetchall()[0][0])
     finally:
         con.close()
-
-
-def _streams_rows(streams: pd.DataFrame) -> pd.DataFrame:
-    return streams.drop(columns=["cutoff"]).reset_index(drop=True)
 
 
 def _empty_forecast() -> pd.DataFrame:
@@ -638,8 +651,8 @@ def _empty_forecast() -> pd.DataFrame:
 
 
 def forecast_all(paths: Paths, day: date) -> dict[str, Any]:
-    """Every shard in turn (the CLI's `segone forecast`); the DAG maps forecast_shard over the shards instead."""
-    per_shard = [forecast_shard(paths, day, bucket) for bucket in shards()]
+    """Every shard in turn (the CLI's `segone forecast`); the DAG maps forecast_cash_shortfall over the shards."""
+    per_shard = [forecast_cash_shortfall(paths, day, bucket) for bucket in shards()]
     return summarise_shards(paths, day, per_shard)
 
 

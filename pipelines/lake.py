@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -68,6 +69,31 @@ def partition_path(paths: Paths, layer: str, table: str, **keys: str) -> Path:
     for key, value in keys.items():
         path = path / f"{key}={value}"
     return path
+
+
+def partition_values(paths: Paths, layer: str, table: str, key: str = "as_of", bucket: int | None = None) -> list[str]:
+    """The values of a table's top-level `key=value` folders that hold Parquet files (within bucket=N when given),
+    sorted."""
+    root = paths.table(layer, table)
+    if not root.exists():
+        return []
+    values = []
+    for folder in root.glob(f"{key}=*"):
+        where = folder / f"bucket={int(bucket)}" if bucket is not None else folder
+        if where.is_dir() and any(where.rglob("*.parquet")):
+            values.append(folder.name.split("=", 1)[1])
+    return sorted(values)
+
+
+def latest_partition(paths: Paths, layer: str, table: str, on_or_before: date | str, key: str = "as_of",
+                     bucket: int | None = None, strictly_before: bool = False) -> str | None:
+    """The latest `key` value of a table on or before a day (strictly before it with `strictly_before`): the
+    snapshot a run for that day reads. None when there is none. The one helper for "the latest partition on or
+    before D"; `history` (the history load's folder) is not a date and never matches."""
+    limit = on_or_before.isoformat() if isinstance(on_or_before, date) else str(on_or_before)
+    values = [v for v in partition_values(paths, layer, table, key, bucket)
+              if v != "history" and (v < limit if strictly_before else v <= limit)]
+    return values[-1] if values else None
 
 
 def _table_files(paths: Paths, layer: str, table: str) -> tuple[Path, list[Path]]:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import features as feature_stage
-from pipelines import lake, registry
+from pipelines import lake, outputs, registry, sql, store
 from pipelines.config import Paths, load_config
 from pipelines.errors import SegoneError
 from pipelines.runs import write_run_metrics
@@ -174,22 +174,14 @@ def model_params(cfg: dict[str, Any]):
 
 def register_inputs(con: duckdb.DuckDBPyConnection, paths: Paths, as_of: date, cutoffs: Iterable[date],
                     buckets: Iterable[int] | None = None, cfg: dict[str, Any] | None = None) -> None:
-    """The silver views of the features stage plus what sql/features_life_events.sql reads besides them: the cut-offs,
-    the signal maps and the forbidden MCCs."""
-    cfg = cfg or settings()
-    buckets = None if buckets is None else list(buckets)
-    feature_stage.register_silver(con, paths, as_of, buckets)
-    con.register("le_cutoffs_frame", pd.DataFrame({"cutoff": pd.to_datetime(sorted(set(cutoffs)))}))
-    con.execute("create or replace temp table cutoffs as select cast(cutoff as date) as cutoff from le_cutoffs_frame")
-    mccs = [(str(m), g) for g, codes in cfg["mcc_signals"].items() for m in codes]
-    keywords = [(str(k).upper(), g) for g, words in cfg["keyword_signals"].items() for k in words]
-    con.register("le_mcc_frame", pd.DataFrame(mccs, columns=["mcc", "signal"]))
-    con.register("le_keyword_frame", pd.DataFrame(keywords, columns=["keyword", "signal"]))
-    con.register("le_forbidden_frame", pd.DataFrame({"mcc": forbidden_mccs(cfg)}))
-    con.execute("create or replace temp table life_event_signal_mccs as select mcc, signal from le_mcc_frame")
-    con.execute("create or replace temp table life_event_signal_keywords as "
-                "select keyword, signal from le_keyword_frame")
-    con.execute("create or replace temp table life_event_forbidden_mccs as select mcc from le_forbidden_frame")
+    """The feature store's rows and states built from silver as of `as_of` (features.register_silver: what the
+    night's store holds, over the whole history) and the cut-offs: what sql/features_life_events.sql reads."""
+    feature_stage.register_silver(con, paths, as_of, None if buckets is None else list(buckets))
+    store.set_cutoffs(con, cutoffs)
+
+
+RESTRICTED_VIEWS = ("day_rows", "balance_rows", "balances_in", "customer_state", "home_counts", "stream_first",
+                    "postings_in")
 
 
 def restrict_to_customers(con: duckdb.DuckDBPyConnection, customer_ids: Iterable[str]) -> None:
@@ -199,7 +191,10 @@ def restrict_to_customers(con: duckdb.DuckDBPyConnection, customer_ids: Iterable
                                                     dtype=object))
     con.execute("create or replace temp table le_customers as select cast(customer_id as varchar) as customer_id "
                 "from le_customer_frame")
-    for view in ("transactions_in", "balances_in"):
+    views = {name for (name,) in con.execute("select view_name from duckdb_views() where temporary").fetchall()}
+    for view in RESTRICTED_VIEWS:
+        if view not in views:
+            continue
         con.execute(f"alter view {view} rename to {view}_unrestricted")
         con.execute(f"create temp view {view} as select * from {view}_unrestricted "
                     f"where customer_id in (select customer_id from le_customers)")
@@ -207,15 +202,48 @@ def restrict_to_customers(con: duckdb.DuckDBPyConnection, customer_ids: Iterable
         con.execute(f"delete from {table} where customer_id not in (select customer_id from le_customers)")
 
 
-def compute_features(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Run sql/features_life_events.sql on a registered connection: numeric features as float64, and the rule
-    indicators (add_rule_features)."""
-    frame = con.execute(f"{feature_stage.sql_text('features_life_events')} order by customer_id, cutoff").df()
+def signal_groups(cfg: dict[str, Any]) -> list[str]:
+    """The life-event signal groups, in config order (mcc_signals, then keyword_signals)."""
+    return list(dict.fromkeys([*cfg["mcc_signals"], *cfg["keyword_signals"]]))
+
+
+
+
+SIGNAL_AGGREGATES = {   # the column of sql/features_life_event_signals.sql -> the feature's name for group {g}
+    "n_14d": "n_{g}_14d", "n_30d": "n_{g}_30d", "n_60d": "n_{g}_60d", "n_90d": "n_{g}_90d",
+    "amount_90d": "amount_{g}_90d", "n_prev90": "n_{g}_prev90"}
+
+
+def signal_window_sql(cfg: dict[str, Any], windows: str = "life_event_signal_rows") -> str:
+    """One column per signal group and window (n_<group>_14d/30d/60d/90d, amount_<group>_90d, n_<group>_prev90),
+    zero when the customer has no such posting, from `windows` (the long rows of
+    sql/features_life_event_signals.sql): generated from config/life_events.yaml, so that a group added there is a
+    feature everywhere. A PIVOT over the listed groups (every group gets its columns, even without a posting):
+    ten times faster than one filtered aggregate per column."""
+    groups = signal_groups(cfg)
+    listed = ", ".join("'" + g.replace("'", "''") + "'" for g in groups)
+    using = ", ".join(f"max({column}) as {column}" for column in SIGNAL_AGGREGATES)
+    columns = ", ".join(f'coalesce("{g}_{column}", 0) as "{name.format(g=g)}"'
+                        for g in groups for column, name in SIGNAL_AGGREGATES.items())
+    return (f"select cutoff, customer_id, {columns} from "
+            f"(pivot {windows} on signal in ({listed}) using {using} group by cutoff, customer_id)")
+
+
+def life_event_frame(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any] | None = None) -> pd.DataFrame:
+    """sql/features_life_events.sql on a connection with the store's inputs and cut-offs registered: one row per
+    customer and cut-off, every feature a float64 rounded to 6 decimals (no rule indicators)."""
+    cfg = cfg or settings()
+    sql.create_table(con, "life_event_signal_rows", "features_life_event_signals")
+    con.execute(f"create or replace temp table life_event_signal_windows as {signal_window_sql(cfg)}")
+    frame = sql.frame(con, "features_life_events", order_by="customer_id, cutoff")
     frame["cutoff"] = pd.to_datetime(frame["cutoff"])
-    for column in frame.columns:
-        if column not in KEYS:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    return add_rule_features(frame, cfg or settings())
+    return feature_stage.numeric(frame, KEYS)
+
+
+def compute_features(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The life-event features of a registered connection with the rule indicators (add_rule_features)."""
+    cfg = cfg or settings()
+    return add_rule_features(life_event_frame(con, cfg), cfg)
 
 
 def build_features(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
@@ -239,8 +267,7 @@ def feature_names(frame: pd.DataFrame) -> list[str]:
 def consent_state(paths: Paths, day: date, buckets: Iterable[int] | None = None) -> pd.DataFrame:
     """customer_id, life_events, personalization, location (booleans) from the silver consent_state snapshot as of
     `day`."""
-    snapshot = feature_stage._latest_snapshot(paths, "consent_state", day)
-    path = lake.partition_path(paths, "silver", "consent_state", as_of=snapshot)
+    path = store.snapshot_path(paths, "consent_state", day)
     con = lake.connect()
     try:
         frame = con.execute(f"""
@@ -248,7 +275,7 @@ def consent_state(paths: Paths, day: date, buckets: Iterable[int] | None = None)
                 coalesce(is_personalization_allowed, false) as personalization,
                 coalesce(is_location_allowed, false) as location
             from read_parquet('{path}/**/*.parquet')
-            where {feature_stage._bucket_filter(None if buckets is None else list(buckets))}
+            where {store._bucket_filter(None if buckets is None else list(buckets))}
             order by customer_id""").df()
     finally:
         con.close()
@@ -270,9 +297,10 @@ def declared_events(paths: Paths, as_of: date) -> pd.DataFrame:
         return pd.DataFrame({"customer_id": [], "event_type": [], "event_date": pd.to_datetime([])})
     con = lake.connect()
     try:
+        sql.set_variables(con, as_of=as_of)
         frame = con.execute(f"""
             select distinct customer_id, event_type, event_date from {scan}
-            where load_date = '{feature_stage.HISTORY}' or load_date <= '{as_of.isoformat()}'
+            where load_date = 'history' or load_date <= cast(getvariable('as_of') as varchar)
             order by customer_id, event_type, event_date""").df()
     finally:
         con.close()
@@ -592,40 +620,63 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
         return pd.DataFrame(columns=columns)
     con.register("le_wanted_frame", pd.DataFrame(wanted))
     con.register("le_flagged_frame", flagged[["customer_id", "event_type"]])
-    con.execute(f"set variable evidence_day = date '{day.isoformat()}'")
-    lookback = int(cfg["evidence_lookback_days"])
+    sql.set_variables(con, evidence_day=day, evidence_lookback_days=int(cfg["evidence_lookback_days"]),
+                      stopped_lookback_days=STOPPED_LOOKBACK_DAYS)
     forbidden = ", ".join(repr(m) for m in forbidden_mccs(cfg))
     cases = "\n".join(f"when w.signal = {s!r} then ({pred})" for s, pred in predicates.items())
     limit = int(cfg["evidence_max_transactions"])
+    # the postings themselves come from silver (postings_in: the store keeps no ids or labels); what they are
+    # evidence of, from the store's rows and states, as the features read them (sql/features_life_events.sql)
     return con.execute(f"""
         with customers as (select distinct customer_id from le_flagged_frame),
         posting_rows as (
             select t.transaction_id, t.customer_id, t.booking_date, t.channel, t.mcc, t.country, t.currency,
-                t.amount_value, t.stream_key, coalesce(t.merchant_name, t.description) as label,
+                t.amount_value,
+                coalesce(t.counterparty_id, upper(t.merchant_name),
+                         regexp_replace(upper(coalesce(t.description, '')), '[0-9]+', '#', 'g')) as stream_key,
+                coalesce(t.merchant_name, t.description) as label,
                 upper(concat_ws(' ', t.description, t.merchant_name)) as posting_text
-            from transactions_in as t
+            from postings_in as t
             where t.customer_id in (select customer_id from customers)
+              and t.booking_date > getvariable('evidence_day') - getvariable('evidence_lookback_days')
               and (t.mcc is null or t.mcc not in ({forbidden}))
         ),
-        stream_rows as (
-            -- what the features count as streams: outgoing direct debits and standing orders, income by salary,
-            -- benefit or pension
-            select *, (amount_value > 0) as is_inflow from posting_rows
-            where (amount_value < 0 and channel in ('direct_debit', 'standing_order'))
-               or (amount_value > 0 and (channel in ('salary', 'benefit') or posting_text like '%PENSION%'))
-        ),
         streams as (
-            select customer_id, stream_key, is_inflow, min(booking_date) as stream_first,
-                max(booking_date) as stream_last,
-                count(*) filter (where booking_date > getvariable('evidence_day') - {STOPPED_LOOKBACK_DAYS})
-                    as stream_recent
-            from stream_rows group by all
+            -- the life-event streams (outgoing direct debits and standing orders, income by salary, benefit or
+            -- pension; own-account transfers left out): the latest posting and those of the last 150 days
+            select r.customer_id, r.stream_key, r.sign > 0 as is_inflow, max(r.ds) as stream_last,
+                coalesce(sum(r.n) filter (where r.ds > getvariable('evidence_day')
+                                                 - getvariable('stopped_lookback_days')), 0) as stream_recent
+            from day_rows as r
+            where r.customer_id in (select customer_id from customers) and not r.is_forbidden
+              and (r.income_kind is not null or r.outflow_kind is not null)
+              and not (r.is_own_transfer or (r.channel in ('transfer_in', 'transfer_out') and r.is_transfer_text))
+            group by all
         ),
-        home as (select customer_id, mode(currency) as home_currency, mode(country) as home_country,
-                     min(booking_date) as first_posting
-                 from posting_rows group by customer_id),
+        firsts as (
+            select customer_id, stream_key, direction = 'in' as is_inflow, min(first_day) as stream_first
+            from stream_first
+            where customer_id in (select customer_id from customers)
+            group by all
+        ),
+        home_totals as (
+            select customer_id, kind, value, sum(n) as n from home_counts
+            where customer_id in (select customer_id from customers)
+            group by all
+        ),
+        home as (
+            select f.customer_id, h.home_currency, h.home_country, f.first_posting
+            from (select customer_id, min(first_posting_day) as first_posting from customer_state
+                  where customer_id in (select customer_id from customers) group by all) as f
+            left join (
+                select customer_id,
+                    first(value order by n desc, value) filter (where kind = 'currency') as home_currency,
+                    first(value order by n desc, value) filter (where kind = 'country') as home_country
+                from home_totals group by customer_id
+            ) as h using (customer_id)
+        ),
         p as (
-            select r.*, h.home_currency, h.home_country, h.first_posting, s.stream_first, s.stream_last,
+            select r.*, h.home_currency, h.home_country, h.first_posting, f.stream_first, s.stream_last,
                 s.stream_recent, s.stream_key is not null as is_stream_posting
             from posting_rows as r
             join home as h using (customer_id)
@@ -635,7 +686,9 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
                 and ((r.amount_value < 0 and r.channel in ('direct_debit', 'standing_order'))
                      or (r.amount_value > 0 and (r.channel in ('salary', 'benefit')
                                                  or r.posting_text like '%PENSION%')))
-            where r.booking_date > getvariable('evidence_day') - {lookback}
+            left join firsts as f
+                on f.customer_id = r.customer_id and f.stream_key = r.stream_key
+                and f.is_inflow = (r.amount_value > 0)
         ),
         matched as (
             select w.customer_id, w.event_type, w.signal, w.priority, p.transaction_id, p.booking_date,
@@ -833,37 +886,47 @@ def _empty_rows() -> pd.DataFrame:
                          "model_version": pd.Series(dtype=str)})
 
 
-def classify_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
-    """Score every consented customer of one bucket as of D with the promoted model and write gold `life_events`
-    (as_of=D/bucket=N), swapped in whole. Customers without the life_events and personalization consents on D get
-    no row."""
+def classify_life_events(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """The DAG task classify_life_events for one shard: read the feature store's life-event features of D (only
+    customers with the life_events and personalization consents on D have any) and the promoted model, score them
+    (`score_rows`; the postings behind a flag are looked up in silver and the store), write gold `life_events`
+    (as_of=D/bucket=N), swapped in whole. Customers without those consents get no row."""
     started = time.perf_counter()
     cfg = settings()
     model = load_model(paths)
     consent = consent_state(paths, day, [bucket])
     consent = consent[consent["life_events"].astype(bool) & consent["personalization"].astype(bool)]
+    features = store.read_table(paths, "life_event_features", day, bucket)
+    features = add_rule_features(feature_stage.numeric(features.assign(cutoff=pd.Timestamp(day)), KEYS), cfg)
+    features = features[features["customer_id"].isin(set(consent["customer_id"]))].reset_index(drop=True)
     con = lake.connect()
     try:
-        register_inputs(con, paths, day, [day], [bucket], cfg)
-        restrict_to_customers(con, consent["customer_id"])
-        features = compute_features(con, cfg)
+        register_evidence_inputs(con, paths, day, bucket, consent["customer_id"])
         rows = score_rows(model, con, features, consent, day, cfg) if len(features) else _empty_rows()
     finally:
         con.close()
-    final = lake.partition_path(paths, "gold", "life_events", as_of=day.isoformat(), bucket=str(bucket))
-    written = lake.write_frame(rows, final, paths)
-    metrics = {"bucket": bucket, "as_of": day.isoformat(), "model_version": model.version,
+    metrics = {"model_version": model.version,
                "row_model_versions": {e: row_model_version(model, e) for e in model.events if e in cfg["events"]},
                "n_consented": int(len(consent)), "n_scored_customers": int(rows["customer_id"].nunique()),
-               "rows": written, "flagged": {e: int(g["flagged"].sum()) for e, g in rows.groupby("event_type")},
+               "flagged": {e: int(g["flagged"].sum()) for e, g in rows.groupby("event_type")},
                "seconds": round(time.perf_counter() - started, 2)}
-    write_run_metrics(paths, day.isoformat(), f"life_events_bucket_{bucket}", metrics)
-    return metrics
+    return outputs.write_stage(paths, day, bucket, "life_events", {"life_events": rows}, metrics)
+
+
+def register_evidence_inputs(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int,
+                             customer_ids: Iterable[str]) -> None:
+    """What `evidence_postings` reads for the night: the silver postings (postings_in, every load up to D) and the
+    feature store's rows and states as of D (day_rows, stream_first, home_counts, customer_state), narrowed to the
+    consented customers."""
+    store.register_reference(con, paths, day, [bucket])
+    store.register_silver_rows(con, paths, day, [bucket], store.silver_loads(paths, day))
+    store.register_store(con, paths, day, bucket)
+    restrict_to_customers(con, customer_ids)
 
 
 def classify_all(paths: Paths, day: date) -> dict[str, Any]:
-    """Every shard in turn (the DAG maps classify_shard over the shards instead)."""
-    per_shard = [classify_shard(paths, day, bucket) for bucket in shards()]
+    """Every shard in turn (the DAG maps classify_life_events over the shards instead)."""
+    per_shard = [classify_life_events(paths, day, bucket) for bucket in shards()]
     return summarise_shards(paths, day, per_shard)
 
 
@@ -876,7 +939,7 @@ def summarise_shards(paths: Paths, day: date, per_shard: list[dict[str, Any]]) -
     metrics = {"as_of": day.isoformat(), "n_shards": len(per_shard),
                "n_consented": sum(m["n_consented"] for m in per_shard),
                "n_scored_customers": sum(m["n_scored_customers"] for m in per_shard),
-               "rows": sum(m["rows"] for m in per_shard), "flagged": dict(sorted(flagged.items())),
+               "rows": sum(outputs.rows_written(m) for m in per_shard), "flagged": dict(sorted(flagged.items())),
                "model_versions": sorted({m["model_version"] for m in per_shard}),
                "row_model_versions": {e: sorted({m.get("row_model_versions", {}).get(e) for m in per_shard} - {None})
                                       for e in sorted({e for m in per_shard

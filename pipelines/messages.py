@@ -300,10 +300,9 @@ def shards() -> list[int]:
 
 def consented_customers(paths: Paths, day: date, bucket: int) -> list[str]:
     """Customers of the bucket whose message_analysis consent holds on D (the latest snapshot on or before D)."""
-    from pipelines.features import _latest_snapshot
+    from pipelines.store import snapshot_path
 
-    snapshot = _latest_snapshot(paths, "consent_state", day)
-    path = lake.partition_path(paths, "silver", "consent_state", as_of=snapshot)
+    path = snapshot_path(paths, "consent_state", day)
     con = lake.connect()
     try:
         has_column = any(r[0] == "is_message_analysis_allowed" for r in con.execute(
@@ -533,12 +532,11 @@ def lead_times(paths: Paths, output: Path | None = None, window_days: int = 30) 
     scan = lake.scan_sql(paths, "silver", "messages")
     if scan is None:
         raise SegoneError("no silver messages: load the history first (`segone load-history`)")
-    from pipelines.features import _latest_snapshot
+    from pipelines.store import snapshot_path
 
     con = lake.connect()
     try:
-        snapshot = lake.partition_path(paths, "silver", "consent_state",
-                                       as_of=_latest_snapshot(paths, "consent_state", date.max))
+        snapshot = snapshot_path(paths, "consent_state", date.max)
         consented = [r[0] for r in con.execute(f"select customer_id from read_parquet('{snapshot}/**/*.parquet') "
                                                f"where is_message_analysis_allowed").fetchall()]
         messages = con.execute(f"select message_id, customer_id, received_at, channel, text from {scan} "

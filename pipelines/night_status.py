@@ -22,6 +22,7 @@ from typing import Any
 from pipelines.config import Paths
 
 LABELS = {"ingest": "ingest", "validate": "landing gates", "conform": "conform", "validate_silver": "silver suites",
+          "features": "feature store", "validate_features": "feature store checks",
           "messages": "messages", "validate_messages": "message suites", "profiles": "customer profiles",
           "validate_profiles": "profile suites", "forecast": "cash forecast",
           "validate_forecast": "forecast suites", "life_events": "life events",
@@ -30,6 +31,7 @@ LABELS = {"ingest": "ingest", "validate": "landing gates", "conform": "conform",
 # The files a writing stage leaves (its shards, its summary); a gate that fails raises before its own <gate>.json is
 # written, so its verdict is also read from the validate_gold_<tables>.json its suites wrote.
 STAGE_FILES = {"ingest": ("ingest.json",), "conform": ("conform.json",),
+               "features": ("update_features_bucket_*.json", "update_features.json"),
                "messages": ("messages_bucket_*.json", "messages.json"),
                "profiles": ("profiles_bucket_*.json", "profiles.json"),
                "forecast": ("forecast_cash_shortfall_bucket_*.json", "forecast_cash_shortfall.json"),

@@ -109,8 +109,8 @@ def _partitions(paths: Paths, layer: str, table: str, key: str = "as_of") -> lis
 
 def _latest_snapshot(paths: Paths, table: str, day: date) -> str | None:
     """The scan of a silver snapshot table at the latest as_of on or before D."""
-    dates = [d for d in _partitions(paths, "silver", table) if d <= day.isoformat()]
-    return _scan(paths, "silver", table, as_of=dates[-1]) if dates else None
+    value = lake.latest_partition(paths, "silver", table, day)
+    return _scan(paths, "silver", table, as_of=value) if value else None
 
 
 def _df(con, query: str) -> pd.DataFrame:

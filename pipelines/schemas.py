@@ -60,6 +60,9 @@ class TableSchema:
     restricted_rows: str | None = None
     restricted_why: str = ""
     warehouse: bool = True
+    # The feature store's wide tables: every column beyond the listed ones is a feature of this type, named by the
+    # SQL that computes it (config/tables.yaml `feature_columns`).
+    feature_type: str | None = None
     # `publish: live`: every publish takes the table's partitions as the live lake has them, not only those of the
     # loads being published (a table written outside the night, or rewritten by later nights; docs/architecture.md)
     publish_live: bool = False
@@ -127,10 +130,18 @@ def _tables() -> dict[tuple[str, str], TableSchema]:
     for layer, entries in raw.items():
         for name, spec in entries.items():
             restricted = spec.get("restricted") or {}
+            columns = [ColumnSchema(*col) for col in spec["columns"]]
+            if spec.get("columns_of"):   # another table's columns first (its partition columns left out)
+                other_layer, other_name = str(spec["columns_of"]).split(".", 1)
+                other = tables.get((other_layer, other_name))
+                if other is None:
+                    raise ValueError(f"config/tables.yaml {layer}.{name}: columns_of {spec['columns_of']} must name "
+                                     f"a table defined before it")
+                columns = [c for c in other.columns if c.name not in other.partition] + columns
             schema = TableSchema(
                 layer=layer, name=name, description=spec["description"],
                 partition=tuple(spec.get("partition", ())), key=tuple(spec.get("key", ())),
-                columns=tuple(ColumnSchema(*col) for col in spec["columns"]),
+                columns=tuple(columns), feature_type=spec.get("feature_columns"),
                 checks=spec.get("checks", {}), warehouse=bool(spec.get("warehouse", True)),
                 publish_live=_publish_mode(layer, name, spec.get("publish", "load")) == "live",
                 restricted_columns=tuple(restricted.get("columns") or ()),

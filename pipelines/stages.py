@@ -11,7 +11,7 @@ import shutil
 import time
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from pipelines import lake
 from pipelines.config import Paths
@@ -26,12 +26,14 @@ HISTORY = "history"
 # that died after 8 of 16 buckets would pass validate_forecast on 8 new and 8 old buckets). Publish refuses a night
 # with a missing verdict, so a half-rewritten night can never be published, not even by hand (`segone publish`).
 # The night as the DAG wires it: what each writing stage's output feeds, its gate, its shard results.
-_FEEDS = {"ingest": ("conform",), "conform": ("messages", "profiles", "forecast"), "messages": ("decide",),
-          "profiles": ("decide",), "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
-_GATE = {"ingest": "validate", "conform": "validate_silver", "messages": "validate_messages",
-         "profiles": "validate_profiles", "forecast": "validate_forecast", "life_events": "validate_life_events",
-         "decide": "validate_decisions"}
-_SHARDS = {"messages": "messages_bucket_", "profiles": "profiles_bucket_",
+# The feature store (features) feeds the forecast, the life events and decide, which read its tables of D.
+_FEEDS = {"ingest": ("conform",), "conform": ("messages", "profiles", "features"),
+          "features": ("forecast", "life_events", "decide"), "messages": ("decide",), "profiles": ("decide",),
+          "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
+_GATE = {"ingest": "validate", "conform": "validate_silver", "features": "validate_features",
+         "messages": "validate_messages", "profiles": "validate_profiles", "forecast": "validate_forecast",
+         "life_events": "validate_life_events", "decide": "validate_decisions"}
+_SHARDS = {"features": "update_features_bucket_", "messages": "messages_bucket_", "profiles": "profiles_bucket_",
            "forecast": "forecast_cash_shortfall_bucket_", "life_events": "life_events_bucket_",
            "decide": "decide_bucket_"}
 GATES = tuple(_GATE.values())  # every verdict a night needs before it is published
@@ -136,6 +138,53 @@ def report(paths: Paths, day: date) -> str:
     return report_published(paths, day)
 
 
+def feature_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the feature store's update maps over."""
+    from pipelines.store import shards
+
+    return shards()
+
+
+def update_features_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 3, one shard: D's silver merged into the feature store (lake/features/, docs/feature_store.md) and the
+    features as of D written for bucket N."""
+    from pipelines.store import update_features as run_shard
+
+    void_later_results(paths, day.isoformat(), "features")
+    return run_shard(paths, day, int(bucket))
+
+
+def update_features(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3, every shard in turn (the DAG maps update_features_shard over the shards instead)."""
+    from pipelines.store import update_all
+
+    void_later_results(paths, day.isoformat(), "features")
+    return update_all(paths, day)
+
+
+def validate_features(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 3's gate: every bucket's store complete for D, keys and not-null columns of the tables the later stages
+    read; raises GateFailed to stop the run."""
+    from pipelines.store import validate_features as validate_store
+
+    return validate_store(paths, day)
+
+
+def rebuild_features(paths: Paths, day: date, load: str | None = None) -> dict[str, Any]:
+    """`segone features rebuild --date D`: the feature store as of D computed from silver alone (what the later
+    stages of D read is replaced: their verdicts of D are voided)."""
+    from pipelines.store import rebuild
+
+    if load is None:
+        void_later_results(paths, day.isoformat(), "features")
+    return rebuild(paths, day, load=load)
+
+
+def features_command(paths: Paths, what: str, day: date) -> dict[str, Any]:
+    """`segone features update|rebuild --date D`."""
+    return rebuild_features(paths, day) if what == "rebuild" else update_features(paths, day)
+
+
 def forecast_shards(paths: Paths, day: date) -> list[int]:
     """The shards (customer buckets) the forecast stage maps over."""
     from pipelines.forecast import shards
@@ -145,7 +194,7 @@ def forecast_shards(paths: Paths, day: date) -> list[int]:
 
 def forecast_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Stage 4, one shard: features and the promoted global engine -> gold cash_forecast for bucket N as of D."""
-    from pipelines.forecast import forecast_shard as run_shard
+    from pipelines.forecast import forecast_cash_shortfall as run_shard
 
     void_later_results(paths, day.isoformat(), "forecast")
     return run_shard(paths, day, int(bucket))
@@ -185,10 +234,10 @@ def life_event_shards(paths: Paths, day: date) -> list[int]:
 
 def classify_life_events_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Stage 5, one shard: consented customers only -> gold life_events for bucket N as of D."""
-    from pipelines.life_events import classify_shard
+    from pipelines.life_events import classify_life_events as run_shard
 
     void_later_results(paths, day.isoformat(), "life_events")
-    return classify_shard(paths, day, int(bucket))
+    return run_shard(paths, day, int(bucket))
 
 
 def classify_life_events(paths: Paths, day: date) -> dict[str, Any]:
@@ -307,7 +356,7 @@ def decide_shards(paths: Paths, day: date) -> list[int]:
 def decide_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
     """Stage 6, one shard: context -> funnel -> gold next_best_actions, decision_log, advisor_queue and
     dashboard_layout for bucket N as of D."""
-    from pipelines.decide import decide_shard as run_shard
+    from pipelines.decide import decide_next_best_actions as run_shard
 
     void_later_results(paths, day.isoformat(), "decide")
     return run_shard(paths, day, int(bucket))
@@ -369,6 +418,7 @@ def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
+         ("update_features", update_features), ("validate_features", validate_features),
          ("measure_value", measure_value),
          ("understand_messages", understand_messages), ("validate_messages", validate_messages),
          ("profile_customers", profile_customers), ("validate_profiles", validate_profiles),
@@ -378,12 +428,25 @@ NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("val
          ("publish", publish))
 
 
-# The per-shard stages of NIGHT: the family of _SHARDS they write, and their shard list (for the progress display).
-_NIGHT_SHARDS = {"understand_messages": ("messages", message_shards),
-                 "profile_customers": ("profiles", profile_shards),
-                 "forecast_cash_shortfall": ("forecast", forecast_shards),
-                 "classify_life_events": ("life_events", life_event_shards),
-                 "decide_next_best_actions": ("decide", decide_shards)}
+# The per-shard stages of NIGHT, as the DAG maps them: the family of _SHARDS they write (and whose later results they
+# void), their shard list, the function of this module for one shard, and the module whose summarise_shards writes
+# the stage's metrics from the shards' (for the progress display and `segone closed-loop --workers`).
+class NightShards(NamedTuple):
+    family: str
+    shard_list: Callable[[Paths, date], list[int]]
+    shard_function: str
+    summary_module: str
+
+
+NIGHT_SHARDS = {
+    "update_features": NightShards("features", feature_shards, "update_features_shard", "pipelines.store"),
+    "understand_messages": NightShards("messages", message_shards, "understand_messages_shard", "pipelines.messages"),
+    "profile_customers": NightShards("profiles", profile_shards, "profile_customers_shard", "pipelines.profiles"),
+    "forecast_cash_shortfall": NightShards("forecast", forecast_shards, "forecast_shard", "pipelines.forecast"),
+    "classify_life_events": NightShards("life_events", life_event_shards, "classify_life_events_shard",
+                                        "pipelines.life_events"),
+    "decide_next_best_actions": NightShards("decide", decide_shards, "decide_shard", "pipelines.decide"),
+}
 
 
 def night_steps(paths: Paths, day: date) -> list[Any]:
@@ -392,8 +455,9 @@ def night_steps(paths: Paths, day: date) -> list[Any]:
 
     steps = []
     for name, _ in NIGHT:
-        family, shard_list = _NIGHT_SHARDS.get(name, (None, None))
-        steps.append(Step(name, _SHARDS[family], len(shard_list(paths, day))) if family else Step(name))
+        sharded = NIGHT_SHARDS.get(name)
+        steps.append(Step(name, _SHARDS[sharded.family], len(sharded.shard_list(paths, day))) if sharded
+                     else Step(name))
     return steps
 
 
@@ -483,7 +547,7 @@ def history_as_of(paths: Paths) -> date:
     return max(dates)
 
 
-HISTORY_STEPS = ("ingest", "validate", "conform", "validate_silver", "publish")
+HISTORY_STEPS = ("ingest", "validate", "conform", "validate_silver", "features", "publish")
 
 
 def load_history(paths: Paths, progress: Any | None = None) -> dict[str, Any]:
@@ -519,7 +583,8 @@ def load_history(paths: Paths, progress: Any | None = None) -> dict[str, Any]:
     write_run_metrics(paths, HISTORY, "conform", metrics["conform"])
     metrics["validate_silver"] = step("validate_silver", lambda: validate_silver_load(paths, HISTORY, as_of))
     write_run_metrics(paths, HISTORY, "validate_silver", metrics["validate_silver"])
-    metrics["publish"] = step("publish", lambda: publish_history(paths, as_of))
+    metrics["features"] = step("features", lambda: rebuild_features(paths, as_of, load=HISTORY))  # the store's
+    metrics["publish"] = step("publish", lambda: publish_history(paths, as_of))                 # first state
     return metrics
 
 
@@ -539,7 +604,9 @@ def load_history_command(paths: Paths) -> dict[str, Any]:
     from pipelines import progress
     from pipelines.progress import Step
 
-    with progress.following("history load", [Step(name) for name in HISTORY_STEPS]) as shown:
+    steps = [Step(name, _SHARDS["features"], len(feature_shards(paths, None))) if name == "features" else Step(name)
+             for name in HISTORY_STEPS]
+    with progress.following("history load", steps) as shown:
         metrics = load_history(paths, shown)
     return {
         "as_of": metrics["conform"]["as_of"],

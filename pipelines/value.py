@@ -361,8 +361,7 @@ def _partitions(paths: Paths, layer: str, table: str) -> list[str]:
 
 
 def _latest_snapshot(paths: Paths, table: str, day: date) -> str | None:
-    values = [v for v in _partitions(paths, "silver", table) if v <= day.isoformat()]
-    return values[-1] if values else None
+    return lake.latest_partition(paths, "silver", table, day)
 
 
 def _read_outcome_inputs(paths: Paths, first: date, last: date) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,106 +1,106 @@
--- One row per current account and day from `series_start` to the last cut-off: the end-of-day balance as reported
--- where the bank reported one, rebuilt from the postings where it did not (carried forward from the last reported
--- balance, the seed before the window included, or back from the first one), and the reconciliation gap on
--- reported days: reported minus (previous reported plus the postings in between). A gap is a data-quality
--- finding; the reported balance is kept as it is. `first_day` is the account's first day of data, however old.
+-- One row per current account and day from `series_start` (or the account's first day of data) to the last cut-off:
+-- the end-of-day balance as reported where the bank reported one, rebuilt from the postings where it did not
+-- (carried forward from the last reported balance, the one before the window included through the account's carry,
+-- or back from the first one), and the reconciliation gap on reported days: reported minus (previous reported plus
+-- the postings in between). A gap is a data-quality finding; the reported balance is kept as it is.
+-- An account never reported before a day is rebuilt back from its first report only by a cut-off that has seen that
+-- report: `balance` is the value as of the last cut-off, `balance_unreported` what a cut-off before `report_day`
+-- sees (its postings added up from the account's first day). `first_day` is the account's first day of data.
 -- The cash position is the customer's current accounts at this bank; on a day when the customer holds none here
 -- (never did, or closed it after switching banks) their consented external current accounts (open banking) are the
 -- cash position instead: `is_primary` marks the accounts that make the position on each day.
+-- Reads: accounts_in, account_state (first_day and the carry, pipelines/store.py), day_rows, balances_in, fx_in;
+-- variables series_start, last_cutoff.
 with scope as (
-    select account_id, customer_id, source, opened_on, closed_on
+    select
+        accounts_in.account_id, accounts_in.customer_id, accounts_in.source, accounts_in.closed_on,
+        account_state.first_day,
+        account_state.carry_reported_day is not null as is_anchored_before,
+        account_state.carry_reported * case when coalesce(account_state.carry_currency, getvariable('base_currency'))
+            = getvariable('base_currency') then 1 else fx_in.rate end + account_state.carry_flow as carry_anchored,
+        coalesce(account_state.carry_flow, 0) as carry_flow
     from accounts_in
-    where product = 'current'
+    join account_state using (customer_id, account_id)
+    left join fx_in on fx_in.currency = account_state.carry_currency
+    where accounts_in.product = 'current' and account_state.first_day is not null
 ),
 
-all_postings as (
-    select transactions_in.account_id, transactions_in.booking_date as ds,
-        sum(transactions_in.amount_value) as net_flow, count(*) as n_postings
-    from transactions_in
+window_postings as (
+    select day_rows.account_id, day_rows.ds, sum(day_rows.amount) as net_flow, sum(day_rows.n) as n_postings
+    from day_rows
     semi join scope using (account_id)
-    where transactions_in.booking_date <= getvariable('last_cutoff')
+    where day_rows.ds between getvariable('series_start') and getvariable('last_cutoff')
     group by all
 ),
 
-all_reported as (
-    select balances_in.account_id, balances_in.as_of as ds, max(balances_in.balance_value) as balance
+window_reported as (
+    select balances_in.account_id, balances_in.as_of as ds, balances_in.balance_value as balance
     from balances_in
     semi join scope using (account_id)
-    where balances_in.as_of <= getvariable('last_cutoff')
-    group by all
-),
-
-first_seen as (
-    select account_id, min(ds) as first_day from (
-        select account_id, ds from all_postings
-        union all
-        select account_id, ds from all_reported
-    )
-    group by all
-),
-
-seeds as (
-    -- the last balance reported before the window, and the postings between it and the window
-    select all_reported.account_id, arg_max(all_reported.balance, all_reported.ds) as seed_balance,
-        max(all_reported.ds) as seed_day
-    from all_reported
-    where all_reported.ds < getvariable('series_start')
-    group by all
-),
-
-seed_flows as (
-    select all_postings.account_id, sum(all_postings.net_flow) as flow_since_seed
-    from all_postings
-    join seeds
-        on seeds.account_id = all_postings.account_id
-        and all_postings.ds > seeds.seed_day
-        and all_postings.ds < getvariable('series_start')
-    group by all
+    where balances_in.as_of between getvariable('series_start') and getvariable('last_cutoff')
 ),
 
 spans as (
-    select scope.account_id, scope.customer_id, scope.source, first_seen.first_day,
-        greatest(first_seen.first_day, getvariable('series_start')) as window_start,
+    select scope.*,
+        greatest(scope.first_day, getvariable('series_start')) as window_start,
         least(getvariable('last_cutoff'), coalesce(scope.closed_on, getvariable('last_cutoff'))) as last_day,
-        seeds.seed_balance + coalesce(seed_flows.flow_since_seed, 0) as opening_balance
+        case when scope.is_anchored_before then scope.carry_anchored end as opening_balance
     from scope
-    join first_seen using (account_id)
-    left join seeds using (account_id)
-    left join seed_flows using (account_id)
 ),
 
 days as (
-    select account_id, customer_id, source, first_day, opening_balance,
+    select account_id, customer_id, source, first_day, is_anchored_before, opening_balance, carry_flow,
         cast(unnest(generate_series(window_start, last_day, interval 1 day)) as date) as ds
     from spans
     where window_start <= last_day
 ),
 
 joined as (
-    select days.account_id, days.customer_id, days.source, days.first_day, days.opening_balance, days.ds,
-        coalesce(all_postings.net_flow, 0) as net_flow,
-        coalesce(all_postings.n_postings, 0) as n_postings,
-        all_reported.balance as reported_balance,
-        sum(coalesce(all_postings.net_flow, 0)) over (
-            partition by days.account_id order by days.ds rows unbounded preceding
-        ) as cum_flow
+    select days.account_id, days.customer_id, days.source, days.first_day, days.is_anchored_before,
+        days.opening_balance, days.carry_flow, days.ds,
+        coalesce(window_postings.net_flow, 0) as net_flow,
+        coalesce(window_postings.n_postings, 0) as n_postings,
+        window_reported.balance as reported_balance,
+        sum(coalesce(window_postings.net_flow, 0)) over upto_now as cum_flow,
+        -- the reported days so far: the latest of them anchors the day
+        count(window_reported.balance) over upto_now as n_reports
     from days
-    left join all_postings using (account_id, ds)
-    left join all_reported using (account_id, ds)
+    left join window_postings using (account_id, ds)
+    left join window_reported using (account_id, ds)
+    window upto_now as (partition by days.account_id order by days.ds rows unbounded preceding)
+),
+
+reports as (
+    select account_id, n_reports, ds as report_day, reported_balance, cum_flow
+    from joined
+    where reported_balance is not null
 ),
 
 anchored as (
-    select *,
-        last_value(reported_balance ignore nulls) over upto_now as anchor_balance,
-        last_value(case when reported_balance is not null then cum_flow end ignore nulls) over upto_now as anchor_cum_flow,
-        last_value(reported_balance ignore nulls) over before_now as previous_balance,
-        last_value(case when reported_balance is not null then cum_flow end ignore nulls) over before_now as previous_cum_flow,
-        first_value(reported_balance ignore nulls) over whole as first_balance,
-        first_value(case when reported_balance is not null then cum_flow end ignore nulls) over whole as first_cum_flow
+    select joined.*,
+        anchor.reported_balance as anchor_balance,
+        anchor.cum_flow as anchor_cum_flow,
+        previous.reported_balance as previous_balance,
+        previous.cum_flow as previous_cum_flow,
+        first.reported_balance as first_balance,
+        first.cum_flow as first_cum_flow,
+        first.report_day as first_report_day
     from joined
-    window
-        upto_now as (partition by account_id order by ds rows between unbounded preceding and current row),
-        before_now as (partition by account_id order by ds rows between unbounded preceding and 1 preceding),
-        whole as (partition by account_id order by ds rows between unbounded preceding and unbounded following)
+    left join reports as anchor
+        on anchor.account_id = joined.account_id and anchor.n_reports = joined.n_reports
+    left join reports as previous
+        on previous.account_id = joined.account_id and previous.n_reports = joined.n_reports - 1
+        and joined.reported_balance is not null
+    left join reports as first
+        on first.account_id = joined.account_id and first.n_reports = 1
+),
+
+core_spans as (
+    -- the days each current account here is part of the series: an external account makes the cash position only
+    -- on a day its customer holds none here
+    select customer_id, first_day, last_day
+    from spans
+    where source = 'core'
 ),
 
 final as (
@@ -110,17 +110,26 @@ final as (
         source,
         ds,
         first_day,
-        source = 'core' or not bool_or(source = 'core') over (partition by customer_id, ds) as is_primary,
+        source = 'core' or not exists (
+            select 1 from core_spans
+            where core_spans.customer_id = anchored.customer_id and anchored.ds between core_spans.first_day
+                and core_spans.last_day) as is_primary,
         net_flow,
         n_postings,
         reported_balance is not null as is_reported,
-        first_balance is not null or opening_balance is not null as has_reported_balance,
+        is_anchored_before,
+        case when not is_anchored_before then first_report_day end as report_day,
         case
             when anchor_balance is not null then anchor_balance + cum_flow - anchor_cum_flow
             when opening_balance is not null then opening_balance + cum_flow
             when first_balance is not null then first_balance - (first_cum_flow - cum_flow)
-            else cum_flow
+            else carry_flow + cum_flow
         end as balance,
+        case
+            when anchor_balance is not null then anchor_balance + cum_flow - anchor_cum_flow
+            when opening_balance is not null then opening_balance + cum_flow
+            else carry_flow + cum_flow
+        end as balance_unreported,
         case
             when reported_balance is not null and previous_balance is not null
                 then round(reported_balance - (previous_balance + cum_flow - previous_cum_flow), 2)

@@ -1,21 +1,34 @@
--- One row per customer and cut-off: what the forecasters and classifiers see, from silver data on or before the
--- cut-off only. Customers without an open current account on the cut-off have no cash position and no row.
--- Own-account transfers (transactions_in.is_own_transfer) move the cash position but are neither income nor spend,
+-- One row per customer and cut-off: what the forecasters and classifiers see, from data on or before the cut-off
+-- only: the store's daily rows (day_rows, balances_in), its per-account state and the account series
+-- (account_days). Customers without an open current account on the cut-off have no cash position and no row.
+-- Own-account transfers (day_rows.is_own_transfer) move the cash position but are neither income nor spend,
 -- and own-transfer streams count as neither income nor outgoing streams. Arrears evidence (config/decisioning.yaml
--- `arrears`, variables <kind>_pattern): payments returned unpaid and fees only a missed or returned payment triggers, on
+-- `arrears`, found when a posting arrives: day_rows.is_returned_payment, is_arrears_fee): payments returned unpaid and fees only a missed or returned payment triggers, on
 -- any of the customer's accounts, and overdue repayments of a loan or mortgage held here.
 with positions as (
-    select cutoffs.cutoff, daily_balance.customer_id, daily_balance.ds, daily_balance.value, daily_balance.net_flow,
-        cutoffs.cutoff - daily_balance.ds as days_back
-    from daily_balance
-    join cutoffs on daily_balance.ds between cutoffs.cutoff - 89 and cutoffs.cutoff
+    -- the cash position each cut-off saw over its 90 days (an account never reported before is rebuilt back from
+    -- its first report only by a cut-off that has seen it)
+    select cutoffs.cutoff, account_days.customer_id, account_days.ds,
+        sum(case when coalesce(account_days.report_day <= cutoffs.cutoff, true) then account_days.balance
+                 else account_days.balance_unreported end) as value,
+        sum(account_days.net_flow) as net_flow,
+        cutoffs.cutoff - account_days.ds as days_back
+    from account_days
+    join cutoffs on account_days.ds between cutoffs.cutoff - 89 and cutoffs.cutoff
+    where account_days.is_primary
+    group by all
 ),
 
 history as (
-    select cutoffs.cutoff, daily_balance.customer_id, min(daily_balance.first_day) as first_day,
-        bool_and(daily_balance.has_reported_balance) as has_reported_balance
-    from daily_balance
-    join cutoffs on daily_balance.ds <= cutoffs.cutoff
+    -- over the accounts that made the cash position in the series window before the cut-off
+    select cutoffs.cutoff, account_days.customer_id, min(account_days.first_day) as first_day,
+        bool_and(account_days.is_anchored_before or coalesce(account_days.report_day <= cutoffs.cutoff, false))
+            as has_reported_balance
+    from account_days
+    join cutoffs
+        on account_days.ds <= cutoffs.cutoff
+        and account_days.ds > cutoffs.cutoff - cast(getvariable('series_days') as integer)
+    where account_days.is_primary
     group by all
 ),
 
@@ -43,58 +56,57 @@ balance_features as (
 ),
 
 window_postings as (
-    select cutoffs.cutoff, transactions_in.customer_id, transactions_in.booking_date, transactions_in.amount_value,
-        transactions_in.channel, transactions_in.category, transactions_in.stream_key,
-        transactions_in.is_own_transfer,
-        cutoffs.cutoff - transactions_in.booking_date as days_back,
+    select cutoffs.cutoff, day_rows.customer_id, day_rows.ds as booking_date, day_rows.n, day_rows.amount,
+        day_rows.sign, day_rows.channel, day_rows.category, day_rows.is_own_transfer,
+        cutoffs.cutoff - day_rows.ds as days_back,
         streams.direction is not null as is_recurring
-    from transactions_in
+    from day_rows
     semi join primary_days
-        on primary_days.account_id = transactions_in.account_id and primary_days.ds = transactions_in.booking_date
+        on primary_days.account_id = day_rows.account_id and primary_days.ds = day_rows.ds
     join cutoffs
-        on transactions_in.booking_date between cutoffs.cutoff - 89 and cutoffs.cutoff
+        on day_rows.ds between cutoffs.cutoff - 89 and cutoffs.cutoff
     left join recurring_streams as streams
         on streams.cutoff = cutoffs.cutoff
-        and streams.customer_id = transactions_in.customer_id
-        and streams.stream_key = transactions_in.stream_key
-        and streams.direction = case when transactions_in.amount_value > 0 then 'in' else 'out' end
+        and streams.customer_id = day_rows.customer_id
+        and streams.stream_key = day_rows.stream_key
+        and streams.direction = case when day_rows.sign > 0 then 'in' else 'out' end
 ),
 
 flow_features as (
     select
         cutoff, customer_id,
-        coalesce(sum(amount_value) filter (where amount_value > 0 and days_back < 30), 0) as inflow_30,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and days_back < 30), 0) as outflow_30,
-        coalesce(sum(amount_value) filter (where days_back < 30), 0) as net_flow_30,
-        coalesce(sum(amount_value), 0) as net_flow_90,
-        coalesce(sum(amount_value) filter (where amount_value > 0 and not is_own_transfer
+        coalesce(sum(amount) filter (where sign > 0 and days_back < 30), 0) as inflow_30,
+        coalesce(-sum(amount) filter (where sign < 0 and days_back < 30), 0) as outflow_30,
+        coalesce(sum(amount) filter (where days_back < 30), 0) as net_flow_30,
+        coalesce(sum(amount), 0) as net_flow_90,
+        coalesce(sum(amount) filter (where sign > 0 and not is_own_transfer
             and (is_recurring or channel in ('salary', 'benefit'))), 0) as income_90,
-        max(booking_date) filter (where amount_value > 0 and not is_own_transfer
+        max(booking_date) filter (where sign > 0 and not is_own_transfer
             and (is_recurring or channel in ('salary', 'benefit'))) as last_income_date,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and is_recurring and not is_own_transfer), 0)
+        coalesce(-sum(amount) filter (where sign < 0 and is_recurring and not is_own_transfer), 0)
             as fixed_spend_90,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and not is_recurring and not is_own_transfer), 0)
+        coalesce(-sum(amount) filter (where sign < 0 and not is_recurring and not is_own_transfer), 0)
             as flexible_spend_90,
-        coalesce(-sum(amount_value) filter (
-            where amount_value < 0 and not is_recurring and not is_own_transfer and days_back < 30), 0)
+        coalesce(-sum(amount) filter (
+            where sign < 0 and not is_recurring and not is_own_transfer and days_back < 30), 0)
             as flexible_spend_30,
-        count(*) filter (where channel = 'fee') as n_fees_90,
-        count(*) filter (where days_back < 30) as n_postings_30,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and channel in ('card', 'atm')), 0) as card_spend_90,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and category = 'groceries'), 0) as groceries_90,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and category = 'eating_out'), 0) as eating_out_90,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and category = 'travel'), 0) as travel_90,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and category = 'gambling'), 0) as gambling_90,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and channel = 'atm'), 0) as cash_90,
-        coalesce(-sum(amount_value) filter (where amount_value < 0 and category = 'shopping'), 0) as shopping_90
+        coalesce(sum(n) filter (where channel = 'fee'), 0) as n_fees_90,
+        coalesce(sum(n) filter (where days_back < 30), 0) as n_postings_30,
+        coalesce(-sum(amount) filter (where sign < 0 and channel in ('card', 'atm')), 0) as card_spend_90,
+        coalesce(-sum(amount) filter (where sign < 0 and category = 'groceries'), 0) as groceries_90,
+        coalesce(-sum(amount) filter (where sign < 0 and category = 'eating_out'), 0) as eating_out_90,
+        coalesce(-sum(amount) filter (where sign < 0 and category = 'travel'), 0) as travel_90,
+        coalesce(-sum(amount) filter (where sign < 0 and category = 'gambling'), 0) as gambling_90,
+        coalesce(-sum(amount) filter (where sign < 0 and channel = 'atm'), 0) as cash_90,
+        coalesce(-sum(amount) filter (where sign < 0 and category = 'shopping'), 0) as shopping_90
     from window_postings
     group by all
 ),
 
 daily_flexible as (
-    select cutoff, customer_id, booking_date, -sum(amount_value) as spend
+    select cutoff, customer_id, booking_date, -sum(amount) as spend
     from window_postings
-    where amount_value < 0 and not is_recurring and not is_own_transfer and days_back < 30
+    where sign < 0 and not is_recurring and not is_own_transfer and days_back < 30
     group by all
 ),
 
@@ -128,29 +140,17 @@ stream_features as (
     group by all
 ),
 
-arrears_postings as (
-    -- a posting that shows a missed or returned payment, on any of the customer's accounts: its channel and
-    -- description match the kind's pattern (pipelines/features.arrears_patterns, from config/decisioning.yaml)
-    select customer_id, booking_date,
-        regexp_matches(channel || ' ' || upper(coalesce(description, '')), getvariable('returned_payment_pattern'))
-            as is_returned_payment,
-        regexp_matches(channel || ' ' || upper(coalesce(description, '')), getvariable('arrears_fee_pattern'))
-            as is_arrears_fee
-    from transactions_in
-    where booking_date > (select min(cutoff) from cutoffs) - getvariable('arrears_window_days')
-        and list_contains(getvariable('arrears_channels'), channel)
-),
-
 arrears_evidence as (
-    -- in the arrears window before each cut-off
-    select cutoffs.cutoff, arrears_postings.customer_id,
-        count(*) filter (where arrears_postings.is_returned_payment) as n_returned_payments,
-        count(*) filter (where arrears_postings.is_arrears_fee) as n_arrears_fees
-    from arrears_postings
+    -- payments returned unpaid and fees only a missed or returned payment triggers (store_postings.sql, from
+    -- config/decisioning.yaml `arrears`), on any of the customer's accounts, in the arrears window before each cut-off
+    select cutoffs.cutoff, day_rows.customer_id,
+        coalesce(sum(day_rows.n) filter (where day_rows.is_returned_payment), 0) as n_returned_payments,
+        coalesce(sum(day_rows.n) filter (where day_rows.is_arrears_fee), 0) as n_arrears_fees
+    from day_rows
     join cutoffs
-        on arrears_postings.booking_date <= cutoffs.cutoff
-        and arrears_postings.booking_date > cutoffs.cutoff - getvariable('arrears_window_days')
-    where arrears_postings.is_returned_payment or arrears_postings.is_arrears_fee
+        on day_rows.ds <= cutoffs.cutoff
+        and day_rows.ds > cutoffs.cutoff - getvariable('arrears_window_days')
+    where day_rows.is_returned_payment or day_rows.is_arrears_fee
     group by all
 ),
 
@@ -165,24 +165,35 @@ lending_accounts as (
 
 lending_balances as (
     -- the latest balance of the last 35 days (still owing when not zero) and the first day the data shows it
-    select lending_accounts.cutoff, lending_accounts.account_id,
-        arg_max(balances_in.balance_value, balances_in.as_of)
-            filter (where balances_in.as_of > lending_accounts.cutoff - 35) as balance,
-        min(balances_in.as_of) as first_seen
+    select lending_accounts.cutoff, lending_accounts.account_id, account_state.first_balance_day as first_seen,
+        arg_max(balances_in.balance_value, balances_in.as_of) as balance
     from lending_accounts
-    join balances_in
-        on balances_in.account_id = lending_accounts.account_id and balances_in.as_of <= lending_accounts.cutoff
+    join account_state
+        on account_state.account_id = lending_accounts.account_id
+        and account_state.customer_id = lending_accounts.customer_id
+        and account_state.first_balance_day <= lending_accounts.cutoff
+    left join balances_in
+        on balances_in.account_id = lending_accounts.account_id
+        and balances_in.as_of between lending_accounts.cutoff - 34 and lending_accounts.cutoff
     group by all
 ),
 
 lending_repayments as (
-    select lending_accounts.cutoff, lending_accounts.account_id, max(transactions_in.booking_date) as last_repayment
+    -- the latest credit that is not interest: in the posting window, else (an older one) the first ever, which is
+    -- as overdue as any repayment older than the window
+    select lending_accounts.cutoff, lending_accounts.account_id,
+        coalesce(max(day_rows.ds), case when any_value(account_state.first_credit_day) <= lending_accounts.cutoff
+                                         then any_value(account_state.first_credit_day) end) as last_repayment
     from lending_accounts
-    join transactions_in
-        on transactions_in.account_id = lending_accounts.account_id
-        and transactions_in.booking_date <= lending_accounts.cutoff
-        and transactions_in.amount_value > 0 and transactions_in.channel <> 'interest'
-    group by all
+    join account_state
+        on account_state.account_id = lending_accounts.account_id
+        and account_state.customer_id = lending_accounts.customer_id
+    left join day_rows
+        on day_rows.account_id = lending_accounts.account_id
+        and day_rows.ds <= lending_accounts.cutoff
+        and day_rows.ds > lending_accounts.cutoff - getvariable('posting_days')
+        and day_rows.sign > 0 and day_rows.channel <> 'interest'
+    group by lending_accounts.cutoff, lending_accounts.account_id
 ),
 
 missed_repayments as (

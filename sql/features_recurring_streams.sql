@@ -1,31 +1,37 @@
 -- Recurring streams as of each cut-off: a counterparty that pays the customer, or is paid by them, at a regular
 -- cadence (weekly, fortnightly, four-weekly, monthly, quarterly, yearly), with its typical amount, the next date it
 -- is expected and where it is in its life: early (few occurrences yet), mature, or stopped (overdue by half a
--- cadence or more). Card spending is left out except subscription-like merchant codes.
+-- cadence or more). Card spending is left out except subscription-like merchant codes (is_stream_candidate).
 -- A stream of own-account transfers (most of its postings move money between the customer's own accounts) is kept
 -- with is_own_transfer: never income, never a bill. on_cash_position (own-account transfer streams only, null for
--- the others): its latest posting was on an account that makes the cash position that day (before the daily series
--- starts: on a current account).
-with own_positions as (
-    -- where each own-account transfer was booked: on the cash position that day or not
-    select
-        transactions_in.transaction_id,
-        coalesce(primary_days.account_id is not null
-                 and transactions_in.booking_date >= getvariable('series_start'), false)
-            or (transactions_in.booking_date < getvariable('series_start') and accounts_in.product = 'current')
-            as on_cash_position
-    from transactions_in
-    left join primary_days
-        on primary_days.account_id = transactions_in.account_id and primary_days.ds = transactions_in.booking_date
-    left join accounts_in on accounts_in.account_id = transactions_in.account_id
-    where transactions_in.is_stream_candidate and transactions_in.is_own_transfer
+-- the others): its latest posting was on an account that made the cash position that day (a current account here,
+-- or an external one on a day the customer held no current account here).
+-- has_open_banking: some of its postings came through open banking (what a withdrawn consent takes away).
+-- Reads: stream_candidates (the day_rows of stream candidates: all of them, or the night's streams to redo,
+-- pipelines/store.py), accounts_in, account_state, cutoffs, cadences; macro stream_lifecycle
+-- (sql/stream_lifecycle.sql); variables stream_lookback_days, stream_min_occurrences, stream_min_regularity,
+-- stream_max_amount_cv.
+with current_spans as (
+    -- the days each current account was part of the customer's cash position could be
+    select accounts_in.customer_id, accounts_in.account_id, accounts_in.source, account_state.first_day,
+        accounts_in.closed_on
+    from accounts_in
+    join account_state using (customer_id, account_id)
+    where accounts_in.product = 'current'
 ),
 
 postings as (
-    select transactions_in.*, own_positions.on_cash_position
-    from transactions_in
-    left join own_positions using (transaction_id)
-    where transactions_in.is_stream_candidate
+    select candidate.*,
+        case when candidate.is_own_transfer then
+            coalesce(own_span.account_id is not null and (own_span.source = 'core' or not exists (
+                select 1 from current_spans as core
+                where core.customer_id = candidate.customer_id and core.source = 'core'
+                    and candidate.ds between core.first_day and coalesce(core.closed_on, candidate.ds))), false)
+        end as on_cash_position
+    from stream_candidates as candidate
+    left join current_spans as own_span
+        on own_span.account_id = candidate.account_id and own_span.customer_id = candidate.customer_id
+        and candidate.ds between own_span.first_day and coalesce(own_span.closed_on, candidate.ds)
 ),
 
 candidates as (
@@ -33,16 +39,17 @@ candidates as (
         cutoffs.cutoff,
         postings.customer_id,
         postings.stream_key,
-        postings.amount_value > 0 as is_inflow,
-        postings.booking_date,
-        sum(postings.amount_value) as amount,
+        postings.sign > 0 as is_inflow,
+        postings.ds as booking_date,
+        sum(postings.amount) as amount,
         min(postings.channel) as channel,
         bool_and(postings.is_own_transfer) as is_own_transfer,
-        bool_or(postings.on_cash_position) as on_cash_position
+        bool_or(postings.on_cash_position) as on_cash_position,
+        bool_or(postings.source <> 'core') as has_open_banking
     from postings
     join cutoffs
-        on postings.booking_date <= cutoffs.cutoff
-        and postings.booking_date > cutoffs.cutoff - cast(getvariable('stream_lookback_days') as integer)
+        on postings.ds <= cutoffs.cutoff
+        and postings.ds > cutoffs.cutoff - cast(getvariable('stream_lookback_days') as integer)
     group by all
 ),
 
@@ -66,7 +73,8 @@ summarised as (
         median(amount) filter (where n_recent <= 3) as recent_amount,
         stddev_pop(abs(amount)) / nullif(avg(abs(amount)), 0) as amount_cv,
         count(*) filter (where is_own_transfer) * 2 > count(*) as is_own_transfer,
-        arg_max(on_cash_position, booking_date) as on_cash_position
+        arg_max(on_cash_position, booking_date) as on_cash_position,
+        bool_or(has_open_banking) as has_open_banking
     from spaced
     group by all
     having count(*) >= 2
@@ -119,13 +127,10 @@ final as (
             when cadence = 'yearly' then cast(last_date + interval 1 year as date)
             else cast(last_date + cadence_days as date)
         end as next_expected_date,
-        case
-            when cutoff - last_date > 1.5 * cadence_days + 2 then 'stopped'
-            when n_occurrences < 4 and cadence not in ('quarterly', 'yearly') then 'early'
-            else 'mature'
-        end as lifecycle,
+        stream_lifecycle(cutoff, last_date, cadence, cadence_days, n_occurrences) as lifecycle,
         is_own_transfer,
-        on_cash_position
+        on_cash_position,
+        has_open_banking
     from qualified
 )
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from pipelines import bench, bench_night, stages
+from pipelines import stages
+from pipelines.evaluation import bench, bench_night
 from pipelines.config import Paths, load_config
 from pipelines.lake import bucket_of, connect
 from pipelines.schemas import table_schema
-from pipelines.simulate import simulate_command
+from pipelines.sources.simulate import simulate_command
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +194,26 @@ def test_the_night_on_two_copies_does_twice_what_it_does_on_the_base(night_base,
     assert counts["tiled"] == expected
 
 
+def test_the_floor_reads_every_postings_amount_and_time(tmp_path):
+    """The one-pass floor groups every silver posting by customer with its count, sum and last booking, and really
+    reads them: an aggregate whose result nobody uses would be dropped by DuckDB (with the columns it reads)."""
+    from tests.night_builder import write_table
+
+    paths = Paths(tmp_path)
+    rows = [{"transaction_id": f"{load}-{c}-{k}", "account_id": f"A{c}", "customer_id": c, "source": "core",
+             "booked_at": f"{day} 1{k}:00:00+00", "booking_date": day, "amount": amount, "currency": "GBP",
+             "channel": "card"}
+            for load, day, amount in (("history", "2026-11-01", -2.25), ("2026-11-20", "2026-11-20", 10.0))
+            for c in ("C1", "C2", "C3") for k in range(2)]
+    for load in ("history", "2026-11-20"):
+        write_table(paths, "silver", "transactions", [r for r in rows if r["transaction_id"].startswith(load)],
+                    load_date=load)
+    floor = bench_night.floor_pass(tmp_path)
+    assert (floor["floor_customers"], floor["postings"]) == (3, 12)
+    assert floor["floor_amount_total"] == "46.50" and floor["floor_last_booked"].startswith("2026-11-20 11:00:00")
+    assert floor["floor_seconds"] > 0 and floor["floor_cpu_seconds"] >= 0
+
+
 @pytest.mark.slow
 def test_bench_night_runs_the_whole_night_on_a_tiled_lake_and_its_floor(night_base, monkeypatch):
     root = night_base.parent
@@ -220,6 +242,10 @@ def test_bench_night_runs_the_whole_night_on_a_tiled_lake_and_its_floor(night_ba
     assert con.execute(f"select count(distinct customer_id) from {forecast}").fetchall()[0][0] > NIGHT_BASE
     con.close()
     assert (run / "exports" / "crm" / bench_night.END.isoformat() / "manifest.json").exists()
+    # the night merged D into the tiled lake's feature store of D-1, as every night does (no rebuild from silver)
+    features = json.loads((run / "runs" / bench_night.END.isoformat() / "update_features.json").read_text())
+    assert features["modes"] == ["incremental"] and not features["buckets_rebuilt"], features
+    assert row["lake"]["store"]["as_of"] == (bench_night.END - timedelta(days=1)).isoformat()
     # The tiled lake is cached: a second size-n run reuses it, and the table says what was measured.
     again = bench_night.ensure_tiled(root, night_base, n, NIGHT_BASE, NIGHT_DAYS, seed=NIGHT_SEED)
     assert again[1]["cached"] and again[0] == Path(row["lake"]["folder"])

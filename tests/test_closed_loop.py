@@ -1,7 +1,7 @@
 """`segone closed-loop` end to end on a tiny bank: simulate, load, train, nights with customers who answer, a
 retraining recorded in the registry, the value measured, the JSON with its keys and the page beside it.
-(Two customer buckets instead of sixteen, 100 days of history, two nights with a retraining after the first and a
-one-day value horizon keep it to about a minute.)"""
+(Two customer buckets instead of sixteen and a one-day value horizon (a SEGONE_SETTINGS overlay), 100 days of
+history, two nights with a retraining after the first keep it to about a minute.)"""
 from __future__ import annotations
 
 import json
@@ -21,17 +21,18 @@ SUMMARY_KEYS = {"uplift_per_customer", "uplift_ci_low", "uplift_ci_high", "first
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
-    from pipelines import closed_loop, value
+    from pipelines.evaluation import closed_loop
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(lake, "n_buckets", lambda: 2)
-    short = dict(value.rewards(), horizon_days=1)
-    mp.setattr(value, "rewards", lambda cfg=None: short)
     home = tmp_path_factory.mktemp("loop")
+    overlay = home.parent / "settings.yaml"   # seen by the shard worker processes too
+    overlay.write_text("segone: {lake: {n_buckets: 2}}\nrewards: {horizon_days: 1}\n")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEGONE_SETTINGS", str(overlay))
     paths = Paths(home)
     try:
+        # two worker processes: the night's shards run in parallel, as the DAG's mapped tasks
         summary = closed_loop.closed_loop(paths, customers=150, nights=2, seed=3, days=100,
-                                          end_date=date(2026, 11, 20), every=1)
+                                          end_date=date(2026, 11, 20), every=1, workers=2)
     finally:
         mp.undo()
     return paths, summary
@@ -81,7 +82,7 @@ def test_the_customers_answers_reach_the_lake_and_are_valued(loop):
 
 @pytest.mark.slow
 def test_the_report_is_rebuilt_from_the_lake_and_compared(loop, tmp_path):
-    from pipelines.closed_loop import rebuild
+    from pipelines.evaluation.closed_loop import rebuild
 
     paths, summary = loop
     other = tmp_path / "other.json"

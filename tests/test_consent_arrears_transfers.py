@@ -29,7 +29,7 @@ import pytest
 from pipelines import decide, features, forecast, lake
 from pipelines import life_events as le
 from pipelines.config import Paths
-from pipelines.stages import conform, ingest, load_history
+from pipelines.stages import conform, ingest, load_history, update_features
 from tests.landing_builder import LandingBank, _write_csv, days_between
 
 START = date(2026, 1, 1)
@@ -189,14 +189,15 @@ def world(tmp_path_factory):
         write_night(bank, paths.landing_day(D.isoformat()))
         ingest(paths, D)
         conform(paths, D)
+        update_features(paths, D)
         engine = tiny_engine(paths)
         buckets = sorted({int(b) for b in lake.bucket_of(bank.customers)})
         original = forecast.load_engine
         forecast.load_engine = lambda *args, **kwargs: engine
         try:
             for bucket in buckets:
-                forecast.forecast_shard(paths, D, bucket)
-                decide.decide_shard(paths, D, bucket)
+                forecast.forecast_cash_shortfall(paths, D, bucket)
+                decide.decide_next_best_actions(paths, D, bucket)
         finally:
             forecast.load_engine = original
         contexts = pd.concat([decide.build_context(paths, D, b) for b in buckets], ignore_index=True)

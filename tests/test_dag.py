@@ -23,8 +23,9 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     assert bag.import_errors == {}
     dag = bag.get_dag("nightly_personalization")
     assert dag is not None
-    order = ["wait_for_landing", "ingest", "validate", "conform", "validate_silver", "plan_forecast_shards",
-             "forecast_cash_shortfall", "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
+    order = ["wait_for_landing", "ingest", "validate", "conform", "validate_silver", "plan_feature_shards",
+             "update_features", "validate_features", "plan_forecast_shards", "forecast_cash_shortfall",
+             "validate_forecast", "plan_life_event_shards", "classify_life_events", "validate_life_events",
              "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
     # messages (step 3b) and the customer profiles (3c) run beside the forecast, after the silver checks; decide
     # waits for every branch
@@ -38,7 +39,9 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
             assert dag.get_task(downstream).upstream_task_ids == {upstream}
     # the night's value is measured from silver, beside the forecast, and published with the rest
     assert dag.get_task("measure_value").upstream_task_ids == {"validate_silver"}
-    # the forecast is mapped over the shards the plan returns, never over customers
+    # the feature store's update and the forecast are mapped over the shards the plans return, never over customers
+    assert dag.get_task("update_features").is_mapped if hasattr(dag.get_task("update_features"), "is_mapped") \
+        else True
     assert dag.get_task("forecast_cash_shortfall").is_mapped if hasattr(dag.get_task("forecast_cash_shortfall"),
                                                                           "is_mapped") else True
     outlets = [getattr(o, "uri", None) for o in dag.get_task("publish").outlets]

@@ -494,7 +494,7 @@ def test_a_night_with_more_customers_in_difficulty_than_phone_capacity():
 def lake_copy(tmp_path_factory) -> Path:
     """A small simulated bank, loaded, with the forecaster trained and one bucket's cash forecast published."""
     from pipelines import forecast
-    from pipelines.simulate import simulate_command
+    from pipelines.sources.simulate import simulate_command
     from pipelines.stages import load_history
 
     home = tmp_path_factory.mktemp("nba") / "segone"
@@ -506,7 +506,7 @@ def lake_copy(tmp_path_factory) -> Path:
         simulate_command(paths, customers=300, days=250, end_date=date(2026, 11, 20), seed=3, fmt="csv")
         load_history(paths)
         forecast.train(paths)
-        forecast.forecast_shard(paths, forecast.data_end(paths), 0)
+        forecast.forecast_cash_shortfall(paths, forecast.data_end(paths), 0)
     finally:
         mp.undo()
     return home
@@ -521,7 +521,7 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
     monkeypatch.setenv("SEGONE_HOME", str(lake_copy))
     paths = Paths(lake_copy)
     day, bucket = _lake_bucket(lake_copy)
-    metrics = decide.decide_shard(paths, day, bucket)
+    metrics = decide.decide_next_best_actions(paths, day, bucket)
     assert metrics["n_published"] > 0 and metrics["has_cash_forecast"] and not metrics["has_life_events"]
     read = {t: pd.read_parquet(paths.table("gold", t) / f"as_of={day}" / f"bucket={bucket}")
             for t in decide.GOLD_TABLES}
@@ -554,7 +554,7 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
             (paths.table("gold", t) / f"as_of={day}" / f"bucket={bucket}").glob("*.parquet")))
             for t in decide.GOLD_TABLES}
     before = files()
-    decide.decide_shard(paths, day, bucket)
+    decide.decide_next_best_actions(paths, day, bucket)
     assert files() == before
     # a gold life_events partition, when present, is used
     target, thin = context.index[(context["is_life_events_allowed"]) & (context["is_personalization_allowed"])][:2]
@@ -566,7 +566,7 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
     folder = paths.table("gold", "life_events") / f"as_of={day}" / f"bucket={bucket}"
     folder.mkdir(parents=True)
     life.to_parquet(folder / "part-0.parquet", index=False)
-    second = decide.decide_shard(paths, day, bucket)
+    second = decide.decide_next_best_actions(paths, day, bucket)
     mortgage_log = pd.read_parquet(folder.parents[2] / "decision_log" / f"as_of={day}" / f"bucket={bucket}")
     mortgage = mortgage_log[(mortgage_log["customer_id"] == target) & (mortgage_log["action_id"] == "mortgage")]
     assert mortgage.empty or mortgage["stage"].iloc[0] != "applicability"
@@ -633,3 +633,42 @@ def test_the_age_bands_are_one_definition():
     ages = pd.Series([16, 17, 18, 24, 25, 34, 35, 49, 50, 64, 65, 90, None])
     assert decide.age_bands(ages).tolist() == ["under 18", "under 18", "18-24", "18-24", "25-34", "25-34", "35-49",
                                                "35-49", "50-64", "50-64", "65+", "65+", "unknown"]
+
+
+def test_the_context_is_made_of_what_the_earlier_stages_persisted():
+    """decide.context_frame (the pure step between read_context_inputs and decide_frame) on hand-made frames: every
+    field comes from the frame of the stage that persisted it (the feature store's features and holdings, the gold
+    forecast, life events and message signals), nothing is recomputed, and a customer a stage has no row for gets
+    that stage's neutral value (no forecast, no life event, no distress)."""
+    customers = pd.DataFrame({"customer_id": ["C1", "C2"], "region": ["north", "south"],
+                              "known_vulnerability": [None, "health"], "birth_year": [1980, 1950],
+                              "customer_since": pd.to_datetime(["2020-01-01", "2010-06-30"])})
+    consents = pd.DataFrame({"customer_id": ["C1", "C2"], "is_personalization_allowed": [True, True],
+                             "is_open_banking_allowed": [True, False], "is_service_alerts_allowed": [True, None]})
+    features = pd.DataFrame({"customer_id": ["C1", "C2"], "balance_now": [120.0, 5000.0],
+                             "has_regular_income": [1.0, 0.0], "is_income_stopped": [0.0, 1.0],
+                             "share_gambling_90": [0.0, 0.4], "overdraft_limit": [500.0, 0.0]})
+    holdings = pd.DataFrame({"customer_id": ["C1", "C2"], "has_current": [True, True], "has_savings": [False, True],
+                             "has_external_current": [True, True], "card_over_limit": [False, False]})
+    forecast = pd.DataFrame({"customer_id": ["C1"] * 3, "horizon_days": [30, 60, 90],
+                             "p_shortfall": [0.7, 0.8, 0.9], "min_balance_p10": [-300.0, -400.0, -500.0],
+                             "safe_to_save": [None, None, None], "confidence": ["high"] * 3,
+                             "expected_shortfall_date": [D + timedelta(days=12)] * 3})
+    life = pd.DataFrame({"customer_id": ["C2"], "event_type": ["retirement"], "probability": [0.93],
+                         "flagged": [True], "evidence": ['{"corroboration": {"met": true}}']})
+    messages = pd.DataFrame({"customer_id": ["C2"], **{field: [field == "is_message_distress"]
+                                                       for field in decide.MESSAGE_FIELDS.values()}})
+    messages["message_reasons"] = "sounded distressed in a recent message"
+    ctx = decide.context_frame(D, customers, consents, features, holdings, forecast, life, messages).set_index(
+        "customer_id")
+    assert ctx.loc["C1", "p_shortfall_30"] == 0.7 and ctx.loc["C1", "has_forecast"]
+    assert pd.isna(ctx.loc["C2", "p_shortfall_30"]) and not ctx.loc["C2", "has_forecast"]
+    assert ctx.loc["C2", "is_retirement"] and ctx.loc["C2", "is_retirement_corroborated"]
+    assert not ctx.loc["C1", "is_retirement"] and not ctx.loc["C1", "has_life_events"]
+    assert ctx.loc["C2", "is_message_distress"] and not ctx.loc["C1", "is_message_distress"]
+    assert ctx.loc["C1", "has_regular_income"] and ctx.loc["C2", "is_income_stopped"]
+    assert ctx.loc["C2", "has_savings"] and not ctx.loc["C1", "has_savings"]
+    # an external account is only known through open banking: C2's consent does not hold
+    assert ctx.loc["C1", "has_external_current"] and not ctx.loc["C2", "has_external_current"]
+    assert ctx.loc["C2", "is_gambling_harm"] and ctx.loc["C2", "is_vulnerable"]
+    assert ctx.loc["C1", "age"] == D.year - 1980 and ctx.loc["C2", "is_service_alerts_allowed"]

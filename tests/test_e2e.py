@@ -38,8 +38,8 @@ def bank(tmp_path_factory, airflow_db) -> Path:
 def test_the_night_runs_through_airflow_and_publishes(bank):
     done = run([str(BIN / "airflow"), "dags", "test", "nightly_personalization", RUN_AFTER], bank, check=False)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    for stage in ("ingest", "validate", "conform", "forecast_cash_shortfall", "validate_forecast", "life_events",
-                  "validate_life_events", "decide", "validate_decisions", "publish"):
+    for stage in ("ingest", "validate", "conform", "update_features", "validate_features", "forecast_cash_shortfall",
+                  "validate_forecast", "life_events", "validate_life_events", "decide", "validate_decisions", "publish"):
         assert (bank / "runs" / D / f"{stage}.json").exists(), stage
     validate = json.loads((bank / "runs" / D / "validate.json").read_text())
     assert all(g["passed"] for g in validate["gates"])

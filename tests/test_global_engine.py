@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from models.contract import FORECAST_COLUMNS
-from models.global_engine import GlobalEngine, GlobalEngineParams, IncompatibleModelError, _calibration_cutoffs
+from models.global_engine import (
+    GlobalEngine,
+    GlobalEngineParams,
+    IncompatibleModelError,
+    _calibration_cutoffs,
+    customer_groups,
+    fold_training_rows,
+)
 
 N_CUSTOMERS = 3000
 N_CUTOFFS = 8
@@ -145,7 +152,7 @@ def test_save_load_round_trip_is_exact(engine: GlobalEngine, forecast: pd.DataFr
     engine.save(second)
     names = sorted(p.name for p in first.iterdir())
     assert names == sorted(p.name for p in second.iterdir())
-    assert "engine.json" in names and "classifier_h30.txt" in names
+    assert "engine.json" in names and {f"classifier_h30_g{g}.txt" for g in range(4)} <= set(names)
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     meta = json.loads((first / "engine.json").read_text())
@@ -153,6 +160,21 @@ def test_save_load_round_trip_is_exact(engine: GlobalEngine, forecast: pd.DataFr
     assert set(meta["calibrators"]) == {"30", "60", "90"}
     loaded = GlobalEngine.load(first)
     pd.testing.assert_frame_equal(loaded.predict(panel["test_x"]), forecast, check_exact=True)
+
+
+def test_an_engine_saved_with_one_classifier_per_horizon_still_loads(engine: GlobalEngine, panel,
+                                                                     tmp_path: Path) -> None:
+    """Engines saved before per-group classifiers (classifier_h30.txt, one for every customer) load and predict
+    with it; so does an engine whose calibration was skipped."""
+    import copy
+
+    single = copy.copy(engine)
+    single.classifiers = {h: boosters[:1] for h, boosters in engine.classifiers.items()}
+    single.save(tmp_path)
+    assert (tmp_path / "classifier_h30.txt").exists() and not (tmp_path / "classifier_h30_g0.txt").exists()
+    loaded = GlobalEngine.load(tmp_path)
+    assert [len(b) for b in loaded.classifiers.values()] == [1, 1, 1]
+    pd.testing.assert_frame_equal(loaded.predict(panel["test_x"]), single.predict(panel["test_x"]), check_exact=True)
 
 
 def test_missing_feature_raises(engine: GlobalEngine, panel) -> None:
@@ -226,22 +248,64 @@ def test_calibration_cutoffs_are_the_latest_ones_at_least_min_folds_never_the_fi
     assert _calibration_cutoffs(cutoffs, 0.0, 3).tolist() == []
 
 
-def test_the_published_classifier_is_the_one_the_calibrator_saw_last(panel) -> None:
-    """Forward-chaining: the calibrator is fitted on out-of-time predictions for the latest cut-offs and the published
-    classifier is the last of the classifiers that made them, fitted on every cut-off but the latest, so the model
-    calibrated and the model published are the same kind of model (before 2026-12-06 a refit on all rows was
-    published instead). Its calibrated probabilities match the observed rate on a cut-off it has not seen."""
+def test_the_published_classifiers_are_the_ones_the_calibrator_saw_last_one_per_customer_group(panel) -> None:
+    """The calibrator is fitted on predictions for every row of the latest cut-offs, each made by a classifier
+    fitted on the cut-offs before it and blind to its customer group's outcomes that had not ended by then; the
+    classifiers of the latest calibration cut-off are published, each scoring its group's customers. Its
+    calibrated probabilities match the observed rate on a cut-off it has not seen."""
     params = GlobalEngineParams(n_estimators=40, regressor_estimators=10, learning_rate=0.1, calibration_min_folds=3)
     x, y = panel["train_x"], panel["train_y"]
     engine = GlobalEngine().fit(x, y, params)
-    latest = x["cutoff"].max()
-    labelled = y[(y["horizon_days"] == 30) & (y["cutoff"] < latest)].sort_values(["cutoff", "customer_id"])
+    assert len(engine.classifiers[30]) == params.calibration_groups == 4
+    labelled = y[y["horizon_days"] == 30].sort_values(["cutoff", "customer_id"], kind="stable")
     rows = x.set_index(["customer_id", "cutoff"]).loc[list(zip(labelled["customer_id"], labelled["cutoff"]))]
-    direct = engine._train(rows[engine.feature_names].to_numpy(float), labelled["is_shortfall"].to_numpy(float),
-                           "binary", params.n_estimators)
+    cutoffs = labelled["cutoff"].to_numpy(dtype="datetime64[ns]")
+    groups = customer_groups(labelled["customer_id"], 4)
+    learn = fold_training_rows(cutoffs, groups, np.unique(cutoffs)[-1], 2, 30)
+    direct = engine._train(rows[engine.feature_names].to_numpy(float)[learn],
+                           labelled["is_shortfall"].to_numpy(float)[learn], "binary", params.n_estimators)
     probe = panel["test_x"][engine.feature_names].to_numpy(float)[:500]
-    np.testing.assert_allclose(engine.classifiers[30].predict(probe), direct.predict(probe))
+    np.testing.assert_allclose(engine.classifiers[30][2].predict(probe), direct.predict(probe))
     assert engine.calibrators[30] is not None and sum(engine.calibrators[30].weights_) == 3 * N_CUSTOMERS
-    out = engine.predict(panel["test_x"]).merge(panel["test_y"], on=["customer_id", "cutoff", "horizon_days"])
+    assert any("blind to the outcomes of its customer group (4 group(s))" in note for note in engine.notes)
+    test = panel["test_x"]
+    scored = engine.predict(test)
+    for booster, mask in engine.classifier_rows(30, test["customer_id"]):   # each customer by its group's model
+        assert mask.sum() > 500
+        raw = booster.predict(test[engine.feature_names].to_numpy(float)[mask])
+        mine = scored[scored["horizon_days"] == 30].set_index("customer_id").loc[test["customer_id"][mask]]
+        np.testing.assert_allclose(mine["p_shortfall"].to_numpy(), engine.calibrators[30].predict(raw), atol=1e-12)
+    out = scored.merge(panel["test_y"], on=["customer_id", "cutoff", "horizon_days"])
     for h, part in out.groupby("horizon_days"):
         assert abs(part["p_shortfall"].mean() - part["is_shortfall"].mean()) < 0.03, h
+
+
+def test_a_calibration_classifier_never_sees_an_open_outcome_of_the_customers_it_predicts() -> None:
+    """Hand-made rows: customers a (group 0) and b (group 1), cut-offs every 14 days. Predicting group 0 at day 98
+    with the 30-day horizon, the classifier learns from every earlier cut-off of b, and of a only the cut-offs
+    whose 30-day outcome had ended by day 98 (day 56 and 68 + 30 = 98 yes, day 84 no): a's outcome from day 84
+    runs to day 114 and holds the shortfall being predicted at day 98. The 90-day horizon hides all of a."""
+    day = np.datetime64("2026-01-01", "D")
+    offsets = np.array([56, 68, 84, 98, 56, 68, 84, 98])
+    cutoffs = (day + offsets.astype("timedelta64[D]")).astype("datetime64[ns]")
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    fold = cutoffs[3]
+    assert fold_training_rows(cutoffs, groups, fold, 0, 30).tolist() == [True, True, False, False,
+                                                                         True, True, True, False]
+    assert fold_training_rows(cutoffs, groups, fold, 0, 90).tolist() == [False, False, False, False,
+                                                                         True, True, True, False]
+    assert fold_training_rows(cutoffs, groups, fold, 1, 30).tolist() == [True, True, True, False,
+                                                                         True, True, False, False]
+    single = np.zeros(8, dtype=np.int64)   # one group: only outcomes that had ended, for every customer
+    assert fold_training_rows(cutoffs, single, fold, 0, 30).tolist() == [True, True, False, False,
+                                                                         True, True, False, False]
+
+
+def test_customer_groups_are_fixed_per_customer_and_balanced() -> None:
+    ids = pd.Series([f"C{i:05d}" for i in range(4000)] + ["C00001", "C00002"])
+    groups = customer_groups(ids, 4)
+    assert groups[4000] == groups[1] and groups[4001] == groups[2]
+    assert groups.tolist() == customer_groups(ids.copy(), 4).tolist()           # the same on every run
+    counts = np.bincount(groups[:4000], minlength=4)
+    assert counts.min() > 850 and counts.max() < 1150
+    assert set(customer_groups(ids, 1).tolist()) == {0}

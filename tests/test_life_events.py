@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import lake
+from pipelines import lake, store
 from pipelines import life_events as le
 from pipelines.config import Paths
 from pipelines.errors import SegoneError
@@ -23,8 +23,8 @@ BUCKETS = (0, 1, 2, 3)
 
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory):
-    from pipelines.simulate import simulate_command
-    from pipelines.stages import load_history
+    from pipelines.sources.simulate import simulate_command
+    from pipelines.stages import load_history, update_features
 
     home = tmp_path_factory.mktemp("life_events") / "segone"
     home.mkdir()
@@ -36,8 +36,10 @@ def bank(tmp_path_factory):
     paths = Paths(home)
     simulate_command(paths, customers=300, days=270, end_date=D, seed=11, fmt="csv")
     load_history(paths)
+    # D's night without its landing: the feature store moves on from the history's last day with no new data
+    update_features(paths, D)
     trained = le.train_life_events(paths)
-    first = {b: le.classify_shard(paths, D, b) for b in BUCKETS}
+    first = {b: le.classify_life_events(paths, D, b) for b in BUCKETS}
     yield paths, trained, first
     mp.undo()
 
@@ -94,10 +96,22 @@ def test_no_feature_uses_a_forbidden_mcc(bank):
     cfg = le.settings()
     forbidden = set(le.forbidden_mccs(cfg))
     assert {"5912", "8011", "8062", "8099", "8661", "8651"} <= forbidden
-    sql = (le.feature_stage.SQL_DIR / "features_life_events.sql").read_text()
-    literals = set(re.findall(r"'(\d{4})'", sql))
+    sql_dir = le.feature_stage.sql.SQL_DIR
+    text = "".join((sql_dir / f"{name}.sql").read_text() for name in ("features_life_events", "store_postings"))
+    literals = set(re.findall(r"'(\d{4})'", text))
     assert literals and not literals & forbidden
-    assert "not in (select mcc from life_event_forbidden_mccs)" in sql      # filtered before any feature
+    # a posting's MCC is looked up once, when it enters the store: every forbidden MCC is marked, and every
+    # life-event feature reads the store's rows through `not is_forbidden`
+    facts = store.mcc_facts_frame().set_index("mcc")
+    assert forbidden <= set(facts.index) and facts.loc[sorted(forbidden), "is_forbidden"].all()
+    assert not facts.loc[~facts["is_forbidden"]].index.isin(forbidden).any()
+    for name in ("features_life_events", "features_life_event_signals", "store_customer_state", "store_home_counts",
+                 "store_stream_first"):
+        body = (sql_dir / f"{name}.sql").read_text()
+        reads = body.count("from day_rows")
+        filtered = re.findall(r"from day_rows(?:\s+as\s+\w+)?(?:\s+(?:left\s+)?join\s[^\n]*)*"
+                              r"\s+where\s+not\s+(?:\w+\.)?is_forbidden", body)
+        assert reads and len(filtered) == reads, name
     for codes in cfg["mcc_signals"].values():
         assert not set(map(str, codes)) & forbidden
     words = ("pharma", "health", "medic", "hospital", "doctor", "religio", "church", "politic", "union", "dating")
@@ -109,23 +123,46 @@ def test_no_feature_uses_a_forbidden_mcc(bank):
         le.check_settings(bad)
 
 
-def test_forbidden_postings_never_reach_a_feature(bank):
-    """Pharmacy spend added to a customer's postings leaves every feature unchanged."""
+def test_forbidden_postings_never_reach_a_feature(bank, monkeypatch):
+    """Pharmacy, hospital and church spending added to a customer's silver postings (before the store's rows are
+    built from them) leaves every life-event feature unchanged."""
     paths, _, _ = bank
     con = lake.connect()
     try:
         le.register_inputs(con, paths, D, [D], [0])
         before = le.compute_features(con)
-        con.execute("create or replace temp table original_transactions as select * from transactions_in")
-        customer = before["customer_id"].iloc[0]
+    finally:
+        con.close()
+    customer = before["customer_id"].iloc[0]
+    original = store.register_silver_rows
+
+    def with_forbidden_spending(con, *args, **kwargs):
+        original(con, *args, **kwargs)
+        con.execute("alter view postings_in rename to postings_without_pharmacy")
         con.execute(f"""
-            create or replace temp view transactions_in as
-            select * from original_transactions
-            union all
-            select 'T-PHARMA-' || i, 'A-X', '{customer}', 'core', date '{D.isoformat()}' - cast(i as integer),
-                'card', m, 'GB', 'GBP',
-                'BOOTS', 'MBOOTS', 'BOOTS PHARMACY PRESCRIPTION', -250.0, 'other', 'BOOTS', false, false
+            create temp view postings_in as
+            select * from postings_without_pharmacy
+            union all by name
+            select 'T-PHARMA-' || i || m as transaction_id, 'A-X' as account_id, '{customer}' as customer_id,
+                'core' as source, date '{D.isoformat()}' - cast(i as integer) as booking_date, 'card' as channel,
+                m as mcc, 'FR' as country, 'EUR' as currency, 'BOOTS' as merchant_name,
+                cast(null as varchar) as counterparty_id, 'BOOTS PHARMACY PRESCRIPTION MORTGAGE' as description,
+                cast(-250.0 as decimal(18, 2)) as amount_value
             from range(1, 40) as r(i), (values ('5912'), ('8062'), ('8661')) as v(m)""")
+        added = con.execute("select count(*) from postings_in where transaction_id like 'T-PHARMA-%'").fetchall()[0][0]
+        assert added == 117
+
+    con = lake.connect()
+    try:
+        le.register_inputs(con, paths, D, [D], [0])
+        had = con.execute("select coalesce(sum(n), 0) from day_rows where is_forbidden").fetchall()[0][0]
+    finally:
+        con.close()
+    monkeypatch.setattr(store, "register_silver_rows", with_forbidden_spending)
+    con = lake.connect()
+    try:
+        le.register_inputs(con, paths, D, [D], [0])
+        assert con.execute("select sum(n) from day_rows where is_forbidden").fetchall()[0][0] == had + 117
         after = le.compute_features(con)
     finally:
         con.close()
@@ -192,7 +229,7 @@ def test_flagged_rows_carry_evidence_with_real_transactions(bank):
 def test_two_runs_give_the_same_rows(bank):
     paths, _, first = bank
     before = gold(paths, BUCKETS[0])
-    again = le.classify_shard(paths, D, BUCKETS[0])
+    again = le.classify_life_events(paths, D, BUCKETS[0])
     assert again["rows"] == first[BUCKETS[0]]["rows"]
     pd.testing.assert_frame_equal(before, gold(paths, BUCKETS[0]))
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines import decide, lake, profiles
 from pipelines.config import Paths
-from pipelines.stages import conform, ingest, load_history, validate_profiles
+from pipelines.stages import conform, ingest, load_history, update_features, validate_profiles
 from tests.landing_builder import LandingBank, _write_csv
 
 D = date(2026, 9, 30)
@@ -104,12 +104,13 @@ def world(tmp_path_factory):
             for a in bank.accounts.values()])
         ingest(paths, D)
         conform(paths, D)
+        update_features(paths, D)
         for bucket in profiles.shards():
             profiles.profile_shard(paths, D, bucket)
         checked = validate_profiles(paths, D)
         buckets = sorted({int(b) for b in lake.bucket_of(bank.customers)})
         for bucket in buckets:
-            decide.decide_shard(paths, D, bucket)
+            decide.decide_next_best_actions(paths, D, bucket)
 
         def gold(table: str) -> pd.DataFrame:
             return pd.read_parquet(lake.partition_path(paths, "gold", table, as_of=D.isoformat()))

@@ -109,7 +109,8 @@ def test_publish_is_refused_unless_every_gate_of_the_night_passed(paths):
 def test_a_stage_that_rewrites_the_night_voids_the_verdicts_after_it(paths):
     d = D0.isoformat()
     pass_gates(paths, D0)
-    families = ("messages_bucket_", "forecast_cash_shortfall_bucket_", "life_events_bucket_", "decide_bucket_")
+    families = ("messages_bucket_", "forecast_cash_shortfall_bucket_", "life_events_bucket_", "decide_bucket_",
+                "update_features_bucket_")
     for family in families:
         for bucket in range(3):
             write_run_metrics(paths, d, f"{family}{bucket}", {"n_customers": 1})
@@ -118,12 +119,19 @@ def test_a_stage_that_rewrites_the_night_voids_the_verdicts_after_it(paths):
     left = {p.stem for p in (paths.runs / d).glob("*.json")}
     assert {"validate", "validate_silver", "validate_messages", "validate_forecast"} <= left
     assert not left & {"validate_life_events", "validate_decisions", "validate_gold_cash_forecast_recurring_streams"}
-    assert {f"{f}{b}" for f in families[:3] for b in range(3)} <= left  # its own shards stay (they run in parallel)
-    assert not any(n.startswith("decide_bucket_") for n in left)
+    assert {f"{f}{b}" for f in (*families[:3], families[4]) for b in range(3)} <= left  # its own shards stay
+    assert not any(n.startswith("decide_bucket_") for n in left)                     # (they run in parallel)
+    assert "validate_features" in left
     stages.void_later_results(paths, d, "forecast")  # feeds life events and decisions, not the messages
     left = {p.stem for p in (paths.runs / d).glob("*.json")}
     assert "validate_messages" in left and "messages_bucket_0" in left and "forecast_cash_shortfall_bucket_0" in left
     assert not left & {"validate_forecast", "life_events_bucket_0"}
+    for bucket in range(3):
+        write_run_metrics(paths, d, f"forecast_cash_shortfall_bucket_{bucket}", {"n_customers": 1})
+    stages.void_later_results(paths, d, "features")  # the store feeds the forecast, life events and decide
+    left = {p.stem for p in (paths.runs / d).glob("*.json")}
+    assert {"validate_messages", "messages_bucket_0", "update_features_bucket_0"} <= left
+    assert not left & {"validate_features", "validate_forecast", "forecast_cash_shortfall_bucket_0"}
     stages.void_later_results(paths, d, "conform")
     assert {p.stem for p in (paths.runs / d).glob("*.json")} == {"ingest", "validate"}
 
@@ -197,7 +205,7 @@ def test_export_and_report_commands_read_what_was_published(paths):
     _, rows = read_export(paths.exports / "crm" / D0.isoformat())
     assert {r["explanation"] for r in rows} == {"explained v1"}
     page = Path(stages.report(paths, D0)).read_text(encoding="utf-8")
-    assert "passed (7 of 7); CRM export of this attempt: 12 rows" in page  # the published night's metrics
+    assert "passed (8 of 8); CRM export of this attempt: 12 rows" in page  # the published night's metrics
 
 
 def _dead_pid() -> int:

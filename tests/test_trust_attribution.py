@@ -296,8 +296,8 @@ def test_no_feature_counts_a_foreign_amount_as_base_currency(paths):
     lake.write_frame(balances.drop(columns="load_date"),
                      lake.partition_path(paths, "silver", "balances", load_date=DAY), paths, partition_by=["bucket"])
     for table, rows in (("fx_rates", {"currency": ["EUR"], "rate_to_base": [0.85], "updated_load_date": [DAY]}),
-                        ("accounts", {"account_id": ["A1"], "customer_id": [X], "source": ["core"], "product": ["current"],
-                                         "is_open": [True], "bucket": [0]}),
+                        ("accounts", {"account_id": ["A1"], "customer_id": [X], "source": ["core"],
+                                      "product": ["current"], "is_open": [True], "bucket": [0]}),
                         ("customers", {"customer_id": [X], "bucket": [0]})):
         lake.write_frame(pd.DataFrame(rows), lake.partition_path(paths, "silver", table, as_of=DAY), paths)
     con = lake.connect()
