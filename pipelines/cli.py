@@ -130,7 +130,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 
 
 def _add_backtest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", choices=["forecast", "life-events", "messages"], default="forecast",
+    p.add_argument("what", nargs="?", choices=["forecast", "events", "life-events", "messages"], default="forecast",
                    help="what to backtest (default: the cash-shortfall forecast)")
     p.add_argument("--labelled", type=Path, default=None,
                    help="messages: a CSV with columns text,category to score the promoted intent model on")

@@ -55,8 +55,9 @@ def horizons() -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def baselines(features: pd.DataFrame, cfg: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Per customer and cut-off: `income_baseline` (the income the trailing window is compared with: the daily
-    income of the last 90 days, income_90, times the window; 0 for a customer without a regular income of
+    """Per customer and cut-off: `income_baseline` (the regular monthly income the trailing window's income is
+    compared with: the monthly recurring income of the income streams, else income_90 per month of the history it
+    covers; 0 for a customer without a regular income of
     `min_monthly_income` a month, or whose income has already stopped: none within the window, or with under
     `min_history_days` of history: a monthly pay counted twice in 38 days is no baseline), `monthly_outflow`
     (fixed_spend_90 + flexible_spend_90 a month) and `expense_threshold` (max(multiple x monthly outflow,
@@ -66,18 +67,20 @@ def baselines(features: pd.DataFrame, cfg: dict[str, Any] | None = None) -> pd.D
     window = float(inc["window_days"])
     # the 90-day sums cover fewer days on a short history: per day of the history they saw
     seen = np.clip(np.nan_to_num(features["history_days"].to_numpy(float), nan=90.0), 1.0, 90.0)
-    income_day = features["income_90"].to_numpy(float) / seen
+    streams = np.nan_to_num(features["monthly_recurring_income"].to_numpy(float))
+    monthly = np.where(streams > 0, streams, features["income_90"].to_numpy(float) / seen * 30.0)
     since = features["days_since_income"].to_numpy(float)
-    eligible = ((income_day * 30.0 >= float(inc["min_monthly_income"])) & np.isfinite(since) & (since < window)
+    eligible = ((monthly >= float(inc["min_monthly_income"])) & np.isfinite(since) & (since < window)
                 & (np.nan_to_num(features["history_days"].to_numpy(float)) >= float(inc["min_history_days"])))
     outflow = (np.nan_to_num(features["fixed_spend_90"].to_numpy(float))
                + np.nan_to_num(features["flexible_spend_90"].to_numpy(float))) / seen * 30.0
     return pd.DataFrame({
         "customer_id": features["customer_id"].astype(str).to_numpy(),
         "cutoff": pd.to_datetime(features["cutoff"]).to_numpy(),
-        "income_baseline": np.where(eligible, income_day * window, 0.0).round(2),
+        "income_baseline": np.where(eligible, monthly, 0.0).round(2),
         "monthly_outflow": outflow.round(2),
         "expense_threshold": np.maximum(float(exp["multiple"]) * outflow, float(exp["min_amount"])).round(2),
+        "history_days": np.nan_to_num(features["history_days"].to_numpy(float)),
     })
 
 
@@ -96,7 +99,7 @@ def event_inputs(features: pd.DataFrame, streams: pd.DataFrame, cfg: dict[str, A
     out = features.copy()
     out["cutoff"] = pd.to_datetime(out["cutoff"])
     base = baselines(out, cfg)
-    out["income_monthly"] = (base["income_baseline"].to_numpy() * 30.0 / float(cfg["income"]["window_days"])).round(2)
+    out["income_monthly"] = base["income_baseline"].to_numpy()
     out["monthly_outflow"] = base["monthly_outflow"].to_numpy()
     out["expense_threshold"] = base["expense_threshold"].to_numpy()
     keys = out[["customer_id", "cutoff"]].assign(customer_id=out["customer_id"].astype(str))
@@ -323,9 +326,11 @@ def forecast_all(paths: Paths, day: date) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def build_training(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
-                   series_until: date | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   series_until: date | None = None, with_last_year: bool = False
+                   ) -> tuple[pd.DataFrame, pd.DataFrame] | tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(inputs, labels) at the cut-offs from silver as of `as_of`: the features the store computes
-    (features.register_silver + build_panel), `event_inputs`, and the outcomes of sql/features_event_labels.sql."""
+    (features.register_silver + build_panel), `event_inputs`, and the outcomes of sql/features_event_labels.sql;
+    `with_last_year`: also the backtest's last-year rule (sql/features_event_last_year.sql) as a third frame."""
     cfg = settings()
     con = lake.connect()
     try:
@@ -336,13 +341,19 @@ def build_training(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: 
         base = baselines(panel.features, cfg)
         con.register("event_baselines_frame", base)
         con.execute("create or replace temp table event_baselines as select customer_id, "
-                    "cast(cutoff as date) as cutoff, income_baseline, expense_threshold from event_baselines_frame")
+                    "cast(cutoff as date) as cutoff, income_baseline, expense_threshold, history_days "
+                    "from event_baselines_frame")
         sql.set_variables(con, income_window_days=int(cfg["income"]["window_days"]),
                           income_drop_share=float(cfg["income"]["drop_share"]),
                           short_cadence_days=int(cfg["expense"]["short_cadence_days"]))
         labels = sql.frame(con, LABEL_SQL, order_by="customer_id, cutoff, horizon_days")
         labels["cutoff"] = pd.to_datetime(labels["cutoff"])
-        return inputs, labels
+        if not with_last_year:
+            return inputs, labels
+        sql.set_variables(con, last_year_days=int(cfg["backtest"]["last_year_days"]))
+        last_year = sql.frame(con, "features_event_last_year", order_by="customer_id, cutoff, horizon_days")
+        last_year["cutoff"] = pd.to_datetime(last_year["cutoff"])
+        return inputs, labels, last_year
     finally:
         con.close()
 
@@ -470,3 +481,121 @@ def _promotion(paths: Paths, kind: str, version: str, held_inputs: pd.DataFrame,
         return {"promoted": True, "reason": reason, "champion": current, "champion_score": champion_score}
     return {"promoted": False, "champion": current, "champion_score": champion_score,
             "reason": f"mean Brier {score:.4f} worse than {champion_score:.4f} of {current} on the held-out cut-off"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backtest (`segone backtest events`)
+# ---------------------------------------------------------------------------------------------------------------
+
+def rule_scores(inputs: pd.DataFrame, last_year: pd.DataFrame | None, kind: str) -> pd.DataFrame:
+    """The rules the engines are compared with, per customer, cut-off and horizon (0/1 claims, what a bank's rule
+    says):
+    - income, "the income of the last month continues": no drop, unless a regular income is already overdue
+      (is_income_stopped: a mature stream of at most monthly cadence overdue by 1.5 cadences + 2 days);
+    - expense, "a known scheduled payment, or last year's same window": a quarterly or yearly bill of at least the
+      threshold is due within the horizon (known_large_due_h > 0), or a large one-off payment fell in the same
+      window a year before; `rule_abstains` when the history does not reach a year back (then only the scheduled
+      part speaks)."""
+    rows = []
+    for h in horizons():
+        frame = inputs[["customer_id", "cutoff"]].copy()
+        frame["horizon_days"] = h
+        if kind == "income":
+            frame["p_rule"] = (inputs["is_income_stopped"].to_numpy(float) > 0).astype(float)
+            frame["rule_abstains"] = False
+        else:
+            frame["p_rule"] = (inputs[f"known_large_due_{h}"].to_numpy(float) > 0).astype(float)
+            frame["rule_abstains"] = True
+        rows.append(frame)
+    out = pd.concat(rows, ignore_index=True)
+    if kind == "expense" and last_year is not None and len(last_year):
+        ly = last_year[["customer_id", "cutoff", "horizon_days", "has_last_year", "large_last_year"]]
+        out = out.merge(ly, on=["customer_id", "cutoff", "horizon_days"], how="left")
+        has = out["has_last_year"].astype("boolean").fillna(False).to_numpy(bool)
+        large = out["large_last_year"].astype("boolean").fillna(False).to_numpy(bool)
+        out["p_rule"] = np.maximum(out["p_rule"].to_numpy(float), (has & large).astype(float))
+        out["rule_abstains"] = ~has
+        out = out.drop(columns=["has_last_year", "large_last_year"])
+    return out
+
+
+def backtest(paths: Paths, n_cutoffs: int | None = None, step_days: int | None = None,
+             dataset: str | None = None) -> dict[str, Any]:
+    """Time-based, no leakage: at each test cut-off T (the last the longest horizon before the data's end, then
+    `step_days` earlier), each event's engine is trained afresh on the training cut-offs before T whose outcome
+    window of that horizon ends by T, and scored at T against what happened; the rule and the base rate (the event
+    rate of the training rows) on the same rows. ROC AUC, Brier and calibration error per horizon, pooled over the
+    test cut-offs."""
+    from pipelines.backtest import test_cutoffs
+
+    spec = forecast.settings()["backtest"]
+    training = forecast.settings()["training"]
+    start, end = forecast.data_start(paths), forecast.data_end(paths)
+    tests = test_cutoffs(start, end, int(n_cutoffs or spec["n_cutoffs"]), int(step_days or spec["cutoff_step_days"]))
+    cutoffs = sorted(set(forecast.training_cutoffs(start, end, int(training["cutoff_step_days"]),
+                                                   int(training["min_history_days"]), int(training["window_days"]))
+                         ) | set(tests))
+    inputs, raw, last_year = build_training(paths, end, cutoffs, series_until=end, with_last_year=True)
+    scored: dict[str, list[pd.DataFrame]] = {k: [] for k in KINDS}
+    notes: list[str] = []
+    for test in tests:
+        at = pd.Timestamp(test)
+        for kind in KINDS:
+            labels = label_frame(raw, kind)
+            ends = labels["cutoff"] + pd.to_timedelta(labels["horizon_days"], unit="D")
+            fit_labels = labels[(labels["cutoff"] < at) & (ends <= at)]
+            fit_inputs = inputs[inputs["cutoff"] < at]
+            try:
+                engine = fit(fit_inputs.reset_index(drop=True), fit_labels.reset_index(drop=True), kind)
+            except ValueError as error:
+                notes.append(f"{kind} at {test}: not trained ({error})")
+                continue
+            rows = inputs[(inputs["cutoff"] == at)]
+            rows = rows[eligible(rows, kind)].reset_index(drop=True)
+            pred = engine.predict(rows)
+            pred["p_base"] = pred["horizon_days"].map(engine.base_rates).astype(float)
+            pred = pred.merge(rule_scores(rows, last_year, kind), on=["customer_id", "cutoff", "horizon_days"])
+            pred = pred.merge(labels[labels["cutoff"] == at], on=["customer_id", "cutoff", "horizon_days"],
+                              suffixes=("", "_true"))
+            scored[kind].append(pred)
+    table = []
+    for kind, parts in scored.items():
+        if not parts:
+            continue
+        frame = pd.concat(parts, ignore_index=True)
+        for what, column in (("engine", "p_event"), ("rule", "p_rule"), ("base_rate", "p_base")):
+            for h, m in evaluate(frame, frame[["customer_id", "cutoff", "horizon_days", "is_event"]],
+                                 column).items():
+                table.append({"dataset": dataset or paths.home.name, "event": kind, "predictor": what,
+                              "horizon_days": int(h), **m,
+                              "rule_abstains_share": float(frame.loc[frame["horizon_days"] == int(h),
+                                                                     "rule_abstains"].mean())})
+    return {"dataset": dataset or paths.home.name, "test_cutoffs": [t.isoformat() for t in tests],
+            "rows": table, "notes": notes}
+
+
+def backtest_command(paths: Paths, output: Any = None, cutoffs: int | None = None, dataset: str | None = None
+                     ) -> str:
+    """`segone backtest events`: runs `backtest`, writes reports/backtest/events.json (rows of other data sets kept)
+    and prints the table."""
+    import json
+    from pathlib import Path
+
+    result = backtest(paths, n_cutoffs=cutoffs, dataset=dataset)
+    folder = Path(output) if output else paths.reports / "backtest"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "events.json"
+    kept = []
+    if target.exists():
+        kept = [r for r in json.loads(target.read_text()).get("rows", []) if r["dataset"] != result["dataset"]]
+    target.write_text(json.dumps({**result, "rows": kept + result["rows"]}, indent=2, default=str) + "\n")
+    table = pd.DataFrame(result["rows"])
+    if table.empty:
+        return f"backtest of {result['dataset']}: nothing could be trained ({'; '.join(result['notes'])})"
+    shown = table[["event", "predictor", "horizon_days", "n_rows", "event_rate", "roc_auc", "brier",
+                   "calibration_error", "rule_abstains_share"]]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        text = shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    return (f"income-drop and large-expense backtest of {result['dataset']} (test cut-offs "
+            f"{', '.join(result['test_cutoffs'])}):\n{text}\n" + "".join(f"note: {n}\n" for n in result["notes"])
+            + f"written: {target}")
