@@ -699,6 +699,12 @@ def summary(paths: Paths, day: date) -> str:
                      f"(without a current account on D: {forecast_metrics['n_without_cash_position']:,}), "
                      f"model {', '.join(forecast_metrics['model_versions'])}")
         lines.append(f"  {lake.partition_path(paths, 'gold', 'cash_forecast', as_of=d)}")
+    event_metrics = read_run_metrics(paths, d, "forecast_events")
+    if event_metrics:
+        lines.append(f"Income-drop / large-expense forecasts: {event_metrics['n_income_forecast']:,} / "
+                     f"{event_metrics['n_expense_forecast']:,} customers"
+                     + (f" (no trained model: {', '.join(event_metrics['no_model'])})" if event_metrics["no_model"]
+                        else ""))
     life_metrics = read_run_metrics(paths, d, "life_events")
     if life_metrics:
         by_method: dict[str, list[str]] = {}
