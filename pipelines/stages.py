@@ -701,10 +701,10 @@ def summary(paths: Paths, day: date) -> str:
         lines.append(f"  {lake.partition_path(paths, 'gold', 'cash_forecast', as_of=d)}")
     event_metrics = read_run_metrics(paths, d, "forecast_events")
     if event_metrics:
-        lines.append(f"Income-drop / large-expense forecasts: {event_metrics['n_income_forecast']:,} / "
-                     f"{event_metrics['n_expense_forecast']:,} customers"
-                     + (f" (no trained model: {', '.join(event_metrics['no_model'])})" if event_metrics["no_model"]
-                        else ""))
+        lines.append(f"Income-drop / large-expense forecasts: {event_metrics.get('n_income_forecast', 0):,} / "
+                     f"{event_metrics.get('n_expense_forecast', 0):,} customers"
+                     + (f" (no trained model: {', '.join(event_metrics['no_model'])})"
+                        if event_metrics.get("no_model") else ""))
     life_metrics = read_run_metrics(paths, d, "life_events")
     if life_metrics:
         by_method: dict[str, list[str]] = {}
