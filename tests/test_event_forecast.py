@@ -272,3 +272,28 @@ def test_without_a_promoted_model_the_stage_writes_empty_tables(bank, tmp_path):
     metrics = ef.forecast_events(empty, END, 0)
     assert metrics["rows"] == {"income_forecast": 0, "expense_forecast": 0}
     assert metrics["no_model"] == ["income_forecast", "expense_forecast"]
+
+
+def test_the_rules_claim_what_a_bank_rule_would_and_abstain_without_last_year():
+    inputs = pd.DataFrame({"customer_id": ["DUE", "LASTYEAR", "SHORT"], "cutoff": pd.Timestamp(CUT),
+                           "is_income_stopped": [1.0, 0.0, 0.0],
+                           "known_large_due_30": [900.0, 0.0, 0.0], "known_large_due_60": [900.0, 0.0, 0.0],
+                           "known_large_due_90": [900.0, 0.0, 0.0]})
+    income = ef.rule_scores(inputs, None, "income").set_index(["customer_id", "horizon_days"])
+    assert income.loc[("DUE", 30), "p_rule"] == 1 and income.loc[("LASTYEAR", 90), "p_rule"] == 0
+    last_year = pd.DataFrame({"customer_id": ["DUE", "LASTYEAR", "SHORT"] * 3, "cutoff": pd.Timestamp(CUT),
+                              "horizon_days": np.repeat([30, 60, 90], 3),
+                              "has_last_year": [True, True, False] * 3,
+                              "large_last_year": [False, False, False, False, True, False, False, True, False]})
+    expense = ef.rule_scores(inputs, last_year, "expense").set_index(["customer_id", "horizon_days"])
+    assert (expense.loc["DUE", "p_rule"] == 1).all()                          # the known bill, at every horizon
+    assert expense.loc["LASTYEAR", "p_rule"].tolist() == [0, 1, 1]            # last year's window held one at 60
+    assert (expense.loc["SHORT", "p_rule"] == 0).all() and expense.loc["SHORT", "rule_abstains"].all()
+    assert not expense.loc["DUE", "rule_abstains"].any()
+
+
+def test_only_personalization_consent_gets_these_forecasts():
+    rows = pd.DataFrame({"customer_id": ["YES", "NO", "NONE"], "p_event": 0.1})
+    consent = pd.DataFrame({"customer_id": ["YES", "NO"], "is_personalization_allowed": [True, False],
+                            "is_service_alerts_allowed": [True, True]})
+    assert ef.consented(rows, consent)["customer_id"].tolist() == ["YES"]
