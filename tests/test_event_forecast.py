@@ -216,7 +216,7 @@ END = date(2026, 11, 20)
 
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory):
-    """300 customers, 250 days of history, loaded; the event engines trained."""
+    """250 customers, 250 days of history, loaded; the event engines trained."""
     from pipelines.simulate import simulate_command
     from pipelines.stages import load_history
 
@@ -224,8 +224,8 @@ def bank(tmp_path_factory):
     previous = os.environ.get("SEGONE_HOME")
     os.environ["SEGONE_HOME"] = str(paths.home)
     try:
-        simulate_command(paths, customers=300, days=250, end_date=END, seed=8, fmt="csv")
-        load_history(paths)
+        simulate_command(paths, customers=250, days=250, end_date=END, seed=8, fmt="csv")
+        load_history(paths)                                  # the store as of the history's last day, D - 1
         result = ef.train(paths)
         yield paths, result
     finally:
@@ -239,7 +239,10 @@ def test_the_stage_forecasts_a_shard_that_passes_its_suites(bank):
     from pipelines import features as feature_stage
     from pipelines.quality import validate_gold
 
+    from pipelines.forecast import data_end
+
     paths, result = bank
+    day = data_end(paths)
     trained = [f for f, r in result.items() if r.get("version")]
     assert trained, result                                          # at least one event could be trained here
     for family in trained:
@@ -247,13 +250,13 @@ def test_the_stage_forecasts_a_shard_that_passes_its_suites(bank):
         meta = registry.read_metadata(paths, family, result[family]["version"])
         assert set(meta["metrics_held_out"]) == {"30", "60", "90"}
     for bucket in ef.shards():
-        metrics = ef.forecast_events(paths, END, bucket)
+        metrics = ef.forecast_events(paths, day, bucket)
     assert set(metrics["rows"]) == {"income_forecast", "expense_forecast"}
-    validate_gold(paths, END, ["income_forecast", "expense_forecast"])
-    consent = feature_stage.consent_snapshot(paths, END)
+    validate_gold(paths, day, ["income_forecast", "expense_forecast"])
+    consent = feature_stage.consent_snapshot(paths, day)
     allowed = set(consent.loc[consent["is_personalization_allowed"].astype(bool), "customer_id"])
     for table in ("income_forecast", "expense_forecast"):
-        gold = pd.read_parquet(paths.lake / "gold" / table / f"as_of={END}")
+        gold = pd.read_parquet(paths.lake / "gold" / table / f"as_of={day}")
         if table.split("_")[0] + "_forecast" in trained:
             assert len(gold) and set(gold["customer_id"]) <= allowed
             assert (gold.groupby("customer_id")["horizon_days"].nunique() == 3).all()
@@ -264,12 +267,14 @@ def test_the_stage_forecasts_a_shard_that_passes_its_suites(bank):
 
 
 def test_without_a_promoted_model_the_stage_writes_empty_tables(bank, tmp_path):
-    paths, _ = bank
-    empty = Paths(tmp_path / "home")
     import shutil
 
+    from pipelines.forecast import data_end
+
+    paths, _ = bank
+    empty = Paths(tmp_path / "home")
     shutil.copytree(paths.lake, empty.lake)
-    metrics = ef.forecast_events(empty, END, 0)
+    metrics = ef.forecast_events(empty, data_end(paths), 0)
     assert metrics["rows"] == {"income_forecast": 0, "expense_forecast": 0}
     assert metrics["no_model"] == ["income_forecast", "expense_forecast"]
 
