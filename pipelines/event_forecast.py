@@ -198,7 +198,7 @@ def event_rows(engine, inputs: pd.DataFrame, kind: str, as_of: date, cfg: dict[s
     at = position.loc[pred["customer_id"].astype(str).to_numpy()].to_numpy()
     p = pred["p_event"].to_numpy(float)
     likely = p >= float(cfg["date_threshold"])
-    days = pred["days_to_event"].to_numpy(float)
+    days = first_likely_days(pred, likely)
     expected = [as_of + timedelta(days=int(round(d))) if ok and d == d else None for d, ok in zip(days, likely)]
     amount = pred["event_amount"].to_numpy(float)
     reference = rows_in["income_monthly" if kind == "income" else "expense_threshold"].to_numpy(float)[at]
@@ -230,6 +230,17 @@ def event_rows(engine, inputs: pd.DataFrame, kind: str, as_of: date, cfg: dict[s
         "drivers": texts,
         "model_version": engine.version,
     })
+
+
+def first_likely_days(pred: pd.DataFrame, likely: np.ndarray) -> np.ndarray:
+    """Per row, the expected days to the event, coherent across a customer's horizons: the date model of horizon h
+    is the date *given* the event within h, so a customer likely to see it within 30 days would otherwise be told a
+    later date at 90. The expected days at h are the smallest of the likely horizons up to h (rows sorted by
+    customer, cut-off and horizon, as the engine returns them); NaN where the event is not likely."""
+    days = np.where(likely, pred["days_to_event"].to_numpy(float), np.inf)
+    keys = [pred["customer_id"].astype(str), pd.to_datetime(pred["cutoff"])]
+    running = pd.Series(days).groupby(keys, sort=False).cummin().to_numpy(float)
+    return np.where(likely & np.isfinite(running), running, np.nan)
 
 
 def consented(rows: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFrame:

@@ -302,3 +302,12 @@ def test_only_personalization_consent_gets_these_forecasts():
     consent = pd.DataFrame({"customer_id": ["YES", "NO"], "is_personalization_allowed": [True, False],
                             "is_service_alerts_allowed": [True, True]})
     assert ef.consented(rows, consent)["customer_id"].tolist() == ["YES"]
+
+
+def test_the_expected_date_never_moves_later_with_a_longer_horizon():
+    pred = pd.DataFrame({"customer_id": ["A"] * 3 + ["B"] * 3, "cutoff": pd.Timestamp(CUT),
+                         "horizon_days": [30, 60, 90] * 2, "p_event": [0.7, 0.7, 0.7, 0.2, 0.6, 0.8],
+                         "days_to_event": [4.0, 18.0, 45.0, 10.0, 50.0, 40.0]})
+    days = ef.first_likely_days(pred, pred["p_event"].to_numpy() >= 0.5)
+    assert days[:3].tolist() == [4.0, 4.0, 4.0]        # likely within 30 days: that date at every horizon
+    assert np.isnan(days[3]) and days[4:].tolist() == [50.0, 40.0]
