@@ -1,4 +1,4 @@
--- The large-expense backtest's "last year's same window" rule (pipelines/event_forecast.backtest): per customer,
+-- The large-expense backtest's "last year's same window" rule (pipelines/evaluation/event_backtest.py): per customer,
 -- cut-off and horizon, whether a payment of the label's kind (sql/features_event_labels.sql: out of an account that
 -- is a cash-position account in the series, not an own-account transfer, not part of a monthly or shorter stream,
 -- at least the customer's expense threshold as of the cut-off) fell in (cutoff - last_year_days, cutoff -

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from pipelines import event_forecast as ef
+from pipelines.evaluation import event_backtest
 from pipelines import registry, sql
 from pipelines.config import Paths
 
@@ -217,7 +218,7 @@ END = date(2026, 11, 20)
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory):
     """250 customers, 250 days of history, loaded; the event engines trained."""
-    from pipelines.simulate import simulate_command
+    from pipelines.sources.simulate import simulate_command
     from pipelines.stages import load_history
 
     paths = Paths(tmp_path_factory.mktemp("events") / "segone")
@@ -284,13 +285,13 @@ def test_the_rules_claim_what_a_bank_rule_would_and_abstain_without_last_year():
                            "is_income_stopped": [1.0, 0.0, 0.0],
                            "known_large_due_30": [900.0, 0.0, 0.0], "known_large_due_60": [900.0, 0.0, 0.0],
                            "known_large_due_90": [900.0, 0.0, 0.0]})
-    income = ef.rule_scores(inputs, None, "income").set_index(["customer_id", "horizon_days"])
+    income = event_backtest.rule_scores(inputs, None, "income").set_index(["customer_id", "horizon_days"])
     assert income.loc[("DUE", 30), "p_rule"] == 1 and income.loc[("LASTYEAR", 90), "p_rule"] == 0
     last_year = pd.DataFrame({"customer_id": ["DUE", "LASTYEAR", "SHORT"] * 3, "cutoff": pd.Timestamp(CUT),
                               "horizon_days": np.repeat([30, 60, 90], 3),
                               "has_last_year": [True, True, False] * 3,
                               "large_last_year": [False, False, False, False, True, False, False, True, False]})
-    expense = ef.rule_scores(inputs, last_year, "expense").set_index(["customer_id", "horizon_days"])
+    expense = event_backtest.rule_scores(inputs, last_year, "expense").set_index(["customer_id", "horizon_days"])
     assert (expense.loc["DUE", "p_rule"] == 1).all()                          # the known bill, at every horizon
     assert expense.loc["LASTYEAR", "p_rule"].tolist() == [0, 1, 1]            # last year's window held one at 60
     assert (expense.loc["SHORT", "p_rule"] == 0).all() and expense.loc["SHORT", "rule_abstains"].all()

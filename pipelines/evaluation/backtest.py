@@ -238,7 +238,7 @@ def backtest_command(paths: Paths, what: str = "forecast", dataset: str | None =
 
         return backtest_life_events_command(paths, output)
     if what == "events":
-        from pipelines.event_forecast import backtest_command as backtest_events
+        from pipelines.evaluation.event_backtest import backtest_command as backtest_events
 
         return backtest_events(paths, output, cutoffs, dataset)
     names = tuple(e.strip() for e in engines.split(",") if e.strip())
