@@ -70,7 +70,7 @@ bench: install
 	cat benchmarks/night.txt
 
 # The cash-shortfall backtest on a simulated bank (3,000 customers, a year) and on the Berka data, one report;
-# the life-event backtest on the simulated bank.
+# the life-event backtest on the simulated bank; the income-drop and large-expense backtest on both (events.json).
 BACKTEST_HOME ?= $(SEGONE_HOME)/backtest
 backtest: install
 	rm -rf $(BACKTEST_HOME) && mkdir -p $(BACKTEST_HOME)
@@ -78,9 +78,11 @@ backtest: install
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone load-history > $(BACKTEST_HOME)/simulated-load.log
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone backtest --dataset simulated --output $(SEGONE_HOME)/reports/backtest
 	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone backtest life-events --output $(SEGONE_HOME)/reports/backtest > /dev/null
+	SEGONE_HOME=$(BACKTEST_HOME)/simulated $(BIN)/segone backtest events --dataset simulated --output $(SEGONE_HOME)/reports/backtest
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone import-berka ../shared/reference/berka --no-night > $(BACKTEST_HOME)/berka-import.log
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone load-history > $(BACKTEST_HOME)/berka-load.log
 	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone backtest --dataset berka --output $(SEGONE_HOME)/reports/backtest
+	SEGONE_HOME=$(BACKTEST_HOME)/berka $(BIN)/segone backtest events --dataset berka --output $(SEGONE_HOME)/reports/backtest
 
 # The nightly report as a person sees it: rendered by headless Chromium (installed from the system's packages when
 # missing and this account may: apt-get as root or with password-less sudo) into $(SCREENSHOT). DATE defaults to

@@ -21,8 +21,9 @@ DEFAULT_ARGS = {
 
 # Published tables, for downstream DAGs to be scheduled on.
 PUBLISHED = [Asset(f"segone://gold/{table}") for table in (
-    "cash_forecast", "life_events", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout",
-    "message_insights", "message_signals", "decision_flags", "app_usage", "app_signals", "customer_roles", "plans")] + [
+    "cash_forecast", "income_forecast", "expense_forecast", "life_events", "next_best_actions", "decision_log",
+    "advisor_queue", "dashboard_layout", "message_insights", "message_signals", "decision_flags", "app_usage",
+    "app_signals", "customer_roles", "plans")] + [
     Asset("segone://exports/crm")]
 
 
@@ -133,6 +134,18 @@ def nightly_personalization():
         return _run_stage("validate_forecast", data_interval_start)
 
     @task
+    def plan_event_shards(data_interval_start=None) -> list:
+        return _run_stage("event_shards", data_interval_start)
+
+    @task(max_active_tis_per_dagrun=2)
+    def forecast_events(bucket: int, data_interval_start=None) -> dict:
+        return _run_stage("forecast_events_shard", data_interval_start, bucket=bucket)
+
+    @task(retries=0)
+    def validate_events(data_interval_start=None) -> dict:
+        return _run_stage("validate_events", data_interval_start)
+
+    @task
     def plan_life_event_shards(data_interval_start=None) -> list:
         return _run_stage("life_event_shards", data_interval_start)
 
@@ -200,6 +213,8 @@ def nightly_personalization():
     features = update_features.expand(bucket=feature_shards)
     forecast_shards = plan_forecast_shards()
     forecasts = forecast_cash_shortfall.expand(bucket=forecast_shards)
+    event_shards = plan_event_shards()
+    events = forecast_events.expand(bucket=event_shards)
     life_event_shards = plan_life_event_shards()
     life_events = classify_life_events.expand(bucket=life_event_shards)
     plan_shards = plan_plan_shards()
@@ -212,12 +227,13 @@ def nightly_personalization():
     profiles = profile_customers.expand(bucket=profile_shards)
     silver_checked = wait_for_landing() >> ingest() >> validate() >> conform() >> validate_silver()
     silver_checked >> feature_shards
-    features >> validate_features() >> forecast_shards
+    features_checked = features >> validate_features()
+    features_checked >> forecast_shards
     silver_checked >> message_shards  # messages (step 3b) run beside the forecast; decide needs both
     silver_checked >> profile_shards  # so do the customer profiles (step 3c: app usage, roles)
     forecast_checked = forecasts >> validate_forecast()
     forecast_checked >> life_event_shards
-    forecast_checked >> plan_shards      # plans (step 4c) read the forecast and the roles; decide reads the plans
+    forecast_checked >> plan_shards      # plans read the forecast and the roles; decide reads the plans
     messages >> validate_messages() >> decide_shards
     profiles_checked = profiles >> validate_profiles()
     profiles_checked >> decide_shards
@@ -226,6 +242,8 @@ def nightly_personalization():
     life_events >> validate_life_events() >> decide_shards
     published = publish()
     decisions >> validate_decisions() >> published
+    features_checked >> event_shards  # income drops and large expenses (step 4c): beside the cash forecast
+    events >> validate_events() >> published
     silver_checked >> measure_value() >> published
 
 

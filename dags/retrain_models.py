@@ -1,5 +1,5 @@
-"""retrain_models: weekly, and on demand (trigger it), retrain the cash-shortfall forecaster, the life-event
-classifiers and the policy, each a challenger against the promoted champion (DESIGN section 6).
+"""retrain_models: weekly, and on demand (trigger it), retrain the cash-shortfall forecaster, the income-drop and
+large-expense forecasters, the life-event classifiers and the policy, each a challenger against the promoted champion (DESIGN section 6).
 
 Wiring only: every task calls pipelines.stages.retrain_family, which trains, judges and records the decision in gold
 model_registry; the nightly DAG loads only promoted versions. The same code runs as `segone retrain`. The models are
@@ -45,6 +45,14 @@ def retrain_models():
         return _retrain("cash_forecast")
 
     @task
+    def retrain_income_forecast() -> dict:
+        return _retrain("income_forecast")
+
+    @task
+    def retrain_expense_forecast() -> dict:
+        return _retrain("expense_forecast")
+
+    @task
     def retrain_life_events() -> dict:
         return _retrain("life_events")
 
@@ -53,6 +61,8 @@ def retrain_models():
         return _retrain("policy")
 
     [retrain_cash_forecast(), retrain_life_events()] >> retrain_policy()
+    retrain_income_forecast()
+    retrain_expense_forecast()
 
 
 retrain_models()

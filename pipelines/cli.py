@@ -130,7 +130,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 
 
 def _add_backtest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", choices=["forecast", "life-events", "messages"], default="forecast",
+    p.add_argument("what", nargs="?", choices=["forecast", "events", "life-events", "messages"], default="forecast",
                    help="what to backtest (default: the cash-shortfall forecast)")
     p.add_argument("--labelled", type=Path, default=None,
                    help="messages: a CSV with columns text,category to score the promoted intent model on")
@@ -184,8 +184,9 @@ def _add_closed_loop_report(p: argparse.ArgumentParser) -> None:
 def _add_retrain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", dest="day", type=_date, default=None,
                    help="retrain as of this date (default: the last day of data)")
-    p.add_argument("--family", choices=["cash_forecast", "life_events", "policy"], default=None,
-                   help="one model family (default: all three)")
+    p.add_argument("--family", choices=["cash_forecast", "income_forecast", "expense_forecast", "life_events",
+                                        "policy"], default=None,
+                   help="one model family (default: all)")
 
 
 def _add_nothing(p: argparse.ArgumentParser) -> None:
@@ -220,7 +221,8 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
                  "pipelines.stages:features_command", _add_features),
     "validate-features": ("stage 3b: the feature store of D complete in every shard, keys and not-null columns",
                           "pipelines.stages:validate_features", _add_date),
-    "train": ("train the global cash-shortfall engine on a rolling window and promote it if it is no worse",
+    "train": ("train the global cash-shortfall, income-drop and large-expense engines (and the life-event and "
+              "message models) on a rolling window; promote each if it is no worse",
               "pipelines.stages:train", _add_optional_date),
     "forecast": ("stage 4: cash-shortfall forecast for D, every shard in turn, with the promoted model",
                  "pipelines.stages:forecast_cash_shortfall", _add_date),

@@ -96,6 +96,19 @@ def _model_checks(paths: Paths) -> list[Check]:
             out.append(Check(f"model {family}", OK, f"promoted {version} loads"))
         except SegoneError as error:
             out.append(Check(f"model {family}", FAIL, str(error)))
+    from pipelines import event_forecast
+
+    for kind, family in event_forecast.FAMILY.items():   # optional: without one the night writes empty tables
+        version = registry.promoted_version(paths, family)
+        if version is None:
+            out.append(Check(f"model {family}", WARN, "no promoted model (a history too short to train on, or "
+                                                      "`segone train` not run): the night writes no rows for it"))
+            continue
+        try:
+            event_forecast.load_engine(paths, kind)
+            out.append(Check(f"model {family}", OK, f"promoted {version} loads"))
+        except SegoneError as error:
+            out.append(Check(f"model {family}", FAIL, str(error)))
     return out
 
 

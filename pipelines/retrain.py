@@ -5,6 +5,8 @@ The nightly run loads only promoted versions (models/<family>/promoted.json). Th
 
 - cash_forecast: `pipelines.forecast.train`: a challenger on a rolling window of cut-offs, promoted when its held-out
   Brier score at 30 days is no worse than the champion's on the same held-out cut-off.
+- income_forecast, expense_forecast: `pipelines.event_forecast.train`, the same rule on the mean held-out Brier over
+  the horizons.
 - life_events: `pipelines.life_events.train_life_events` (its own promotion rule).
 - policy: `pipelines.policy.retrain_policy`: promoted only when the lower bound of its offline doubly robust
   estimate beats the champion's estimate on the same logged decisions.
@@ -27,7 +29,7 @@ from pipelines.runs import write_run_metrics
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("cash_forecast", "life_events", "policy")
+FAMILIES = ("cash_forecast", "income_forecast", "expense_forecast", "life_events", "policy")
 COLUMNS = {"decided_at": "timestamp with time zone", "challenger_version": "varchar", "champion_version": "varchar",
            "promoted": "boolean", "promoted_version": "varchar", "metric": "varchar", "challenger_score": "double",
            "challenger_ci_low": "double", "challenger_ci_high": "double", "champion_score": "double",
@@ -66,6 +68,24 @@ def retrain_forecast(paths: Paths, day: date) -> dict[str, Any]:
                 "n_samples": result.get("n_rows"), "reason": result["reason"],
                 "details": {"held_out": result.get("held_out")}}
     return decision
+
+
+def retrain_event(paths: Paths, day: date, family: str) -> dict[str, Any]:
+    """income_forecast or expense_forecast (`pipelines.event_forecast.train`): a challenger promoted when its mean
+    held-out Brier over the horizons is no worse than the champion's on the same held-out cut-offs."""
+    from pipelines import event_forecast as ef
+
+    kind = {v: k for k, v in ef.FAMILY.items()}[family]
+    champion = registry.promoted_version(paths, family)
+    result = ef.train(paths, day, kinds=(kind,))[family]
+    held = result.get("held_out") or {}
+    return {"family": family, "challenger_version": result.get("version"), "champion_version": champion,
+            "promoted": bool(result.get("promoted")) and result.get("version") != champion,
+            "promoted_version": registry.promoted_version(paths, family),
+            "metric": "held-out Brier score, mean over the horizons (lower is better)",
+            "challenger_score": ef.forecast.mean_brier(held) if held else None,
+            "champion_score": result.get("champion_score"), "n_samples": result.get("n_rows"),
+            "reason": result["reason"], "details": {"held_out": held, "base_rate": result.get("base_rate")}}
 
 
 def retrain_life_events(paths: Paths, day: date) -> dict[str, Any]:
@@ -170,7 +190,10 @@ def retrain_policy(paths: Paths, day: date) -> dict[str, Any]:
     return run(paths, day)
 
 
-STEPS = {"cash_forecast": retrain_forecast, "life_events": retrain_life_events, "policy": retrain_policy}
+STEPS = {"cash_forecast": retrain_forecast,
+         "income_forecast": lambda paths, day: retrain_event(paths, day, "income_forecast"),
+         "expense_forecast": lambda paths, day: retrain_event(paths, day, "expense_forecast"),
+         "life_events": retrain_life_events, "policy": retrain_policy}
 
 
 def retrain_family(paths: Paths, day: date, family: str) -> dict[str, Any]:

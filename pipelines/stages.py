@@ -28,15 +28,16 @@ HISTORY = "history"
 # The night as the DAG wires it: what each writing stage's output feeds, its gate, its shard results.
 # The feature store (features) feeds the forecast, the life events and decide, which read its tables of D.
 _FEEDS = {"ingest": ("conform",), "conform": ("messages", "profiles", "features"),
-          "features": ("forecast", "life_events", "decide", "plans"), "messages": ("decide",),
-          "profiles": ("decide", "plans"), "forecast": ("life_events", "plans"), "life_events": ("decide",),
-          "plans": ("decide",), "decide": ()}
+          "features": ("forecast", "events", "life_events", "decide", "plans"), "messages": ("decide",),
+          "profiles": ("decide", "plans"), "forecast": ("life_events", "plans"), "events": (),
+          "life_events": ("decide",), "plans": ("decide",), "decide": ()}
 _GATE = {"ingest": "validate", "conform": "validate_silver", "features": "validate_features",
          "messages": "validate_messages", "profiles": "validate_profiles", "forecast": "validate_forecast",
-         "life_events": "validate_life_events", "plans": "validate_plans", "decide": "validate_decisions"}
+         "events": "validate_events", "life_events": "validate_life_events", "plans": "validate_plans",
+         "decide": "validate_decisions"}
 _SHARDS = {"features": "update_features_bucket_", "messages": "messages_bucket_", "profiles": "profiles_bucket_",
-           "forecast": "forecast_cash_shortfall_bucket_", "life_events": "life_events_bucket_",
-           "plans": "plans_bucket_", "decide": "decide_bucket_"}
+           "forecast": "forecast_cash_shortfall_bucket_", "events": "forecast_events_bucket_",
+           "life_events": "life_events_bucket_", "plans": "plans_bucket_", "decide": "decide_bucket_"}
 GATES = tuple(_GATE.values())  # every verdict a night needs before it is published
 
 
@@ -223,6 +224,45 @@ def validate_forecast(paths: Paths, day: date) -> dict[str, Any]:
     validation = validate_gold(paths, day, ["cash_forecast", "recurring_streams"], gate="validate_forecast")
     metrics = {"forecast": summary, "validation": validation}
     write_run_metrics(paths, day.isoformat(), "validate_forecast", metrics)
+    return metrics
+
+
+def event_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the income and expense forecasts map over."""
+    from pipelines.event_forecast import shards
+
+    return shards()
+
+
+def forecast_events_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 4c, one shard: the store's features and the promoted income and expense engines -> gold
+    income_forecast and expense_forecast for bucket N as of D (docs/forecasting.md)."""
+    from pipelines.event_forecast import forecast_events as run_shard
+
+    void_later_results(paths, day.isoformat(), "events")
+    return run_shard(paths, day, int(bucket))
+
+
+def forecast_events(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 4c, every shard in turn (the DAG maps forecast_events_shard over the shards instead)."""
+    from pipelines.event_forecast import forecast_all
+
+    void_later_results(paths, day.isoformat(), "events")
+    return forecast_all(paths, day)
+
+
+def validate_events(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 4c': the gold suites on D's income_forecast and expense_forecast; raises GateFailed to stop the run."""
+    from pipelines.event_forecast import STAGE, TABLE, summarise_shards
+    from pipelines.quality import validate_gold
+
+    shard_metrics = [read_run_metrics(paths, day.isoformat(), f"{STAGE}_bucket_{b}") for b in event_shards(paths, day)]
+    missing = [b for b, m in zip(event_shards(paths, day), shard_metrics) if m is None]
+    if missing:
+        raise SegoneError(f"the income and expense forecasts of {day} are incomplete: no result for buckets {missing}")
+    metrics = {"events": summarise_shards(paths, day, shard_metrics),
+               "validation": validate_gold(paths, day, list(TABLE.values()), gate="validate_events")}
+    write_run_metrics(paths, day.isoformat(), "validate_events", metrics)
     return metrics
 
 
@@ -442,12 +482,13 @@ def retrain_family(paths: Paths, day: date | None, family: str) -> dict[str, Any
 def train(paths: Paths, day: date | None = None) -> dict[str, Any]:
     """`segone train`: train the global cash-shortfall engine on a rolling window ending at D (default: the last
     day of data) and promote it if it is at least as good as the promoted one; then the life-event classifiers."""
+    from pipelines.event_forecast import train as train_events
     from pipelines.forecast import train as train_forecast
     from pipelines.life_events import train_life_events
     from pipelines.messages import train_messages
 
-    return {"cash_forecast": train_forecast(paths, day), "life_events": train_life_events(paths, day),
-            "messages": train_messages(paths, day)}
+    return {"cash_forecast": train_forecast(paths, day), **train_events(paths, day),
+            "life_events": train_life_events(paths, day), "messages": train_messages(paths, day)}
 
 
 NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("validate_silver", validate_silver),
@@ -456,6 +497,7 @@ NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("val
          ("understand_messages", understand_messages), ("validate_messages", validate_messages),
          ("profile_customers", profile_customers), ("validate_profiles", validate_profiles),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
+         ("forecast_events", forecast_events), ("validate_events", validate_events),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
          ("make_plans", make_plans), ("validate_plans", validate_plans),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
@@ -477,6 +519,7 @@ NIGHT_SHARDS = {
     "understand_messages": NightShards("messages", message_shards, "understand_messages_shard", "pipelines.messages"),
     "profile_customers": NightShards("profiles", profile_shards, "profile_customers_shard", "pipelines.profiles"),
     "forecast_cash_shortfall": NightShards("forecast", forecast_shards, "forecast_shard", "pipelines.forecast"),
+    "forecast_events": NightShards("events", event_shards, "forecast_events_shard", "pipelines.event_forecast"),
     "classify_life_events": NightShards("life_events", life_event_shards, "classify_life_events_shard",
                                         "pipelines.life_events"),
     "make_plans": NightShards("plans", plan_shards, "make_plans_shard", "pipelines.plans"),
@@ -690,6 +733,12 @@ def summary(paths: Paths, day: date) -> str:
                      f"(without a current account on D: {forecast_metrics['n_without_cash_position']:,}), "
                      f"model {', '.join(forecast_metrics['model_versions'])}")
         lines.append(f"  {lake.partition_path(paths, 'gold', 'cash_forecast', as_of=d)}")
+    event_metrics = read_run_metrics(paths, d, "forecast_events")
+    if event_metrics:
+        lines.append(f"Income-drop / large-expense forecasts: {event_metrics.get('n_income_forecast', 0):,} / "
+                     f"{event_metrics.get('n_expense_forecast', 0):,} customers"
+                     + (f" (no trained model: {', '.join(event_metrics['no_model'])})"
+                        if event_metrics.get("no_model") else ""))
     life_metrics = read_run_metrics(paths, d, "life_events")
     if life_metrics:
         by_method: dict[str, list[str]] = {}

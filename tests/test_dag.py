@@ -31,15 +31,17 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     # waits for every branch
     joins = {"plan_decide_shards": {"validate_life_events", "validate_messages", "validate_profiles",
                                     "validate_plans"},
-             "publish": {"validate_decisions", "measure_value"}}
+             "publish": {"validate_decisions", "measure_value", "validate_events"}}
     for upstream, downstream in zip(order, order[1:]):
         assert dag.get_task(downstream).upstream_task_ids == joins.get(downstream, {upstream})
     for branch in (["validate_silver", "plan_message_shards", "understand_messages", "validate_messages"],
                    ["validate_silver", "plan_profile_shards", "profile_customers", "validate_profiles"],
-                   ["make_plans", "validate_plans"]):
+                   ["make_plans", "validate_plans"],
+                   # income drops and large expenses (step 4c) beside the cash forecast, published with the rest
+                   ["validate_features", "plan_event_shards", "forecast_events", "validate_events"]):
         for upstream, downstream in zip(branch, branch[1:]):
             assert dag.get_task(downstream).upstream_task_ids == {upstream}
-    # the plans (step 4c) follow the forecast's and the profiles' gates; decide waits for their gate
+    # the plans follow the forecast's and the profiles' gates; decide waits for their gate
     assert dag.get_task("plan_plan_shards").upstream_task_ids == {"validate_forecast", "validate_profiles"}
     assert dag.get_task("make_plans").upstream_task_ids == {"plan_plan_shards"}
     # the night's value is measured from silver, beside the forecast, and published with the rest
@@ -50,7 +52,8 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     assert dag.get_task("forecast_cash_shortfall").is_mapped if hasattr(dag.get_task("forecast_cash_shortfall"),
                                                                           "is_mapped") else True
     outlets = [getattr(o, "uri", None) for o in dag.get_task("publish").outlets]
-    assert {"segone://gold/cash_forecast", "segone://gold/next_best_actions"} <= set(outlets)
+    assert {"segone://gold/cash_forecast", "segone://gold/income_forecast", "segone://gold/expense_forecast",
+            "segone://gold/next_best_actions"} <= set(outlets)
     timetable = dag.timetable
     assert type(timetable).__name__ == "NightlyTimetable"  # a CronTriggerTimetable naming runs after D
     assert dag.max_active_runs == 1 and not dag.catchup
@@ -65,7 +68,8 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
 def test_retrain_models_is_weekly_on_demand_and_retrains_every_family(airflow_db):
     dag = _dagbag().get_dag("retrain_models")
     assert dag is not None and not dag.catchup and dag.max_active_runs == 1
-    assert {t.task_id for t in dag.tasks} == {"retrain_cash_forecast", "retrain_life_events", "retrain_policy"}
+    assert {t.task_id for t in dag.tasks} == {"retrain_cash_forecast", "retrain_income_forecast",
+                                              "retrain_expense_forecast", "retrain_life_events", "retrain_policy"}
     assert type(dag.timetable).__name__ == "CronTriggerTimetable"
     # the policy learns after the models that make its context have been retrained
     assert dag.get_task("retrain_policy").upstream_task_ids == {"retrain_cash_forecast", "retrain_life_events"}

@@ -95,12 +95,13 @@ def test_off_and_the_nights_real_steps(paths, monkeypatch):
     assert [s.name for s in steps] == [name for name, _ in stages.NIGHT]
     sharded = {s.name: s for s in steps if s.shards}
     assert set(sharded) == {"update_features", "understand_messages", "profile_customers",
-                            "forecast_cash_shortfall", "classify_life_events", "make_plans",
+                            "forecast_cash_shortfall", "forecast_events", "classify_life_events", "make_plans",
                             "decide_next_best_actions"}
     assert sharded["profile_customers"].shard_prefix == "profiles_bucket_"
     assert sharded["update_features"].shard_prefix == "update_features_bucket_"
     assert {s.shards for s in sharded.values()} == {len(stages.forecast_shards(paths, D))}
     assert sharded["forecast_cash_shortfall"].shard_prefix == "forecast_cash_shortfall_bucket_"
+    assert sharded["forecast_events"].shard_prefix == "forecast_events_bucket_"
 
 
 def test_the_history_load_shows_its_steps(paths, monkeypatch, caplog):

@@ -91,7 +91,7 @@ def test_the_night_runs_under_the_scheduler_and_its_logs_are_where_the_ui_reads_
         per_task.setdefault(ti["task_id"], []).append(ti["map_index"])
     mapped = {task for task, indexes in per_task.items() if max(indexes) >= 0}
     assert mapped == {"update_features", "understand_messages", "profile_customers", "forecast_cash_shortfall",
-                      "classify_life_events", "make_plans", "decide_next_best_actions"}
+                      "forecast_events", "classify_life_events", "make_plans", "decide_next_best_actions"}
     assert all(sorted(per_task[task]) == list(range(BUCKETS)) for task in mapped)  # one task per shard, never more
     assert all(per_task[task] == [-1] for task in set(per_task) - mapped)
     assert {"wait_for_landing", "ingest", "validate_features", "measure_value", "validate_profiles",

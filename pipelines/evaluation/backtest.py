@@ -237,6 +237,10 @@ def backtest_command(paths: Paths, what: str = "forecast", dataset: str | None =
         from pipelines.life_events import backtest_life_events_command
 
         return backtest_life_events_command(paths, output)
+    if what == "events":
+        from pipelines.evaluation.event_backtest import backtest_command as backtest_events
+
+        return backtest_events(paths, output, cutoffs, dataset)
     names = tuple(e.strip() for e in engines.split(",") if e.strip())
     unknown = set(names) - set(ENGINES)
     if unknown:
