@@ -13,6 +13,8 @@ DEMO_CUSTOMERS ?= 10000
 DEMO_DAYS ?= 240
 DEMO_END ?= 2026-11-20
 DEMO_SEED ?= 42
+# make test: pytest-xdist processes, one test file per process at a time (CI and this machine have 2 cores)
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test bench backtest clean airflow-db serve stop night cluster-demo report-screenshot
 
@@ -54,10 +56,10 @@ night:
 CLUSTER_CUSTOMERS ?= 2000
 CLUSTER_DAGS ?= nightly_personalization
 cluster-demo: install
-	$(BIN)/python -m pipelines.cluster_demo --customers $(CLUSTER_CUSTOMERS) --dags $(CLUSTER_DAGS) --date $(DEMO_END)
+	$(BIN)/python -m pipelines.evaluation.cluster_demo --customers $(CLUSTER_CUSTOMERS) --dags $(CLUSTER_DAGS) --date $(DEMO_END)
 
 test: install
-	$(BIN)/python -m pytest -q --timeout=1500 tests
+	$(BIN)/python -m pytest -q --timeout=1500 -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: install
 	$(BIN)/segone bench ingest --customers 10000,100000

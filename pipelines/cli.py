@@ -202,9 +202,9 @@ def _add_unlock(p: argparse.ArgumentParser) -> None:
 
 COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {
     "simulate": ("simulate a bank into $SEGONE_HOME/landing/ (history and day D)",
-                 "pipelines.simulate:simulate_command", _add_simulate),
+                 "pipelines.sources.simulate:simulate_command", _add_simulate),
     "import-berka": ("turn the Berka data set into landing files: landing/history/ and its last day's night",
-                     "pipelines.berka:import_berka_command", _add_berka),
+                     "pipelines.sources.berka:import_berka_command", _add_berka),
     "load-history": ("ingest, validate and conform landing/history/ into the lake",
                      "pipelines.stages:load_history_command", _add_nothing),
     "ingest": ("stage 1a: parse landing/D/ into bronze, quarantining bad rows",
@@ -240,7 +240,7 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
     "validate-decisions": ("stage 6b: Great Expectations suites on D's decisions",
                            "pipelines.stages:validate_decisions", _add_date),
     "backtest": ("time-based backtest of the forecast engines (or `backtest life-events`): JSON and HTML report",
-                 "pipelines.backtest:backtest_command", _add_backtest),
+                 "pipelines.evaluation.backtest:backtest_command", _add_backtest),
     "publish": ("stage 7: warehouse.duckdb views, the CRM export (only if every gate passed) and the report",
                 "pipelines.stages:publish", _add_date),
     "export-crm": ("the CRM export of a published night D again, from what was published",
@@ -261,15 +261,15 @@ COMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] 
     "retrain": ("retrain_models: forecaster, life-event classifiers and policy, each against its champion; "
                 "decisions in gold model_registry", "pipelines.retrain:retrain_command", _add_retrain),
     "closed-loop": ("simulate a bank, then night after night: the night, the customers' answers, the next day; "
-                    "retrain weekly; reports/closed_loop/", "pipelines.closed_loop:closed_loop_command",
+                    "retrain weekly; reports/closed_loop/", "pipelines.evaluation.closed_loop:closed_loop_command",
                     _add_closed_loop),
     "closed-loop-report": ("rebuild this home's closed-loop JSON and page from the lake, optionally compared with "
-                           "another run (learning on against off)", "pipelines.closed_loop:report_command",
+                           "another run (learning on against off)", "pipelines.evaluation.closed_loop:report_command",
                            _add_closed_loop_report),
     "doctor": ("pre-flight checks: config, data root and disk, history, promoted models, and D's landing with --date",
                "pipelines.doctor:doctor_command", _add_doctor),
     "bench": ("benchmarks side by side with plain pandas (see benchmarks/)",
-              "pipelines.bench:bench_command", _add_bench),
+              "pipelines.evaluation.bench:bench_command", _add_bench),
 }
 
 

@@ -1,7 +1,7 @@
 """Start and stop Airflow's own components the way an operator would, on 127.0.0.1 (docs/operations.md).
 
 `make serve` / `make stop`: the scheduler (LocalExecutor), the dag-processor and the api-server of one home,
-the project's DAGs unpaused. `make cluster-demo` (pipelines/cluster_demo.py): the same with the CeleryExecutor,
+the project's DAGs unpaused. `make cluster-demo` (pipelines/evaluation/cluster_demo.py): the same with the CeleryExecutor,
 PostgreSQL and Redis. This module only launches Airflow's, PostgreSQL's and Redis's own programs and talks to
 Airflow's REST API; it schedules nothing itself.
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import bench, bench_night, stages
+from pipelines import stages
+from pipelines.evaluation import bench, bench_night
 from pipelines.config import Paths, load_config
 from pipelines.lake import bucket_of, connect
 from pipelines.schemas import table_schema
-from pipelines.simulate import simulate_command
+from pipelines.sources.simulate import simulate_command
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.berka import (decode_birth_number, format_cents, import_berka, import_berka_command,
+from pipelines.sources.berka import (decode_birth_number, format_cents, import_berka, import_berka_command,
                              prague_midnight, write_transactions)
 from pipelines.config import Paths
 from pipelines.contract import classify_landing_file, landing_contract
@@ -393,7 +393,7 @@ def test_a_subset_of_accounts_is_a_small_real_bank(tmp_path: Path) -> None:
 
 def test_large_transaction_sets_are_split_into_numbered_files(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pipelines.berka.MAX_TRANSACTION_ROWS_PER_FILE", 2)
+    monkeypatch.setattr("pipelines.sources.berka.MAX_TRANSACTION_ROWS_PER_FILE", 2)
     frame = pd.DataFrame({"transaction_id": ["B1", "B2", "B3"], "account_id": "B9", "amount": "1.00"})
     assert write_transactions(frame, tmp_path) == {"transactions-0001.csv": 2, "transactions-0002.csv": 1}
     assert read_landing(tmp_path, "transactions")["transaction_id"].tolist() == ["B1", "B2", "B3"]

@@ -21,7 +21,7 @@ SUMMARY_KEYS = {"uplift_per_customer", "uplift_ci_low", "uplift_ci_high", "first
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
-    from pipelines import closed_loop
+    from pipelines.evaluation import closed_loop
 
     home = tmp_path_factory.mktemp("loop")
     overlay = home.parent / "settings.yaml"   # seen by the shard worker processes too
@@ -82,7 +82,7 @@ def test_the_customers_answers_reach_the_lake_and_are_valued(loop):
 
 @pytest.mark.slow
 def test_the_report_is_rebuilt_from_the_lake_and_compared(loop, tmp_path):
-    from pipelines.closed_loop import rebuild
+    from pipelines.evaluation.closed_loop import rebuild
 
     paths, summary = loop
     other = tmp_path / "other.json"

@@ -16,7 +16,7 @@ D = date(2026, 11, 20)
 
 
 def night_bank(tmp_path_factory, name: str, days: int, customers: int):
-    from pipelines.simulate import simulate_command
+    from pipelines.sources.simulate import simulate_command
     from pipelines.stages import load_history, run_night, train
 
     home = tmp_path_factory.mktemp(name) / "segone"

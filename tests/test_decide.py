@@ -494,7 +494,7 @@ def test_a_night_with_more_customers_in_difficulty_than_phone_capacity():
 def lake_copy(tmp_path_factory) -> Path:
     """A small simulated bank, loaded, with the forecaster trained and one bucket's cash forecast published."""
     from pipelines import forecast
-    from pipelines.simulate import simulate_command
+    from pipelines.sources.simulate import simulate_command
     from pipelines.stages import load_history
 
     home = tmp_path_factory.mktemp("nba") / "segone"

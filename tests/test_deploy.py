@@ -94,7 +94,7 @@ def _home(root: Path, probability: float, run_id: str) -> Path:
 
 
 def test_the_cluster_comparison_finds_a_differing_row_and_ignores_only_the_run_id(tmp_path: Path):
-    from pipelines.cluster_demo import compare_outputs
+    from pipelines.evaluation.cluster_demo import compare_outputs
 
     a, b, c = _home(tmp_path / "a", 0.25, "r1"), _home(tmp_path / "b", 0.25, "r2"), _home(tmp_path / "c", 0.3, "r3")
     same, lines = compare_outputs(a, b, "2026-11-20")

@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 
-from pipelines.berka import import_berka_command
+from pipelines.sources.berka import import_berka_command
 from pipelines.stages import load_history, run_night, train
 from pipelines.warehouse import connect as connect_warehouse
 

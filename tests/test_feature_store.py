@@ -25,7 +25,7 @@ from pipelines.config import Paths
 from pipelines.conform import conform
 from pipelines.errors import SegoneError
 from pipelines.ingest.landing import ingest_landing
-from pipelines.simulate import simulate_command
+from pipelines.sources.simulate import simulate_command
 from pipelines.stages import history_as_of
 from tests.nights import append_rows, split_into_nights
 

@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import backtest, features, forecast, lake, registry
+from pipelines import features, forecast, lake, registry
+from pipelines.evaluation import backtest
 from pipelines.config import Paths
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.quality import validate_gold
-from pipelines.simulate import simulate_command
+from pipelines.sources.simulate import simulate_command
 from pipelines.stages import load_history
 
 END = date(2026, 11, 20)

@@ -126,7 +126,7 @@ def test_the_history_load_gives_the_same_silver_and_checks_whatever_the_order_of
     from pipelines.config import settings
     from pipelines.conform import conform
     from pipelines.ingest.landing import ingest_landing
-    from pipelines.simulate import simulate_command
+    from pipelines.sources.simulate import simulate_command
 
     config = settings() | {"quality": settings()["quality"] | {"gx_max_rows": 2_000}}
     monkeypatch.setattr(quality, "settings", lambda: config)

@@ -23,7 +23,7 @@ BUCKETS = (0, 1, 2, 3)
 
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory):
-    from pipelines.simulate import simulate_command
+    from pipelines.sources.simulate import simulate_command
     from pipelines.stages import load_history, update_features
 
     home = tmp_path_factory.mktemp("life_events") / "segone"

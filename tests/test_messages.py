@@ -245,7 +245,7 @@ def test_sentiment_equals_vader(scorer, sample):
 
 
 def test_bench_messages_runs_the_stage(small_model, tmp_path, monkeypatch):
-    from pipelines.bench_messages import bench_messages, format_messages_table
+    from pipelines.evaluation.bench_messages import bench_messages, format_messages_table
 
     monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
     paths = Paths(tmp_path)

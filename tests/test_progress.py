@@ -104,7 +104,7 @@ def test_off_and_the_nights_real_steps(paths, monkeypatch):
 
 def test_the_history_load_shows_its_steps(paths, monkeypatch, caplog):
     """load-history reports each of its steps (a tiny simulated history)."""
-    from pipelines.simulate import simulate
+    from pipelines.sources.simulate import simulate
 
     simulate(paths, customers=30, days=40, seed=3, fmt="csv")
     monkeypatch.setenv("SEGONE_PROGRESS", "plain")

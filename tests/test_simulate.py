@@ -14,7 +14,7 @@ import pytest
 
 from pipelines.config import Paths
 from pipelines.contract import classify_landing_file, landing_contract
-from pipelines.simulate import simulate
+from pipelines.sources.simulate import simulate
 
 END = dt.date(2026, 11, 20)
 ARGS = dict(customers=1200, days=60, end_date=END, seed=11, chunk_size=500)

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pipelines.simulate as simulate_module
+import pipelines.sources.simulate as simulate_module
 from pipelines.config import Paths
-from pipelines.simulate import simulate
-from pipelines.simulate.app_events import (ARCHETYPES, DISMISSED, OPENED, PUSH, SEARCHED, T, draw_app_events)
-from pipelines.simulate.bank import simulate_chunk, stream
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.catalog import SAVINGS
-from pipelines.simulate.population import FREELANCER, RETIRED
+from pipelines.sources.simulate import simulate
+from pipelines.sources.simulate.app_events import (ARCHETYPES, DISMISSED, OPENED, PUSH, SEARCHED, T, draw_app_events)
+from pipelines.sources.simulate.bank import simulate_chunk, stream
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.catalog import SAVINGS
+from pipelines.sources.simulate.population import FREELANCER, RETIRED
 
 END = dt.date(2026, 11, 20)
 ARGS = dict(customers=600, days=45, end_date=END, seed=5, chunk_size=300)

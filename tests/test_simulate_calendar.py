@@ -5,8 +5,8 @@ import datetime as dt
 
 import numpy as np
 
-from pipelines.simulate import schedules
-from pipelines.simulate.calendar import SimCalendar, bank_holidays
+from pipelines.sources.simulate import schedules
+from pipelines.sources.simulate.calendar import SimCalendar, bank_holidays
 
 CAL = SimCalendar(dt.date(2026, 11, 20), 180)
 

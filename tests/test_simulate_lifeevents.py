@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pipelines.config import Paths
-from pipelines.simulate import simulate
+from pipelines.sources.simulate import simulate
 
 END = dt.date(2026, 11, 20)
 DAYS = 150

@@ -15,7 +15,7 @@ import referencing
 import yaml
 
 from pipelines.config import Paths
-from pipelines.simulate import simulate
+from pipelines.sources.simulate import simulate
 
 END = dt.date(2026, 11, 20)
 OBIE = Path("/work/shared/reference/obie")

@@ -5,10 +5,10 @@ import datetime as dt
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.consents import GRANT_RATE, OPEN_BANKING, PURPOSES, draw_consents
-from pipelines.simulate.lifeevents import JOB_LOSS, NEW_JOB, RETIREMENT, draw_events
-from pipelines.simulate.population import ARCHETYPE_SHARE, RETIRED, draw_population
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.consents import GRANT_RATE, OPEN_BANKING, PURPOSES, draw_consents
+from pipelines.sources.simulate.lifeevents import JOB_LOSS, NEW_JOB, RETIREMENT, draw_events
+from pipelines.sources.simulate.population import ARCHETYPE_SHARE, RETIRED, draw_population
 
 CAL = SimCalendar(dt.date(2026, 11, 20), 180)
 N = 20_000

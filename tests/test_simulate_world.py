@@ -17,8 +17,8 @@ import pytest
 
 from pipelines.config import Paths
 from pipelines.errors import SegoneError
-from pipelines.simulate import world
-from pipelines.simulate.responses import CHANNELS, FAMILIES, ResponseModel, Situation, respond
+from pipelines.sources.simulate import world
+from pipelines.sources.simulate.responses import CHANNELS, FAMILIES, ResponseModel, Situation, respond
 
 D = dt.date(2026, 11, 20)
 CUSTOMERS = 400

@@ -5,10 +5,10 @@ import datetime as dt
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.ledger import FIELDS, to_ledger
-from pipelines.simulate.spending import to_gbp_pence
-from pipelines.simulate.writers import account_ids, customer_ids, money_text, timestamp_text
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.ledger import FIELDS, to_ledger
+from pipelines.sources.simulate.spending import to_gbp_pence
+from pipelines.sources.simulate.writers import account_ids, customer_ids, money_text, timestamp_text
 
 CAL = SimCalendar(dt.date(2026, 11, 20), 180)
 

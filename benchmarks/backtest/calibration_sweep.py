@@ -23,7 +23,7 @@ import pandas as pd
 from models import global_engine as ge
 from models import metrics
 from pipelines import forecast
-from pipelines.backtest import test_cutoffs
+from pipelines.evaluation.backtest import test_cutoffs
 from pipelines.config import Paths
 
 

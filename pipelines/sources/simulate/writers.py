@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.contract import landing_contract
-from pipelines.simulate.calendar import SimCalendar, _bst
-from pipelines.simulate.catalog import COUNTRIES, CURRENCIES, catalog
+from pipelines.sources.simulate.calendar import SimCalendar, _bst
+from pipelines.sources.simulate.catalog import COUNTRIES, CURRENCIES, catalog
 
 ID_DIGITS = 7
 
@@ -136,7 +136,7 @@ class LandingWriter:
 
     def app_events(self, rows: pa.Table, path: Path) -> None:
         """rows: num, day, seq, sec, event_type, target, channel (indices into the simulator's vocabularies)."""
-        from pipelines.simulate.app_events import CHANNELS, EVENT_TYPES, TARGETS
+        from pipelines.sources.simulate.app_events import CHANNELS, EVENT_TYPES, TARGETS
 
         self.con.register("app_rows", rows)
         for name, values in (("event_types", EVENT_TYPES), ("targets", TARGETS), ("app_channels", CHANNELS)):

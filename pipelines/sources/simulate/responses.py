@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulate.catalog import CURRENT, SAVINGS
-from pipelines.simulate.lifeevents import BABY, BUYING, JOB_LOSS, MOVING, TRAVEL, Events
-from pipelines.simulate.population import Population
+from pipelines.sources.simulate.catalog import CURRENT, SAVINGS
+from pipelines.sources.simulate.lifeevents import BABY, BUYING, JOB_LOSS, MOVING, TRAVEL, Events
+from pipelines.sources.simulate.population import Population
 
 CHANNELS = ["email", "sms", "push", "inapp", "phone", "letter", "branch"]
 FAMILIES = ["shortfall", "hardship", "budgeting", "benefits", "gambling", "savings", "credit", "insurance",

@@ -130,7 +130,7 @@ def bench_forecast(sizes: list[int], base_customers: int = 10_000, days: int = 3
 
     results = []
     for n in sizes:
-        out = _run([sys.executable, "-m", "pipelines.bench_forecast", str(home / "inputs.parquet"), str(home), str(n)],
+        out = _run([sys.executable, "-m", "pipelines.evaluation.bench_forecast", str(home / "inputs.parquet"), str(home), str(n)],
                    env)
         row = json.loads(out.strip().splitlines()[-1])
         row["global_ms_per_customer"] = round(1000 * row["global_seconds"] / n, 4)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.calendar import SimCalendar
 
 
 def _clip_range(lo: np.ndarray, hi: np.ndarray, n_days: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.population import FAMILY, HOURLY, RENTER, SALARIED, STUDENT, Population
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.population import FAMILY, HOURLY, RENTER, SALARIED, STUDENT, Population
 
 EVENT_TYPES = ["moving_home", "buying_home", "new_baby", "marriage", "new_job", "job_loss", "retirement",
                "travel_abroad"]

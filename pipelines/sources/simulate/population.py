@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.catalog import REGION_WEIGHTS, employer_names
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.catalog import REGION_WEIGHTS, employer_names
 
 ARCHETYPES = ["salaried", "hourly", "freelancer", "retired", "benefits", "student"]
 SALARIED, HOURLY, FREELANCER, RETIRED, BENEFITS, STUDENT = range(6)

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.catalog import (CARD, COUNTRIES, CURRENCIES, DESTINATIONS, FOREIGN_SHOPS, FX_RATE_MICROS,
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.catalog import (CARD, COUNTRIES, CURRENCIES, DESTINATIONS, FOREIGN_SHOPS, FX_RATE_MICROS,
                                        catalog)
-from pipelines.simulate.ledger import DISCRETIONARY, ESSENTIAL, FIXED, PostingBuffer
-from pipelines.simulate.lifeevents import (BABY, BABY_GIFT, BUYING, FOREIGN_ONLINE,
+from pipelines.sources.simulate.ledger import DISCRETIONARY, ESSENTIAL, FIXED, PostingBuffer
+from pipelines.sources.simulate.lifeevents import (BABY, BABY_GIFT, BUYING, FOREIGN_ONLINE,
                                           JEWELLERY_GIFT, JOB_LOSS, LARGE_PURCHASE, MARRIAGE, MOVING, TRAVEL, Events,
                                           Lookalikes)
-from pipelines.simulate.population import Population
+from pipelines.sources.simulate.population import Population
 
 WEEKEND = (0.85, 0.85, 0.9, 1.0, 1.25, 1.45, 0.9)
 NIGHTS_OUT = (0.5, 0.6, 0.8, 1.0, 1.8, 2.0, 0.8)

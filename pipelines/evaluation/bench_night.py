@@ -53,7 +53,7 @@ FORMAT_VERSION = 2
 # Rows of a fact table written per COPY (several copies of the base at once): about 2M rows per bucket file.
 FACT_CHUNK_ROWS = 32_000_000
 # Inputs whose change changes a simulated, loaded lake.
-VERSIONED_FILES = ("pipelines/simulate/*.py", "pipelines/ingest/*.py", "pipelines/conform.py", "sql/silver_*.sql",
+VERSIONED_FILES = ("pipelines/sources/simulate/*.py", "pipelines/ingest/*.py", "pipelines/conform.py", "sql/silver_*.sql",
                    "config/landing.yaml")
 # Keys of the open-banking JSON whose values identify a customer, an account or a transaction: renamed per copy.
 JSON_ID = re.compile(r'("(?:customer_id|consent_id|AccountId|TransactionId)"\s*:\s*")((?:[^"\\]|\\.)*)(")')
@@ -530,7 +530,7 @@ def floor_pass(home: Path) -> dict[str, Any]:
 
 def _floor_in_child(home: Path) -> dict[str, Any]:
     env = os.environ.copy() | {"SEGONE_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-m", "pipelines.bench_night", "floor", str(home)],
+    done = subprocess.run([sys.executable, "-m", "pipelines.evaluation.bench_night", "floor", str(home)],
                           capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"the floor pass failed on {home}:\n{done.stderr[-3000:]}")

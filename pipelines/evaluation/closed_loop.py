@@ -3,7 +3,7 @@ policy that learns from the answers (DESIGN section 8; docs/closed_loop.md).
 
 simulate a base history (the world kept for the nights ahead) -> load it -> train -> then for each of K nights:
 the night itself (`pipelines.stages.run_night`, the same stage functions the nightly DAG runs), the customers'
-answers and the next day (`pipelines.simulate.world.step`), and `retrain_models` (`pipelines.retrain`, the same code
+answers and the next day (`pipelines.sources.simulate.world.step`), and `retrain_models` (`pipelines.retrain`, the same code
 as the DAG) after every `every_nights` nights. After the K nights the world lives on for the value horizon without
 new recommendations (ingest, validation, conform and value measurement only), so that the last nights'
 recommendations have their whole window measured.
@@ -101,7 +101,7 @@ def closed_loop(paths: Paths, customers: int = 3000, nights: int = 28, seed: int
     for the night's shards (default: `default_workers()`; 1 runs them in turn in this process)."""
     from pipelines.parallel import process_pool
     from pipelines.retrain import FAMILIES, retrain_family
-    from pipelines.simulate import world
+    from pipelines.sources.simulate import world
     from pipelines.value import rewards
     from pipelines import stages
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.catalog import CURRENT
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.catalog import CURRENT
 
 CONSENT_RATE = 0.6          # share of customers who allow message_analysis at onboarding
 EVERYDAY_PER_DAY = 1 / 60
@@ -167,7 +167,7 @@ def draw_messages(rng: np.random.Generator, chunk, cal: SimCalendar, marketing: 
     add(cust, day, ["chat", "call_transcript", "email"], [0.6, 0.3, 0.1], "lost_card",
         _texts(rng, "lost_card", LOST_CARD, day, cal, real_share=0.5))
     # moving or buying a home
-    from pipelines.simulate.lifeevents import EVENT_TYPES
+    from pipelines.sources.simulate.lifeevents import EVENT_TYPES
 
     ev = chunk.events
     moving = np.isin(ev.kind, [EVENT_TYPES.index("moving_home"), EVENT_TYPES.index("buying_home")])

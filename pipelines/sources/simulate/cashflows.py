@@ -9,14 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.catalog import CARD, LOAN, MORTGAGE, REGIONS, SAVINGS, catalog, employer_names
-from pipelines.simulate.ledger import PostingBuffer
-from pipelines.simulate.lifeevents import (BABY, BONUS, BUYING, JOB_LOSS, LATE_SALARY, MARRIAGE, MISSED_SALARY, MOVING,
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.catalog import CARD, LOAN, MORTGAGE, REGIONS, SAVINGS, catalog, employer_names
+from pipelines.sources.simulate.ledger import PostingBuffer
+from pipelines.sources.simulate.lifeevents import (BABY, BONUS, BUYING, JOB_LOSS, LATE_SALARY, MARRIAGE, MISSED_SALARY, MOVING,
                                           NEW_JOB, RETIREMENT, Events, Lookalikes)
-from pipelines.simulate.population import (BENEFITS, FAMILY, FREELANCER, HOURLY, MORTGAGED, RENTER, RETIRED,
+from pipelines.sources.simulate.population import (BENEFITS, FAMILY, FREELANCER, HOURLY, MORTGAGED, RENTER, RETIRED,
                                            SALARIED, STUDENT, Population)
-from pipelines.simulate import schedules
+from pipelines.sources.simulate import schedules
 
 NEVER = 10**9
 

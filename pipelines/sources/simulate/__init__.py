@@ -20,15 +20,15 @@ import pyarrow.parquet as pq
 
 from pipelines.config import Paths, load_config
 from pipelines.contract import landing_contract
-from pipelines.simulate.bank import Chunk, simulate_chunk, stream
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.catalog import CARD, CURRENT, FX_RATE_MICROS, REGIONS, SLOTS
-from pipelines.simulate.cashflows import NEVER
-from pipelines.simulate.consents import NO_EXPIRY, PURPOSES, Consents, OpenBankingGrants, draw_consents
-from pipelines.simulate.lifeevents import EVENT_TYPES, LOOKALIKE_NAMES, SOURCES
-from pipelines.simulate.openbanking import write_fetches
-from pipelines.simulate.population import ARCHETYPES, TENURES, VULNERABILITIES, Population
-from pipelines.simulate.writers import (LandingWriter, account_ids, customer_ids, day_text, money_text, text_table,
+from pipelines.sources.simulate.bank import Chunk, simulate_chunk, stream
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.catalog import CARD, CURRENT, FX_RATE_MICROS, REGIONS, SLOTS
+from pipelines.sources.simulate.cashflows import NEVER
+from pipelines.sources.simulate.consents import NO_EXPIRY, PURPOSES, Consents, OpenBankingGrants, draw_consents
+from pipelines.sources.simulate.lifeevents import EVENT_TYPES, LOOKALIKE_NAMES, SOURCES
+from pipelines.sources.simulate.openbanking import write_fetches
+from pipelines.sources.simulate.population import ARCHETYPES, TENURES, VULNERABILITIES, Population
+from pipelines.sources.simulate.writers import (LandingWriter, account_ids, customer_ids, day_text, money_text, text_table,
                                         timestamp_text)
 
 CHUNK_SIZE = 25_000
@@ -44,7 +44,7 @@ def simulate(paths: Paths, customers: int = 10_000, days: int = 180, end_date: d
              seed: int = 42, fmt: str = "csv", chunk_size: int = CHUNK_SIZE, horizon: int = 0) -> dict:
     """Replace landing/history, landing/<D> and truth/ with a freshly simulated bank.
 
-    horizon > 0 makes a world to step on (`pipelines.simulate.world`): the bank is drawn through D + horizon days
+    horizon > 0 makes a world to step on (`pipelines.sources.simulate.world`): the bank is drawn through D + horizon days
     (incomes, bills, life events and spending plans of the days ahead), the files written are those up to D, and each
     chunk's state after D is saved under truth/state/ for `world.step` to carry forward one day at a time."""
     if fmt not in BIG_EXT:
@@ -110,7 +110,7 @@ def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, ch
                 small[d_text].setdefault(kind, []).append(d_rows)
             _write_truth(chunk, cal, truth, d)
             if stepping:
-                from pipelines.simulate import world
+                from pipelines.sources.simulate import world
                 world.save_chunk(paths, world.start_chunk(seed, chunk, consents, grants, cal, d))
             del chunk, postings, balances
         writer.transactions(pa.concat_tables(nightly_big["transactions"]), nightly / f"transactions.{ext}")
@@ -128,10 +128,10 @@ def _run(paths: Paths, cal: SimCalendar, seed: int, fmt: str, customers: int, ch
             _count(counts, "history/openbanking", fetched["history"])
             _count(counts, f"{d_text}/openbanking", fetched["nightly"])
             if stepping:
-                from pipelines.simulate import world
+                from pipelines.sources.simulate import world
                 world.save_fetches(paths, chunk_no, fetched.get("later"))
         if stepping:
-            from pipelines.simulate import world
+            from pipelines.sources.simulate import world
             world.save_manifest(paths, seed=seed, cal=cal, d=d, fmt=fmt, customers=customers, chunk_size=chunk_size)
     return counts
 
@@ -271,7 +271,7 @@ def _message_tables(seed: int, chunk: Chunk, cal: SimCalendar, cons: Consents,
                     d: int | None = None) -> dict[str, tuple[pa.Table, pa.Table]]:
     """The message_analysis consent (added to the consent events) and the customers' messages, history and D, from
     their own random stream (the other files do not change); the truth of each message to truth/messages."""
-    from pipelines.simulate.messages import draw_message_consent, draw_messages
+    from pipelines.sources.simulate.messages import draw_message_consent, draw_messages
 
     pop = chunk.pop
     d = cal.d_index if d is None else d
@@ -319,7 +319,7 @@ def _app_event_tables(seed: int, chunk: Chunk, cal: SimCalendar, truth: Path,
     """The chunk's app events (history, D) as integer columns for the writer, from their own random stream (the
     other files do not change); the truth of who uses the app and who dismisses pushes to truth/app_users. A world
     drawn beyond D (the closed loop) keeps the app events up to D only: the stepped days have none."""
-    from pipelines.simulate.app_events import draw_app_events
+    from pipelines.sources.simulate.app_events import draw_app_events
 
     pop = chunk.pop
     d = cal.d_index if d is None else d

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.catalog import CURRENT, SAVINGS
-from pipelines.simulate.lifeevents import BABY, BUYING, MOVING, TRAVEL
-from pipelines.simulate.population import FREELANCER, HOURLY, RETIRED, STUDENT, ARCHETYPES
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.catalog import CURRENT, SAVINGS
+from pipelines.sources.simulate.lifeevents import BABY, BUYING, MOVING, TRAVEL
+from pipelines.sources.simulate.population import FREELANCER, HOURLY, RETIRED, STUDENT, ARCHETYPES
 
 EVENT_TYPES = ["screen_viewed", "feature_used", "searched", "notification_opened", "notification_dismissed"]
 VIEWED, USED, SEARCHED, OPENED, DISMISSED = range(5)

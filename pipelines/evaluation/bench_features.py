@@ -43,7 +43,7 @@ def _cpu() -> float:
 def _child(method: str, home: Path, day: date) -> dict[str, Any]:
     """One method in this (fresh) process."""
     from pipelines import lake, store
-    from pipelines.bench import _peak_rss_mb
+    from pipelines.evaluation.bench import _peak_rss_mb
 
     paths = Paths(home)
     cpu_before = _cpu()
@@ -102,7 +102,7 @@ def _child(method: str, home: Path, day: date) -> dict[str, Any]:
 
 def _run_child(method: str, home: Path, day: date) -> dict[str, Any]:
     env = os.environ.copy() | {"SEGONE_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-m", "pipelines.bench_features", method, str(home), day.isoformat()],
+    done = subprocess.run([sys.executable, "-m", "pipelines.evaluation.bench_features", method, str(home), day.isoformat()],
                           capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark {method} failed:\n{done.stderr[-3000:]}")
@@ -113,7 +113,7 @@ def prepare_bank(paths: Paths, customers: int, days: int, day: date) -> Path:
     """A simulated bank of `customers` with `days` of history, its history loaded and its night `day` ingested and
     conformed (reused when already there)."""
     from pipelines import stages
-    from pipelines.simulate import simulate_command
+    from pipelines.sources.simulate import simulate_command
 
     home = paths.home / "bench" / f"features-{customers}-{days}"
     bank = Paths(home)

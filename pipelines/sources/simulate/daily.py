@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulate import schedules
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.cashflows import NEVER, Products
-from pipelines.simulate.catalog import CARD, CURRENT, LOAN, MORTGAGE, SAVINGS, catalog
-from pipelines.simulate.ledger import DISCRETIONARY, ESSENTIAL, FIELDS, FIXED, Ledger, to_ledger
-from pipelines.simulate.population import Population
+from pipelines.sources.simulate import schedules
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.cashflows import NEVER, Products
+from pipelines.sources.simulate.catalog import CARD, CURRENT, LOAN, MORTGAGE, SAVINGS, catalog
+from pipelines.sources.simulate.ledger import DISCRETIONARY, ESSENTIAL, FIELDS, FIXED, Ledger, to_ledger
+from pipelines.sources.simulate.population import Population
 
 OVERDRAFT_DAILY = 0.399 / 365
 SAVINGS_DAILY = 0.035 / 365
@@ -81,13 +81,13 @@ def run_days(rng: np.random.Generator, pop: Population, cal: SimCalendar, produc
 class DailyRun:
     """The day-by-day run as an object that steps one day at a time: `step(t)` books day t. Its state (balances,
     statements due, interest accrued, which static postings were kept) carries from one day to the next, so a run
-    can be saved after day D and resumed (the closed-loop simulator, `pipelines.simulate.world`).
+    can be saved after day D and resumed (the closed-loop simulator, `pipelines.sources.simulate.world`).
 
     Interventions (an accepted action changing the customer's later cash flows) act through per-customer arrays
     that are neutral by default: `spend_factor` until `spend_until` (discretionary spending trimmed), `cushion_factor`
     and `floor_factor` until `discipline_until` (spending cut earlier as money runs low), `interest_free_until` and
     `buffer` (no overdraft interest, or none on the first `buffer` pence), `cancelled` (static postings that will not
-    happen), and `extra` flows booked by `pipelines.simulate.effects` through `book`."""
+    happen), and `extra` flows booked by `pipelines.sources.simulate.effects` through `book`."""
 
     def __init__(self, rng: np.random.Generator, pop: Population, cal: SimCalendar, products: Products,
                  static: dict[str, np.ndarray], budget: np.ndarray) -> None:

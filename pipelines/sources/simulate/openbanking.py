@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.catalog import CARD_MERCHANTS, UTILITIES
-from pipelines.simulate.consents import OpenBankingGrants
-from pipelines.simulate.population import Population
-from pipelines.simulate.writers import customer_ids, day_text
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.catalog import CARD_MERCHANTS, UTILITIES
+from pipelines.sources.simulate.consents import OpenBankingGrants
+from pipelines.sources.simulate.population import Population
+from pipelines.sources.simulate.writers import customer_ids, day_text
 
 # provider, API version; a customer's link goes to a provider with these weights (a fifth of links are v4.0)
 PROVIDERS = [("alphabank", "3.1"), ("betabank", "3.1"), ("gammabank", "4.0"), ("deltabank", "3.1")]

@@ -33,19 +33,19 @@ import pyarrow.parquet as pq
 
 from pipelines.config import Paths, load_config
 from pipelines.errors import SegoneError
-from pipelines.simulate.bank import STREAMS, Chunk, stream
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.cashflows import Products
-from pipelines.simulate.catalog import SLOTS
-from pipelines.simulate.consents import Consents, OpenBankingGrants
-from pipelines.simulate.daily import DailyRun
-from pipelines.simulate.effects import Flows, apply
-from pipelines.simulate.lifeevents import Events, Lookalikes
-from pipelines.simulate.openbanking import PlannedFetches, write_planned
-from pipelines.simulate.population import Population
-from pipelines.simulate.responses import (ACTIONS, CHANNELS, FAMILIES, UNKNOWN_ACTION, ResponseModel, draw_model,
+from pipelines.sources.simulate.bank import STREAMS, Chunk, stream
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.cashflows import Products
+from pipelines.sources.simulate.catalog import SLOTS
+from pipelines.sources.simulate.consents import Consents, OpenBankingGrants
+from pipelines.sources.simulate.daily import DailyRun
+from pipelines.sources.simulate.effects import Flows, apply
+from pipelines.sources.simulate.lifeevents import Events, Lookalikes
+from pipelines.sources.simulate.openbanking import PlannedFetches, write_planned
+from pipelines.sources.simulate.population import Population
+from pipelines.sources.simulate.responses import (ACTIONS, CHANNELS, FAMILIES, UNKNOWN_ACTION, ResponseModel, draw_model,
                                           respond, situation)
-from pipelines.simulate.writers import account_ids, customer_ids, text_table, timestamp_text
+from pipelines.sources.simulate.writers import account_ids, customer_ids, text_table, timestamp_text
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,13 @@ class ChunkWorld:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Start (called by `pipelines.simulate.simulate` with horizon > 0)
+# Start (called by `pipelines.sources.simulate.simulate` with horizon > 0)
 # ---------------------------------------------------------------------------------------------------------------
 
 def start(paths: Paths, customers: int, days: int, end_date: dt.date, seed: int, horizon: int, fmt: str = "csv",
           chunk_size: int | None = None) -> dict[str, Any]:
     """Simulate a bank whose last written day is end_date and keep its world for `horizon` more days."""
-    from pipelines.simulate import CHUNK_SIZE, simulate
+    from pipelines.sources.simulate import CHUNK_SIZE, simulate
 
     if horizon < 1:
         raise SegoneError(f"a world to step on needs a horizon of at least one day, not {horizon}")
@@ -168,7 +168,7 @@ def read_manifest(paths: Paths) -> dict[str, Any]:
     path = _state_dir(paths) / MANIFEST
     if not path.exists():
         raise SegoneError(f"no simulated world to step on under {paths.truth}: start one with "
-                          f"`segone closed-loop` (or pipelines.simulate.world.start)")
+                          f"`segone closed-loop` (or pipelines.sources.simulate.world.start)")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -209,7 +209,7 @@ def _export_rows(paths: Paths, night: dt.date) -> tuple[list[dict[str, str]], st
 
 def step(paths: Paths, night: dt.date) -> dict[str, Any]:
     """After night D (`night`) has run: customers answer its export, day D+1 is booked and written to landing."""
-    from pipelines.simulate import BIG_EXT, LandingWriter, ORDER_BY, _fx_rates, _small_tables
+    from pipelines.sources.simulate import BIG_EXT, LandingWriter, ORDER_BY, _fx_rates, _small_tables
 
     started = time.perf_counter()
     manifest = read_manifest(paths)

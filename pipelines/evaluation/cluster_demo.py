@@ -273,7 +273,7 @@ def cluster_demo(root: Path, customers: int, days: int, day: str, seed: int, dag
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.cluster_demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.evaluation.cluster_demo", description=__doc__.split("\n")[0])
     parser.add_argument("--customers", type=int, default=int(os.environ.get("CLUSTER_CUSTOMERS", "2000")))
     parser.add_argument("--days", type=int, default=int(os.environ.get("CLUSTER_DAYS", "200")))
     parser.add_argument("--date", default=os.environ.get("CLUSTER_DATE", "2026-11-20"), help="business date D")

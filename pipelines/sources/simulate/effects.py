@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.cashflows import NEVER
-from pipelines.simulate.catalog import CARD, CURRENT, LOAN, SAVINGS, catalog
-from pipelines.simulate.daily import DailyRun
-from pipelines.simulate.ledger import DISCRETIONARY
-from pipelines.simulate.responses import Situation
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.cashflows import NEVER
+from pipelines.sources.simulate.catalog import CARD, CURRENT, LOAN, SAVINGS, catalog
+from pipelines.sources.simulate.daily import DailyRun
+from pipelines.sources.simulate.ledger import DISCRETIONARY
+from pipelines.sources.simulate.responses import Situation
 
 EXTERNAL = -1
 

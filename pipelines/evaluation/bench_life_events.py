@@ -1,4 +1,4 @@
-"""`segone bench life-events`: the life-event stage at scale, in one run (modelled on pipelines/bench_forecast.py).
+"""`segone bench life-events`: the life-event stage at scale, in one run (modelled on pipelines/evaluation/bench_forecast.py).
 
 1. A bank of `base` customers with `days` of history is simulated, loaded and `segone train` run (the forecaster and
    the life-event classifiers; set-up, timed but not the point). `days` must leave the life-event trainer enough
@@ -27,7 +27,7 @@ from unittest import mock
 
 import pandas as pd
 
-from pipelines.bench_forecast import _peak_rss_mb, _run, set_up_bank, tile
+from pipelines.evaluation.bench_forecast import _peak_rss_mb, _run, set_up_bank, tile
 from pipelines.config import Paths
 
 EVIDENCE_NOTE = ("evidence transaction lookup excluded from the tiled scoring: evidence_postings is a DuckDB query "
@@ -101,7 +101,7 @@ def bench_life_events(sizes: list[int], base_customers: int = 3000, days: int = 
 
     results = []
     for n in sizes:
-        out = _run([sys.executable, "-m", "pipelines.bench_life_events", str(home / "le_features.parquet"),
+        out = _run([sys.executable, "-m", "pipelines.evaluation.bench_life_events", str(home / "le_features.parquet"),
                     str(home), str(n)], env)
         row = json.loads(out.strip().splitlines()[-1])
         row["ms_per_customer"] = round(1000 * row["scoring_seconds"] / n, 4)

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.cashflows import (NEVER, Products, add_bills, add_housing, add_incomes, add_partner_transfers,
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.cashflows import (NEVER, Products, add_bills, add_housing, add_incomes, add_partner_transfers,
                                           add_savings_transfers, event_days, open_products)
-from pipelines.simulate.catalog import REGION_WEIGHTS, SAVINGS, catalog
-from pipelines.simulate.daily import Accounts, DailyRun
-from pipelines.simulate.ledger import Ledger, PostingBuffer
-from pipelines.simulate.lifeevents import BUYING, JOB_LOSS, MOVING, Events, Lookalikes, draw_events, draw_lookalikes
-from pipelines.simulate.population import Population, draw_population
-from pipelines.simulate.spending import add_card_spending, add_cash_and_habits, add_life_event_spending
+from pipelines.sources.simulate.catalog import REGION_WEIGHTS, SAVINGS, catalog
+from pipelines.sources.simulate.daily import Accounts, DailyRun
+from pipelines.sources.simulate.ledger import Ledger, PostingBuffer
+from pipelines.sources.simulate.lifeevents import BUYING, JOB_LOSS, MOVING, Events, Lookalikes, draw_events, draw_lookalikes
+from pipelines.sources.simulate.population import Population, draw_population
+from pipelines.sources.simulate.spending import add_card_spending, add_cash_and_habits, add_life_event_spending
 
 STREAMS = {"population": 1, "events": 2, "products": 3, "incomes": 4, "housing": 5, "bills": 6, "savings": 7,
            "spending": 8, "habits": 9, "life_spend": 10, "daily": 11, "regions": 12, "consents": 13,

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulate.calendar import SimCalendar
-from pipelines.simulate.population import Population
+from pipelines.sources.simulate.calendar import SimCalendar
+from pipelines.sources.simulate.population import Population
 
 PURPOSES = ["personalization", "open_banking", "life_events", "location", "marketing_email", "marketing_sms",
             "marketing_push", "marketing_inapp", "service_alerts"]

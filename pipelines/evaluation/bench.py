@@ -39,7 +39,7 @@ def _measure_in_child(method: str, home: Path, extra: str = "") -> dict[str, Any
     env = os.environ.copy() | {"SEGONE_HOME": str(home)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
-    done = subprocess.run([sys.executable, "-m", "pipelines.bench", method, str(home), extra],
+    done = subprocess.run([sys.executable, "-m", "pipelines.evaluation.bench", method, str(home), extra],
                           capture_output=True, text=True, env=env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -201,7 +201,7 @@ def _child(method: str, home: Path, extra: str) -> dict[str, Any]:
 
 
 def bench_ingest(sizes: list[int], days: int) -> list[dict[str, Any]]:
-    from pipelines.simulate import simulate_command
+    from pipelines.sources.simulate import simulate_command
 
     results = []
     for n in sizes:
@@ -286,15 +286,15 @@ def bench_command(paths: Paths, what: str, customers: str, days: int | None, out
                   day: date | None = None) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
     if what == "night":
-        from pipelines.bench_night import BASE_CUSTOMERS, DAYS, bench_night, format_night_table
+        from pipelines.evaluation.bench_night import BASE_CUSTOMERS, DAYS, bench_night, format_night_table
 
         results = bench_night(paths, sizes, days=days or DAYS, base_customers=base_customers or BASE_CUSTOMERS)
         if out:
             out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         return format_night_table(results)
     if what == "features":
-        from pipelines.bench_features import DAYS as FEATURE_DAYS
-        from pipelines.bench_features import bench_features, format_features_table, prepare_bank
+        from pipelines.evaluation.bench_features import DAYS as FEATURE_DAYS
+        from pipelines.evaluation.bench_features import bench_features, format_features_table, prepare_bank
 
         night = day or END
         homes = [home] if home else [prepare_bank(paths, n, days or FEATURE_DAYS, night) for n in sizes]
@@ -304,21 +304,21 @@ def bench_command(paths: Paths, what: str, customers: str, days: int | None, out
         return format_features_table(results) + "\n" + json.dumps(results, indent=2, default=str)
     days = days or 180
     if what == "publish":
-        from pipelines.bench_publish import bench_publish, format_publish_table
+        from pipelines.evaluation.bench_publish import bench_publish, format_publish_table
 
         results = [bench_publish(n, days) for n in sizes]
         if out:
             out.write_text(json.dumps(results, indent=2))
         return format_publish_table(results)
     if what == "messages":
-        from pipelines.bench_messages import bench_messages, format_messages_table
+        from pipelines.evaluation.bench_messages import bench_messages, format_messages_table
 
         results = [bench_messages(paths, n, messages) for n in sizes]
         if out:
             out.write_text(json.dumps(results, indent=2, default=str))
         return format_messages_table(results) + "\n" + json.dumps(results, indent=2, default=str)
     if what == "life-events":
-        from pipelines.bench_life_events import bench_life_events, format_life_events_table
+        from pipelines.evaluation.bench_life_events import bench_life_events, format_life_events_table
 
         result = bench_life_events(sizes, days=max(days, 300))
         if out:
@@ -332,7 +332,7 @@ def bench_command(paths: Paths, what: str, customers: str, days: int | None, out
             out.write_text(json.dumps(results, indent=2, default=str))
         return json.dumps(results, indent=2, default=str)
     if what == "forecast":
-        from pipelines.bench_forecast import bench_forecast, format_forecast_table
+        from pipelines.evaluation.bench_forecast import bench_forecast, format_forecast_table
 
         result = bench_forecast(sizes, days=days)
         if out:
