@@ -54,9 +54,9 @@ night:
 
 # The same DAGs on the CeleryExecutor (PostgreSQL, Redis, two workers), compared with a LocalExecutor run.
 CLUSTER_CUSTOMERS ?= 2000
-CLUSTER_DAGS ?= nightly_personalization
+CLUSTER_DAGS ?= nightly_personalization,retrain_models
 cluster-demo: install
-	$(BIN)/python -m pipelines.evaluation.cluster_demo --customers $(CLUSTER_CUSTOMERS) --dags $(CLUSTER_DAGS) --date $(DEMO_END)
+	SEGONE_TASK_RETRIES=0 $(BIN)/python -m pipelines.evaluation.cluster_demo --customers $(CLUSTER_CUSTOMERS) --dags $(CLUSTER_DAGS) --date $(DEMO_END)
 
 test: install
 	$(BIN)/python -m pytest -q --timeout=1500 -n $(TEST_WORKERS) --dist loadfile tests

@@ -22,7 +22,7 @@ DEFAULT_ARGS = {
 # Published tables, for downstream DAGs to be scheduled on.
 PUBLISHED = [Asset(f"segone://gold/{table}") for table in (
     "cash_forecast", "life_events", "next_best_actions", "decision_log", "advisor_queue", "dashboard_layout",
-    "message_insights", "message_signals", "decision_flags", "app_usage", "app_signals", "customer_roles")] + [
+    "message_insights", "message_signals", "decision_flags", "app_usage", "app_signals", "customer_roles", "plans")] + [
     Asset("segone://exports/crm")]
 
 
@@ -169,6 +169,18 @@ def nightly_personalization():
         return _run_stage("validate_profiles", data_interval_start)
 
     @task
+    def plan_plan_shards(data_interval_start=None) -> list:
+        return _run_stage("plan_shards", data_interval_start)
+
+    @task(max_active_tis_per_dagrun=2)
+    def make_plans(bucket: int, data_interval_start=None) -> dict:
+        return _run_stage("make_plans_shard", data_interval_start, bucket=bucket)
+
+    @task(retries=0)
+    def validate_plans(data_interval_start=None) -> dict:
+        return _run_stage("validate_plans", data_interval_start)
+
+    @task
     def plan_decide_shards(data_interval_start=None) -> list:
         return _run_stage("decide_shards", data_interval_start)
 
@@ -190,6 +202,8 @@ def nightly_personalization():
     forecasts = forecast_cash_shortfall.expand(bucket=forecast_shards)
     life_event_shards = plan_life_event_shards()
     life_events = classify_life_events.expand(bucket=life_event_shards)
+    plan_shards = plan_plan_shards()
+    plans = make_plans.expand(bucket=plan_shards)
     decide_shards = plan_decide_shards()
     decisions = decide_next_best_actions.expand(bucket=decide_shards)
     message_shards = plan_message_shards()
@@ -201,9 +215,14 @@ def nightly_personalization():
     features >> validate_features() >> forecast_shards
     silver_checked >> message_shards  # messages (step 3b) run beside the forecast; decide needs both
     silver_checked >> profile_shards  # so do the customer profiles (step 3c: app usage, roles)
-    forecasts >> validate_forecast() >> life_event_shards
+    forecast_checked = forecasts >> validate_forecast()
+    forecast_checked >> life_event_shards
+    forecast_checked >> plan_shards      # plans (step 4c) read the forecast and the roles; decide reads the plans
     messages >> validate_messages() >> decide_shards
-    profiles >> validate_profiles() >> decide_shards
+    profiles_checked = profiles >> validate_profiles()
+    profiles_checked >> decide_shards
+    profiles_checked >> plan_shards
+    plans >> validate_plans() >> decide_shards
     life_events >> validate_life_events() >> decide_shards
     published = publish()
     decisions >> validate_decisions() >> published

@@ -5,7 +5,9 @@ A linear model over TF-IDF word and character n-grams of a normalised text (lowe
 digits folded to one token), with a temperature-scaled softmax over its decision scores as the intent probability.
 A candidate may blend several linear classifiers fitted on the same features (a linear SVM and a multinomial
 logistic regression): the blend is a product of their calibrated softmaxes, i.e. a weighted sum of their scores,
-which is again one linear model, so it predicts at the cost of one. The candidates (n-gram ranges, classifiers,
+which is again one linear model, so it predicts at the cost of one. A candidate may also blend in a small neural
+network on the same features (`mlp`: a few one-hidden-layer networks from different seeds, averaged as one wider
+network), trained here in numpy by lazy Adam over the sparse input. The candidates (n-gram ranges, classifiers,
 regularisation) are chosen by stratified k-fold cross-validation on the training file only, and the blend weights
 and the temperature are fitted on the chosen candidate's out-of-fold scores (minimum log loss), so that
 `intent_probability` is calibrated on messages the model did not see. `heldout_evaluation` measures the whole
@@ -22,8 +24,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-FORMAT_VERSION = 2  # 2: blend weights saved with the model
-CLASSIFIERS = ("svm", "logreg")
+FORMAT_VERSION = 3  # 2: blend weights saved with the model; 3: a network component (hidden layer) saved with it
+CLASSIFIERS = ("svm", "logreg", "mlp")
+# The network's training (docs/messages.md "The intent model"): dropout on the hidden layer, Adam with lazy updates
+# of the rows of the input weights that a mini-batch touches.
+MLP_DROPOUT = 0.5
+MLP_LEARNING_RATE = 3e-3
+MLP_BATCH = 128
+PREDICT_CHUNK = 8192  # texts scored at once by `IntentClassifier.decision`
 MODEL_FILE = "intent_model.joblib"
 
 # Contractions and the usual ways of writing them without an apostrophe, spelt out (order matters: can't first).
@@ -69,8 +77,10 @@ def normalise_many(texts: Sequence[str], max_chars: int | None = None) -> list[s
 class IntentSpec:
     """One candidate model. word/char n-gram ranges of the TF-IDF views (char: within word boundaries; None to
     leave a view out), the classifier (`svm`: linear SVM, one-vs-rest; `logreg`: multinomial logistic regression;
-    several joined by `+`, e.g. `svm+logreg`: a blend of them) and the inverse regularisation C (one number for
-    every classifier, or one per classifier of a blend, in its order)."""
+    several joined by `+`, e.g. `svm+logreg`: a blend of them; `mlp`: `networks` one-hidden-layer networks of
+    `hidden` ReLU units trained `epochs` passes each, their scores averaged) and the inverse regularisation C (one
+    number for every classifier, or one per classifier of a blend, in its order; the networks do not read it: they
+    are regularised by dropout and the number of passes)."""
 
     name: str
     word_ngrams: tuple[int, int] | None = (1, 2)
@@ -80,6 +90,9 @@ class IntentSpec:
     C: float | tuple[float, ...] = 1.0
     normalise: bool = True
     max_chars: int = 2000
+    hidden: int = 256
+    epochs: int = 12
+    networks: int = 3
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any]) -> "IntentSpec":
@@ -102,6 +115,8 @@ class IntentSpec:
         Cs = list(self.C) if isinstance(self.C, (list, tuple)) else [self.C] * len(kinds)
         if len(Cs) != len(kinds):
             raise ValueError(f"intent spec {self.name}: {len(Cs)} values of C for {len(kinds)} classifiers")
+        if "mlp" in kinds and min(self.hidden, self.epochs, self.networks) < 1:
+            raise ValueError(f"intent spec {self.name}: hidden, epochs and networks must be at least 1")
         return [(k, float(c)) for k, c in zip(kinds, Cs)]
 
 
@@ -186,8 +201,9 @@ class FastTfidf:
             matrix.data += 1.0
         matrix.data *= view["idf"][matrix.indices]
         lengths = np.diff(matrix.indptr)
-        norms = np.sqrt(np.add.reduceat(matrix.data ** 2, matrix.indptr[:-1])) if len(matrix.data) else \
-            np.zeros(n_rows, dtype=np.float32)
+        # per-row sums by row number (np.add.reduceat would fail on a batch whose last text has no n-gram)
+        rows = np.repeat(np.arange(n_rows), lengths)
+        norms = np.sqrt(np.bincount(rows, weights=matrix.data.astype(np.float64) ** 2, minlength=n_rows))
         norms = np.where(lengths > 0, norms, 1.0).astype(np.float32)
         norms[norms == 0] = 1.0
         matrix.data /= np.repeat(norms, lengths)
@@ -201,15 +217,18 @@ class IncompatibleModelError(ValueError):
 @dataclass
 class IntentClassifier:
     """`weights`: of each classifier's scores in the blend (they sum to 1; None: equal). The decision score is
-    their weighted sum (one matrix, `coef`) and the probability softmax(score / temperature)."""
+    their weighted sum: the linear classifiers' as one matrix (`coef`), the networks' as one wider network
+    (`network`, its output weights scaled by the blend weight; the output biases are in `intercept`), and the
+    probability softmax(score / temperature)."""
 
     spec: IntentSpec
     temperature: float = 1.0
     weights: tuple[float, ...] | None = None
     classes_: np.ndarray | None = None
     vectorizers: list = field(default_factory=list)
-    coef: np.ndarray | None = None       # (n_features, n_classes), float32
+    coef: np.ndarray | None = None       # (n_features, n_classes), float32; None without a linear classifier
     intercept: np.ndarray | None = None  # (n_classes,)
+    network: tuple | None = None         # (W1 (n_features, units), b1 (units,), W2 (units, n_classes)), float32
 
     # --- features -------------------------------------------------------------------------------------------
     def _prepared(self, texts: Iterable[str]) -> list[str]:
@@ -259,6 +278,15 @@ class IntentClassifier:
         y = np.asarray(list(labels), dtype=object)
         self.components = []
         for kind, C in components:
+            if kind == "mlp":
+                classes = np.array(sorted(set(y)), dtype=object)
+                if self.classes_ is not None and self.components and list(self.classes_) != list(classes):
+                    raise RuntimeError("the classifiers of a blend disagree on the classes")
+                self.classes_ = classes
+                self.components.append(("network",) + train_networks(
+                    X, np.searchsorted(classes, y), len(classes), self.spec.hidden, self.spec.epochs,
+                    self.spec.networks))
+                continue
             if kind == "svm":
                 from sklearn.svm import LinearSVC
 
@@ -272,10 +300,17 @@ class IntentClassifier:
             if self.classes_ is not None and list(self.classes_) != list(model.classes_) and self.components:
                 raise RuntimeError("the classifiers of a blend disagree on the classes")
             self.classes_ = np.asarray(model.classes_, dtype=object)
-            self.components.append((np.asarray(model.coef_.T, dtype=np.float64),
+            self.components.append(("linear", np.asarray(model.coef_.T, dtype=np.float64),
                                     np.asarray(model.intercept_, dtype=np.float64)))
-        self.coef = np.ascontiguousarray(sum(w * c for w, (c, _) in zip(weights, self.components)), dtype=np.float32)
-        self.intercept = np.asarray(sum(w * b for w, (_, b) in zip(weights, self.components)), dtype=np.float32)
+        linear = [(w, c) for w, c in zip(weights, self.components) if c[0] == "linear"]
+        networks = [(w, c) for w, c in zip(weights, self.components) if c[0] == "network"]
+        self.coef = np.ascontiguousarray(sum(w * c[1] for w, c in linear), dtype=np.float32) if linear else None
+        self.intercept = np.asarray(sum(w * c[2] for w, c in linear) + sum(w * c[4] for w, c in networks),
+                                    dtype=np.float32).reshape(-1)
+        self.network = (np.ascontiguousarray(np.hstack([c[1] for _, c in networks]), dtype=np.float32),
+                        np.concatenate([c[2] for _, c in networks]).astype(np.float32),
+                        np.ascontiguousarray(np.vstack([w * c[3] for w, c in networks]), dtype=np.float32)) \
+            if networks else None
         self.weights = tuple(float(w) for w in weights)
         return self
 
@@ -284,14 +319,23 @@ class IntentClassifier:
         if not getattr(self, "components", None):
             raise ValueError("component scores exist only on a model fitted in this process")
         X = self._matrix(self._prepared(texts))
-        return np.stack([np.asarray(X @ c) + b for c, b in self.components])
+        return np.stack([np.asarray(X @ c[1]) + c[2] if c[0] == "linear" else network_scores(X, *c[1:4]) + c[4]
+                         for c in self.components])
 
     def decision(self, texts: Sequence[str]) -> np.ndarray:
-        """The linear scores (n_texts, n_classes)."""
-        if self.coef is None:
+        """The blended scores (n_texts, n_classes), PREDICT_CHUNK texts at a time (the hidden layer of a network
+        is a dense (n_texts, units) matrix: chunks bound the memory)."""
+        if self.intercept is None or (self.coef is None and self.network is None):
             raise ValueError("the intent model is not fitted")
+        texts = list(texts)
+        if len(texts) > PREDICT_CHUNK:
+            return np.vstack([self.decision(texts[i:i + PREDICT_CHUNK]) for i in range(0, len(texts), PREDICT_CHUNK)])
         X = self._matrix(self._prepared(texts))
-        return np.asarray(X @ self.coef) + self.intercept
+        scores = np.asarray(X @ self.coef) + self.intercept if self.coef is not None else \
+            np.broadcast_to(self.intercept, (X.shape[0], len(self.intercept))).copy()
+        if self.network is not None:
+            scores += network_scores(X, *self.network)
+        return scores
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return softmax(self.decision(texts), self.temperature)
@@ -311,7 +355,8 @@ class IntentClassifier:
         joblib.dump({"format": FORMAT_VERSION, "sklearn": sklearn.__version__, "spec": asdict(self.spec),
                      "temperature": float(self.temperature), "weights": list(self.weights or ()),
                      "classes": list(self.classes_),
-                     "vectorizers": self.vectorizers, "coef": self.coef, "intercept": self.intercept},
+                     "vectorizers": self.vectorizers, "coef": self.coef, "intercept": self.intercept,
+                     "network": self.network},
                     directory / MODEL_FILE, compress=3)
         (directory / "intent_spec.json").write_text(json.dumps(asdict(self.spec), indent=2) + "\n", encoding="utf-8")
 
@@ -331,7 +376,89 @@ class IntentClassifier:
                     tuple(state["weights"]) or None)
         model.classes_ = np.asarray(state["classes"], dtype=object)
         model.vectorizers, model.coef, model.intercept = state["vectorizers"], state["coef"], state["intercept"]
+        model.network = tuple(state["network"]) if state["network"] is not None else None
         return model
+
+
+def network_scores(X, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray) -> np.ndarray:
+    """relu(X W1 + b1) W2: the networks' scores without their output bias."""
+    hidden = np.asarray(X @ W1)
+    hidden += b1
+    np.maximum(hidden, 0, out=hidden)
+    return hidden @ W2
+
+
+def train_networks(X, y: np.ndarray, n_classes: int, hidden: int, epochs: int, networks: int,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`networks` one-hidden-layer networks (ReLU, dropout on the hidden layer, softmax cross-entropy), network k
+    from seed k, and their mean as one wider network: (W1, b1, W2, b2) with W2 and b2 divided by `networks`."""
+    from threadpoolctl import threadpool_limits
+
+    # BLAS threads on these small products spin more than they compute: one thread takes a third of the CPU
+    with threadpool_limits(limits=1, user_api="blas"):
+        parts = [_train_network(X, y, n_classes, hidden, epochs, seed) for seed in range(networks)]
+    return (np.hstack([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            np.vstack([p[2] for p in parts]) / networks, np.mean([p[3] for p in parts], axis=0))
+
+
+def _train_network(X, y: np.ndarray, n_classes: int, hidden: int, epochs: int, seed: int):
+    """One network by mini-batch Adam (MLP_LEARNING_RATE, MLP_BATCH, MLP_DROPOUT). The input is sparse, so only
+    the rows of W1 whose features occur in a batch are updated, each with its own Adam step count (lazy Adam)."""
+    f32 = np.float32
+    rng = np.random.default_rng(seed)
+    X = X.tocsr().astype(f32)
+    n, d = X.shape
+    W1 = rng.standard_normal((d, hidden), dtype=f32) * f32(np.sqrt(2.0 / 300))
+    b1 = np.zeros(hidden, f32)
+    W2 = rng.standard_normal((hidden, n_classes), dtype=f32) * f32(np.sqrt(1.0 / hidden))
+    b2 = np.zeros(n_classes, f32)
+    dense = [W2, b1, b2]
+    m_dense, v_dense = [np.zeros_like(p) for p in dense], [np.zeros_like(p) for p in dense]
+    m1, v1, steps1 = np.zeros_like(W1), np.zeros_like(W1), np.zeros(d, np.int64)
+    beta1, beta2, eps, lr, keep = 0.9, 0.999, 1e-8, MLP_LEARNING_RATE, 1.0 - MLP_DROPOUT
+    step = 0
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for start in range(0, n, MLP_BATCH):
+            batch = order[start:start + MLP_BATCH]
+            Xb = X[batch]
+            H = np.asarray(Xb @ W1)
+            H += b1
+            np.maximum(H, 0, out=H)
+            mask = (rng.random(H.shape, dtype=f32) < keep) * f32(1.0 / keep)
+            Hd = H * mask
+            Z = Hd @ W2
+            Z += b2
+            Z -= Z.max(axis=1, keepdims=True)
+            P = np.exp(Z)
+            P /= P.sum(axis=1, keepdims=True)
+            P[np.arange(len(batch)), y[batch]] -= 1.0
+            P *= f32(1.0 / len(batch))
+            dH = (P @ W2.T) * mask
+            dH[H <= 0] = 0.0
+            step += 1
+            c1, c2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+            for p, g, m, v in zip(dense, (Hd.T @ P, dH.sum(axis=0), P.sum(axis=0)), m_dense, v_dense):
+                m *= beta1
+                m += (1 - beta1) * g
+                v *= beta2
+                v += (1 - beta2) * g * g
+                p -= (lr / c1) * m / (np.sqrt(v / c2) + eps)
+            rows = np.unique(Xb.indices)
+            g = np.asarray(Xb[:, rows].T @ dH)
+            m = m1[rows]
+            m *= beta1
+            m += (1 - beta1) * g
+            v = v1[rows]
+            v *= beta2
+            v += (1 - beta2) * (g * g)
+            m1[rows], v1[rows] = m, v
+            steps1[rows] += 1
+            t = steps1[rows]
+            rate = (lr / (1.0 - beta1 ** t)).astype(f32)[:, None]
+            correction = (1.0 - beta2 ** t).astype(f32)[:, None]
+            W1[rows] -= rate * m / (np.sqrt(v / correction) + f32(eps))
+    return W1, b1, W2, b2
 
 
 def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:

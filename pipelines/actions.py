@@ -77,6 +77,12 @@ CONTEXT_FIELDS: dict[str, str] = {
     "expected_shortfall_date": "expected first day below zero (when likely)",
     "safe_to_save": "what can move to savings today without raising the 30-day shortfall risk",
     "confidence": "forecast confidence: low, medium, high",
+    "has_savings_plan": "tonight's plans hold savings instructions (gold plans: provisions, tax pot, sweep)",
+    "plan_savings_amount": "what the savings instructions move in the next 90 days",
+    "plan_savings_reason": "the headline of the customer's first savings instruction (gold plans: no money figures)",
+    "has_debt_plan": "tonight's plans hold a debt overpayment (gold plans)",
+    "plan_debt_amount": "what the debt overpayments pay off",
+    "plan_debt_reason": "the headline of the customer's first debt overpayment (gold plans: no money figures)",
     "in_arrears": "evidence of a missed or returned payment: a payment returned unpaid, a fee for one, an overdue loan "
                   "or mortgage repayment, or a credit card over its limit (docs/decisioning.md)",
     "arrears_reason": "the evidence of arrears in plain words (config/decisioning.yaml arrears.reasons); null otherwise",

@@ -69,7 +69,7 @@ class Decisions:
 # Context
 # ---------------------------------------------------------------------------------------------------------------
 
-_BOOL_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "has_mortgage", "has_external_current",
+_BOOL_FIELDS = ("has_savings_plan", "has_debt_plan", "has_current", "has_savings", "has_credit_card", "has_loan", "has_mortgage", "has_external_current",
                 "has_regular_income", "is_income_stopped", "has_forecast", "has_life_events", "card_over_limit",
                 "is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
                 "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
@@ -106,7 +106,8 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
                                                     "is_shortfall_risk", "is_vulnerable", "age_band",
                                                     "arrears_reason"):
             ctx[name] = np.nan if name not in ("region", "known_vulnerability", "confidence",
-                                                "expected_shortfall_date") else None
+                                                "expected_shortfall_date", "plan_savings_reason",
+                                                "plan_debt_reason") else None
     if "has_forecast" not in context.columns:
         ctx["has_forecast"] = ctx["p_shortfall_30"].notna()
     suit = pol["suitability"]
@@ -188,6 +189,7 @@ def read_context_inputs(paths: Paths, day: date, bucket: int) -> dict[str, pd.Da
                     if consent_path is not None else pd.DataFrame({"customer_id": pd.Series(dtype=str)}))
         forecast = _gold_partition(con, paths, "cash_forecast", day.isoformat(), bucket)
         life = _gold_partition(con, paths, "life_events", day.isoformat(), bucket)
+        plans = _gold_partition(con, paths, "plans", day.isoformat(), bucket)
     finally:
         con.close()
     features = store.read_table(paths, "customer_features", day, bucket)
@@ -195,7 +197,7 @@ def read_context_inputs(paths: Paths, day: date, bucket: int) -> dict[str, pd.Da
             "features": features[[c for c in ("customer_id", *FEATURE_FIELDS) if c in features.columns]],
             "holdings": store.read_table(paths, "customer_context", day, bucket),
             "forecast": forecast, "life_events": life, "messages": _message_context(paths, day, bucket),
-            "app": app_context(paths, day, bucket)}
+            "app": app_context(paths, day, bucket), "plans": plans}
 
 
 def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
@@ -208,7 +210,8 @@ def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
 
 def context_frame(day: date, customers: pd.DataFrame, consents: pd.DataFrame, features: pd.DataFrame,
                   holdings: pd.DataFrame, forecast: pd.DataFrame | None, life_events: pd.DataFrame | None,
-                  messages: pd.DataFrame | None, app: pd.DataFrame | None = None) -> pd.DataFrame:
+                  messages: pd.DataFrame | None, app: pd.DataFrame | None = None,
+                  plans: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per customer as of D from the persisted inputs (`read_context_inputs`): features, the cash forecast
     per horizon, flagged life events, holdings, consents, vulnerability, message signals, app usage and roles; then
     every field of the
@@ -237,7 +240,26 @@ def context_frame(day: date, customers: pd.DataFrame, consents: pd.DataFrame, fe
         ctx = ctx.merge(messages[["customer_id", *MESSAGE_FIELDS.values()]], on="customer_id", how="left")
     if app is not None:
         ctx = ctx.merge(app, on="customer_id", how="left")
+    ctx = ctx.merge(plan_context(plans), on="customer_id", how="left")
     return complete_context(ctx)
+
+
+def plan_context(plans: pd.DataFrame | None) -> pd.DataFrame:
+    """Tonight's gold plans per customer as context fields: has_savings_plan / has_debt_plan, what each kind moves,
+    and the headline of its first instruction (a reason without money figures; the plans stage proposed them only with the consents they need and
+    within the forecast's P10 path: docs/plans.md)."""
+    columns = ["customer_id", "has_savings_plan", "plan_savings_amount", "plan_savings_reason", "has_debt_plan",
+               "plan_debt_amount", "plan_debt_reason"]
+    if plans is None or plans.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    ordered = plans.sort_values(["customer_id", "priority"])
+    out = pd.DataFrame({"customer_id": ordered["customer_id"].unique()}).set_index("customer_id")
+    for kind in ("savings", "debt"):
+        rows = ordered[ordered["kind"] == kind]
+        out[f"has_{kind}_plan"] = pd.Series(True, index=rows["customer_id"].unique()).reindex(out.index).fillna(False)
+        out[f"plan_{kind}_amount"] = rows.groupby("customer_id")["amount"].sum().reindex(out.index)
+        out[f"plan_{kind}_reason"] = rows.groupby("customer_id")["headline"].first().reindex(out.index)
+    return out.reset_index()[columns]
 
 
 def build_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:

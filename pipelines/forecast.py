@@ -328,6 +328,7 @@ def train(paths: Paths, as_of: date | None = None, seed: int = 0) -> dict[str, A
     decision = _promotion(paths, version, engine, held, validation)
     metrics = {"family": FAMILY, "version": version, "engine": kind, "engine_reason": reason,
                "promoted": decision["promoted"], "reason": decision["reason"], "comparison": comparison,
+               "challenger_score": decision.get("challenger_score"), "champion_score": decision.get("champion_score"),
                "held_out": validation, "n_rows": metadata["n_rows"], "n_customers": n_customers,
                "seconds": round(time.perf_counter() - started, 1)}
     write_run_metrics(paths, end.isoformat(), "train_cash_forecast", metrics)
@@ -356,13 +357,14 @@ def _promotion(paths: Paths, version: str, engine, held: dict[str, Any] | None,
         registry.promote(paths, FAMILY, version, reason)
         return {"promoted": True, "reason": reason}
     candidate_score = mean_brier(validation) if validation else float("nan")
+    scores = {"challenger_score": candidate_score, "champion_score": champion_score}
     if not candidate_score > champion_score:
         reason = f"mean Brier {candidate_score:.4f} <= {champion_score:.4f} of {current} on the held-out cut-off"
         registry.promote(paths, FAMILY, version, reason)
-        return {"promoted": True, "reason": reason}
+        return {"promoted": True, "reason": reason, **scores}
     return {"promoted": False,
             "reason": f"mean Brier {candidate_score:.4f} worse than {champion_score:.4f} of {current} on the "
-                      f"held-out cut-off"}
+                      f"held-out cut-off", **scores}
 
 
 def load_engine(paths: Paths, version: str | None = None):

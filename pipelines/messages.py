@@ -96,7 +96,7 @@ def train_messages(paths: Paths, day: date | None = None, training: Path | None 
     """Choose the intent model among the config's candidates by stratified k-fold cross-validation on the training
     file, fit the winner on all of it, save it (family `messages`) with the CV table and the data hash, and promote
     it. The same file and settings give the same version: it is then not trained again."""
-    from models.message_intent import select_and_fit
+    from models.message_intent import FORMAT_VERSION as MODEL_FORMAT, select_and_fit
 
     started = time.perf_counter()
     cfg = settings()
@@ -106,8 +106,9 @@ def train_messages(paths: Paths, day: date | None = None, training: Path | None 
                           f"folder of BANKING77's train.csv")
     data_hash = hashlib.sha256(path.read_bytes()).hexdigest()
     frame = read_labelled(path)
-    settings_hash = hashlib.sha256(json.dumps({k: cfg[k] for k in ("candidates", "cv_folds", "cv_seed", "max_chars")},
-                                              sort_keys=True).encode()).hexdigest()
+    settings_hash = hashlib.sha256(json.dumps({**{k: cfg[k] for k in ("candidates", "cv_folds", "cv_seed",
+                                                                      "max_chars")},
+                                               "model_format": MODEL_FORMAT}, sort_keys=True).encode()).hexdigest()
     version = f"messages-{data_hash[:10]}-{settings_hash[:6]}"
     existing = registry.family_dir(paths, FAMILY) / version / registry.METADATA
     cached = model_cache() / version if model_cache() else None

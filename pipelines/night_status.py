@@ -26,7 +26,8 @@ LABELS = {"ingest": "ingest", "validate": "landing gates", "conform": "conform",
           "messages": "messages", "validate_messages": "message suites", "profiles": "customer profiles",
           "validate_profiles": "profile suites", "forecast": "cash forecast",
           "validate_forecast": "forecast suites", "life_events": "life events",
-          "validate_life_events": "life-event suite", "decide": "decisions", "validate_decisions": "decision suites",
+          "validate_life_events": "life-event suite", "plans": "plans", "validate_plans": "plan suite and safety rule",
+          "decide": "decisions", "validate_decisions": "decision suites",
           "crm_export": "CRM export"}
 # The files a writing stage leaves (its shards, its summary); a gate that fails raises before its own <gate>.json is
 # written, so its verdict is also read from the validate_gold_<tables>.json its suites wrote.
@@ -35,10 +36,12 @@ STAGE_FILES = {"ingest": ("ingest.json",), "conform": ("conform.json",),
                "messages": ("messages_bucket_*.json", "messages.json"),
                "profiles": ("profiles_bucket_*.json", "profiles.json"),
                "forecast": ("forecast_cash_shortfall_bucket_*.json", "forecast_cash_shortfall.json"),
-               "life_events": ("life_events_bucket_*.json", "life_events.json"), "decide": ("decide_bucket_*.json",)}
+               "life_events": ("life_events_bucket_*.json", "life_events.json"),
+               "plans": ("plans_bucket_*.json", "plans.json"), "decide": ("decide_bucket_*.json",)}
 GOLD_SUITES = {"validate_messages": "message_insights", "validate_profiles": "app_usage",
                "validate_forecast": "cash_forecast",
-               "validate_life_events": "life_events", "validate_decisions": "next_best_actions"}
+               "validate_life_events": "life_events", "validate_plans": "plans",
+               "validate_decisions": "next_best_actions"}
 
 
 def _steps() -> tuple[tuple[str, str, tuple[str, ...], bool, tuple[str, ...]], ...]:

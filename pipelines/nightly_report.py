@@ -2,13 +2,13 @@
 written for a risk and compliance reviewer first, then for the data team.
 
 Sections (SECTIONS, in order; SECTION_HEADINGS names them): tonight against last night (the headline); customers at
-risk; the advisor queue; compliance checks computed from the gold tables; decision traces; fairness across age
-bands and regions (rates with bootstrap intervals, and the funnel rule behind a gap); the action mix; staffed
-channels; the app's signals and the dashboard roles; the suppression funnel; forecast calibration (realised
-against predicted once outcomes exist); life-event rates; data quality; the link to the night's Great
-Expectations data docs; volumes; the night's run (every step of the current attempt). Above them, a banner: the
-night failed, has not finished, wrote no export, or passed (pipelines/night_status.py reads the current
-attempt's run metrics only, never a verdict left by an earlier attempt of the same night).
+risk; the advisor queue; compliance checks computed from the gold tables; decision traces; fairness across age bands
+and regions (rates with bootstrap intervals, and the funnel rule behind a gap); the action mix; staffed channels;
+the app's signals and the dashboard roles; the plans (and the safety rule checked again); the suppression funnel;
+forecast calibration (realised against predicted once outcomes exist); life-event rates; data quality; the link to
+the night's Great Expectations data docs; volumes; the night's run (every step of the current attempt). Above them,
+a banner: the night failed, has not finished, wrote no export, or passed (pipelines/night_status.py reads the
+current attempt's run metrics only, never a verdict left by an earlier attempt of the same night).
 
 Inputs: the lake tables of `paths` (the published generation when publish builds the report) and the run metrics
 of runs/D/. Each section is a function (paths, day, con) -> list of section dicts (pipelines/html_report.py renders
@@ -59,6 +59,7 @@ SECTION_HEADINGS = {
     "action_mix": "Action mix",
     "staffed": "Staffed channels: capacity and demand",
     "app_signals": "App signals and dashboard roles",
+    "plans": "Plans that can run themselves",
     "funnel": "Suppression funnel",
     "value": "Value against the control group",
     "calibration": "Forecast calibration",
@@ -975,6 +976,40 @@ def _app_signals(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     return [section]
 
 
+def _plans(paths: Paths, day: date, con) -> list[dict[str, Any]]:
+    """Gold plans of D (docs/plans.md): rows, customers and amounts per action, and the safety rule checked again
+    here on every row against the night's cash_forecast (the P10 minimum balance per horizon less everything the
+    customer's plan moves by then)."""
+    heading = SECTION_HEADINGS["plans"]
+    plans, forecast = _gold(paths, "plans", day), _gold(paths, "cash_forecast", day)
+    if plans is None:
+        return [{"key": "plans", "heading": heading,
+                 "text": _absent("the gold plans table has no partition for this date (the plans stage has not run)")}]
+    table = _df(con, f"""
+        select action, count(*) as instructions, count(distinct customer_id) as customers,
+            round(sum(amount), 2) as amount, round(median(amount), 2) as median_amount,
+            min(execute_on) as first_day, max(execute_on) as last_day
+        from {plans} group by action order by action""")
+    n, customers, lowest = _row(con, f"select count(*), count(distinct customer_id), min(p10_after) from {plans}")
+    checked = broken = 0
+    if forecast is not None and n:
+        checked, broken = _row(con, f"""
+            with p as (select customer_id, execute_on, amount from {plans}),
+            f as (select customer_id, horizon_days, min_balance_p10 from {forecast}),
+            moved as (
+                select f.customer_id, f.horizon_days, any_value(f.min_balance_p10) as p10,
+                    sum(p.amount) filter (
+                        where cast(p.execute_on as date) <= date '{day}' + cast(f.horizon_days as integer)) as moved
+                from f join p using (customer_id) group by all)
+            select count(*), count(*) filter (where p10 is null or p10 - coalesce(moved, 0) < -0.005) from moved""")
+    text = (f"{n:,} plan instructions for {customers:,} customers, each a proposal that runs only under the "
+            f"customer's mandate, explained, versioned and reversible (docs/plans.md). The safety rule, checked "
+            f"again here from the published forecast: {checked:,} customer-horizons checked, {broken:,} where the "
+            f"plan would take the projected P10 balance below zero"
+            + (f"; the lowest projected P10 balance after a plan is £{lowest:,.2f}." if lowest is not None else "."))
+    return [{"key": "plans", "heading": heading, "text": text, "table": table}]
+
+
 def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     heading = SECTION_HEADINGS["funnel"]
     scan = _gold(paths, "decision_log", day)
@@ -1373,7 +1408,7 @@ def _value(paths: Paths, day: date, con) -> list[dict[str, Any]]:
 SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("headline", _headline), ("at_risk", _at_risk), ("advisor_queue", _advisor_queue), ("checks", _checks),
     ("traces", _traces), ("fairness", _fairness), ("action_mix", _action_mix), ("staffed", _staffed),
-    ("app_signals", _app_signals), ("funnel", _funnel), ("value", _value), ("calibration", _calibration),
+    ("app_signals", _app_signals), ("plans", _plans), ("funnel", _funnel), ("value", _value), ("calibration", _calibration),
     ("life_events", _life_events), ("quality", _quality), ("data_docs", _data_docs), ("volumes", _volumes),
     ("summary", _summary)]
 

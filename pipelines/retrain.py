@@ -57,22 +57,15 @@ def retrain_forecast(paths: Paths, day: date) -> dict[str, Any]:
 
     champion = registry.promoted_version(paths, FAMILY)
     result = train(paths, day)
-    brier = (result.get("held_out", {}).get("30", {}) or {}).get("brier")
     decision = {"family": FAMILY, "challenger_version": result["version"], "champion_version": champion,
                 "promoted": bool(result["promoted"]) and result["version"] != champion,
                 "promoted_version": registry.promoted_version(paths, FAMILY),
-                "metric": "held-out Brier score at 30 days (lower is better)", "challenger_score": brier,
-                "champion_score": _champion_brier(result["reason"]), "n_samples": result.get("n_rows"),
-                "reason": result["reason"], "details": {"held_out": result.get("held_out")}}
+                "metric": "mean Brier score over the horizons on the held-out cut-off (lower is better); both "
+                          "scores on the same cut-off",
+                "challenger_score": result.get("challenger_score"), "champion_score": result.get("champion_score"),
+                "n_samples": result.get("n_rows"), "reason": result["reason"],
+                "details": {"held_out": result.get("held_out")}}
     return decision
-
-
-def _champion_brier(reason: str) -> float | None:
-    """The champion's Brier score as the forecast's promotion reason states it ('... <= 0.0321 of <version>')."""
-    import re
-
-    match = re.search(r"(?:<=|than) (\d+\.\d+) of ", reason)
-    return float(match.group(1)) if match else None
 
 
 def retrain_life_events(paths: Paths, day: date) -> dict[str, Any]:

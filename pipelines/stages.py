@@ -28,14 +28,15 @@ HISTORY = "history"
 # The night as the DAG wires it: what each writing stage's output feeds, its gate, its shard results.
 # The feature store (features) feeds the forecast, the life events and decide, which read its tables of D.
 _FEEDS = {"ingest": ("conform",), "conform": ("messages", "profiles", "features"),
-          "features": ("forecast", "life_events", "decide"), "messages": ("decide",), "profiles": ("decide",),
-          "forecast": ("life_events",), "life_events": ("decide",), "decide": ()}
+          "features": ("forecast", "life_events", "decide", "plans"), "messages": ("decide",),
+          "profiles": ("decide", "plans"), "forecast": ("life_events", "plans"), "life_events": ("decide",),
+          "plans": ("decide",), "decide": ()}
 _GATE = {"ingest": "validate", "conform": "validate_silver", "features": "validate_features",
          "messages": "validate_messages", "profiles": "validate_profiles", "forecast": "validate_forecast",
-         "life_events": "validate_life_events", "decide": "validate_decisions"}
+         "life_events": "validate_life_events", "plans": "validate_plans", "decide": "validate_decisions"}
 _SHARDS = {"features": "update_features_bucket_", "messages": "messages_bucket_", "profiles": "profiles_bucket_",
            "forecast": "forecast_cash_shortfall_bucket_", "life_events": "life_events_bucket_",
-           "decide": "decide_bucket_"}
+           "plans": "plans_bucket_", "decide": "decide_bucket_"}
 GATES = tuple(_GATE.values())  # every verdict a night needs before it is published
 
 
@@ -346,6 +347,38 @@ def validate_profiles(paths: Paths, day: date) -> dict[str, Any]:
     return metrics
 
 
+def plan_shards(paths: Paths, day: date) -> list[int]:
+    """The shards (customer buckets) the plans stage maps over."""
+    from pipelines.plans import shards
+
+    return shards()
+
+
+def make_plans_shard(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
+    """Stage 4c, one shard: the persisted forecast, roles, accounts and known bills -> gold plans for bucket N as of D
+    (instructions held within the forecast's P10 path: docs/plans.md)."""
+    from pipelines.plans import make_plans as run_shard
+
+    void_later_results(paths, day.isoformat(), "plans")
+    return run_shard(paths, day, int(bucket))
+
+
+def make_plans(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 4c, every shard in turn (the DAG maps make_plans_shard over the shards instead)."""
+    from pipelines.plans import plan_all
+
+    void_later_results(paths, day.isoformat(), "plans")
+    return plan_all(paths, day)
+
+
+def validate_plans(paths: Paths, day: date) -> dict[str, Any]:
+    """Stage 4c': the gold suite on D's plans and THE SAFETY RULE on every plan row against the persisted forecast;
+    raises GateFailed to stop the run."""
+    from pipelines.plans import validate_plans as run
+
+    return run(paths, day, plan_shards(paths, day))
+
+
 def decide_shards(paths: Paths, day: date) -> list[int]:
     """The shards (customer buckets) the decide stage maps over."""
     from pipelines.decide import shards
@@ -424,6 +457,7 @@ NIGHT = (("ingest", ingest), ("validate", validate), ("conform", conform), ("val
          ("profile_customers", profile_customers), ("validate_profiles", validate_profiles),
          ("forecast_cash_shortfall", forecast_cash_shortfall), ("validate_forecast", validate_forecast),
          ("classify_life_events", classify_life_events), ("validate_life_events", validate_life_events),
+         ("make_plans", make_plans), ("validate_plans", validate_plans),
          ("decide_next_best_actions", decide_next_best_actions), ("validate_decisions", validate_decisions),
          ("publish", publish))
 
@@ -445,6 +479,7 @@ NIGHT_SHARDS = {
     "forecast_cash_shortfall": NightShards("forecast", forecast_shards, "forecast_shard", "pipelines.forecast"),
     "classify_life_events": NightShards("life_events", life_event_shards, "classify_life_events_shard",
                                         "pipelines.life_events"),
+    "make_plans": NightShards("plans", plan_shards, "make_plans_shard", "pipelines.plans"),
     "decide_next_best_actions": NightShards("decide", decide_shards, "decide_shard", "pipelines.decide"),
 }
 

@@ -29,14 +29,19 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
              "plan_decide_shards", "decide_next_best_actions", "validate_decisions", "publish"]
     # messages (step 3b) and the customer profiles (3c) run beside the forecast, after the silver checks; decide
     # waits for every branch
-    joins = {"plan_decide_shards": {"validate_life_events", "validate_messages", "validate_profiles"},
+    joins = {"plan_decide_shards": {"validate_life_events", "validate_messages", "validate_profiles",
+                                    "validate_plans"},
              "publish": {"validate_decisions", "measure_value"}}
     for upstream, downstream in zip(order, order[1:]):
         assert dag.get_task(downstream).upstream_task_ids == joins.get(downstream, {upstream})
     for branch in (["validate_silver", "plan_message_shards", "understand_messages", "validate_messages"],
-                   ["validate_silver", "plan_profile_shards", "profile_customers", "validate_profiles"]):
+                   ["validate_silver", "plan_profile_shards", "profile_customers", "validate_profiles"],
+                   ["make_plans", "validate_plans"]):
         for upstream, downstream in zip(branch, branch[1:]):
             assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    # the plans (step 4c) follow the forecast's and the profiles' gates; decide waits for their gate
+    assert dag.get_task("plan_plan_shards").upstream_task_ids == {"validate_forecast", "validate_profiles"}
+    assert dag.get_task("make_plans").upstream_task_ids == {"plan_plan_shards"}
     # the night's value is measured from silver, beside the forecast, and published with the rest
     assert dag.get_task("measure_value").upstream_task_ids == {"validate_silver"}
     # the feature store's update and the forecast are mapped over the shards the plans return, never over customers

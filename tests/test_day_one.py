@@ -78,6 +78,10 @@ def test_a_180_day_bank_trains_with_its_rules_and_runs_its_night(bank180):
     for item in evidence[rows["flagged"]]:
         assert item["top_features"] and item["transaction_ids"]
     assert night["validate_life_events"]["validation"]["passed"]
+    # plans on day one: the safety rule checked on every row of the night
+    safety = night["validate_plans"]["safety"]
+    assert night["validate_plans"]["validation"]["passed"] and safety["n_violations"] == 0
+    assert safety["n_rows_checked"] == len(gold(paths, "plans"))
 
 
 def test_a_60_day_bank_forecasts_with_the_baseline_and_says_so(bank60):

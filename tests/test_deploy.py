@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 from pipelines.deploy import Deployment, _is_same_process, worker_hostname
@@ -103,3 +104,65 @@ def test_the_cluster_comparison_finds_a_differing_row_and_ignores_only_the_run_i
     assert not same and "2 rows differ" in lines[0]
     (c / "exports" / "crm" / "2026-11-20" / "manifest.json").write_text(json.dumps({"run_id": "r3", "rows": 2}))
     assert "differs in rows" in compare_outputs(b, c, "2026-11-20")[1][2]
+
+
+def _retrained(root: Path, brier: float, booster: str, decided_at_differs: bool = False) -> Path:
+    """A home after retrain_models: two decisions in gold model_registry (written by the real recorder, each with
+    its own decided_at), the model files and the promoted pointers."""
+    from pipelines.config import Paths
+    from pipelines.retrain import record
+
+    paths, day = Paths(root), date(2026, 11, 20)
+    for family, version in (("cash_forecast", "global-2026-11-20-aaaa"), ("life_events", "life-events-2026-11-20-bb")):
+        folder = root / "models" / family / version
+        folder.mkdir(parents=True)
+        (folder / "model.txt").write_text(booster if family == "cash_forecast" else "tree")
+        (root / "models" / family / "promoted.json").write_text(json.dumps({"version": version, "reason": "r"}))
+    record(paths, day, {"family": "cash_forecast", "challenger_version": "global-2026-11-20-aaaa",
+                        "champion_version": "global-2026-11-19-cccc", "promoted": True,
+                        "promoted_version": "global-2026-11-20-aaaa", "metric": "Brier", "challenger_score": brier,
+                        "champion_score": 0.05, "n_samples": 100, "reason": "better", "details": {"held_out": 1}})
+    record(paths, day, {"family": "policy", "challenger_version": None, "champion_version": "catalogue",
+                        "promoted": False, "promoted_version": "catalogue", "metric": "DR", "n_samples": 3,
+                        "reason": "not enough data", "details": {}})
+    return root
+
+
+def test_the_cluster_comparison_of_retraining_ignores_only_when_each_decision_was_written(tmp_path: Path):
+    from pipelines.evaluation.cluster_demo import compare_registry, registry_decisions
+
+    a = _retrained(tmp_path / "a", 0.04, "tree 1")
+    time.sleep(0.01)
+    b = _retrained(tmp_path / "b", 0.04, "tree 1")
+    assert list(registry_decisions(a)["family"]) == ["cash_forecast", "policy"]
+    same, lines, summary = compare_registry(a, b)
+    assert same, lines
+    assert "promoted global-2026-11-20-aaaa: the same decision" in lines[0]
+    assert "kept catalogue: the same decision" in lines[1]
+    assert "files of global-2026-11-20-aaaa: byte-identical" in lines[2]
+    assert summary == "retrain: cash_forecast promoted global-2026-11-20-aaaa, policy kept catalogue"
+
+    # another score, another model file, a decision missing on one side, another promoted version: each is found
+    c = _retrained(tmp_path / "c", 0.041, "tree 2")
+    same, lines, _ = compare_registry(a, c)
+    assert not same and "DIFFERENT in challenger_score" in lines[0] and "DIFFERENT: global-2026-11-20-aaaa" in lines[2]
+    import shutil
+
+    shutil.rmtree(b / "lake" / "gold" / "model_registry" / "as_of=2026-11-20" / "family=policy")
+    same, lines, _ = compare_registry(a, b)
+    assert not same and any("policy" in line and "only in the Celery run" in line for line in lines)
+    (b / "models" / "cash_forecast" / "promoted.json").write_text(json.dumps({"version": "global-2026-11-19-cccc"}))
+    assert "(Local: global-2026-11-19-cccc)" in "\n".join(compare_registry(a, b)[1])
+    # a run that recorded nothing fails the comparison
+    empty = tmp_path / "empty"
+    (empty / "lake" / "gold").mkdir(parents=True)
+    same, lines, summary = compare_registry(a, empty)
+    assert not same and "no decision recorded (Local run)" in lines[0]
+
+
+def test_the_cluster_demo_runs_the_retraining_by_default():
+    from pipelines.evaluation.cluster_demo import DEFAULT_DAGS, RETRAIN_DAG
+
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    assert f"CLUSTER_DAGS ?= {DEFAULT_DAGS}\n" in makefile
+    assert DEFAULT_DAGS.split(",") == ["nightly_personalization", RETRAIN_DAG]

@@ -178,3 +178,39 @@ def test_a_night_that_breaks_a_gate_stops_before_publishing(bank, tmp_path):
     reasons = con.execute(f"select distinct reason from read_parquet('{bank}/lake/gold/quarantine/"
                           f"load_date={bad_day}/*.parquet')").fetchall()
     assert reasons
+
+
+@pytest.mark.slow
+def test_the_plans_of_the_night_keep_the_safety_rule_on_every_row(bank):
+    """After the night above: gold plans were written and passed validate_plans, which checked THE SAFETY RULE on every
+    row against the persisted forecast; checked again here from the warehouse: for every customer with a plan and
+    every horizon, the P10 minimum balance less what the plan moves by then is never below zero; plans only for
+    personalization-consented customers; a published savings_plan or debt_plan action only for a customer with such
+    a plan."""
+    verdict = json.loads((bank / "runs" / D / "validate_plans.json").read_text())
+    assert verdict["validation"]["passed"] and verdict["safety"]["n_violations"] == 0
+    con = connect_warehouse(bank / "warehouse.duckdb")
+    n_rows, n_customers = con.execute(f"select count(*), count(distinct customer_id) from plans "
+                                      f"where as_of = '{D}'").fetchall()[0]
+    assert n_rows > 0 and verdict["safety"]["n_rows_checked"] == n_rows
+    broken = con.execute(f"""
+        with p as (select customer_id, execute_on, amount from plans where as_of = '{D}'),
+        f as (select customer_id, horizon_days, min_balance_p10 from cash_forecast where as_of = '{D}'),
+        moved as (
+            select p.customer_id, f.horizon_days, any_value(f.min_balance_p10) as p10,
+                sum(p.amount) filter (where p.execute_on <= date '{D}' + cast(f.horizon_days as integer)) as moved
+            from p left join f using (customer_id) group by all)
+        select count(*) filter (where p10 is null or p10 - coalesce(moved, 0) < 0), count(*) from moved
+        """).fetchall()[0]
+    assert broken[0] == 0 and broken[1] == 3 * n_customers
+    unconsented = con.execute(f"""
+        select count(*) from plans join consent_state using (customer_id)
+        where plans.as_of = '{D}' and consent_state.as_of = '{D}' and not is_personalization_allowed""").fetchall()
+    assert unconsented[0][0] == 0
+    orphans = con.execute(f"""
+        select count(*) from next_best_actions as n
+        where n.as_of = '{D}' and n.action_id in ('savings_plan', 'debt_plan')
+            and not exists (select 1 from plans as p where p.as_of = '{D}' and p.customer_id = n.customer_id
+                            and p.kind = replace(n.action_id, '_plan', ''))""").fetchall()[0][0]
+    assert orphans == 0
+    con.close()

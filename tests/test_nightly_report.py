@@ -83,7 +83,7 @@ def test_report_is_written_self_contained_and_complete(full_report) -> None:
 def test_a_passed_night_has_an_ok_banner(full_report) -> None:
     _, page = full_report
     assert 'class="banner banner-ok"' in page
-    assert "Every gate of 2026-11-19 passed (8 of 8); CRM export of this attempt: 400 rows" in text_of(page)
+    assert "Every gate of 2026-11-19 passed (9 of 9); CRM export of this attempt: 400 rows" in text_of(page)
 
 
 def test_the_headline_compares_tonight_with_last_night(full_report) -> None:
@@ -101,7 +101,7 @@ def test_the_headline_compares_tonight_with_last_night(full_report) -> None:
     commercial = int((tonight["next_best_actions"]["action_class"] == "commercial").sum())
     assert got["Commercial actions"][0] == str(commercial)
     assert got["Advisor queue"][0] == str(len(tonight["advisor_queue"]))
-    assert got["Gates passed"][0] == "8 of 8"
+    assert got["Gates passed"][0] == "9 of 9"
     assert "against the night before it in the lake, 2026-11-18" in text_of(page)
 
 
@@ -279,7 +279,7 @@ def test_a_stage_rerun_alone_voids_the_verdicts_after_it(home) -> None:
     assert [g.step for g in status.pending] == ["validate_decisions"]
     assert status.export is None and status.stale_export is not None
     banner = status.banner()
-    assert banner["level"] == "warn" and "1 of 8 gates have not judged this attempt's data" in banner["title"]
+    assert banner["level"] == "warn" and "1 of 9 gates have not judged this attempt's data" in banner["title"]
 
 
 def test_publish_passes_the_export_it_is_publishing(home) -> None:
@@ -455,3 +455,32 @@ def test_the_app_signals_section_and_push_moves(home) -> None:
     finally:
         con.close()
     assert checks["Every candidate is published or logged with its reason"] == "pass"
+
+
+def test_the_plans_section_checks_the_safety_rule_again(home) -> None:
+    """Gold plans per action, and the safety rule checked again from the night's cash_forecast: a row that would
+    take the P10 balance below zero is counted (the gate would have stopped such a night; the report never hides
+    it)."""
+    from datetime import timedelta
+
+    report_lake.build(home)
+    tables = report_lake.decisions(DAY)
+    forecast = tables["cash_forecast"]
+    forecast.loc[forecast["customer_id"].isin(["C0001", "C0002"]), "min_balance_p10"] = 500.0
+    rows = [{"instruction_id": f"I{i}", "plan_id": f"P{i}", "customer_id": c, "kind": kind, "action": action,
+             "priority": 1, "execute_on": DAY + timedelta(days=days), "amount": amount, "target": "t",
+             "horizon_days": 30, "p10_before": 500.0, "p10_after": 500.0 - amount, "reason": "r", "reversal": "r",
+             "consents": "personalization", "requires_mandate": True, "plan_version": "v", "policy_version": "p",
+             "model_version": "global-test"}
+            for i, (c, kind, action, days, amount) in enumerate([
+                ("C0001", "savings", "savings_sweep", 1, 400.0), ("C0002", "debt", "debt_overpayment", 1, 100.0),
+                ("C0002", "savings", "bill_provision", 40, 450.0)])]
+    frame = pd.DataFrame(rows)
+    tables["plans"] = frame.assign(bucket=lake.bucket_of(frame["customer_id"]).astype("int32"))
+    report_lake.write_gold(home, DAY, tables)
+    page = nightly_report.build_nightly_report(home, DAY).read_text(encoding="utf-8")
+    text = section_text(page, nightly_report.SECTION_HEADINGS["plans"])
+    assert "3 plan instructions for 2 customers" in text
+    # C0002 moves 550 by D + 60 against a P10 of 500: two customer-horizons (60, 90) break the rule
+    assert "6 customer-horizons checked, 2 where the plan would take the projected P10 balance below zero" in text
+    assert "bill_provision" in text and "debt_overpayment" in text

@@ -95,7 +95,8 @@ def test_off_and_the_nights_real_steps(paths, monkeypatch):
     assert [s.name for s in steps] == [name for name, _ in stages.NIGHT]
     sharded = {s.name: s for s in steps if s.shards}
     assert set(sharded) == {"update_features", "understand_messages", "profile_customers",
-                            "forecast_cash_shortfall", "classify_life_events", "decide_next_best_actions"}
+                            "forecast_cash_shortfall", "classify_life_events", "make_plans",
+                            "decide_next_best_actions"}
     assert sharded["profile_customers"].shard_prefix == "profiles_bucket_"
     assert sharded["update_features"].shard_prefix == "update_features_bucket_"
     assert {s.shards for s in sharded.values()} == {len(stages.forecast_shards(paths, D))}

@@ -205,7 +205,7 @@ def test_export_and_report_commands_read_what_was_published(paths):
     _, rows = read_export(paths.exports / "crm" / D0.isoformat())
     assert {r["explanation"] for r in rows} == {"explained v1"}
     page = Path(stages.report(paths, D0)).read_text(encoding="utf-8")
-    assert "passed (8 of 8); CRM export of this attempt: 12 rows" in page  # the published night's metrics
+    assert "passed (9 of 9); CRM export of this attempt: 12 rows" in page  # the published night's metrics
 
 
 def _dead_pid() -> int:

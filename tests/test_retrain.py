@@ -8,7 +8,8 @@ import duckdb
 
 from pipelines import lake
 from pipelines.config import Paths
-from pipelines.retrain import _champion_brier, record
+from pipelines import forecast, registry
+from pipelines.retrain import record, retrain_forecast
 from pipelines.schemas import table_schema
 
 
@@ -34,7 +35,17 @@ def test_a_decision_is_a_row_of_the_registry_table(tmp_path):
     assert set(documented.data_column_names) <= set(rows.columns)
 
 
-def test_the_forecast_champion_score_is_read_from_its_reason():
-    assert _champion_brier("Brier at 30 days 0.0329 <= 0.0353 of global-2026-11-19-abc") == 0.0353
-    assert _champion_brier("Brier at 30 days 0.0400 worse than 0.0353 of global-x") == 0.0353
-    assert _champion_brier("first model of its family") is None
+def test_the_forecast_decision_records_both_scores_of_the_same_comparison(tmp_path, monkeypatch):
+    """The challenger's and the champion's scores in the registry are the two numbers the promotion compared (the
+    mean Brier over the horizons on the held-out cut-off), not two different measures."""
+    paths = Paths(tmp_path)
+    versions = iter(["global-old", "global-new"])
+    monkeypatch.setattr(registry, "promoted_version", lambda paths, family: next(versions))
+    monkeypatch.setattr(forecast, "train", lambda paths, day: {
+        "version": "global-new", "promoted": True, "challenger_score": 0.0412, "champion_score": 0.0437,
+        "reason": "mean Brier 0.0412 <= 0.0437 of global-old on the held-out cut-off", "n_rows": 900,
+        "held_out": {"30": {"brier": 0.031}, "60": {"brier": 0.042}, "90": {"brier": 0.0506}}})
+    decision = retrain_forecast(paths, date(2026, 12, 3))
+    assert (decision["challenger_score"], decision["champion_score"]) == (0.0412, 0.0437)
+    assert decision["promoted"] and decision["promoted_version"] == "global-new"
+    assert "mean Brier" in decision["metric"]

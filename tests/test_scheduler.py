@@ -91,11 +91,11 @@ def test_the_night_runs_under_the_scheduler_and_its_logs_are_where_the_ui_reads_
         per_task.setdefault(ti["task_id"], []).append(ti["map_index"])
     mapped = {task for task, indexes in per_task.items() if max(indexes) >= 0}
     assert mapped == {"update_features", "understand_messages", "profile_customers", "forecast_cash_shortfall",
-                      "classify_life_events", "decide_next_best_actions"}
+                      "classify_life_events", "make_plans", "decide_next_best_actions"}
     assert all(sorted(per_task[task]) == list(range(BUCKETS)) for task in mapped)  # one task per shard, never more
     assert all(per_task[task] == [-1] for task in set(per_task) - mapped)
     assert {"wait_for_landing", "ingest", "validate_features", "measure_value", "validate_profiles",
-            "publish"} <= set(per_task)
+            "validate_plans", "publish"} <= set(per_task)
     for ti in tis:
         folder = deployment.logs / f"dag_id={DAG}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
         if ti["map_index"] >= 0:

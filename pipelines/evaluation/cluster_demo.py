@@ -4,8 +4,10 @@ On this machine, on loopback only: PostgreSQL for Airflow's metadata (initdb int
 a free port), Redis as the Celery broker (no persistence), the scheduler, dag-processor and api-server, and two
 Celery workers with their own names. A small simulated bank; each DAG of --dags triggered for D through the
 scheduler's REST API (not `dags test`); which worker ran which task; then the same night on a LocalExecutor
-deployment of a copy of the same bank, and the gold tables and CRM export of D compared. Everything started is
-recorded by pid and stopped at the end, also on failure. The last line states the result.
+deployment of a copy of the same bank, and the gold tables and CRM export of D compared, and, when
+`retrain_models` ran, its decisions (gold model_registry but for when each was written) and the model files it
+wrote. Everything started is recorded by pid and stopped at the end, also on failure. The last line states the
+result.
 """
 from __future__ import annotations
 
@@ -23,6 +25,11 @@ from typing import Any
 from pipelines.deploy import BIN, Deployment, DeployError, free_port, serve, stop_recorded
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+DEFAULT_DAGS = "nightly_personalization,retrain_models"
+RETRAIN_DAG = "retrain_models"
+# gold tables of decisions about models, not about D's customers: compared by compare_registry, not row for row
+REGISTRY_TABLE = "model_registry"
+REGISTRY_WHEN = ("decided_at",)  # when a decision was written: differs between any two runs
 NO_SCHEDULE = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}  # only the runs this demo triggers
 
 
@@ -163,7 +170,8 @@ def compare_outputs(a: Path, b: Path, day: str) -> tuple[bool, list[str]]:
 
     con = duckdb.connect()
     lines, same = [], True
-    gold = sorted({p.name for home in (a, b) for p in (home / "lake" / "gold").iterdir() if p.is_dir()})
+    gold = sorted({p.name for home in (a, b) for p in (home / "lake" / "gold").iterdir() if p.is_dir()}
+                  - {REGISTRY_TABLE})
     for table in gold:
         parts = [home / "lake" / "gold" / table / (f"load_date={day}" if table == "quarantine" else f"as_of={day}")
                  for home in (a, b)]
@@ -200,6 +208,84 @@ def compare_outputs(a: Path, b: Path, day: str) -> tuple[bool, list[str]]:
     lines.append("  CRM manifest: " + ("identical but for run_id (each run names its own)" if not unexpected
                                         else "differs in " + ", ".join(unexpected)))
     return same, lines
+
+
+def registry_decisions(home: Path):
+    """Every retraining decision of a home (gold model_registry, with its as_of and family), without the time it
+    was written; None when the table holds nothing."""
+    import duckdb
+
+    table = home / "lake" / "gold" / REGISTRY_TABLE
+    if not table.is_dir() or not any(table.rglob("*.parquet")):
+        return None
+    frame = duckdb.connect().execute(
+        f"select * exclude ({', '.join(REGISTRY_WHEN)}) from read_parquet('{table}/**/*.parquet', "
+        f"hive_partitioning=true, hive_types_autocast=false) order by as_of, family").df()
+    return frame.reset_index(drop=True)
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    import pandas as pd
+
+    missing = (x is None or (not isinstance(x, str) and bool(pd.isna(x))),
+               y is None or (not isinstance(y, str) and bool(pd.isna(y))))
+    return missing[0] and missing[1] or (not any(missing) and x == y)
+
+
+def _model_files(home: Path, family: str, version: str) -> dict[str, str]:
+    folder = home / "models" / family / version
+    return {p.relative_to(folder).as_posix(): _sha(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _promoted(home: Path, family: str) -> str | None:
+    pointer = home / "models" / family / "promoted.json"
+    return json.loads(pointer.read_text(encoding="utf-8"))["version"] if pointer.exists() else None
+
+
+def compare_registry(a: Path, b: Path) -> tuple[bool, list[str], str]:
+    """retrain_models in two homes: the same decisions (every column of gold model_registry but decided_at), the
+    same promoted version per family, and byte-identical files for every model version a decision names. Training
+    is deterministic (LightGBM with fixed seeds and threads; versions are hashes of the training data), so a
+    difference means a run saw other inputs. Returns (same, report lines, a summary for the last line)."""
+    frames = [registry_decisions(home) for home in (a, b)]
+    if frames[0] is None or frames[1] is None:
+        missing = " and ".join(n for n, f in zip(("Celery", "Local"), frames) if f is None)
+        return False, [f"  model_registry: no decision recorded ({missing} run)"], "model_registry EMPTY"
+    lines, same = [], True
+    keys = [{(str(r["as_of"]), r["family"]): r for r in f.to_dict("records")} for f in frames]
+    for key in sorted(set(keys[0]) | set(keys[1])):
+        as_of, family = key
+        rows = [k.get(key) for k in keys]
+        if rows[0] is None or rows[1] is None:
+            same = False
+            lines.append(f"  model_registry {family:<14} {as_of}: only in the "
+                         f"{'Celery' if rows[1] is None else 'Local'} run")
+            continue
+        differ = sorted(c for c in set(rows[0]) | set(rows[1]) if not _same_value(rows[0].get(c), rows[1].get(c)))
+        row = rows[0]
+        verdict = "promoted" if row["promoted"] else "kept"
+        challenger = row["challenger_version"] if isinstance(row["challenger_version"], str) else None
+        what = (f"{verdict} {row['promoted_version'] or 'none'}"
+                + (f" (challenger {challenger})" if not row["promoted"] and challenger else ""))
+        same &= not differ
+        lines.append(f"  model_registry {family:<14} {as_of}: {what}: "
+                     + ("the same decision" if not differ else "DIFFERENT in " + ", ".join(differ)))
+    summary = []
+    for family in sorted({f for _, f in set(keys[0]) | set(keys[1])}):
+        pointers = [_promoted(home, family) for home in (a, b)]
+        versions = sorted({v for k in keys for (_, f), r in k.items() if f == family
+                           for v in (r["challenger_version"], r["promoted_version"]) if isinstance(v, str) and v})
+        folders = [v for v in versions if any((home / "models" / family / v).is_dir() for home in (a, b))]
+        unequal = [v for v in folders if _model_files(a, family, v) != _model_files(b, family, v)]
+        same &= pointers[0] == pointers[1] and not unequal
+        lines.append(f"  models/{family:<14} promoted {pointers[0] or 'none'}"
+                     + ("" if pointers[0] == pointers[1] else f" (Local: {pointers[1] or 'none'})")
+                     + (f"; files of {', '.join(folders)}: " + ("byte-identical" if not unequal else
+                                                              "DIFFERENT: " + ", ".join(unequal)) if folders else ""))
+        last = keys[0][max(k for k in keys[0] if k[1] == family)] if any(k[1] == family for k in keys[0]) else None
+        if last is not None:
+            summary.append(f"{family} {'promoted' if last['promoted'] else 'kept'} {last['promoted_version']}")
+    return same, lines, "retrain: " + ", ".join(summary)
 
 
 def cluster_demo(root: Path, customers: int, days: int, day: str, seed: int, dag_ids: list[str],
@@ -257,17 +343,23 @@ def cluster_demo(root: Path, customers: int, days: int, day: str, seed: int, dag
     hosts = {ti.get("hostname") for r in celery_runs.values() for ti in r["tis"]}
     say(f"6. D's outputs, CeleryExecutor ({celery_home}) against LocalExecutor ({local_home}):")
     same, lines = compare_outputs(celery_home, local_home, day) if ok else (False, ["  (not compared: a run failed)"])
+    models = ""
+    if ok and RETRAIN_DAG in dag_ids:
+        same_models, more, models = compare_registry(celery_home, local_home)
+        same &= same_models
+        lines += more
     for line in lines:
         say(line)
     if ok and same:
-        say("   Identical: every stage reads only the lake and its inputs for D, so which executor, worker or "
-            "order ran a shard changes nothing.")
+        say("   Identical: every stage reads only the lake and its inputs for D, and training is deterministic, so "
+            "which executor, worker or order ran a task changes nothing.")
     elapsed = time.monotonic() - started
     left = [r for d in (cluster, local) for r in d.alive()]
     result = ok and same and len(hosts) >= 2 and not left
     say(f"cluster-demo {'PASSED' if result else 'FAILED'}: {', '.join(dag_ids)} for {day} on the CeleryExecutor "
         f"({len(hosts)} workers: {', '.join(sorted(h for h in hosts if h))}) "
-        f"{'matches' if same else 'does NOT match'} the LocalExecutor run; "
+        f"{'matches' if same else 'does NOT match'} the LocalExecutor run"
+        f"{' (' + models + ')' if models else ''}; "
         f"{'nothing left running' if not left else 'STILL RUNNING: ' + str(left)}; {elapsed / 60:.1f} min")
     return result
 
@@ -278,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=int(os.environ.get("CLUSTER_DAYS", "200")))
     parser.add_argument("--date", default=os.environ.get("CLUSTER_DATE", "2026-11-20"), help="business date D")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--dags", default=os.environ.get("CLUSTER_DAGS", "nightly_personalization"),
+    parser.add_argument("--dags", default=os.environ.get("CLUSTER_DAGS", DEFAULT_DAGS),
                         help="comma-separated DAG ids, run in this order for D")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for each run")
     args = parser.parse_args(argv)

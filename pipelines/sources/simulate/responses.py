@@ -56,6 +56,7 @@ ACTIONS: dict[str, ActionTruth] = {
     "travel_insurance": ActionTruth("insurance", commercial=True),
     "pension_consolidation": ActionTruth("other", commercial=True),
     "joint_account": ActionTruth("other", commercial=True),
+    "savings_plan": ActionTruth("savings"), "debt_plan": ActionTruth("budgeting"),
 }
 UNKNOWN_ACTION = ActionTruth("other", commercial=True)
 
