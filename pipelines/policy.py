@@ -11,9 +11,11 @@ before it is promoted (config/learning.yaml; models/policy_model.py; docs/closed
   value per decision by IPS, self-normalised IPS and doubly robust (the challenger's out-of-fold model as the reward
   model), each with a 95% interval (cluster-robust by customer), and the log's checks. The catalogue policy is
   evaluated from the catalogue priorities logged with each candidate; a learned champion from its saved model.
-- Promotion (`retrain_policy`): the challenger replaces the champion only when the lower bound of its doubly robust
-  interval beats the champion's doubly robust estimate on the same decisions, the log passes its checks and the
-  effective sample size is enough; every decision goes to gold model_registry.
+- Promotion (`retrain_policy`): judged on the matured decisions of the last `evaluation_nights` nights (by default
+  the retraining period: a week like the one the promoted policy will be deployed for), the challenger replaces the
+  champion only when the lower bound of the paired difference challenger minus champion (doubly robust, the same
+  decisions, cluster-robust by customer) is above zero, the log passes its checks and the effective sample size is
+  enough; every decision goes to gold model_registry.
 """
 from __future__ import annotations
 
@@ -260,7 +262,7 @@ def policy_probabilities(scorer: Scorer | None, ctx: pd.DataFrame, names: np.nda
 def evaluate(challenger: Scorer, champion: Scorer | None, recs: pd.DataFrame, slots: pd.DataFrame,
              level: float = 0.95) -> dict[str, Any]:
     """IPS, SNIPS and DR of the challenger and the champion on the matured slot decisions, and the log's checks."""
-    from models.ope import check_log, evaluate as ope
+    from models.ope import check_log, evaluate as ope, paired_difference
 
     names, available, logging, picked, cat = _decision_matrix(slots)
     ctx = _context_rows(recs, slots)
@@ -277,6 +279,12 @@ def evaluate(challenger: Scorer, champion: Scorer | None, recs: pd.DataFrame, sl
     for name, target in (("challenger", target_new), ("champion", target_old)):
         estimates = ope(reward, mu, target[rows, picked], q[rows, picked], (target * q).sum(axis=1), groups, level)
         out[name] = {k: v.as_dict() for k, v in estimates.items()}
+    # the challenger minus the champion on the same decisions, with the interval of the paired difference
+    difference = paired_difference(reward, mu, target_new[rows, picked], target_old[rows, picked], q[rows, picked],
+                                   (target_new * q).sum(axis=1), (target_old * q).sum(axis=1), groups, level)
+    out["difference"] = {k: v.as_dict() for k, v in difference.items()}
+    out["greedy_agreement"] = float(np.mean(target_new.argmax(axis=1) == target_old.argmax(axis=1))) \
+        if len(slots) else math.nan
     check = check_log(mu, actions=picked, available=available, logging_matrix=logging,
                       target_probability=target_new[rows, picked], target_matrix=target_new)
     out["log_check"] = {k: v for k, v in check.as_dict().items() if k not in ("weight_balance", "frequency_z")}
@@ -301,13 +309,16 @@ def retrain_policy(paths: Paths, day: date) -> dict[str, Any]:
     decision: dict[str, Any] = {"family": FAMILY, "as_of": day.isoformat(), "challenger_version": None,
                                 "champion_version": champion_version, "promoted": False,
                                 "promoted_version": champion_version, "metric": f"{promotion['estimator']} value per "
-                                f"decision (pounds), {int(float(promotion['level']) * 100)}% interval",
+                                f"decision (pounds), {int(float(promotion['level']) * 100)}% interval"
+                                + (", promoted on the paired difference" if promotion.get("rule", "paired") ==
+                                   "paired" else ""),
                                 "n_samples": matured}
     if matured < int(cfg["min_decisions"]) or not len(slots):
         decision["reason"] = (f"not enough data to train a challenger: {matured} recommendations with a matured "
                               f"value (need {cfg['min_decisions']})")
         return _finish(paths, day, decision, {}, started)
     model = fit_challenger(recs, cfg)
+    slots = recent_window(slots, evaluation_nights(cfg))
     digest = hashlib.sha256(pd.util.hash_pandas_object(recs[["recommendation_id", "accepted"]], index=False)
                             .to_numpy().tobytes()).hexdigest()[:10]
     version = f"policy-{day.isoformat()}-{digest}"
@@ -316,7 +327,8 @@ def retrain_policy(paths: Paths, day: date) -> dict[str, Any]:
     result = evaluate(challenger, champion, recs, slots, float(promotion["level"]))
     est = promotion["estimator"]
     new, old = result["challenger"][est], result["champion"][est]
-    metadata = {"trained_for": day.isoformat(), "window_nights": int(cfg["window_nights"]), "n_recommendations":
+    metadata = {"trained_for": day.isoformat(), "window_nights": int(cfg["window_nights"]),
+                "evaluation_nights": evaluation_nights(cfg), "n_recommendations":
                 int(len(recs)), "n_matured": matured, "features": features(), "evaluation": result,
                 "params": cfg.get("model")}
     registry.save_version(paths, FAMILY, version, model.save, metadata)
@@ -331,16 +343,51 @@ def retrain_policy(paths: Paths, day: date) -> dict[str, Any]:
     return _finish(paths, day, decision, result, started)
 
 
+def evaluation_nights(cfg: dict[str, Any]) -> int:
+    """Nights of matured decisions a challenger is judged on: `evaluation_nights`, by default the retraining period
+    (a promoted policy is deployed for that many nights: its estimate should be of decisions like those)."""
+    value = cfg.get("evaluation_nights")
+    if value is None:
+        value = load_config("learning")["retrain"]["every_nights"]
+    if int(value) < 1:
+        raise SegoneError(f"config/learning.yaml: policy.evaluation_nights must be at least 1, not {value}")
+    return int(value)
+
+
+def recent_window(slots: pd.DataFrame, nights: int) -> pd.DataFrame:
+    """The slot decisions of the last `nights` nights that have matured decisions (the most recent comparable
+    week): the whole log mixes a launch night's backlog (every customer eligible at once, one-off products taken)
+    with ordinary nights, and a policy deployed next week meets ordinary nights."""
+    if not len(slots):
+        return slots
+    days = sorted(set(slots["as_of"]))
+    keep = set(days[-nights:])
+    return slots[slots["as_of"].isin(keep)].reset_index(drop=True)
+
+
 def promotion_decision(result: dict[str, Any], promotion: dict[str, Any]) -> tuple[bool, str]:
     """The promotion rule on an evaluation (`evaluate`): the log passes its checks, the challenger's weights leave
-    enough effective sample, and the lower bound of its interval beats the champion's estimate."""
+    enough effective sample, and (rule `paired`, the default) the lower bound of the paired difference challenger
+    minus champion on the same decisions is above zero, or (rule `separate`, the former rule) the lower bound of the
+    challenger's own interval beats the champion's estimate."""
     est = promotion["estimator"]
+    rule = str(promotion.get("rule", "paired"))
+    if rule not in ("paired", "separate"):
+        raise SegoneError(f"config/learning.yaml: policy.promotion.rule must be paired or separate, not {rule}")
     new, old = result["challenger"][est], result["champion"][est]
     ess = float(result["log_check"].get("ess_share", 0.0))
     if not result["log_ok"]:
         return False, "the log failed its checks: " + "; ".join(result["log_check"]["problems"])
     if ess < float(promotion["min_ess_share"]):
         return False, f"too little overlap with the logged decisions (effective sample share {ess:.1%})"
+    if rule == "paired":
+        diff = result["difference"][est]
+        words = (f"challenger minus champion, {est} on the same {result['n_decisions']} decisions: "
+                 f"{diff['estimate']:.3f} [{diff['ci_low']:.3f}, {diff['ci_high']:.3f}] (challenger "
+                 f"{new['estimate']:.3f}, champion {old['estimate']:.3f})")
+        if diff["ci_low"] > 0:
+            return True, f"the challenger beats the champion: {words}"
+        return False, f"the challenger does not beat the champion: {words}"
     if new["ci_low"] > old["estimate"]:
         return True, (f"{est} lower bound {new['ci_low']:.3f} beats the champion's estimate {old['estimate']:.3f} "
                       f"({result['n_decisions']} decisions)")

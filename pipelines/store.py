@@ -25,6 +25,7 @@ Training and backtests compute their features with the same SQL over the rows `r
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any, Iterable
 
 import duckdb
@@ -1027,9 +1029,22 @@ def _clean_up(paths: Paths, day: date, bucket: int, rebuilt: bool) -> None:
         for value in [*drop, *later]:
             folder = table_path(paths, table, value, bucket)
             shutil.rmtree(folder, ignore_errors=True)
-            parent = folder.parent
-            if parent.exists() and not any(parent.iterdir()):
-                parent.rmdir()
+            remove_if_empty(folder.parent)
+
+
+def remove_if_empty(folder: Path) -> bool:
+    """Remove `folder` when it is empty. The shards of a night clean up in parallel processes (the closed loop's and
+    the DAG's workers): two may find the same partition folder empty at once, and the second's removal then finds it
+    gone, or another shard's file arrived in between; neither is an error. True when this call removed it."""
+    try:
+        folder.rmdir()
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
 
 
 def _purge_withdrawn(paths: Paths, day: date, bucket: int) -> int:

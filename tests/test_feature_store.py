@@ -377,3 +377,17 @@ def test_empty_failed_and_late_nights_give_the_rebuild(nights, tmp_path, monkeyp
     _assert_same_store(home, _rebuilt_copy(home, tmp_path / "rebuilt-last", last), last)
     rows = store.logical_tables(home, last, bucket)["day_rows"]
     assert ((rows["customer_id"] == customer) & (rows["ds"] == pd.Timestamp(late))).any()
+
+
+def test_an_emptied_partition_folder_is_removed_once_whoever_gets_there_first(tmp_path):
+    """Shards clean up in parallel processes: a folder another shard already removed, or one that another shard's
+    file reached in between, is not an error (the closed loop with --workers 2 failed on exactly this)."""
+    from pipelines.store import remove_if_empty
+
+    folder = tmp_path / "as_of=2026-11-20"
+    folder.mkdir()
+    assert remove_if_empty(folder) is True and not folder.exists()
+    assert remove_if_empty(folder) is False                      # the other shard got there first
+    folder.mkdir()
+    (folder / "bucket=3").mkdir()
+    assert remove_if_empty(folder) is False and (folder / "bucket=3").exists()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.ope import (check_log, doubly_robust, epsilon_greedy_probabilities, evaluate, ips, normal_quantile,
-                        on_policy, snips)
+                        on_policy, paired_difference, snips)
 
 K, D = 5, 3
 WORLD = np.random.default_rng(2026)
@@ -196,3 +196,53 @@ def test_epsilon_greedy_probabilities_sum_to_one_and_favour_the_best():
 def test_normal_quantile():
     assert normal_quantile(0.975) == pytest.approx(1.959964, abs=1e-6)
     assert normal_quantile(0.5) == pytest.approx(0.0, abs=1e-12)
+
+
+# a second target close to the first (they agree on most decisions), for the paired difference
+PHI_CLOSE = PHI_TARGET + np.random.default_rng(99).normal(0, 0.4, size=(K, D))
+
+
+def _true_difference() -> float:
+    rng = np.random.default_rng(2)
+    total, n = 0.0, 0
+    for _ in range(5):
+        x, available, mean = _contexts(rng, 200_000)
+        _, target = _policies(x, available)
+        close = epsilon_greedy_probabilities(x @ PHI_CLOSE.T, available, EPS_TARGET)
+        total += float(((target - close) * mean).sum())
+        n += len(x)
+    return total / n
+
+
+def test_the_paired_difference_is_unbiased_covers_the_truth_and_is_narrower_than_two_intervals():
+    truth = _true_difference()
+    covered, diffs, widths, separate = [], [], [], []
+    for seed in range(300):
+        log = _log(seed)
+        rows = np.arange(len(log["a"]))
+        close = epsilon_greedy_probabilities(log["x"] @ PHI_CLOSE.T, log["available"], EPS_TARGET)
+        q_all = np.where(log["available"], Q[None, :], 0.0)
+        out = paired_difference(log["reward"], log["mu"], log["pi"], close[rows, log["a"]], Q[log["a"]],
+                                (log["target"] * q_all).sum(axis=1), (close * q_all).sum(axis=1))
+        d = out["dr"]
+        covered.append(d.contains(truth))
+        diffs.append(d.estimate)
+        widths.append(d.ci_high - d.ci_low)
+        alone = doubly_robust(log["reward"], log["mu"], log["pi"], Q[log["a"]], (log["target"] * q_all).sum(axis=1))
+        separate.append(alone.ci_high - alone.ci_low)
+        # the difference of the two policies' own estimates, term by term
+        other = doubly_robust(log["reward"], log["mu"], close[rows, log["a"]], Q[log["a"]],
+                              (close * q_all).sum(axis=1))
+        assert d.estimate == pytest.approx(alone.estimate - other.estimate)
+    assert 0.91 <= np.mean(covered) <= 0.985, np.mean(covered)
+    diffs = np.array(diffs)
+    assert abs(diffs.mean() - truth) < 4 * diffs.std(ddof=1) / np.sqrt(len(diffs))
+    # two policies that mostly agree: the paired interval is narrower than either policy's own
+    assert np.mean(widths) < 0.75 * np.mean(separate)
+
+
+def test_a_policy_against_itself_differs_by_exactly_zero():
+    log = _log(3)
+    out = paired_difference(log["reward"], log["mu"], log["pi"], log["pi"])
+    assert out["ips"].estimate == 0.0 and out["ips"].ci_low == 0.0 and out["ips"].ci_high == 0.0
+    assert "dr" not in out

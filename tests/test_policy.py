@@ -12,7 +12,9 @@ import pytest
 from models.policy_model import PolicyModel, PolicyParams, softplus
 from pipelines import decide
 from pipelines.actions import load_catalogue
-from pipelines.policy import Scorer, customer_folds, evaluate, promotion_decision
+from pipelines.config import load_config
+from pipelines.policy import (Scorer, customer_folds, evaluate, evaluation_nights, promotion_decision,
+                             recent_window)
 
 D = date(2026, 11, 20)
 CATALOGUE = load_catalogue()
@@ -183,3 +185,67 @@ def test_a_log_with_wrong_probabilities_blocks_the_promotion():
     assert not result["log_ok"]
     promoted, reason = promotion_decision(result, PROMOTION)
     assert not promoted and reason.startswith("the log failed its checks")
+
+
+def _mostly_agreeing_slots(n: int, seed: int, share_disagree: float = 0.2, noise_agree: float = 40.0):
+    """A log where the catalogue and a challenger that knows each action's worth agree on most decisions, whose
+    rewards are very noisy (a launch night's one-off products), and disagree on the rest, quiet ones: the catalogue
+    ranks credit first there, the challenger the sweep. The challenger's true gain per decision:
+    share_disagree x (1 - eps) x (6 - 0.5)."""
+    rng = np.random.default_rng(seed)
+    eps = 0.3
+    worth = {"credit_card": 0.5, "budgeting_tools": 2.0, "safe_to_save_sweep": 6.0}
+    disagree = rng.random(n) < share_disagree
+    agree_order = ["safe_to_save_sweep", "budgeting_tools", "credit_card"]
+    disagree_order = ["credit_card", "budgeting_tools", "safe_to_save_sweep"]
+    probs = np.array([1 - eps + eps / 3, eps / 3, eps / 3])
+    col = rng.choice(3, size=n, p=probs)
+    cands = [disagree_order if d else agree_order for d in disagree]
+    action = np.array([c[k] for c, k in zip(cands, col)], dtype=object)
+    noise = np.where(disagree, 2.0, noise_agree) * rng.standard_normal(n)
+    reward = np.array([worth[x] for x in action]) + noise
+    ids = [f"C{i % (n // 2):07d}" for i in range(n)]
+    slots = pd.DataFrame({"customer_id": ids, "as_of": D, "slot": 1, "recommendation_id": [f"R{i}" for i in range(n)],
+                          "action_id": action, "logging_probability": probs[col], "candidates": cands,
+                          "catalogue_scores": [[3.0, 2.0, 1.0]] * n, "epsilon": eps, "policy_version": "nba-v1",
+                          "value": reward})
+    recs = pd.DataFrame({"customer_id": sorted(set(ids)), "as_of": D, "savings_balance": 0.0})
+    return recs, slots, share_disagree * (1 - eps) * 5.5
+
+
+def test_the_paired_rule_promotes_a_better_challenger_that_two_overlapping_intervals_would_not():
+    recs, slots, gain = _mostly_agreeing_slots(4000, 11)
+    result = evaluate(_ValueScorer({"credit_card": 0.5, "budgeting_tools": 2.0, "safe_to_save_sweep": 6.0}), None,
+                      recs, slots)
+    diff = result["difference"]["dr"]
+    assert diff["ci_low"] <= gain <= diff["ci_high"]
+    assert result["greedy_agreement"] == pytest.approx(1 - (slots["candidates"].str[0] == "credit_card").mean())
+    # the challenger's own interval is wide (the shared noise): its lower bound is below the champion's estimate
+    assert result["challenger"]["dr"]["ci_low"] < result["champion"]["dr"]["estimate"]
+    assert not promotion_decision(result, {**PROMOTION, "rule": "separate"})[0]
+    promoted, reason = promotion_decision(result, {**PROMOTION, "rule": "paired"})
+    assert promoted and "beats" in reason and "same 4000 decisions" in reason
+    with pytest.raises(Exception, match="paired or separate"):
+        promotion_decision(result, {**PROMOTION, "rule": "best"})
+
+
+def test_a_challenger_no_better_is_not_promoted_on_the_paired_difference():
+    recs, slots, _ = _mostly_agreeing_slots(4000, 12)
+    # it ranks like the catalogue where they disagreed (credit first): the same policy, difference exactly zero
+    same = evaluate(_ValueScorer({"credit_card": 9.0, "budgeting_tools": 2.0, "safe_to_save_sweep": 6.0}), None,
+                    recs, slots)
+    promoted, reason = promotion_decision(same, PROMOTION)
+    assert not promoted and "does not beat" in reason
+
+
+def test_the_challenger_is_judged_on_the_most_recent_nights():
+    nights = [date(2026, 11, 20) + pd.Timedelta(days=k) for k in range(10)]
+    slots = pd.DataFrame({"as_of": [n for n in nights for _ in range(3)], "value": 1.0})
+    recent = recent_window(slots, 7)
+    assert sorted(set(recent["as_of"])) == nights[3:]
+    assert len(recent_window(slots, 30)) == len(slots) and recent_window(slots.iloc[0:0], 7).empty
+    assert evaluation_nights({"evaluation_nights": 3}) == 3
+    period = load_config("learning")["retrain"]["every_nights"]                              # the retraining period
+    assert evaluation_nights({}) == period == evaluation_nights({"evaluation_nights": None})
+    with pytest.raises(Exception, match="evaluation_nights"):
+        evaluation_nights({"evaluation_nights": 0})

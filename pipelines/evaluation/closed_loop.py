@@ -226,6 +226,20 @@ def summarise(paths: Paths, nights: list[date], last_day: date, retrains: list[d
     first = [n["treated_value_per_customer"] for n in per_night[:week]]
     last = [n["treated_value_per_customer"] for n in per_night[-week:]]
     ope = _ope(paths, retrains, nights)
+    weeks = []
+    for k in range(0, len(per_night), week):
+        part = per_night[k:k + week]
+
+        def mean_of(key: str, rows=part) -> float | None:
+            values = [n[key] for n in rows if n.get(key) is not None]
+            return _num(np.mean(values)) if values else None
+
+        weeks.append({"first_night": part[0]["date"], "last_night": part[-1]["date"],
+                      "value_per_treated_customer": mean_of("treated_value_per_customer"),
+                      "policy_value_per_treated_customer": mean_of("treated_policy_value_per_customer"),
+                      "protective_value_per_treated_customer": mean_of("treated_protective_value_per_customer"),
+                      "recommendations": int(sum(n["recommendations"] for n in part)),
+                      "policy_versions": sorted({n["policy_version"] for n in part if n["policy_version"]})})
     promotions = [{"date": r["date"], "family": r["family"], "from": r.get("champion_version"),
                    "to": r.get("promoted_version"), "reason": r.get("reason")}
                   for r in retrains if r.get("promoted")]
@@ -236,7 +250,11 @@ def summarise(paths: Paths, nights: list[date], last_day: date, retrains: list[d
         "uplift_ci_high": _num(uplift["cumulative_ci_high"]) if uplift is not None else None,
         "first_week_value": _num(np.mean(first)) if first else None,
         "last_week_value": _num(np.mean(last)) if last else None,
-        "ope": ope, "promotions": promotions, "breaches": int(breaches["total"]),
+        # the first night decides for every customer at once (the backlog, one-off products taken): without it
+        "first_week_value_without_first_night": _num(np.mean(first[1:])) if len(first) > 1 else None,
+        "weeks": weeks,
+        "ope": ope, "promotion_tests": _promotion_tests(retrains), "promotions": promotions,
+        "breaches": int(breaches["total"]),
         "breaches_by_rule": breaches["by_rule"],
         "value_measured_through": last_day.isoformat(),
         "value_definition": "realised value per customer of the nights' recommendations (config/rewards.yaml), "
@@ -252,6 +270,7 @@ def _per_night(paths: Paths, nights: list[date]) -> list[dict[str, Any]]:
     lo, hi = nights[0].isoformat(), nights[-1].isoformat()
     recs = _query(paths, f"""
         select as_of, is_control, count(*) as n, sum(accepted::int) as accepted, sum(value_to_date) as value,
+            coalesce(sum(value_to_date) filter (where action_class = 'protective'), 0) as protective_value,
             bool_and(matured) as matured, mode(policy_version) as policy_version
         from realised_value where as_of between '{lo}' and '{hi}' group by all""", ("realised_value",))
     arms = _query(paths, f"""
@@ -283,6 +302,13 @@ def _per_night(paths: Paths, nights: list[date]) -> list[dict[str, Any]]:
             value = float(r["value"].sum()) if len(r) else 0.0
             row[f"{label}_value_per_customer"] = _num(value / n_customers) if n_customers else None
             row[f"{label}_customers"] = n_customers
+            if label == "treated":
+                # what the policy chooses (service and commercial) and what comes first whatever it learns
+                protective = float(r["protective_value"].sum()) if len(r) else 0.0
+                row["treated_protective_value_per_customer"] = _num(protective / n_customers) if n_customers \
+                    else None
+                row["treated_policy_value_per_customer"] = _num((value - protective) / n_customers) \
+                    if n_customers else None
         r = pick(recs)
         n = int(r["n"].sum()) if len(r) else 0
         row["acceptance_rate"] = _num(float(r["accepted"].sum()) / n) if n else None
@@ -298,8 +324,9 @@ def _per_night(paths: Paths, nights: list[date]) -> list[dict[str, Any]]:
 
 
 def _ope(paths: Paths, retrains: list[dict[str, Any]], nights: list[date]) -> list[dict[str, Any]]:
-    """Every policy estimate made at a retraining, with what the policy deployed after it then earned (its
-    realised value per bandit decision in the nights until the next retraining)."""
+    """Every policy estimate made at a retraining (on the decisions of its evaluation window), with what the policy
+    deployed after it then earned (its realised value per bandit decision in the nights until the next retraining),
+    (the paired difference the promotion was decided on: `_promotion_tests`)."""
     decisions = [r for r in retrains if r["family"] == "policy" and r.get("details")]
     dates = [date.fromisoformat(r["date"]) for r in retrains if r["family"] == "policy"]
     out = []
@@ -323,8 +350,32 @@ def _ope(paths: Paths, retrains: list[dict[str, Any]], nights: list[date]) -> li
                                                        _num(est["ci_high"]))
                                                   if realized and realized["value"] is not None
                                                   and version == deployed else None),
-                            "n_decisions": r["details"].get("n_decisions")})
+                            "n_decisions": r["details"].get("n_decisions"),
+                            "window": _window(r["details"].get("nights"))})
     return out
+
+
+def _promotion_tests(retrains: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per policy retraining: the paired difference challenger minus champion on the same decisions (what the
+    promotion is decided on), its window and how often the two policies' greedy choices agree."""
+    out = []
+    for r in retrains:
+        details = r.get("details") or {}
+        if r["family"] != "policy" or not details.get("difference"):
+            continue
+        for estimator, est in details["difference"].items():
+            out.append({"date": r["date"], "challenger": r.get("challenger_version"),
+                        "champion": r.get("champion_version"), "estimator": estimator,
+                        "difference": _num(est["estimate"]), "ci_low": _num(est["ci_low"]),
+                        "ci_high": _num(est["ci_high"]), "n_decisions": details.get("n_decisions"),
+                        "window": _window(details.get("nights")),
+                        "greedy_agreement": _num(details.get("greedy_agreement")), "promoted": bool(r.get("promoted"))})
+    return out
+
+
+def _window(nights: list[str] | None) -> list[str] | None:
+    """The first and last night of the decisions an estimate was made on."""
+    return [min(nights), max(nights)] if nights else None
 
 
 def _realized(paths: Paths, after: date, through: date, version: str | None) -> dict[str, Any] | None:
