@@ -12,6 +12,7 @@ import pytest
 
 from pipelines import lake
 from pipelines.config import Paths
+from pipelines.retrain import FAMILIES
 
 NIGHT_KEYS = {"date", "treated_value_per_customer", "control_value_per_customer", "acceptance_rate",
               "policy_version"}
@@ -70,7 +71,7 @@ def test_the_customers_answers_reach_the_lake_and_are_valued(loop):
     # the retraining after the first night: one decision per family in the registry
     registry = con.execute(f"select family, promoted, reason from {lake.scan_sql(paths, 'gold', 'model_registry')}"
                            ).df()
-    assert set(registry["family"]) == {"cash_forecast", "life_events", "policy"}
+    assert set(registry["family"]) == set(FAMILIES)  # pipelines.retrain: every family retrained
     policy = registry[registry["family"] == "policy"].iloc[0]
     assert not policy["promoted"] and "not enough data" in policy["reason"]
     summary = con.execute(f"select arm, n_customers from {lake.scan_sql(paths, 'gold', 'value_summary')} "
@@ -95,4 +96,4 @@ def test_the_report_is_rebuilt_from_the_lake_and_compared(loop, tmp_path):
     assert [n["treated_value_per_customer_other"] for n in comparison["nights"]] == \
         [n["treated_value_per_customer"] for n in again["nights"]]
     assert "Both runs" in (paths.reports / "closed_loop" / "closed_loop.html").read_text()
-    assert {r["family"] for r in again["summary"]["retrain_decisions"]} == {"cash_forecast", "life_events", "policy"}
+    assert {r["family"] for r in again["summary"]["retrain_decisions"]} == set(FAMILIES)
