@@ -13,7 +13,8 @@ DEMO_CUSTOMERS ?= 10000
 DEMO_DAYS ?= 240
 DEMO_END ?= 2026-11-20
 DEMO_SEED ?= 42
-# make test: pytest-xdist processes, one test file per process at a time (CI and this machine have 2 cores)
+# make test: pytest-xdist processes, one test file per process at a time, the slowest files first (tests/conftest.py;
+# CI and this machine have 2 cores)
 TEST_WORKERS ?= 2
 
 .PHONY: install demo test bench backtest clean airflow-db serve stop night cluster-demo report-screenshot
@@ -59,7 +60,7 @@ cluster-demo: install
 	SEGONE_TASK_RETRIES=0 $(BIN)/python -m pipelines.evaluation.cluster_demo --customers $(CLUSTER_CUSTOMERS) --dags $(CLUSTER_DAGS) --date $(DEMO_END)
 
 test: install
-	$(BIN)/python -m pytest -q --timeout=1500 -n $(TEST_WORKERS) --dist loadfile tests
+	$(BIN)/python -m pytest -q --timeout=1500 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 bench: install
 	$(BIN)/segone bench ingest --customers 10000,100000
