@@ -33,6 +33,7 @@ from models.global_engine import (
     customer_groups,
     fold_training_rows,
     threads_for,
+    write_boosters,
 )
 
 FORMAT_VERSION = 1
@@ -259,13 +260,7 @@ class EventEngine:
             raise ValueError("the engine is not fitted")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        models: dict[str, str | None] = {}
-        for name, booster in self._files().items():
-            if booster is None:
-                models[name] = None
-                continue
-            (directory / name).write_bytes(booster.model_to_string().encode("utf-8"))
-            models[name] = name
+        models = write_boosters(directory, self._files())
         meta = {"format_version": FORMAT_VERSION, "engine": "event", "lightgbm_version": lgb.__version__,
                 "feature_names": self.feature_names, "params": self.params.to_dict(), "models": models,
                 "n_classifiers": {str(h): len(self.classifiers[h]) for h in self.params.horizons},

@@ -133,6 +133,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def write_boosters(directory: Path, files: dict[str, lgb.Booster | None]) -> dict[str, str | None]:
+    """Each booster as LightGBM text in `directory` under its file name (a None removes a stale file of that name:
+    an earlier save's would mislead); returns the file names for engine.json (None where no booster)."""
+    models: dict[str, str | None] = {}
+    for name, booster in files.items():
+        if booster is None:
+            models[name] = None
+            (directory / name).unlink(missing_ok=True)
+            continue
+        (directory / name).write_bytes(booster.model_to_string().encode("utf-8"))
+        models[name] = name
+    return models
+
+
 def _as_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """The feature block as a C-contiguous float64 matrix (what LightGBM reads without another copy)."""
     return np.ascontiguousarray(frame[columns].to_numpy(dtype=np.float64, na_value=np.nan))
@@ -529,14 +543,7 @@ class GlobalEngine:
             raise ValueError("the engine is not fitted")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        models: dict[str, str | None] = {}
-        for name, booster in self._model_files().items():
-            if booster is None:
-                models[name] = None
-                (directory / name).unlink(missing_ok=True)  # a stale file from an earlier save would mislead
-                continue
-            (directory / name).write_bytes(booster.model_to_string().encode("utf-8"))
-            models[name] = name
+        models = write_boosters(directory, self._model_files())
         meta = {
             "format_version": FORMAT_VERSION,
             "engine": "global",
