@@ -85,29 +85,6 @@ def baselines(features: pd.DataFrame, cfg: dict[str, Any] | None = None) -> pd.D
     })
 
 
-def level_ratios(inputs: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Scale-free levels of the last month against what the events are measured by, so the engines follow a level
-    that moves for everyone at once (a season of spending: the expense threshold is set by the trailing 90 days, so
-    after a month of heavy spending it stands high above the months that follow) rather than learn it from
-    amounts that differ by customer: `spend_30_to_90` (flexible spending of the last 30 days against its 90-day
-    monthly mean), `expense_bar_to_spend_30` (the expense threshold against the last 30 days' spending: the fixed
-    spending's monthly mean plus the flexible spending of the last 30 days), `inflow_30_to_income` (money in over
-    the last 30 days against the regular monthly income). NaN where the denominator is not positive."""
-    seen = np.clip(np.nan_to_num(inputs["history_days"].to_numpy(float), nan=90.0), 1.0, 90.0)
-    flexible_30 = np.nan_to_num(inputs["flexible_spend_30"].to_numpy(float))
-    flexible_month = np.nan_to_num(inputs["flexible_spend_90"].to_numpy(float)) / seen * 30.0
-    spend_30 = flexible_30 + np.nan_to_num(inputs["fixed_spend_90"].to_numpy(float)) / seen * 30.0
-    income = inputs["income_monthly"].to_numpy(float)
-
-    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan).round(6)
-
-    return {"spend_30_to_90": ratio(flexible_30, flexible_month),
-            "expense_bar_to_spend_30": ratio(inputs["expense_threshold"].to_numpy(float), spend_30),
-            "inflow_30_to_income": ratio(np.nan_to_num(inputs["inflow_30"].to_numpy(float)), income)}
-
-
 def event_inputs(features: pd.DataFrame, streams: pd.DataFrame, cfg: dict[str, Any] | None = None,
                  horizon_days: Iterable[int] | None = None) -> pd.DataFrame:
     """The model inputs: the store's customer features (one row per customer and cut-off) plus what is derived from
@@ -116,7 +93,6 @@ def event_inputs(features: pd.DataFrame, streams: pd.DataFrame, cfg: dict[str, A
     - per horizon h, `known_large_due_h`: the largest payment of a quarterly or yearly outgoing stream (cadence
       longer than `short_cadence_days`, not stopped, not an own-account transfer) expected within (cutoff, cutoff+h]
       that reaches the expense threshold (0 when none), and `known_due_h`: the largest such payment whatever its size;
-    - the level ratios of `level_ratios` (the last month against the 90 days and the thresholds);
     - income shape: `income_stream_early` (income streams still early in their life), `income_largest_share` (the
       largest income stream's share of the monthly recurring income)."""
     cfg = cfg or settings()
@@ -127,7 +103,6 @@ def event_inputs(features: pd.DataFrame, streams: pd.DataFrame, cfg: dict[str, A
     out["income_monthly"] = base["income_baseline"].to_numpy()
     out["monthly_outflow"] = base["monthly_outflow"].to_numpy()
     out["expense_threshold"] = base["expense_threshold"].to_numpy()
-    out = out.assign(**level_ratios(out))
     keys = out[["customer_id", "cutoff"]].assign(customer_id=out["customer_id"].astype(str))
     s = streams.copy() if len(streams) else pd.DataFrame(columns=["customer_id", "cutoff", "direction", "cadence_days",
                                                                  "lifecycle", "amount", "next_expected_date",

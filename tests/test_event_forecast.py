@@ -123,8 +123,7 @@ def test_a_window_the_data_does_not_cover_has_no_label():
 def _features(**columns) -> pd.DataFrame:
     base = {"customer_id": ["A"], "cutoff": [pd.Timestamp(CUT)], "income_90": [6000.0], "days_since_income": [3.0],
             "history_days": [200.0], "fixed_spend_90": [1500.0], "flexible_spend_90": [1500.0],
-            "monthly_recurring_income": [2000.0], "is_income_stopped": [0.0], "flexible_spend_30": [500.0],
-            "inflow_30": [2000.0]}
+            "monthly_recurring_income": [2000.0], "is_income_stopped": [0.0]}
     base.update(columns)
     return pd.DataFrame(base)
 
@@ -139,24 +138,6 @@ def test_thresholds_are_relative_to_the_customer_and_follow_the_settings():
     assert out.loc["B", "expense_threshold"] == cfg["expense"]["multiple"] * 6000.0
     assert out.loc["C", "expense_threshold"] == cfg["expense"]["min_amount"]   # never below the floor
     assert out.loc["A", "income_baseline"] == 2000.0
-
-
-def test_the_level_ratios_put_the_last_month_against_the_thresholds():
-    empty = pd.DataFrame(columns=["customer_id", "cutoff", "direction", "cadence_days", "lifecycle", "amount",
-                                  "next_expected_date", "is_own_transfer"])
-    frame = pd.concat([_features(),
-                       # a month of heavy spending just passed: 1,500 of the 90 days' 1,800 flexible spending
-                       _features(customer_id=["SPREE"], flexible_spend_30=[1500.0], flexible_spend_90=[1800.0]),
-                       _features(customer_id=["SHORT"], history_days=[45.0], flexible_spend_90=[900.0],
-                                 flexible_spend_30=[600.0], fixed_spend_90=[0.0], income_90=[0.0],
-                                 monthly_recurring_income=[0.0], inflow_30=[0.0])])
-    out = ef.event_inputs(frame, empty, ef.settings()).set_index("customer_id")
-    assert out.loc["A", "spend_30_to_90"] == 1.0                   # 500 in 30 days, 1,500 in 90
-    assert out.loc["A", "expense_bar_to_spend_30"] == 0.5          # threshold 500 against 500 + 1,500 / 3
-    assert out.loc["A", "inflow_30_to_income"] == 1.0
-    assert out.loc["SPREE", "spend_30_to_90"] == 2.5 and out.loc["SPREE", "expense_bar_to_spend_30"] == 0.275
-    # 45 days of history: the 90-day sums are per day of what they saw; no regular income, no income ratio
-    assert out.loc["SHORT", "spend_30_to_90"] == 1.0 and np.isnan(out.loc["SHORT", "inflow_30_to_income"])
 
 
 def test_no_income_forecast_without_a_regular_income_or_once_it_has_stopped():
