@@ -108,3 +108,137 @@ class IsotonicCalibrator:
             identity=bool(d["identity"]),
         )
 
+
+
+def _logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=float), eps, 1.0 - eps)
+    return np.log(q / (1.0 - q))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=float), -35.0, 35.0)))
+
+
+def _logistic_fit(z: np.ndarray, y: np.ndarray, slope: bool, iterations: int = 50,
+                  ridge: float = 1e-6) -> tuple[float, float]:
+    """Maximum likelihood of y ~ sigmoid(a + b z) (b fixed at 1 when not `slope`: an offset model) by Newton steps
+    with a tiny ridge (both classes present is the caller's guard). Returns (a, b)."""
+    a, b = 0.0, 1.0
+    for _ in range(iterations):
+        p = _sigmoid(a + b * z)
+        w = p * (1.0 - p)
+        r = y - p
+        if slope:
+            g = np.array([r.sum() - ridge * a, (r * z).sum() - ridge * (b - 1.0)])
+            h = np.array([[w.sum() + ridge, (w * z).sum()], [(w * z).sum(), (w * z * z).sum() + ridge]])
+            step = np.clip(np.linalg.solve(h, g), -5.0, 5.0)   # damped: near-separable data cannot run off
+            a, b = a + float(step[0]), b + float(step[1])
+        else:
+            step = float(np.clip(r.sum() / (w.sum() + ridge), -5.0, 5.0))
+            a += step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return a, b
+
+
+class LogisticCalibrator:
+    """Platt scaling on the logit of the raw probability: p -> sigmoid(a + b logit(p)), two parameters fitted by
+    maximum likelihood. For few events: it cannot put a step at every event as isotonic regression does (a handful
+    of positives then make a few blocks of high rate and spread probability mass too far), it only stretches or
+    shrinks the raw scores and moves their level. b is kept >= 0 (a map that does not decrease). One class only:
+    the identity (a=0, b=1), `identity` True."""
+
+    def __init__(self) -> None:
+        self.a: float | None = None
+        self.b: float | None = None
+        self.identity = False
+
+    def fit(self, p: ArrayLike, y: ArrayLike) -> "LogisticCalibrator":
+        x, target = _aligned(p, y)
+        if not np.all((target == 0.0) | (target == 1.0)):
+            raise ValueError("labels must be 0 or 1")
+        if np.unique(target).size < 2:
+            self.a, self.b, self.identity = 0.0, 1.0, True
+            return self
+        a, b = _logistic_fit(_logit(x), target, slope=True)
+        if b < 0:   # a decreasing map is never a calibration: level only
+            a, b = _logistic_fit(_logit(x), target, slope=False)[0], 0.0
+        self.a, self.b, self.identity = a, b, False
+        return self
+
+    def predict(self, p: ArrayLike) -> np.ndarray:
+        if self.a is None or self.b is None:
+            raise RuntimeError("LogisticCalibrator is not fitted")
+        x = _as_float(p)
+        return np.clip(_sigmoid(self.a + self.b * _logit(x)), 0.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.a is None:
+            raise RuntimeError("LogisticCalibrator is not fitted")
+        return {"kind": "logistic", "identity": bool(self.identity), "a": float(self.a), "b": float(self.b)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LogisticCalibrator":
+        if d.get("kind") != "logistic":
+            raise ValueError(f"not a logistic calibrator: kind={d.get('kind')!r}")
+        out = cls()
+        out.a, out.b, out.identity = float(d["a"]), float(d["b"]), bool(d["identity"])
+        return out
+
+
+def level_shift(p: ArrayLike, y: ArrayLike) -> tuple[float, float]:
+    """The shift d of the log-odds that makes the probabilities p match the event rate of outcomes y (maximum
+    likelihood of y ~ sigmoid(logit(p) + d)), and its standard error (1 / sqrt of the Fisher information). (0, inf)
+    when y holds one class only (a shift to 0 or 1 is no estimate)."""
+    x, target = _aligned(p, y)
+    if np.unique(target).size < 2:
+        return 0.0, float("inf")
+    z = _logit(x)
+    d, _ = _logistic_fit(z, target, slope=False)
+    q = _sigmoid(z + d)
+    info = float((q * (1.0 - q)).sum())
+    return float(d), float(1.0 / np.sqrt(info)) if info > 0 else float("inf")
+
+
+def shrunk_shift(d: float, se: float) -> float:
+    """A level shift shrunk toward none by how well it is measured (positive-part James-Stein: d (1 - se^2/d^2),
+    0 when |d| <= se): a shift of one standard error is noise and is not followed; a shift of many is followed
+    nearly in full."""
+    if not np.isfinite(se) or d == 0.0:
+        return 0.0
+    return float(d * max(0.0, 1.0 - (se / d) ** 2))
+
+
+class ShiftedCalibrator:
+    """A calibration map followed by a shift of the log-odds: p -> sigmoid(logit(map(p)) + shift). The map is fitted
+    on all the calibration rows; the shift moves its level to the event rate of the latest calibration cut-off (the
+    most recent whose outcome had ended), shrunk by `shrunk_shift`."""
+
+    def __init__(self, base: Any, shift: float) -> None:
+        self.base = base
+        self.shift = float(shift)
+        self.identity = False
+
+    def predict(self, p: ArrayLike) -> np.ndarray:
+        q = np.asarray(self.base.predict(p), dtype=float)
+        if self.shift == 0.0:
+            return q
+        out = _sigmoid(_logit(q) + self.shift)
+        return np.where(np.isnan(q), np.nan, np.clip(out, 0.0, 1.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "shifted", "shift": self.shift, "base": self.base.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ShiftedCalibrator":
+        if d.get("kind") != "shifted":
+            raise ValueError(f"not a shifted calibrator: kind={d.get('kind')!r}")
+        return cls(calibrator_from_dict(d["base"]), float(d["shift"]))
+
+
+def calibrator_from_dict(d: dict[str, Any]) -> Any:
+    """Any calibrator of this module from its to_dict."""
+    kinds = {"isotonic": IsotonicCalibrator, "logistic": LogisticCalibrator, "shifted": ShiftedCalibrator}
+    if d.get("kind") not in kinds:
+        raise ValueError(f"unknown calibrator kind {d.get('kind')!r}")
+    return kinds[d["kind"]].from_dict(d)

@@ -3,10 +3,11 @@
 The cash-shortfall engine (models/global_engine.py) forecasts one event with quantiles of a balance; the income-drop
 and large-expense forecasts (pipelines/event_forecast.py) need the same calibrated probability with a date and, for
 an expense, an amount. This engine is that, with the shortfall engine's training discipline reused as is:
-- per horizon H a binary classifier of `is_event`, calibrated by an isotonic map fitted on forward-chaining,
-  out-of-time predictions for the latest cut-offs, each calibration row predicted by a classifier blind to the
-  outcomes of its customer group that had not ended by then (`global_engine.fold_training_rows`); the latest
-  calibration cut-off's classifiers are published, one per customer group, each scoring its group;
+- per horizon H a binary classifier of `is_event`, calibrated on forward-chaining, out-of-time predictions for the
+  latest cut-offs, each calibration row predicted by a classifier blind to the outcomes of its customer group that
+  had not ended by then (`global_engine.fold_training_rows`); the latest calibration cut-off's classifiers are
+  published, one per customer group, each scoring its group. The map (`fit_calibration`) is isotonic, or logistic
+  when the calibration rows hold few events, and may follow the level of the latest calibration cut-off;
 - a regressor of `days_to_event` on the positive rows (the expected date *given* the event), L1 objective;
 - optionally a regressor of `event_amount` on the positive rows (the expected amount given the event), L1.
 Regressors with fewer than `min_positives` positives at a horizon are skipped (NaN forecast).
@@ -61,6 +62,11 @@ class EventEngineParams:
     calibration_min_folds: int = 3
     calibration_groups: int = 4
     min_positives: int = 30
+    # calibration map: isotonic when the calibration rows hold at least this many of the rarer class, else a
+    # two-parameter logistic map (config/event_forecast.yaml calibration)
+    isotonic_min_events: int = 0
+    # move the map's level to the latest calibration cut-off's event rate (a shrunk log-odds shift)
+    follow_level: bool = False
     with_amount: bool = False
     horizons: tuple[int, ...] = (30, 60, 90)
 
@@ -78,10 +84,40 @@ class EventEngineParams:
         return cls(**kwargs)
 
 
-def _calibrator_class() -> Any:
-    from models.calibration import IsotonicCalibrator
+def fit_calibration(p: np.ndarray, y: np.ndarray, cutoff: np.ndarray, isotonic_min_events: int,
+                    follow_level: bool) -> tuple[Any, str]:
+    """The calibration of a horizon from the out-of-time predictions `p` of its calibration rows, their outcomes `y`
+    and cut-offs, and a note saying what was chosen:
+    - the map: isotonic when the rows hold at least `isotonic_min_events` of the rarer class, else logistic (Platt
+      on the logit): with few events isotonic regression builds steps on a handful of positives and spreads
+      probability mass too far;
+    - `follow_level`: the map's log-odds shifted so that it matches the event rate of the latest calibration
+      cut-off (the most recent whose outcome had ended: a base rate that drifts is followed), the shift shrunk
+      toward none by its standard error (models.calibration.shrunk_shift: a shift within the noise of the few
+      events of one cut-off is not followed)."""
+    from models.calibration import (IsotonicCalibrator, LogisticCalibrator, ShiftedCalibrator, level_shift,
+                                    shrunk_shift)
 
-    return IsotonicCalibrator
+    p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
+    rarer = int(min(y.sum(), len(y) - y.sum()))
+    isotonic = rarer >= int(isotonic_min_events)
+    calibrator: Any = (IsotonicCalibrator() if isotonic else LogisticCalibrator()).fit(p, y)
+    note = (f"{'isotonic' if isotonic else 'logistic'} map ({rarer} of the rarer class; isotonic from "
+            f"{int(isotonic_min_events)})")
+    if follow_level and len(p):
+        latest = cutoff == np.max(cutoff)
+        d, se = level_shift(calibrator.predict(p[latest]), y[latest])
+        shift = shrunk_shift(d, se)
+        calibrator = ShiftedCalibrator(calibrator, shift)
+        note += (f"; level of the latest calibration cut-off: log-odds shift {d:+.3f} (s.e. {se:.3f}), followed "
+                 f"{shift:+.3f}")
+    return calibrator, note
+
+
+def _calibrator_from_dict(stored: dict[str, Any]) -> Any:
+    from models.calibration import calibrator_from_dict
+
+    return calibrator_from_dict(stored)
 
 
 def monotone_in_horizon(frame: pd.DataFrame, column: str = "p_event") -> pd.DataFrame:
@@ -108,6 +144,8 @@ class EventEngine:
         self.amount_models: dict[int, lgb.Booster | None] = {}
         self.notes: list[str] = []
         self.base_rates: dict[int, float] = {}
+        # per horizon, the calibration rows (raw prediction, outcome, cut-off) of the last fit: not saved
+        self.calibration_rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._threads = params.num_threads
 
     def _lgb_params(self, objective: str) -> dict[str, Any]:
@@ -178,7 +216,7 @@ class EventEngine:
         p = self.params
         n_groups = max(int(p.calibration_groups), 1)
         folds = _calibration_cutoffs(cutoffs, p.calibration_share, p.calibration_min_folds)
-        raw, outcome, last = [], [], {}
+        raw, outcome, at_fold, last = [], [], [], {}
         for fold in folds:
             at = cutoffs == fold
             for group in range(n_groups):
@@ -192,14 +230,16 @@ class EventEngine:
                 if score.any():
                     raw.append(model.predict(X[score], num_threads=self._threads))
                     outcome.append(y[score])
+                    at_fold.append(cutoffs[score])
         ok = bool(raw) and len(np.unique(np.concatenate(outcome))) == 2 and len(last) == n_groups
         if ok:
-            calibrator = _calibrator_class()()
-            calibrator.fit(np.concatenate(raw), np.concatenate(outcome))
+            calibrator, how = fit_calibration(np.concatenate(raw), np.concatenate(outcome), np.concatenate(at_fold),
+                                              p.isotonic_min_events, p.follow_level)
             self.calibrators[h] = calibrator
+            self.calibration_rows[h] = (np.concatenate(raw), np.concatenate(outcome), np.concatenate(at_fold))
             self.classifiers[h] = [last[g] for g in range(n_groups)]
             self.notes.append(f"h{h}: calibrated on {sum(len(r) for r in raw)} out-of-time predictions over "
-                              f"{len(folds)} cut-off(s), {n_groups} customer group(s)")
+                              f"{len(folds)} cut-off(s), {n_groups} customer group(s): {how}")
         else:
             self.calibrators[h] = None
             self.classifiers[h] = [self._train(X, y, "binary", p.n_estimators)]
@@ -297,7 +337,7 @@ class EventEngine:
             if any(b is None for b in engine.classifiers[h]):
                 raise IncompatibleModelError(f"no classifier for horizon {h}")
             stored = meta["calibrators"].get(str(h))
-            engine.calibrators[h] = None if stored is None else _calibrator_class().from_dict(stored)
+            engine.calibrators[h] = None if stored is None else _calibrator_from_dict(stored)
             engine.date_models[h] = booster(f"days_to_event_h{h}.txt")
             engine.amount_models[h] = booster(f"event_amount_h{h}.txt")
         return engine

@@ -378,6 +378,8 @@ def fit(inputs: pd.DataFrame, labels: pd.DataFrame, kind: str, seed: int = 0):
     params = EventEngineParams(seed=seed, calibration_share=float(cash["calibration_share"]),
                                calibration_min_folds=int(cash.get("calibration_min_folds", 3)),
                                calibration_groups=int(cash.get("calibration_groups", 4)),
+                               isotonic_min_events=int(settings()["calibration"]["isotonic_min_events"]),
+                               follow_level=bool(settings()["calibration"]["follow_level"]),
                                with_amount=kind == "expense", horizons=horizons())
     rows = inputs[eligible(inputs, kind)].reset_index(drop=True)
     return EventEngine().fit(rows, labels, params)

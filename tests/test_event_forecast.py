@@ -197,8 +197,12 @@ def test_the_engine_ranks_calibrates_and_reloads_the_same(tmp_path):
     from models.metrics import roc_auc
 
     features, labels = _synthetic()
-    params = EventEngineParams(n_estimators=40, regressor_estimators=20, with_amount=True, num_threads=1)
+    # few events for isotonic (the logistic map) and the level of the latest calibration cut-off followed
+    params = EventEngineParams(n_estimators=40, regressor_estimators=20, with_amount=True, num_threads=1,
+                               isotonic_min_events=10**6, follow_level=True)
     engine = EventEngine().fit(features, labels, params)
+    assert all("logistic map" in n and "level of the latest calibration cut-off" in n
+               for n in engine.notes if "calibrated on" in n)
     pred = engine.predict(features[features["cutoff"] == features["cutoff"].max()])
     wide = pred.pivot(index="customer_id", columns="horizon_days", values="p_event")
     assert (wide[60] >= wide[30]).all() and (wide[90] >= wide[60]).all()
