@@ -173,3 +173,14 @@ def test_a_likely_income_drop_blocks_credit_and_is_flagged() -> None:
     flags = out.decision_flags.set_index("customer_id")
     assert flags.loc["C0000", "is_income_drop_ahead"] and flags.loc["C0000", "is_at_risk"]
     assert not flags.loc["C0001", "is_income_drop_ahead"] and not flags.loc["C0001", "is_at_risk"]
+
+
+def test_the_gold_suites_know_every_catalogue_action() -> None:
+    """The validate_decisions gate checks action_id against config/tables.yaml: a catalogue action missing there
+    (as the two new ones were) would fail the night at the gate."""
+    from pipelines.schemas import table_schema
+
+    ids = {a.id for a in BY_ID.values()}
+    assert {"income_drop_ahead", "large_bill_ahead"} <= ids
+    for table in ("next_best_actions", "decision_log"):
+        assert set(table_schema("gold", table).checks["values"]["action_id"]) == ids, table
