@@ -129,8 +129,8 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
 
 
 # The income-drop and large-expense forecasts as context (gold income_forecast / expense_forecast; the levels in
-# config/decisioning.yaml event_forecasts): event -> (gold table, the context fields' stem, its reference column's
-# field, the fields of the chosen horizon's row: gold column -> field).
+# config/decisioning.yaml event_forecasts): event (the stem of its context fields) -> (gold table, the field of its
+# reference_amount, the fields taken from the chosen horizon's row: gold column -> field).
 EVENT_FORECASTS = {
     "income_drop": ("income_forecast", "income_reference",
                     {"expected_date": "income_drop_date", "drivers": "income_drop_drivers"}),
@@ -263,9 +263,8 @@ def context_frame(day: date, customers: pd.DataFrame, consents: pd.DataFrame, fe
                   plans: pd.DataFrame | None = None,
                   event_forecasts: dict[str, pd.DataFrame | None] | None = None) -> pd.DataFrame:
     """One row per customer as of D from the persisted inputs (`read_context_inputs`): features, the cash forecast
-    per horizon, the income-drop and large-expense forecasts, flagged life events, holdings, consents, vulnerability, message signals, app usage and roles; then
-    every field of the
-    vocabulary (`complete_context`: arrears, unarranged overdraft, gambling harm, age band).
+    per horizon, the income-drop and large-expense forecasts, flagged life events, holdings, consents, vulnerability,
+    message signals, app usage and roles; then every field of the vocabulary (`complete_context`: arrears, unarranged overdraft, gambling harm, age band).
 
     Works without gold life_events (no life-event context: every is_<event> false) and without a cash forecast (the
     protective shortfall actions do not apply, and credit is blocked for want of an affordability check)."""
