@@ -243,7 +243,7 @@ def nightly_personalization():
     published = publish()
     decisions >> validate_decisions() >> published
     features_checked >> event_shards  # income drops and large expenses (step 4c): beside the cash forecast
-    events >> validate_events() >> published
+    events >> validate_events() >> decide_shards  # decide reads them (income_drop_ahead, large_bill_ahead)
     silver_checked >> measure_value() >> published
 
 

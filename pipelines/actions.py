@@ -83,6 +83,31 @@ CONTEXT_FIELDS: dict[str, str] = {
     "has_debt_plan": "tonight's plans hold a debt overpayment (gold plans)",
     "plan_debt_amount": "what the debt overpayments pay off",
     "plan_debt_reason": "the headline of the customer's first debt overpayment (gold plans: no money figures)",
+    "has_bill_provision": "tonight's savings plan sets money aside ahead of a known bill (gold plans bill_provision)",
+    "plan_bill_reason": "the headline of the customer's first bill provision (gold plans: no money figures)",
+    **{f"p_income_drop_{h}": f"probability that the income falls by more than the configured share within {h} days "
+                             f"(gold income_forecast)" for h in (30, 60, 90)},
+    "income_reference": "the regular monthly income the income forecast measures a drop against (income of the "
+                        "last 90 days / 3)",
+    "income_drop_share": "the share of the regular income a drop must exceed (config/event_forecast.yaml drop_share)",
+    "is_income_drop_ahead": "the income-drop probability at one of config/decisioning.yaml event_forecasts "
+                            "income_drop horizons is at least its min_probability",
+    "income_drop_horizon": "the shortest such horizon in days (null when no drop is ahead)",
+    "p_income_drop": "the income-drop probability at income_drop_horizon",
+    "income_drop_date": "the forecast's expected day of the drop at income_drop_horizon (when it gives one)",
+    "income_drop_drivers": "the forecast's reasons at income_drop_horizon, each true of the customer (null when "
+                           "only the default words)",
+    **{f"p_large_expense_{h}": f"probability of a large one-off payment within {h} days (gold expense_forecast)"
+       for h in (30, 60, 90)},
+    "large_expense_threshold": "the amount a payment must reach to count as large for this customer",
+    "is_large_expense_ahead": "the large-expense probability at one of config/decisioning.yaml event_forecasts "
+                              "large_expense horizons is at least its min_probability",
+    "large_expense_horizon": "the shortest such horizon in days (null when no large expense is ahead)",
+    "p_large_expense": "the large-expense probability at large_expense_horizon",
+    "large_expense_date": "the forecast's expected day of the payment at large_expense_horizon (when it gives one)",
+    "large_expense_amount": "the forecast's expected amount of the payment at large_expense_horizon (when it gives one)",
+    "large_expense_drivers": "the forecast's reasons at large_expense_horizon, each true of the customer (null when "
+                             "only the default words)",
     "in_arrears": "evidence of a missed or returned payment: a payment returned unpaid, a fee for one, an overdue loan "
                   "or mortgage repayment, or a credit card over its limit (docs/decisioning.md)",
     "arrears_reason": "the evidence of arrears in plain words (config/decisioning.yaml arrears.reasons); null otherwise",

@@ -69,7 +69,7 @@ class Decisions:
 # Context
 # ---------------------------------------------------------------------------------------------------------------
 
-_BOOL_FIELDS = ("has_savings_plan", "has_debt_plan", "has_current", "has_savings", "has_credit_card", "has_loan", "has_mortgage", "has_external_current",
+_BOOL_FIELDS = ("has_savings_plan", "has_debt_plan", "has_bill_provision", "has_current", "has_savings", "has_credit_card", "has_loan", "has_mortgage", "has_external_current",
                 "has_regular_income", "is_income_stopped", "has_forecast", "has_life_events", "card_over_limit",
                 "is_personalization_allowed", "is_life_events_allowed", "is_service_alerts_allowed",
                 "is_marketing_email_allowed", "is_marketing_sms_allowed", "is_marketing_push_allowed",
@@ -105,9 +105,8 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
         if name not in ctx.columns and name not in ("in_arrears", "is_unarranged_overdraft", "is_gambling_harm",
                                                     "is_shortfall_risk", "is_vulnerable", "age_band",
                                                     "arrears_reason"):
-            ctx[name] = np.nan if name not in ("region", "known_vulnerability", "confidence",
-                                                "expected_shortfall_date", "plan_savings_reason",
-                                                "plan_debt_reason") else None
+            ctx[name] = np.nan if name not in _TEXT_FIELDS else None
+    ctx = ctx.copy()  # one block per dtype again after the columns added one by one
     if "has_forecast" not in context.columns:
         ctx["has_forecast"] = ctx["p_shortfall_30"].notna()
     suit = pol["suitability"]
@@ -122,7 +121,55 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
     ctx["is_unarranged_overdraft"] = unarranged | _flag(ctx, "is_unarranged_overdraft")
     ctx["in_arrears"], ctx["arrears_reason"] = arrears(ctx, pol)
     ctx["age_band"] = age_bands(ctx["age"])
+    # the definition of the income forecast's event (a constant of its config), for the reasons that state it
+    ctx["income_drop_share"] = float(load_config("event_forecast")["income"]["drop_share"])
+    for event in EVENT_FORECASTS:
+        _event_ahead(ctx, event, pol)
     return ctx
+
+
+# The income-drop and large-expense forecasts as context (gold income_forecast / expense_forecast; the levels in
+# config/decisioning.yaml event_forecasts): event (the stem of its context fields) -> (gold table, the field of its
+# reference_amount, the fields taken from the chosen horizon's row: gold column -> field).
+EVENT_FORECASTS = {
+    "income_drop": ("income_forecast", "income_reference",
+                    {"expected_date": "income_drop_date", "drivers": "income_drop_drivers"}),
+    "large_expense": ("expense_forecast", "large_expense_threshold",
+                      {"expected_date": "large_expense_date", "expected_amount": "large_expense_amount",
+                       "drivers": "large_expense_drivers"}),
+}
+_TEXT_FIELDS = ("region", "known_vulnerability", "confidence", "expected_shortfall_date", "plan_savings_reason",
+                "plan_debt_reason", "plan_bill_reason", "income_drop_date", "income_drop_drivers",
+                "large_expense_date", "large_expense_drivers")
+
+
+def event_levels(pol: dict[str, Any] | None = None) -> dict[str, tuple[float, list[int]]]:
+    """Per event forecast, the probability at which it is "ahead" and the horizons that count
+    (config/decisioning.yaml event_forecasts)."""
+    cfg = (pol or policy())["event_forecasts"]
+    return {event: (float(cfg[event]["min_probability"]), sorted(int(h) for h in cfg[event]["horizons"]))
+            for event in EVENT_FORECASTS}
+
+
+def _event_ahead(ctx: pd.DataFrame, event: str, pol: dict[str, Any]) -> None:
+    """is_<event>_ahead (the probability at one of the configured horizons is at least the level), <event>_horizon
+    (the shortest such horizon) and p_<event> (the probability there), from the p_<event>_<h> fields; a customer
+    without the forecast (no row, or no consent) is never "ahead". The chosen horizon's date, amount and drivers
+    come from the gold rows (`_event_wide`); with no horizon chosen they are null, so no reason can state them."""
+    level, hs = event_levels(pol)[event]
+    horizon = np.full(len(ctx), np.nan)
+    prob = np.full(len(ctx), np.nan)
+    for h in reversed(hs):
+        p = ctx[f"p_{event}_{h}"].astype("float64").to_numpy() if f"p_{event}_{h}" in ctx else np.full(len(ctx), np.nan)
+        hit = p >= level
+        horizon = np.where(hit, float(h), horizon)
+        prob = np.where(hit, p, prob)
+    ahead = ~np.isnan(horizon)
+    ctx[f"is_{event}_ahead"] = ahead
+    ctx[f"{event}_horizon"] = horizon
+    ctx[f"p_{event}"] = prob
+    for name in EVENT_FORECASTS[event][2].values():
+        ctx[name] = ctx[name].where(ahead, None if name in _TEXT_FIELDS else np.nan)
 
 
 def age_bands(age: pd.Series) -> pd.Series:
@@ -190,6 +237,8 @@ def read_context_inputs(paths: Paths, day: date, bucket: int) -> dict[str, pd.Da
         forecast = _gold_partition(con, paths, "cash_forecast", day.isoformat(), bucket)
         life = _gold_partition(con, paths, "life_events", day.isoformat(), bucket)
         plans = _gold_partition(con, paths, "plans", day.isoformat(), bucket)
+        events = {event: _gold_partition(con, paths, table, day.isoformat(), bucket)
+                  for event, (table, _, _) in EVENT_FORECASTS.items()}
     finally:
         con.close()
     features = store.read_table(paths, "customer_features", day, bucket)
@@ -197,7 +246,7 @@ def read_context_inputs(paths: Paths, day: date, bucket: int) -> dict[str, pd.Da
             "features": features[[c for c in ("customer_id", *FEATURE_FIELDS) if c in features.columns]],
             "holdings": store.read_table(paths, "customer_context", day, bucket),
             "forecast": forecast, "life_events": life, "messages": _message_context(paths, day, bucket),
-            "app": app_context(paths, day, bucket), "plans": plans}
+            "app": app_context(paths, day, bucket), "plans": plans, "event_forecasts": events}
 
 
 def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
@@ -211,11 +260,11 @@ def _message_context(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
 def context_frame(day: date, customers: pd.DataFrame, consents: pd.DataFrame, features: pd.DataFrame,
                   holdings: pd.DataFrame, forecast: pd.DataFrame | None, life_events: pd.DataFrame | None,
                   messages: pd.DataFrame | None, app: pd.DataFrame | None = None,
-                  plans: pd.DataFrame | None = None) -> pd.DataFrame:
+                  plans: pd.DataFrame | None = None,
+                  event_forecasts: dict[str, pd.DataFrame | None] | None = None) -> pd.DataFrame:
     """One row per customer as of D from the persisted inputs (`read_context_inputs`): features, the cash forecast
-    per horizon, flagged life events, holdings, consents, vulnerability, message signals, app usage and roles; then
-    every field of the
-    vocabulary (`complete_context`: arrears, unarranged overdraft, gambling harm, age band).
+    per horizon, the income-drop and large-expense forecasts, flagged life events, holdings, consents, vulnerability,
+    message signals, app usage and roles; then every field of the vocabulary (`complete_context`: arrears, unarranged overdraft, gambling harm, age band).
 
     Works without gold life_events (no life-event context: every is_<event> false) and without a cash forecast (the
     protective shortfall actions do not apply, and credit is blocked for want of an affordability check)."""
@@ -241,7 +290,41 @@ def context_frame(day: date, customers: pd.DataFrame, consents: pd.DataFrame, fe
     if app is not None:
         ctx = ctx.merge(app, on="customer_id", how="left")
     ctx = ctx.merge(plan_context(plans), on="customer_id", how="left")
-    return complete_context(ctx)
+    pol = policy()
+    for event in EVENT_FORECASTS:
+        ctx = ctx.merge(_event_wide((event_forecasts or {}).get(event), event, pol), on="customer_id", how="left")
+    return complete_context(ctx, pol)
+
+
+def _event_wide(rows: pd.DataFrame | None, event: str, pol: dict[str, Any]) -> pd.DataFrame:
+    """One event forecast's gold rows per customer: p_<event>_<h> per horizon, the reference amount, and the
+    expected date, amount and drivers of the row of the horizon `_event_ahead` will choose (the shortest configured
+    horizon at the level). Drivers are kept only when they name something specific to the customer (not the
+    forecast's default words, not its "no elevated chance" below the driver threshold)."""
+    from pipelines import event_forecast
+
+    _, reference, chosen = EVENT_FORECASTS[event]
+    kind = "income" if event == "income_drop" else "expense"
+    columns = ["customer_id", reference, *chosen.values()]
+    if rows is None or rows.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    rows = rows.assign(customer_id=rows["customer_id"].astype(str))
+    wide = rows.pivot_table(index="customer_id", columns="horizon_days", values="p_event", aggfunc="max")
+    wide.columns = [f"p_{event}_{int(h)}" for h in wide.columns]
+    wide[reference] = rows.groupby("customer_id")["reference_amount"].first().astype(float)
+    level, hs = event_levels(pol)[event]
+    passing = rows[rows["horizon_days"].isin(hs) & (rows["p_event"].astype(float) >= level)]
+    first = passing.sort_values(["customer_id", "horizon_days"]).drop_duplicates("customer_id").set_index("customer_id")
+    cfg = event_forecast.settings()
+    specific = (first["p_event"].astype(float) >= float(cfg["driver_threshold"])) \
+        & (first["drivers"].astype(str) != str(cfg["drivers"][kind]["default"])) \
+        & ~first["drivers"].astype(str).str.startswith("no elevated chance")
+    for column, name in chosen.items():
+        values = first[column] if column in first else pd.Series(index=first.index, dtype=object)
+        if column == "drivers":
+            values = values.where(specific, None)
+        wide[name] = values.reindex(wide.index)
+    return wide.reset_index()
 
 
 def plan_context(plans: pd.DataFrame | None) -> pd.DataFrame:
@@ -249,7 +332,7 @@ def plan_context(plans: pd.DataFrame | None) -> pd.DataFrame:
     and the headline of its first instruction (a reason without money figures; the plans stage proposed them only with the consents they need and
     within the forecast's P10 path: docs/plans.md)."""
     columns = ["customer_id", "has_savings_plan", "plan_savings_amount", "plan_savings_reason", "has_debt_plan",
-               "plan_debt_amount", "plan_debt_reason"]
+               "plan_debt_amount", "plan_debt_reason", "has_bill_provision", "plan_bill_reason"]
     if plans is None or plans.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     ordered = plans.sort_values(["customer_id", "priority"])
@@ -259,6 +342,11 @@ def plan_context(plans: pd.DataFrame | None) -> pd.DataFrame:
         out[f"has_{kind}_plan"] = pd.Series(True, index=rows["customer_id"].unique()).reindex(out.index).fillna(False)
         out[f"plan_{kind}_amount"] = rows.groupby("customer_id")["amount"].sum().reindex(out.index)
         out[f"plan_{kind}_reason"] = rows.groupby("customer_id")["headline"].first().reindex(out.index)
+    # a provision ahead of a known bill: the large_bill_ahead action is withheld for it (the plan already sets that
+    # money aside, and savings_plan says so: one message for the same money)
+    bills = ordered[ordered["action"] == "bill_provision"]
+    out["has_bill_provision"] = pd.Series(True, index=bills["customer_id"].unique()).reindex(out.index).fillna(False)
+    out["plan_bill_reason"] = bills.groupby("customer_id")["headline"].first().reindex(out.index)
     return out.reset_index()[columns]
 
 
@@ -616,6 +704,9 @@ def _credit_block(ctx: pd.DataFrame, pol: dict[str, Any], book: _Reasons) -> np.
     ]
     if suit.get("block_known_vulnerability", True):
         rules.append((ctx["is_vulnerable"].to_numpy(bool), "credit not offered: a known vulnerability is recorded"))
+    if suit.get("block_income_drop_ahead", True):
+        rules.append((ctx["is_income_drop_ahead"].to_numpy(bool),
+                      "credit not offered: the income forecast expects the customer's income to drop"))
     out = np.full(len(ctx), -1, dtype=np.int64)
     for mask, text in rules:
         out[(out < 0) & mask] = book.code(text)
@@ -1239,8 +1330,10 @@ def decision_flags(ctx: pd.DataFrame, is_control: np.ndarray, pol: dict[str, Any
         "is_gambling_harm": ctx["is_gambling_harm"].to_numpy(bool),
         "is_vulnerable": ctx["is_vulnerable"].to_numpy(bool),
         "is_message_distress": ctx["is_message_distress"].to_numpy(bool) | ctx["is_message_difficulty"].to_numpy(bool),
+        "is_income_drop_ahead": ctx["is_income_drop_ahead"].to_numpy(bool),
     }
     off = {"is_vulnerable": not suit.get("block_known_vulnerability", True),
+           "is_income_drop_ahead": not suit.get("block_income_drop_ahead", True),
            "is_message_distress": not pol.get("message_rules", {}).get("distress_suppresses_commercial", True)}
     blocking = [v for k, v in flags.items() if not off.get(k, False)]
     return pd.DataFrame({

@@ -60,6 +60,7 @@ SECTION_HEADINGS = {
     "staffed": "Staffed channels: capacity and demand",
     "app_signals": "App signals and dashboard roles",
     "plans": "Plans that can run themselves",
+    "event_forecasts": "Income drops and large expenses ahead",
     "funnel": "Suppression funnel",
     "value": "Value against the control group",
     "calibration": "Forecast calibration",
@@ -76,7 +77,8 @@ DEFAULTS = {"gap_ratio_high": 1.25, "gap_ratio_low": 0.8, "min_group_customers":
             "interval": 0.95, "seed": 20261120, "realised_calibration": True, "sample_customers": 10, "traces": 3}
 FLAG_WORDS = {"is_shortfall_risk": "shortfall risk", "in_arrears": "arrears",
               "is_unarranged_overdraft": "unarranged overdraft", "is_gambling_harm": "gambling harm",
-              "is_vulnerable": "known vulnerability", "is_message_distress": "distress in messages"}
+              "is_vulnerable": "known vulnerability", "is_message_distress": "distress in messages",
+              "is_income_drop_ahead": "income drop ahead (income forecast)"}
 
 
 def report_settings() -> dict[str, Any]:
@@ -281,13 +283,26 @@ def _headline(paths: Paths, day: date, con, status: NightStatus | None = None) -
 RESTRICTED_NOTE = "restricted: see warehouse_restricted.duckdb"
 
 
-def _blocked_by_sql(alias: str = "f") -> str:
+def _blocked_by_sql(alias: str = "f", income_drop: bool = False) -> str:
     """Why credit is blocked for one customer, in the words every analyst may read (docs/access.md): a predicted
-    shortfall or no forecast; any other flag (arrears, unarranged overdraft, gambling harm, a vulnerability,
+    shortfall or no forecast, an income drop ahead (`income_drop`: the flags hold is_income_drop_ahead, nights
+    decided since it exists); any other flag (arrears, unarranged overdraft, gambling harm, a vulnerability,
     distress) is restricted and only said to be there."""
+    suit, rules = decisioning()["suitability"], decisioning().get("message_rules", {})
+    restricted = ["in_arrears", "is_unarranged_overdraft", "is_gambling_harm"]
+    restricted += ["is_vulnerable"] if suit.get("block_known_vulnerability", True) else []
+    restricted += ["is_message_distress"] if rules.get("distress_suppresses_commercial", True) else []
+    drop = (f"case when {alias}.is_income_drop_ahead and {alias}.is_at_risk then 'income drop ahead' end, "
+            if income_drop else "")
+    other = (" or ".join(f"{alias}.{c}" for c in restricted) if income_drop
+             else f"not {alias}.is_shortfall_risk")
     return (f"concat_ws(', ', case when {alias}.is_shortfall_risk and {alias}.has_forecast then 'predicted shortfall' "
-            f"end, case when not {alias}.has_forecast then 'no forecast' end, case when {alias}.is_at_risk and not "
-            f"{alias}.is_shortfall_risk then 'another flag ({RESTRICTED_NOTE})' end)")
+            f"end, case when not {alias}.has_forecast then 'no forecast' end, {drop}case when {alias}.is_at_risk and "
+            f"({other}) then 'another flag ({RESTRICTED_NOTE})' end)")
+
+
+def _has_column(con, scan: str, column: str) -> bool:
+    return column in {r[0] for r in con.execute(f"describe select * from {scan}").fetchall()}
 
 
 def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
@@ -330,7 +345,8 @@ def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                if nba else "null")
     queued = f"f.customer_id in (select customer_id from {queue})" if queue else "false"
     sample = _df(con, f"""
-        select f.customer_id, f.p_shortfall_30, {_blocked_by_sql()} as credit_blocked_by, {actions} as actions_tonight,
+        select f.customer_id, f.p_shortfall_30,
+            {_blocked_by_sql(income_drop=_has_column(con, flags, "is_income_drop_ahead"))} as credit_blocked_by, {actions} as actions_tonight,
                {queued} as in_advisor_queue, f.is_control as control_group
         from {flags} f where f.is_at_risk order by {_sample_order(day)} limit {n}""")
     share = format_pct(at_risk / total) if total else "0%"
@@ -474,6 +490,19 @@ def compliance_checks(paths: Paths, day: date, con) -> list[dict[str, Any]]:
               f"coalesce(known_vulnerability, '') <> '')" if nba and customers else None,
               f"""select n.customer_id from ({credit_rows}) n join {customers} c using (customer_id)
                   where coalesce(c.known_vulnerability, '') <> ''""" if nba and customers else None, restricted=True)
+    if suit.get("block_income_drop_ahead", True):
+        income = _gold(paths, "income_forecast", d)
+        level = pol["event_forecasts"]["income_drop"]
+        horizons = ", ".join(str(int(h)) for h in level["horizons"])
+        check("No credit offer to a customer whose income is expected to drop",
+              f"Recomputed from gold income_forecast: no credit action for a customer whose income-drop probability "
+              f"at {horizons} days is at least {float(level['min_probability']):g} (event_forecasts). Without an "
+              f"income forecast tonight there is nothing to check.",
+              [("next_best_actions", nba)],
+              f"select count(*) from ({credit_rows})" if nba else None,
+              (f"""select n.customer_id from ({credit_rows}) n join {income} i using (customer_id)
+                   where i.horizon_days in ({horizons}) and i.p_event >= {float(level['min_probability'])}"""
+               if income else "select null as customer_id where false") if nba else None)
     signals = _gold(paths, "message_signals", d)
     if (pol.get("message_rules") or {}).get("distress_suppresses_commercial", True):
         check("No commercial action to a customer in distress",
@@ -662,7 +691,8 @@ def _traces(paths: Paths, day: date, con) -> list[dict[str, Any]]:
         chosen.append(customer)
         words = ""
         if flags is not None:
-            found = _row(con, f"""select {_blocked_by_sql()}, f.is_control, f.p_shortfall_30 from {flags} f
+            blocked = _blocked_by_sql(income_drop=_has_column(con, flags, "is_income_drop_ahead"))
+            found = _row(con, f"""select {blocked}, f.is_control, f.p_shortfall_30 from {flags} f
                                    where customer_id = '{customer.replace("'", "''")}'""")
             if found is not None:
                 words = (f"Credit blocked by: {found[0] or 'nothing'}; 30-day shortfall probability "
@@ -1008,6 +1038,104 @@ def _plans(paths: Paths, day: date, con) -> list[dict[str, Any]]:
             f"plan would take the projected P10 balance below zero"
             + (f"; the lowest projected P10 balance after a plan is £{lowest:,.2f}." if lowest is not None else "."))
     return [{"key": "plans", "heading": heading, "text": text, "table": table}]
+
+
+EVENT_FORECASTS = {"income_forecast": ("income_drop", "income drop", "income_drop_ahead"),
+                   "expense_forecast": ("large_expense", "large one-off expense", "large_bill_ahead")}
+
+
+def event_model_figures(paths: Paths, family: str, version: str) -> dict[str, Any]:
+    """What the model registry holds about one version of an event forecast: the base rate per horizon the engine
+    was trained on (engine.json base_rates) and the held-out backtest per horizon against the base rate
+    (metadata.json metrics_held_out, base_rate_held_out, held_out_cutoffs); {} for a version the registry does not
+    hold (a rule or a deleted version)."""
+    from pipelines import registry
+
+    folder = registry.family_dir(paths, family) / str(version)
+    out: dict[str, Any] = {}
+    engine = folder / "engine.json"
+    if engine.is_file():
+        out["base_rates"] = {int(h): float(r) for h, r in
+                             json.loads(engine.read_text(encoding="utf-8")).get("base_rates", {}).items()}
+    if (folder / registry.METADATA).is_file():
+        meta = registry.read_metadata(paths, family, str(version))
+        out["held_out"] = meta.get("metrics_held_out") or {}
+        out["base_rate_held_out"] = meta.get("base_rate_held_out") or {}
+        out["held_out_cutoffs"] = meta.get("held_out_cutoffs") or {}
+    return out
+
+
+def _event_forecasts(paths: Paths, day: date, con) -> list[dict[str, Any]]:
+    """Gold income_forecast and expense_forecast of D (docs/forecasting.md, docs/decisioning.md): per horizon the
+    customers scored, the mean probability against the base rate the model was trained on, the customers at or
+    above the action level of config/decisioning.yaml event_forecasts (the horizons decide acts on), those with an
+    expected date; the model version and its held-out backtest from the model registry; and what decide made of it
+    tonight (income_drop_ahead, large_bill_ahead: published, and withheld for a plan's bill provision)."""
+    heading = SECTION_HEADINGS["event_forecasts"]
+    levels = decisioning()["event_forecasts"]
+    out: list[dict[str, Any]] = []
+    texts, tables = [], []
+    for table, (event, words, action) in EVENT_FORECASTS.items():
+        scan = _gold(paths, table, day)
+        if scan is None:
+            texts.append(f"{words.capitalize()}: gold {table} has no partition for this date (the forecast_events "
+                         f"stage has not run, or no model has been trained yet).")
+            continue
+        level = float(levels[event]["min_probability"])
+        acted = sorted(int(h) for h in levels[event]["horizons"])
+        frame = _df(con, f"""
+            select horizon_days, count(distinct customer_id) as customers, avg(p_event) as mean_probability,
+                count(distinct customer_id) filter (where p_event >= {level}) as at_action_level,
+                count(*) filter (where expected_date is not null) as with_expected_date,
+                string_agg(distinct model_version, ', ' order by model_version) as model_version
+            from {scan} group by horizon_days order by horizon_days""")
+        versions = sorted({v for cell in frame["model_version"].dropna() for v in str(cell).split(", ")})
+        figures = {v: event_model_figures(paths, table, v) for v in versions}
+        rates, backtest = [], []
+        for h in frame["horizon_days"].astype(int):
+            known = [f["base_rates"][h] for f in figures.values() if h in f.get("base_rates", {})]
+            rates.append(known[0] if len(known) == 1 else np.nan)
+        frame.insert(3, "base_rate", rates)
+        frame.insert(5, "acted_on", frame["horizon_days"].astype(int).isin(acted))
+        for version, fig in figures.items():
+            for h, m in sorted((fig.get("held_out") or {}).items(), key=lambda kv: int(kv[0])):
+                base = (fig.get("base_rate_held_out") or {}).get(h, {})
+                backtest.append({"model_version": version, "horizon_days": int(h),
+                                 "held_out_cutoff": (fig.get("held_out_cutoffs") or {}).get(h),
+                                 "rows": m.get("n_rows"), "event_rate": m.get("event_rate"),
+                                 "roc_auc": m.get("roc_auc"), "brier": m.get("brier"),
+                                 "base_rate_brier": base.get("brier"),
+                                 "calibration_error": m.get("calibration_error")})
+        n = _one(con, f"select count(distinct customer_id) from {scan}")
+        ahead = _one(con, f"""select count(distinct customer_id) from {scan}
+                              where horizon_days in ({", ".join(map(str, acted))}) and p_event >= {level}""")
+        texts.append(f"{words.capitalize()} (gold {table}, model {', '.join(versions) or 'none'}): {n:,} customers "
+                     f"scored; {ahead:,} at or above the action level {level:g} at {' or '.join(map(str, acted))} "
+                     f"days, for whom decide considers {action} (config/decisioning.yaml event_forecasts).")
+        tables.append({"frame": frame, "caption": f"{words.capitalize()}: tonight per horizon",
+                       "formats": {"mean_probability": "pct", "base_rate": "pct"}})
+        if backtest:
+            tables.append({"frame": pd.DataFrame(backtest),
+                           "caption": f"{words.capitalize()}: the model's held-out backtest (model registry)",
+                           "formats": {"event_rate": "pct"}})
+        else:
+            texts.append(f"The model registry holds no backtest for {', '.join(versions) or 'this forecast'}.")
+    nba, dlog = _gold(paths, "next_best_actions", day), _gold(paths, "decision_log", day)
+    ids = _quote([a for _, _, a in EVENT_FORECASTS.values()])
+    if nba is not None:
+        got = _df(con, f"""select action_id, count(*) as published, count(distinct customer_id) as customers
+                           from {nba} where action_id in ({ids}) group by all order by action_id""")
+        if dlog is not None:
+            withheld = _df(con, f"""select action_id, stage, reason, count(*) as candidates_dropped from {dlog}
+                                    where action_id in ({ids}) group by all
+                                    order by action_id, candidates_dropped desc""")
+            if not withheld.empty:
+                tables.append({"frame": withheld, "caption": "Their actions dropped, by stage and reason (gold "
+                                                             "decision_log: below the level, a plan's bill "
+                                                             "provision, consent, contact policy, arbitration)"})
+        tables.append({"frame": got, "caption": "Their actions published tonight"})
+    out.append({"key": "event_forecasts", "heading": heading, "text": "\n\n".join(texts), "tables": tables})
+    return out
 
 
 def _funnel(paths: Paths, day: date, con) -> list[dict[str, Any]]:
@@ -1408,7 +1536,7 @@ def _value(paths: Paths, day: date, con) -> list[dict[str, Any]]:
 SECTIONS: list[tuple[str, Callable[..., list[dict[str, Any]]]]] = [
     ("headline", _headline), ("at_risk", _at_risk), ("advisor_queue", _advisor_queue), ("checks", _checks),
     ("traces", _traces), ("fairness", _fairness), ("action_mix", _action_mix), ("staffed", _staffed),
-    ("app_signals", _app_signals), ("plans", _plans), ("funnel", _funnel), ("value", _value), ("calibration", _calibration),
+    ("app_signals", _app_signals), ("plans", _plans), ("event_forecasts", _event_forecasts), ("funnel", _funnel), ("value", _value), ("calibration", _calibration),
     ("life_events", _life_events), ("quality", _quality), ("data_docs", _data_docs), ("volumes", _volumes),
     ("summary", _summary)]
 

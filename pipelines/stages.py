@@ -29,7 +29,7 @@ HISTORY = "history"
 # The feature store (features) feeds the forecast, the life events and decide, which read its tables of D.
 _FEEDS = {"ingest": ("conform",), "conform": ("messages", "profiles", "features"),
           "features": ("forecast", "events", "life_events", "decide", "plans"), "messages": ("decide",),
-          "profiles": ("decide", "plans"), "forecast": ("life_events", "plans"), "events": (),
+          "profiles": ("decide", "plans"), "forecast": ("life_events", "plans"), "events": ("decide",),
           "life_events": ("decide",), "plans": ("decide",), "decide": ()}
 _GATE = {"ingest": "validate", "conform": "validate_silver", "features": "validate_features",
          "messages": "validate_messages", "profiles": "validate_profiles", "forecast": "validate_forecast",

@@ -115,7 +115,8 @@ def write_night(paths: Paths, day: date, version: str, customers: list[str] = CU
         write_table(paths, "gold", "decision_flags", [
             {"customer_id": c, "is_at_risk": i == 0, "is_shortfall_risk": False, "in_arrears": False,
              "is_unarranged_overdraft": False, "is_gambling_harm": False, "is_vulnerable": i == 0,
-             "is_message_distress": False, "has_forecast": True, "p_shortfall_30": 0.1, "is_income_drop": False,
+             "is_message_distress": False, "is_income_drop_ahead": False, "has_forecast": True,
+             "p_shortfall_30": 0.1, "is_income_drop": False,
              "is_control": False, "bucket": int(lake.bucket_of([c])[0])} for i, c in enumerate(customers)], as_of=d)
     if "quarantine" in tables:
         write_table(paths, "gold", "quarantine", [

@@ -68,7 +68,7 @@ def at_risk(i: int) -> bool:
 def decisions(day: date, with_credit: bool = True) -> dict[str, pd.DataFrame]:
     """Gold next_best_actions, decision_log, decision_flags, advisor_queue and cash_forecast of one night."""
     catalogue = load_catalogue()
-    nba, dlog, flags, queue, forecast = [], [], [], [], []
+    nba, dlog, flags, queue, forecast, income, expense = [], [], [], [], [], [], []
     for i in range(N):
         customer = f"C{i:04d}"
         age, _ = _age(i)
@@ -103,7 +103,8 @@ def decisions(day: date, with_credit: bool = True) -> dict[str, pd.DataFrame]:
                          "stage": stage, "reason": reason, "policy_version": "nba-test"})
         flags.append({"customer_id": customer, "is_at_risk": risk, "is_shortfall_risk": i % 3 == 0,
                       "in_arrears": False, "is_unarranged_overdraft": False, "is_gambling_harm": False,
-                      "is_vulnerable": i in (1, 2), "is_message_distress": False, "has_forecast": True,
+                      "is_vulnerable": i in (1, 2), "is_message_distress": False,
+                      "is_income_drop_ahead": i % 3 == 0, "has_forecast": True,
                       "p_shortfall_30": p30,
                       "is_income_drop": False, "is_control": control})
         if i % 3 == 0 and i < 30:
@@ -117,9 +118,38 @@ def decisions(day: date, with_credit: bool = True) -> dict[str, pd.DataFrame]:
                              "expected_shortfall_date": day + timedelta(days=10) if p30 >= 0.5 else None,
                              "safe_to_save": 0.0, "confidence": "high", "drivers": "d",
                              "model_version": "global-test"})
+            # income drops ahead only for customers at risk (never offered credit); a large expense for every 5th
+            income.append({"customer_id": customer, "horizon_days": horizon,
+                           "p_event": (0.2, 0.45, 0.5)[k] if i % 3 == 0 else 0.05, "expected_date": None,
+                           "expected_amount": None, "reference_amount": 2000.0, "drivers": "d",
+                           "model_version": INCOME_MODEL})
+            expense.append({"customer_id": customer, "horizon_days": horizon,
+                            "p_event": (0.55, 0.6, 0.7)[k] if i % 5 == 0 else 0.1,
+                            "expected_date": day + timedelta(days=20) if i % 5 == 0 else None,
+                            "expected_amount": 800.0 if i % 5 == 0 else None, "reference_amount": 500.0,
+                            "drivers": "d", "model_version": "event-unregistered"})
     return {"next_best_actions": _bucketed(pd.DataFrame(nba)), "decision_log": _bucketed(pd.DataFrame(dlog)),
             "decision_flags": _bucketed(pd.DataFrame(flags)), "advisor_queue": _bucketed(pd.DataFrame(queue)),
-            "cash_forecast": _bucketed(pd.DataFrame(forecast))}
+            "cash_forecast": _bucketed(pd.DataFrame(forecast)), "income_forecast": _bucketed(pd.DataFrame(income)),
+            "expense_forecast": _bucketed(pd.DataFrame(expense))}
+
+
+INCOME_MODEL = "event-2026-11-01-test"
+
+
+def register_income_model(paths: Paths) -> None:
+    """The income forecast's model in the registry as event_forecast.train leaves it: engine.json with the base
+    rates and metadata.json with the held-out backtest (the expense model's version is not registered)."""
+    import json
+
+    folder = paths.models / "income_forecast" / INCOME_MODEL
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "engine.json").write_text(json.dumps({"base_rates": {"30": 0.04, "60": 0.07, "90": 0.1}}))
+    (folder / "metadata.json").write_text(json.dumps({
+        "metrics_held_out": {str(h): {"n_rows": 900, "event_rate": r, "roc_auc": 0.81, "brier": 0.05,
+                                      "calibration_error": 0.012} for h, r in ((30, 0.05), (60, 0.08), (90, 0.11))},
+        "base_rate_held_out": {str(h): {"brier": 0.07} for h in (30, 60, 90)},
+        "held_out_cutoffs": {str(h): "2026-09-01" for h in (30, 60, 90)}}))
 
 
 def write_gold(paths: Paths, day: date, tables: dict[str, pd.DataFrame]) -> None:
@@ -179,6 +209,7 @@ def build(paths: Paths, fail_at: str | None = None, with_previous: bool = True) 
     lake.write_frame(consent_state(), lake.partition_path(paths, "silver", "consent_state", as_of=DAY.isoformat()),
                      paths)
     write_gold(paths, DAY, decisions(DAY))
+    register_income_model(paths)
     if with_previous:
         write_gold(paths, PREVIOUS, decisions(PREVIOUS, with_credit=False))
     quarantine = pd.DataFrame({"stage": ["ingest"] * 3, "file": [f"{DAY}/transactions.csv"] * 3, "line": [4, 9, 12],

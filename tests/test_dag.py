@@ -30,14 +30,14 @@ def test_dag_imports_without_errors_and_is_wired(airflow_db):
     # messages (step 3b) and the customer profiles (3c) run beside the forecast, after the silver checks; decide
     # waits for every branch
     joins = {"plan_decide_shards": {"validate_life_events", "validate_messages", "validate_profiles",
-                                    "validate_plans"},
-             "publish": {"validate_decisions", "measure_value", "validate_events"}}
+                                    "validate_plans", "validate_events"},
+             "publish": {"validate_decisions", "measure_value"}}
     for upstream, downstream in zip(order, order[1:]):
         assert dag.get_task(downstream).upstream_task_ids == joins.get(downstream, {upstream})
     for branch in (["validate_silver", "plan_message_shards", "understand_messages", "validate_messages"],
                    ["validate_silver", "plan_profile_shards", "profile_customers", "validate_profiles"],
                    ["make_plans", "validate_plans"],
-                   # income drops and large expenses (step 4c) beside the cash forecast, published with the rest
+                   # income drops and large expenses (step 4c) beside the cash forecast; decide reads them
                    ["validate_features", "plan_event_shards", "forecast_events", "validate_events"]):
         for upstream, downstream in zip(branch, branch[1:]):
             assert dag.get_task(downstream).upstream_task_ids == {upstream}

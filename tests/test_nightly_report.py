@@ -149,7 +149,7 @@ def test_the_checks_pass_on_a_clean_night(full_report) -> None:
         con.close()
     assert len(checks) >= 10
     assert [c["check"] for c in checks if c["result"] != "pass"] == []
-    assert "12 of 12 checks passed" in section_text(page, "Compliance checks")
+    assert "13 of 13 checks passed" in section_text(page, "Compliance checks")
 
 
 def test_the_checks_catch_what_breaks_the_rules(home) -> None:
@@ -178,6 +178,7 @@ def test_the_checks_catch_what_breaks_the_rules(home) -> None:
     failed = {name: c["examples"] for name, c in checks.items() if c["result"] == "FAIL"}
     assert failed["No credit offer to a customer at risk"] == "C0003"
     assert failed["No credit offer to a customer with a predicted shortfall"] == "C0003"
+    assert failed["No credit offer to a customer whose income is expected to drop"] == "C0003"  # p 0.45 at 60 days
     assert failed["No commercial or service action to a control-group customer"] == "C0021"
     assert failed["No action on a channel without its consent"] == "C0004"
     assert failed["No commercial action to a customer in distress"] == "restricted: see warehouse_restricted.duckdb"
@@ -487,3 +488,36 @@ def test_the_plans_section_checks_the_safety_rule_again(home) -> None:
     # C0002 moves 550 by D + 60 against a P10 of 500: two customer-horizons (60, 90) break the rule
     assert "6 customer-horizons checked, 2 where the plan would take the projected P10 balance below zero" in text
     assert "bill_provision" in text and "debt_overpayment" in text
+
+
+def test_the_event_forecasts_section(full_report) -> None:
+    """Income drops and large expenses ahead: per horizon the customers scored, those at the action level of
+    config/decisioning.yaml event_forecasts, the mean probability against the model's base rate, the model version
+    and, when the registry holds it, the held-out backtest; what decide published from them."""
+    paths, page = full_report
+    text = section_text(page, "Income drops and large expenses ahead")
+    assert_no_raw_missing(text)
+    at_risk = sum(1 for i in range(report_lake.N) if i % 3 == 0)
+    fifth = sum(1 for i in range(report_lake.N) if i % 5 == 0)
+    assert (f"Income drop (gold income_forecast, model {report_lake.INCOME_MODEL}): {report_lake.N:,} customers "
+            f"scored; {at_risk:,} at or above the action level 0.3 at 30 or 60 days") in text
+    assert (f"{report_lake.N:,} customers scored; {fifth:,} at or above the action level 0.5 at 30 or 60 days, "
+            f"for whom decide considers large_bill_ahead") in text
+    assert "The model registry holds no backtest for event-unregistered." in text
+    con = lake.connect()
+    try:
+        sections = nightly_report._event_forecasts(paths, DAY, con)
+    finally:
+        con.close()
+    tables = {t["caption"]: t["frame"] for t in sections[0]["tables"]}
+    income = tables["Income drop: tonight per horizon"].set_index("horizon_days")
+    assert income.loc[60, "at_action_level"] == at_risk and income.loc[30, "at_action_level"] == 0
+    assert income.loc[30, "base_rate"] == 0.04 and bool(income.loc[60, "acted_on"]) and not income.loc[90, "acted_on"]
+    assert abs(income.loc[90, "mean_probability"] - (0.5 * at_risk + 0.05 * (report_lake.N - at_risk))
+               / report_lake.N) < 1e-9
+    backtest = tables["Income drop: the model's held-out backtest (model registry)"]
+    assert list(backtest["horizon_days"]) == [30, 60, 90] and (backtest["roc_auc"] == 0.81).all()
+    assert (backtest["base_rate_brier"] == 0.07).all()
+    expense = tables["Large one-off expense: tonight per horizon"].set_index("horizon_days")
+    assert expense.loc[30, "with_expected_date"] == fifth and expense["base_rate"].isna().all()
+    assert "Their actions published tonight" in tables

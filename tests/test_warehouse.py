@@ -36,3 +36,45 @@ def test_an_open_reader_is_not_disturbed_by_a_rebuild(paths, history):  # noqa: 
     assert reader.execute("select count(*) from customers").fetchall() == before
     fresh = connect_warehouse(paths.warehouse)
     assert fresh.execute("select count(*) from customers").fetchall() == before
+
+
+def test_the_event_forecasts_are_documented_views_that_match_their_tables(paths, history):  # noqa: F811
+    """gold income_forecast and expense_forecast (issue 16): a documented view and a latest_ view each, in both
+    warehouse files, showing exactly the published rows (dates as DATE)."""
+    import pandas as pd
+
+    from pipelines import lake
+
+    day = date(2026, 11, 19)
+    rows = []
+    for h, p in ((30, 0.1), (60, 0.4), (90, 0.5)):
+        rows.append({"customer_id": "C1", "horizon_days": h, "p_event": p,
+                     "expected_date": date(2026, 12, 30) if p >= 0.5 else None,
+                     "expected_amount": 820.0 if p >= 0.5 else None, "reference_amount": 600.0,
+                     "drivers": "a large bill you pay every few months or yearly is due within 90 days",
+                     "model_version": "event-test"})
+    frame = pd.DataFrame(rows).assign(bucket=lake.bucket_of(pd.Series(["C1"] * 3)).astype("int32"))
+    for table in ("income_forecast", "expense_forecast"):
+        lake.write_frame(frame, lake.partition_path(paths, "gold", table, as_of=day.isoformat()), paths,
+                         partition_by=["bucket"])
+    build_warehouse(paths)
+    for database in (paths.warehouse, paths.warehouse_restricted):
+        con = connect_warehouse(database)
+        for table in ("income_forecast", "expense_forecast"):
+            comment = con.execute(f"select comment from duckdb_views() where view_name = '{table}'").fetchone()[0]
+            assert comment and "forecast" in comment
+            for view in (table, f"latest_{table}"):
+                got = con.execute(f"select customer_id, horizon_days, p_event, expected_date, expected_amount, "
+                                  f"reference_amount, drivers, model_version, as_of from {view} "
+                                  f"order by horizon_days").df()
+                assert got["as_of"].astype(str).unique().tolist() == [day.isoformat()]
+                assert got["p_event"].tolist() == [0.1, 0.4, 0.5] and got["horizon_days"].tolist() == [30, 60, 90]
+                assert pd.Timestamp(got["expected_date"].iloc[2]) == pd.Timestamp("2026-12-30") and pd.isna(got["expected_date"].iloc[0])
+                assert got["expected_amount"].iloc[2] == 820.0 and (got["reference_amount"] == 600.0).all()
+                types = dict(con.execute(f"select column_name, data_type from duckdb_columns() "
+                                         f"where table_name = '{view}'").fetchall())
+                assert types["expected_date"] == "DATE" and types["as_of"] == "DATE"
+                undocumented = con.execute(f"select column_name from duckdb_columns() where table_name = '{view}' "
+                                           f"and comment is null").fetchall()
+                assert undocumented == []
+        con.close()

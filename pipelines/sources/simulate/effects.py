@@ -148,6 +148,19 @@ def apply(rng: np.random.Generator, run: DailyRun, flows: Flows, cal: SimCalenda
             _discipline(run, c, t, t + days, 1.4, 0.6)
             out.append(Effect(c, action, t, "a plan agreed: spending trimmed" +
                               (", overdraft interest paused" if action == "hardship_support" else ""), until=t + days))
+        elif action == "income_drop_ahead":
+            # the customer plans for the leaner months: discretionary spending trimmed, spending cut earlier as money
+            # runs low
+            days = int(rng.integers(42, 64))
+            run.spend_factor[c] = min(run.spend_factor[c] if run.spend_until[c] > t else 1.0, 0.85)
+            run.spend_until[c] = max(run.spend_until[c], t + days)
+            _discipline(run, c, t, t + days, 1.3, 0.7)
+            out.append(Effect(c, action, t, "discretionary spending trimmed to 85% ahead of a lower income",
+                              until=t + days))
+        elif action == "large_bill_ahead":
+            # money kept back for the payment: spending cut earlier as money runs low, for the weeks before it
+            _discipline(run, c, t, t + 60, 1.4, 0.7)
+            out.append(Effect(c, action, t, "spending held back to keep money for a large payment", until=t + 60))
         elif action in ("budgeting_tools", "bill_reminder"):
             days, cushion, floor = (90, 1.6, 0.5) if action == "budgeting_tools" else (30, 1.2, 0.8)
             _discipline(run, c, t, t + days, cushion, floor)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.sources.simulate.catalog import CURRENT, SAVINGS
-from pipelines.sources.simulate.lifeevents import BABY, BUYING, JOB_LOSS, MOVING, TRAVEL, Events
+from pipelines.sources.simulate.lifeevents import BABY, BUYING, JOB_LOSS, MOVING, RETIREMENT, TRAVEL, Events
 from pipelines.sources.simulate.population import Population
 
 CHANNELS = ["email", "sms", "push", "inapp", "phone", "letter", "branch"]
@@ -57,6 +57,7 @@ ACTIONS: dict[str, ActionTruth] = {
     "pension_consolidation": ActionTruth("other", commercial=True),
     "joint_account": ActionTruth("other", commercial=True),
     "savings_plan": ActionTruth("savings"), "debt_plan": ActionTruth("budgeting"),
+    "income_drop_ahead": ActionTruth("shortfall"), "large_bill_ahead": ActionTruth("budgeting"),
 }
 UNKNOWN_ACTION = ActionTruth("other", commercial=True)
 
@@ -113,6 +114,7 @@ class Situation:
     age: np.ndarray
     savings: np.ndarray           # savings balance, pence
     heavy_spender: np.ndarray
+    income_drop_soon: np.ndarray | None = None   # a job loss or retirement within the next 60 days (None: nobody)
 
 
 def _event_near(events: Events, kinds: tuple[int, ...], n: int, lo: np.ndarray | int, hi: np.ndarray | int,
@@ -143,6 +145,7 @@ def situation(pop: Population, events: Events, bal: np.ndarray, budget: np.ndarr
         has_children=pop.has_children | _event_near(events, (BABY,), n, -365, 60, t),
         age=(year - pop.birth_year).astype(float), savings=np.maximum(bal[SAVINGS], 0).astype(float),
         heavy_spender=pop.spend_ratio > 1.0,
+        income_drop_soon=_event_near(events, (JOB_LOSS, RETIREMENT), n, 0, 60, t),
     )
 
 
@@ -152,7 +155,8 @@ def accept_probability(action_ids: np.ndarray, cust: np.ndarray, sit: Situation,
     for action in np.unique(action_ids):
         rows = np.flatnonzero(action_ids == action)
         c = cust[rows]
-        s = {name: getattr(sit, name)[c] for name in Situation.__dataclass_fields__}
+        s = {name: (np.zeros(len(c), dtype=bool) if getattr(sit, name) is None else getattr(sit, name)[c])
+             for name in Situation.__dataclass_fields__}
         p = _base(str(action), s)
         family = FAMILIES.index(ACTIONS.get(str(action), UNKNOWN_ACTION).family)
         out[rows] = np.clip(p * model.taste[c, family], 0.0, 0.9)
@@ -171,6 +175,14 @@ def _base(action: str, s: dict[str, np.ndarray]) -> np.ndarray:
         return w(difficulty & at_risk, 0.40, w(difficulty, 0.15, 0.02))
     if action == "budgeting_tools":
         return w(at_risk | s["heavy_spender"], 0.30, 0.05)
+    if action == "income_drop_ahead":
+        # a heads-up before the income falls: taken by those whose income is about to drop (or just dropped), a
+        # little by those short of money anyway, rarely by the others
+        return w(s["income_drop_soon"] | s["job_loss_recent"], 0.40, w(at_risk, 0.10, 0.03))
+    if action == "large_bill_ahead":
+        # setting money aside for a large payment: easy for a saver, hard for someone already short (the world does
+        # not look up each customer's next large payment when answering: the ability to set money aside decides)
+        return w(at_risk, 0.04, w(saver, 0.20, 0.10))
     if action == "bill_reminder":
         return w(at_risk, 0.25, 0.10)
     if action == "subscription_review":
