@@ -288,14 +288,18 @@ def load_engine(paths: Paths, kind: str, version: str | None = None):
         version = registry.promoted_version(paths, family)
         if version is None:
             return None
-    try:
-        engine = EventEngine.load(registry.family_dir(paths, family) / version)
+
+    def load(folder):
+        engine = EventEngine.load(folder)
+        engine.version = version
+        engine.attributors = {}  # built once per booster (drivers), kept with the engine: they only depend on it
+        return engine
+
+    try:  # once per process while the version's files stand
+        return registry.load_cached(registry.family_dir(paths, family) / version, "event", load)
     except (IncompatibleModelError, FileNotFoundError, KeyError, ValueError) as error:
         raise SegoneError(f"the {family} model {version} cannot be loaded ({error}): retrain with `segone train`"
                           ) from error
-    engine.version = version
-    engine.attributors = {}
-    return engine
 
 
 def shards() -> list[int]:

@@ -379,17 +379,19 @@ def load_engine(paths: Paths, version: str | None = None):
     else:
         directory = registry.family_dir(paths, FAMILY) / version
         metadata = registry.read_metadata(paths, FAMILY, version)
+    kind = BASELINE if metadata.get("engine", ENGINE) == BASELINE else ENGINE
+
+    def load(folder):
+        engine = BaselineEngine.load(folder) if kind == BASELINE else GlobalEngine.load(folder)
+        engine.version = version
+        engine.attributors = {}  # built once per booster (drivers), kept with the engine: they only depend on it
+        return engine
+
     try:
-        if metadata.get("engine", ENGINE) == BASELINE:
-            engine = BaselineEngine.load(directory)
-        else:
-            engine = GlobalEngine.load(directory)
+        return registry.load_cached(directory, kind, load)  # once per process while the version's files stand
     except (IncompatibleModelError, FileNotFoundError, KeyError, ValueError) as error:
         raise SegoneError(f"the {FAMILY} model {version} cannot be loaded ({error}): retrain with `segone train`") \
             from error
-    engine.version = version
-    engine.attributors = {}
-    return engine
 
 
 # ---------------------------------------------------------------------------------------------------------------
