@@ -215,7 +215,9 @@ def event_rows(engine, inputs: pd.DataFrame, kind: str, as_of: date, cfg: dict[s
         top: list[list[str]] = [[] for _ in sel]
         for g, (booster, mask) in enumerate(engine.classifier_rows(int(h), pred["customer_id"].iloc[sel])):
             if mask.any():
-                attributor = engine.attributors.setdefault((int(h), g), PathAttributor(booster))
+                attributor = engine.attributors.get((int(h), g))
+                if attributor is None:   # built once per booster (not per call: setdefault would build it each time)
+                    attributor = engine.attributors[(int(h), g)] = PathAttributor(booster)
                 for i, names in zip(np.flatnonzero(mask), attributor.top_features(X[mask], engine.feature_names, 3)):
                     top[i] = names
         texts[sel] = driver_texts(top, rows_in.iloc[at[sel]].reset_index(drop=True), phrases)

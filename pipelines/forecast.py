@@ -444,7 +444,9 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
         top: list[list[str]] = [[] for _ in range(len(risky))]
         for g, (booster, rows) in enumerate(engine.classifier_rows(int(horizon), risky["customer_id"])):
             if rows.any():   # each customer explained by its group's classifier, the one that scored it
-                attributor = engine.attributors.setdefault((int(horizon), g), PathAttributor(booster))
+                attributor = engine.attributors.get((int(horizon), g))
+                if attributor is None:   # built once per booster (not per call: setdefault would build it each time)
+                    attributor = engine.attributors[(int(horizon), g)] = PathAttributor(booster)
                 for i, names in zip(np.flatnonzero(rows), attributor.top_features(X[rows], engine.feature_names, k=3)):
                     top[i] = names
         texts = []

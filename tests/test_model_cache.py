@@ -124,3 +124,43 @@ def test_the_forecast_engine_follows_promotion(tmp_path):
     (directory / "engine.json").write_text(json.dumps({**meta, "format_version": 999}))
     with pytest.raises(SegoneError, match="cannot be loaded"):
         forecast.load_engine(paths)
+
+
+def test_the_drivers_build_each_booster_attributor_once(monkeypatch):
+    """forecast.drivers keeps a booster's attributor with the engine: a second bucket scored by the same (cached)
+    engine reuses it, and gives the same drivers as a fresh engine does."""
+    import lightgbm as lgb
+    import numpy as np
+    import pandas as pd
+
+    import models.attribution as attribution
+
+    rng = np.random.default_rng(0)
+    names = ["f0", "f1", "f2"]
+    X = rng.normal(size=(400, 3))
+    booster = lgb.train({"objective": "binary", "num_leaves": 7, "verbose": -1, "num_threads": 1,
+                         "min_child_samples": 10}, lgb.Dataset(X, (X[:, 0] + X[:, 1] > 0).astype(int)), 10)
+
+    class Engine:
+        feature_names = names
+
+        def __init__(self):
+            self.attributors = {}
+
+        def classifier_rows(self, h, customer_ids):
+            return [(booster, np.ones(len(customer_ids), dtype=bool))]
+
+    built = []
+    real = attribution.PathAttributor
+    monkeypatch.setattr(attribution, "PathAttributor", lambda b: built.append(b) or real(b))
+    inputs = pd.DataFrame({"customer_id": [f"c{i}" for i in range(20)], "cutoff": pd.Timestamp("2026-11-20"),
+                           **{n: X[:20, i] for i, n in enumerate(names)}})
+    rows = pd.DataFrame({"customer_id": inputs["customer_id"], "cutoff": inputs["cutoff"], "horizon_days": 30,
+                         "p_shortfall": np.linspace(0, 1, 20)})
+    engine = Engine()
+    first = forecast.drivers(engine, inputs, rows, threshold=0.3)
+    second = forecast.drivers(engine, inputs, rows, threshold=0.3)
+    assert len(built) == 1
+    pd.testing.assert_series_equal(first, second)
+    pd.testing.assert_series_equal(first, forecast.drivers(Engine(), inputs, rows, threshold=0.3))
+    assert len(built) == 2 and (first != "no elevated risk of a shortfall").sum() == 14
