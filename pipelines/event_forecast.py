@@ -215,7 +215,9 @@ def event_rows(engine, inputs: pd.DataFrame, kind: str, as_of: date, cfg: dict[s
         top: list[list[str]] = [[] for _ in sel]
         for g, (booster, mask) in enumerate(engine.classifier_rows(int(h), pred["customer_id"].iloc[sel])):
             if mask.any():
-                attributor = engine.attributors.setdefault((int(h), g), PathAttributor(booster))
+                attributor = engine.attributors.get((int(h), g))
+                if attributor is None:   # built once per booster (not per call: setdefault would build it each time)
+                    attributor = engine.attributors[(int(h), g)] = PathAttributor(booster)
                 for i, names in zip(np.flatnonzero(mask), attributor.top_features(X[mask], engine.feature_names, 3)):
                     top[i] = names
         texts[sel] = driver_texts(top, rows_in.iloc[at[sel]].reset_index(drop=True), phrases)
@@ -288,14 +290,18 @@ def load_engine(paths: Paths, kind: str, version: str | None = None):
         version = registry.promoted_version(paths, family)
         if version is None:
             return None
-    try:
-        engine = EventEngine.load(registry.family_dir(paths, family) / version)
+
+    def load(folder):
+        engine = EventEngine.load(folder)
+        engine.version = version
+        engine.attributors = {}  # built once per booster (drivers), kept with the engine: they only depend on it
+        return engine
+
+    try:  # once per process while the version's files stand
+        return registry.load_cached(registry.family_dir(paths, family) / version, "event", load)
     except (IncompatibleModelError, FileNotFoundError, KeyError, ValueError) as error:
         raise SegoneError(f"the {family} model {version} cannot be loaded ({error}): retrain with `segone train`"
                           ) from error
-    engine.version = version
-    engine.attributors = {}
-    return engine
 
 
 def shards() -> list[int]:

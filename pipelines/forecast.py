@@ -379,17 +379,19 @@ def load_engine(paths: Paths, version: str | None = None):
     else:
         directory = registry.family_dir(paths, FAMILY) / version
         metadata = registry.read_metadata(paths, FAMILY, version)
+    kind = BASELINE if metadata.get("engine", ENGINE) == BASELINE else ENGINE
+
+    def load(folder):
+        engine = BaselineEngine.load(folder) if kind == BASELINE else GlobalEngine.load(folder)
+        engine.version = version
+        engine.attributors = {}  # built once per booster (drivers), kept with the engine: they only depend on it
+        return engine
+
     try:
-        if metadata.get("engine", ENGINE) == BASELINE:
-            engine = BaselineEngine.load(directory)
-        else:
-            engine = GlobalEngine.load(directory)
+        return registry.load_cached(directory, kind, load)  # once per process while the version's files stand
     except (IncompatibleModelError, FileNotFoundError, KeyError, ValueError) as error:
         raise SegoneError(f"the {FAMILY} model {version} cannot be loaded ({error}): retrain with `segone train`") \
             from error
-    engine.version = version
-    engine.attributors = {}
-    return engine
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -442,7 +444,9 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
         top: list[list[str]] = [[] for _ in range(len(risky))]
         for g, (booster, rows) in enumerate(engine.classifier_rows(int(horizon), risky["customer_id"])):
             if rows.any():   # each customer explained by its group's classifier, the one that scored it
-                attributor = engine.attributors.setdefault((int(horizon), g), PathAttributor(booster))
+                attributor = engine.attributors.get((int(horizon), g))
+                if attributor is None:   # built once per booster (not per call: setdefault would build it each time)
+                    attributor = engine.attributors[(int(horizon), g)] = PathAttributor(booster)
                 for i, names in zip(np.flatnonzero(rows), attributor.top_features(X[rows], engine.feature_names, k=3)):
                     top[i] = names
         texts = []

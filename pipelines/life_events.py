@@ -533,12 +533,16 @@ def load_model(paths: Paths, version: str | None = None):
         version = metadata["version"]
     else:
         directory = registry.family_dir(paths, FAMILY) / version
-    try:
-        model = LifeEventClassifier.load(directory)
+
+    def load(folder):
+        model = LifeEventClassifier.load(folder)
+        model.version = version
+        return model
+
+    try:  # once per process while the version's files stand
+        return registry.load_cached(directory, "life_events", load)
     except (IncompatibleModelError, FileNotFoundError, KeyError, ValueError) as error:
         raise SegoneError(f"the {FAMILY} model {version} cannot be loaded ({error}): retrain it") from error
-    model.version = version
-    return model
 
 
 # ---------------------------------------------------------------------------------------------------------------

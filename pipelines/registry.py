@@ -12,13 +12,16 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from pipelines.config import Paths
 from pipelines.errors import SegoneError
 
 METADATA = "metadata.json"
 POINTER = "promoted.json"
+
+
+T = TypeVar("T")
 
 
 class ModelMissing(SegoneError):
@@ -84,3 +87,39 @@ def promoted(paths: Paths, family: str) -> tuple[Path, dict[str, Any]]:
         raise ModelMissing(f"no promoted {family} model in {family_dir(paths, family)}: run `segone train` "
                            f"(after `segone load-history`) to train and promote one")
     return family_dir(paths, family) / version, read_metadata(paths, family, version)
+
+
+# Loaded models, per process: a worker that runs several shards of a night (`segone run`, `segone closed-loop
+# --workers`) reads a version's boosters once instead of once per shard. One entry per (family folder, kind): a newly
+# promoted version replaces its predecessor, so a long closed loop holds one model per family, not one per night.
+_LOADED: dict[tuple[str, str], tuple[str, tuple, Any]] = {}
+
+
+def _stamp(directory: Path) -> tuple:
+    """What identifies a version directory's contents on disk: every file's name, inode, size and modification time.
+    A version re-saved under the same name (save_version renames a new folder into place) or a file rewritten in
+    place changes it, so a stale model is never served from the cache."""
+    with os.scandir(directory) as entries:
+        files = sorted((e.name, e.inode(), e.stat().st_size, e.stat().st_mtime_ns) for e in entries)
+    return (os.stat(directory).st_ino, tuple(files))
+
+
+def load_cached(directory: Path, kind: str, load: Callable[[Path], T]) -> T:
+    """`load(directory)`, or the object it returned before in this process if the directory's files are unchanged
+    (`_stamp`). `kind` names what `load` makes (two loaders of one directory get two entries). Nothing is cached when
+    `load` raises. The object is shared: callers must not change it (per-object caches that only depend on the
+    model, such as attributors, are fine)."""
+    key = (str(Path(directory).parent.resolve()), kind)
+    name = str(Path(directory).resolve())
+    stamp = _stamp(directory)
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == name and cached[1] == stamp:
+        return cached[2]
+    value = load(directory)
+    _LOADED[key] = (name, stamp, value)
+    return value
+
+
+def clear_loaded() -> None:
+    """Forget every model loaded in this process (tests)."""
+    _LOADED.clear()

@@ -201,7 +201,9 @@ def test_flagged_rows_carry_evidence_with_real_transactions(bank):
     paths, _, _ = bank
     published = all_gold(paths)
     ids = _check_evidence(published)
-    model = le.load_model(paths)
+    # a copy with its own thresholds: load_model's object is shared by every later load in this process
+    model = copy.copy(le.load_model(paths))
+    model.events = copy.deepcopy(model.events)
     cfg = le.settings()
     consent = le.consent_state(paths, D, BUCKETS)
     consent = consent[consent["life_events"]]
