@@ -26,10 +26,17 @@ from tests.test_publish import fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
 D1 = "2026-11-20"  # the night the runs write; the published state before it is the history load (as of D1 - 1)
+# Four customer buckets instead of 16 (a SEGONE_SETTINGS overlay for every command on the bank): each sharded stage
+# still stops half way (after bucket HALF - 1), at a quarter of the shards' start-up cost.
+BUCKETS = 4
+HALF = BUCKETS // 2
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
-    return os.environ.copy() | {"SEGONE_HOME": str(home), "PYTHONPATH": str(REPO)} | extra
+    overlay = home.parent / "settings.yaml"
+    overlay.write_text(f"segone:\n  lake:\n    n_buckets: {BUCKETS}\n", encoding="utf-8")
+    return os.environ.copy() | {"SEGONE_HOME": str(home), "PYTHONPATH": str(REPO),
+                                "SEGONE_SETTINGS": str(overlay)} | extra
 
 
 def segone(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -139,13 +146,14 @@ def test_a_night_killed_anywhere_shows_nothing_and_the_next_run_completes_and_cl
     analyst = Analyst(paths)  # keeps the published file open throughout
     seen_by_analyst = analyst.sees()
 
-    # the first run of D1: stopped after conform, after 8 of 16 forecast buckets, after 8 of 16 decision buckets,
+    # the first run of D1: stopped after conform, after half the forecast buckets, after half the decision buckets,
     # then killed during publish (its files staged, not committed)
-    run = Run(bank, ["conform", "forecast_cash_shortfall_bucket_7", "decide_bucket_7", "publish:staged"])
+    run = Run(bank, ["conform", f"forecast_cash_shortfall_bucket_{HALF - 1}", f"decide_bucket_{HALF - 1}",
+                     "publish:staged"])
     for point, written in (
             ("conform", lambda: (paths.lake / "silver" / "transactions" / f"load_date={D1}").exists()),
-            ("forecast_cash_shortfall_bucket_7", lambda: buckets(paths, "cash_forecast") == 8),
-            ("decide_bucket_7", lambda: buckets(paths, "next_best_actions") == 8),
+            (f"forecast_cash_shortfall_bucket_{HALF - 1}", lambda: buckets(paths, "cash_forecast") == HALF),
+            (f"decide_bucket_{HALF - 1}", lambda: buckets(paths, "next_best_actions") == HALF),
             ("publish:staged", lambda: list(paths.home.glob(".warehouse*.tmp"))
              and list((paths.exports / "crm").glob(f".{D1}.staging-*")))):
         run.reach(point)
@@ -167,7 +175,8 @@ def test_a_night_killed_anywhere_shows_nothing_and_the_next_run_completes_and_cl
     for view, column in (("customers", "as_of"), ("transactions", "load_date"), ("cash_forecast", "as_of"),
                          ("life_events", "as_of"), ("next_best_actions", "as_of"), ("decision_log", "as_of")):
         assert con.execute(f"select count(*) from {view} where {column} = '{D1}'").fetchone()[0] > 0, view
-    assert con.execute(f"select count(distinct bucket) from cash_forecast where as_of = '{D1}'").fetchone() == (16,)
+    assert con.execute(f"select count(distinct bucket) from cash_forecast where as_of = '{D1}'").fetchone() == (
+        BUCKETS,)
     con.close()
     manifest, rows = read_export(paths.exports / "crm" / D1)
     assert manifest["rows"] == len(rows) > 0 and f"reports/{D1}/index.html" in now["files"]
@@ -184,7 +193,7 @@ def test_a_night_killed_anywhere_shows_nothing_and_the_next_run_completes_and_cl
     with open(landing, "a", newline="", encoding="utf-8") as handle:
         csv.writer(handle, lineterminator="\n").writerows(
             [[f"XRERUN{i}", *first[1:3], "-1.00", *first[4:]] for i in range(3)])
-    run = Run(bank, ["conform", "decide_bucket_7"])
+    run = Run(bank, ["conform", f"decide_bucket_{HALF - 1}"])
     run.reach("conform")
     silver = duckdb.connect().execute(
         f"select count(*) from read_parquet('{paths.lake}/silver/transactions/load_date={D1}/*/*.parquet') "
@@ -192,7 +201,7 @@ def test_a_night_killed_anywhere_shows_nothing_and_the_next_run_completes_and_cl
     assert silver == (3,)  # the live lake has the re-run's silver ...
     assert visible(paths) == now  # ... the views do not
     run.go_on()
-    run.reach("decide_bucket_7")
+    run.reach(f"decide_bucket_{HALF - 1}")
     assert visible(paths) == now
     run.kill()
     assert visible(paths) == now

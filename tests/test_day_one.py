@@ -21,8 +21,13 @@ def night_bank(tmp_path_factory, name: str, days: int, customers: int):
 
     home = tmp_path_factory.mktemp(name) / "segone"
     home.mkdir()
+    # Four customer buckets instead of 16 (a SEGONE_SETTINGS overlay): a bank of 80 or 120 customers in 16 shards
+    # spends most of each sharded stage starting its shards.
+    overlay = home.parent / "settings.yaml"
+    overlay.write_text("segone: {lake: {n_buckets: 4}}\n", encoding="utf-8")
     mp = pytest.MonkeyPatch()
     mp.setenv("SEGONE_HOME", str(home))
+    mp.setenv("SEGONE_SETTINGS", str(overlay))
     paths = Paths(home)
     simulate_command(paths, customers=customers, days=days, end_date=D, seed=3, fmt="csv")
     load_history(paths)

@@ -20,8 +20,13 @@ def berka_lake(tmp_path_factory, reference):
     from pipelines.config import Paths
 
     home = tmp_path_factory.mktemp("berka") / "segone"
+    # Four customer buckets instead of 16 (a SEGONE_SETTINGS overlay): the same stages on four shards of about 1,100
+    # accounts each, a quarter of the shards' start-up cost.
+    overlay = home.parent / "settings.yaml"
+    overlay.write_text("segone: {lake: {n_buckets: 4}}\n", encoding="utf-8")
     mp = pytest.MonkeyPatch()
     mp.setenv("SEGONE_HOME", str(home))
+    mp.setenv("SEGONE_SETTINGS", str(overlay))
     paths = Paths(home)
     imported = import_berka_command(paths, reference / "berka")
     history = load_history(paths)
