@@ -27,7 +27,10 @@ def segone(paths, *args: str, env: dict | None = None, wait: bool = True):
     environment = os.environ.copy() | {"SEGONE_HOME": str(paths.home), "PYTHONPATH": str(REPO)} | (env or {})
     command = [sys.executable, "-m", "pipelines.cli", *args]
     if not wait:
-        return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Ctrl-C reaches a foreground process, whose SIGINT is at its default; a suite started in the background by a
+        # non-interactive shell ignores SIGINT, and its children would inherit that: restore the default in the child.
+        return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
 
 
