@@ -11,6 +11,8 @@ Also the training of the intent model (`train_messages`, registry family `messag
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -19,7 +21,7 @@ import shutil
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,7 +98,7 @@ def train_messages(paths: Paths, day: date | None = None, training: Path | None 
     """Choose the intent model among the config's candidates by stratified k-fold cross-validation on the training
     file, fit the winner on all of it, save it (family `messages`) with the CV table and the data hash, and promote
     it. The same file and settings give the same version: it is then not trained again."""
-    from models.message_intent import FORMAT_VERSION as MODEL_FORMAT, select_and_fit
+    from models.message_intent import FORMAT_VERSION as MODEL_FORMAT
 
     started = time.perf_counter()
     cfg = settings()
@@ -112,42 +114,82 @@ def train_messages(paths: Paths, day: date | None = None, training: Path | None 
     version = f"messages-{data_hash[:10]}-{settings_hash[:6]}"
     existing = registry.family_dir(paths, FAMILY) / version / registry.METADATA
     cached = model_cache() / version if model_cache() else None
-    if not existing.exists() and cached is not None and (cached / registry.METADATA).exists():
-        metadata = json.loads((cached / registry.METADATA).read_text(encoding="utf-8"))
-        registry.save_version(paths, FAMILY, version, lambda d: _copy_model(cached, d),
-                              {k: v for k, v in metadata.items() if k not in ("family", "version")})
-        reason = f"same training data and settings as the cached version in {cached.parent}: not trained again"
-    elif existing.exists():
-        metadata = json.loads(existing.read_text(encoding="utf-8"))
-        reason = "same training data and settings as an existing version: not trained again"
-    else:
-        model, table = select_and_fit(candidate_specs(cfg), frame["text"].tolist(), frame["category"].tolist(),
-                                      folds=int(cfg["cv_folds"]), seed=int(cfg["cv_seed"]),
-                                      n_jobs=int(cfg.get("cv_jobs", 1)))
-        chosen = next(r for r in table if r["chosen"])
-        import sklearn
-
-        metadata = {"training_file": str(path), "data_hash": data_hash, "settings_hash": settings_hash,
-                    "n_train": int(len(frame)), "n_intents": int(frame["category"].nunique()),
-                    "intents": sorted(frame["category"].unique().tolist()), "citation": CITATION,
-                    "selection": f"stratified {cfg['cv_folds']}-fold cross-validation on the training file "
-                                 f"(seed {cfg['cv_seed']}): best accuracy, then macro F1",
-                    "cv": table, "chosen": chosen["spec"]["name"], "cv_accuracy": chosen["accuracy"],
-                    "cv_macro_f1": chosen["macro_f1"], "temperature": chosen["temperature"],
-                    "blend_weights": chosen["weights"], "oof_calibration_error": chosen["oof_calibration_error"],
-                    "oof_log_loss": chosen["oof_log_loss"],
-                    "scikit_learn": sklearn.__version__, "config_version": cfg.get("version")}
-        saved = registry.save_version(paths, FAMILY, version, model.save, metadata)
-        reason = "first model of its family" if registry.promoted_version(paths, FAMILY) is None else \
-            f"retrained: training data or settings changed ({metadata['chosen']})"
-        if cached is not None:
-            _store_in_cache(saved, cached)
+    with _training_lock(cached if not existing.exists() else None):
+        metadata, reason = _train_or_reuse(paths, cfg, frame, path, version, existing, cached, data_hash,
+                                           settings_hash)
     registry.promote(paths, FAMILY, version, reason)
     metrics = {"family": FAMILY, "version": version, "promoted": True, "reason": reason,
                "chosen": metadata["chosen"], "cv_accuracy": metadata["cv_accuracy"],
                "cv_macro_f1": metadata["cv_macro_f1"], "seconds": round(time.perf_counter() - started, 1)}
     write_run_metrics(paths, day.isoformat() if day else "train", "train_messages", metrics)
     return metrics
+
+
+@contextlib.contextmanager
+def _training_lock(cached: Path | None) -> Iterator[None]:
+    """Held while a version is looked up in the cache and, if missing, trained and stored there: processes that
+    train the same version at once (two banks, two test workers) wait for the first instead of repeating its
+    cross-validation, then take its model from the cache. No cache, or one that cannot be written: no lock."""
+    if cached is None:
+        yield
+        return
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(cached.parent / f".{cached.name}.lock", "a+")
+    except OSError as error:
+        log.warning("could not lock the messages model cache in %s: %s", cached.parent, error)
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is training intent model %s: waiting for it", cached.name)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_or_reuse(paths: Paths, cfg: dict[str, Any], frame: pd.DataFrame, path: Path, version: str,
+                    existing: Path, cached: Path | None, data_hash: str,
+                    settings_hash: str) -> tuple[dict[str, Any], str]:
+    """The version's metadata and why it is promoted: taken from the registry or the cache when the same training
+    data and settings were seen before, else cross-validated, fitted, saved (and cached)."""
+    from models.message_intent import select_and_fit
+
+    if existing.exists():
+        metadata = json.loads(existing.read_text(encoding="utf-8"))
+        return metadata, "same training data and settings as an existing version: not trained again"
+    if cached is not None and (cached / registry.METADATA).exists():
+        metadata = json.loads((cached / registry.METADATA).read_text(encoding="utf-8"))
+        registry.save_version(paths, FAMILY, version, lambda d: _copy_model(cached, d),
+                              {k: v for k, v in metadata.items() if k not in ("family", "version")})
+        return metadata, (f"same training data and settings as the cached version in {cached.parent}: "
+                          f"not trained again")
+    model, table = select_and_fit(candidate_specs(cfg), frame["text"].tolist(), frame["category"].tolist(),
+                                  folds=int(cfg["cv_folds"]), seed=int(cfg["cv_seed"]),
+                                  n_jobs=int(cfg.get("cv_jobs", 1)))
+    chosen = next(r for r in table if r["chosen"])
+    import sklearn
+
+    metadata = {"training_file": str(path), "data_hash": data_hash, "settings_hash": settings_hash,
+                "n_train": int(len(frame)), "n_intents": int(frame["category"].nunique()),
+                "intents": sorted(frame["category"].unique().tolist()), "citation": CITATION,
+                "selection": f"stratified {cfg['cv_folds']}-fold cross-validation on the training file "
+                             f"(seed {cfg['cv_seed']}): best accuracy, then macro F1",
+                "cv": table, "chosen": chosen["spec"]["name"], "cv_accuracy": chosen["accuracy"],
+                "cv_macro_f1": chosen["macro_f1"], "temperature": chosen["temperature"],
+                "blend_weights": chosen["weights"], "oof_calibration_error": chosen["oof_calibration_error"],
+                "oof_log_loss": chosen["oof_log_loss"],
+                "scikit_learn": sklearn.__version__, "config_version": cfg.get("version")}
+    saved = registry.save_version(paths, FAMILY, version, model.save, metadata)
+    reason = "first model of its family" if registry.promoted_version(paths, FAMILY) is None else \
+        f"retrained: training data or settings changed ({metadata['chosen']})"
+    if cached is not None:
+        _store_in_cache(saved, cached)
+    return metadata, reason
 
 
 def model_cache() -> Path | None:

@@ -276,3 +276,34 @@ def test_bench_messages_runs_the_stage(small_model, tmp_path, monkeypatch):
     assert result["scored"] == 3000 and result["messages_per_second"] > 0 and result["cpu_seconds_total"] > 0
     assert "3,000" in format_messages_table([result])
     assert not (tmp_path / "bench").exists() or not any((tmp_path / "bench").iterdir())
+
+
+def test_two_processes_training_the_same_model_share_one_cross_validation(sample, tmp_path):
+    """Two banks (or two test workers) train the same intent model at once: the second waits for the first and takes
+    its model from the cache instead of repeating the cross-validation."""
+    import os
+    import subprocess
+    import sys
+
+    sample.to_csv(tmp_path / "train.csv", index=False)
+    overlay = tmp_path / "settings.yaml"
+    overlay.write_text("messages:\n  cv_folds: 3\n  cv_jobs: 1\n  candidates:\n"
+                       "    - {name: word_char, word_ngrams: [1, 2], char_ngrams: [1, 5], classifier: svm, C: 1.0}\n",
+                       encoding="utf-8")
+    script = ("import json, sys; from pathlib import Path; from pipelines.config import Paths; "
+              "from pipelines.messages import train_messages; "
+              "print(json.dumps(train_messages(Paths(Path(sys.argv[1])))))")
+    env = os.environ.copy() | {"SEGONE_SETTINGS": str(overlay), "SEGONE_BANKING77": str(tmp_path),
+                               "SEGONE_MODEL_CACHE": str(tmp_path / "cache"),
+                               "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"bank{i}")], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in outputs]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert results[0]["version"] == results[1]["version"]
+    reasons = sorted(r["reason"] for r in results)
+    assert reasons[0] == "first model of its family", reasons
+    assert reasons[1].startswith("same training data and settings as the cached version"), reasons
+    for i in range(2):
+        assert (tmp_path / f"bank{i}" / "models" / "messages" / results[0]["version"]).is_dir()
