@@ -348,7 +348,18 @@ def build_training(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: 
                    ) -> tuple[pd.DataFrame, pd.DataFrame] | tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(inputs, labels) at the cut-offs from silver as of `as_of`: the features the store computes
     (features.register_silver + build_panel), `event_inputs`, and the outcomes of sql/features_event_labels.sql;
-    `with_last_year`: also the backtest's last-year rule (sql/features_event_last_year.sql) as a third frame."""
+    `with_last_year`: also the backtest's last-year rule (sql/features_event_last_year.sql) as a third frame. Built a
+    customer bucket at a time (features.bucket_groups)."""
+    cutoffs = list(cutoffs)
+    parts = [_training_of(paths, as_of, cutoffs, group, series_until, with_last_year)
+             for group in feature_stage.bucket_groups(buckets)]
+    keys = [["customer_id", "cutoff"], ["customer_id", "cutoff", "horizon_days"],
+            ["customer_id", "cutoff", "horizon_days"]]
+    return tuple(feature_stage.concat_sorted([p[i] for p in parts], keys[i]) for i in range(len(parts[0])))
+
+
+def _training_of(paths: Paths, as_of: date, cutoffs: list[date], buckets: list[int], series_until: date | None,
+                 with_last_year: bool) -> tuple[pd.DataFrame, ...]:
     cfg = settings()
     con = lake.connect()
     try:

@@ -49,6 +49,37 @@ class Panel:
     reconciliation: pd.DataFrame    # accounts whose reported balances disagree with their postings
 
 
+
+def bucket_groups(buckets: Iterable[int] | None = None) -> list[list[int]]:
+    """The customer buckets (None: all of them) that training and the backtests build features over, one bucket at a
+    time, as the nightly store does: a bucket's postings joined to every cut-off fit in memory, where the whole
+    bank's at once (every stream posting times some 25 training cut-offs) spilled tens of GB to disk and failed a
+    10,000-customer, 365-day bank. Every feature is a customer's own, so the buckets' frames concatenated and sorted
+    are the whole bank's."""
+    return [[int(b)] for b in (store.shards() if buckets is None else buckets)]
+
+
+def concat_sorted(frames: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
+    """Frames of several buckets as one, in the order a single query over all of them gives (sorted by `keys`)."""
+    filled = [f for f in frames if len(f)]
+    if not filled:
+        return frames[0] if frames else pd.DataFrame()
+    out = pd.concat(filled, ignore_index=True) if len(filled) > 1 else filled[0]
+    return out.sort_values(keys, kind="mergesort").reset_index(drop=True) if keys else out
+
+
+def concat_panels(panels: list[Panel]) -> Panel:
+    """One Panel of the per-bucket panels (bucket_groups), ordered as features.build_panel orders its frames."""
+    labels = [p.labels for p in panels if p.labels is not None]
+    return Panel(features=concat_sorted([p.features for p in panels], ["customer_id", "cutoff"]),
+                 streams=concat_sorted([p.streams for p in panels],
+                                       [c for c in ("customer_id", "cutoff", "stream_id")
+                                        if all(c in p.streams for p in panels)]),
+                 series=concat_sorted([p.series for p in panels], ["customer_id", "ds"]),
+                 labels=concat_sorted(labels, ["customer_id", "cutoff", "horizon_days"]) if labels else None,
+                 reconciliation=concat_sorted([p.reconciliation for p in panels], ["account_id"]))
+
+
 def consent_snapshot(paths: Paths, as_of: date, buckets: Iterable[int] | None = None) -> pd.DataFrame:
     """The silver consent state as of `as_of` (the latest snapshot on or before it): one row per customer with the
     `is_<purpose>_allowed` flags. Without any snapshot nobody has consented to anything (service alerts aside)."""

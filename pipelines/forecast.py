@@ -93,14 +93,19 @@ def build_panel(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Ite
                 with_labels: bool = False, series_until: date | None = None,
                 series_days: int | None = None) -> feature_stage.Panel:
     """Features at the cut-offs from silver as of `as_of`, the way the nightly feature store computes them
-    (features.register_silver + build_panel): what training and the backtests read."""
-    con = lake.connect()
-    try:
-        feature_stage.register_silver(con, paths, as_of, buckets)
-        return feature_stage.build_panel(con, cutoffs, horizons(), with_labels=with_labels,
-                                         series_until=series_until, series_days=series_days)
-    finally:
-        con.close()
+    (features.register_silver + build_panel): what training and the backtests read, built a customer bucket at a
+    time (features.bucket_groups)."""
+    cutoffs = list(cutoffs)
+    panels = []
+    for group in feature_stage.bucket_groups(buckets):
+        con = lake.connect()
+        try:
+            feature_stage.register_silver(con, paths, as_of, group)
+            panels.append(feature_stage.build_panel(con, cutoffs, horizons(), with_labels=with_labels,
+                                                    series_until=series_until, series_days=series_days))
+        finally:
+            con.close()
+    return feature_stage.concat_panels(panels)
 
 
 def build_labels(paths: Paths, as_of: date, cutoffs: Iterable[date], series_until: date | None = None,

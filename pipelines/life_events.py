@@ -248,12 +248,18 @@ def compute_features(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any] | None 
 
 def build_features(paths: Paths, as_of: date, cutoffs: Iterable[date], buckets: Iterable[int] | None = None,
                    cfg: dict[str, Any] | None = None) -> pd.DataFrame:
-    con = lake.connect()
-    try:
-        register_inputs(con, paths, as_of, cutoffs, buckets, cfg)
-        return compute_features(con, cfg)
-    finally:
-        con.close()
+    """The life-event features at the cut-offs from silver as of `as_of`, a customer bucket at a time
+    (features.bucket_groups)."""
+    cutoffs = list(cutoffs)
+    frames = []
+    for group in feature_stage.bucket_groups(buckets):
+        con = lake.connect()
+        try:
+            register_inputs(con, paths, as_of, cutoffs, group, cfg)
+            frames.append(compute_features(con, cfg))
+        finally:
+            con.close()
+    return feature_stage.concat_sorted(frames, list(KEYS))
 
 
 def feature_names(frame: pd.DataFrame) -> list[str]:
