@@ -88,9 +88,16 @@ ID_COLUMNS = tuple(sorted(bench_night.row_ids() | {"transaction_id"}))
 def night_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated, loaded and trained base bank, as the bench builds it (its own data root)."""
     root = tmp_path_factory.mktemp("night") / "bench" / "night"
+    # Four customer buckets instead of 16 (a SEGONE_SETTINGS overlay for the module, inherited by every command the
+    # bench starts): the same stages, tiling and re-bucketing at a quarter of the shards' start-up cost.
+    overlay = root.parent.parent / "settings.yaml"
+    overlay.write_text("segone: {lake: {n_buckets: 4}}\n", encoding="utf-8")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEGONE_SETTINGS", str(overlay))
     base, info = bench_night.ensure_base(root, NIGHT_BASE, NIGHT_DAYS, seed=NIGHT_SEED)
     assert not info["cached"] and any((base / "landing" / bench_night.END.isoformat() / "openbanking").glob("*.json"))
-    return base
+    yield base
+    mp.undo()
 
 
 def _rows(con, folder: Path, where: str = "true", strip: str | None = None) -> list[tuple]:
