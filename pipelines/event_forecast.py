@@ -11,7 +11,9 @@ calibration. The events (config/event_forecast.yaml):
   of the last 90 days scaled to the window, on some day within the horizon; for customers with a regular income that
   has not already stopped;
 - large expense: one payment of at least max(`multiple` x monthly outflow, `min_amount`) that is not part of a
-  monthly (or shorter) stream, within the horizon.
+  monthly (or shorter) stream, within the horizon; the monthly outflow is the customer's typical month (the store's
+  typical_monthly_outflow: the median month of the last `outflow_months`, so the threshold does not follow the
+  season of spending).
 Inputs: the store's customer_features and recurring_streams of D (nothing rebuilt) plus what this module derives from
 them (`event_inputs`: the thresholds, the quarterly or yearly bills due within each horizon, income-stream shape).
 """
@@ -61,8 +63,10 @@ def baselines(features: pd.DataFrame, cfg: dict[str, Any] | None = None) -> pd.D
     covers; 0 for a customer without a regular income of
     `min_monthly_income` a month, or whose income has already stopped: none within the window, or with under
     `min_history_days` of history: a monthly pay counted twice in 38 days is no baseline), `monthly_outflow`
-    (fixed_spend_90 + flexible_spend_90 a month) and `expense_threshold` (max(multiple x monthly outflow,
-    min_amount)). A history shorter than 90 days divides by the days it has (history_days), not by 90."""
+    (the customer's typical month, typical_monthly_outflow of sql/features_customer.sql: the median outflow of the
+    complete 30-day months of the last `outflow_months`, so a heavy December does not raise it for the months after)
+    and `expense_threshold` (max(multiple x monthly outflow, min_amount)). For the income, a history shorter than 90
+    days divides income_90 by the days it has (history_days), not by 90."""
     cfg = cfg or settings()
     inc, exp = cfg["income"], cfg["expense"]
     window = float(inc["window_days"])
@@ -73,8 +77,7 @@ def baselines(features: pd.DataFrame, cfg: dict[str, Any] | None = None) -> pd.D
     since = features["days_since_income"].to_numpy(float)
     eligible = ((monthly >= float(inc["min_monthly_income"])) & np.isfinite(since) & (since < window)
                 & (np.nan_to_num(features["history_days"].to_numpy(float)) >= float(inc["min_history_days"])))
-    outflow = (np.nan_to_num(features["fixed_spend_90"].to_numpy(float))
-               + np.nan_to_num(features["flexible_spend_90"].to_numpy(float))) / seen * 30.0
+    outflow = np.nan_to_num(features["typical_monthly_outflow"].to_numpy(float))
     return pd.DataFrame({
         "customer_id": features["customer_id"].astype(str).to_numpy(),
         "cutoff": pd.to_datetime(features["cutoff"]).to_numpy(),
@@ -101,7 +104,8 @@ def event_inputs(features: pd.DataFrame, streams: pd.DataFrame, cfg: dict[str, A
     out["cutoff"] = pd.to_datetime(out["cutoff"])
     base = baselines(out, cfg)
     out["income_monthly"] = base["income_baseline"].to_numpy()
-    out["monthly_outflow"] = base["monthly_outflow"].to_numpy()
+    out["monthly_outflow"] = base["monthly_outflow"].to_numpy()   # the same as typical_monthly_outflow: one input
+    out = out.drop(columns=["typical_monthly_outflow"])
     out["expense_threshold"] = base["expense_threshold"].to_numpy()
     keys = out[["customer_id", "cutoff"]].assign(customer_id=out["customer_id"].astype(str))
     s = streams.copy() if len(streams) else pd.DataFrame(columns=["customer_id", "cutoff", "direction", "cadence_days",

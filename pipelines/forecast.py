@@ -39,13 +39,19 @@ def horizons() -> tuple[int, ...]:
 # Features with the baseline's projection attached: what the global engine is trained on and scores
 # ---------------------------------------------------------------------------------------------------------------
 
+# Store features that are not the cash engine's inputs: the large-expense threshold's typical month
+# (pipelines/event_forecast.py), added after the cash engine's backtest; an input of it only once measured there.
+NOT_CASH_INPUTS = ("typical_monthly_outflow",)
+
+
 def model_inputs(panel: feature_stage.Panel) -> pd.DataFrame:
     """The customer features plus the baseline projection per horizon (projected recurring net flow, projected
     minimum, baseline probability): the global engine learns where the rules engine is wrong."""
     from models.baseline_engine import baseline_features
 
     extra = baseline_features(panel.features, projected_streams(panel.streams), horizons())
-    return panel.features.merge(extra, on=["customer_id", "cutoff"], how="left", validate="one_to_one")
+    features = panel.features.drop(columns=list(NOT_CASH_INPUTS), errors="ignore")
+    return features.merge(extra, on=["customer_id", "cutoff"], how="left", validate="one_to_one")
 
 
 def projected_streams(streams: pd.DataFrame) -> pd.DataFrame:

@@ -97,9 +97,18 @@ def windows() -> Windows:
         problems.append("posting_days and recurring.lookback_days must be at least series_days")
     if out.feature_nights < 1:
         problems.append("feature_nights must be at least 1")
+    if out.posting_days < 30 * outflow_months():
+        problems.append("posting_days must cover the large-expense threshold's outflow_months "
+                        "(config/event_forecast.yaml) of 30 days")
     if problems:
         raise SegoneError("config/features.yaml: " + "; ".join(problems))
     return out
+
+
+def outflow_months() -> int:
+    """The 30-day months the large-expense threshold's typical month is the median of (config/event_forecast.yaml
+    expense.outflow_months; sql/features_customer.sql reads them from the store's postings)."""
+    return int(load_config("event_forecast")["expense"]["outflow_months"])
 
 
 def _escape(text: str) -> str:
@@ -204,6 +213,7 @@ def variables(day: date, series_start: date, last_cutoff: date) -> dict[str, Any
         "stream_min_regularity": float(recurring["min_regularity"]),
         "stream_max_amount_cv": float(recurring["max_amount_cv"]),
         "min_income_regularity": float(forecast["confidence"]["min_income_regularity"]),
+        "outflow_months": outflow_months(),
     }
 
 

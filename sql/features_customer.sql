@@ -118,6 +118,48 @@ flexible_volatility as (
     group by all
 ),
 
+outflow_accounts as (
+    -- the accounts that made the cash position on some day of the 90 days before each cut-off (the window of the
+    -- flow features; the series the night keeps reaches no further back than `series_days`)
+    select distinct cutoffs.cutoff, account_days.account_id
+    from account_days
+    join cutoffs on account_days.ds between cutoffs.cutoff - 89 and cutoffs.cutoff
+    where account_days.is_primary
+),
+
+outflow_months as (
+    -- their outflow (fixed and flexible spend: own-account transfers in neither) per 30-day month before the
+    -- cut-off, month 0 the 30 days ending on it, over the `outflow_months` months (config/event_forecast.yaml; the
+    -- store keeps `posting_days` of postings, pipelines/store.windows checks that they fit)
+    select cutoffs.cutoff, day_rows.customer_id,
+        cast((cutoffs.cutoff - day_rows.ds) // 30 as integer) as month,
+        -sum(day_rows.amount) as outflow
+    from day_rows
+    join cutoffs
+        on day_rows.ds between cutoffs.cutoff - (30 * getvariable('outflow_months') - 1) and cutoffs.cutoff
+    semi join outflow_accounts
+        on outflow_accounts.cutoff = cutoffs.cutoff and outflow_accounts.account_id = day_rows.account_id
+    where day_rows.sign < 0 and not day_rows.is_own_transfer
+    group by all
+),
+
+month_grid as (
+    -- the complete months the history covers (a month without any outflow is one of them, at 0)
+    select cutoff, customer_id,
+        unnest(range(cast(least(getvariable('outflow_months'), (cutoff - first_day + 1) // 30) as bigint))) as month
+    from history
+),
+
+typical_outflow as (
+    -- the typical month: the median of those months, so one heavy month (December, a holiday, the large payment
+    -- itself) does not move it; none with under 30 days of history
+    select month_grid.cutoff, month_grid.customer_id,
+        median(coalesce(outflow_months.outflow, 0)) as typical_monthly_outflow
+    from month_grid
+    left join outflow_months using (cutoff, customer_id, month)
+    group by all
+),
+
 stream_features as (
     select
         cutoff, customer_id,
@@ -274,6 +316,11 @@ final as (
         coalesce(flow_features.flexible_spend_90, 0) as flexible_spend_90,
         coalesce(flow_features.flexible_spend_30, 0) as flexible_spend_30,
         coalesce(flexible_volatility.flexible_spend_std_30, 0) as flexible_spend_std_30,
+        -- the large-expense threshold's monthly outflow (docs/forecasting.md, "Income drops and large expenses"):
+        -- the median month above; under 30 days of history, the outflow so far per day of it, times 30
+        coalesce(typical_outflow.typical_monthly_outflow,
+            (coalesce(flow_features.fixed_spend_90, 0) + coalesce(flow_features.flexible_spend_90, 0))
+                / least(balance_features.cutoff - history.first_day + 1, 90) * 30) as typical_monthly_outflow,
         coalesce(flow_features.n_fees_90, 0) as n_fees_90,
         coalesce(arrears_evidence.n_returned_payments, 0) as n_returned_payments,
         coalesce(arrears_evidence.n_arrears_fees, 0) as n_arrears_fees,
@@ -306,6 +353,7 @@ final as (
     join history using (cutoff, customer_id)
     left join flow_features using (cutoff, customer_id)
     left join flexible_volatility using (cutoff, customer_id)
+    left join typical_outflow using (cutoff, customer_id)
     left join stream_features using (cutoff, customer_id)
     left join limits using (cutoff, customer_id)
     left join holdings using (cutoff, customer_id)

@@ -123,21 +123,37 @@ def test_a_window_the_data_does_not_cover_has_no_label():
 def _features(**columns) -> pd.DataFrame:
     base = {"customer_id": ["A"], "cutoff": [pd.Timestamp(CUT)], "income_90": [6000.0], "days_since_income": [3.0],
             "history_days": [200.0], "fixed_spend_90": [1500.0], "flexible_spend_90": [1500.0],
-            "monthly_recurring_income": [2000.0], "is_income_stopped": [0.0]}
+            "typical_monthly_outflow": [1000.0], "monthly_recurring_income": [2000.0], "is_income_stopped": [0.0]}
     base.update(columns)
     return pd.DataFrame(base)
 
 
 def test_thresholds_are_relative_to_the_customer_and_follow_the_settings():
     cfg = ef.settings()
-    frame = pd.concat([_features(), _features(customer_id=["B"], fixed_spend_90=[9000.0], flexible_spend_90=[9000.0]),
-                       _features(customer_id=["C"], fixed_spend_90=[30.0], flexible_spend_90=[0.0])])
+    frame = pd.concat([_features(), _features(customer_id=["B"], typical_monthly_outflow=[6000.0]),
+                       _features(customer_id=["C"], typical_monthly_outflow=[10.0])])
     out = ef.baselines(frame, cfg).set_index("customer_id")
     assert out.loc["A", "monthly_outflow"] == 1000.0
     assert out.loc["A", "expense_threshold"] == cfg["expense"]["multiple"] * 1000.0
     assert out.loc["B", "expense_threshold"] == cfg["expense"]["multiple"] * 6000.0
     assert out.loc["C", "expense_threshold"] == cfg["expense"]["min_amount"]   # never below the floor
     assert out.loc["A", "income_baseline"] == 2000.0
+
+
+def test_a_heavy_december_does_not_raise_the_threshold_of_the_months_after():
+    """The threshold is half the customer's typical month (the store's median month, typical_monthly_outflow), not
+    the last 90 days' outflow: a customer who spends 1,000 a month and 4,000 in December has the same threshold in
+    November, in January after it and in March, while the 90-day outflow a month went from 1,000 to 2,000."""
+    cfg = ef.settings()
+    cuts = [pd.Timestamp("2025-11-30"), pd.Timestamp("2026-01-15"), pd.Timestamp("2026-03-31")]
+    spend_90 = [3000.0, 6000.0, 3000.0]          # the heavy December inside the January cut-off's 90 days
+    frame = pd.concat([_features(cutoff=[c], fixed_spend_90=[s / 2], flexible_spend_90=[s / 2],
+                                 typical_monthly_outflow=[1000.0]) for c, s in zip(cuts, spend_90)])
+    out = ef.baselines(frame, cfg)
+    assert out["monthly_outflow"].tolist() == [1000.0] * 3
+    assert out["expense_threshold"].tolist() == [cfg["expense"]["multiple"] * 1000.0] * 3
+    inputs = ef.event_inputs(frame, pd.DataFrame(), cfg, horizon_days=(30,))
+    assert "typical_monthly_outflow" not in inputs and inputs["monthly_outflow"].tolist() == [1000.0] * 3
 
 
 def test_no_income_forecast_without_a_regular_income_or_once_it_has_stopped():
@@ -160,7 +176,7 @@ def test_a_yearly_bill_due_within_the_horizon_is_an_input_of_that_horizon_only()
     out = ef.event_inputs(_features(), streams, ef.settings(), horizon_days=(30, 60, 90)).iloc[0]
     assert out["known_large_due_30"] == 0 and out["known_large_due_60"] == 900 and out["known_large_due_90"] == 900
     assert out["income_stream_early"] == 1 and out["income_largest_share"] == 1.0
-    small = ef.event_inputs(_features(fixed_spend_90=[9000.0]), streams, ef.settings()).iloc[0]
+    small = ef.event_inputs(_features(typical_monthly_outflow=[3000.0]), streams, ef.settings()).iloc[0]
     assert small["known_due_60"] == 900 and small["known_large_due_60"] == 0   # under this customer's threshold
 
 

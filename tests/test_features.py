@@ -585,3 +585,59 @@ def test_training_features_built_bucket_by_bucket_equal_the_whole_bank_at_once(w
     finally:
         whole_life.close()
     pd.testing.assert_frame_equal(life_events.build_features(paths, END, cutoffs), want, check_exact=False, atol=1e-9)
+
+
+# --- the large-expense threshold's typical month: a heavy December does not move it ---------------------------
+
+SEASON_CUTS = (date(2025, 11, 30), date(2025, 12, 31), date(2026, 1, 31), date(2026, 2, 28), END)
+
+
+def make_season_bank() -> LandingBank:
+    bank = LandingBank(end=END)
+    # 40.00 a day, every day since the account opened (1,200 in every 30 days), and 100.00 more every day of December
+    bank.customer("C_SEASON")
+    bank.account("A_SEASON", "C_SEASON", date(2025, 6, 1), opening_balance=20000)
+    bank.card_spending("A_SEASON", date(2025, 6, 1), END, every=1, amount="-40.00")
+    for day in days_between(date(2025, 12, 1), date(2025, 12, 31)):
+        bank.post("A_SEASON", day, "-100.00", "card", description="GIFTS", merchant_name="Toys", mcc="5945")
+    # 45 days of history at END: one complete month; 20 days: none
+    bank.customer("C_YOUNG", since=END - timedelta(days=44))
+    bank.account("A_YOUNG", "C_YOUNG", END - timedelta(days=44), opening_balance=5000)
+    bank.card_spending("A_YOUNG", END - timedelta(days=44), END, every=1, amount="-10.00")
+    bank.post("A_YOUNG", END - timedelta(days=3), "-600.00", "card", description="SOFA", merchant_name="Sofas",
+              mcc="5712")
+    bank.customer("C_NEW", since=END - timedelta(days=19))
+    bank.account("A_NEW", "C_NEW", END - timedelta(days=19), opening_balance=5000)
+    bank.card_spending("A_NEW", END - timedelta(days=19), END, every=1, amount="-10.00")
+    return bank
+
+
+@pytest.fixture(scope="module")
+def season_world(tmp_path_factory):
+    bank = make_season_bank()
+    with loaded(tmp_path_factory, "features-season", bank) as (paths, metrics, con):
+        assert metrics["conform"]["quarantined"] == 0
+        yield features.build_panel(con, list(SEASON_CUTS))
+
+
+def test_a_heavy_december_does_not_move_the_typical_month(season_world) -> None:
+    """The large-expense threshold's monthly outflow (typical_monthly_outflow) is the median of the last six
+    complete 30-day months: 1,200 at every cut-off, before, in and after December, while the 90-day outflow a
+    month jumps with December and stays up for the three months after it."""
+    rows = season_world.features.set_index(["customer_id", "cutoff"])
+    typical = {c: rows.loc[("C_SEASON", pd.Timestamp(c)), "typical_monthly_outflow"] for c in SEASON_CUTS}
+    assert typical == pytest.approx({c: 1200.0 for c in SEASON_CUTS})
+    trailing = {c: (rows.loc[("C_SEASON", pd.Timestamp(c)), "fixed_spend_90"]
+                    + rows.loc[("C_SEASON", pd.Timestamp(c)), "flexible_spend_90"]) / 3 for c in SEASON_CUTS}
+    assert trailing[date(2025, 11, 30)] == pytest.approx(1200.0)
+    assert trailing[date(2026, 1, 31)] == pytest.approx(1200.0 + 3100.0 / 3)    # the old definition jumped
+
+
+def test_a_short_history_has_the_median_of_its_complete_months_or_its_rate_so_far(season_world) -> None:
+    rows = season_world.features.set_index(["customer_id", "cutoff"])
+    young = rows.loc[("C_YOUNG", pd.Timestamp(END))]
+    assert young["history_days"] == 45
+    assert young["typical_monthly_outflow"] == pytest.approx(30 * 10.0 + 600.0)     # its one complete month
+    new = rows.loc[("C_NEW", pd.Timestamp(END))]
+    assert new["history_days"] == 20
+    assert new["typical_monthly_outflow"] == pytest.approx(20 * 10.0 / 20 * 30)     # 10 a day, 30 days of it
