@@ -129,7 +129,7 @@ def write_decision_context(paths: Paths, context: pd.DataFrame, nba: pd.DataFram
     final = lake.partition_path(paths, "gold", "decision_context", as_of=day.isoformat(), bucket=str(int(bucket)))
     columns = ", ".join(['cast("customer_id" as varchar) as "customer_id"'] +
                         [f'cast("{n}" as double) as "{n}"' for n in names])
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         con.register("frame", frame)
         return lake.write_relation(con, f"select {columns} from frame", final, paths)

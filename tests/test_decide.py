@@ -672,3 +672,4 @@ def test_the_context_is_made_of_what_the_earlier_stages_persisted():
     assert ctx.loc["C1", "has_external_current"] and not ctx.loc["C2", "has_external_current"]
     assert ctx.loc["C2", "is_gambling_harm"] and ctx.loc["C2", "is_vulnerable"]
     assert ctx.loc["C1", "age"] == D.year - 1980 and ctx.loc["C2", "is_service_alerts_allowed"]
+
