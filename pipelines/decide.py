@@ -1509,7 +1509,22 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
 # The nightly stage
 # ---------------------------------------------------------------------------------------------------------------
 
+# The CRM responses last read in this process (`read_responses`): every shard of a night reads all of them.
+_RESPONSES: dict[tuple, pd.DataFrame | None] = {}
+
+
 def read_responses(paths: Paths, day: date, bucket: int | None = None) -> pd.DataFrame | None:
+    """Silver crm_responses loaded up to D (of a bucket, or all), ordered; None when there are none. Read once per
+    process while the table's files stand (`lake.table_stamp`); each caller gets its own copy."""
+    key = (str(paths.home), day.isoformat(), bucket, lake.table_stamp(paths, "silver", "crm_responses"))
+    if key not in _RESPONSES:
+        _RESPONSES.clear()  # the latest read only: a night's shards ask for the same one
+        _RESPONSES[key] = _read_responses(paths, day, bucket)
+    frame = _RESPONSES[key]
+    return None if frame is None else frame.copy()
+
+
+def _read_responses(paths: Paths, day: date, bucket: int | None) -> pd.DataFrame | None:
     scan = lake.scan_sql(paths, "silver", "crm_responses")
     if scan is None:
         return None

@@ -122,6 +122,14 @@ def _table_files(paths: Paths, layer: str, table: str) -> tuple[Path, list[Path]
     return root, (list(root.rglob("*.parquet")) if root.exists() else [])
 
 
+def table_stamp(paths: Paths, layer: str, table: str) -> tuple:
+    """What identifies a table's contents on disk: every Parquet file's path, inode, size and modification time.
+    Every write swaps in new files (`write_relation`), so any write changes it: a per-process cache of what was
+    read from the table is keyed by it."""
+    _, files = _table_files(paths, layer, table)
+    return tuple(sorted((str(p), s.st_ino, s.st_size, s.st_mtime_ns) for p in files for s in [p.stat()]))
+
+
 def table_glob(paths: Paths, layer: str, table: str) -> str | None:
     """A glob over all of a table's Parquet files; None when the table has none yet."""
     root, files = _table_files(paths, layer, table)
