@@ -226,7 +226,7 @@ def read_context_inputs(paths: Paths, day: date, bucket: int) -> dict[str, pd.Da
     customers_path = store.snapshot_path(paths, "customers", day)
     consent_path = store.snapshot_path(paths, "consent_state", day, required=False)
     consent_cols = ", ".join(f"is_{purpose}_allowed" for purpose in CONSENT_PURPOSES)
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         customers = con.execute(f"""
             select customer_id, region, known_vulnerability, birth_year, customer_since
@@ -377,7 +377,7 @@ def previous_introductions(paths: Paths, day: date, bucket: int) -> pd.DataFrame
     if not earlier:
         return empty
     folder = lake.partition_path(paths, "gold", "dashboard_layout", as_of=earlier[-1], bucket=str(int(bucket)))
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         rows = con.execute(f"select * from read_parquet('{folder}/*.parquet', hive_partitioning = false, "
                            f"union_by_name = true)").df()
@@ -665,7 +665,7 @@ def customer_hashes(customer_ids: pd.Series, as_of: date, cohort: str | None = N
     of (customer_id, cohort): the same group every night while the cohort stays (config control_cohort); without a
     cohort the draw is per night (md5 of customer_id and as_of)."""
     group_key = cohort if cohort else as_of.isoformat()
-    con = lake.connect(threads=2)
+    con = lake.connect(shared=True, threads=2)
     try:
         con.execute("set enable_progress_bar = false")
         con.register("ids", pd.DataFrame({"customer_id": customer_ids.astype(str).to_numpy()}))
@@ -679,7 +679,7 @@ def customer_hashes(customer_ids: pd.Series, as_of: date, cohort: str | None = N
 
 
 def _recommendation_ids(customer_ids: np.ndarray, action_ids: np.ndarray, as_of: date, version: str) -> np.ndarray:
-    con = lake.connect(threads=2)
+    con = lake.connect(shared=True, threads=2)
     try:
         con.execute("set enable_progress_bar = false")
         con.register("recs", pd.DataFrame({"c": customer_ids, "a": action_ids}))
@@ -1509,14 +1509,29 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
 # The nightly stage
 # ---------------------------------------------------------------------------------------------------------------
 
+# The CRM responses last read in this process (`read_responses`): every shard of a night reads all of them.
+_RESPONSES: dict[tuple, pd.DataFrame | None] = {}
+
+
 def read_responses(paths: Paths, day: date, bucket: int | None = None) -> pd.DataFrame | None:
+    """Silver crm_responses loaded up to D (of a bucket, or all), ordered; None when there are none. Read once per
+    process while the table's files stand (`lake.table_stamp`); each caller gets its own copy."""
+    key = (str(paths.home), day.isoformat(), bucket, lake.table_stamp(paths, "silver", "crm_responses"))
+    if key not in _RESPONSES:
+        _RESPONSES.clear()  # the latest read only: a night's shards ask for the same one
+        _RESPONSES[key] = _read_responses(paths, day, bucket)
+    frame = _RESPONSES[key]
+    return None if frame is None else frame.copy()
+
+
+def _read_responses(paths: Paths, day: date, bucket: int | None) -> pd.DataFrame | None:
     scan = lake.scan_sql(paths, "silver", "crm_responses")
     if scan is None:
         return None
     where = f"(load_date = 'history' or load_date <= '{day.isoformat()}')"
     if bucket is not None:
         where += f" and bucket = {int(bucket)}"
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         return con.execute(f"select recommendation_id, customer_id, action_id, channel, event, event_at "
                            f"from {scan} where {where} order by recommendation_id, event_at, event").df()
@@ -1564,7 +1579,7 @@ def bucket_sizes(paths: Paths, day: date) -> dict[int, int]:
     path = snapshot_path(paths, "customers", day, required=False)
     if path is None:
         return sizes
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         rows = con.execute(f"select bucket, count(*) from read_parquet('{path}/**/*.parquet') group by bucket").fetchall()
     finally:

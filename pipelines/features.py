@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from typing import Iterable
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from pipelines import lake, sql, store
@@ -86,7 +87,7 @@ def consent_snapshot(paths: Paths, as_of: date, buckets: Iterable[int] | None = 
     path = store.snapshot_path(paths, "consent_state", as_of, required=False)
     if path is None:
         return pd.DataFrame({"customer_id": pd.Series(dtype=str)})
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         return con.execute(f"select * exclude (bucket) from read_parquet('{path}/**/*.parquet') "
                            f"where {store._bucket_filter(buckets)} order by customer_id").df()
@@ -200,10 +201,21 @@ def customer_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 def numeric(features: pd.DataFrame, keys: Iterable[str] = ("customer_id", "cutoff")) -> pd.DataFrame:
     """Booleans as 0/1 and every feature as float64, the one dtype the engines take, rounded to 6 decimals: DuckDB
     sums doubles in parallel in no fixed order, and the last bits must not change a model or its data hash."""
-    out = features.copy()
     keys = set(keys)
-    for column in out.columns:
-        if column in keys:
-            continue
-        out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64").round(6)
-    return out
+    if features.columns.has_duplicates:  # not a frame of features: one column at a time
+        out = features.copy()
+        for column in out.columns:
+            if column not in keys:
+                out[column] = _as_feature(out[column])
+        return out
+    # built whole from its columns: assigning a hundred columns one by one into a copy costs far more
+    return pd.DataFrame({column: features[column].copy() if column in keys else _as_feature(features[column])
+                         for column in features.columns}, index=features.index)
+
+
+def _as_feature(values: pd.Series) -> pd.Series:
+    """One feature column as float64 rounded to 6 decimals (`numeric`); a column of NumPy booleans, integers or
+    floats is converted directly (what pd.to_numeric would leave as it is)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
+        return pd.Series(np.round(values.to_numpy(dtype="float64"), 6), index=values.index, name=values.name)
+    return pd.to_numeric(values, errors="coerce").astype("float64").round(6)

@@ -648,7 +648,7 @@ def consented_streams(streams: pd.DataFrame, consent: pd.DataFrame) -> pd.DataFr
 
 
 def _customers_in_bucket(paths: Paths, day: date, bucket: int) -> int:
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         path = store.snapshot_path(paths, "customers", day)
         return int(con.execute(f"select count(*) from read_parquet('{path}/**/*.parquet') "

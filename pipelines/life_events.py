@@ -274,7 +274,7 @@ def consent_state(paths: Paths, day: date, buckets: Iterable[int] | None = None)
     """customer_id, life_events, personalization, location (booleans) from the silver consent_state snapshot as of
     `day`."""
     path = store.snapshot_path(paths, "consent_state", day)
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         frame = con.execute(f"""
             select customer_id, coalesce(is_life_events_allowed, false) as life_events,
@@ -301,7 +301,7 @@ def declared_events(paths: Paths, as_of: date) -> pd.DataFrame:
     scan = lake.scan_sql(paths, "silver", "life_events_declared")
     if scan is None:
         return pd.DataFrame({"customer_id": [], "event_type": [], "event_date": pd.to_datetime([])})
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         sql.set_variables(con, as_of=as_of)
         frame = con.execute(f"""
@@ -909,7 +909,7 @@ def classify_life_events(paths: Paths, day: date, bucket: int) -> dict[str, Any]
     features = store.read_table(paths, "life_event_features", day, bucket)
     features = add_rule_features(feature_stage.numeric(features.assign(cutoff=pd.Timestamp(day)), KEYS), cfg)
     features = features[features["customer_id"].isin(set(consent["customer_id"]))].reset_index(drop=True)
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         register_evidence_inputs(con, paths, day, bucket, consent["customer_id"])
         rows = score_rows(model, con, features, consent, day, cfg) if len(features) else _empty_rows()

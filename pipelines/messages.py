@@ -345,7 +345,7 @@ def consented_customers(paths: Paths, day: date, bucket: int) -> list[str]:
     from pipelines.store import snapshot_path
 
     path = snapshot_path(paths, "consent_state", day)
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         has_column = any(r[0] == "is_message_analysis_allowed" for r in con.execute(
             f"describe select * from read_parquet('{path}/**/*.parquet')").fetchall())
@@ -377,7 +377,7 @@ def messages_to_score(paths: Paths, day: date, bucket: int, consented: Sequence[
     if not _insight_partitions(paths, day, date.min):
         loads.append("'history'")
     end = (day + timedelta(days=1)).isoformat()
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         con.register("consented_frame", pd.DataFrame({"customer_id": list(consented)}))
         return con.execute(
@@ -401,7 +401,7 @@ def earlier_insights(paths: Paths, day: date, bucket: int, since: date) -> pd.Da
     files = [f for f in files if any(Path(f).glob("*.parquet"))]
     if not files:
         return empty_insights()
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         listing = ", ".join(f"'{f}/*.parquet'" for f in files)
         return con.execute(f"select {', '.join(INSIGHT_COLUMNS)} from read_parquet([{listing}], "
@@ -476,7 +476,7 @@ def read_signals(paths: Paths, day: date, bucket: int) -> pd.DataFrame:
     folder = lake.partition_path(paths, "gold", "message_signals", as_of=day.isoformat(), bucket=str(bucket))
     if not any(folder.glob("*.parquet")):
         return empty_features()
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         return con.execute(f"select {', '.join(FEATURE_COLUMNS)} from read_parquet('{folder}/*.parquet', "
                            f"hive_partitioning = false)").df()

@@ -39,7 +39,7 @@ def write_gold(paths: Paths, table: str, frame: pd.DataFrame, day: date, bucket:
         (f'cast("{name}" as {types[name]}) as "{name}"' if name in frame.columns
          else f'cast(null as {types[name]}) as "{name}"') for name in columns)
     final = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(int(bucket)))
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         con.register("frame", _for_lake(frame))
         return lake.write_relation(con, f"select {select} from frame", final, paths)

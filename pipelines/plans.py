@@ -393,7 +393,7 @@ def _gold(paths: Paths, table: str, day: date, bucket: int) -> pd.DataFrame | No
     folder = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(int(bucket)))
     if not any(folder.glob("*.parquet")):
         return None
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         return con.execute(f"select * from read_parquet('{folder}/*.parquet', hive_partitioning = false)").df()
     finally:
@@ -428,7 +428,7 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
     features = store.read_table(paths, "customer_features", day, b, columns="customer_id, income_90")
     income = pd.DataFrame({"customer_id": features["customer_id"],
                            "monthly_income": features["income_90"].astype(float) / 3.0})
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         consent_path = _snapshot(paths, "consent_state", day)
         consent = con.execute(
@@ -566,7 +566,7 @@ def summarise_shards(paths: Paths, day: date, per_shard: list[dict[str, Any]]) -
 def check_safety(paths: Paths, day: date) -> dict[str, Any]:
     """The safety rule on every plan row of D, from the persisted gold plans and cash_forecast alone (not the
     stage's own p10_after): raises GateFailed naming the customers that break it."""
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         root = paths.table("gold", TABLE) / f"as_of={day.isoformat()}"
         plans = con.execute(f"select customer_id, execute_on, amount from read_parquet('{root}/*/*.parquet', "

@@ -79,28 +79,24 @@ class Scorer:
         return out
 
 
-_CACHE: dict[tuple[str, str], Scorer] = {}
-
-
 def promoted_version(paths: Paths) -> str:
     return registry.promoted_version(paths, FAMILY) or CATALOGUE
 
 
 def load_scorer(paths: Paths, version: str) -> Scorer | None:
-    """The scorer of a registry version (None for the catalogue policy)."""
+    """The scorer of a registry version (None for the catalogue policy). Loaded once per process while the
+    version's files stand (`registry.load_cached`: a version saved again under its name, or a file rewritten, is
+    loaded again; a newly promoted version replaces its predecessor in the cache)."""
     from models.policy_model import IncompatibleModelError, PolicyModel
 
     if version == CATALOGUE:
         return None
-    key = (str(paths.home), version)
-    if key not in _CACHE:
-        directory = registry.family_dir(paths, FAMILY) / version
-        try:
-            _CACHE[key] = Scorer(PolicyModel.load(directory), version)
-        except (FileNotFoundError, IncompatibleModelError) as error:
-            raise SegoneError(f"the promoted policy {version} cannot be loaded ({error}): run `segone retrain` "
-                              f"or promote another version") from error
-    return _CACHE[key]
+    directory = registry.family_dir(paths, FAMILY) / version
+    try:
+        return registry.load_cached(directory, "policy", lambda folder: Scorer(PolicyModel.load(folder), version))
+    except (FileNotFoundError, IncompatibleModelError) as error:
+        raise SegoneError(f"the promoted policy {version} cannot be loaded ({error}): run `segone retrain` "
+                          f"or promote another version") from error
 
 
 def promoted_scorer(paths: Paths) -> Scorer | None:
@@ -133,7 +129,7 @@ def write_decision_context(paths: Paths, context: pd.DataFrame, nba: pd.DataFram
     final = lake.partition_path(paths, "gold", "decision_context", as_of=day.isoformat(), bucket=str(int(bucket)))
     columns = ", ".join(['cast("customer_id" as varchar) as "customer_id"'] +
                         [f'cast("{n}" as double) as "{n}"' for n in names])
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         con.register("frame", frame)
         return lake.write_relation(con, f"select {columns} from frame", final, paths)

@@ -312,7 +312,7 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
     bucket's personalization-consented customers."""
     cfg = cfg or settings()
     iso, b = day.isoformat(), int(bucket)
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         consent_path = _snapshot(paths, "consent_state", day)
         consents = con.execute(
@@ -384,7 +384,7 @@ def write_gold(paths: Paths, table: str, frame: pd.DataFrame, day: date, bucket:
     frame = frame.reindex(columns=[c.name for c in columns])
     select = ", ".join(f'cast("{c.name}" as {c.type}) as "{c.name}"' for c in columns)
     final = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(int(bucket)))
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         con.register("frame", frame.astype(object).where(frame.notna(), None))
         return lake.write_relation(con, f"select {select} from frame", final, paths)
@@ -446,7 +446,7 @@ def read_gold(paths: Paths, table: str, day: date, bucket: int) -> pd.DataFrame:
     folder = lake.partition_path(paths, "gold", table, as_of=day.isoformat(), bucket=str(int(bucket)))
     if not any(folder.glob("*.parquet")):
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         return con.execute(f"select {', '.join(columns)} from read_parquet('{folder}/*.parquet', "
                            f"hive_partitioning = false)").df()

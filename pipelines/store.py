@@ -611,7 +611,7 @@ def stale_inputs(paths: Paths, previous: date, bucket: int) -> list[str]:
     rebuild as of `previous` would give, and the night can merge into it."""
     if previous.isoformat() not in lake.partition_values(paths, LAYER, "inputs", bucket=bucket):
         return [f"the store of {previous} recorded no inputs"]
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         recorded = con.execute(f"select kind, name, fingerprint from {_read(paths, 'inputs', bucket, previous, previous)}"
                                ).fetchall()
@@ -1066,7 +1066,7 @@ def _purge_withdrawn(paths: Paths, day: date, bucket: int) -> int:
                f"and coalesce(is_open_banking_allowed, false))" if consent is not None
                else "(select cast(null as varchar) as customer_id where false)")
     removed = 0
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         for table in (*OB_TABLES.values(), "account_state", "customer_state", "home_counts", "stream_first",
                       "stream_state"):
@@ -1093,7 +1093,7 @@ def build_bucket(paths: Paths, day: date, bucket: int, rebuild: bool = False) ->
     started = time.perf_counter()
     previous = None if rebuild else state_date(paths, day, bucket)
     stale = stale_inputs(paths, previous, bucket) if previous is not None else []
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         register_consent(con, paths, day, bucket)
         if previous is None or stale:
@@ -1188,7 +1188,7 @@ def validate_features(paths: Paths, day: date) -> dict[str, Any]:
                   lake.partition_values(paths, LAYER, "customer_epochs", bucket=b)]
     if incomplete:
         problems.append(f"no complete store as of {day} for buckets {incomplete}")
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         for table in (*FEATURE_TABLES, "account_state", "customer_epochs"):
             schema = table_schema(LAYER, table)
@@ -1234,7 +1234,7 @@ def require(paths: Paths, day: date, bucket: int) -> None:
 def read_table(paths: Paths, table: str, day: date, bucket: int, columns: str = "*") -> pd.DataFrame:
     """One feature or state table of the store as of `day` for a bucket."""
     require(paths, day, bucket)
-    con = lake.connect()
+    con = lake.connect(shared=True)
     try:
         return con.execute(f"select {columns} from {_read(paths, table, bucket, day, day)}").df()
     finally:

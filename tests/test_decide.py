@@ -672,3 +672,28 @@ def test_the_context_is_made_of_what_the_earlier_stages_persisted():
     assert ctx.loc["C1", "has_external_current"] and not ctx.loc["C2", "has_external_current"]
     assert ctx.loc["C2", "is_gambling_harm"] and ctx.loc["C2", "is_vulnerable"]
     assert ctx.loc["C1", "age"] == D.year - 1980 and ctx.loc["C2", "is_service_alerts_allowed"]
+
+
+def test_the_crm_responses_are_read_once_while_their_files_stand(tmp_path):
+    """Every shard of a night reads every CRM response (propensities learn from all of them): a worker reads them
+    once while the table's files stand, each caller gets its own copy, and a load written since is read again."""
+    paths = Paths(tmp_path)
+    assert decide.read_responses(paths, D) is None
+
+    def load(day: date, rows: int) -> None:
+        frame = pd.DataFrame({
+            "recommendation_id": [f"r{day.day}-{i}" for i in range(rows)], "customer_id": [f"C{i}" for i in range(rows)],
+            "action_id": "savings_nudge", "channel": "email", "event": "delivered",
+            "event_at": pd.Timestamp(day, tz="UTC")})
+        lake.write_frame(frame, lake.partition_path(paths, "silver", "crm_responses", load_date=day.isoformat(),
+                                                    bucket="0"), paths)
+
+    load(D - timedelta(days=1), 3)
+    first = decide.read_responses(paths, D)
+    again = decide.read_responses(paths, D)
+    assert len(first) == 3 and again is not first and again.equals(first)
+    again.drop(index=again.index, inplace=True)  # a caller's changes stay its own
+    assert len(decide.read_responses(paths, D)) == 3
+    load(D, 2)  # D's load arrives: read again
+    assert len(decide.read_responses(paths, D)) == 5
+    assert len(decide.read_responses(paths, D - timedelta(days=1))) == 3

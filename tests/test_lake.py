@@ -116,6 +116,49 @@ def test_writes_that_need_not_keep_order_restore_the_setting(paths):
     con.close()
 
 
+def test_in_memory_connections_share_a_database_but_nothing_of_their_own(paths, monkeypatch):
+    """lake.connect(shared=True) hands out connections to one in-memory database per process and configuration
+    (starting a database is the expensive part): what one connection registers, creates as temp and sets as
+    variables the others never see, and it goes with the connection; each has the UTC time zone, whatever the
+    machine's; an ordinary connection is a database of its own."""
+    monkeypatch.setenv("TZ", "Europe/London")
+    a, b = lake.connect(shared=True), lake.connect(shared=True)
+    try:
+        a.register("frame", pd.DataFrame({"x": [1]}))
+        a.execute("create temp table t as select 1 as x")
+        a.execute("create temp macro m(x) as x + 1")
+        a.execute("set variable v = 7")
+        for name in ("frame", "t"):
+            with pytest.raises(Exception, match="does not exist"):
+                b.execute(f"select * from {name}")
+        with pytest.raises(Exception, match="m"):
+            b.execute("select m(1)")
+        assert b.execute("select getvariable('v')").fetchall() == [(None,)]
+        assert [c.execute("select current_setting('TimeZone')").fetchall()[0][0] for c in (a, b)] == ["UTC", "UTC"]
+        with lake.insertion_order(a, keep=False):
+            pass
+        assert b.execute("select current_setting('preserve_insertion_order')").fetchall() == [(True,)]
+    finally:
+        a.close()
+    c = lake.connect(shared=True)
+    try:
+        with pytest.raises(Exception, match="does not exist"):
+            c.execute("select * from t")
+        c.execute("create temp table t as select 2 as x")  # the name is free again
+    finally:
+        c.close()
+        b.close()
+    private = lake.connect()
+    try:
+        private.execute("create table kept as select 1 as x")
+        shared = lake.connect(shared=True)
+        with pytest.raises(Exception, match="does not exist"):
+            shared.execute("select * from kept")
+        shared.close()
+    finally:
+        private.close()
+
+
 def test_the_history_load_gives_the_same_silver_and_checks_whatever_the_order_of_the_rows(tmp_path, monkeypatch):
     """Bronze and silver postings are written in no particular order: the same history delivered in another row
     order (and the silver written by other threads) gives the same silver content and the same Great Expectations

@@ -164,3 +164,29 @@ def test_the_drivers_build_each_booster_attributor_once(monkeypatch):
     pd.testing.assert_series_equal(first, second)
     pd.testing.assert_series_equal(first, forecast.drivers(Engine(), inputs, rows, threshold=0.3))
     assert len(built) == 2 and (first != "no elevated risk of a shortfall").sum() == 14
+
+
+def test_the_policy_scorer_follows_its_files(tmp_path, monkeypatch):
+    """The learned policy's scorer is cached like the other models (by its version's files, not by its name alone):
+    the same object for every shard of a night, loaded again when the version is saved again under its name, a
+    refusal once its files are gone."""
+    from models import policy_model
+    from pipelines import policy
+
+    loads = []
+
+    def fake_load(directory):
+        loads.append((directory / "model.txt").read_text())
+        return loads[-1]
+
+    monkeypatch.setattr(policy_model.PolicyModel, "load", staticmethod(fake_load))
+    paths = Paths(tmp_path)
+    _save(paths, policy.FAMILY, "p1", "one")
+    registry.promote(paths, policy.FAMILY, "p1", "first")
+    first = policy.promoted_scorer(paths)
+    assert policy.promoted_scorer(paths) is first and first.model == "one" and first.version == "p1"
+    _save(paths, policy.FAMILY, "p1", "two")  # retrained under the same name: never served stale
+    assert policy.promoted_scorer(paths).model == "two" and loads == ["one", "two"]
+    assert policy.load_scorer(paths, policy.CATALOGUE) is None
+    with pytest.raises(SegoneError, match="cannot be loaded"):
+        policy.load_scorer(paths, "missing")
