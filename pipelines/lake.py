@@ -44,6 +44,21 @@ def bucket_of(customer_ids: Iterable[str], buckets: int | None = None) -> np.nda
 
 # The in-memory databases this process shares out (`connect(shared=True)`), by process and configuration.
 _SHARED: dict[tuple, duckdb.DuckDBPyConnection] = {}
+_INHERITED: list[duckdb.DuckDBPyConnection] = []
+
+
+def _forget_parent_databases() -> None:
+    """In a forked child: the parent's shared databases are not this process's (their threads did not come along),
+    and DuckDB's destructor run on such a copy crashes the process (a segmentation fault, seen when a forked pool
+    worker opened its own and the oldest was dropped). They are set aside for good, never destroyed here, and the
+    child starts its own."""
+    for database in _SHARED.values():
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(database))
+        _INHERITED.append(database)
+    _SHARED.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parent_databases)
 
 
 def connect(database: str | Path = ":memory:", read_only: bool = False, threads: int | None = None,

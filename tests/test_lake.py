@@ -196,3 +196,35 @@ def test_the_history_load_gives_the_same_silver_and_checks_whatever_the_order_of
     assert contents[0] == contents[1]
     assert len(samples[0]) < contents[0]["transactions"][0]
     pd.testing.assert_frame_equal(samples[0], samples[1])
+
+
+def _connect_in_child(limits: list[str]) -> list[bool]:
+    """In a forked child: open shared databases; for each the child keeps, whether it is the child's own."""
+    import os
+
+    from pipelines import lake as lake_module
+
+    for limit in limits:
+        con = lake_module.connect(shared=True, memory_limit=limit)
+        con.execute("select 1").fetchall()
+        con.close()
+    return [pid == os.getpid() for pid, _ in lake_module._SHARED]
+
+
+def test_a_forked_child_opens_its_own_shared_databases_without_touching_its_parents(tmp_path, monkeypatch):
+    """A pool forked after the parent opened shared databases: the child keeps only databases of its own (it never
+    drops, so never destroys, one inherited from the parent: in the suite, a forked pool worker of `segone bench
+    messages` crashed with a segmentation fault while dropping one; not reproduced here) and the parent's still
+    work."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
+    parents = [lake.connect(shared=True, memory_limit=f"{n}GB") for n in (1, 2, 3)]
+    for con in parents:  # the databases' threads at work before the fork
+        assert con.execute("select count(*), sum(i % 7) from range(3000000) t(i) group by i % 5").fetchall()
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        assert pool.submit(_connect_in_child, ["500MB", "600MB"]).result(timeout=120) == [True, True]
+    assert all(con.execute("select 1").fetchall() == [(1,)] for con in parents)
+    for con in parents:
+        con.close()
