@@ -73,9 +73,7 @@ def concat_panels(panels: list[Panel]) -> Panel:
     """One Panel of the per-bucket panels (bucket_groups), ordered as features.build_panel orders its frames."""
     labels = [p.labels for p in panels if p.labels is not None]
     return Panel(features=concat_sorted([p.features for p in panels], ["customer_id", "cutoff"]),
-                 streams=concat_sorted([p.streams for p in panels],
-                                       [c for c in ("customer_id", "cutoff", "stream_id")
-                                        if all(c in p.streams for p in panels)]),
+                 streams=concat_sorted([p.streams for p in panels], ["customer_id", "cutoff", "stream_id"]),
                  series=concat_sorted([p.series for p in panels], ["customer_id", "ds"]),
                  labels=concat_sorted(labels, ["customer_id", "cutoff", "horizon_days"]) if labels else None,
                  reconciliation=concat_sorted([p.reconciliation for p in panels], ["account_id"]))

@@ -44,7 +44,6 @@ def bucket_of(customer_ids: Iterable[str], buckets: int | None = None) -> np.nda
 
 # The in-memory databases this process shares out (`connect(shared=True)`), by process and configuration.
 _SHARED: dict[tuple, duckdb.DuckDBPyConnection] = {}
-_INHERITED: list[duckdb.DuckDBPyConnection] = []
 
 
 def _forget_parent_databases() -> None:
@@ -53,8 +52,7 @@ def _forget_parent_databases() -> None:
     worker opened its own and the oldest was dropped). They are set aside for good, never destroyed here, and the
     child starts its own."""
     for database in _SHARED.values():
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(database))
-        _INHERITED.append(database)
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(database))  # one reference never given back: never destroyed
     _SHARED.clear()
 
 
