@@ -174,6 +174,9 @@ def _add_closed_loop(p: argparse.ArgumentParser) -> None:
                    help="closed_loop.json of another run on the same seed (learning on against off)")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="processes for the night's shards, as the DAG's mapped tasks (default: the cores, at most 2)")
+    p.add_argument("--buckets", type=_positive_int, default=None,
+                   help="customer buckets of the loop's lake (default: about closed_loop.customers_per_bucket "
+                        "customers each, config/learning.yaml)")
 
 
 def _add_closed_loop_report(p: argparse.ArgumentParser) -> None:
@@ -330,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread (embedded use): leave the handler alone
         pass
     try:
+        if args.command != "closed-loop":
+            from pipelines.evaluation.closed_loop import adopt_home_settings
+            adopt_home_settings(paths)
         if args.command in LOCKED:
             from pipelines import locks
 

@@ -8,6 +8,7 @@ import json
 from datetime import date
 
 import duckdb
+import yaml
 import pytest
 
 from pipelines import lake
@@ -97,3 +98,65 @@ def test_the_report_is_rebuilt_from_the_lake_and_compared(loop, tmp_path):
         [n["treated_value_per_customer"] for n in again["nights"]]
     assert "Both runs" in (paths.reports / "closed_loop" / "closed_loop.html").read_text()
     assert {r["family"] for r in again["summary"]["retrain_decisions"]} == set(FAMILIES)
+
+
+@pytest.mark.slow
+def test_the_home_keeps_the_buckets_it_was_built_with(loop):
+    paths, summary = loop
+    assert summary["run"]["buckets"] == 2                     # the caller's overlay chose them
+    overlay = yaml.safe_load((paths.home / "closed_loop_settings.yaml").read_text())
+    assert overlay["segone"]["lake"]["n_buckets"] == 2 and overlay["rewards"]["horizon_days"] == 1
+    con = duckdb.connect()
+    buckets = {b for (b,) in con.execute(f"select distinct bucket from {lake.scan_sql(paths, 'silver', 'transactions')}"
+                                         ).fetchall()}
+    assert buckets == {0, 1}
+
+
+def test_the_loop_sizes_its_buckets_to_its_bank():
+    from pipelines.evaluation.closed_loop import loop_buckets
+
+    assert loop_buckets(3000, 2, 1000, 16) == 4               # three wanted, rounded up to the two workers
+    assert loop_buckets(3000, 1, 1000, 16) == 3
+    assert loop_buckets(150, 2, 1000, 16) == 2
+    assert loop_buckets(100_000, 2, 1000, 16) == 16           # never more than a bank's lake has
+    assert loop_buckets(1, 3, 1000, 16) == 3
+
+
+def test_an_explicit_bucket_count_wins_and_the_callers_overlay_is_kept(tmp_path, monkeypatch):
+    from pipelines.evaluation.closed_loop import _caller_overlay, _home_overlay
+
+    caller = tmp_path / "caller.yaml"
+    caller.write_text("rewards: {horizon_days: 3}\n")
+    monkeypatch.setenv("SEGONE_SETTINGS", str(caller))
+    paths = Paths(tmp_path / "home")
+    paths.home.mkdir()
+    path, buckets = _home_overlay(paths, _caller_overlay(), 3000, 2, None)
+    assert buckets == 4
+    assert yaml.safe_load(path.read_text()) == {"rewards": {"horizon_days": 3}, "segone": {"lake": {"n_buckets": 4}}}
+    _, buckets = _home_overlay(paths, _caller_overlay(), 3000, 2, 6)
+    assert buckets == 6
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("segone: {lake: {n_bucket: 4}}\n")
+    monkeypatch.setenv("SEGONE_SETTINGS", str(bad))
+    with pytest.raises(Exception, match="n_bucket is not a setting"):
+        _caller_overlay()
+
+
+def test_a_command_in_a_loop_home_runs_with_the_loop_settings(tmp_path, monkeypatch):
+    import os
+
+    from pipelines.evaluation.closed_loop import adopt_home_settings
+
+    monkeypatch.delenv("SEGONE_SETTINGS", raising=False)
+    paths = Paths(tmp_path)
+    adopt_home_settings(paths)
+    assert "SEGONE_SETTINGS" not in os.environ                # an ordinary home: nothing changes
+    (tmp_path / "closed_loop_settings.yaml").write_text("segone: {lake: {n_buckets: 4}}\n")
+    adopt_home_settings(paths)
+    assert os.environ["SEGONE_SETTINGS"] == str(tmp_path / "closed_loop_settings.yaml")
+    assert lake.n_buckets() == 4
+    other = tmp_path / "mine.yaml"
+    other.write_text("segone: {lake: {n_buckets: 8}}\n")
+    monkeypatch.setenv("SEGONE_SETTINGS", str(other))
+    adopt_home_settings(paths)                                 # the caller's own choice stands
+    assert lake.n_buckets() == 8

@@ -36,8 +36,85 @@ from pipelines.errors import SegoneError
 log = logging.getLogger(__name__)
 
 MARKER = "closed_loop_home.json"
+SETTINGS = "closed_loop_settings.yaml"
 HOME_PARTS = ("landing", "lake", "models", "runs", "exports", "reports", "truth", "tmp", "warehouse.duckdb",
-              "logs")
+              "logs", SETTINGS)
+
+
+def loop_buckets(customers: int, workers: int, per_bucket: int, most: int) -> int:
+    """The loop's bank's customer buckets: about `per_bucket` customers each, rounded up to a multiple of the
+    worker processes (so no worker waits on a last lone shard), at least one and at most `most`."""
+    wanted = max(1, math.ceil(customers / max(1, per_bucket)))
+    return max(1, min(most, workers * math.ceil(wanted / workers)))
+
+
+def _caller_overlay() -> dict[str, Any]:
+    """The changes of the caller's $SEGONE_SETTINGS (empty without one); a bad overlay fails with its one-line
+    error."""
+    import yaml
+
+    caller = os.environ.get("SEGONE_SETTINGS") or ""
+    if not caller:
+        return {}
+    load_config("segone")
+    return yaml.safe_load(Path(caller).read_text(encoding="utf-8")) or {}
+
+
+def _home_overlay(paths: Paths, changes: dict[str, Any], customers: int, workers: int,
+                  buckets: int | None) -> tuple[Path, int]:
+    """Writes the settings overlay the loop's home runs with into the home: the caller's changes with the lake's
+    bucket count set. An explicit `buckets`, else a bucket count the caller's overlay sets, else `loop_buckets` of
+    the bank's size."""
+    import yaml
+
+    lake_changes = changes.setdefault("segone", {}).setdefault("lake", {})
+    if buckets is None:
+        buckets = lake_changes.get("n_buckets")
+    if buckets is None:
+        buckets = loop_buckets(customers, workers, int(load_config("learning")["closed_loop"]["customers_per_bucket"]),
+                               lake.n_buckets())
+    if int(buckets) < 1:
+        raise SegoneError(f"buckets must be 1 or more, not {buckets}")
+    lake_changes["n_buckets"] = int(buckets)
+    path = paths.home / SETTINGS
+    path.write_text("# written by segone closed-loop: run any other segone command in this home with\n"
+                    f"# SEGONE_SETTINGS={path}\n" + yaml.safe_dump(changes, sort_keys=True), encoding="utf-8")
+    return path, int(buckets)
+
+
+def home_settings(paths: Paths) -> Path | None:
+    """The settings overlay a closed loop left in its home, if any."""
+    path = paths.home / SETTINGS
+    return path if path.exists() else None
+
+
+def adopt_home_settings(paths: Paths) -> None:
+    """A command run in a closed loop's home without $SEGONE_SETTINGS runs with the settings the loop built the home
+    with (its lake's bucket count above all: read with another, every bucketed table would be misread)."""
+    overlay = home_settings(paths)
+    if overlay is not None and not os.environ.get("SEGONE_SETTINGS"):
+        os.environ["SEGONE_SETTINGS"] = str(overlay)
+        log.info("this home was built by segone closed-loop: running with its settings %s", overlay)
+
+
+class _settings:
+    """$SEGONE_SETTINGS set to `path` (None: left as it is) for the block, then put back."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.before = path, os.environ.get("SEGONE_SETTINGS")
+
+    def __enter__(self):
+        if self.path is not None:
+            os.environ["SEGONE_SETTINGS"] = str(self.path)
+        return self
+
+    def __exit__(self, *exc):
+        if self.path is not None:
+            if self.before is None:
+                os.environ.pop("SEGONE_SETTINGS", None)
+            else:
+                os.environ["SEGONE_SETTINGS"] = self.before
+        return False
 
 
 def _fresh_home(paths: Paths) -> None:
@@ -96,9 +173,27 @@ def run_night(paths: Paths, day: date, pool=None) -> dict[str, Any]:
 
 def closed_loop(paths: Paths, customers: int = 3000, nights: int = 28, seed: int = 42, learning: bool = True,
                 days: int = 240, end_date: date = date(2026, 11, 20), every: int | None = None,
-                compare_with: Path | None = None, workers: int | None = None) -> dict[str, Any]:
+                compare_with: Path | None = None, workers: int | None = None,
+                buckets: int | None = None) -> dict[str, Any]:
     """Run the loop (see the module docstring); returns the summary written to closed_loop.json. `workers`: processes
-    for the night's shards (default: `default_workers()`; 1 runs them in turn in this process)."""
+    for the night's shards (default: `default_workers()`; 1 runs them in turn in this process). `buckets`: the
+    loop's lake's customer buckets (default: `_home_overlay`'s choice); the home keeps them in its settings overlay
+    (closed_loop_settings.yaml), which every stage of the run, and `segone closed-loop-report`, reads."""
+    if nights < 1:
+        raise SegoneError("the closed loop needs at least one night")
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise SegoneError(f"workers must be 1 or more, not {workers}")
+    changes = _caller_overlay()           # read before the home is cleared: it may be the home's own overlay
+    _fresh_home(paths)
+    overlay, buckets = _home_overlay(paths, changes, customers, workers, buckets)
+    with _settings(overlay):
+        return _closed_loop(paths, customers, nights, seed, learning, days, end_date, every, compare_with, workers,
+                            buckets)
+
+
+def _closed_loop(paths: Paths, customers: int, nights: int, seed: int, learning: bool, days: int, end_date: date,
+                 every: int | None, compare_with: Path | None, workers: int, buckets: int) -> dict[str, Any]:
     from pipelines.parallel import process_pool
     from pipelines.retrain import FAMILIES, retrain_family
     from pipelines.sources.simulate import world
@@ -106,14 +201,8 @@ def closed_loop(paths: Paths, customers: int = 3000, nights: int = 28, seed: int
     from pipelines import stages
 
     started = time.perf_counter()
-    if nights < 1:
-        raise SegoneError("the closed loop needs at least one night")
-    workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise SegoneError(f"workers must be 1 or more, not {workers}")
     every = int(every or load_config("learning")["retrain"]["every_nights"])
     horizon = int(rewards()["horizon_days"])
-    _fresh_home(paths)
     timings: dict[str, float] = {}
 
     def timed(name: str, fn, *args, **kwargs):
@@ -155,7 +244,7 @@ def closed_loop(paths: Paths, customers: int = 3000, nights: int = 28, seed: int
     summary = summarise(paths, night_list, tail[-1] if tail else night_list[-1], retrains, learning)
     summary["run"] = {"customers": customers, "nights": nights, "seed": seed, "learning": "on" if learning else "off",
                       "history_days": days, "first_night": first_night.isoformat(), "retrain_every_nights": every,
-                      "value_horizon_days": horizon, "workers": workers,
+                      "value_horizon_days": horizon, "workers": workers, "buckets": buckets,
                       "seconds": round(time.perf_counter() - started, 1),
                       "seconds_by_part": timings}
     if compare_with is not None:
@@ -170,9 +259,9 @@ def closed_loop(paths: Paths, customers: int = 3000, nights: int = 28, seed: int
 
 def closed_loop_command(paths: Paths, customers: int, nights: int, seed: int, learning: str = "on", days: int = 240,
                         end_date: date = date(2026, 11, 20), compare_with: Path | None = None,
-                        workers: int | None = None) -> dict[str, Any]:
+                        workers: int | None = None, buckets: int | None = None) -> dict[str, Any]:
     summary = closed_loop(paths, customers=customers, nights=nights, seed=seed, learning=learning == "on",
-                          days=days, end_date=end_date, compare_with=compare_with, workers=workers)
+                          days=days, end_date=end_date, compare_with=compare_with, workers=workers, buckets=buckets)
     s = summary["summary"]
     return {"report": str(paths.reports / "closed_loop" / "closed_loop.json"),
             "uplift_per_customer": s["uplift_per_customer"], "uplift_ci": [s["uplift_ci_low"], s["uplift_ci_high"]],
@@ -474,8 +563,9 @@ def rebuild(paths: Paths, compare_with: Path | None = None) -> dict[str, Any]:
 
 
 def report_command(paths: Paths, compare_with: Path | None = None) -> dict[str, Any]:
-    """`segone closed-loop-report [--compare-with OTHER]`."""
-    summary = rebuild(paths, compare_with)
+    """`segone closed-loop-report [--compare-with OTHER]` (with the settings the loop ran with)."""
+    with _settings(home_settings(paths)):
+        summary = rebuild(paths, compare_with)
     s = summary["summary"]
     return {"report": str(paths.reports / "closed_loop" / "closed_loop.json"),
             "uplift_per_customer": s["uplift_per_customer"], "uplift_ci": [s["uplift_ci_low"], s["uplift_ci_high"]],
