@@ -276,3 +276,29 @@ def test_tables_published_live_show_what_was_written_after_their_night(paths):
     assert con.execute("select as_of, family, reason from model_registry").fetchall() == [(D0, "policy", "kept")]
     assert con.execute("select value_to_date from realised_value").fetchall() == [(2.5,)]
     con.close()
+
+
+def test_a_dropped_generation_leaves_published_at_once_and_its_files_go_after(paths, monkeypatch):
+    """Removing a generation's folders is slow on some disks (thousands of folders): the publish only renames it
+    aside; a thread of the process removes it while the night goes on."""
+    started = []
+    real_thread = __import__("threading").Thread
+
+    class Recorded(real_thread):
+        def start(self):
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr("threading.Thread", Recorded)
+    published_night(paths, D0, "v1")
+    published_night(paths, D1, "v2")
+    first = sorted(p.name for p in paths.published.glob("g*"))[0]
+    published_night(paths, D2, "v3")
+    assert first not in {p.name for p in paths.published.glob("g*")}   # out of published/ when publish returns
+    assert started and not any(t.daemon for t in started)                # the process waits for it before exiting
+    for thread in started:
+        thread.join(timeout=60)
+    assert list(publish.trash_dir(paths).iterdir()) == []
+    (publish.trash_dir(paths) / "g000001-killed" / "as_of=x").mkdir(parents=True)   # a killed process's leftover
+    publish.empty_trash(paths)
+    assert list(publish.trash_dir(paths).iterdir()) == []
