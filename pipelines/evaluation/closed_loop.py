@@ -146,6 +146,32 @@ def _shard(home: str, function: str, day: date, bucket: int) -> dict[str, Any]:
     return getattr(stages, function)(Paths(Path(home)), day, bucket)
 
 
+def _retrain(home: str, day: date, family: str) -> dict[str, Any]:
+    """One family's retraining in a worker process (the retrain_models DAG's task)."""
+    from pipelines.retrain import retrain_family
+
+    return retrain_family(Paths(Path(home)), day, family)
+
+
+def retrain_all(paths: Paths, day: date, families: tuple[str, ...], pool=None) -> list[dict[str, Any]]:
+    """The retraining of D as the retrain_models DAG runs it: the forecasting families and the life events at once
+    (with a process pool, in its processes: they are independent tasks of the DAG), then the policy. Returns the
+    decisions in the order of `families`."""
+    from pipelines.retrain import retrain_family
+
+    first = [f for f in families if f != "policy"]
+    if pool is None:
+        out = {f: retrain_family(paths, day, f) for f in first}
+    else:
+        futures = {f: pool.submit(_retrain, str(paths.home), day, f) for f in first}
+        out = {f: future.result() for f, future in futures.items()}
+        for family in first:      # the workers' own log lines do not reach this process's log
+            log.info("retrain %s for %s: %s", family, day, out[family]["reason"])
+    if "policy" in families:
+        out["policy"] = retrain_family(paths, day, "policy")
+    return [out[f] for f in families]
+
+
 def run_night(paths: Paths, day: date, pool=None) -> dict[str, Any]:
     """The night of D, stage after stage (`pipelines.stages.NIGHT`); with a process pool, the shards of each
     per-shard stage run in parallel as the DAG's mapped tasks do (the same functions, the stage's metrics summarised
@@ -195,7 +221,7 @@ def closed_loop(paths: Paths, customers: int = 3000, nights: int = 28, seed: int
 def _closed_loop(paths: Paths, customers: int, nights: int, seed: int, learning: bool, days: int, end_date: date,
                  every: int | None, compare_with: Path | None, workers: int, buckets: int) -> dict[str, Any]:
     from pipelines.parallel import process_pool
-    from pipelines.retrain import FAMILIES, retrain_family
+    from pipelines.retrain import FAMILIES
     from pipelines.sources.simulate import world
     from pipelines.value import rewards
     from pipelines import stages
@@ -226,8 +252,7 @@ def _closed_loop(paths: Paths, customers: int, nights: int, seed: int, learning:
             timed("nights", run_night, paths, night, pool)
             timed("simulator", world.step, paths, night)
             if (k + 1) % every == 0 and k + 1 < nights:
-                for family in families:
-                    decision = timed("retrain", retrain_family, paths, night, family)
+                for decision in timed("retrain", retrain_all, paths, night, families, pool):
                     retrains.append({"date": night.isoformat(), **decision})
             log.info("closed loop: night %s done in %.1f s", night, time.perf_counter() - t0)
     finally:
