@@ -6,17 +6,21 @@
 -- `arrears`, found when a posting arrives: day_rows.is_returned_payment, is_arrears_fee): payments returned unpaid and fees only a missed or returned payment triggers, on
 -- any of the customer's accounts, and overdue repayments of a loan or mortgage held here.
 with positions as (
-    -- the cash position each cut-off saw over its 90 days (an account never reported before is rebuilt back from
-    -- its first report only by a cut-off that has seen it)
+    -- the cash position each cut-off saw over its 90 days. An account never reported before is rebuilt back from
+    -- its first report only by a cut-off that has seen it; before that report (or with no report at all) its level
+    -- is not known: its postings alone say how it moved, not where it stood, and a position summed from zero is no
+    -- position. A day whose position rests on such an account is left out, and a customer whose position is not
+    -- known on the cut-off day has no row (no forecast made from a level the bank never had), as one without an open
+    -- current account has none.
     select cutoffs.cutoff, account_days.customer_id, account_days.ds,
-        sum(case when coalesce(account_days.report_day <= cutoffs.cutoff, true) then account_days.balance
-                 else account_days.balance_unreported end) as value,
+        sum(account_days.balance) as value,
         sum(account_days.net_flow) as net_flow,
         cutoffs.cutoff - account_days.ds as days_back
     from account_days
     join cutoffs on account_days.ds between cutoffs.cutoff - 89 and cutoffs.cutoff
     where account_days.is_primary
     group by all
+    having bool_and(account_days.is_anchored_before or coalesce(account_days.report_day <= cutoffs.cutoff, false))
 ),
 
 history as (

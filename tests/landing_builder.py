@@ -51,9 +51,10 @@ class Account:
     opening_balance: Decimal
     overdraft_limit: Decimal | None
     # which days get a balance row: "daily" (every day from the first to the last balance day), "posting_days"
-    # or "sundays" (weekly statements: the postings between them are not balanced)
+    # or "sundays" (weekly statements: the postings between them are not balanced), or "none" (never reported)
     balances: str = "daily"
     balances_until: date | None = None
+    balances_from: date | None = None   # no balance reported before this day (e.g. a provider first fetched later)
     # a reported balance off by `amount` from `day` on (the bank's figure disagrees with its postings)
     offsets: dict[date, Decimal] = field(default_factory=dict)
     # where the account lives: "core" (CSV files) or an open-banking provider name (JSON envelopes)
@@ -136,9 +137,12 @@ class LandingBank:
 
     def balance_days(self, acc: Account) -> list[date]:
         last = min(d for d in (acc.closed_on, acc.balances_until, self.end) if d is not None)
+        if acc.balances == "none":
+            return []
         if acc.balances == "posting_days":
-            return sorted({p.day for p in acc.postings if p.day <= last})
+            return sorted({p.day for p in acc.postings if (acc.balances_from or date.min) <= p.day <= last})
         first = max(acc.opened_on, min(p.day for p in acc.postings)) if acc.postings else acc.opened_on
+        first = max(first, acc.balances_from or first)
         if acc.balances == "sundays":
             return [day for day in days_between(first, last) if day.weekday() == 6]
         return days_between(first, last)
@@ -187,6 +191,7 @@ class LandingBank:
         folder.mkdir(parents=True, exist_ok=True)
         first = max(acc.opened_on, min(p.day for p in acc.postings))
         days = days_between(first, self.end)
+        reported = set(self.balance_days(acc))
         for start in range(0, len(days), every):
             covered = days[start:start + every]
             fetched = datetime.combine(covered[-1] + timedelta(days=1), time(2, 0), tzinfo=timezone.utc)
@@ -203,7 +208,7 @@ class LandingBank:
                                  "Name": f"CUSTOMER {acc.customer_id}"}]}]},
                     "Links": {"Self": "https://api.example.co.uk/accounts"}, "Meta": {"TotalPages": 1}},
                 "balances": {"Data": {"Balance": [_ob_balance(acc.account_id, acc.reported(day), day)
-                                                  for day in covered]},
+                                                  for day in covered if day in reported]},
                              "Links": {"Self": "https://api.example.co.uk/balances"}, "Meta": {"TotalPages": 1}},
                 "transactions": {"Data": {"Transaction": [
                     _ob_transaction(acc.account_id, p, acc.provider) for p in acc.postings if p.day in covered]},

@@ -24,7 +24,8 @@ START = date(2026, 1, 1)
 END = date(2026, 7, 31)                  # the history's last day, and the main cut-off
 EARLY = date(2026, 5, 31)                # a cut-off while the stopped salary was still paid
 MID = date(2026, 6, 15)                  # a cut-off before the closed-account customer lost it
-BEFORE_CLOSE = date(2026, 5, 1)          # a cut-off while both of C_TWO's current accounts were open
+BEFORE_CLOSE = date(2026, 5, 1)
+OB_FIRST_REPORT = date(2026, 6, 1)       # C_OBLATE's provider reports its first balance (after EARLY, before MID)          # a cut-off while both of C_TWO's current accounts were open
 LABEL_CUT = date(2026, 6, 15)            # labels: the shortfall comes SHORTFALL_AFTER days after this cut-off
 SHORTFALL_AFTER = 12
 HORIZONS = (10, 11, 12, 30, 45, 60)      # 60 reaches past the history (2026-08-14): no label
@@ -92,6 +93,21 @@ def make_bank() -> LandingBank:
     bank.monthly("OBACC1", month_days(25, 1, 7), "1900.00", "transfer_in", None, "SALARY ACME LTD")
     bank.monthly("OBACC1", month_days(2, 1, 7), "-700.00", "transfer_out", None, "RENT FLAT B")
     bank.card_spending("OBACC1", START, END, every=2, amount="-8.40")
+
+    # 5c. open banking only, the provider's balances first fetched on OB_FIRST_REPORT (postings from START): before
+    # it the bank did not know where the account stood
+    bank.customer("C_OBLATE")
+    bank.consent("C_OBLATE", "open_banking", True, datetime(2025, 12, 1, 12, 0, tzinfo=timezone.utc))
+    late = bank.account("OBACC3", "C_OBLATE", START, opening_balance=4200, provider="alphabank")
+    late.balances_from = OB_FIRST_REPORT
+    bank.monthly("OBACC3", month_days(25, 1, 7), "1500.00", "transfer_in", None, "SALARY BETA LTD")
+    bank.card_spending("OBACC3", START, END, every=1, amount="-45.00")
+
+    # 5d. open banking only, a provider that never reports a balance (postings only)
+    bank.customer("C_OBNOBAL")
+    bank.consent("C_OBNOBAL", "open_banking", True, datetime(2025, 12, 1, 12, 0, tzinfo=timezone.utc))
+    bank.account("OBACC4", "C_OBNOBAL", START, opening_balance=3000, provider="betabank", balances="none")
+    bank.card_spending("OBACC4", START, END, every=1, amount="-12.00")
 
     # 6. a reported balance 100.00 above the previous balance plus the postings, from GAP_DAY on
     bank.customer("C_RECON")
@@ -350,6 +366,23 @@ def test_a_customer_with_only_open_banking_data_gets_features(world) -> None:
     assert row.n_outgoing_streams == 1                  # RENT FLAT B
     assert row.days_since_income == (END - date(2026, 7, 25)).days
     assert row.external_balance == 0 and row.n_external_accounts == 0   # it is the cash position, not a holding
+
+
+def test_an_account_whose_level_the_bank_never_had_makes_no_cash_position(world) -> None:
+    """Postings alone say how an account moved, not where it stood: summed from zero they made a position of
+    a level far from the 4,200 the customer had. A cut-off before the provider's first balance
+    report, or any cut-off for a provider that reports none, has no row for the customer; one after it has the true
+    level, rebuilt back from that report."""
+    bank, panel = world["bank"], world["panel"]
+    keys = set(zip(panel.features["customer_id"], pd.to_datetime(panel.features["cutoff"]).dt.date))
+    assert ("C_OBLATE", EARLY) not in keys and ("C_OBLATE", BEFORE_CLOSE) not in keys
+    for cutoff in (MID, END):
+        row = feature_row(panel, "C_OBLATE", cutoff)
+        assert row.balance_now == pytest.approx(float(bank.accounts["OBACC3"].eod(cutoff)))
+        assert row.balance_min_90 == pytest.approx(min(float(bank.accounts["OBACC3"].eod(cutoff - timedelta(days=k)))
+                                                       for k in range(90)))
+        assert row.has_reported_balance == 1
+    assert not any(c == "C_OBNOBAL" for c, _ in keys)
 
 
 def test_a_consented_external_account_next_to_a_current_account_here_is_a_holding(world) -> None:
