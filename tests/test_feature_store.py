@@ -340,10 +340,10 @@ def test_empty_failed_and_late_nights_give_the_rebuild(nights, tmp_path, monkeyp
     _load(home, empty)
     original = store._write
 
-    def dies(con, paths, table, query, day, bucket):
+    def dies(con, paths, table, query, day, bucket, *rest):
         if bucket == 1 and table == "customer_features":
             raise OSError("disk full")
-        return original(con, paths, table, query, day, bucket)
+        return original(con, paths, table, query, day, bucket, *rest)
 
     with monkeypatch.context() as patched:
         patched.setattr(store, "_write", dies)
