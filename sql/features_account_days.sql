@@ -3,9 +3,10 @@
 -- (carried forward from the last reported balance, the one before the window included through the account's carry,
 -- or back from the first one), and the reconciliation gap on reported days: reported minus (previous reported plus
 -- the postings in between). A gap is a data-quality finding; the reported balance is kept as it is.
--- An account never reported before a day is rebuilt back from its first report only by a cut-off that has seen that
--- report: `balance` is the value as of the last cut-off, `balance_unreported` what a cut-off before `report_day`
--- sees (its postings added up from the account's first day). `first_day` is the account's first day of data.
+-- An account never reported before a day is rebuilt back from its first report: `balance` is the value as of the
+-- last cut-off; a cut-off before `report_day` (or any cut-off, when the account was never reported) did not know the
+-- account's level, and sql/features_customer.sql makes no cash position of it. `first_day` is the account's first
+-- day of data.
 -- The cash position is the customer's current accounts at this bank; on a day when the customer holds none here
 -- (never did, or closed it after switching banks) their consented external current accounts (open banking) are the
 -- cash position instead: `is_primary` marks the accounts that make the position on each day.
@@ -145,11 +146,6 @@ final as (
             when first_balance is not null then first_balance - (first_cum_flow - cum_flow)
             else carry_flow + cum_flow
         end as balance,
-        case
-            when anchor_balance is not null then anchor_balance + cum_flow - anchor_cum_flow
-            when opening_balance is not null then opening_balance + cum_flow
-            else carry_flow + cum_flow
-        end as balance_unreported,
         case
             when reported_balance is not null and previous_balance is not null
                 then round(reported_balance - (previous_balance + cum_flow - previous_cum_flow), 2)
