@@ -67,6 +67,9 @@ class EventEngineParams:
     isotonic_min_events: int = 0
     # move the map's level to the latest calibration cut-off's event rate (a shrunk log-odds shift)
     follow_level: bool = False
+    # shrink the map toward the calibration rows' event rate by the weight that minimised the Brier score of the
+    # map's leave-one-cut-off-out predictions (config/event_forecast.yaml calibration.shrink_to_base_rate)
+    shrink_to_base_rate: bool = False
     with_amount: bool = False
     horizons: tuple[int, ...] = (30, 60, 90)
 
@@ -85,7 +88,7 @@ class EventEngineParams:
 
 
 def fit_calibration(p: np.ndarray, y: np.ndarray, cutoff: np.ndarray, isotonic_min_events: int,
-                    follow_level: bool) -> tuple[Any, str]:
+                    follow_level: bool, shrink_to_base_rate: bool = False) -> tuple[Any, str]:
     """The calibration of a horizon from the out-of-time predictions `p` of its calibration rows, their outcomes `y`
     and cut-offs, and a note saying what was chosen:
     - the map: isotonic when the rows hold at least `isotonic_min_events` of the rarer class, else logistic (Platt
@@ -94,14 +97,23 @@ def fit_calibration(p: np.ndarray, y: np.ndarray, cutoff: np.ndarray, isotonic_m
     - `follow_level`: the map's log-odds shifted so that it matches the event rate of the latest calibration
       cut-off (the most recent whose outcome had ended: a base rate that drifts is followed), the shift shrunk
       toward none by its standard error (models.calibration.shrunk_shift: a shift within the noise of the few
-      events of one cut-off is not followed)."""
-    from models.calibration import (IsotonicCalibrator, LogisticCalibrator, ShiftedCalibrator, level_shift,
-                                    shrunk_shift)
+      events of one cut-off is not followed);
+    - `shrink_to_base_rate`: the map shrunk toward the rows' event rate, p -> w map(p) + (1 - w) rate, w the weight
+      that minimises the Brier score of the map's out-of-sample predictions (each calibration cut-off's rows
+      predicted by the map fitted on the other cut-offs, against the event rate of those others): a map that does
+      not separate the events out of sample (few events, noisy labels) gives way to the base rate, one that does is
+      kept (w near 1). Needs two calibration cut-offs or more (else w = 1)."""
+    from models.calibration import (BlendedCalibrator, IsotonicCalibrator, LogisticCalibrator, ShiftedCalibrator,
+                                    blend_weight, level_shift, shrunk_shift)
 
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
     rarer = int(min(y.sum(), len(y) - y.sum()))
     isotonic = rarer >= int(isotonic_min_events)
-    calibrator: Any = (IsotonicCalibrator() if isotonic else LogisticCalibrator()).fit(p, y)
+
+    def new_map() -> Any:
+        return IsotonicCalibrator() if isotonic else LogisticCalibrator()
+
+    calibrator: Any = new_map().fit(p, y)
     note = (f"{'isotonic' if isotonic else 'logistic'} map ({rarer} of the rarer class; isotonic from "
             f"{int(isotonic_min_events)})")
     if follow_level and len(p):
@@ -111,6 +123,19 @@ def fit_calibration(p: np.ndarray, y: np.ndarray, cutoff: np.ndarray, isotonic_m
         calibrator = ShiftedCalibrator(calibrator, shift)
         note += (f"; level of the latest calibration cut-off: log-odds shift {d:+.3f} (s.e. {se:.3f}), followed "
                  f"{shift:+.3f}")
+    if shrink_to_base_rate and len(p):
+        held = np.unique(cutoff)
+        q, base = np.full(len(p), np.nan), np.full(len(p), np.nan)
+        for c in held:
+            out = cutoff == c
+            if len(held) < 2 or len(np.unique(y[~out])) < 2:
+                continue
+            q[out] = new_map().fit(p[~out], y[~out]).predict(p[out])
+            base[out] = y[~out].mean()
+        known = np.isfinite(q) & np.isfinite(base)
+        weight = blend_weight(q[known], base[known], y[known]) if known.any() else 1.0
+        calibrator = BlendedCalibrator(calibrator, weight, float(y.mean()))
+        note += f"; shrunk toward the event rate {y.mean():.4f}: weight of the map {weight:.3f}"
     return calibrator, note
 
 
@@ -234,7 +259,7 @@ class EventEngine:
         ok = bool(raw) and len(np.unique(np.concatenate(outcome))) == 2 and len(last) == n_groups
         if ok:
             calibrator, how = fit_calibration(np.concatenate(raw), np.concatenate(outcome), np.concatenate(at_fold),
-                                              p.isotonic_min_events, p.follow_level)
+                                              p.isotonic_min_events, p.follow_level, p.shrink_to_base_rate)
             self.calibrators[h] = calibrator
             self.calibration_rows[h] = (np.concatenate(raw), np.concatenate(outcome), np.concatenate(at_fold))
             self.classifiers[h] = [last[g] for g in range(n_groups)]

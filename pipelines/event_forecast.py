@@ -139,7 +139,42 @@ def event_inputs(features: pd.DataFrame, streams: pd.DataFrame, cfg: dict[str, A
     out["income_stream_early"] = merged["income_stream_early"].fillna(0.0).to_numpy()
     out["income_largest_share"] = (merged["largest"] / merged["total"].where(merged["total"] > 0)).fillna(0.0
                                                                                                           ).to_numpy()
+    out = calendar_inputs(out, horizon_days, cfg)
     return feature_stage.numeric(out)
+
+
+LAST_YEAR_BLOCKS = 3   # sql/features_customer.sql: the 30-day blocks of the same weeks a year before
+
+
+def calendar_inputs(out: pd.DataFrame, horizon_days: Iterable[int], cfg: dict[str, Any] | None = None
+                    ) -> pd.DataFrame:
+    """The calendar inputs (config/event_forecast.yaml `calendar`) from the store's last-year blocks (ly_outflow_b,
+    ly_largest_b of sql/features_customer.sql, null without a year of history): per horizon h, over the blocks the
+    h days of a year before cover, `ly_outflow_ratio_h` (their outflow / h x 30 against today's typical month),
+    `ly_largest_ratio_h` (their largest payment against today's expense threshold) and `ly_large_h` (1 when it
+    reached it); null where the history does not reach back a year. `target_month`: the month of year of cutoff +
+    15 days, when `month_of_year`. The raw block columns are replaced by these."""
+    cal = (cfg or settings())["calendar"]
+    blocks = [f"ly_{what}_{b}" for what in ("outflow", "largest") for b in range(1, LAST_YEAR_BLOCKS + 1)]
+    if not all(c in out for c in blocks):   # features of a store that predates the calendar: no calendar inputs
+        return out
+    covered = out["has_last_year"].to_numpy(float) > 0
+    outflow = np.maximum(out["monthly_outflow"].to_numpy(float), 1.0)
+    threshold = out["expense_threshold"].to_numpy(float)
+    for h in horizon_days:
+        n = min(-(-int(h) // 30), LAST_YEAR_BLOCKS)
+        if int(h) > 30 * LAST_YEAR_BLOCKS:
+            raise SegoneError(f"the calendar inputs cover {30 * LAST_YEAR_BLOCKS} days, not a {h}-day horizon")
+        spent = sum(np.nan_to_num(out[f"ly_outflow_{b}"].to_numpy(float)) for b in range(1, n + 1))
+        largest = np.max([np.nan_to_num(out[f"ly_largest_{b}"].to_numpy(float)) for b in range(1, n + 1)], axis=0)
+        out[f"ly_outflow_ratio_{h}"] = np.where(covered, spent / (30.0 * n) * 30.0 / outflow, np.nan)
+        out[f"ly_largest_ratio_{h}"] = np.where(covered, largest / threshold, np.nan)
+        out[f"ly_large_{h}"] = np.where(covered, (largest >= threshold).astype(float), np.nan)
+    out = out.drop(columns=blocks)
+    out["has_last_year"] = covered.astype(float)
+    if cal.get("month_of_year", True):
+        out["target_month"] = (pd.to_datetime(out["cutoff"]) + pd.Timedelta(days=15)).dt.month.astype(float)
+    return out
 
 
 def label_frame(labels: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -376,19 +411,28 @@ def _training_of(paths: Paths, as_of: date, cutoffs: list[date], buckets: list[i
         con.execute("create or replace temp table event_baselines as select customer_id, "
                     "cast(cutoff as date) as cutoff, income_baseline, expense_threshold, history_days "
                     "from event_baselines_frame")
-        sql.set_variables(con, income_window_days=int(cfg["income"]["window_days"]),
-                          income_drop_share=float(cfg["income"]["drop_share"]),
-                          short_cadence_days=int(cfg["expense"]["short_cadence_days"]))
+        sql.set_variables(con, **label_variables(cfg))
         labels = sql.frame(con, LABEL_SQL, order_by="customer_id, cutoff, horizon_days")
         labels["cutoff"] = pd.to_datetime(labels["cutoff"])
         if not with_last_year:
             return inputs, labels
-        sql.set_variables(con, last_year_days=int(cfg["backtest"]["last_year_days"]))
+        sql.set_variables(con, last_year_days=int(cfg["calendar"]["last_year_days"]))
         last_year = sql.frame(con, "features_event_last_year", order_by="customer_id, cutoff, horizon_days")
         last_year["cutoff"] = pd.to_datetime(last_year["cutoff"])
         return inputs, labels, last_year
     finally:
         con.close()
+
+
+def label_variables(cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The SQL variables sql/features_event_labels.sql reads (config/event_forecast.yaml)."""
+    cfg = cfg or settings()
+    usual = str(cfg["income"].get("usual", "median"))
+    if usual not in ("smallest", "median"):
+        raise SegoneError(f"config/event_forecast.yaml: income.usual must be 'smallest' or 'median', not {usual!r}")
+    return {"income_window_days": int(cfg["income"]["window_days"]),
+            "income_drop_share": float(cfg["income"]["drop_share"]), "income_usual_smallest": usual == "smallest",
+            "short_cadence_days": int(cfg["expense"]["short_cadence_days"])}
 
 
 def fit(inputs: pd.DataFrame, labels: pd.DataFrame, kind: str, seed: int = 0):
@@ -401,6 +445,7 @@ def fit(inputs: pd.DataFrame, labels: pd.DataFrame, kind: str, seed: int = 0):
                                calibration_groups=int(cash.get("calibration_groups", 4)),
                                isotonic_min_events=int(settings()["calibration"]["isotonic_min_events"]),
                                follow_level=bool(settings()["calibration"]["follow_level"]),
+                               shrink_to_base_rate=bool(settings()["calibration"].get("shrink_to_base_rate", False)),
                                with_amount=kind == "expense", horizons=horizons())
     rows = inputs[eligible(inputs, kind)].reset_index(drop=True)
     return EventEngine().fit(rows, labels, params)

@@ -41,7 +41,9 @@ def horizons() -> tuple[int, ...]:
 
 # Store features that are not the cash engine's inputs: the large-expense threshold's typical month
 # (pipelines/event_forecast.py), added after the cash engine's backtest; an input of it only once measured there.
-NOT_CASH_INPUTS = ("typical_monthly_outflow",)
+# The event forecasts' calendar (config/event_forecast.yaml `calendar`, 2026-12-07): the same weeks a year before.
+NOT_CASH_INPUTS = ("typical_monthly_outflow", "has_last_year", "ly_outflow_1", "ly_outflow_2", "ly_outflow_3",
+                   "ly_largest_1", "ly_largest_2", "ly_largest_3")
 
 
 def model_inputs(panel: feature_stage.Panel) -> pd.DataFrame:

@@ -100,9 +100,26 @@ def windows() -> Windows:
     if out.posting_days < 30 * outflow_months():
         problems.append("posting_days must cover the large-expense threshold's outflow_months "
                         "(config/event_forecast.yaml) of 30 days")
+    year = calendar()
+    if out.stream_days < year["last_year_days"] + 1:
+        problems.append("recurring.lookback_days must cover the calendar's last_year_days (config/event_forecast.yaml)")
+    if year["last_year_rows"] == "all" and out.posting_days < year["last_year_days"] + 1:
+        problems.append("posting_days must cover the calendar's last_year_days when last_year_rows is 'all' "
+                        "(config/event_forecast.yaml)")
     if problems:
         raise SegoneError("config/features.yaml: " + "; ".join(problems))
     return out
+
+
+def calendar() -> dict:
+    """The event forecasts' calendar inputs (config/event_forecast.yaml `calendar`) sql/features_customer.sql reads:
+    last_year_days and which rows of a year ago ('kept': the stream rows the store keeps that long; 'all')."""
+    cfg = load_config("event_forecast")["calendar"]
+    rows = str(cfg["last_year_rows"])
+    if rows not in ("kept", "all"):
+        raise SegoneError(f"config/event_forecast.yaml: calendar.last_year_rows must be 'kept' or 'all', not {rows!r}")
+    return {"last_year_days": int(cfg["last_year_days"]), "last_year_rows": rows,
+            "month_of_year": bool(cfg.get("month_of_year", True))}
 
 
 def outflow_months() -> int:
@@ -214,6 +231,8 @@ def variables(day: date, series_start: date, last_cutoff: date) -> dict[str, Any
         "stream_max_amount_cv": float(recurring["max_amount_cv"]),
         "min_income_regularity": float(forecast["confidence"]["min_income_regularity"]),
         "outflow_months": outflow_months(),
+        "last_year_days": calendar()["last_year_days"],
+        "last_year_all_rows": calendar()["last_year_rows"] == "all",
     }
 
 

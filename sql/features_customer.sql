@@ -164,6 +164,37 @@ typical_outflow as (
     group by all
 ),
 
+last_year_rows as (
+    -- the calendar (config/event_forecast.yaml `calendar`): the customer's payments out (own-account transfers
+    -- not) in the same weeks a year before, (cutoff - last_year_days, cutoff - last_year_days + 90], per 30-day
+    -- block of that window (block 1: the first 30 days). Only the rows the store keeps for a year are read
+    -- (`last_year_rows`: 'kept', the stream rows of stream_days, or 'all' when the store keeps every posting that
+    -- long, pipelines/store.windows checks), so the night and training see the same rows.
+    select cutoffs.cutoff, day_rows.customer_id,
+        cast((day_rows.ds - (cutoffs.cutoff - getvariable('last_year_days')) - 1) // 30 as integer) + 1 as block,
+        -sum(day_rows.amount) as outflow,
+        max(day_rows.max_neg_amount) as largest
+    from day_rows
+    join cutoffs
+        on day_rows.ds > cutoffs.cutoff - getvariable('last_year_days')
+        and day_rows.ds <= cutoffs.cutoff - getvariable('last_year_days') + 90
+    where day_rows.sign < 0 and not day_rows.is_own_transfer
+        and (getvariable('last_year_all_rows') or day_rows.is_stream_row)
+    group by all
+),
+
+last_year as (
+    select cutoff, customer_id,
+        sum(outflow) filter (where block = 1) as ly_outflow_1,
+        sum(outflow) filter (where block = 2) as ly_outflow_2,
+        sum(outflow) filter (where block = 3) as ly_outflow_3,
+        max(largest) filter (where block = 1) as ly_largest_1,
+        max(largest) filter (where block = 2) as ly_largest_2,
+        max(largest) filter (where block = 3) as ly_largest_3
+    from last_year_rows
+    group by all
+),
+
 stream_features as (
     select
         cutoff, customer_id,
@@ -352,12 +383,27 @@ final as (
         coalesce(holdings.n_external_accounts, 0) as n_external_accounts,
         year(balance_features.cutoff) - customers_in.birth_year as age,
         balance_features.cutoff - customers_in.customer_since as tenure_days,
-        day(balance_features.cutoff) as day_of_month
+        day(balance_features.cutoff) as day_of_month,
+        -- the same weeks a year before (last_year above): null when the history does not reach back to them
+        history.first_day <= balance_features.cutoff - getvariable('last_year_days') as has_last_year,
+        case when history.first_day <= balance_features.cutoff - getvariable('last_year_days')
+            then coalesce(last_year.ly_outflow_1, 0) end as ly_outflow_1,
+        case when history.first_day <= balance_features.cutoff - getvariable('last_year_days')
+            then coalesce(last_year.ly_outflow_2, 0) end as ly_outflow_2,
+        case when history.first_day <= balance_features.cutoff - getvariable('last_year_days')
+            then coalesce(last_year.ly_outflow_3, 0) end as ly_outflow_3,
+        case when history.first_day <= balance_features.cutoff - getvariable('last_year_days')
+            then coalesce(last_year.ly_largest_1, 0) end as ly_largest_1,
+        case when history.first_day <= balance_features.cutoff - getvariable('last_year_days')
+            then coalesce(last_year.ly_largest_2, 0) end as ly_largest_2,
+        case when history.first_day <= balance_features.cutoff - getvariable('last_year_days')
+            then coalesce(last_year.ly_largest_3, 0) end as ly_largest_3
     from balance_features
     join history using (cutoff, customer_id)
     left join flow_features using (cutoff, customer_id)
     left join flexible_volatility using (cutoff, customer_id)
     left join typical_outflow using (cutoff, customer_id)
+    left join last_year using (cutoff, customer_id)
     left join stream_features using (cutoff, customer_id)
     left join limits using (cutoff, customer_id)
     left join holdings using (cutoff, customer_id)

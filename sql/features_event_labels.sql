@@ -5,8 +5,8 @@
 -- cut-off and horizon:
 -- - income: the customer's income in the trailing `income_window_days` (W) falls below (1 - income_drop_share) x
 --   their usual income on some day of (cutoff, cutoff + horizon]; the first such day. The usual income is the
---   median of the income of the three windows of W days before the cut-off (a monthly pay, or five weekly ones, in
---   each). Income is counted as the features count income_90: credits on the cash-position accounts that are not
+--   smaller of the two windows of W days before the latest (income.usual 'smallest') or the median of the three
+--   ('median') of the windows of W days before the cut-off (a monthly pay, or five weekly ones, in each). Income is counted as the features count income_90: credits on the cash-position accounts that are not
 --   own-account transfers, from an income stream as of the cut-off or on a salary or benefit channel. Only
 --   customers the stage forecasts for (income_baseline > 0), with 3 W days of history, a usual income, and an
 --   income not already fallen on the cut-off (the window ending on it at or above the line).
@@ -64,12 +64,22 @@ usual_income as (
     group by all
 ),
 
+usual_of as (
+    -- the usual income (config/event_forecast.yaml income.usual): 'smallest', the smaller of the two windows
+    -- before the latest (what both brought: a window holding two monthly pays, or a bonus, does not raise it, and
+    -- the latest window is still compared with it: an income already fallen has no label); 'median', the median of
+    -- the three (as before 2026-12-07)
+    select customer_id, cutoff, w0,
+        case when getvariable('income_usual_smallest') then least(w1, w2)
+             else w0 + w1 + w2 - greatest(w0, w1, w2) - least(w0, w1, w2) end as usual
+    from usual_income
+),
+
 income_baseline as (
     -- customers with a usual income whose income has not already fallen on the cut-off
-    select customer_id, cutoff, w0 + w1 + w2 - greatest(w0, w1, w2) - least(w0, w1, w2) as usual
-    from usual_income
-    where w0 + w1 + w2 - greatest(w0, w1, w2) - least(w0, w1, w2) > 0
-        and w0 >= (1 - getvariable('income_drop_share')) * (w0 + w1 + w2 - greatest(w0, w1, w2) - least(w0, w1, w2))
+    select customer_id, cutoff, usual
+    from usual_of
+    where usual > 0 and w0 >= (1 - getvariable('income_drop_share')) * usual
 ),
 
 grid as (

@@ -4,6 +4,7 @@ latest calibration cut-off is followed while a difference within the noise is no
 overconfident map."""
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 
@@ -88,3 +89,21 @@ def test_calibrators_reload_the_same():
         np.testing.assert_array_equal(cal.predict(raw), again.predict(raw))
     with pytest.raises(ValueError, match="unknown calibrator"):
         calibrator_from_dict({"kind": "spline"})
+
+
+def test_a_map_that_does_not_separate_out_of_sample_gives_way_to_the_base_rate():
+    """shrink_to_base_rate: scores unrelated to the outcome (noise) get a weight near 0 and forecast the event rate;
+    scores that separate the events keep a weight near 1 (the map unchanged)."""
+    rng = np.random.default_rng(5)
+    n, cuts = 6000, np.repeat(np.array(["2026-01-01", "2026-01-15", "2026-01-29"], dtype="datetime64[D]"), 2000)
+    y = (rng.random(n) < 0.05).astype(float)
+    noise = rng.random(n)
+    calibrator, note = fit_calibration(noise, y, cuts, 0, False, shrink_to_base_rate=True)
+    assert calibrator.weight < 0.3 and "weight of the map" in note
+    assert np.abs(calibrator.predict(np.array([0.01, 0.5, 0.99])) - y.mean()).max() < 0.02
+    signal = np.clip(0.6 * y + 0.4 * rng.random(n), 0, 1)
+    separating, _ = fit_calibration(signal, y, cuts, 0, False, shrink_to_base_rate=True)
+    assert separating.weight > 0.9
+    assert separating.predict(np.array([0.95]))[0] > 0.8
+    again = calibrator_from_dict(json.loads(json.dumps(separating.to_dict())))
+    assert np.allclose(again.predict(signal[:50]), separating.predict(signal[:50]))

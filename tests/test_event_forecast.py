@@ -26,7 +26,7 @@ def _rows(customer, day, amount, channel="card", stream_key=None, own=False):
 
 
 def _labels(rows: list[dict], baselines: pd.DataFrame, streams: pd.DataFrame | None = None,
-            horizons=(30, 60, 90), data_days: int = 90) -> pd.DataFrame:
+            horizons=(30, 60, 90), data_days: int = 90, usual: str = "smallest") -> pd.DataFrame:
     """sql/features_event_labels.sql on hand-made views (what build_training registers from silver)."""
     con = duckdb.connect()
     day_rows = pd.DataFrame(rows)
@@ -52,7 +52,10 @@ def _labels(rows: list[dict], baselines: pd.DataFrame, streams: pd.DataFrame | N
                 "from streams_frame")
     con.register("b", baselines.assign(cutoff=pd.Timestamp(CUT)))
     con.execute("create table event_baselines as select * replace (cast(cutoff as date) as cutoff) from b")
-    sql.set_variables(con, income_window_days=35, income_drop_share=0.3, short_cadence_days=31)
+    cfg = ef.settings()
+    sql.set_variables(con, **ef.label_variables({"income": {**cfg["income"], "window_days": 35, "drop_share": 0.3,
+                                                            "usual": usual},
+                                                 "expense": {**cfg["expense"], "short_cadence_days": 31}}))
     return sql.frame(con, ef.LABEL_SQL, order_by="customer_id, horizon_days").set_index(
         ["customer_id", "horizon_days"])
 
@@ -83,6 +86,21 @@ def test_an_income_that_stops_is_a_drop_from_the_day_the_window_misses_it():
     assert labels.loc[("STOPS", 60), "days_to_income_drop"] == expected
     assert not labels.loc["STEADY", "is_income_drop"].any()
     assert not labels.loc["CUT20", "is_income_drop"].any()        # a 20% cut is not a drop of more than 30%
+
+
+def test_a_bonus_month_beside_a_window_of_two_pays_is_no_usual_income_and_the_next_pay_no_drop():
+    """income.usual 'smallest': pays on the 23rd; the 35-day windows before the cut-off hold one pay (March), two
+    (April and May) and June's pay with a bonus of half. Their median is the bonus month, and July's ordinary pay
+    was a "drop" (Berka: a third of the customers at once, once a quarter); the smaller of the two windows before
+    the latest is one pay, and nothing drops. A pay that stops is still a drop."""
+    pays = [_rows("BONUS", date(2026, m, 23), 2000.0 if m != 6 else 3000.0, "salary") for m in range(3, 10)]
+    stops = [_rows("STOPS", date(2026, m, 23), 2000.0, "salary") for m in range(3, 7)]
+    median = _labels(pays + stops, _base(["BONUS", "STOPS"]), usual="median")
+    assert median.loc[("BONUS", 30), "is_income_drop"] == True  # noqa: E712 (the old definition's false drop)
+    smallest = _labels(pays + stops, _base(["BONUS", "STOPS"]))
+    assert not smallest.loc["BONUS", "is_income_drop"].any()
+    assert smallest.loc[("STOPS", 60), "is_income_drop"] == True  # noqa: E712
+    assert smallest.loc[("STOPS", 60), "days_to_income_drop"] == (date(2026, 6, 23) + timedelta(days=35) - CUT).days
 
 
 def test_income_that_has_already_fallen_or_no_usual_income_has_no_income_label():
@@ -154,6 +172,31 @@ def test_a_heavy_december_does_not_raise_the_threshold_of_the_months_after():
     assert out["expense_threshold"].tolist() == [cfg["expense"]["multiple"] * 1000.0] * 3
     inputs = ef.event_inputs(frame, pd.DataFrame(), cfg, horizon_days=(30,))
     assert "typical_monthly_outflow" not in inputs and inputs["monthly_outflow"].tolist() == [1000.0] * 3
+
+
+def test_calendar_inputs_are_last_years_weeks_against_todays_typical_month_and_missing_without_a_year():
+    """The calendar (config/event_forecast.yaml calendar): per horizon, the same weeks a year before against today's
+    typical month (outflow per 30 days) and threshold (largest payment); the month of year of the target window;
+    null where the history does not reach back a year (has_last_year 0), so a 180-365-day bank still works."""
+    cfg = ef.settings()
+    year = dict(has_last_year=[1.0], ly_outflow_1=[1500.0], ly_outflow_2=[500.0], ly_outflow_3=[1000.0],
+                ly_largest_1=[200.0], ly_largest_2=[0.0], ly_largest_3=[900.0])
+    short = {k: [np.nan] for k in year} | {"has_last_year": [0.0]}
+    frame = pd.concat([_features(cutoff=[pd.Timestamp("2026-06-20")], **year),
+                       _features(customer_id=["B"], cutoff=[pd.Timestamp("2026-06-20")], **short)])
+    out = ef.event_inputs(frame, pd.DataFrame(), cfg, horizon_days=(30, 60, 90)).set_index("customer_id")
+    threshold = cfg["expense"]["multiple"] * 1000.0                   # typical month 1,000
+    assert out.loc["A", "ly_outflow_ratio_30"] == pytest.approx(1.5)
+    assert out.loc["A", "ly_outflow_ratio_60"] == pytest.approx(1.0)      # 2,000 over two months
+    assert out.loc["A", "ly_outflow_ratio_90"] == pytest.approx(1.0)      # 3,000 over three
+    assert out.loc["A", "ly_largest_ratio_30"] == pytest.approx(200.0 / threshold)
+    assert out.loc["A", "ly_large_30"] == 0.0 and out.loc["A", "ly_large_60"] == 0.0
+    assert out.loc["A", "ly_large_90"] == 1.0                             # the 900 bill in the third block
+    assert out.loc["A", "target_month"] == 7.0 and out.loc["B", "target_month"] == 7.0
+    assert out.loc["B", "has_last_year"] == 0.0
+    assert out.loc["B", [f"ly_{w}_{h}" for w in ("outflow_ratio", "largest_ratio", "large") for h in (30, 60, 90)]
+                   ].isna().all()
+    assert not any(c.startswith(("ly_outflow_1", "ly_largest_1")) for c in out.columns)   # the raw blocks replaced
 
 
 def test_no_income_forecast_without_a_regular_income_or_once_it_has_stopped():

@@ -674,3 +674,44 @@ def test_a_short_history_has_the_median_of_its_complete_months_or_its_rate_so_fa
     new = rows.loc[("C_NEW", pd.Timestamp(END))]
     assert new["history_days"] == 20
     assert new["typical_monthly_outflow"] == pytest.approx(20 * 10.0 / 20 * 30)     # 10 a day, 30 days of it
+
+
+# --- the event forecasts' calendar: the same weeks a year before (config/event_forecast.yaml calendar) -----------
+
+def make_year_bank() -> LandingBank:
+    bank = LandingBank(end=END)
+    # a year and five months of history: a yearly insurance of 900 (a payment to a counterparty: a row the store keeps
+    # for a year) in the first 30 days of the same weeks a year before END, a card payment of 500 (kept 180 days
+    # only) in the second 30 days
+    bank.customer("C_YEAR")
+    bank.account("A_YEAR", "C_YEAR", date(2025, 3, 1), opening_balance=20000)
+    bank.card_spending("A_YEAR", date(2025, 3, 1), END, every=1, amount="-10.00")
+    bank.post("A_YEAR", date(2025, 8, 10), "-900.00", "transfer_out", description="HOME INSURANCE",
+              counterparty_id="INSURER")
+    bank.post("A_YEAR", date(2025, 9, 5), "-500.00", "card", description="BIKE", merchant_name="Bikes", mcc="5940")
+    # seven months of history: no year before
+    bank.customer("C_SHORT")
+    bank.account("A_SHORT", "C_SHORT", date(2026, 1, 1), opening_balance=5000)
+    bank.card_spending("A_SHORT", date(2026, 1, 1), END, every=1, amount="-10.00")
+    return bank
+
+
+@pytest.fixture(scope="module")
+def year_world(tmp_path_factory):
+    with loaded(tmp_path_factory, "features-year", make_year_bank()) as (paths, metrics, con):
+        assert metrics["conform"]["quarantined"] == 0
+        yield features.build_panel(con, [END])
+
+
+def test_the_same_weeks_a_year_before_are_read_from_the_rows_the_store_keeps_a_year(year_world) -> None:
+    """Per 30-day block of (END - 365, END - 275]: the outflow and the largest payment out, from the rows the store
+    keeps for a year (last_year_rows 'kept': the insurance to a counterparty, not the card payment, whose row the
+    night no longer has); null without a year of history."""
+    rows = year_world.features.set_index("customer_id")
+    year = rows.loc["C_YEAR"]
+    assert year["has_last_year"] == 1.0
+    assert year["ly_largest_1"] == pytest.approx(900.0) and year["ly_outflow_1"] == pytest.approx(900.0)
+    assert year["ly_largest_2"] == 0.0 and year["ly_outflow_2"] == 0.0 and year["ly_largest_3"] == 0.0
+    short = rows.loc["C_SHORT"]
+    assert short["has_last_year"] == 0.0
+    assert all(np.isnan(short[f"ly_{w}_{b}"]) for w in ("outflow", "largest") for b in (1, 2, 3))

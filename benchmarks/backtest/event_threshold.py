@@ -57,10 +57,7 @@ def main(dataset: str, out: Path, kinds: tuple[str, ...]) -> None:
     try:
         feature_stage.register_silver(con, paths, end, None)
         panel = feature_stage.build_panel(con, cutoffs, ef.horizons(), with_labels=False, series_until=end)
-        sql.set_variables(con, income_window_days=int(cfg["income"]["window_days"]),
-                          income_drop_share=float(cfg["income"]["drop_share"]),
-                          short_cadence_days=int(cfg["expense"]["short_cadence_days"]),
-                          last_year_days=int(cfg["backtest"]["last_year_days"]))
+        sql.set_variables(con, **ef.label_variables(cfg), last_year_days=int(cfg["calendar"]["last_year_days"]))
         frames = {}
         for name, base in (("old", old_threshold(panel.features, cfg)), ("new", ef.baselines(panel.features, cfg))):
             con.register("event_baselines_frame", base)
