@@ -172,7 +172,7 @@ def calendar_inputs(out: pd.DataFrame, horizon_days: Iterable[int], cfg: dict[st
         out[f"ly_large_{h}"] = np.where(covered, (largest >= threshold).astype(float), np.nan)
     out = out.drop(columns=blocks)
     out["has_last_year"] = covered.astype(float)
-    if cal.get("month_of_year", True):
+    if cal.get("month_of_year", False):
         out["target_month"] = (pd.to_datetime(out["cutoff"]) + pd.Timedelta(days=15)).dt.month.astype(float)
     return out
 

@@ -192,7 +192,10 @@ def test_calendar_inputs_are_last_years_weeks_against_todays_typical_month_and_m
     assert out.loc["A", "ly_largest_ratio_30"] == pytest.approx(200.0 / threshold)
     assert out.loc["A", "ly_large_30"] == 0.0 and out.loc["A", "ly_large_60"] == 0.0
     assert out.loc["A", "ly_large_90"] == 1.0                             # the 900 bill in the third block
-    assert out.loc["A", "target_month"] == 7.0 and out.loc["B", "target_month"] == 7.0
+    assert "target_month" not in out.columns                               # month_of_year is off (config)
+    monthly = ef.event_inputs(frame, pd.DataFrame(), {**cfg, "calendar": {**cfg["calendar"], "month_of_year": True}},
+                              horizon_days=(30, 60, 90)).set_index("customer_id")
+    assert monthly.loc["A", "target_month"] == 7.0 and monthly.loc["B", "target_month"] == 7.0
     assert out.loc["B", "has_last_year"] == 0.0
     assert out.loc["B", [f"ly_{w}_{h}" for w in ("outflow_ratio", "largest_ratio", "large") for h in (30, 60, 90)]
                    ].isna().all()
