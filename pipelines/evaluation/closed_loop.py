@@ -588,9 +588,9 @@ def rebuild(paths: Paths, compare_with: Path | None = None) -> dict[str, Any]:
 
 
 def report_command(paths: Paths, compare_with: Path | None = None) -> dict[str, Any]:
-    """`segone closed-loop-report [--compare-with OTHER]` (with the settings the loop ran with)."""
-    with _settings(home_settings(paths)):
-        summary = rebuild(paths, compare_with)
+    """`segone closed-loop-report [--compare-with OTHER]` (the CLI runs it with the home's settings:
+    `adopt_home_settings`)."""
+    summary = rebuild(paths, compare_with)
     s = summary["summary"]
     return {"report": str(paths.reports / "closed_loop" / "closed_loop.json"),
             "uplift_per_customer": s["uplift_per_customer"], "uplift_ci": [s["uplift_ci_low"], s["uplift_ci_high"]],
