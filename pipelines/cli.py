@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     except ValueError:  # not the main thread (embedded use): leave the handler alone
         pass
+    settings_before = os.environ.get("SEGONE_SETTINGS")
     try:
         if args.command != "closed-loop":
             from pipelines.evaluation.closed_loop import adopt_home_settings
@@ -367,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
+        if settings_before is None:  # a home's adopted settings end with the command (embedded use, tests)
+            os.environ.pop("SEGONE_SETTINGS", None)
+        else:
+            os.environ["SEGONE_SETTINGS"] = settings_before
     return 0
 
 

@@ -147,7 +147,8 @@ def test_a_command_in_a_loop_home_runs_with_the_loop_settings(tmp_path, monkeypa
 
     from pipelines.evaluation.closed_loop import adopt_home_settings
 
-    monkeypatch.delenv("SEGONE_SETTINGS", raising=False)
+    monkeypatch.setenv("SEGONE_SETTINGS", "")                 # recorded, so teardown restores what was there
+    monkeypatch.delenv("SEGONE_SETTINGS")
     paths = Paths(tmp_path)
     adopt_home_settings(paths)
     assert "SEGONE_SETTINGS" not in os.environ                # an ordinary home: nothing changes
@@ -160,3 +161,19 @@ def test_a_command_in_a_loop_home_runs_with_the_loop_settings(tmp_path, monkeypa
     monkeypatch.setenv("SEGONE_SETTINGS", str(other))
     adopt_home_settings(paths)                                 # the caller's own choice stands
     assert lake.n_buckets() == 8
+
+
+def test_a_command_run_in_process_gives_the_callers_settings_back(tmp_path, monkeypatch):
+    """The CLI adopts a loop home's settings for its own command only: a caller that embeds `main` (or the next test
+    in this process) sees $SEGONE_SETTINGS as it was."""
+    import os
+
+    from pipelines.cli import main
+
+    monkeypatch.setenv("SEGONE_SETTINGS", "")
+    monkeypatch.delenv("SEGONE_SETTINGS")
+    monkeypatch.setenv("SEGONE_HOME", str(tmp_path))
+    (tmp_path / "closed_loop_settings.yaml").write_text("segone: {lake: {n_buckets: 4}}\n")
+    assert main(["unlock"]) == 0
+    assert "SEGONE_SETTINGS" not in os.environ
+    assert lake.n_buckets() == 16
