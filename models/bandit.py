@@ -16,6 +16,10 @@ and doubly robust offline evaluation need.
 Randomness is deterministic and independent of batch composition: a uniform draw is a counter-based hash
 (splitmix64) of a per-customer 64-bit seed (the caller derives it from customer_id and as_of) and the draw number, so
 the same customer on the same day draws the same numbers whichever shard or machine runs it.
+
+A "stop" entry (the no-contact arm) may sit in a pool: it is a candidate like any other at each slot (greedy when it
+is the best remaining, or drawn by exploration), and picking it ends the customer's picks. It is a candidate only
+while at least one other entry remains (alone it would be a decision with nothing to decide).
 """
 from __future__ import annotations
 
@@ -54,25 +58,29 @@ class Picks:
 
 
 def epsilon_greedy(valid: np.ndarray, seeds: np.ndarray, slots: np.ndarray | int, epsilon: float,
-                   first_draw: int = 0) -> Picks:
+                   first_draw: int = 0, stop: np.ndarray | None = None) -> Picks:
     """Pick up to `slots` (per customer, or one number) of the valid pool entries, in order.
 
     `valid` is (n, P): pool entries sorted best first per row (True where a candidate sits). Exploitation takes the
-    first valid remaining entry; exploration draws uniformly among the remaining ones.
+    first valid remaining entry; exploration draws uniformly among the remaining ones. `stop` (n, P), within `valid`:
+    the entries whose pick ends the row's picks (the no-contact arm).
     """
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"epsilon must be in [0, 1), got {epsilon}")
     n, pool = valid.shape
     slots_per_row = np.broadcast_to(np.asarray(slots, dtype=np.int64), (n,))
     max_slots = int(slots_per_row.max()) if n else 0
+    stop = np.zeros_like(valid, dtype=bool) if stop is None else (np.asarray(stop, dtype=bool) & valid)
     remaining = valid.copy()
     column = np.full((n, max_slots), -1, dtype=np.int64)
     probability = np.full((n, max_slots), np.nan)
     exploring = np.zeros((n, max_slots), dtype=bool)
     rows = np.arange(n)
+    stopped = np.zeros(n, dtype=bool)
     for slot in range(max_slots):
+        remaining &= ~(stop & ~(remaining & ~stop).any(axis=1)[:, None])     # a stop entry alone is no choice
         m = remaining.sum(axis=1)
-        active = (m > 0) & (slot < slots_per_row)
+        active = (m > 0) & (slot < slots_per_row) & ~stopped
         if not active.any():
             break
         greedy = np.argmax(remaining, axis=1)           # first remaining (pool is sorted best first)
@@ -89,6 +97,7 @@ def epsilon_greedy(valid: np.ndarray, seeds: np.ndarray, slots: np.ndarray | int
         probability[active, slot] = np.minimum(p[active], 1.0)
         exploring[active, slot] = ~is_greedy[active]
         remaining[rows[active], pick[active]] = False
+        stopped |= active & stop[rows, pick]
     return Picks(column=column, logging_probability=probability, is_exploration=exploring)
 
 

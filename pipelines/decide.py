@@ -63,6 +63,7 @@ class Decisions:
     decision_flags: pd.DataFrame = field(default_factory=pd.DataFrame)
     metrics: dict[str, Any] = field(default_factory=dict)
     bandit_log: pd.DataFrame = field(default_factory=pd.DataFrame)
+    decision_context: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -488,6 +489,15 @@ class ContactState:
     trials: np.ndarray                 # (A, C) recommendations delivered (all customers of the frame)
     successes: np.ndarray              # (A, C)
     days_since_delivery: np.ndarray    # (n, A) float: days since the action's last delivery, inf when never
+    history: dict[str, np.ndarray] = field(default_factory=dict)   # per customer: `RESPONSE_HISTORY`
+
+
+# The customer's own answers, as the policy sees them (gold decision_context; docs/closed_loop.md section 13): over the
+# contact policy's lookback, recommendations delivered, the share engaged with (opened, clicked, accepted, declined;
+# NaN with none delivered), accepted, declined, non-protective ones delivered in the last 7 days, days since the last
+# delivery (NaN: never).
+RESPONSE_HISTORY = ("contacts_delivered", "engaged_share", "n_accepted", "n_declined", "contacts_7d",
+                    "days_since_contact")
 
 
 def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogue: list[Action], as_of: date,
@@ -496,6 +506,9 @@ def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogu
     state = ContactState(np.full((n, a), np.inf), np.full((n, a), np.inf), np.zeros((n, a), np.int64),
                          np.zeros((n, c), bool), np.zeros((n, c), np.int64), np.zeros((a, c)), np.zeros((a, c)),
                          np.full((n, a), np.inf))
+    state.history = {"contacts_delivered": np.zeros(n), "engaged_share": np.full(n, np.nan),
+                     "n_accepted": np.zeros(n), "n_declined": np.zeros(n), "contacts_7d": np.zeros(n),
+                     "days_since_contact": np.full(n, np.nan)}
     if responses is None or responses.empty:
         return state
     cp = pol["contact_policy"]
@@ -530,6 +543,19 @@ def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogu
     recent = mine[mine["delivered_days"].notna() & (mine["delivered_days"] < 7) & (mine["chan"] >= 0) &
                   ~mine["action_id"].isin(protective)]
     np.add.at(state.sent_7d, (recent["cust"].to_numpy(), recent["chan"].to_numpy()), 1)
+    got = mine[mine["delivered_days"].notna()]
+    history = state.history
+    cust_got = got["cust"].to_numpy()
+    np.add.at(history["contacts_delivered"], cust_got, 1.0)
+    engaged = np.zeros(n)
+    np.add.at(engaged, cust_got, got["engaged"].to_numpy(float))
+    np.add.at(history["n_accepted"], cust_got, got["accepted"].to_numpy(float))
+    np.add.at(history["contacts_7d"], recent["cust"].to_numpy(), 1.0)
+    last = np.full(n, np.inf)
+    np.minimum.at(last, cust_got, got["delivered_days"].to_numpy(float))
+    history["days_since_contact"] = np.where(np.isfinite(last), last, np.nan)
+    history["engaged_share"] = np.where(history["contacts_delivered"] > 0,
+                                        engaged / np.maximum(history["contacts_delivered"], 1.0), np.nan)
     sent = mine[mine["delivered_days"].notna() & (mine["act"] >= 0)]
     np.minimum.at(state.days_since_delivery, (sent["cust"].to_numpy(), sent["act"].to_numpy()),
                   sent["delivered_days"].to_numpy(float))
@@ -538,6 +564,8 @@ def contact_state(responses: pd.DataFrame | None, customers: pd.Series, catalogu
         rows = mine_events[(mine_events["event"] == event) & (mine_events["act"] >= 0)]
         if len(rows):
             np.minimum.at(target, (rows["cust"].to_numpy(), rows["act"].to_numpy()), rows["days_ago"].to_numpy(float))
+    declined = mine_events[mine_events["event"] == "declined"].drop_duplicates("recommendation_id")
+    np.add.at(history["n_declined"], declined["cust"].to_numpy(), 1.0)
     rows = mine_events[(mine_events["event"] == "unsubscribed") & (mine_events["chan"] >= 0)]
     state.unsubscribed[rows["cust"].to_numpy(), rows["chan"].to_numpy()] = True
     return state
@@ -744,6 +772,9 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     usable = np.zeros((n, n_actions, n_channels), dtype=bool)   # consented, not unsubscribed, room this week
     preference = np.full((n_actions, n_channels), np.inf)       # the action's order of channels
     state = contact_state(responses, ctx["customer_id"], catalogue, as_of, pol)
+    # the customer's own answers: features of the learned policy (and of gold decision_context)
+    ctx = pd.concat([ctx.drop(columns=[c for c in RESPONSE_HISTORY if c in ctx.columns]),
+                     pd.DataFrame(state.history, index=ctx.index)], axis=1)
     propensity = propensities(catalogue, state, pol)
     seeds, control_draw = customer_hashes(ctx["customer_id"], as_of, pol.get("control_cohort"))
     is_control = control_draw < float(pol["control_share"])
@@ -864,6 +895,7 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     values = np.array([x.value for x in catalogue])
     levers = np.array([x.lever for x in catalogue])
     top_k = int(pol["top_k"])
+    arm = no_contact_arm(pol)
 
     def arbitrate(usable_now: np.ndarray) -> dict[str, Any]:
         """Channels and the top k of every candidate still in (stage 0) given the channels it may use; returns the
@@ -924,15 +956,23 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
         pool_index = np.full((n, pool_size), -1, dtype=np.int64)
         pool_index[ci[in_pool], rank_o[in_pool]] = np.nonzero(in_pool)[0]
         slots = np.maximum(top_k - n_protective, 0)
-        picks = epsilon_greedy(pool_index >= 0, seeds, slots, float(pol["exploration"]["epsilon"]))
+        pool_index = _with_no_contact(pool_index, slots, priority, learned is not None, arm is not None)
+        picks = epsilon_greedy(pool_index != -1, seeds, slots, float(pol["exploration"]["epsilon"]),
+                               stop=pool_index == NO_CONTACT)
         chosen = chosen_p.copy()
         logging_probability = np.where(chosen_p, 1.0, np.nan)
         exploring = np.zeros(len(ci), dtype=bool)
         slot_rank = np.where(chosen_p, rank_p + 1, 0)
         rows_n = np.arange(n)
+        held = np.zeros(n, dtype=np.int8)          # the no-contact arm's pick: 1 greedy, 2 by exploration
         for s in range(picks.column.shape[1]):
             picked = picks.column[:, s] >= 0
-            cand = pool_index[rows_n[picked], picks.column[picked, s]]
+            entry = np.full(n, -1, dtype=np.int64)
+            entry[picked] = pool_index[rows_n[picked], picks.column[picked, s]]
+            arm_now = entry == NO_CONTACT
+            held[arm_now] = np.where(picks.is_exploration[arm_now, s], 2, 1)
+            picked &= entry >= 0
+            cand = entry[picked]
             chosen[cand] = True
             logging_probability[cand] = picks.logging_probability[picked, s]
             exploring[cand] = picks.is_exploration[picked, s]
@@ -940,7 +980,9 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
         not_chosen = ~chosen
         beyond = not_chosen & ~(others & in_pool)
         pooled = not_chosen & others & in_pool
-        return {"ci": ci, "aj": aj, "ch": ch, "prop": prop, "priority": priority, "chosen": chosen,
+        withheld = pooled & (held[ci] > 0)
+        pooled &= ~withheld
+        return {"withheld": (ci[withheld], aj[withheld], held[ci[withheld]]), "held": held, "ci": ci, "aj": aj, "ch": ch, "prop": prop, "priority": priority, "chosen": chosen,
                 "logging_probability": logging_probability, "exploring": exploring, "slot_rank": slot_rank,
                 "capped_out": capped_out, "beyond": (ci[beyond], aj[beyond]), "pooled": (ci[pooled], aj[pooled]),
                 "value": value_out if learned is not None else None, "catalogue_priority": catalogue_priority,
@@ -992,6 +1034,13 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
     stage[picked["pooled"]] = STAGE_CODE["arbitration"]
     reason[picked["pooled"]] = book.code(
         f"not chosen: other actions ranked higher or were picked by exploration (top {top_k})")
+    w_ci, w_aj, w_how = picked["withheld"]
+    stage[w_ci, w_aj] = STAGE_CODE["arbitration"]
+    reason[w_ci, w_aj] = np.where(
+        w_how == 1,
+        book.code("not sent: the learned policy expects no gain from contacting this customer further tonight "
+                  "(no contact ranked above it)"),
+        book.code("not sent: exploration chose no further contact for this customer tonight"))
     # the capacity drops, logged: an action moved off a staffed channel is published on a digital one (a row at
     # stage `capacity` says so) or, when it did not make it there, its drop is logged at `capacity` with the reason
     published_channel = np.full((n, n_actions), -1, dtype=np.int64)
@@ -1028,7 +1077,10 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                      picked["logging_probability"], picked["exploring"], picked["slot_rank"], is_control, as_of,
                      version, credit_ctx, msg_rules.get("plain_register"), picked["value"])
     bandit = _bandit_log(ctx, catalogue, nba, picked["pool_index"], picked["picks"], aj, picked["catalogue_priority"],
-                         picked["n_protective"], float(pol["exploration"]["epsilon"]), version)
+                         picked["n_protective"], float(pol["exploration"]["epsilon"]), version, arm)
+    from pipelines.policy import decision_context_frame
+    decided = set(nba["customer_id"]) | set(bandit["customer_id"])
+    context_out = decision_context_frame(ctx, decided)
     decision_log = _decision_log(ctx, catalogue, stage, reason, book, version, extra)
     advisor, queue_demand = advisor_queue(ctx, pol, int(capacity.get("advisor_queue", n)), need_rank)
     capacity_metrics["advisor_queue"] = {"capacity": int(capacity.get("advisor_queue", n)), "demand": queue_demand,
@@ -1039,6 +1091,8 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                "dropped_by_stage": funnel, "n_published": int(len(nba)),
                "n_customers_with_actions": int(nba["customer_id"].nunique()) if len(nba) else 0,
                "n_control": int(is_control.sum()), "n_exploration": int(nba["is_exploration"].sum()) if len(nba) else 0,
+               "n_no_contact": int((picked["held"] > 0).sum()),
+               "n_no_contact_greedy": int((picked["held"] == 1).sum()),
                "n_advisor_queue": int(len(advisor)), "policy_version": version,
                "action_mix": nba["action_id"].value_counts().sort_index().to_dict() if len(nba) else {},
                "channel_mix": nba["channel"].value_counts().sort_index().to_dict() if len(nba) else {},
@@ -1047,12 +1101,54 @@ def decide_frame(context: pd.DataFrame, as_of: date, responses: pd.DataFrame | N
                "n_push_fatigued": int(fatigued.sum()),
                "push_fatigue_rerouted_rows": sum(1 for row in extra if row[3] == STAGE_CODE["contact_policy"]),
                "seconds": round(time.perf_counter() - started, 2)}
-    return Decisions(nba, decision_log, advisor, dashboard, decision_flags(ctx, is_control, pol), metrics, bandit)
+    return Decisions(nba, decision_log, advisor, dashboard, decision_flags(ctx, is_control, pol), metrics, bandit,
+                     context_out)
+
+
+NO_CONTACT = -2                 # the no-contact arm's entry in a bandit pool (-1: no candidate)
+NO_CONTACT_CATALOGUE_SCORE = -1.0   # its catalogue priority in gold bandit_log: below every action's (all >= 0)
+
+
+def no_contact_arm(pol: dict[str, Any]) -> str | None:
+    """The no-contact arm's action_id when the arm is enabled (config/decisioning.yaml exploration.no_contact)."""
+    cfg = (pol.get("exploration") or {}).get("no_contact") or {}
+    return str(cfg.get("action_id", "no_contact")) if cfg.get("enabled", False) else None
+
+
+def no_contact_priority() -> float:
+    """A learned policy's priority of the no-contact arm: an action of expected value 0 pounds and lever 1
+    (softplus(0), the priority `Scorer.score` gives such an action)."""
+    from models.policy_model import softplus
+
+    return round(float(softplus(np.array([0.0]))[0]), 9)
+
+
+def _with_no_contact(pool_index: np.ndarray, slots: np.ndarray, priority: np.ndarray, learned: bool,
+                     enabled: bool) -> np.ndarray:
+    """The bandit's pool with the no-contact arm in it (one more column): for every customer with a slot and a
+    candidate, after the candidates whose priority is at least the arm's (a learned policy; ties contact), or after
+    all of them (the catalogue's priorities, which never prefer it)."""
+    n, size = pool_index.shape
+    wide = np.full((n, size + 1), -1, dtype=np.int64)
+    wide[:, :size] = pool_index
+    if not enabled or not n:
+        return wide
+    real = pool_index >= 0
+    has_arm = real.any(axis=1) & (np.asarray(slots) > 0)
+    if learned:
+        prio = np.where(real, priority[np.maximum(pool_index, 0)], -np.inf)
+        position = (prio >= no_contact_priority()).sum(axis=1)
+    else:
+        position = real.sum(axis=1)
+    cols = np.arange(size + 1)[None, :]
+    source = np.take_along_axis(wide, np.clip(cols - (cols > position[:, None]), 0, size), axis=1)
+    shifted = np.where(cols == position[:, None], NO_CONTACT, source)
+    return np.where(has_arm[:, None], shifted, wide)
 
 
 def _bandit_log(ctx, catalogue, nba: pd.DataFrame, pool_index: np.ndarray, picks, aj: np.ndarray,
                 catalogue_priority: np.ndarray, n_protective: np.ndarray, epsilon: float,
-                version: str) -> pd.DataFrame:
+                version: str, arm: str | None = None) -> pd.DataFrame:
     """One row per non-protective slot the bandit filled: the candidates that remained at that slot in the
     arbitration's order (the greedy choice first), the pick and its logged probability. With epsilon this is the
     policy's whole distribution at the slot ((1 - epsilon) on the first candidate, epsilon / m on each), which the
@@ -1060,20 +1156,27 @@ def _bandit_log(ctx, catalogue, nba: pd.DataFrame, pool_index: np.ndarray, picks
     policy be evaluated on logs another policy made."""
     action_ids = np.array([x.id for x in catalogue], dtype=object)
     ids = ctx["customer_id"].to_numpy(dtype=object)
-    remaining = pool_index >= 0
+
+    def name(entry: int) -> str:
+        return str(arm) if entry == NO_CONTACT else str(action_ids[aj[entry]])
+
+    def score(entry: int) -> float:
+        return NO_CONTACT_CATALOGUE_SCORE if entry == NO_CONTACT else round(float(catalogue_priority[entry]), 9)
+
+    remaining = pool_index != -1
     rows = []
     for s in range(picks.column.shape[1]):
         has = np.flatnonzero(picks.column[:, s] >= 0)
         for c in has:
             members = pool_index[c, remaining[c]]
             pick = pool_index[c, picks.column[c, s]]
-            rows.append((ids[c], s + 1, int(n_protective[c]) + s + 1, action_ids[aj[pick]],
+            rows.append((ids[c], s + 1, None if pick == NO_CONTACT else int(n_protective[c]) + s + 1, name(pick),
                          float(picks.logging_probability[c, s]), bool(picks.is_exploration[c, s]),
-                         [str(a) for a in action_ids[aj[members]]],
-                         [round(float(x), 9) for x in catalogue_priority[members]]))
+                         [name(e) for e in members], [score(e) for e in members]))
         remaining[has, picks.column[has, s]] = False
     frame = pd.DataFrame(rows, columns=["customer_id", "slot", "rank", "action_id", "logging_probability",
                                         "is_exploration", "candidates", "catalogue_scores"])
+    frame["rank"] = frame["rank"].astype("Int64")      # null for the no-contact arm: nothing was published
     frame["n_candidates"] = frame["candidates"].map(len).astype("int64") if len(frame) else pd.Series(dtype="int64")
     frame["epsilon"] = epsilon
     frame["policy_version"] = version
@@ -1555,8 +1658,8 @@ def decide_next_best_actions(paths: Paths, day: date, bucket: int) -> dict[str, 
 
     scorer = learned_policy.promoted_scorer(paths)
     decisions = decide_frame(context, day, responses, pol=pol, capacity=capacity, scorer=scorer)
-    # decision_context: the features of every customer with a published recommendation (pipelines/policy.py)
-    n_context = learned_policy.write_decision_context(paths, context, decisions.next_best_actions, day, bucket)
+    # decision_context: the features of every customer the policy decided for (pipelines/policy.py)
+    n_context = learned_policy.write_decision_context(paths, decisions.decision_context, day, bucket)
     metrics = decisions.metrics | {
         "night_capacity": frame_capacity(pol, sum(sizes.values())), "night_customers": sum(sizes.values()),
         "has_cash_forecast": bool(context["has_forecast"].any()),

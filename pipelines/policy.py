@@ -116,16 +116,23 @@ def logged_version(paths: Paths, version: str) -> str:
 # Decision context (written by the decide stage)
 # ---------------------------------------------------------------------------------------------------------------
 
-def write_decision_context(paths: Paths, context: pd.DataFrame, nba: pd.DataFrame, day: date, bucket: int) -> int:
-    """Gold decision_context as_of=D/bucket=N: the features of every customer with a published recommendation."""
+def decision_context_frame(ctx: pd.DataFrame, customers) -> pd.DataFrame:
+    """The rows of gold decision_context for these customers: customer_id and every policy feature as a float (NaN
+    where the context lacks it)."""
     names = features()
-    ids = set(nba["customer_id"]) if len(nba) else set()
-    sub = context[context["customer_id"].isin(ids)]
-    frame = pd.DataFrame({"customer_id": sub["customer_id"].astype(str).to_numpy()})
+    sub = ctx[ctx["customer_id"].astype(str).isin({str(c) for c in customers})]
+    data: dict[str, Any] = {"customer_id": sub["customer_id"].astype(str).to_numpy()}
     for name in names:
         col = sub[name] if name in sub.columns else pd.Series(np.nan, index=sub.index)
-        frame[name] = pd.to_numeric(col.astype("object").where(col.notna(), np.nan), errors="coerce") \
+        data[name] = pd.to_numeric(col.astype("object").where(col.notna(), np.nan), errors="coerce") \
             .astype(float).to_numpy()
+    return pd.DataFrame(data)
+
+
+def write_decision_context(paths: Paths, frame: pd.DataFrame, day: date, bucket: int) -> int:
+    """Gold decision_context as_of=D/bucket=N: the features of every customer the policy decided for (a published
+    recommendation or a bandit decision, the no-contact arm's included): `decision_context_frame`."""
+    names = features()
     final = lake.partition_path(paths, "gold", "decision_context", as_of=day.isoformat(), bucket=str(int(bucket)))
     columns = ", ".join(['cast("customer_id" as varchar) as "customer_id"'] +
                         [f'cast("{n}" as double) as "{n}"' for n in names])
@@ -170,11 +177,16 @@ def learning_data(paths: Paths, day: date, window_nights: int) -> tuple[pd.DataF
             order by r.as_of, r.customer_id, r.recommendation_id""").df()
         slots = pd.DataFrame()
         if bl is not None:
+            # the no-contact arm's decisions have no recommendation and a known value, 0; they count once the
+            # recommendations of their night have matured (the same nights as the contacts they compete with)
             slots = con.execute(f"""
+                with matured as (select max(as_of) as through from {rv} where matured)
                 select b.customer_id, b.as_of, b.slot, b.recommendation_id, b.action_id, b.logging_probability,
-                    b.candidates, b.catalogue_scores, b.epsilon, b.policy_version, r.value
-                from {bl} as b join {rv} as r using (recommendation_id)
-                where b.as_of >= '{lo}' and b.as_of < '{hi}' and r.matured
+                    b.candidates, b.catalogue_scores, b.epsilon, b.policy_version,
+                    case when b.recommendation_id is null then 0.0 else r.value end as value
+                from {bl} as b left join {rv} as r using (recommendation_id), matured
+                where b.as_of >= '{lo}' and b.as_of < '{hi}'
+                    and (r.matured or (b.recommendation_id is null and b.as_of <= matured.through))
                 order by b.as_of, b.customer_id, b.slot""").df()
     finally:
         con.close()
@@ -234,20 +246,26 @@ def policy_probabilities(scorer: Scorer | None, ctx: pd.DataFrame, names: np.nda
     from models.ope import epsilon_greedy_probabilities
     from pipelines.actions import load_catalogue
 
+    from pipelines.decide import no_contact_arm, no_contact_priority, policy as decisioning
+
     n, k = names.shape
     expected = np.full((n, k), np.nan)
+    arm = no_contact_arm(decisioning())
+    is_arm = available & (names == arm) if arm is not None else np.zeros((n, k), dtype=bool)
     if scorer is None:
         scores = np.where(available, catalogue_scores, np.nan)
     else:
         catalogue = load_catalogue()
         index = {x.id: j for j, x in enumerate(catalogue)}
-        rows, cols = np.nonzero(available)
+        rows, cols = np.nonzero(available & ~is_arm)
         aj = np.array([index.get(str(a), -1) for a in names[rows, cols]], dtype=np.int64)
         ok = aj >= 0
         out = scorer.score(ctx, rows[ok], aj[ok], catalogue)
         scores = np.full((n, k), np.nan)
         scores[rows[ok], cols[ok]] = out["priority"]
         expected[rows[ok], cols[ok]] = out["expected"]
+        scores[is_arm] = no_contact_priority()         # the no-contact arm: expected value 0, as the night ranks it
+    expected[is_arm] = 0.0
     probs = np.zeros((n, k))
     for e in np.unique(epsilon):
         sel = epsilon == e

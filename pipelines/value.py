@@ -426,13 +426,19 @@ def ensure_outcomes(paths: Paths, first: date, last: date, cfg: dict[str, Any]) 
 
 def _population(paths: Paths, nights: list[str]) -> pd.DataFrame:
     """Customers the policy decided for on these nights, with their group: those with a published recommendation
-    (is_control as published) and those whose non-protective candidates the control group withheld. A customer
-    whose every candidate fell earlier in the funnel was not touched by the assignment that night."""
+    (is_control as published), those the bandit decided for (the no-contact arm's choice included: a customer the
+    policy chose not to contact is treated, with whatever value that brings) and those whose non-protective
+    candidates the control group withheld. A customer whose every candidate fell earlier in the funnel was not
+    touched by the assignment that night."""
     nba = _read_gold(paths, "next_best_actions", nights, "distinct customer_id, is_control")
     log_ = _read_gold(paths, "decision_log", nights, "distinct customer_id, stage")
+    bandit = _read_gold(paths, "bandit_log", nights, "distinct customer_id")
     frames = []
     if len(nba):
         frames.append(nba[["customer_id", "is_control", "as_of"]])
+    if len(bandit):
+        bandit["is_control"] = False     # the control group gets no non-protective slot
+        frames.append(bandit[["customer_id", "is_control", "as_of"]])
     if len(log_):
         held = log_[log_["stage"] == "control_group"][["customer_id", "as_of"]].copy()
         held["is_control"] = True

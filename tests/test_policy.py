@@ -42,12 +42,81 @@ def test_the_bandit_log_is_the_policy_distribution_at_each_slot():
     assert (log["is_exploration"] == ~first).all()
     # the logged candidates come in the arbitration's order: by catalogue priority, best first
     assert all(list(s) == sorted(s, reverse=True) for s in log["catalogue_scores"])
-    # one row per published non-protective recommendation, and nothing else
+    # one row per published non-protective recommendation, and one per pick of the no-contact arm, nothing else
     others = nba[nba["action_class"] != "protective"]
-    assert sorted(log["recommendation_id"]) == sorted(others["recommendation_id"])
+    arm = log["action_id"] == "no_contact"
+    assert arm.sum() > 10 and log.loc[arm, "recommendation_id"].isna().all() and log.loc[arm, "rank"].isna().all()
+    assert sorted(log.loc[~arm, "recommendation_id"]) == sorted(others["recommendation_id"])
     merged = log.merge(others, on="recommendation_id", suffixes=("", "_nba"))
     assert np.allclose(merged["logging_probability"], merged["logging_probability_nba"], atol=1e-6)
     assert (merged["rank"] == merged["rank_nba"]).all()
+
+
+def test_the_no_contact_arm_under_the_catalogue_priors_is_exploration_only_and_ends_the_slots():
+    context = decide.synthetic_context(3000, seed=5)
+    pol = _pol()
+    decisions = decide.decide_frame(context, D, None, CATALOGUE, pol)
+    log = decisions.bandit_log
+    arm = log[log["action_id"] == "no_contact"]
+    # the catalogue never prefers it: last among the candidates, scored -1, picked only by exploration
+    assert (log["candidates"].map(lambda c: c[-1]) == "no_contact").all()
+    assert (log["catalogue_scores"].map(lambda c: c[-1]) == -1.0).all()
+    assert arm["is_exploration"].all()
+    # after it, the customer has no later slot; the customers it stopped are still in decision_context
+    last_slot = log.groupby("customer_id")["slot"].max()
+    assert (last_slot.reindex(arm["customer_id"]).to_numpy() == arm["slot"].to_numpy()).all()
+    assert set(arm["customer_id"]) <= set(decisions.decision_context["customer_id"])
+    assert decisions.metrics["n_no_contact"] == arm["customer_id"].nunique()
+    assert decisions.metrics["n_no_contact_greedy"] == 0
+    # the candidates it held back say why
+    dl = decisions.decision_log
+    held = dl[dl["customer_id"].isin(arm["customer_id"]) & dl["reason"].str.contains("no further contact", na=False)]
+    assert len(held) and (held["stage"] == "arbitration").all()
+    assert (held["reason"] == "not sent: exploration chose no further contact for this customer tonight").all()
+
+
+def test_with_the_arm_off_the_bandit_fills_every_slot():
+    context = decide.synthetic_context(2000, seed=5)
+    pol = _pol(exploration={**decide.policy()["exploration"], "no_contact": {"enabled": False}})
+    log = decide.decide_frame(context, D, None, CATALOGUE, pol).bandit_log
+    assert len(log) and not (log["action_id"] == "no_contact").any()
+    assert not log["candidates"].map(lambda c: "no_contact" in c).any()
+
+
+class _LosingScorer:
+    """A learned policy that expects every action but the ISA to lose money (complaints and unsubscribes)."""
+
+    version = "policy-losing"
+
+    def score(self, ctx, ci, aj, catalogue):
+        ids = np.array([x.id for x in catalogue], dtype=object)[aj]
+        expected = np.where(ids == "isa", 5.0, -2.0)
+        return {"p_accept": np.full(len(ci), 0.1), "value": np.full(len(ci), 1.0), "expected": expected,
+                "priority": np.round(softplus(expected), 9)}
+
+
+def test_a_learned_policy_withholds_contacts_it_expects_to_lose_on():
+    context = decide.synthetic_context(3000, seed=8)
+    pol = _pol()
+    decisions = decide.decide_frame(context, D, None, CATALOGUE, pol, scorer=_LosingScorer())
+    log = decisions.bandit_log
+    eps = float(pol["exploration"]["epsilon"])
+    first = log[log["slot"] == 1]
+    with_isa = first["candidates"].map(lambda c: "isa" in c)
+    # the arm ranks after the ISA (expected +5) and before every losing action
+    assert (first.loc[with_isa, "candidates"].map(lambda c: c[:2]) .map(tuple) == ("isa", "no_contact")).all()
+    assert (first.loc[~with_isa, "candidates"].map(lambda c: c[0]) == "no_contact").all()
+    greedy_arm = first[~with_isa & ~first["is_exploration"]]
+    assert len(greedy_arm) > 100 and (greedy_arm["action_id"] == "no_contact").all()
+    assert np.allclose(greedy_arm["logging_probability"], 1 - eps + eps / greedy_arm["n_candidates"], atol=1e-6)
+    # customers who got the arm greedily have no non-protective recommendation
+    nba = decisions.next_best_actions
+    stopped = set(greedy_arm["customer_id"])
+    assert not ((nba["customer_id"].isin(stopped)) & (nba["action_class"] != "protective")).any()
+    dl = decisions.decision_log
+    why = dl[dl["customer_id"].isin(stopped) & dl["reason"].str.startswith("not sent: the learned policy", na=False)]
+    assert why["customer_id"].nunique() == len(stopped)
+    assert decisions.metrics["n_no_contact_greedy"] >= len(stopped)
 
 
 class _FixedScorer:
@@ -249,3 +318,34 @@ def test_the_challenger_is_judged_on_the_most_recent_nights():
     assert evaluation_nights({}) == period == evaluation_nights({"evaluation_nights": None})
     with pytest.raises(Exception, match="evaluation_nights"):
         evaluation_nights({"evaluation_nights": 0})
+
+
+def test_the_response_history_is_the_customers_own_answers():
+    """contact_state's per-customer history (gold decision_context's response columns), on hand-made answers."""
+    from datetime import datetime, timezone
+
+    def at(days_ago):
+        return datetime(D.year, D.month, D.day, 12, tzinfo=timezone.utc) - pd.Timedelta(days=days_ago)
+
+    rows = [  # A: three delivered, one opened then accepted, one declined, one ignored; B: one delivered 20 days ago
+        ("r1", "A", "isa", "email", "delivered", at(10)), ("r1", "A", "isa", "email", "opened", at(9)),
+        ("r1", "A", "isa", "email", "accepted", at(9)),
+        ("r2", "A", "budgeting_tools", "push", "delivered", at(3)), ("r2", "A", "budgeting_tools", "push", "declined", at(2)),
+        ("r3", "A", "safe_to_save_sweep", "email", "delivered", at(1)),
+        ("r4", "B", "isa", "email", "delivered", at(20)),
+        ("r5", "C", "isa", "email", "delivered", at(400)),     # beyond the lookback
+    ]
+    responses = pd.DataFrame(rows, columns=["recommendation_id", "customer_id", "action_id", "channel", "event",
+                                            "event_at"])
+    state = decide.contact_state(responses, pd.Series(["A", "B", "C", "D"]), CATALOGUE, D, decide.policy())
+    h = state.history
+    assert h["contacts_delivered"].tolist() == [3, 1, 0, 0]
+    assert np.allclose(h["engaged_share"][:2], [2 / 3, 0.0]) and np.isnan(h["engaged_share"][2:]).all()
+    assert h["n_accepted"].tolist() == [1, 0, 0, 0] and h["n_declined"].tolist() == [1, 0, 0, 0]
+    protective = {x.id for x in CATALOGUE if x.action_class == "protective"}
+    assert h["contacts_7d"][0] == sum(a not in protective for a in ("budgeting_tools", "safe_to_save_sweep"))
+    assert h["days_since_contact"][0] == 1 and h["days_since_contact"][1] == 20
+    assert np.isnan(h["days_since_contact"][2:]).all()
+    # and the decision context carries them for every customer decided for
+    frame = decide.decide_frame(decide.synthetic_context(50, seed=1), D, None, CATALOGUE, _pol()).decision_context
+    assert {"engaged_share", "contacts_7d", "days_since_contact"} <= set(frame.columns)

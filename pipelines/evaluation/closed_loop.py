@@ -391,9 +391,16 @@ def _per_night(paths: Paths, nights: list[date]) -> list[dict[str, Any]]:
         select as_of, is_control, count(distinct customer_id) as n_customers
         from (select customer_id, is_control, as_of from next_best_actions where as_of between '{lo}' and '{hi}'
               union all
+              select customer_id, false as is_control, as_of from bandit_log where as_of between '{lo}' and '{hi}'
+              union all
               select customer_id, true as is_control, as_of from decision_log
               where as_of between '{lo}' and '{hi}' and stage = 'control_group')
-        group by all""", ("next_best_actions", "decision_log"))
+        group by all""", ("next_best_actions", "bandit_log", "decision_log"))
+    # the no-contact arm's picks (config/decisioning.yaml exploration.no_contact): greedy ones are the policy's
+    held = _query(paths, f"""
+        select as_of, count(*) as no_contact, count(*) filter (where not is_exploration) as no_contact_greedy
+        from bandit_log where as_of between '{lo}' and '{hi}' and recommendation_id is null
+        group by all""", ("bandit_log",))
     day = _query(paths, f"""
         select as_of, arm, value_per_customer from value_summary
         where as_of between '{lo}' and '{hi}' and action_class = 'all'""", ("value_summary",))
@@ -423,6 +430,9 @@ def _per_night(paths: Paths, nights: list[date]) -> list[dict[str, Any]]:
                     else None
                 row["treated_policy_value_per_customer"] = _num((value - protective) / n_customers) \
                     if n_customers else None
+        h = pick(held)
+        row["no_contact_decisions"] = int(h["no_contact"].sum()) if len(h) else 0
+        row["no_contact_greedy"] = int(h["no_contact_greedy"].sum()) if len(h) else 0
         r = pick(recs)
         n = int(r["n"].sum()) if len(r) else 0
         row["acceptance_rate"] = _num(float(r["accepted"].sum()) / n) if n else None
@@ -501,10 +511,14 @@ def _realized(paths: Paths, after: date, through: date, version: str | None) -> 
     if version is None:
         return None
     logged = logged_version(paths, version)
+    # the no-contact arm's decisions earned 0, counted on the nights whose recommendations have matured (as the
+    # offline estimate counts them: pipelines/policy.learning_data)
     frame = _query(paths, f"""
-        select b.customer_id, r.value
-        from bandit_log as b join realised_value as r using (recommendation_id)
-        where b.as_of > '{after.isoformat()}' and b.as_of <= '{through.isoformat()}' and r.matured
+        with matured as (select max(as_of) as through from realised_value where matured)
+        select b.customer_id, case when b.recommendation_id is null then 0.0 else r.value end as value
+        from bandit_log as b left join realised_value as r using (recommendation_id), matured
+        where b.as_of > '{after.isoformat()}' and b.as_of <= '{through.isoformat()}'
+            and (r.matured or (b.recommendation_id is null and b.as_of <= matured.through))
             and b.policy_version = '{logged}'""", ("bandit_log", "realised_value"))
     if frame.empty:
         return None
