@@ -349,3 +349,34 @@ def test_the_response_history_is_the_customers_own_answers():
     # and the decision context carries them for every customer decided for
     frame = decide.decide_frame(decide.synthetic_context(50, seed=1), D, None, CATALOGUE, _pol()).decision_context
     assert {"engaged_share", "contacts_7d", "days_since_contact"} <= set(frame.columns)
+
+
+def test_withholding_a_losing_contact_is_valued_offline_and_promoted():
+    """The no-contact arm in the offline evaluation: its value is 0 and it needs no reward model. Logged under the
+    catalogue (the arm last, picked by exploration only), a challenger that expects the contact to lose money
+    withholds it, and both policies' estimates contain their true values."""
+    rng = np.random.default_rng(11)
+    n, eps = 6000, 0.3
+    cands = ["credit_card", "no_contact"]
+    probs = np.array([1 - eps + eps / 2, eps / 2])
+    pick = rng.choice(2, size=n, p=probs)
+    reward = np.where(pick == 0, -1.0 + rng.normal(0, 1.0, n), 0.0)
+    ids = [f"C{i % (n // 3):07d}" for i in range(n)]
+    slots = pd.DataFrame({"customer_id": ids, "as_of": D, "slot": 1,
+                          "recommendation_id": [f"R{i}" if p == 0 else None for i, p in enumerate(pick)],
+                          "action_id": np.array(cands, dtype=object)[pick], "logging_probability": probs[pick],
+                          "candidates": [cands] * n, "catalogue_scores": [[3.0, -1.0]] * n, "epsilon": eps,
+                          "policy_version": "nba-v1", "value": reward})
+    recs = pd.DataFrame({"customer_id": sorted(set(ids)), "as_of": D, "savings_balance": 0.0})
+    result = evaluate(_ValueScorer({"credit_card": -1.0}), None, recs, slots)
+    assert result["log_ok"]
+    truth_challenger, truth_champion = -1.0 * probs[1], -1.0 * probs[0]    # it withholds; the catalogue contacts
+    for name, truth in (("challenger", truth_challenger), ("champion", truth_champion)):
+        dr = result[name]["dr"]
+        assert dr["ci_low"] <= truth <= dr["ci_high"], (name, dr)
+    assert result["difference"]["dr"]["ci_low"] > 0
+    promoted, _ = promotion_decision(result, PROMOTION)
+    assert promoted
+    # a challenger that expects the contact to pay ranks like the catalogue: nothing to gain
+    same = evaluate(_ValueScorer({"credit_card": 1.0}), None, recs, slots)
+    assert not promotion_decision(same, PROMOTION)[0]
