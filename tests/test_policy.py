@@ -380,3 +380,48 @@ def test_withholding_a_losing_contact_is_valued_offline_and_promoted():
     # a challenger that expects the contact to pay ranks like the catalogue: nothing to gain
     same = evaluate(_ValueScorer({"credit_card": 1.0}), None, recs, slots)
     assert not promotion_decision(same, PROMOTION)[0]
+
+
+class _SaverScorer(Scorer):
+    """Expects a credit card to lose money with a saver (savings_balance > 0) and to pay otherwise."""
+
+    def __init__(self):
+        self.version = "policy-saver"
+
+    def score(self, ctx, ci, aj, catalogue):
+        saver = ctx["savings_balance"].to_numpy(float)[ci] > 0
+        expected = np.where(saver, -1.0, 1.0)
+        return {"p_accept": np.full(len(ci), 0.5), "value": np.abs(expected) * 2, "expected": expected,
+                "priority": softplus(expected)}
+
+
+def test_each_decision_is_judged_in_its_own_context_even_when_nothing_was_sent():
+    """A customer whose only decision was the no-contact arm has no recommendation: their context must come from the
+    decision itself (gold decision_context), or the target policy sees it only when the log did not pick the arm and
+    its importance weights no longer average 1 (the log check then fails a correct log)."""
+    from pipelines.policy import features
+
+    rng = np.random.default_rng(5)
+    n, eps = 8000, 0.3
+    cands = ["credit_card", "no_contact"]
+    probs = np.array([1 - eps + eps / 2, eps / 2])
+    pick = rng.choice(2, size=n, p=probs)
+    ids = [f"C{i:07d}" for i in range(n)]                          # one decision per customer and night
+    slots = pd.DataFrame({"customer_id": ids, "as_of": D, "slot": 1,
+                          "recommendation_id": [f"R{i}" if p == 0 else None for i, p in enumerate(pick)],
+                          "action_id": np.array(cands, dtype=object)[pick], "logging_probability": probs[pick],
+                          "candidates": [cands] * n, "catalogue_scores": [[3.0, -1.0]] * n, "epsilon": eps,
+                          "policy_version": "nba-v1",
+                          "value": np.where(pick == 0, -1.0 + rng.normal(0, 1.0, n), 0.0)})
+    context = {name: 0.0 for name in features()} | {"savings_balance": 500.0}
+    for name, value in context.items():
+        slots[name] = value                                        # as learning_data reads them
+    sent = slots[pick == 0]
+    recs = pd.DataFrame({"customer_id": sent["customer_id"], "as_of": D} | context)   # the recommendations' only
+    result = evaluate(_SaverScorer(), None, recs, slots)
+    assert result["log_ok"], result["log_check"]
+    dr = result["challenger"]["dr"]
+    assert dr["ci_low"] <= -1.0 * probs[1] <= dr["ci_high"]
+    # without the decision's own context the same log looks wrong
+    bare = slots.drop(columns=list(context))
+    assert not evaluate(_SaverScorer(), None, recs, bare)["log_ok"]
