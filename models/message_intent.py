@@ -5,9 +5,10 @@ A linear model over TF-IDF word and character n-grams of a normalised text (lowe
 digits folded to one token), with a temperature-scaled softmax over its decision scores as the intent probability.
 A candidate may blend several linear classifiers fitted on the same features (a linear SVM and a multinomial
 logistic regression): the blend is a product of their calibrated softmaxes, i.e. a weighted sum of their scores,
-which is again one linear model, so it predicts at the cost of one. A candidate may also blend in a small neural
-network on the same features (`mlp`: a few one-hidden-layer networks from different seeds, averaged as one wider
-network), trained here in numpy by lazy Adam over the sparse input. The candidates (n-gram ranges, classifiers,
+which is again one linear model, so it predicts at the cost of one (so does NB-SVM, `nbsvm`: per intent a binary
+SVM on the features scaled by their naive-Bayes log-count ratio, whose weights times the ratios are one more linear
+matrix). A candidate may also blend in a small neural network on the same features (`mlp`: a few one-hidden-layer
+networks from different seeds, averaged as one wider network), trained here in numpy by lazy Adam over the sparse input. The candidates (n-gram ranges, classifiers,
 regularisation) are chosen by stratified k-fold cross-validation on the training file only, and the blend weights
 and the temperature are fitted on the chosen candidate's out-of-fold scores (minimum log loss), so that
 `intent_probability` is calibrated on messages the model did not see. `heldout_evaluation` measures the whole
@@ -25,7 +26,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 FORMAT_VERSION = 3  # 2: blend weights saved with the model; 3: a network component (hidden layer) saved with it
-CLASSIFIERS = ("svm", "logreg", "mlp")
+CLASSIFIERS = ("svm", "logreg", "mlp", "nbsvm")
+# NB-SVM (Wang and Manning 2012): the naive-Bayes log-count ratios of the binarised features, smoothed by this alpha
+NBSVM_ALPHA = 1.0
 # The network's training (docs/messages.md "The intent model"): dropout on the hidden layer, Adam with lazy updates
 # of the rows of the input weights that a mini-batch touches.
 MLP_DROPOUT = 0.5
@@ -77,7 +80,8 @@ def normalise_many(texts: Sequence[str], max_chars: int | None = None) -> list[s
 class IntentSpec:
     """One candidate model. word/char n-gram ranges of the TF-IDF views (char: within word boundaries; None to
     leave a view out), the classifier (`svm`: linear SVM, one-vs-rest; `logreg`: multinomial logistic regression;
-    several joined by `+`, e.g. `svm+logreg`: a blend of them; `mlp`: `networks` one-hidden-layer networks of
+    `nbsvm`: per intent, a binary linear SVM on the features scaled by their naive-Bayes log-count ratio; several
+    joined by `+`, e.g. `svm+logreg`: a blend of them; `mlp`: `networks` one-hidden-layer networks of
     `hidden` ReLU units trained `epochs` passes each, their scores averaged) and the inverse regularisation C (one
     number for every classifier, or one per classifier of a blend, in its order; the networks do not read it: they
     are regularised by dropout and the number of passes)."""
@@ -287,6 +291,13 @@ class IntentClassifier:
                     X, np.searchsorted(classes, y), len(classes), self.spec.hidden, self.spec.epochs,
                     self.spec.networks))
                 continue
+            if kind == "nbsvm":
+                classes = np.array(sorted(set(y)), dtype=object)
+                if self.classes_ is not None and self.components and list(self.classes_) != list(classes):
+                    raise RuntimeError("the classifiers of a blend disagree on the classes")
+                self.classes_ = classes
+                self.components.append(("linear",) + train_nbsvm(X, np.searchsorted(classes, y), len(classes), C))
+                continue
             if kind == "svm":
                 from sklearn.svm import LinearSVC
 
@@ -378,6 +389,49 @@ class IntentClassifier:
         model.vectorizers, model.coef, model.intercept = state["vectorizers"], state["coef"], state["intercept"]
         model.network = tuple(state["network"]) if state["network"] is not None else None
         return model
+
+
+def nb_log_count_ratios(X, y: np.ndarray, n_classes: int, alpha: float = NBSVM_ALPHA) -> np.ndarray:
+    """(n_features, n_classes): per class c, r_c = log((p / |p|_1) / (q / |q|_1)) with p = alpha + the number of
+    texts of class c that contain the feature (the features binarised) and q the same over the other classes
+    (Wang and Manning 2012, "Baselines and Bigrams", section 2.1)."""
+    import scipy.sparse as sp
+
+    X = X.tocsr()
+    binary = sp.csr_matrix((np.ones(X.nnz, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
+    binary.data[X.data == 0] = 0.0  # an explicitly stored zero is not an occurrence
+    onehot = sp.csr_matrix((np.ones(len(y)), (np.arange(len(y)), y)), shape=(len(y), n_classes))
+    inside = np.asarray((binary.T @ onehot).todense()) + alpha
+    outside = np.asarray(binary.sum(axis=0)).reshape(-1, 1) + 2 * alpha - inside
+    return np.log(inside / inside.sum(axis=0)) - np.log(outside / outside.sum(axis=0))
+
+
+def train_nbsvm(X, y: np.ndarray, n_classes: int, C: float, alpha: float = NBSVM_ALPHA,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """NB-SVM (Wang and Manning 2012): per class c, a binary linear SVM (C; c against the rest) on the features
+    scaled by the log-count ratios r_c (`nb_log_count_ratios`). Its score (x * r_c) . w_c + b_c is x . (r_c * w_c)
+    + b_c, so the classes' weights collapse into one (n_features, n_classes) matrix: (coef, intercept), like a
+    linear classifier's. A class with every text (a one-class sample) gets weight 0."""
+    from sklearn.svm import LinearSVC
+
+    # canonical (sorted, summed) indices first, then the scaled copy keeps their order (the features' hstack is not
+    # flagged canonical, and scipy's astype may reorder such a matrix: data scaled in the old order would be wrong)
+    X = X.tocsr().astype(np.float64)
+    X.sum_duplicates()
+    X.sort_indices()
+    ratios = nb_log_count_ratios(X, y, n_classes, alpha)
+    coef = np.zeros((X.shape[1], n_classes), dtype=np.float64)
+    intercept = np.zeros(n_classes, dtype=np.float64)
+    scaled = X.copy()
+    for c in range(n_classes):
+        target = y == c
+        if target.all() or not target.any():
+            continue
+        scaled.data = X.data * ratios[scaled.indices, c]
+        svm = LinearSVC(C=C, random_state=0).fit(scaled, target)
+        coef[:, c] = ratios[:, c] * svm.coef_[0]
+        intercept[c] = svm.intercept_[0]
+    return coef, intercept
 
 
 def network_scores(X, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray) -> np.ndarray:
