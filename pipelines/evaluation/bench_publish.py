@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import tempfile
 import time
 from datetime import date, timedelta
@@ -49,6 +50,8 @@ def _value_sql(schema: TableSchema, column: str, n: int) -> str:
         return "date '2026-11-20'"
     if kind.startswith("timestamp"):
         return "timestamptz '2026-11-20 10:00:00+00'"
+    if kind.endswith("]") or kind.lower().startswith(("map(", "struct(")):
+        return f"cast(null as {kind})"
     return f"cast(i % 1000 as {kind})"
 
 
@@ -128,4 +131,104 @@ def format_publish_table(results: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['customers']:,} | {r['nights_published_before']} | {r['files_linked']:,} | "
                      f"{r['files_rewritten']:,} | {r['rows_rewritten']:,} | {r['generation_seconds']} | "
                      f"{r['warehouses_seconds']} |")
+    return "\n".join(lines)
+
+
+def _folders(root: Path) -> int:
+    """Real folders under `root` (links to folders not counted, not followed)."""
+    n = 0
+    for folder, names, _ in os.walk(root):
+        n += sum(1 for name in names if not os.path.islink(os.path.join(folder, name)))
+    return n
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_publish_nights(nights: int, publishes: int = 3) -> dict[str, Any]:
+    """What publishing one more night costs after `nights` published nights, as the nightly run pays it: the
+    generation, the drop of the generation before the previous one (on the night's path) and the removal of what
+    was dropped (a thread, off the night's path), each in CPU seconds, with the folders each creates or removes.
+
+    The `nights` nights are laid out as one generation of the layout publish had before 2026-12-07 (a tree of
+    folders and hard links); then `publishes` nights (tiny files, every table of config/tables.yaml) are published one
+    after the other with publish's own functions. The first publish carries the laid-out nights into whatever the
+    current layout is; the last one shows the steady cost (it drops a generation the current code made)."""
+    from pipelines import publish
+
+    everything = [t for t in (*tables("silver"), *tables("gold")) if t.warehouse]
+    restricted = {f"{s.layer}.{s.name}": {"columns": list(s.restricted_columns), "rows": s.restricted_rows}
+                  for s in everything if s.is_restricted}
+    work = segone_home() / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-publish-nights-", dir=work) as tmp:
+        paths = Paths(Path(tmp) / "home")
+        con = lake.connect(threads=2)
+        old = paths.published / "g000001-bench"
+        first = date(2026, 11, 20) - timedelta(days=nights)
+        new_nights = [date(2026, 11, 20) + timedelta(days=j) for j in range(publishes)]
+        for schema in everything:
+            key = schema.partition[0]
+            bucketed = "bucket" in schema.partition
+            seed = Path(tmp) / "seed" / schema.layer / f"{schema.name}.parquet"
+            _write(con, schema, 3, seed)
+            laid = [(old / tree / schema.layer / schema.name, first + timedelta(days=k))
+                    for k in range(nights) for tree in ["general"] + (["restricted"] if schema.is_restricted else [])]
+            laid += [(paths.table(schema.layer, schema.name), day) for day in new_nights]
+            for root, day in laid:
+                for bucket in range(lake.n_buckets()) if bucketed else [None]:
+                    target = root / f"{key}={day.isoformat()}"
+                    target = target / f"bucket={bucket}" if bucket is not None else target
+                    target.mkdir(parents=True, exist_ok=True)
+                    os.link(seed, target / "part-0.parquet")
+        con.close()
+        state = {"seq": 1, "generation": old.name, "previous": None, "day": first.isoformat(),
+                 "loads": [(first + timedelta(days=k)).isoformat() for k in range(nights)],
+                 "restricted": restricted, "pending": []}
+        paths.published.mkdir(parents=True, exist_ok=True)
+        publish._write_state(paths, state)
+        real_empty_trash = publish.empty_trash
+        for day in new_nights:
+            folders_before = _folders(paths.published)
+            cpu, clock = _cpu(), time.perf_counter()
+            name, counts = publish.build_generation(paths, {day.isoformat()}, day, state)
+            generation_cpu, generation_wall = _cpu() - cpu, time.perf_counter() - clock
+            created = _folders(paths.published) - folders_before
+            new_state = {**state, "seq": state["seq"] + 1, "generation": name, "previous": state["generation"],
+                         "day": day.isoformat(), "loads": sorted({*state["loads"], day.isoformat()})}
+            publish._write_state(paths, new_state)
+            publish.empty_trash = lambda *args, **kwargs: None  # measured below, on its own
+            try:
+                cpu, clock = _cpu(), time.perf_counter()
+                dropped = publish.drop_old_generations(paths, new_state)
+                drop_cpu, drop_wall = _cpu() - cpu, time.perf_counter() - clock
+            finally:
+                publish.empty_trash = real_empty_trash
+            trash = publish.trash_dir(paths)
+            removed = _folders(trash) if trash.is_dir() else 0
+            cpu, clock = _cpu(), time.perf_counter()
+            publish.empty_trash(paths, wait=True)
+            removal_cpu, removal_wall = _cpu() - cpu, time.perf_counter() - clock
+            rows.append({"night": day.isoformat(), "generation_cpu_s": round(generation_cpu, 3),
+                         "generation_wall_s": round(generation_wall, 3), "drop_cpu_s": round(drop_cpu, 3),
+                         "drop_wall_s": round(drop_wall, 3), "folders_created": created,
+                         "folders_in_generation": _folders(paths.published / name), "dropped": dropped,
+                         "folders_removed": removed, "removal_cpu_s": round(removal_cpu, 3),
+                         "removal_wall_s": round(removal_wall, 3), "files_linked": counts["linked"],
+                         "files_rewritten": counts["rewritten"]})
+            state = new_state
+    return {"nights_published_before": nights, "buckets": lake.n_buckets(), "publishes": rows}
+
+
+def format_publish_nights_table(results: list[dict[str, Any]]) -> str:
+    lines = ["| nights before | publish | generation CPU s | drop CPU s | folders created | files linked | "
+             "folders removed | removal CPU s | removal wall s |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        for i, p in enumerate(r["publishes"], 1):
+            lines.append(f"| {r['nights_published_before']} | {i} | {p['generation_cpu_s']} | {p['drop_cpu_s']} | "
+                         f"{p['folders_created']:,} | {p['files_linked']:,} | {p['folders_removed']:,} | "
+                         f"{p['removal_cpu_s']} | {p['removal_wall_s']} |")
     return "\n".join(lines)
