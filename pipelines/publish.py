@@ -3,11 +3,15 @@ at once. docs/architecture.md ("Only finished nights are visible") explains the 
 
 - The stages write the live lake (`lake/`), which analysts never read: a crashed or gated night leaves its
   partitions there, unseen.
-- Publish snapshots the published tables into a new immutable *generation*, `published/g<seq>-<id>/`: the
-  previous generation's partitions, with those of the loads being published (`as_of=D`, `load_date=D`; for the
-  history load `load_date=history` and its `as_of`) taken from the live lake instead. Lake writes never modify a
-  file in place (they write new files and swap folders with a rename), so a hard link keeps the version that was
-  published however the live lake changes afterwards. `general/` holds what every analyst may read (restricted
+- Publish snapshots the published tables into a new immutable *generation*, `published/g<seq>-<id>/`: one link
+  per table and partition (`<tree>/<layer>/<table>/<key>=<value>`) to a published partition folder under
+  `published/parts/<g>/<tree>/...`, which the publish of generation g wrote once and nothing changes afterwards.
+  The partitions of the loads being published (`as_of=D`, `load_date=D`; for the history load
+  `load_date=history` and its `as_of`) are hard-linked from the live lake into the new generation's
+  `parts/<generation>/`; every other link is the previous generation's. Lake writes never modify a file in place
+  (they write new files and swap folders with a rename), so a hard link keeps the version that was published
+  however the live lake changes afterwards, and a publish creates folders and links files only for what it
+  publishes, not for every night published before. `general/` holds what every analyst may read (restricted
   columns of `config/tables.yaml` rewritten out of the Parquet files), `restricted/` the full files of the tables
   that have restricted columns (docs/access.md).
 - The two warehouse files (views over the generation), the CRM export and the nightly report are built beside
@@ -16,8 +20,9 @@ at once. docs/architecture.md ("Only finished nights are visible") explains the 
   killed after the commit leaves a record that the next publish, run or `segone` night command completes
   (`recover`: every swap is idempotent, checked by content hash); killed before it, nothing is visible and the
   leftovers are removed by the next run (`housekeeping`).
-- Generations older than the previous one are removed after each publish: an analyst who opened the warehouse
-  before the publish keeps reading the previous generation.
+- Generations older than the previous one are removed after each publish, then the partition folders no
+  generation left links to: an analyst who opened the warehouse before the publish keeps reading the previous
+  generation.
 """
 from __future__ import annotations
 
