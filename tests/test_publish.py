@@ -233,6 +233,8 @@ def test_leftovers_of_dead_processes_are_removed_and_those_of_live_ones_kept(pat
         "dead_export": crm / f".{D0}.staging-{dead}@{host}-abc123",
         "live_export": crm / f".{D0}.staging-{live}@{host}-abc123",
         "dead_report": paths.reports / D0.isoformat() / f".index.{dead}@{host}.html",
+        "dead_parts": publish.parts_dir(paths) / f".staging-g000009-abcdef12.{dead}@{host}",
+        "live_parts": publish.parts_dir(paths) / f".staging-g000009-12345678.{live}@{host}",
     }
     for path in made.values():
         (path.mkdir(parents=True) if "report" not in str(path.name) else path.write_text("x"))
@@ -242,9 +244,9 @@ def test_leftovers_of_dead_processes_are_removed_and_those_of_live_ones_kept(pat
     old = time.time() - 2 * 86_400
     os.utime(made["foreign_old"], (old, old))
     removed = set(publish.housekeeping(paths))
-    assert removed == {str(made[k]) for k in ("dead_staging", "foreign_old", "dead_export", "dead_report")} | {
-        str(warehouse_tmp)}
-    assert all(made[k].exists() for k in ("live_staging", "foreign_fresh", "live_export"))
+    assert removed == {str(made[k]) for k in ("dead_staging", "foreign_old", "dead_export", "dead_report",
+                                              "dead_parts")} | {str(warehouse_tmp)}
+    assert all(made[k].exists() for k in ("live_staging", "foreign_fresh", "live_export", "live_parts"))
 
 
 def test_tables_published_live_show_what_was_written_after_their_night(paths):
