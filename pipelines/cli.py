@@ -110,10 +110,11 @@ def _add_berka(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish", "night",
-                                    "features"],
+    p.add_argument("what", choices=["ingest", "forecast", "life-events", "decide", "messages", "publish",
+                                    "publish-nights", "night", "features"],
                    help="which stage to benchmark (night: the whole night, `segone run`, on a tiled lake; features: "
-                        "the feature store's night)")
+                        "the feature store's night; publish-nights: one night's publish after --nights nights, "
+                        "in CPU seconds and folders)")
     p.add_argument("--customers", type=_sizes, default="10000,100000",
                    help="comma-separated bank sizes (default 10000,100000)")
     p.add_argument("--days", type=_positive_int, default=None,
@@ -121,6 +122,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-customers", dest="base_customers", type=_positive_int, default=None,
                    help="night: customers of the simulated base bank the lake is tiled from (default 10000)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here as well")
+    p.add_argument("--nights", type=_sizes, default="5,20,60",
+                   help="publish-nights: comma-separated numbers of nights published before (default 5,20,60)")
     p.add_argument("--messages", type=_positive_int, default=1_000_000,
                    help="messages: how many messages go through the stage (default 1000000)")
     p.add_argument("--home", type=Path, default=None,

@@ -130,9 +130,16 @@ def latest_partition(paths: Paths, layer: str, table: str, on_or_before: date | 
     return values[-1] if values else None
 
 
+def parquet_files(folder: Path) -> list[Path]:
+    """Every Parquet file under `folder`, through links to folders: a published generation's partitions are links
+    (docs/architecture.md, "Only finished nights are visible"), which `Path.rglob` and DuckDB's `**` do not follow."""
+    return [Path(where) / name for where, _, files in os.walk(folder, followlinks=True)
+            for name in files if name.endswith(".parquet")]
+
+
 def _table_files(paths: Paths, layer: str, table: str) -> tuple[Path, list[Path]]:
     root = paths.table(layer, table)
-    return root, (list(root.rglob("*.parquet")) if root.exists() else [])
+    return root, parquet_files(root)
 
 
 def table_stamp(paths: Paths, layer: str, table: str) -> tuple:

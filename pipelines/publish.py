@@ -3,11 +3,15 @@ at once. docs/architecture.md ("Only finished nights are visible") explains the 
 
 - The stages write the live lake (`lake/`), which analysts never read: a crashed or gated night leaves its
   partitions there, unseen.
-- Publish snapshots the published tables into a new immutable *generation*, `published/g<seq>-<id>/`: the
-  previous generation's partitions, with those of the loads being published (`as_of=D`, `load_date=D`; for the
-  history load `load_date=history` and its `as_of`) taken from the live lake instead. Lake writes never modify a
-  file in place (they write new files and swap folders with a rename), so a hard link keeps the version that was
-  published however the live lake changes afterwards. `general/` holds what every analyst may read (restricted
+- Publish snapshots the published tables into a new immutable *generation*, `published/g<seq>-<id>/`: one link
+  per table and partition (`<tree>/<layer>/<table>/<key>=<value>`) to a published partition folder under
+  `published/parts/<g>/<tree>/...`, which the publish of generation g wrote once and nothing changes afterwards.
+  The partitions of the loads being published (`as_of=D`, `load_date=D`; for the history load
+  `load_date=history` and its `as_of`) are hard-linked from the live lake into the new generation's
+  `parts/<generation>/`; every other link is the previous generation's. Lake writes never modify a file in place
+  (they write new files and swap folders with a rename), so a hard link keeps the version that was published
+  however the live lake changes afterwards, and a publish creates folders and links files only for what it
+  publishes, not for every night published before. `general/` holds what every analyst may read (restricted
   columns of `config/tables.yaml` rewritten out of the Parquet files), `restricted/` the full files of the tables
   that have restricted columns (docs/access.md).
 - The two warehouse files (views over the generation), the CRM export and the nightly report are built beside
@@ -16,8 +20,9 @@ at once. docs/architecture.md ("Only finished nights are visible") explains the 
   killed after the commit leaves a record that the next publish, run or `segone` night command completes
   (`recover`: every swap is idempotent, checked by content hash); killed before it, nothing is visible and the
   leftovers are removed by the next run (`housekeeping`).
-- Generations older than the previous one are removed after each publish: an analyst who opened the warehouse
-  before the publish keeps reading the previous generation.
+- Generations older than the previous one are removed after each publish, then the partition folders no
+  generation left links to: an analyst who opened the warehouse before the publish keeps reading the previous
+  generation.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ from pipelines.schemas import TableSchema, tables
 log = logging.getLogger(__name__)
 
 HISTORY = "history"
+PARTS = "parts"  # published/parts/: the published partitions (parts_dir)
 # The gates whose verdicts must be present and passed before the history load is published (a night's are
 # pipelines.stages.GATES).
 HISTORY_GATES = ("validate", "validate_silver")
@@ -158,12 +164,23 @@ def _restriction(schema: TableSchema) -> dict[str, Any] | None:
 
 
 def _partitions(root: Path, key: str | None) -> dict[str, Path]:
-    """The top-level partition folders of a table (`key=value` -> folder), or the table itself when unpartitioned."""
+    """The top-level partition folders of a table (`key=value` -> folder), or the table itself when unpartitioned.
+    A published generation's partitions are links into `published/parts/`: one whose folder is gone is an error."""
     if not root.is_dir():
         return {}
     if key is None:
-        return {"": root} if any(root.rglob("*.parquet")) else {}
-    return {p.name.split("=", 1)[1]: p for p in root.iterdir() if p.is_dir() and p.name.startswith(f"{key}=")}
+        return {"": root} if lake.parquet_files(root) else {}
+    found = {}
+    for p in root.iterdir():
+        if not p.name.startswith(f"{key}="):
+            continue
+        if p.is_symlink() and not p.exists():
+            raise SegoneError(f"the published partition {p} links to {os.readlink(p)}, which is gone; to rebuild the "
+                              f"published state from the live lake as it is, remove the published/state.json of its "
+                              f"home and publish again")
+        if p.is_dir():
+            found[p.name.split("=", 1)[1]] = p
+    return found
 
 
 def _link_tree(src: Path, dst: Path) -> int:
@@ -190,7 +207,7 @@ def _redact_tree(con, schema: TableSchema, src: Path, dst: Path) -> int:
     """Rewrite every Parquet file under `src` into `dst` as warehouse.duckdb may show it: restricted columns left
     out, or withheld (null) on the restricted rows. Returns the number of files."""
     n = 0
-    for file in sorted(src.rglob("*.parquet")):
+    for file in sorted(lake.parquet_files(src)):
         target = dst / file.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
         quoted = str(file).replace("'", "''")
@@ -212,14 +229,63 @@ def _owned(value: str, loads: set[str], bootstrap_until: str | None) -> bool:
     return False
 
 
+def parts_dir(paths: Paths) -> Path:
+    """The published partitions: `parts/<g>/<general|restricted>/<layer>/<table>/<key>=<value>/`, written once by
+    the publish that made generation g, never changed, removed when no generation links to them any more."""
+    return paths.published / PARTS
+
+
+def _file_ids(folder: Path) -> set[tuple[str, int, int]]:
+    """Each file under `folder` (through a link): its path inside, device and inode. A partition of the live lake
+    and a published one hold the same files exactly when these are equal (published files are hard links)."""
+    ids = set()
+    for where, _, files in os.walk(folder):
+        for name in files:
+            status = os.stat(os.path.join(where, name))
+            ids.add((os.path.relpath(os.path.join(where, name), folder), status.st_dev, status.st_ino))
+    return ids
+
+
+class _Generation:
+    """A generation being built: `folder` (its staging folder) holds `<tree>/<layer>/<table>/<key>=<value>` links;
+    the partitions it publishes for the first time go to `store` (staged), which becomes `parts/<name>/`."""
+
+    def __init__(self, paths: Paths, name: str):
+        self.name = name
+        self.folder = paths.published / f".staging-{name}.{owner_tag()}"
+        self.store = parts_dir(paths) / f".staging-{name}.{owner_tag()}"
+        self.new_partitions = 0
+
+    def share(self, published: Path, rel: Path) -> None:
+        """Link to the folder a previous generation's link `published` links to (the same relative target: every
+        generation's links are at the same depth under published/)."""
+        link = self.folder / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.readlink(published), link)
+
+    def new(self, rel: Path) -> Path:
+        """Link to a new partition folder of this generation's store; returns the (staged) folder to fill."""
+        link = self.folder / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if rel.parts[0] == "restricted" and not (self.store / "restricted").is_dir():
+            (self.store / "restricted").mkdir(parents=True)
+            _restrict_folder(self.store / "restricted", 0o750, 0o700)  # before any file is in it
+        os.symlink(os.path.join(*[".."] * len(rel.parts), PARTS, self.name, *rel.parts), link)  # up to published/
+        self.new_partitions += 1
+        return self.store / rel
+
+
 def build_generation(paths: Paths, loads: set[str], day: date, state: dict[str, Any] | None
                      ) -> tuple[str, dict[str, Any]]:
-    """Snapshot the published tables into a new generation folder (not yet committed); returns its name and
-    counts. Partitions of `loads` come from the live lake, every other one from the previous generation."""
+    """Make a new generation (not yet committed); returns its name and counts. A generation is a folder of links,
+    one per table and partition (`<tree>/<layer>/<table>/<key>=<value>`), to immutable partition folders under
+    `published/parts/`: the partitions of `loads` come from the live lake (hard links into a new
+    `parts/<generation>/`); every other one is the previous generation's link, unchanged. So a publish creates
+    folders and links files only for what it publishes, whatever the number of nights published before."""
     started = time.perf_counter()
     seq = int(state["seq"]) + 1 if state else 1
     name = f"g{seq:06d}-{uuid.uuid4().hex[:8]}"
-    staging = paths.published / f".staging-{name}.{owner_tag()}"
+    build = _Generation(paths, name)
     previous = paths.published / state["generation"] if state else None
     if previous is not None and not previous.is_dir():
         raise SegoneError(f"the published generation {previous} is missing, so the nights published before cannot "
@@ -227,51 +293,61 @@ def build_generation(paths: Paths, loads: set[str], day: date, state: dict[str, 
                           f"{state_path(paths)} and publish again")
     previous_restricted = (state or {}).get("restricted") or {}
     bootstrap_until = None if state else day.isoformat()
-    counts = {"linked": 0, "rewritten": 0, "partitions_from_night": 0, "partitions_kept": 0}
+    counts = {"linked": 0, "rewritten": 0, "partitions_from_night": 0, "partitions_kept": 0, "partitions_new": 0}
     con = lake.connect(threads=2)
     try:
         for schema in _tables():
             qualified = f"{schema.layer}.{schema.name}"
             key = schema.partition[0] if schema.partition else None
             restriction = _restriction(schema)
-            was_restricted = qualified in previous_restricted
+            full_tree = "restricted" if restriction is not None else "general"
+            was = "restricted" if qualified in previous_restricted else "general"
             same_rule = previous_restricted.get(qualified) == restriction
-            sources: dict[str, Path] = {}  # partition value -> its full files
-            general_sources: dict[str, Path] = {}  # values whose general/ files can be linked as they are
             live = _partitions(paths.table(schema.layer, schema.name), key)
-            if previous is not None:
-                full_prev = previous / ("restricted" if was_restricted else "general") / schema.layer / schema.name
-                general_prev = previous / "general" / schema.layer / schema.name
-                for value, folder in _partitions(full_prev, key).items():
-                    if not (_owned(value, loads, None) or (schema.publish_live and value in live)):
-                        sources[value] = folder
-                        counts["partitions_kept"] += 1
-                        if same_rule:
-                            general_sources[value] = general_prev / folder.name
-            for value, folder in live.items():
-                if schema.publish_live or _owned(value, loads, bootstrap_until):
+            published = _partitions(previous / was / schema.layer / schema.name, key) if previous else {}
+            sources: dict[str, Path] = {}  # partition value -> its full files (live, or the previous generation's)
+            for value, folder in published.items():
+                if not (_owned(value, loads, None) or (schema.publish_live and value in live)):
                     sources[value] = folder
-                    general_sources.pop(value, None)
-                    counts["partitions_from_night"] += 1
-            for value, folder in sorted(sources.items()):
-                rel = Path(schema.layer) / schema.name / (folder.name if key else "")
-                if restriction is not None:
-                    counts["linked"] += _link_tree(folder, staging / "restricted" / rel)
-                    if value in general_sources:
-                        counts["linked"] += _link_tree(general_sources[value], staging / "general" / rel)
-                    else:
-                        counts["rewritten"] += _redact_tree(con, schema, folder, staging / "general" / rel)
+            for value, folder in live.items():
+                if not (schema.publish_live or _owned(value, loads, bootstrap_until)):
+                    continue
+                if (schema.publish_live and value in published and published[value].is_symlink()
+                        and _file_ids(folder) == _file_ids(published[value])):
+                    sources[value] = published[value]  # rewritten by no night since it was published
                 else:
-                    counts["linked"] += _link_tree(folder, staging / "general" / rel)
+                    sources[value] = folder
+            for value, folder in sorted(sources.items()):
+                carried = published.get(value) == folder
+                counts["partitions_kept" if carried else "partitions_from_night"] += 1
+                rel = Path(schema.layer) / schema.name / (folder.name if key else "")
+                if carried and was == full_tree and folder.is_symlink():
+                    build.share(folder, Path(full_tree) / rel)
+                else:
+                    counts["linked"] += _link_tree(folder, build.new(Path(full_tree) / rel))
+                if restriction is None:
+                    continue
+                general = previous / "general" / rel if previous is not None else None
+                if carried and same_rule and general is not None and general.is_symlink():
+                    build.share(general, Path("general") / rel)
+                elif carried and same_rule and general is not None and general.is_dir():
+                    counts["linked"] += _link_tree(general, build.new(Path("general") / rel))
+                else:
+                    counts["rewritten"] += _redact_tree(con, schema, folder, build.new(Path("general") / rel))
+        counts["partitions_new"] = build.new_partitions
+        for folder in (build.folder, build.store) if build.new_partitions else (build.folder,):
+            (folder / "restricted").mkdir(parents=True, exist_ok=True)
+            (folder / "general").mkdir(parents=True, exist_ok=True)
+            _restrict_folder(folder / "restricted", 0o750, 0o700)
+        if build.new_partitions:  # the store first: the generation's links point into it
+            os.rename(build.store, parts_dir(paths) / name)
+        os.rename(build.folder, paths.published / name)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(build.folder, ignore_errors=True)
+        shutil.rmtree(build.store, ignore_errors=True)
         raise
     finally:
         con.close()
-    (staging / "restricted").mkdir(parents=True, exist_ok=True)
-    (staging / "general").mkdir(parents=True, exist_ok=True)
-    _restrict_folder(staging / "restricted", 0o750, 0o700)
-    os.rename(staging, paths.published / name)
     counts["seconds"] = round(time.perf_counter() - started, 3)
     return name, counts
 
@@ -437,6 +513,7 @@ def publish_load(paths: Paths, day: date, loads: set[str], gate_load: str, gates
                 lake._remove(Path(item["staged"]))
             lake._remove(published_runs(paths) / f".staging-{owner_tag()}")
             shutil.rmtree(paths.published / generation, ignore_errors=True)
+            shutil.rmtree(parts_dir(paths) / generation, ignore_errors=True)
             raise
         new_state = {
             "seq": int(state["seq"]) + 1 if state else 1,
@@ -532,22 +609,57 @@ def _rebuild_data_docs(paths: Paths, source: PublishedPaths, day: date) -> None:
 
 # --- clean-up ---------------------------------------------------------------------------------------------------
 
+def _links(generation: Path) -> set[str]:
+    """The partition folders a generation links to, relative to published/ (`parts/<g>/<tree>/<layer>/<table>/
+    <key>=<value>`). Reads the links only (a generation made before published/parts/ existed has none)."""
+    published = generation.parent
+    found = set()
+
+    def scan(folder: Path, depth: int) -> None:  # <tree> (0), <layer> (1), <table> (2), then its partitions
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    found.add(os.path.normpath(os.path.join(os.path.relpath(folder, published),
+                                                            os.readlink(entry.path))))
+                elif depth < 3 and entry.is_dir(follow_symlinks=False):
+                    scan(Path(entry.path), depth + 1)
+
+    for tree in ("general", "restricted"):
+        if (generation / tree).is_dir():
+            scan(generation / tree, 1)
+    return found
+
+
 def drop_old_generations(paths: Paths, state: dict[str, Any]) -> list[str]:
     """Remove every generation but the newest `publish.keep_generations` (at least the current and the previous
     one: an analyst who opened the warehouse before this publish keeps reading the previous generation), and
-    generations that were never committed (a publish killed before its commit). Call under the publish mutex."""
+    generations that were never committed (a publish killed before its commit), then the partition folders of
+    `published/parts/` that no generation left links to. Call under the publish mutex."""
     keep_n = max(2, int(publish_settings()["keep_generations"]))
     names = sorted(p.name for p in paths.published.iterdir() if p.is_dir() and p.name.startswith("g"))
     committed_seq = int(state["seq"])
     keep = {state["generation"], state.get("previous")}
     older = [n for n in names if n not in keep and int(n[1:7]) < committed_seq]
     keep |= set(older[-(keep_n - 2):]) if keep_n > 2 else set()
-    dropped = []
-    for name in names:
-        if name not in keep:
-            _discard(paths, paths.published / name)
-            dropped.append(name)
-    if dropped:
+    dropped = [name for name in names if name not in keep]
+    linked = set().union(*(_links(paths.published / name) for name in names if name in keep))
+    unlinked = set().union(*(_links(paths.published / name) for name in dropped)) - linked
+    for name in dropped:
+        _discard(paths, paths.published / name)
+    # a store folder no generation links to is garbage: a whole parts/<g>/ (its generation and every later one
+    # dropped, or never committed), else the partitions of one that later publishes replaced (a re-run, `live`)
+    stores = parts_dir(paths)
+    owners = {Path(target).parts[1] for target in linked}
+    gone = [p for p in stores.iterdir() if not p.name.startswith(".") and p.name not in owners] \
+        if stores.is_dir() else []
+    for folder in gone:
+        _discard(paths, folder)
+    partitions = [paths.published / target for target in sorted(unlinked) if Path(target).parts[1] in owners]
+    for folder in partitions:
+        _discard(paths, folder)
+    if dropped or gone or partitions:
+        log.info("publish: dropped %d generation(s), %d store folder(s) and %d partition(s) no generation links to",
+                 len(dropped), len(gone), len(partitions))
         empty_trash(paths, wait=False)
     return dropped
 
@@ -558,12 +670,13 @@ def trash_dir(paths: Paths) -> Path:
 
 
 def _discard(paths: Paths, folder: Path) -> None:
-    """Takes a dropped generation out of published/ at once (one rename); its files are removed by `empty_trash`.
-    A generation is a whole tree of partition folders, and removing tens of thousands of folders takes seconds to
-    minutes on some disks (about 3 ms a folder here): that is no reason to hold the publish. Where a rename is
-    impossible (another disk), the folder is removed here."""
+    """Takes a dropped generation or published partition out of published/ at once (one rename, into a folder only
+    the pipeline's account may open: a partition may hold restricted files); its files are removed by
+    `empty_trash`. Removing folders is slow on some disks (about 3 ms a folder here): that is no reason to hold the
+    publish. Where a rename is impossible (another disk), the folder is removed here."""
     trash = trash_dir(paths)
     trash.mkdir(parents=True, exist_ok=True)
+    os.chmod(trash, 0o700)
     try:
         folder.rename(trash / f"{folder.name}.{uuid.uuid4().hex[:8]}")
     except OSError:
@@ -628,7 +741,7 @@ def housekeeping(paths: Paths) -> list[str]:
             if held:
                 recover(paths)
                 state = read_state(paths)
-                for path in paths.published.glob(".staging-*"):
+                for path in [*paths.published.glob(".staging-*"), *parts_dir(paths).glob(".staging-*")]:
                     drop(path, _tag_after(path.name[len(".staging-"):], "."))
                 for path in paths.published.glob(".state.json.*.tmp"):
                     drop(path, path.name[len(".state.json."):-len(".tmp")])

@@ -74,7 +74,7 @@ class TableFiles:
         if not self.root.is_dir():
             return
         depths = set()
-        for folder, _, files in os.walk(self.root):
+        for folder, _, files in os.walk(self.root, followlinks=True):  # published partitions are links
             parquet = [f for f in files if f.endswith(".parquet")]
             if not parquet:
                 continue
@@ -95,9 +95,10 @@ def load_day(value: str, history_day: date | None) -> date | None:
 
 
 def _relative(path: Path, home: Path) -> str:
-    """`path` relative to the home when it is inside it (the views then survive a move of the home)."""
+    """`path` relative to the home when it is inside it (the views then survive a move of the home). The last part
+    is kept as it is: a published partition is a link, and the view reads it through its generation."""
     try:
-        return str(path.resolve().relative_to(home.resolve()))
+        return str((path.parent.resolve() / path.name).relative_to(home.resolve()))
     except ValueError:
         return str(path)
 

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from pipelines.warehouse import connect as connect_warehouse
-from pipelines import publish, stages
+from pipelines import lake, publish, stages
 from pipelines.schemas import TableSchema, table_schema, tables
 from tests.night_builder import DEFAULT_TABLES, SECRET, pass_gates, write_night
 
@@ -72,7 +72,7 @@ def test_the_files_behind_the_analysts_views_hold_no_restricted_value(published)
     general = paths.published / state["generation"] / "general"
     con = duckdb.connect()
     for schema in RESTRICTED:
-        files = sorted((general / schema.layer / schema.name).rglob("*.parquet"))
+        files = sorted(lake.parquet_files(general / schema.layer / schema.name))  # partitions are links
         assert files, schema.name
         for file in files:
             present = {r[0] for r in con.execute(f"describe select * from read_parquet('{file}')").fetchall()}
@@ -83,13 +83,22 @@ def test_the_files_behind_the_analysts_views_hold_no_restricted_value(published)
                 assert leaked == 0, file
             else:
                 assert not present & set(schema.restricted_columns), file
-    everything = b"".join(f.read_bytes() for f in general.rglob("*") if f.is_file())
+    everything = b"".join(f.read_bytes() for f in lake.parquet_files(general))
     assert SECRET.encode() not in everything and b"health" not in everything
-    # the restricted files and file are for the pipeline's account (or publish.restricted_group) only
+    # the restricted files and file are for the pipeline's account (or publish.restricted_group) only: the
+    # generation's restricted/ links, and the published partitions they link to, under parts/<g>/restricted/
     restricted = paths.published / state["generation"] / "restricted"
     assert stat.S_IMODE(restricted.stat().st_mode) & 0o007 == 0
     assert stat.S_IMODE(paths.warehouse_restricted.stat().st_mode) & 0o077 == 0
-    assert SECRET.encode() in b"".join(f.read_bytes() for f in restricted.rglob("*.parquet"))
+    files = lake.parquet_files(restricted)
+    assert SECRET.encode() in b"".join(f.read_bytes() for f in files)
+    stores = {f.resolve().relative_to(publish.parts_dir(paths)).parts[:2] for f in files}
+    assert stores == {(state["generation"], "restricted")}
+    for store, tree in stores:
+        assert stat.S_IMODE((publish.parts_dir(paths) / store / tree).stat().st_mode) & 0o007 == 0
+    assert SECRET.encode() not in b"".join(f.read_bytes() for f in lake.parquet_files(publish.parts_dir(paths)
+                                                                                       / state["generation"]
+                                                                                       / "general"))
 
 
 def test_a_column_marked_later_is_removed_from_the_nights_published_before(published, monkeypatch):
@@ -108,7 +117,9 @@ def test_a_column_marked_later_is_removed_from_the_nights_published_before(publi
     assert "region" not in columns(general, "customers")
     assert general.execute("select count(distinct as_of) from customers").fetchone() == (2,)
     state = publish.read_state(paths)
-    files = (paths.published / state["generation"] / "general" / "silver" / "customers").rglob("*.parquet")
+    table = paths.published / state["generation"] / "general" / "silver" / "customers"
+    files = lake.parquet_files(table)
+    assert {f.relative_to(table).parts[0] for f in files} == {f"as_of={D0}", f"as_of={D1}"}
     con = duckdb.connect()
     for file in files:  # D0's partition was published before the rule: rewritten without the column
         assert "region" not in {r[0] for r in con.execute(f"describe select * from read_parquet('{file}')").fetchall()}

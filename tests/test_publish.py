@@ -233,6 +233,8 @@ def test_leftovers_of_dead_processes_are_removed_and_those_of_live_ones_kept(pat
         "dead_export": crm / f".{D0}.staging-{dead}@{host}-abc123",
         "live_export": crm / f".{D0}.staging-{live}@{host}-abc123",
         "dead_report": paths.reports / D0.isoformat() / f".index.{dead}@{host}.html",
+        "dead_parts": publish.parts_dir(paths) / f".staging-g000009-abcdef12.{dead}@{host}",
+        "live_parts": publish.parts_dir(paths) / f".staging-g000009-12345678.{live}@{host}",
     }
     for path in made.values():
         (path.mkdir(parents=True) if "report" not in str(path.name) else path.write_text("x"))
@@ -242,9 +244,9 @@ def test_leftovers_of_dead_processes_are_removed_and_those_of_live_ones_kept(pat
     old = time.time() - 2 * 86_400
     os.utime(made["foreign_old"], (old, old))
     removed = set(publish.housekeeping(paths))
-    assert removed == {str(made[k]) for k in ("dead_staging", "foreign_old", "dead_export", "dead_report")} | {
-        str(warehouse_tmp)}
-    assert all(made[k].exists() for k in ("live_staging", "foreign_fresh", "live_export"))
+    assert removed == {str(made[k]) for k in ("dead_staging", "foreign_old", "dead_export", "dead_report",
+                                              "dead_parts")} | {str(warehouse_tmp)}
+    assert all(made[k].exists() for k in ("live_staging", "foreign_fresh", "live_export", "live_parts"))
 
 
 def test_tables_published_live_show_what_was_written_after_their_night(paths):
@@ -276,6 +278,11 @@ def test_tables_published_live_show_what_was_written_after_their_night(paths):
     assert con.execute("select as_of, family, reason from model_registry").fetchall() == [(D0, "policy", "kept")]
     assert con.execute("select value_to_date from realised_value").fetchall() == [(2.5,)]
     con.close()
+    # not rewritten since: the next publish links to the same published folder (nothing copied again)
+    link = Path("general", "gold", "realised_value", f"as_of={D0}")
+    first = os.readlink(paths.published / publish.read_state(paths)["generation"] / link)
+    published_night(paths, D2, "v3")
+    assert os.readlink(paths.published / publish.read_state(paths)["generation"] / link) == first
 
 
 def test_a_dropped_generation_leaves_published_at_once_and_its_files_go_after(paths, monkeypatch):
@@ -302,3 +309,93 @@ def test_a_dropped_generation_leaves_published_at_once_and_its_files_go_after(pa
     (publish.trash_dir(paths) / "g000001-killed" / "as_of=x").mkdir(parents=True)   # a killed process's leftover
     publish.empty_trash(paths)
     assert list(publish.trash_dir(paths).iterdir()) == []
+
+
+def _folders(root: Path) -> int:
+    """Real folders under `root` (links not followed)."""
+    return sum(1 for folder, names, _ in os.walk(root) for name in names
+               if not os.path.islink(os.path.join(folder, name))) if root.is_dir() else 0
+
+
+def _garbage_and_dangling(paths: Paths) -> tuple[set[str], set[str]]:
+    """Partition folders of published/parts/ that no generation links to, and links whose folder is gone."""
+    generations = [p for p in paths.published.glob("g*") if p.is_dir()]
+    linked = set().union(*(publish._links(g) for g in generations))
+    stored = {str(p.relative_to(paths.published)) for p in publish.parts_dir(paths).glob("g*/*/*/*/*=*")}
+    return stored - linked, {t for t in linked if not (paths.published / t).is_dir()}
+
+
+def _settle(paths: Paths) -> None:
+    """Wait for the removal of what publish dropped (a thread of this process)."""
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == "segone-empty-trash":
+            thread.join(timeout=120)
+
+
+def test_a_publish_makes_folders_for_its_night_only_and_removes_what_no_generation_links_to(paths):
+    """Issue 17: a generation is links to the published partition folders; a publish creates folders (and links
+    files) for the partitions it publishes, not for every night published before, and dropping a generation
+    removes only the partition folders no generation left links to."""
+    made = []
+    for day, version in ((D0, "v1"), (D1, "v2"), (D2, "v3")):
+        before = publish.read_state(paths)
+        metrics = published_night(paths, day, version)
+        name = metrics["generation"]
+        made.append(_folders(paths.published / name) + _folders(publish.parts_dir(paths) / name))
+        if before:  # every partition of the previous generation is shared, not copied
+            assert publish._links(paths.published / before["generation"]) < publish._links(paths.published / name)
+            assert metrics["generation_files"]["partitions_new"] == made_partitions
+        made_partitions = metrics["generation_files"]["partitions_new"]
+    assert made[2] == made[1]  # the third night costs what the second did (it grew with the nights before)
+    # a published night published again (a corrected re-run): its new partitions replace the old ones, which are
+    # removed once the generations that link to them are dropped; nothing else is
+    write_night(paths, D1, "v9")
+    pass_gates(paths, D1)
+    stages.publish(paths, D1)
+    published_night(paths, D2 + (D2 - D1), "v4")
+    _settle(paths)
+    garbage, dangling = _garbage_and_dangling(paths)
+    assert garbage == set() and dangling == set()
+    con = connect_warehouse(paths.warehouse)
+    assert sorted(con.execute("select as_of, min(region) from customers group by all").fetchall()) == [
+        (D0, "region v1"), (D1, "region v9"), (D2, "region v3"), (D2 + (D2 - D1), "region v4")]
+    con.close()
+    # what a publish killed between its store and its generation leaves (a store no generation links to) goes with
+    # the next clean-up
+    orphan = publish.parts_dir(paths) / "g000099-deadbeef" / "general" / "silver" / "customers" / f"as_of={D0}"
+    orphan.mkdir(parents=True)
+    publish.housekeeping(paths)
+    _settle(paths)
+    assert not orphan.parent.parent.parent.parent.exists()
+
+
+def test_a_generation_of_the_layout_before_links_is_carried_over_and_dropped(paths):
+    """Homes published before generations were links hold generations of real folders and hard links: the next
+    publish carries their partitions into published/parts/ once, and dropping them removes no linked folder."""
+    import shutil
+
+    published_night(paths, D0, "v1")
+    state = publish.read_state(paths)
+    generation = paths.published / state["generation"]
+    for link in [p for p in generation.glob("*/*/*/*") if p.is_symlink()]:
+        target = link.resolve()
+        link.unlink()
+        shutil.copytree(target, link)  # the layout before: the generation's own folders
+    shutil.rmtree(publish.parts_dir(paths))
+    reader = connect_warehouse(paths.warehouse)
+    before = reader.execute("select count(*), min(region) from customers").fetchone()
+    published_night(paths, D1, "v2")
+    assert reader.execute("select count(*), min(region) from customers").fetchone() == before
+    reader.close()
+    published_night(paths, D2, "v3")
+    _settle(paths)
+    assert state["generation"] not in {p.name for p in paths.published.glob("g*")}
+    garbage, dangling = _garbage_and_dangling(paths)
+    assert garbage == set() and dangling == set()
+    con = connect_warehouse(paths.warehouse_restricted)
+    assert sorted(con.execute("select as_of, min(region), count(known_vulnerability) from customers "
+                              "group by all").fetchall()) == [(D0, "region v1", 1), (D1, "region v2", 1),
+                                                              (D2, "region v3", 1)]
+    con.close()

@@ -283,8 +283,15 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def bench_command(paths: Paths, what: str, customers: str, days: int | None, out: Path | None,
                   messages: int = 1_000_000, base_customers: int | None = None, home: Path | None = None,
-                  day: date | None = None) -> str:
+                  day: date | None = None, nights: str = "5,20,60") -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
+    if what == "publish-nights":
+        from pipelines.evaluation.bench_publish import bench_publish_nights, format_publish_nights_table
+
+        results = [bench_publish_nights(int(n)) for n in nights.split(",")]
+        if out:
+            out.write_text(json.dumps(results, indent=2) + "\n")
+        return format_publish_nights_table(results)
     if what == "night":
         from pipelines.evaluation.bench_night import BASE_CUSTOMERS, DAYS, bench_night, format_night_table
 
