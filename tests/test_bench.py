@@ -15,6 +15,7 @@ from pipelines.config import Paths, load_config
 from pipelines.lake import bucket_of, connect
 from pipelines.schemas import table_schema
 from pipelines.sources.simulate import simulate_command
+from tests.bank_settings import write_overlay
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +90,9 @@ def night_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated, loaded and trained base bank, as the bench builds it (its own data root)."""
     root = tmp_path_factory.mktemp("night") / "bench" / "night"
     # Four customer buckets instead of 16 (a SEGONE_SETTINGS overlay for the module, inherited by every command the
-    # bench starts): the same stages, tiling and re-bucketing at a quarter of the shards' start-up cost.
-    overlay = root.parent.parent / "settings.yaml"
-    overlay.write_text("segone: {lake: {n_buckets: 4}}\n", encoding="utf-8")
+    # bench starts): the same stages, tiling and re-bucketing at a quarter of the shards' start-up cost. And the light
+    # intent model of the test banks (tests/bank_settings.py).
+    overlay = write_overlay(root.parent.parent / "settings.yaml", {"segone": {"lake": {"n_buckets": 4}}})
     mp = pytest.MonkeyPatch()
     mp.setenv("SEGONE_SETTINGS", str(overlay))
     base, info = bench_night.ensure_base(root, NIGHT_BASE, NIGHT_DAYS, seed=NIGHT_SEED)

@@ -14,6 +14,7 @@ import pytest
 from pipelines import lake
 from pipelines.config import Paths
 from pipelines.retrain import FAMILIES
+from tests.bank_settings import write_overlay
 
 NIGHT_KEYS = {"date", "treated_value_per_customer", "control_value_per_customer", "acceptance_rate",
               "policy_version"}
@@ -26,8 +27,9 @@ def loop(tmp_path_factory):
     from pipelines.evaluation import closed_loop
 
     home = tmp_path_factory.mktemp("loop")
-    overlay = home.parent / "settings.yaml"   # seen by the shard worker processes too
-    overlay.write_text("segone: {lake: {n_buckets: 2}}\nrewards: {horizon_days: 1}\n")
+    # seen by the shard worker processes too; with the light intent model of the test banks (tests/bank_settings.py)
+    overlay = write_overlay(home.parent / "settings.yaml", {"segone": {"lake": {"n_buckets": 2}},
+                                                            "rewards": {"horizon_days": 1}})
     mp = pytest.MonkeyPatch()
     mp.setenv("SEGONE_SETTINGS", str(overlay))
     paths = Paths(home)

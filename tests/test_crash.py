@@ -22,19 +22,20 @@ import pytest
 from pipelines.warehouse import connect as connect_warehouse
 from pipelines.config import Paths
 from pipelines.crm_export import read_export
+from tests.bank_settings import write_overlay
 from tests.test_publish import fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
 D1 = "2026-11-20"  # the night the runs write; the published state before it is the history load (as of D1 - 1)
 # Four customer buckets instead of 16 (a SEGONE_SETTINGS overlay for every command on the bank): each sharded stage
-# still stops half way (after bucket HALF - 1), at a quarter of the shards' start-up cost.
+# still stops half way (after bucket HALF - 1), at a quarter of the shards' start-up cost; and the light intent model
+# of the test banks (tests/bank_settings.py).
 BUCKETS = 4
 HALF = BUCKETS // 2
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
-    overlay = home.parent / "settings.yaml"
-    overlay.write_text(f"segone:\n  lake:\n    n_buckets: {BUCKETS}\n", encoding="utf-8")
+    overlay = write_overlay(home.parent / "settings.yaml", {"segone": {"lake": {"n_buckets": BUCKETS}}})
     return os.environ.copy() | {"SEGONE_HOME": str(home), "PYTHONPATH": str(REPO),
                                 "SEGONE_SETTINGS": str(overlay)} | extra
 

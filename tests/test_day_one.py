@@ -11,6 +11,7 @@ import pytest
 
 from pipelines import lake
 from pipelines.config import Paths
+from tests.bank_settings import write_overlay
 
 D = date(2026, 11, 20)
 
@@ -22,9 +23,9 @@ def night_bank(tmp_path_factory, name: str, days: int, customers: int):
     home = tmp_path_factory.mktemp(name) / "segone"
     home.mkdir()
     # Four customer buckets instead of 16 (a SEGONE_SETTINGS overlay): a bank of 80 or 120 customers in 16 shards
-    # spends most of each sharded stage starting its shards.
-    overlay = home.parent / "settings.yaml"
-    overlay.write_text("segone: {lake: {n_buckets: 4}}\n", encoding="utf-8")
+    # spends most of each sharded stage starting its shards. And the light intent model of the test banks
+    # (tests/bank_settings.py).
+    overlay = write_overlay(home.parent / "settings.yaml", {"segone": {"lake": {"n_buckets": 4}}})
     mp = pytest.MonkeyPatch()
     mp.setenv("SEGONE_HOME", str(home))
     mp.setenv("SEGONE_SETTINGS", str(overlay))

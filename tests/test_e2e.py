@@ -12,18 +12,19 @@ import duckdb
 import pytest
 
 from pipelines.warehouse import connect as connect_warehouse
+from tests.bank_settings import write_overlay
 
 BIN = Path(sys.executable).parent
 D = "2026-11-20"
 RUN_AFTER = "2026-11-21"  # the run whose one-day data interval is D
 # Four customer buckets instead of 16 (a SEGONE_SETTINGS overlay for every command on the bank): the same DAG with 4
-# mapped tasks per sharded stage; each mapped task pays its own start-up (reading the shard, loading the models).
+# mapped tasks per sharded stage; each mapped task pays its own start-up (reading the shard, loading the models). And
+# the light intent model of the test banks (tests/bank_settings.py).
 BUCKETS = 4
 
 
 def run(args: list[str], home: Path, check: bool = True) -> subprocess.CompletedProcess:
-    overlay = home.parent / "settings.yaml"
-    overlay.write_text(f"segone:\n  lake:\n    n_buckets: {BUCKETS}\n", encoding="utf-8")
+    overlay = write_overlay(home.parent / "settings.yaml", {"segone": {"lake": {"n_buckets": BUCKETS}}})
     env = os.environ.copy() | {"SEGONE_HOME": str(home), "SEGONE_SETTINGS": str(overlay)}
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
     if check:

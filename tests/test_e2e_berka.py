@@ -11,6 +11,7 @@ import pytest
 from pipelines.sources.berka import import_berka_command
 from pipelines.stages import load_history, run_night, train
 from pipelines.warehouse import connect as connect_warehouse
+from tests.bank_settings import write_overlay
 
 NIGHT = date(1994, 10, 30)
 
@@ -24,9 +25,10 @@ def berka_lake(tmp_path_factory, reference):
     # accounts each, a quarter of the shards' start-up cost. Training on cut-offs four weeks apart (not two) with
     # two customer groups per calibration cut-off (not four): the same code paths at a quarter of the training's
     # cost (227 -> 55 CPU-seconds); the figures of the shipped settings on Berka are docs/backtests.md's.
-    overlay = home.parent / "settings.yaml"
-    overlay.write_text("segone: {lake: {n_buckets: 4}}\n"
-                       "forecast: {calibration_groups: 2, training: {cutoff_step_days: 28}}\n", encoding="utf-8")
+    # The light intent model of the test banks (tests/bank_settings.py) too.
+    overlay = write_overlay(home.parent / "settings.yaml", {
+        "segone": {"lake": {"n_buckets": 4}},
+        "forecast": {"calibration_groups": 2, "training": {"cutoff_step_days": 28}}})
     mp = pytest.MonkeyPatch()
     mp.setenv("SEGONE_HOME", str(home))
     mp.setenv("SEGONE_SETTINGS", str(overlay))

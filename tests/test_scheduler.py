@@ -16,6 +16,7 @@ import pytest
 
 from pipelines.deploy import DeployError, Deployment, free_port, serve
 from pipelines.ingest.openbanking import MIN_FILES_PER_WORKER
+from tests.bank_settings import write_overlay
 
 BIN = Path(sys.executable).parent
 D = "2026-11-20"
@@ -24,14 +25,12 @@ DAG = "nightly_personalization"
 
 # Two customer buckets instead of 16: the same DAG with 2 mapped tasks per sharded stage (still more than one task
 # per stage, each its own shard), each task a fresh process under the scheduler (about 5 s of imports and model
-# loading each), so the test takes minutes less.
+# loading each), so the test takes minutes less. And the light intent model of the test banks (tests/bank_settings.py).
 BUCKETS = 2
 
 
 def _overlay(home: Path) -> str:
-    path = home.parent / "settings.yaml"
-    path.write_text(f"segone:\n  lake:\n    n_buckets: {BUCKETS}\n", encoding="utf-8")
-    return str(path)
+    return str(write_overlay(home.parent / "settings.yaml", {"segone": {"lake": {"n_buckets": BUCKETS}}}))
 
 
 def _segone(home: Path, *args: str) -> None:
