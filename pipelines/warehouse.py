@@ -71,13 +71,23 @@ class TableFiles:
         self.values: set[str] = set()
         self.depth: int | None = None
         self.hive_keys: list[str] = []
+        self.files: list[str] = []
+        self.newest: str | None = None
+        self._absent: set[str] | None = None
         if not self.root.is_dir():
             return
         depths = set()
+        newest, newest_time = None, -1.0
         for folder, _, files in os.walk(self.root, followlinks=True):  # published partitions are links
             parquet = [f for f in files if f.endswith(".parquet")]
             if not parquet:
                 continue
+            for name in parquet:
+                path = os.path.join(folder, name)
+                self.files.append(path)
+                written = os.stat(path).st_mtime
+                if written > newest_time:
+                    newest, newest_time = path, written
             rel = Path(folder).relative_to(self.root)
             depths.add(len(rel.parts) + 1)
             if not self.hive_keys:
@@ -87,6 +97,27 @@ class TableFiles:
         if len(depths) > 1:
             raise RuntimeError(f"{self.root}: Parquet files at mixed depths {sorted(depths)}; the lake is corrupt")
         self.depth = depths.pop() if depths else None
+        self.newest = newest
+        self._absent: set[str] | None = None
+
+    def absent_columns(self, schema: TableSchema) -> set[str]:
+        """The schema's data columns that no file of the table has: columns config/tables.yaml gained after the
+        table's files were written (a lake upgraded to a newer version). The view shows them as null. The newest file
+        is read first (one footer); only when it lacks a column are all the files' schemas read."""
+        if self._absent is None:
+            self._absent = set()
+            if self.newest is not None:
+                import pyarrow.parquet as pq
+
+                wanted = set(schema.data_column_names) - set(self.hive_keys)
+                missing = wanted - set(pq.read_schema(self.newest).names)
+                if missing:
+                    for path in self.files:
+                        missing -= set(pq.read_schema(path).names)
+                        if not missing:
+                            break
+                self._absent = missing
+        return self._absent
 
 
 def load_day(value: str, history_day: date | None) -> date | None:
@@ -147,9 +178,12 @@ def view_sql(source: Paths, schema: TableSchema, restricted: bool = True, histor
     if scan is None:
         return "select " + ", ".join(f"cast(null as {c.type}) as {c.name}" for c in columns) + " where false"
     expressions = []
+    absent = files.absent_columns(schema)
     for column in columns:
         name = column.name
-        if name in LOAD_COLUMNS:
+        if name in absent:                   # added to the schema after these files were written
+            expressions.append(f"cast(null as {column.type}) as {name}")
+        elif name in LOAD_COLUMNS:
             expressions.append(f"case when {name} = '{HISTORY}' then {_date_literal(history_day)} "
                                f"else cast({name} as date) end as {name}")
         elif name == "is_history":

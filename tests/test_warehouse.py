@@ -78,3 +78,44 @@ def test_the_event_forecasts_are_documented_views_that_match_their_tables(paths,
                                            f"and comment is null").fetchall()
                 assert undocumented == []
         con.close()
+
+
+def test_a_column_added_to_the_schema_after_the_files_were_written_reads_as_null(paths):
+    """A lake written by an earlier version lacks the columns config/tables.yaml gained since (decision_context's
+    response history, 2026-12-07): the view shows them as null instead of failing to bind."""
+    import pandas as pd
+
+    from pipelines import lake
+    from pipelines.schemas import table_schema
+    from pipelines.warehouse import TableFiles, view_sql
+
+    schema = table_schema("gold", "decision_context")
+    old = [c for c in schema.data_column_names if c not in ("engaged_share", "contacts_7d")]
+    frame = pd.DataFrame({c: (["C1", "C2"] if c == "customer_id" else [1.0, 2.0]) for c in old})
+    folder = lake.partition_path(paths, "gold", "decision_context", as_of="2026-11-20", bucket="0")
+    folder.mkdir(parents=True)
+    frame.to_parquet(folder / "part-0.parquet", index=False)
+    files = TableFiles(paths, schema)
+    assert files.absent_columns(schema) == {"engaged_share", "contacts_7d"}
+    con = lake.connect()
+    con.execute(f"set file_search_path = '{paths.home}'")      # the view's paths are relative to the home
+    try:
+        out = con.execute(view_sql(paths, schema, files=files)).df()
+    finally:
+        con.close()
+    assert len(out) == 2 and out["engaged_share"].isna().all() and out["contacts_7d"].isna().all()
+    assert out["age"].tolist() == [1.0, 2.0] and list(out.columns[:2]) == ["customer_id", "age"]
+    # a newer file with the columns: they are read from it, null only in the old rows
+    frame2 = frame.assign(engaged_share=0.5, contacts_7d=3.0)
+    folder2 = lake.partition_path(paths, "gold", "decision_context", as_of="2026-11-21", bucket="0")
+    folder2.mkdir(parents=True)
+    frame2.to_parquet(folder2 / "part-0.parquet", index=False)
+    files = TableFiles(paths, schema)
+    assert files.absent_columns(schema) == set()
+    con = lake.connect()
+    con.execute(f"set file_search_path = '{paths.home}'")      # the view's paths are relative to the home
+    try:
+        out = con.execute(view_sql(paths, schema, files=files)).df()
+    finally:
+        con.close()
+    assert out["engaged_share"].notna().sum() == 2 and len(out) == 4
