@@ -177,19 +177,14 @@ def learning_data(paths: Paths, day: date, window_nights: int) -> tuple[pd.DataF
             order by r.as_of, r.customer_id, r.recommendation_id""").df()
         slots = pd.DataFrame()
         if bl is not None:
-            # the no-contact arm's decisions have no recommendation and a known value, 0; they count once the
-            # recommendations of their night have matured (the same nights as the contacts they compete with)
             slots = con.execute(f"""
-                with matured as (select max(as_of) as through from {rv} where matured),
-                c as (select * from {ctx} where as_of >= '{lo}' and as_of < '{hi}')
+                with c as (select * from {ctx} where as_of >= '{lo}' and as_of < '{hi}')
                 select b.customer_id, b.as_of, b.slot, b.recommendation_id, b.action_id, b.logging_probability,
-                    b.candidates, b.catalogue_scores, b.epsilon, b.policy_version,
-                    case when b.recommendation_id is null then 0.0 else r.value end as value,
+                    b.candidates, b.catalogue_scores, b.epsilon, b.policy_version, b.value,
                     {feature_cols}
-                from {bl} as b left join {rv} as r using (recommendation_id), matured
+                from {matured_decisions_sql(bl, rv)} as b
                     left join c on c.customer_id = b.customer_id and c.as_of = b.as_of
                 where b.as_of >= '{lo}' and b.as_of < '{hi}'
-                    and (r.matured or (b.recommendation_id is null and b.as_of <= matured.through))
                 order by b.as_of, b.customer_id, b.slot""").df()
     finally:
         con.close()
@@ -197,6 +192,18 @@ def learning_data(paths: Paths, day: date, window_nights: int) -> tuple[pd.DataF
         if len(frame):
             frame["as_of"] = pd.to_datetime(frame["as_of"].astype(str)).dt.date
     return recs, slots
+
+
+def matured_decisions_sql(bandit_log: str, realised_value: str) -> str:
+    """The bandit's slot decisions whose value has matured, each with its `value` (a subquery over the two scans or
+    views). The no-contact arm's decisions have no recommendation and a known value, 0; they count once the
+    recommendations of their night have matured, so they are judged on the same nights as the contacts they compete
+    with. One definition for the offline evaluation (`learning_data`) and what a policy then earned
+    (`closed_loop._realized`)."""
+    return f"""(select b.*, case when b.recommendation_id is null then 0.0 else r.value end as value
+        from {bandit_log} as b left join {realised_value} as r using (recommendation_id),
+            (select max(as_of) as through from {realised_value} where matured) as m
+        where r.matured or (b.recommendation_id is null and b.as_of <= m.through))"""
 
 
 def fit_challenger(recs: pd.DataFrame, cfg: dict[str, Any]):

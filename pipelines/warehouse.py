@@ -98,7 +98,6 @@ class TableFiles:
             raise RuntimeError(f"{self.root}: Parquet files at mixed depths {sorted(depths)}; the lake is corrupt")
         self.depth = depths.pop() if depths else None
         self.newest = newest
-        self._absent: set[str] | None = None
 
     def absent_columns(self, schema: TableSchema) -> set[str]:
         """The schema's data columns that no file of the table has: columns config/tables.yaml gained after the

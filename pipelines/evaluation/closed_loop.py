@@ -506,19 +506,14 @@ def _realized(paths: Paths, after: date, through: date, version: str | None) -> 
     """What a policy earned: the mean realised value of its bandit decisions in (after, through], with a 95% interval
     (cluster-robust by customer)."""
     from models.ope import on_policy
-    from pipelines.policy import logged_version
+    from pipelines.policy import logged_version, matured_decisions_sql
 
     if version is None:
         return None
     logged = logged_version(paths, version)
-    # the no-contact arm's decisions earned 0, counted on the nights whose recommendations have matured (as the
-    # offline estimate counts them: pipelines/policy.learning_data)
     frame = _query(paths, f"""
-        with matured as (select max(as_of) as through from realised_value where matured)
-        select b.customer_id, case when b.recommendation_id is null then 0.0 else r.value end as value
-        from bandit_log as b left join realised_value as r using (recommendation_id), matured
+        select b.customer_id, b.value from {matured_decisions_sql("bandit_log", "realised_value")} as b
         where b.as_of > '{after.isoformat()}' and b.as_of <= '{through.isoformat()}'
-            and (r.matured or (b.recommendation_id is null and b.as_of <= matured.through))
             and b.policy_version = '{logged}'""", ("bandit_log", "realised_value"))
     if frame.empty:
         return None
