@@ -497,10 +497,15 @@ def lake_copy(tmp_path_factory) -> Path:
     from pipelines.sources.simulate import simulate_command
     from pipelines.stages import load_history
 
+    from tests.bank_settings import write_overlay
+
     home = tmp_path_factory.mktemp("nba") / "segone"
     home.mkdir()
     mp = pytest.MonkeyPatch()
     mp.setenv("SEGONE_HOME", str(home))
+    # the light models of the test banks (tests/bank_settings.py): decide needs a trained forecaster, not its
+    # shipped calibration
+    mp.setenv("SEGONE_SETTINGS", str(write_overlay(home.parent / "settings.yaml")))
     paths = Paths(home)
     try:
         simulate_command(paths, customers=300, days=250, end_date=date(2026, 11, 20), seed=3, fmt="csv")

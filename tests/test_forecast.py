@@ -19,6 +19,7 @@ from pipelines.errors import GateFailed, SegoneError
 from pipelines.quality import validate_gold
 from pipelines.sources.simulate import simulate_command
 from pipelines.stages import load_history
+from tests.bank_settings import write_overlay
 
 END = date(2026, 11, 20)
 
@@ -146,6 +147,8 @@ def test_a_global_engine_worse_than_the_baseline_is_not_registered(bank, tmp_pat
         return real_fit(inputs, noise, seed)
 
     monkeypatch.setattr(forecast, "fit_global", fit_on_noise)
+    # the engine choice is the subject, not the calibration: the light models of the test banks (bank_settings.py)
+    monkeypatch.setenv("SEGONE_SETTINGS", str(write_overlay(tmp_path / "settings.yaml")))
     result = forecast.train(other)
     assert result["engine"] == "baseline" and result["promoted"]
     assert "worse than the baseline's" in result["engine_reason"]
