@@ -51,10 +51,13 @@ def airflow_db() -> Path:
     return AIRFLOW_HOME
 
 
-# The slowest test files first (measured with --durations; each takes one to four minutes): under `make test`'s
-# pytest-xdist workers (--dist loadfile) a slow file that starts last leaves the other worker idle at the end.
-SLOW_FILES_FIRST = ("test_e2e_berka.py", "test_crash.py", "test_e2e.py", "test_scheduler.py", "test_day_one.py",
-                    "test_bench.py", "test_closed_loop.py", "test_forecast.py")
+# The slowest test files first, longest first (measured with --junitxml on 2026-12-07: each takes one to four minutes):
+# under `make test`'s pytest-xdist workers (--dist loadfile) a slow file that starts last leaves the other worker idle
+# at the end.
+SLOW_FILES_FIRST = ("test_e2e.py", "test_forecast.py", "test_scheduler.py", "test_crash.py", "test_e2e_berka.py",
+                    "test_feature_store.py", "test_features.py", "test_day_one.py", "test_bench.py",
+                    "test_life_events.py", "test_messages_accuracy.py", "test_decide.py", "test_closed_loop.py",
+                    "test_publish.py", "test_event_forecast.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
