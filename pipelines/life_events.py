@@ -23,7 +23,7 @@ import re
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import duckdb
 import numpy as np
@@ -184,13 +184,19 @@ RESTRICTED_VIEWS = ("day_rows", "balance_rows", "balances_in", "customer_state",
                     "postings_in")
 
 
-def restrict_to_customers(con: duckdb.DuckDBPyConnection, customer_ids: Iterable[str]) -> None:
-    """Narrow the registered inputs to the given customers (the consented ones): nothing of anyone else's data
-    enters a feature, not even an intermediate aggregate."""
+def _customer_table(con: duckdb.DuckDBPyConnection, customer_ids: Iterable[str]) -> None:
+    """Temp table le_customers: the given customers."""
     con.register("le_customer_frame", pd.DataFrame({"customer_id": sorted(set(map(str, customer_ids)))},
                                                     dtype=object))
     con.execute("create or replace temp table le_customers as select cast(customer_id as varchar) as customer_id "
                 "from le_customer_frame")
+    con.unregister("le_customer_frame")
+
+
+def restrict_to_customers(con: duckdb.DuckDBPyConnection, customer_ids: Iterable[str]) -> None:
+    """Narrow the registered inputs to the given customers (the consented ones): nothing of anyone else's data
+    enters a feature, not even an intermediate aggregate."""
+    _customer_table(con, customer_ids)
     views = {name for (name,) in con.execute("select view_name from duckdb_views() where temporary").fetchall()}
     for view in RESTRICTED_VIEWS:
         if view not in views:
@@ -745,11 +751,13 @@ def shards() -> list[int]:
 
 
 def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFrame, consent: pd.DataFrame,
-               day: date, cfg: dict[str, Any]) -> pd.DataFrame:
+               day: date, cfg: dict[str, Any],
+               prepare_evidence: Callable[[list[str]], None] | None = None) -> pd.DataFrame:
     """Gold rows for the customers of `features` (cut-off = day): one per customer and event type their consent
     covers; none for a customer without the life_events consent. Vectorised: one LightGBM pass per event gives the
     probability, the flag and the top features; the evidence JSON is built by DuckDB; only the flagged rows' postings
-    are looked up (evidence_postings)."""
+    are looked up (evidence_postings), in the inputs `con` holds, or that `prepare_evidence` registers there for
+    the flagged customers (called once, only when a row is flagged)."""
     k = int(cfg["evidence_top_features"])
     # ask for as many more top features as an event has uncited ones: the evidence names the k largest of the rest
     k = k + max([len(uncited_features(cfg, e, model.events[e]["features"])) for e in model.events
@@ -791,6 +799,8 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
     scored = pd.concat(parts, ignore_index=True)
     flagged = (pd.concat(flagged_parts, ignore_index=True) if flagged_parts
                else pd.DataFrame(columns=["customer_id", "event_type", "top_features", "corroborated"]))
+    if prepare_evidence is not None and len(flagged):
+        prepare_evidence(sorted(set(flagged["customer_id"].astype(str))))
     postings = evidence_postings(con, flagged, day, cfg)   # an empty frame when nothing is flagged
     scored = scored.merge(flagged[["customer_id", "event_type", "corroborated"]], on=["customer_id", "event_type"],
                           how="left")
@@ -911,8 +921,10 @@ def classify_life_events(paths: Paths, day: date, bucket: int) -> dict[str, Any]
     features = features[features["customer_id"].isin(set(consent["customer_id"]))].reset_index(drop=True)
     con = lake.connect(shared=True)
     try:
-        register_evidence_inputs(con, paths, day, bucket, consent["customer_id"])
-        rows = score_rows(model, con, features, consent, day, cfg) if len(features) else _empty_rows()
+        # the postings behind a flag: the inputs of the flagged customers alone, registered once scoring found them
+        rows = score_rows(model, con, features, consent, day, cfg, prepare_evidence=lambda flagged:
+                          register_evidence_inputs(con, paths, day, bucket, flagged)) if len(features) \
+            else _empty_rows()
     finally:
         con.close()
     metrics = {"model_version": model.version,
@@ -926,11 +938,12 @@ def classify_life_events(paths: Paths, day: date, bucket: int) -> dict[str, Any]
 def register_evidence_inputs(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int,
                              customer_ids: Iterable[str]) -> None:
     """What `evidence_postings` reads for the night: the silver postings (postings_in, every load up to D) and the
-    feature store's rows and states as of D (day_rows, stream_first, home_counts, customer_state), narrowed to the
-    consented customers."""
+    feature store's rows and states as of D (day_rows, stream_first, home_counts, customer_state), of the given
+    customers only (the night passes the flagged ones: the store's rows are read and merged for them alone)."""
     store.register_reference(con, paths, day, [bucket])
-    store.register_silver_rows(con, paths, day, [bucket], store.silver_loads(paths, day))
-    store.register_store(con, paths, day, bucket)
+    _customer_table(con, customer_ids)
+    store.register_silver_rows(con, paths, day, [bucket], store.silver_loads(paths, day), customers="le_customers")
+    store.register_store(con, paths, day, bucket, customers="le_customers")
     restrict_to_customers(con, customer_ids)
 
 

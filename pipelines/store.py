@@ -1300,16 +1300,20 @@ def read_table(paths: Paths, table: str, day: date, bucket: int, columns: str = 
         con.close()
 
 
-def register_store(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int) -> None:
+def register_store(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int,
+                   customers: str | None = None) -> None:
     """Views of the store as of `day` for a bucket, under the names the feature SQL reads (call register_reference
     first): day_rows (the core rows of every retained night, those of customers rebuilt since left out, and the
     open-banking rows, merged by key), balance_rows, balances_in, account_state, customer_state, home_counts,
-    stream_first."""
+    stream_first; of the customers in temp table `customers` only (all when None: the rows are read and merged for
+    those customers alone, so a stage that needs a few customers' rows does not merge the whole bucket's)."""
     require(paths, day, bucket)
     win = windows()
     oldest = day - timedelta(days=max(win.posting_days, win.stream_days, win.balance_days))
     epochs = _read(paths, "customer_epochs", bucket, day, day)
-    con.execute(f"create or replace temp table store_epochs as select * from {epochs}")
+    who = f"customer_id in (select customer_id from {customers})" if customers else "true"
+    r_who = f"r.{who}" if customers else "true"
+    con.execute(f"create or replace temp table store_epochs as select * from {epochs} where {who}")
     parts = {}
     for table in DAY_TABLES:
         scan = _read(paths, table, bucket, oldest, day, with_as_of=True)
@@ -1318,13 +1322,15 @@ def register_store(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, buck
         keep = f"ds > getvariable('as_of') - getvariable('{window}')"
         parts[table] = (f"(select r.* exclude (as_of, bucket) from {scan} as r left join store_epochs as e "
                         f"using (customer_id) where r.as_of >= coalesce(e.rebuilt_on, cast('0001-01-01' as date)) "
-                        f"and {keep} union all by name select * from {_read(paths, OB_TABLES[table], bucket, day, day)})")
+                        f"and {keep} and {r_who} union all by name select * from "
+                        f"{_read(paths, OB_TABLES[table], bucket, day, day)} where {who})")
     rows = f"(select * from {parts['flow_days']} union all by name select * from {parts['stream_days']})"
     con.execute("create or replace temp table store_rows as " + MERGE_ROWS.format(rows=rows))
     con.execute("create or replace temp table store_balances as " + MERGE_BALANCES.format(balances=parts["balance_days"]))
     states = {}
     for name in ("account_state", "customer_state", "home_counts", "stream_first"):
-        con.execute(f"create or replace temp table store_{name} as select * from {_read(paths, name, bucket, day, day)}")
+        con.execute(f"create or replace temp table store_{name} as select * from "
+                    f"{_read(paths, name, bucket, day, day)} where {who}")
         states[name] = f"store_{name}"
     register_feature_inputs(con, "store_rows", "store_balances", states)
 

@@ -155,6 +155,35 @@ def test_ten_nights_merged_equal_a_rebuild_from_silver(nights):
     _assert_same_store(paths, nights["rebuilt"][END], END)
 
 
+def test_the_store_registered_for_some_customers_is_the_whole_store_narrowed_to_them(nights):
+    """`register_store(customers=...)` (the life-event evidence of the flagged customers) reads and merges the rows
+    of those customers alone, and gives exactly what the whole bucket's registration gives for them: the customers
+    the nights rebuilt from silver (their older rows superseded) and the open-banking customer included."""
+    paths = nights["paths"]
+    wanted = sorted(set(nights["who"].values()))
+    tables = ("store_rows", "store_balances", "store_account_state", "store_customer_state", "store_home_counts",
+              "store_stream_first")
+    for bucket in range(N_BUCKETS):
+        con = lake.connect()
+        try:
+            store.register_reference(con, paths, END, [bucket])
+            store.register_store(con, paths, END, bucket)
+            whole = {t: con.execute(f"select * from {t} order by all").df() for t in tables}
+            con.register("some_frame", pd.DataFrame({"customer_id": wanted}))
+            con.execute("create temp table some_customers as select cast(customer_id as varchar) as customer_id from some_frame")
+            store.register_store(con, paths, END, bucket, customers="some_customers")
+            for t in tables:
+                narrowed = whole[t][whole[t]["customer_id"].isin(wanted)].reset_index(drop=True)
+                got = con.execute(f"select * from {t} order by all").df()
+                pd.testing.assert_frame_equal(got.astype(object), narrowed.astype(object), check_dtype=False)
+            assert len(con.execute("select * from store_rows").df()) < len(whole["store_rows"])
+        finally:
+            con.close()
+    # and the rebuilt customers are among them: their superseded rows are left out the same way
+    reasons = {r for m in nights["metrics"].values() for r in m["rebuilt_because"]}
+    assert "before_window" in reasons
+
+
 def test_late_postings_are_merged_into_the_days_they_were_booked_on(nights):
     """Silver of a night holds postings booked days before it; the store's daily rows count them on their day."""
     paths = nights["paths"]
