@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from datetime import date, timedelta
 from typing import Any
@@ -364,8 +365,11 @@ def _latest_snapshot(paths: Paths, table: str, day: date) -> str | None:
     return lake.latest_partition(paths, "silver", table, day)
 
 
-def _read_outcome_inputs(paths: Paths, first: date, last: date) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Silver balances of the bank's own accounts (with their product) and fee postings for [first - 1, last]."""
+def _read_outcome_inputs(paths: Paths, first: date, last: date, bucket: int | None = None
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Silver balances of the bank's own accounts (with their product) and fee postings for [first - 1, last]: of
+    the customers of one bucket when given (silver balances and postings are partitioned by their customer's
+    bucket), else of the whole bank."""
     snap = _latest_snapshot(paths, "accounts", last)
     balances_scan = lake.scan_sql(paths, "silver", "balances")
     tx_scan = lake.scan_sql(paths, "silver", "transactions")
@@ -374,6 +378,7 @@ def _read_outcome_inputs(paths: Paths, first: date, last: date) -> tuple[pd.Data
                 pd.DataFrame(columns=["customer_id", "booking_date", "amount", "description"]))
     accounts = lake.partition_path(paths, "silver", "accounts", as_of=snap)
     lo, hi = (first - timedelta(days=1)).isoformat(), last.isoformat()
+    in_bucket = "" if bucket is None else f" and bucket = {int(bucket)}"
     con = lake.connect()
     try:
         balances = con.execute(f"""
@@ -381,21 +386,25 @@ def _read_outcome_inputs(paths: Paths, first: date, last: date) -> tuple[pd.Data
             from {balances_scan} as b
             join read_parquet('{accounts}/**/*.parquet') as a using (account_id)
             where b.source = 'core' and a.source = 'core' and b.as_of between date '{lo}' and date '{hi}'
-                and (b.load_date = 'history' or b.load_date <= '{hi}')""").df()
+                and (b.load_date = 'history' or b.load_date <= '{hi}'){in_bucket.replace('bucket', 'b.bucket')}""").df()
         fees = pd.DataFrame(columns=["customer_id", "booking_date", "amount", "description"])
         if tx_scan is not None:
             fees = con.execute(f"""
                 select customer_id, booking_date, cast(amount_base as double) as amount, description
                 from {tx_scan}
                 where source = 'core' and channel = 'fee' and booking_date between date '{lo}' and date '{hi}'
-                    and (load_date = 'history' or load_date <= '{hi}')""").df()
+                    and (load_date = 'history' or load_date <= '{hi}'){in_bucket}""").df()
     finally:
         con.close()
     return balances, fees
 
 
-def _read_gold(paths: Paths, table: str, nights: list[str], columns: str = "*") -> pd.DataFrame:
+def _read_gold(paths: Paths, table: str, nights: list[str], columns: str = "*",
+               customers: set[str] | None = None) -> pd.DataFrame:
+    """A gold table's rows of these nights (with their as_of); only those of `customers` when given, kept night by
+    night, so that memory holds one night of the bank besides the rows kept."""
     frames = []
+    keep = None if customers is None else list(customers)
     con = lake.connect()
     try:
         for night in nights:
@@ -403,25 +412,68 @@ def _read_gold(paths: Paths, table: str, nights: list[str], columns: str = "*") 
             if folder.exists() and any(folder.rglob("*.parquet")):
                 frame = con.execute(f"select {columns} from read_parquet('{folder}/**/*.parquet')").df()
                 frame["as_of"] = date.fromisoformat(night)
-                frames.append(frame)
+                frames.append(frame if keep is None else frame[frame["customer_id"].isin(keep)])
     finally:
         con.close()
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def ensure_outcomes(paths: Paths, first: date, last: date, cfg: dict[str, Any]) -> pd.DataFrame:
-    """Gold customer_outcomes for every day in [first, last] (computing the missing days, and always `last`)."""
+def compute_outcomes(paths: Paths, days: list[date], cfg: dict[str, Any]) -> dict[date, int]:
+    """Gold customer_outcomes of `days` computed from silver and written, one partition a day (rows in customer
+    order); the rows written each day.
+
+    The outcomes are per customer, so they are computed a customer bucket at a time (the bank's silver balances of
+    the days, the largest input, held in memory one bucket at a time: at a million customers the whole bank's are
+    tens of GB of frames) into scratch Parquet files, and each day's partition is then written from them."""
+    first, last = min(days), max(days)
+    schema = SCHEMAS["customer_outcomes"]
+    casts = ", ".join(f'cast("{name}" as {kind}) as "{name}"' for name, kind in schema.items())
+    scratch = lake.staging_dir(paths)
+    con = lake.connect()
+    try:
+        for bucket in range(lake.n_buckets()):
+            balances, fees = _read_outcome_inputs(paths, first, last, bucket)
+            part = daily_outcomes(balances, fees, days, cfg)
+            del balances, fees
+            if not len(part):
+                continue
+            part["value_version"] = str(cfg["version"])
+            con.register("part", part)
+            con.execute(f"copy (select cast(as_of as date) as as_of, {casts} from part) to '{scratch}' "
+                        f"({lake.parquet_options()}, partition_by (as_of), overwrite_or_ignore true, "
+                        f"filename_pattern 'bucket-{bucket}-{{i}}')")
+            con.unregister("part")
+        empty = "select " + ", ".join(f'cast(null as {kind}) as "{name}"' for name, kind in schema.items()) + \
+            " where false"
+        written = {}
+        for d in days:
+            files = sorted(str(f) for f in (scratch / f"as_of={d.isoformat()}").glob("*.parquet"))
+            query = (f"select {casts} from read_parquet({files!r}) order by customer_id" if files else empty)
+            final = lake.partition_path(paths, "gold", "customer_outcomes", as_of=d.isoformat())
+            written[d] = lake.write_relation(con, query, final, paths)
+    finally:
+        con.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return written
+
+
+def ensure_outcomes(paths: Paths, first: date, last: date, cfg: dict[str, Any],
+                    customers: set[str] | None = None) -> tuple[pd.DataFrame, int]:
+    """Gold customer_outcomes for every day in [first, last] (computing the missing days, and always `last`):
+    (the rows of those days, only those of `customers` when given, none when it is empty; the rows of `last`)."""
     have = set(_partitions(paths, "gold", "customer_outcomes"))
     days = [first + timedelta(days=k) for k in range((last - first).days + 1)]
     missing = [d for d in days if d.isoformat() not in have or d == last]
-    if missing:
-        balances, fees = _read_outcome_inputs(paths, min(missing), max(missing))
-        fresh = daily_outcomes(balances, fees, missing, cfg)
-        fresh["value_version"] = str(cfg["version"])
-        for d in missing:
-            _write(paths, "customer_outcomes", fresh[fresh["as_of"] == d], d)
-    out = _read_gold(paths, "customer_outcomes", [d.isoformat() for d in days])
-    return out if len(out) else pd.DataFrame(columns=["customer_id", "as_of", *OUTCOMES])
+    n_last = compute_outcomes(paths, missing, cfg)[last]
+    columns = ["customer_id", "as_of", *OUTCOMES]
+    if customers is not None and not customers:
+        return pd.DataFrame(columns=columns), n_last
+    out = _read_gold(paths, "customer_outcomes", [d.isoformat() for d in days], customers=customers)
+    # as when every row is read: a frame of the columns alone only when the days have no rows at all
+    if not len(out) and (customers is None or not n_last and not any(
+            len(_read_gold(paths, "customer_outcomes", [d.isoformat()], "customer_id")) for d in days)):
+        return pd.DataFrame(columns=columns), n_last
+    return out, n_last
 
 
 def _population(paths: Paths, nights: list[str]) -> pd.DataFrame:
@@ -465,13 +517,15 @@ def measure_value(paths: Paths, day: date) -> dict[str, Any]:
     open_nights = [n for n in nights_all
                    if n >= (day - timedelta(days=horizon)).isoformat() or n not in judged]
     first_needed = min([date.fromisoformat(n) for n in open_nights], default=day) - timedelta(days=base_days - 1)
-    outcomes = ensure_outcomes(paths, min(first_needed, day), day, cfg)
-    written = {"customer_outcomes": int((outcomes["as_of"] == day).sum()) if len(outcomes) else 0}
     recs = _read_gold(paths, "next_best_actions", open_nights,
                       "recommendation_id, customer_id, rank, action_id, action_class, channel, is_control, "
                       "is_exploration, logging_probability, policy_version")
     population = _population(paths, nights_all)
     controls = set(population.loc[population["is_control"].astype(bool), "customer_id"]) if len(population) else set()
+    # realised_values reads the outcomes of the recommendations' customers and of the control group only
+    needed = (set(recs["customer_id"]) | controls) if len(recs) else set()
+    outcomes, n_today = ensure_outcomes(paths, min(first_needed, day), day, cfg, customers=needed)
+    written = {"customer_outcomes": n_today}
     responses = _responses(paths, day)
     if len(recs):
         rec_values, customer_day = realised_values(recs, responses, outcomes, controls, day, cfg)

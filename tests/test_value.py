@@ -152,3 +152,79 @@ def test_the_gold_schemas_match_the_documented_tables():
         documented = table_schema("gold", table)
         assert list(columns) == documented.data_column_names, table
         assert all(documented.columns[i].type == kind for i, kind in enumerate(columns.values())), table
+
+
+def _silver_bank(paths, days: list[date], n_customers: int = 60, seed: int = 7) -> None:
+    """A small silver lake: core current, savings and card accounts of customers in several buckets (balances and
+    postings partitioned by load_date and the customer's bucket, as conform writes them), some balances missing,
+    some fees, and an open-banking account that does not count."""
+    from pipelines import lake
+
+    rng = np.random.default_rng(seed)
+    customers = [f"C{k:04d}" for k in range(n_customers)]
+    accounts, balances, postings = [], [], []
+    for c in customers:
+        for product in rng.choice(["current", "savings", "credit_card", "loan"], size=int(rng.integers(1, 4)),
+                                  replace=False):
+            account = f"{c}-{product}"
+            accounts.append((account, c, str(product), "core"))
+            for d in [days[0] - timedelta(days=1), *days]:
+                if rng.random() < 0.8:       # a missing balance keeps the last one
+                    balances.append((c, account, d, float(rng.normal(50, 300)), "core"))
+        accounts.append((f"{c}-ob", c, "current", "openbanking"))
+        balances.append((c, f"{c}-ob", days[0], -5000.0, "openbanking"))
+        for d in days:
+            if rng.random() < 0.3:
+                postings.append((c, d, float(-rng.integers(1, 30)), "MONTHLY FEE", "core", "fee"))
+            postings.append((c, d, -12.5, "OVERDRAFT INTEREST", "core", "fee"))
+            postings.append((c, d, -40.0, "SHOP", "core", "card"))
+    con = lake.connect()
+    frames = {"balances": pd.DataFrame(balances, columns=["customer_id", "account_id", "as_of", "balance", "source"]),
+              "transactions": pd.DataFrame(postings, columns=["customer_id", "booking_date", "amount_base",
+                                                              "description", "source", "channel"])}
+    for table, frame in frames.items():
+        paths.table("silver", table).mkdir(parents=True)
+        frame["bucket"] = lake.bucket_of(frame["customer_id"])
+        assert frame["bucket"].nunique() > 4
+        for load, part in (("history", frame.iloc[::2]), (days[-1].isoformat(), frame.iloc[1::2])):
+            con.register("part", part)
+            con.execute(f"copy (select * from part) to '{paths.table('silver', table) / f'load_date={load}'}' "
+                        f"(format parquet, partition_by (bucket))")
+            con.unregister("part")
+    snapshot = paths.table("silver", "accounts") / f"as_of={(days[0] - timedelta(days=1)).isoformat()}"
+    snapshot.mkdir(parents=True)
+    con.register("accounts", pd.DataFrame(accounts, columns=["account_id", "customer_id", "product", "source"]))
+    con.execute(f"copy (select * from accounts) to '{snapshot / 'part-0.parquet'}' (format parquet)")
+    con.close()
+
+
+def test_outcomes_computed_a_bucket_at_a_time_equal_the_whole_banks(paths):
+    """The gold customer_outcomes that measure_value writes are computed one customer bucket at a time (memory at a
+    million customers): every day's partition holds exactly the rows, in the same order, that daily_outcomes gives
+    over the whole bank's balances and fees at once; the outcomes read back for some customers are exactly theirs."""
+    from pipelines import lake
+    from pipelines.value import SCHEMAS, _read_outcome_inputs, compute_outcomes, ensure_outcomes
+
+    days = _days(6)
+    _silver_bank(paths, days)
+    balances, fees = _read_outcome_inputs(paths, days[0], days[-1])
+    assert balances["customer_id"].nunique() == 60 and len(fees)
+    whole = daily_outcomes(balances, fees, days, CFG)
+    written = compute_outcomes(paths, days, CFG)
+    con = lake.connect()
+    for d in days:
+        expected = whole[whole["as_of"] == d].drop(columns="as_of").reset_index(drop=True)
+        expected["value_version"] = str(CFG["version"])
+        folder = lake.partition_path(paths, "gold", "customer_outcomes", as_of=d.isoformat())
+        got = con.execute(f"select * from read_parquet('{folder}/*.parquet', hive_partitioning = false)").df()
+        assert list(got.columns) == list(SCHEMAS["customer_outcomes"]) and written[d] == len(got) == 60
+        # to the last bit but for pandas' groupby sum, whose rounding can depend on the other groups in the frame
+        pd.testing.assert_frame_equal(got, expected[list(got.columns)], check_dtype=False, rtol=1e-12)
+    con.close()
+    some = {"C0001", "C0007", "C0042"}
+    every, n_last = ensure_outcomes(paths, days[0], days[-1], CFG)
+    mine, n_mine = ensure_outcomes(paths, days[0], days[-1], CFG, customers=some)
+    assert n_last == n_mine == 60 and len(every) == 60 * len(days)
+    pd.testing.assert_frame_equal(mine, every[every["customer_id"].isin(some)].reset_index(drop=True))
+    nobody, n_nobody = ensure_outcomes(paths, days[0], days[-1], CFG, customers=set())
+    assert nobody.empty and n_nobody == 60
