@@ -68,6 +68,12 @@ HOUR_REGEX = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):.*"
 # The three in one pattern, for the accept filter (one regex per value; the three above only word the reason).
 STRICT_TIMESTAMPTZ_REGEX = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
                             r"(Z|[+-](0[0-9]|1[0-3])(:?[0-5][0-9])?|[+-]14(:?00)?)")
+# Dates and instants the lake's readers (Python, pandas) can hold: the years 0001-9999, for an instant in UTC. DuckDB
+# reads 0000-01-01 as a date and 0001-01-01T00:00+14:00 as an instant of year 0; either would break a later stage.
+FIRST_INSTANT = "timestamptz '0001-01-01 00:00:00+00'"
+LAST_INSTANT = "timestamptz '9999-12-31 23:59:59.999999+00'"
+DATE_OUT_OF_RANGE = "out of range: outside the years 0001-9999"
+INSTANT_OUT_OF_RANGE = "out of range: as UTC it falls outside the years 0001-9999"
 # Control characters a free text may not hold: C0 codes but tab and line breaks (a CSV field may span lines), DEL.
 CONTROL_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 # A required free text of only whitespace is empty.
@@ -87,6 +93,10 @@ NOT_A_NUMBER_TEXT = ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "
 # The order in which DuckDB's structural errors of one record are reported (the first one wins).
 STRUCTURAL_PRECEDENCE = ["INVALID ENCODING", "LINE SIZE OVER MAXIMUM", "UNQUOTED VALUE", "TOO MANY COLUMNS",
                          "MISSING COLUMNS"]
+
+# A file whose lines end in more than one way (CRLF and LF, or CR) cannot be delimited by the strict RFC 4180 reader.
+MIXED_LINE_ENDS = ("mixed line endings (CRLF, LF or CR in one file): the records cannot be delimited; not read "
+                   "(deliver the file with one line ending throughout, CRLF or LF)")
 
 _names = itertools.count()
 
@@ -200,8 +210,11 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
                       f"out of range for {BRONZE_TYPES[column.type]}", True))
     elif column.type == "date":
         rules.append((f"try_cast({value} as date) is null", "not a real date", True))
+        rules.append((f"try_cast({value} as date) < date '0001-01-01'", DATE_OUT_OF_RANGE, True))
     elif column.type == "timestamptz":
         rules.append((f"try_cast({value} as timestamptz) is null", "not a real instant", True))
+        rules.append((f"try_cast({value} as timestamptz) not between {FIRST_INSTANT} and {LAST_INSTANT}",
+                      INSTANT_OUT_OF_RANGE, True))
     elif column.type == "bool":
         rules.append((f"lower({value}) not in ('true', 'false')", "not a boolean (true or false)", True))
     elif column.type == "enum":
@@ -544,6 +557,7 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
     structural: list[tuple[int, str, str, str]] = []
     is_parquet = path.name.endswith(".parquet")
     controls_possible = True
+    scan = None
     try:
         before = bounds.identity(path)
         if before is None:
@@ -572,12 +586,21 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
         # Parquet is read lazily, so a broken Parquet file may only fail here, in the validation pass.
         _drop_quietly(con, [raw, f"dup_{tag}", f"bad_{tag}", f"{raw}_lines", f"{raw}_text"])
         known = isinstance(err, (UnreadableFile, OverLimit))
-        reason = str(err) if known else f"unreadable file: {type(err).__name__}: {err}"
+        if isinstance(err, duckdb.InvalidInputException) and scan is not None and scan.mixed_line_ends:
+            reason = MIXED_LINE_ENDS
+        else:
+            reason = str(err) if known else f"unreadable file: {type(err).__name__}: {_first_line(str(err))}"
         return CoreFileResult(
             file=source_file, kind=contract.name, con=con, accepted_sql=empty_accepted_sql(contract),
             quarantine=quarantine_frame([(source_file, None, None, reason[:RAW_VALUE_MAX_CHARS], None)]),
             whole_file_quarantined=True, warnings=warnings,
         )
+
+
+def _first_line(message: str) -> str:
+    """A reader's message as one line (DuckDB adds lines of advice about its own options after the first)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0] if lines else message.strip()
 
 
 def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, tag: str,

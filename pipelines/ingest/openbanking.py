@@ -117,6 +117,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipelines.ingest.core import INSTANT_OUT_OF_RANGE
+
 log = logging.getLogger(__name__)
 
 RESOURCES = ("accounts", "balances", "transactions", "standing_orders", "direct_debits", "scheduled_payments")
@@ -425,6 +427,9 @@ class _Record:
             self.problem(name, f"{name} {value!r} has a zone offset out of range (-14:00 to +14:00, whole minutes)",
                          value, required)
             return None
+        if not instant_in_range(moment):
+            self.problem(name, f"{name} {value!r} is {INSTANT_OUT_OF_RANGE}", value, required)
+            return None
         return moment
 
     def amount(self, container: dict[str, Any], key: str, prefix: str = "", required: bool = False
@@ -506,6 +511,18 @@ def offset_in_range(moment: datetime) -> bool:
     """A zone offset real zones use: -14:00 to +14:00 in whole minutes."""
     seconds = moment.utcoffset().total_seconds()
     return abs(seconds) <= MAX_OFFSET_SECONDS and seconds % 60 == 0
+
+
+
+
+def instant_in_range(moment: datetime) -> bool:
+    """Whether an aware date-time is still an instant of the years 0001-9999 in UTC (0001-01-01T00:00+14:00 is
+    not: its UTC time is in year 0, which neither Python nor the lake's readers can hold)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def _account_id(context: ObContext, provider_account_id: str) -> str:
@@ -1042,6 +1059,8 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
             elif not offset_in_range(fetched_at):
                 faults.append((f"envelope fetched_at {fetched_raw!r} has a zone offset out of range (-14:00 to "
                                f"+14:00, whole minutes)", fetched_raw))
+            elif not instant_in_range(fetched_at):
+                faults.append((f"envelope fetched_at {fetched_raw!r} is {INSTANT_OUT_OF_RANGE}", fetched_raw))
     consent_id = envelope.get("consent_id")
     if consent_id is not None and type(consent_id) is not str:
         faults.append((f"envelope consent_id is {_kind_of(consent_id)}, expected a string", consent_id))
