@@ -122,3 +122,41 @@ def test_a_whole_file_reason_from_the_reader_is_one_line(con, tmp_path):
     result = ingest(con, tmp_path, "fx_rates", b"currency,rate_to_base\nEUR,1.1\r\nUSD,0.8\rCHF,0.9\n")
     ((line, column, reason),) = problems(result)
     assert (line, column) == (None, None) and "\n" not in reason
+
+
+# --- huge arrays -------------------------------------------------------------------------------------------
+
+def test_an_envelope_of_many_empty_records_keeps_a_bounded_quarantine_and_counts_every_record(tmp_path):
+    """200,000 empty transactions (0.8 MB) made 1,000,000 quarantine rows in memory (about 650 bytes each: a 50 MB
+    file, within max_json_bytes, would need tens of GB). The rows past the cap are counted in one row instead."""
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=2)
+    envelope["transactions"]["Data"]["Transaction"] += [{}] * 20_000
+    path = tmp_path / "openbanking" / "C1-alpha.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(envelope), encoding="utf-8")
+    batch = parse_openbanking_files([path], landing_root=tmp_path, workers=1, max_quarantine_rows=100)
+    assert len(batch.quarantine) == 101
+    assert len(batch.tables["ob_transactions"]) == 2  # the good records are kept
+    assert batch.stats["records_rejected"] == 20_000  # every bad record is counted
+    summary = batch.quarantine["reason"].iloc[-1]
+    assert summary.startswith("99900 more quarantine rows of this file not listed "
+                              "(ingest.max_quarantine_rows_per_file is 100)")
+    assert "(20000 of " in summary
+    uncapped = parse_openbanking_files([path], landing_root=tmp_path, workers=1)
+    assert len(uncapped.quarantine) == 100_000
+
+
+def test_the_nightly_ingest_applies_the_cap_of_the_settings(tmp_path):
+    from pipelines.config import Paths, settings
+    from pipelines.ingest.landing import ingest_landing
+
+    cap = int(settings()["ingest"]["max_quarantine_rows_per_file"])
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=1)
+    envelope["transactions"]["Data"]["Transaction"] += [{}] * (cap // 5 + 10)  # five faults each: past the cap
+    folder = tmp_path / "landing" / D.isoformat()
+    (folder / "openbanking").mkdir(parents=True)
+    (folder / "openbanking" / "C1-alpha.json").write_text(json.dumps(envelope), encoding="utf-8")
+    metrics = ingest_landing(Paths(tmp_path), D.isoformat(), folder, business_date=D)
+    ob_rows = metrics["openbanking"]["rows_quarantined"]
+    assert ob_rows == cap + 1
+    assert metrics["openbanking"]["stats"]["records_rejected"] == cap // 5 + 10
