@@ -160,3 +160,21 @@ def test_the_nightly_ingest_applies_the_cap_of_the_settings(tmp_path):
     ob_rows = metrics["openbanking"]["rows_quarantined"]
     assert ob_rows == cap + 1
     assert metrics["openbanking"]["stats"]["records_rejected"] == cap // 5 + 10
+
+
+# --- Parquet ------------------------------------------------------------------------------------------------
+
+def test_a_parquet_file_with_a_repeated_column_name_is_quarantined_as_a_csv_one_is(con, tmp_path):
+    """DuckDB renames the second `currency` to `currency_1`, which read as an extra column: the first copy won
+    silently whatever the second said. A CSV with the same header is quarantined whole; so is the Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "fx_rates.parquet"
+    table = pa.Table.from_arrays([pa.array(["EUR"]), pa.array(["1.1"]), pa.array(["USD"])],
+                                 names=["currency", "rate_to_base", "currency"])
+    pq.write_table(table, path)
+    result = read_landing_file(con, path, landing_contract()["fx_rates"], D, "x/fx_rates.parquet")
+    assert problems(result) == [(None, None, "duplicate column names in the header: currency")]
+    csv_result = ingest(con, tmp_path, "fx_rates", "currency,rate_to_base,currency\nEUR,1.1,USD\n")
+    assert problems(csv_result) == problems(result)

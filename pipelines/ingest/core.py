@@ -529,10 +529,25 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: 
     except duckdb.Error as err:
         raise UnreadableFile(f"cannot read the Parquet file: {err}") from err
     names = [row[0] for row in described]
+    declared = parquet_column_names(path)
+    if declared is not None and len(declared) == len(names):
+        names_as_declared = declared  # DuckDB renames a repeated name (amount, amount_1): the header check must see it
+    else:
+        names_as_declared = names
     casts = "".join(f", nullif(cast({quote_ident(n)} as varchar), '') as c{i}" for i, n in enumerate(names))
     con.execute(f"create temp view {raw} as select file_row_number + 1 as line{casts} "
                 f"from read_parquet({quote_literal(str(path))}, file_row_number = true)")
-    return names
+    return names_as_declared
+
+
+def parquet_column_names(path: Path) -> list[str] | None:
+    """The top-level column names a Parquet footer declares, repeats included (None when pyarrow cannot say)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError, its IO errors OSErrors
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
