@@ -178,3 +178,25 @@ def test_a_parquet_file_with_a_repeated_column_name_is_quarantined_as_a_csv_one_
     assert problems(result) == [(None, None, "duplicate column names in the header: currency")]
     csv_result = ingest(con, tmp_path, "fx_rates", "currency,rate_to_base,currency\nEUR,1.1,USD\n")
     assert problems(csv_result) == problems(result)
+
+
+# --- a CSV of many bad rows -----------------------------------------------------------------------------------
+
+def test_a_csv_of_many_bad_rows_lists_the_first_and_counts_the_rest(con, tmp_path):
+    """Every bad row's faults came into memory as one DataFrame (200,000 bad postings: 1.2M rows, 1 GB; a bad 16M-line
+    file would not fit). Now the first `max_quarantine_rows` bad records are listed with every fault, the others
+    counted in one row; the accepted rows are the same."""
+    from pipelines.ingest.limits import IngestLimits
+
+    header = "currency,rate_to_base"
+    rows = ["EUR,1.1"] + [f"X{i},abc" for i in range(50)] + ["USD,0.8"]
+    path = tmp_path / "fx_rates.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    result = read_landing_file(con, path, landing_contract()["fx_rates"], D, "x/fx_rates.csv",
+                               limits=IngestLimits(max_quarantine_rows=10))
+    found = problems(result)
+    assert found[0] == (None, None, "40 more records of this file broke a rule and are quarantined, not listed "
+                                    "(ingest.max_quarantine_rows_per_file is 10); 50 in all")
+    assert [line for line, _, _ in found[1:]] == [3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12]
+    assert (result.rows_read, result.rows_accepted, result.rows_quarantined) == (52, 2, 50)
+    assert sorted(r[0] for r in result.accepted.fetchall()) == ["EUR", "USD"]

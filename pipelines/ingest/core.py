@@ -592,7 +592,7 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
             structural = _load_csv(con, path, names, raw, tag, scan, scan_error)
             controls_possible = scan is None or scan.has_control
         result = _validate(con, contract, raw, tag, mapping, business_date, source_file, max_late_days,
-                           quarantine_rows, structural, warnings, controls_possible)
+                           quarantine_rows, structural, warnings, controls_possible, limits.max_quarantine_rows)
         if bounds.identity(path) != before:
             drop_file_objects(result)
             raise UnreadableFile("the file changed while it was read (replaced by a link or another file): refused")
@@ -621,7 +621,7 @@ def _first_line(message: str) -> str:
 def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, tag: str,
               mapping: dict[str, int], business_date: date | None, source_file: str, max_late_days: int | None,
               quarantine_rows: list, structural: list[tuple[int, str, str, str]], warnings: list[str],
-              controls_possible: bool = True) -> CoreFileResult:
+              controls_possible: bool = True, max_quarantine_rows: int | None = None) -> CoreFileResult:
     """The SQL compiled from the contract: a filter that is true for a row that breaks no rule (the accepted rows,
     selected when they are written), and for the other rows the list of broken rules, one quarantine row each."""
     dups = f"dup_{tag}"
@@ -662,31 +662,36 @@ def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, 
                 f"'raw_value': v{i}}} end" for i, c in enumerate(contract.columns)]
     problems.append(f"case when r_key is not null then {{'column_name': {quote_literal(key_label)}, "
                     f"'reason': r_key, 'raw_value': left(v_key, {RAW_VALUE_MAX_CHARS})}} end")
+    # The bad lines stay in DuckDB (a file of millions of bad rows must not come into memory); the reasons are
+    # worked out for the first `max_quarantine_rows` of them only (every fault of each), the others are counted in
+    # one quarantine row.
+    bad_lines = f"bad_{tag}"
+    con.execute(f"create temp table {bad_lines} as select {raw}.line from {source} where not ({all_ok})")
+    rows_bad = int(con.execute(f"select count(*) from {bad_lines}").fetchall()[0][0])
+    listed = "" if max_quarantine_rows is None else f" order by line limit {int(max_quarantine_rows)}"
     bad = con.execute(
         f"select {quote_literal(source_file)} as file, line, b.column_name, b.reason, b.raw_value from ("
         f"select line, unnest(list_filter([{', '.join(problems)}], lambda x: x is not null)) as b from ("
         f"select {raw}.line, {', '.join(reasons + raw_values)}, {key_reason} as r_key, {key_raw} as v_key "
-        f"from {source} where not ({all_ok}))) order by line"
-    ).df()
+        f"from {source} where {raw}.line in (select line from {bad_lines}{listed}))) order by line"
+    ).df() if rows_bad else pd.DataFrame(columns=QUARANTINE_COLUMNS)
     rows_checked = int(con.execute(f"select count(*) from {raw}").fetchall()[0][0])
-    rows_bad = int(bad["line"].nunique()) if len(bad) else 0
+    unlisted = rows_bad - (int(bad["line"].nunique()) if len(bad) else 0)
 
     for line, error_type, message, raw_record in structural:
         shown = withheld_text(raw_record) if contract.has_personal_data else raw_record
         quarantine_rows.append((source_file, line, None, _structural_reason(error_type, message), shown))
+    if unlisted:
+        quarantine_rows.append((source_file, None, None, f"{unlisted} more records of this file broke a rule and "
+                                f"are quarantined, not listed (ingest.max_quarantine_rows_per_file is "
+                                f"{max_quarantine_rows}); {rows_bad} in all", None))
     quarantine = quarantine_frame(quarantine_rows)
     if len(bad):
         quarantine = pd.concat([quarantine, _normalise(bad)], ignore_index=True)
     quarantine = quarantine.sort_values("line", kind="stable", na_position="first").reset_index(drop=True)
 
     # The accepted rows are all rows but the bad lines: the rules are not evaluated a second time.
-    bad_lines = f"bad_{tag}"
-    filter_sql = ""
-    if rows_bad:
-        con.register(f"{bad_lines}_frame", pd.DataFrame({"line": sorted(int(x) for x in set(bad["line"]))}))
-        con.execute(f"create temp table {bad_lines} as select cast(line as bigint) as line from {bad_lines}_frame")
-        con.unregister(f"{bad_lines}_frame")
-        filter_sql = f" where {raw}.line not in (select line from {bad_lines})"
+    filter_sql = f" where {raw}.line not in (select line from {bad_lines})" if rows_bad else ""
     typed = [f"{typed_value_sql(c, value(c))} as {quote_ident(c.name)}" for c in contract.columns]
     if contract.name == "transactions":
         typed.append(f"cast(left({value(contract.column('booked_at'))}, 10) as date) as booking_date")

@@ -36,13 +36,15 @@ class IngestLimits:
     max_file_bytes: int | None = None
     max_decompressed_bytes: int | None = None
     max_lines: int | None = None
+    max_quarantine_rows: int | None = None  # rule faults listed per file; the other bad records are only counted
 
 
 def ingest_limits() -> IngestLimits:
     config = settings()["ingest"]
     return IngestLimits(max_file_bytes=int(config["max_file_bytes"]),
                         max_decompressed_bytes=int(config["max_decompressed_bytes"]),
-                        max_lines=int(config["max_lines"]))
+                        max_lines=int(config["max_lines"]),
+                        max_quarantine_rows=int(config["max_quarantine_rows_per_file"]))
 
 
 def raw_value_cap() -> int:
