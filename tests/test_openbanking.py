@@ -655,10 +655,10 @@ def test_an_unexpected_error_costs_one_file_not_the_batch(tmp_path: Path, monkey
 
     real = openbanking.parse_envelope_file
 
-    def flaky(path: Path, source_file: str, max_bytes: int, max_depth: int):
+    def flaky(path: Path, source_file: str, *limits: Any):
         if path.name == "f001.json":
             raise KeyError("boom")
-        return real(path, source_file, max_bytes, max_depth)
+        return real(path, source_file, *limits)
 
     monkeypatch.setattr(openbanking, "parse_envelope_file", flaky)
     batch = batch_of(tmp_path, envelope(2), make_envelope("C2", "alphabank", FETCHED, 2))

@@ -68,6 +68,12 @@ HOUR_REGEX = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):.*"
 # The three in one pattern, for the accept filter (one regex per value; the three above only word the reason).
 STRICT_TIMESTAMPTZ_REGEX = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
                             r"(Z|[+-](0[0-9]|1[0-3])(:?[0-5][0-9])?|[+-]14(:?00)?)")
+# Dates and instants the lake's readers (Python, pandas) can hold: the years 0001-9999, for an instant in UTC. DuckDB
+# reads 0000-01-01 as a date and 0001-01-01T00:00+14:00 as an instant of year 0; either would break a later stage.
+FIRST_INSTANT = "timestamptz '0001-01-01 00:00:00+00'"
+LAST_INSTANT = "timestamptz '9999-12-31 23:59:59.999999+00'"
+DATE_OUT_OF_RANGE = "out of range: outside the years 0001-9999"
+INSTANT_OUT_OF_RANGE = "out of range: as UTC it falls outside the years 0001-9999"
 # Control characters a free text may not hold: C0 codes but tab and line breaks (a CSV field may span lines), DEL.
 CONTROL_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 # A required free text of only whitespace is empty.
@@ -87,6 +93,10 @@ NOT_A_NUMBER_TEXT = ("nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "
 # The order in which DuckDB's structural errors of one record are reported (the first one wins).
 STRUCTURAL_PRECEDENCE = ["INVALID ENCODING", "LINE SIZE OVER MAXIMUM", "UNQUOTED VALUE", "TOO MANY COLUMNS",
                          "MISSING COLUMNS"]
+
+# A file whose lines end in more than one way (CRLF and LF, or CR) cannot be delimited by the strict RFC 4180 reader.
+MIXED_LINE_ENDS = ("mixed line endings (CRLF, LF or CR in one file): the records cannot be delimited; not read "
+                   "(deliver the file with one line ending throughout, CRLF or LF)")
 
 _names = itertools.count()
 
@@ -200,8 +210,11 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
                       f"out of range for {BRONZE_TYPES[column.type]}", True))
     elif column.type == "date":
         rules.append((f"try_cast({value} as date) is null", "not a real date", True))
+        rules.append((f"try_cast({value} as date) < date '0001-01-01'", DATE_OUT_OF_RANGE, True))
     elif column.type == "timestamptz":
         rules.append((f"try_cast({value} as timestamptz) is null", "not a real instant", True))
+        rules.append((f"try_cast({value} as timestamptz) not between {FIRST_INSTANT} and {LAST_INSTANT}",
+                      INSTANT_OUT_OF_RANGE, True))
     elif column.type == "bool":
         rules.append((f"lower({value}) not in ('true', 'false')", "not a boolean (true or false)", True))
     elif column.type == "enum":
@@ -516,10 +529,25 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: 
     except duckdb.Error as err:
         raise UnreadableFile(f"cannot read the Parquet file: {err}") from err
     names = [row[0] for row in described]
+    declared = parquet_column_names(path)
+    if declared is not None and len(declared) == len(names):
+        names_as_declared = declared  # DuckDB renames a repeated name (amount, amount_1): the header check must see it
+    else:
+        names_as_declared = names
     casts = "".join(f", nullif(cast({quote_ident(n)} as varchar), '') as c{i}" for i, n in enumerate(names))
     con.execute(f"create temp view {raw} as select file_row_number + 1 as line{casts} "
                 f"from read_parquet({quote_literal(str(path))}, file_row_number = true)")
-    return names
+    return names_as_declared
+
+
+def parquet_column_names(path: Path) -> list[str] | None:
+    """The top-level column names a Parquet footer declares, repeats included (None when pyarrow cannot say)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError, its IO errors OSErrors
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -544,6 +572,7 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
     structural: list[tuple[int, str, str, str]] = []
     is_parquet = path.name.endswith(".parquet")
     controls_possible = True
+    scan = None
     try:
         before = bounds.identity(path)
         if before is None:
@@ -563,7 +592,7 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
             structural = _load_csv(con, path, names, raw, tag, scan, scan_error)
             controls_possible = scan is None or scan.has_control
         result = _validate(con, contract, raw, tag, mapping, business_date, source_file, max_late_days,
-                           quarantine_rows, structural, warnings, controls_possible)
+                           quarantine_rows, structural, warnings, controls_possible, limits.max_quarantine_rows)
         if bounds.identity(path) != before:
             drop_file_objects(result)
             raise UnreadableFile("the file changed while it was read (replaced by a link or another file): refused")
@@ -572,7 +601,10 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
         # Parquet is read lazily, so a broken Parquet file may only fail here, in the validation pass.
         _drop_quietly(con, [raw, f"dup_{tag}", f"bad_{tag}", f"{raw}_lines", f"{raw}_text"])
         known = isinstance(err, (UnreadableFile, OverLimit))
-        reason = str(err) if known else f"unreadable file: {type(err).__name__}: {err}"
+        if isinstance(err, duckdb.InvalidInputException) and scan is not None and scan.mixed_line_ends:
+            reason = MIXED_LINE_ENDS
+        else:
+            reason = str(err) if known else f"unreadable file: {type(err).__name__}: {_first_line(str(err))}"
         return CoreFileResult(
             file=source_file, kind=contract.name, con=con, accepted_sql=empty_accepted_sql(contract),
             quarantine=quarantine_frame([(source_file, None, None, reason[:RAW_VALUE_MAX_CHARS], None)]),
@@ -580,10 +612,16 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
         )
 
 
+def _first_line(message: str) -> str:
+    """A reader's message as one line (DuckDB adds lines of advice about its own options after the first)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0] if lines else message.strip()
+
+
 def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, tag: str,
               mapping: dict[str, int], business_date: date | None, source_file: str, max_late_days: int | None,
               quarantine_rows: list, structural: list[tuple[int, str, str, str]], warnings: list[str],
-              controls_possible: bool = True) -> CoreFileResult:
+              controls_possible: bool = True, max_quarantine_rows: int | None = None) -> CoreFileResult:
     """The SQL compiled from the contract: a filter that is true for a row that breaks no rule (the accepted rows,
     selected when they are written), and for the other rows the list of broken rules, one quarantine row each."""
     dups = f"dup_{tag}"
@@ -624,31 +662,36 @@ def _validate(con: duckdb.DuckDBPyConnection, contract: FileContract, raw: str, 
                 f"'raw_value': v{i}}} end" for i, c in enumerate(contract.columns)]
     problems.append(f"case when r_key is not null then {{'column_name': {quote_literal(key_label)}, "
                     f"'reason': r_key, 'raw_value': left(v_key, {RAW_VALUE_MAX_CHARS})}} end")
+    # The bad lines stay in DuckDB (a file of millions of bad rows must not come into memory); the reasons are
+    # worked out for the first `max_quarantine_rows` of them only (every fault of each), the others are counted in
+    # one quarantine row.
+    bad_lines = f"bad_{tag}"
+    con.execute(f"create temp table {bad_lines} as select {raw}.line from {source} where not ({all_ok})")
+    rows_bad = int(con.execute(f"select count(*) from {bad_lines}").fetchall()[0][0])
+    listed = "" if max_quarantine_rows is None else f" order by line limit {int(max_quarantine_rows)}"
     bad = con.execute(
         f"select {quote_literal(source_file)} as file, line, b.column_name, b.reason, b.raw_value from ("
         f"select line, unnest(list_filter([{', '.join(problems)}], lambda x: x is not null)) as b from ("
         f"select {raw}.line, {', '.join(reasons + raw_values)}, {key_reason} as r_key, {key_raw} as v_key "
-        f"from {source} where not ({all_ok}))) order by line"
-    ).df()
+        f"from {source} where {raw}.line in (select line from {bad_lines}{listed}))) order by line"
+    ).df() if rows_bad else pd.DataFrame(columns=QUARANTINE_COLUMNS)
     rows_checked = int(con.execute(f"select count(*) from {raw}").fetchall()[0][0])
-    rows_bad = int(bad["line"].nunique()) if len(bad) else 0
+    unlisted = rows_bad - (int(bad["line"].nunique()) if len(bad) else 0)
 
     for line, error_type, message, raw_record in structural:
         shown = withheld_text(raw_record) if contract.has_personal_data else raw_record
         quarantine_rows.append((source_file, line, None, _structural_reason(error_type, message), shown))
+    if unlisted:
+        quarantine_rows.append((source_file, None, None, f"{unlisted} more records of this file broke a rule and "
+                                f"are quarantined, not listed (ingest.max_quarantine_rows_per_file is "
+                                f"{max_quarantine_rows}); {rows_bad} in all", None))
     quarantine = quarantine_frame(quarantine_rows)
     if len(bad):
         quarantine = pd.concat([quarantine, _normalise(bad)], ignore_index=True)
     quarantine = quarantine.sort_values("line", kind="stable", na_position="first").reset_index(drop=True)
 
     # The accepted rows are all rows but the bad lines: the rules are not evaluated a second time.
-    bad_lines = f"bad_{tag}"
-    filter_sql = ""
-    if rows_bad:
-        con.register(f"{bad_lines}_frame", pd.DataFrame({"line": sorted(int(x) for x in set(bad["line"]))}))
-        con.execute(f"create temp table {bad_lines} as select cast(line as bigint) as line from {bad_lines}_frame")
-        con.unregister(f"{bad_lines}_frame")
-        filter_sql = f" where {raw}.line not in (select line from {bad_lines})"
+    filter_sql = f" where {raw}.line not in (select line from {bad_lines})" if rows_bad else ""
     typed = [f"{typed_value_sql(c, value(c))} as {quote_ident(c.name)}" for c in contract.columns]
     if contract.name == "transactions":
         typed.append(f"cast(left({value(contract.column('booked_at'))}, 10) as date) as booking_date")

@@ -202,6 +202,7 @@ def _ingest_openbanking(con: duckdb.DuckDBPyConnection, paths: Paths, load_date:
     started = time.perf_counter()
     batch = parse_openbanking_files(files, landing_root=landing_root, max_bytes=int(config["max_json_bytes"]),
                                     max_depth=int(config["max_json_depth"]),
+                                    max_quarantine_rows=int(config["max_quarantine_rows_per_file"]),
                                     workers=max(1, min(2, os.cpu_count() or 1)))
     tables: dict[str, int] = {}
     for name, frame in batch.tables.items():

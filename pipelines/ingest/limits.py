@@ -36,13 +36,15 @@ class IngestLimits:
     max_file_bytes: int | None = None
     max_decompressed_bytes: int | None = None
     max_lines: int | None = None
+    max_quarantine_rows: int | None = None  # rule faults listed per file; the other bad records are only counted
 
 
 def ingest_limits() -> IngestLimits:
     config = settings()["ingest"]
     return IngestLimits(max_file_bytes=int(config["max_file_bytes"]),
                         max_decompressed_bytes=int(config["max_decompressed_bytes"]),
-                        max_lines=int(config["max_lines"]))
+                        max_lines=int(config["max_lines"]),
+                        max_quarantine_rows=int(config["max_quarantine_rows_per_file"]))
 
 
 def raw_value_cap() -> int:
@@ -95,6 +97,15 @@ class TextScan:
     newlines: int
     ends_with_newline: bool
     has_control: bool = True  # a control byte (other than tab and line breaks) somewhere: the text rule must look
+    returns: int = 0  # CR bytes
+    crlf: int = 0  # CR LF pairs
+
+    @property
+    def mixed_line_ends(self) -> bool:
+        """More than one kind of line end (CRLF, LF alone, CR alone) in the file (a CR or LF inside a quoted field
+        counts too, so this only words why a file could not be read)."""
+        kinds = (self.crlf > 0) + (self.newlines > self.crlf) + (self.returns > self.crlf)
+        return kinds > 1
 
     @property
     def physical_lines(self) -> int:
@@ -106,7 +117,7 @@ def scan_text(path: Path, limits: IngestLimits) -> TextScan:
     every chunk, so at most CHUNK_BYTES past a bound is ever decompressed), OSError/EOFError/zlib.error when it cannot
     be read (a truncated gzip). Lines are LF-terminated lines, or CR-terminated ones for an old Mac file."""
     check_file_size(path, limits)
-    size = newlines = returns = 0
+    size = newlines = returns = crlf = 0
     last = b""
     has_control = False
     max_bytes, max_lines = limits.max_decompressed_bytes, limits.max_lines
@@ -118,6 +129,7 @@ def scan_text(path: Path, limits: IngestLimits) -> TextScan:
             size += len(chunk)
             newlines += chunk.count(b"\n")
             returns += chunk.count(b"\r")
+            crlf += chunk.count(b"\r\n") + (last == b"\r" and chunk[:1] == b"\n")
             last = chunk[-1:]
             has_control = has_control or bool(chunk.translate(None, _NOT_CONTROL))
             if max_bytes is not None and size > max_bytes:
@@ -128,7 +140,8 @@ def scan_text(path: Path, limits: IngestLimits) -> TextScan:
     lines = max(newlines, returns) + (0 if last in (b"", b"\n", b"\r") else 1)
     if max_lines is not None and lines > max_lines:
         raise OverLimit(_too_many_lines(max_lines))
-    return TextScan(size=size, newlines=newlines, ends_with_newline=last == b"\n", has_control=has_control)
+    return TextScan(size=size, newlines=newlines, ends_with_newline=last == b"\n", has_control=has_control,
+                    returns=returns, crlf=crlf)
 
 
 def _too_many_lines(max_lines: int) -> str:

@@ -117,6 +117,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipelines.ingest.core import INSTANT_OUT_OF_RANGE
+
 log = logging.getLogger(__name__)
 
 RESOURCES = ("accounts", "balances", "transactions", "standing_orders", "direct_debits", "scheduled_payments")
@@ -255,6 +257,16 @@ class ParsedResource:
     records_read: int = 0
     records_rejected: int = 0
     pages_rejected: int = 0  # pages (or a whole resource) quarantined without their records being counted
+    max_rows: int | None = None  # quarantine rows kept at most (None: all); the others are only counted
+    unlisted: int = 0  # quarantine rows past max_rows: counted, not kept
+
+    def add(self, row: dict[str, Any]) -> None:
+        """A quarantine row, kept while under max_rows (a file of millions of empty records must not hold a row
+        per fault in memory: the records are rejected and counted all the same)."""
+        if self.max_rows is None or len(self.quarantine) < self.max_rows:
+            self.quarantine.append(row)
+        else:
+            self.unlisted += 1
 
 
 @dataclass
@@ -425,6 +437,9 @@ class _Record:
             self.problem(name, f"{name} {value!r} has a zone offset out of range (-14:00 to +14:00, whole minutes)",
                          value, required)
             return None
+        if not instant_in_range(moment):
+            self.problem(name, f"{name} {value!r} is {INSTANT_OUT_OF_RANGE}", value, required)
+            return None
         return moment
 
     def amount(self, container: dict[str, Any], key: str, prefix: str = "", required: bool = False
@@ -506,6 +521,18 @@ def offset_in_range(moment: datetime) -> bool:
     """A zone offset real zones use: -14:00 to +14:00 in whole minutes."""
     seconds = moment.utcoffset().total_seconds()
     return abs(seconds) <= MAX_OFFSET_SECONDS and seconds % 60 == 0
+
+
+
+
+def instant_in_range(moment: datetime) -> bool:
+    """Whether an aware date-time is still an instant of the years 0001-9999 in UTC (0001-01-01T00:00+14:00 is
+    not: its UTC time is in year 0, which neither Python nor the lake's readers can hold)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def _account_id(context: ObContext, provider_account_id: str) -> str:
@@ -831,14 +858,14 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
     source = context.source_file
     if type(page) is not dict:
         out.pages_rejected += 1
-        out.quarantine.append(_quarantine_row(source, path, f"{path} is {_kind_of(page)}, expected an OBIE "
+        out.add(_quarantine_row(source, path, f"{path} is {_kind_of(page)}, expected an OBIE "
                                                             f"response object; page quarantined", page))
         return
     data = page.get("Data")
     if type(data) is not dict:
         problem = "is missing" if data is None else f"is {_kind_of(data)}, expected an object"
         out.pages_rejected += 1
-        out.quarantine.append(_quarantine_row(source, f"{path}.Data", f"{path}.Data {problem}; page quarantined",
+        out.add(_quarantine_row(source, f"{path}.Data", f"{path}.Data {problem}; page quarantined",
                                               page if data is None else data))
         return
     key = DATA_KEYS[resource]
@@ -846,11 +873,11 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
     records = data.get(key)
     if records is None:
         if resource == "balances":
-            out.quarantine.append(_quarantine_row(source, records_path, f"Data.{key} is missing (required, at least "
+            out.add(_quarantine_row(source, records_path, f"Data.{key} is missing (required, at least "
                                                                         f"one balance); page has no rows", data))
         return
     if type(records) is dict:
-        out.quarantine.append(_quarantine_row(source, records_path, f"Data.{key} is an object, expected an array; "
+        out.add(_quarantine_row(source, records_path, f"Data.{key} is an object, expected an array; "
                                                                     f"read as one element", records))
         items: list[tuple[str, Any]] = [(records_path, records)]
         records = [records]
@@ -858,7 +885,7 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
         items = [(f"{records_path}[{i}]", record) for i, record in enumerate(records)]
     else:
         out.pages_rejected += 1
-        out.quarantine.append(_quarantine_row(source, records_path, f"Data.{key} is {_kind_of(records)}, expected "
+        out.add(_quarantine_row(source, records_path, f"Data.{key} is {_kind_of(records)}, expected "
                                                                     f"an array; page quarantined", records))
         return
     version = detect_version(resource, records, page)
@@ -868,21 +895,21 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
         out.records_read += 1
         if type(record) is not dict:
             out.records_rejected += 1
-            out.quarantine.append(_quarantine_row(source, record_path, f"record is {_kind_of(record)}, expected an "
+            out.add(_quarantine_row(source, record_path, f"record is {_kind_of(record)}, expected an "
                                                                        f"object; {RECORD_REJECTED}", record))
             continue
         rec = _Record(record, version)
         row = reader(rec, context, fingerprints)
         for name, reason, raw in rec.faults:
-            out.quarantine.append(_quarantine_row(source, f"{record_path}.{name}", reason, raw))
+            out.add(_quarantine_row(source, f"{record_path}.{name}", reason, raw))
         for name, reason, raw in rec.notes:
-            out.quarantine.append(_quarantine_row(source, f"{record_path}.{name}", reason, raw))
+            out.add(_quarantine_row(source, f"{record_path}.{name}", reason, raw))
         if row is None or rec.faults:
             out.records_rejected += 1
             continue
         if listed is not None and row["account_id"] not in listed:
             out.records_rejected += 1
-            out.quarantine.append(_quarantine_row(
+            out.add(_quarantine_row(
                 source, f"{record_path}.AccountId", f"account {record.get('AccountId')!r} is not listed in this "
                 f"envelope's accounts: an envelope speaks only for its own customer's accounts it lists; "
                 f"{RECORD_REJECTED}", record.get("AccountId")))
@@ -891,8 +918,8 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
         out.rows.append(row)
 
 
-def parse_resource(resource: str, body: Any, context: ObContext, listed: frozenset[str] | None = None
-                   ) -> ParsedResource:
+def parse_resource(resource: str, body: Any, context: ObContext, listed: frozenset[str] | None = None,
+                   max_rows: int | None = None) -> ParsedResource:
     """Rows and quarantine of one resource: one OBIE response body or a list of page bodies (None: nothing).
 
     listed: the canonical account ids the envelope's `accounts` resource lists; a record of another resource on an
@@ -903,7 +930,7 @@ def parse_resource(resource: str, body: Any, context: ObContext, listed: frozens
     """
     if resource not in DATA_KEYS:
         raise ValueError(f"unknown open-banking resource {resource!r}; expected one of {', '.join(RESOURCES)}")
-    out = ParsedResource()
+    out = ParsedResource(max_rows=max_rows)
     if body is None:
         return out
     fingerprints: dict[str, int] = {}
@@ -914,7 +941,7 @@ def parse_resource(resource: str, body: Any, context: ObContext, listed: frozens
             _parse_page(resource, page, f"{resource}[{i}]", context, out, fingerprints, listed)
     else:
         out.pages_rejected += 1
-        out.quarantine.append(_quarantine_row(context.source_file, resource,
+        out.add(_quarantine_row(context.source_file, resource,
                                               f"{resource} is {_kind_of(body)}, expected an OBIE response object "
                                               f"or a list of page objects; resource quarantined", body))
     return out
@@ -1042,6 +1069,8 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
             elif not offset_in_range(fetched_at):
                 faults.append((f"envelope fetched_at {fetched_raw!r} has a zone offset out of range (-14:00 to "
                                f"+14:00, whole minutes)", fetched_raw))
+            elif not instant_in_range(fetched_at):
+                faults.append((f"envelope fetched_at {fetched_raw!r} is {INSTANT_OUT_OF_RANGE}", fetched_raw))
     consent_id = envelope.get("consent_id")
     if consent_id is not None and type(consent_id) is not str:
         faults.append((f"envelope consent_id is {_kind_of(consent_id)}, expected a string", consent_id))
@@ -1052,10 +1081,11 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
 
 
 def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_MAX_BYTES,
-                        max_depth: int = DEFAULT_MAX_DEPTH) -> ObFileResult:
+                        max_depth: int = DEFAULT_MAX_DEPTH, max_quarantine_rows: int | None = None) -> ObFileResult:
     """Read one envelope file into rows per `ob_*` table and quarantine rows; never raises on bad content.
 
-    A file over max_bytes is quarantined from its size without being read. Rows are not deduplicated here.
+    A file over max_bytes is quarantined from its size without being read. Rows are not deduplicated here. At most
+    max_quarantine_rows quarantine rows of the file's records are kept (None: all), then one row that counts the rest.
     """
     result = _empty_file_result()
     try:
@@ -1083,15 +1113,23 @@ def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_M
             _reject_file(result, source_file, why, raw)
         return result
     listed: frozenset[str] | None = None
+    unlisted = 0
     for resource in RESOURCES:  # accounts first: what the envelope lists bounds what its other resources may touch
-        parsed = parse_resource(resource, envelope.get(resource), context, listed)
+        room = None if max_quarantine_rows is None else max(0, max_quarantine_rows - len(result.quarantine))
+        parsed = parse_resource(resource, envelope.get(resource), context, listed, max_rows=room)
         if resource == "accounts":
             listed = frozenset(row["account_id"] for row in parsed.rows)
         result.tables[TABLES[resource]].extend(parsed.rows)
         result.quarantine.extend(parsed.quarantine)
+        unlisted += parsed.unlisted
         result.records_read += parsed.records_read
         result.records_rejected += parsed.records_rejected
         result.pages_rejected += parsed.pages_rejected
+    if unlisted:
+        result.quarantine.append(_quarantine_row(
+            source_file, None, f"{unlisted} more quarantine rows of this file not listed (ingest."
+            f"max_quarantine_rows_per_file is {max_quarantine_rows}); their records are rejected and counted all the "
+            f"same ({result.records_rejected} of {result.records_read} records of the file rejected)", None))
     return result
 
 
@@ -1144,7 +1182,8 @@ def _source_file(path: Path, resolved_root: Path) -> str:
         return path.as_posix()
 
 
-def _parse_chunk(paths: list[str], landing_root: str, max_bytes: int, max_depth: int
+def _parse_chunk(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
+                 max_quarantine_rows: int | None = None
                  ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
     """Parse some files into (un-deduplicated frames, quarantine frame, counts); runs in a worker process too."""
     tables: dict[str, list[dict[str, Any]]] = {TABLES[r]: [] for r in RESOURCES}
@@ -1155,7 +1194,7 @@ def _parse_chunk(paths: list[str], landing_root: str, max_bytes: int, max_depth:
         path = Path(name)
         source_file = _source_file(path, root)
         try:
-            result = parse_envelope_file(path, source_file, max_bytes, max_depth)
+            result = parse_envelope_file(path, source_file, max_bytes, max_depth, max_quarantine_rows)
         except Exception as error:  # a bug must cost one file, not the night; the quarantine gate still sees it
             log.exception("open-banking file %s could not be parsed", source_file)
             result = _reject_file(_empty_file_result(), source_file,
@@ -1188,7 +1227,8 @@ def deduplicate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def parse_openbanking_files(files: list[Path], landing_root: Path, max_bytes: int = DEFAULT_MAX_BYTES,
-                            max_depth: int = DEFAULT_MAX_DEPTH, workers: int = 1) -> ObBatch:
+                            max_depth: int = DEFAULT_MAX_DEPTH, workers: int = 1,
+                            max_quarantine_rows: int | None = None) -> ObBatch:
     """Parse envelope files into the six deduplicated `ob_*` DataFrames plus one quarantine DataFrame.
 
     source_file is each path relative to landing_root. With workers > 1 and at least MIN_FILES_PER_WORKER files per
@@ -1203,10 +1243,11 @@ def parse_openbanking_files(files: list[Path], landing_root: Path, max_bytes: in
         from pipelines.parallel import process_pool  # children that never re-run Airflow's CLI inside a task
 
         with process_pool(workers) as pool:
-            futures = [pool.submit(_parse_chunk, piece, str(landing_root), max_bytes, max_depth) for piece in pieces]
+            futures = [pool.submit(_parse_chunk, piece, str(landing_root), max_bytes, max_depth, max_quarantine_rows)
+                       for piece in pieces]
             chunks = [future.result() for future in futures]
     else:
-        chunks = [_parse_chunk(names, str(landing_root), max_bytes, max_depth)]
+        chunks = [_parse_chunk(names, str(landing_root), max_bytes, max_depth, max_quarantine_rows)]
     stats = {"files": 0, "files_rejected": 0, "records_read": 0, "records_rejected": 0, "pages_rejected": 0}
     for _, _, counts in chunks:
         for key, value in counts.items():

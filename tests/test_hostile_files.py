@@ -1,0 +1,202 @@
+"""Hostile landing files found by the hostile-file sweep (docs/architecture.md, "Hostile files: what the ingest
+guarantees"): each class ends in a quarantine row with a one-line reason, never an exception, and loses no row that
+could be used."""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from pipelines.contract import landing_contract
+from pipelines.ingest.core import DATE_OUT_OF_RANGE, INSTANT_OUT_OF_RANGE, MIXED_LINE_ENDS, read_landing_file
+from pipelines.ingest.openbanking import parse_openbanking_files
+from pipelines.lake import connect
+from tests.fixtures.openbanking.synthetic import make_envelope
+
+D = date(2026, 11, 20)
+Y0 = "0001-01-01T00:00:00+14:00"  # as UTC: 0000-12-31T10:00, year 0
+Y10K = "9999-12-31T23:59:59-14:00"  # as UTC: 10000-01-01T13:59:59
+FETCHED = datetime(2026, 11, 20, 1, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def con() -> duckdb.DuckDBPyConnection:
+    connection = connect()
+    yield connection
+    connection.close()
+
+
+def ingest(con, tmp_path: Path, kind: str, text: str | bytes, business_date: date | None = D):
+    path = tmp_path / f"{kind}.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return read_landing_file(con, path, landing_contract()[kind], business_date, f"x/{path.name}")
+
+
+def problems(result) -> list[tuple]:
+    return [(None if pd.isna(line) else int(line), None if pd.isna(column) else column, reason)
+            for line, column, reason in result.quarantine[["line", "column_name", "reason"]]
+            .astype(object).itertuples(index=False)]
+
+
+# --- dates and instants the lake cannot hold -----------------------------------------------------------------
+
+@pytest.mark.parametrize("business_date", [D, None], ids=["nightly", "history"])
+def test_an_instant_outside_the_years_1_to_9999_in_utc_is_quarantined(con, tmp_path, business_date):
+    """DuckDB reads 0001-01-01T00:00+14:00 as an instant of year 0 and 9999-12-31T23:59:59-14:00 as one of year
+    10000; bronze and silver held them and any stage reading them into Python failed. The far-future sentinel
+    9999-12-31T00:00:00Z is a real instant and stays."""
+    text = "\n".join(["customer_id,purpose,granted,recorded_at,expires_at",
+                      f"C1,personalization,true,{Y0},",
+                      "C2,personalization,true,2026-11-20T01:00:00Z,9999-12-31T00:00:00Z",
+                      f"C3,personalization,true,2026-11-20T01:00:00Z,{Y10K}",
+                      "C4,personalization,true,0001-01-01T00:00:00Z,"]) + "\n"
+    result = ingest(con, tmp_path, "consents", text, business_date)
+    assert problems(result) == [(2, "recorded_at", f"recorded_at: {INSTANT_OUT_OF_RANGE}"),
+                                (4, "expires_at", f"expires_at: {INSTANT_OUT_OF_RANGE}")]
+    rows = result.accepted.fetchall()  # every accepted instant converts to Python
+    assert [r[0] for r in rows] == ["C2", "C4"]
+    assert result.accepted.df()["expires_at"].notna().sum() == 1
+
+
+@pytest.mark.parametrize("business_date", [D, None], ids=["nightly", "history"])
+def test_a_date_of_year_0_is_quarantined(con, tmp_path, business_date):
+    text = "\n".join(["customer_id,birth_year,region,customer_since,known_vulnerability",
+                      "C1,1980,London,0000-01-01,", "C2,1980,London,0001-01-01,"]) + "\n"
+    result = ingest(con, tmp_path, "customers", text, business_date)
+    assert problems(result) == [(2, "customer_since", f"customer_since: {DATE_OUT_OF_RANGE}")]
+    assert result.accepted.fetchall()[0][3] == date(1, 1, 1)
+
+
+def test_an_open_banking_instant_outside_the_years_1_to_9999_loses_only_its_record(tmp_path, caplog):
+    """Python cannot convert such a date-time to UTC (OverflowError): the whole envelope was quarantined as an
+    'unexpected error while parsing', with a traceback in the log."""
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=3)
+    transactions = envelope["transactions"]["Data"]["Transaction"]
+    transactions[0]["BookingDateTime"] = Y0
+    transactions[1]["ValueDateTime"] = Y10K
+    path = tmp_path / "openbanking" / "C1-alpha.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(envelope), encoding="utf-8")
+    with caplog.at_level(logging.ERROR):
+        batch = parse_openbanking_files([path], landing_root=tmp_path, workers=1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(batch.tables["ob_transactions"]) == 2  # the bad booking time costs its record; a bad value date
+    reasons = sorted(batch.quarantine["reason"])  # only the field
+    assert reasons[0].startswith(f"BookingDateTime '{Y0}' is {INSTANT_OUT_OF_RANGE}")
+    assert reasons[1].startswith(f"ValueDateTime '{Y10K}' is {INSTANT_OUT_OF_RANGE}")
+    assert len(batch.tables["ob_accounts"]) == 1
+
+
+@pytest.mark.parametrize("fetched_at", [Y0, Y10K])
+def test_an_envelope_fetched_outside_the_years_1_to_9999_is_refused_with_the_reason(tmp_path, caplog, fetched_at):
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=1)
+    envelope["fetched_at"] = fetched_at
+    path = tmp_path / "openbanking" / "C1-alpha.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(envelope), encoding="utf-8")
+    with caplog.at_level(logging.ERROR):
+        batch = parse_openbanking_files([path], landing_root=tmp_path, workers=1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    (reason,) = batch.quarantine["reason"]
+    assert f"envelope fetched_at '{fetched_at}' is {INSTANT_OUT_OF_RANGE}" in reason
+    assert "unexpected" not in reason
+
+
+# --- line endings ------------------------------------------------------------------------------------------
+
+def test_a_file_with_mixed_line_endings_that_cannot_be_read_says_so_in_one_line(con, tmp_path):
+    """DuckDB's strict reader gives up on some files mixing CRLF and LF with a many-line message about its own
+    options; the quarantine says what is wrong with the file instead."""
+    result = ingest(con, tmp_path, "fx_rates", b"currency,rate_to_base\r\nEUR,1.1\nUSD,0.8\r\nCHF,0.9\n")
+    assert problems(result) == [(None, None, MIXED_LINE_ENDS)]
+    assert result.whole_file_quarantined
+
+
+def test_a_whole_file_reason_from_the_reader_is_one_line(con, tmp_path):
+    """Any reader message quoted as a whole-file reason keeps its first line only."""
+    result = ingest(con, tmp_path, "fx_rates", b"currency,rate_to_base\nEUR,1.1\r\nUSD,0.8\rCHF,0.9\n")
+    ((line, column, reason),) = problems(result)
+    assert (line, column) == (None, None) and "\n" not in reason
+
+
+# --- huge arrays -------------------------------------------------------------------------------------------
+
+def test_an_envelope_of_many_empty_records_keeps_a_bounded_quarantine_and_counts_every_record(tmp_path):
+    """200,000 empty transactions (0.8 MB) made 1,000,000 quarantine rows in memory (about 650 bytes each: a 50 MB
+    file, within max_json_bytes, would need tens of GB). The rows past the cap are counted in one row instead."""
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=2)
+    envelope["transactions"]["Data"]["Transaction"] += [{}] * 20_000
+    path = tmp_path / "openbanking" / "C1-alpha.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(envelope), encoding="utf-8")
+    batch = parse_openbanking_files([path], landing_root=tmp_path, workers=1, max_quarantine_rows=100)
+    assert len(batch.quarantine) == 101
+    assert len(batch.tables["ob_transactions"]) == 2  # the good records are kept
+    assert batch.stats["records_rejected"] == 20_000  # every bad record is counted
+    summary = batch.quarantine["reason"].iloc[-1]
+    assert summary.startswith("99900 more quarantine rows of this file not listed "
+                              "(ingest.max_quarantine_rows_per_file is 100)")
+    assert "(20000 of " in summary
+    uncapped = parse_openbanking_files([path], landing_root=tmp_path, workers=1)
+    assert len(uncapped.quarantine) == 100_000
+
+
+def test_the_nightly_ingest_applies_the_cap_of_the_settings(tmp_path):
+    from pipelines.config import Paths, settings
+    from pipelines.ingest.landing import ingest_landing
+
+    cap = int(settings()["ingest"]["max_quarantine_rows_per_file"])
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=1)
+    envelope["transactions"]["Data"]["Transaction"] += [{}] * (cap // 5 + 10)  # five faults each: past the cap
+    folder = tmp_path / "landing" / D.isoformat()
+    (folder / "openbanking").mkdir(parents=True)
+    (folder / "openbanking" / "C1-alpha.json").write_text(json.dumps(envelope), encoding="utf-8")
+    metrics = ingest_landing(Paths(tmp_path), D.isoformat(), folder, business_date=D)
+    ob_rows = metrics["openbanking"]["rows_quarantined"]
+    assert ob_rows == cap + 1
+    assert metrics["openbanking"]["stats"]["records_rejected"] == cap // 5 + 10
+
+
+# --- Parquet ------------------------------------------------------------------------------------------------
+
+def test_a_parquet_file_with_a_repeated_column_name_is_quarantined_as_a_csv_one_is(con, tmp_path):
+    """DuckDB renames the second `currency` to `currency_1`, which read as an extra column: the first copy won
+    silently whatever the second said. A CSV with the same header is quarantined whole; so is the Parquet file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "fx_rates.parquet"
+    table = pa.Table.from_arrays([pa.array(["EUR"]), pa.array(["1.1"]), pa.array(["USD"])],
+                                 names=["currency", "rate_to_base", "currency"])
+    pq.write_table(table, path)
+    result = read_landing_file(con, path, landing_contract()["fx_rates"], D, "x/fx_rates.parquet")
+    assert problems(result) == [(None, None, "duplicate column names in the header: currency")]
+    csv_result = ingest(con, tmp_path, "fx_rates", "currency,rate_to_base,currency\nEUR,1.1,USD\n")
+    assert problems(csv_result) == problems(result)
+
+
+# --- a CSV of many bad rows -----------------------------------------------------------------------------------
+
+def test_a_csv_of_many_bad_rows_lists_the_first_and_counts_the_rest(con, tmp_path):
+    """Every bad row's faults came into memory as one DataFrame (200,000 bad postings: 1.2M rows, 1 GB; a bad 16M-line
+    file would not fit). Now the first `max_quarantine_rows` bad records are listed with every fault, the others
+    counted in one row; the accepted rows are the same."""
+    from pipelines.ingest.limits import IngestLimits
+
+    header = "currency,rate_to_base"
+    rows = ["EUR,1.1"] + [f"X{i},abc" for i in range(50)] + ["USD,0.8"]
+    path = tmp_path / "fx_rates.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    result = read_landing_file(con, path, landing_contract()["fx_rates"], D, "x/fx_rates.csv",
+                               limits=IngestLimits(max_quarantine_rows=10))
+    found = problems(result)
+    assert found[0] == (None, None, "40 more records of this file broke a rule and are quarantined, not listed "
+                                    "(ingest.max_quarantine_rows_per_file is 10); 50 in all")
+    assert [line for line, _, _ in found[1:]] == [3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12]
+    assert (result.rows_read, result.rows_accepted, result.rows_quarantined) == (52, 2, 50)
+    assert sorted(r[0] for r in result.accepted.fetchall()) == ["EUR", "USD"]
