@@ -483,7 +483,11 @@ def render_template(text: str, frame: pd.DataFrame) -> pd.Series:
     out = pd.Series(parts[0], index=frame.index, dtype=object)
     for k in range(1, len(parts), 3):
         name, fmt, literal = parts[k], parts[k + 1] or "text", parts[k + 2]
-        out = out + _format(frame[name], fmt) + literal
+        values = frame[name]
+        if fmt == "pct" and name.startswith("p_"):
+            # a forecast's probability is never said as a certainty: 0.996 is "99% chance", not "100% chance"
+            values = pd.to_numeric(values, errors="coerce").clip(0.01, 0.99)
+        out = out + _format(values, fmt) + literal
     return out
 
 
