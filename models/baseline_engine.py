@@ -1,8 +1,11 @@
 """The `baseline` engine: what a bank's rules engine would do.
 
 Project today's balance forward with the customer's recurring streams on their expected dates (incomes in, bills
-out) and the average daily flexible spend, then treat the flexible spend as noise with its own daily standard
-deviation (a random walk: the spread after t days is sigma * sqrt(t)). For each horizon:
+out), the average daily flexible spend (spend on no stream) and the average daily unscheduled income (income on no
+stream: a salary the history is too short to see as a stream yet, or one paid irregularly; without it a bank with a
+month or two of history would see every salary as missing and project everyone's balance down), then treat the
+flexible spend as noise with its own daily standard deviation (a random walk: the spread after t days is
+sigma * sqrt(t)). For each horizon:
 - P50/P10/P90 of the minimum balance: the lowest point of the projected path shifted by the quantile's z-score times
   sigma * sqrt(t);
 - p_shortfall: the largest single-day probability of being below zero along the path (a lower bound on the chance
@@ -19,7 +22,8 @@ from scipy.special import ndtr
 from models.contract import FORECAST_COLUMNS, HORIZONS, make_coherent
 
 Z = {0.1: -1.2815515655446004, 0.5: 0.0, 0.9: 1.2815515655446004}
-REQUIRED_FEATURES = ("balance_now", "flexible_spend_90", "flexible_spend_std_30", "history_days")
+REQUIRED_FEATURES = ("balance_now", "flexible_spend_90", "unscheduled_income_90", "flexible_spend_std_30",
+                     "history_days")
 STREAM_COLUMNS = ("customer_id", "cutoff", "direction", "cadence", "cadence_days", "amount", "next_expected_date",
                   "lifecycle")
 MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
@@ -91,7 +95,8 @@ def projected_paths(features: pd.DataFrame, streams: pd.DataFrame, max_horizon: 
         raise ValueError(f"baseline engine: features lack {missing}")
     recurring, _, _ = recurring_flows(features, streams, max_horizon)
     observed_days = np.clip(features["history_days"].to_numpy(float), 1, 90)
-    flexible_daily = np.nan_to_num(features["flexible_spend_90"].to_numpy(float)) / observed_days
+    flexible_daily = (np.nan_to_num(features["flexible_spend_90"].to_numpy(float))
+                      - np.nan_to_num(features["unscheduled_income_90"].to_numpy(float))) / observed_days
     sigma = np.maximum(np.nan_to_num(features["flexible_spend_std_30"].to_numpy(float)), 1.0)
     days = np.arange(1, max_horizon + 1)
     path = (np.nan_to_num(features["balance_now"].to_numpy(float))[:, None]

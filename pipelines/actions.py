@@ -60,6 +60,9 @@ CONTEXT_FIELDS: dict[str, str] = {
     "income_90": "income over the last 90 days",
     "monthly_recurring_income": "regular income per month",
     "monthly_recurring_outgoings": "regular payments per month",
+    "history_days": "days of the customer's history the bank holds, up to D",
+    "is_income_known": "the history is long enough to have seen a monthly income as a recurring stream "
+                       "(features.income_known_days): only then is a missing or small regular income a fact",
     "n_outgoing_streams": "number of regular payments (direct debits, standing orders, subscriptions)",
     "n_fees_90": "account fees charged in the last 90 days (any fee: not a sign of arrears on its own)",
     "n_returned_payments": "payments returned unpaid in the arrears window (config/decisioning.yaml arrears)",
@@ -480,7 +483,11 @@ def render_template(text: str, frame: pd.DataFrame) -> pd.Series:
     out = pd.Series(parts[0], index=frame.index, dtype=object)
     for k in range(1, len(parts), 3):
         name, fmt, literal = parts[k], parts[k + 1] or "text", parts[k + 2]
-        out = out + _format(frame[name], fmt) + literal
+        values = frame[name]
+        if fmt == "pct" and name.startswith("p_"):
+            # a forecast's probability is never said as a certainty: 0.996 is "99% chance", not "100% chance"
+            values = pd.to_numeric(values, errors="coerce").clip(0.01, 0.99)
+        out = out + _format(values, fmt) + literal
     return out
 
 

@@ -105,7 +105,7 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
     for name in catalogue_module.CONTEXT_FIELDS:
         if name not in ctx.columns and name not in ("in_arrears", "is_unarranged_overdraft", "is_gambling_harm",
                                                     "is_shortfall_risk", "is_vulnerable", "age_band",
-                                                    "arrears_reason"):
+                                                    "arrears_reason", "is_income_known"):
             ctx[name] = np.nan if name not in _TEXT_FIELDS else None
     ctx = ctx.copy()  # one block per dtype again after the columns added one by one
     if "has_forecast" not in context.columns:
@@ -122,6 +122,11 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
     ctx["is_unarranged_overdraft"] = unarranged | _flag(ctx, "is_unarranged_overdraft")
     ctx["in_arrears"], ctx["arrears_reason"] = arrears(ctx, pol)
     ctx["age_band"] = age_bands(ctx["age"])
+    # a history too short to have seen a monthly income as a stream says nothing of the customer's regular income
+    # (a context without history_days, made by hand, is taken as long enough)
+    from pipelines.features import income_known_days
+    history = ctx["history_days"].astype("float64")
+    ctx["is_income_known"] = (history.isna() | (history >= income_known_days())).to_numpy(bool)
     # the definition of the income forecast's event (a constant of its config), for the reasons that state it
     ctx["income_drop_share"] = float(load_config("event_forecast")["income"]["drop_share"])
     for event in EVENT_FORECASTS:
@@ -212,7 +217,7 @@ FEATURE_FIELDS = ("balance_now", "balance_min_30", "n_days_negative_30", "n_days
                   "headroom_now", "share_gambling_90", "share_travel_90", "has_regular_income", "is_income_stopped",
                   "income_90", "monthly_recurring_income", "monthly_recurring_outgoings", "n_outgoing_streams",
                   "n_fees_90", "savings_balance", "income_regularity", "n_returned_payments", "n_arrears_fees",
-                  "n_missed_repayments")
+                  "n_missed_repayments", "history_days")
 HOLDING_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "has_mortgage", "has_external_current",
                   "card_over_limit")
 

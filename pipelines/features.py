@@ -34,6 +34,16 @@ def forecast_settings() -> dict:
     return load_config("forecast")
 
 
+def income_known_days(cfg: dict | None = None) -> int:
+    """The history that shows a monthly income as a recurring stream whatever day of the month the history starts:
+    `recurring.min_occurrences` payments at the longest monthly gap (config/forecast.yaml; 3 x 34 = 102 days). On a
+    shorter history a missing or small regular income may only be one not seen yet: nothing says the customer's
+    regular income is low or smaller than their bills (docs/operations.md, "History lengths")."""
+    recurring = (cfg or forecast_settings())["recurring"]
+    monthly = recurring["cadences"]["monthly"]
+    return int(recurring["min_occurrences"]) * (int(monthly["days"]) + int(monthly["tolerance"]))
+
+
 def series_days() -> int:
     """The daily series a night's features are computed from (config/features.yaml series_days)."""
     return store.windows().series_days

@@ -68,13 +68,24 @@ def projected_streams(streams: pd.DataFrame) -> pd.DataFrame:
 
 def known_payments(panel: feature_stage.Panel, inputs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per customer and cut-off of `inputs` (default: the whole panel): the first known payment the balance cannot
-    meet and the lowest balance the known flows reach (models.baseline_engine.known_payment_shortfall)."""
+    meet and the lowest balance the known flows reach (models.baseline_engine.known_payment_shortfall).
+
+    The known flows are the recurring streams alone; a customer whose history is too short to have seen a monthly
+    income as a stream (`features.income_known_days`) and who has been paid on no stream (`unscheduled_income_90`)
+    has an income the streams cannot place on a date yet: that the balance cannot meet a bill before it is not
+    known, so no payment bounds the row (the engine's own forecast stands)."""
     from models.baseline_engine import known_payment_shortfall
 
     features = panel.features
     if inputs is not None:
         features = features.merge(inputs[["customer_id", "cutoff"]], on=["customer_id", "cutoff"], how="inner")
-    return known_payment_shortfall(features, projected_streams(panel.streams), horizons())
+    known = known_payment_shortfall(features, projected_streams(panel.streams), horizons())
+    unplaced = ((features["history_days"].to_numpy(float) < feature_stage.income_known_days())
+                & (np.nan_to_num(features["unscheduled_income_90"].to_numpy(float)) > 0))
+    for column in ("unmet_day", "unmet_amount", "unmet_balance"):
+        known.loc[unplaced, column] = np.nan
+    known.loc[unplaced, "unmet_payments"] = 0
+    return known
 
 
 def predict(engine, inputs: pd.DataFrame, known: pd.DataFrame, streams: pd.DataFrame | None = None
@@ -477,7 +488,8 @@ def baseline_drivers(inputs: pd.DataFrame, streams: pd.DataFrame, forecast: pd.D
     """Plain-language reasons for the baseline engine's risky forecasts (p_shortfall at or above `threshold`): the
     facts of its projection and of the customer's recent flows that hold for that row, at most three, in the words
     of config/forecast.yaml: regular payments due before the next regular income within the horizon; regular bills
-    larger than regular income over the horizon; a balance below zero today; days overdrawn in the last month; more
+    larger than regular income over the horizon (on a history long enough to see a monthly income as a stream:
+    `features.income_known_days`); a balance below zero today; days overdrawn in the last month; more
     spent than received last month; after the known payment the balance cannot meet when there is one within the
     horizon (`known_payment_driver`). A risky row with none of them gets the general phrase."""
     from models.baseline_engine import projected_paths
@@ -501,9 +513,11 @@ def baseline_drivers(inputs: pd.DataFrame, streams: pd.DataFrame, forecast: pd.D
         running = np.cumsum(flows, axis=1)
         lowest = running.argmin(axis=1)
         income_after = np.array([(flows[i, lowest[i] + 1:] > 0).any() for i in range(len(at))], dtype=bool)
+        # "payments out larger than income" only where the history could have seen a monthly income as a stream
+        income_known = ~(value("history_days", at) < feature_stage.income_known_days())
         facts = [
             (running.min(axis=1) < 0) & income_after, phrases["baseline_min_30"],
-            flows.sum(axis=1) < 0, phrases[f"projected_recurring_net_{int(horizon)}"]
+            (flows.sum(axis=1) < 0) & income_known, phrases[f"projected_recurring_net_{int(horizon)}"]
             if f"projected_recurring_net_{int(horizon)}" in phrases else phrases["projected_recurring_net_60"],
             value("balance_now", at) < 0, phrases["balance_now"],
             value("n_days_negative_30", at) > 0, phrases["n_days_negative_30"],

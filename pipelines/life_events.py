@@ -585,7 +585,7 @@ def _signal_predicates(cfg: dict[str, Any]) -> dict[str, str]:
         sign = ">" if group in INFLOW_KEYWORD_SIGNALS else "<"
         out[group] = f"p.amount_value {sign} 0 and ({text})"
     day = "getvariable('evidence_day')"
-    new_to_customer = f"p.stream_first - p.first_posting >= {NEW_TO_CUSTOMER_DAYS}"
+    new_to_customer = f"p.stream_first - p.source_first >= {NEW_TO_CUSTOMER_DAYS}"
     new_out = (f"p.is_stream_posting and p.amount_value < 0 and p.stream_first > {day} - {NEW_OUTFLOW_DAYS} "
                f"and {new_to_customer}")
     out.update({
@@ -670,10 +670,17 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
             group by all
         ),
         firsts as (
-            select customer_id, stream_key, direction = 'in' as is_inflow, min(first_day) as stream_first
-            from stream_first
-            where customer_id in (select customer_id from customers)
-            group by all
+            -- the stream's first posting and the first posting of the source it was first seen on (new to the
+            -- customer, not only to the data: sql/features_life_events.sql new_streams)
+            select f.customer_id, f.stream_key, f.is_inflow, f.stream_first, s.source_first
+            from (select customer_id, stream_key, direction = 'in' as is_inflow, min(first_day) as stream_first,
+                         arg_min(source, first_day) as first_source
+                  from stream_first
+                  where customer_id in (select customer_id from customers)
+                  group by all) as f
+            left join (select customer_id, source, min(first_posting_day) as source_first from customer_state
+                       group by all) as s
+                on s.customer_id = f.customer_id and s.source = f.first_source
         ),
         home_totals as (
             select customer_id, kind, value, sum(n) as n from home_counts
@@ -692,7 +699,7 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
             ) as h using (customer_id)
         ),
         p as (
-            select r.*, h.home_currency, h.home_country, h.first_posting, f.stream_first, s.stream_last,
+            select r.*, h.home_currency, h.home_country, h.first_posting, f.stream_first, f.source_first, s.stream_last,
                 s.stream_recent, s.stream_key is not null as is_stream_posting
             from posting_rows as r
             join home as h using (customer_id)

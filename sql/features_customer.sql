@@ -87,6 +87,11 @@ flow_features as (
             and (is_recurring or channel in ('salary', 'benefit'))), 0) as income_90,
         max(booking_date) filter (where sign > 0 and not is_own_transfer
             and (is_recurring or channel in ('salary', 'benefit'))) as last_income_date,
+        -- income (as income_90 counts it) on no recurring stream: an income the history is too short to see
+        -- as a stream yet, or one paid irregularly; the baseline projects it at its average rate, as it does the
+        -- spend on no stream (flexible_spend_90)
+        coalesce(sum(amount) filter (where sign > 0 and not is_own_transfer and not is_recurring
+            and channel in ('salary', 'benefit')), 0) as unscheduled_income_90,
         coalesce(-sum(amount) filter (where sign < 0 and is_recurring and not is_own_transfer), 0)
             as fixed_spend_90,
         coalesce(-sum(amount) filter (where sign < 0 and not is_recurring and not is_own_transfer), 0)
@@ -347,6 +352,7 @@ final as (
         coalesce(flow_features.net_flow_90, 0) as net_flow_90,
         coalesce(flow_features.income_90, 0) as income_90,
         balance_features.cutoff - flow_features.last_income_date as days_since_income,
+        coalesce(flow_features.unscheduled_income_90, 0) as unscheduled_income_90,
         coalesce(flow_features.fixed_spend_90, 0) as fixed_spend_90,
         coalesce(flow_features.flexible_spend_90, 0) as flexible_spend_90,
         coalesce(flow_features.flexible_spend_30, 0) as flexible_spend_30,

@@ -93,18 +93,24 @@ outflow_streams as (
     where p.outflow_kind is not null and not p.is_own_transfer
 ),
 stream_starts as (
-    -- the first posting of each payer or payee, over the whole history (the store's stream_first); a new stream
-    -- starts then. Streams seen at the very start of the customer's history are not new to them, only new to the
-    -- data, and are left out
-    select customer_id, stream_key, kind, direction, min(first_day) as first_date
+    -- the first posting of each payer or payee, over the whole history (the store's stream_first), and the source
+    -- (core or openbanking) it was first seen on; a new stream starts then. Streams seen at the very start of that
+    -- source's history are not new to the customer, only new to the data, and are left out: a core history that
+    -- starts after an open-banking backfill (or a customer's consented external account) made every salary paid
+    -- here look new on a bank of a month or two
+    select customer_id, stream_key, kind, direction, min(first_day) as first_date,
+        arg_min(source, first_day) as first_source
     from stream_first
-    group by all
+    group by customer_id, stream_key, kind, direction
+),
+source_starts as (
+    select customer_id, source, min(first_posting_day) as first_posting_date from customer_state group by all
 ),
 new_streams as (
     select f.customer_id, f.stream_key, f.kind, f.direction, f.first_date
     from stream_starts as f
-    join customer_home as h on h.customer_id = f.customer_id
-    where f.first_date - h.first_posting_date >= 60
+    join source_starts as s on s.customer_id = f.customer_id and s.source = f.first_source
+    where f.first_date - s.first_posting_date >= 60
 ),
 new_inflow_windows as (
     select c.cutoff, f.customer_id,

@@ -132,3 +132,10 @@ def test_templates_fill_placeholders():
     text = actions.render_template("{p_shortfall_30:pct} / {safe_to_save:money} / {n_outgoing_streams:int} / "
                                    "{expected_shortfall_date:date}", frame)
     assert text.iloc[0] == "46% / £1234 / 7 / 03 December 2026"
+
+
+def test_a_probability_is_never_said_as_a_certainty():
+    """A baseline forecast of 0.996 on a young bank read "(100% chance)" to the customer: a forecast is not a fact."""
+    frame = pd.DataFrame({"p_shortfall_30": [0.996, 0.001, 0.5], "share_gambling_90": [1.0, 0.0, 0.5]})
+    assert actions.render_template("{p_shortfall_30:pct}", frame).tolist() == ["99%", "1%", "50%"]
+    assert actions.render_template("{share_gambling_90:pct}", frame).tolist() == ["100%", "0%", "50%"]   # a share

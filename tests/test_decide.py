@@ -73,6 +73,31 @@ def response(customer_id, action_id, channel, event, days_ago, rec="R1") -> dict
             "event": event, "event_at": pd.Timestamp(D - timedelta(days=days_ago), tz="UTC") + pd.Timedelta(hours=10)}
 
 
+# ------------------------------------------------------------------------------ a history too short to judge income
+
+def test_a_history_too_short_to_see_a_monthly_income_says_nothing_of_the_income():
+    """Bills already seen as streams, the monthly salary not yet (45 days of history: a monthly income needs three
+    payments to be a stream): neither "your regular bills are larger than your regular income" nor "your regular
+    income is low" is true of what the bank knows, so neither is said nor acted on. The same customers with a long
+    history get both."""
+    no_income = {"has_regular_income": False, "monthly_recurring_income": 0.0, "monthly_recurring_outgoings": 900.0}
+    decisions = run(customers(no_income | {"history_days": 45.0, "p_shortfall_30": 0.1},
+                              no_income | {"history_days": 200.0, "p_shortfall_30": 0.1},
+                              no_income | {"history_days": 45.0, "p_shortfall_30": 0.4},
+                              no_income | {"history_days": 200.0, "p_shortfall_30": 0.4}), top_k=30)
+    nba = decisions.next_best_actions
+    reasons = lambda c, a: nba.loc[(nba.customer_id == c) & (nba.action_id == a), "reasons"].tolist()  # noqa: E731
+    assert "budgeting_tools" not in published(decisions, "C0000")
+    assert log_of(decisions, "C0000", "budgeting_tools")["stage"].astype(str).tolist() == ["applicability"]
+    assert "your regular bills are larger than your regular income" in reasons("C0001", "budgeting_tools")[0]
+    assert "benefits_check" not in published(decisions, "C0002")
+    assert not any("bills are larger" in r for r in reasons("C0002", "budgeting_tools"))
+    assert reasons("C0003", "benefits_check") == ["your regular income is low and your balance may run short"]
+    from pipelines.features import income_known_days
+
+    assert income_known_days() == 102        # 3 monthly payments at the longest monthly gap (34 days)
+
+
 # ----------------------------------------------------------------------------------------------- suitability
 
 def test_a_healthy_customer_can_be_offered_credit():

@@ -69,6 +69,12 @@ def make_bank() -> LandingBank:
         bank.post("A_SHORT", date(2026, 7, 28) + timedelta(days=i), amount, "card", description="CAFE",
                   merchant_name="Cafe Nero", mcc="5814")
 
+    # 3b. a new customer paid twice so far: a monthly salary the history is too short to see as a stream yet
+    bank.customer("C_NEWPAY", since=date(2026, 6, 20))
+    bank.account("A_NEWPAY", "C_NEWPAY", date(2026, 6, 20), opening_balance=400)
+    bank.monthly("A_NEWPAY", [date(2026, 6, 25), date(2026, 7, 25)], "2100.00", "salary", "EMP-NEW", "SALARY EMP-NEW")
+    bank.card_spending("A_NEWPAY", date(2026, 6, 21), END, every=1, amount="-60.00")
+
     # 4a. two current accounts, the second closed on CLOSED_ON with 250.00 still reported on it
     bank.customer("C_TWO")
     bank.account("A_TWO_MAIN", "C_TWO", date(2023, 1, 1), opening_balance=2000, overdraft_limit="200.00")
@@ -263,6 +269,33 @@ def test_the_same_salary_while_still_paid_is_mature_regular_income(world) -> Non
     assert row.n_income_streams == 1
     assert row.monthly_recurring_income == pytest.approx(2500.0)
     assert row.days_to_next_income == (date(2026, 6, 25) - EARLY).days
+
+
+def test_income_on_no_stream_is_unscheduled_income(world) -> None:
+    """A salary seen twice (a month or two of history) is income but no stream yet: unscheduled_income_90, which
+    the baseline projects at its average rate; a salary on its stream is not, nor is a deposit on no income channel."""
+    panel = world["panel"]
+    new = feature_row(panel, "C_NEWPAY", END)
+    assert new.n_income_streams == 0 and new.history_days == 41
+    assert new.income_90 == pytest.approx(4200.0) and new.unscheduled_income_90 == pytest.approx(4200.0)
+    assert feature_row(panel, "C_SALSTOP", EARLY).unscheduled_income_90 == 0       # the salary is on its stream
+    assert feature_row(panel, "C_SHORT", END).unscheduled_income_90 == 0           # an opening deposit is no income
+
+
+def test_the_baseline_projects_the_income_it_cannot_place_on_a_date_yet(world) -> None:
+    """C_NEWPAY spends less than the two salaries seen: without its unscheduled income the baseline would project
+    its balance down to zero within 60 days (every salary of a young bank missing, a shortfall warning for most)."""
+    from models.baseline_engine import forecast_baseline
+
+    panel = world["panel"]
+    rows = panel.features[(panel.features.customer_id == "C_NEWPAY")
+                          & (panel.features.cutoff == pd.Timestamp(END))].reset_index(drop=True)
+    streams = panel.streams[panel.streams.customer_id == "C_NEWPAY"].reset_index(drop=True)
+    assert streams.empty
+    p = forecast_baseline(rows, streams, horizons=(30, 60, 90)).set_index("horizon_days")["p_shortfall"]
+    assert p.max() < 0.05, p.to_dict()
+    without = forecast_baseline(rows.assign(unscheduled_income_90=0.0), streams, horizons=(30, 60, 90))
+    assert without.set_index("horizon_days").loc[60, "p_shortfall"] > 0.5       # what main forecast
 
 
 # --- 2. a rent that moves ---------------------------------------------------------------------------------------

@@ -313,6 +313,44 @@ def _stream(customer_id, amount, next_date, cadence="monthly", lifecycle="mature
             "lifecycle": lifecycle}
 
 
+def test_no_known_payment_bounds_a_customer_paid_on_no_stream_on_a_short_history():
+    """The rent is a stream after two months; the salary (paid on the 28th) is not yet: on 60 days of history the
+    rent due tomorrow is not known to exceed the balance (the salary may land first), so it raises no probability
+    and no driver; on a long history, or with no income seen at all, it does."""
+    frame = pd.DataFrame({"customer_id": ["YOUNG_PAID", "YOUNG_UNPAID", "OLD"], "cutoff": pd.Timestamp(RENT_NIGHT),
+                          "balance_now": 212.0, "history_days": [60.0, 60.0, 200.0],
+                          "unscheduled_income_90": [4000.0, 0.0, 4000.0]})
+    streams = pd.DataFrame([_stream(c, -1050.0, date(2026, 7, 1)) for c in frame.customer_id])
+    panel = features.Panel(features=frame, streams=streams, series=pd.DataFrame(), labels=None,
+                           reconciliation=pd.DataFrame())
+    known = forecast.known_payments(panel).set_index("customer_id")
+    assert np.isnan(known.loc["YOUNG_PAID", "unmet_day"]) and known.loc["YOUNG_PAID", "unmet_payments"] == 0
+    assert known.loc["YOUNG_UNPAID", "unmet_day"] == 1.0 and known.loc["OLD", "unmet_day"] == 1.0
+    raw = pd.DataFrame({"customer_id": frame.customer_id, "cutoff": pd.Timestamp(RENT_NIGHT), "horizon_days": 30,
+                        "p_shortfall": 0.1, "min_balance_p10": 50.0, "min_balance_p50": 100.0,
+                        "min_balance_p90": 150.0, "days_to_shortfall": np.nan})
+    from models.contract import bound_by_known_payments
+
+    bounded = bound_by_known_payments(raw, known.reset_index(), 0.95, 14).set_index("customer_id")
+    assert bounded.loc["YOUNG_PAID", "p_shortfall"] == pytest.approx(0.1)
+    assert bounded.loc["OLD", "p_shortfall"] == pytest.approx(0.95)
+
+
+def test_the_baseline_says_bills_exceed_income_only_where_the_history_could_show_the_income():
+    """A rent stream and no income stream: on 200 days of history the regular payments out are larger than the
+    regular income; on 60 days the salary may simply not be a stream yet, so the driver does not say so."""
+    inputs = pd.DataFrame({"customer_id": ["YOUNG", "OLD"], "cutoff": pd.Timestamp(RENT_NIGHT),
+                           "balance_now": 2000.0, "flexible_spend_90": 0.0, "unscheduled_income_90": 0.0,
+                           "flexible_spend_std_30": 1.0, "history_days": [60.0, 200.0], "n_days_negative_30": 0.0,
+                           "net_flow_30": 10.0})
+    streams = pd.DataFrame([_stream(c, -1050.0, date(2026, 7, 10)) for c in inputs.customer_id])
+    risky = pd.DataFrame({"customer_id": ["YOUNG", "OLD"], "cutoff": pd.Timestamp(RENT_NIGHT), "horizon_days": 60,
+                          "p_shortfall": 0.5})
+    said = forecast.baseline_drivers(inputs, streams, risky, 0.2).tolist()
+    words = "your regular payments out are larger than your regular income"
+    assert words in said[1] and words not in said[0], said
+
+
 def test_known_payment_shortfall_finds_the_first_bill_the_balance_cannot_meet():
     from models.baseline_engine import known_payment_shortfall
 

@@ -433,6 +433,46 @@ def hand_made(tmp_path_factory):
     return features.set_index("customer_id"), evidence, cfg
 
 
+@pytest.fixture(scope="module")
+def joiner_features(tmp_path_factory):
+    """C_JOINER: an external current account (open banking) since January, then an account here opened on
+    1 October, with a salary paid here from 25 October: new to the data, not known to be a new job.
+    C_CHANGER: an account here since January, a salary from a new employer from 25 October: a new job."""
+    from datetime import datetime, timezone
+
+    from pipelines.stages import load_history
+    from tests.landing_builder import LandingBank
+
+    bank = LandingBank(end=HAND_END)
+    bank.customer("C_JOINER")
+    bank.consent("C_JOINER", "open_banking", True, datetime(2025, 12, 1, 12, 0, tzinfo=timezone.utc))
+    bank.account("OB_JOINER", "C_JOINER", date(2026, 1, 1), opening_balance=900, provider="alphabank")
+    bank.card_spending("OB_JOINER", date(2026, 1, 1), HAND_END, every=5)
+    bank.account("A_JOINER", "C_JOINER", date(2026, 10, 1), opening_balance=100)
+    bank.card_spending("A_JOINER", date(2026, 10, 1), HAND_END, every=3)
+    bank.customer("C_CHANGER")
+    bank.account("A_CHANGER", "C_CHANGER", date(2026, 1, 1), opening_balance=900)
+    bank.card_spending("A_CHANGER", date(2026, 1, 1), HAND_END, every=3)
+    for account, employer in (("A_JOINER", "EMP-J"), ("A_CHANGER", "EMP-C")):
+        bank.monthly(account, [date(2026, 10, 25)], "2500.00", "salary", employer, f"SALARY {employer}")
+    home = tmp_path_factory.mktemp("joiner_life") / "segone"
+    home.mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEGONE_HOME", str(home))
+    try:
+        paths = Paths(home)
+        bank.write(paths.landing_history)
+        load_history(paths)
+        yield le.build_features(paths, HAND_END, [HAND_END]).set_index("customer_id")
+    finally:
+        mp.undo()
+
+
+def test_a_salary_at_the_start_of_its_source_history_is_no_new_job(joiner_features):
+    assert joiner_features.loc["C_CHANGER", "n_new_salary_payers_45d"] == 1
+    assert joiner_features.loc["C_JOINER", "n_new_salary_payers_45d"] == 0
+
+
 def _labels(evidence: dict) -> list[str]:
     return [t["label"] for t in evidence["transactions"]]
 
