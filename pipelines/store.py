@@ -712,8 +712,18 @@ def rebuild_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, buck
     con.execute("create or replace temp table final_customer_epochs as "
                 "select cast(null as varchar) as customer_id, cast(null as date) as rebuilt_on where false")
     built = _retained(con, day, bucket, "rb_rows", "rb_balances", "rb_customers")
+    # Nothing reads the whole history's rows again (the features read the retained window and the states): their
+    # memory goes back to DuckDB before the features are computed. At a million customers in 16 buckets a shard's
+    # year of rows does not fit beside sql/features_account_days.sql, which cannot spill.
+    for name in REBUILD_SCRATCH:
+        con.execute(f"drop table if exists {name}")
     built.metrics = {"mode": "rebuild", "n_rebuilt_customers": None}
     return built
+
+
+# The temp tables of a rebuild that hold the whole history or what it was built from (rebuild_bucket).
+REBUILD_SCRATCH = ("new_candidates", "own_transfers", "enriched_postings", "new_day_rows", "new_balance_rows",
+                   "rb_rows", "rb_balances", "rb_carry", "rb_account_firsts")
 
 
 def _retained(con: duckdb.DuckDBPyConnection, day: date, bucket: int, rows: str, balances: str, rebuilt: str

@@ -420,3 +420,22 @@ def test_an_emptied_partition_folder_is_removed_once_whoever_gets_there_first(tm
     folder.mkdir()
     (folder / "bucket=3").mkdir()
     assert remove_if_empty(folder) is False and (folder / "bucket=3").exists()
+
+
+def test_a_rebuild_lets_go_of_the_history_before_the_features(nights):
+    """A shard's rebuild reads its whole history from silver; once the retained window is cut those tables are
+    dropped, before the features are computed (at a million customers in 16 buckets a shard's year of rows does not
+    fit beside sql/features_account_days.sql). The fixture's rebuilds, compared with ten merged nights, are the
+    proof that nothing read them."""
+    paths = nights["paths"]
+    con = lake.connect()
+    try:
+        store.register_consent(con, paths, END, 0)
+        built = store.rebuild_bucket(con, paths, END, 0)
+        alive = {name for (name,) in con.execute("select table_name from duckdb_tables() where temporary").fetchall()}
+        assert alive.isdisjoint(store.REBUILD_SCRATCH), alive & set(store.REBUILD_SCRATCH)
+        assert {"core_rows", "ob_rows", "rb_account_state", "rb_customer_state"} <= alive
+        assert con.execute(f"select count(*) from {built.all_rows}").fetchall()[0][0] > 0
+        assert len(store.night_features(con, built)["customer_features"]) > 0
+    finally:
+        con.close()
