@@ -31,7 +31,7 @@ MARKETING_PURPOSE_OF_CHANNEL = {"email": "marketing_email", "sms": "marketing_sm
 OPERATORS = (">=", ">", "<=", "<", "==", "!=", "in", "not_in", "is_null", "not_null")
 LIFE_EVENTS = ("moving_home", "buying_home", "new_baby", "marriage", "new_job", "job_loss", "retirement",
                "travel_abroad")
-PLACEHOLDER_FORMATS = ("money", "pct", "int", "date", "text")
+PLACEHOLDER_FORMATS = ("money", "pct", "int", "date", "text", "penny")
 
 # The context vocabulary: every field a rule, a context weight or a reason template may name. decide.build_context
 # (and decide.synthetic_context) produce exactly these columns.
@@ -473,6 +473,16 @@ def context_weight(frame: pd.DataFrame, spec: dict) -> np.ndarray:
     return np.clip(np.where(np.isnan(scaled), low, scaled), low, high)
 
 
+def template_known(text: str, frame: pd.DataFrame) -> np.ndarray:
+    """Per row, whether every field a template names is known (not null, and for text not empty): a sentence with an
+    unknown fact in it is never said (it would read "£0", "0%" or "around soon")."""
+    known = np.ones(len(frame), dtype=bool)
+    for name, _ in _PLACEHOLDER.findall(text):
+        values = frame[name]
+        known &= values.notna().to_numpy(bool) & (values.astype(str).str.strip() != "").to_numpy(bool)
+    return known
+
+
 def render_template(text: str, frame: pd.DataFrame) -> pd.Series:
     """Fill {field:format} placeholders column-wise for every row of `frame`."""
     parts = _PLACEHOLDER.split(text)
@@ -488,8 +498,17 @@ def _format(values: pd.Series, fmt: str) -> pd.Series:
     if fmt == "money":
         number = pd.to_numeric(values, errors="coerce").fillna(0).round(0).astype("int64")
         return "£" + number.astype(str)
+    if fmt == "penny":
+        # a threshold the words compare with ("£612.60 or more"): to the penny unless whole, so that no payment the
+        # rule does not count is inside the words (the nearest pound, £613, would leave £612.60-£612.99 out)
+        number = pd.to_numeric(values, errors="coerce").fillna(0).round(2)
+        whole = (number == number.round(0))
+        return "£" + number.map(lambda v: f"{v:,.2f}").where(~whole, number.round(0).astype("int64").astype(str))
     if fmt == "pct":
-        number = (pd.to_numeric(values, errors="coerce").fillna(0) * 100).round(0).astype("int64")
+        share = pd.to_numeric(values, errors="coerce").fillna(0)
+        number = (share * 100).round(0)
+        # a chance or share strictly between 0 and 1 is never said as 0% or 100% (a 99.6% chance is not certain)
+        number = number.where(~((share > 0) & (share < 1)), number.clip(1, 99)).astype("int64")
         return number.astype(str) + "%"
     if fmt == "int":
         return pd.to_numeric(values, errors="coerce").fillna(0).round(0).astype("int64").astype(str)
