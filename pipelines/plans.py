@@ -319,8 +319,9 @@ def plan_frame(day: date, forecast: pd.DataFrame, roles: pd.DataFrame, accounts:
     plans["p10_before"] = before[np.arange(len(plans)), level]
     plans["p10_after"] = after
     # p10_after is the lowest over every horizon from the row's own to the longest: the words name the longest
-    safety = [f". Your balance is projected to stay above {_money(max(a, 0.0))} over the next {horizons[-1]} days "
-              f"in 9 cases out of 10 with this plan." for a in after]
+    # (capacities' P10 never rises with the horizon, so the longest horizon's is among them: true of the whole span)
+    safety = [f". Your balance is projected to stay at or above {_money(max(a, 0.0))} over the next {horizons[-1]} "
+              f"days in 9 cases out of 10 with this plan." for a in after]
     sweep = (plans["action"] == "savings_sweep").to_numpy()
     granted = [str(r).replace(GRANTED, _money(a)) for r, a in zip(plans["reason"], plans["amount"])]
     plans["reason"] = np.where(sweep, [f"you could move {_money(a)} to savings tomorrow without risking a shortfall"
