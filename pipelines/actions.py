@@ -78,7 +78,7 @@ CONTEXT_FIELDS: dict[str, str] = {
     "safe_to_save": "what can move to savings today without raising the 30-day shortfall risk",
     "confidence": "forecast confidence: low, medium, high",
     "has_savings_plan": "tonight's plans hold savings instructions (gold plans: provisions, tax pot, sweep)",
-    "plan_savings_amount": "what the savings instructions move in the next 90 days",
+    "plan_savings_amount": "what the savings instructions move within plan_horizon_days",
     "plan_savings_reason": "the headline of the customer's first savings instruction (gold plans: no money figures)",
     "has_debt_plan": "tonight's plans hold a debt overpayment (gold plans)",
     "plan_debt_amount": "what the debt overpayments pay off",
@@ -90,6 +90,7 @@ CONTEXT_FIELDS: dict[str, str] = {
     "income_reference": "the regular monthly income the income forecast measures a drop against (income of the "
                         "last 90 days / 3)",
     "income_drop_share": "the share of the regular income a drop must exceed (config/event_forecast.yaml drop_share)",
+    "plan_horizon_days": "the days a plan reaches ahead (the longest of config/plans.yaml horizons)",
     "is_income_drop_ahead": "the income-drop probability at one of config/decisioning.yaml event_forecasts "
                             "income_drop horizons is at least its min_probability",
     "income_drop_horizon": "the shortest such horizon in days (null when no drop is ahead)",

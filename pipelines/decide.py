@@ -124,6 +124,8 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
     ctx["age_band"] = age_bands(ctx["age"])
     # the definition of the income forecast's event (a constant of its config), for the reasons that state it
     ctx["income_drop_share"] = float(load_config("event_forecast")["income"]["drop_share"])
+    # how far ahead tonight's plans reach (config/plans.yaml), for the plan actions' words
+    ctx["plan_horizon_days"] = float(max(int(h) for h in load_config("plans")["horizons"]))
     for event in EVENT_FORECASTS:
         _event_ahead(ctx, event, pol)
     return ctx

@@ -227,3 +227,23 @@ def test_a_known_payment_the_balance_cannot_meet_is_a_projection_not_a_certainty
     assert said == ("a regular payment of £1,050.00 due around 01 December 2026 is more than your balance is "
                     "projected to be by then")
     assert none is None
+
+
+def test_the_plan_action_names_the_days_the_plans_reach(monkeypatch):
+    """'in the next 90 days' is config/plans.yaml horizons, not a number typed in the catalogue."""
+    from pipelines import config as config_module
+
+    ctx = decide.complete_context(customers({"has_savings_plan": True, "plan_savings_amount": 400.0,
+                                             "plan_savings_reason": "what is safe to save moved to savings tomorrow"}))
+    text = decide._reason_text(BY_ID["savings_plan"], ctx[decide._fields_of(BY_ID["savings_plan"])]).iloc[0]
+    assert text == "a plan to set aside £400 in the next 90 days: what is safe to save moved to savings tomorrow"
+    real = config_module.load_config
+
+    def shorter(name, *args, **kwargs):
+        out = real(name, *args, **kwargs)
+        return {**out, "horizons": [30, 60]} if name == "plans" else out
+    monkeypatch.setattr(decide, "load_config", shorter)
+    ctx = decide.complete_context(customers({"has_savings_plan": True, "plan_savings_amount": 400.0,
+                                             "plan_savings_reason": "x"}))
+    assert "in the next 60 days" in decide._reason_text(BY_ID["savings_plan"],
+                                                       ctx[decide._fields_of(BY_ID["savings_plan"])]).iloc[0]
