@@ -31,7 +31,7 @@ MARKETING_PURPOSE_OF_CHANNEL = {"email": "marketing_email", "sms": "marketing_sm
 OPERATORS = (">=", ">", "<=", "<", "==", "!=", "in", "not_in", "is_null", "not_null")
 LIFE_EVENTS = ("moving_home", "buying_home", "new_baby", "marriage", "new_job", "job_loss", "retirement",
                "travel_abroad")
-PLACEHOLDER_FORMATS = ("money", "pct", "int", "date", "text")
+PLACEHOLDER_FORMATS = ("money", "pct", "int", "date", "text", "penny")
 
 # The context vocabulary: every field a rule, a context weight or a reason template may name. decide.build_context
 # (and decide.synthetic_context) produce exactly these columns.
@@ -81,7 +81,7 @@ CONTEXT_FIELDS: dict[str, str] = {
     "safe_to_save": "what can move to savings today without raising the 30-day shortfall risk",
     "confidence": "forecast confidence: low, medium, high",
     "has_savings_plan": "tonight's plans hold savings instructions (gold plans: provisions, tax pot, sweep)",
-    "plan_savings_amount": "what the savings instructions move in the next 90 days",
+    "plan_savings_amount": "what the savings instructions move within plan_horizon_days",
     "plan_savings_reason": "the headline of the customer's first savings instruction (gold plans: no money figures)",
     "has_debt_plan": "tonight's plans hold a debt overpayment (gold plans)",
     "plan_debt_amount": "what the debt overpayments pay off",
@@ -93,6 +93,7 @@ CONTEXT_FIELDS: dict[str, str] = {
     "income_reference": "the regular monthly income the income forecast measures a drop against (income of the "
                         "last 90 days / 3)",
     "income_drop_share": "the share of the regular income a drop must exceed (config/event_forecast.yaml drop_share)",
+    "plan_horizon_days": "the days a plan reaches ahead (the longest of config/plans.yaml horizons)",
     "is_income_drop_ahead": "the income-drop probability at one of config/decisioning.yaml event_forecasts "
                             "income_drop horizons is at least its min_probability",
     "income_drop_horizon": "the shortest such horizon in days (null when no drop is ahead)",
@@ -476,6 +477,16 @@ def context_weight(frame: pd.DataFrame, spec: dict) -> np.ndarray:
     return np.clip(np.where(np.isnan(scaled), low, scaled), low, high)
 
 
+def template_known(text: str, frame: pd.DataFrame) -> np.ndarray:
+    """Per row, whether every field a template names is known (not null, and for text not empty): a sentence with an
+    unknown fact in it is never said (it would read "£0", "0%" or "around soon")."""
+    known = np.ones(len(frame), dtype=bool)
+    for name, _ in _PLACEHOLDER.findall(text):
+        values = frame[name]
+        known &= values.notna().to_numpy(bool) & (values.astype(str).str.strip() != "").to_numpy(bool)
+    return known
+
+
 def render_template(text: str, frame: pd.DataFrame) -> pd.Series:
     """Fill {field:format} placeholders column-wise for every row of `frame`."""
     parts = _PLACEHOLDER.split(text)
@@ -495,8 +506,17 @@ def _format(values: pd.Series, fmt: str) -> pd.Series:
     if fmt == "money":
         number = pd.to_numeric(values, errors="coerce").fillna(0).round(0).astype("int64")
         return "£" + number.astype(str)
+    if fmt == "penny":
+        # a threshold the words compare with ("£612.60 or more"): to the penny unless whole, so that no payment the
+        # rule does not count is inside the words (the nearest pound, £613, would leave £612.60-£612.99 out)
+        number = pd.to_numeric(values, errors="coerce").fillna(0).round(2)
+        whole = (number == number.round(0))
+        return "£" + number.map(lambda v: f"{v:,.2f}").where(~whole, number.round(0).astype("int64").astype(str))
     if fmt == "pct":
-        number = (pd.to_numeric(values, errors="coerce").fillna(0) * 100).round(0).astype("int64")
+        share = pd.to_numeric(values, errors="coerce").fillna(0)
+        number = (share * 100).round(0)
+        # a chance or share strictly between 0 and 1 is never said as 0% or 100% (a 99.6% chance is not certain)
+        number = number.where(~((share > 0) & (share < 1)), number.clip(1, 99)).astype("int64")
         return number.astype(str) + "%"
     if fmt == "int":
         return pd.to_numeric(values, errors="coerce").fillna(0).round(0).astype("int64").astype(str)

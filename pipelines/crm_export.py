@@ -91,7 +91,13 @@ _BATCH_ROWS = 100_000
 # Money figures as pipelines.actions.render_template writes them ("£1585", "£-20", "£1,585.50"), with the words
 # around them that only make sense with a figure.
 _MONEY = r"[£€$]\s?-?\d[\d,]*(?:\.\d+)?"
+# Each rule keeps the sentence true without its figure: "a single payment of £612.60 or more" is a large payment for
+# the customer (the threshold is theirs), not any payment; "below its recent £2400 a month" is its recent level; an
+# expected amount ("most likely around 15 December 2026, of about £820") is dropped with its clause.
 _MONEY_RULES = [
+    (re.compile(r"\ba single payment of " + _MONEY + r" or more"), "a large single payment"),
+    (re.compile(r"\b(its|your) recent " + _MONEY + r" a month"), r"\1 recent monthly level"),
+    (re.compile(r",? of (?:about |around )" + _MONEY), ""),
     (re.compile(r"\b(savings|balance|income|payments?|outgoings|spending) of (?:about |around )?" + _MONEY), r"\1"),
     (re.compile(r"\b(?:about|around|roughly|over|under|up to) " + _MONEY), "some money"),
     (re.compile(_MONEY), "some money"),

@@ -129,6 +129,8 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
     ctx["is_income_known"] = (history.isna() | (history >= income_known_days())).to_numpy(bool)
     # the definition of the income forecast's event (a constant of its config), for the reasons that state it
     ctx["income_drop_share"] = float(load_config("event_forecast")["income"]["drop_share"])
+    # how far ahead tonight's plans reach (config/plans.yaml), for the plan actions' words
+    ctx["plan_horizon_days"] = float(max(int(h) for h in load_config("plans")["horizons"]))
     for event in EVENT_FORECASTS:
         _event_ahead(ctx, event, pol)
     return ctx
@@ -1325,7 +1327,8 @@ def _reason_text(action: Action, sub: pd.DataFrame) -> pd.Series:
         if not spec.get("when"):
             fallback = fallback or spec["text"]
             continue
-        mask = np.ones(len(sub), dtype=bool)
+        # a reason is said only when its rule holds and every fact it names is known
+        mask = catalogue_module.template_known(spec["text"], sub)
         for rule in spec["when"]:
             mask &= evaluate_rule(sub, rule)
         if not mask.any():
@@ -1334,7 +1337,7 @@ def _reason_text(action: Action, sub: pd.DataFrame) -> pd.Series:
         sep = np.where(mask & (out != ""), "; ", "")
         out = out + sep + rendered.where(mask, "")
     if fallback is not None:
-        empty = out == ""
+        empty = (out == "").to_numpy(bool) & catalogue_module.template_known(fallback, sub)
         if empty.any():
             out = out.where(~empty, catalogue_module.render_template(fallback, sub))
     out = out.where(out != "", action.title.lower())
@@ -1466,7 +1469,7 @@ def _message_reasons(sub: pd.DataFrame) -> pd.Series:
 # config/decisioning.yaml dashboard.roles and the customer's evidence).
 MODULE_WHY = {
     "money_help": "money looks tight or an account needs attention",
-    "cash_flow_view": "income is irregular or a shortfall is possible",
+    "cash_flow_view": "income does not arrive regularly or a shortfall is possible",
     "savings_goals": "there is money that is safe to save",
     "bills_calendar": "many regular payments go out",
     "travel_money": "travel abroad looks likely",

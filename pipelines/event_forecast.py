@@ -20,7 +20,6 @@ them (`event_inputs`: the thresholds, the quarterly or yearly bills due within e
 from __future__ import annotations
 
 import logging
-import operator
 import time
 from datetime import date, timedelta
 from typing import Any, Iterable
@@ -28,7 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from pipelines import lake, outputs, registry, sql, store
+from pipelines import lake, outputs, registry, sql, store, wording
 from pipelines import features as feature_stage
 from pipelines import forecast
 from pipelines.config import Paths, load_config
@@ -42,7 +41,6 @@ FAMILY = {"income": "income_forecast", "expense": "expense_forecast"}
 TABLE = FAMILY   # the gold table of each event is named like its model family
 STAGE = "forecast_events"
 LABEL_SQL = "features_event_labels"
-_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq}
 
 
 def settings() -> dict[str, Any]:
@@ -201,9 +199,16 @@ def eligible(inputs: pd.DataFrame, kind: str) -> np.ndarray:
     return np.ones(len(inputs), dtype=bool)
 
 
+def driver_phrases(kind: str, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """config/event_forecast.yaml `drivers` of one event, checked (pipelines/wording.py)."""
+    phrases = (cfg or settings())["drivers"][kind]
+    wording.check_phrases(phrases, f"config/event_forecast.yaml drivers.{kind}")
+    return phrases
+
+
 def driver_texts(names: list[list[str]], values: pd.DataFrame, phrases: dict[str, Any]) -> list[str]:
-    """Per row, the words of its top features whose condition holds for that row (config drivers: [words, op,
-    value]), de-duplicated, or the default phrase."""
+    """Per row, the words of its top features whose conditions hold for that row (config drivers: [words, op,
+    bound(, op, bound)], numbers rendered from the bounds), de-duplicated, or the default phrase."""
     texts = []
     for i, row_names in enumerate(names):
         words = []
@@ -211,10 +216,8 @@ def driver_texts(names: list[list[str]], values: pd.DataFrame, phrases: dict[str
             spec = phrases.get(name)
             if not isinstance(spec, list) or name not in values:
                 continue
-            text, op, bound = spec
-            value = float(values[name].iloc[i])
-            if value == value and _OPS[op](value, float(bound)):
-                words.append(text)
+            if wording.holds(spec, values[name].iloc[i:i + 1].to_numpy())[0]:
+                words.append(wording.words(name, spec))
         words = list(dict.fromkeys(words))
         texts.append("; ".join(words) if words else phrases["default"])
     return texts
@@ -244,7 +247,7 @@ def event_rows(engine, inputs: pd.DataFrame, kind: str, as_of: date, cfg: dict[s
     reference = rows_in["income_monthly" if kind == "income" else "expense_threshold"].to_numpy(float)[at]
     texts = np.full(len(pred), "no elevated chance of " + ("an income drop" if kind == "income"
                                                             else "a large one-off expense"), dtype=object)
-    phrases = cfg["drivers"][kind]
+    phrases = driver_phrases(kind, cfg)
     threshold = float(cfg["driver_threshold"])
     for h in sorted(pred["horizon_days"].unique()):
         sel = np.flatnonzero((pred["horizon_days"].to_numpy() == h) & (p >= threshold))

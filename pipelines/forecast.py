@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from pipelines import wording
 from pipelines import features as feature_stage
 from pipelines import lake, outputs, registry, store
 from pipelines.config import Paths
@@ -447,6 +448,13 @@ def safe_to_save(forecast_30: pd.DataFrame) -> np.ndarray:
     return np.where(forecast_30["p_shortfall"].to_numpy(float) > float(rule["max_p_shortfall"]), 0.0, amount)
 
 
+def driver_phrases() -> dict[str, Any]:
+    """config/forecast.yaml `drivers`, checked (pipelines/wording.py: conditions, no number typed twice)."""
+    phrases = settings()["drivers"]
+    wording.check_phrases(phrases, "config/forecast.yaml drivers", plain=("default", "baseline_before_income"))
+    return phrases
+
+
 def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: float) -> pd.Series:
     """Plain-language reasons per forecast row: the top features behind a risky forecast (p_shortfall at or above
     `threshold`) by path attribution on that horizon's classifier (models/attribution.py), in the words of
@@ -455,7 +463,7 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
     threshold says there is no elevated risk."""
     from models.attribution import PathAttributor
 
-    phrases = settings()["drivers"]
+    phrases = driver_phrases()
     out = pd.Series("no elevated risk of a shortfall", index=forecast.index, dtype=object)
     position = pd.Series(np.arange(len(inputs)), index=pd.MultiIndex.from_arrays(
         [inputs["customer_id"], pd.to_datetime(inputs["cutoff"])]))
@@ -475,8 +483,13 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
                     top[i] = names
         texts = []
         payments = known_payment_driver(risky)
-        for first, names in zip(payments, top):
-            words = list(dict.fromkeys(phrases[name] for name in names if name in phrases))
+        column = {name: j for j, name in enumerate(engine.feature_names)}
+        for i, (first, names) in enumerate(zip(payments, top)):
+            # a top feature is named only when its words are true of this customer (config: [words, op, bound])
+            words = list(dict.fromkeys(
+                wording.words(name, phrases[name]) for name in names
+                if isinstance(phrases.get(name), list) and name in column
+                and wording.holds(phrases[name], X[i:i + 1, column[name]])[0]))
             words = [first, *words] if first else (words or [phrases["default"]])
             texts.append("; ".join(words))
         out.loc[risky.index] = texts
@@ -494,7 +507,7 @@ def baseline_drivers(inputs: pd.DataFrame, streams: pd.DataFrame, forecast: pd.D
     horizon (`known_payment_driver`). A risky row with none of them gets the general phrase."""
     from models.baseline_engine import projected_paths
 
-    phrases = settings()["drivers"]
+    phrases = driver_phrases()
     out = pd.Series("no elevated risk of a shortfall", index=forecast.index, dtype=object)
     if forecast.empty:
         return out
@@ -513,15 +526,20 @@ def baseline_drivers(inputs: pd.DataFrame, streams: pd.DataFrame, forecast: pd.D
         running = np.cumsum(flows, axis=1)
         lowest = running.argmin(axis=1)
         income_after = np.array([(flows[i, lowest[i] + 1:] > 0).any() for i in range(len(at))], dtype=bool)
+        # the horizon's own projected net (its words name its window), each feature fact by its config condition
+        net = f"projected_recurring_net_{int(horizon)}"
+        said = lambda name: (wording.holds(phrases[name], value(name, at)),  # noqa: E731
+                             wording.words(name, phrases[name]))
         # "payments out larger than income" only where the history could have seen a monthly income as a stream
         income_known = ~(value("history_days", at) < feature_stage.income_known_days())
+        short = ((flows.sum(axis=1) < 0) & income_known, wording.words(net, phrases[net])) if net in phrases else \
+            (np.zeros(len(at), dtype=bool), "")
         facts = [
-            (running.min(axis=1) < 0) & income_after, phrases["baseline_min_30"],
-            (flows.sum(axis=1) < 0) & income_known, phrases[f"projected_recurring_net_{int(horizon)}"]
-            if f"projected_recurring_net_{int(horizon)}" in phrases else phrases["projected_recurring_net_60"],
-            value("balance_now", at) < 0, phrases["balance_now"],
-            value("n_days_negative_30", at) > 0, phrases["n_days_negative_30"],
-            value("net_flow_30", at) < 0, phrases["net_flow_30"],
+            (running.min(axis=1) < 0) & income_after, phrases["baseline_before_income"],
+            *short,
+            *said("balance_now"),
+            *said("n_days_negative_30"),
+            *said("net_flow_30"),
         ]
         texts = []
         for i, first in enumerate(known_payment_driver(risky)):
@@ -534,7 +552,7 @@ def baseline_drivers(inputs: pd.DataFrame, streams: pd.DataFrame, forecast: pd.D
 
 def known_payment_driver(forecast: pd.DataFrame) -> list[str | None]:
     """Per forecast row, the known payment the balance cannot meet within its horizon, in words (None when there is
-    none): "a regular payment of £1,050.00 due around 01 July 2026 is more than your balance will be by then"."""
+    none): "a regular payment of £1,050.00 due around 01 July 2026 is more than your balance is projected to be by then"."""
     if "unmet_day" not in forecast:
         return [None] * len(forecast)
     out: list[str | None] = []
@@ -546,7 +564,7 @@ def known_payment_driver(forecast: pd.DataFrame) -> list[str | None]:
         when = (cutoff + pd.Timedelta(days=int(day))).strftime("%d %B %Y")
         what = (f"a regular payment of £{amount:,.2f} due around {when} is" if int(count) <= 1 else
                 f"regular payments of £{amount:,.2f} due around {when} are")
-        out.append(f"{what} more than your balance will be by then")
+        out.append(f"{what} more than your balance is projected to be by then")
     return out
 
 

@@ -43,6 +43,10 @@ BILL_COLUMNS = ["customer_id", "source", "due_date", "amount", "needs_open_banki
 ACCOUNT_COLUMNS = ["customer_id", "account_id", "product", "balance", "interest_charged", "window_days"]
 
 
+# where a reason states the amount of its instruction: the amount granted (allocate), not the one asked for
+GRANTED = "\x00granted\x00"
+
+
 def settings() -> dict[str, Any]:
     return load_config("plans")
 
@@ -167,8 +171,10 @@ def demands(day: date, caps: pd.DataFrame, bills: pd.DataFrame, roles: pd.DataFr
         for i, when in enumerate(days):
             if when > horizon_end:
                 break
-            reason = (f"{words}: setting aside {_money(each)} on {_day(when)}"
-                      + (f" (instalment {i + 1} of {len(days)})" if len(days) > 1 else "") + " covers it")
+            # the amount is the one granted (allocate: within the safety rule, rounded down to the step), filled in
+            # by plan_frame; "towards it": what is granted may be less than the bill needs
+            reason = (f"{words}: setting aside {GRANTED} on {_day(when)}"
+                      + (f" (instalment {i + 1} of {len(days)})" if len(days) > 1 else "") + " towards it")
             add(b.customer_id, "bill_provision", 0, when, each, reason, f"provision for the bill due {due}", None,
                 due, f"{b.source}:{b.key}:{due}", ("open_banking",) if bool(b.needs_open_banking) else (),
                 headline=f"money set aside ahead of {BILL_HEADLINE[str(b.source)]} due around {_day(due)}")
@@ -185,10 +191,10 @@ def demands(day: date, caps: pd.DataFrame, bills: pd.DataFrame, roles: pd.DataFr
             continue
         per_month = share * float(r.amount) * 30.0 / float(r.window_days)
         for when in months:
-            reason = (f"{r.reason}; setting aside {share:.0%} of that income ({_money(per_month)} a month) on "
-                      f"{_day(when)} keeps money ready for the tax on it")
+            reason = (f"{r.reason}; setting aside {GRANTED} on {_day(when)} towards the tax on it ({share:.0%} "
+                      f"of that income would be {_money(per_month)} a month)")
             add(r.customer_id, "tax_pot", 1, when, per_month, reason, "tax pot", None, None, "tax_pot",
-                headline=f"a tax pot: {share:.0%} of your self-employed income set aside each month")
+                headline="a tax pot: money set aside for the tax on the self-employed income paid into your accounts")
     # 3. debts, avalanche: the dearest first
     debt = cfg["debt"]
     lending = accounts[accounts["product"].isin(debt["products"]) & (accounts["balance"] < 0)].copy()
@@ -313,11 +319,13 @@ def plan_frame(day: date, forecast: pd.DataFrame, roles: pd.DataFrame, accounts:
     plans["p10_before"] = before[np.arange(len(plans)), level]
     plans["p10_after"] = after
     # p10_after is the lowest over every horizon from the row's own to the longest: the words name the longest
-    safety = [f". Your balance is projected to stay above {_money(max(a, 0.0))} over the next {horizons[-1]} days "
-              f"in 9 cases out of 10 with this plan." for a in after]
+    # (capacities' P10 never rises with the horizon, so the longest horizon's is among them: true of the whole span)
+    safety = [f". Your balance is projected to stay at or above {_money(max(a, 0.0))} over the next {horizons[-1]} "
+              f"days in 9 cases out of 10 with this plan." for a in after]
     sweep = (plans["action"] == "savings_sweep").to_numpy()
+    granted = [str(r).replace(GRANTED, _money(a)) for r, a in zip(plans["reason"], plans["amount"])]
     plans["reason"] = np.where(sweep, [f"you could move {_money(a)} to savings tomorrow without risking a shortfall"
-                                       for a in plans["amount"]], plans["reason"]) + np.array(safety, dtype=object)
+                                       for a in plans["amount"]], granted) + np.array(safety, dtype=object)
     plans["kind"] = plans["action"].map(KIND)
     plans["plan_id"] = [_md5(c, a, k) for c, a, k in zip(plans["customer_id"], plans["action"], plans["plan_key"])]
     plans["instruction_id"] = [_md5(p, e) for p, e in zip(plans["plan_id"], plans["execute_on"])]

@@ -459,7 +459,8 @@ def _worst_case_context(catalogue) -> pd.DataFrame:
     digit counts, the longest month name, a text field at the landing contract's 64-character maximum."""
     from pipelines.actions import CONTEXT_FIELDS, _PLACEHOLDER
 
-    worst = {"money": 1e12, "pct": 1.0, "int": 99999, "date": pd.Timestamp("2026-09-30"), "text": "W" * 64}
+    worst = {"money": 1e12, "penny": 1e12 - 0.01, "pct": 1.0, "int": 99999, "date": pd.Timestamp("2026-09-30"),
+             "text": "W" * 64}
     row: dict = {"customer_id": "C0000", **{name: np.nan for name in CONTEXT_FIELDS}}
     for action in catalogue:
         for text in [action.explanation, *(r["text"] for r in action.reasons)]:

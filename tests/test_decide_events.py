@@ -14,10 +14,11 @@ from pipelines import decide
 from tests.test_decide import BY_ID, D, customers, run
 
 INCOME = dict(p_income_drop_30=0.1, p_income_drop_60=0.42, p_income_drop_90=0.55, income_reference=2400.0,
-              income_drop_date=None, income_drop_drivers="your income comes from a single source")
+              income_drop_date=None,
+              income_drop_drivers="the regular income paid into your accounts comes from a single source")
 BILL = dict(p_large_expense_30=0.62, p_large_expense_60=0.7, p_large_expense_90=0.8, large_expense_threshold=600.0,
             large_expense_date=pd.Timestamp("2026-12-15"), large_expense_amount=820.0,
-            large_expense_drivers="a large bill you pay every few months or yearly is due within 30 days")
+            large_expense_drivers="a large bill you pay every few months or yearly is expected within 30 days")
 
 
 def published(decisions: decide.Decisions, customer: str, action: str) -> pd.DataFrame:
@@ -36,13 +37,13 @@ def test_income_drop_ahead_states_the_forecast_true_of_the_customer() -> None:
     first = published(out, "C0000", "income_drop_ahead")
     assert len(first) == 1 and first["action_class"].iloc[0] == "protective" and first["rank"].iloc[0] == 1
     # 30 days is below the level (0.1 < 0.3): the shortest horizon at the level is 60 days, and its probability
-    assert first["reasons"].iloc[0] == ("our forecast gives a 42% chance that your income falls more than 30% below "
-                                        "your recent £2400 a month within 60 days; your income comes from a single "
-                                        "source")
+    assert first["reasons"].iloc[0] == ("our forecast gives a 42% chance that the income paid into your accounts falls "
+                                        "more than 30% below its recent £2400 a month within 60 days; the regular "
+                                        "income paid into your accounts comes from a single source")
     second = published(out, "C0001", "income_drop_ahead")["reasons"].iloc[0]
-    assert second.startswith("our forecast gives a 51% chance that your income falls more than 30% below your "
-                             "recent £2400 a month within 30 days; if it does, it would most likely show around "
-                             "09 January 2027")
+    assert second.startswith("our forecast gives a 51% chance that the income paid into your accounts falls more "
+                             "than 30% below its recent £2400 a month within 30 days; if it does, it would most "
+                             "likely show around 09 January 2027")
     assert "single source" not in second  # no drivers for this customer: none stated
 
 
@@ -93,7 +94,7 @@ def test_large_bill_ahead_states_the_forecast_and_only_what_it_gives() -> None:
     assert len(first) == 1 and first["action_class"].iloc[0] == "service"
     assert first["reasons"].iloc[0] == ("our forecast gives a 62% chance of a single payment of £600 or more within "
                                         "30 days; most likely around 15 December 2026, of about £820; a large bill "
-                                        "you pay every few months or yearly is due within 30 days")
+                                        "you pay every few months or yearly is expected within 30 days")
     second = published(out, "C0001", "large_bill_ahead")["reasons"].iloc[0]
     assert second == "our forecast gives a 62% chance of a single payment of £600 or more within 30 days"
     assert "£0" not in second and "soon" not in second  # no date or amount the forecast did not give

@@ -231,8 +231,8 @@ def test_drivers_only_say_what_is_true_of_the_customer():
     values = pd.DataFrame({"known_large_due_30": [900.0, 0.0], "share_travel_90": [0.05, 0.3]})
     names = [["known_large_due_30", "share_travel_90"], ["known_large_due_30", "share_travel_90"]]
     texts = ef.driver_texts(names, values, phrases)
-    assert texts[0] == phrases["known_large_due_30"][0]
-    assert texts[1] == phrases["share_travel_90"][0]
+    assert texts[0] == "a large bill you pay every few months or yearly is expected within 30 days"
+    assert texts[1] == "20% or more of your card spending in the last 90 days went on travel"
     assert ef.driver_texts([["unknown"]], values.iloc[:1], phrases) == [phrases["default"]]
 
 

@@ -277,7 +277,7 @@ def test_the_shortfall_never_comes_after_the_rent_that_causes_it(rent_night):
         assert pd.notna(row["expected_shortfall_date"]) and row["expected_shortfall_date"] <= date(2026, 7, 1)
         assert row["min_balance_p50"] <= 212.0 - 1050.0 and row["min_balance_p10"] <= row["min_balance_p50"]
         assert row["drivers"].startswith("a regular payment of £1,050.00 due around 01 July 2026 is more than "
-                                         "your balance will be by then"), row["drivers"]
+                                         "your balance is projected to be by then"), row["drivers"]
     # the rent of 1 August cannot be met either: the date is never after it, whatever the model thought
     for horizon in (60, 90):
         row = rows.loc[("C_LATER", horizon)]

@@ -221,7 +221,7 @@ def test_plans_reach_decide_as_actions_with_their_own_reason():
     nba = decisions.next_best_actions
     got = nba[nba["action_id"].astype(str).isin(["savings_plan", "debt_plan"])]
     assert set(got["customer_id"]) == {"C_A"} and set(got["action_id"].astype(str)) == {"debt_plan"}
-    assert got["reasons"].iloc[0] == ("a plan to pay £1950 off your debts: your loan costs you about 7.9% a year in "
+    assert got["reasons"].iloc[0] == ("a plan to pay £1950 off what you owe us: your loan costs you about 7.9% a year in "
                                       "interest, the only debt you hold with us that costs more than savings earn")
     log = decisions.decision_log
     why = log[(log["customer_id"] == "C_B") & (log["action_id"].astype(str) == "debt_plan")]["reason"]
