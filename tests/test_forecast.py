@@ -347,7 +347,7 @@ def test_the_baseline_says_bills_exceed_income_only_where_the_history_could_show
     risky = pd.DataFrame({"customer_id": ["YOUNG", "OLD"], "cutoff": pd.Timestamp(RENT_NIGHT), "horizon_days": 60,
                           "p_shortfall": 0.5})
     said = forecast.baseline_drivers(inputs, streams, risky, 0.2).tolist()
-    words = "your regular payments out are larger than your regular income"
+    words = "larger than your regular income"   # (the 60-day row's words name their window)
     assert words in said[1] and words not in said[0], said
 
 
