@@ -200,3 +200,52 @@ def test_a_csv_of_many_bad_rows_lists_the_first_and_counts_the_rest(con, tmp_pat
     assert [line for line, _, _ in found[1:]] == [3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12]
     assert (result.rows_read, result.rows_accepted, result.rows_quarantined) == (52, 2, 50)
     assert sorted(r[0] for r in result.accepted.fetchall()) == ["EUR", "USD"]
+
+
+# --- Parquet physical types ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("column, sql_value, physical", [
+    ("rate_to_base", "{'a': 1.1}", "STRUCT(a DECIMAL(2,1))"),
+    ("rate_to_base", "[1.1]", "DECIMAL(2,1)[]"),
+    ("currency", "map(['k'], ['EUR'])", "MAP(VARCHAR, VARCHAR)"),
+    ("currency", "'EUR'::blob", "BLOB"),
+    ("currency", "42", "INTEGER"),
+])
+def test_a_parquet_column_of_a_type_without_a_faithful_text_is_quarantined_naming_it(con, tmp_path, column,
+                                                                                    sql_value, physical):
+    """A struct, list, map or binary column was read as its text form ("{'a': 1.1}", "[1.1]", ...) and judged as
+    such: a binary currency 'EUR' was accepted. The file is quarantined, naming the column and its type."""
+    values = {"currency": "'EUR'", "rate_to_base": "'1.1'", column: sql_value}
+    path = tmp_path / "fx_rates.parquet"
+    con.execute(f"copy (select {values['currency']} as currency, {values['rate_to_base']} as rate_to_base) "
+                f"to '{path}' (format parquet)")
+    result = read_landing_file(con, path, landing_contract()["fx_rates"], D, "x/fx_rates.parquet")
+    ((line, name, reason),) = problems(result)
+    assert (line, name) == (None, None) and result.whole_file_quarantined
+    assert reason.startswith(f"columns of a type the contract cannot read: {column} is {physical} in the Parquet file")
+
+
+def test_parquet_columns_of_lossless_types_are_read(con, tmp_path):
+    """int32 -> the int and decimal types, DATE, TIMESTAMP WITH TIME ZONE and BOOLEAN are read through their text."""
+    path = tmp_path / "consents.parquet"
+    con.execute(f"copy (select 'C1' as customer_id, 'personalization' as purpose, true as granted, "
+                f"timestamptz '2026-11-20 01:00:00+00' as recorded_at, cast(null as timestamptz) as expires_at) "
+                f"to '{path}' (format parquet)")
+    result = read_landing_file(con, path, landing_contract()["consents"], D, "x/consents.parquet")
+    assert problems(result) == []
+    assert result.accepted.fetchall()[0][:3] == ("C1", "personalization", True)
+    path = tmp_path / "customers.parquet"
+    con.execute(f"copy (select 'C1' as customer_id, 1980::int as birth_year, 'London' as region, "
+                f"date '2020-01-01' as customer_since, null::varchar as known_vulnerability) to '{path}' (format parquet)")
+    result = read_landing_file(con, path, landing_contract()["customers"], D, "x/customers.parquet")
+    assert problems(result) == []
+    assert result.accepted.fetchall()[0][:4] == ("C1", 1980, "London", date(2020, 1, 1))
+
+
+def test_a_naive_timestamp_for_an_instant_is_quarantined_naming_the_column(con, tmp_path):
+    path = tmp_path / "consents.parquet"
+    con.execute(f"copy (select 'C1' as customer_id, 'personalization' as purpose, true as granted, "
+                f"timestamp '2026-11-20 01:00:00' as recorded_at) to '{path}' (format parquet)")
+    result = read_landing_file(con, path, landing_contract()["consents"], D, "x/consents.parquet")
+    ((_, _, reason),) = problems(result)
+    assert "recorded_at is TIMESTAMP in the Parquet file (the contract's timestamptz takes VARCHAR, " in reason

@@ -37,6 +37,43 @@ BRONZE_TYPES = {
     "timestamptz": "timestamptz", "bool": "boolean",
 }
 
+# The Parquet physical types each contract type takes (DuckDB's names). Each is read through its text form and then
+# judged by the type's rules, as a CSV field is: a string always; an integer where the contract's type is an id or a
+# number (its text is lossless: int32 -> bigint, 7 -> decimal 7); a decimal or float for a decimal (a float whose text
+# has more decimals than the contract allows is quarantined by the row rule); DATE, TIMESTAMP WITH TIME ZONE and
+# BOOLEAN for date, timestamptz and bool. Anything else (STRUCT, LIST, MAP, BLOB, a naive TIMESTAMP for an instant,
+# TIME, UUID, a DATE for an instant, ...) has no faithful text: the file is quarantined, naming the column and type.
+_PARQUET_STRINGS = ("VARCHAR", "NULL")  # NULL: Parquet's null type, a column without a value (read as empty)
+_PARQUET_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+                     "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
+PARQUET_TYPES = {
+    "id": _PARQUET_STRINGS + _PARQUET_INTEGERS, "text": _PARQUET_STRINGS, "enum": _PARQUET_STRINGS,
+    "currency": _PARQUET_STRINGS, "country": _PARQUET_STRINGS, "mcc": _PARQUET_STRINGS,
+    "int": _PARQUET_STRINGS + _PARQUET_INTEGERS,
+    "decimal2": _PARQUET_STRINGS + _PARQUET_INTEGERS + ("DECIMAL", "FLOAT", "DOUBLE"),
+    "decimal6": _PARQUET_STRINGS + _PARQUET_INTEGERS + ("DECIMAL", "FLOAT", "DOUBLE"),
+    "date": _PARQUET_STRINGS + ("DATE",), "timestamptz": _PARQUET_STRINGS + ("TIMESTAMP WITH TIME ZONE",),
+    "bool": _PARQUET_STRINGS + ("BOOLEAN",),
+}
+
+
+def parquet_type_faults(contract: FileContract, names: list[str], types: list[str],
+                        mapping: dict[str, int]) -> list[str]:
+    """'column: TYPE in the Parquet file, the contract's <type> takes ...' for every contract column of the file
+    whose physical type has no faithful text form (PARQUET_TYPES); [] when every column can be read."""
+    faults = []
+    for column in contract.columns:
+        if column.name not in mapping:
+            continue
+        physical = types[mapping[column.name]]
+        base = physical.split("(", 1)[0].strip().strip('"')  # DECIMAL(18,2) -> DECIMAL; DuckDB writes "NULL"
+        if physical.endswith("]") or base not in PARQUET_TYPES[column.type]:  # INTEGER[], DECIMAL(2,1)[3]: lists
+            shown = physical if len(physical) <= 80 else physical[:77] + "..."
+            faults.append(f"{column.name} is {shown} in the Parquet file (the contract's {column.type} takes "
+                          f"{', '.join(PARQUET_TYPES[column.type])})")
+    return faults
+
+
 # Regular expressions of the contract's types (DuckDB regexp_full_match: anchored at both ends).
 FORMAT_REGEX = {
     "id": r"[A-Za-z0-9_.:-]{1,64}",
@@ -519,9 +556,10 @@ def _number_records(path: Path, scan: TextScan, rejected: np.ndarray, n_rows: in
                          "their line numbers would be wrong")
 
 
-def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: IngestLimits) -> list[str]:
+def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: IngestLimits
+                  ) -> tuple[list[str], list[str]]:
     """A view `raw` over a Parquet file: `line` (the 1-based row number) and every column as text (c0, c1, ...);
-    returns the file's column names. The footer is checked against the bounds first. An empty string is read as
+    returns the file's column names and their DuckDB types. The footer is checked against the bounds first. An empty string is read as
     null, as the same empty field of a CSV is."""
     try:
         bounds.check_parquet(con, path, limits)
@@ -529,6 +567,7 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: 
     except duckdb.Error as err:
         raise UnreadableFile(f"cannot read the Parquet file: {err}") from err
     names = [row[0] for row in described]
+    types = [str(row[1]) for row in described]
     declared = parquet_column_names(path)
     if declared is not None and len(declared) == len(names):
         names_as_declared = declared  # DuckDB renames a repeated name (amount, amount_1): the header check must see it
@@ -537,7 +576,7 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: 
     casts = "".join(f", nullif(cast({quote_ident(n)} as varchar), '') as c{i}" for i, n in enumerate(names))
     con.execute(f"create temp view {raw} as select file_row_number + 1 as line{casts} "
                 f"from read_parquet({quote_literal(str(path))}, file_row_number = true)")
-    return names_as_declared
+    return names_as_declared, types
 
 
 def parquet_column_names(path: Path) -> list[str] | None:
@@ -578,8 +617,11 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
         if before is None:
             raise UnreadableFile("not a regular file (a symbolic link, device or FIFO): refused, not read")
         if is_parquet:
-            names = _load_parquet(con, path, raw, limits)
+            names, types = _load_parquet(con, path, raw, limits)
             mapping = _match_header(names, contract, source_file, quarantine_rows, warnings)
+            type_faults = parquet_type_faults(contract, names, types, mapping)
+            if type_faults:
+                raise UnreadableFile("columns of a type the contract cannot read: " + "; ".join(type_faults))
         else:
             bounds.check_file_size(path, limits)
             names = read_csv_header(path)
