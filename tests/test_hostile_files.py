@@ -249,3 +249,69 @@ def test_a_naive_timestamp_for_an_instant_is_quarantined_naming_the_column(con, 
     result = read_landing_file(con, path, landing_contract()["consents"], D, "x/consents.parquet")
     ((_, _, reason),) = problems(result)
     assert "recorded_at is TIMESTAMP in the Parquet file (the contract's timestamptz takes VARCHAR, " in reason
+
+
+# --- over-long values ------------------------------------------------------------------------------------------
+
+LONG = "X" * 100_000
+
+
+def write_envelope(tmp_path: Path, envelope: dict) -> Path:
+    path = tmp_path / "openbanking" / "C1-alpha.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(envelope), encoding="utf-8")
+    return path
+
+
+def test_an_over_long_open_banking_id_costs_its_record_and_an_over_long_text_its_field(tmp_path):
+    """A 100,000-character TransactionId, MerchantName or TransactionInformation was accepted (the id went into
+    bronze, silver and every key built from it). The bounds are the OBIE MaxNText of config/landing.yaml."""
+    from pipelines.contract import openbanking_lengths
+
+    lengths = openbanking_lengths()
+    assert (lengths.limit("AccountId"), lengths.limit("TransactionInformation"),
+            lengths.limit("MerchantDetails.MerchantName"), lengths.limit("Reference")) == (40, 500, 350, 35)
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=4)
+    transactions = envelope["transactions"]["Data"]["Transaction"]
+    transactions[0]["TransactionId"] = LONG
+    transactions[1]["TransactionInformation"] = LONG
+    transactions[2]["MerchantDetails"] = {"MerchantName": LONG}
+    transactions[3]["TransactionId"] = "T" * 210  # at the bound: kept
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    kept = batch.tables["ob_transactions"]
+    assert len(kept) == 3
+    assert kept["description"].str.len().max() <= 500 and kept["merchant_name"].fillna("").str.len().max() <= 350
+    assert ("T" * 210) in set(kept["provider_transaction_id"])
+    reasons = sorted(batch.quarantine["reason"])
+    assert reasons == sorted([
+        "TransactionId is 100000 characters, more than 210 (openbanking.max_length); record quarantined",
+        "TransactionInformation is 100000 characters, more than 500 (openbanking.max_length); field set to null, "
+        "record kept",
+        "MerchantDetails.MerchantName is 100000 characters, more than 350 (openbanking.max_length); field set to "
+        "null, record kept"])
+    assert batch.quarantine["raw_value"].str.len().max() <= 1000
+
+
+def test_an_envelope_of_an_over_long_provider_is_refused_with_the_reason(tmp_path):
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=1)
+    envelope["provider"] = LONG
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    (reason,) = batch.quarantine["reason"]
+    assert reason.startswith("envelope provider is 100000 characters, more than 64 (openbanking.max_length)")
+    assert all(len(table) == 0 for table in batch.tables.values())
+
+
+def test_an_over_long_core_id_or_text_is_quarantined(con, tmp_path):
+    """The core contract bounds every id (64) and text (its max_length): a 100,000-character customer id,
+    transaction id, description or merchant name costs its row, with the reason."""
+    header = "transaction_id,account_id,booked_at,amount,currency,description,merchant_name,mcc,channel,country,counterparty_id"
+    good = "T{i},A1,2026-11-20T10:00:00Z,-1.00,GBP,{d},{m},5411,card,GB,"
+    text = "\n".join([header, good.format(i=1, d="ok", m="ok"), good.format(i=LONG, d="ok", m="ok"),
+                      good.format(i=3, d=LONG, m="ok"), good.format(i=4, d="ok", m=LONG)]) + "\n"
+    result = ingest(con, tmp_path, "transactions", text)
+    found = {(line, column) for line, column, _ in problems(result)}
+    assert found == {(3, "transaction_id"), (4, "description"), (5, "merchant_name")}
+    assert [r[0] for r in result.accepted.fetchall()] == ["T1"]
+    customers = ingest(con, tmp_path, "customers", f"customer_id,birth_year,region,customer_since,known_vulnerability\n"
+                                                   f"{LONG},1980,{LONG},2020-01-01,\n")
+    assert {column for _, column, _ in problems(customers)} == {"customer_id", "region"}

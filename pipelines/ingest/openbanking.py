@@ -117,6 +117,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipelines.contract import openbanking_lengths
 from pipelines.ingest.core import INSTANT_OUT_OF_RANGE
 
 log = logging.getLogger(__name__)
@@ -382,7 +383,11 @@ class _Record:
         name = prefix + key
         if type(value) is str and value:
             if CONTROL_CHARACTER.search(value) is None:
-                return value
+                lengths = openbanking_lengths()
+                if len(value) <= lengths.limit(name):
+                    return value
+                self.problem(name, too_long(name, value, lengths.limit(name)), value, required or name in lengths.ids)
+                return None
             self.problem(name, f"{name} contains a control character (NUL or another C0 code other than tab and line "
                                f"breaks, or DEL)", value, required)
             return None
@@ -511,10 +516,19 @@ class _Record:
         if type(value) is not str or not value:
             self.problem(name, f"{name} is {_kind_of(value)}, expected a frequency string", value, False)
             return None
+        limit = openbanking_lengths().limit(name)
+        if len(value) > limit:
+            self.problem(name, too_long(name, value, limit), value, False)
+            return None
         if value not in V4_FREQUENCY_CODES and V3_FREQUENCY.match(value) is None:
             self.note(name, f"{name} {value!r} matches neither the OBIE frequency pattern nor a v4.0 frequency code",
                       value, "kept as written")
         return value
+
+
+def too_long(name: str, value: str, limit: int) -> str:
+    """The reason for a text longer than its bound (config/landing.yaml openbanking.max_length)."""
+    return f"{name} is {len(value)} characters, more than {limit} (openbanking.max_length)"
 
 
 def offset_in_range(moment: datetime) -> bool:
@@ -728,6 +742,12 @@ def _read_standing_order(rec: _Record, context: ObContext, fingerprints: dict[st
         unstructured = remittance.get("Unstructured") if type(remittance) is dict else None
         if type(unstructured) is list and unstructured and type(unstructured[0]) is str:
             reference = unstructured[0]
+            name, limit = "RemittanceInformation.Unstructured", openbanking_lengths().limit("RemittanceInformation.Unstructured")
+            if len(reference) > limit or CONTROL_CHARACTER.search(reference):
+                reason = (too_long(name, reference, limit) if len(reference) > limit
+                          else f"{name} contains a control character")
+                rec.problem(name, reason, reference, False)
+                reference = None
     creditor = rec.obj(data, "CreditorAccount")
     return {"account_id": _account_id(context, provider_account_id),
             "standing_order_id": rec.text(data, "StandingOrderId"), "frequency": frequency,
@@ -1051,6 +1071,8 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
                            "customers.csv)", value))
         elif CONTROL_CHARACTER.search(value):
             faults.append((f"envelope {key} contains a control character", value))
+        elif len(value) > openbanking_lengths().limit(f"envelope.{key}"):
+            faults.append((f"envelope {too_long(key, value, openbanking_lengths().limit(f'envelope.{key}'))}", value))
     fetched_raw = envelope.get("fetched_at")
     fetched_at = None
     if fetched_raw is None:
@@ -1074,6 +1096,9 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
     consent_id = envelope.get("consent_id")
     if consent_id is not None and type(consent_id) is not str:
         faults.append((f"envelope consent_id is {_kind_of(consent_id)}, expected a string", consent_id))
+    elif consent_id is not None and len(consent_id) > openbanking_lengths().limit("envelope.consent_id"):
+        faults.append((f"envelope {too_long('consent_id', consent_id, openbanking_lengths().limit('envelope.consent_id'))}",
+                       consent_id))
     if faults:
         return None, faults
     return ObContext(customer_id=envelope["customer_id"], provider=envelope["provider"], consent_id=consent_id,
