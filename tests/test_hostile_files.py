@@ -315,3 +315,24 @@ def test_an_over_long_core_id_or_text_is_quarantined(con, tmp_path):
     customers = ingest(con, tmp_path, "customers", f"customer_id,birth_year,region,customer_since,known_vulnerability\n"
                                                    f"{LONG},1980,{LONG},2020-01-01,\n")
     assert {column for _, column, _ in problems(customers)} == {"customer_id", "region"}
+
+
+# --- extreme amounts -------------------------------------------------------------------------------------------
+
+def test_a_posting_past_the_money_bound_is_quarantined_in_both_sources(con, tmp_path):
+    """A posting of -9,999,999,999,999,999.99 fits DECIMAL(18,2) and was accepted; the features stage then failed on
+    its sum ("Casting value -10000000000000146.39 to DECIMAL(18,2) failed"), an unexpected error that stopped the
+    night. The contract bounds a posting at 1,000,000,000 either way, the same for open banking."""
+    header = "transaction_id,account_id,booked_at,amount,currency,description,merchant_name,mcc,channel,country,counterparty_id"
+    row = "T{i},A1,2026-11-20T10:00:00Z,{a},GBP,x,m,5411,card,GB,"
+    text = "\n".join([header, row.format(i=1, a="-1000000000.00"), row.format(i=2, a="-9999999999999999.99"),
+                      row.format(i=3, a="1000000000000000.00"), row.format(i=4, a="1000000000.01")]) + "\n"
+    result = ingest(con, tmp_path, "transactions", text)
+    assert [(line, column) for line, column, _ in problems(result)] == [(3, "amount"), (4, "amount"), (5, "amount")]
+    assert [r[0] for r in result.accepted.fetchall()] == ["T1"]
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=2)
+    envelope["transactions"]["Data"]["Transaction"][0]["Amount"]["Amount"] = "9999999999999.99"
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    assert len(batch.tables["ob_transactions"]) == 1
+    (reason,) = batch.quarantine["reason"]
+    assert "Amount '9999999999999.99' is above the maximum 1000000000" in reason and "record quarantined" in reason

@@ -117,7 +117,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.contract import openbanking_lengths
+from pipelines.contract import landing_contract, openbanking_lengths
 from pipelines.ingest.core import INSTANT_OUT_OF_RANGE
 
 log = logging.getLogger(__name__)
@@ -347,11 +347,12 @@ class _Record:
     `required=True` makes a bad value a record fault (the record is quarantined); otherwise the field is set to
     null and the problem is noted.
     """
-    __slots__ = ("data", "version", "faults", "notes")
+    __slots__ = ("data", "version", "faults", "notes", "max_amount")
 
-    def __init__(self, data: dict[str, Any], version: str) -> None:
+    def __init__(self, data: dict[str, Any], version: str, max_amount: Decimal | None = None) -> None:
         self.data = data
         self.version = version
+        self.max_amount = max_amount
         self.faults: list[tuple[str, str, Any]] = []
         self.notes: list[tuple[str, str, Any]] = []
 
@@ -498,7 +499,12 @@ class _Record:
             self.problem(name, f"{name} {text!r} has {decimals} decimals: more than {currency or 'the currency'} "
                                f"allows ({unit}) or the lake stores (DECIMAL(18,2)); not rounded", raw, required)
             return None
-        return Decimal(text).quantize(CENT)
+        number = Decimal(text).quantize(CENT)
+        if self.max_amount is not None and number > self.max_amount:
+            self.problem(name, f"{name} {text!r} is above the maximum {self.max_amount} (config/landing.yaml)", raw,
+                         required)
+            return None
+        return number
 
     def signed(self, container: dict[str, Any], key: str, prefix: str = "", required: bool = False
                ) -> tuple[Decimal | None, str | None]:
@@ -524,6 +530,14 @@ class _Record:
             self.note(name, f"{name} {value!r} matches neither the OBIE frequency pattern nor a v4.0 frequency code",
                       value, "kept as written")
         return value
+
+
+def max_amount(resource: str) -> Decimal:
+    """The largest amount of a record of `resource`: the core contract's bound for a balance (balances) or for a
+    posting (the others), so that both sources stop at the same figure (config/landing.yaml)."""
+    files = landing_contract()
+    column = files["balances"].column("balance") if resource == "balances" else files["transactions"].column("amount")
+    return Decimal(str(column.max))
 
 
 def too_long(name: str, value: str, limit: int) -> str:
@@ -918,7 +932,7 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
             out.add(_quarantine_row(source, record_path, f"record is {_kind_of(record)}, expected an "
                                                                        f"object; {RECORD_REJECTED}", record))
             continue
-        rec = _Record(record, version)
+        rec = _Record(record, version, max_amount(resource))
         row = reader(rec, context, fingerprints)
         for name, reason, raw in rec.faults:
             out.add(_quarantine_row(source, f"{record_path}.{name}", reason, raw))
