@@ -336,3 +336,25 @@ def test_a_posting_past_the_money_bound_is_quarantined_in_both_sources(con, tmp_
     assert len(batch.tables["ob_transactions"]) == 1
     (reason,) = batch.quarantine["reason"]
     assert "Amount '9999999999999.99' is above the maximum 1000000000" in reason and "record quarantined" in reason
+
+
+# --- Unicode bidirectional controls -----------------------------------------------------------------------------
+
+def test_a_text_with_a_bidirectional_control_is_quarantined_and_emoji_are_kept(con, tmp_path):
+    """A region "North West\\u202eevil" reached the nightly report's fairness table as a group of its own, shown
+    reversed. Bidi embeddings, overrides and isolates are quarantined as control characters are; emoji and
+    accents are text."""
+    text = ("customer_id,birth_year,region,customer_since,known_vulnerability\n"
+            "C1,1980,North West \u202eevil\u202c,2020-01-01,\nC2,1980,Caf\u00e9 \U0001F4B8,2020-01-01,\n"
+            "C3,1980,x\u2066y\u2069,2020-01-01,\n")
+    result = ingest(con, tmp_path, "customers", text)
+    assert [(line, column) for line, column, _ in problems(result)] == [(2, "region"), (4, "region")]
+    assert problems(result)[0][2].startswith("region: contains a Unicode bidirectional control")
+    assert [r[:3] for r in result.accepted.fetchall()] == [("C2", 1980, "Caf\u00e9 \U0001F4B8")]
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=2)
+    envelope["transactions"]["Data"]["Transaction"][0]["TransactionInformation"] = "Coffee \u202eevil"
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    assert len(batch.tables["ob_transactions"]) == 2
+    (reason,) = batch.quarantine["reason"]
+    assert reason.startswith("TransactionInformation contains a Unicode bidirectional control")
+    assert reason.endswith("field set to null, record kept")

@@ -113,6 +113,11 @@ DATE_OUT_OF_RANGE = "out of range: outside the years 0001-9999"
 INSTANT_OUT_OF_RANGE = "out of range: as UTC it falls outside the years 0001-9999"
 # Control characters a free text may not hold: C0 codes but tab and line breaks (a CSV field may span lines), DEL.
 CONTROL_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+# Unicode bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): a text holding one shows
+# something other than what it stores (a merchant "Cafe\u202eevil" reads backwards) in any report or screen.
+BIDI_REGEX = "[\u202a-\u202e\u2066-\u2069]"
+BIDI_REASON = ("contains a Unicode bidirectional control (U+202A-U+202E or U+2066-U+2069): it would display other "
+               "than it reads")
 # A required free text of only whitespace is empty.
 BLANK_REGEX = r"\s*"
 
@@ -233,6 +238,8 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
         rules.append((f"regexp_matches({value}, {quote_literal(CONTROL_REGEX)})",
                       "contains a control character (NUL or another C0 code other than tab and line breaks, "
                       "or DEL)", True))
+    if column.type == "text":  # multi-byte characters: the byte scan behind controls_possible does not see them
+        rules.append((f"regexp_matches({value}, {quote_literal(BIDI_REGEX)})", BIDI_REASON, True))
     if column.type == "timestamptz":
         rules.append((f"not regexp_full_match({value}, {quote_literal(OFFSET_REGEX)})",
                       "zone offset out of range (-14:00 to +14:00, minutes below 60)", False))

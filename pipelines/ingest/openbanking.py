@@ -118,7 +118,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.contract import landing_contract, openbanking_lengths
-from pipelines.ingest.core import INSTANT_OUT_OF_RANGE
+from pipelines.ingest.core import BIDI_REASON, BIDI_REGEX, INSTANT_OUT_OF_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,7 @@ ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 LINKS_VERSION = re.compile(r"/v(\d)\.\d")
 _DUPLICATE_MARK = "\x00duplicate keys"
 # What a text may not hold (the core files' rule for text columns): C0 controls but tab and line breaks, DEL.
+BIDI_CHARACTER = re.compile(BIDI_REGEX)
 CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_OFFSET_SECONDS = 14 * 3600
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # the landing contract's id type
@@ -385,6 +386,9 @@ class _Record:
         if type(value) is str and value:
             if CONTROL_CHARACTER.search(value) is None:
                 lengths = openbanking_lengths()
+                if BIDI_CHARACTER.search(value) is not None:
+                    self.problem(name, f"{name} {BIDI_REASON}", value, required or name in lengths.ids)
+                    return None
                 if len(value) <= lengths.limit(name):
                     return value
                 self.problem(name, too_long(name, value, lengths.limit(name)), value, required or name in lengths.ids)
