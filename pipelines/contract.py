@@ -74,6 +74,25 @@ def landing_contract() -> LandingContract:
     return LandingContract(files)
 
 
+@dataclass(frozen=True)
+class OpenBankingLengths:
+    """The most characters each text of an open-banking envelope may hold (config/landing.yaml `openbanking`)."""
+    max_length: dict[str, int]
+    ids: frozenset[str]
+
+    def limit(self, name: str) -> int:
+        return self.max_length.get(name, self.max_length["other"])
+
+
+@functools.lru_cache(maxsize=1)
+def openbanking_lengths() -> OpenBankingLengths:
+    raw = load_config("landing")["openbanking"]
+    lengths = {str(k): int(v) for k, v in raw["max_length"].items()}
+    if "other" not in lengths or any(v < 1 for v in lengths.values()):
+        raise ValueError("config/landing.yaml: openbanking.max_length needs `other` and positive lengths")
+    return OpenBankingLengths(max_length=lengths, ids=frozenset(raw.get("ids", ())))
+
+
 _FILE_NAME = re.compile(r"^(?P<kind>[a-z_]+)(?:-[A-Za-z0-9_.-]+?)?(?P<format>\.csv|\.csv\.gz|\.parquet)$")
 
 

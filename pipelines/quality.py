@@ -23,7 +23,7 @@ from pipelines import lake
 from pipelines.config import REPO_ROOT, Paths, settings
 from pipelines.contract import FileContract, landing_contract
 from pipelines.data_docs import build_gate_site, clear_results
-from pipelines.ingest.core import CONTROL_REGEX, FORMAT_REGEX, bronze_columns_sql
+from pipelines.ingest.core import BIDI_REGEX, CONTROL_REGEX, FORMAT_REGEX, bronze_columns_sql
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.runs import write_run_metrics
 from pipelines.schemas import TableSchema, table_schema, tables
@@ -190,8 +190,10 @@ def landing_suite(contract: FileContract) -> dict[str, Any]:
             items.append(expectation("expect_column_values_to_match_regex", f"type {column.type}", column=name,
                                      regex=GX_REGEX[column.type]))
         if column.type == "text":
-            items.append(expectation("expect_column_values_to_not_match_regex", "no control characters",
-                                     column=name, regex=CONTROL_REGEX))
+            # One expectation per type and column (a suite keeps only one): C0 controls and bidi controls in one class.
+            items.append(expectation("expect_column_values_to_not_match_regex",
+                                     "no control characters, no bidirectional controls",
+                                     column=name, regex=CONTROL_REGEX[:-1] + BIDI_REGEX[1:]))
         if column.type == "enum":
             items.append(expectation("expect_column_values_to_be_in_set", "values", column=name,
                                      value_set=list(column.values)))

@@ -200,3 +200,161 @@ def test_a_csv_of_many_bad_rows_lists_the_first_and_counts_the_rest(con, tmp_pat
     assert [line for line, _, _ in found[1:]] == [3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12]
     assert (result.rows_read, result.rows_accepted, result.rows_quarantined) == (52, 2, 50)
     assert sorted(r[0] for r in result.accepted.fetchall()) == ["EUR", "USD"]
+
+
+# --- Parquet physical types ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("column, sql_value, physical", [
+    ("rate_to_base", "{'a': 1.1}", "STRUCT(a DECIMAL(2,1))"),
+    ("rate_to_base", "[1.1]", "DECIMAL(2,1)[]"),
+    ("currency", "map(['k'], ['EUR'])", "MAP(VARCHAR, VARCHAR)"),
+    ("currency", "'EUR'::blob", "BLOB"),
+    ("currency", "42", "INTEGER"),
+])
+def test_a_parquet_column_of_a_type_without_a_faithful_text_is_quarantined_naming_it(con, tmp_path, column,
+                                                                                    sql_value, physical):
+    """A struct, list, map or binary column was read as its text form ("{'a': 1.1}", "[1.1]", ...) and judged as
+    such: a binary currency 'EUR' was accepted. The file is quarantined, naming the column and its type."""
+    values = {"currency": "'EUR'", "rate_to_base": "'1.1'", column: sql_value}
+    path = tmp_path / "fx_rates.parquet"
+    con.execute(f"copy (select {values['currency']} as currency, {values['rate_to_base']} as rate_to_base) "
+                f"to '{path}' (format parquet)")
+    result = read_landing_file(con, path, landing_contract()["fx_rates"], D, "x/fx_rates.parquet")
+    ((line, name, reason),) = problems(result)
+    assert (line, name) == (None, None) and result.whole_file_quarantined
+    assert reason.startswith(f"columns of a type the contract cannot read: {column} is {physical} in the Parquet file")
+
+
+def test_parquet_columns_of_lossless_types_are_read(con, tmp_path):
+    """int32 -> the int and decimal types, DATE, TIMESTAMP WITH TIME ZONE and BOOLEAN are read through their text."""
+    path = tmp_path / "consents.parquet"
+    con.execute(f"copy (select 'C1' as customer_id, 'personalization' as purpose, true as granted, "
+                f"timestamptz '2026-11-20 01:00:00+00' as recorded_at, cast(null as timestamptz) as expires_at) "
+                f"to '{path}' (format parquet)")
+    result = read_landing_file(con, path, landing_contract()["consents"], D, "x/consents.parquet")
+    assert problems(result) == []
+    assert result.accepted.fetchall()[0][:3] == ("C1", "personalization", True)
+    path = tmp_path / "customers.parquet"
+    con.execute(f"copy (select 'C1' as customer_id, 1980::int as birth_year, 'London' as region, "
+                f"date '2020-01-01' as customer_since, null::varchar as known_vulnerability) to '{path}' (format parquet)")
+    result = read_landing_file(con, path, landing_contract()["customers"], D, "x/customers.parquet")
+    assert problems(result) == []
+    assert result.accepted.fetchall()[0][:4] == ("C1", 1980, "London", date(2020, 1, 1))
+
+
+def test_a_naive_timestamp_for_an_instant_is_quarantined_naming_the_column(con, tmp_path):
+    path = tmp_path / "consents.parquet"
+    con.execute(f"copy (select 'C1' as customer_id, 'personalization' as purpose, true as granted, "
+                f"timestamp '2026-11-20 01:00:00' as recorded_at) to '{path}' (format parquet)")
+    result = read_landing_file(con, path, landing_contract()["consents"], D, "x/consents.parquet")
+    ((_, _, reason),) = problems(result)
+    assert "recorded_at is TIMESTAMP in the Parquet file (the contract's timestamptz takes VARCHAR, " in reason
+
+
+# --- over-long values ------------------------------------------------------------------------------------------
+
+LONG = "X" * 100_000
+
+
+def write_envelope(tmp_path: Path, envelope: dict) -> Path:
+    path = tmp_path / "openbanking" / "C1-alpha.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(envelope), encoding="utf-8")
+    return path
+
+
+def test_an_over_long_open_banking_id_costs_its_record_and_an_over_long_text_its_field(tmp_path):
+    """A 100,000-character TransactionId, MerchantName or TransactionInformation was accepted (the id went into
+    bronze, silver and every key built from it). The bounds are the OBIE MaxNText of config/landing.yaml."""
+    from pipelines.contract import openbanking_lengths
+
+    lengths = openbanking_lengths()
+    assert (lengths.limit("AccountId"), lengths.limit("TransactionInformation"),
+            lengths.limit("MerchantDetails.MerchantName"), lengths.limit("Reference")) == (40, 500, 350, 35)
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=4)
+    transactions = envelope["transactions"]["Data"]["Transaction"]
+    transactions[0]["TransactionId"] = LONG
+    transactions[1]["TransactionInformation"] = LONG
+    transactions[2]["MerchantDetails"] = {"MerchantName": LONG}
+    transactions[3]["TransactionId"] = "T" * 210  # at the bound: kept
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    kept = batch.tables["ob_transactions"]
+    assert len(kept) == 3
+    assert kept["description"].str.len().max() <= 500 and kept["merchant_name"].fillna("").str.len().max() <= 350
+    assert ("T" * 210) in set(kept["provider_transaction_id"])
+    reasons = sorted(batch.quarantine["reason"])
+    assert reasons == sorted([
+        "TransactionId is 100000 characters, more than 210 (openbanking.max_length); record quarantined",
+        "TransactionInformation is 100000 characters, more than 500 (openbanking.max_length); field set to null, "
+        "record kept",
+        "MerchantDetails.MerchantName is 100000 characters, more than 350 (openbanking.max_length); field set to "
+        "null, record kept"])
+    assert batch.quarantine["raw_value"].str.len().max() <= 1000
+
+
+def test_an_envelope_of_an_over_long_provider_is_refused_with_the_reason(tmp_path):
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=1)
+    envelope["provider"] = LONG
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    (reason,) = batch.quarantine["reason"]
+    assert reason.startswith("envelope provider is 100000 characters, more than 64 (openbanking.max_length)")
+    assert all(len(table) == 0 for table in batch.tables.values())
+
+
+def test_an_over_long_core_id_or_text_is_quarantined(con, tmp_path):
+    """The core contract bounds every id (64) and text (its max_length): a 100,000-character customer id,
+    transaction id, description or merchant name costs its row, with the reason."""
+    header = "transaction_id,account_id,booked_at,amount,currency,description,merchant_name,mcc,channel,country,counterparty_id"
+    good = "T{i},A1,2026-11-20T10:00:00Z,-1.00,GBP,{d},{m},5411,card,GB,"
+    text = "\n".join([header, good.format(i=1, d="ok", m="ok"), good.format(i=LONG, d="ok", m="ok"),
+                      good.format(i=3, d=LONG, m="ok"), good.format(i=4, d="ok", m=LONG)]) + "\n"
+    result = ingest(con, tmp_path, "transactions", text)
+    found = {(line, column) for line, column, _ in problems(result)}
+    assert found == {(3, "transaction_id"), (4, "description"), (5, "merchant_name")}
+    assert [r[0] for r in result.accepted.fetchall()] == ["T1"]
+    customers = ingest(con, tmp_path, "customers", f"customer_id,birth_year,region,customer_since,known_vulnerability\n"
+                                                   f"{LONG},1980,{LONG},2020-01-01,\n")
+    assert {column for _, column, _ in problems(customers)} == {"customer_id", "region"}
+
+
+# --- extreme amounts -------------------------------------------------------------------------------------------
+
+def test_a_posting_past_the_money_bound_is_quarantined_in_both_sources(con, tmp_path):
+    """A posting of -9,999,999,999,999,999.99 fits DECIMAL(18,2) and was accepted; the features stage then failed on
+    its sum ("Casting value -10000000000000146.39 to DECIMAL(18,2) failed"), an unexpected error that stopped the
+    night. The contract bounds a posting at 1,000,000,000 either way, the same for open banking."""
+    header = "transaction_id,account_id,booked_at,amount,currency,description,merchant_name,mcc,channel,country,counterparty_id"
+    row = "T{i},A1,2026-11-20T10:00:00Z,{a},GBP,x,m,5411,card,GB,"
+    text = "\n".join([header, row.format(i=1, a="-1000000000.00"), row.format(i=2, a="-9999999999999999.99"),
+                      row.format(i=3, a="1000000000000000.00"), row.format(i=4, a="1000000000.01")]) + "\n"
+    result = ingest(con, tmp_path, "transactions", text)
+    assert [(line, column) for line, column, _ in problems(result)] == [(3, "amount"), (4, "amount"), (5, "amount")]
+    assert [r[0] for r in result.accepted.fetchall()] == ["T1"]
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=2)
+    envelope["transactions"]["Data"]["Transaction"][0]["Amount"]["Amount"] = "9999999999999.99"
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    assert len(batch.tables["ob_transactions"]) == 1
+    (reason,) = batch.quarantine["reason"]
+    assert "Amount '9999999999999.99' is above the maximum 1000000000" in reason and "record quarantined" in reason
+
+
+# --- Unicode bidirectional controls -----------------------------------------------------------------------------
+
+def test_a_text_with_a_bidirectional_control_is_quarantined_and_emoji_are_kept(con, tmp_path):
+    """A region "North West\\u202eevil" reached the nightly report's fairness table as a group of its own, shown
+    reversed. Bidi embeddings, overrides and isolates are quarantined as control characters are; emoji and
+    accents are text."""
+    text = ("customer_id,birth_year,region,customer_since,known_vulnerability\n"
+            "C1,1980,North West \u202eevil\u202c,2020-01-01,\nC2,1980,Caf\u00e9 \U0001F4B8,2020-01-01,\n"
+            "C3,1980,x\u2066y\u2069,2020-01-01,\n")
+    result = ingest(con, tmp_path, "customers", text)
+    assert [(line, column) for line, column, _ in problems(result)] == [(2, "region"), (4, "region")]
+    assert problems(result)[0][2].startswith("region: contains a Unicode bidirectional control")
+    assert [r[:3] for r in result.accepted.fetchall()] == [("C2", 1980, "Caf\u00e9 \U0001F4B8")]
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=2)
+    envelope["transactions"]["Data"]["Transaction"][0]["TransactionInformation"] = "Coffee \u202eevil"
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    assert len(batch.tables["ob_transactions"]) == 2
+    (reason,) = batch.quarantine["reason"]
+    assert reason.startswith("TransactionInformation contains a Unicode bidirectional control")
+    assert reason.endswith("field set to null, record kept")

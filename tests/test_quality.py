@@ -268,3 +268,11 @@ def test_suites_check_free_text_for_control_characters_too(good_bronze):
     failed = {(f["expectation"], f["column"]) for f in result.failures}
     assert failed == {("expect_column_values_to_not_match_regex", "description"),
                       ("expect_column_values_to_not_match_regex", "merchant_name")}
+
+
+def test_suites_check_free_text_for_bidirectional_controls_too(good_bronze):
+    bad = good_bronze["transactions"].copy()
+    bad.loc[0, "description"] = "Coffee \u202eevil"
+    result = run_suite(bad, "landing_transactions")
+    assert {(f["expectation"], f["column"]) for f in result.failures} == {
+        ("expect_column_values_to_not_match_regex", "description")}

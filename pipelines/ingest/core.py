@@ -37,6 +37,43 @@ BRONZE_TYPES = {
     "timestamptz": "timestamptz", "bool": "boolean",
 }
 
+# The Parquet physical types each contract type takes (DuckDB's names). Each is read through its text form and then
+# judged by the type's rules, as a CSV field is: a string always; an integer where the contract's type is an id or a
+# number (its text is lossless: int32 -> bigint, 7 -> decimal 7); a decimal or float for a decimal (a float whose text
+# has more decimals than the contract allows is quarantined by the row rule); DATE, TIMESTAMP WITH TIME ZONE and
+# BOOLEAN for date, timestamptz and bool. Anything else (STRUCT, LIST, MAP, BLOB, a naive TIMESTAMP for an instant,
+# TIME, UUID, a DATE for an instant, ...) has no faithful text: the file is quarantined, naming the column and type.
+_PARQUET_STRINGS = ("VARCHAR", "NULL")  # NULL: Parquet's null type, a column without a value (read as empty)
+_PARQUET_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+                     "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
+PARQUET_TYPES = {
+    "id": _PARQUET_STRINGS + _PARQUET_INTEGERS, "text": _PARQUET_STRINGS, "enum": _PARQUET_STRINGS,
+    "currency": _PARQUET_STRINGS, "country": _PARQUET_STRINGS, "mcc": _PARQUET_STRINGS,
+    "int": _PARQUET_STRINGS + _PARQUET_INTEGERS,
+    "decimal2": _PARQUET_STRINGS + _PARQUET_INTEGERS + ("DECIMAL", "FLOAT", "DOUBLE"),
+    "decimal6": _PARQUET_STRINGS + _PARQUET_INTEGERS + ("DECIMAL", "FLOAT", "DOUBLE"),
+    "date": _PARQUET_STRINGS + ("DATE",), "timestamptz": _PARQUET_STRINGS + ("TIMESTAMP WITH TIME ZONE",),
+    "bool": _PARQUET_STRINGS + ("BOOLEAN",),
+}
+
+
+def parquet_type_faults(contract: FileContract, names: list[str], types: list[str],
+                        mapping: dict[str, int]) -> list[str]:
+    """'column: TYPE in the Parquet file, the contract's <type> takes ...' for every contract column of the file
+    whose physical type has no faithful text form (PARQUET_TYPES); [] when every column can be read."""
+    faults = []
+    for column in contract.columns:
+        if column.name not in mapping:
+            continue
+        physical = types[mapping[column.name]]
+        base = physical.split("(", 1)[0].strip().strip('"')  # DECIMAL(18,2) -> DECIMAL; DuckDB writes "NULL"
+        if physical.endswith("]") or base not in PARQUET_TYPES[column.type]:  # INTEGER[], DECIMAL(2,1)[3]: lists
+            shown = physical if len(physical) <= 80 else physical[:77] + "..."
+            faults.append(f"{column.name} is {shown} in the Parquet file (the contract's {column.type} takes "
+                          f"{', '.join(PARQUET_TYPES[column.type])})")
+    return faults
+
+
 # Regular expressions of the contract's types (DuckDB regexp_full_match: anchored at both ends).
 FORMAT_REGEX = {
     "id": r"[A-Za-z0-9_.:-]{1,64}",
@@ -76,6 +113,11 @@ DATE_OUT_OF_RANGE = "out of range: outside the years 0001-9999"
 INSTANT_OUT_OF_RANGE = "out of range: as UTC it falls outside the years 0001-9999"
 # Control characters a free text may not hold: C0 codes but tab and line breaks (a CSV field may span lines), DEL.
 CONTROL_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+# Unicode bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): a text holding one shows
+# something other than what it stores (a merchant "Cafe\u202eevil" reads backwards) in any report or screen.
+BIDI_REGEX = "[\u202a-\u202e\u2066-\u2069]"
+BIDI_REASON = ("contains a Unicode bidirectional control (U+202A-U+202E or U+2066-U+2069): it would display other "
+               "than it reads")
 # A required free text of only whitespace is empty.
 BLANK_REGEX = r"\s*"
 
@@ -196,6 +238,8 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
         rules.append((f"regexp_matches({value}, {quote_literal(CONTROL_REGEX)})",
                       "contains a control character (NUL or another C0 code other than tab and line breaks, "
                       "or DEL)", True))
+    if column.type == "text":  # multi-byte characters: the byte scan behind controls_possible does not see them
+        rules.append((f"regexp_matches({value}, {quote_literal(BIDI_REGEX)})", BIDI_REASON, True))
     if column.type == "timestamptz":
         rules.append((f"not regexp_full_match({value}, {quote_literal(OFFSET_REGEX)})",
                       "zone offset out of range (-14:00 to +14:00, minutes below 60)", False))
@@ -519,9 +563,10 @@ def _number_records(path: Path, scan: TextScan, rejected: np.ndarray, n_rows: in
                          "their line numbers would be wrong")
 
 
-def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: IngestLimits) -> list[str]:
+def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: IngestLimits
+                  ) -> tuple[list[str], list[str]]:
     """A view `raw` over a Parquet file: `line` (the 1-based row number) and every column as text (c0, c1, ...);
-    returns the file's column names. The footer is checked against the bounds first. An empty string is read as
+    returns the file's column names and their DuckDB types. The footer is checked against the bounds first. An empty string is read as
     null, as the same empty field of a CSV is."""
     try:
         bounds.check_parquet(con, path, limits)
@@ -529,6 +574,7 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: 
     except duckdb.Error as err:
         raise UnreadableFile(f"cannot read the Parquet file: {err}") from err
     names = [row[0] for row in described]
+    types = [str(row[1]) for row in described]
     declared = parquet_column_names(path)
     if declared is not None and len(declared) == len(names):
         names_as_declared = declared  # DuckDB renames a repeated name (amount, amount_1): the header check must see it
@@ -537,7 +583,7 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: str, limits: 
     casts = "".join(f", nullif(cast({quote_ident(n)} as varchar), '') as c{i}" for i, n in enumerate(names))
     con.execute(f"create temp view {raw} as select file_row_number + 1 as line{casts} "
                 f"from read_parquet({quote_literal(str(path))}, file_row_number = true)")
-    return names_as_declared
+    return names_as_declared, types
 
 
 def parquet_column_names(path: Path) -> list[str] | None:
@@ -578,8 +624,11 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
         if before is None:
             raise UnreadableFile("not a regular file (a symbolic link, device or FIFO): refused, not read")
         if is_parquet:
-            names = _load_parquet(con, path, raw, limits)
+            names, types = _load_parquet(con, path, raw, limits)
             mapping = _match_header(names, contract, source_file, quarantine_rows, warnings)
+            type_faults = parquet_type_faults(contract, names, types, mapping)
+            if type_faults:
+                raise UnreadableFile("columns of a type the contract cannot read: " + "; ".join(type_faults))
         else:
             bounds.check_file_size(path, limits)
             names = read_csv_header(path)

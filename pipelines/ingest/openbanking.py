@@ -117,7 +117,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.ingest.core import INSTANT_OUT_OF_RANGE
+from pipelines.contract import landing_contract, openbanking_lengths
+from pipelines.ingest.core import BIDI_REASON, BIDI_REGEX, INSTANT_OUT_OF_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 LINKS_VERSION = re.compile(r"/v(\d)\.\d")
 _DUPLICATE_MARK = "\x00duplicate keys"
 # What a text may not hold (the core files' rule for text columns): C0 controls but tab and line breaks, DEL.
+BIDI_CHARACTER = re.compile(BIDI_REGEX)
 CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_OFFSET_SECONDS = 14 * 3600
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # the landing contract's id type
@@ -346,11 +348,12 @@ class _Record:
     `required=True` makes a bad value a record fault (the record is quarantined); otherwise the field is set to
     null and the problem is noted.
     """
-    __slots__ = ("data", "version", "faults", "notes")
+    __slots__ = ("data", "version", "faults", "notes", "max_amount")
 
-    def __init__(self, data: dict[str, Any], version: str) -> None:
+    def __init__(self, data: dict[str, Any], version: str, max_amount: Decimal | None = None) -> None:
         self.data = data
         self.version = version
+        self.max_amount = max_amount
         self.faults: list[tuple[str, str, Any]] = []
         self.notes: list[tuple[str, str, Any]] = []
 
@@ -382,7 +385,14 @@ class _Record:
         name = prefix + key
         if type(value) is str and value:
             if CONTROL_CHARACTER.search(value) is None:
-                return value
+                lengths = openbanking_lengths()
+                if BIDI_CHARACTER.search(value) is not None:
+                    self.problem(name, f"{name} {BIDI_REASON}", value, required or name in lengths.ids)
+                    return None
+                if len(value) <= lengths.limit(name):
+                    return value
+                self.problem(name, too_long(name, value, lengths.limit(name)), value, required or name in lengths.ids)
+                return None
             self.problem(name, f"{name} contains a control character (NUL or another C0 code other than tab and line "
                                f"breaks, or DEL)", value, required)
             return None
@@ -493,7 +503,12 @@ class _Record:
             self.problem(name, f"{name} {text!r} has {decimals} decimals: more than {currency or 'the currency'} "
                                f"allows ({unit}) or the lake stores (DECIMAL(18,2)); not rounded", raw, required)
             return None
-        return Decimal(text).quantize(CENT)
+        number = Decimal(text).quantize(CENT)
+        if self.max_amount is not None and number > self.max_amount:
+            self.problem(name, f"{name} {text!r} is above the maximum {self.max_amount} (config/landing.yaml)", raw,
+                         required)
+            return None
+        return number
 
     def signed(self, container: dict[str, Any], key: str, prefix: str = "", required: bool = False
                ) -> tuple[Decimal | None, str | None]:
@@ -511,10 +526,27 @@ class _Record:
         if type(value) is not str or not value:
             self.problem(name, f"{name} is {_kind_of(value)}, expected a frequency string", value, False)
             return None
+        limit = openbanking_lengths().limit(name)
+        if len(value) > limit:
+            self.problem(name, too_long(name, value, limit), value, False)
+            return None
         if value not in V4_FREQUENCY_CODES and V3_FREQUENCY.match(value) is None:
             self.note(name, f"{name} {value!r} matches neither the OBIE frequency pattern nor a v4.0 frequency code",
                       value, "kept as written")
         return value
+
+
+def max_amount(resource: str) -> Decimal:
+    """The largest amount of a record of `resource`: the core contract's bound for a balance (balances) or for a
+    posting (the others), so that both sources stop at the same figure (config/landing.yaml)."""
+    files = landing_contract()
+    column = files["balances"].column("balance") if resource == "balances" else files["transactions"].column("amount")
+    return Decimal(str(column.max))
+
+
+def too_long(name: str, value: str, limit: int) -> str:
+    """The reason for a text longer than its bound (config/landing.yaml openbanking.max_length)."""
+    return f"{name} is {len(value)} characters, more than {limit} (openbanking.max_length)"
 
 
 def offset_in_range(moment: datetime) -> bool:
@@ -728,6 +760,12 @@ def _read_standing_order(rec: _Record, context: ObContext, fingerprints: dict[st
         unstructured = remittance.get("Unstructured") if type(remittance) is dict else None
         if type(unstructured) is list and unstructured and type(unstructured[0]) is str:
             reference = unstructured[0]
+            name, limit = "RemittanceInformation.Unstructured", openbanking_lengths().limit("RemittanceInformation.Unstructured")
+            if len(reference) > limit or CONTROL_CHARACTER.search(reference):
+                reason = (too_long(name, reference, limit) if len(reference) > limit
+                          else f"{name} contains a control character")
+                rec.problem(name, reason, reference, False)
+                reference = None
     creditor = rec.obj(data, "CreditorAccount")
     return {"account_id": _account_id(context, provider_account_id),
             "standing_order_id": rec.text(data, "StandingOrderId"), "frequency": frequency,
@@ -898,7 +936,7 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
             out.add(_quarantine_row(source, record_path, f"record is {_kind_of(record)}, expected an "
                                                                        f"object; {RECORD_REJECTED}", record))
             continue
-        rec = _Record(record, version)
+        rec = _Record(record, version, max_amount(resource))
         row = reader(rec, context, fingerprints)
         for name, reason, raw in rec.faults:
             out.add(_quarantine_row(source, f"{record_path}.{name}", reason, raw))
@@ -1051,6 +1089,8 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
                            "customers.csv)", value))
         elif CONTROL_CHARACTER.search(value):
             faults.append((f"envelope {key} contains a control character", value))
+        elif len(value) > openbanking_lengths().limit(f"envelope.{key}"):
+            faults.append((f"envelope {too_long(key, value, openbanking_lengths().limit(f'envelope.{key}'))}", value))
     fetched_raw = envelope.get("fetched_at")
     fetched_at = None
     if fetched_raw is None:
@@ -1074,6 +1114,9 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
     consent_id = envelope.get("consent_id")
     if consent_id is not None and type(consent_id) is not str:
         faults.append((f"envelope consent_id is {_kind_of(consent_id)}, expected a string", consent_id))
+    elif consent_id is not None and len(consent_id) > openbanking_lengths().limit("envelope.consent_id"):
+        faults.append((f"envelope {too_long('consent_id', consent_id, openbanking_lengths().limit('envelope.consent_id'))}",
+                       consent_id))
     if faults:
         return None, faults
     return ObContext(customer_id=envelope["customer_id"], provider=envelope["provider"], consent_id=consent_id,
