@@ -702,10 +702,79 @@ def _build_from_silver(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, 
                  carry_balances=f"{prefix}balances", prefix=prefix)
 
 
-def rebuild_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int) -> Built:
-    """The store of one bucket as of `day` computed from silver alone."""
+def rebuild_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int) -> int:
+    """How many slices a rebuild of the bucket takes: its customers (snapshot as of `day`) over
+    config/features.yaml rebuild_slice_customers, rounded up."""
+    per = int(load_config("features").get("rebuild_slice_customers") or 0)
+    if per <= 0:
+        return 1
     register_reference(con, paths, day, [bucket])
-    _build_from_silver(con, paths, day, bucket, None, "rb_")
+    n = int(con.execute("select count(*) from customers_in").fetchall()[0][0])
+    return max(1, -(-n // per))
+
+
+SLICE_TABLES = ("core_rows", "core_balances", "ob_rows", "ob_balances", "final_account_state",
+                "final_customer_state", "final_home_counts", "final_stream_first", "final_stream_state",
+                "final_customer_epochs")
+SLICE_FRAMES = {"customer_features": "customer_id", "recurring_streams": "customer_id, stream_id",
+                "life_event_features": "customer_id", "balance_reconciliation": "account_id",
+                "customer_context": "customer_id"}
+
+
+def _rebuild_in_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int, slices: int,
+                       definition: str) -> tuple[Built, dict[str, pd.DataFrame]]:
+    """The rebuild of a large bucket, a slice of its customers at a time (md5 of the customer id modulo `slices`),
+    each slice in its own connection, its rows, states and features written to scratch Parquet files; then the
+    bucket's tables in `con` from those files, as one rebuild gives them (every feature is a customer's own)."""
+    scratch = lake.staging_dir(paths)
+    try:
+        for s in range(slices):
+            part = lake.connect(shared=True)
+            try:
+                register_consent(part, paths, day, bucket)
+                register_reference(part, paths, day, [bucket])
+                part.execute(f"create or replace temp table slice_customers as select customer_id from customers_in "
+                             f"where hash(customer_id) % {slices} = {s}")
+                keep = "customer_id in (select customer_id from slice_customers)"
+                for table in ("customers_in", "accounts_in", "consent_in", "open_banking_allowed"):
+                    part.execute(f"delete from {table} where not ({keep})")
+                built = rebuild_bucket(part, paths, day, bucket, customers="slice_customers")
+                frames = night_features(part, built)
+                names = dict(zip(SLICE_TABLES[:4], (built.core_rows, built.core_balances, built.ob_rows,
+                                                    built.ob_balances))) | {t: t for t in SLICE_TABLES[4:]}
+                for name, source in names.items():
+                    (scratch / name).mkdir(parents=True, exist_ok=True)
+                    part.execute(f"copy (select * from {source}) to '{scratch / name / f'slice-{s}.parquet'}' "
+                                 f"({lake.parquet_options()})")
+                for name, frame in frames.items():
+                    (scratch / name).mkdir(parents=True, exist_ok=True)
+                    frame.to_parquet(scratch / name / f"slice-{s}.parquet", index=False)
+            finally:
+                part.close()
+        for name in SLICE_TABLES:
+            con.execute(f"create or replace temp table {name} as select * from "
+                        f"read_parquet('{scratch / name}/*.parquet', union_by_name = true)")
+        tables = {name: pd.concat([pd.read_parquet(f) for f in sorted((scratch / name).glob("*.parquet"))],
+                                  ignore_index=True).sort_values([c.strip() for c in order.split(",")],
+                                                                 kind="stable").reset_index(drop=True)
+                  for name, order in SLICE_FRAMES.items()}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    built = Built(day=day, bucket=bucket, core_rows="core_rows", core_balances="core_balances", ob_rows="ob_rows",
+                  ob_balances="ob_balances", all_rows="core_rows", all_balances="core_balances",
+                  rebuilt="final_customer_epochs",
+                  metrics={"mode": "rebuild", "n_rebuilt_customers": None, "slices": slices})
+    built.inputs = store_inputs(paths, day, bucket, definition)
+    return built, tables
+
+
+def rebuild_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int,
+                   customers: str | None = None) -> Built:
+    """The store of one bucket as of `day` computed from silver alone (of the customers in temp table `customers`
+    only, when given: call register_reference first and narrow it to them)."""
+    if customers is None:
+        register_reference(con, paths, day, [bucket])
+    _build_from_silver(con, paths, day, bucket, customers, "rb_")
     con.execute("create or replace temp table rb_customers as select cast(null as varchar) as customer_id where false")
     for name in ("account_state", "customer_state", "home_counts", "stream_first"):
         con.execute(f"create or replace temp view final_{name} as select * from rb_{name}")
@@ -1165,7 +1234,15 @@ def build_bucket(paths: Paths, day: date, bucket: int, rebuild: bool = False) ->
     con = lake.connect(shared=True)
     try:
         register_consent(con, paths, day, bucket)
-        if previous is None or stale:
+        slices = rebuild_slices(con, paths, day, bucket) if previous is None or stale else 1
+        if slices > 1:
+            built, tables = _rebuild_in_slices(con, paths, day, bucket, slices, definition)
+            if stale:
+                built.metrics.update(reason=f"the inputs of the store of {previous} changed since: rebuilt from silver",
+                                     n_stale_inputs=len(stale), stale_inputs=stale[:20])
+            elif not rebuild:
+                built.metrics["reason"] = "no previous state in the store: rebuilt from silver"
+        elif previous is None or stale:
             built = rebuild_bucket(con, paths, day, bucket)
             if stale:
                 built.metrics.update(reason=f"the inputs of the store of {previous} changed since: rebuilt from silver",
@@ -1174,8 +1251,9 @@ def build_bucket(paths: Paths, day: date, bucket: int, rebuild: bool = False) ->
                 built.metrics["reason"] = "no previous state in the store: rebuilt from silver"
         else:
             built = update_bucket(con, paths, day, bucket, previous)
-        built.inputs = store_inputs(paths, day, bucket, definition)
-        tables = night_features(con, built)
+        if slices <= 1:
+            built.inputs = store_inputs(paths, day, bucket, definition)
+            tables = night_features(con, built)
         rows = _write_bucket(con, paths, built, tables)
     finally:
         con.close()

@@ -184,6 +184,23 @@ def test_the_store_registered_for_some_customers_is_the_whole_store_narrowed_to_
     assert "before_window" in reasons
 
 
+def test_a_rebuild_in_slices_of_customers_gives_the_same_store(nights, tmp_path, monkeypatch):
+    """A bucket rebuilt a slice of its customers at a time (config/features.yaml rebuild_slice_customers: the
+    memory a million-customer bank's bucket needs) equals the whole bucket rebuilt at once, every table exactly;
+    the next night merges into it as into any state."""
+    from tests.bank_settings import write_overlay
+
+    paths = nights["paths"]
+    whole = nights["rebuilt"][END]
+    monkeypatch.setenv("SEGONE_SETTINGS", str(write_overlay(tmp_path / "settings.yaml",
+                                                            {"features": {"rebuild_slice_customers": 25}})))
+    sliced = _rebuilt_copy(paths, tmp_path / "sliced", END)
+    metrics = [json.loads(p.read_text()) for p in
+               sorted((sliced.home / "runs" / END.isoformat()).glob("update_features_bucket_*.json"))]
+    assert len(metrics) == N_BUCKETS and all(m["mode"] == "rebuild" and m["slices"] > 1 for m in metrics), metrics
+    _assert_same_store(whole, sliced, END)
+
+
 def test_late_postings_are_merged_into_the_days_they_were_booked_on(nights):
     """Silver of a night holds postings booked days before it; the store's daily rows count them on their day."""
     paths = nights["paths"]
