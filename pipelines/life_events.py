@@ -197,6 +197,11 @@ def restrict_to_customers(con: duckdb.DuckDBPyConnection, customer_ids: Iterable
     """Narrow the registered inputs to the given customers (the consented ones): nothing of anyone else's data
     enters a feature, not even an intermediate aggregate."""
     _customer_table(con, customer_ids)
+    _narrow_to_customer_table(con)
+
+
+def _narrow_to_customer_table(con: duckdb.DuckDBPyConnection) -> None:
+    """The registered inputs narrowed to the customers of temp table le_customers."""
     views = {name for (name,) in con.execute("select view_name from duckdb_views() where temporary").fetchall()}
     for view in RESTRICTED_VIEWS:
         if view not in views:
@@ -951,7 +956,7 @@ def register_evidence_inputs(con: duckdb.DuckDBPyConnection, paths: Paths, day: 
     _customer_table(con, customer_ids)
     store.register_silver_rows(con, paths, day, [bucket], store.silver_loads(paths, day), customers="le_customers")
     store.register_store(con, paths, day, bucket, customers="le_customers")
-    restrict_to_customers(con, customer_ids)
+    _narrow_to_customer_table(con)
 
 
 def classify_all(paths: Paths, day: date) -> dict[str, Any]:

@@ -716,9 +716,6 @@ def rebuild_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, buck
 SLICE_TABLES = ("core_rows", "core_balances", "ob_rows", "ob_balances", "final_account_state",
                 "final_customer_state", "final_home_counts", "final_stream_first", "final_stream_state",
                 "final_customer_epochs")
-SLICE_FRAMES = {"customer_features": "customer_id", "recurring_streams": "customer_id, stream_id",
-                "life_event_features": "customer_id", "balance_reconciliation": "account_id",
-                "customer_context": "customer_id"}
 
 
 def _rebuild_in_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int, slices: int,
@@ -754,10 +751,13 @@ def _rebuild_in_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, 
         for name in SLICE_TABLES:
             con.execute(f"create or replace temp table {name} as select * from "
                         f"read_parquet('{scratch / name}/*.parquet', union_by_name = true)")
+        # the feature frames in the order of their keys (config/tables.yaml)
+        from pipelines.schemas import table_schema
+
         tables = {name: pd.concat([pd.read_parquet(f) for f in sorted((scratch / name).glob("*.parquet"))],
-                                  ignore_index=True).sort_values([c.strip() for c in order.split(",")],
-                                                                 kind="stable").reset_index(drop=True)
-                  for name, order in SLICE_FRAMES.items()}
+                                  ignore_index=True).sort_values(list(table_schema(LAYER, name).key))
+                  .reset_index(drop=True)
+                  for name in FEATURE_TABLES}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     built = Built(day=day, bucket=bucket, core_rows="core_rows", core_balances="core_balances", ob_rows="ob_rows",
