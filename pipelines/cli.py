@@ -130,6 +130,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                    help="features: measure on this home (a COPY: the store is rewritten) instead of simulating")
     p.add_argument("--date", dest="day", type=_date, default=None,
                    help="features: the night D (default 2026-11-20; the home's silver must hold it)")
+    p.add_argument("--lake-version", dest="lake_version", default=None,
+                   help="night: reuse the cached base bank and tiled lake of this earlier version (the suffix of "
+                        "their folders) instead of today's; the row records both versions (see benchmarks/README.md)")
 
 
 def _add_backtest(p: argparse.ArgumentParser) -> None:

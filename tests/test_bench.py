@@ -259,3 +259,16 @@ def test_bench_night_runs_the_whole_night_on_a_tiled_lake_and_its_floor(night_ba
     assert again[1]["cached"] and again[0] == Path(row["lake"]["folder"])
     table = bench_night.format_night_table(rows)
     assert f"{n:>10,}" in table and "models reused from the base bank" in table and "load average" in table
+
+
+def test_an_earlier_lake_version_is_reused_when_cached_and_never_built(tmp_path):
+    old, name = "0123456789", f"base-c{NIGHT_BASE}-d{NIGHT_DAYS}-s{NIGHT_SEED}"
+    (tmp_path / f"{name}-{old}").mkdir()
+    (tmp_path / f"{name}-{old}" / bench_night.READY).write_text(json.dumps({"customers": NIGHT_BASE}))
+    base, info = bench_night.ensure_base(tmp_path, NIGHT_BASE, NIGHT_DAYS, seed=NIGHT_SEED, version=old)
+    assert base == tmp_path / f"{name}-{old}" and info["cached"]
+    with pytest.raises(SystemExit, match="--lake-version fedcba9876: no complete cached lake"):
+        bench_night.ensure_base(tmp_path, NIGHT_BASE, NIGHT_DAYS, seed=NIGHT_SEED, version="fedcba9876")
+    with pytest.raises(SystemExit, match="no complete cached lake"):
+        bench_night.ensure_tiled(tmp_path, base, 2 * NIGHT_BASE, NIGHT_BASE, NIGHT_DAYS, seed=NIGHT_SEED, version=old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}-{old}"]

@@ -283,7 +283,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def bench_command(paths: Paths, what: str, customers: str, days: int | None, out: Path | None,
                   messages: int = 1_000_000, base_customers: int | None = None, home: Path | None = None,
-                  day: date | None = None, nights: str = "5,20,60") -> str:
+                  day: date | None = None, nights: str = "5,20,60", lake_version: str | None = None) -> str:
     sizes = [int(s) for s in customers.split(",") if s.strip()]
     if what == "publish-nights":
         from pipelines.evaluation.bench_publish import bench_publish_nights, format_publish_nights_table
@@ -295,7 +295,8 @@ def bench_command(paths: Paths, what: str, customers: str, days: int | None, out
     if what == "night":
         from pipelines.evaluation.bench_night import BASE_CUSTOMERS, DAYS, bench_night, format_night_table
 
-        results = bench_night(paths, sizes, days=days or DAYS, base_customers=base_customers or BASE_CUSTOMERS)
+        results = bench_night(paths, sizes, days=days or DAYS, base_customers=base_customers or BASE_CUSTOMERS,
+                              version=lake_version)
         if out:
             out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         return format_night_table(results)

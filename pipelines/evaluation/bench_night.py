@@ -175,10 +175,19 @@ def _finish(folder: Path, final: Path, info: dict[str, Any]) -> None:
 
 # --- 1. the base bank ----------------------------------------------------------------------------------------------
 
-def ensure_base(root: Path, customers: int, days: int, seed: int = SEED, end: date = END) -> tuple[Path, dict]:
-    """The simulated, loaded and trained base bank (built once, then reused)."""
-    name = f"base-c{customers}-d{days}-s{seed}-{lake_version()}"
+def _reused(final: Path, version: str | None) -> None:
+    """A lake of an earlier version is only ever reused, never built under that version's name."""
+    if version is not None and version != lake_version() and _ready(final) is None:
+        raise SystemExit(f"error: --lake-version {version}: no complete cached lake at {final}")
+
+
+def ensure_base(root: Path, customers: int, days: int, seed: int = SEED, end: date = END,
+                version: str | None = None) -> tuple[Path, dict]:
+    """The simulated, loaded and trained base bank (built once, then reused); `version` names an earlier cached
+    one to reuse (default: today's `lake_version()`)."""
+    name = f"base-c{customers}-d{days}-s{seed}-{version or lake_version()}"
     final = root / name
+    _reused(final, version)
     info = _ready(final)
     if info is not None:
         return final, info | {"cached": True}
@@ -219,11 +228,12 @@ def ensure_models(base: Path) -> dict[str, Any]:
 # --- 2. the tiled lake -------------------------------------------------------------------------------------------
 
 def ensure_tiled(root: Path, base: Path, n: int, base_customers: int, days: int, seed: int = SEED,
-                 end: date = END) -> tuple[Path, dict]:
+                 end: date = END, version: str | None = None) -> tuple[Path, dict]:
     """The tiled lake of n customers (built once from the base bank, then reused), with its feature store as of
-    D-1 (`ensure_store`)."""
-    name = f"lake-n{n}-c{base_customers}-d{days}-s{seed}-{lake_version()}"
+    D-1 (`ensure_store`); `version` as for `ensure_base`."""
+    name = f"lake-n{n}-c{base_customers}-d{days}-s{seed}-{version or lake_version()}"
     final = root / name
+    _reused(final, version)
     info = _ready(final)
     if info is not None:
         return final, info | {"cached": True, "store": ensure_store(final, end)}
@@ -543,14 +553,15 @@ def _disk_gb(folder: Path) -> float:
 
 
 def bench_night(paths: Paths, sizes: list[int], days: int = DAYS, base_customers: int = BASE_CUSTOMERS,
-                seed: int = SEED, end: date = END) -> list[dict[str, Any]]:
-    """One row per size N: the whole night of D on a tiled lake of N customers, and its floor."""
+                seed: int = SEED, end: date = END, version: str | None = None) -> list[dict[str, Any]]:
+    """One row per size N: the whole night of D on a tiled lake of N customers, and its floor. `version` reuses
+    cached lakes of an earlier `lake_version()` (built by earlier ingest code: each row says so)."""
     root = bench_root(paths)
-    base, base_info = ensure_base(root, base_customers, days, seed, end)
+    base, base_info = ensure_base(root, base_customers, days, seed, end, version)
     models = ensure_models(base)
     rows = []
     for n in sizes:
-        tiled, tiled_info = ensure_tiled(root, base, n, base_customers, days, seed, end)
+        tiled, tiled_info = ensure_tiled(root, base, n, base_customers, days, seed, end, version)
         run_home = root / f"run-n{n}"
         if run_home.exists():
             shutil.rmtree(run_home)
@@ -574,7 +585,8 @@ def bench_night(paths: Paths, sizes: list[int], days: int = DAYS, base_customers
             "base": {"customers": base_customers, "seed": seed, "cached": base_info["cached"],
                      "setup_seconds": base_info.get("seconds")},
             "models": models,
-            "lake": {"folder": str(tiled), "version": lake_version(), "copies": tiled_info["copies"],
+            "lake": {"folder": str(tiled), "version": version or lake_version(), "code_version": lake_version(),
+                     "copies": tiled_info["copies"],
                      "cached": tiled_info["cached"], "build_seconds": tiled_info.get("seconds"),
                      "store": tiled_info.get("store"),
                      "silver_gb": _disk_gb(tiled / "lake")},
