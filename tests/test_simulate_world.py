@@ -18,7 +18,7 @@ import pytest
 
 from pipelines.config import Paths
 from pipelines.errors import SegoneError
-from pipelines.sources.simulate import world
+from pipelines.sources.simulate import keyed, world
 from pipelines.sources.simulate.responses import CHANNELS, DRAWS, FAMILIES, ResponseModel, Situation, respond
 
 D = dt.date(2026, 11, 20)
@@ -264,3 +264,21 @@ def test_runs_whose_exports_differ_answer_the_same_offers_alike(tmp_path: Path) 
         pd.testing.assert_frame_equal(mine, theirs)
     truth = runs["champion"][1]
     assert truth["accepted"].sum() > 0 and len(runs["champion"][2]) > 0      # answers and effects were compared
+
+
+def test_keyed_draws_are_a_function_of_their_keys_and_uniform() -> None:
+    numbers = np.arange(1, 6001)
+    actions = keyed.text_words(np.array(ACTIONS * 600, dtype=object))
+    u = keyed.uniforms(12, 9, "responses", numbers, 740_000, actions, 0)
+    perm = np.random.default_rng(1).permutation(len(numbers))
+    assert np.array_equal(keyed.uniforms(12, 9, "responses", numbers[perm], 740_000, actions[perm], 0), u[perm])
+    assert (keyed.uniforms(12, 10, "responses", numbers, 740_000, actions, 0) != u).all()       # another seed
+    assert (keyed.uniforms(12, 9, "responses", numbers, 740_001, actions, 0) != u).all()       # another night
+    assert (keyed.uniforms(12, 9, "responses", numbers, 740_000, actions, 1) != u).all()       # a second offer
+    assert abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.003 and 0 <= u.min() and u.max() < 1
+    assert np.abs(np.corrcoef(u.T)[np.triu_indices(12, 1)]).max() < 0.05
+    assert keyed.occurrence(np.array([3, 1, 3, 3, 1]), np.array(list("aaaba"), dtype=object)).tolist() == \
+        [0, 0, 1, 0, 1]
+    first = keyed.generator(9, "effects", 5, 740_000, "isa", 0).integers(0, 10**9, 4)
+    assert first.tolist() == keyed.generator(9, "effects", 5, 740_000, "isa", 0).integers(0, 10**9, 4).tolist()
+    assert first.tolist() != keyed.generator(9, "effects", 5, 740_000, "isa", 1).integers(0, 10**9, 4).tolist()
