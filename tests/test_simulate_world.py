@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ import pytest
 
 from pipelines.config import Paths
 from pipelines.errors import SegoneError
-from pipelines.sources.simulate import world
-from pipelines.sources.simulate.responses import CHANNELS, FAMILIES, ResponseModel, Situation, respond
+from pipelines.sources.simulate import keyed, world
+from pipelines.sources.simulate.responses import CHANNELS, DRAWS, FAMILIES, ResponseModel, Situation, respond
 
 D = dt.date(2026, 11, 20)
 CUSTOMERS = 400
@@ -175,7 +176,11 @@ def test_accepted_actions_change_later_cash_flows(lived) -> None:
     for cid in loans["customer_id"]:
         mine = tx[tx["account_id"].str.startswith("A" + cid[1:])]
         assert (mine["description"] == "SEGBANK PERSONAL LOAN ADVANCE").any()
-        assert ((accounts["customer_id"] == cid) & (accounts["product"] == "loan")).any()
+        # a loan account opened that day, or the customer's loan from before (the advance tops it up)
+        before = pd.concat([pd.read_csv(paths.landing_history / "accounts.csv", dtype=str),
+                            pd.read_csv(paths.landing_day(D.isoformat()) / "accounts.csv", dtype=str)])
+        assert ((accounts["customer_id"] == cid) & (accounts["product"] == "loan")).any() or \
+            ((before["customer_id"] == cid) & (before["product"] == "loan")).any()
     raised = effects[effects["action_id"] == "overdraft_increase"]
     for cid in raised["customer_id"]:
         assert ((accounts["customer_id"] == cid) & (accounts["product"] == "current")).any()
@@ -201,10 +206,9 @@ def test_fatigue_and_unsuitable_contact(tmp_path: Path) -> None:
     channel = np.array(["email"] * n, dtype=object)
     rank = np.ones(n, dtype=np.int64)
     unsub = np.zeros((n, len(CHANNELS)), dtype=bool)
-    rested = respond(np.random.default_rng(0), model, sit, cust, action, channel, rank, np.zeros(n), np.zeros(n),
-                     unsub)
-    tired = respond(np.random.default_rng(0), model, sit, cust, action, channel, rank, np.full(n, 8.0),
-                    np.full(n, 8.0), unsub)
+    draws = np.random.default_rng(0).random((n, len(DRAWS)))
+    rested = respond(draws, model, sit, cust, action, channel, rank, np.zeros(n), np.zeros(n), unsub)
+    tired = respond(draws, model, sit, cust, action, channel, rank, np.full(n, 8.0), np.full(n, 8.0), unsub)
     assert tired.p_open.mean() < 0.5 * rested.p_open.mean()
     assert tired.opened.mean() < rested.opened.mean()
     assert not rested.accepted.any()                                # credit to people in difficulty: never taken
@@ -226,3 +230,55 @@ def test_steps_go_in_order_and_an_absent_export_contacts_nobody(tmp_path: Path) 
     world.step(paths, D + dt.timedelta(days=1))
     with pytest.raises(SegoneError, match="ends on"):
         world.step(paths, D + dt.timedelta(days=2))
+
+
+def test_runs_whose_exports_differ_answer_the_same_offers_alike(tmp_path: Path) -> None:
+    """Common random numbers: one world, two exports that differ for a few customers (another action, a
+    recommendation withheld, one added); every other customer gets the same answers, times and effects in both."""
+    base = Paths(tmp_path / "base")
+    world.start(base, customers=CUSTOMERS, days=40, end_date=D, seed=5, horizon=2, chunk_size=250)
+    champion = [dict(r, action_id=["shortfall_warning", "safe_to_save_sweep", "budgeting_tools", "isa",
+                                   "easy_access_savings"][i % 5])
+                for i, r in enumerate(export_rows(D))]
+    challenger = [dict(r) for r in champion]
+    changed = {"C0000001", "C0000003", "C0000260"}
+    challenger[0]["action_id"] = "credit_card"                            # another action for C0000001 (rank 1)
+    challenger = [r for r in challenger if r["recommendation_id"] != "R1120-3-0"]    # C0000003: one withheld
+    challenger.append(dict(champion[-1], recommendation_id="R1120-260-9", rank=3))    # C0000260: one more
+    challenger[-1]["customer_id"] = "C0000260"
+    runs = {}
+    for name, rows in (("champion", champion), ("challenger", challenger)):
+        paths = Paths(tmp_path / name)
+        shutil.copytree(base.home, paths.home)
+        write_export(paths, D, rows)
+        world.step(paths, D)
+        day = paths.landing_day((D + dt.timedelta(days=1)).isoformat())
+        events = pd.read_csv(day / "crm_responses.csv", dtype=str)
+        truth = pq.read_table(paths.truth / "responses").to_pandas()
+        effects = pq.read_table(paths.truth / "effects").to_pandas()
+        balances = pd.read_csv(day / "balances.csv", dtype=str)
+        balances["customer_id"] = "C" + balances["account_id"].str[1:8]          # A + customer number + slot
+        runs[name] = [frame[~frame["customer_id"].isin(changed)].sort_values(list(frame.columns)).reset_index(drop=True)
+                      for frame in (events, truth, effects, balances)]
+    for mine, theirs in zip(runs["champion"], runs["challenger"]):
+        pd.testing.assert_frame_equal(mine, theirs)
+    truth = runs["champion"][1]
+    assert truth["accepted"].sum() > 0 and len(runs["champion"][2]) > 0      # answers and effects were compared
+
+
+def test_keyed_draws_are_a_function_of_their_keys_and_uniform() -> None:
+    numbers = np.arange(1, 6001)
+    actions = keyed.text_words(np.array(ACTIONS * 600, dtype=object))
+    u = keyed.uniforms(12, 9, "responses", numbers, 740_000, actions, 0)
+    perm = np.random.default_rng(1).permutation(len(numbers))
+    assert np.array_equal(keyed.uniforms(12, 9, "responses", numbers[perm], 740_000, actions[perm], 0), u[perm])
+    assert (keyed.uniforms(12, 10, "responses", numbers, 740_000, actions, 0) != u).all()       # another seed
+    assert (keyed.uniforms(12, 9, "responses", numbers, 740_001, actions, 0) != u).all()       # another night
+    assert (keyed.uniforms(12, 9, "responses", numbers, 740_000, actions, 1) != u).all()       # a second offer
+    assert abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.003 and 0 <= u.min() and u.max() < 1
+    assert np.abs(np.corrcoef(u.T)[np.triu_indices(12, 1)]).max() < 0.05
+    assert keyed.occurrence(np.array([3, 1, 3, 3, 1]), np.array(list("aaaba"), dtype=object)).tolist() == \
+        [0, 0, 1, 0, 1]
+    first = keyed.generator(9, "effects", 5, 740_000, "isa", 0).integers(0, 10**9, 4)
+    assert first.tolist() == keyed.generator(9, "effects", 5, 740_000, "isa", 0).integers(0, 10**9, 4).tolist()
+    assert first.tolist() != keyed.generator(9, "effects", 5, 740_000, "isa", 1).integers(0, 10**9, 4).tolist()

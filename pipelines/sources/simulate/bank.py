@@ -21,8 +21,9 @@ from pipelines.sources.simulate.spending import add_card_spending, add_cash_and_
 
 STREAMS = {"population": 1, "events": 2, "products": 3, "incomes": 4, "housing": 5, "bills": 6, "savings": 7,
            "spending": 8, "habits": 9, "life_spend": 10, "daily": 11, "regions": 12, "consents": 13,
-           "openbanking": 14, "lookalikes": 15, "partners": 16, "messages": 17, "app_events": 18, "responses": 19,
-           "effects": 20, "response_model": 21}
+           "openbanking": 14, "lookalikes": 15, "partners": 16, "messages": 17, "app_events": 18,
+           "response_model": 21}
+# (19 and 20 were the stepped world's answers and effects, now keyed per customer, night and action: keyed.py)
 
 
 def stream(seed: int, chunk: int, name: str) -> np.random.Generator:

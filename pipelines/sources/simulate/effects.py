@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipelines.sources.simulate import keyed
 from pipelines.sources.simulate.calendar import SimCalendar
 from pipelines.sources.simulate.cashflows import NEVER
 from pipelines.sources.simulate.catalog import CARD, CURRENT, LOAN, SAVINGS, catalog
@@ -120,14 +121,21 @@ def _future_static(run: DailyRun, c: int, t: int, until: int = NEVER) -> np.ndar
     return lo + np.flatnonzero(run.static["cust"][lo:hi] == c)
 
 
-def apply(rng: np.random.Generator, run: DailyRun, flows: Flows, cal: SimCalendar, cust: np.ndarray,
+def apply(seed: int, night: int, run: DailyRun, flows: Flows, cal: SimCalendar, cust: np.ndarray,
           action_ids: np.ndarray, sit: Situation, t: int, changed_accounts: np.ndarray) -> list[Effect]:
-    """Apply the accepted actions (customer and action per row) from day t on; returns what changed."""
+    """Apply the accepted actions (customer and action per row) from day t on; returns what changed.
+
+    Each accepted action draws its numbers (how long a trimmed spending lasts, a card's limit, ...) from its own
+    generator keyed by (seed, customer number, night, action, occurrence) (`keyed.generator`), so what one customer's
+    acceptance changes does not depend on which other actions were accepted that night."""
     cat = catalog()
     pop = run.pop
     out: list[Effect] = []
     dom = int(cal.day_of_month(np.array([t]))[0])
+    seen: dict[tuple[int, str], int] = {}
     for c, action in zip(cust.tolist(), [str(a) for a in action_ids]):
+        nth = seen[(c, action)] = seen.get((c, action), -1) + 1
+        rng = keyed.generator(seed, "effects", int(pop.number[c]), night, action, nth)
         weekday = int(cal.weekday[min(t, cal.n_days - 1)])
         surplus = max(0, int(sit.surplus[c]))
         if action == "shortfall_warning":

@@ -12,7 +12,9 @@ monthly surplus and money to spare) takes a sweep or a savings product; nobody i
 an offer of credit to someone in difficulty is the unsuitable contact that brings complaints); a traveller takes
 travel tips and insurance; a buyer a mortgage. More contacts in the last days mean fewer opens and more
 unsubscribes. The events follow the CRM's vocabulary: delivered, opened, clicked, accepted, declined, complained,
-unsubscribed, each with a time on the day after the night that made the recommendation.
+unsubscribed, each with a time on the day after the night that made the recommendation. The numbers each answer
+draws are keyed by the customer, the night and the action (`answer_draws`), so that two runs whose exports differ
+give the same offer to the same customer on the same night the same answer (common random numbers).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.sources.simulate import keyed
 from pipelines.sources.simulate.catalog import CURRENT, SAVINGS
 from pipelines.sources.simulate.lifeevents import BABY, BUYING, JOB_LOSS, MOVING, RETIREMENT, TRAVEL, Events
 from pipelines.sources.simulate.population import Population
@@ -237,14 +240,36 @@ class Answers:
     p_accept: np.ndarray
 
 
-def respond(rng: np.random.Generator, model: ResponseModel, sit: Situation, cust: np.ndarray,
+# the uniform numbers each recommendation's answer uses, in the columns of `respond`'s `draws`
+DRAWS = ("open", "accept", "click", "decline", "complain", "unsubscribe", "deliver_at", "open_delay", "click_delay",
+         "answer_delay", "complain_delay", "unsubscribe_delay")
+
+
+def answer_draws(seed: int, numbers: np.ndarray, night: int, action_ids: np.ndarray) -> np.ndarray:
+    """(rows, len(DRAWS)) uniforms for the answers to a night's recommendations, keyed by (seed, customer number,
+    night, action, occurrence) (`keyed`): the same customer answering the same offer on the same night draws the same
+    numbers whatever else the export holds (common random numbers across runs whose exports differ)."""
+    actions = keyed.text_words(action_ids)
+    nth = keyed.occurrence(np.asarray(numbers), actions) if len(numbers) else np.zeros(0, dtype=np.int64)
+    return keyed.uniforms(len(DRAWS), seed, "responses", np.asarray(numbers, dtype=np.int64), night, actions, nth)
+
+
+def _integers(u: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Integers in [lo, hi) from uniforms."""
+    return lo + np.minimum((u * (hi - lo)).astype(np.int64), hi - lo - 1)
+
+
+def respond(draws: np.ndarray, model: ResponseModel, sit: Situation, cust: np.ndarray,
             action_ids: np.ndarray, channels: np.ndarray, ranks: np.ndarray, contacts_7d: np.ndarray,
             marketing_14d: np.ndarray, unsubscribed: np.ndarray) -> Answers:
     """What each customer does with tonight's recommendations (one row per recommendation).
 
-    contacts_7d / marketing_14d: per customer of the chunk, recommendations delivered in the last 7 days / commercial
-    ones in the last 14 (fatigue); unsubscribed: (n, channels) channels the customer left."""
+    draws: (rows, len(DRAWS)) uniforms, one row per recommendation (`answer_draws`); contacts_7d / marketing_14d: per
+    customer of the chunk, recommendations delivered in the last 7 days / commercial ones in the last 14 (fatigue);
+    unsubscribed: (n, channels) channels the customer left."""
     m = len(cust)
+    if draws.shape != (m, len(DRAWS)):
+        raise ValueError(f"respond needs {len(DRAWS)} uniforms per recommendation, got an array {draws.shape}")
     chan = np.array([CHANNELS.index(c) if c in CHANNELS else CHANNELS.index("email") for c in channels], dtype=int)
     truth = [ACTIONS.get(str(a), UNKNOWN_ACTION) for a in action_ids]
     commercial = np.array([t.commercial for t in truth], dtype=bool)
@@ -257,7 +282,7 @@ def respond(rng: np.random.Generator, model: ResponseModel, sit: Situation, cust
     p_open = model.engagement[cust] * model.channel[cust, chan] * np.exp(-model.fatigue[cust] * load)
     p_open = np.clip(np.where(left & commercial, 0.2 * p_open, p_open), 0.0, 0.97)
     p_accept = accept_probability(np.asarray(action_ids, dtype=object), cust, sit, model)
-    u = rng.random((m, 6))
+    u = draws
     opened = u[:, 0] < p_open
     accepted = opened & (u[:, 1] < p_accept)
     clicked = accepted | (opened & (u[:, 2] < 0.25 + 0.5 * np.minimum(1.0, 3 * p_accept)))
@@ -269,12 +294,13 @@ def respond(rng: np.random.Generator, model: ResponseModel, sit: Situation, cust
     p_unsub = model.unsubscribe[cust] * (0.003 + 0.012 * np.maximum(marketing_14d[cust] + tonight[cust] - 3, 0))
     unsub = opened & is_marketing & ~left & (u[:, 5] < np.clip(p_unsub, 0, 0.5))
 
-    delivered_at = rng.integers(7 * 3600, 9 * 3600, m)
-    open_at = np.minimum(delivered_at + rng.exponential(3 * 3600, m).astype(np.int64) + 60, 21 * 3600)
-    click_at = open_at + rng.integers(30, 20 * 60, m)
-    answer_at = click_at + rng.integers(30, 30 * 60, m)
-    complain_at = open_at + rng.integers(30 * 60, 5 * 3600, m)
-    unsub_at = open_at + rng.integers(60, 10 * 60, m)
+    delivered_at = _integers(u[:, 6], 7 * 3600, 9 * 3600)
+    open_delay = (-3 * 3600 * np.log1p(-u[:, 7])).astype(np.int64)          # exponential, mean 3 hours
+    open_at = np.minimum(delivered_at + open_delay + 60, 21 * 3600)
+    click_at = open_at + _integers(u[:, 8], 30, 20 * 60)
+    answer_at = click_at + _integers(u[:, 9], 30, 30 * 60)
+    complain_at = open_at + _integers(u[:, 10], 30 * 60, 5 * 3600)
+    unsub_at = open_at + _integers(u[:, 11], 60, 10 * 60)
     parts = [(np.arange(m), "delivered", delivered_at)]
     for mask, name, when in ((opened, "opened", open_at), (clicked, "clicked", click_at),
                              (accepted, "accepted", answer_at), (declined, "declined", answer_at),

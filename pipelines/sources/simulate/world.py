@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from pipelines.config import Paths, load_config
 from pipelines.errors import SegoneError
-from pipelines.sources.simulate.bank import STREAMS, Chunk, stream
+from pipelines.sources.simulate.bank import Chunk, stream
 from pipelines.sources.simulate.calendar import SimCalendar
 from pipelines.sources.simulate.cashflows import Products
 from pipelines.sources.simulate.catalog import SLOTS
@@ -43,8 +43,8 @@ from pipelines.sources.simulate.effects import Flows, apply
 from pipelines.sources.simulate.lifeevents import Events, Lookalikes
 from pipelines.sources.simulate.openbanking import PlannedFetches, write_planned
 from pipelines.sources.simulate.population import Population
-from pipelines.sources.simulate.responses import (ACTIONS, CHANNELS, FAMILIES, UNKNOWN_ACTION, ResponseModel, draw_model,
-                                          respond, situation)
+from pipelines.sources.simulate.responses import (ACTIONS, CHANNELS, FAMILIES, UNKNOWN_ACTION, ResponseModel, answer_draws,
+                                          draw_model, respond, situation)
 from pipelines.sources.simulate.writers import account_ids, customer_ids, text_table, timestamp_text
 
 log = logging.getLogger(__name__)
@@ -344,17 +344,17 @@ def _step_chunk(world: ChunkWorld, cal: SimCalendar, t: int, rows: list[dict[str
     rank = np.array([int(r["rank"]) if str(r.get("rank", "")).isdigit() else 1 for r in rows], dtype=np.int64)
     order = np.lexsort((rank, cust)) if len(rows) else np.zeros(0, dtype=np.int64)
     rec_id, cust, action, channel, rank = rec_id[order], cust[order], action[order], channel[order], rank[order]
-    rng = np.random.default_rng(np.random.SeedSequence([world.seed, world.number, STREAMS["responses"], t]))
-    answers = respond(rng, world.model, sit, cust, action, channel, rank, contacts_7d, marketing_14d,
-                      world.unsubscribed)
+    # the answers' and the effects' numbers are keyed by customer, night and action (common random numbers)
+    night_key = cal.date_of(t).toordinal()
+    answers = respond(answer_draws(world.seed, pop.number[cust], night_key, action), world.model, sit, cust, action,
+                      channel, rank, contacts_7d, marketing_14d, world.unsubscribed)
     commercial = np.array([ACTIONS.get(str(a), UNKNOWN_ACTION).commercial for a in action], dtype=bool)
     np.add.at(world.deliveries[:, ring], cust, 1)
     np.add.at(world.marketing[:, ring], cust[commercial], 1)
     chan = np.array([CHANNELS.index(c) if c in CHANNELS else 0 for c in channel], dtype=np.int64)
     world.unsubscribed[cust[answers.unsubscribed], chan[answers.unsubscribed]] = True
     accepted = np.flatnonzero(answers.accepted)
-    effects_rng = np.random.default_rng(np.random.SeedSequence([world.seed, world.number, STREAMS["effects"], t]))
-    effects = apply(effects_rng, run, world.flows, cal, cust[accepted], action[accepted], sit, t, changed)
+    effects = apply(world.seed, night_key, run, world.flows, cal, cust[accepted], action[accepted], sit, t, changed)
     run.step(t)
     led = run.take_day(t)
     postings = pa.table({"num": pop.number[led.cust], "slot": led.slot, "day": led.day.astype(np.int32),
