@@ -358,3 +358,71 @@ def test_a_text_with_a_bidirectional_control_is_quarantined_and_emoji_are_kept(c
     (reason,) = batch.quarantine["reason"]
     assert reason.startswith("TransactionInformation contains a Unicode bidirectional control")
     assert reason.endswith("field set to null, record kept")
+
+
+# --- invisible characters (zero-width, joiners, direction marks, soft hyphen, selectors, tags) -----------------
+
+def test_an_invisible_character_in_an_id_or_a_label_is_quarantined_and_free_text_keeps_it(con, tmp_path):
+    """A customer id "C1\\u200b" reads as C1 and would be a second customer; a region "North West\\u200b" or
+    "North\\u00adWest" a second group of the report that reads the same. Ids and labels (config/landing.yaml
+    `label`) are quarantined with the code point named; free text keeps a joiner (an emoji) or a non-joiner."""
+    text = ("customer_id,birth_year,region,customer_since,known_vulnerability\n"
+            "C1\u200b,1980,North West,2020-01-01,\n"
+            "C2,1980,North West\u200b,2020-01-01,\n"
+            "C3,1980,North\u00adWest,2020-01-01,\n"
+            "C4,1980,North West\ufe0f,2020-01-01,\n"
+            "C5,1980,London\U000e0041,2020-01-01,\n"
+            "C6,1980,North West,2020-01-01,\n")
+    result = ingest(con, tmp_path, "customers", text)
+    assert [(line, column, reason.split(":")[0]) for line, column, reason in problems(result)] == [
+        (2, "customer_id", "customer_id"), (3, "region", "region"), (4, "region", "region"),
+        (5, "region", "region"), (6, "region", "region")]
+    reasons = [reason for _, _, reason in problems(result)]
+    assert reasons[0].startswith("customer_id: not an id (1-64 characters of A-Z a-z 0-9 _ . : -): contains an "
+                                 "invisible character (U+200B")
+    assert [r.split("(U+")[1][:6] for r in reasons[1:]] == ["200B: ", "00AD: ", "FE0F: ", "E0041:"]
+    assert [r[0] for r in result.accepted.fetchall()] == ["C6"]
+
+    family, persian = "\U0001F468\u200d\U0001F469\u200d\U0001F467", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    text = ("transaction_id,account_id,booked_at,amount,currency,description,merchant_name,mcc,channel,country,"
+            "counterparty_id\n"
+            f"T1,A1,2026-11-20T10:00:00Z,-5.00,EUR,Gift {family} {persian},Toy Shop,5945,card,IE,\n"
+            "T2,A1,2026-11-20T10:00:00Z,-5.00,EUR,Films,NETFLIX\ufeff,4899,card,IE,\n"
+            "T3,A1,2026-11-20T10:00:00Z,-5.00,EUR,Films,NET\u2060FLIX,4899,card,IE,\n")
+    result = ingest(con, tmp_path, "transactions", text)
+    assert [(line, column) for line, column, _ in problems(result)] == [(3, "merchant_name"), (4, "merchant_name")]
+    assert "(U+FEFF" in problems(result)[0][2] and "(U+2060" in problems(result)[1][2]
+    (accepted,) = result.accepted.fetchall()
+    assert accepted[5] == f"Gift {family} {persian}"
+
+    text = ("message_id,customer_id,received_at,channel,text\n"
+            f"M1,C1,2026-11-20T10:00:00Z,chat,thanks {family} for the help\u200b\n")
+    assert problems(ingest(con, tmp_path, "messages", text)) == []
+
+
+def test_an_invisible_character_in_an_open_banking_id_costs_its_record_in_a_name_its_field(tmp_path):
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=4)
+    transactions = envelope["transactions"]["Data"]["Transaction"]
+    transactions[0]["TransactionId"] += "\u200b"
+    transactions[1]["MerchantDetails"] = {"MerchantName": "NET\u2060FLIX"}
+    transactions[2]["TransactionInformation"] = "Gift \U0001F468\u200d\U0001F469 \u200b"
+    envelope["direct_debits"]["Data"]["DirectDebit"][0]["Name"] = "Energy\u00adCo"
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    kept = batch.tables["ob_transactions"]
+    assert len(kept) == 3 and "Gift \U0001F468\u200d\U0001F469 \u200b" in set(kept["description"])
+    assert kept["merchant_name"].isna().sum() == 1
+    assert batch.tables["ob_direct_debits"]["name"].isna().all()
+    reasons = sorted(batch.quarantine["reason"])
+    assert [r.split(" ")[0] for r in reasons] == ["MerchantDetails.MerchantName", "Name", "TransactionId"]
+    assert reasons[0].startswith("MerchantDetails.MerchantName contains an invisible character (U+2060")
+    assert reasons[0].endswith("field set to null, record kept")
+    assert reasons[2].startswith("TransactionId contains an invisible character (U+200B")
+    assert reasons[2].endswith("record quarantined")
+
+    for key, value in (("provider", "alpha\u200b"), ("consent_id", "CONSENT\u202e1")):
+        envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=1)
+        envelope[key] = value
+        batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+        (reason,) = batch.quarantine["reason"]
+        assert reason.startswith(f"envelope {key} contains a")
+        assert not any(len(frame) for frame in batch.tables.values())

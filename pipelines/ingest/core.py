@@ -118,6 +118,20 @@ CONTROL_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 BIDI_REGEX = "[\u202a-\u202e\u2066-\u2069]"
 BIDI_REASON = ("contains a Unicode bidirectional control (U+202A-U+202E or U+2066-U+2069): it would display other "
                "than it reads")
+# Characters that display as nothing: the soft hyphen U+00AD, combining grapheme joiner U+034F, Arabic letter mark
+# U+061C, Hangul fillers U+115F U+1160 U+3164 U+FFA0, Khmer inherent vowels U+17B4 U+17B5, Mongolian selectors and
+# vowel separator U+180B-U+180F, zero-width space, non-joiner and joiner and the left-to-right / right-to-left marks
+# U+200B-U+200F, word joiner and invisible operators U+2060-U+2064, deprecated format characters U+206A-U+206F,
+# variation selectors U+FE00-U+FE0F and U+E0100-U+E01EF, U+FEFF inside a value (at the start of a file it is read as
+# the BOM), interlinear annotation U+FFF9-U+FFFB, tag characters U+E0000-U+E007F. An id or a label holding one looks
+# like another value and is not equal to it: a second customer, region or merchant that reads the same. Free text
+# (a description, a message) keeps them: a joiner builds an emoji, a non-joiner spells Persian.
+INVISIBLE_REGEX = ("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2060-\u2064"
+                   "\u206a-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\U000e0000-\U000e007f"
+                   "\U000e0100-\U000e01ef]")
+INVISIBLE_WORDS = ("contains an invisible character (U+{codepoint}: zero-width, joiner, direction mark, soft hyphen, "
+                   "selector or another that displays as nothing): it would read as another value")
+INVISIBLE_CHARACTER = re.compile(INVISIBLE_REGEX)
 # A required free text of only whitespace is empty.
 BLANK_REGEX = r"\s*"
 
@@ -231,6 +245,9 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
     if column.type in NUMERIC_TYPES:
         rules.append((f"lower({value}) in ({', '.join(map(quote_literal, NOT_A_NUMBER_TEXT))})",
                       "NaN or infinity is not a number", False))
+    if column.type == "id":  # implied by the id's format; named, since the raw value shows as a valid id
+        rules.append((f"regexp_matches({value}, {quote_literal(INVISIBLE_REGEX)})",
+                      f"{FORMAT_WORDS['id']}: {INVISIBLE_WORDS}", False))
     if column.type in FORMAT_REGEX:
         rules.append((f"not regexp_full_match({value}, {quote_literal(FORMAT_REGEX[column.type])})",
                       FORMAT_WORDS[column.type], column.type != "timestamptz"))
@@ -240,6 +257,8 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
                       "or DEL)", True))
     if column.type == "text":  # multi-byte characters: the byte scan behind controls_possible does not see them
         rules.append((f"regexp_matches({value}, {quote_literal(BIDI_REGEX)})", BIDI_REASON, True))
+    if column.type == "text" and column.label:
+        rules.append((f"regexp_matches({value}, {quote_literal(INVISIBLE_REGEX)})", INVISIBLE_WORDS, True))
     if column.type == "timestamptz":
         rules.append((f"not regexp_full_match({value}, {quote_literal(OFFSET_REGEX)})",
                       "zone offset out of range (-14:00 to +14:00, minutes below 60)", False))
@@ -301,8 +320,23 @@ def column_reason_sql(column: Column, value: str, rules: list[tuple[str, str, bo
     """A CASE that is null when the column is fine, else its first broken rule in words."""
     missing = quote_literal(f"{column.name}: required value is missing") if column.required else "null"
     parts = [f"when {value} is null then {missing}"]
-    parts += [f"when {cond} then {quote_literal(f'{column.name}: {words}')}" for cond, words, _ in rules]
+    parts += [f"when {cond} then {reason_sql(f'{column.name}: {words}', value)}" for cond, words, _ in rules]
     return "case " + " ".join(parts) + " end"
+
+
+def reason_sql(words: str, value: str) -> str:
+    """A reason as SQL text; `{codepoint}` in it becomes the first invisible character of `value` (e.g. 200B)."""
+    if "{codepoint}" not in words:
+        return quote_literal(words)
+    before, after = words.split("{codepoint}", 1)
+    found = f"printf('%04X', unicode(regexp_extract({value}, {quote_literal(INVISIBLE_REGEX)})))"
+    return f"{quote_literal(before)} || {found} || {quote_literal(after)}"
+
+
+def invisible_reason(value: str) -> str | None:
+    """INVISIBLE_WORDS for the first invisible character of a Python string; None when it holds none."""
+    found = INVISIBLE_CHARACTER.search(value)
+    return None if found is None else INVISIBLE_WORDS.replace("{codepoint}", f"{ord(found[0]):04X}")
 
 
 def column_ok_sql(column: Column, value: str, rules: list[tuple[str, str, bool]]) -> str:
