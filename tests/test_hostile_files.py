@@ -202,6 +202,47 @@ def test_a_csv_of_many_bad_rows_lists_the_first_and_counts_the_rest(con, tmp_pat
     assert sorted(r[0] for r in result.accepted.fetchall()) == ["EUR", "USD"]
 
 
+def test_a_csv_of_more_malformed_records_than_the_bound_is_quarantined_whole_with_the_count(con, tmp_path):
+    """DuckDB keeps every malformed record's errors in memory while it reads (1.4 GB for 150,000 short records) and,
+    in 2.0, stops reading early when most records are malformed (of 150,000 records, 50% too short, it read 134,437,
+    and the file was quarantined as 'records cannot be delimited consistently', which was not the trouble). Past
+    `ingest.max_malformed_records_per_file` the file is quarantined whole, the count named; under it, as before."""
+    from pipelines.ingest.limits import IngestLimits
+
+    header = ("transaction_id,account_id,booked_at,amount,currency,description,merchant_name,mcc,channel,country,"
+              "counterparty_id")
+    good, short = "T{},A1,2026-11-20T10:00:00Z,-5.00,EUR,coffee,Cafe,5812,card,IE,", "T{},A1,2026-11-20T10:00:00Z"
+    path = tmp_path / "transactions.csv"
+    path.write_text("\n".join([header, *((short if i % 2 else good).format(i) for i in range(150_000))]) + "\n",
+                    encoding="utf-8")
+    result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv")
+    assert result.whole_file_quarantined
+    assert problems(result) == [(None, None, "75,000 of its 150,000 records have more or fewer fields than the "
+                                             "header's 11: more than ingest.max_malformed_records_per_file "
+                                             "(10,000); the file is quarantined whole, none of its records read")]
+
+    lines = [header, *(good.format(i) for i in range(8)), short.format(8), "", good.format(9) + ",extra", "",
+             short.format(10)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for bound, whole in ((2, True), (3, False)):
+        result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv",
+                                   limits=IngestLimits(max_malformed_records=bound))
+        assert result.whole_file_quarantined is whole
+        if not whole:
+            assert [line for line, _, _ in problems(result)] == [10, 12, 14]
+            assert (result.rows_read, result.rows_accepted) == (11, 8)
+
+    # a stray character after a closing quote is malformed too, but only a field count is counted against the
+    # bound (DuckDB's own count of such records, ignore_errors, skips good records after them: 1 of 20 read)
+    lines = [header, *(good.format(i) if i % 2 else good.format(i).replace(",coffee,", ',"coffee"x,')
+                       for i in range(20))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv",
+                               limits=IngestLimits(max_malformed_records=3))
+    assert not result.whole_file_quarantined and (result.rows_read, result.rows_accepted) == (20, 10)
+    assert {reason.split(":")[1] for _, _, reason in problems(result)} == {" unquoted value"}
+
+
 # --- Parquet physical types ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("column, sql_value, physical", [

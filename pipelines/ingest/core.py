@@ -519,7 +519,8 @@ def _structural_reason(error_type: str, message: str) -> str:
 
 
 def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw: str, tag: str,
-              scan: TextScan | None, scan_error: str | None) -> list[tuple[int, str, str, str]]:
+              scan: TextScan | None, scan_error: str | None, max_malformed: int | None = None
+              ) -> list[tuple[int, str, str, str]]:
     """Read a CSV as text into the table `raw` (`line`, c0, c1, ...); returns its structural rejects as
     (physical line, DuckDB error type, message, raw record).
 
@@ -527,9 +528,27 @@ def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw:
     (`scan_error`, e.g. a truncated gzip) DuckDB is left to say why, and if it reads the file anyway it is unusable."""
     columns = "{" + ", ".join(f"'c{i}': 'varchar'" for i in range(len(names))) + "}"
     rejects, scans = f"rej_{tag}", f"rejscan_{tag}"
+    options = (f"header = true, auto_detect = false, columns = {columns}, delim = ',', quote = '\"', escape = '\"', "
+               f"strict_mode = true")
+    n_rows = None
+    if scan is not None and scan.returns == scan.crlf:  # LF or CRLF line ends throughout: one line per record?
+        # First the plain strict read, which stops at the first malformed record and keeps no error: when it reads
+        # one record per line after the header, no record was malformed, blank or spread over lines: that is the file.
+        try:
+            con.execute(f"create temp table {raw}_text as select * from read_csv({quote_literal(str(path))}, "
+                        f"{options})")
+            n_rows = int(con.execute(f"select count(*) from {raw}_text").fetchall()[0][0])
+        except duckdb.Error:  # whatever it is, the reading with rejects below says it with the record's line
+            pass
+        if n_rows == scan.physical_lines - 1:
+            text_columns = ", ".join(f"t.c{i}" for i in range(len(names)))
+            con.execute(f"create temp view {raw} as select t.rowid + 2 as line, {text_columns} from {raw}_text t")
+            return []
+        con.execute(f"drop table if exists {raw}_text")
+    if n_rows is None and scan is not None:
+        _check_malformed(path, len(names), scan, max_malformed)
     con.execute(
-        f"create temp table {raw}_text as select * from read_csv({quote_literal(str(path))}, header = true, "
-        f"auto_detect = false, columns = {columns}, delim = ',', quote = '\"', escape = '\"', strict_mode = true, "
+        f"create temp table {raw}_text as select * from read_csv({quote_literal(str(path))}, {options}, "
         f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{scans}', rejects_limit = 0)"
     )
     reject_rows = con.execute(
@@ -565,6 +584,31 @@ def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw:
             for line, (kind, message, raw_record) in sorted(first_by_line.items())]
 
 
+def _check_malformed(path: Path, n_columns: int, scan: TextScan, max_malformed: int | None) -> None:
+    """UnreadableFile when more than `max_malformed` records of the file have more or fewer fields than its header,
+    counted by Python's csv module (streamed; it reads a stray quote inside an unquoted field as a character, as
+    DuckDB does). Not counted when the file has too few lines to pass the bound, or the module cannot read it."""
+    if max_malformed is None or scan.physical_lines - 1 <= max_malformed:
+        return
+    records = misfits = 0
+    with bounds.open_bytes(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+        reader = csv.reader(text, delimiter=",", quotechar='"', doublequote=True, strict=False)
+        try:
+            next(reader, None)  # the header
+            for row in reader:
+                if row:
+                    records += 1
+                    misfits += len(row) != n_columns
+        except csv.Error:  # a field past the module's limit: DuckDB's own reading says what is wrong
+            return
+    if misfits > max_malformed:
+        raise UnreadableFile(
+            f"{misfits:,} of its {records:,} records have more or fewer fields than the header's {n_columns}: more "
+            f"than ingest.max_malformed_records_per_file ({max_malformed:,}); the file is quarantined whole, none "
+            f"of its records read")
+
+
 def _precedence(error_type: str) -> int:
     return STRUCTURAL_PRECEDENCE.index(error_type) if error_type in STRUCTURAL_PRECEDENCE else len(
         STRUCTURAL_PRECEDENCE)
@@ -585,6 +629,7 @@ def _number_records(path: Path, scan: TextScan, rejected: np.ndarray, n_rows: in
         is_rejected[rejected] = True
         all_lines = np.arange(2, physical_lines + 1, dtype=np.int64)
         return all_lines[~is_rejected[2:]], {int(r): int(r) for r in rejected}
+    counts = []
     for numbering in (_record_starts_fast, _record_starts_csv):
         numbered = numbering(path)
         if numbered is None:
@@ -593,6 +638,13 @@ def _number_records(path: Path, scan: TextScan, rejected: np.ndarray, n_rows: in
         is_rejected = np.isin(logical, rejected)
         if int(is_rejected.sum()) == len(rejected) and int((~is_rejected).sum()) == n_rows:
             return physical[~is_rejected], dict(zip(logical[is_rejected].tolist(), physical[is_rejected].tolist()))
+        counts.append(len(logical))
+    seen = n_rows + len(rejected)
+    if counts and min(counts) > seen and len(rejected):
+        raise UnreadableFile(
+            f"the CSV reader stopped early: it read {seen:,} of the file's {min(counts):,} records, {len(rejected):,} "
+            f"of them malformed (DuckDB 2.0 stops so when many records are malformed); the file is quarantined "
+            f"whole, none of its records read")
     raise UnreadableFile("records cannot be delimited consistently (stray or unbalanced quotes): "
                          "their line numbers would be wrong")
 
@@ -672,7 +724,7 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
                 scan = bounds.scan_text(path, limits)
             except bounds.READ_FAILURES as err:
                 scan_error = f"{type(err).__name__}: {err}"
-            structural = _load_csv(con, path, names, raw, tag, scan, scan_error)
+            structural = _load_csv(con, path, names, raw, tag, scan, scan_error, limits.max_malformed_records)
             controls_possible = scan is None or scan.has_control
         result = _validate(con, contract, raw, tag, mapping, business_date, source_file, max_late_days,
                            quarantine_rows, structural, warnings, controls_possible, limits.max_quarantine_rows)
