@@ -217,9 +217,10 @@ def test_a_csv_of_more_malformed_records_than_the_bound_is_quarantined_whole_wit
                     encoding="utf-8")
     result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv")
     assert result.whole_file_quarantined
-    assert problems(result) == [(None, None, "75,000 of its 150,000 records have more or fewer fields than the "
-                                             "header's 11: more than ingest.max_malformed_records_per_file "
-                                             "(10,000); the file is quarantined whole, none of its records read")]
+    assert problems(result) == [(None, None, "75,000 of its 150,000 records are malformed (more or fewer fields "
+                                             "than the header's 11, or a character after a closing quote): more "
+                                             "than ingest.max_malformed_records_per_file (10,000); the file is "
+                                             "quarantined whole, none of its records read")]
 
     lines = [header, *(good.format(i) for i in range(8)), short.format(8), "", good.format(9) + ",extra", "",
              short.format(10)]
@@ -232,15 +233,20 @@ def test_a_csv_of_more_malformed_records_than_the_bound_is_quarantined_whole_wit
             assert [line for line, _, _ in problems(result)] == [10, 12, 14]
             assert (result.rows_read, result.rows_accepted) == (11, 8)
 
-    # a stray character after a closing quote is malformed too, but only a field count is counted against the
-    # bound (DuckDB's own count of such records, ignore_errors, skips good records after them: 1 of 20 read)
-    lines = [header, *(good.format(i) if i % 2 else good.format(i).replace(",coffee,", ',"coffee"x,')
-                       for i in range(20))]
+    # a stray character after a closing quote is malformed too (DuckDB's own count of such records, ignore_errors,
+    # is no help: it skips the good records after them, 1 of 20 read); a quote inside an unquoted field is a character
+    lines = [header, *(good.format(i).replace(",Cafe,", ',Cafe 12" pizza,') if i % 2
+                       else good.format(i).replace(",coffee,", ',"coffee"x,') for i in range(20))]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv",
-                               limits=IngestLimits(max_malformed_records=3))
-    assert not result.whole_file_quarantined and (result.rows_read, result.rows_accepted) == (20, 10)
-    assert {reason.split(":")[1] for _, _, reason in problems(result)} == {" unquoted value"}
+    for bound, whole in ((9, True), (10, False)):
+        result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv",
+                                   limits=IngestLimits(max_malformed_records=bound))
+        assert result.whole_file_quarantined is whole
+        if whole:
+            assert problems(result)[0][2].startswith("10 of its 20 records are malformed")
+        else:
+            assert (result.rows_read, result.rows_accepted) == (20, 10)
+            assert {reason.split(":")[1] for _, _, reason in problems(result)} == {" unquoted value"}
 
 
 # --- Parquet physical types ------------------------------------------------------------------------------------

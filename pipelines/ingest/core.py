@@ -585,28 +585,37 @@ def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw:
 
 
 def _check_malformed(path: Path, n_columns: int, scan: TextScan, max_malformed: int | None) -> None:
-    """UnreadableFile when more than `max_malformed` records of the file have more or fewer fields than its header,
-    counted by Python's csv module (streamed; it reads a stray quote inside an unquoted field as a character, as
-    DuckDB does). Not counted when the file has too few lines to pass the bound, or the module cannot read it."""
+    """UnreadableFile when more than `max_malformed` records of the file are malformed: more or fewer fields than
+    its header, or a character after a closing quote (DuckDB's strict reading refuses both), counted by Python's csv
+    module in strict mode (streamed; it reads a quote inside an unquoted field as a character, as DuckDB does, and
+    after a malformed record goes on at the next line). Not counted when the file has too few lines to pass the bound,
+    or when the module meets what it cannot read (a field past its size limit): DuckDB's own reading says why."""
     if max_malformed is None or scan.physical_lines - 1 <= max_malformed:
         return
-    records = misfits = 0
+    records = malformed = 0
     with bounds.open_bytes(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
-        reader = csv.reader(text, delimiter=",", quotechar='"', doublequote=True, strict=False)
-        try:
-            next(reader, None)  # the header
-            for row in reader:
-                if row:
-                    records += 1
-                    misfits += len(row) != n_columns
-        except csv.Error:  # a field past the module's limit: DuckDB's own reading says what is wrong
-            return
-    if misfits > max_malformed:
+        reader = csv.reader(text, delimiter=",", quotechar='"', doublequote=True, strict=True)
+        next(reader, None)  # the header (read and checked before)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                if "field larger than field limit" in str(err):
+                    return
+                records += 1
+                malformed += 1
+                continue
+            if row:
+                records += 1
+                malformed += len(row) != n_columns
+    if malformed > max_malformed:
         raise UnreadableFile(
-            f"{misfits:,} of its {records:,} records have more or fewer fields than the header's {n_columns}: more "
-            f"than ingest.max_malformed_records_per_file ({max_malformed:,}); the file is quarantined whole, none "
-            f"of its records read")
+            f"{malformed:,} of its {records:,} records are malformed (more or fewer fields than the header's "
+            f"{n_columns}, or a character after a closing quote): more than ingest.max_malformed_records_per_file "
+            f"({max_malformed:,}); the file is quarantined whole, none of its records read")
 
 
 def _precedence(error_type: str) -> int:
