@@ -23,6 +23,7 @@ class Column:
     max_length: int | None = None
     not_after_d: bool = False
     personal: bool = False
+    label: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def landing_contract() -> LandingContract:
                 name=col["name"], type=col["type"], required=bool(col.get("required", False)),
                 values=tuple(col.get("values", ())), min=col.get("min"), max=col.get("max"),
                 max_length=col.get("max_length"), not_after_d=bool(col.get("not_after_d", False)),
-                personal=bool(col.get("personal", False)),
+                personal=bool(col.get("personal", False)), label=bool(col.get("label", False)),
             ))
         files[name] = FileContract(name=name, kind=spec["kind"], key=tuple(spec["key"]),
                                    columns=tuple(columns), optional=bool(spec.get("optional", False)))
@@ -79,6 +80,7 @@ class OpenBankingLengths:
     """The most characters each text of an open-banking envelope may hold (config/landing.yaml `openbanking`)."""
     max_length: dict[str, int]
     ids: frozenset[str]
+    labels: frozenset[str] = frozenset()
 
     def limit(self, name: str) -> int:
         return self.max_length.get(name, self.max_length["other"])
@@ -90,7 +92,8 @@ def openbanking_lengths() -> OpenBankingLengths:
     lengths = {str(k): int(v) for k, v in raw["max_length"].items()}
     if "other" not in lengths or any(v < 1 for v in lengths.values()):
         raise ValueError("config/landing.yaml: openbanking.max_length needs `other` and positive lengths")
-    return OpenBankingLengths(max_length=lengths, ids=frozenset(raw.get("ids", ())))
+    return OpenBankingLengths(max_length=lengths, ids=frozenset(raw.get("ids", ())),
+                              labels=frozenset(raw.get("labels", ())))
 
 
 _FILE_NAME = re.compile(r"^(?P<kind>[a-z_]+)(?:-[A-Za-z0-9_.-]+?)?(?P<format>\.csv|\.csv\.gz|\.parquet)$")

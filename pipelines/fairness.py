@@ -37,7 +37,29 @@ METRIC_WORDS = {
     "protective_reach": "protective reach (share of customers at risk given a protective action)",
 }
 DEFAULTS = {"gap_ratio_high": 1.25, "gap_ratio_low": 0.8, "min_group_customers": 30, "n_boot": 1000,
-            "interval": 0.95, "seed": 20261120}
+            "interval": 0.95, "seed": 20261120, "min_published_group_customers": 10}
+
+
+def pooled_label(k: int) -> str:
+    """The group that small groups are published as, pooled."""
+    return f"other (groups under {k} customers)"
+
+
+def hidden_label(k: int) -> str:
+    """The group of customers in small groups that even pooled are fewer than k: counted, no rate shown."""
+    return f"groups under {k} customers, fewer than {k} in all: not shown"
+
+
+def published_groups(sizes: pd.Series, k: int) -> dict[str, str]:
+    """How each group of one dimension is published (`sizes`: group -> customers). A group of at least k customers
+    as itself; the smaller ones (a region of one customer, a typo, a hostile value: one person, and no statistic)
+    pooled into pooled_label(k) when together they reach k, else into hidden_label(k), shown without figures."""
+    sizes = sizes[sizes > 0]
+    small = sizes[sizes < k]
+    if small.empty:
+        return {str(g): str(g) for g in sizes.index}
+    pool = pooled_label(k) if int(small.sum()) >= k else hidden_label(k)
+    return {str(g): (str(g) if n >= k else pool) for g, n in sizes.items()}
 
 
 def _rate(numerator: np.ndarray, denominator: np.ndarray | None) -> Callable[..., float]:
@@ -134,9 +156,13 @@ def fairness_frame(cells: pd.DataFrame, dimensions: dict[str, str], cfg: dict[st
     """One row per (dimension, group) and per metric: customers, rate, interval, ratio to overall, its interval,
     flag; plus an 'overall' row per metric. `dimensions`: label -> column of `cells`."""
     rows = []
+    k = int(cfg.get("min_published_group_customers", DEFAULTS["min_published_group_customers"]))
     for label, column in dimensions.items():
         per = cells.groupby([column, *OUTCOMES], as_index=False, dropna=False)["customers"].sum()
         per[column] = per[column].astype(str)
+        published = published_groups(per.groupby(column)["customers"].sum(), k)
+        per[column] = per[column].map(published)
+        per = per.groupby([column, *OUTCOMES], as_index=False)["customers"].sum()
         rates, overall = group_rates(per, column)
         intervals = bootstrap(per, column, int(cfg["n_boot"]), float(cfg["interval"]), int(cfg["seed"]))
         for metric in METRICS:
@@ -152,14 +178,17 @@ def fairness_frame(cells: pd.DataFrame, dimensions: dict[str, str], cfg: dict[st
                 ratio = row[metric] / overall[metric] if overall[metric] and not pd.isna(overall[metric]) \
                     else np.nan
                 base = int(row["customers"] if METRICS[metric][1] is None else row["customers_at_risk"])
+                shown = {"rate": row[metric], "low": iv.loc[str(group), "low"], "high": iv.loc[str(group), "high"],
+                         "ratio": ratio, "ratio_low": iv.loc[str(group), "ratio_low"],
+                         "ratio_high": iv.loc[str(group), "ratio_high"]}
+                if base < k:  # the rate of fewer than k people (customers, or customers at risk) is not published
+                    shown = dict.fromkeys(shown, np.nan)
+                    flag = f"not shown (<{k})" if base else ""
+                else:
+                    flag = gap_flag(base, ratio, shown["ratio_low"], shown["ratio_high"], cfg)
                 rows.append({"dimension": label, "group": str(group), "metric": metric,
                              "customers": int(row["customers"]), "customers_at_risk": int(row["customers_at_risk"]),
-                             "rate": row[metric], "low": iv.loc[str(group), "low"],
-                             "high": iv.loc[str(group), "high"], "ratio": ratio,
-                             "ratio_low": iv.loc[str(group), "ratio_low"],
-                             "ratio_high": iv.loc[str(group), "ratio_high"],
-                             "flag": gap_flag(base, ratio, iv.loc[str(group), "ratio_low"],
-                                              iv.loc[str(group), "ratio_high"], cfg)})
+                             **shown, "flag": flag})
     return pd.DataFrame(rows)
 
 

@@ -74,7 +74,8 @@ FUNNEL_STAGES = ["eligibility", "applicability", "suitability", "consent", "cont
                  "arbitration", "capacity"]
 ACTION_CLASSES = ["protective", "service", "commercial"]
 DEFAULTS = {"gap_ratio_high": 1.25, "gap_ratio_low": 0.8, "min_group_customers": 30, "n_boot": 1000,
-            "interval": 0.95, "seed": 20261120, "realised_calibration": True, "sample_customers": 10, "traces": 3}
+            "interval": 0.95, "seed": 20261120, "realised_calibration": True, "sample_customers": 10, "traces": 3,
+            "min_published_group_customers": 10}
 FLAG_WORDS = {"is_shortfall_risk": "shortfall risk", "in_arrears": "arrears",
               "is_unarranged_overdraft": "unarranged overdraft", "is_gambling_harm": "gambling harm",
               "is_vulnerable": "known vulnerability", "is_message_distress": "distress in messages",
@@ -752,6 +753,8 @@ def fairness_table(paths: Paths, day: date, con=None, cfg: dict[str, Any] | None
         from pipelines.fairness import OUTCOMES, fairness_frame
 
         con.execute(f"create or replace temp table report_population as {sql}")  # read again by the drill-downs
+        _publish_groups(con, "report_population", ("age_band", "region"),
+                        int(cfg["min_published_group_customers"]))
         sql = "select * from report_population"
         cells = _df(con, f"select age_band, region, {', '.join(OUTCOMES)}, count(*) as customers from ({sql}) "
                          f"group by all")
@@ -769,6 +772,24 @@ def fairness_table(paths: Paths, day: date, con=None, cfg: dict[str, Any] | None
         {m: i for i, m in enumerate(["offer_rate", "credit_suppression_rate", "protective_reach"])})
         if s.name == "metric" else s, kind="stable").drop(columns="_order").reset_index(drop=True)
     return table, {"population": sql, "control": control, "cfg": cfg}
+
+
+def _publish_groups(con, table: str, columns: tuple[str, ...], k: int) -> None:
+    """Rename, in `table`, the groups of fewer than k customers to what they are published as
+    (pipelines.fairness.published_groups): the table, its drill-downs and its figures then show no group of fewer
+    than k people by name."""
+    from pipelines.fairness import published_groups
+
+    for column in columns:
+        sizes = _df(con, f"select cast({column} as varchar) as g, count(*) as n from {table} group by all")
+        mapping = published_groups(sizes.set_index("g")["n"], k)
+        renamed = pd.DataFrame([(g, p) for g, p in mapping.items() if g != p], columns=["g", "p"], dtype=object)
+        if renamed.empty:
+            continue
+        con.register("report_renamed_groups", renamed)
+        con.execute(f"update {table} set {column} = r.p from report_renamed_groups r "
+                    f"where cast({table}.{column} as varchar) = r.g")
+        con.unregister("report_renamed_groups")
 
 
 DRILL = {  # metric -> which drops explain it (decision_log filter) and the population column it is measured on
@@ -855,6 +876,21 @@ def fairness_view(table: pd.DataFrame, dimension: str) -> pd.DataFrame:
     return out[[c for c in out.columns if c != "flags"] + ["flags"]]
 
 
+def _small_groups_words(table: pd.DataFrame, k: int) -> str:
+    """What the table did with groups of fewer than k customers tonight (config/segone.yaml
+    nightly_report.min_published_group_customers)."""
+    from pipelines.fairness import hidden_label, pooled_label
+
+    words = (f"No group of fewer than {k} customers is shown by name (a region of one customer, a typo or a "
+             f"malformed value would single a person out, and its rate means nothing): such groups are pooled into "
+             f"'{pooled_label(k)}', or, when even pooled they are fewer than {k}, counted in one row without rates; "
+             f"a rate over fewer than {k} customers (customers at risk, for protective reach) is not shown.")
+    once = table[table["metric"] == table["metric"].iloc[0]] if len(table) else table
+    done = [f"{r.dimension} {'pooled' if r.group == pooled_label(k) else 'not shown'}: {r.customers:,} customers"
+            for r in once.itertuples() if r.group in (pooled_label(k), hidden_label(k))]
+    return words + (" Tonight: " + "; ".join(done) + "." if done else " Tonight: none.")
+
+
 def _fairness(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     from pipelines.fairness import METRIC_WORDS
 
@@ -878,10 +914,11 @@ def _fairness(paths: Paths, day: date, con) -> list[dict[str, Any]]:
             f"{cfg['gap_ratio_low']}, and the ratio's interval excludes 1; 'unclear' when the ratio is outside the "
             f"band but its interval includes 1. Gaps flagged tonight: "
             + ("; ".join(f"{r.metric.replace('_', ' ')} of {r.dimension} {r.group} ({r.ratio:.2f}x)"
-                         for r in flagged.itertuples()) if len(flagged) else "none") + ".")
+                         for r in flagged.itertuples()) if len(flagged) else "none") + ".\n\n"
+            + _small_groups_words(table, int(cfg["min_published_group_customers"])))
     figures = []
     for dimension in ("age band", "region"):
-        part = table[table["dimension"] == dimension]
+        part = table[(table["dimension"] == dimension) & table["rate"].notna()]
         if part.empty or part["group"].nunique() > 30:
             continue
         long = part.assign(metric=part["metric"].str.replace("_", " "))

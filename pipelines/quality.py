@@ -23,7 +23,7 @@ from pipelines import lake
 from pipelines.config import REPO_ROOT, Paths, settings
 from pipelines.contract import FileContract, landing_contract
 from pipelines.data_docs import build_gate_site, clear_results
-from pipelines.ingest.core import BIDI_REGEX, CONTROL_REGEX, FORMAT_REGEX, bronze_columns_sql
+from pipelines.ingest.core import BIDI_REGEX, CONTROL_REGEX, FORMAT_REGEX, INVISIBLE_REGEX, bronze_columns_sql
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.runs import write_run_metrics
 from pipelines.schemas import TableSchema, table_schema, tables
@@ -172,6 +172,13 @@ def bronze_column_names(contract: FileContract) -> list[str]:
     return [name for name, _ in bronze_columns_sql(contract)]
 
 
+def escaped_pattern(regex: str) -> str:
+    """A regular expression with its non-ASCII characters written as Python escapes (\\u200b): the same pattern
+    for `re`, and a suite file that shows what it looks for (an invisible character written as itself is invisible)."""
+    return "".join(c if c.isascii() else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+                   for c in regex)
+
+
 def landing_suite(contract: FileContract) -> dict[str, Any]:
     """The expectation suite of a landing kind's bronze rows, from the same contract as the ingest's SQL rules."""
     source = {"generated_from": "config/landing.yaml", "kind": contract.name}
@@ -190,10 +197,13 @@ def landing_suite(contract: FileContract) -> dict[str, Any]:
             items.append(expectation("expect_column_values_to_match_regex", f"type {column.type}", column=name,
                                      regex=GX_REGEX[column.type]))
         if column.type == "text":
-            # One expectation per type and column (a suite keeps only one): C0 controls and bidi controls in one class.
-            items.append(expectation("expect_column_values_to_not_match_regex",
-                                     "no control characters, no bidirectional controls",
-                                     column=name, regex=CONTROL_REGEX[:-1] + BIDI_REGEX[1:]))
+            # One expectation per type and column (a suite keeps only one): C0 controls and bidi controls in one
+            # class, and for a label the invisible characters too.
+            rule, regex = "no control characters, no bidirectional controls", CONTROL_REGEX[:-1] + BIDI_REGEX[1:]
+            if column.label:
+                rule, regex = rule + ", no invisible characters", regex[:-1] + INVISIBLE_REGEX[1:]
+            items.append(expectation("expect_column_values_to_not_match_regex", rule, column=name,
+                                     regex=escaped_pattern(regex)))
         if column.type == "enum":
             items.append(expectation("expect_column_values_to_be_in_set", "values", column=name,
                                      value_set=list(column.values)))

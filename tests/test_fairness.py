@@ -82,3 +82,50 @@ def test_the_drill_down_names_the_rule_that_drops_the_group_more() -> None:
     # the young are dropped less by the eligibility rule and more by consent
     young = fairness.drill_down(drops, sizes, "young", more=False)
     assert young.iloc[0]["reason"] == "over 65" and young.iloc[0]["excess"] == pytest.approx(-80 / 300)
+
+
+def regions(sizes: dict[str, int], at_risk_every: int = 2) -> pd.DataFrame:
+    """Cells of customers in regions of the given sizes: every `at_risk_every`th at risk and protected, every
+    customer offered."""
+    rows = []
+    for region, n in sizes.items():
+        for i in range(n):
+            risk = int(i % at_risk_every == 0)
+            rows.append({"region": region, "offered": 1, "credit_suppressed": 0, "at_risk": risk, "protected": risk})
+    return pd.DataFrame(rows).groupby(["region", *fairness.OUTCOMES]).size().rename("customers").reset_index()
+
+
+def test_a_group_under_the_minimum_size_is_pooled_or_counted_never_shown_by_name() -> None:
+    """A typo or hostile region of one customer was a group of its own in the fairness table: one person, and a
+    rate of 0 or 100%. Groups under k customers are pooled into 'other'; if the pool too is under k it is one row
+    with its count and no rates; a rate over fewer than k customers at risk is not shown."""
+    cfg = {**fairness.DEFAULTS, "n_boot": 50, "min_published_group_customers": 10}
+    frame = fairness.fairness_frame(regions({"North": 50, "South": 40, "Nrth": 1, "North West\u202eevil": 1}),
+                                    {"region": "region"}, cfg)
+    groups = frame.loc[frame["dimension"] == "region"].set_index(["metric", "group"])
+    hidden = fairness.hidden_label(10)
+    assert set(groups.index.get_level_values("group")) == {"North", "South", hidden}
+    assert groups.loc[("offer_rate", hidden), "customers"] == 2
+    assert groups.loc[("offer_rate", hidden), ["rate", "low", "high", "ratio"]].isna().all()
+    assert groups.loc[("offer_rate", hidden), "flag"] == "not shown (<10)"
+    assert groups.loc[("offer_rate", "North"), "rate"] == 1.0
+    overall = frame.set_index(["metric", "group"]).loc[("offer_rate", "all customers")]
+    assert overall["customers"] == 92  # the small groups still count in the overall rate
+
+    singles = {f"typo {i}": 1 for i in range(12)}
+    frame = fairness.fairness_frame(regions({"North": 50, **singles}, at_risk_every=10), {"region": "region"}, cfg)
+    groups = frame.set_index(["metric", "group"])
+    assert set(frame["group"]) == {"all customers", "North", fairness.pooled_label(10)}
+    assert groups.loc[("offer_rate", fairness.pooled_label(10)), "customers"] == 12
+    assert groups.loc[("offer_rate", fairness.pooled_label(10)), "rate"] == 1.0
+    # 5 of North's 50 are at risk, 12 of the pool: North's protective reach is not shown, the pool's is
+    assert pd.isna(groups.loc[("protective_reach", "North"), "rate"])
+    assert groups.loc[("protective_reach", "North"), "flag"] == "not shown (<10)"
+    assert groups.loc[("protective_reach", fairness.pooled_label(10)), "rate"] == 1.0
+
+
+def test_published_groups_leave_groups_of_at_least_k_alone() -> None:
+    sizes = pd.Series({"North": 10, "South": 9, "East": 3})
+    assert fairness.published_groups(sizes, 10) == {"North": "North", "South": fairness.pooled_label(10),
+                                                    "East": fairness.pooled_label(10)}
+    assert fairness.published_groups(sizes, 1) == {"North": "North", "South": "South", "East": "East"}

@@ -202,6 +202,53 @@ def test_a_csv_of_many_bad_rows_lists_the_first_and_counts_the_rest(con, tmp_pat
     assert sorted(r[0] for r in result.accepted.fetchall()) == ["EUR", "USD"]
 
 
+def test_a_csv_of_more_malformed_records_than_the_bound_is_quarantined_whole_with_the_count(con, tmp_path):
+    """DuckDB keeps every malformed record's errors in memory while it reads (1.4 GB for 150,000 short records) and,
+    in 2.0, stops reading early when most records are malformed (of 150,000 records, 50% too short, it read 134,437,
+    and the file was quarantined as 'records cannot be delimited consistently', which was not the trouble). Past
+    `ingest.max_malformed_records_per_file` the file is quarantined whole, the count named; under it, as before."""
+    from pipelines.ingest.limits import IngestLimits
+
+    header = ("transaction_id,account_id,booked_at,amount,currency,description,merchant_name,mcc,channel,country,"
+              "counterparty_id")
+    good, short = "T{},A1,2026-11-20T10:00:00Z,-5.00,EUR,coffee,Cafe,5812,card,IE,", "T{},A1,2026-11-20T10:00:00Z"
+    path = tmp_path / "transactions.csv"
+    path.write_text("\n".join([header, *((short if i % 2 else good).format(i) for i in range(150_000))]) + "\n",
+                    encoding="utf-8")
+    result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv")
+    assert result.whole_file_quarantined
+    assert problems(result) == [(None, None, "75,000 of its 150,000 records are malformed (more or fewer fields "
+                                             "than the header's 11, or a character after a closing quote): more "
+                                             "than ingest.max_malformed_records_per_file (10,000); the file is "
+                                             "quarantined whole, none of its records read")]
+
+    lines = [header, *(good.format(i) for i in range(8)), short.format(8), "", good.format(9) + ",extra", "",
+             short.format(10)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for bound, whole in ((2, True), (3, False)):
+        result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv",
+                                   limits=IngestLimits(max_malformed_records=bound))
+        assert result.whole_file_quarantined is whole
+        if not whole:
+            assert [line for line, _, _ in problems(result)] == [10, 12, 14]
+            assert (result.rows_read, result.rows_accepted) == (11, 8)
+
+    # a stray character after a closing quote is malformed too (DuckDB's own count of such records, ignore_errors,
+    # is no help: it skips the good records after them, 1 of 20 read); a quote inside an unquoted field is a character
+    lines = [header, *(good.format(i).replace(",Cafe,", ',Cafe 12" pizza,') if i % 2
+                       else good.format(i).replace(",coffee,", ',"coffee"x,') for i in range(20))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for bound, whole in ((9, True), (10, False)):
+        result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv",
+                                   limits=IngestLimits(max_malformed_records=bound))
+        assert result.whole_file_quarantined is whole
+        if whole:
+            assert problems(result)[0][2].startswith("10 of its 20 records are malformed")
+        else:
+            assert (result.rows_read, result.rows_accepted) == (20, 10)
+            assert {reason.split(":")[1] for _, _, reason in problems(result)} == {" unquoted value"}
+
+
 # --- Parquet physical types ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("column, sql_value, physical", [
@@ -358,3 +405,71 @@ def test_a_text_with_a_bidirectional_control_is_quarantined_and_emoji_are_kept(c
     (reason,) = batch.quarantine["reason"]
     assert reason.startswith("TransactionInformation contains a Unicode bidirectional control")
     assert reason.endswith("field set to null, record kept")
+
+
+# --- invisible characters (zero-width, joiners, direction marks, soft hyphen, selectors, tags) -----------------
+
+def test_an_invisible_character_in_an_id_or_a_label_is_quarantined_and_free_text_keeps_it(con, tmp_path):
+    """A customer id "C1\\u200b" reads as C1 and would be a second customer; a region "North West\\u200b" or
+    "North\\u00adWest" a second group of the report that reads the same. Ids and labels (config/landing.yaml
+    `label`) are quarantined with the code point named; free text keeps a joiner (an emoji) or a non-joiner."""
+    text = ("customer_id,birth_year,region,customer_since,known_vulnerability\n"
+            "C1\u200b,1980,North West,2020-01-01,\n"
+            "C2,1980,North West\u200b,2020-01-01,\n"
+            "C3,1980,North\u00adWest,2020-01-01,\n"
+            "C4,1980,North West\ufe0f,2020-01-01,\n"
+            "C5,1980,London\U000e0041,2020-01-01,\n"
+            "C6,1980,North West,2020-01-01,\n")
+    result = ingest(con, tmp_path, "customers", text)
+    assert [(line, column, reason.split(":")[0]) for line, column, reason in problems(result)] == [
+        (2, "customer_id", "customer_id"), (3, "region", "region"), (4, "region", "region"),
+        (5, "region", "region"), (6, "region", "region")]
+    reasons = [reason for _, _, reason in problems(result)]
+    assert reasons[0].startswith("customer_id: not an id (1-64 characters of A-Z a-z 0-9 _ . : -): contains an "
+                                 "invisible character (U+200B")
+    assert [r.split("(U+")[1][:6] for r in reasons[1:]] == ["200B: ", "00AD: ", "FE0F: ", "E0041:"]
+    assert [r[0] for r in result.accepted.fetchall()] == ["C6"]
+
+    family, persian = "\U0001F468\u200d\U0001F469\u200d\U0001F467", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    text = ("transaction_id,account_id,booked_at,amount,currency,description,merchant_name,mcc,channel,country,"
+            "counterparty_id\n"
+            f"T1,A1,2026-11-20T10:00:00Z,-5.00,EUR,Gift {family} {persian},Toy Shop,5945,card,IE,\n"
+            "T2,A1,2026-11-20T10:00:00Z,-5.00,EUR,Films,NETFLIX\ufeff,4899,card,IE,\n"
+            "T3,A1,2026-11-20T10:00:00Z,-5.00,EUR,Films,NET\u2060FLIX,4899,card,IE,\n")
+    result = ingest(con, tmp_path, "transactions", text)
+    assert [(line, column) for line, column, _ in problems(result)] == [(3, "merchant_name"), (4, "merchant_name")]
+    assert "(U+FEFF" in problems(result)[0][2] and "(U+2060" in problems(result)[1][2]
+    (accepted,) = result.accepted.fetchall()
+    assert accepted[5] == f"Gift {family} {persian}"
+
+    text = ("message_id,customer_id,received_at,channel,text\n"
+            f"M1,C1,2026-11-20T10:00:00Z,chat,thanks {family} for the help\u200b\n")
+    assert problems(ingest(con, tmp_path, "messages", text)) == []
+
+
+def test_an_invisible_character_in_an_open_banking_id_costs_its_record_in_a_name_its_field(tmp_path):
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=4)
+    transactions = envelope["transactions"]["Data"]["Transaction"]
+    transactions[0]["TransactionId"] += "\u200b"
+    transactions[1]["MerchantDetails"] = {"MerchantName": "NET\u2060FLIX"}
+    transactions[2]["TransactionInformation"] = "Gift \U0001F468\u200d\U0001F469 \u200b"
+    envelope["direct_debits"]["Data"]["DirectDebit"][0]["Name"] = "Energy\u00adCo"
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    kept = batch.tables["ob_transactions"]
+    assert len(kept) == 3 and "Gift \U0001F468\u200d\U0001F469 \u200b" in set(kept["description"])
+    assert kept["merchant_name"].isna().sum() == 1
+    assert batch.tables["ob_direct_debits"]["name"].isna().all()
+    reasons = sorted(batch.quarantine["reason"])
+    assert [r.split(" ")[0] for r in reasons] == ["MerchantDetails.MerchantName", "Name", "TransactionId"]
+    assert reasons[0].startswith("MerchantDetails.MerchantName contains an invisible character (U+2060")
+    assert reasons[0].endswith("field set to null, record kept")
+    assert reasons[2].startswith("TransactionId contains an invisible character (U+200B")
+    assert reasons[2].endswith("record quarantined")
+
+    for key, value in (("provider", "alpha\u200b"), ("consent_id", "CONSENT\u202e1")):
+        envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=1)
+        envelope[key] = value
+        batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+        (reason,) = batch.quarantine["reason"]
+        assert reason.startswith(f"envelope {key} contains a")
+        assert not any(len(frame) for frame in batch.tables.values())

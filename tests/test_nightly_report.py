@@ -521,3 +521,26 @@ def test_the_event_forecasts_section(full_report) -> None:
     expense = tables["Large one-off expense: tonight per horizon"].set_index("horizon_days")
     assert expense.loc[30, "with_expected_date"] == fifth and expense["base_rate"].isna().all()
     assert "Their actions published tonight" in tables
+
+
+def test_a_region_of_one_customer_is_not_published_by_name(tmp_path) -> None:
+    """A hand-made night where two customers' region is a typo ('Nrth') or a hostile value: before, each was a group
+    of its own in the fairness table (one person, a rate of 0 or 100%), shown by name in the table and the figure."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGONE_HOME", str(tmp_path))
+        paths = Paths(tmp_path)
+        report_lake.build(paths)
+        customers = report_lake.customers()
+        customers.loc[customers["customer_id"] == "C0005", "region"] = "Nrth"
+        customers.loc[customers["customer_id"] == "C0007", "region"] = "Sheffield Rd 12"
+        lake.write_frame(customers, lake.partition_path(paths, "silver", "customers", as_of=DAY.isoformat()), paths)
+        table, _ = nightly_report.fairness_table(paths, DAY)
+        page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
+    regions = table[table["dimension"] == "region"]
+    hidden = "groups under 10 customers, fewer than 10 in all: not shown"
+    assert set(regions["group"]) == {"North", "Yorkshire and The Humber", hidden}
+    assert (regions.loc[regions["group"] == hidden, "customers"] == 2).all()
+    assert regions.loc[regions["group"] == hidden, "rate"].isna().all()
+    assert "Nrth" not in page and "Sheffield Rd 12" not in page
+    fairness = section_text(page, "Fairness across")
+    assert "Tonight: region not shown: 2 customers." in fairness

@@ -276,3 +276,12 @@ def test_suites_check_free_text_for_bidirectional_controls_too(good_bronze):
     result = run_suite(bad, "landing_transactions")
     assert {(f["expectation"], f["column"]) for f in result.failures} == {
         ("expect_column_values_to_not_match_regex", "description")}
+
+
+def test_suites_check_labels_for_invisible_characters_and_let_free_text_keep_them(good_bronze):
+    bad = good_bronze["transactions"].copy()
+    bad.loc[0, "merchant_name"] = "NETFLIX\u200b"
+    bad.loc[1, "description"] = "thanks \U0001F468\u200d\U0001F469 \u200b"
+    result = run_suite(bad, "landing_transactions")
+    assert {(f["expectation"], f["column"]) for f in result.failures} == {
+        ("expect_column_values_to_not_match_regex", "merchant_name")}

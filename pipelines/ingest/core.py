@@ -118,6 +118,20 @@ CONTROL_REGEX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
 BIDI_REGEX = "[\u202a-\u202e\u2066-\u2069]"
 BIDI_REASON = ("contains a Unicode bidirectional control (U+202A-U+202E or U+2066-U+2069): it would display other "
                "than it reads")
+# Characters that display as nothing: the soft hyphen U+00AD, combining grapheme joiner U+034F, Arabic letter mark
+# U+061C, Hangul fillers U+115F U+1160 U+3164 U+FFA0, Khmer inherent vowels U+17B4 U+17B5, Mongolian selectors and
+# vowel separator U+180B-U+180F, zero-width space, non-joiner and joiner and the left-to-right / right-to-left marks
+# U+200B-U+200F, word joiner and invisible operators U+2060-U+2064, deprecated format characters U+206A-U+206F,
+# variation selectors U+FE00-U+FE0F and U+E0100-U+E01EF, U+FEFF inside a value (at the start of a file it is read as
+# the BOM), interlinear annotation U+FFF9-U+FFFB, tag characters U+E0000-U+E007F. An id or a label holding one looks
+# like another value and is not equal to it: a second customer, region or merchant that reads the same. Free text
+# (a description, a message) keeps them: a joiner builds an emoji, a non-joiner spells Persian.
+INVISIBLE_REGEX = ("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2060-\u2064"
+                   "\u206a-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\U000e0000-\U000e007f"
+                   "\U000e0100-\U000e01ef]")
+INVISIBLE_WORDS = ("contains an invisible character (U+{codepoint}: zero-width, joiner, direction mark, soft hyphen, "
+                   "selector or another that displays as nothing): it would read as another value")
+INVISIBLE_CHARACTER = re.compile(INVISIBLE_REGEX)
 # A required free text of only whitespace is empty.
 BLANK_REGEX = r"\s*"
 
@@ -231,6 +245,9 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
     if column.type in NUMERIC_TYPES:
         rules.append((f"lower({value}) in ({', '.join(map(quote_literal, NOT_A_NUMBER_TEXT))})",
                       "NaN or infinity is not a number", False))
+    if column.type == "id":  # implied by the id's format; named, since the raw value shows as a valid id
+        rules.append((f"regexp_matches({value}, {quote_literal(INVISIBLE_REGEX)})",
+                      f"{FORMAT_WORDS['id']}: {INVISIBLE_WORDS}", False))
     if column.type in FORMAT_REGEX:
         rules.append((f"not regexp_full_match({value}, {quote_literal(FORMAT_REGEX[column.type])})",
                       FORMAT_WORDS[column.type], column.type != "timestamptz"))
@@ -240,6 +257,8 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
                       "or DEL)", True))
     if column.type == "text":  # multi-byte characters: the byte scan behind controls_possible does not see them
         rules.append((f"regexp_matches({value}, {quote_literal(BIDI_REGEX)})", BIDI_REASON, True))
+    if column.type == "text" and column.label:
+        rules.append((f"regexp_matches({value}, {quote_literal(INVISIBLE_REGEX)})", INVISIBLE_WORDS, True))
     if column.type == "timestamptz":
         rules.append((f"not regexp_full_match({value}, {quote_literal(OFFSET_REGEX)})",
                       "zone offset out of range (-14:00 to +14:00, minutes below 60)", False))
@@ -301,8 +320,23 @@ def column_reason_sql(column: Column, value: str, rules: list[tuple[str, str, bo
     """A CASE that is null when the column is fine, else its first broken rule in words."""
     missing = quote_literal(f"{column.name}: required value is missing") if column.required else "null"
     parts = [f"when {value} is null then {missing}"]
-    parts += [f"when {cond} then {quote_literal(f'{column.name}: {words}')}" for cond, words, _ in rules]
+    parts += [f"when {cond} then {reason_sql(f'{column.name}: {words}', value)}" for cond, words, _ in rules]
     return "case " + " ".join(parts) + " end"
+
+
+def reason_sql(words: str, value: str) -> str:
+    """A reason as SQL text; `{codepoint}` in it becomes the first invisible character of `value` (e.g. 200B)."""
+    if "{codepoint}" not in words:
+        return quote_literal(words)
+    before, after = words.split("{codepoint}", 1)
+    found = f"printf('%04X', unicode(regexp_extract({value}, {quote_literal(INVISIBLE_REGEX)})))"
+    return f"{quote_literal(before)} || {found} || {quote_literal(after)}"
+
+
+def invisible_reason(value: str) -> str | None:
+    """INVISIBLE_WORDS for the first invisible character of a Python string; None when it holds none."""
+    found = INVISIBLE_CHARACTER.search(value)
+    return None if found is None else INVISIBLE_WORDS.replace("{codepoint}", f"{ord(found[0]):04X}")
 
 
 def column_ok_sql(column: Column, value: str, rules: list[tuple[str, str, bool]]) -> str:
@@ -485,7 +519,8 @@ def _structural_reason(error_type: str, message: str) -> str:
 
 
 def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw: str, tag: str,
-              scan: TextScan | None, scan_error: str | None) -> list[tuple[int, str, str, str]]:
+              scan: TextScan | None, scan_error: str | None, max_malformed: int | None = None
+              ) -> list[tuple[int, str, str, str]]:
     """Read a CSV as text into the table `raw` (`line`, c0, c1, ...); returns its structural rejects as
     (physical line, DuckDB error type, message, raw record).
 
@@ -493,9 +528,27 @@ def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw:
     (`scan_error`, e.g. a truncated gzip) DuckDB is left to say why, and if it reads the file anyway it is unusable."""
     columns = "{" + ", ".join(f"'c{i}': 'varchar'" for i in range(len(names))) + "}"
     rejects, scans = f"rej_{tag}", f"rejscan_{tag}"
+    options = (f"header = true, auto_detect = false, columns = {columns}, delim = ',', quote = '\"', escape = '\"', "
+               f"strict_mode = true")
+    n_rows = None
+    if scan is not None and scan.returns == scan.crlf:  # LF or CRLF line ends throughout: one line per record?
+        # First the plain strict read, which stops at the first malformed record and keeps no error: when it reads
+        # one record per line after the header, no record was malformed, blank or spread over lines: that is the file.
+        try:
+            con.execute(f"create temp table {raw}_text as select * from read_csv({quote_literal(str(path))}, "
+                        f"{options})")
+            n_rows = int(con.execute(f"select count(*) from {raw}_text").fetchall()[0][0])
+        except duckdb.Error:  # whatever it is, the reading with rejects below says it with the record's line
+            pass
+        if n_rows == scan.physical_lines - 1:
+            text_columns = ", ".join(f"t.c{i}" for i in range(len(names)))
+            con.execute(f"create temp view {raw} as select t.rowid + 2 as line, {text_columns} from {raw}_text t")
+            return []
+        con.execute(f"drop table if exists {raw}_text")
+    if n_rows is None and scan is not None:
+        _check_malformed(path, len(names), scan, max_malformed)
     con.execute(
-        f"create temp table {raw}_text as select * from read_csv({quote_literal(str(path))}, header = true, "
-        f"auto_detect = false, columns = {columns}, delim = ',', quote = '\"', escape = '\"', strict_mode = true, "
+        f"create temp table {raw}_text as select * from read_csv({quote_literal(str(path))}, {options}, "
         f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{scans}', rejects_limit = 0)"
     )
     reject_rows = con.execute(
@@ -531,6 +584,40 @@ def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw:
             for line, (kind, message, raw_record) in sorted(first_by_line.items())]
 
 
+def _check_malformed(path: Path, n_columns: int, scan: TextScan, max_malformed: int | None) -> None:
+    """UnreadableFile when more than `max_malformed` records of the file are malformed: more or fewer fields than
+    its header, or a character after a closing quote (DuckDB's strict reading refuses both), counted by Python's csv
+    module in strict mode (streamed; it reads a quote inside an unquoted field as a character, as DuckDB does, and
+    after a malformed record goes on at the next line). Not counted when the file has too few lines to pass the bound,
+    or when the module meets what it cannot read (a field past its size limit): DuckDB's own reading says why."""
+    if max_malformed is None or scan.physical_lines - 1 <= max_malformed:
+        return
+    records = malformed = 0
+    with bounds.open_bytes(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+        reader = csv.reader(text, delimiter=",", quotechar='"', doublequote=True, strict=True)
+        next(reader, None)  # the header (read and checked before)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                if "field larger than field limit" in str(err):
+                    return
+                records += 1
+                malformed += 1
+                continue
+            if row:
+                records += 1
+                malformed += len(row) != n_columns
+    if malformed > max_malformed:
+        raise UnreadableFile(
+            f"{malformed:,} of its {records:,} records are malformed (more or fewer fields than the header's "
+            f"{n_columns}, or a character after a closing quote): more than ingest.max_malformed_records_per_file "
+            f"({max_malformed:,}); the file is quarantined whole, none of its records read")
+
+
 def _precedence(error_type: str) -> int:
     return STRUCTURAL_PRECEDENCE.index(error_type) if error_type in STRUCTURAL_PRECEDENCE else len(
         STRUCTURAL_PRECEDENCE)
@@ -551,6 +638,7 @@ def _number_records(path: Path, scan: TextScan, rejected: np.ndarray, n_rows: in
         is_rejected[rejected] = True
         all_lines = np.arange(2, physical_lines + 1, dtype=np.int64)
         return all_lines[~is_rejected[2:]], {int(r): int(r) for r in rejected}
+    counts = []
     for numbering in (_record_starts_fast, _record_starts_csv):
         numbered = numbering(path)
         if numbered is None:
@@ -559,6 +647,13 @@ def _number_records(path: Path, scan: TextScan, rejected: np.ndarray, n_rows: in
         is_rejected = np.isin(logical, rejected)
         if int(is_rejected.sum()) == len(rejected) and int((~is_rejected).sum()) == n_rows:
             return physical[~is_rejected], dict(zip(logical[is_rejected].tolist(), physical[is_rejected].tolist()))
+        counts.append(len(logical))
+    seen = n_rows + len(rejected)
+    if counts and min(counts) > seen and len(rejected):
+        raise UnreadableFile(
+            f"the CSV reader stopped early: it read {seen:,} of the file's {min(counts):,} records, {len(rejected):,} "
+            f"of them malformed (DuckDB 2.0 stops so when many records are malformed); the file is quarantined "
+            f"whole, none of its records read")
     raise UnreadableFile("records cannot be delimited consistently (stray or unbalanced quotes): "
                          "their line numbers would be wrong")
 
@@ -638,7 +733,7 @@ def read_landing_file(con: duckdb.DuckDBPyConnection, path: Path, contract: File
                 scan = bounds.scan_text(path, limits)
             except bounds.READ_FAILURES as err:
                 scan_error = f"{type(err).__name__}: {err}"
-            structural = _load_csv(con, path, names, raw, tag, scan, scan_error)
+            structural = _load_csv(con, path, names, raw, tag, scan, scan_error, limits.max_malformed_records)
             controls_possible = scan is None or scan.has_control
         result = _validate(con, contract, raw, tag, mapping, business_date, source_file, max_late_days,
                            quarantine_rows, structural, warnings, controls_possible, limits.max_quarantine_rows)

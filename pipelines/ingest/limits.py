@@ -37,6 +37,7 @@ class IngestLimits:
     max_decompressed_bytes: int | None = None
     max_lines: int | None = None
     max_quarantine_rows: int | None = None  # rule faults listed per file; the other bad records are only counted
+    max_malformed_records: int | None = None  # past this many malformed CSV records the file is quarantined whole
 
 
 def ingest_limits() -> IngestLimits:
@@ -44,7 +45,8 @@ def ingest_limits() -> IngestLimits:
     return IngestLimits(max_file_bytes=int(config["max_file_bytes"]),
                         max_decompressed_bytes=int(config["max_decompressed_bytes"]),
                         max_lines=int(config["max_lines"]),
-                        max_quarantine_rows=int(config["max_quarantine_rows_per_file"]))
+                        max_quarantine_rows=int(config["max_quarantine_rows_per_file"]),
+                        max_malformed_records=int(config["max_malformed_records_per_file"]))
 
 
 def raw_value_cap() -> int:

@@ -118,7 +118,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.contract import landing_contract, openbanking_lengths
-from pipelines.ingest.core import BIDI_REASON, BIDI_REGEX, INSTANT_OUT_OF_RANGE
+from pipelines.ingest.core import BIDI_REASON, BIDI_REGEX, INSTANT_OUT_OF_RANGE, invisible_reason
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +388,10 @@ class _Record:
                 lengths = openbanking_lengths()
                 if BIDI_CHARACTER.search(value) is not None:
                     self.problem(name, f"{name} {BIDI_REASON}", value, required or name in lengths.ids)
+                    return None
+                invisible = invisible_reason(value) if name in lengths.ids or name in lengths.labels else None
+                if invisible is not None:
+                    self.problem(name, f"{name} {invisible}", value, required or name in lengths.ids)
                     return None
                 if len(value) <= lengths.limit(name):
                     return value
@@ -1074,6 +1078,13 @@ def _reject_file(result: ObFileResult, source_file: str, reason: str, raw: Any =
     return result
 
 
+def _hidden(value: str) -> str | None:
+    """Why an id of the envelope (provider, consent_id) does not read as what it holds, or None."""
+    if BIDI_CHARACTER.search(value) is not None:
+        return BIDI_REASON
+    return invisible_reason(value)
+
+
 def _envelope_context(envelope: dict[str, Any], source_file: str
                       ) -> tuple[ObContext | None, list[tuple[str, Any]]]:
     """The ObContext of an envelope, or the (reason, raw) faults that prevent it."""
@@ -1089,6 +1100,8 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
                            "customers.csv)", value))
         elif CONTROL_CHARACTER.search(value):
             faults.append((f"envelope {key} contains a control character", value))
+        elif _hidden(value):
+            faults.append((f"envelope {key} {_hidden(value)}", value))
         elif len(value) > openbanking_lengths().limit(f"envelope.{key}"):
             faults.append((f"envelope {too_long(key, value, openbanking_lengths().limit(f'envelope.{key}'))}", value))
     fetched_raw = envelope.get("fetched_at")
@@ -1114,6 +1127,8 @@ def _envelope_context(envelope: dict[str, Any], source_file: str
     consent_id = envelope.get("consent_id")
     if consent_id is not None and type(consent_id) is not str:
         faults.append((f"envelope consent_id is {_kind_of(consent_id)}, expected a string", consent_id))
+    elif consent_id is not None and _hidden(consent_id):
+        faults.append((f"envelope consent_id {_hidden(consent_id)}", consent_id))
     elif consent_id is not None and len(consent_id) > openbanking_lengths().limit("envelope.consent_id"):
         faults.append((f"envelope {too_long('consent_id', consent_id, openbanking_lengths().limit('envelope.consent_id'))}",
                        consent_id))
