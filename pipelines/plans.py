@@ -495,26 +495,7 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
             found = found[found["frequency"].map(_cadence_months) >= float(prov["min_cadence_months"])]
             bills.append(found.drop(columns="frequency").assign(source="standing_order", needs_open_banking=True))
         if postings:
-            channels = ", ".join(f"'{c}'" for c in prov["last_year_channels"])
-            start = (day + timedelta(days=1) - timedelta(days=365)).isoformat()
-            end = (day + timedelta(days=int(prov["lookahead_days"])) - timedelta(days=365)).isoformat()
-            quiet = (day - timedelta(days=int(prov["last_year_quiet_days"]))).isoformat()
-            bills.append(con.execute(f"""
-                with paid as (
-                    select customer_id, source, booking_date, -cast({base} as double) as amount,
-                        coalesce(counterparty_id, merchant_name, regexp_replace(description, '[0-9]', '#', 'g'))
-                            as payee
-                    from {postings} where {loaded} and {base} < 0 and channel in ({channels})
-                        and booking_date <= date '{iso}'
-                    qualify row_number() over (partition by transaction_id order by load_date) = 1),
-                last_year as (
-                    select * from paid where booking_date between date '{start}' and date '{end}'),
-                since as (
-                    select distinct customer_id, payee from paid where booking_date > date '{quiet}')
-                select l.customer_id, 'last_year' as source, l.booking_date + interval 365 day as due_date,
-                    l.amount, l.source = 'openbanking' as needs_open_banking, md5(l.payee) as key
-                from last_year as l anti join since using (customer_id, payee)
-                order by all""").df())
+            bills.append(con.execute(last_year_sql(postings, loaded, base, day, prov)).df())
     finally:
         con.close()
     if streams is not None and len(streams):
@@ -532,6 +513,51 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
         bill_frame = bill_frame.drop_duplicates(["customer_id", "due_date", "amount"]).reset_index(drop=True)
     return {"forecast": forecast, "roles": roles, "accounts": accounts, "bills": bill_frame, "income": income,
             "consent": consent}
+
+
+def last_year_sql(postings: str, loaded: str, base: str, day: date, prov: dict[str, Any]) -> str:
+    """The payments made about a year before D (booked between D + 1 - 365 and D + lookahead_days - 365, money out in
+    the base currency, on one of `last_year_channels`) to a payee not paid again in the `last_year_quiet_days`
+    before D, each expected again 365 days after it (source last_year). A posting delivered in more than one load
+    counts once, as its first load has it. `postings` scans the bucket's silver postings, `loaded` selects the loads
+    up to D, `base` is the amount in the base currency.
+
+    The rule is that of a window over every payment of the year (each posting's first load) and the distinct payees
+    of the quiet days, which cost most of the stage (docs/plans.md, "What it costs"). The same rows are found from
+    what can matter: a payment of a year ago dated inside the quiet days is paid again by itself (it is its own
+    later payment), so the candidates end at the earlier of the two (but for a payment without a payee, which
+    matches no payment, not even its own); only the later payments to a candidate's customer and payee are looked
+    at; and only the postings of those rows' ids are ranked by load."""
+    channels = ", ".join(f"'{c}'" for c in prov["last_year_channels"])
+    start = day + timedelta(days=1) - timedelta(days=365)
+    end = day + timedelta(days=int(prov["lookahead_days"])) - timedelta(days=365)
+    quiet = day - timedelta(days=int(prov["last_year_quiet_days"]))
+    last = min(end, quiet)
+    payee = "coalesce(counterparty_id, merchant_name, regexp_replace(description, '[0-9]', '#', 'g'))"
+    paid = (f"select transaction_id, load_date, customer_id, source, booking_date, -cast({base} as double) as amount, "
+            f"{payee} as payee from {postings} where {loaded} and {base} < 0 and channel in ({channels}) "
+            f"and booking_date <= date '{day.isoformat()}'")
+    return f"""
+        with candidates as (
+            {paid} and booking_date between date '{start.isoformat()}' and date '{end.isoformat()}'
+                and (booking_date <= date '{last.isoformat()}' or {payee} is null)),
+        again as (
+            select transaction_id from ({paid} and booking_date > date '{quiet.isoformat()}') as p
+            semi join candidates using (customer_id, payee)),
+        ids as (
+            select transaction_id from candidates union select transaction_id from again),
+        first_load as (
+            select * from ({paid}) as p semi join ids using (transaction_id)
+            qualify row_number() over (partition by transaction_id order by load_date) = 1),
+        last_year as (
+            select * from first_load
+            where booking_date between date '{start.isoformat()}' and date '{end.isoformat()}'),
+        since as (
+            select distinct customer_id, payee from first_load where booking_date > date '{quiet.isoformat()}')
+        select l.customer_id, 'last_year' as source, l.booking_date + interval 365 day as due_date,
+            l.amount, l.source = 'openbanking' as needs_open_banking, md5(l.payee) as key
+        from last_year as l anti join since using (customer_id, payee)
+        order by all"""
 
 
 def make_plans(paths: Paths, day: date, bucket: int) -> dict[str, Any]:
