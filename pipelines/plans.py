@@ -522,38 +522,35 @@ def last_year_sql(postings: str, loaded: str, base: str, day: date, prov: dict[s
     counts once, as its first load has it. `postings` scans the bucket's silver postings, `loaded` selects the loads
     up to D, `base` is the amount in the base currency.
 
-    The rule is that of a window over every payment of the year (each posting's first load) and the distinct payees
-    of the quiet days, which cost most of the stage (docs/plans.md, "What it costs"). The same rows are found from
-    what can matter: a payment of a year ago dated inside the quiet days is paid again by itself (it is its own
-    later payment), so the candidates end at the earlier of the two (but for a payment without a payee, which
-    matches no payment, not even its own); only the later payments to a candidate's customer and payee are looked
-    at; and only the postings of those rows' ids are ranked by load."""
+    Silver holds a posting once per load (conform rejects or skips a second delivery within a load, and within its
+    dedup windows across loads), so only the ids found more than once are ranked by load (found by a hash of the id:
+    a collision only ranks a few more ids, each then its own first load); a window over every payment of the year,
+    to keep each posting's first load, cost most of the query (docs/plans.md, "What it costs"). The later payments
+    are not made distinct before the anti join (one hash join instead of an aggregate and a join)."""
     channels = ", ".join(f"'{c}'" for c in prov["last_year_channels"])
-    start = day + timedelta(days=1) - timedelta(days=365)
-    end = day + timedelta(days=int(prov["lookahead_days"])) - timedelta(days=365)
-    quiet = day - timedelta(days=int(prov["last_year_quiet_days"]))
-    last = min(end, quiet)
-    payee = "coalesce(counterparty_id, merchant_name, regexp_replace(description, '[0-9]', '#', 'g'))"
-    paid = (f"select transaction_id, load_date, customer_id, source, booking_date, -cast({base} as double) as amount, "
-            f"{payee} as payee from {postings} where {loaded} and {base} < 0 and channel in ({channels}) "
-            f"and booking_date <= date '{day.isoformat()}'")
+    start = (day + timedelta(days=1) - timedelta(days=365)).isoformat()
+    end = (day + timedelta(days=int(prov["lookahead_days"])) - timedelta(days=365)).isoformat()
+    quiet = (day - timedelta(days=int(prov["last_year_quiet_days"]))).isoformat()
     return f"""
-        with candidates as (
-            {paid} and booking_date between date '{start.isoformat()}' and date '{end.isoformat()}'
-                and (booking_date <= date '{last.isoformat()}' or {payee} is null)),
-        again as (
-            select transaction_id from ({paid} and booking_date > date '{quiet.isoformat()}') as p
-            semi join candidates using (customer_id, payee)),
-        ids as (
-            select transaction_id from candidates union select transaction_id from again),
-        first_load as (
-            select * from ({paid}) as p semi join ids using (transaction_id)
+        with payments as (
+            select transaction_id, load_date, customer_id, source, booking_date, -cast({base} as double) as amount,
+                coalesce(counterparty_id, merchant_name, regexp_replace(description, '[0-9]', '#', 'g')) as payee
+            from {postings} where {loaded} and {base} < 0 and channel in ({channels})
+                and booking_date <= date '{day.isoformat()}'),
+        repeated as (
+            select hash(transaction_id) as id_hash from payments group by id_hash having count(*) > 1),
+        first_loads as (
+            select * from payments where hash(transaction_id) in (select id_hash from repeated)
             qualify row_number() over (partition by transaction_id order by load_date) = 1),
+        paid as (
+            select customer_id, source, booking_date, amount, payee from payments
+            where hash(transaction_id) not in (select id_hash from repeated)
+            union all
+            select customer_id, source, booking_date, amount, payee from first_loads),
         last_year as (
-            select * from first_load
-            where booking_date between date '{start.isoformat()}' and date '{end.isoformat()}'),
+            select * from paid where booking_date between date '{start}' and date '{end}'),
         since as (
-            select distinct customer_id, payee from first_load where booking_date > date '{quiet.isoformat()}')
+            select customer_id, payee from paid where booking_date > date '{quiet}')
         select l.customer_id, 'last_year' as source, l.booking_date + interval 365 day as due_date,
             l.amount, l.source = 'openbanking' as needs_open_banking, md5(l.payee) as key
         from last_year as l anti join since using (customer_id, payee)
