@@ -495,26 +495,7 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
             found = found[found["frequency"].map(_cadence_months) >= float(prov["min_cadence_months"])]
             bills.append(found.drop(columns="frequency").assign(source="standing_order", needs_open_banking=True))
         if postings:
-            channels = ", ".join(f"'{c}'" for c in prov["last_year_channels"])
-            start = (day + timedelta(days=1) - timedelta(days=365)).isoformat()
-            end = (day + timedelta(days=int(prov["lookahead_days"])) - timedelta(days=365)).isoformat()
-            quiet = (day - timedelta(days=int(prov["last_year_quiet_days"]))).isoformat()
-            bills.append(con.execute(f"""
-                with paid as (
-                    select customer_id, source, booking_date, -cast({base} as double) as amount,
-                        coalesce(counterparty_id, merchant_name, regexp_replace(description, '[0-9]', '#', 'g'))
-                            as payee
-                    from {postings} where {loaded} and {base} < 0 and channel in ({channels})
-                        and booking_date <= date '{iso}'
-                    qualify row_number() over (partition by transaction_id order by load_date) = 1),
-                last_year as (
-                    select * from paid where booking_date between date '{start}' and date '{end}'),
-                since as (
-                    select distinct customer_id, payee from paid where booking_date > date '{quiet}')
-                select l.customer_id, 'last_year' as source, l.booking_date + interval 365 day as due_date,
-                    l.amount, l.source = 'openbanking' as needs_open_banking, md5(l.payee) as key
-                from last_year as l anti join since using (customer_id, payee)
-                order by all""").df())
+            bills.append(con.execute(last_year_sql(postings, loaded, base, day, prov)).df())
     finally:
         con.close()
     if streams is not None and len(streams):
@@ -532,6 +513,48 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
         bill_frame = bill_frame.drop_duplicates(["customer_id", "due_date", "amount"]).reset_index(drop=True)
     return {"forecast": forecast, "roles": roles, "accounts": accounts, "bills": bill_frame, "income": income,
             "consent": consent}
+
+
+def last_year_sql(postings: str, loaded: str, base: str, day: date, prov: dict[str, Any]) -> str:
+    """The payments made about a year before D (booked between D + 1 - 365 and D + lookahead_days - 365, money out in
+    the base currency, on one of `last_year_channels`) to a payee not paid again in the `last_year_quiet_days`
+    before D, each expected again 365 days after it (source last_year). A posting delivered in more than one load
+    counts once, as its first load has it. `postings` scans the bucket's silver postings, `loaded` selects the loads
+    up to D, `base` is the amount in the base currency.
+
+    Silver holds a posting once per load (conform rejects or skips a second delivery within a load, and within its
+    dedup windows across loads), so only the ids found more than once are ranked by load (found by a hash of the id:
+    a collision only ranks a few more ids, each then its own first load); a window over every payment of the year,
+    to keep each posting's first load, cost most of the query (docs/plans.md, "What it costs"). The later payments
+    are not made distinct before the anti join (one hash join instead of an aggregate and a join)."""
+    channels = ", ".join(f"'{c}'" for c in prov["last_year_channels"])
+    start = (day + timedelta(days=1) - timedelta(days=365)).isoformat()
+    end = (day + timedelta(days=int(prov["lookahead_days"])) - timedelta(days=365)).isoformat()
+    quiet = (day - timedelta(days=int(prov["last_year_quiet_days"]))).isoformat()
+    return f"""
+        with payments as (
+            select transaction_id, load_date, customer_id, source, booking_date, -cast({base} as double) as amount,
+                coalesce(counterparty_id, merchant_name, regexp_replace(description, '[0-9]', '#', 'g')) as payee
+            from {postings} where {loaded} and {base} < 0 and channel in ({channels})
+                and booking_date <= date '{day.isoformat()}'),
+        repeated as (
+            select hash(transaction_id) as id_hash from payments group by id_hash having count(*) > 1),
+        first_loads as (
+            select * from payments where hash(transaction_id) in (select id_hash from repeated)
+            qualify row_number() over (partition by transaction_id order by load_date) = 1),
+        paid as (
+            select customer_id, source, booking_date, amount, payee from payments
+            where hash(transaction_id) not in (select id_hash from repeated)
+            union all
+            select customer_id, source, booking_date, amount, payee from first_loads),
+        last_year as (
+            select * from paid where booking_date between date '{start}' and date '{end}'),
+        since as (
+            select customer_id, payee from paid where booking_date > date '{quiet}')
+        select l.customer_id, 'last_year' as source, l.booking_date + interval 365 day as due_date,
+            l.amount, l.source = 'openbanking' as needs_open_banking, md5(l.payee) as key
+        from last_year as l anti join since using (customer_id, payee)
+        order by all"""
 
 
 def make_plans(paths: Paths, day: date, bucket: int) -> dict[str, Any]:

@@ -255,3 +255,85 @@ def test_a_customer_with_a_savings_plan_is_not_offered_the_sweep_as_well():
     log = decisions.decision_log
     why = log[(log["customer_id"] == "C_PLAN") & (log["action_id"].astype(str) == "safe_to_save_sweep")]["reason"]
     assert why.str.contains("savings plan already moves").all() and len(why) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Last year's payments: the stage's query (plans.last_year_sql) against the rule written directly
+# ---------------------------------------------------------------------------------------------------------------
+
+def _last_year_by_the_rule(postings: str, loaded: str, base: str, day: date, prov: dict) -> str:
+    """The rule as the stage first wrote it (up to 2026-12-07): a window over every payment of the year up to D
+    (each posting's first load), the distinct payees paid after the quiet days, an anti join."""
+    channels = ", ".join(f"'{c}'" for c in prov["last_year_channels"])
+    start = (day + timedelta(days=1) - timedelta(days=365)).isoformat()
+    end = (day + timedelta(days=int(prov["lookahead_days"])) - timedelta(days=365)).isoformat()
+    quiet = (day - timedelta(days=int(prov["last_year_quiet_days"]))).isoformat()
+    return f"""
+        with paid as (
+            select customer_id, source, booking_date, -cast({base} as double) as amount,
+                coalesce(counterparty_id, merchant_name, regexp_replace(description, '[0-9]', '#', 'g')) as payee
+            from {postings} where {loaded} and {base} < 0 and channel in ({channels})
+                and booking_date <= date '{day.isoformat()}'
+            qualify row_number() over (partition by transaction_id order by load_date) = 1),
+        last_year as (
+            select * from paid where booking_date between date '{start}' and date '{end}'),
+        since as (
+            select distinct customer_id, payee from paid where booking_date > date '{quiet}')
+        select l.customer_id, 'last_year' as source, l.booking_date + interval 365 day as due_date,
+            l.amount, l.source = 'openbanking' as needs_open_banking, md5(l.payee) as key
+        from last_year as l anti join since using (customer_id, payee)
+        order by all"""
+
+
+def _random_postings(seed: int, n: int = 3000) -> pd.DataFrame:
+    """Postings of 30 customers with few payees each (so that payees recur), dated from 420 days before D to 2 days
+    after, on every channel, some without a base amount, some delivered again in a later load with another date,
+    amount or payee (silver dedups only within its windows), in loads up to and after D."""
+    rng = np.random.default_rng(seed)
+    days = rng.integers(-420, 3, n)
+    loads = np.array(["history"] + [(D + timedelta(days=int(k))).isoformat() for k in range(-40, 4)])
+    rows = pd.DataFrame({
+        "transaction_id": [f"T{i}" for i in range(n)],
+        "load_date": rng.choice(loads, n),
+        "customer_id": rng.choice([f"C{i:02d}" for i in range(30)], n),
+        "source": rng.choice(["core", "core", "openbanking"], n),
+        "booking_date": [D + timedelta(days=int(k)) for k in days],
+        "amount": np.round(rng.normal(-120, 200, n), 2),
+        "currency": rng.choice(["GBP", "GBP", "GBP", "EUR"], n),
+        "channel": rng.choice(["direct_debit", "standing_order", "transfer_out", "card", "atm", "salary"], n),
+        "counterparty_id": rng.choice([None, "P1", "P2", "P3"], n),
+        "merchant_name": rng.choice([None, None, "SHOP", "ENERGY"], n),
+        "description": rng.choice(["RENT 12", "RENT 34", "INSURANCE 2025", "TV LICENCE", None], n),
+    })
+    rows["amount_base"] = np.where(rng.random(n) < 0.1, np.nan,
+                                   np.where(rows["currency"] == "GBP", rows["amount"], rows["amount"] * 0.85))
+    again = rows.sample(frac=0.15, random_state=seed).copy()
+    again["load_date"] = rng.choice(loads, len(again))
+    shift = rng.random(len(again)) < 0.5
+    again.loc[shift, "booking_date"] = [d + timedelta(days=int(k)) for d, k in
+                                        zip(again.loc[shift, "booking_date"], rng.integers(-90, 90, int(shift.sum())))]
+    again.loc[rng.random(len(again)) < 0.3, "counterparty_id"] = "P9"
+    again.loc[rng.random(len(again)) < 0.3, "amount_base"] = -500.0
+    rows = pd.concat([rows, again], ignore_index=True)
+    # one delivery per transaction and load (silver rejects or skips a second one within a load)
+    return rows.drop_duplicates(["transaction_id", "load_date"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("quiet_days,lookahead_days", [(300, 180), (100, 180), (400, 60), (0, 365)])
+def test_last_year_query_finds_what_the_rule_finds(seed: int, quiet_days: int, lookahead_days: int) -> None:
+    import duckdb
+
+    rows = _random_postings(seed)
+    prov = {**plans.settings()["provision"], "last_year_quiet_days": quiet_days, "lookahead_days": lookahead_days}
+    loaded = f"(load_date = 'history' or load_date <= '{D.isoformat()}')"
+    base = "coalesce(amount_base, case when currency = 'GBP' then amount end)"
+    con = duckdb.connect()
+    con.register("rows_frame", rows)
+    con.execute("create table postings as select * replace (cast(booking_date as date) as booking_date, "
+                "cast(amount as decimal(18, 2)) as amount, cast(amount_base as decimal(18, 2)) as amount_base) "
+                "from rows_frame")
+    want = con.execute(_last_year_by_the_rule("postings", loaded, base, D, prov)).df()
+    got = con.execute(plans.last_year_sql("postings", loaded, base, D, prov)).df()
+    assert len(want) > 0
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
