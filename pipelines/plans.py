@@ -495,7 +495,9 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
             found = found[found["frequency"].map(_cadence_months) >= float(prov["min_cadence_months"])]
             bills.append(found.drop(columns="frequency").assign(source="standing_order", needs_open_banking=True))
         if postings:
-            bills.append(con.execute(last_year_sql(postings, loaded, base, day, prov)).df())
+            con.register("consent_of_d", consent)
+            allowed = "select customer_id from consent_of_d where coalesce(is_open_banking_allowed, false)"
+            bills.append(con.execute(last_year_sql(postings, loaded, base, day, prov, allowed)).df())
     finally:
         con.close()
     if streams is not None and len(streams):
@@ -515,12 +517,15 @@ def read_inputs(paths: Paths, day: date, bucket: int, cfg: dict[str, Any] | None
             "consent": consent}
 
 
-def last_year_sql(postings: str, loaded: str, base: str, day: date, prov: dict[str, Any]) -> str:
+def last_year_sql(postings: str, loaded: str, base: str, day: date, prov: dict[str, Any],
+                  open_banking_customers: str) -> str:
     """The payments made about a year before D (booked between D + 1 - 365 and D + lookahead_days - 365, money out in
     the base currency, on one of `last_year_channels`) to a payee not paid again in the `last_year_quiet_days`
     before D, each expected again 365 days after it (source last_year). A posting delivered in more than one load
     counts once, as its first load has it. `postings` scans the bucket's silver postings, `loaded` selects the loads
-    up to D, `base` is the amount in the base currency.
+    up to D, `base` is the amount in the base currency, `open_banking_customers` a query of the customers whose
+    open-banking postings may be read on D (their consent): no other customer's open-banking posting is read, neither
+    as a bill nor as the later payment that rules a bill out.
 
     Silver holds a posting once per load (conform rejects or skips a second delivery within a load, and within its
     dedup windows across loads), so only the ids found more than once are ranked by load (found by a hash of the id:
@@ -536,7 +541,8 @@ def last_year_sql(postings: str, loaded: str, base: str, day: date, prov: dict[s
             select transaction_id, load_date, customer_id, source, booking_date, -cast({base} as double) as amount,
                 coalesce(counterparty_id, merchant_name, regexp_replace(description, '[0-9]', '#', 'g')) as payee
             from {postings} where {loaded} and {base} < 0 and channel in ({channels})
-                and booking_date <= date '{day.isoformat()}'),
+                and booking_date <= date '{day.isoformat()}'
+                and (source <> 'openbanking' or customer_id in ({open_banking_customers}))),
         repeated as (
             select hash(transaction_id) as id_hash from payments group by id_hash having count(*) > 1),
         first_loads as (

@@ -4,6 +4,8 @@ margin, an irregular earner's tax pot, consent, a customer with nothing safe to 
 every row against the forecast."""
 from __future__ import annotations
 
+import hashlib
+
 from datetime import date, timedelta
 
 import numpy as np
@@ -334,6 +336,34 @@ def test_last_year_query_finds_what_the_rule_finds(seed: int, quiet_days: int, l
                 "cast(amount as decimal(18, 2)) as amount, cast(amount_base as decimal(18, 2)) as amount_base) "
                 "from rows_frame")
     want = con.execute(_last_year_by_the_rule("postings", loaded, base, D, prov)).df()
-    got = con.execute(plans.last_year_sql("postings", loaded, base, D, prov)).df()
+    got = con.execute(plans.last_year_sql("postings", loaded, base, D, prov, "select customer_id from postings")).df()
     assert len(want) > 0
     pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_last_year_reads_open_banking_postings_only_with_that_consent() -> None:
+    """A core payment of a year ago, paid again since only on another bank's account (open banking): with the
+    open-banking consent the later payment rules the bill out; without it neither it nor any other open-banking
+    posting of the customer is read, so the core bill stands and no open-banking bill appears."""
+    import duckdb
+
+    prov = plans.settings()["provision"]
+    year_ago = D - timedelta(days=365) + timedelta(days=10)
+    rows = pd.DataFrame({
+        "transaction_id": ["T1", "T2", "T3"], "load_date": ["history"] * 3, "customer_id": ["C1"] * 3,
+        "source": ["core", "openbanking", "openbanking"],
+        "booking_date": [year_ago, D - timedelta(days=5), year_ago + timedelta(days=3)],
+        "amount": [-400.0, -410.0, -90.0], "amount_base": [-400.0, -410.0, -90.0], "currency": ["GBP"] * 3,
+        "channel": ["direct_debit"] * 3, "counterparty_id": ["INSURER", "INSURER", "GYM"],
+        "merchant_name": [None] * 3, "description": ["CAR INSURANCE"] * 2 + ["GYM"]})
+    con = duckdb.connect()
+    con.register("rows_frame", rows)
+    con.execute("create table postings as select * replace (cast(booking_date as date) as booking_date) from rows_frame")
+    loaded, base = "(load_date = 'history')", "amount_base"
+    with_consent = con.execute(plans.last_year_sql("postings", loaded, base, D, prov, "select 'C1'")).df()
+    assert with_consent["key"].tolist() == [hashlib.md5(b"GYM").hexdigest()]
+    assert with_consent["needs_open_banking"].tolist() == [True]
+    without = con.execute(plans.last_year_sql(
+        "postings", loaded, base, D, prov, "select cast(null as varchar) as customer_id where false")).df()
+    assert without["key"].tolist() == [hashlib.md5(b"INSURER").hexdigest()]
+    assert without["amount"].tolist() == [400.0] and without["needs_open_banking"].tolist() == [False]
