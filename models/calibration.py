@@ -2,6 +2,14 @@
 
 A raw engine score can rank customers well and still be a poor probability; isotonic calibration maps it to
 the observed shortfall rate with the only assumption that the mapping does not decrease.
+
+Never 0 or 1 (docs/forecasting.md, "Calibration"): a probability of exactly 0 or 1 is never true of a model's
+forecast. n calibration rows support no probability more extreme than the rate of a block of all n rows with no
+event (or only events) estimated as any block is here, (k + 1/2) / (n + 1) (the Krichevsky-Trofimov estimate, the
+posterior mean of a rate under the Jeffreys prior): `bounds(n)`. Every calibrator keeps its output inside them:
+isotonic blocks are each estimated that way (a top block of 5 rows, all events, is 5.5/6 = 0.92, not 1; a bottom
+block of 2,000 rows without one is 0.00025, not 0), the other maps are clipped to the bounds of their rows; never
+beyond PUBLISHED_EPSILON, the precision of a published probability (six decimals).
 """
 from __future__ import annotations
 
@@ -10,6 +18,25 @@ from typing import Any
 import numpy as np
 
 from models.metrics import ArrayLike, _aligned, _as_float
+
+
+# the smallest probability a published table can hold (probabilities are published to six decimals)
+PUBLISHED_EPSILON = 1e-6
+
+
+def bounds(n: float) -> tuple[float, float]:
+    """The most extreme probabilities `n` calibration rows support: 0.5 / (n + 1) and 1 - 0.5 / (n + 1), the estimate
+    (k + 1/2) / (n + 1) of a rate with no event (k = 0) or only events (k = n) in n rows; no rows: nothing is known
+    of the bound and only PUBLISHED_EPSILON applies. Never closer to 0 or 1 than PUBLISHED_EPSILON."""
+    low = 0.5 / (float(n) + 1.0) if n and np.isfinite(n) and n > 0 else 0.0
+    low = max(low, PUBLISHED_EPSILON)
+    return low, 1.0 - low
+
+
+def inside(p: ArrayLike, n: float = 0.0) -> np.ndarray:
+    """Probabilities moved inside `bounds(n)` (NaN stays NaN)."""
+    low, high = bounds(n)
+    return np.clip(np.asarray(p, dtype=float), low, high)
 
 
 def _pool_adjacent_violators(
@@ -35,6 +62,32 @@ def _pool_adjacent_violators(
     return np.asarray(centres) / weight_arr, np.asarray(values, dtype=float), weight_arr
 
 
+def _shrunk_blocks(centres: np.ndarray, rates: np.ndarray, counts: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PAV blocks (count-weighted centre, rate, count) with the rate of each level set (the run of adjacent blocks
+    of one rate: PAV leaves a run of scores without an event as many blocks of rate 0) estimated as (k + 1/2) / (n + 1)
+    for its k events in n rows, level sets pooled again (weighted by n + 1, the estimate's own denominator) wherever
+    that put two out of order. The blocks keep their centres and counts (the map's breakpoints), each with its level
+    set's value, in (0, 1)."""
+    sets: list[list[float]] = []                       # [events, rows, blocks] per level set
+    for i, (r, n) in enumerate(zip(rates, counts)):
+        if sets and rates[i - 1] == r:
+            sets[-1][0] += float(r) * float(n)
+            sets[-1][1] += float(n)
+            sets[-1][2] += 1
+        else:
+            sets.append([float(r) * float(n), float(n), 1])
+    pooled: list[list[float]] = []                     # [value, events, rows, blocks]
+    for k, n, b in sets:
+        pooled.append([(k + 0.5) / (n + 1.0), k, n, b])
+        while len(pooled) > 1 and pooled[-2][0] > pooled[-1][0]:
+            (v1, k1, n1, b1), (v2, k2, n2, b2) = pooled[-2], pooled[-1]
+            pooled[-2] = [(v1 * (n1 + 1.0) + v2 * (n2 + 1.0)) / (n1 + n2 + 2.0), k1 + k2, n1 + n2, b1 + b2]
+            del pooled[-1]
+    values = np.repeat([v for v, _, _, _ in pooled], [int(b) for _, _, _, b in pooled])
+    return np.asarray(centres, dtype=float), values.astype(float), np.asarray(counts, dtype=float)
+
+
 class IsotonicCalibrator:
     """Non-decreasing map from a raw probability to a calibrated one.
 
@@ -43,13 +96,17 @@ class IsotonicCalibrator:
     until the block rates are non-decreasing. Each block is represented by its centre (the count-weighted mean
     of its p values) and its rate.
 
+    Each block's value is then its rate estimated as (k + 1/2) / (n + 1) (k events in n rows: module docstring),
+    never 0 or 1; blocks that this puts out of order (a small block of no event above a large one with a few) are
+    pooled again by PAV, weighted by n + 1.
+
     predict: piecewise-linear interpolation between block centres (np.interp), flat beyond the first and last
-    centre, clipped to [0, 1]; NaN in gives NaN out. Linear interpolation rather than steps keeps the map
+    centre, inside `bounds(n)` for the n calibration rows; NaN in gives NaN out. Linear interpolation rather than steps keeps the map
     strictly informative between blocks, so two customers in neighbouring blocks are not forced to ties.
 
     Guard: when the fitted labels hold fewer than 2 distinct classes (or no row at all), there is nothing to
     learn and the calibrator is the identity on [0, 1] (stored as centres [0, 1] -> values [0, 1], so predict
-    returns clip(p, 0, 1)); `identity` is True then. Fitting never raises on such data.
+    returns p, no closer to 0 or 1 than PUBLISHED_EPSILON); `identity` is True then. Fitting never raises on such data.
 
     Everything is deterministic: no randomness, stable sorts.
     """
@@ -59,6 +116,7 @@ class IsotonicCalibrator:
         self.values_: np.ndarray | None = None
         self.weights_: np.ndarray | None = None
         self.identity: bool = False
+        self.n_rows: float = 0.0
 
     def fit(self, p: ArrayLike, y: ArrayLike) -> IsotonicCalibrator:
         """Learn the map from raw probabilities p to 0/1 outcomes y. Returns self."""
@@ -66,15 +124,20 @@ class IsotonicCalibrator:
         if not np.all((target == 0.0) | (target == 1.0)):
             raise ValueError("labels must be 0 or 1")
         if np.unique(target).size < 2:
-            return self._set(np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([0.0, 0.0]), identity=True)
+            # nothing learnt, no bound learnt either: the raw scores inside PUBLISHED_EPSILON only
+            return self._set(np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([0.0, 0.0]), identity=True,
+                             n_rows=0.0)
         distinct, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
         rates = np.bincount(inverse, weights=target) / counts
         centres, values, weights = _pool_adjacent_violators(distinct, rates, counts.astype(float))
-        return self._set(centres, values, weights, identity=False)
+        centres, values, weights = _shrunk_blocks(centres, values, weights)
+        return self._set(centres, values, weights, identity=False, n_rows=float(len(target)))
 
-    def _set(self, centres: np.ndarray, values: np.ndarray, weights: np.ndarray, identity: bool) -> IsotonicCalibrator:
+    def _set(self, centres: np.ndarray, values: np.ndarray, weights: np.ndarray, identity: bool,
+             n_rows: float | None = None) -> IsotonicCalibrator:
         self.centres_, self.values_, self.weights_ = centres, values, weights
         self.identity = identity
+        self.n_rows = float(np.sum(weights)) if n_rows is None else float(n_rows)
         return self
 
     def predict(self, p: ArrayLike) -> np.ndarray:
@@ -82,7 +145,7 @@ class IsotonicCalibrator:
         if self.centres_ is None or self.values_ is None:
             raise RuntimeError("IsotonicCalibrator is not fitted")
         x = _as_float(p)
-        return np.clip(np.interp(x, self.centres_, self.values_), 0.0, 1.0)
+        return inside(np.interp(x, self.centres_, self.values_), self.n_rows)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state: plain lists of floats and a flag."""
@@ -94,6 +157,7 @@ class IsotonicCalibrator:
             "centres": [float(v) for v in self.centres_],
             "values": [float(v) for v in self.values_],
             "weights": [float(v) for v in self.weights_],
+            "n_rows": float(self.n_rows),
         }
 
     @classmethod
@@ -106,6 +170,7 @@ class IsotonicCalibrator:
             np.asarray(d["values"], dtype=float),
             np.asarray(d["weights"], dtype=float),
             identity=bool(d["identity"]),
+            n_rows=d.get("n_rows"),       # saved before 2026-12-07: the blocks' weights (the identity's: none)
         )
 
 
@@ -146,19 +211,22 @@ class LogisticCalibrator:
     maximum likelihood. For few events: it cannot put a step at every event as isotonic regression does (a handful
     of positives then make a few blocks of high rate and spread probability mass too far), it only stretches or
     shrinks the raw scores and moves their level. b is kept >= 0 (a map that does not decrease). One class only:
-    the identity (a=0, b=1), `identity` True."""
+    the identity (a=0, b=1), `identity` True. Its output is kept inside `bounds(n)` of its n rows (a steep map
+    reaches 0 or 1 in floating point)."""
 
     def __init__(self) -> None:
         self.a: float | None = None
         self.b: float | None = None
         self.identity = False
+        self.n_rows = 0.0
 
     def fit(self, p: ArrayLike, y: ArrayLike) -> "LogisticCalibrator":
         x, target = _aligned(p, y)
         if not np.all((target == 0.0) | (target == 1.0)):
             raise ValueError("labels must be 0 or 1")
+        self.n_rows = float(len(target))
         if np.unique(target).size < 2:
-            self.a, self.b, self.identity = 0.0, 1.0, True
+            self.a, self.b, self.identity, self.n_rows = 0.0, 1.0, True, 0.0
             return self
         a, b = _logistic_fit(_logit(x), target, slope=True)
         if b < 0:   # a decreasing map is never a calibration: level only
@@ -170,12 +238,13 @@ class LogisticCalibrator:
         if self.a is None or self.b is None:
             raise RuntimeError("LogisticCalibrator is not fitted")
         x = _as_float(p)
-        return np.clip(_sigmoid(self.a + self.b * _logit(x)), 0.0, 1.0)
+        return inside(_sigmoid(self.a + self.b * _logit(x)), self.n_rows)
 
     def to_dict(self) -> dict[str, Any]:
         if self.a is None:
             raise RuntimeError("LogisticCalibrator is not fitted")
-        return {"kind": "logistic", "identity": bool(self.identity), "a": float(self.a), "b": float(self.b)}
+        return {"kind": "logistic", "identity": bool(self.identity), "a": float(self.a), "b": float(self.b),
+                "n_rows": float(self.n_rows)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LogisticCalibrator":
@@ -183,6 +252,7 @@ class LogisticCalibrator:
             raise ValueError(f"not a logistic calibrator: kind={d.get('kind')!r}")
         out = cls()
         out.a, out.b, out.identity = float(d["a"]), float(d["b"]), bool(d["identity"])
+        out.n_rows = float(d.get("n_rows", 0.0))     # saved before 2026-12-07: PUBLISHED_EPSILON only
         return out
 
 
@@ -212,19 +282,20 @@ def shrunk_shift(d: float, se: float) -> float:
 class ShiftedCalibrator:
     """A calibration map followed by a shift of the log-odds: p -> sigmoid(logit(map(p)) + shift). The map is fitted
     on all the calibration rows; the shift moves its level to the event rate of the latest calibration cut-off (the
-    most recent whose outcome had ended), shrunk by `shrunk_shift`."""
+    most recent whose outcome had ended), shrunk by `shrunk_shift`; inside the bounds of the map's rows."""
 
     def __init__(self, base: Any, shift: float) -> None:
         self.base = base
         self.shift = float(shift)
         self.identity = False
+        self.n_rows = float(getattr(base, "n_rows", 0.0))
 
     def predict(self, p: ArrayLike) -> np.ndarray:
         q = np.asarray(self.base.predict(p), dtype=float)
         if self.shift == 0.0:
             return q
         out = _sigmoid(_logit(q) + self.shift)
-        return np.where(np.isnan(q), np.nan, np.clip(out, 0.0, 1.0))
+        return np.where(np.isnan(q), np.nan, inside(out, self.n_rows))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "shifted", "shift": self.shift, "base": self.base.to_dict()}
@@ -251,17 +322,18 @@ def blend_weight(q: ArrayLike, base: ArrayLike, y: ArrayLike) -> float:
 
 class BlendedCalibrator:
     """A calibration map shrunk toward a base rate: p -> w map(p) + (1 - w) rate, w from `blend_weight` on
-    out-of-sample predictions of the map (models/event_engine.fit_calibration)."""
+    out-of-sample predictions of the map (models/event_engine.fit_calibration); inside the bounds of the map's rows."""
 
     def __init__(self, base: Any, weight: float, rate: float) -> None:
         self.base = base
         self.weight = float(weight)
         self.rate = float(rate)
         self.identity = False
+        self.n_rows = float(getattr(base, "n_rows", 0.0))
 
     def predict(self, p: ArrayLike) -> np.ndarray:
         q = np.asarray(self.base.predict(p), dtype=float)
-        return np.clip(self.weight * q + (1.0 - self.weight) * self.rate, 0.0, 1.0)
+        return inside(self.weight * q + (1.0 - self.weight) * self.rate, self.n_rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "blended", "weight": self.weight, "rate": self.rate, "base": self.base.to_dict()}

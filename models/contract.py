@@ -25,13 +25,17 @@ FORECAST_COLUMNS = [
 
 
 def make_coherent(forecast: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821 (pandas imported lazily)
-    """Force the shape every published forecast must have, whatever the engine: probabilities in [0, 1] and not
-    falling as the horizon grows (a longer window contains the shorter one), minimum-balance quantiles ordered
+    """Force the shape every published forecast must have, whatever the engine: probabilities strictly inside (0, 1)
+    (never closer to 0 or 1 than models.calibration.PUBLISHED_EPSILON, the precision they are published to: no
+    forecast is certain; a calibrated engine's own bounds are tighter, models/calibration.py) and not falling as
+    the horizon grows (a longer window contains the shorter one), minimum-balance quantiles ordered
     P10 <= P50 <= P90 and not rising with the horizon (the minimum over a longer window is never higher)."""
     import numpy as np
 
+    from models.calibration import PUBLISHED_EPSILON
+
     out = forecast.sort_values(["customer_id", "cutoff", "horizon_days"], kind="stable").reset_index(drop=True)
-    out["p_shortfall"] = out["p_shortfall"].clip(0.0, 1.0)
+    out["p_shortfall"] = out["p_shortfall"].clip(PUBLISHED_EPSILON, 1.0 - PUBLISHED_EPSILON)
     group = out.groupby(["customer_id", "cutoff"], sort=False)
     out["p_shortfall"] = group["p_shortfall"].cummax()
     quantiles = np.sort(out[["min_balance_p10", "min_balance_p50", "min_balance_p90"]].to_numpy(float), axis=1)

@@ -147,9 +147,12 @@ def _calibrator_from_dict(stored: dict[str, Any]) -> Any:
 
 def monotone_in_horizon(frame: pd.DataFrame, column: str = "p_event") -> pd.DataFrame:
     """The event within 60 days includes the event within 30: the probability never falls with the horizon (a
-    running maximum over the horizons per customer and cut-off), clipped to [0, 1]."""
+    running maximum over the horizons per customer and cut-off), strictly inside (0, 1) (models.calibration
+    PUBLISHED_EPSILON: no forecast is certain; the calibrators' own bounds are tighter)."""
+    from models.calibration import PUBLISHED_EPSILON
+
     out = frame.sort_values(["customer_id", "cutoff", "horizon_days"], kind="stable").reset_index(drop=True)
-    out[column] = out[column].clip(0.0, 1.0)
+    out[column] = out[column].clip(PUBLISHED_EPSILON, 1.0 - PUBLISHED_EPSILON)
     out[column] = out.groupby(["customer_id", "cutoff"], sort=False)[column].cummax()
     return out
 

@@ -58,7 +58,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.calibration import IsotonicCalibrator
+from models.calibration import IsotonicCalibrator, inside
 from models.global_engine import _jsonable, threads_for
 from models.life_event_rules import rule_features, rule_fires
 from models.metrics import pr_auc
@@ -426,7 +426,7 @@ class LifeEventClassifier:
             raw = self._raw(event, features, info["features"], self.boosters.get(event), info["base_rate"],
                             info.get("prior"))
             calibrator = self.calibrators.get(event)
-            p = np.clip(calibrator.predict(raw) if calibrator is not None else raw, 0.0, 1.0)
+            p = inside(calibrator.predict(raw) if calibrator is not None else raw)
             threshold = info["threshold"]
             flagged = np.zeros(len(p), dtype=bool) if threshold is None else p >= threshold
             parts.append(pd.DataFrame({"customer_id": features["customer_id"].to_numpy(),
@@ -478,7 +478,7 @@ class LifeEventClassifier:
             top_index, top_contribution = _top_k(credit, k)
             top_value = np.take_along_axis(matrix, top_index, axis=1)
         calibrator = self.calibrators.get(event)
-        p = np.clip(calibrator.predict(raw) if calibrator is not None else raw, 0.0, 1.0)
+        p = inside(calibrator.predict(raw) if calibrator is not None else raw)
         threshold = info["threshold"]
         flagged = np.zeros(n, dtype=bool) if threshold is None else p >= threshold
         return {"probability": p, "flagged": flagged, "raw_score": raw, "columns": columns,

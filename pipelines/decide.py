@@ -122,11 +122,19 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
     ctx["is_unarranged_overdraft"] = unarranged | _flag(ctx, "is_unarranged_overdraft")
     ctx["in_arrears"], ctx["arrears_reason"] = arrears(ctx, pol)
     ctx["age_band"] = age_bands(ctx["age"])
-    # a history too short to have seen a monthly income as a stream says nothing of the customer's regular income
-    # (a context without history_days, made by hand, is taken as long enough)
+    # a history too short to have seen a monthly income as a stream says nothing of the customer's regular income:
+    # the shortest history of the customer's sources (income_history_days: an open-banking account connected after
+    # years of core history has only its own), else history_days (a context without either, made by hand, is taken
+    # as long enough). Without it nothing is said of a regular income, present, stopped or missing: the flags that
+    # say one arrives or stopped are false, and the rules that act on a missing or small one ask is_income_known
     from pipelines.features import income_known_days
-    history = ctx["history_days"].astype("float64")
-    ctx["is_income_known"] = (history.isna() | (history >= income_known_days())).to_numpy(bool)
+    history = (ctx["income_history_days"] if "income_history_days" in ctx else ctx["history_days"]).astype("float64")
+    if "income_history_days" in ctx:
+        history = history.fillna(ctx["history_days"].astype("float64"))
+    known = (history.isna() | (history >= income_known_days())).to_numpy(bool)
+    ctx["is_income_known"] = known
+    for name in ("has_regular_income", "is_income_stopped"):
+        ctx[name] = ctx[name].to_numpy(bool) & known
     # the definition of the income forecast's event (a constant of its config), for the reasons that state it
     ctx["income_drop_share"] = float(load_config("event_forecast")["income"]["drop_share"])
     # how far ahead tonight's plans reach (config/plans.yaml), for the plan actions' words
@@ -219,7 +227,7 @@ FEATURE_FIELDS = ("balance_now", "balance_min_30", "n_days_negative_30", "n_days
                   "headroom_now", "share_gambling_90", "share_travel_90", "has_regular_income", "is_income_stopped",
                   "income_90", "monthly_recurring_income", "monthly_recurring_outgoings", "n_outgoing_streams",
                   "n_fees_90", "savings_balance", "income_regularity", "n_returned_payments", "n_arrears_fees",
-                  "n_missed_repayments", "history_days")
+                  "n_missed_repayments", "history_days", "income_history_days")
 HOLDING_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "has_mortgage", "has_external_current",
                   "card_over_limit")
 
@@ -1521,7 +1529,7 @@ def dashboard_layout(ctx: pd.DataFrame, pol: dict[str, Any], as_of: date) -> pd.
     p30 = f("p_shortfall_30")
     high_risk = p30 >= float(d["high_risk_p_shortfall_30"])
     irregular = ~b("has_regular_income") | (f("income_regularity") < float(d["irregular_income_regularity"]))
-    irregular &= ctx["income_regularity"].notna().to_numpy()
+    irregular &= ctx["income_regularity"].notna().to_numpy() & b("is_income_known")
     trouble = b("in_arrears") | b("is_unarranged_overdraft") | b("is_gambling_harm") | (p30 >= 0.5)
     scores = {
         "money_help": np.where(personal & trouble, 12 + p30, 0),

@@ -60,7 +60,8 @@ def baselines(features: pd.DataFrame, cfg: dict[str, Any] | None = None) -> pd.D
     compared with: the monthly recurring income of the income streams, else income_90 per month of the history it
     covers; 0 for a customer without a regular income of
     `min_monthly_income` a month, or whose income has already stopped: none within the window, or with under
-    `min_history_days` of history: a monthly pay counted twice in 38 days is no baseline), `monthly_outflow`
+    `min_history_days` of history on every source, income_history_days: a monthly pay counted twice in 38 days is
+    no baseline, nor an income that a source connected lately may be adding to), `monthly_outflow`
     (the customer's typical month, typical_monthly_outflow of sql/features_customer.sql: the median outflow of the
     complete 30-day months of the last `outflow_months`, so a heavy December does not raise it for the months after)
     and `expense_threshold` (max(multiple x monthly outflow, min_amount)). For the income, a history shorter than 90
@@ -73,8 +74,13 @@ def baselines(features: pd.DataFrame, cfg: dict[str, Any] | None = None) -> pd.D
     streams = np.nan_to_num(features["monthly_recurring_income"].to_numpy(float))
     monthly = np.where(streams > 0, streams, features["income_90"].to_numpy(float) / seen * 30.0)
     since = features["days_since_income"].to_numpy(float)
+    # the history of every source (income_history_days: an open-banking account connected lately has only its own)
+    history = features["history_days"].to_numpy(float)
+    if "income_history_days" in features:
+        shortest = features["income_history_days"].to_numpy(float)
+        history = np.where(np.isnan(shortest), history, shortest)
     eligible = ((monthly >= float(inc["min_monthly_income"])) & np.isfinite(since) & (since < window)
-                & (np.nan_to_num(features["history_days"].to_numpy(float)) >= float(inc["min_history_days"])))
+                & (np.nan_to_num(history) >= float(inc["min_history_days"])))
     outflow = np.nan_to_num(features["typical_monthly_outflow"].to_numpy(float))
     return pd.DataFrame({
         "customer_id": features["customer_id"].astype(str).to_numpy(),
@@ -208,13 +214,17 @@ def driver_phrases(kind: str, cfg: dict[str, Any] | None = None) -> dict[str, An
 
 def driver_texts(names: list[list[str]], values: pd.DataFrame, phrases: dict[str, Any]) -> list[str]:
     """Per row, the words of its top features whose conditions hold for that row (config drivers: [words, op,
-    bound(, op, bound)], numbers rendered from the bounds), de-duplicated, or the default phrase."""
+    bound(, op, bound)], numbers rendered from the bounds), de-duplicated, or the default phrase. Words about the
+    regular income (config/forecast.yaml `income_claims`) only where every source's history can show a monthly
+    income (features.income_unknown)."""
+    unknown = feature_stage.income_unknown(values)
+    claims = feature_stage.income_claims()
     texts = []
     for i, row_names in enumerate(names):
         words = []
         for name in row_names:
             spec = phrases.get(name)
-            if not isinstance(spec, list) or name not in values:
+            if not isinstance(spec, list) or name not in values or (unknown[i] and name in claims):
                 continue
             if wording.holds(spec, values[name].iloc[i:i + 1].to_numpy())[0]:
                 words.append(wording.words(name, spec))

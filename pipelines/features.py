@@ -44,6 +44,26 @@ def income_known_days(cfg: dict | None = None) -> int:
     return int(recurring["min_occurrences"]) * (int(monthly["days"]) + int(monthly["tolerance"]))
 
 
+def income_unknown(frame: pd.DataFrame) -> np.ndarray:
+    """Per row of customer features (or forecast inputs): the history of the customer's shortest source
+    (`income_history_days`, sql/features_customer.sql; `history_days` where it is missing) is shorter than
+    `income_known_days`, so nothing may be said of the customer's regular income: an open-banking account connected
+    40 days ago may carry a salary that is not a stream yet, however long the core history. Missing both: False."""
+    def column(name: str) -> np.ndarray:
+        return (pd.to_numeric(frame[name], errors="coerce").to_numpy(float) if name in frame
+                else np.full(len(frame), np.nan))
+    shortest = column("income_history_days")
+    history = np.where(np.isnan(shortest), column("history_days"), shortest)
+    return np.nan_to_num(history, nan=np.inf) < income_known_days()
+
+
+def income_claims(cfg: dict | None = None) -> frozenset[str]:
+    """The features whose driver words state something of the customer's regular income (config/forecast.yaml
+    `income_claims`): said only where `income_unknown` is false, in the cash forecast's and the event forecasts'
+    drivers alike."""
+    return frozenset(str(name) for name in (cfg or forecast_settings())["income_claims"])
+
+
 def series_days() -> int:
     """The daily series a night's features are computed from (config/features.yaml series_days)."""
     return store.windows().series_days

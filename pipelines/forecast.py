@@ -81,7 +81,7 @@ def known_payments(panel: feature_stage.Panel, inputs: pd.DataFrame | None = Non
     if inputs is not None:
         features = features.merge(inputs[["customer_id", "cutoff"]], on=["customer_id", "cutoff"], how="inner")
     known = known_payment_shortfall(features, projected_streams(panel.streams), horizons())
-    unplaced = ((features["history_days"].to_numpy(float) < feature_stage.income_known_days())
+    unplaced = (feature_stage.income_unknown(features)
                 & (np.nan_to_num(features["unscheduled_income_90"].to_numpy(float)) > 0))
     for column in ("unmet_day", "unmet_amount", "unmet_balance"):
         known.loc[unplaced, column] = np.nan
@@ -484,11 +484,15 @@ def drivers(engine, inputs: pd.DataFrame, forecast: pd.DataFrame, threshold: flo
         texts = []
         payments = known_payment_driver(risky)
         column = {name: j for j, name in enumerate(engine.feature_names)}
+        # nothing of the regular income where a source's history is too short to show one (income_claims)
+        unknown = feature_stage.income_unknown(inputs.iloc[at.to_numpy()])
+        claims = feature_stage.income_claims()
         for i, (first, names) in enumerate(zip(payments, top)):
             # a top feature is named only when its words are true of this customer (config: [words, op, bound])
             words = list(dict.fromkeys(
                 wording.words(name, phrases[name]) for name in names
                 if isinstance(phrases.get(name), list) and name in column
+                and not (unknown[i] and name in claims)
                 and wording.holds(phrases[name], X[i:i + 1, column[name]])[0]))
             words = [first, *words] if first else (words or [phrases["default"]])
             texts.append("; ".join(words))
@@ -531,7 +535,7 @@ def baseline_drivers(inputs: pd.DataFrame, streams: pd.DataFrame, forecast: pd.D
         said = lambda name: (wording.holds(phrases[name], value(name, at)),  # noqa: E731
                              wording.words(name, phrases[name]))
         # "payments out larger than income" only where the history could have seen a monthly income as a stream
-        income_known = ~(value("history_days", at) < feature_stage.income_known_days())
+        income_known = ~feature_stage.income_unknown(inputs.iloc[at])
         short = ((flows.sum(axis=1) < 0) & income_known, wording.words(net, phrases[net])) if net in phrases else \
             (np.zeros(len(at), dtype=bool), "")
         facts = [
