@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.calibration import PUBLISHED_EPSILON
 from models.contract import FORECAST_COLUMNS, HORIZONS
 from models.prophet_engine import fit_predict_one, forecast_prophet
 
@@ -96,7 +97,9 @@ def test_monthly_sawtooth(forecast: pd.DataFrame) -> None:
 def test_short_and_constant_series_fall_back(forecast: pd.DataFrame) -> None:
     fallback = forecast.attrs["fallback_customers"]
     assert set(fallback) == {"short", "constant", "constant_negative"}
-    for customer_id, last, p in (("short", 70.0, 0.0), ("constant", 250.0, 0.0), ("constant_negative", -40.0, 1.0)):
+    # the fallback's chances are 0 and 1 before the published bound: no forecast is said as certain
+    low, high = PUBLISHED_EPSILON, 1.0 - PUBLISHED_EPSILON
+    for customer_id, last, p in (("short", 70.0, low), ("constant", 250.0, low), ("constant_negative", -40.0, high)):
         rows = _rows(forecast, customer_id)
         assert (rows["p_shortfall"] == p).all()
         for column in ("min_balance_p10", "min_balance_p50", "min_balance_p90"):
