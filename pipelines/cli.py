@@ -177,7 +177,8 @@ def _add_closed_loop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end-date", dest="end_date", type=_date, default=date(2026, 11, 20),
                    help="the first night (default 2026-11-20)")
     p.add_argument("--compare-with", dest="compare_with", type=Path, default=None,
-                   help="closed_loop.json of another run on the same seed (learning on against off)")
+                   help="another run on the same seed (learning on against off): its home, or its "
+                        "reports/closed_loop/closed_loop.json (compared customer by customer when in its home)")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="processes for the night's shards, as the DAG's mapped tasks (default: the cores, at most 2)")
     p.add_argument("--buckets", type=_positive_int, default=None,
@@ -187,7 +188,8 @@ def _add_closed_loop(p: argparse.ArgumentParser) -> None:
 
 def _add_closed_loop_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare-with", dest="compare_with", type=Path, default=None,
-                   help="closed_loop.json of another run on the same seed (learning on against off)")
+                   help="another run on the same seed (learning on against off): its home, or its "
+                        "reports/closed_loop/closed_loop.json (compared customer by customer when in its home)")
 
 
 def _add_retrain(p: argparse.ArgumentParser) -> None:

@@ -100,6 +100,34 @@ def test_the_report_is_rebuilt_from_the_lake_and_compared(loop, tmp_path):
         [n["treated_value_per_customer"] for n in again["nights"]]
     assert "Both runs" in (paths.reports / "closed_loop" / "closed_loop.html").read_text()
     assert {r["family"] for r in again["summary"]["retrain_decisions"]} == set(FAMILIES)
+    # a copy of a report holds no values per customer: said, not guessed
+    assert comparison["paired"]["available"] is False and "home" in comparison["paired"]["reason"]
+
+
+@pytest.mark.slow
+def test_two_homes_are_compared_customer_by_customer(loop):
+    from datetime import timedelta
+
+    from markupsafe import escape
+
+    from pipelines.evaluation.closed_loop import customer_values, rebuild
+
+    paths, summary = loop
+    nights = [date(2026, 11, 20) + timedelta(days=k) for k in range(2)]
+    values = customer_values(paths, nights)
+    # the numerator of each night's value per treated customer, customer by customer
+    assert values["customer_id"].is_unique and len(values) >= max(n["treated_customers"] for n in summary["nights"])
+    assert values["value"].sum() == pytest.approx(sum(n["treated_value_per_customer"] * n["treated_customers"]
+                                                      for n in summary["nights"]), abs=1e-3)
+    again = rebuild(paths, compare_with=paths.home)          # the home itself: the same customers, the same value
+    p = again["summary"]["comparison"]["paired"]
+    assert p["available"] and p["nights"] == ["2026-11-20", "2026-11-21"] and p["n_nights"] == 2
+    assert p["n_customers"] == p["n_in_both"] == p["n_identical"] == len(values)
+    assert p["n_only_this"] == p["n_only_other"] == 0
+    assert p["mean_difference"] == 0.0 and p["t_ci_low"] == p["t_ci_high"] == 0.0
+    assert not p["target_shown"]
+    page = (paths.reports / "closed_loop" / "closed_loop.html").read_text()
+    assert "Customer by customer (paired)" in page and str(escape(p["verdict"])) in page     # autoescaped
 
 
 @pytest.mark.slow
@@ -179,3 +207,22 @@ def test_a_command_run_in_process_gives_the_callers_settings_back(tmp_path, monk
     assert main(["unlock"]) == 0
     assert "SEGONE_SETTINGS" not in os.environ
     assert lake.n_buckets() == 16
+
+
+def test_the_other_run_is_found_by_its_home_or_its_report(tmp_path):
+    from pipelines.errors import SegoneError
+    from pipelines.evaluation.closed_loop import MARKER, other_report
+
+    home = tmp_path / "off-home"
+    report = home / "reports" / "closed_loop" / "closed_loop.json"
+    report.parent.mkdir(parents=True)
+    (home / "lake").mkdir()
+    (home / MARKER).write_text("{}")
+    report.write_text("{}")
+    assert other_report(home) == (report, home.resolve())
+    assert other_report(report) == (report, home.resolve())
+    copy = tmp_path / "copy.json"
+    copy.write_text("{}")
+    assert other_report(copy) == (copy, None)                 # a copy: no lake to read the customers from
+    with pytest.raises(SegoneError, match="no such report"):
+        other_report(tmp_path / "nowhere")

@@ -273,7 +273,7 @@ def _closed_loop(paths: Paths, customers: int, nights: int, seed: int, learning:
                       "seconds": round(time.perf_counter() - started, 1),
                       "seconds_by_part": timings}
     if compare_with is not None:
-        summary["summary"]["comparison"] = compare(summary, json.loads(Path(compare_with).read_text()))
+        summary["summary"]["comparison"] = comparison(paths, summary, night_list, compare_with)
     out = paths.reports / "closed_loop"
     out.mkdir(parents=True, exist_ok=True)
     (out / "closed_loop.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n", encoding="utf-8")
@@ -561,6 +561,72 @@ def compare(run: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def other_report(compare_with: Path) -> tuple[Path, Path | None]:
+    """The other run's closed_loop.json and its home (None when the JSON is not in a loop's home, e.g. a copy):
+    `compare_with` is either the JSON or the home."""
+    given = Path(compare_with)
+    report = given / "reports" / "closed_loop" / "closed_loop.json" if given.is_dir() else given
+    if not report.exists():
+        raise SegoneError(f"no such report to compare with: {compare_with}")
+    home = report.resolve().parents[2] if len(report.resolve().parents) > 2 else None
+    if home is None or not (home / MARKER).exists() or not (home / "lake").is_dir():
+        home = None
+    return report, home
+
+
+def customer_values(paths: Paths, nights: list[date]) -> pd.DataFrame:
+    """Each treated customer's value over the nights: the realised value (gold realised_value.value_to_date, as
+    measured through the run's tail) of the customer's recommendations of those nights outside the control group,
+    0 for a treated customer without any; treated = decided for by the policy on one of the nights (gold
+    next_best_actions outside the control group, or gold bandit_log, as `_per_night` counts them). The numerator
+    of the nights' `treated_value_per_customer`, customer by customer."""
+    dates = ", ".join(f"'{n.isoformat()}'" for n in nights)
+    treated = _query(paths, f"""
+        select distinct customer_id from (
+            select customer_id from next_best_actions where as_of in ({dates}) and not is_control
+            union all
+            select customer_id from bandit_log where as_of in ({dates}))""", ("next_best_actions", "bandit_log"))
+    values = _query(paths, f"""
+        select customer_id, sum(value_to_date) as value from realised_value
+        where as_of in ({dates}) and not is_control group by all""", ("realised_value",))
+    if treated.empty:
+        return pd.DataFrame({"customer_id": pd.Series(dtype=str), "value": pd.Series(dtype=float)})
+    out = treated.merge(values, on="customer_id", how="left") if len(values) else treated.assign(value=0.0)
+    out["value"] = out["value"].astype(float).fillna(0.0)
+    return out[["customer_id", "value"]].sort_values("customer_id", ignore_index=True)
+
+
+def paired(paths: Paths, nights: list[date], other_home: Path | None, other: dict[str, Any]) -> dict[str, Any]:
+    """This run against the other customer by customer over the nights both ran (`customer_values` of each home,
+    compared by `pipelines.evaluation.paired.paired_comparison`, settings config/learning.yaml
+    closed_loop.paired)."""
+    from pipelines.evaluation.paired import paired_comparison
+
+    if other_home is None:
+        return {"available": False,
+                "reason": "the other report is not in a closed loop's home (its lake holds the values per customer): "
+                          "compare with the other run's home or its reports/closed_loop/closed_loop.json"}
+    theirs = {n["date"] for n in other.get("nights", [])}
+    both = [n for n in nights if n.isoformat() in theirs]
+    if not both:
+        return {"available": False, "reason": "the two runs share no night"}
+    settings = load_config("learning")["closed_loop"]["paired"]
+    result = paired_comparison(customer_values(paths, both), customer_values(Paths(other_home), both),
+                               target=float(settings["target"]), resamples=int(settings["bootstrap_resamples"]),
+                               seed=int(settings["bootstrap_seed"]))
+    return {"available": True, "nights": [both[0].isoformat(), both[-1].isoformat()], "n_nights": len(both),
+            "other_home": str(other_home), **result.as_dict()}
+
+
+def comparison(paths: Paths, summary: dict[str, Any], nights: list[date], compare_with: Path) -> dict[str, Any]:
+    """`summary.comparison`: the two runs' summed nights (`compare`) and, customer by customer, `paired`."""
+    report, other_home = other_report(compare_with)
+    other = json.loads(report.read_text(encoding="utf-8"))
+    out = compare(summary, other)
+    out["paired"] = paired(paths, nights, other_home, other)
+    return out
+
+
 def registry_decisions(paths: Paths) -> list[dict[str, Any]]:
     """Every retraining decision of the home (gold model_registry), as the loop recorded them."""
     frame = _query(paths, "select * from model_registry order by as_of, family", ("model_registry",))
@@ -588,9 +654,7 @@ def rebuild(paths: Paths, compare_with: Path | None = None) -> dict[str, Any]:
     summary = summarise(paths, nights, last_day, registry_decisions(paths), run["learning"] == "on")
     summary["run"] = run
     if compare_with is not None:
-        if not Path(compare_with).exists():
-            raise SegoneError(f"no such report to compare with: {compare_with}")
-        summary["summary"]["comparison"] = compare(summary, json.loads(Path(compare_with).read_text()))
+        summary["summary"]["comparison"] = comparison(paths, summary, nights, compare_with)
     path.write_text(json.dumps(summary, indent=2, default=_json) + "\n", encoding="utf-8")
     write_page(summary, out / "closed_loop.html")
     return summary
@@ -704,6 +768,30 @@ def audit_breaches(paths: Paths, nights: list[date]) -> dict[str, Any]:
 # The page
 # ---------------------------------------------------------------------------------------------------------------
 
+def paired_section(p: dict[str, Any], comparison: dict[str, Any]) -> dict[str, Any]:
+    """The page's section on the two runs customer by customer (`paired`)."""
+    heading = "Customer by customer (paired)"
+    if not p.get("available"):
+        return {"heading": heading, "text": f"Not available: {p.get('reason', 'no paired comparison')}."}
+    this, other = f"learning {comparison['this_run']}", f"learning {comparison['other_run']}"
+    text = (f"Each treated customer's realised value over the nights {p['nights'][0]} to {p['nights'][1]} in this run "
+            f"({this}) minus the same customer's in the other ({other}); a customer treated in one run only counts 0 "
+            f"in the other. {p['n_customers']:,} customers ({p['n_in_both']:,} treated in both, {p['n_only_this']:,} "
+            f"in this run only, {p['n_only_other']:,} in the other only); {p['n_identical']:,} differ by exactly 0 "
+            f"(the same offers got the same answers). Mean difference {p['mean_difference']} pounds a customer, 95% "
+            f"interval {p['t_ci_low']} .. {p['t_ci_high']} (paired t; bootstrap over customers "
+            f"{p['bootstrap_ci_low']} .. {p['bootstrap_ci_high']}). Relative gain against the other run's "
+            f"{p['mean_other']} a customer: {p['relative_gain']}, 95% interval {p['relative_ci_low']} .. "
+            f"{p['relative_ci_high']} (delta method; bootstrap {p['relative_bootstrap_ci_low']} .. "
+            f"{p['relative_bootstrap_ci_high']}). Verdict: {p['verdict']}.")
+    keys = ("n_customers", "n_in_both", "n_only_this", "n_only_other", "n_identical", "mean_this", "mean_other",
+            "mean_difference", "t_ci_low", "t_ci_high", "bootstrap_ci_low", "bootstrap_ci_high", "relative_gain",
+            "relative_ci_low", "relative_ci_high", "relative_bootstrap_ci_low", "relative_bootstrap_ci_high",
+            "target", "target_shown")
+    table = pd.DataFrame({"figure": list(keys), "value": [p.get(k) for k in keys]})
+    return {"heading": heading, "text": text, "table": table}
+
+
 def write_page(summary: dict[str, Any], path: Path) -> Path:
     from pipelines.html_report import _new_figure, render_report
 
@@ -771,6 +859,7 @@ def write_page(summary: dict[str, Any], path: Path) -> Path:
             f"{comparison['relative_gain']} over all nights, {comparison.get('relative_gain_after_promotion')} "
             f"after the first policy promotion ({comparison.get('first_policy_promotion')})."),
             "table": pd.DataFrame(rows)})
+        sections.append(paired_section(comparison.get("paired") or {}, comparison))
     ope = pd.DataFrame(s["ope"])
     if len(ope):
         fig4, ax4 = _new_figure("Offline estimates (95% interval) and what the deployed policy earned", (7.5, 4.2))
