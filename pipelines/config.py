@@ -86,6 +86,17 @@ def base_currency() -> str:
     return code
 
 
+def min_published_group_customers() -> int:
+    """The fewest customers a group published by name may hold (config/segone.yaml
+    `nightly_report.min_published_group_customers`): the nightly report's fairness table and the warehouse's example
+    query name no smaller group, and show no count under it."""
+    value = (settings().get("nightly_report") or {}).get("min_published_group_customers")
+    if type(value) is not int or value < 1:
+        raise SegoneError(f"config/segone.yaml: nightly_report.min_published_group_customers must be a whole number "
+                          f">= 1, not {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Paths:
     """Every location under one data root, so that tests can point a whole pipeline at a temporary folder."""

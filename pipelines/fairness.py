@@ -154,7 +154,9 @@ def gap_flag(customers: int, ratio: float, ratio_low: float, ratio_high: float, 
 
 def fairness_frame(cells: pd.DataFrame, dimensions: dict[str, str], cfg: dict[str, Any]) -> pd.DataFrame:
     """One row per (dimension, group) and per metric: customers, rate, interval, ratio to overall, its interval,
-    flag; plus an 'overall' row per metric. `dimensions`: label -> column of `cells`."""
+    flag; plus an 'overall' row per metric. `dimensions`: label -> column of `cells`. A group's count of customers at
+    risk under min_published_group_customers (but not 0) is not published (NaN, in every metric's row of the group):
+    a few people at risk in a group are singled out by it, as the protective reach over them is not shown either."""
     rows = []
     k = int(cfg.get("min_published_group_customers", DEFAULTS["min_published_group_customers"]))
     for label, column in dimensions.items():
@@ -186,8 +188,10 @@ def fairness_frame(cells: pd.DataFrame, dimensions: dict[str, str], cfg: dict[st
                     flag = f"not shown (<{k})" if base else ""
                 else:
                     flag = gap_flag(base, ratio, shown["ratio_low"], shown["ratio_high"], cfg)
+                at_risk = int(row["customers_at_risk"])
                 rows.append({"dimension": label, "group": str(group), "metric": metric,
-                             "customers": int(row["customers"]), "customers_at_risk": int(row["customers_at_risk"]),
+                             "customers": int(row["customers"]),
+                             "customers_at_risk": at_risk if at_risk == 0 or at_risk >= k else np.nan,
                              **shown, "flag": flag})
     return pd.DataFrame(rows)
 

@@ -32,6 +32,7 @@ import pandas as pd
 from pipelines import features as feature_stage
 from pipelines import lake, outputs, registry, sql, store
 from pipelines.config import Paths, load_config
+from pipelines.display import display_labels
 from pipelines.errors import SegoneError
 from pipelines.runs import write_run_metrics
 
@@ -625,7 +626,9 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
                       ) -> pd.DataFrame:
     """Up to `evidence_max_transactions` postings per flagged (customer_id, event_type) behind the flag: postings of
     the event's evidence signals in the look-back, the signals of its top features first, newest first. A flag
-    without any such posting names none: a posting that is not evidence of the event is never shown as if it were."""
+    without any such posting names none: a posting that is not evidence of the event is never shown as if it were.
+    A posting's `label` is its merchant name, else its description, as pipelines.display shows free text (no
+    invisible, bidirectional or other format character, one line; null when nothing visible is left)."""
     columns = ["customer_id", "event_type", "transaction_id", "booking_date", "amount", "label", "signal"]
     if flagged.empty:
         return pd.DataFrame(columns=columns)
@@ -648,7 +651,7 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
     limit = int(cfg["evidence_max_transactions"])
     # the postings themselves come from silver (postings_in: the store keeps no ids or labels); what they are
     # evidence of, from the store's rows and states, as the features read them (sql/features_life_events.sql)
-    return con.execute(f"""
+    found = con.execute(f"""
         with customers as (select distinct customer_id from le_flagged_frame),
         posting_rows as (
             select t.transaction_id, t.customer_id, t.booking_date, t.channel, t.mcc, t.country, t.currency,
@@ -735,6 +738,8 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
               from ranked where dup = 1)
         where n <= {limit}
         order by customer_id, event_type, n""").df()
+    # the label is free text an analyst reads (a description keeps invisible characters): shown without them
+    return found.assign(label=display_labels(found["label"]))
 
 
 def uncited_features(cfg: dict[str, Any], event: str, columns: Iterable[str]) -> list[str]:

@@ -820,6 +820,7 @@ def _drill_downs(paths: Paths, day: date, con, table: pd.DataFrame, population: 
     dlog = _drops_sql(dlog, nba)  # a channel move of an action published on another channel is no drop
     out = []
     cached: dict[tuple[str, str], pd.DataFrame] = {}
+    counted: dict[tuple[str | None, str], pd.Series] = {}
     for row in gaps.head(6).itertuples():
         where, base = DRILL[row.metric]
         column = "age_band" if row.dimension == "age band" else "region"
@@ -831,8 +832,11 @@ def _drill_downs(paths: Paths, day: date, con, table: pd.DataFrame, population: 
                 {keep} {'and' if keep else 'where'} {where.format(credit=credit)}
                 group by all""")
         drops = cached[(row.metric, column)]
-        groups = table[(table["metric"] == row.metric) & (table["dimension"] == row.dimension)]
-        sizes = groups.set_index("group")["customers_at_risk" if base else "customers"]
+        if (base, column) not in counted:   # from the population: the table does not show an at-risk count under k
+            counted[(base, column)] = _df(con, f"""
+                select cast(p.{column} as varchar) as "group", count(*) as customers from ({population}) p {keep}
+                group by all""").set_index("group")["customers"]
+        sizes = counted[(base, column)]
         more = (row.ratio < 1) if row.metric != "credit_suppression_rate" else (row.ratio > 1)
         found = drill_down(drops, sizes, str(row.group), more=more)
         if found.empty:
@@ -852,9 +856,10 @@ def _drill_downs(paths: Paths, day: date, con, table: pd.DataFrame, population: 
     return out
 
 
-def fairness_view(table: pd.DataFrame, dimension: str) -> pd.DataFrame:
+def fairness_view(table: pd.DataFrame, dimension: str, k: int) -> pd.DataFrame:
     """One dimension of the fairness table as people read it: one row per group (the overall first), per metric the
-    rate with its interval and the ratio to the overall rate with its interval, and the flags in one column."""
+    rate with its interval and the ratio to the overall rate with its interval, and the flags in one column. A count
+    of customers at risk the table does not publish (under k) shows as '<k'."""
     def interval(low: float, high: float, pct: bool) -> str:
         if pd.isna(low) or pd.isna(high):
             return ""
@@ -863,7 +868,8 @@ def fairness_view(table: pd.DataFrame, dimension: str) -> pd.DataFrame:
     part = table[table["dimension"].isin(["overall", dimension])]
     rows: dict[str, dict[str, Any]] = {}
     for r in part.itertuples():
-        row = rows.setdefault(r.group, {dimension: r.group, "customers": r.customers, "at risk": r.customers_at_risk,
+        at_risk = f"<{k}" if pd.isna(r.customers_at_risk) else f"{int(r.customers_at_risk):,}"
+        row = rows.setdefault(r.group, {dimension: r.group, "customers": r.customers, "at risk": at_risk,
                                         "flags": []})
         name = r.metric.replace("_", " ").replace(" rate", "")
         row[f"{name} %"] = "" if pd.isna(r.rate) else f"{r.rate * 100:.1f}" + interval(r.low, r.high, True)
@@ -884,7 +890,8 @@ def _small_groups_words(table: pd.DataFrame, k: int) -> str:
     words = (f"No group of fewer than {k} customers is shown by name (a region of one customer, a typo or a "
              f"malformed value would single a person out, and its rate means nothing): such groups are pooled into "
              f"'{pooled_label(k)}', or, when even pooled they are fewer than {k}, counted in one row without rates; "
-             f"a rate over fewer than {k} customers (customers at risk, for protective reach) is not shown.")
+             f"a rate over fewer than {k} customers (customers at risk, for protective reach) is not shown, and "
+             f"neither is a group's count of customers at risk under {k} ('<{k}' in the at-risk column; 0 is shown).")
     once = table[table["metric"] == table["metric"].iloc[0]] if len(table) else table
     done = [f"{r.dimension} {'pooled' if r.group == pooled_label(k) else 'not shown'}: {r.customers:,} customers"
             for r in once.itertuples() if r.group in (pooled_label(k), hidden_label(k))]
@@ -924,7 +931,7 @@ def _fairness(paths: Paths, day: date, con) -> list[dict[str, Any]]:
         long = part.assign(metric=part["metric"].str.replace("_", " "))
         figures.append(bar_figure(long, "group", "rate", "metric", f"Rates by {dimension} ({cfg['interval']:.0%} "
                                   f"intervals)", share=True, errors=("low", "high"), ylabel="share of customers"))
-    tables = [{"frame": fairness_view(table, dimension), "css": "compact",
+    tables = [{"frame": fairness_view(table, dimension, int(cfg["min_published_group_customers"])), "css": "compact",
                "caption": f"By {dimension}: rate % (interval), ratio to overall (interval)"}
               for dimension in ("age band", "region") if (table["dimension"] == dimension).any()]
     sections = [{"key": "fairness", "heading": heading, "text": text, "tables": tables, "figures": figures}]

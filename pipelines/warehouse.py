@@ -36,7 +36,7 @@ from typing import Any
 import duckdb
 
 from pipelines import lake
-from pipelines.config import Paths
+from pipelines.config import Paths, min_published_group_customers
 from pipelines.locks import owner_tag
 from pipelines.schemas import LOAD_COLUMNS, TableSchema, tables
 
@@ -385,12 +385,16 @@ def connect(database: str | Path, read_only: bool = True, **config: Any) -> duck
                           config={"file_search_path": str(database.parent), **config})
 
 
-def example_query() -> str:
-    """Customers with an overdrawn current account at the latest end-of-day balance, by region."""
+def example_query(k: int | None = None) -> str:
+    """Customers with an overdrawn current account at the latest end-of-day balance, by region: the five largest
+    regions of at least k overdrawn customers (config min_published_group_customers, the nightly report's minimum):
+    a region under it is not named, as a count of a few people singles them out."""
+    k = min_published_group_customers() if k is None else int(k)
     return ("select customers.region, count(distinct balances.customer_id) as n_overdrawn "
             "from balances "
             "join latest_accounts as accounts on accounts.account_id = balances.account_id "
             "and accounts.product = 'current' "
             "join latest_customers as customers on customers.customer_id = balances.customer_id "
             "where balances.as_of = (select max(as_of) from balances) and balances.balance < 0 "
-            "group by customers.region order by n_overdrawn desc limit 5")
+            f"group by customers.region having count(distinct balances.customer_id) >= {k} "
+            "order by n_overdrawn desc limit 5")

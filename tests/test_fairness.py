@@ -124,6 +124,33 @@ def test_a_group_under_the_minimum_size_is_pooled_or_counted_never_shown_by_name
     assert groups.loc[("protective_reach", fairness.pooled_label(10)), "rate"] == 1.0
 
 
+def test_a_count_of_customers_at_risk_under_the_minimum_is_not_shown() -> None:
+    """Before: a group whose protective reach was hidden (fewer than k customers at risk) still showed its count of
+    customers at risk (5 of South's 50; 2 of the 2 customers of the unnamed small groups), a figure that singles
+    those few people out. The count is hidden where the rate is, in every metric's row and in the report's view."""
+    from pipelines.nightly_report import fairness_view
+
+    cfg = {**fairness.DEFAULTS, "n_boot": 50, "min_published_group_customers": 10}
+    cells = regions({"North": 100, "South": 50, "East": 30, "Nrth": 1, "Typo": 1}, at_risk_every=10)
+    nobody = pd.DataFrame([{"region": "West", "offered": 1, "credit_suppressed": 0, "at_risk": 0, "protected": 0,
+                            "customers": 20}])
+    frame = fairness.fairness_frame(pd.concat([cells, nobody], ignore_index=True), {"region": "region"}, cfg)
+    groups = frame.set_index(["metric", "group"])
+    hidden = fairness.hidden_label(10)
+    for metric in fairness.METRICS:
+        # 5 of South's 50, 3 of East's 30, the 2 customers of the small groups: fewer than 10 at risk each
+        assert groups.loc[[(metric, g) for g in ("South", "East", hidden)], "customers_at_risk"].isna().all()
+        assert groups.loc[(metric, "North"), "customers_at_risk"] == 10        # 10 of 100: shown, with its rate
+        assert groups.loc[(metric, "West"), "customers_at_risk"] == 0          # nobody at risk: no one singled out
+        assert groups.loc[(metric, "all customers"), "customers_at_risk"] == 20   # the overall counts everyone
+    assert groups.loc[("protective_reach", "North"), "rate"] == 1.0
+    assert pd.isna(groups.loc[("protective_reach", "South"), "rate"])
+    view = fairness_view(frame, "region", 10).set_index("region")
+    assert view.loc["South", "at risk"] == "<10" and view.loc[hidden, "at risk"] == "<10"
+    assert view.loc["South", "customers"] == 50 and view.loc["North", "at risk"] == "10"
+    assert view.loc["West", "at risk"] == "0" and view.loc["all customers", "at risk"] == "20"
+
+
 def test_published_groups_leave_groups_of_at_least_k_alone() -> None:
     sizes = pd.Series({"North": 10, "South": 9, "East": 3})
     assert fairness.published_groups(sizes, 10) == {"North": "North", "South": fairness.pooled_label(10),

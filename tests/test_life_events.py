@@ -518,3 +518,49 @@ def test_no_flag_names_a_posting_that_is_not_evidence_of_its_event(hand_made):
         assert all(t["signal"] != "largest_recent_outflow" for t in item["transactions"]), (customer, event)
     assert evidence[("C_MORTGAGE", "job_loss")]["transactions"] == []
     assert evidence[("C_MORTGAGE", "new_job")]["transactions"] == []
+
+
+def test_an_evidence_label_from_a_description_shows_no_invisible_or_bidi_character(tmp_path):
+    """The evidence labels a posting by its merchant, else its description: free text, where the ingest keeps
+    invisible characters. A hand-made buyer's conveyancing transfer (no merchant) whose description carries a
+    zero-width space (U+200B, accepted by the ingest) and a right-to-left override (U+202E: refused by today's
+    ingest, held by silver loaded before that rule; put into the silver postings here). Before: the label was the
+    description as stored (SMITH, U+200B, AND CO, U+202E, CONVEYANCING), which reads as SMITH AND CO GNICNAYEVNOC."""
+    from pipelines.stages import load_history
+    from tests.landing_builder import LandingBank
+
+    bank = LandingBank(end=HAND_END)
+    bank.customer("C_HOSTILE")
+    acc = bank.account("A_HOSTILE", "C_HOSTILE", date(2020, 1, 1), opening_balance=3000).account_id
+    bank.card_spending(acc, date(2026, 1, 1), HAND_END, every=4)
+    bank.monthly(acc, [date(2026, m, 25) for m in range(1, 11)], "3100.00", "salary", "EMP-H", "SALARY EMP-H")
+    posting = bank.post(acc, date(2026, 11, 10), "-1450.00", "transfer_out",
+                        description="SMITH\u200b AND CO CONVEYANCING", counterparty_id="SOL-H")
+    paths = Paths(tmp_path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGONE_HOME", str(tmp_path))
+        bank.write(paths.landing_history)
+        load_history(paths)
+        cfg = le.settings()
+        con = lake.connect()
+        try:
+            le.register_inputs(con, paths, HAND_END, [HAND_END], None, cfg)
+            stored = con.execute("select description from postings_in where transaction_id = ?",
+                                 [posting.transaction_id]).fetchall()
+            assert stored == [("SMITH\u200b AND CO CONVEYANCING",)]   # the ingest keeps it in free text
+            con.execute("alter view postings_in rename to postings_in_loaded")
+            con.execute("create temp view postings_in as select * replace (case when transaction_id = "
+                        f"'{posting.transaction_id}' then 'SMITH\u200b AND CO\u202e CONVEYANCING' else description "
+                        "end as description) from postings_in_loaded")
+            features = le.compute_features(con, cfg)
+            consent = pd.DataFrame({"customer_id": features["customer_id"], "life_events": True,
+                                    "personalization": True, "location": True})
+            rows = le.score_rows(FlagEveryone(cfg), con, features, consent, HAND_END, cfg)
+        finally:
+            con.close()
+    row = rows.set_index(["customer_id", "event_type"]).loc[("C_HOSTILE", "buying_home")]
+    shown = json.loads(row["evidence"])["transactions"]
+    assert [(t["transaction_id"], t["label"]) for t in shown] == [(posting.transaction_id,
+                                                                   "SMITH AND CO CONVEYANCING")]
+    # and in the JSON text itself, escaped or not
+    assert not re.search(r"[\u200b\u202e]|\\u200b|\\u202e", row["evidence"], flags=re.I)

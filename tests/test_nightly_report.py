@@ -544,3 +544,7 @@ def test_a_region_of_one_customer_is_not_published_by_name(tmp_path) -> None:
     assert "Nrth" not in page and "Sheffield Rd 12" not in page
     fairness = section_text(page, "Fairness across")
     assert "Tonight: region not shown: 2 customers." in fairness
+    # the 2 customers' count at risk is not shown either, and the note says so
+    assert "neither is a group's count of customers at risk under 10 ('<10' in the at-risk column" in fairness
+    assert regions.loc[regions["group"] == hidden, "customers_at_risk"].isna().all() or \
+        (regions.loc[regions["group"] == hidden, "customers_at_risk"] == 0).all()

@@ -119,3 +119,35 @@ def test_a_column_added_to_the_schema_after_the_files_were_written_reads_as_null
     finally:
         con.close()
     assert out["engaged_share"].notna().sum() == 2 and len(out) == 4
+
+
+def test_the_example_query_names_no_region_under_the_minimum_group_size(tmp_path, monkeypatch):
+    """The example query (printed by `segone summary`) counts overdrawn customers by region: before, a region of
+    one or two overdrawn customers was named with its count, a figure that singles people out. It names only regions
+    of at least nightly_report.min_published_group_customers (10) overdrawn customers, the report's minimum."""
+    import duckdb
+
+    from pipelines.config import min_published_group_customers
+
+    con = duckdb.connect()
+    con.execute("create table latest_customers (customer_id varchar, region varchar)")
+    con.execute("create table latest_accounts (account_id varchar, customer_id varchar, product varchar)")
+    con.execute("create table balances (account_id varchar, customer_id varchar, as_of date, balance decimal(18, 2))")
+    overdrawn = {"North": 12, "South": 10, "Nrth": 1, "Sheffield Rd 12": 2, "East": 9}
+    n = 0
+    for region, count in overdrawn.items():
+        for i in range(count + 5):   # five more customers in credit in every region
+            n += 1
+            con.execute("insert into latest_customers values (?, ?)", [f"C{n}", region])
+            con.execute("insert into latest_accounts values (?, ?, 'current')", [f"A{n}", f"C{n}"])
+            con.execute("insert into balances values (?, ?, date '2026-11-19', ?)",
+                        [f"A{n}", f"C{n}", -50 if i < count else 100])
+    assert min_published_group_customers() == 10
+    assert con.execute(example_query()).fetchall() == [("North", 12), ("South", 10)]
+    assert con.execute(example_query(2)).fetchall() == [("North", 12), ("South", 10), ("East", 9),
+                                                        ("Sheffield Rd 12", 2)]
+    # one source: the report's setting, changed for a home by the settings overlay, changes the query with it
+    overlay = tmp_path / "settings.yaml"
+    overlay.write_text("segone: {nightly_report: {min_published_group_customers: 9}}\n", encoding="utf-8")
+    monkeypatch.setenv("SEGONE_SETTINGS", str(overlay))
+    assert con.execute(example_query()).fetchall() == [("North", 12), ("South", 10), ("East", 9)]
