@@ -15,14 +15,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import time
 from datetime import date
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def digest(frame) -> str:
@@ -37,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipelines import plans
     from pipelines.config import Paths
+    from pipelines.stages import cpu_seconds
 
     paths = Paths.from_env()
     buckets = plans.shards() if args.buckets is None else [int(b) for b in args.buckets.split(",")]
