@@ -336,9 +336,10 @@ EMPTY_BALANCES = """(select cast(null as varchar) as account_id, cast(null as va
 
 
 def register_silver_rows(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, buckets: Iterable[int] | None,
-                         loads: list[str], customers: str | None = None) -> None:
+                         loads: list[str], customers: str | None = None, within: str = "true") -> None:
     """Views `postings_in` and `balances_silver` over the silver postings and balances of the given loads, booked
-    on or before `day`, in the buckets, of the customers in temp table `customers` (all when None). Open-banking
+    on or before `day`, in the buckets, of the customers in temp table `customers` (all when None) whose id meets
+    `within` (a slice's predicate on customer_id: slice_predicates). Open-banking
     rows only for customers whose `open_banking` consent holds on `day` (open_banking_allowed), whatever night
     they were loaded (DESIGN principle 2). Amounts in the base currency: silver's amount_base; a posting silver
     kept without one (partitions written before that rule) counts as it is in the base currency, else at the rate
@@ -346,6 +347,7 @@ def register_silver_rows(con: duckdb.DuckDBPyConnection, paths: Paths, day: date
     them)."""
     buckets = None if buckets is None else list(buckets)
     who = f" and customer_id in (select customer_id from {customers})" if customers else ""
+    who += f" and ({within})" if within != "true" else ""
     consented = "(source = 'core' or customer_id in (select customer_id from open_banking_allowed))"
     postings = _files_sql(_silver_files(paths, "transactions", loads, buckets), EMPTY_POSTINGS)
     balances = _files_sql(_silver_files(paths, "balances", loads, buckets), EMPTY_BALANCES)
@@ -702,10 +704,10 @@ def _build_from_silver(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, 
                  carry_balances=f"{prefix}balances", prefix=prefix)
 
 
-def rebuild_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int) -> int:
-    """How many slices a rebuild of the bucket takes: its customers (snapshot as of `day`) over
-    config/features.yaml rebuild_slice_customers, rounded up."""
-    per = int(load_config("features").get("rebuild_slice_customers") or 0)
+def store_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int) -> int:
+    """How many slices the store of the bucket is built in: its customers (snapshot as of `day`) over
+    config/features.yaml slice_customers, rounded up."""
+    per = int(load_config("features").get("slice_customers") or 0)
     if per <= 0:
         return 1
     register_reference(con, paths, day, [bucket])
@@ -713,30 +715,85 @@ def rebuild_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, buck
     return max(1, -(-n // per))
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def slice_predicates(con: duckdb.DuckDBPyConnection, slices: int) -> list[str]:
+    """`slices` predicates on customer_id that split every id into consecutive ranges of about as many customers of
+    customers_in each: the first has no lower bound and the last no upper one, so a customer the snapshot no
+    longer holds (still in the store's rows) falls in exactly one slice too. Ranges, not a hash: the store's files
+    are sorted by customer, so a slice's scan of them skips the row groups of the other slices."""
+    if slices <= 1:
+        return ["true"]
+    ids = [c for (c,) in con.execute("select customer_id from customers_in where customer_id is not null "
+                                     "order by customer_id").fetchall()]
+    bounds = sorted({ids[len(ids) * s // slices] for s in range(1, slices)} - {None}) if ids else []
+    edges = [None, *bounds, None]
+    out = []
+    for low, high in zip(edges, edges[1:]):
+        parts = ([f"customer_id >= {_literal(low)}"] if low is not None else []) + \
+                ([f"customer_id < {_literal(high)}"] if high is not None else [])
+        out.append(" and ".join(parts) or "true")
+    return out
+
+
+def narrow_reference(con: duckdb.DuckDBPyConnection, within: str) -> None:
+    """The registered snapshots (register_reference, register_consent) narrowed to a slice's customers."""
+    if within == "true":
+        return
+    for table in ("customers_in", "accounts_in", "consent_in", "open_banking_allowed"):
+        if con.execute("select count(*) from duckdb_tables() where table_name = ? and temporary",
+                       [table]).fetchall()[0][0]:
+            con.execute(f"delete from {table} where not ({within}) or customer_id is null")
+
+
 SLICE_TABLES = ("core_rows", "core_balances", "ob_rows", "ob_balances", "final_account_state",
                 "final_customer_state", "final_home_counts", "final_stream_first", "final_stream_state",
                 "final_customer_epochs")
 
 
-def _rebuild_in_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int, slices: int,
-                       definition: str) -> tuple[Built, dict[str, pd.DataFrame]]:
-    """The rebuild of a large bucket, a slice of its customers at a time (md5 of the customer id modulo `slices`),
-    each slice in its own connection, its rows, states and features written to scratch Parquet files; then the
-    bucket's tables in `con` from those files, as one rebuild gives them (every feature is a customer's own)."""
+def _sum_metrics(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics of a bucket built in slices: counts and seconds added up, the reasons' counts too."""
+    out: dict[str, Any] = {}
+    for metrics in parts:
+        for key, value in metrics.items():
+            if isinstance(value, dict):
+                merged = out.setdefault(key, {})
+                for k, v in value.items():
+                    merged[k] = merged.get(k, 0) + v
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and key in out:
+                out[key] = round(out[key] + value, 2) if isinstance(value, float) else out[key] + value
+            else:
+                out.setdefault(key, value)
+    return out
+
+
+def _build_in_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int, slices: int,
+                     definition: str, previous: date | None) -> tuple[Built, dict[str, pd.DataFrame]]:
+    """The store of a large bucket built a slice of its customers at a time (slice_predicates), rebuilt from
+    silver (`previous` None) or merged into the state of `previous`: each slice in its own connection, with the
+    reference tables, the consent, the store's rows and states and the silver rows narrowed to its customers; its
+    rows, states and features written to scratch Parquet files; then the bucket's tables in `con` from those files,
+    as one build of the whole bucket gives them (every feature is a customer's own)."""
     scratch = lake.staging_dir(paths)
+    register_reference(con, paths, day, [bucket])
+    predicates = slice_predicates(con, slices)
+    parts: list[dict[str, Any]] = []
     try:
-        for s in range(slices):
+        for s, within in enumerate(predicates):
             part = lake.connect(shared=True)
             try:
                 register_consent(part, paths, day, bucket)
-                register_reference(part, paths, day, [bucket])
-                part.execute(f"create or replace temp table slice_customers as select customer_id from customers_in "
-                             f"where hash(customer_id) % {slices} = {s}")
-                keep = "customer_id in (select customer_id from slice_customers)"
-                for table in ("customers_in", "accounts_in", "consent_in", "open_banking_allowed"):
-                    part.execute(f"delete from {table} where not ({keep})")
-                built = rebuild_bucket(part, paths, day, bucket, customers="slice_customers")
+                if previous is None:
+                    register_reference(part, paths, day, [bucket])
+                    narrow_reference(part, within)
+                    part.execute("create or replace temp table slice_customers as select customer_id from customers_in")
+                    built = rebuild_bucket(part, paths, day, bucket, customers="slice_customers")
+                else:
+                    built = update_bucket(part, paths, day, bucket, previous, within=within)
                 frames = night_features(part, built)
+                parts.append(built.metrics)
                 names = dict(zip(SLICE_TABLES[:4], (built.core_rows, built.core_balances, built.ob_rows,
                                                     built.ob_balances))) | {t: t for t in SLICE_TABLES[4:]}
                 for name, source in names.items():
@@ -763,7 +820,9 @@ def _rebuild_in_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, 
     built = Built(day=day, bucket=bucket, core_rows="core_rows", core_balances="core_balances", ob_rows="ob_rows",
                   ob_balances="ob_balances", all_rows="core_rows", all_balances="core_balances",
                   rebuilt="final_customer_epochs",
-                  metrics={"mode": "rebuild", "n_rebuilt_customers": None, "slices": slices})
+                  metrics={**_sum_metrics(parts), "slices": slices})
+    if previous is None:
+        built.metrics["n_rebuilt_customers"] = None
     built.inputs = store_inputs(paths, day, bucket, definition)
     return built, tables
 
@@ -822,23 +881,24 @@ MERGE_BALANCES = """select customer_id, account_id, source, ds, currency, max(ba
     from {balances} group by all"""
 
 
-def _consent_sql(paths: Paths, day: date, bucket: int) -> str:
-    """The customers of the bucket whose `open_banking` consent holds on `day`."""
+def _consent_sql(paths: Paths, day: date, bucket: int, within: str = "true") -> str:
+    """The customers of the bucket whose `open_banking` consent holds on `day` (of a slice: `within`)."""
     consent = snapshot_path(paths, "consent_state", day, required=False)
     return (f"(select customer_id from read_parquet('{consent}/**/*.parquet') "
-            f"where bucket = {int(bucket)} and coalesce(is_open_banking_allowed, false))"
+            f"where bucket = {int(bucket)} and coalesce(is_open_banking_allowed, false) and ({within}))"
             if consent is not None else "(select cast(null as varchar) as customer_id where false)")
 
 
-def _accounts_sql(paths: Paths, day: date, bucket: int, full: bool = False) -> str:
+def _accounts_sql(paths: Paths, day: date, bucket: int, full: bool = False, within: str = "true") -> str:
     """(customer_id, account_id, product) of the accounts the store's rows of `day` were classified with: the
     accounts snapshot as of `day`, open-banking accounts only with that consent on `day` (`full`: every column the
-    features read)."""
+    features read; `within`: of a slice's customers)."""
     accounts = snapshot_path(paths, "accounts", day)
     columns = ("customer_id, account_id, source, product, currency, opened_on, closed_on, overdraft_limit, "
                "credit_limit, is_open" if full else "customer_id, account_id, product")
     return (f"(select {columns} from read_parquet('{accounts}/**/*.parquet', union_by_name = true) "
-            f"where bucket = {int(bucket)} and (source = 'core' or customer_id in {_consent_sql(paths, day, bucket)}))")
+            f"where bucket = {int(bucket)} and ({within}) "
+            f"and (source = 'core' or customer_id in {_consent_sql(paths, day, bucket, within)}))")
 
 
 def roll_carry_inputs(con: duckdb.DuckDBPyConnection, rows: str, balances: str, account_state: str) -> None:
@@ -865,26 +925,35 @@ def roll_carry_inputs(con: duckdb.DuckDBPyConnection, rows: str, balances: str, 
         where carry_reported_day is not null""")
 
 
-def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int, previous: date) -> Built:
+def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucket: int, previous: date,
+                  within: str = "true") -> Built:
     """The store of one bucket as of `day` from the store as of `previous` and the silver loads of (previous, day]:
     the rows of those loads merged in, the states merged (minima, sums) and the carry rolled forward; customers
     whose accounts changed, with a row dated before the series window, or with an own-account transfer that the new
-    postings would classify differently, rebuilt from silver instead."""
+    postings would classify differently, rebuilt from silver instead. `within`: of one slice of the bucket's
+    customers only (a predicate on customer_id, slice_predicates): every read of the store, of silver and of the
+    snapshots is narrowed to it."""
     started = time.perf_counter()
     win = windows()
     register_reference(con, paths, day, [bucket])
+    narrow_reference(con, within)
+
+    def read(table: str, first: date | None, last: date, with_as_of: bool = False) -> str:
+        scan = _read(paths, table, bucket, first, last, with_as_of)
+        return scan if within == "true" else f"(select * from {scan} where {within})"
+
     begin, begin_before = series_start(day), series_start(previous)
     oldest = min(begin_before, day - timedelta(days=max(win.posting_days, win.stream_days, win.balance_days) - 1))
-    epochs = _read(paths, "customer_epochs", bucket, previous, previous)
+    epochs = read("customer_epochs", previous, previous)
     con.execute(f"create or replace temp table prev_epochs as select * from {epochs}")
     for table in DAY_TABLES:
-        scan = _read(paths, table, bucket, oldest, previous, with_as_of=True)
+        scan = read(table, oldest, previous, with_as_of=True)
         con.execute(f"""create or replace temp table prev_core_{table} as
             select r.* exclude (as_of, bucket) from {scan} as r
             left join prev_epochs as e using (customer_id)
             where r.as_of >= coalesce(e.rebuilt_on, cast('0001-01-01' as date))""")
         con.execute(f"create or replace temp table prev_ob_{table} as "
-                    f"select * from {_read(paths, OB_TABLES[table], bucket, previous, previous)}")
+                    f"select * from {read(OB_TABLES[table], previous, previous)}")
     con.execute("create or replace temp view prev_rows as select * from prev_core_flow_days "
                 "union all by name select * from prev_core_stream_days union all by name select * from prev_ob_flow_days "
                 "union all by name select * from prev_ob_stream_days")
@@ -892,10 +961,10 @@ def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucke
                 "union all by name select * from prev_ob_balance_days")
     for name in ("account_state", "customer_state", "home_counts", "stream_first"):
         con.execute(f"create or replace temp table prev_{name} as select * from "
-                    f"{_read(paths, name, bucket, previous, previous)}")
+                    f"{read(name, previous, previous)}")
 
     # the new loads, classified against the own-channel rows already in the store
-    register_silver_rows(con, paths, day, [bucket], silver_loads(paths, day, after=previous))
+    register_silver_rows(con, paths, day, [bucket], silver_loads(paths, day, after=previous), within=within)
     con.execute("""create or replace temp table neighbour_rows as
         select r.transaction_id, r.account_id, r.customer_id, r.ds, r.amount, r.counterparty_id, r.is_own_description,
             r.is_own_transfer
@@ -910,7 +979,7 @@ def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucke
     build_rows(con)
 
     # who is rebuilt from silver
-    previous_accounts = _accounts_sql(paths, previous, bucket)
+    previous_accounts = _accounts_sql(paths, previous, bucket, within=within)
     con.execute(f"""create or replace temp table recompute as
         with changed_accounts as (
             select customer_id from (
@@ -970,14 +1039,15 @@ def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucke
 
     # recurring streams: those no new row touched are carried from the night before (their occurrences in the
     # window and every fact they depend on are unchanged); the others are detected again
-    previous_full = _accounts_sql(paths, previous, bucket, full=True)
-    consent_before = _consent_sql(paths, previous, bucket)
+    previous_full = _accounts_sql(paths, previous, bucket, full=True, within=within)
+    current_full = _accounts_sql(paths, day, bucket, full=True, within=within)
+    consent_before = _consent_sql(paths, previous, bucket, within)
     con.execute(f"""create or replace temp table stream_dirty_customers as
         select customer_id from recompute
         union select customer_id from (
-            (select * from {_accounts_sql(paths, day, bucket, full=True)} except select * from {previous_full})
+            (select * from {current_full} except select * from {previous_full})
             union all
-            (select * from {previous_full} except select * from {_accounts_sql(paths, day, bucket, full=True)}))
+            (select * from {previous_full} except select * from {current_full}))
         union select customer_id from (
             (select customer_id from open_banking_allowed except select customer_id from {consent_before})
             union all
@@ -997,7 +1067,7 @@ def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucke
     previous_streams = None
     if lake.partition_values(paths, LAYER, "stream_state", bucket=bucket).count(previous.isoformat()):
         con.execute(f"create or replace temp table prev_stream_state as "
-                    f"select * from {_read(paths, 'stream_state', bucket, previous, previous)}")
+                    f"select * from {read('stream_state', previous, previous)}")
         previous_streams = "prev_stream_state"
 
     # the customers rebuilt from silver
@@ -1226,38 +1296,36 @@ def _purge_withdrawn(paths: Paths, day: date, bucket: int) -> int:
 
 def build_bucket(paths: Paths, day: date, bucket: int, rebuild: bool = False) -> dict[str, Any]:
     """The store of one bucket as of `day`, written: merged into the previous night's state, or rebuilt from silver
-    (asked for, or when the store has no state before `day`)."""
+    (asked for, or when the store has no state before `day`); a bucket of more customers than
+    config/features.yaml slice_customers a slice of them at a time either way."""
     started = time.perf_counter()
     previous = None if rebuild else state_date(paths, day, bucket)
     definition = definition_fingerprint()   # once a shard: the state's inputs and D's are checked against it
     stale = stale_inputs(paths, previous, bucket, definition) if previous is not None else []
+    from_silver = previous is None or bool(stale)
     con = lake.connect(shared=True)
     try:
         register_consent(con, paths, day, bucket)
-        slices = rebuild_slices(con, paths, day, bucket) if previous is None or stale else 1
+        slices = store_slices(con, paths, day, bucket)
         if slices > 1:
-            built, tables = _rebuild_in_slices(con, paths, day, bucket, slices, definition)
-            if stale:
-                built.metrics.update(reason=f"the inputs of the store of {previous} changed since: rebuilt from silver",
-                                     n_stale_inputs=len(stale), stale_inputs=stale[:20])
-            elif not rebuild:
-                built.metrics["reason"] = "no previous state in the store: rebuilt from silver"
-        elif previous is None or stale:
+            built, tables = _build_in_slices(con, paths, day, bucket, slices, definition,
+                                             None if from_silver else previous)
+        elif from_silver:
             built = rebuild_bucket(con, paths, day, bucket)
-            if stale:
-                built.metrics.update(reason=f"the inputs of the store of {previous} changed since: rebuilt from silver",
-                                     n_stale_inputs=len(stale), stale_inputs=stale[:20])
-            elif not rebuild:
-                built.metrics["reason"] = "no previous state in the store: rebuilt from silver"
         else:
             built = update_bucket(con, paths, day, bucket, previous)
+        if stale:
+            built.metrics.update(reason=f"the inputs of the store of {previous} changed since: rebuilt from silver",
+                                 n_stale_inputs=len(stale), stale_inputs=stale[:20])
+        elif previous is None and not rebuild:
+            built.metrics["reason"] = "no previous state in the store: rebuilt from silver"
         if slices <= 1:
             built.inputs = store_inputs(paths, day, bucket, definition)
             tables = night_features(con, built)
         rows = _write_bucket(con, paths, built, tables)
     finally:
         con.close()
-    _clean_up(paths, day, bucket, rebuilt=previous is None or bool(stale))
+    _clean_up(paths, day, bucket, rebuilt=from_silver)
     purged = _purge_withdrawn(paths, day, bucket)
     if purged:
         built.metrics["open_banking_rows_purged"] = purged

@@ -27,11 +27,13 @@ from pipelines.errors import SegoneError
 from pipelines.ingest.landing import ingest_landing
 from pipelines.sources.simulate import simulate_command
 from pipelines.stages import history_as_of
+from tests.bank_settings import write_overlay
 from tests.nights import append_rows, split_into_nights
 
 END = date(2026, 11, 20)
 FIRST = END - timedelta(days=9)
 N_BUCKETS = 2
+SLICE = 25          # customers a slice of a bucket (about 60 customers each)
 
 
 def _stamp(day: date, hour: int = 10) -> str:
@@ -131,8 +133,14 @@ def nights(tmp_path_factory):
         conform(paths, "history", as_of)
         store.rebuild(paths, as_of)
         metrics, rebuilt = {}, {}
+        sliced = write_overlay(base / "sliced.yaml", {"features": {"slice_customers": SLICE}})
         for day in [FIRST + timedelta(days=i) for i in range(10)]:
+            # the last five nights merge a slice of each bucket's customers at a time, as a million-customer
+            # bank's nights do (config/features.yaml slice_customers); the rebuilds compared with are whole
+            if day > FIRST + timedelta(days=4):
+                mp.setenv("SEGONE_SETTINGS", str(sliced))
             metrics[day] = _night(paths, day)
+            mp.delenv("SEGONE_SETTINGS", raising=False)
             if day in (FIRST + timedelta(days=4), END):
                 rebuilt[day] = _rebuilt_copy(paths, base / f"rebuilt-{day}", day)
                 _assert_same_store(paths, rebuilt[day], day)
@@ -147,6 +155,12 @@ def test_ten_nights_merged_equal_a_rebuild_from_silver(nights):
     all happened and were handled."""
     paths = nights["paths"]
     assert all(m["modes"] == ["incremental"] for m in nights["metrics"].values())
+    by_bucket = {day: [json.loads(p.read_text()) for p in
+                       sorted((paths.home / "runs" / day.isoformat()).glob("update_features_bucket_*.json"))]
+                 for day in nights["metrics"]}
+    assert all(len(m) == N_BUCKETS for m in by_bucket.values())
+    assert all((b.get("slices", 1) > 1) == (day > FIRST + timedelta(days=4))
+               for day, m in by_bucket.items() for b in m), by_bucket
     reasons = {}
     for m in nights["metrics"].values():
         for reason, n in m["rebuilt_because"].items():
@@ -185,7 +199,7 @@ def test_the_store_registered_for_some_customers_is_the_whole_store_narrowed_to_
 
 
 def test_a_rebuild_in_slices_of_customers_gives_the_same_store(nights, tmp_path, monkeypatch):
-    """A bucket rebuilt a slice of its customers at a time (config/features.yaml rebuild_slice_customers: the
+    """A bucket rebuilt a slice of its customers at a time (config/features.yaml slice_customers: the
     memory a million-customer bank's bucket needs) equals the whole bucket rebuilt at once, every table exactly;
     the next night merges into it as into any state."""
     from tests.bank_settings import write_overlay
@@ -193,7 +207,7 @@ def test_a_rebuild_in_slices_of_customers_gives_the_same_store(nights, tmp_path,
     paths = nights["paths"]
     whole = nights["rebuilt"][END]
     monkeypatch.setenv("SEGONE_SETTINGS", str(write_overlay(tmp_path / "settings.yaml",
-                                                            {"features": {"rebuild_slice_customers": 25}})))
+                                                            {"features": {"slice_customers": 25}})))
     sliced = _rebuilt_copy(paths, tmp_path / "sliced", END)
     metrics = [json.loads(p.read_text()) for p in
                sorted((sliced.home / "runs" / END.isoformat()).glob("update_features_bucket_*.json"))]
