@@ -132,6 +132,13 @@ INVISIBLE_REGEX = ("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u20
 INVISIBLE_WORDS = ("contains an invisible character (U+{codepoint}: zero-width, joiner, direction mark, soft hyphen, "
                    "selector or another that displays as nothing): it would read as another value")
 INVISIBLE_CHARACTER = re.compile(INVISIBLE_REGEX)
+# U+FFFD, the replacement character, stands where a character was lost before the value reached the bank (bytes that
+# were not UTF-8 decoded by a lenient reader upstream, a lone surrogate escape in JSON): CAF\ufffd of CAFE and of CAFE
+# with another accent are one value. An id or a label holding it is refused as one that reads as another; free text
+# keeps it.
+REPLACEMENT_REGEX = "\ufffd"
+REPLACEMENT_REASON = ("contains U+FFFD, the replacement character: a character was lost before it reached the bank "
+                      "(not UTF-8 upstream, or a lone surrogate escape), so it would read as another value")
 # A required free text of only whitespace is empty.
 BLANK_REGEX = r"\s*"
 
@@ -259,6 +266,7 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
         rules.append((f"regexp_matches({value}, {quote_literal(BIDI_REGEX)})", BIDI_REASON, True))
     if column.type == "text" and column.label:
         rules.append((f"regexp_matches({value}, {quote_literal(INVISIBLE_REGEX)})", INVISIBLE_WORDS, True))
+        rules.append((f"contains({value}, {quote_literal(REPLACEMENT_REGEX)})", REPLACEMENT_REASON, True))
     if column.type == "timestamptz":
         rules.append((f"not regexp_full_match({value}, {quote_literal(OFFSET_REGEX)})",
                       "zone offset out of range (-14:00 to +14:00, minutes below 60)", False))
@@ -514,7 +522,16 @@ def _match_header(names: list[str], contract: FileContract, file: str,
     return {c.name: position[c.name] for c in contract.columns if c.name in position}
 
 
+# A record holding bytes that are not UTF-8 (a Latin-1 "caf\xe9", a truncated multi-byte character, an overlong or
+# surrogate encoding): quarantined alone, the file's other records read (DuckDB's message says the whole file is not
+# UTF-8, which is not so; the raw record shows each undecodable byte as "?").
+NOT_UTF8_REASON = ("malformed record: not UTF-8: it holds bytes that are not valid UTF-8 (shown as ? in the raw "
+                   "value); the file's other records are read")
+
+
 def _structural_reason(error_type: str, message: str) -> str:
+    if error_type == "INVALID ENCODING":
+        return NOT_UTF8_REASON
     return f"malformed record: {error_type.lower()}: {message}"
 
 
@@ -561,10 +578,6 @@ def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw:
         current = first_by_line.get(int(line))
         if current is None or _precedence(error_type) < _precedence(current[0]):
             first_by_line[int(line)] = (error_type, message, (csv_line or "").lstrip("\r\n"))
-    encoding = [line for line, (kind, _, _) in first_by_line.items() if kind == "INVALID ENCODING"]
-    if encoding:
-        raise UnreadableFile(f"not UTF-8 (first bad record near line {min(encoding)}): "
-                             f"{first_by_line[min(encoding)][1]}")
     if scan is None:
         raise UnreadableFile(f"unreadable file: {scan_error}")
     n_rows = int(con.execute(f"select count(*) from {raw}_text").fetchall()[0][0])
@@ -584,17 +597,21 @@ def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw:
             for line, (kind, message, raw_record) in sorted(first_by_line.items())]
 
 
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as errors="surrogateescape" reads them
+
+
 def _check_malformed(path: Path, n_columns: int, scan: TextScan, max_malformed: int | None) -> None:
     """UnreadableFile when more than `max_malformed` records of the file are malformed: more or fewer fields than
-    its header, or a character after a closing quote (DuckDB's strict reading refuses both), counted by Python's csv
+    its header, a character after a closing quote, or bytes that are not UTF-8 (DuckDB's strict reading refuses all
+    three, keeping each such record's error in memory), counted by Python's csv
     module in strict mode (streamed; it reads a quote inside an unquoted field as a character, as DuckDB does, and
     after a malformed record goes on at the next line). Not counted when the file has too few lines to pass the bound,
     or when the module meets what it cannot read (a field past its size limit): DuckDB's own reading says why."""
     if max_malformed is None or scan.physical_lines - 1 <= max_malformed:
         return
     records = malformed = 0
-    with bounds.open_bytes(path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+    with bounds.open_bytes(path) as raw:  # an undecodable byte is read as a lone surrogate U+DC80-U+DCFF
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(text, delimiter=",", quotechar='"', doublequote=True, strict=True)
         next(reader, None)  # the header (read and checked before)
         while True:
@@ -610,11 +627,12 @@ def _check_malformed(path: Path, n_columns: int, scan: TextScan, max_malformed: 
                 continue
             if row:
                 records += 1
-                malformed += len(row) != n_columns
+                malformed += len(row) != n_columns or _UNDECODED.search(",".join(row)) is not None
     if malformed > max_malformed:
         raise UnreadableFile(
             f"{malformed:,} of its {records:,} records are malformed (more or fewer fields than the header's "
-            f"{n_columns}, or a character after a closing quote): more than ingest.max_malformed_records_per_file "
+            f"{n_columns}, a character after a closing quote, or bytes that are not UTF-8): more than "
+            f"ingest.max_malformed_records_per_file "
             f"({max_malformed:,}); the file is quarantined whole, none of its records read")
 
 
