@@ -770,6 +770,7 @@ def fairness_table(paths: Paths, day: date, con=None, cfg: dict[str, Any] | None
         from pipelines.fairness import OUTCOMES, fairness_frame
 
         con.execute(f"create or replace temp table report_population as {sql}")  # read again by the drill-downs
+        _display_groups(con, "report_population", "region")
         _publish_groups(con, "report_population", ("age_band", "region"),
                         int(cfg["min_published_group_customers"]))
         sql = "select * from report_population"
@@ -789,6 +790,25 @@ def fairness_table(paths: Paths, day: date, con=None, cfg: dict[str, Any] | None
         {m: i for i, m in enumerate(["offer_rate", "credit_suppression_rate", "protective_reach"])})
         if s.name == "metric" else s, kind="stable").drop(columns="_order").reset_index(drop=True)
     return table, {"population": sql, "control": control, "cfg": cfg}
+
+
+def _display_groups(con, table: str, column: str) -> None:
+    """Rename, in `table`, each group of `column` to what a person is shown (pipelines.display.display_label: no
+    invisible character, at most text.label_max_combining_marks marks on a character, at most
+    text.display_max_chars characters; 'unknown' when nothing visible is left), before groups are counted: a region
+    in silver from before the ingest's label rules, or from another source, is never printed unbounded, and two that
+    show the same are one group."""
+    from pipelines.display import display_label
+
+    groups = _df(con, f"select distinct cast({column} as varchar) as g from {table} where {column} is not null")
+    shown = [(g, display_label(g) or "unknown") for g in groups["g"]]
+    renamed = pd.DataFrame([(g, d) for g, d in shown if g != d], columns=["g", "p"], dtype=object)
+    if renamed.empty:
+        return
+    con.register("report_displayed_groups", renamed)
+    con.execute(f"update {table} set {column} = r.p from report_displayed_groups r "
+                f"where cast({table}.{column} as varchar) = r.g")
+    con.unregister("report_displayed_groups")
 
 
 def _publish_groups(con, table: str, columns: tuple[str, ...], k: int) -> None:

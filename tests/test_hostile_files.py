@@ -618,3 +618,79 @@ def test_a_label_holding_the_replacement_character_is_quarantined_free_text_keep
     result = ingest(con, tmp_path, "transactions", text)
     assert problems(result) == [(2, "merchant_name", f"merchant_name: {REPLACEMENT_REASON}")]
     assert [r[0] for r in result.accepted.fetchall()] == ["T2"]
+
+
+# --- hostile but visible text: look-alikes, full-width forms, Zalgo (config/landing.yaml `text`) ------------------
+
+ZALGO = "Z\u0301\u0302\u0303\u0304\u0305\u0306\u0307algo"  # seven combining marks on the Z
+
+
+def test_a_visible_look_alike_or_zalgo_label_is_quarantined_and_real_scripts_are_kept(con, tmp_path):
+    """A region "Lоndon" (Cyrillic о), "Ｌｏｎｄｏｎ" (full-width) or of Zalgo text was accepted: a second group of the
+    report that reads as London, or one that draws over the table. Labels are quarantined with the reason; Cyrillic,
+    Vietnamese and Devanagari names are kept; a decomposed "Cafe\\u0301" is stored composed (NFC), one group with
+    "Café"."""
+    from pipelines.ingest.core import FULLWIDTH_WORDS, MIXED_SCRIPT_WORDS
+
+    text = "\n".join(["customer_id,birth_year,region,customer_since,known_vulnerability",
+                      "C1,1980,L\u043endon,2020-01-01,", "C2,1980,\uff2c\uff4f\uff4e\uff44\uff4f\uff4e,2020-01-01,",
+                      f"C3,1980,{ZALGO},2020-01-01,", "C4,1980,\u041c\u043e\u0441\u043a\u0432\u0430,2020-01-01,",
+                      "C5,1980,Ti\u00ea\u0301ng Vi\u00ea\u0323t,2020-01-01,",
+                      "C6,1980,\u0915\u094d\u0937\u093f\u0924\u093f\u091c,2020-01-01,", "C7,1980,Cafe\u0301,2020-01-01,",
+                      "C8,1980,\u0391\u03b8\u03ae\u03bd\u03b1 Athens,2020-01-01,"]) + "\n"
+    result = ingest(con, tmp_path, "customers", text)
+    assert problems(result) == [
+        (2, "region", f"region: {MIXED_SCRIPT_WORDS}"),
+        (3, "region", "region: " + FULLWIDTH_WORDS.replace("{fullwidth}", "FF2C")),
+        (4, "region", "region: stacks more than 4 combining marks on one character (Zalgo text; "
+                      "text.label_max_combining_marks): it draws over the text around it")]
+    regions = {r[0]: r[2] for r in result.accepted.fetchall()}
+    assert regions == {"C4": "\u041c\u043e\u0441\u043a\u0432\u0430", "C5": "Ti\u1ebfng Vi\u1ec7t",
+                       "C6": "\u0915\u094d\u0937\u093f\u0924\u093f\u091c", "C7": "Caf\u00e9",
+                       "C8": "\u0391\u03b8\u03ae\u03bd\u03b1 Athens"}
+    text = (TX_HEADER + "\n" + "T1,A1,2026-11-20T10:00:00Z,-5.00,EUR,Films,\uff2e\uff25\uff34\uff26\uff2c\uff29\uff38,4899,card,IE,\n"
+            f"T2,A1,2026-11-20T10:00:00Z,-5.00,EUR,{ZALGO} and \uff2e\uff25\uff34,NETFLIX,4899,card,IE,\n")
+    result = ingest(con, tmp_path, "transactions", text)
+    assert [(line, column) for line, column, _ in problems(result)] == [(2, "merchant_name")]
+    assert result.accepted.fetchall()[0][5] == f"{ZALGO} and \uff2e\uff25\uff34"  # free text keeps them
+
+
+def test_an_id_of_a_look_alike_or_full_width_character_is_refused_naming_it_never_normalised(con, tmp_path):
+    text = ("customer_id,birth_year,region,customer_since,known_vulnerability\n"
+            "\uff23\uff11,1980,London,2020-01-01,\n\u04211,1980,London,2020-01-01,\nC1,1980,London,2020-01-01,\n")
+    result = ingest(con, tmp_path, "customers", text)
+    reasons = [reason for _, _, reason in problems(result)]
+    assert [r.split(": contains ")[1][:6] for r in reasons] == ["U+FF23", "U+0421"]
+    assert all(r.endswith("an id is matched as written, never normalised") for r in reasons)
+    assert [r[0] for r in result.accepted.fetchall()] == ["C1"]
+
+
+def test_an_open_banking_name_that_is_a_look_alike_or_zalgo_loses_its_field_and_free_text_keeps_it(tmp_path):
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=4)
+    transactions = envelope["transactions"]["Data"]["Transaction"]
+    transactions[0]["MerchantDetails"] = {"MerchantName": "P\u0430yPal"}  # Cyrillic а
+    transactions[1]["MerchantDetails"] = {"MerchantName": "\uff2e\uff25\uff34\uff26\uff2c\uff29\uff38"}
+    transactions[2]["MerchantDetails"] = {"MerchantName": ZALGO}
+    transactions[3]["MerchantDetails"] = {"MerchantName": "Cafe\u0301 \u041c\u043e\u0441\u043a\u0432\u0430"}
+    transactions[3]["TransactionInformation"] = f"coffee {ZALGO}"
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    kept = batch.tables["ob_transactions"]
+    assert len(kept) == 4
+    assert kept["merchant_name"].dropna().tolist() == ["Caf\u00e9 \u041c\u043e\u0441\u043a\u0432\u0430"]  # NFC
+    assert f"coffee {ZALGO}" in set(kept["description"])
+    reasons = sorted(batch.quarantine["reason"])
+    assert len(reasons) == 3 and all(r.startswith("MerchantDetails.MerchantName ") and
+                                      r.endswith("field set to null, record kept") for r in reasons)
+
+
+def test_the_mixed_script_rule_says_the_same_in_sql_and_python(con):
+    """The core rule is RE2's script classes in DuckDB, the open-banking one Python's unicodedata names: every letter
+    of the Latin, Greek and Cyrillic blocks beside a Latin or a Cyrillic letter is judged the same by both."""
+    from pipelines.ingest.core import MIXED_SCRIPT_REGEX, mixed_script_word
+
+    letters = [chr(c) for c in [*range(0x41, 0x7b), *range(0xc0, 0x250), *range(0x370, 0x400), *range(0x400, 0x530),
+                                *range(0x1e00, 0x1f00)] if chr(c).isalpha()]
+    samples = [w for ch in letters for w in (f"a{ch}", f"{ch}a", f"\u0434{ch}", f"x1{ch}", f"a {ch}")]
+    sql = con.execute("select w, regexp_matches(w, ?) from unnest(?) as t(w)", [MIXED_SCRIPT_REGEX, samples]).fetchall()
+    disagree = [w for w, found in sql if found != (mixed_script_word(w) is not None)]
+    assert not disagree, disagree[:10]

@@ -590,3 +590,22 @@ def test_the_pooled_small_groups_row_counts_exactly_the_customers_pooled(tmp_pat
     fairness = section_text(page, "Fairness across")
     assert "Tonight: region pooled: 12 customers." in fairness
     assert "Nrth" not in page and "Sheffield Rd 12" not in page
+
+
+def test_a_region_is_shown_cut_to_the_display_bound(tmp_path) -> None:
+    """A region of 5,000 characters in silver (loaded before the ingest's bounds, or from another source) was printed
+    whole as a group of the fairness table; now as display_label shows it (text.display_max_chars)."""
+    from pipelines.contract import text_limits
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGONE_HOME", str(tmp_path))
+        paths = Paths(tmp_path)
+        report_lake.build(paths)
+        customers = report_lake.customers()
+        customers.loc[customers["region"] == "North", "region"] = "N" * 5_000
+        lake.write_frame(customers, lake.partition_path(paths, "silver", "customers", as_of=DAY.isoformat()), paths)
+        table, _ = nightly_report.fairness_table(paths, DAY)
+        page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
+    shown = "N" * (text_limits().display_max_chars - 1) + "\u2026"
+    assert shown in set(table["group"])
+    assert "N" * text_limits().display_max_chars not in page

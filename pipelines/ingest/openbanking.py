@@ -105,6 +105,7 @@ import logging
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -119,7 +120,7 @@ import pyarrow as pa
 
 from pipelines.contract import landing_contract, openbanking_lengths
 from pipelines.ingest.core import (BIDI_REASON, BIDI_REGEX, INSTANT_OUT_OF_RANGE, REPLACEMENT_REASON,
-                                   REPLACEMENT_REGEX, invisible_reason)
+                                   REPLACEMENT_REGEX, invisible_reason, lookalike_reason)
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +396,7 @@ class _Record:
                     self.problem(name, f"{name} {invisible}", value, required or name in lengths.ids)
                     return None
                 if len(value) <= lengths.limit(name):
-                    return value
+                    return unicodedata.normalize("NFC", value) if name in lengths.labels else value
                 self.problem(name, too_long(name, value, lengths.limit(name)), value, required or name in lengths.ids)
                 return None
             self.problem(name, f"{name} contains a control character (NUL or another C0 code other than tab and line "
@@ -1138,7 +1139,7 @@ def _hidden(value: str) -> str | None:
         return BIDI_REASON
     if REPLACEMENT_REGEX in value:
         return REPLACEMENT_REASON
-    return invisible_reason(value)
+    return invisible_reason(value) or lookalike_reason(value)
 
 
 def _envelope_context(envelope: dict[str, Any], source_file: str
