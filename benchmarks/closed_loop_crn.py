@@ -25,10 +25,8 @@ others; the CPU seconds of the steps. Not timed: the start. Runs on any revision
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import hashlib
-import io
 import json
 import math
 import resource
@@ -42,11 +40,9 @@ import pandas as pd
 import yaml
 
 from pipelines.config import Paths
+from pipelines.crm_export import write_rows_export as write_export
 from pipelines.sources.simulate import world
 
-EXPORT_COLUMNS = ["recommendation_id", "customer_id", "as_of", "rank", "action_id", "action_class", "channel",
-                  "priority", "logging_probability", "is_exploration", "is_control", "explanation",
-                  "policy_version", "valid_until"]
 # actions the simulator answers and whose effects show in the balances, a mix of protective and commercial ones
 ACTIONS = ["shortfall_warning", "overdraft_buffer", "budgeting_tools", "bill_reminder", "benefits_check",
            "safe_to_save_sweep", "easy_access_savings", "isa", "regular_saver", "credit_card", "personal_loan",
@@ -85,23 +81,6 @@ def export_rows(night: dt.date, customers: int, policy: str, contact: float, dif
                          "as_of": night.isoformat(), "rank": k + 1, "action_id": ACTIONS[a],
                          "channel": CHANNELS[_hash("channel", i, night, k) % len(CHANNELS)], "is_control": "false"})
     return rows
-
-
-def write_export(paths: Paths, night: dt.date, rows: list[dict]) -> None:
-    """A CRM export folder as the publish step writes it (CSV + manifest with sizes and hashes)."""
-    folder = paths.exports / "crm" / night.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO(newline="")
-    out = csv.writer(buf, lineterminator="\n")
-    out.writerow(EXPORT_COLUMNS)
-    for row in rows:
-        out.writerow([row.get(c, "") for c in EXPORT_COLUMNS])
-    data = buf.getvalue().encode("utf-8")
-    (folder / "next_best_actions.csv").write_bytes(data)
-    digest = hashlib.sha256(data).hexdigest()
-    (folder / "manifest.json").write_text(json.dumps({
-        "as_of": night.isoformat(), "rows": len(rows), "sha256": digest,
-        "files": [{"name": "next_best_actions.csv", "bytes": len(data), "sha256": digest, "rows": len(rows)}]}))
 
 
 def cpu() -> float:

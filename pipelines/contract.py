@@ -108,3 +108,22 @@ def classify_landing_file(path: Path) -> tuple[str, str] | None:
     if not match:
         return None
     return match["kind"], match["format"].lstrip(".")
+
+
+@dataclass(frozen=True)
+class TextLimits:
+    """Hostile but visible text (config/landing.yaml `text`): the most combining marks a label may stack on one
+    character, and the most characters of a label or free text shown to a person."""
+
+    label_max_combining_marks: int
+    display_max_chars: int
+
+
+@functools.lru_cache(maxsize=1)
+def text_limits() -> TextLimits:
+    raw = load_config("landing").get("text") or {}
+    values = {name: raw.get(name) for name in ("label_max_combining_marks", "display_max_chars")}
+    for name, value in values.items():
+        if type(value) is not int or value < 1:
+            raise ValueError(f"config/landing.yaml: text.{name} must be a whole number >= 1, not {value!r}")
+    return TextLimits(**values)

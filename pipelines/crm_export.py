@@ -469,6 +469,33 @@ def write_parts(rows: Iterable[list[str]], folder: Path, max_bytes: int) -> list
     return [{"name": p.path.name, "rows": p.rows, "bytes": p.bytes, "sha256": p.digest.hexdigest()} for p in parts]
 
 
+def content_sha256(folder: Path, files: list[dict[str, Any]]) -> str:
+    """The manifest's `sha256`: of the files' bytes concatenated in the order of `files`."""
+    whole = hashlib.sha256()
+    for f in files:
+        with open(folder / f["name"], "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                whole.update(chunk)
+    return whole.hexdigest()
+
+
+def write_rows_export(paths: Paths, day: date, rows: Iterable[dict[str, Any]]) -> Path:
+    """exports/crm/D/ written from the given rows (a dict per recommendation, by export column; a column it lacks is
+    empty, a key that is no export column is ignored), for what steps the simulated world without running a night
+    (tests/test_simulate_world.py, benchmarks/closed_loop_crn.py): the night's serialiser and file names
+    (`write_parts`) and a manifest whose as_of, files, rows and sha256 are made as `stage_export` makes them, so
+    `read_export` checks it as a CRM would. Not the night's export: no gate, no schema check of the rows, no swap."""
+    folder = export_folder(paths, day)
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = (["" if row.get(c) is None else str(row[c]) for c in EXPORT_COLUMNS] for row in rows)
+    files = write_parts(cells, folder, default_max_bytes())
+    manifest = {"schema_version": SCHEMA_VERSION, "as_of": day.isoformat(), "files": files,
+                "rows": sum(f["rows"] for f in files), "sha256": content_sha256(folder, files),
+                "columns": EXPORT_COLUMNS}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8", newline="\n")
+    return folder
+
+
 def _created_by() -> str:
     try:
         from importlib.metadata import version
@@ -544,12 +571,7 @@ def stage_export(paths: Paths, day: date, max_bytes: int | None = None, run_id: 
             raise SegoneError(f"CRM export of {d}: recommendation_id is not a unique upsert key "
                               f"({total:,} rows, {distinct:,} distinct ids, {null_keys:,} null)")
         files = write_parts(_rows(con, query, _row_checks(schema)), tmp, max_bytes)
-        whole = hashlib.sha256()
-        for f in files:
-            with open(tmp / f["name"], "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    whole.update(chunk)
-        content_hash = whole.hexdigest()
+        content_hash = content_sha256(tmp, files)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "run_id": run_id or f"crm-{d}-" + hashlib.sha256(f"{d}|{content_hash}".encode()).hexdigest()[:12],

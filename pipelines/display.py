@@ -11,15 +11,21 @@ label built from free text goes through `display_label` (or `display_labels` for
   musical symbol formatting);
 - control characters (C0 and C1, DEL, tab and line breaks) and the line and paragraph separators become a space,
   and runs of white space one space, trimmed: a label is one line;
-- a label left empty is null.
+- a label left empty is null;
+- at most `text.label_max_combining_marks` combining marks are kept on one character (Zalgo text draws over the
+  lines around it) and the label is cut to `text.display_max_chars` characters, ending in an ellipsis
+  (config/landing.yaml `text`, one place for the ingest's and the display's limits): a 500-character description
+  is no label, and a label is never unbounded.
 What the label shows is then what it holds, in the stored characters' order. The text in silver is unchanged.
 """
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pandas as pd
 
+from pipelines.contract import text_limits
 from pipelines.ingest.core import BIDI_REGEX, INVISIBLE_REGEX
 
 # Unicode category Cf outside INVISIBLE_REGEX and BIDI_REGEX (Unicode 15: tests/test_display.py checks that the
@@ -31,6 +37,7 @@ BREAK_REGEX = "[\x00-\x1f\x7f-\x9f\u2028\u2029]"
 _HIDDEN = re.compile("|".join((INVISIBLE_REGEX, BIDI_REGEX, FORMAT_REGEX)))
 _BREAK = re.compile(BREAK_REGEX)
 _SPACES = re.compile(r"\s+")
+ELLIPSIS = "\u2026"  # ends a label cut to text.display_max_chars
 
 
 def display_label(text: str | None) -> str | None:
@@ -39,7 +46,28 @@ def display_label(text: str | None) -> str | None:
     if text is None or (not isinstance(text, str) and pd.isna(text)):
         return None
     shown = _SPACES.sub(" ", _BREAK.sub(" ", _HIDDEN.sub("", str(text)))).strip()
-    return shown or None
+    if not shown:
+        return None
+    limits = text_limits()
+    if not shown.isascii():
+        shown = _cap_marks(shown, limits.label_max_combining_marks)
+    if len(shown) > limits.display_max_chars:
+        cut = shown[:limits.display_max_chars - 1]
+        while cut and unicodedata.category(shown[len(cut)])[0] == "M":  # not between a character and its marks
+            cut = cut[:-1]
+        shown = cut.rstrip() + ELLIPSIS
+    return shown
+
+
+
+def _cap_marks(text: str, max_marks: int) -> str:
+    """`text` with at most `max_marks` combining marks (Unicode category M) in a row."""
+    kept, run = [], 0
+    for character in text:
+        run = run + 1 if unicodedata.category(character)[0] == "M" else 0
+        if run <= max_marks:
+            kept.append(character)
+    return "".join(kept)
 
 
 def display_labels(texts: pd.Series) -> pd.Series:

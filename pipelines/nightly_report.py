@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import lake
-from pipelines.config import Paths, load_config, settings
+from pipelines.config import Paths, load_config, min_published_group_customers, settings
 from pipelines.html_report import (
     bar_figure,
     calibration_figure,
@@ -325,6 +325,10 @@ def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                       f"is_shortfall_risk and not has_forecast) from {flags}")
     reasons = _df(con, " union all ".join(selects))
     reasons["share_of_customers"] = reasons["customers"] / total if total else np.nan
+    k = min_published_group_customers()
+    small = reasons["customers"].between(1, k - 1)
+    reasons["share_of_customers"] = reasons["share_of_customers"].mask(small)
+    reasons["customers"] = published_counts(reasons["customers"], k)
     got = pd.DataFrame()
     if nba is not None:
         credit = _quote(credit_actions())
@@ -341,6 +345,9 @@ def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                    count(*) filter (where p.credit) as "with a credit offer (must be 0)",
                    count(*) filter (where p.customer_id is null) as "with no action tonight"
             from {flags} f left join per p using (customer_id) where f.is_at_risk""")
+        for column in got.columns:
+            if column != "with a credit offer (must be 0)":  # a breach is shown whatever its count
+                got[column] = published_counts(got[column], k)
     n = int(report_settings()["sample_customers"])
     actions = (f"(select string_agg(action_id, ', ' order by rank) from {nba} n where n.customer_id = f.customer_id)"
                if nba else "null")
@@ -353,7 +360,10 @@ def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
     share = format_pct(at_risk / total) if total else "0%"
     text = (f"{at_risk:,} of {total:,} customers decided tonight are at risk ({share}): "
             "at least one flag that, by DESIGN principle 1, blocks every credit or lending offer. The flags are the "
-            "ones decide acted on (gold decision_flags); a customer may hold several.\n\n"
+            "ones decide acted on (gold decision_flags); a customer may hold several. A count of 1 to "
+            f"{k - 1} customers is shown as '<{k}' without its share, here and in what customers at risk were "
+            f"given (nightly_report.min_published_group_customers: a flag a few customers hold would single them "
+            f"out); 0 is shown, and so is any count of credit offers to customers at risk, which must be 0.\n\n"
             f"A sample of {len(sample)} customers at risk (a fixed pseudo-random draw for the night, not the worst "
             "cases), by pseudonymous id: their 30-day shortfall probability, why credit is blocked and tonight's "
             "actions. The flags other than a predicted shortfall are restricted data (docs/access.md): they are "
@@ -363,6 +373,13 @@ def _at_risk(paths: Paths, day: date, con) -> list[dict[str, Any]]:
         tables.append({"frame": got, "caption": "What customers at risk were given tonight"})
     tables.append({"frame": sample, "caption": "Sample of customers at risk", "formats": {"p_shortfall_30": "pct"}})
     return [{"key": "at_risk", "heading": SECTION_HEADINGS["at_risk"], "text": text, "tables": tables}]
+
+
+def published_counts(counts: pd.Series, k: int) -> pd.Series:
+    """Counts of customers as a table publishes them: '<k' for 1 to k-1 (config/segone.yaml
+    nightly_report.min_published_group_customers), else the count with thousands separators (0 included)."""
+    return pd.Series([f"<{k}" if 0 < int(n) < k else f"{int(n):,}" for n in counts], index=counts.index,
+                     dtype=object)
 
 
 def _advisor_queue(paths: Paths, day: date, con) -> list[dict[str, Any]]:
@@ -753,6 +770,7 @@ def fairness_table(paths: Paths, day: date, con=None, cfg: dict[str, Any] | None
         from pipelines.fairness import OUTCOMES, fairness_frame
 
         con.execute(f"create or replace temp table report_population as {sql}")  # read again by the drill-downs
+        _display_groups(con, "report_population", "region")
         _publish_groups(con, "report_population", ("age_band", "region"),
                         int(cfg["min_published_group_customers"]))
         sql = "select * from report_population"
@@ -772,6 +790,25 @@ def fairness_table(paths: Paths, day: date, con=None, cfg: dict[str, Any] | None
         {m: i for i, m in enumerate(["offer_rate", "credit_suppression_rate", "protective_reach"])})
         if s.name == "metric" else s, kind="stable").drop(columns="_order").reset_index(drop=True)
     return table, {"population": sql, "control": control, "cfg": cfg}
+
+
+def _display_groups(con, table: str, column: str) -> None:
+    """Rename, in `table`, each group of `column` to what a person is shown (pipelines.display.display_label: no
+    invisible character, at most text.label_max_combining_marks marks on a character, at most
+    text.display_max_chars characters; 'unknown' when nothing visible is left), before groups are counted: a region
+    in silver from before the ingest's label rules, or from another source, is never printed unbounded, and two that
+    show the same are one group."""
+    from pipelines.display import display_label
+
+    groups = _df(con, f"select distinct cast({column} as varchar) as g from {table} where {column} is not null")
+    shown = [(g, display_label(g) or "unknown") for g in groups["g"]]
+    renamed = pd.DataFrame([(g, d) for g, d in shown if g != d], columns=["g", "p"], dtype=object)
+    if renamed.empty:
+        return
+    con.register("report_displayed_groups", renamed)
+    con.execute(f"update {table} set {column} = r.p from report_displayed_groups r "
+                f"where cast({table}.{column} as varchar) = r.g")
+    con.unregister("report_displayed_groups")
 
 
 def _publish_groups(con, table: str, columns: tuple[str, ...], k: int) -> None:

@@ -23,7 +23,8 @@ from pipelines import lake
 from pipelines.config import REPO_ROOT, Paths, settings
 from pipelines.contract import FileContract, landing_contract
 from pipelines.data_docs import build_gate_site, clear_results
-from pipelines.ingest.core import BIDI_REGEX, CONTROL_REGEX, FORMAT_REGEX, INVISIBLE_REGEX, bronze_columns_sql
+from pipelines.ingest.core import (BIDI_REGEX, CONTROL_REGEX, FORMAT_REGEX, FULLWIDTH_REGEX, INVISIBLE_REGEX,
+                                   REPLACEMENT_REGEX, bronze_columns_sql)
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.runs import write_run_metrics
 from pipelines.schemas import TableSchema, table_schema, tables
@@ -198,10 +199,12 @@ def landing_suite(contract: FileContract) -> dict[str, Any]:
                                      regex=GX_REGEX[column.type]))
         if column.type == "text":
             # One expectation per type and column (a suite keeps only one): C0 controls and bidi controls in one
-            # class, and for a label the invisible characters too.
+            # class, and for a label the invisible characters, U+FFFD and the full-width forms too (the ingest's
+            # mixed-script and Zalgo rules need RE2's script classes: not here).
             rule, regex = "no control characters, no bidirectional controls", CONTROL_REGEX[:-1] + BIDI_REGEX[1:]
             if column.label:
-                rule, regex = rule + ", no invisible characters", regex[:-1] + INVISIBLE_REGEX[1:]
+                rule, regex = (rule + ", no invisible characters, no U+FFFD, no full-width forms",
+                               regex[:-1] + INVISIBLE_REGEX[1:-1] + REPLACEMENT_REGEX + FULLWIDTH_REGEX[1:])
             items.append(expectation("expect_column_values_to_not_match_regex", rule, column=name,
                                      regex=escaped_pattern(regex)))
         if column.type == "enum":

@@ -39,3 +39,21 @@ def test_every_format_character_is_removed() -> None:
     ingest = [chr(c) for c in range(0x110000) if listed.fullmatch(chr(c))]
     assert {"\u034f", "\u115f", "\u3164", "\ufe0f", "\U000e0100", "\u202e"} <= set(ingest)
     assert display_label("A" + "".join(ingest) + "B") == "AB"
+
+
+def test_a_label_is_cut_to_the_display_bound_and_zalgo_is_capped():
+    """A 100,000-character description shown as an evidence label, or Zalgo text, was shown whole: a label is now at
+    most text.display_max_chars characters (config/landing.yaml), ending in an ellipsis, never between a character
+    and its marks, with at most text.label_max_combining_marks marks on one character; short ones are unchanged."""
+    from pipelines.contract import text_limits
+
+    limits = text_limits()
+    shown = display_label("X" * 100_000)
+    assert len(shown) == limits.display_max_chars and shown.endswith("\u2026")
+    zalgo = "Z" + "\u0301" * 30 + "algo"
+    assert display_label(zalgo) == "Z" + "\u0301" * limits.label_max_combining_marks + "algo"
+    marked = ("e\u0301" * limits.display_max_chars)
+    cut = display_label(marked)
+    assert cut.endswith("e\u0301\u2026") and len(cut) <= limits.display_max_chars
+    assert display_label("Ti\u00ea\u0301ng Vi\u00ea\u0323t") == "Ti\u00ea\u0301ng Vi\u00ea\u0323t"
+    assert display_label("TESCO STORES 2231") == "TESCO STORES 2231"

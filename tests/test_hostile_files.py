@@ -218,9 +218,9 @@ def test_a_csv_of_more_malformed_records_than_the_bound_is_quarantined_whole_wit
     result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv")
     assert result.whole_file_quarantined
     assert problems(result) == [(None, None, "75,000 of its 150,000 records are malformed (more or fewer fields "
-                                             "than the header's 11, or a character after a closing quote): more "
-                                             "than ingest.max_malformed_records_per_file (10,000); the file is "
-                                             "quarantined whole, none of its records read")]
+                                             "than the header's 11, a character after a closing quote, or bytes "
+                                             "that are not UTF-8): more than ingest.max_malformed_records_per_file "
+                                             "(10,000); the file is quarantined whole, none of its records read")]
 
     lines = [header, *(good.format(i) for i in range(8)), short.format(8), "", good.format(9) + ",extra", "",
              short.format(10)]
@@ -473,3 +473,224 @@ def test_an_invisible_character_in_an_open_banking_id_costs_its_record_in_a_name
         (reason,) = batch.quarantine["reason"]
         assert reason.startswith(f"envelope {key} contains a")
         assert not any(len(frame) for frame in batch.tables.values())
+
+
+# --- bytes that are not UTF-8, lone surrogates, records over DuckDB's 2 MB line limit ---------------------------
+
+TX_HEADER = ("transaction_id,account_id,booked_at,amount,currency,description,merchant_name,mcc,channel,country,"
+             "counterparty_id")
+
+
+def tx_line(i: int, description: bytes = b"ok") -> bytes:
+    return b"T%d,A1,2026-11-20T10:00:00Z,-5.00,EUR,%s,Cafe,5812,card,IE,\n" % (i, description)
+
+
+@pytest.mark.parametrize("bad", [b"caf\xe9", b"\xc0\xaf", b"\xed\xa0\x80", b'"two\nlines \xff"'],
+                         ids=["latin-1", "overlong", "surrogate", "quoted-multiline"])
+@pytest.mark.parametrize("gz", [False, True], ids=["csv", "csv.gz"])
+def test_a_record_of_bytes_that_are_not_utf8_is_quarantined_alone_and_the_rest_read(con, tmp_path, bad, gz):
+    """One Latin-1 merchant (or an overlong or surrogate encoding) in a night's transactions quarantined the whole file,
+    "not UTF-8 (first bad record near line 3)", and so stopped the night (transactions is a required file). Now the
+    record is quarantined with its line and the file's other records are read."""
+    import gzip
+
+    from pipelines.ingest.core import NOT_UTF8_REASON
+
+    data = TX_HEADER.encode() + b"\n" + tx_line(1) + tx_line(2, bad) + tx_line(3)
+    path = tmp_path / ("transactions.csv.gz" if gz else "transactions.csv")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    result = read_landing_file(con, path, landing_contract()["transactions"], D, f"x/{path.name}")
+    assert not result.whole_file_quarantined
+    assert problems(result) == [(3, None, NOT_UTF8_REASON)]
+    assert sorted(r[0] for r in result.accepted.fetchall()) == ["T1", "T3"]
+    assert (result.rows_read, result.rows_accepted, result.rows_quarantined) == (3, 2, 1)
+    (raw,) = result.quarantine["raw_value"]
+    assert raw.startswith("T2,A1,") and "?" in raw  # the undecodable bytes shown as ?
+
+
+def test_a_file_of_more_records_not_utf8_than_the_malformed_bound_is_quarantined_whole(con, tmp_path):
+    """A Latin-1 file (every record with an accent) would keep one DuckDB error per record in memory: past
+    ingest.max_malformed_records_per_file such records are counted with the malformed ones, the file quarantined
+    whole with the count; a personal file's bad record shows its length, not its text."""
+    from pipelines.ingest.limits import IngestLimits
+
+    path = tmp_path / "transactions.csv"
+    path.write_bytes(TX_HEADER.encode() + b"\n" + b"".join(tx_line(i, b"caf\xe9" if i % 2 else b"ok")
+                                                            for i in range(40)))
+    for bound, whole in ((19, True), (20, False)):
+        result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv",
+                                   limits=IngestLimits(max_malformed_records=bound))
+        assert result.whole_file_quarantined is whole
+        if whole:
+            assert problems(result)[0][2].startswith("20 of its 40 records are malformed (more or fewer fields than "
+                                                     "the header's 11, a character after a closing quote, or bytes "
+                                                     "that are not UTF-8)")
+        else:
+            assert (result.rows_accepted, result.rows_quarantined) == (20, 20)
+    messages = ingest(con, tmp_path, "messages", b"message_id,customer_id,received_at,channel,text\n"
+                                                 b"M1,C1,2026-11-20T10:00:00Z,chat,hello\n"
+                                                 b"M2,C1,2026-11-20T10:00:00Z,chat,my secret caf\xe9\n")
+    assert [r[0] for r in messages.accepted.fetchall()] == ["M1"]
+    assert list(messages.quarantine["raw_value"]) == ["[withheld: a record of 46 characters with personal text]"]
+
+
+@pytest.mark.parametrize("shape", ["unquoted", "quoted", "last-without-newline", "crlf"])
+def test_a_record_over_the_readers_2_mb_line_limit_is_quarantined_alone(con, tmp_path, shape):
+    """DuckDB reads no record over its max_line_size (2,000,000 bytes): such a record is quarantined with its line
+    and the reason naming the limit; the other records are read. (A header over 1 MB: the file, see
+    test_ingest_core.)"""
+    long = b"x" * 2_100_000
+    if shape == "quoted":
+        long = b'"' + long + b'"'
+    data = TX_HEADER.encode() + b"\n" + tx_line(1) + tx_line(2, long) + tx_line(3)
+    if shape == "last-without-newline":
+        data = TX_HEADER.encode() + b"\n" + tx_line(1) + tx_line(3) + tx_line(2, long)[:-1]
+    if shape == "crlf":
+        data = data.replace(b"\n", b"\r\n")
+    path = tmp_path / "transactions.csv"
+    path.write_bytes(data)
+    result = read_landing_file(con, path, landing_contract()["transactions"], D, "x/transactions.csv")
+    ((line, column, reason),) = problems(result)
+    assert (line, column) == (4 if shape == "last-without-newline" else 3, None)
+    assert reason.startswith("malformed record: line size over maximum: Maximum line size of 2000000 bytes exceeded")
+    assert "\n" not in reason
+    assert sorted(r[0] for r in result.accepted.fetchall()) == ["T1", "T3"]
+    assert result.quarantine["raw_value"].str.len().max() <= 1000
+
+
+def test_an_envelope_with_bytes_that_are_not_utf8_loses_only_the_fields_or_records_holding_them(tmp_path):
+    """A Latin-1 merchant name quarantined the customer's whole fetch ("not valid UTF-8"). Now the bytes are read
+    as U+FFFD with a note: a name holding one is set to null, an id's record quarantined, free text keeps it."""
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=3)
+    transactions = envelope["transactions"]["Data"]["Transaction"]
+    transactions[0]["MerchantDetails"] = {"MerchantName": "CAFE-MARK-1"}
+    transactions[1]["TransactionId"] = "TX-MARK-2"
+    transactions[2]["TransactionInformation"] = "coffee MARK-3"
+    data = (json.dumps(envelope).encode().replace(b"CAFE-MARK-1", b"CAF\xc9").replace(b"TX-MARK-2", b"TX\xff2")
+            .replace(b"MARK-3", b"caf\xe9"))
+    path = tmp_path / "openbanking" / "C1-alpha.json"
+    path.parent.mkdir()
+    path.write_bytes(data)
+    batch = parse_openbanking_files([path], landing_root=tmp_path, workers=1)
+    kept = batch.tables["ob_transactions"]
+    assert len(kept) == 2 and kept["merchant_name"].isna().sum() == 1
+    assert "coffee caf\ufffd" in set(kept["description"])
+    reasons = list(batch.quarantine["reason"])
+    assert reasons[0].startswith("not valid UTF-8: 'utf-8' codec can't decode byte 0xc9") and \
+        "(3 byte sequences not UTF-8 in the file's strings): each read as U+FFFD" in reasons[0]
+    assert sorted(r.split(" contains U+FFFD")[0] for r in reasons[1:]) == ["MerchantDetails.MerchantName",
+                                                                          "TransactionId"]
+    assert len(batch.tables["ob_accounts"]) == 1
+
+
+def test_a_lone_surrogate_escape_in_an_envelope_is_replaced_and_noted_not_a_traceback(tmp_path):
+    """"\\ud800" is valid JSON syntax but no character: the whole ingest failed with a UnicodeEncodeError traceback
+    (the night stopped). Each is replaced by U+FFFD with one note; then the name, id or free-text rule applies. An
+    escaped pair (an emoji) is one character and kept."""
+    from pipelines import lake
+    from pipelines.config import Paths
+    from pipelines.ingest.landing import ingest_landing
+
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=4)
+    transactions = envelope["transactions"]["Data"]["Transaction"]
+    transactions[0]["MerchantDetails"] = {"MerchantName": "\ud800CAFE"}
+    transactions[1]["TransactionInformation"] = "coffee \udcff"
+    transactions[2]["TransactionId"] = "T\udbff"
+    transactions[3]["TransactionInformation"] = "gift \U0001F381"  # json.dumps writes it as \ud83c\udf81
+    folder = tmp_path / "landing" / D.isoformat()
+    (folder / "openbanking").mkdir(parents=True)
+    (folder / "openbanking" / "C1-alpha.json").write_text(json.dumps(envelope), encoding="utf-8")
+    metrics = ingest_landing(Paths(tmp_path), D.isoformat(), folder, business_date=D)
+    assert metrics["openbanking"]["rows_quarantined"] == 3
+    folder = lake.partition_path(Paths(tmp_path), "bronze", "ob_transactions", load_date=D.isoformat())
+    kept = pd.read_parquet(folder)
+    assert len(kept) == 3 and kept["merchant_name"].isna().sum() == 1
+    assert {"coffee \ufffd", "gift \U0001F381"} <= set(kept["description"])
+
+
+def test_a_label_holding_the_replacement_character_is_quarantined_free_text_keeps_it(con, tmp_path):
+    """U+FFFD stands where upstream lost a character: CAF\\ufffd of CAFE and of CAFE with another accent are one
+    merchant; a region of it one group."""
+    from pipelines.ingest.core import REPLACEMENT_REASON
+
+    text = (TX_HEADER + "\n" + "T1,A1,2026-11-20T10:00:00Z,-5.00,EUR,caf\ufffd latte,CAF\ufffd,5812,card,IE,\n"
+            "T2,A1,2026-11-20T10:00:00Z,-5.00,EUR,caf\ufffd latte,Cafe,5812,card,IE,\n")
+    result = ingest(con, tmp_path, "transactions", text)
+    assert problems(result) == [(2, "merchant_name", f"merchant_name: {REPLACEMENT_REASON}")]
+    assert [r[0] for r in result.accepted.fetchall()] == ["T2"]
+
+
+# --- hostile but visible text: look-alikes, full-width forms, Zalgo (config/landing.yaml `text`) ------------------
+
+ZALGO = "Z\u0301\u0302\u0303\u0304\u0305\u0306\u0307algo"  # seven combining marks on the Z
+
+
+def test_a_visible_look_alike_or_zalgo_label_is_quarantined_and_real_scripts_are_kept(con, tmp_path):
+    """A region "Lоndon" (Cyrillic о), "Ｌｏｎｄｏｎ" (full-width) or of Zalgo text was accepted: a second group of the
+    report that reads as London, or one that draws over the table. Labels are quarantined with the reason; Cyrillic,
+    Vietnamese and Devanagari names are kept; a decomposed "Cafe\\u0301" is stored composed (NFC), one group with
+    "Café"."""
+    from pipelines.ingest.core import FULLWIDTH_WORDS, MIXED_SCRIPT_WORDS
+
+    text = "\n".join(["customer_id,birth_year,region,customer_since,known_vulnerability",
+                      "C1,1980,L\u043endon,2020-01-01,", "C2,1980,\uff2c\uff4f\uff4e\uff44\uff4f\uff4e,2020-01-01,",
+                      f"C3,1980,{ZALGO},2020-01-01,", "C4,1980,\u041c\u043e\u0441\u043a\u0432\u0430,2020-01-01,",
+                      "C5,1980,Ti\u00ea\u0301ng Vi\u00ea\u0323t,2020-01-01,",
+                      "C6,1980,\u0915\u094d\u0937\u093f\u0924\u093f\u091c,2020-01-01,", "C7,1980,Cafe\u0301,2020-01-01,",
+                      "C8,1980,\u0391\u03b8\u03ae\u03bd\u03b1 Athens,2020-01-01,"]) + "\n"
+    result = ingest(con, tmp_path, "customers", text)
+    assert problems(result) == [
+        (2, "region", f"region: {MIXED_SCRIPT_WORDS}"),
+        (3, "region", "region: " + FULLWIDTH_WORDS.replace("{fullwidth}", "FF2C")),
+        (4, "region", "region: stacks more than 4 combining marks on one character (Zalgo text; "
+                      "text.label_max_combining_marks): it draws over the text around it")]
+    regions = {r[0]: r[2] for r in result.accepted.fetchall()}
+    assert regions == {"C4": "\u041c\u043e\u0441\u043a\u0432\u0430", "C5": "Ti\u1ebfng Vi\u1ec7t",
+                       "C6": "\u0915\u094d\u0937\u093f\u0924\u093f\u091c", "C7": "Caf\u00e9",
+                       "C8": "\u0391\u03b8\u03ae\u03bd\u03b1 Athens"}
+    text = (TX_HEADER + "\n" + "T1,A1,2026-11-20T10:00:00Z,-5.00,EUR,Films,\uff2e\uff25\uff34\uff26\uff2c\uff29\uff38,4899,card,IE,\n"
+            f"T2,A1,2026-11-20T10:00:00Z,-5.00,EUR,{ZALGO} and \uff2e\uff25\uff34,NETFLIX,4899,card,IE,\n")
+    result = ingest(con, tmp_path, "transactions", text)
+    assert [(line, column) for line, column, _ in problems(result)] == [(2, "merchant_name")]
+    assert result.accepted.fetchall()[0][5] == f"{ZALGO} and \uff2e\uff25\uff34"  # free text keeps them
+
+
+def test_an_id_of_a_look_alike_or_full_width_character_is_refused_naming_it_never_normalised(con, tmp_path):
+    text = ("customer_id,birth_year,region,customer_since,known_vulnerability\n"
+            "\uff23\uff11,1980,London,2020-01-01,\n\u04211,1980,London,2020-01-01,\nC1,1980,London,2020-01-01,\n")
+    result = ingest(con, tmp_path, "customers", text)
+    reasons = [reason for _, _, reason in problems(result)]
+    assert [r.split(": contains ")[1][:6] for r in reasons] == ["U+FF23", "U+0421"]
+    assert all(r.endswith("an id is matched as written, never normalised") for r in reasons)
+    assert [r[0] for r in result.accepted.fetchall()] == ["C1"]
+
+
+def test_an_open_banking_name_that_is_a_look_alike_or_zalgo_loses_its_field_and_free_text_keeps_it(tmp_path):
+    envelope = make_envelope("C1", "alpha", FETCHED, n_transactions=4)
+    transactions = envelope["transactions"]["Data"]["Transaction"]
+    transactions[0]["MerchantDetails"] = {"MerchantName": "P\u0430yPal"}  # Cyrillic а
+    transactions[1]["MerchantDetails"] = {"MerchantName": "\uff2e\uff25\uff34\uff26\uff2c\uff29\uff38"}
+    transactions[2]["MerchantDetails"] = {"MerchantName": ZALGO}
+    transactions[3]["MerchantDetails"] = {"MerchantName": "Cafe\u0301 \u041c\u043e\u0441\u043a\u0432\u0430"}
+    transactions[3]["TransactionInformation"] = f"coffee {ZALGO}"
+    batch = parse_openbanking_files([write_envelope(tmp_path, envelope)], landing_root=tmp_path, workers=1)
+    kept = batch.tables["ob_transactions"]
+    assert len(kept) == 4
+    assert kept["merchant_name"].dropna().tolist() == ["Caf\u00e9 \u041c\u043e\u0441\u043a\u0432\u0430"]  # NFC
+    assert f"coffee {ZALGO}" in set(kept["description"])
+    reasons = sorted(batch.quarantine["reason"])
+    assert len(reasons) == 3 and all(r.startswith("MerchantDetails.MerchantName ") and
+                                      r.endswith("field set to null, record kept") for r in reasons)
+
+
+def test_the_mixed_script_rule_says_the_same_in_sql_and_python(con):
+    """The core rule is RE2's script classes in DuckDB, the open-banking one Python's unicodedata names: every letter
+    of the Latin, Greek and Cyrillic blocks beside a Latin or a Cyrillic letter is judged the same by both."""
+    from pipelines.ingest.core import MIXED_SCRIPT_REGEX, mixed_script_word
+
+    letters = [chr(c) for c in [*range(0x41, 0x7b), *range(0xc0, 0x250), *range(0x370, 0x400), *range(0x400, 0x530),
+                                *range(0x1e00, 0x1f00)] if chr(c).isalpha()]
+    samples = [w for ch in letters for w in (f"a{ch}", f"{ch}a", f"\u0434{ch}", f"x1{ch}", f"a {ch}")]
+    sql = con.execute("select w, regexp_matches(w, ?) from unnest(?) as t(w)", [MIXED_SCRIPT_REGEX, samples]).fetchall()
+    disagree = [w for w, found in sql if found != (mixed_script_word(w) is not None)]
+    assert not disagree, disagree[:10]

@@ -124,7 +124,7 @@ def test_one_number_for_the_control_group(full_report) -> None:
 def test_who_is_at_risk_and_the_advisor_queue(full_report) -> None:
     _, page = full_report
     risk = section_text(page, "Customers at risk")
-    assert "known vulnerability 2 1.0%" in risk  # customers 1 and 2, of 210
+    assert "known vulnerability <10 \u2013" in risk  # customers 1 and 2, of 210: under the minimum, not shown
     assert "with a credit offer (must be 0)" in risk
     sample = re.findall(r"C0\d{3}", risk)
     assert len(set(sample)) == 10 and all(report_lake.at_risk(int(c[1:])) for c in sample)
@@ -548,3 +548,64 @@ def test_a_region_of_one_customer_is_not_published_by_name(tmp_path) -> None:
     assert "neither is a group's count of customers at risk under 10 ('<10' in the at-risk column" in fairness
     assert regions.loc[regions["group"] == hidden, "customers_at_risk"].isna().all() or \
         (regions.loc[regions["group"] == hidden, "customers_at_risk"] == 0).all()
+
+
+def test_customers_per_flag_shows_no_count_under_the_minimum_group_size(full_report) -> None:
+    """The 'Customers per flag' table showed 'known vulnerability 2 1.0%': the two customers of a restricted flag,
+    counted, beside a fairness table that hides any group under nightly_report.min_published_group_customers (10).
+    A count of 1 to 9 shows as '<10' without its share; 0 is shown; so is any count of credit offers to customers at
+    risk (must be 0), a breach whatever its size."""
+    _, page = full_report
+    risk = section_text(page, "Customers at risk")
+    flags = risk.split("Customers per flag", 1)[1].split("What customers at risk were given tonight", 1)[0]
+    assert "known vulnerability <10 \u2013" in flags and "known vulnerability 2" not in flags
+    assert "gambling harm 0 0.0%" in flags  # nobody: shown
+    shown = [int(n.replace(",", "")) for n in re.findall(r" ([0-9][0-9,]*) [0-9.]+%", flags)]
+    assert shown and all(n == 0 or n >= 10 for n in shown)
+    assert "'<10' without its share" in risk
+    given = risk.split("What customers at risk were given tonight", 1)[1].split("Sample of customers at risk", 1)[0]
+    assert "with a credit offer (must be 0)" in given
+
+
+def test_the_pooled_small_groups_row_counts_exactly_the_customers_pooled(tmp_path) -> None:
+    """Three regions of four customers each (typos, hostile values): pooled into one row whose customers are exactly
+    the pooled customers outside the control group, and the section says how many."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGONE_HOME", str(tmp_path))
+        paths = Paths(tmp_path)
+        report_lake.build(paths)
+        customers = report_lake.customers()
+        chosen = [f"C{i:04d}" for i in range(3, 60) if f"C{i:04d}" not in CONTROL][:12]
+        for n, customer in enumerate(chosen):
+            customers.loc[customers["customer_id"] == customer, "region"] = ["Nrth", "Sheffield Rd 12", "X"][n % 3]
+        lake.write_frame(customers, lake.partition_path(paths, "silver", "customers", as_of=DAY.isoformat()), paths)
+        table, _ = nightly_report.fairness_table(paths, DAY)
+        page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
+    regions = table[table["dimension"] == "region"]
+    pooled = "other (groups under 10 customers)"
+    assert set(regions["group"]) == {"North", "Yorkshire and The Humber", pooled}
+    assert (regions.loc[regions["group"] == pooled, "customers"] == 12).all()
+    overall = table.loc[table["dimension"] == "overall", "customers"].iloc[0]
+    assert regions.drop_duplicates("group")["customers"].sum() == overall  # nobody lost or counted twice
+    fairness = section_text(page, "Fairness across")
+    assert "Tonight: region pooled: 12 customers." in fairness
+    assert "Nrth" not in page and "Sheffield Rd 12" not in page
+
+
+def test_a_region_is_shown_cut_to_the_display_bound(tmp_path) -> None:
+    """A region of 5,000 characters in silver (loaded before the ingest's bounds, or from another source) was printed
+    whole as a group of the fairness table; now as display_label shows it (text.display_max_chars)."""
+    from pipelines.contract import text_limits
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGONE_HOME", str(tmp_path))
+        paths = Paths(tmp_path)
+        report_lake.build(paths)
+        customers = report_lake.customers()
+        customers.loc[customers["region"] == "North", "region"] = "N" * 5_000
+        lake.write_frame(customers, lake.partition_path(paths, "silver", "customers", as_of=DAY.isoformat()), paths)
+        table, _ = nightly_report.fairness_table(paths, DAY)
+        page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
+    shown = "N" * (text_limits().display_max_chars - 1) + "\u2026"
+    assert shown in set(table["group"])
+    assert "N" * text_limits().display_max_chars not in page

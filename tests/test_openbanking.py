@@ -456,7 +456,7 @@ def test_an_envelope_with_an_unusable_fetched_at_is_quarantined_whole(fetched_at
 @pytest.mark.parametrize("content,expected", [
     (b"[1, 2]", "envelope is an array, expected an object; file quarantined"),
     (b'{"a": NaN}', "not valid JSON: NaN is not valid JSON; file quarantined"),
-    (b'{"a": "caf\xe9"}', "not valid UTF-8"),
+    (b'{"a": "caf\xe9", oops}', "not valid UTF-8"),
     ('{"customer_id": "C1"}'.encode("utf-16"), "not valid UTF-8"),
     (b"", "not valid JSON: Expecting value: line 1 column 1 (char 0); file quarantined"),
 ])

@@ -3,11 +3,8 @@
 hidden situation, accepted actions that change later cash flows, balances that still follow the postings."""
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
-import json
 import shutil
 from pathlib import Path
 
@@ -17,34 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import Paths
+from pipelines.crm_export import write_rows_export as write_export
 from pipelines.errors import SegoneError
 from pipelines.sources.simulate import keyed, world
 from pipelines.sources.simulate.responses import CHANNELS, DRAWS, FAMILIES, ResponseModel, Situation, respond
 
 D = dt.date(2026, 11, 20)
 CUSTOMERS = 400
-EXPORT_COLUMNS = ["recommendation_id", "customer_id", "as_of", "rank", "action_id", "action_class", "channel",
-                  "priority", "logging_probability", "is_exploration", "is_control", "explanation",
-                  "policy_version", "valid_until"]
 ACTIONS = ["shortfall_warning", "safe_to_save_sweep", "easy_access_savings", "credit_card", "budgeting_tools",
            "personal_loan", "overdraft_increase", "travel_insurance", "isa", "regular_saver"]
-
-
-def write_export(paths: Paths, night: dt.date, rows: list[dict]) -> None:
-    """A CRM export folder as the publish step writes it (CSV + manifest with sizes and hashes)."""
-    folder = paths.exports / "crm" / night.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO(newline="")
-    out = csv.writer(buf, lineterminator="\n")
-    out.writerow(EXPORT_COLUMNS)
-    for row in rows:
-        out.writerow([row.get(c, "") for c in EXPORT_COLUMNS])
-    data = buf.getvalue().encode("utf-8")
-    (folder / "next_best_actions.csv").write_bytes(data)
-    digest = hashlib.sha256(data).hexdigest()
-    (folder / "manifest.json").write_text(json.dumps({
-        "as_of": night.isoformat(), "rows": len(rows), "sha256": digest,
-        "files": [{"name": "next_best_actions.csv", "bytes": len(data), "sha256": digest, "rows": len(rows)}]}))
 
 
 def export_rows(night: dt.date, customers: int = CUSTOMERS, per_customer: int = 2) -> list[dict]:

@@ -12,6 +12,7 @@ import csv
 import io
 import itertools
 import re
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -22,7 +23,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pipelines.contract import Column, FileContract
+from pipelines.contract import Column, FileContract, text_limits
 from pipelines.ingest import limits as bounds
 from pipelines.ingest.limits import IngestLimits, OverLimit, TextScan, ingest_limits
 
@@ -132,6 +133,42 @@ INVISIBLE_REGEX = ("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u20
 INVISIBLE_WORDS = ("contains an invisible character (U+{codepoint}: zero-width, joiner, direction mark, soft hyphen, "
                    "selector or another that displays as nothing): it would read as another value")
 INVISIBLE_CHARACTER = re.compile(INVISIBLE_REGEX)
+# U+FFFD, the replacement character, stands where a character was lost before the value reached the bank (bytes that
+# were not UTF-8 decoded by a lenient reader upstream, a lone surrogate escape in JSON): CAF\ufffd of CAFE and of CAFE
+# with another accent are one value. An id or a label holding it is refused as one that reads as another; free text
+# keeps it.
+REPLACEMENT_REGEX = "\ufffd"
+REPLACEMENT_REASON = ("contains U+FFFD, the replacement character: a character was lost before it reached the bank "
+                      "(not UTF-8 upstream, or a lone surrogate escape), so it would read as another value")
+# Hostile but visible text in an id or a label (config/landing.yaml `text`, docs/architecture.md "Hostile files").
+# An id is ASCII (its format); the reason names the first other character, as it may look like an ASCII one.
+NON_ASCII_REGEX = r"[^\x00-\x7f]"
+NON_ASCII_WORDS = ("contains U+{nonascii}, not ASCII (a full-width, look-alike or accented character): an id is "
+                   "matched as written, never normalised")
+# The full-width forms of ASCII (U+FF01-U+FF5E): NFKC reads them as ASCII, so a label of them is another group that
+# reads the same ("ＮＥＴＦＬＩＸ").
+FULLWIDTH_REGEX = "[\uff01-\uff5e]"
+FULLWIDTH_WORDS = ("contains the full-width character U+{fullwidth} (U+FF01-U+FF5E, a compatibility form of ASCII): "
+                   "it would read as the ASCII value, a second group; not normalised")
+# A word (letters, marks and digits) holding Latin and Cyrillic or Greek letters: "Lоndon" with a Cyrillic 'о'
+# (U+043E) reads as London. RE2 script classes (DuckDB); pipelines/ingest/core.py mixed_script_word says the same in
+# Python (tests/test_hostile_files.py checks they agree).
+MIXED_SCRIPT_REGEX = ("\\p{Latin}[\\p{L}\\p{M}\\p{N}]*[\\p{Cyrillic}\\p{Greek}]|"
+                      "[\\p{Cyrillic}\\p{Greek}][\\p{L}\\p{M}\\p{N}]*\\p{Latin}")
+MIXED_SCRIPT_WORDS = ("mixes Latin with Cyrillic or Greek letters in one word (a look-alike such as a Cyrillic 'а' in "
+                      "a Latin word): it would read as another value")
+
+
+def combining_regex(max_marks: int) -> str:
+    """More than `max_marks` combining marks in a row (on one character): Zalgo text (RE2)."""
+    return f"\\pM{{{int(max_marks) + 1},}}"
+
+
+def combining_words(max_marks: int) -> str:
+    return (f"stacks more than {int(max_marks)} combining marks on one character (Zalgo text; "
+            f"text.label_max_combining_marks): it draws over the text around it")
+
+
 # A required free text of only whitespace is empty.
 BLANK_REGEX = r"\s*"
 
@@ -248,6 +285,8 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
     if column.type == "id":  # implied by the id's format; named, since the raw value shows as a valid id
         rules.append((f"regexp_matches({value}, {quote_literal(INVISIBLE_REGEX)})",
                       f"{FORMAT_WORDS['id']}: {INVISIBLE_WORDS}", False))
+        rules.append((f"regexp_matches({value}, {quote_literal(NON_ASCII_REGEX)})",
+                      f"{FORMAT_WORDS['id']}: {NON_ASCII_WORDS}", False))
     if column.type in FORMAT_REGEX:
         rules.append((f"not regexp_full_match({value}, {quote_literal(FORMAT_REGEX[column.type])})",
                       FORMAT_WORDS[column.type], column.type != "timestamptz"))
@@ -259,6 +298,12 @@ def column_rules(column: Column, value: str, business_date: date | None, late_be
         rules.append((f"regexp_matches({value}, {quote_literal(BIDI_REGEX)})", BIDI_REASON, True))
     if column.type == "text" and column.label:
         rules.append((f"regexp_matches({value}, {quote_literal(INVISIBLE_REGEX)})", INVISIBLE_WORDS, True))
+        rules.append((f"contains({value}, {quote_literal(REPLACEMENT_REGEX)})", REPLACEMENT_REASON, True))
+        limits = text_limits()
+        rules.append((f"regexp_matches({value}, {quote_literal(FULLWIDTH_REGEX)})", FULLWIDTH_WORDS, True))
+        rules.append((f"regexp_matches({value}, {quote_literal(MIXED_SCRIPT_REGEX)})", MIXED_SCRIPT_WORDS, True))
+        rules.append((f"regexp_matches({value}, {quote_literal(combining_regex(limits.label_max_combining_marks))})",
+                      combining_words(limits.label_max_combining_marks), True))
     if column.type == "timestamptz":
         rules.append((f"not regexp_full_match({value}, {quote_literal(OFFSET_REGEX)})",
                       "zone offset out of range (-14:00 to +14:00, minutes below 60)", False))
@@ -324,19 +369,84 @@ def column_reason_sql(column: Column, value: str, rules: list[tuple[str, str, bo
     return "case " + " ".join(parts) + " end"
 
 
+# Placeholders of a reason: the code point of the first character of `value` matching the pattern (e.g. 200B).
+CODEPOINT_PLACEHOLDERS = {"{codepoint}": INVISIBLE_REGEX, "{nonascii}": NON_ASCII_REGEX,
+                          "{fullwidth}": FULLWIDTH_REGEX}
+
+
 def reason_sql(words: str, value: str) -> str:
-    """A reason as SQL text; `{codepoint}` in it becomes the first invisible character of `value` (e.g. 200B)."""
-    if "{codepoint}" not in words:
-        return quote_literal(words)
-    before, after = words.split("{codepoint}", 1)
-    found = f"printf('%04X', unicode(regexp_extract({value}, {quote_literal(INVISIBLE_REGEX)})))"
-    return f"{quote_literal(before)} || {found} || {quote_literal(after)}"
+    """A reason as SQL text; a placeholder of CODEPOINT_PLACEHOLDERS in it becomes the code point of the first
+    character of `value` its pattern matches (`{codepoint}`: the first invisible character, e.g. 200B)."""
+    for placeholder, pattern in CODEPOINT_PLACEHOLDERS.items():
+        if placeholder in words:
+            before, after = words.split(placeholder, 1)
+            found = f"printf('%04X', unicode(regexp_extract({value}, {quote_literal(pattern)})))"
+            return f"{quote_literal(before)} || {found} || {quote_literal(after)}"
+    return quote_literal(words)
 
 
 def invisible_reason(value: str) -> str | None:
     """INVISIBLE_WORDS for the first invisible character of a Python string; None when it holds none."""
     found = INVISIBLE_CHARACTER.search(value)
     return None if found is None else INVISIBLE_WORDS.replace("{codepoint}", f"{ord(found[0]):04X}")
+
+
+def _script(character: str) -> str | None:
+    """'LATIN', 'CYRILLIC' or 'GREEK' for a letter of those scripts (by its Unicode name), else None. The Greek
+    numeral sign U+0374 is named Greek and is of no script (Common), as RE2 has it."""
+    name = unicodedata.name(character, "")
+    if "NUMERAL SIGN" in name:
+        return None
+    for word in name.split():
+        if word in ("LATIN", "CYRILLIC", "GREEK"):
+            return word
+    return None
+
+
+def mixed_script_word(value: str) -> str | None:
+    """The first word (a run of letters, marks and digits) of `value` holding Latin and Cyrillic or Greek letters,
+    as MIXED_SCRIPT_REGEX finds in SQL; None when there is none."""
+    if value.isascii():
+        return None
+    word: list[str] = []
+    scripts: set[str] = set()
+    for character in value + " ":
+        if unicodedata.category(character)[0] in "LMN":
+            word.append(character)
+            script = _script(character) if character.isalpha() else None
+            if script is not None:
+                scripts.add(script)
+            continue
+        if "LATIN" in scripts and scripts & {"CYRILLIC", "GREEK"}:
+            return "".join(word)
+        word, scripts = [], set()
+    return None
+
+
+def longest_combining_run(value: str) -> int:
+    """The most combining marks (Unicode category M) in a row in `value`."""
+    longest = run = 0
+    for character in value:
+        run = run + 1 if unicodedata.category(character)[0] == "M" else 0
+        longest = max(longest, run)
+    return longest
+
+
+def lookalike_reason(value: str) -> str | None:
+    """Why a label or an open-banking id holding no invisible character still reads as another value or draws
+    over its neighbours (full-width forms, mixed scripts in one word, Zalgo), as the core SQL rules word it; None
+    when it does not. ASCII is never such a value."""
+    if value.isascii():
+        return None
+    found = re.search(FULLWIDTH_REGEX, value)
+    if found is not None:
+        return FULLWIDTH_WORDS.replace("{fullwidth}", f"{ord(found[0]):04X}")
+    if mixed_script_word(value) is not None:
+        return MIXED_SCRIPT_WORDS
+    max_marks = text_limits().label_max_combining_marks
+    if longest_combining_run(value) > max_marks:
+        return combining_words(max_marks)
+    return None
 
 
 def column_ok_sql(column: Column, value: str, rules: list[tuple[str, str, bool]]) -> str:
@@ -348,6 +458,8 @@ def column_ok_sql(column: Column, value: str, rules: list[tuple[str, str, bool]]
 
 
 def typed_value_sql(column: Column, value: str) -> str:
+    if column.label:  # a decomposed "Cafe\u0301" is the composed "Caf\u00e9": one group, one merchant
+        return f"nfc_normalize({value})"
     if column.type == "bool":
         return f"cast(lower({value}) as boolean)"
     sql_type = BRONZE_TYPES[column.type]
@@ -514,7 +626,16 @@ def _match_header(names: list[str], contract: FileContract, file: str,
     return {c.name: position[c.name] for c in contract.columns if c.name in position}
 
 
+# A record holding bytes that are not UTF-8 (a Latin-1 "caf\xe9", a truncated multi-byte character, an overlong or
+# surrogate encoding): quarantined alone, the file's other records read (DuckDB's message says the whole file is not
+# UTF-8, which is not so; the raw record shows each undecodable byte as "?").
+NOT_UTF8_REASON = ("malformed record: not UTF-8: it holds bytes that are not valid UTF-8 (shown as ? in the raw "
+                   "value); the file's other records are read")
+
+
 def _structural_reason(error_type: str, message: str) -> str:
+    if error_type == "INVALID ENCODING":
+        return NOT_UTF8_REASON
     return f"malformed record: {error_type.lower()}: {message}"
 
 
@@ -561,10 +682,6 @@ def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw:
         current = first_by_line.get(int(line))
         if current is None or _precedence(error_type) < _precedence(current[0]):
             first_by_line[int(line)] = (error_type, message, (csv_line or "").lstrip("\r\n"))
-    encoding = [line for line, (kind, _, _) in first_by_line.items() if kind == "INVALID ENCODING"]
-    if encoding:
-        raise UnreadableFile(f"not UTF-8 (first bad record near line {min(encoding)}): "
-                             f"{first_by_line[min(encoding)][1]}")
     if scan is None:
         raise UnreadableFile(f"unreadable file: {scan_error}")
     n_rows = int(con.execute(f"select count(*) from {raw}_text").fetchall()[0][0])
@@ -584,17 +701,21 @@ def _load_csv(con: duckdb.DuckDBPyConnection, path: Path, names: list[str], raw:
             for line, (kind, message, raw_record) in sorted(first_by_line.items())]
 
 
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as errors="surrogateescape" reads them
+
+
 def _check_malformed(path: Path, n_columns: int, scan: TextScan, max_malformed: int | None) -> None:
     """UnreadableFile when more than `max_malformed` records of the file are malformed: more or fewer fields than
-    its header, or a character after a closing quote (DuckDB's strict reading refuses both), counted by Python's csv
+    its header, a character after a closing quote, or bytes that are not UTF-8 (DuckDB's strict reading refuses all
+    three, keeping each such record's error in memory), counted by Python's csv
     module in strict mode (streamed; it reads a quote inside an unquoted field as a character, as DuckDB does, and
     after a malformed record goes on at the next line). Not counted when the file has too few lines to pass the bound,
     or when the module meets what it cannot read (a field past its size limit): DuckDB's own reading says why."""
     if max_malformed is None or scan.physical_lines - 1 <= max_malformed:
         return
     records = malformed = 0
-    with bounds.open_bytes(path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+    with bounds.open_bytes(path) as raw:  # an undecodable byte is read as a lone surrogate U+DC80-U+DCFF
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(text, delimiter=",", quotechar='"', doublequote=True, strict=True)
         next(reader, None)  # the header (read and checked before)
         while True:
@@ -610,11 +731,12 @@ def _check_malformed(path: Path, n_columns: int, scan: TextScan, max_malformed: 
                 continue
             if row:
                 records += 1
-                malformed += len(row) != n_columns
+                malformed += len(row) != n_columns or _UNDECODED.search(",".join(row)) is not None
     if malformed > max_malformed:
         raise UnreadableFile(
             f"{malformed:,} of its {records:,} records are malformed (more or fewer fields than the header's "
-            f"{n_columns}, or a character after a closing quote): more than ingest.max_malformed_records_per_file "
+            f"{n_columns}, a character after a closing quote, or bytes that are not UTF-8): more than "
+            f"ingest.max_malformed_records_per_file "
             f"({max_malformed:,}); the file is quarantined whole, none of its records read")
 
 

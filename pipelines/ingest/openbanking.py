@@ -105,6 +105,7 @@ import logging
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -118,7 +119,8 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.contract import landing_contract, openbanking_lengths
-from pipelines.ingest.core import BIDI_REASON, BIDI_REGEX, INSTANT_OUT_OF_RANGE, invisible_reason
+from pipelines.ingest.core import (BIDI_REASON, BIDI_REGEX, INSTANT_OUT_OF_RANGE, REPLACEMENT_REASON,
+                                   REPLACEMENT_REGEX, invisible_reason, lookalike_reason)
 
 log = logging.getLogger(__name__)
 
@@ -389,12 +391,12 @@ class _Record:
                 if BIDI_CHARACTER.search(value) is not None:
                     self.problem(name, f"{name} {BIDI_REASON}", value, required or name in lengths.ids)
                     return None
-                invisible = invisible_reason(value) if name in lengths.ids or name in lengths.labels else None
+                invisible = _hidden(value) if name in lengths.ids or name in lengths.labels else None
                 if invisible is not None:
                     self.problem(name, f"{name} {invisible}", value, required or name in lengths.ids)
                     return None
                 if len(value) <= lengths.limit(name):
-                    return value
+                    return unicodedata.normalize("NFC", value) if name in lengths.labels else value
                 self.problem(name, too_long(name, value, lengths.limit(name)), value, required or name in lengths.ids)
                 return None
             self.problem(name, f"{name} contains a control character (NUL or another C0 code other than tab and line "
@@ -1013,9 +1015,10 @@ def decode_json(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, s
     The third element is kept for callers that unpack four values; it is always None: no byte of a file that does not
     parse is ever copied anywhere (the reason gives the parser's message and the position).
 
-    Strict means: UTF-8 (a BOM is tolerated), no NaN/Infinity, no control characters inside strings, nesting at most
-    max_depth; numbers with a fraction become Decimal (never float). Duplicate keys keep the last value and are
-    reported as (json path, reason, raw) notes.
+    Strict means: UTF-8 (a BOM is tolerated; a file that parses once bytes that are not UTF-8 are read as U+FFFD is
+    read so, with a note; a lone surrogate escape is replaced by U+FFFD, with a note), no NaN/Infinity, no control
+    characters inside strings, nesting at most max_depth; numbers with a fraction become Decimal (never float).
+    Duplicate keys keep the last value. Notes are (json path or None, reason, raw).
     """
     depth = json_depth(data)
     if depth > max_depth:
@@ -1031,23 +1034,74 @@ def decode_json(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, s
             obj[_DUPLICATE_MARK] = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
         return obj
 
+    not_utf8 = None
     try:
         text = data.decode("utf-8-sig")  # the landing contract is UTF-8; json.loads(bytes) would also take UTF-16/32
     except UnicodeDecodeError as error:
-        return None, f"not valid UTF-8: {error}", None, []
+        # Bytes that are not UTF-8 inside strings (a Latin-1 "caf\xe9" in a merchant name) are read as U+FFFD and
+        # noted, so that one bad name costs its field, not the customer's fetch: an id or a name holding U+FFFD is
+        # refused (REPLACEMENT_REASON), a date, amount or code holding it fails its own rule. A file that does not
+        # parse so (UTF-16, binary) is refused with the decoder's message.
+        not_utf8 = f"not valid UTF-8: {error}"
+        text = data.decode("utf-8-sig", errors="replace")
     try:
         value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as error:
         # the parser's message names the fault and its position; no byte of the file is kept (it may be anything)
-        return None, f"not valid JSON: {error}", None, []
+        return None, not_utf8 or f"not valid JSON: {error}", None, []
     except RecursionError:
         return None, f"JSON nesting too deep for the parser (RecursionError; limit {max_depth})", None, []
     except ValueError as error:
-        return None, f"not valid JSON: {error}", None, []
+        return None, not_utf8 or f"not valid JSON: {error}", None, []
     notes: list[tuple[str, str, Any]] = []
+    if not_utf8 is not None:
+        count = text.count("\ufffd") - data.count("\ufffd".encode())  # the replaced ones, not those of the file
+        notes.append((None, f"{not_utf8} ({count} byte sequence{'s' if count != 1 else ''} not UTF-8 in the file's "
+                            f"strings): each read as U+FFFD; an id or name holding one is refused, free text "
+                            f"keeps it", None))
     if duplicates:
         _collect_duplicates(value, "", notes)
+    if _SURROGATE_ESCAPE.search(text) is not None:  # cheap: only a file with such an escape is walked
+        value = _replace_lone_surrogates(value, notes)
     return value, None, None, notes
+
+
+# A \uD800-\uDFFF escape: a pair of them is one character (an emoji escaped), a lone one is no character at all
+# (valid JSON syntax, RFC 8259 section 8.2, but not Unicode: no UTF-8 encoder takes it, and it failed the whole
+# parse with a UnicodeEncodeError traceback). Each lone one is replaced by U+FFFD, the replacement character, and
+# noted; an id or a name holding U+FFFD is then refused as any value that reads as another (REPLACEMENT_REASON).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_lone_surrogates(node: Any, notes: list[tuple[str, str, Any]]) -> Any:
+    """`node` with every lone surrogate of its strings (keys too) replaced by U+FFFD; one note counting the strings
+    and naming the JSON path of the first."""
+    found: list[str] = []
+
+    def clean(text: str, path: str) -> str:
+        if _LONE_SURROGATE.search(text) is None:
+            return text
+        found.append(path)
+        return _LONE_SURROGATE.sub("\ufffd", text)
+
+    def walk(item: Any, path: str) -> Any:
+        if type(item) is str:
+            return clean(item, path)
+        if type(item) is list:
+            return [walk(child, f"{path}[{i}]") for i, child in enumerate(item)]
+        if type(item) is dict:
+            return {clean(key, f"{path}.{key}" if path else key): walk(child, f"{path}.{key}" if path else key)
+                    for key, child in item.items()}
+        return item
+
+    cleaned = walk(node, "")
+    if found:
+        first = _LONE_SURROGATE.sub("\ufffd", found[0])
+        notes.append((first, f"{len(found)} string{'s' if len(found) > 1 else ''} of the file (the first at "
+                             f"{first}) held a lone UTF-16 surrogate escape (\\uD800-\\uDFFF not in a pair), "
+                             f"which is not a character: each replaced by U+FFFD", None))
+    return cleaned
 
 
 def _collect_duplicates(node: Any, path: str, notes: list[tuple[str, str, Any]]) -> None:
@@ -1057,7 +1111,7 @@ def _collect_duplicates(node: Any, path: str, notes: list[tuple[str, str, Any]])
         for name in names or ():
             where = f"{path}.{name}" if path else name
             notes.append((where, f"duplicate key {name!r} in one JSON object; the last value is used (RFC 8259 "
-                                 f"leaves duplicates undefined)", node.get(name)))
+                                 f"leaves duplicates undefined); last value used", node.get(name)))
         for key, child in node.items():
             if type(child) in (dict, list):
                 _collect_duplicates(child, f"{path}.{key}" if path else key, notes)
@@ -1079,10 +1133,13 @@ def _reject_file(result: ObFileResult, source_file: str, reason: str, raw: Any =
 
 
 def _hidden(value: str) -> str | None:
-    """Why an id of the envelope (provider, consent_id) does not read as what it holds, or None."""
+    """Why an id (of a record, or the envelope's provider or consent_id) or a name does not read as what it holds,
+    or None."""
     if BIDI_CHARACTER.search(value) is not None:
         return BIDI_REASON
-    return invisible_reason(value)
+    if REPLACEMENT_REGEX in value:
+        return REPLACEMENT_REASON
+    return invisible_reason(value) or lookalike_reason(value)
 
 
 def _envelope_context(envelope: dict[str, Any], source_file: str
@@ -1164,7 +1221,7 @@ def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_M
     if type(envelope) is not dict:
         return _reject_file(result, source_file, f"envelope is {_kind_of(envelope)}, expected an object")
     for where, why, raw in duplicate_notes:
-        result.quarantine.append(_quarantine_row(source_file, where, f"{why}; last value used", raw))
+        result.quarantine.append(_quarantine_row(source_file, where, why, raw))
     context, faults = _envelope_context(envelope, source_file)
     if context is None:
         for why, raw in faults:
