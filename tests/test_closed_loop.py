@@ -226,3 +226,37 @@ def test_the_other_run_is_found_by_its_home_or_its_report(tmp_path):
     assert other_report(copy) == (copy, None)                 # a copy: no lake to read the customers from
     with pytest.raises(SegoneError, match="no such report"):
         other_report(tmp_path / "nowhere")
+
+
+def _loop_report(seed: int, **changes) -> dict:
+    run = {"customers": 150, "nights": 1, "seed": seed, "learning": "on", "history_days": 100,
+           "first_night": "2026-11-20", "value_horizon_days": 1, **changes}
+    return {"run": run, "summary": {"promotions": []},
+            "nights": [{"date": "2026-11-20", "treated_value_per_customer": 1.0, "acceptance_rate": 0.1,
+                        "policy_version": "catalogue"}]}
+
+
+def test_only_runs_of_one_world_are_compared_customer_by_customer(tmp_path):
+    from pipelines.evaluation.closed_loop import MARKER, comparison, world_differences
+
+    this_home, other_home = tmp_path / "on-home", tmp_path / "off-home"
+    for home in (this_home, other_home):
+        (home / "lake").mkdir(parents=True)
+        (home / MARKER).write_text("{}")
+    report = other_home / "reports" / "closed_loop" / "closed_loop.json"
+    report.parent.mkdir(parents=True)
+    this = _loop_report(seed=42)
+    nights = [date(2026, 11, 20)]
+
+    # another seed: other customers under the same ids; no verdict, and the reason names what differs
+    report.write_text(json.dumps(_loop_report(seed=7, learning="off")))
+    p = comparison(Paths(this_home), this, nights, other_home)["paired"]
+    assert p["available"] is False and "seed 42/7" in p["reason"] and "verdict" not in p
+    assert world_differences(this["run"], _loop_report(42, history_days=240)["run"]) == ["history_days 100/240"]
+    assert world_differences(this["run"], {k: v for k, v in this["run"].items() if k != "first_night"}) == \
+        ["first_night 2026-11-20/None"]
+
+    # the same world, learning off: compared (two empty lakes here, so there is nobody to judge)
+    report.write_text(json.dumps(_loop_report(seed=42, learning="off")))
+    p = comparison(Paths(this_home), this, nights, other_home)["paired"]
+    assert p["available"] is True and p["n_customers"] == 0 and p["verdict"].startswith("cannot be judged")

@@ -618,12 +618,31 @@ def paired(paths: Paths, nights: list[date], other_home: Path | None, other: dic
             "other_home": str(other_home), **result.as_dict()}
 
 
+# what makes two runs the same simulated world (the same customers answering the same offers alike, section 15)
+WORLD_KEYS = ("customers", "seed", "history_days", "first_night", "value_horizon_days")
+
+
+def world_differences(run: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """The settings of the simulated world (`WORLD_KEYS`) in which two runs' `run` records differ (a setting the
+    other's record lacks counts as different), as "key this/other"; empty when they are one world."""
+    return [f"{k} {run.get(k)}/{other.get(k)}" for k in WORLD_KEYS
+            if k not in other or str(run.get(k)) != str(other.get(k))]
+
+
 def comparison(paths: Paths, summary: dict[str, Any], nights: list[date], compare_with: Path) -> dict[str, Any]:
-    """`summary.comparison`: the two runs' summed nights (`compare`) and, customer by customer, `paired`."""
+    """`summary.comparison`: the two runs' summed nights (`compare`) and, customer by customer, `paired` (only for
+    two runs of one world: another seed or bank has other customers under the same ids, and their difference would
+    say nothing about the policies)."""
     report, other_home = other_report(compare_with)
     other = json.loads(report.read_text(encoding="utf-8"))
     out = compare(summary, other)
-    out["paired"] = paired(paths, nights, other_home, other)
+    differ = world_differences(summary["run"], other.get("run") or {})
+    if differ:
+        out["paired"] = {"available": False,
+                         "reason": "the two runs are not the same simulated world (" + ", ".join(differ) +
+                                   "): a customer-by-customer difference would compare other customers"}
+    else:
+        out["paired"] = paired(paths, nights, other_home, other)
     return out
 
 
