@@ -226,3 +226,86 @@ def test_the_other_run_is_found_by_its_home_or_its_report(tmp_path):
     assert other_report(copy) == (copy, None)                 # a copy: no lake to read the customers from
     with pytest.raises(SegoneError, match="no such report"):
         other_report(tmp_path / "nowhere")
+
+
+def _loop_report(seed: int, n_nights: int = 1, **changes) -> dict:
+    run = {"customers": 150, "nights": n_nights, "seed": seed, "learning": "on", "history_days": 100,
+           "first_night": "2026-11-20", "value_horizon_days": 1, **changes}
+    return {"run": run, "summary": {"promotions": []},
+            "nights": [{"date": f"2026-11-{20 + k}", "treated_value_per_customer": 1.0, "acceptance_rate": 0.1,
+                        "policy_version": "catalogue"} for k in range(n_nights)]}
+
+
+def test_only_runs_of_one_world_are_compared_customer_by_customer(tmp_path):
+    from pipelines.evaluation.closed_loop import MARKER, comparison, world_differences
+
+    this_home, other_home = tmp_path / "on-home", tmp_path / "off-home"
+    for home in (this_home, other_home):
+        (home / "lake").mkdir(parents=True)
+        (home / MARKER).write_text("{}")
+    report = other_home / "reports" / "closed_loop" / "closed_loop.json"
+    report.parent.mkdir(parents=True)
+    this = _loop_report(seed=42)
+    nights = [date(2026, 11, 20)]
+
+    # another seed: other customers under the same ids; no verdict, and the reason names what differs
+    report.write_text(json.dumps(_loop_report(seed=7, learning="off")))
+    p = comparison(Paths(this_home), this, nights, other_home)["paired"]
+    assert p["available"] is False and "seed 42/7" in p["reason"] and "verdict" not in p
+    assert world_differences(this["run"], _loop_report(42, history_days=240)["run"]) == ["history_days 100/240"]
+    assert world_differences(this["run"], {k: v for k, v in this["run"].items() if k != "first_night"}) == \
+        ["first_night 2026-11-20/None"]
+
+    # the same world, learning off: compared (two empty lakes here, so there is nobody to judge)
+    report.write_text(json.dumps(_loop_report(seed=42, learning="off")))
+    p = comparison(Paths(this_home), this, nights, other_home)["paired"]
+    assert p["available"] is True and p["n_customers"] == 0 and p["verdict"].startswith("cannot be judged")
+
+
+def test_the_paired_comparison_is_also_made_over_the_nights_after_the_policy_promotion(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from pipelines.evaluation import closed_loop
+
+    this_home, other_home = tmp_path / "on-home", tmp_path / "off-home"
+    for home in (this_home, other_home):
+        (home / "lake").mkdir(parents=True)
+        (home / closed_loop.MARKER).write_text("{}")
+    nights = [date(2026, 11, 20 + k) for k in range(4)]
+
+    # each of 40 customers realises 1 + i/10 a night in both runs; the learned policy, from 11-22 on (promoted
+    # after the night of 11-21), 0.5 more a night in this run
+    def values(paths, part):
+        learned = paths.home.resolve() == this_home.resolve()
+        rows = [(f"C{i:03d}", sum(1 + i / 10 + (0.5 if learned and n > date(2026, 11, 21) else 0) for n in part))
+                for i in range(40)]
+        return pd.DataFrame(rows, columns=["customer_id", "value"])
+
+    monkeypatch.setattr(closed_loop, "customer_values", values)
+    report = other_home / "reports" / "closed_loop" / "closed_loop.json"
+    report.parent.mkdir(parents=True)
+    other = _loop_report(seed=42, n_nights=4, learning="off")
+    report.write_text(json.dumps(other))
+    this = _loop_report(seed=42, n_nights=4)
+    this["summary"]["promotions"] = [{"date": "2026-11-21", "family": "policy"},
+                                     {"date": "2026-11-20", "family": "cash_forecast"}]    # not a policy
+    p = closed_loop.comparison(Paths(this_home), this, nights, other_home)["paired"]
+    mean_other = sum(1 + i / 10 for i in range(40)) / 40
+    assert p["nights"] == ["2026-11-20", "2026-11-23"] and p["mean_difference"] == pytest.approx(1.0)
+    assert p["relative_gain"] == pytest.approx(1.0 / (4 * mean_other), abs=1e-6)          # diluted by 2 nights
+    after = p["after_promotion"]
+    assert after["since"] == "2026-11-21" and after["nights"] == ["2026-11-22", "2026-11-23"]
+    assert after["n_nights"] == 2 and after["mean_difference"] == pytest.approx(1.0)
+    assert after["relative_gain"] == pytest.approx(1.0 / (2 * mean_other), abs=1e-6)
+    assert after["target_shown"] and after["verdict"].startswith("+10% shown")
+    page = closed_loop.paired_section(p, {"this_run": "on", "other_run": "off"})
+    assert "After the first policy promotion (2026-11-21)" in page["text"]
+    assert list(page["table"].columns) == ["figure", "value", "after 2026-11-21"]
+
+    # no learned policy promoted in either run: nothing after; promoted after the last night: said
+    this["summary"]["promotions"] = []
+    assert "after_promotion" not in closed_loop.comparison(Paths(this_home), this, nights, other_home)["paired"]
+    other["summary"]["promotions"] = [{"date": "2026-11-23", "family": "policy"}]
+    report.write_text(json.dumps(other))
+    after = closed_loop.comparison(Paths(this_home), this, nights, other_home)["paired"]["after_promotion"]
+    assert after["available"] is False and "2026-11-23" in after["reason"]

@@ -596,10 +596,20 @@ def customer_values(paths: Paths, nights: list[date]) -> pd.DataFrame:
     return out[["customer_id", "value"]].sort_values("customer_id", ignore_index=True)
 
 
-def paired(paths: Paths, nights: list[date], other_home: Path | None, other: dict[str, Any]) -> dict[str, Any]:
+def first_policy_promotion(*runs: dict[str, Any]) -> str | None:
+    """The first retraining that promoted a learned policy in any of the runs (its date: the night it followed)."""
+    dates = [p["date"] for run in runs for p in (run.get("summary") or {}).get("promotions", [])
+             if p.get("family") == "policy"]
+    return min(dates) if dates else None
+
+
+def paired(paths: Paths, nights: list[date], other_home: Path | None, other: dict[str, Any],
+           since: str | None = None) -> dict[str, Any]:
     """This run against the other customer by customer over the nights both ran (`customer_values` of each home,
     compared by `pipelines.evaluation.paired.paired_comparison`, settings config/learning.yaml
-    closed_loop.paired)."""
+    closed_loop.paired). With `since` (the first policy promotion of either run) also `after_promotion`: the same
+    over the nights after it only, when a learned policy decided in one run (before it both ran the catalogue's
+    priors, and those nights' customers differ by 0 and dilute the relative gain)."""
     from pipelines.evaluation.paired import paired_comparison
 
     if other_home is None:
@@ -611,19 +621,48 @@ def paired(paths: Paths, nights: list[date], other_home: Path | None, other: dic
     if not both:
         return {"available": False, "reason": "the two runs share no night"}
     settings = load_config("learning")["closed_loop"]["paired"]
-    result = paired_comparison(customer_values(paths, both), customer_values(Paths(other_home), both),
-                               target=float(settings["target"]), resamples=int(settings["bootstrap_resamples"]),
-                               seed=int(settings["bootstrap_seed"]))
-    return {"available": True, "nights": [both[0].isoformat(), both[-1].isoformat()], "n_nights": len(both),
-            "other_home": str(other_home), **result.as_dict()}
+
+    def over(part: list[date]) -> dict[str, Any]:
+        result = paired_comparison(customer_values(paths, part), customer_values(Paths(other_home), part),
+                                   target=float(settings["target"]), resamples=int(settings["bootstrap_resamples"]),
+                                   seed=int(settings["bootstrap_seed"]))
+        return {"available": True, "nights": [part[0].isoformat(), part[-1].isoformat()], "n_nights": len(part),
+                **result.as_dict()}
+
+    out = {**over(both), "other_home": str(other_home)}
+    if since is not None:
+        later = [n for n in both if n.isoformat() > since]
+        out["after_promotion"] = ({"since": since, **over(later)} if later else
+                                  {"since": since, "available": False,
+                                   "reason": f"no night both runs ran after the policy promotion of {since}"})
+    return out
+
+
+# what makes two runs the same simulated world (the same customers answering the same offers alike, section 15)
+WORLD_KEYS = ("customers", "seed", "history_days", "first_night", "value_horizon_days")
+
+
+def world_differences(run: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """The settings of the simulated world (`WORLD_KEYS`) in which two runs' `run` records differ (a setting the
+    other's record lacks counts as different), as "key this/other"; empty when they are one world."""
+    return [f"{k} {run.get(k)}/{other.get(k)}" for k in WORLD_KEYS
+            if k not in other or str(run.get(k)) != str(other.get(k))]
 
 
 def comparison(paths: Paths, summary: dict[str, Any], nights: list[date], compare_with: Path) -> dict[str, Any]:
-    """`summary.comparison`: the two runs' summed nights (`compare`) and, customer by customer, `paired`."""
+    """`summary.comparison`: the two runs' summed nights (`compare`) and, customer by customer, `paired` (only for
+    two runs of one world: another seed or bank has other customers under the same ids, and their difference would
+    say nothing about the policies)."""
     report, other_home = other_report(compare_with)
     other = json.loads(report.read_text(encoding="utf-8"))
     out = compare(summary, other)
-    out["paired"] = paired(paths, nights, other_home, other)
+    differ = world_differences(summary["run"], other.get("run") or {})
+    if differ:
+        out["paired"] = {"available": False,
+                         "reason": "the two runs are not the same simulated world (" + ", ".join(differ) +
+                                   "): a customer-by-customer difference would compare other customers"}
+    else:
+        out["paired"] = paired(paths, nights, other_home, other, since=first_policy_promotion(summary, other))
     return out
 
 
@@ -788,7 +827,20 @@ def paired_section(p: dict[str, Any], comparison: dict[str, Any]) -> dict[str, A
             "mean_difference", "t_ci_low", "t_ci_high", "bootstrap_ci_low", "bootstrap_ci_high", "relative_gain",
             "relative_ci_low", "relative_ci_high", "relative_bootstrap_ci_low", "relative_bootstrap_ci_high",
             "target", "target_shown")
-    table = pd.DataFrame({"figure": list(keys), "value": [p.get(k) for k in keys]})
+    after = p.get("after_promotion")
+    if after and after.get("available"):
+        text += (f" After the first policy promotion ({after['since']}), over the nights {after['nights'][0]} to "
+                 f"{after['nights'][1]} only: {after['n_customers']:,} customers ({after['n_identical']:,} differ by "
+                 f"0), mean difference {after['mean_difference']} pounds a customer, 95% interval "
+                 f"{after['t_ci_low']} .. {after['t_ci_high']}; relative gain against the other run's "
+                 f"{after['mean_other']}: {after['relative_gain']}, 95% interval {after['relative_ci_low']} .. "
+                 f"{after['relative_ci_high']}. Verdict: {after['verdict']}.")
+    elif after:
+        text += f" After the first policy promotion ({after['since']}): not available: {after['reason']}."
+    columns = {"value": p}
+    if after and after.get("available"):
+        columns[f"after {after['since']}"] = after
+    table = pd.DataFrame({"figure": list(keys), **{name: [c.get(k) for k in keys] for name, c in columns.items()}})
     return {"heading": heading, "text": text, "table": table}
 
 
