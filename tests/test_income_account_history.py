@@ -13,19 +13,27 @@ C_OBJOB    a salary on the core account until May, then a salary on an external 
 C_STOPPED  (300 days, nothing new) a salary until May, nothing since: the income stopped, a job loss, both said
 C_STEADY   (300 days, nothing new) a small salary every month: "your regular income is low" is said
 
-Before this, income_history_days was the history of the newest SOURCE (core: 300 days for C_SWITCH and C_MOVED)."""
+Before this, income_history_days was the history of the newest SOURCE (core: 300 days for C_SWITCH and C_MOVED),
+and the life events had no history gate at all (C_MOVED and C_OBJOB flagged as job losses, C_SWITCH as a new job)."""
 from __future__ import annotations
 
+import copy
+import json
 from datetime import date, datetime, timedelta, timezone
 
+import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import decide, features
+from models.life_event_classifier import LifeEventClassifier
+from pipelines import decide, features, lake
+from pipelines import life_events as le
 from tests.landing_builder import LandingBank
 from tests.test_decide import customers, run
 from tests.test_features import loaded
 from tests.test_income_history import context, said
+from tests.test_life_events import FlagEveryone
 
 END = date(2026, 7, 31)
 CORE_START = END - timedelta(days=299)          # 300 days of core history
@@ -116,3 +124,104 @@ def test_a_salary_switched_to_a_new_account_makes_no_income_claim(home) -> None:
     assert who("no regular income arrives") == {"C_STOPPED"}
     for customer in SHORT:
         assert said(run(customers(context(panel, customer, p_shortfall_30=0.55)), top_k=30), "C0000") == [], customer
+
+
+# ------------------------------------------------------------------------------------------------ the life events
+
+@pytest.fixture(scope="module")
+def night_rows(home, monkeypatch_module):
+    """The night's life-event stage on the store load-history built as of END, every event on its rule."""
+    paths, _ = home
+    cfg = le.settings()
+    model = LifeEventClassifier.rules_only(le.event_specs(cfg, []), "hand-made customers", le.model_params(cfg))
+    model.version = "rules-only"                 # what the registry gives a loaded model
+    monkeypatch_module.setattr(le, "load_model", lambda _paths, version=None: model)
+    monkeypatch_module.setenv("SEGONE_HOME", str(paths.home))
+    for bucket in le.shards():
+        le.classify_life_events(paths, END, bucket)
+    path = lake.partition_path(paths, "gold", "life_events", as_of=END.isoformat())
+    rows = duckdb.sql(f"select * from read_parquet('{path}/**/*.parquet') order by customer_id, event_type").df()
+    return rows.set_index(["customer_id", "event_type"])
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def life_features(paths) -> pd.DataFrame:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGONE_HOME", str(paths.home))
+        return le.build_features(paths, END, [END]).set_index("customer_id")
+
+
+def test_the_life_event_features_carry_the_same_history(home) -> None:
+    paths, panel = home
+    life = life_features(paths)
+    for customer in (*SHORT, *LONG):
+        assert life.loc[customer, "income_history_days"] == frame_row(panel.features, customer).income_history_days
+    # the features still see the stopped and the new salaries (the models may); the gate is on what is said
+    assert [int(life.loc[c, "salary_stopped"]) for c in ("C_MOVED", "C_OBJOB", "C_STOPPED")] == [1, 1, 1]
+    assert life.loc["C_SWITCH", "n_new_salary_payers_45d"] == 1
+    cfg = le.settings()
+    for event in cfg["events"]:
+        assert "income_history_days" not in le.event_feature_columns(cfg, event, life.columns)
+
+
+def test_a_salary_moved_to_a_new_account_is_no_job_loss_on_the_night(night_rows) -> None:
+    rows = night_rows
+    flagged = {c for (c, e), r in rows.iterrows() if e == "job_loss" and r["flagged"]}
+    assert flagged == {"C_STOPPED"}
+    evidence = json.loads(rows.loc[("C_STOPPED", "job_loss"), "evidence"])
+    assert {t["label"] for t in evidence["transactions"]} == {"SALARY EMP-OLD C_STOPPED"}
+    assert {t["signal"] for t in evidence["transactions"]} == {"stopped_salary"}
+    for customer in ("C_MOVED", "C_OBJOB", "C_SWITCH"):
+        row = rows.loc[(customer, "job_loss")]
+        shown = json.loads(row["evidence"])
+        assert not row["flagged"] and "transactions" not in shown, customer
+        assert shown["note"].startswith("not judged: the event is inferred from the customer's income"), shown
+    days = {"C_MOVED": 30, "C_OBJOB": 40, "C_SWITCH": 30}
+    for customer, n in days.items():
+        assert f"has {n} days of history" in json.loads(rows.loc[(customer, "job_loss"), "evidence"])["note"]
+    # a salary new to the data, on a 30-day account, is no new job; the rule-published events keep their rule note
+    assert not rows.loc[("C_SWITCH", "new_job"), "flagged"]
+    assert not rows.loc[("C_MOVED", "new_job"), "flagged"]
+    assert json.loads(rows.loc[("C_STOPPED", "moving_home"), "evidence"])["note"].startswith("published by the")
+
+
+def test_a_model_s_income_event_is_neither_flagged_nor_scored_on_a_short_history(home) -> None:
+    """A model that flags everyone (tests/test_life_events.FlagEveryone): the income events of the customers whose
+    newest account is too new to show the income are withheld, probability and flag; every other event and
+    customer stays as the model scored it."""
+    paths, _ = home
+    cfg = le.settings()
+    life = life_features(paths).reset_index()
+    life["cutoff"] = pd.Timestamp(END)
+    life = le.add_rule_features(life, cfg)
+    consent = pd.DataFrame({"customer_id": life["customer_id"], "life_events": True, "personalization": True,
+                            "location": True})
+    con = lake.connect()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SEGONE_HOME", str(paths.home))
+            le.register_inputs(con, paths, END, [END], None, cfg)
+            rows = le.score_rows(FlagEveryone(cfg), con, life, consent, END, cfg).set_index(
+                ["customer_id", "event_type"])
+    finally:
+        con.close()
+    income_events = [e for e, spec in cfg["events"].items() if spec.get("needs_income_history")]
+    assert sorted(income_events) == ["job_loss", "new_job", "retirement"]
+    for (customer, event), row in rows.iterrows():
+        withheld = customer in SHORT and event in income_events
+        assert bool(row["flagged"]) is (not withheld), (customer, event)
+        assert bool(np.isnan(row["probability"])) is withheld, (customer, event)
+
+
+def test_an_event_citing_an_income_stream_must_need_the_income_s_history() -> None:
+    cfg = copy.deepcopy(le.settings())
+    le.check_settings(cfg)
+    del cfg["events"]["job_loss"]["needs_income_history"]
+    with pytest.raises(le.SegoneError, match="job_loss cites income streams"):
+        le.check_settings(cfg)
