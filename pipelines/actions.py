@@ -61,8 +61,9 @@ CONTEXT_FIELDS: dict[str, str] = {
     "monthly_recurring_income": "regular income per month",
     "monthly_recurring_outgoings": "regular payments per month",
     "history_days": "days of the customer's history the bank holds, up to D",
-    "income_history_days": "days of history of the customer's shortest source (core, open banking), up to D",
-    "is_income_known": "every source's history is long enough to have seen a monthly income as a recurring stream "
+    "income_history_days": "days of history of the customer's newest source (core, open banking) or current "
+                           "account, up to D",
+    "is_income_known": "every source's and current account's history is long enough to have seen a monthly income as a recurring stream "
                        "(income_history_days >= features.income_known_days): only then is a regular income, "
                        "present, stopped, missing or small, a fact (has_regular_income and is_income_stopped are "
                        "false otherwise)",

@@ -45,10 +45,11 @@ def income_known_days(cfg: dict | None = None) -> int:
 
 
 def income_unknown(frame: pd.DataFrame) -> np.ndarray:
-    """Per row of customer features (or forecast inputs): the history of the customer's shortest source
-    (`income_history_days`, sql/features_customer.sql; `history_days` where it is missing) is shorter than
-    `income_known_days`, so nothing may be said of the customer's regular income: an open-banking account connected
-    40 days ago may carry a salary that is not a stream yet, however long the core history. Missing both: False."""
+    """Per row of customer features (or forecast inputs): the history of the customer's shortest source or current
+    account (`income_history_days`, sql/features_income_history.sql; `history_days` where it is missing) is shorter
+    than `income_known_days`, so nothing may be said of the customer's regular income: an open-banking account
+    connected 40 days ago, or a current account opened here 30 days ago, may carry a salary that is not a stream
+    yet, however long the core history. Missing both: False."""
     def column(name: str) -> np.ndarray:
         return (pd.to_numeric(frame[name], errors="coerce").to_numpy(float) if name in frame
                 else np.full(len(frame), np.nan))
@@ -220,7 +221,9 @@ def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizon
 
 def customer_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """sql/features_customer.sql on a connection whose series and streams are computed: one row per
-    customer and cut-off, every feature a float64 rounded to 6 decimals."""
+    customer and cut-off, every feature a float64 rounded to 6 decimals. The start of each customer's income
+    history (sql/features_income_history.sql) is made first: the life-event features read the same."""
+    sql.create_table(con, "income_history", "features_income_history")
     frame = sql.frame(con, "features_customer", order_by="customer_id, cutoff")
     frame["cutoff"] = pd.to_datetime(frame["cutoff"])
     return numeric(frame)

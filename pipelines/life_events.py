@@ -42,6 +42,12 @@ FAMILY = "life_events"
 KEYS = ["customer_id", "cutoff"]
 GOLD_COLUMNS = ["customer_id", "event_type", "probability", "flagged", "threshold", "evidence", "model_version"]
 INFLOW_KEYWORD_SIGNALS = ("redundancy", "universal_credit", "child_benefit", "pension")
+# Columns of the life-event features that are no model's feature: `income_history_days` (the history of the
+# customer's newest source or current account, sql/features_income_history.sql) gates the income events
+# (`income_gated`); a model reading it would only learn how new the accounts are.
+GATE_FEATURES = ("income_history_days",)
+# Evidence signals that read an income stream's start or end: an event citing one needs `needs_income_history`.
+INCOME_STREAM_SIGNALS = ("new_salary", "new_pension", "stopped_salary")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -90,6 +96,11 @@ def check_settings(cfg: dict[str, Any]) -> None:
         if unknown:
             raise SegoneError(f"config/life_events.yaml: event {event} names unknown evidence signals {unknown} "
                               f"(known: {sorted(known_signals)})")
+        streams = sorted(set(spec.get("evidence_signals", [])) & set(INCOME_STREAM_SIGNALS))
+        if streams and not spec.get("needs_income_history"):
+            raise SegoneError(f"config/life_events.yaml: event {event} cites income streams {streams} and must set "
+                              f"`needs_income_history: true` (a salary that seems to stop or start may have moved "
+                              f"to an account too new to show it)")
         corroboration = spec.get("corroboration")
         if not isinstance(corroboration, dict) or not corroboration.get("description") or \
                 not (corroboration.get("any") or corroboration.get("all")):
@@ -133,7 +144,7 @@ def event_feature_columns(cfg: dict[str, Any], event: str, columns: Iterable[str
     common = set(cfg.get("common_model_features", []))
     out = []
     for c in columns:
-        if c in KEYS or (not allow_location and is_location_feature(c, cfg)):
+        if c in KEYS or c in GATE_FEATURES or (not allow_location and is_location_feature(c, cfg)):
             continue
         if c.startswith(RULE_PREFIX):
             if c == rule_column(event):
@@ -246,6 +257,7 @@ def life_event_frame(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any] | None 
     customer and cut-off, every feature a float64 rounded to 6 decimals (no rule indicators)."""
     cfg = cfg or settings()
     sql.create_table(con, "life_event_signal_rows", "features_life_event_signals")
+    sql.create_table(con, "income_history", "features_income_history")   # income_history_days: GATE_FEATURES
     con.execute(f"create or replace temp table life_event_signal_windows as {signal_window_sql(cfg)}")
     frame = sql.frame(con, "features_life_events", order_by="customer_id, cutoff")
     frame["cutoff"] = pd.to_datetime(frame["cutoff"])
@@ -751,6 +763,26 @@ def uncited_features(cfg: dict[str, Any], event: str, columns: Iterable[str]) ->
     return [c for c in columns if pattern is not None and pattern.match(c)]
 
 
+def income_gated(features: pd.DataFrame, event: str, cfg: dict[str, Any]) -> np.ndarray:
+    """Per row of the life-event features: is the event one inferred from the customer's income (config
+    `needs_income_history`: job_loss, new_job, retirement) while the history of their newest source or current
+    account (`income_history_days`) is shorter than features.income_known_days (102)? Then it is not judged: a
+    salary that seems to have stopped, or a salary or pension that seems new, may only have moved to an account
+    opened or connected too lately to show it (docs/life_events.md, "Income events need the income's history").
+    The same test as every income claim of the product (features.income_unknown)."""
+    if not cfg["events"][event].get("needs_income_history"):
+        return np.zeros(len(features), dtype=bool)
+    return feature_stage.income_unknown(features.reset_index(drop=True))
+
+
+def gate_note(history_days: float) -> str:
+    """The evidence note of an income event not judged for lack of history (`income_gated`)."""
+    shown = "no" if not np.isfinite(history_days) else str(int(history_days))
+    return (f"not judged: the event is inferred from the customer's income, and their newest account or data "
+            f"source has {shown} days of history, fewer than the {feature_stage.income_known_days()} a regular "
+            f"income needs to be seen (a salary may have moved there)")
+
+
 def corroborated(features: pd.DataFrame, event: str, cfg: dict[str, Any]) -> np.ndarray:
     """Per row of the life-event features: does the event's corroborating evidence (config `corroboration`) hold?
     What a credit or lending offer triggered by the event needs besides the flag."""
@@ -794,11 +826,18 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
         needed = needed_columns(model, event)
         ids = customer_ids[mask].reset_index(drop=True)
         scored = model.score(features.loc[mask, needed], event, k)
+        # an income event on too short a history of the income's accounts is neither flagged nor scored
+        gated = income_gated(features.loc[mask], event, cfg)
+        scored["flagged"] = np.asarray(scored["flagged"], dtype=bool) & ~gated
+        history = (pd.to_numeric(features.loc[mask, "income_history_days"], errors="coerce").to_numpy(float)
+                   if "income_history_days" in features else np.full(int(mask.sum()), np.nan))
         names[event] = list(scored["columns"])
         width = scored["top_index"].shape[1]
         part = {"customer_id": ids, "event_type": event,
-                "probability": np.round(scored["probability"].astype(float), 6), "flagged": scored["flagged"],
-                "threshold": np.nan if info["threshold"] is None else float(info["threshold"])}
+                "probability": np.where(gated, np.nan, np.round(scored["probability"].astype(float), 6)),
+                "flagged": scored["flagged"],
+                "threshold": np.nan if info["threshold"] is None else float(info["threshold"]),
+                "gate_note": pd.Series([gate_note(h) if g else None for g, h in zip(gated, history)], dtype=object)}
         for i in range(k):
             part[f"f{i}"] = scored["top_index"][:, i].astype(np.int32) + 1 if i < width else 0   # 1-based, 0: none
             part[f"v{i}"] = scored["top_value"][:, i] if i < width else np.nan
@@ -851,6 +890,8 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
     shown = int(cfg["evidence_top_features"])   # k may be larger: the top features before the uncited ones go
     if "corroborated" not in scored:
         scored = scored.assign(corroborated=False)
+    if "gate_note" not in scored:
+        scored = scored.assign(gate_note=pd.Series([None] * len(scored), dtype=object))
     scored = scored.assign(corroborated=scored["corroborated"].astype("boolean").fillna(False).astype(bool))
     postings = postings.assign(booking_date=pd.to_datetime(postings["booking_date"]).dt.strftime("%Y-%m-%d"),
                                amount=pd.to_numeric(postings["amount"]).astype(float).round(2),
@@ -884,7 +925,7 @@ def _evidence_frame(scored: pd.DataFrame, postings: pd.DataFrame, cfg: dict[str,
                 select s.customer_id, s.event_type, s.probability, s.flagged, s.threshold, r.model_version,
                     to_json(struct_pack(
                         method := r.method,
-                        note := r.note,
+                        note := coalesce(cast(s.gate_note as varchar), cast(r.note as varchar)),
                         rule := r.rule_description,
                         threshold := case when isnan(s.threshold) then null else round(s.threshold, 6) end,
                         top_features := case when len({positive}) > 0 then {positive} else {top} end
@@ -1179,6 +1220,8 @@ def backtest_life_events(paths: Paths, output_dir: Path | None = None) -> list[d
             published = pd.DataFrame({"customer_id": scored["customer_id"], "cutoff": pd.to_datetime(scored["cutoff"]),
                                       "score": ranking_score(scored["probability"], scored["raw_score"]),
                                       "flagged": scored["flagged"]})
+        # the night withholds an income event on too short a history of the income's accounts (income_gated)
+        published["flagged"] = published["flagged"].to_numpy(bool) & ~income_gated(scored_frame, event, cfg)
         add("published", method_of(declared_model, event), published, None)
         fired = rule_fires(scored_frame, spec["rule"])
         add("rule", "none", pd.DataFrame({"customer_id": scored_frame["customer_id"], "cutoff": scored_frame["cutoff"],

@@ -36,18 +36,6 @@ history as (
     group by all
 ),
 
-income_history as (
-    -- the first posting of each source of the customer's data (core, open banking: customer_state, the same start
-    -- of a source the new-stream rule of sql/features_life_events.sql reads) by the cut-off; the latest of them
-    -- starts the history over which every source could have shown a monthly income as a stream. An open-banking
-    -- account connected after years of core history (or a core account opened after an open-banking backfill)
-    -- has its own, shorter history: an income paid there is not a stream yet (docs/operations.md, "History lengths")
-    select cutoffs.cutoff, customer_state.customer_id, max(customer_state.first_posting_day) as first_day
-    from customer_state
-    join cutoffs on customer_state.first_posting_day <= cutoffs.cutoff
-    group by all
-),
-
 balance_features as (
     select
         cutoff, customer_id,
@@ -343,8 +331,9 @@ final as (
         balance_features.customer_id,
         balance_features.cutoff,
         balance_features.cutoff - history.first_day + 1 as history_days,
-        -- the shortest history of the customer's sources (never longer than history_days): what every claim
-        -- about the customer's regular income needs (features.income_known_days)
+        -- the shortest history of the customer's sources and current accounts (income_history:
+        -- sql/features_income_history.sql; never longer than history_days): what every claim about the
+        -- customer's regular income needs (features.income_known_days)
         least(balance_features.cutoff - history.first_day + 1,
               balance_features.cutoff - income_history.first_day + 1) as income_history_days,
         history.has_reported_balance,

@@ -4,8 +4,8 @@
 -- started in the last 60 days by kind, income streams that started or stopped, cash, card and foreign-currency
 -- spending, transfers to savings and the balance trend.
 -- Reads: day_rows, balances_in, accounts_in, customers_in, customer_state, home_counts, stream_first (the feature
--- store, pipelines/store.py), cutoffs(cutoff), life_event_signal_windows (pipelines/life_events.py, from
--- sql/features_life_event_signals.sql).
+-- store, pipelines/store.py), income_history (sql/features_income_history.sql), cutoffs(cutoff),
+-- life_event_signal_windows (pipelines/life_events.py, from sql/features_life_event_signals.sql).
 -- Postings with a forbidden (special-category) MCC are left out (day_rows.is_forbidden): no feature, not even a
 -- total, sees them.
 with
@@ -224,10 +224,16 @@ spine as (
     select cu.customer_id, c.cutoff,
         year(c.cutoff) - cu.birth_year as age_years,
         c.cutoff - cu.customer_since as tenure_days,
-        c.cutoff - h.first_posting_date as history_days
+        c.cutoff - h.first_posting_date as history_days,
+        -- the history of the customer's newest source or current account (sql/features_income_history.sql, as
+        -- customer_features.income_history_days): not a model feature, the gate of the income events
+        -- (config/life_events.yaml `needs_income_history`: a salary that seems to stop, or to start, may only
+        -- have moved to an account too new to show it)
+        c.cutoff - ih.first_day + 1 as income_history_days
     from customers_in as cu
     cross join cutoffs as c
     left join customer_home as h on h.customer_id = cu.customer_id
+    left join income_history as ih on ih.customer_id = cu.customer_id and ih.cutoff = c.cutoff
     where h.first_posting_date <= c.cutoff
 ),
 final as (
@@ -237,6 +243,7 @@ final as (
         spine.age_years,
         spine.tenure_days,
         spine.history_days,
+        spine.income_history_days,
         coalesce(columns(sw.* exclude (cutoff, customer_id)), 0),
         coalesce(iw.n_salary_40d, 0) as n_salary_40d,
         coalesce(iw.n_salary_prev90, 0) as n_salary_prev90,
