@@ -410,6 +410,8 @@ def _advisor_queue(paths: Paths, day: date, con) -> list[dict[str, Any]]:
         {distress}
         union all select 'of whom service contact is withdrawn', count(*) filter (where not is_service_alerts_allowed)
                from {queue}""")
+    k = min_published_group_customers()
+    by_condition["customers"] = published_counts(by_condition["customers"], k)
     by_action = _df(con, f"select suggested_action, count(*) as customers from {queue} group by all order by 2 desc")
     n = int(report_settings()["sample_customers"])
     sample = _df(con, f"""
@@ -422,7 +424,9 @@ def _advisor_queue(paths: Paths, day: date, con) -> list[dict[str, Any]]:
                  + (f": {demand - size:,} were left out for capacity and get help by a digital channel instead "
                     f"(see the staffed channels section)." if demand > size else "."))
     text += ("\n\nConditions (config/decisioning.yaml advisor_queue) counted from the queue's own columns; a customer "
-             "may meet several. The sample shows the top of the queue by priority; why each customer is there (a "
+             f"may meet several; a count of 1 to {k - 1} shows as '<{k}' (nightly_report.min_published_group_customers: "
+             "a condition a few customers meet would single them out). The sample shows the top of the queue by "
+             "priority; why each customer is there (a "
              "vulnerability, distress, arrears) is restricted data: warehouse_restricted.duckdb, gold advisor_queue.")
     return [{"key": "advisor_queue", "heading": heading, "text": text,
              "tables": [{"frame": by_condition, "caption": "Customers per condition"},

@@ -567,6 +567,28 @@ def test_customers_per_flag_shows_no_count_under_the_minimum_group_size(full_rep
     assert "with a credit offer (must be 0)" in given
 
 
+def test_the_advisor_queue_counts_no_condition_of_fewer_than_the_minimum_group(tmp_path) -> None:
+    """Two customers of the queue with a known vulnerability and three in arrears: the 'Customers per condition'
+    table said 'a known vulnerability with a shortfall risk 2', singling out two vulnerable customers. Counts of 1 to
+    9 show as '<10'; 0 and the ten customers with an income drop are shown."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGONE_HOME", str(tmp_path))
+        paths = Paths(tmp_path)
+        report_lake.build(paths)
+        queue = report_lake.decisions(DAY)["advisor_queue"]
+        queue.loc[queue.index[:2], "known_vulnerability"] = "health"
+        queue.loc[queue.index[2:5], "in_arrears"] = True
+        report_lake.write_gold(paths, DAY, {"advisor_queue": queue})
+        page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
+    text = section_text(page, "Advisor queue")
+    conditions = text.split("Customers per condition", 1)[1].split("Suggested action", 1)[0]
+    assert "a known vulnerability with a shortfall risk <10" in conditions, conditions
+    assert "arrears with a likely shortfall <10" in conditions, conditions
+    assert "an income drop with a high shortfall risk 10" in conditions and "withdrawn 0" in conditions
+    assert not re.search(r"(?:risk|shortfall|messages|withdrawn) [1-9](?![0-9])", conditions), conditions
+    assert "'<10' (nightly_report.min_published_group_customers" in text
+
+
 def test_the_pooled_small_groups_row_counts_exactly_the_customers_pooled(tmp_path) -> None:
     """Three regions of four customers each (typos, hostile values): pooled into one row whose customers are exactly
     the pooled customers outside the control group, and the section says how many."""
