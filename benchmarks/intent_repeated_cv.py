@@ -89,67 +89,6 @@ def clf_scores(name, X, y, Xte, nclass):
         s = mi.network_scores(Xte, W1, b1, W2) + b2
     return s, time.process_time() - t, extra
 
-def _train_network_snap(X, y, n_classes, hidden, epochs, seed, swa_from, snap):
-    """One network by mini-batch Adam (mi.MLP_LEARNING_RATE, mi.MLP_BATCH, mi.MLP_DROPOUT). The input is sparse, so only
-    the rows of W1 whose features occur in a batch are updated, each with its own Adam step count (lazy Adam)."""
-    f32 = np.float32
-    rng = np.random.default_rng(seed)
-    X = X.tocsr().astype(f32)
-    n, d = X.shape
-    W1 = rng.standard_normal((d, hidden), dtype=f32) * f32(np.sqrt(2.0 / 300))
-    b1 = np.zeros(hidden, f32)
-    W2 = rng.standard_normal((hidden, n_classes), dtype=f32) * f32(np.sqrt(1.0 / hidden))
-    b2 = np.zeros(n_classes, f32)
-    dense = [W2, b1, b2]
-    m_dense, v_dense = [np.zeros_like(p) for p in dense], [np.zeros_like(p) for p in dense]
-    m1, v1, steps1 = np.zeros_like(W1), np.zeros_like(W1), np.zeros(d, np.int64)
-    beta1, beta2, eps, lr, keep = 0.9, 0.999, 1e-8, mi.MLP_LEARNING_RATE, 1.0 - mi.MLP_DROPOUT
-    step = 0
-    for epoch in range(epochs):
-        order = rng.permutation(n)
-        for start in range(0, n, mi.MLP_BATCH):
-            batch = order[start:start + mi.MLP_BATCH]
-            Xb = X[batch]
-            H = np.asarray(Xb @ W1)
-            H += b1
-            np.maximum(H, 0, out=H)
-            mask = (rng.random(H.shape, dtype=f32) < keep) * f32(1.0 / keep)
-            Hd = H * mask
-            Z = Hd @ W2
-            Z += b2
-            Z -= Z.max(axis=1, keepdims=True)
-            P = np.exp(Z)
-            P /= P.sum(axis=1, keepdims=True)
-            P[np.arange(len(batch)), y[batch]] -= 1.0
-            P *= f32(1.0 / len(batch))
-            dH = (P @ W2.T) * mask
-            dH[H <= 0] = 0.0
-            step += 1
-            c1, c2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
-            for p, g, m, v in zip(dense, (Hd.T @ P, dH.sum(axis=0), P.sum(axis=0)), m_dense, v_dense):
-                m *= beta1
-                m += (1 - beta1) * g
-                v *= beta2
-                v += (1 - beta2) * g * g
-                p -= (lr / c1) * m / (np.sqrt(v / c2) + eps)
-            rows = np.unique(Xb.indices)
-            g = np.asarray(Xb[:, rows].T @ dH)
-            m = m1[rows]
-            m *= beta1
-            m += (1 - beta1) * g
-            v = v1[rows]
-            v *= beta2
-            v += (1 - beta2) * (g * g)
-            m1[rows], v1[rows] = m, v
-            steps1[rows] += 1
-            t = steps1[rows]
-            rate = (lr / (1.0 - beta1 ** t)).astype(f32)[:, None]
-            correction = (1.0 - beta2 ** t).astype(f32)[:, None]
-            W1[rows] -= rate * m / (np.sqrt(v / correction) + f32(eps))
-        if epoch >= swa_from:
-            snap((W1, b1, W2, b2))
-    return W1, b1, W2, b2
-
 def train_swa(X, y, n_classes, hidden=256, epochs=12, networks=3, swa_from=6):
     """The repo's network training, but each network's weights averaged over the ends of epochs swa_from+1..epochs."""
     from threadpoolctl import threadpool_limits
@@ -157,11 +96,13 @@ def train_swa(X, y, n_classes, hidden=256, epochs=12, networks=3, swa_from=6):
     with threadpool_limits(limits=1, user_api="blas"):
         for seed in range(networks):
             acc = None; k = 0
-            def snap(params):
+            def snap(epoch, params):
                 nonlocal acc, k
+                if epoch < swa_from:
+                    return
                 k += 1
                 acc = [p.copy() for p in params] if acc is None else [a + (p - a) / k for a, p in zip(acc, params)]
-            _train_network_snap(X, y, n_classes, hidden, epochs, seed, swa_from, snap)
+            mi._train_network(X, y, n_classes, hidden, epochs, seed, on_epoch=snap)
             parts.append(acc)
     return (np.hstack([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
             np.vstack([p[2] for p in parts]) / networks, np.mean([p[3] for p in parts], axis=0))

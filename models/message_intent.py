@@ -548,9 +548,11 @@ def train_networks(X, y: np.ndarray, n_classes: int, hidden: int, epochs: int, n
             np.vstack([p[2] for p in parts]) / networks, np.mean([p[3] for p in parts], axis=0))
 
 
-def _train_network(X, y: np.ndarray, n_classes: int, hidden: int, epochs: int, seed: int):
+def _train_network(X, y: np.ndarray, n_classes: int, hidden: int, epochs: int, seed: int, on_epoch=None):
     """One network by mini-batch Adam (MLP_LEARNING_RATE, MLP_BATCH, MLP_DROPOUT). The input is sparse, so only
-    the rows of W1 whose features occur in a batch are updated, each with its own Adam step count (lazy Adam)."""
+    the rows of W1 whose features occur in a batch are updated, each with its own Adam step count (lazy Adam).
+    `on_epoch(epoch, (W1, b1, W2, b2))`, when given, is called at the end of each epoch (the weights as they are
+    then: copy them to keep them; benchmarks/intent_repeated_cv.py averages them over the last epochs)."""
     f32 = np.float32
     rng = np.random.default_rng(seed)
     X = X.tocsr().astype(f32)
@@ -564,7 +566,7 @@ def _train_network(X, y: np.ndarray, n_classes: int, hidden: int, epochs: int, s
     m1, v1, steps1 = np.zeros_like(W1), np.zeros_like(W1), np.zeros(d, np.int64)
     beta1, beta2, eps, lr, keep = 0.9, 0.999, 1e-8, MLP_LEARNING_RATE, 1.0 - MLP_DROPOUT
     step = 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = rng.permutation(n)
         for start in range(0, n, MLP_BATCH):
             batch = order[start:start + MLP_BATCH]
@@ -605,6 +607,8 @@ def _train_network(X, y: np.ndarray, n_classes: int, hidden: int, epochs: int, s
             rate = (lr / (1.0 - beta1 ** t)).astype(f32)[:, None]
             correction = (1.0 - beta2 ** t).astype(f32)[:, None]
             W1[rows] -= rate * m / (np.sqrt(v / correction) + f32(eps))
+        if on_epoch is not None:
+            on_epoch(epoch, (W1, b1, W2, b2))
     return W1, b1, W2, b2
 
 
