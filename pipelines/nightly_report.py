@@ -806,13 +806,17 @@ def _display_groups(con, table: str, column: str) -> None:
 
     groups = _df(con, f"select distinct cast({column} as varchar) as g from {table} where {column} is not null")
     shown = [(g, display_label(g) or "unknown") for g in groups["g"]]
-    renamed = pd.DataFrame([(g, d) for g, d in shown if g != d], columns=["g", "p"], dtype=object)
-    if renamed.empty:
+    _rename_groups(con, table, column, [(g, d) for g, d in shown if g != d])
+
+
+def _rename_groups(con, table: str, column: str, renamed: list[tuple[str, str]]) -> None:
+    """Set `column` of `table` to p wherever it reads g, for each (g, p) of `renamed`."""
+    if not renamed:
         return
-    con.register("report_displayed_groups", renamed)
-    con.execute(f"update {table} set {column} = r.p from report_displayed_groups r "
+    con.register("report_renamed_groups", pd.DataFrame(renamed, columns=["g", "p"], dtype=object))
+    con.execute(f"update {table} set {column} = r.p from report_renamed_groups r "
                 f"where cast({table}.{column} as varchar) = r.g")
-    con.unregister("report_displayed_groups")
+    con.unregister("report_renamed_groups")
 
 
 def _publish_groups(con, table: str, columns: tuple[str, ...], k: int) -> None:
@@ -824,13 +828,7 @@ def _publish_groups(con, table: str, columns: tuple[str, ...], k: int) -> None:
     for column in columns:
         sizes = _df(con, f"select cast({column} as varchar) as g, count(*) as n from {table} group by all")
         mapping = published_groups(sizes.set_index("g")["n"], k)
-        renamed = pd.DataFrame([(g, p) for g, p in mapping.items() if g != p], columns=["g", "p"], dtype=object)
-        if renamed.empty:
-            continue
-        con.register("report_renamed_groups", renamed)
-        con.execute(f"update {table} set {column} = r.p from report_renamed_groups r "
-                    f"where cast({table}.{column} as varchar) = r.g")
-        con.unregister("report_renamed_groups")
+        _rename_groups(con, table, column, [(g, p) for g, p in mapping.items() if g != p])
 
 
 DRILL = {  # metric -> which drops explain it (decision_log filter) and the population column it is measured on
