@@ -775,9 +775,9 @@ def _build_in_slices(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bu
     silver (`previous` None) or merged into the state of `previous`: each slice in its own connection, with the
     reference tables, the consent, the store's rows and states and the silver rows narrowed to its customers; its
     rows, states and features written to scratch Parquet files; then the bucket's tables in `con` from those files,
-    as one build of the whole bucket gives them (every feature is a customer's own)."""
+    as one build of the whole bucket gives them (every feature is a customer's own). `con` holds the bucket's
+    snapshots as of `day` (store_slices registered them)."""
     scratch = lake.staging_dir(paths)
-    register_reference(con, paths, day, [bucket])
     predicates = slice_predicates(con, slices)
     parts: list[dict[str, Any]] = []
     try:
