@@ -21,10 +21,11 @@ import pandas as pd
 
 from pipelines import lake
 from pipelines.config import REPO_ROOT, Paths, settings
-from pipelines.contract import FileContract, landing_contract
+from pipelines.contract import FileContract, landing_contract, text_limits
 from pipelines.data_docs import build_gate_site, clear_results
 from pipelines.ingest.core import (BIDI_REGEX, CONTROL_REGEX, FORMAT_REGEX, FULLWIDTH_REGEX, INVISIBLE_REGEX,
-                                   REPLACEMENT_REGEX, bronze_columns_sql)
+                                   REPLACEMENT_REGEX, bronze_columns_sql, python_combining_regex,
+                                   python_mixed_script_regex)
 from pipelines.errors import GateFailed, SegoneError
 from pipelines.runs import write_run_metrics
 from pipelines.schemas import TableSchema, table_schema, tables
@@ -199,14 +200,21 @@ def landing_suite(contract: FileContract) -> dict[str, Any]:
                                      regex=GX_REGEX[column.type]))
         if column.type == "text":
             # One expectation per type and column (a suite keeps only one): C0 controls and bidi controls in one
-            # class, and for a label the invisible characters, U+FFFD and the full-width forms too (the ingest's
-            # mixed-script and Zalgo rules need RE2's script classes: not here).
+            # class, and for a label the invisible characters, U+FFFD and the full-width forms too.
             rule, regex = "no control characters, no bidirectional controls", CONTROL_REGEX[:-1] + BIDI_REGEX[1:]
             if column.label:
                 rule, regex = (rule + ", no invisible characters, no U+FFFD, no full-width forms",
                                regex[:-1] + INVISIBLE_REGEX[1:-1] + REPLACEMENT_REGEX + FULLWIDTH_REGEX[1:])
             items.append(expectation("expect_column_values_to_not_match_regex", rule, column=name,
                                      regex=escaped_pattern(regex)))
+            if column.label:
+                # The look-alikes the ingest refuses by RE2's script classes, spelt out for Python's `re`.
+                max_marks = text_limits().label_max_combining_marks
+                items.append(expectation(
+                    "expect_column_values_to_not_match_regex_list",
+                    f"no word mixing Latin with Cyrillic or Greek, no more than {max_marks} combining marks in a row",
+                    column=name, regex_list=[escaped_pattern(python_mixed_script_regex()),
+                                             escaped_pattern(python_combining_regex(max_marks))]))
         if column.type == "enum":
             items.append(expectation("expect_column_values_to_be_in_set", "values", column=name,
                                      value_set=list(column.values)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import unicodedata
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -686,7 +688,7 @@ def test_an_open_banking_name_that_is_a_look_alike_or_zalgo_loses_its_field_and_
 def test_the_mixed_script_rule_says_the_same_in_sql_and_python(con):
     """The core rule is RE2's script classes in DuckDB, the open-banking one Python's unicodedata names: every letter
     of the Latin, Greek and Cyrillic blocks beside a Latin or a Cyrillic letter is judged the same by both."""
-    from pipelines.ingest.core import MIXED_SCRIPT_REGEX, mixed_script_word
+    from pipelines.ingest.core import MIXED_SCRIPT_REGEX, mixed_script_word, python_mixed_script_regex
 
     letters = [chr(c) for c in [*range(0x41, 0x7b), *range(0xc0, 0x250), *range(0x370, 0x400), *range(0x400, 0x530),
                                 *range(0x1e00, 0x1f00)] if chr(c).isalpha()]
@@ -694,3 +696,21 @@ def test_the_mixed_script_rule_says_the_same_in_sql_and_python(con):
     sql = con.execute("select w, regexp_matches(w, ?) from unnest(?) as t(w)", [MIXED_SCRIPT_REGEX, samples]).fetchall()
     disagree = [w for w, found in sql if found != (mixed_script_word(w) is not None)]
     assert not disagree, disagree[:10]
+    # and the form of it the expectation suites use (Python's `re`, no script classes)
+    python_form = re.compile(python_mixed_script_regex())
+    disagree = [w for w, found in sql if found != bool(python_form.search(w))]
+    assert not disagree, disagree[:10]
+
+
+def test_the_zalgo_rule_says_the_same_in_sql_and_in_the_suites(con):
+    """RE2's \\pM run and the suites' spelt-out class of combining marks find the same runs: every combining mark
+    of the Basic Multilingual Plane, 4 and 5 in a row after a letter."""
+    from pipelines.ingest.core import combining_regex, python_combining_regex
+
+    marks = [chr(c) for c in range(0x300, 0x10000) if unicodedata.category(chr(c))[0] == "M"]
+    samples = [f"a{m * n}" for m in marks for n in (4, 5)]
+    sql = con.execute("select w, regexp_matches(w, ?) from unnest(?) as t(w)", [combining_regex(4), samples]).fetchall()
+    python_form = re.compile(python_combining_regex(4))
+    disagree = [w for w, found in sql if found != bool(python_form.search(w))]
+    assert not disagree, [hex(ord(w[1])) for w in disagree[:10]]
+    assert sum(found for _, found in sql) == len(marks)

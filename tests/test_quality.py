@@ -285,3 +285,23 @@ def test_suites_check_labels_for_invisible_characters_and_let_free_text_keep_the
     result = run_suite(bad, "landing_transactions")
     assert {(f["expectation"], f["column"]) for f in result.failures} == {
         ("expect_column_values_to_not_match_regex", "merchant_name")}
+
+
+def test_suites_check_labels_for_look_alikes_the_ingest_refuses(good_bronze):
+    """A Cyrillic 'о' in a Latin word and Zalgo marks fail the label's suite; a whole Cyrillic word, a Latin word
+    beside a Cyrillic one, Vietnamese accents and Zalgo in free text pass."""
+    zalgo = "a" + "\u0301\u0302\u0303\u0304\u0305"
+    bad = good_bronze["transactions"].copy()
+    bad.loc[0, "merchant_name"] = "L\u043endon Cafe"
+    bad.loc[1, "merchant_name"] = f"Shop {zalgo}"
+    bad.loc[2, "description"] = f"coffee {zalgo}"
+    result = run_suite(bad, "landing_transactions")
+    failures = [f for f in result.failures]
+    assert {(f["expectation"], f["column"]) for f in failures} == {
+        ("expect_column_values_to_not_match_regex_list", "merchant_name")}
+    assert failures[0]["unexpected_count"] == 2
+    good = good_bronze["transactions"].copy()
+    good.loc[0, "merchant_name"] = "\u041c\u043e\u0441\u043a\u0432\u0430"
+    good.loc[1, "merchant_name"] = "Caf\u00e9 \u041c\u043e\u0441\u043a\u0432\u0430"
+    good.loc[2, "merchant_name"] = "H\u00e0 N\u1ed9i Ph\u1edf"
+    assert run_suite(good, "landing_transactions").failures == []

@@ -9,6 +9,7 @@ on bad input: bad input is data. See docs/architecture.md, "Ingest and quarantin
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import re
@@ -167,6 +168,50 @@ def combining_regex(max_marks: int) -> str:
 def combining_words(max_marks: int) -> str:
     return (f"stacks more than {int(max_marks)} combining marks on one character (Zalgo text; "
             f"text.label_max_combining_marks): it draws over the text around it")
+
+
+# The mixed-script and Zalgo rules for Python's `re`, which has no script or category classes: the Great
+# Expectations suites check bronze with pandas (`str.contains`), so the classes are spelt out as ranges from this
+# Python's Unicode database, the same letters `_script` and `longest_combining_run` judge by.
+def _ranges_class(codepoints: list[int]) -> str:
+    """A character class of code points, runs written as ranges."""
+    runs: list[list[int]] = []
+    for codepoint in codepoints:
+        if runs and codepoint == runs[-1][1] + 1:
+            runs[-1][1] = codepoint
+        else:
+            runs.append([codepoint, codepoint])
+    return "[" + "".join(chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in runs) + "]"
+
+
+@functools.lru_cache(maxsize=None)
+def _python_classes() -> tuple[str, str, str]:
+    """(Latin letters, Cyrillic and Greek letters, combining marks) as `re` classes."""
+    latin, other, marks = [], [], []
+    for codepoint in range(0x110000):
+        character = chr(codepoint)
+        if unicodedata.category(character)[0] == "M":
+            marks.append(codepoint)
+        elif character.isalpha():
+            script = _script(character)
+            if script == "LATIN":
+                latin.append(codepoint)
+            elif script is not None:
+                other.append(codepoint)
+    return _ranges_class(latin), _ranges_class(other), _ranges_class(marks)
+
+
+def python_mixed_script_regex() -> str:
+    """MIXED_SCRIPT_REGEX for Python's `re`: a Latin letter and a Cyrillic or Greek one in a run of letters, marks
+    and digits (`[^\W_]` is a letter or a digit)."""
+    latin, other, marks = _python_classes()
+    word = f"(?:[^\W_]|{marks})*"
+    return f"{latin}{word}{other}|{other}{word}{latin}"
+
+
+def python_combining_regex(max_marks: int) -> str:
+    """combining_regex for Python's `re`."""
+    return f"{_python_classes()[2]}{{{int(max_marks) + 1},}}"
 
 
 # A required free text of only whitespace is empty.
