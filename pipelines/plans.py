@@ -531,26 +531,35 @@ def last_year_sql(postings: str, loaded: str, base: str, day: date, prov: dict[s
     dedup windows across loads), so only the ids found more than once are ranked by load (found by a hash of the id:
     a collision only ranks a few more ids, each then its own first load); a window over every payment of the year,
     to keep each posting's first load, cost most of the query (docs/plans.md, "What it costs"). The later payments
-    are not made distinct before the anti join (one hash join instead of an aggregate and a join)."""
+    are not made distinct before the anti join (one hash join instead of an aggregate and a join).
+
+    What is held in memory is kept narrow: the year's payments are materialised once with the id's hash, not the id
+    (the few repeated ids' rows are scanned again, with their ids, to rank their loads), and `paid` is not
+    materialised (each of its two readers streams it). At a bucket of 62,500 customers (42M postings) the wide
+    materialised rows no longer fit the connection's memory and spilled: 48 CPU-s a bucket, 30 now; the same at
+    6,250 (docs/plans.md, "What it costs")."""
     channels = ", ".join(f"'{c}'" for c in prov["last_year_channels"])
     start = (day + timedelta(days=1) - timedelta(days=365)).isoformat()
     end = (day + timedelta(days=int(prov["lookahead_days"])) - timedelta(days=365)).isoformat()
     quiet = (day - timedelta(days=int(prov["last_year_quiet_days"]))).isoformat()
-    return f"""
-        with payments as (
+    rows = f"""
             select transaction_id, load_date, customer_id, source, booking_date, -cast({base} as double) as amount,
                 coalesce(counterparty_id, merchant_name, regexp_replace(description, '[0-9]', '#', 'g')) as payee
             from {postings} where {loaded} and {base} < 0 and channel in ({channels})
                 and booking_date <= date '{day.isoformat()}'
-                and (source <> 'openbanking' or customer_id in ({open_banking_customers}))),
+                and (source <> 'openbanking' or customer_id in ({open_banking_customers}))"""
+    return f"""
+        with payments as (
+            select hash(transaction_id) as id_hash, customer_id, source, booking_date, amount, payee
+            from ({rows})),
         repeated as (
-            select hash(transaction_id) as id_hash from payments group by id_hash having count(*) > 1),
+            select id_hash from payments group by id_hash having count(*) > 1),
         first_loads as (
-            select * from payments where hash(transaction_id) in (select id_hash from repeated)
+            select * from ({rows}) where hash(transaction_id) in (select id_hash from repeated)
             qualify row_number() over (partition by transaction_id order by load_date) = 1),
-        paid as (
+        paid as not materialized (
             select customer_id, source, booking_date, amount, payee from payments
-            where hash(transaction_id) not in (select id_hash from repeated)
+            where id_hash not in (select id_hash from repeated)
             union all
             select customer_id, source, booking_date, amount, payee from first_loads),
         last_year as (
