@@ -62,38 +62,36 @@ joined as (
         coalesce(window_postings.net_flow, 0) as net_flow,
         coalesce(window_postings.n_postings, 0) as n_postings,
         window_reported.balance as reported_balance,
-        sum(coalesce(window_postings.net_flow, 0)) over upto_now as cum_flow,
-        -- the reported days so far: the latest of them anchors the day
-        count(window_reported.balance) over upto_now as n_reports
+        sum(coalesce(window_postings.net_flow, 0)) over upto_now as cum_flow
     from days
     left join window_postings using (account_id, ds)
     left join window_reported using (account_id, ds)
     window upto_now as (partition by days.account_id order by days.ds rows unbounded preceding)
 ),
 
-reports as (
-    select account_id, n_reports, ds as report_day, reported_balance, cum_flow
-    from joined
-    where reported_balance is not null
-),
-
 anchored as (
+    -- per day: the latest report so far (the anchor), the report before a reported day (its reconciliation) and
+    -- the account's first report in the window, each with the cumulative flow on its day: windows over the day's
+    -- own account, not joins back to the reports (three hash joins of every day cost a third of the series)
     select joined.*,
-        anchor.reported_balance as anchor_balance,
-        anchor.cum_flow as anchor_cum_flow,
-        previous.reported_balance as previous_balance,
-        previous.cum_flow as previous_cum_flow,
-        first.reported_balance as first_balance,
-        first.cum_flow as first_cum_flow,
-        first.report_day as first_report_day
-    from joined
-    left join reports as anchor
-        on anchor.account_id = joined.account_id and anchor.n_reports = joined.n_reports
-    left join reports as previous
-        on previous.account_id = joined.account_id and previous.n_reports = joined.n_reports - 1
-        and joined.reported_balance is not null
-    left join reports as first
-        on first.account_id = joined.account_id and first.n_reports = 1
+        last_value(reported_balance ignore nulls) over upto_now as anchor_balance,
+        last_value(report_cum_flow ignore nulls) over upto_now as anchor_cum_flow,
+        case when reported_balance is not null
+            then last_value(reported_balance ignore nulls) over before_now end as previous_balance,
+        case when reported_balance is not null
+            then last_value(report_cum_flow ignore nulls) over before_now end as previous_cum_flow,
+        first_value(reported_balance ignore nulls) over whole_window as first_balance,
+        first_value(report_cum_flow ignore nulls) over whole_window as first_cum_flow,
+        first_value(report_day ignore nulls) over whole_window as first_report_day
+    from (
+        select joined.*,
+            case when reported_balance is not null then cum_flow end as report_cum_flow,
+            case when reported_balance is not null then ds end as report_day
+        from joined
+    ) as joined
+    window upto_now as (partition by account_id order by ds rows unbounded preceding),
+        before_now as (partition by account_id order by ds rows between unbounded preceding and 1 preceding),
+        whole_window as (partition by account_id order by ds rows between unbounded preceding and unbounded following)
 ),
 
 core_spans as (
