@@ -99,6 +99,7 @@ account; docs/architecture.md, "Conform"). Across nights the conform stage dedup
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -237,6 +238,9 @@ _QUOTE = ord('"')
 _DEPTH_STEP = np.zeros(256, dtype=np.int32)
 _DEPTH_STEP[list(b"[{")] = 1
 _DEPTH_STEP[list(b"]}")] = -1
+_COLON = ord(":")
+_KEY_STRUCTURE = np.zeros(256, dtype=bool)  # what may_repeat_a_key follows: brackets and ':'
+_KEY_STRUCTURE[list(b"[]{}:")] = True
 
 
 @dataclass(frozen=True)
@@ -386,7 +390,17 @@ class _Record:
         value = container.get(key)
         name = prefix + key
         if type(value) is str and value:
-            if CONTROL_CHARACTER.search(value) is None:
+            if value.isascii():
+                # The same checks in the same order, for the common case: every character the bidi, invisible,
+                # replacement and look-alike rules refuse is outside ASCII, and NFC leaves ASCII as it is.
+                if CONTROL_CHARACTER.search(value) is None:
+                    lengths = openbanking_lengths()
+                    limit = lengths.limit(name)
+                    if len(value) <= limit:
+                        return value
+                    self.problem(name, too_long(name, value, limit), value, required or name in lengths.ids)
+                    return None
+            elif CONTROL_CHARACTER.search(value) is None:
                 lengths = openbanking_lengths()
                 if BIDI_CHARACTER.search(value) is not None:
                     self.problem(name, f"{name} {BIDI_REASON}", value, required or name in lengths.ids)
@@ -440,23 +454,20 @@ class _Record:
             self.problem(name, f"{name} is {_kind_of(value)}, expected an ISO 8601 date-time string", value,
                          required)
             return None
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
+        moment = _read_instant(value)
+        if type(moment) is datetime:
+            return moment
+        if moment == "iso":
             self.problem(name, f"{name} {value!r} is not an ISO 8601 date-time", value, required)
-            return None
-        if moment.tzinfo is None:
+        elif moment == "zone":
             self.problem(name, f"{name} {value!r} has no time zone offset; the contract requires one", value,
                          required)
-            return None
-        if not offset_in_range(moment):
+        elif moment == "offset":
             self.problem(name, f"{name} {value!r} has a zone offset out of range (-14:00 to +14:00, whole minutes)",
                          value, required)
-            return None
-        if not instant_in_range(moment):
+        else:
             self.problem(name, f"{name} {value!r} is {INSTANT_OUT_OF_RANGE}", value, required)
-            return None
-        return moment
+        return None
 
     def amount(self, container: dict[str, Any], key: str, prefix: str = "", required: bool = False
                ) -> tuple[Decimal | None, str | None]:
@@ -498,18 +509,17 @@ class _Record:
         else:
             self.problem(name, f"{name} is {_kind_of(raw)}, expected a decimal string", raw, required)
             return None
-        if AMOUNT_PATTERN.fullmatch(text) is None:
+        read = _read_amount(text)
+        if read is None:
             self.problem(name, f"{name} {text!r} is not an unsigned OBIE amount (up to 13 digits and 5 decimals; "
                                f"the sign comes from CreditDebitIndicator)", raw, required)
             return None
-        dot = text.find(".")
-        decimals = len(text[dot + 1:].rstrip("0")) if dot >= 0 else 0
+        decimals, number = read
         if decimals > 2 or (currency is not None and decimals > MINOR_UNITS.get(currency, 2)):
             unit = MINOR_UNITS.get(currency, 2) if currency else 2
             self.problem(name, f"{name} {text!r} has {decimals} decimals: more than {currency or 'the currency'} "
                                f"allows ({unit}) or the lake stores (DECIMAL(18,2)); not rounded", raw, required)
             return None
-        number = Decimal(text).quantize(CENT)
         if self.max_amount is not None and number > self.max_amount:
             self.problem(name, f"{name} {text!r} is above the maximum {self.max_amount} (config/landing.yaml)", raw,
                          required)
@@ -540,6 +550,37 @@ class _Record:
             self.note(name, f"{name} {value!r} matches neither the OBIE frequency pattern nor a v4.0 frequency code",
                       value, "kept as written")
         return value
+
+
+@functools.lru_cache(maxsize=65536)
+def _read_instant(value: str) -> datetime | str:
+    """An ISO 8601 date-time with a zone offset as written, or what is wrong with it: "iso" (not ISO 8601), "zone"
+    (no offset), "offset" (out of -14:00..+14:00 or not whole minutes), "range" (not an instant of years 0001-9999
+    in UTC). Cached: the same text is read once per process (a value date equal to its booking date, a balance's
+    time in every fetch); datetimes are immutable, so the cache hands out the same object safely."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return "iso"
+    if moment.tzinfo is None:
+        return "zone"
+    if not offset_in_range(moment):
+        return "offset"
+    if not instant_in_range(moment):
+        return "range"
+    return moment
+
+
+@functools.lru_cache(maxsize=65536)
+def _read_amount(text: str) -> tuple[int, Decimal | None] | None:
+    """An unsigned OBIE amount string: (its significant decimals, the Decimal with 2 decimals, or None when it has
+    more than 2), or None when it is not one (AMOUNT_PATTERN). Cached per process: the same figures recur (a balance
+    in every fetch); Decimals are immutable."""
+    if AMOUNT_PATTERN.fullmatch(text) is None:
+        return None
+    dot = text.find(".")
+    decimals = len(text[dot + 1:].rstrip("0")) if dot >= 0 else 0
+    return decimals, (Decimal(text).quantize(CENT) if decimals <= 2 else None)
 
 
 def max_amount(resource: str) -> Decimal:
@@ -935,6 +976,7 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
     version = detect_version(resource, records, page)
     reader = _READERS[resource]
     context_columns = _context_columns(context, version)
+    bound = max_amount(resource)
     for record_path, record in items:
         out.records_read += 1
         if type(record) is not dict:
@@ -942,7 +984,7 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
             out.add(_quarantine_row(source, record_path, f"record is {_kind_of(record)}, expected an "
                                                                        f"object; {RECORD_REJECTED}", record))
             continue
-        rec = _Record(record, version, max_amount(resource))
+        rec = _Record(record, version, bound)
         row = reader(rec, context, fingerprints)
         for name, reason, raw in rec.faults:
             out.add(_quarantine_row(source, f"{record_path}.{name}", reason, raw))
@@ -1004,6 +1046,54 @@ def json_depth(data: bytes) -> int:
     return max(int(np.cumsum(steps).max()), 0)
 
 
+def may_repeat_a_key(data: bytes) -> bool:
+    """False when no object of these JSON bytes (already parsed: valid JSON) holds the same key twice; True when one
+    may (then the parse with the duplicate-finding hook decides). Vectorised over the raw bytes, no Python per
+    object: each key (the quoted string before a ':' outside strings) is summarised by its object (the position of
+    the innermost '{' open at that point), its length, its byte sum and its position-weighted byte sum. Equal keys of
+    one object give equal summaries, so a file whose summaries are all distinct repeats no key; two distinct keys
+    may share a summary (then True: a needless second parse, never a missed duplicate). A file with a backslash
+    (an escape can spell one key two ways) is always True."""
+    if b"\\" in data:
+        return True
+    raw = np.frombuffer(data, dtype=np.uint8)
+    quotes = np.flatnonzero(raw == _QUOTE)
+    marks = np.flatnonzero(_KEY_STRUCTURE[raw])
+    if marks.size == 0:
+        return False
+    outside = (np.searchsorted(quotes, marks) & 1) == 0  # an even number of quotes before: not inside a string
+    marks = marks[outside]
+    kinds = raw[marks]
+    steps = _DEPTH_STEP[kinds].astype(np.int64)
+    depth_after = np.cumsum(steps)
+    colon = kinds == _COLON
+    if not colon.any():
+        return False
+    opening = steps > 0
+    # The innermost open bracket of each ':' is the last open bracket before it whose depth after opening equals
+    # the depth at the ':'. Sorting by (depth, position) and carrying the last opening forward finds it; the key
+    # depth * span + position only grows along that order, so a running maximum never crosses into another depth.
+    span = np.int64(len(data) + 1)
+    order = np.lexsort((marks, depth_after))
+    carried = np.where(opening, depth_after * span + marks, -1)[order]
+    owner = np.empty_like(carried)
+    owner[order] = np.maximum.accumulate(carried)
+    colons = marks[colon]
+    owners = owner[colon]
+    closing = np.searchsorted(quotes, colons) - 1  # the key's closing quote is the last quote before its ':'
+    if (closing < 1).any():
+        return True
+    end = quotes[closing]
+    start = quotes[closing - 1] + 1
+    weights = raw.astype(np.int64)
+    byte_sum = np.concatenate(([0], np.cumsum(weights)))
+    weighted_sum = np.concatenate(([0], np.cumsum(weights * np.arange(raw.size, dtype=np.int64))))
+    total = byte_sum[end] - byte_sum[start]
+    relative = weighted_sum[end] - weighted_sum[start] - start * total
+    summary = np.stack((owners, end - start, total, relative), axis=1)
+    return len(np.unique(summary, axis=0)) != len(summary)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -1045,7 +1135,12 @@ def decode_json(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, s
         not_utf8 = f"not valid UTF-8: {error}"
         text = data.decode("utf-8-sig", errors="replace")
     try:
-        value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=pairs_hook)
+        # The C parser builds the objects; only a file that may repeat a key in one object is parsed again with the
+        # hook that finds which (a Python call per object, most of the parse's cost otherwise).
+        value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        if not_utf8 is not None or may_repeat_a_key(data):
+            value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant,
+                               object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as error:
         # the parser's message names the fault and its position; no byte of the file is kept (it may be anything)
         return None, not_utf8 or f"not valid JSON: {error}", None, []
