@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 
 from pipelines.ingest.openbanking import (
-    COLUMNS, QUARANTINE_COLUMNS, RESOURCES, ObContext, decode_json, json_depth, may_repeat_a_key,
-    parse_envelope_file,
+    COLUMNS, QUARANTINE_COLUMNS, RESOURCES, ObContext, decode_json, json_depth, parse_envelope_file,
     parse_openbanking_files, parse_resource,
 )
 from tests.conftest import REFERENCE
@@ -638,23 +637,8 @@ def test_duplicate_keys_in_an_envelope_are_noted_with_their_path(tmp_path: Path)
     assert row["reason"].startswith("duplicate key 'Nickname'") and row["reason"].endswith("last value used")
 
 
-@pytest.mark.parametrize("text, repeats", [
-    ('{"a": 1, "b": {"a": 2}, "c": [{"a": 3}, {"a": 4}]}', False),  # one name in different objects
-    ('{"ab": 1, "ba": 2, "k": "x:y", "m": "{\\"a\\": 1}"}', True),  # a backslash: always the hook
-    ('{"ab": 1, "ba": 2, "k": "x:{y", "j": "]"}', False),  # anagrams; ':' and brackets inside strings
-    ('{"a": {"x": 1}, "b": {"y": 2, "y": 3}}', True),
-    ('{"a": [1, {"b": 1, "c": [{}], "b": 2}]}', True),
-    ('{"a": {}, "b": [], "a": 3}', True),
-    ('\ufeff{"caf\u00e9": 1, "cafe": 2}', False),
-])
-def test_the_duplicate_key_check_never_misses_a_repeated_key(text: str, repeats: bool) -> None:
-    """The parse uses the duplicate-finding hook only when may_repeat_a_key says a key may repeat: it must say so
-    for every object that repeats one (a false alarm only costs a second parse)."""
-    assert may_repeat_a_key(text.encode("utf-8")) is repeats
-
-
 def test_a_duplicate_key_spelled_with_an_escape_is_noted(tmp_path: Path) -> None:
-    """"Nickname" and "Nick\\u006eame" are one key: the raw bytes differ, the note must still be written."""
+    """"Nickname" and "Nick\\u006eame" are one key (JSON compares keys after unescaping): the note is written."""
     text = json.dumps(envelope(1)).replace('"Nickname": "Bills"', '"Nickname": "Bills", "Nick\\u006eame": "Home"')
     path = tmp_path / "dup.json"
     path.write_text(text)

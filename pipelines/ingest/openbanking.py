@@ -99,7 +99,9 @@ account; docs/architecture.md, "Conform"). Across nights the conform stage dedup
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import json
 import logging
@@ -107,7 +109,7 @@ import math
 import os
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -238,9 +240,6 @@ _QUOTE = ord('"')
 _DEPTH_STEP = np.zeros(256, dtype=np.int32)
 _DEPTH_STEP[list(b"[{")] = 1
 _DEPTH_STEP[list(b"]}")] = -1
-_COLON = ord(":")
-_KEY_STRUCTURE = np.zeros(256, dtype=bool)  # what may_repeat_a_key follows: brackets and ':'
-_KEY_STRUCTURE[list(b"[]{}:")] = True
 
 
 @dataclass(frozen=True)
@@ -1046,54 +1045,6 @@ def json_depth(data: bytes) -> int:
     return max(int(np.cumsum(steps).max()), 0)
 
 
-def may_repeat_a_key(data: bytes) -> bool:
-    """False when no object of these JSON bytes (already parsed: valid JSON) holds the same key twice; True when one
-    may (then the parse with the duplicate-finding hook decides). Vectorised over the raw bytes, no Python per
-    object: each key (the quoted string before a ':' outside strings) is summarised by its object (the position of
-    the innermost '{' open at that point), its length, its byte sum and its position-weighted byte sum. Equal keys of
-    one object give equal summaries, so a file whose summaries are all distinct repeats no key; two distinct keys
-    may share a summary (then True: a needless second parse, never a missed duplicate). A file with a backslash
-    (an escape can spell one key two ways) is always True."""
-    if b"\\" in data:
-        return True
-    raw = np.frombuffer(data, dtype=np.uint8)
-    quotes = np.flatnonzero(raw == _QUOTE)
-    marks = np.flatnonzero(_KEY_STRUCTURE[raw])
-    if marks.size == 0:
-        return False
-    outside = (np.searchsorted(quotes, marks) & 1) == 0  # an even number of quotes before: not inside a string
-    marks = marks[outside]
-    kinds = raw[marks]
-    steps = _DEPTH_STEP[kinds].astype(np.int64)
-    depth_after = np.cumsum(steps)
-    colon = kinds == _COLON
-    if not colon.any():
-        return False
-    opening = steps > 0
-    # The innermost open bracket of each ':' is the last open bracket before it whose depth after opening equals
-    # the depth at the ':'. Sorting by (depth, position) and carrying the last opening forward finds it; the key
-    # depth * span + position only grows along that order, so a running maximum never crosses into another depth.
-    span = np.int64(len(data) + 1)
-    order = np.lexsort((marks, depth_after))
-    carried = np.where(opening, depth_after * span + marks, -1)[order]
-    owner = np.empty_like(carried)
-    owner[order] = np.maximum.accumulate(carried)
-    colons = marks[colon]
-    owners = owner[colon]
-    closing = np.searchsorted(quotes, colons) - 1  # the key's closing quote is the last quote before its ':'
-    if (closing < 1).any():
-        return True
-    end = quotes[closing]
-    start = quotes[closing - 1] + 1
-    weights = raw.astype(np.int64)
-    byte_sum = np.concatenate(([0], np.cumsum(weights)))
-    weighted_sum = np.concatenate(([0], np.cumsum(weights * np.arange(raw.size, dtype=np.int64))))
-    total = byte_sum[end] - byte_sum[start]
-    relative = weighted_sum[end] - weighted_sum[start] - start * total
-    summary = np.stack((owners, end - start, total, relative), axis=1)
-    return len(np.unique(summary, axis=0)) != len(summary)
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -1135,12 +1086,7 @@ def decode_json(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, s
         not_utf8 = f"not valid UTF-8: {error}"
         text = data.decode("utf-8-sig", errors="replace")
     try:
-        # The C parser builds the objects; only a file that may repeat a key in one object is parsed again with the
-        # hook that finds which (a Python call per object, most of the parse's cost otherwise).
-        value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
-        if not_utf8 is not None or may_repeat_a_key(data):
-            value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant,
-                               object_pairs_hook=pairs_hook)
+        value = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=pairs_hook)
     except json.JSONDecodeError as error:
         # the parser's message names the fault and its position; no byte of the file is kept (it may be anything)
         return None, not_utf8 or f"not valid JSON: {error}", None, []
@@ -1392,10 +1338,36 @@ def _source_file(path: Path, resolved_root: Path) -> str:
         return path.as_posix()
 
 
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector paused, then restored as it was.
+
+    The parse builds millions of small objects (JSON trees, row dicts, Decimals, datetimes) and keeps the rows: each
+    collection of the oldest generation walks all of them again, which cost more CPU than the parse itself (a
+    history of 10,000 customers). None of them forms a reference cycle (the JSON and the rows are trees), so
+    reference counting frees each one as before; cycles made meanwhile (an exception's traceback) wait for the
+    next collection after the parse. Pausing is process-wide: other threads of the process are not collected
+    during it either."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _parse_chunk(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
                  max_quarantine_rows: int | None = None
                  ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
     """Parse some files into (un-deduplicated frames, quarantine frame, counts); runs in a worker process too."""
+    with _no_cycle_collection():
+        return _parse_chunk_files(paths, landing_root, max_bytes, max_depth, max_quarantine_rows)
+
+
+def _parse_chunk_files(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
+                       max_quarantine_rows: int | None
+                       ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
     tables: dict[str, list[dict[str, Any]]] = {TABLES[r]: [] for r in RESOURCES}
     quarantine: list[dict[str, Any]] = []
     counts = {"files": 0, "files_rejected": 0, "records_read": 0, "records_rejected": 0, "pages_rejected": 0}
