@@ -453,7 +453,7 @@ class _Record:
             self.problem(name, f"{name} is {_kind_of(value)}, expected an ISO 8601 date-time string", value,
                          required)
             return None
-        moment = _read_instant(value)
+        moment = _cached_instant(value) if len(value) <= CACHED_TEXT_MAX else _read_instant(value)
         if type(moment) is datetime:
             return moment
         if moment == "iso":
@@ -508,7 +508,7 @@ class _Record:
         else:
             self.problem(name, f"{name} is {_kind_of(raw)}, expected a decimal string", raw, required)
             return None
-        read = _read_amount(text)
+        read = _cached_amount(text) if len(text) <= CACHED_TEXT_MAX else _read_amount(text)
         if read is None:
             self.problem(name, f"{name} {text!r} is not an unsigned OBIE amount (up to 13 digits and 5 decimals; "
                                f"the sign comes from CreditDebitIndicator)", raw, required)
@@ -551,12 +551,11 @@ class _Record:
         return value
 
 
-@functools.lru_cache(maxsize=65536)
 def _read_instant(value: str) -> datetime | str:
     """An ISO 8601 date-time with a zone offset as written, or what is wrong with it: "iso" (not ISO 8601), "zone"
     (no offset), "offset" (out of -14:00..+14:00 or not whole minutes), "range" (not an instant of years 0001-9999
-    in UTC). Cached: the same text is read once per process (a value date equal to its booking date, a balance's
-    time in every fetch); datetimes are immutable, so the cache hands out the same object safely."""
+    in UTC). Cached as `_cached_instant`: the same text is read once per process (a value date equal to its booking
+    date, a balance's time in every fetch); datetimes are immutable, so the cache hands out the same object safely."""
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -570,16 +569,22 @@ def _read_instant(value: str) -> datetime | str:
     return moment
 
 
-@functools.lru_cache(maxsize=65536)
 def _read_amount(text: str) -> tuple[int, Decimal | None] | None:
     """An unsigned OBIE amount string: (its significant decimals, the Decimal with 2 decimals, or None when it has
-    more than 2), or None when it is not one (AMOUNT_PATTERN). Cached per process: the same figures recur (a balance
-    in every fetch); Decimals are immutable."""
+    more than 2), or None when it is not one (AMOUNT_PATTERN). Cached as `_cached_amount`: the same figures recur (a
+    balance in every fetch); Decimals are immutable."""
     if AMOUNT_PATTERN.fullmatch(text) is None:
         return None
     dot = text.find(".")
     decimals = len(text[dot + 1:].rstrip("0")) if dot >= 0 else 0
     return decimals, (Decimal(text).quantize(CENT) if decimals <= 2 else None)
+
+
+# The caches keep only texts as short as a valid value (a date-time with microseconds and an offset is 32
+# characters, an OBIE amount at most 19): a hostile file's megabyte-long "date" is read, refused and not kept.
+CACHED_TEXT_MAX = 40
+_cached_instant = functools.lru_cache(maxsize=65536)(_read_instant)
+_cached_amount = functools.lru_cache(maxsize=65536)(_read_amount)
 
 
 def max_amount(resource: str) -> Decimal:
