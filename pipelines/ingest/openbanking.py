@@ -100,7 +100,6 @@ account; docs/architecture.md, "Conform"). Across nights the conform stage dedup
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import hashlib
 import json
@@ -453,20 +452,23 @@ class _Record:
             self.problem(name, f"{name} is {_kind_of(value)}, expected an ISO 8601 date-time string", value,
                          required)
             return None
-        moment = _cached_instant(value) if len(value) <= CACHED_TEXT_MAX else _read_instant(value)
-        if type(moment) is datetime:
-            return moment
-        if moment == "iso":
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
             self.problem(name, f"{name} {value!r} is not an ISO 8601 date-time", value, required)
-        elif moment == "zone":
+            return None
+        if moment.tzinfo is None:
             self.problem(name, f"{name} {value!r} has no time zone offset; the contract requires one", value,
                          required)
-        elif moment == "offset":
+            return None
+        if not offset_in_range(moment):
             self.problem(name, f"{name} {value!r} has a zone offset out of range (-14:00 to +14:00, whole minutes)",
                          value, required)
-        else:
+            return None
+        if not instant_in_range(moment):
             self.problem(name, f"{name} {value!r} is {INSTANT_OUT_OF_RANGE}", value, required)
-        return None
+            return None
+        return moment
 
     def amount(self, container: dict[str, Any], key: str, prefix: str = "", required: bool = False
                ) -> tuple[Decimal | None, str | None]:
@@ -508,17 +510,18 @@ class _Record:
         else:
             self.problem(name, f"{name} is {_kind_of(raw)}, expected a decimal string", raw, required)
             return None
-        read = _cached_amount(text) if len(text) <= CACHED_TEXT_MAX else _read_amount(text)
-        if read is None:
+        if AMOUNT_PATTERN.fullmatch(text) is None:
             self.problem(name, f"{name} {text!r} is not an unsigned OBIE amount (up to 13 digits and 5 decimals; "
                                f"the sign comes from CreditDebitIndicator)", raw, required)
             return None
-        decimals, number = read
+        dot = text.find(".")
+        decimals = len(text[dot + 1:].rstrip("0")) if dot >= 0 else 0
         if decimals > 2 or (currency is not None and decimals > MINOR_UNITS.get(currency, 2)):
             unit = MINOR_UNITS.get(currency, 2) if currency else 2
             self.problem(name, f"{name} {text!r} has {decimals} decimals: more than {currency or 'the currency'} "
                                f"allows ({unit}) or the lake stores (DECIMAL(18,2)); not rounded", raw, required)
             return None
+        number = Decimal(text).quantize(CENT)
         if self.max_amount is not None and number > self.max_amount:
             self.problem(name, f"{name} {text!r} is above the maximum {self.max_amount} (config/landing.yaml)", raw,
                          required)
@@ -549,42 +552,6 @@ class _Record:
             self.note(name, f"{name} {value!r} matches neither the OBIE frequency pattern nor a v4.0 frequency code",
                       value, "kept as written")
         return value
-
-
-def _read_instant(value: str) -> datetime | str:
-    """An ISO 8601 date-time with a zone offset as written, or what is wrong with it: "iso" (not ISO 8601), "zone"
-    (no offset), "offset" (out of -14:00..+14:00 or not whole minutes), "range" (not an instant of years 0001-9999
-    in UTC). Cached as `_cached_instant`: the same text is read once per process (a value date equal to its booking
-    date, a balance's time in every fetch); datetimes are immutable, so the cache hands out the same object safely."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return "iso"
-    if moment.tzinfo is None:
-        return "zone"
-    if not offset_in_range(moment):
-        return "offset"
-    if not instant_in_range(moment):
-        return "range"
-    return moment
-
-
-def _read_amount(text: str) -> tuple[int, Decimal | None] | None:
-    """An unsigned OBIE amount string: (its significant decimals, the Decimal with 2 decimals, or None when it has
-    more than 2), or None when it is not one (AMOUNT_PATTERN). Cached as `_cached_amount`: the same figures recur (a
-    balance in every fetch); Decimals are immutable."""
-    if AMOUNT_PATTERN.fullmatch(text) is None:
-        return None
-    dot = text.find(".")
-    decimals = len(text[dot + 1:].rstrip("0")) if dot >= 0 else 0
-    return decimals, (Decimal(text).quantize(CENT) if decimals <= 2 else None)
-
-
-# The caches keep only texts as short as a valid value (a date-time with microseconds and an offset is 32
-# characters, an OBIE amount at most 19): a hostile file's megabyte-long "date" is read, refused and not kept.
-CACHED_TEXT_MAX = 40
-_cached_instant = functools.lru_cache(maxsize=65536)(_read_instant)
-_cached_amount = functools.lru_cache(maxsize=65536)(_read_amount)
 
 
 def max_amount(resource: str) -> Decimal:
@@ -1358,8 +1325,8 @@ def _no_cycle_collection() -> Iterator[None]:
     """Python's cyclic garbage collector paused, then restored as it was.
 
     The parse builds millions of small objects (JSON trees, row dicts, Decimals, datetimes) and keeps the rows: each
-    collection of the oldest generation walks all of them again, which cost more CPU than the parse itself (a
-    history of 10,000 customers). None of them forms a reference cycle (the JSON and the rows are trees), so
+    collection of the oldest generation walks all of them again (about a tenth of the parse's CPU for a history of
+    10,000 customers; benchmarks/README.md, "History load: the open-banking parse"). None of them forms a reference cycle (the JSON and the rows are trees), so
     reference counting frees each one as before; cycles made meanwhile (an exception's traceback) wait for the
     next collection after the parse. Pausing is process-wide: other threads of the process are not collected
     during it either."""
