@@ -637,6 +637,37 @@ def test_duplicate_keys_in_an_envelope_are_noted_with_their_path(tmp_path: Path)
     assert row["reason"].startswith("duplicate key 'Nickname'") and row["reason"].endswith("last value used")
 
 
+def test_a_duplicate_key_spelled_with_an_escape_is_noted(tmp_path: Path) -> None:
+    """"Nickname" and "Nick\\u006eame" are one key (JSON compares keys after unescaping): the note is written."""
+    text = json.dumps(envelope(1)).replace('"Nickname": "Bills"', '"Nickname": "Bills", "Nick\\u006eame": "Home"')
+    path = tmp_path / "dup.json"
+    path.write_text(text)
+    result = parse_envelope_file(path, "dup.json", max_bytes=2**20, max_depth=64)
+    assert result.tables["ob_accounts"][0]["nickname"] == "Home"
+    (row,) = result.quarantine
+    assert row["column_name"] == "accounts.Data.Account[0].Nickname"
+    assert row["reason"].startswith("duplicate key 'Nickname'") and row["reason"].endswith("last value used")
+
+
+def test_source_file_is_the_resolved_path_under_the_landing_root(tmp_path: Path) -> None:
+    """source_file is the file's resolved path relative to landing/ (the path as given when it lies elsewhere), for a
+    plain file, one reached through a linked folder and a link itself (refused, named where it points)."""
+    root = tmp_path / "landing"
+    folder = root / "2026-11-20" / "openbanking"
+    plain = write_json(folder / "a.json", envelope(1))
+    outside = write_json(tmp_path / "elsewhere" / "b.json", envelope(1))
+    (root / "2026-11-20" / "via").symlink_to(folder)
+    (folder / "link.json").symlink_to(outside)
+    files = [plain, root / "2026-11-20" / "via" / "a.json", folder / "link.json"]
+    batch = parse_openbanking_files(files, landing_root=root)
+    # the same fetch twice: the dedup keeps the later file's row, the one read through the linked folder
+    assert batch.stats["ob_accounts_duplicates"] == 1
+    assert list(batch.tables["ob_accounts"]["source_file"]) == ["2026-11-20/openbanking/a.json"]
+    (refused,) = batch.quarantine.to_dict("records")
+    assert refused["file"] == (folder / "link.json").as_posix()  # it resolves outside landing/: the path as given
+    assert refused["reason"].startswith("cannot read file") and refused["reason"].endswith("file quarantined")
+
+
 def test_raw_values_are_cut_at_1000_characters() -> None:
     body = envelope(1)["transactions"]
     transactions_of(body)[0]["Amount"] = {"Amount": "9" * 5000, "Currency": "GBP"}

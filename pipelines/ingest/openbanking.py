@@ -99,6 +99,8 @@ account; docs/architecture.md, "Conform"). Across nights the conform stage dedup
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -106,7 +108,7 @@ import math
 import os
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -386,7 +388,17 @@ class _Record:
         value = container.get(key)
         name = prefix + key
         if type(value) is str and value:
-            if CONTROL_CHARACTER.search(value) is None:
+            if value.isascii():
+                # The same checks in the same order, for the common case: every character the bidi, invisible,
+                # replacement and look-alike rules refuse is outside ASCII, and NFC leaves ASCII as it is.
+                if CONTROL_CHARACTER.search(value) is None:
+                    lengths = openbanking_lengths()
+                    limit = lengths.limit(name)
+                    if len(value) <= limit:
+                        return value
+                    self.problem(name, too_long(name, value, limit), value, required or name in lengths.ids)
+                    return None
+            elif CONTROL_CHARACTER.search(value) is None:
                 lengths = openbanking_lengths()
                 if BIDI_CHARACTER.search(value) is not None:
                     self.problem(name, f"{name} {BIDI_REASON}", value, required or name in lengths.ids)
@@ -935,6 +947,7 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
     version = detect_version(resource, records, page)
     reader = _READERS[resource]
     context_columns = _context_columns(context, version)
+    bound = max_amount(resource)
     for record_path, record in items:
         out.records_read += 1
         if type(record) is not dict:
@@ -942,7 +955,7 @@ def _parse_page(resource: str, page: Any, path: str, context: ObContext, out: Pa
             out.add(_quarantine_row(source, record_path, f"record is {_kind_of(record)}, expected an "
                                                                        f"object; {RECORD_REJECTED}", record))
             continue
-        rec = _Record(record, version, max_amount(resource))
+        rec = _Record(record, version, bound)
         row = reader(rec, context, fingerprints)
         for name, reason, raw in rec.faults:
             out.add(_quarantine_row(source, f"{record_path}.{name}", reason, raw))
@@ -1289,25 +1302,62 @@ def _no_follow(path: str, flags: int) -> int:
     return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
 
 
-def _source_file(path: Path, resolved_root: Path) -> str:
-    """The path relative to the landing root (POSIX separators); the path itself when it lies elsewhere."""
+def _source_file(path: Path, resolved_root: Path, folders: dict[Path, Path] | None = None) -> str:
+    """The path relative to the landing root (POSIX separators); the path itself when it lies elsewhere.
+
+    `folders` caches each folder's resolved path across the files of one batch: a file that is not itself a link
+    resolves to its resolved folder plus its name, one lstat instead of one per component of the path."""
+    if folders is not None and path.name not in ("", ".", "..") and not path.is_symlink():
+        folder = folders.get(path.parent)
+        if folder is None:
+            folder = folders[path.parent] = path.parent.resolve()
+        resolved = folder / path.name
+    else:
+        resolved = path.resolve()
     try:
-        return path.resolve().relative_to(resolved_root).as_posix()
+        return resolved.relative_to(resolved_root).as_posix()
     except ValueError:
         return path.as_posix()
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector paused, then restored as it was.
+
+    The parse builds millions of small objects (JSON trees, row dicts, Decimals, datetimes) and keeps the rows: each
+    collection of the oldest generation walks all of them again (about a tenth of the parse's CPU for a history of
+    10,000 customers; benchmarks/README.md, "History load: the open-banking parse"). None of them forms a reference cycle (the JSON and the rows are trees), so
+    reference counting frees each one as before; cycles made meanwhile (an exception's traceback) wait for the
+    next collection after the parse. Pausing is process-wide: other threads of the process are not collected
+    during it either."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _parse_chunk(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
                  max_quarantine_rows: int | None = None
                  ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
     """Parse some files into (un-deduplicated frames, quarantine frame, counts); runs in a worker process too."""
+    with _no_cycle_collection():
+        return _parse_chunk_files(paths, landing_root, max_bytes, max_depth, max_quarantine_rows)
+
+
+def _parse_chunk_files(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
+                       max_quarantine_rows: int | None
+                       ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
     tables: dict[str, list[dict[str, Any]]] = {TABLES[r]: [] for r in RESOURCES}
     quarantine: list[dict[str, Any]] = []
     counts = {"files": 0, "files_rejected": 0, "records_read": 0, "records_rejected": 0, "pages_rejected": 0}
     root = Path(landing_root).resolve()
+    folders: dict[Path, Path] = {}
     for name in paths:
         path = Path(name)
-        source_file = _source_file(path, root)
+        source_file = _source_file(path, root, folders)
         try:
             result = parse_envelope_file(path, source_file, max_bytes, max_depth, max_quarantine_rows)
         except Exception as error:  # a bug must cost one file, not the night; the quarantine gate still sees it
