@@ -34,6 +34,8 @@ FACTS = ("transactions", "balances")
 FACT_BRONZE = {"transactions": ("bronze_transactions", "bronze_ob_transactions"),
                "balances": ("bronze_balances", "bronze_ob_balances")}
 HISTORY = "history"
+# The columns of a rejected or skipped row that the quarantine (`_write_quarantine`) and the metrics (`_outcomes`) read.
+OUTCOME_COLUMNS = ("source_file", "source_line", "reject_column", "reject_reason", "reject_value", "skip_reason")
 
 
 def sql_text(name: str) -> str:
@@ -112,7 +114,8 @@ def conform(paths: Paths, load_date: str, as_of: date) -> dict:
     started = time.perf_counter()
     cfg = settings()["ingest"]
     con = lake.connect()
-    # A history's postings materialised uncompressed outgrow the memory limit and spill; compressed they fit.
+    # The snapshot and event tables are materialised compressed; a fact table's bucket groups are temporary tables
+    # of their own (`_conform_fact`).
     con.execute("attach ':memory:' as work (compress)")
     con.execute("use work")
     con.execute(f"create macro customer_bucket(id) as {lake.bucket_sql('id')}")
@@ -197,7 +200,9 @@ def _conform_fact(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, load
     groups = bucket_groups(n_rows, rows_per_group)
     if len(groups) > 1 and table == "transactions" and _ids_across_groups(con, views, groups):
         groups = bucket_groups(0, rows_per_group)
-    con.execute(f"create or replace table work.{name} as select * from ({sql_text(name)}) where false")
+    # What the quarantine and the metrics need of the rejected and skipped rows: only these columns are kept.
+    con.execute(f"create or replace table work.{name} as select {', '.join(OUTCOME_COLUMNS)} "
+                f"from ({sql_text(name)}) where false")
     narrowed = len(groups) > 1
     if narrowed:
         for view in views:
@@ -216,13 +221,15 @@ def _conform_fact(con: duckdb.DuckDBPyConnection, paths: Paths, table: str, load
                         accounts += " or account_id not in (select account_id from accounts_d)"
                     for view in views:
                         con.execute(f"create or replace view {view} as select * from {view}_all where {accounts}")
-                con.execute(f"create or replace table work.{name}_group as {sql_text(name)}")
-                con.execute(f"insert into work.{name} select * from work.{name}_group "
+                # An uncompressed temporary table: compressing millions of postings (when the catalog `work` is
+                # checkpointed) cost more CPU than writing them; a group stays well under the memory limit.
+                con.execute(f"create or replace temp table {name}_group as {sql_text(name)}")
+                con.execute(f"insert into work.{name} select {', '.join(OUTCOME_COLUMNS)} from {name}_group "
                             f"where reject_reason is not null or skip_reason is not null")
                 rows += write.add(con, _project(schema, _accepted(con, f"{name}_group"), drop_partitions=False,
                                                 ordered=False))
     finally:
-        con.execute(f"drop table if exists work.{name}_group")
+        con.execute(f"drop table if exists temp.{name}_group")
         if narrowed:
             for view in views:
                 con.execute(f"drop view if exists {view}")

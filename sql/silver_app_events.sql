@@ -5,10 +5,24 @@
 -- loaded within ingest.dedup_lookback_days (an analytics batch delivered twice). Consent is not applied here: the
 -- events are the bank's own data; the profile_customers stage reads them only for customers whose personalization
 -- consent holds on D.
-with delivered as (
+with repeated_ids as (
+    select event_id
+    from bronze_app_events
+    group by event_id
+    having count(*) > 1
+),
+
+-- Only the ids delivered more than once are ranked: a hash aggregate finds them, far cheaper than a window over all.
+delivered as (
     select event_id, customer_id, occurred_at, event_type, target, channel, source_file, source_line,
         row_number() over (partition by event_id order by source_file, source_line) as n_delivery
     from bronze_app_events
+    semi join repeated_ids using (event_id)
+    union all by name
+    select event_id, customer_id, occurred_at, event_type, target, channel, source_file, source_line,
+        1 as n_delivery
+    from bronze_app_events
+    anti join repeated_ids using (event_id)
 ),
 
 judged as (
