@@ -170,7 +170,7 @@ def _daily_balance(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], hori
         sql.create_table(con, "panel_carry", "store_carry")
         con.execute("""create or replace temp view account_state as
             select f.customer_id, f.account_id, f.source, f.first_day, f.first_credit_day, f.first_balance_day,
-                c.carry_reported_day, c.carry_reported, c.carry_currency, coalesce(c.carry_flow, 0) as carry_flow
+                f.first_income_day, c.carry_reported_day, c.carry_reported, c.carry_currency, coalesce(c.carry_flow, 0) as carry_flow
             from silver_account_firsts as f
             left join panel_carry as c using (customer_id, account_id, source)""")
     store.set_cutoffs(con, cutoffs, horizons)
@@ -221,12 +221,21 @@ def build_panel(con: duckdb.DuckDBPyConnection, cutoffs: Iterable[date], horizon
 
 def customer_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """sql/features_customer.sql on a connection whose series and streams are computed: one row per
-    customer and cut-off, every feature a float64 rounded to 6 decimals. The start of each customer's income
-    history (sql/features_income_history.sql) is made first: the life-event features read the same."""
-    sql.create_table(con, "income_history", "features_income_history")
+    customer and cut-off, every feature a float64 rounded to 6 decimals. The income inputs are made first
+    (`income_inputs`): the life-event features read the same."""
+    income_inputs(con)
     frame = sql.frame(con, "features_customer", order_by="customer_id, cutoff")
     frame["cutoff"] = pd.to_datetime(frame["cutoff"])
     return numeric(frame)
+
+
+def income_inputs(con: duckdb.DuckDBPyConnection) -> None:
+    """income_payers (sql/features_income_payers.sql: each income payer steady, stopped or replaced by a new payer
+    of its kind) and income_history (sql/features_income_history.sql, which reads them: the start of the history
+    every income claim is judged on) for the registered cut-offs: what the customer features and the life-event
+    features both read."""
+    sql.create_table(con, "income_payers", "features_income_payers")
+    sql.create_table(con, "income_history", "features_income_history")
 
 
 def numeric(features: pd.DataFrame, keys: Iterable[str] = ("customer_id", "cutoff")) -> pd.DataFrame:

@@ -257,7 +257,7 @@ def life_event_frame(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any] | None 
     customer and cut-off, every feature a float64 rounded to 6 decimals (no rule indicators)."""
     cfg = cfg or settings()
     sql.create_table(con, "life_event_signal_rows", "features_life_event_signals")
-    sql.create_table(con, "income_history", "features_income_history")   # income_history_days: GATE_FEATURES
+    feature_stage.income_inputs(con)   # income_payers (stopped_streams), income_history_days (GATE_FEATURES)
     con.execute(f"create or replace temp table life_event_signal_windows as {signal_window_sql(cfg)}")
     frame = sql.frame(con, "features_life_events", order_by="customer_id, cutoff")
     frame["cutoff"] = pd.to_datetime(frame["cutoff"])
@@ -581,14 +581,13 @@ def load_model(paths: Paths, version: str | None = None):
 
 # A stream is new to the customer when its first posting is at least this long after the customer's first posting
 # (sql/features_life_events.sql, `new_streams`), and new now when that first posting is in the last NEW_*_DAYS; a
-# salary is stopped after 3+ occurrences in STOPPED_LOOKBACK_DAYS and none in the last STOPPED_AFTER_DAYS
-# (`stopped_streams`). The evidence reads the same definitions as the features it stands behind.
+# salary is stopped, and not replaced by a new employer's, as sql/features_income_payers.sql says on the evidence day
+# (config/life_events.yaml stopped_streams, income_replacement). The evidence reads the same definitions as the
+# features it stands behind.
 NEW_TO_CUSTOMER_DAYS = 60
 NEW_OUTFLOW_DAYS = 60
 NEW_SALARY_DAYS = 45
 NEW_PENSION_DAYS = 60
-STOPPED_LOOKBACK_DAYS = 150
-STOPPED_AFTER_DAYS = 40
 
 
 def _signal_predicates(cfg: dict[str, Any]) -> dict[str, str]:
@@ -618,9 +617,8 @@ def _signal_predicates(cfg: dict[str, Any]) -> dict[str, str]:
                       f"and p.stream_first > {day} - {NEW_SALARY_DAYS} and {new_to_customer}",
         "new_pension": f"p.is_stream_posting and p.amount_value > 0 and contains(p.posting_text, 'PENSION') "
                        f"and p.stream_first > {day} - {NEW_PENSION_DAYS} and {new_to_customer}",
-        "stopped_salary": f"p.is_stream_posting and p.amount_value > 0 and p.channel = 'salary' "
-                          f"and not contains(p.posting_text, 'PENSION') and p.stream_recent >= 3 "
-                          f"and p.stream_last <= {day} - {STOPPED_AFTER_DAYS}",
+        "stopped_salary": "p.is_stopped_income and p.amount_value > 0 and p.channel = 'salary' "
+                          "and not contains(p.posting_text, 'PENSION')",
     })
     return out
 
@@ -656,8 +654,11 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
         return pd.DataFrame(columns=columns)
     con.register("le_wanted_frame", pd.DataFrame(wanted))
     con.register("le_flagged_frame", flagged[["customer_id", "event_type"]])
-    sql.set_variables(con, evidence_day=day, evidence_lookback_days=int(cfg["evidence_lookback_days"]),
-                      stopped_lookback_days=STOPPED_LOOKBACK_DAYS)
+    sql.set_variables(con, evidence_day=day, evidence_lookback_days=int(cfg["evidence_lookback_days"]))
+    # the income payers on the evidence day, stopped or replaced as the features read them
+    con.execute("create or replace temp table le_income_payers as "
+                "with cutoffs as (select getvariable('evidence_day') as cutoff) "
+                f"select * from ({sql.text('features_income_payers')})")
     forbidden = ", ".join(repr(m) for m in forbidden_mccs(cfg))
     cases = "\n".join(f"when w.signal = {s!r} then ({pred})" for s, pred in predicates.items())
     limit = int(cfg["evidence_max_transactions"])
@@ -679,14 +680,17 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
         ),
         streams as (
             -- the life-event streams (outgoing direct debits and standing orders, income by salary, benefit or
-            -- pension; own-account transfers left out): the latest posting and those of the last 150 days
-            select r.customer_id, r.stream_key, r.sign > 0 as is_inflow, max(r.ds) as stream_last,
-                coalesce(sum(r.n) filter (where r.ds > getvariable('evidence_day')
-                                                 - getvariable('stopped_lookback_days')), 0) as stream_recent
+            -- pension; own-account transfers left out)
+            select distinct r.customer_id, r.stream_key, r.sign > 0 as is_inflow
             from day_rows as r
             where r.customer_id in (select customer_id from customers) and not r.is_forbidden
               and (r.income_kind is not null or r.outflow_kind is not null)
               and not (r.is_own_transfer or (r.channel in ('transfer_in', 'transfer_out') and r.is_transfer_text))
+        ),
+        stopped_incomes as (
+            -- the income payers that stopped and were not replaced (sql/features_income_payers.sql)
+            select customer_id, stream_key, bool_or(is_stopped and not is_replaced) as is_stopped_income
+            from le_income_payers
             group by all
         ),
         firsts as (
@@ -719,8 +723,10 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
             ) as h using (customer_id)
         ),
         p as (
-            select r.*, h.home_currency, h.home_country, h.first_posting, f.stream_first, f.source_first, s.stream_last,
-                s.stream_recent, s.stream_key is not null as is_stream_posting
+            select r.*, h.home_currency, h.home_country, h.first_posting, f.stream_first, f.source_first,
+                s.stream_key is not null as is_stream_posting,
+                coalesce(s.stream_key is not null and r.amount_value > 0 and i.is_stopped_income, false)
+                    as is_stopped_income
             from posting_rows as r
             join home as h using (customer_id)
             left join streams as s
@@ -732,6 +738,8 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
             left join firsts as f
                 on f.customer_id = r.customer_id and f.stream_key = r.stream_key
                 and f.is_inflow = (r.amount_value > 0)
+            left join stopped_incomes as i
+                on i.customer_id = r.customer_id and i.stream_key = r.stream_key
         ),
         matched as (
             select w.customer_id, w.event_type, w.signal, w.priority, p.transaction_id, p.booking_date,

@@ -230,6 +230,12 @@ def variables(day: date, series_start: date, last_cutoff: date) -> dict[str, Any
         "stream_min_regularity": float(recurring["min_regularity"]),
         "stream_max_amount_cv": float(recurring["max_amount_cv"]),
         "min_income_regularity": float(forecast["confidence"]["min_income_regularity"]),
+        "income_channels": [str(c) for c in forecast["income_history"]["income_channels"]],
+        "stopped_lookback_days": int(le["stopped_streams"]["lookback_days"]),
+        "stopped_min_occurrences": int(le["stopped_streams"]["min_occurrences"]),
+        "stopped_silent_days": int(le["stopped_streams"]["silent_days"]),
+        "replacement_overlap_days": int(le["income_replacement"]["overlap_days"]),
+        "replacement_min_amount_ratio": float(le["income_replacement"]["min_amount_ratio"]),
         "outflow_months": outflow_months(),
         "last_year_days": calendar()["last_year_days"],
         "last_year_all_rows": calendar()["last_year_rows"] == "all",
@@ -414,7 +420,8 @@ def build_states(con: duckdb.DuckDBPyConnection, rows: str, balances: str, previ
     empty = {
         "account_firsts": "select cast(null as varchar) as customer_id, cast(null as varchar) as account_id, "
                           "cast(null as varchar) as source, cast(null as date) as first_day, "
-                          "cast(null as date) as first_credit_day, cast(null as date) as first_balance_day where false",
+                          "cast(null as date) as first_credit_day, cast(null as date) as first_balance_day, "
+                          "cast(null as date) as first_income_day where false",
         "customer_state": "select cast(null as varchar) as customer_id, cast(null as varchar) as source, "
                           "cast(null as date) as first_posting_day where false",
         "home_counts": "select cast(null as varchar) as customer_id, cast(null as varchar) as source, "
@@ -438,7 +445,8 @@ def build_states(con: duckdb.DuckDBPyConnection, rows: str, balances: str, previ
     sql.create_table(con, f"{prefix}carry", "store_carry")
     con.execute(f"""create or replace temp table {prefix}account_state as
         select f.customer_id, f.account_id, f.source, f.first_day, f.first_credit_day, f.first_balance_day,
-            c.carry_reported_day, c.carry_reported, c.carry_currency, coalesce(c.carry_flow, 0) as carry_flow
+            f.first_income_day, c.carry_reported_day, c.carry_reported, c.carry_currency,
+            coalesce(c.carry_flow, 0) as carry_flow
         from {prefix}account_firsts as f
         left join {prefix}carry as c using (customer_id, account_id, source)""")
 
@@ -1032,7 +1040,7 @@ def update_bucket(con: duckdb.DuckDBPyConnection, paths: Paths, day: date, bucke
     roll_carry_inputs(con, "kept_rows", "kept_balances", "kept_account_state")
     build_states(con, "inc_rows", "inc_balances",
                  {"account_firsts": "(select customer_id, account_id, source, first_day, first_credit_day, "
-                                    "first_balance_day from kept_account_state)",
+                                    "first_balance_day, first_income_day from kept_account_state)",
                   "customer_state": "kept_customer_state", "home_counts": "kept_home_counts",
                   "stream_first": "kept_stream_first"},
                  carry_flows="carry_flow_rows", carry_balances="carry_balance_rows", prefix="inc_")

@@ -4,7 +4,8 @@
 -- Own-account transfers (day_rows.is_own_transfer) move the cash position but are neither income nor spend,
 -- and own-transfer streams count as neither income nor outgoing streams. Arrears evidence (config/decisioning.yaml
 -- `arrears`, found when a posting arrives: day_rows.is_returned_payment, is_arrears_fee): payments returned unpaid and fees only a missed or returned payment triggers, on
--- any of the customer's accounts, and overdue repayments of a loan or mortgage held here.
+-- any of the customer's accounts, and overdue repayments of a loan or mortgage held here. A stopped income stream
+-- that a new payer of its kind replaced (income_payers, sql/features_income_payers.sql) is no stopped income.
 with positions as (
     -- the cash position each cut-off saw over its 90 days. An account never reported before is rebuilt back from
     -- its first report only by a cut-off that has seen it; before that report (or with no report at all) its level
@@ -200,6 +201,24 @@ last_year as (
     group by all
 ),
 
+replaced_payers as (
+    -- the income payers a new payer of their kind replaced (sql/features_income_payers.sql)
+    select cutoff, customer_id, stream_key
+    from income_payers
+    group by all
+    having bool_or(is_replaced)
+),
+
+streams_replaced as (
+    select recurring_streams.*, replaced_payers.stream_key is not null as is_replaced
+    from recurring_streams
+    left join replaced_payers
+        on replaced_payers.cutoff = recurring_streams.cutoff
+        and replaced_payers.customer_id = recurring_streams.customer_id
+        and replaced_payers.stream_key = recurring_streams.stream_key
+        and recurring_streams.direction = 'in'
+),
+
 stream_features as (
     select
         cutoff, customer_id,
@@ -212,11 +231,13 @@ stream_features as (
             as monthly_recurring_income,
         coalesce(-sum(amount * 30.0 / cadence_days) filter (where direction = 'out' and lifecycle <> 'stopped'), 0)
             as monthly_recurring_outgoings,
+        -- a stopped income that a new payer of its kind replaced (income_payers.is_replaced: a new employer's
+        -- salary after the old one's) did not stop
         coalesce(bool_or(direction = 'in' and lifecycle = 'stopped' and cadence_days <= 31
-            and n_occurrences >= 3), false) as is_income_stopped,
+            and n_occurrences >= 3 and not is_replaced), false) as is_income_stopped,
         min(greatest(next_expected_date - cutoff, 1)) filter (where direction = 'in' and lifecycle <> 'stopped')
             as days_to_next_income
-    from recurring_streams
+    from streams_replaced
     -- neither own-account transfers nor interest credited or charged on an account are an income or a payment
     where not is_own_transfer and channel <> 'interest'
     group by all

@@ -4,7 +4,8 @@
 -- started in the last 60 days by kind, income streams that started or stopped, cash, card and foreign-currency
 -- spending, transfers to savings and the balance trend.
 -- Reads: day_rows, balances_in, accounts_in, customers_in, customer_state, home_counts, stream_first (the feature
--- store, pipelines/store.py), income_history (sql/features_income_history.sql), cutoffs(cutoff),
+-- store, pipelines/store.py), income_history (sql/features_income_history.sql), income_payers
+-- (sql/features_income_payers.sql), cutoffs(cutoff),
 -- life_event_signal_windows (pipelines/life_events.py, from sql/features_life_event_signals.sql).
 -- Postings with a forbidden (special-category) MCC are left out (day_rows.is_forbidden): no feature, not even a
 -- total, sees them.
@@ -136,20 +137,26 @@ new_outflow_windows as (
     group by c.cutoff, f.customer_id
 ),
 stream_activity as (
-    -- per stream and cut-off: occurrences in the 150 days before it and the latest one
-    select c.cutoff, s.customer_id, s.stream_key, s.kind, s.direction,
+    -- per outgoing stream and cut-off: occurrences in the `stopped_lookback_days` (150) before it and the latest one
+    select c.cutoff, s.customer_id, s.stream_key, s.kind, 'out' as direction,
         sum(s.n) as n_occurrences, max(s.booking_date) as last_date
-    from (select customer_id, stream_key, kind, 'out' as direction, booking_date, n from outflow_streams
-          union all
-          select customer_id, stream_key, kind, 'in' as direction, booking_date, n from inflows) as s
-    join cutoffs as c on s.booking_date <= c.cutoff and s.booking_date > c.cutoff - 150
-    group by c.cutoff, s.customer_id, s.stream_key, s.kind, s.direction
+    from outflow_streams as s
+    join cutoffs as c
+        on s.booking_date <= c.cutoff and s.booking_date > c.cutoff - getvariable('stopped_lookback_days')
+    group by c.cutoff, s.customer_id, s.stream_key, s.kind
 ),
 stopped_streams as (
-    -- a regular stream (3+ occurrences) silent for the last 40 days: stopped
+    -- a regular stream (3+ occurrences) silent for the last 40 days (config/life_events.yaml stopped_streams):
+    -- stopped; an income's the same way (income_payers, sql/features_income_payers.sql), unless a new payer of the
+    -- same kind replaced it (a new employer's salary after the old one's: no stopped salary)
     select cutoff, customer_id, stream_key, kind, direction
     from stream_activity
-    where n_occurrences >= 3 and cutoff - last_date >= 40
+    where n_occurrences >= getvariable('stopped_min_occurrences')
+        and cutoff - last_date >= getvariable('stopped_silent_days')
+    union all
+    select cutoff, customer_id, stream_key, kind, 'in' as direction
+    from income_payers
+    where is_stopped and not is_replaced
 ),
 stopped_windows as (
     select o.cutoff, o.customer_id,

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from pipelines import sql, store
+from pipelines.config import load_config
 
 DAY0 = date(2026, 3, 1)
 
@@ -84,7 +85,8 @@ BALANCES_B = [balance("C1", "A1", 16, 700.0), balance("C2", "B2", 18, 200.0)]
 @pytest.fixture()
 def con():
     con = duckdb.connect()
-    sql.set_variables(con, series_start=day(4))
+    sql.set_variables(con, series_start=day(4),
+                      income_channels=[str(c) for c in load_config("forecast")["income_history"]["income_channels"]])
     for name, rows, is_balance in (("rows_a", NIGHT_A, False), ("rows_b", NIGHT_B, False),
                                    ("balances_a", BALANCES_A, True), ("balances_b", BALANCES_B, True)):
         _register(con, name, rows, is_balance)
@@ -102,8 +104,8 @@ def test_states_merged_night_by_night_equal_the_states_of_all_rows(con):
     sql.set_variables(con, series_start=day(10), previous_series_start=day(4))
     store.roll_carry_inputs(con, "rows_a", "balances_a", "a_account_state")
     store.build_states(con, "rows_b", "balances_b", {
-        "account_firsts": "(select customer_id, account_id, source, first_day, first_credit_day, first_balance_day "
-                          "from a_account_state)",
+        "account_firsts": "(select customer_id, account_id, source, first_day, first_credit_day, first_balance_day, "
+                          "first_income_day from a_account_state)",
         "customer_state": "a_customer_state", "home_counts": "a_home_counts", "stream_first": "a_stream_first"},
         carry_flows="carry_flow_rows", carry_balances="carry_balance_rows", prefix="b_")
     merged = _states(con, "b_")
@@ -124,6 +126,10 @@ def test_states_merged_night_by_night_equal_the_states_of_all_rows(con):
     # B1: reported in EUR on day 1, kept in its currency; interest is not a first credit
     assert state.loc["B1", "carry_currency"] == "EUR" and pd.isna(state.loc["B1", "first_credit_day"])
     assert state.loc["B2", "first_day"] == pd.Timestamp(day(18))
+    # the first credit that could be an income (config/forecast.yaml income_history): A1's salary of night A, B2's
+    # cash deposit of night B; B1's interest is none
+    assert state.loc["A1", "first_income_day"] == pd.Timestamp(day(1))
+    assert state.loc["B2", "first_income_day"] == pd.Timestamp(day(18)) and pd.isna(state.loc["B1", "first_income_day"])
     # special-category postings: no first posting, no home currency or country (C3 has nothing else)
     customers = rebuilt["customer_state"].set_index("customer_id")
     assert customers.loc["C2", "first_posting_day"] == pd.Timestamp(day(3)) and "C3" not in customers.index
