@@ -32,6 +32,7 @@ from pipelines import life_events as le
 from tests.landing_builder import LandingBank
 from tests.test_decide import customers, run
 from tests.test_features import loaded
+from tests.test_income_account_history import frame_row, life_features, monkeypatch_module  # noqa: F401 (a fixture)
 from tests.test_income_history import context
 
 END = date(2026, 7, 31)
@@ -87,23 +88,6 @@ def make_bank() -> LandingBank:
 def home(tmp_path_factory):
     with loaded(tmp_path_factory, "income_replacement", make_bank()) as (paths, _metrics, con):
         yield paths, features.build_panel(con, [END])
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-def frame_row(frame: pd.DataFrame, customer: str) -> pd.Series:
-    return frame[frame["customer_id"] == customer].iloc[0]
-
-
-def life_features(paths) -> pd.DataFrame:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SEGONE_HOME", str(paths.home))
-        return le.build_features(paths, END, [END]).set_index("customer_id")
 
 
 def test_a_second_current_account_beside_a_steady_income_keeps_the_income_history(home) -> None:
