@@ -23,7 +23,6 @@ import json
 from datetime import date, datetime, timedelta, timezone
 
 import duckdb
-import pandas as pd
 import pytest
 
 from models.life_event_classifier import LifeEventClassifier
