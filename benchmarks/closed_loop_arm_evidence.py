@@ -64,19 +64,12 @@ def _reach_weights(slots: pd.DataFrame, cont: np.ndarray) -> np.ndarray:
 
 
 def analyse(slots: pd.DataFrame, recs: pd.DataFrame, challenger, shares: list[float], arm: str) -> dict:
-    from pipelines.policy import _context_rows, _decision_matrix, policy_probabilities
+    from pipelines.policy import judged
 
     slots = slots.reset_index(drop=True)
-    names, available, logging, picked, cat = _decision_matrix(slots)
-    ctx = _context_rows(recs, slots)
-    eps = slots["epsilon"].to_numpy(float)
-    rows = np.arange(len(slots))
-    mu = slots["logging_probability"].to_numpy(float)
-    reward = slots["value"].to_numpy(float)
-    groups = slots["customer_id"].to_numpy()
-    tn, q = policy_probabilities(challenger, ctx, names, available, cat, eps)
-    to, _ = policy_probabilities(None, ctx, names, available, cat, eps)
-    q = np.where(available, np.nan_to_num(q, nan=0.0), 0.0)
+    j = judged(challenger, None, recs, slots)
+    names, available, logging, picked, rows = j.names, j.available, j.logging, j.picked, j.rows
+    mu, reward, groups, tn, to, q = j.mu, j.reward, j.groups, j.target_new, j.target_old, j.q
     d = _terms(tn, to, q, mu, picked, reward)
     half = _clustered_half(d, groups)
     iid_half = Z * d.std(ddof=1) / math.sqrt(len(d))

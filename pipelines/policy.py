@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -290,21 +291,52 @@ def policy_probabilities(scorer: Scorer | None, ctx: pd.DataFrame, names: np.nda
     return probs, expected
 
 
+@dataclass
+class Judged:
+    """The matured slot decisions as the offline evaluation reads them (`judged`): per decision its candidates'
+    names, availability and logging distribution, the pick, the catalogue scores, epsilon, the logged probability
+    `mu`, the realised `reward`, the customer (`groups`), both policies' probabilities and the challenger's
+    out-of-fold reward model `q` (0 where a candidate is not available)."""
+    names: np.ndarray
+    available: np.ndarray
+    logging: np.ndarray
+    picked: np.ndarray
+    cat: np.ndarray
+    eps: np.ndarray
+    mu: np.ndarray
+    reward: np.ndarray
+    groups: np.ndarray
+    target_new: np.ndarray
+    target_old: np.ndarray
+    q: np.ndarray
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.arange(len(self.mu))
+
+
+def judged(challenger: Scorer, champion: Scorer | None, recs: pd.DataFrame, slots: pd.DataFrame) -> Judged:
+    """The arrays `evaluate` judges a challenger on (and benchmarks/closed_loop_arm_evidence.py re-weights)."""
+    names, available, logging, picked, cat = _decision_matrix(slots)
+    ctx = _context_rows(recs, slots)
+    eps = slots["epsilon"].to_numpy(float)
+    target_new, q = policy_probabilities(challenger, ctx, names, available, cat, eps)
+    target_old, _ = policy_probabilities(champion, ctx, names, available, cat, eps)
+    return Judged(names=names, available=available, logging=logging, picked=picked, cat=cat, eps=eps,
+                  mu=slots["logging_probability"].to_numpy(float), reward=slots["value"].to_numpy(float),
+                  groups=slots["customer_id"].to_numpy(), target_new=target_new, target_old=target_old,
+                  q=np.where(available, np.nan_to_num(q, nan=0.0), 0.0))   # the challenger's out-of-fold model
+
+
 def evaluate(challenger: Scorer, champion: Scorer | None, recs: pd.DataFrame, slots: pd.DataFrame,
              level: float = 0.95) -> dict[str, Any]:
     """IPS, SNIPS and DR of the challenger and the champion on the matured slot decisions, and the log's checks."""
     from models.ope import check_log, evaluate as ope, paired_difference
 
-    names, available, logging, picked, cat = _decision_matrix(slots)
-    ctx = _context_rows(recs, slots)
-    eps = slots["epsilon"].to_numpy(float)
-    rows = np.arange(len(slots))
-    mu = slots["logging_probability"].to_numpy(float)
-    reward = slots["value"].to_numpy(float)
-    groups = slots["customer_id"].to_numpy()
-    target_new, q = policy_probabilities(challenger, ctx, names, available, cat, eps)
-    target_old, _ = policy_probabilities(champion, ctx, names, available, cat, eps)
-    q = np.where(available, np.nan_to_num(q, nan=0.0), 0.0)          # the challenger's out-of-fold reward model
+    j = judged(challenger, champion, recs, slots)
+    available, logging, picked, rows, mu, reward, groups = j.available, j.logging, j.picked, j.rows, j.mu, \
+        j.reward, j.groups
+    target_new, target_old, q = j.target_new, j.target_old, j.q
     out: dict[str, Any] = {"n_decisions": int(len(slots)), "n_customers": int(len(set(groups))),
                            "nights": sorted({d.isoformat() for d in slots["as_of"]})}
     for name, target in (("challenger", target_new), ("champion", target_old)):

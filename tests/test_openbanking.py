@@ -626,24 +626,15 @@ def test_records_of_the_wrong_shape_lose_only_themselves() -> None:
         "Data.Transaction is a number, expected an array; page quarantined")
 
 
-def test_duplicate_keys_in_an_envelope_are_noted_with_their_path(tmp_path: Path) -> None:
-    text = json.dumps(envelope(1)).replace('"Nickname": "Bills"', '"Nickname": "Bills", "Nickname": "Household"')
+@pytest.mark.parametrize("second_key, kept", [("Nickname", "Household"), ("Nick\\u006eame", "Home")])
+def test_duplicate_keys_in_an_envelope_are_noted_with_their_path(tmp_path: Path, second_key: str, kept: str) -> None:
+    """A repeated key is noted with its path and its last value kept, also when it is spelt with an escape
+    ("Nick\\u006eame": JSON compares keys after unescaping)."""
+    text = json.dumps(envelope(1)).replace('"Nickname": "Bills"', f'"Nickname": "Bills", "{second_key}": "{kept}"')
     path = tmp_path / "dup.json"
     path.write_text(text)
     result = parse_envelope_file(path, "dup.json", max_bytes=2**20, max_depth=64)
-    assert result.tables["ob_accounts"][0]["nickname"] == "Household"
-    (row,) = result.quarantine
-    assert row["column_name"] == "accounts.Data.Account[0].Nickname"
-    assert row["reason"].startswith("duplicate key 'Nickname'") and row["reason"].endswith("last value used")
-
-
-def test_a_duplicate_key_spelled_with_an_escape_is_noted(tmp_path: Path) -> None:
-    """"Nickname" and "Nick\\u006eame" are one key (JSON compares keys after unescaping): the note is written."""
-    text = json.dumps(envelope(1)).replace('"Nickname": "Bills"', '"Nickname": "Bills", "Nick\\u006eame": "Home"')
-    path = tmp_path / "dup.json"
-    path.write_text(text)
-    result = parse_envelope_file(path, "dup.json", max_bytes=2**20, max_depth=64)
-    assert result.tables["ob_accounts"][0]["nickname"] == "Home"
+    assert result.tables["ob_accounts"][0]["nickname"] == kept
     (row,) = result.quarantine
     assert row["column_name"] == "accounts.Data.Account[0].Nickname"
     assert row["reason"].startswith("duplicate key 'Nickname'") and row["reason"].endswith("last value used")
