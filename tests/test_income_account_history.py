@@ -45,17 +45,25 @@ SHORT = ("C_SWITCH", "C_MOVED", "C_OBJOB")
 LONG = ("C_STOPPED", "C_STEADY")
 
 
-def make_bank() -> LandingBank:
-    bank = LandingBank(end=END)
-    rent_days = [d for d in (date(y, m, 1) for y in (2025, 2026) for m in range(1, 13)) if CORE_START < d <= END]
-    for customer in (*SHORT, *LONG):
+RENT_DAYS = [d for d in (date(y, m, 1) for y in (2025, 2026) for m in range(1, 13)) if CORE_START < d <= END]
+
+
+def renting_customers(bank: LandingBank, names: tuple[str, ...]) -> None:
+    """Customers of 300 days with the personalization and life-event consents, a core current account `A_<id>`, a
+    monthly rent and card spending every third day."""
+    for customer in names:
         bank.customer(customer, since=CORE_START)
         for purpose in ("personalization", "life_events"):
             bank.consent(customer, purpose, True, GRANTED)
         core = f"A_{customer}"
         bank.account(core, customer, CORE_START, opening_balance=20000, overdraft_limit="500.00")
-        bank.monthly(core, rent_days, "-900.00", "standing_order", f"LANDLORD-{customer}", f"RENT {customer}")
+        bank.monthly(core, RENT_DAYS, "-900.00", "standing_order", f"LANDLORD-{customer}", f"RENT {customer}")
         bank.card_spending(core, CORE_START, END, every=3, amount="-9.00")
+
+
+def make_bank() -> LandingBank:
+    bank = LandingBank(end=END)
+    renting_customers(bank, (*SHORT, *LONG))
     old = [d for d in OLD_PAYDAYS if d > CORE_START]
     # the old salary, on the core account, until May
     for customer in ("C_MOVED", "C_OBJOB", "C_STOPPED"):
@@ -74,7 +82,7 @@ def make_bank() -> LandingBank:
     bank.monthly("OB_C_OBJOB", [OB_FIRST + timedelta(days=10)], "2400.00", "salary", "PAYROLL-OBJOB",
                  "PAYROLL OBJOB LTD")
     # a small salary every month for 300 days
-    bank.monthly("A_C_STEADY", [d + timedelta(days=24) for d in rent_days if d + timedelta(days=24) <= END], "900.00",
+    bank.monthly("A_C_STEADY", [d + timedelta(days=24) for d in RENT_DAYS if d + timedelta(days=24) <= END], "900.00",
                  "salary", "EMP-STEADY", "SALARY EMP-STEADY")
     return bank
 

@@ -20,7 +20,7 @@ income history (no income claim)."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 
 import duckdb
 import pytest
@@ -31,13 +31,13 @@ from pipelines import life_events as le
 from tests.landing_builder import LandingBank
 from tests.test_decide import customers, run
 from tests.test_features import loaded
-from tests.test_income_account_history import frame_row, life_features, monkeypatch_module  # noqa: F401 (a fixture)
+from tests.test_income_account_history import (frame_row, life_features, monkeypatch_module,  # noqa: F401 (a fixture)
+                                               renting_customers)
 from tests.test_income_history import context
 
 END = date(2026, 7, 31)
 CORE_START = END - timedelta(days=299)          # 300 days of core history
 NEW_ACCOUNT = END - timedelta(days=29)          # a second current account opened here 30 days ago
-GRANTED = datetime(2025, 9, 1, 12, 0, tzinfo=timezone.utc)
 MONTHS = [date(y, m, 1) for y in (2025, 2026) for m in range(1, 13)]
 OLD_PAYDAYS = [d.replace(day=25) for d in MONTHS if CORE_START < d.replace(day=25) <= date(2026, 5, 25)]
 ALL_PAYDAYS = [d.replace(day=25) for d in MONTHS if CORE_START < d.replace(day=25) <= END]
@@ -48,15 +48,7 @@ SECOND = ("C_SECOND", "C_MOVED_HERE", "C_SECOND_LOST")
 
 def make_bank() -> LandingBank:
     bank = LandingBank(end=END)
-    rent_days = [d for d in MONTHS if CORE_START < d <= END]
-    for customer in NAMES:
-        bank.customer(customer, since=CORE_START)
-        for purpose in ("personalization", "life_events"):
-            bank.consent(customer, purpose, True, GRANTED)
-        core = f"A_{customer}"
-        bank.account(core, customer, CORE_START, opening_balance=20000, overdraft_limit="500.00")
-        bank.monthly(core, rent_days, "-900.00", "standing_order", f"LANDLORD-{customer}", f"RENT {customer}")
-        bank.card_spending(core, CORE_START, END, every=3, amount="-9.00")
+    renting_customers(bank, NAMES)
     # the old salary until May
     for customer in ("C_JOBCHANGE", "C_LOST", "C_ODDJOB"):
         bank.monthly(f"A_{customer}", OLD_PAYDAYS, "2400.00", "salary", f"EMP-OLD-{customer}",
