@@ -22,17 +22,14 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
-import duckdb
 import pytest
 
-from models.life_event_classifier import LifeEventClassifier
-from pipelines import decide, features, lake
-from pipelines import life_events as le
+from pipelines import decide, features
 from tests.landing_builder import LandingBank
 from tests.test_decide import customers, run
 from tests.test_features import loaded
-from tests.test_income_account_history import (frame_row, life_features, monkeypatch_module,  # noqa: F401 (a fixture)
-                                               renting_customers)
+from tests.test_income_account_history import (frame_row, life_features, monkeypatch_module,  # noqa: F401 (fixtures)
+                                               night_rows, renting_customers)
 from tests.test_income_history import context
 
 END = date(2026, 7, 31)
@@ -122,22 +119,6 @@ def test_what_is_said_of_the_income(home) -> None:
     # (C_JOBCHANGE is told it too while the new salary, twice paid, is no stream yet: docs/life_events.md, left)
     assert "C_SECOND" in who("regular income is low")
     assert not who("regular income is low") & {"C_MOVED_HERE", "C_SECOND_LOST"}
-
-
-@pytest.fixture(scope="module")
-def night_rows(home, monkeypatch_module):
-    """The night's life-event stage on the store load-history built as of END, every event on its rule."""
-    paths, _ = home
-    cfg = le.settings()
-    model = LifeEventClassifier.rules_only(le.event_specs(cfg, []), "hand-made customers", le.model_params(cfg))
-    model.version = "rules-only"
-    monkeypatch_module.setattr(le, "load_model", lambda _paths, version=None: model)
-    monkeypatch_module.setenv("SEGONE_HOME", str(paths.home))
-    for bucket in le.shards():
-        le.classify_life_events(paths, END, bucket)
-    path = lake.partition_path(paths, "gold", "life_events", as_of=END.isoformat())
-    rows = duckdb.sql(f"select * from read_parquet('{path}/**/*.parquet') order by customer_id, event_type").df()
-    return rows.set_index(["customer_id", "event_type"])
 
 
 def test_a_job_change_is_a_new_job_and_no_job_loss_on_the_night(night_rows) -> None:
