@@ -523,19 +523,25 @@ def test_the_event_forecasts_section(full_report) -> None:
     assert "Their actions published tonight" in tables
 
 
-def test_a_region_of_one_customer_is_not_published_by_name(tmp_path) -> None:
-    """A hand-made night where two customers' region is a typo ('Nrth') or a hostile value: before, each was a group
-    of its own in the fairness table (one person, a rate of 0 or 100%), shown by name in the table and the figure."""
+def night_with_regions(tmp_path, regions: dict[str, str]):
+    """The report's hand-made night with these customers' regions set; its fairness table and page."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEGONE_HOME", str(tmp_path))
         paths = Paths(tmp_path)
         report_lake.build(paths)
         customers = report_lake.customers()
-        customers.loc[customers["customer_id"] == "C0005", "region"] = "Nrth"
-        customers.loc[customers["customer_id"] == "C0007", "region"] = "Sheffield Rd 12"
+        for customer, region in regions.items():
+            customers.loc[customers["customer_id"] == customer, "region"] = region
         lake.write_frame(customers, lake.partition_path(paths, "silver", "customers", as_of=DAY.isoformat()), paths)
         table, _ = nightly_report.fairness_table(paths, DAY)
         page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
+    return table, page
+
+
+def test_a_region_of_one_customer_is_not_published_by_name(tmp_path) -> None:
+    """A hand-made night where two customers' region is a typo ('Nrth') or a hostile value: before, each was a group
+    of its own in the fairness table (one person, a rate of 0 or 100%), shown by name in the table and the figure."""
+    table, page = night_with_regions(tmp_path, {"C0005": "Nrth", "C0007": "Sheffield Rd 12"})
     regions = table[table["dimension"] == "region"]
     hidden = "groups under 10 customers, fewer than 10 in all: not shown"
     assert set(regions["group"]) == {"North", "Yorkshire and The Humber", hidden}
@@ -592,17 +598,9 @@ def test_the_advisor_queue_counts_no_condition_of_fewer_than_the_minimum_group(t
 def test_the_pooled_small_groups_row_counts_exactly_the_customers_pooled(tmp_path) -> None:
     """Three regions of four customers each (typos, hostile values): pooled into one row whose customers are exactly
     the pooled customers outside the control group, and the section says how many."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SEGONE_HOME", str(tmp_path))
-        paths = Paths(tmp_path)
-        report_lake.build(paths)
-        customers = report_lake.customers()
-        chosen = [f"C{i:04d}" for i in range(3, 60) if f"C{i:04d}" not in CONTROL][:12]
-        for n, customer in enumerate(chosen):
-            customers.loc[customers["customer_id"] == customer, "region"] = ["Nrth", "Sheffield Rd 12", "X"][n % 3]
-        lake.write_frame(customers, lake.partition_path(paths, "silver", "customers", as_of=DAY.isoformat()), paths)
-        table, _ = nightly_report.fairness_table(paths, DAY)
-        page = nightly_report.build_nightly_report(paths, DAY).read_text(encoding="utf-8")
+    chosen = [f"C{i:04d}" for i in range(3, 60) if f"C{i:04d}" not in CONTROL][:12]
+    typos = {customer: ["Nrth", "Sheffield Rd 12", "X"][n % 3] for n, customer in enumerate(chosen)}
+    table, page = night_with_regions(tmp_path, typos)
     regions = table[table["dimension"] == "region"]
     pooled = "other (groups under 10 customers)"
     assert set(regions["group"]) == {"North", "Yorkshire and The Humber", pooled}
