@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,44 +14,27 @@ import pytest
 
 from pipelines.deploy import DeployError, Deployment, free_port, serve
 from pipelines.ingest.openbanking import MIN_FILES_PER_WORKER
-from tests.bank_settings import write_overlay
+from tests.bank_cache import AIRFLOW_BUCKETS, AIRFLOW_NIGHT, airflow_bank, airflow_overlay, bank_copy
 
 BIN = Path(sys.executable).parent
-D = "2026-11-20"
+D = AIRFLOW_NIGHT
 DAG = "nightly_personalization"
 
 
-# Two customer buckets instead of 16: the same DAG with 2 mapped tasks per sharded stage (still more than one task
-# per stage, each its own shard), each task a fresh process under the scheduler (about 5 s of imports and model
-# loading each), so the test takes minutes less. And the light intent model of the test banks (tests/bank_settings.py).
-BUCKETS = 2
+# The bank shared with tests/test_e2e.py (tests/bank_cache.py): two customer buckets instead of 16, so two mapped
+# tasks per sharded stage (still more than one task per stage, each its own shard), each task a fresh process under
+# the scheduler (about 5 s of imports and model loading each), and enough open-banking files on D for the ingest's
+# process pool; the light models of the test banks (tests/bank_settings.py).
+BUCKETS = AIRFLOW_BUCKETS
 
 
 def _overlay(home: Path) -> str:
-    return str(write_overlay(home.parent / "settings.yaml", {"segone": {"lake": {"n_buckets": BUCKETS}}}))
-
-
-def _segone(home: Path, *args: str) -> None:
-    env = os.environ.copy() | {"SEGONE_HOME": str(home), "SEGONE_SETTINGS": _overlay(home)}
-    done = subprocess.run([str(BIN / "segone"), *args], capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, f"segone {args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return str(airflow_overlay(home))
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory) -> Deployment:
-    home = tmp_path_factory.mktemp("served") / "segone"
-    _segone(home, "simulate", "--customers", "200", "--days", "200", "--end-date", D, "--seed", "7")
-    # Enough open-banking files on D for the ingest to parse them in a process pool (2 workers), inside the task:
-    # overlapping fetches of the same accounts, as aggregators deliver them (deduplicated by the ingest).
-    folder = home / "landing" / D / "openbanking"
-    originals = sorted(folder.glob("*.json"))
-    copy = 0
-    while len(list(folder.glob("*.json"))) < 2 * MIN_FILES_PER_WORKER + 8:
-        source = originals[copy % len(originals)]
-        shutil.copy(source, source.with_name(f"{source.stem}-again{copy}.json"))
-        copy += 1
-    _segone(home, "load-history")
-    _segone(home, "train")
+    home = bank_copy(airflow_bank(), tmp_path_factory.mktemp("served") / "bank") / "segone"
     # Only triggered runs: a scheduled run of yesterday would hold the one active run until its landing deadline.
     served = Deployment(home, home / "airflow", free_port(), {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
                                                               "SEGONE_SETTINGS": _overlay(home)})
