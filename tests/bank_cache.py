@@ -1,6 +1,7 @@
 """Test banks built once and shared between test modules: an on-disk cache keyed by the builder's name and parameters
-and a hash of the code that builds a bank (pipelines/, models/, sql/, config/, expectations/, dags/ and the test
-helpers the builders use), so a changed stage never reuses a stale bank.
+and a hash of what builds a bank (pipelines/, models/, sql/, config/, expectations/, dags/, the test helpers the
+builders use, requirements.lock and the BANKING77 file the simulator's messages and the intent model read), so a
+changed stage never reuses a stale bank.
 
 `make test` runs two pytest-xdist workers: the first worker to ask for a bank builds it under a file lock while the
 other waits for it; a bank is built in a temporary folder and renamed into place whole, so a killed build leaves
@@ -21,16 +22,21 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CODE = ("pipelines", "models", "sql", "config", "expectations", "dags")
-HELPERS = ("tests/bank_cache.py", "tests/bank_settings.py")
+HELPERS = ("tests/bank_cache.py", "tests/bank_settings.py", "requirements.lock")
 
 
 def code_hash() -> str:
-    """sha256 of every file (path and bytes) under CODE and of HELPERS, compiled files left out."""
+    """sha256 of every file (path and bytes) under CODE, of HELPERS and of the BANKING77 training file, compiled
+    files left out."""
+    from pipelines.messages import training_file
+
     digest = hashlib.sha256()
     files = [p for top in CODE for p in (REPO / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts
              and p.suffix != ".pyc"] + [REPO / h for h in HELPERS]
     for path in sorted(files):
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    banking77 = training_file()
+    digest.update(str(banking77).encode() + b"\0" + (banking77.read_bytes() if banking77.is_file() else b"") + b"\0")
     return digest.hexdigest()
 
 

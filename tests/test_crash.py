@@ -22,20 +22,21 @@ import pytest
 from pipelines.warehouse import connect as connect_warehouse
 from pipelines.config import Paths
 from pipelines.crm_export import read_export
-from tests.bank_settings import write_overlay
+from tests.bank_cache import AIRFLOW_BUCKETS, AIRFLOW_NIGHT, airflow_bank, airflow_overlay, bank_copy
 from tests.test_publish import fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
-D1 = "2026-11-20"  # the night the runs write; the published state before it is the history load (as of D1 - 1)
-# Four customer buckets instead of 16 (a SEGONE_SETTINGS overlay for every command on the bank): each sharded stage
-# still stops half way (after bucket HALF - 1), at a quarter of the shards' start-up cost; and the light intent model
-# of the test banks (tests/bank_settings.py).
-BUCKETS = 4
+D1 = AIRFLOW_NIGHT  # the night the runs write; the published state before it is the history load (as of D1 - 1)
+# The bank of the Airflow tests (tests/bank_cache.py: simulated, loaded and trained once for the three modules, each
+# working on its own copy): two customer buckets instead of 16 (a SEGONE_SETTINGS overlay for every command on the
+# bank), so each sharded stage still stops half way (after bucket HALF - 1: one shard written, one not); and the
+# light models of the test banks (tests/bank_settings.py).
+BUCKETS = AIRFLOW_BUCKETS
 HALF = BUCKETS // 2
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
-    overlay = write_overlay(home.parent / "settings.yaml", {"segone": {"lake": {"n_buckets": BUCKETS}}})
+    overlay = airflow_overlay(home)
     return os.environ.copy() | {"SEGONE_HOME": str(home), "PYTHONPATH": str(REPO),
                                 "SEGONE_SETTINGS": str(overlay)} | extra
 
@@ -132,11 +133,8 @@ def leftovers(paths: Paths) -> list[str]:
 
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("crash") / "segone"
-    segone(home, "simulate", "--customers", "80", "--days", "200", "--end-date", D1, "--seed", "3")
-    segone(home, "load-history")
-    segone(home, "train")
-    return home
+    """A simulated bank, loaded (`segone load-history`) and trained (`segone train`): a copy of the cached one."""
+    return bank_copy(airflow_bank(), tmp_path_factory.mktemp("crash") / "bank") / "segone"
 
 
 @pytest.mark.slow
