@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
+import yaml
 
 from pipelines import decide, lake, profiles
 from pipelines.config import Paths
@@ -88,8 +89,13 @@ def app_events() -> list[dict]:
 def world(tmp_path_factory):
     home = tmp_path_factory.mktemp("profiles-e2e") / "segone"
     home.mkdir()
-    saved = os.environ.get("SEGONE_HOME")
+    # Two customer buckets instead of 16 (a SEGONE_SETTINGS overlay): the profile stage runs every shard, and 16
+    # shards of a handful of customers are 16 calls of the same fixed cost, most of them on no customer.
+    overlay = home.parent / "settings.yaml"
+    overlay.write_text(yaml.safe_dump({"segone": {"lake": {"n_buckets": 2}}}), encoding="utf-8")
+    saved = {name: os.environ.get(name) for name in ("SEGONE_HOME", "SEGONE_SETTINGS")}
     os.environ["SEGONE_HOME"] = str(home)
+    os.environ["SEGONE_SETTINGS"] = str(overlay)
     try:
         paths = Paths(home)
         bank = make_bank()
@@ -119,10 +125,11 @@ def world(tmp_path_factory):
                "usage": gold("app_usage"), "layout": gold("dashboard_layout"), "nba": gold("next_best_actions"),
                "log": gold("decision_log")}
     finally:
-        if saved is None:
-            os.environ.pop("SEGONE_HOME", None)
-        else:
-            os.environ["SEGONE_HOME"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def layout(world, customer_id: str) -> pd.DataFrame:
