@@ -6,6 +6,7 @@ import logging
 from datetime import date
 
 import pytest
+import yaml
 
 from pipelines import progress, stages
 from pipelines.runs import write_run_metrics
@@ -105,9 +106,13 @@ def test_off_and_the_nights_real_steps(paths, monkeypatch):
 
 
 def test_the_history_load_shows_its_steps(paths, monkeypatch, caplog):
-    """load-history reports each of its steps (a tiny simulated history)."""
+    """load-history reports each of its steps (a tiny simulated history, in two customer buckets instead of 16: the
+    steps are the subject, not 16 store builds of a few customers each)."""
     from pipelines.sources.simulate import simulate
 
+    overlay = paths.home.parent / "settings.yaml"
+    overlay.write_text(yaml.safe_dump({"segone": {"lake": {"n_buckets": 2}}}), encoding="utf-8")
+    monkeypatch.setenv("SEGONE_SETTINGS", str(overlay))
     simulate(paths, customers=30, days=40, seed=3, fmt="csv")
     monkeypatch.setenv("SEGONE_PROGRESS", "plain")
     caplog.set_level(logging.INFO, logger="pipelines.progress")
