@@ -14,6 +14,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipelines import features, lake
 from pipelines.config import Paths
@@ -162,11 +163,19 @@ def make_bank() -> LandingBank:
 
 @contextmanager
 def loaded(tmp_path_factory, name: str, bank: LandingBank):
-    """A private SEGONE_HOME holding `bank` loaded by the history load, and a connection registered as of END."""
+    """A private SEGONE_HOME holding `bank` loaded by the history load, and a connection registered as of END.
+
+    In two customer buckets instead of 16 (a SEGONE_SETTINGS overlay, set while the bank is in use): the history
+    load builds the feature store a bucket at a time, and 16 buckets of a few hand-made customers are 16 builds of
+    the same fixed cost, most of them on no customer; two still split the bank (the bucket-by-bucket test checks it
+    spans both)."""
     home = tmp_path_factory.mktemp(name) / "segone"
     home.mkdir()
-    saved = os.environ.get("SEGONE_HOME")
+    overlay = home.parent / "settings.yaml"
+    overlay.write_text(yaml.safe_dump({"segone": {"lake": {"n_buckets": 2}}}), encoding="utf-8")
+    saved = {key: os.environ.get(key) for key in ("SEGONE_HOME", "SEGONE_SETTINGS")}
     os.environ["SEGONE_HOME"] = str(home)
+    os.environ["SEGONE_SETTINGS"] = str(overlay)
     try:
         paths = Paths(home)
         bank.write(paths.landing_history)
@@ -178,10 +187,11 @@ def loaded(tmp_path_factory, name: str, bank: LandingBank):
         finally:
             con.close()
     finally:
-        if saved is None:
-            os.environ.pop("SEGONE_HOME", None)
-        else:
-            os.environ["SEGONE_HOME"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
