@@ -6,11 +6,13 @@ import copy
 import json
 import re
 from datetime import date
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipelines import lake, store
 from pipelines import life_events as le
@@ -407,6 +409,15 @@ class FlagEveryone:
                 "top_contribution": np.tile(np.linspace(0.9, 0.1, len(self.COLUMNS))[:width], (n, 1))}
 
 
+def two_buckets(folder: Path) -> str:
+    """A SEGONE_SETTINGS overlay (written into `folder`) of two customer buckets instead of 16 for a hand-made bank
+    of a few customers: its history load builds the feature store a bucket at a time, 16 builds of a fixed cost,
+    most of them on nobody."""
+    overlay = folder / "settings.yaml"
+    overlay.write_text(yaml.safe_dump({"segone": {"lake": {"n_buckets": 2}}}), encoding="utf-8")
+    return str(overlay)
+
+
 @pytest.fixture(scope="module")
 def hand_made(tmp_path_factory):
     from pipelines.stages import load_history
@@ -415,6 +426,7 @@ def hand_made(tmp_path_factory):
     home.mkdir()
     mp = pytest.MonkeyPatch()
     mp.setenv("SEGONE_HOME", str(home))
+    mp.setenv("SEGONE_SETTINGS", two_buckets(home.parent))
     paths = Paths(home)
     bank = _hand_made_bank()
     bank.write(paths.landing_history)
@@ -463,6 +475,7 @@ def joiner_features(tmp_path_factory):
     home.mkdir()
     mp = pytest.MonkeyPatch()
     mp.setenv("SEGONE_HOME", str(home))
+    mp.setenv("SEGONE_SETTINGS", two_buckets(home.parent))
     try:
         paths = Paths(home)
         bank.write(paths.landing_history)
@@ -543,6 +556,7 @@ def test_an_evidence_label_from_a_description_shows_no_invisible_or_bidi_charact
     paths = Paths(tmp_path)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEGONE_HOME", str(tmp_path))
+        mp.setenv("SEGONE_SETTINGS", two_buckets(tmp_path))
         bank.write(paths.landing_history)
         load_history(paths)
         cfg = le.settings()
