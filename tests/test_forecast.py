@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipelines import features, forecast, lake, registry
 from pipelines.evaluation import backtest
@@ -24,22 +25,33 @@ from tests.bank_settings import write_overlay
 END = date(2026, 11, 20)
 
 
+# Four customer buckets instead of 16 (a SEGONE_SETTINGS overlay that changes nothing else: the bank trains with
+# the shipped model settings): the history load, the training's per-bucket feature builds and the shards' forecasts
+# are 4 of a fixed cost each, not 16, on about 100 customers each.
+BUCKETS = {"segone": {"lake": {"n_buckets": 4}}}
+
+
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory) -> Paths:
     """400 customers with 250 days of history, loaded and trained."""
     paths = Paths(tmp_path_factory.mktemp("forecast") / "segone")
-    previous = os.environ.get("SEGONE_HOME")
+    overlay = paths.home.parent / "settings.yaml"
+    overlay.parent.mkdir(parents=True, exist_ok=True)
+    overlay.write_text(yaml.safe_dump(BUCKETS), encoding="utf-8")
+    previous = {name: os.environ.get(name) for name in ("SEGONE_HOME", "SEGONE_SETTINGS")}
     os.environ["SEGONE_HOME"] = str(paths.home)
+    os.environ["SEGONE_SETTINGS"] = str(overlay)
     try:
         simulate_command(paths, customers=400, days=250, end_date=END, seed=5, fmt="csv")
         load_history(paths)
         forecast.train(paths)
         yield paths
     finally:
-        if previous is None:
-            os.environ.pop("SEGONE_HOME", None)
-        else:
-            os.environ["SEGONE_HOME"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def test_training_cutoffs_leave_room_for_the_outcomes():
@@ -148,7 +160,7 @@ def test_a_global_engine_worse_than_the_baseline_is_not_registered(bank, tmp_pat
 
     monkeypatch.setattr(forecast, "fit_global", fit_on_noise)
     # the engine choice is the subject, not the calibration: the light models of the test banks (bank_settings.py)
-    monkeypatch.setenv("SEGONE_SETTINGS", str(write_overlay(tmp_path / "settings.yaml")))
+    monkeypatch.setenv("SEGONE_SETTINGS", str(write_overlay(tmp_path / "settings.yaml", BUCKETS)))
     result = forecast.train(other)
     assert result["engine"] == "baseline" and result["promoted"]
     assert "worse than the baseline's" in result["engine_reason"]
