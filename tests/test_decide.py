@@ -529,8 +529,10 @@ def lake_copy(tmp_path_factory) -> Path:
     mp = pytest.MonkeyPatch()
     mp.setenv("SEGONE_HOME", str(home))
     # the light models of the test banks (tests/bank_settings.py): decide needs a trained forecaster, not its
-    # shipped calibration
-    mp.setenv("SEGONE_SETTINGS", str(write_overlay(home.parent / "settings.yaml")))
+    # shipped calibration; and four customer buckets instead of 16: the history load's store and the training's
+    # feature builds are a bucket at a time, at a fixed cost each
+    mp.setenv("SEGONE_SETTINGS", str(write_overlay(home.parent / "settings.yaml",
+                                                   {"segone": {"lake": {"n_buckets": 4}}})))
     paths = Paths(home)
     try:
         simulate_command(paths, customers=300, days=250, end_date=date(2026, 11, 20), seed=3, fmt="csv")
@@ -549,6 +551,7 @@ def _lake_bucket(home: Path) -> tuple[date, int]:
 
 def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
     monkeypatch.setenv("SEGONE_HOME", str(lake_copy))
+    monkeypatch.setenv("SEGONE_SETTINGS", str(lake_copy.parent / "settings.yaml"))  # its four buckets
     paths = Paths(lake_copy)
     day, bucket = _lake_bucket(lake_copy)
     metrics = decide.decide_next_best_actions(paths, day, bucket)
@@ -564,7 +567,7 @@ def test_decide_shard_on_a_simulated_lake(lake_copy, monkeypatch):
     moved = (log["customer_id"] + "|" + log["action_id"]).isin(set(nba["customer_id"] + "|" + nba["action_id"]))
     assert (log.loc[moved, "stage"] == "capacity").all() and moved.sum() == metrics["capacity_rerouted_rows"]
     assert (~moved).sum() + len(nba) == metrics["n_customers"] * metrics["n_actions"]
-    # the shard's part of the night's phone capacity (1% of the bank's 300 customers, split over 16 buckets) holds
+    # the shard's part of the night's phone capacity (1% of the bank's 300 customers, split over the buckets) holds
     sizes = decide.bucket_sizes(paths, day)
     assert sum(sizes.values()) == 300 and sizes[bucket] == metrics["n_customers"]
     night = decide.frame_capacity(decide.policy(), 300)
