@@ -136,7 +136,7 @@ TABLES = {resource: f"ob_{resource}" for resource in RESOURCES}
 DEFAULT_MAX_BYTES = 50 * 2**20
 DEFAULT_MAX_DEPTH = 64
 RAW_VALUE_LIMIT = 1000
-FAST_BATCH_FILES = 256  # envelopes the columnar path reads at once (bounded memory: about 5 MB of JSON)
+FAST_BATCH_FILES = 1024  # envelopes the columnar path reads at once (bounded memory: about 20 MB of JSON here)
 MIN_FILES_PER_WORKER = 64  # below this a process pool costs more than it saves
 UTC = timezone.utc
 CENT = Decimal("0.01")
@@ -1381,7 +1381,7 @@ def _no_cycle_collection() -> Iterator[None]:
 
 
 def _parse_chunk(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
-                 max_quarantine_rows: int | None = None, columnar: bool = True
+                 max_quarantine_rows: int | None = None, columnar: bool = False
                  ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
     """Parse some files into (un-deduplicated frames, quarantine frame, counts); runs in a worker process too."""
     with _no_cycle_collection():
@@ -1428,7 +1428,7 @@ def _fast_context(table: pa.Table, context: ObContext) -> pa.Table:
 
 
 def _parse_chunk_files(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
-                       max_quarantine_rows: int | None, columnar: bool = True
+                       max_quarantine_rows: int | None, columnar: bool = False
                        ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
     from pipelines.ingest import openbanking_fast
 
@@ -1440,6 +1440,23 @@ def _parse_chunk_files(paths: list[str], landing_root: str, max_bytes: int, max_
     root = Path(landing_root).resolve()
     folders: dict[Path, Path] = {}
     bound = max_amount("transactions")
+    with contextlib.closing(openbanking_fast.connect()) if columnar else contextlib.nullcontext() as con:
+        _parse_batches(paths, root, folders, bound, max_bytes, max_depth, max_quarantine_rows, con, tables,
+                       python_positions, fast_parts, quarantine, counts)
+    frames = {table: rows_to_frame(table, rows) for table, rows in tables.items() if table != "ob_transactions"}
+    frames["ob_transactions"] = _merge_transactions(tables["ob_transactions"], python_positions, fast_parts)
+    return frames, quarantine_frame(quarantine), counts
+
+
+def _parse_batches(paths: list[str], root: Path, folders: dict[Path, Path], bound: Decimal, max_bytes: int,
+                   max_depth: int, max_quarantine_rows: int | None, con: Any,
+                   tables: dict[str, list[dict[str, Any]]], python_positions: list[int],
+                   fast_parts: list[tuple[int, pa.Table]], quarantine: list[dict[str, Any]],
+                   counts: dict[str, int]) -> None:
+    """The files of a chunk, FAST_BATCH_FILES at a time: read, the columnar screen (with `con`; None: off), then
+    each file through the reader, its results appended to the chunk's lists."""
+    from pipelines.ingest import openbanking_fast
+
     for start in range(0, len(paths), FAST_BATCH_FILES):
         batch: list[tuple[int, str, bytes | None, ObFileResult | None]] = []
         for position in range(start, min(start + FAST_BATCH_FILES, len(paths))):
@@ -1448,11 +1465,11 @@ def _parse_chunk_files(paths: list[str], landing_root: str, max_bytes: int, max_
             data, rejected = _read_envelope_bytes(path, source_file, max_bytes)
             batch.append((position, source_file, data, rejected))
         fast: dict[int, pa.Table] = {}
-        if columnar:
+        if con is not None:
             plain = [(position, data) for position, _, data, _ in batch
                      if data is not None and openbanking_fast.plain_ascii(data)]
             try:
-                fast = openbanking_fast.screen_transactions(plain, bound)
+                fast = openbanking_fast.screen_transactions(plain, bound, con)
             except Exception:  # the columnar path is an optimisation: any failure leaves every file to the reader
                 log.exception("open-banking columnar screen failed for %d files; read record by record", len(plain))
                 fast = {}
@@ -1477,9 +1494,6 @@ def _parse_chunk_files(paths: list[str], landing_root: str, max_bytes: int, max_
             counts["records_read"] += result.records_read
             counts["records_rejected"] += result.records_rejected
             counts["pages_rejected"] += result.pages_rejected
-    frames = {table: rows_to_frame(table, rows) for table, rows in tables.items() if table != "ob_transactions"}
-    frames["ob_transactions"] = _merge_transactions(tables["ob_transactions"], python_positions, fast_parts)
-    return frames, quarantine_frame(quarantine), counts
 
 
 def _merge_transactions(rows: list[dict[str, Any]], positions: list[int], fast_parts: list[tuple[int, pa.Table]]
@@ -1511,7 +1525,7 @@ def deduplicate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 def parse_openbanking_files(files: list[Path], landing_root: Path, max_bytes: int = DEFAULT_MAX_BYTES,
                             max_depth: int = DEFAULT_MAX_DEPTH, workers: int = 1,
-                            max_quarantine_rows: int | None = None, columnar: bool = True) -> ObBatch:
+                            max_quarantine_rows: int | None = None, columnar: bool = False) -> ObBatch:
     """Parse envelope files into the six deduplicated `ob_*` DataFrames plus one quarantine DataFrame.
 
     source_file is each path relative to landing_root. With workers > 1 and at least MIN_FILES_PER_WORKER files per

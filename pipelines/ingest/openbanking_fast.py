@@ -93,6 +93,33 @@ create or replace temp macro ob_text(v) as case when left(v, 1) = '"' then subst
 """
 
 
+# The JSON values the screen and the rows read, as `struct.key` of the CTE `fields`; from the CTE `flat` on, each is
+# two plain columns: its first character (its JSON type) and its text (`_flatten`).
+_LEAVES = ("r.AccountId", "r.TransactionId", "r.Amount", "amount.Amount", "amount.Currency", "r.CreditDebitIndicator",
+           "r.Status", "r.BookingDateTime", "r.ValueDateTime", "r.TransactionInformation", "r.TransactionReference",
+           "r.MerchantDetails", "merchant.MerchantName", "merchant.MerchantCategoryCode", "r.BankTransactionCode",
+           "bank.Code", "bank.SubCode", "r.ProprietaryBankTransactionCode", "proprietary.Code", "r.Balance",
+           "balance.Amount", "balance_amount.Amount", "balance_amount.Currency", "balance.CreditDebitIndicator")
+
+
+def _flat(leaf: str) -> str:
+    return leaf.replace(".", "__")
+
+
+def _flatten(sql: str) -> str:
+    """The SQL after the CTE `flat` with each macro on a leaf replaced by the flat columns (evaluated once)."""
+    head, tail = sql.split("), page_versions as (", 1)
+    for leaf in _LEAVES:
+        name = _flat(leaf)
+        tail = (tail.replace(f"ob_text({leaf})", f"{name}__s")
+                .replace(f"ob_is_text({leaf})", f"({name}__t = '\"')")
+                .replace(f"ob_is_object({leaf})", f"({name}__t = '{{')")
+                .replace(f"ob_absent({leaf})", f"({name}__t is null or {name}__t = 'n')"))
+    tail = tail.replace("ob_is_object(record)", "is_object")
+    assert "ob_" not in tail.replace("ob_transactions", ""), "a macro left on a struct after the CTE flat"
+    return head + "), page_versions as (" + tail
+
+
 def _build_sql(bound: Decimal) -> str:
     from pipelines.ingest.openbanking import MINOR_UNITS, TRANSACTION_STATUS, V4_TRANSACTION_FIELDS
 
@@ -160,7 +187,7 @@ def _build_sql(bound: Decimal) -> str:
     def nested(value: str, keys: str) -> str:
         return f"case when ob_is_object({value}) then json_transform({value}, {_schema(_NESTED_KEYS[keys])}) end"
 
-    return f"""
+    return _flatten(f"""
 with resources as (
     select file_pos, case when json_valid(content) then json_extract(content, '$.transactions') end as body
     from docs
@@ -194,16 +221,22 @@ with resources as (
            end as has_v4
     from (select *, case when ob_is_object(record) then json_transform(record, {_schema(_RECORD_KEYS)}) end as r
           from records)
+), nested_balance as materialized (
+    select *, {nested('balance.Amount', 'Balance.Amount')} as balance_amount from fields
+), flat as materialized (
+    select file_pos, page_no, record_no, is_object, has_v4,
+           {", ".join(f"left({leaf}, 1) as {_flat(leaf)}__t, ob_text({leaf}) as {_flat(leaf)}__s" for leaf in _LEAVES)}
+    from nested_balance
 ), page_versions as (
     select file_pos, page_no,
            case when has_v4 then '4.0' when ob_is_text(r.Status) and {status} in ({v3}) then '3.1'
                 when ob_is_text(r.Status) and {status} in ({v4}) then '4.0' end as page_version
-    from fields where record_no = 0
+    from flat where record_no = 0
 ), judged as materialized (
-    select f.*, v.page_version, {nested('balance.Amount', 'Balance.Amount')} as balance_amount,
+    select f.*, v.page_version,
            case when ob_is_text(r.Status) and {status} in ({v3}) then '3.1'
                 when ob_is_text(r.Status) and {status} in ({v4}) then '4.0' end as status_version
-    from fields f join page_versions v using (file_pos, page_no)
+    from flat f join page_versions v using (file_pos, page_no)
 ), refused as (
     select distinct file_pos from judged where not coalesce({record_ok.replace("ob_is_object(record)", "is_object")}, false)
 )
@@ -231,20 +264,29 @@ select file_pos, page_no, record_no,
 from judged
 where file_pos not in (select file_pos from refused)
 order by file_pos, page_no, record_no
-"""
+""")
 
 
 _SQL_CACHE: dict[Decimal, str] = {}
 
 
-def screen_transactions(documents: list[tuple[int, bytes]], bound: Decimal) -> dict[int, pa.Table]:
+def connect() -> duckdb.DuckDBPyConnection:
+    """A connection for `screen_transactions` (one thread: the ingest's process pool is the parallelism)."""
+    con = duckdb.connect(config={"threads": 1})
+    con.execute(_MACROS)
+    return con
+
+
+def screen_transactions(documents: list[tuple[int, bytes]], bound: Decimal,
+                        con: duckdb.DuckDBPyConnection | None = None) -> dict[int, pa.Table]:
     """The columnar transactions of the envelopes the screen lets through: {file position: its rows, in record
     order}. An envelope absent from the answer goes the Python way (also when its `transactions` is absent or null:
     nothing to gain). `documents` are (position, bytes) of files that passed `plain_ascii`.
 
     Columns: provider_account_id, account_part (`_id_part` of it), provider_transaction_id, transaction_part,
     status, booked_at (UTC, no zone), value_at, booking_date, amount, currency, description, merchant_name, mcc,
-    bank_transaction_code, proprietary_code, balance_after, reference, api_version.
+    bank_transaction_code, proprietary_code, balance_after, reference, api_version. `con`: a connection of
+    `connect()` to reuse across batches (None: one for this call).
     """
     if not documents:
         return {}
@@ -253,13 +295,15 @@ def screen_transactions(documents: list[tuple[int, bytes]], bound: Decimal) -> d
         sql = _SQL_CACHE[bound] = _build_sql(bound)
     docs = pa.table({"file_pos": pa.array([pos for pos, _ in documents], pa.int64()),
                      "content": pa.array([data.decode("ascii") for _, data in documents], pa.string())})
-    con = duckdb.connect(config={"threads": 1})
+    own = con is None
+    con = connect() if own else con
     try:
-        con.execute(_MACROS)
         con.register("docs", docs)
         table = con.sql(sql).to_arrow_table()
+        con.unregister("docs")
     finally:
-        con.close()
+        if own:
+            con.close()
     positions = table.column("file_pos").to_numpy()
     files, starts, counts = np.unique(positions, return_index=True, return_counts=True)  # rows come by file
     return {int(f): table.slice(int(s), int(c)) for f, s, c in zip(files, starts, counts)}
