@@ -64,9 +64,9 @@ def measure_screen(root: Path, files_wanted: int | None) -> int:
                                                for i in range(start, min(start + FAST_BATCH_FILES, len(files))))
                      if openbanking_fast.plain_ascii(data)]
         plain += len(documents)
-        answer = openbanking_fast.screen_transactions(documents, bound, con)
+        _, answer = openbanking_fast.screen_transactions(documents, bound, con)
         passed += len(answer)
-        rows += sum(table.num_rows for table in answer.values())
+        rows += sum(count for count, _ in answer.values())
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     print(json.dumps({"files": len(files), "plain_ascii": plain, "screened_through": passed, "rows": rows,

@@ -69,7 +69,7 @@ def screened(envelope: Any) -> bool:
     data = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
     if not openbanking_fast.plain_ascii(data):
         return False
-    return 0 in openbanking_fast.screen_transactions([(0, data)], max_amount("transactions"))
+    return 0 in openbanking_fast.screen_transactions([(0, data)], max_amount("transactions"))[1]
 
 
 @pytest.mark.parametrize("version", ["3.1", "4.0"])

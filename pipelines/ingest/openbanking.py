@@ -288,7 +288,9 @@ class ObFileResult:
     file_rejected: bool = False
     # the file's transactions as the columnar path gave them (pipelines/ingest/openbanking_fast.py), used instead of
     # rows in tables["ob_transactions"]; None: they are in tables (read here)
-    fast_transactions: pa.Table | None = None
+    # the file's transactions were taken from the columnar path (pipelines/ingest/openbanking_fast.py): this many
+    # rows, in this context; none of them are in tables["ob_transactions"]
+    fast_rows: int = 0
     fast_context: ObContext | None = None
 
 
@@ -1238,9 +1240,9 @@ def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_M
 
 
 def _parse_envelope_data(data: bytes, source_file: str, max_depth: int, max_quarantine_rows: int | None,
-                         fast_transactions: pa.Table | None = None) -> ObFileResult:
-    """`parse_envelope_file` once the bytes are read. fast_transactions: the columnar rows of this file's
-    transactions (openbanking_fast.screen_transactions); used only when the parse reaches the transactions resource
+                         fast_transactions: tuple[int, frozenset[str]] | None = None) -> ObFileResult:
+    """`parse_envelope_file` once the bytes are read. fast_transactions: (rows, the `_id_part` of each AccountId) of
+    the columnar rows of this file's transactions (openbanking_fast.screen_transactions); used only when the parse reaches the transactions resource
     without a note on the file (duplicate keys, bytes not UTF-8, lone surrogates) and every account they name is
     listed; otherwise the transactions are read here as always."""
     result = _empty_file_result()
@@ -1261,10 +1263,10 @@ def _parse_envelope_data(data: bytes, source_file: str, max_depth: int, max_quar
     for resource in RESOURCES:  # accounts first: what the envelope lists bounds what its other resources may touch
         room = None if max_quarantine_rows is None else max(0, max_quarantine_rows - len(result.quarantine))
         if (resource == "transactions" and fast_transactions is not None and not duplicate_notes
-                and _all_listed(fast_transactions, context, listed)):
-            result.fast_transactions = fast_transactions
+                and _all_listed(fast_transactions[1], context, listed)):
+            result.fast_rows = fast_transactions[0]
             result.fast_context = context
-            result.records_read += fast_transactions.num_rows
+            result.records_read += fast_transactions[0]
             continue
         parsed = parse_resource(resource, envelope.get(resource), context, listed, max_rows=room)
         if resource == "accounts":
@@ -1283,12 +1285,12 @@ def _parse_envelope_data(data: bytes, source_file: str, max_depth: int, max_quar
     return result
 
 
-def _all_listed(fast: pa.Table, context: ObContext, listed: frozenset[str] | None) -> bool:
+def _all_listed(account_parts: frozenset[str], context: ObContext, listed: frozenset[str] | None) -> bool:
     """Whether every account the columnar transactions name is one the envelope's accounts resource listed."""
     if listed is None:
         return False
     prefix = f"ob:{_id_part(context.provider)}:"
-    return all(prefix + part in listed for part in set(fast.column("account_part").to_pylist()))
+    return all(prefix + part in listed for part in account_parts)
 
 
 _ARROW_TYPES = {"str": pa.string(), "decimal": pa.decimal128(18, 2), "ts": pa.timestamp("us", tz="UTC"),
@@ -1405,24 +1407,32 @@ def _read_envelope_bytes(path: Path, source_file: str, max_bytes: int) -> tuple[
     return data, None
 
 
-def _fast_context(table: pa.Table, context: ObContext) -> pa.Table:
-    """Columnar transaction rows of one file in the `ob_transactions` columns and types (the envelope's context
-    from the Python parse of the file, so the same values as its rows would carry)."""
-    n = table.num_rows
-    prefix = pa.scalar(f"ob:{_id_part(context.provider)}:", pa.string())
-    account_id = pc.binary_join_element_wise(prefix, table.column("account_part"), "")
-    columns = {
-        "transaction_id": pc.binary_join_element_wise(account_id, table.column("transaction_part"), ":"),
-        "account_id": account_id,
-        "booked_at": table.column("booked_at").cast(pa.timestamp("us")).cast(_ARROW_TYPES["ts"]),
-        "value_at": table.column("value_at").cast(pa.timestamp("us")).cast(_ARROW_TYPES["ts"]),
-        "customer_id": pa.array([context.customer_id] * n, pa.string()),
-        "provider": pa.array([context.provider] * n, pa.string()),
-        "consent_id": pa.array([context.consent_id] * n, pa.string()),
-        "fetched_at": pa.array([context.fetched_at.astimezone(UTC)] * n, _ARROW_TYPES["ts"]),
-        "source_file": pa.array([context.source_file] * n, pa.string()),
+def _fast_rows(table: pa.Table, accepted: list[tuple[int, ObContext]]) -> pa.Table:
+    """The columnar transaction rows of the accepted files of a batch (file, its context from the Python parse of the
+    file, in file order) in the `ob_transactions` columns and types, with the same context values its rows would
+    carry."""
+    positions = pa.array([position for position, _ in accepted], pa.int64())
+    rows = table.filter(pc.is_in(table.column("file_pos"), value_set=positions))  # ordered by file, then record
+    _, counts = np.unique(rows.column("file_pos").to_numpy(), return_counts=True)
+    repeat = pa.array(np.repeat(np.arange(len(accepted)), counts))
+    contexts = [context for _, context in accepted]
+    per_file = {
+        "prefix": pa.array([f"ob:{_id_part(c.provider)}:" for c in contexts], pa.string()),
+        "customer_id": pa.array([c.customer_id for c in contexts], pa.string()),
+        "provider": pa.array([c.provider for c in contexts], pa.string()),
+        "consent_id": pa.array([c.consent_id for c in contexts], pa.string()),
+        "fetched_at": pa.array([c.fetched_at.astimezone(UTC) for c in contexts], _ARROW_TYPES["ts"]),
+        "source_file": pa.array([c.source_file for c in contexts], pa.string()),
     }
-    arrays = [columns[name] if name in columns else table.column(name).cast(_ARROW_TYPES[kind])
+    column = {name: values.take(repeat) for name, values in per_file.items()}
+    account_id = pc.binary_join_element_wise(column.pop("prefix"), rows.column("account_part"), "")
+    column.update({
+        "transaction_id": pc.binary_join_element_wise(account_id, rows.column("transaction_part"), ":"),
+        "account_id": account_id,
+        "booked_at": rows.column("booked_at").cast(pa.timestamp("us")).cast(_ARROW_TYPES["ts"]),
+        "value_at": rows.column("value_at").cast(pa.timestamp("us")).cast(_ARROW_TYPES["ts"]),
+    })
+    arrays = [column[name] if name in column else rows.column(name).cast(_ARROW_TYPES[kind])
               for name, kind in COLUMNS["ob_transactions"]]
     return pa.table(arrays, names=[name for name, _ in COLUMNS["ob_transactions"]])
 
@@ -1434,7 +1444,7 @@ def _parse_chunk_files(paths: list[str], landing_root: str, max_bytes: int, max_
 
     tables: dict[str, list[dict[str, Any]]] = {TABLES[r]: [] for r in RESOURCES}
     python_positions: list[int] = []  # the file of each row of tables["ob_transactions"]
-    fast_parts: list[tuple[int, pa.Table]] = []  # (file, its columnar transactions)
+    fast_parts: list[tuple[np.ndarray, pa.Table]] = []  # (the file of each row, columnar transactions) per batch
     quarantine: list[dict[str, Any]] = []
     counts = {"files": 0, "files_rejected": 0, "records_read": 0, "records_rejected": 0, "pages_rejected": 0}
     root = Path(landing_root).resolve()
@@ -1451,7 +1461,7 @@ def _parse_chunk_files(paths: list[str], landing_root: str, max_bytes: int, max_
 def _parse_batches(paths: list[str], root: Path, folders: dict[Path, Path], bound: Decimal, max_bytes: int,
                    max_depth: int, max_quarantine_rows: int | None, con: Any,
                    tables: dict[str, list[dict[str, Any]]], python_positions: list[int],
-                   fast_parts: list[tuple[int, pa.Table]], quarantine: list[dict[str, Any]],
+                   fast_parts: list[tuple[np.ndarray, pa.Table]], quarantine: list[dict[str, Any]],
                    counts: dict[str, int]) -> None:
     """The files of a chunk, FAST_BATCH_FILES at a time: read, the columnar screen (with `con`; None: off), then
     each file through the reader, its results appended to the chunk's lists."""
@@ -1464,15 +1474,17 @@ def _parse_batches(paths: list[str], root: Path, folders: dict[Path, Path], boun
             source_file = _source_file(path, root, folders)
             data, rejected = _read_envelope_bytes(path, source_file, max_bytes)
             batch.append((position, source_file, data, rejected))
-        fast: dict[int, pa.Table] = {}
+        fast: dict[int, tuple[int, frozenset[str]]] = {}
+        columnar_rows: pa.Table | None = None
         if con is not None:
             plain = [(position, data) for position, _, data, _ in batch
                      if data is not None and openbanking_fast.plain_ascii(data)]
             try:
-                fast = openbanking_fast.screen_transactions(plain, bound, con)
+                columnar_rows, fast = openbanking_fast.screen_transactions(plain, bound, con)
             except Exception:  # the columnar path is an optimisation: any failure leaves every file to the reader
                 log.exception("open-banking columnar screen failed for %d files; read record by record", len(plain))
-                fast = {}
+                columnar_rows, fast = None, {}
+        accepted: list[tuple[int, ObContext]] = []
         for position, source_file, data, result in batch:
             if result is None:
                 try:
@@ -1485,26 +1497,29 @@ def _parse_batches(paths: list[str], root: Path, folders: dict[Path, Path], boun
             for table, rows in result.tables.items():
                 tables[table].extend(rows)
             python_positions.extend([position] * len(result.tables["ob_transactions"]))
-            if result.fast_transactions is not None:
-                envelope_context = result.fast_context
-                fast_parts.append((position, _fast_context(result.fast_transactions, envelope_context)))
+            if result.fast_context is not None:
+                accepted.append((position, result.fast_context))
             quarantine.extend(result.quarantine)
             counts["files"] += 1
             counts["files_rejected"] += int(result.file_rejected)
             counts["records_read"] += result.records_read
             counts["records_rejected"] += result.records_rejected
             counts["pages_rejected"] += result.pages_rejected
+        if accepted and columnar_rows is not None:
+            part = _fast_rows(columnar_rows, accepted)
+            fast_parts.append((np.repeat([position for position, _ in accepted],
+                                         [fast[position][0] for position, _ in accepted]), part))
 
 
-def _merge_transactions(rows: list[dict[str, Any]], positions: list[int], fast_parts: list[tuple[int, pa.Table]]
-                        ) -> pd.DataFrame:
+def _merge_transactions(rows: list[dict[str, Any]], positions: list[int],
+                        fast_parts: list[tuple[np.ndarray, pa.Table]]) -> pd.DataFrame:
     """The transactions of a chunk in file order (each file's rows come from one path, in record order)."""
     python_table = rows_to_arrow("ob_transactions", rows)
     if not fast_parts:
         return arrow_to_frame("ob_transactions", python_table)
     combined = pa.concat_tables([python_table] + [part for _, part in fast_parts])
     order = np.concatenate([np.asarray(positions, dtype=np.int64)]
-                           + [np.full(part.num_rows, position, dtype=np.int64) for position, part in fast_parts])
+                           + [files.astype(np.int64) for files, _ in fast_parts])
     return arrow_to_frame("ob_transactions", combined.take(np.argsort(order, kind="stable")))
 
 

@@ -41,7 +41,6 @@ from decimal import Decimal
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from pipelines.contract import openbanking_lengths
@@ -278,18 +277,20 @@ def connect() -> duckdb.DuckDBPyConnection:
 
 
 def screen_transactions(documents: list[tuple[int, bytes]], bound: Decimal,
-                        con: duckdb.DuckDBPyConnection | None = None) -> dict[int, pa.Table]:
-    """The columnar transactions of the envelopes the screen lets through: {file position: its rows, in record
-    order}. An envelope absent from the answer goes the Python way (also when its `transactions` is absent or null:
-    nothing to gain). `documents` are (position, bytes) of files that passed `plain_ascii`.
+                        con: duckdb.DuckDBPyConnection | None = None
+                        ) -> tuple[pa.Table | None, dict[int, tuple[int, frozenset[str]]]]:
+    """The columnar transactions of the envelopes the screen lets through: (their rows, ordered by file position and
+    record; {file position: (its number of rows, the `account_part` of its rows)}). An envelope absent from the
+    dict goes the Python way (also when its `transactions` is absent or null: nothing to gain). `documents` are
+    (position, bytes) of files that passed `plain_ascii`.
 
-    Columns: provider_account_id, account_part (`_id_part` of it), provider_transaction_id, transaction_part,
-    status, booked_at (UTC, no zone), value_at, booking_date, amount, currency, description, merchant_name, mcc,
-    bank_transaction_code, proprietary_code, balance_after, reference, api_version. `con`: a connection of
-    `connect()` to reuse across batches (None: one for this call).
+    Columns: file_pos, page_no, record_no, provider_account_id, account_part (`_id_part` of it),
+    provider_transaction_id, transaction_part, status, booked_at (UTC, no zone), value_at, booking_date, amount,
+    currency, description, merchant_name, mcc, bank_transaction_code, proprietary_code, balance_after, reference,
+    api_version. `con`: a connection of `connect()` to reuse across batches (None: one for this call).
     """
     if not documents:
-        return {}
+        return None, {}
     sql = _SQL_CACHE.get(bound)
     if sql is None:
         sql = _SQL_CACHE[bound] = _build_sql(bound)
@@ -304,6 +305,7 @@ def screen_transactions(documents: list[tuple[int, bytes]], bound: Decimal,
     finally:
         if own:
             con.close()
-    positions = table.column("file_pos").to_numpy()
-    files, starts, counts = np.unique(positions, return_index=True, return_counts=True)  # rows come by file
-    return {int(f): table.slice(int(s), int(c)) for f, s, c in zip(files, starts, counts)}
+    per_file = table.group_by("file_pos").aggregate([("file_pos", "count"), ("account_part", "distinct")])
+    return table, {position: (count, frozenset(parts)) for position, count, parts in zip(
+        per_file.column("file_pos").to_pylist(), per_file.column("file_pos_count").to_pylist(),
+        per_file.column("account_part_distinct").to_pylist())}
