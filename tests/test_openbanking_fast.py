@@ -220,11 +220,22 @@ def test_random_mutations_give_the_readers_output(seed: int, tmp_path: Path) -> 
         for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
             records = env["transactions"]["Data"]["Transaction"]
             _set(rng.choice(FIELDS), rng.choice(HOSTILE_VALUES))(rng.choice(records))
+        if rng.random() < 0.25:  # a list of pages, now and then a broken one
+            body, records = env["transactions"], env["transactions"]["Data"]["Transaction"]
+            pages = [copy.deepcopy(body) for _ in range(2)]
+            pages[0]["Data"]["Transaction"], pages[1]["Data"]["Transaction"] = records[:1], records[1:]
+            if rng.random() < 0.3:
+                pages[rng.randrange(2)]["Data"] = rng.choice([[], None, "x", {"Transaction": None}, {}])
+            env["transactions"] = pages
+        elif rng.random() < 0.05:
+            env["transactions"] = rng.choice([None, [], "x", {"Data": {"Transaction": {}}}, {"Data": {}}])
         if rng.random() < 0.2:  # the same fetch twice: duplicates across files
             envelopes.append(copy.deepcopy(env))
         envelopes.append(env)
     python, columnar = both_ways(tmp_path, envelopes)
     assert len(python.tables["ob_transactions"]) > 0
+    through = sum(screened(env) for env in envelopes)
+    assert 0 < through < len(envelopes)  # both paths were taken
 
 
 def _example_envelopes() -> list[Any]:

@@ -188,24 +188,38 @@ def _build_sql(bound: Decimal) -> str:
 
     return _flatten(f"""
 with resources as (
-    select file_pos, case when json_valid(content) then json_extract(content, '$.transactions') end as body
+    select file_pos, content,
+           case when json_valid(content) then json_type(content, ['$.transactions', '$.transactions.Data',
+                                                                  '$.transactions.Data.Transaction']) end as types
     from docs
+), single as (
+    -- one page (the common case): its structure from the types above, its records in one more parse
+    select file_pos, types[3] = 'ARRAY' as has_records,
+           types[2] = 'OBJECT' and (types[3] is null or types[3] in ('NULL', 'ARRAY')) as page_ok
+    from resources where types[1] = 'OBJECT'
 ), pages as (
-    select file_pos, 0 as page_no, body as page from resources where ob_is_object(body)
-    union all
+    -- a list of pages: each page, its Data and its records extracted in turn
     select file_pos, unnest(range(len(items))) as page_no, unnest(items) as page
-    from (select file_pos, json_extract(body, '$[*]') as items from resources where left(body, 1) = '[')
+    from (select file_pos, json_extract(content, '$.transactions[*]') as items from resources
+          where types[1] = 'ARRAY')
 ), page_records as (
     select file_pos, page_no, page, json_extract(page, '$.Data') as data from pages
 ), page_judged as (
     select file_pos, page_no, json_extract(data, '$.Transaction') as records,
            ob_is_object(page) and ob_is_object(data) as page_ok from page_records
 ), files as (
+    select file_pos from single where page_ok
+    union all
     select r.file_pos from resources r left join page_judged p using (file_pos)
-    where not ob_absent(r.body)
+    where r.types[1] = 'ARRAY'
     group by r.file_pos
     having bool_and(coalesce(p.page_ok and (ob_absent(p.records) or left(p.records, 1) = '['), false))
 ), records as (
+    select file_pos, 0 as page_no, unnest(range(len(items))) as record_no, unnest(items) as record
+    from (select file_pos, json_transform(content, {_sql_text(json.dumps({"transactions": {"Data": {"Transaction": ["JSON"]}}}))})
+                               .transactions.Data.Transaction as items
+          from resources where file_pos in (select file_pos from single where page_ok and has_records))
+    union all
     select file_pos, page_no, unnest(range(len(items))) as record_no, unnest(items) as record
     from (select file_pos, page_no, json_extract(records, '$[*]') as items from page_judged
           where left(records, 1) = '[' and file_pos in (select file_pos from files))
@@ -216,8 +230,8 @@ with resources as (
            {nested('r.BankTransactionCode', 'BankTransactionCode')} as bank,
            {nested('r.ProprietaryBankTransactionCode', 'ProprietaryBankTransactionCode')} as proprietary,
            {nested('r.Balance', 'Balance')} as balance,
-           case when ob_is_object(record) then list_has_any(json_keys(record), {_sql_list(V4_TRANSACTION_FIELDS)})
-           end as has_v4
+           case when record_no = 0 and ob_is_object(record)  -- only the first record gives the page's version
+                then list_has_any(json_keys(record), {_sql_list(V4_TRANSACTION_FIELDS)}) end as has_v4
     from (select *, case when ob_is_object(record) then json_transform(record, {_schema(_RECORD_KEYS)}) end as r
           from records)
 ), nested_balance as materialized (
