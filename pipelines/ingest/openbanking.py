@@ -1383,7 +1383,7 @@ def _no_cycle_collection() -> Iterator[None]:
 
 
 def _parse_chunk(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
-                 max_quarantine_rows: int | None = None, columnar: bool = False
+                 max_quarantine_rows: int | None = None, columnar: bool = True
                  ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
     """Parse some files into (un-deduplicated frames, quarantine frame, counts); runs in a worker process too."""
     with _no_cycle_collection():
@@ -1438,7 +1438,7 @@ def _fast_rows(table: pa.Table, accepted: list[tuple[int, ObContext]]) -> pa.Tab
 
 
 def _parse_chunk_files(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
-                       max_quarantine_rows: int | None, columnar: bool = False
+                       max_quarantine_rows: int | None, columnar: bool = True
                        ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
     from pipelines.ingest import openbanking_fast
 
@@ -1540,14 +1540,15 @@ def deduplicate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 def parse_openbanking_files(files: list[Path], landing_root: Path, max_bytes: int = DEFAULT_MAX_BYTES,
                             max_depth: int = DEFAULT_MAX_DEPTH, workers: int = 1,
-                            max_quarantine_rows: int | None = None, columnar: bool = False) -> ObBatch:
+                            max_quarantine_rows: int | None = None, columnar: bool = True) -> ObBatch:
     """Parse envelope files into the six deduplicated `ob_*` DataFrames plus one quarantine DataFrame.
 
     source_file is each path relative to landing_root. With workers > 1 and at least MIN_FILES_PER_WORKER files per
     worker, files are parsed in a process pool (spawned, so safe next to DuckDB and Airflow threads; a spawn costs about
     half a second); results are combined in `files` order, so the output does not depend on the number of workers.
     columnar: let the columnar path give the transactions of the envelopes its screen passes
-    (pipelines/ingest/openbanking_fast.py); False reads every record in Python. The output is the same either way.
+    (pipelines/ingest/openbanking_fast.py; the ingest passes config/segone.yaml ingest.openbanking_columnar); False
+    reads every record in Python. The output is the same either way.
     """
     names = [str(path) for path in files]
     chunks: list[tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]]
