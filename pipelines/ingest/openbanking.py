@@ -88,6 +88,12 @@ ingest.quarantine_raw_value_max_chars). What is done:
 Not validated: fields this module does not read (agents, addresses, proxies, SupplementaryData, Links, Meta) and
 additional properties.
 
+Columnar transactions. `parse_openbanking_files(..., columnar=True)` (the ingest: config/segone.yaml
+ingest.openbanking_columnar) lets DuckDB read the transactions of the envelopes a conservative screen passes
+(pipelines/ingest/openbanking_fast.py): plain ASCII files whose every transaction record this module would accept
+as it is, read here without a single note up to the transactions resource, on listed accounts. Every rule, note and
+quarantine row still comes from this module; the frames are the same either way (tests/test_openbanking_fast.py).
+
 Deduplication. `parse_resource` and `parse_envelope_file` keep every record they read. `parse_openbanking_files`
 deduplicates within the batch, keeping the row of the latest fetched_at (ties: the later file in `files`, then the
 later record): transactions on (customer_id, transaction_id) - overlapping fetches re-send the same transaction, and its latest
