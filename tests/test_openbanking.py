@@ -675,14 +675,14 @@ def test_a_missing_balance_list_is_noted() -> None:
 def test_an_unexpected_error_costs_one_file_not_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelines.ingest import openbanking
 
-    real = openbanking.parse_envelope_file
+    real = openbanking._parse_envelope_data  # what the batch calls once a file's bytes are read
 
-    def flaky(path: Path, source_file: str, *limits: Any):
-        if path.name == "f001.json":
+    def flaky(data: bytes, source_file: str, *limits: Any):
+        if source_file.endswith("f001.json"):
             raise KeyError("boom")
-        return real(path, source_file, *limits)
+        return real(data, source_file, *limits)
 
-    monkeypatch.setattr(openbanking, "parse_envelope_file", flaky)
+    monkeypatch.setattr(openbanking, "_parse_envelope_data", flaky)
     batch = batch_of(tmp_path, envelope(2), make_envelope("C2", "alphabank", FETCHED, 2))
     assert len(batch.tables["ob_transactions"]) == 2
     assert list(batch.quarantine["reason"]) == [

@@ -203,7 +203,8 @@ def _ingest_openbanking(con: duckdb.DuckDBPyConnection, paths: Paths, load_date:
     batch = parse_openbanking_files(files, landing_root=landing_root, max_bytes=int(config["max_json_bytes"]),
                                     max_depth=int(config["max_json_depth"]),
                                     max_quarantine_rows=int(config["max_quarantine_rows_per_file"]),
-                                    workers=max(1, min(2, os.cpu_count() or 1)))
+                                    workers=max(1, min(2, os.cpu_count() or 1)),
+                                    columnar=bool(config["openbanking_columnar"]))
     tables: dict[str, int] = {}
     for name, frame in batch.tables.items():
         final = lake.partition_path(paths, "bronze", name, load_date=load_date)

@@ -88,6 +88,12 @@ ingest.quarantine_raw_value_max_chars). What is done:
 Not validated: fields this module does not read (agents, addresses, proxies, SupplementaryData, Links, Meta) and
 additional properties.
 
+Columnar transactions. `parse_openbanking_files(..., columnar=True)` (the ingest: config/segone.yaml
+ingest.openbanking_columnar) lets DuckDB read the transactions of the envelopes a conservative screen passes
+(pipelines/ingest/openbanking_fast.py): plain ASCII files whose every transaction record this module would accept
+as it is, read here without a single note up to the transactions resource, on listed accounts. Every rule, note and
+quarantine row still comes from this module; the frames are the same either way (tests/test_openbanking_fast.py).
+
 Deduplication. `parse_resource` and `parse_envelope_file` keep every record they read. `parse_openbanking_files`
 deduplicates within the batch, keeping the row of the latest fetched_at (ties: the later file in `files`, then the
 later record): transactions on (customer_id, transaction_id) - overlapping fetches re-send the same transaction, and its latest
@@ -119,6 +125,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.contract import landing_contract, openbanking_lengths
 from pipelines.ingest.core import (BIDI_REASON, BIDI_REGEX, INSTANT_OUT_OF_RANGE, REPLACEMENT_REASON,
@@ -135,6 +142,7 @@ TABLES = {resource: f"ob_{resource}" for resource in RESOURCES}
 DEFAULT_MAX_BYTES = 50 * 2**20
 DEFAULT_MAX_DEPTH = 64
 RAW_VALUE_LIMIT = 1000
+FAST_BATCH_FILES = 1024  # envelopes the columnar path reads at once (bounded memory: about 20 MB of JSON here)
 MIN_FILES_PER_WORKER = 64  # below this a process pool costs more than it saves
 UTC = timezone.utc
 CENT = Decimal("0.01")
@@ -284,6 +292,12 @@ class ObFileResult:
     records_rejected: int = 0
     pages_rejected: int = 0
     file_rejected: bool = False
+    # the file's transactions as the columnar path gave them (pipelines/ingest/openbanking_fast.py), used instead of
+    # rows in tables["ob_transactions"]; None: they are in tables (read here)
+    # the file's transactions were taken from the columnar path (pipelines/ingest/openbanking_fast.py): this many
+    # rows, in this context; none of them are in tables["ob_transactions"]
+    fast_rows: int = 0
+    fast_context: ObContext | None = None
 
 
 @dataclass
@@ -1228,6 +1242,16 @@ def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_M
     if len(data) > max_bytes:
         return _reject_file(result, source_file, f"file is over the limit of {max_bytes} bytes (max_bytes); "
                                                  f"not read further")
+    return _parse_envelope_data(data, source_file, max_depth, max_quarantine_rows)
+
+
+def _parse_envelope_data(data: bytes, source_file: str, max_depth: int, max_quarantine_rows: int | None,
+                         fast_transactions: tuple[int, frozenset[str]] | None = None) -> ObFileResult:
+    """`parse_envelope_file` once the bytes are read. fast_transactions: (rows, the `_id_part` of each AccountId) of
+    the columnar rows of this file's transactions (openbanking_fast.screen_transactions); used only when the parse reaches the transactions resource
+    without a note on the file (duplicate keys, bytes not UTF-8, lone surrogates) and every account they name is
+    listed; otherwise the transactions are read here as always."""
+    result = _empty_file_result()
     envelope, reason, excerpt, duplicate_notes = decode_json(data, max_depth)
     if reason is not None:
         return _reject_file(result, source_file, reason, excerpt)
@@ -1244,6 +1268,12 @@ def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_M
     unlisted = 0
     for resource in RESOURCES:  # accounts first: what the envelope lists bounds what its other resources may touch
         room = None if max_quarantine_rows is None else max(0, max_quarantine_rows - len(result.quarantine))
+        if (resource == "transactions" and fast_transactions is not None and not duplicate_notes
+                and _all_listed(fast_transactions[1], context, listed)):
+            result.fast_rows = fast_transactions[0]
+            result.fast_context = context
+            result.records_read += fast_transactions[0]
+            continue
         parsed = parse_resource(resource, envelope.get(resource), context, listed, max_rows=room)
         if resource == "accounts":
             listed = frozenset(row["account_id"] for row in parsed.rows)
@@ -1261,6 +1291,14 @@ def parse_envelope_file(path: Path, source_file: str, max_bytes: int = DEFAULT_M
     return result
 
 
+def _all_listed(account_parts: frozenset[str], context: ObContext, listed: frozenset[str] | None) -> bool:
+    """Whether every account the columnar transactions name is one the envelope's accounts resource listed."""
+    if listed is None:
+        return False
+    prefix = f"ob:{_id_part(context.provider)}:"
+    return all(prefix + part in listed for part in account_parts)
+
+
 _ARROW_TYPES = {"str": pa.string(), "decimal": pa.decimal128(18, 2), "ts": pa.timestamp("us", tz="UTC"),
                 "date": pa.date32(), "int": pa.int64()}
 
@@ -1276,11 +1314,22 @@ def _pandas_type(arrow_type: pa.DataType) -> Any:
 
 def rows_to_frame(table: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows of one `ob_*` table as a DataFrame with the documented columns and dtypes (also when empty)."""
+    return arrow_to_frame(table, rows_to_arrow(table, rows))
+
+
+def rows_to_arrow(table: str, rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows of one `ob_*` table as an Arrow table of its documented columns and types."""
     columns = COLUMNS[table]
     names = [name for name, _ in columns]
     values = list(zip(*map(itemgetter(*names), rows))) if rows else [()] * len(names)
     arrays = [pa.array(column_values, type=_ARROW_TYPES[kind]) for column_values, (_, kind) in zip(values, columns)]
-    frame = pa.table(arrays, names=names).to_pandas(types_mapper=_pandas_type)
+    return pa.table(arrays, names=names)
+
+
+def arrow_to_frame(table: str, arrow: pa.Table) -> pd.DataFrame:
+    """An Arrow table of one `ob_*` table's columns as the bronze DataFrame (the dtypes of the module docstring)."""
+    columns = COLUMNS[table]
+    frame = arrow.to_pandas(types_mapper=_pandas_type)
     for name, kind in columns:
         if kind == "str" and str(frame[name].dtype) != "str":
             frame[name] = frame[name].astype("str")
@@ -1340,40 +1389,144 @@ def _no_cycle_collection() -> Iterator[None]:
 
 
 def _parse_chunk(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
-                 max_quarantine_rows: int | None = None
+                 max_quarantine_rows: int | None = None, columnar: bool = True
                  ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
     """Parse some files into (un-deduplicated frames, quarantine frame, counts); runs in a worker process too."""
     with _no_cycle_collection():
-        return _parse_chunk_files(paths, landing_root, max_bytes, max_depth, max_quarantine_rows)
+        return _parse_chunk_files(paths, landing_root, max_bytes, max_depth, max_quarantine_rows, columnar)
+
+
+def _read_envelope_bytes(path: Path, source_file: str, max_bytes: int) -> tuple[bytes | None, ObFileResult | None]:
+    """(the file's bytes, None), or (None, the file quarantined whole): over max_bytes, unreadable, a link."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            return None, _reject_file(_empty_file_result(), source_file, f"file is {size} bytes, over the limit of "
+                                                                         f"{max_bytes} bytes (max_bytes); not read")
+        with open(path, "rb", opener=_no_follow) as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        return None, _reject_file(_empty_file_result(), source_file, f"cannot read file: {error}")
+    if len(data) > max_bytes:
+        return None, _reject_file(_empty_file_result(), source_file, f"file is over the limit of {max_bytes} bytes "
+                                                                     f"(max_bytes); not read further")
+    return data, None
+
+
+def _fast_rows(table: pa.Table, accepted: list[tuple[int, ObContext]]) -> pa.Table:
+    """The columnar transaction rows of the accepted files of a batch (file, its context from the Python parse of the
+    file, in file order) in the `ob_transactions` columns and types, with the same context values its rows would
+    carry."""
+    positions = pa.array([position for position, _ in accepted], pa.int64())
+    rows = table.filter(pc.is_in(table.column("file_pos"), value_set=positions))  # ordered by file, then record
+    _, counts = np.unique(rows.column("file_pos").to_numpy(), return_counts=True)
+    repeat = pa.array(np.repeat(np.arange(len(accepted)), counts))
+    contexts = [context for _, context in accepted]
+    per_file = {
+        "prefix": pa.array([f"ob:{_id_part(c.provider)}:" for c in contexts], pa.string()),
+        "customer_id": pa.array([c.customer_id for c in contexts], pa.string()),
+        "provider": pa.array([c.provider for c in contexts], pa.string()),
+        "consent_id": pa.array([c.consent_id for c in contexts], pa.string()),
+        "fetched_at": pa.array([c.fetched_at.astimezone(UTC) for c in contexts], _ARROW_TYPES["ts"]),
+        "source_file": pa.array([c.source_file for c in contexts], pa.string()),
+    }
+    column = {name: values.take(repeat) for name, values in per_file.items()}
+    account_id = pc.binary_join_element_wise(column.pop("prefix"), rows.column("account_part"), "")
+    column.update({
+        "transaction_id": pc.binary_join_element_wise(account_id, rows.column("transaction_part"), ":"),
+        "account_id": account_id,
+        "booked_at": rows.column("booked_at").cast(pa.timestamp("us")).cast(_ARROW_TYPES["ts"]),
+        "value_at": rows.column("value_at").cast(pa.timestamp("us")).cast(_ARROW_TYPES["ts"]),
+    })
+    arrays = [column[name] if name in column else rows.column(name).cast(_ARROW_TYPES[kind])
+              for name, kind in COLUMNS["ob_transactions"]]
+    return pa.table(arrays, names=[name for name, _ in COLUMNS["ob_transactions"]])
 
 
 def _parse_chunk_files(paths: list[str], landing_root: str, max_bytes: int, max_depth: int,
-                       max_quarantine_rows: int | None
+                       max_quarantine_rows: int | None, columnar: bool = True
                        ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]:
+    from pipelines.ingest import openbanking_fast
+
     tables: dict[str, list[dict[str, Any]]] = {TABLES[r]: [] for r in RESOURCES}
+    python_positions: list[int] = []  # the file of each row of tables["ob_transactions"]
+    fast_parts: list[tuple[np.ndarray, pa.Table]] = []  # (the file of each row, columnar transactions) per batch
     quarantine: list[dict[str, Any]] = []
     counts = {"files": 0, "files_rejected": 0, "records_read": 0, "records_rejected": 0, "pages_rejected": 0}
     root = Path(landing_root).resolve()
     folders: dict[Path, Path] = {}
-    for name in paths:
-        path = Path(name)
-        source_file = _source_file(path, root, folders)
-        try:
-            result = parse_envelope_file(path, source_file, max_bytes, max_depth, max_quarantine_rows)
-        except Exception as error:  # a bug must cost one file, not the night; the quarantine gate still sees it
-            log.exception("open-banking file %s could not be parsed", source_file)
-            result = _reject_file(_empty_file_result(), source_file,
-                                  f"unexpected error while parsing ({type(error).__name__}: {error})")
-        for table, rows in result.tables.items():
-            tables[table].extend(rows)
-        quarantine.extend(result.quarantine)
-        counts["files"] += 1
-        counts["files_rejected"] += int(result.file_rejected)
-        counts["records_read"] += result.records_read
-        counts["records_rejected"] += result.records_rejected
-        counts["pages_rejected"] += result.pages_rejected
-    frames = {table: rows_to_frame(table, rows) for table, rows in tables.items()}
+    bound = max_amount("transactions")
+    with contextlib.closing(openbanking_fast.connect()) if columnar else contextlib.nullcontext() as con:
+        _parse_batches(paths, root, folders, bound, max_bytes, max_depth, max_quarantine_rows, con, tables,
+                       python_positions, fast_parts, quarantine, counts)
+    frames = {table: rows_to_frame(table, rows) for table, rows in tables.items() if table != "ob_transactions"}
+    frames["ob_transactions"] = _merge_transactions(tables["ob_transactions"], python_positions, fast_parts)
     return frames, quarantine_frame(quarantine), counts
+
+
+def _parse_batches(paths: list[str], root: Path, folders: dict[Path, Path], bound: Decimal, max_bytes: int,
+                   max_depth: int, max_quarantine_rows: int | None, con: Any,
+                   tables: dict[str, list[dict[str, Any]]], python_positions: list[int],
+                   fast_parts: list[tuple[np.ndarray, pa.Table]], quarantine: list[dict[str, Any]],
+                   counts: dict[str, int]) -> None:
+    """The files of a chunk, FAST_BATCH_FILES at a time: read, the columnar screen (with `con`; None: off), then
+    each file through the reader, its results appended to the chunk's lists."""
+    from pipelines.ingest import openbanking_fast
+
+    for start in range(0, len(paths), FAST_BATCH_FILES):
+        batch: list[tuple[int, str, bytes | None, ObFileResult | None]] = []
+        for position in range(start, min(start + FAST_BATCH_FILES, len(paths))):
+            path = Path(paths[position])
+            source_file = _source_file(path, root, folders)
+            data, rejected = _read_envelope_bytes(path, source_file, max_bytes)
+            batch.append((position, source_file, data, rejected))
+        fast: dict[int, tuple[int, frozenset[str]]] = {}
+        columnar_rows: pa.Table | None = None
+        if con is not None:
+            plain = [(position, data) for position, _, data, _ in batch
+                     if data is not None and openbanking_fast.plain_ascii(data)]
+            try:
+                columnar_rows, fast = openbanking_fast.screen_transactions(plain, bound, con)
+            except Exception:  # the columnar path is an optimisation: any failure leaves every file to the reader
+                log.exception("open-banking columnar screen failed for %d files; read record by record", len(plain))
+                columnar_rows, fast = None, {}
+        accepted: list[tuple[int, ObContext]] = []
+        for position, source_file, data, result in batch:
+            if result is None:
+                try:
+                    result = _parse_envelope_data(data, source_file, max_depth, max_quarantine_rows,
+                                                  fast.get(position))
+                except Exception as error:  # a bug must cost one file, not the night; the quarantine gate sees it
+                    log.exception("open-banking file %s could not be parsed", source_file)
+                    result = _reject_file(_empty_file_result(), source_file,
+                                          f"unexpected error while parsing ({type(error).__name__}: {error})")
+            for table, rows in result.tables.items():
+                tables[table].extend(rows)
+            python_positions.extend([position] * len(result.tables["ob_transactions"]))
+            if result.fast_context is not None:
+                accepted.append((position, result.fast_context))
+            quarantine.extend(result.quarantine)
+            counts["files"] += 1
+            counts["files_rejected"] += int(result.file_rejected)
+            counts["records_read"] += result.records_read
+            counts["records_rejected"] += result.records_rejected
+            counts["pages_rejected"] += result.pages_rejected
+        if accepted and columnar_rows is not None:
+            part = _fast_rows(columnar_rows, accepted)
+            fast_parts.append((np.repeat([position for position, _ in accepted],
+                                         [fast[position][0] for position, _ in accepted]), part))
+
+
+def _merge_transactions(rows: list[dict[str, Any]], positions: list[int],
+                        fast_parts: list[tuple[np.ndarray, pa.Table]]) -> pd.DataFrame:
+    """The transactions of a chunk in file order (each file's rows come from one path, in record order)."""
+    python_table = rows_to_arrow("ob_transactions", rows)
+    if not fast_parts:
+        return arrow_to_frame("ob_transactions", python_table)
+    combined = pa.concat_tables([python_table] + [part for _, part in fast_parts])
+    order = np.concatenate([np.asarray(positions, dtype=np.int64)]
+                           + [files.astype(np.int64) for files, _ in fast_parts])
+    return arrow_to_frame("ob_transactions", combined.take(np.argsort(order, kind="stable")))
 
 
 def deduplicate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -1393,12 +1546,15 @@ def deduplicate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 def parse_openbanking_files(files: list[Path], landing_root: Path, max_bytes: int = DEFAULT_MAX_BYTES,
                             max_depth: int = DEFAULT_MAX_DEPTH, workers: int = 1,
-                            max_quarantine_rows: int | None = None) -> ObBatch:
+                            max_quarantine_rows: int | None = None, columnar: bool = True) -> ObBatch:
     """Parse envelope files into the six deduplicated `ob_*` DataFrames plus one quarantine DataFrame.
 
     source_file is each path relative to landing_root. With workers > 1 and at least MIN_FILES_PER_WORKER files per
     worker, files are parsed in a process pool (spawned, so safe next to DuckDB and Airflow threads; a spawn costs about
     half a second); results are combined in `files` order, so the output does not depend on the number of workers.
+    columnar: let the columnar path give the transactions of the envelopes its screen passes
+    (pipelines/ingest/openbanking_fast.py; the ingest passes config/segone.yaml ingest.openbanking_columnar); False
+    reads every record in Python. The output is the same either way.
     """
     names = [str(path) for path in files]
     chunks: list[tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, int]]]
@@ -1408,11 +1564,12 @@ def parse_openbanking_files(files: list[Path], landing_root: Path, max_bytes: in
         from pipelines.parallel import process_pool  # children that never re-run Airflow's CLI inside a task
 
         with process_pool(workers) as pool:
-            futures = [pool.submit(_parse_chunk, piece, str(landing_root), max_bytes, max_depth, max_quarantine_rows)
+            futures = [pool.submit(_parse_chunk, piece, str(landing_root), max_bytes, max_depth, max_quarantine_rows,
+                                   columnar)
                        for piece in pieces]
             chunks = [future.result() for future in futures]
     else:
-        chunks = [_parse_chunk(names, str(landing_root), max_bytes, max_depth, max_quarantine_rows)]
+        chunks = [_parse_chunk(names, str(landing_root), max_bytes, max_depth, max_quarantine_rows, columnar)]
     stats = {"files": 0, "files_rejected": 0, "records_read": 0, "records_rejected": 0, "pages_rejected": 0}
     for _, _, counts in chunks:
         for key, value in counts.items():
