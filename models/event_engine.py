@@ -65,8 +65,10 @@ class EventEngineParams:
     # calibration map: isotonic when the calibration rows hold at least this many of the rarer class, else a
     # two-parameter logistic map (config/event_forecast.yaml calibration)
     isotonic_min_events: int = 0
-    # move the map's level to the latest calibration cut-off's event rate (a shrunk log-odds shift)
-    follow_level: bool = False
+    # move the map's level to the latest calibration cut-off's event rate (a shrunk log-odds shift): True, False, or
+    # "auto": per horizon, when the training labels show that a cut-off's rate is better foreseen by the latest
+    # matured cut-off's rate than by the pooled rate (`level_persists`)
+    follow_level: bool | str = False
     # shrink the map toward the calibration rows' event rate by the weight that minimised the Brier score of the
     # map's leave-one-cut-off-out predictions (config/event_forecast.yaml calibration.shrink_to_base_rate)
     shrink_to_base_rate: bool = False
@@ -137,6 +139,38 @@ def fit_calibration(p: np.ndarray, y: np.ndarray, cutoff: np.ndarray, isotonic_m
         calibrator = BlendedCalibrator(calibrator, weight, float(y.mean()))
         note += f"; shrunk toward the event rate {y.mean():.4f}: weight of the map {weight:.3f}"
     return calibrator, note
+
+
+def level_persists(cutoffs: np.ndarray, y: np.ndarray, horizon_days: int, min_pairs: int = 3
+                   ) -> tuple[bool, str]:
+    """Whether a horizon's event rate keeps the level it last had, judged on the training labels alone (`cutoffs`
+    and outcomes `y` of every labelled row of the horizon): each labelled cut-off t that has at least two cut-offs
+    whose outcome had ended by it (c + horizon_days <= t, what a model trained on t would know) is foreseen two
+    ways, by the latest of those cut-offs' event rate and by their pooled rate (all their rows); the level is
+    followed when the latest's mean squared error over those cut-offs is below the pooled one's, with at least
+    `min_pairs` of them (else not: too short a history to tell). A rate that wanders (a level that persists) is
+    followed; one that swings back (a season, noise around a steady rate) is not. Returns the answer and a note."""
+    cutoffs = np.asarray(cutoffs, dtype="datetime64[ns]")
+    y = np.asarray(y, dtype=float)
+    unique, inverse = np.unique(cutoffs, return_inverse=True)
+    events = np.bincount(inverse, weights=y, minlength=len(unique))
+    counts = np.bincount(inverse, minlength=len(unique)).astype(float)
+    rates = events / counts
+    gap = np.timedelta64(int(horizon_days), "D")
+    latest_err, pooled_err = [], []
+    for j, t in enumerate(unique):
+        known = np.flatnonzero(unique + gap <= t)
+        if len(known) < 2:
+            continue
+        latest_err.append((rates[known[-1]] - rates[j]) ** 2)
+        pooled_err.append((events[known].sum() / counts[known].sum() - rates[j]) ** 2)
+    n = len(latest_err)
+    if n < int(min_pairs):
+        return False, f"level not followed: {n} cut-off(s) to judge it on (< {int(min_pairs)})"
+    latest, pooled = float(np.mean(latest_err)), float(np.mean(pooled_err))
+    follow = latest < pooled
+    return follow, (f"level {'followed' if follow else 'not followed'}: the latest matured cut-off's rate foresaw "
+                    f"{n} cut-offs with squared error {latest:.2e} against the pooled rate's {pooled:.2e}")
 
 
 def _calibrator_from_dict(stored: dict[str, Any]) -> Any:
@@ -261,8 +295,13 @@ class EventEngine:
                     at_fold.append(cutoffs[score])
         ok = bool(raw) and len(np.unique(np.concatenate(outcome))) == 2 and len(last) == n_groups
         if ok:
+            follow, why = bool(p.follow_level), ""
+            if p.follow_level == "auto":
+                follow, why = level_persists(cutoffs, y, h)
+                why = f"; {why}"
             calibrator, how = fit_calibration(np.concatenate(raw), np.concatenate(outcome), np.concatenate(at_fold),
-                                              p.isotonic_min_events, p.follow_level, p.shrink_to_base_rate)
+                                              p.isotonic_min_events, follow, p.shrink_to_base_rate)
+            how += why
             self.calibrators[h] = calibrator
             self.calibration_rows[h] = (np.concatenate(raw), np.concatenate(outcome), np.concatenate(at_fold))
             self.classifiers[h] = [last[g] for g in range(n_groups)]

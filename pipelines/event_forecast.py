@@ -448,17 +448,42 @@ def label_variables(cfg: dict[str, Any] | None = None) -> dict[str, Any]:
             "short_cadence_days": int(cfg["expense"]["short_cadence_days"])}
 
 
+def calibration_settings(kind: str, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The calibration settings of one event (config/event_forecast.yaml `calibration`): each is one value for both
+    events or a mapping with one per event ({income: ..., expense: ...}). isotonic_min_events an integer >= 0,
+    follow_level true, false or 'auto', shrink_to_base_rate true or false; anything else is a one-line error."""
+    cfg = cfg or settings()
+    out = {}
+    for name, allowed in (("isotonic_min_events", None), ("follow_level", (True, False, "auto")),
+                          ("shrink_to_base_rate", (True, False))):
+        value = cfg["calibration"].get(name, False)
+        if isinstance(value, dict):
+            if set(value) != set(KINDS):
+                raise SegoneError(f"config/event_forecast.yaml: calibration.{name} per event needs exactly "
+                                  f"{', '.join(KINDS)}, not {sorted(value)}")
+            value = value[kind]
+        ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 0) if allowed is None else any(
+            value is a or (isinstance(a, str) and value == a) for a in allowed)
+        if not ok:
+            what = "an integer >= 0" if allowed is None else " or ".join(str(a).lower() for a in allowed)
+            raise SegoneError(f"config/event_forecast.yaml: calibration.{name} must be {what} (or one per event), "
+                              f"not {value!r}")
+        out[name] = value
+    return out
+
+
 def fit(inputs: pd.DataFrame, labels: pd.DataFrame, kind: str, seed: int = 0):
     """One event engine on `inputs` (the rows the event applies to) and its labels."""
     from models.event_engine import EventEngine, EventEngineParams
 
     cash = forecast.settings()
+    calibration = calibration_settings(kind)
     params = EventEngineParams(seed=seed, calibration_share=float(cash["calibration_share"]),
                                calibration_min_folds=int(cash.get("calibration_min_folds", 3)),
                                calibration_groups=int(cash.get("calibration_groups", 4)),
-                               isotonic_min_events=int(settings()["calibration"]["isotonic_min_events"]),
-                               follow_level=bool(settings()["calibration"]["follow_level"]),
-                               shrink_to_base_rate=bool(settings()["calibration"].get("shrink_to_base_rate", False)),
+                               isotonic_min_events=calibration["isotonic_min_events"],
+                               follow_level=calibration["follow_level"],
+                               shrink_to_base_rate=calibration["shrink_to_base_rate"],
                                with_amount=kind == "expense", horizons=horizons())
     rows = inputs[eligible(inputs, kind)].reset_index(drop=True)
     return EventEngine().fit(rows, labels, params)

@@ -278,6 +278,51 @@ def test_the_engine_ranks_calibrates_and_reloads_the_same(tmp_path):
     pd.testing.assert_frame_equal(pred, again)
 
 
+def _rates_rows(rates, n=2000, step_days=14, seed=3):
+    """Cut-offs `step_days` apart whose rows have exactly the given event rates (n rows each)."""
+    days = pd.date_range("2025-01-06", periods=len(rates), freq=f"{step_days}D").to_numpy()
+    cutoffs = np.repeat(days, n)
+    y = np.concatenate([np.arange(n) < round(r * n) for r in rates]).astype(float)
+    return cutoffs, np.random.default_rng(seed).permutation(y.reshape(len(rates), n).T).T.reshape(-1)
+
+
+def test_the_level_is_followed_where_it_persists_in_the_labels_and_not_where_it_swings_back():
+    from models.event_engine import level_persists
+
+    wandering = [0.10, 0.11, 0.13, 0.16, 0.18, 0.17, 0.21, 0.24, 0.26, 0.25, 0.29, 0.31]   # a level that moves on
+    follow, note = level_persists(*_rates_rows(wandering), 30)
+    assert follow and "level followed" in note
+    swinging = [0.10, 0.30, 0.10, 0.30, 0.10, 0.30, 0.10, 0.30, 0.10, 0.30, 0.10, 0.30]    # back and forth
+    assert not level_persists(*_rates_rows(swinging), 30)[0]
+    # a 90-day outcome is known 7 cut-offs later: of 9 cut-offs only the last has two before it, too few to judge
+    follow, note = level_persists(*_rates_rows(wandering[:9]), 90)
+    assert not follow and "1 cut-off(s) to judge it on" in note
+
+
+def test_the_engine_follows_the_level_by_its_own_labels_when_asked_to_choose():
+    from models.event_engine import EventEngine, EventEngineParams
+
+    features, labels = _synthetic()
+    params = EventEngineParams(n_estimators=20, regressor_estimators=10, num_threads=1, follow_level="auto")
+    engine = EventEngine().fit(features, labels, params)
+    calibrated = [n for n in engine.notes if "calibrated on" in n]
+    assert len(calibrated) == 3 and all("level followed" in n or "level not followed" in n for n in calibrated)
+
+
+def test_calibration_settings_are_one_for_both_events_or_one_per_event():
+    from pipelines.errors import SegoneError
+
+    cfg = {"calibration": {"isotonic_min_events": 0, "follow_level": "auto",
+                           "shrink_to_base_rate": {"income": True, "expense": False}}}
+    assert ef.calibration_settings("income", cfg) == {"isotonic_min_events": 0, "follow_level": "auto",
+                                                      "shrink_to_base_rate": True}
+    assert ef.calibration_settings("expense", cfg)["shrink_to_base_rate"] is False
+    for bad in ({"shrink_to_base_rate": {"income": True}}, {"follow_level": "sometimes"},
+                {"shrink_to_base_rate": "yes"}, {"isotonic_min_events": -1}):
+        with pytest.raises(SegoneError, match="calibration"):
+            ef.calibration_settings("income", {"calibration": {**cfg["calibration"], **bad}})
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 END = date(2026, 11, 20)
 

@@ -9,7 +9,8 @@ pipelines/event_forecast.build_training), then `segone backtest events`'s own lo
 
 Variants: `shipped` (config/event_forecast.yaml as it is), `no_calendar` (the calendar inputs taken out: the engine
 before 2026-12-07), `no_month` (the calendar without target_month), plus any `key=value` overrides of the
-`calibration` settings joined by '+' (e.g. `shipped+isotonic_min_events=200`). Writes <folder>/<variant>.json
+`calibration` settings joined by '+' (e.g. `shipped+isotonic_min_events=200`, `shipped+follow_level=auto`, or one
+event's: `shipped+shrink_to_base_rate.income=true`). Writes <folder>/<variant>.json
 (rows as benchmarks/backtest/events.json) and prints the table; `rates` prints the event rate per cut-off and
 horizon (the base-rate shift between the training cut-offs and the test ones).
 """
@@ -104,9 +105,14 @@ def run(folder: Path, dataset: str, variant: str, kinds: tuple[str, ...]) -> Non
         raise SystemExit(f"unknown variant {name}")
     for item in overrides:
         key, value = item.split("=")
+        key, _, kind = key.partition(".")
         section = "calibration" if key in cfg["calibration"] else "income"
-        old = cfg[section][key]
-        cfg[section][key] = type(old)(value) if not isinstance(old, bool) else value.lower() == "true"
+        parsed = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
+        if kind:   # one event's value: `shrink_to_base_rate.income=true`
+            both = cfg[section][key]
+            cfg[section][key] = {**(both if isinstance(both, dict) else {k: both for k in ef.KINDS}), kind: parsed}
+        else:
+            cfg[section][key] = parsed
     ef.settings = lambda: cfg
     event_backtest.build_training = lambda *a, **k: (inputs, raw, last_year)
     event_backtest.KINDS = kinds
