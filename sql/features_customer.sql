@@ -202,21 +202,78 @@ last_year as (
 ),
 
 replaced_payers as (
-    -- the income payers a new payer of their kind replaced (sql/features_income_payers.sql)
-    select cutoff, customer_id, stream_key
+    -- the income payers a new payer of their kind replaced, or would but for its second payment (pending)
+    -- (sql/features_income_payers.sql)
+    select cutoff, customer_id, stream_key, bool_or(is_replaced) as is_replaced, bool_or(is_pending) as is_pending,
+        arg_min(replaced_by, (replaced_by is null, kind)) as replaced_by,
+        arg_min(replaced_by_amount, (replaced_by is null, kind)) as replaced_by_amount,
+        arg_min(replaced_by_last_day, (replaced_by is null, kind)) as replaced_by_last_day,
+        arg_min(replaced_by_payments, (replaced_by is null, kind)) as replaced_by_payments
     from income_payers
     group by all
-    having bool_or(is_replaced)
+    having bool_or(is_replaced or is_pending)
+),
+
+income_pending as (
+    -- a stopped income whose replacement waits for the new payer's second payment: nothing is said of the income
+    select cutoff, customer_id, bool_or(is_pending) as is_income_pending
+    from income_payers
+    group by all
 ),
 
 streams_replaced as (
-    select recurring_streams.*, replaced_payers.stream_key is not null as is_replaced
+    select recurring_streams.cutoff, recurring_streams.customer_id, recurring_streams.direction,
+        recurring_streams.channel, recurring_streams.cadence_days, recurring_streams.regularity,
+        recurring_streams.amount, recurring_streams.n_occurrences, recurring_streams.lifecycle,
+        recurring_streams.next_expected_date, recurring_streams.is_own_transfer,
+        coalesce(replaced_payers.is_replaced, false) as is_replaced,
+        coalesce(replaced_payers.is_pending, false) as is_pending
     from recurring_streams
     left join replaced_payers
         on replaced_payers.cutoff = recurring_streams.cutoff
         and replaced_payers.customer_id = recurring_streams.customer_id
         and replaced_payers.stream_key = recurring_streams.stream_key
         and recurring_streams.direction = 'in'
+),
+
+continued_streams as (
+    -- a stopped income stream a new payer of its kind replaced goes on under that payer (a new employer's salary
+    -- after the old one's is the customer's regular income from its first payment) until the new payer is a
+    -- recurring stream itself: the old stream's cadence and regularity, the new payer's typical payment, its next
+    -- date a cadence step (the old stream's) after the new payer's latest payment, mature or early by the payments
+    -- of both (sql/stream_lifecycle.sql)
+    select streams.cutoff, streams.customer_id, 'in' as direction, any_value(streams.channel) as channel,
+        arg_max(streams.cadence_days, streams.last_date) as cadence_days,
+        arg_max(streams.regularity, streams.last_date) as regularity,
+        any_value(replaced.replaced_by_amount) as amount,
+        stream_lifecycle(streams.cutoff, any_value(replaced.replaced_by_last_day),
+                         arg_max(streams.cadence, streams.last_date), arg_max(streams.cadence_days, streams.last_date),
+                         arg_max(streams.n_occurrences, streams.last_date) + any_value(replaced.replaced_by_payments))
+            as lifecycle,
+        arg_max(streams.n_occurrences, streams.last_date) + any_value(replaced.replaced_by_payments) as n_occurrences,
+        cast(any_value(replaced.replaced_by_last_day)
+             + cast(arg_max(streams.next_expected_date - streams.last_date, streams.last_date) as integer) as date)
+            as next_expected_date,
+        false as is_own_transfer, false as is_replaced, false as is_pending
+    from recurring_streams as streams
+    join replaced_payers as replaced
+        on replaced.cutoff = streams.cutoff
+        and replaced.customer_id = streams.customer_id
+        and replaced.stream_key = streams.stream_key
+        and replaced.is_replaced
+    where streams.direction = 'in' and streams.lifecycle = 'stopped' and not streams.is_own_transfer
+        and streams.channel <> 'interest'
+        and not exists (
+            select 1 from recurring_streams as own
+            where own.cutoff = streams.cutoff and own.customer_id = streams.customer_id
+                and own.stream_key = replaced.replaced_by and own.direction = 'in' and own.lifecycle <> 'stopped')
+    group by streams.cutoff, streams.customer_id, replaced.replaced_by
+),
+
+income_streams as (
+    select * from streams_replaced
+    union all by name
+    select * from continued_streams
 ),
 
 stream_features as (
@@ -232,12 +289,13 @@ stream_features as (
         coalesce(-sum(amount * 30.0 / cadence_days) filter (where direction = 'out' and lifecycle <> 'stopped'), 0)
             as monthly_recurring_outgoings,
         -- a stopped income that a new payer of its kind replaced (income_payers.is_replaced: a new employer's
-        -- salary after the old one's) did not stop
+        -- salary after the old one's) did not stop: it goes on in continued_streams; one whose replacement is
+        -- pending is not said to have stopped either (is_income_pending)
         coalesce(bool_or(direction = 'in' and lifecycle = 'stopped' and cadence_days <= 31
-            and n_occurrences >= 3 and not is_replaced), false) as is_income_stopped,
+            and n_occurrences >= 3 and not is_replaced and not is_pending), false) as is_income_stopped,
         min(greatest(next_expected_date - cutoff, 1)) filter (where direction = 'in' and lifecycle <> 'stopped')
             as days_to_next_income
-    from streams_replaced
+    from income_streams
     -- neither own-account transfers nor interest credited or charged on an account are an income or a payment
     where not is_own_transfer and channel <> 'interest'
     group by all
@@ -404,6 +462,8 @@ final as (
         coalesce(stream_features.income_regularity, 0) as income_regularity,
         coalesce(stream_features.has_regular_income, false) as has_regular_income,
         coalesce(stream_features.is_income_stopped, false) as is_income_stopped,
+        -- a stopped income a new payer may be replacing, paid once so far: no income claim (features.income_unknown)
+        coalesce(income_pending.is_income_pending, false) as is_income_pending,
         coalesce(stream_features.monthly_recurring_income, 0) as monthly_recurring_income,
         coalesce(stream_features.monthly_recurring_outgoings, 0) as monthly_recurring_outgoings,
         stream_features.days_to_next_income,
@@ -438,6 +498,7 @@ final as (
     left join typical_outflow using (cutoff, customer_id)
     left join last_year using (cutoff, customer_id)
     left join stream_features using (cutoff, customer_id)
+    left join income_pending using (cutoff, customer_id)
     left join limits using (cutoff, customer_id)
     left join holdings using (cutoff, customer_id)
     left join arrears_evidence using (cutoff, customer_id)

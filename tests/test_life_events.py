@@ -64,7 +64,7 @@ def test_trained_and_promoted(bank):
     assert set(trained["on_rule"]) | set(trained["on_model"]) == set(le.event_types())
     for event, decision in trained["decisions"].items():
         assert decision["reason"]
-        expected = trained["version"] if decision["method"] == "model" else f"rule:{event}:v1"
+        expected = trained["version"] if decision["method"] == "model" else f"rule:{event}:v{le.settings()['version']}"
         assert decision["model_version"] == expected
         assert all(m["row_model_versions"][event] == expected for m in first.values()
                    if event in m["row_model_versions"])
