@@ -5,7 +5,9 @@
 -- and own-transfer streams count as neither income nor outgoing streams. Arrears evidence (config/decisioning.yaml
 -- `arrears`, found when a posting arrives: day_rows.is_returned_payment, is_arrears_fee): payments returned unpaid and fees only a missed or returned payment triggers, on
 -- any of the customer's accounts, and overdue repayments of a loan or mortgage held here. A stopped income stream
--- that a new payer of its kind replaced (income_payers, sql/features_income_payers.sql) is no stopped income.
+-- that a new payer of its kind replaced (income_payers, sql/features_income_payers.sql) is no stopped income: it
+-- goes on under the new payer in the regular income (continued_streams); one whose replacement is pending (the new
+-- payer paid once) is neither stopped nor known (is_income_pending, features.income_unknown).
 with positions as (
     -- the cash position each cut-off saw over its 90 days. An account never reported before is rebuilt back from
     -- its first report only by a cut-off that has seen it; before that report (or with no report at all) its level
