@@ -210,7 +210,8 @@ replaced_payers as (
         arg_min(replaced_by, (replaced_by is null, kind)) as replaced_by,
         arg_min(replaced_by_amount, (replaced_by is null, kind)) as replaced_by_amount,
         arg_min(replaced_by_last_day, (replaced_by is null, kind)) as replaced_by_last_day,
-        arg_min(replaced_by_payments, (replaced_by is null, kind)) as replaced_by_payments
+        arg_min(replaced_by_payments, (replaced_by is null, kind)) as replaced_by_payments,
+        arg_min(replaced_by_gap_days, (replaced_by is null, kind)) as replaced_by_gap_days
     from income_payers
     group by all
     having bool_or(is_replaced or is_pending)
@@ -238,25 +239,19 @@ streams_replaced as (
         and recurring_streams.direction = 'in'
 ),
 
-continued_streams as (
-    -- a stopped income stream a new payer of its kind replaced goes on under that payer (a new employer's salary
-    -- after the old one's is the customer's regular income from its first payment) until the new payer is a
-    -- recurring stream itself: the old stream's cadence and regularity, the new payer's typical payment, its next
-    -- date a cadence step (the old stream's) after the new payer's latest payment, mature or early by the payments
-    -- of both (sql/stream_lifecycle.sql)
-    select streams.cutoff, streams.customer_id, 'in' as direction, any_value(streams.channel) as channel,
-        arg_max(streams.cadence_days, streams.last_date) as cadence_days,
+continuing as (
+    -- a stopped income stream a new payer of its kind replaced, until the new payer is a recurring stream itself,
+    -- with the new payer's cadence: the one its mean gap between payments fits (as sql/features_recurring_streams.sql
+    -- classifies a stream's gaps; a weekly wage replaced by a monthly salary is monthly now); none fits: no
+    -- continued income (the old one is still no stopped income)
+    select streams.cutoff, streams.customer_id, replaced.replaced_by,
+        any_value(streams.channel) as channel,
         arg_max(streams.regularity, streams.last_date) as regularity,
+        arg_max(streams.n_occurrences, streams.last_date) as old_occurrences,
         any_value(replaced.replaced_by_amount) as amount,
-        stream_lifecycle(streams.cutoff, any_value(replaced.replaced_by_last_day),
-                         arg_max(streams.cadence, streams.last_date), arg_max(streams.cadence_days, streams.last_date),
-                         arg_max(streams.n_occurrences, streams.last_date) + any_value(replaced.replaced_by_payments))
-            as lifecycle,
-        arg_max(streams.n_occurrences, streams.last_date) + any_value(replaced.replaced_by_payments) as n_occurrences,
-        cast(any_value(replaced.replaced_by_last_day)
-             + cast(arg_max(streams.next_expected_date - streams.last_date, streams.last_date) as integer) as date)
-            as next_expected_date,
-        false as is_own_transfer, false as is_replaced, false as is_pending
+        any_value(replaced.replaced_by_last_day) as last_date,
+        any_value(replaced.replaced_by_payments) as new_payments,
+        any_value(replaced.replaced_by_gap_days) as gap_days
     from recurring_streams as streams
     join replaced_payers as replaced
         on replaced.cutoff = streams.cutoff
@@ -270,6 +265,31 @@ continued_streams as (
             where own.cutoff = streams.cutoff and own.customer_id = streams.customer_id
                 and own.stream_key = replaced.replaced_by and own.direction = 'in' and own.lifecycle <> 'stopped')
     group by streams.cutoff, streams.customer_id, replaced.replaced_by
+),
+
+continued_streams as (
+    -- the replaced income goes on under its new payer (a new employer's salary after the old one's is the customer's
+    -- regular income from its second payment): the new payer's typical payment at its cadence, the old stream's
+    -- regularity, the next date one cadence after the new payer's latest payment (the date rule of
+    -- sql/features_recurring_streams.sql), mature or early by the payments of both (sql/stream_lifecycle.sql)
+    select continuing.cutoff, continuing.customer_id, 'in' as direction, continuing.channel,
+        cadences.cadence_days, continuing.regularity, continuing.amount,
+        continuing.old_occurrences + continuing.new_payments as n_occurrences,
+        stream_lifecycle(continuing.cutoff, continuing.last_date, cadences.cadence, cadences.cadence_days,
+                         continuing.old_occurrences + continuing.new_payments) as lifecycle,
+        case
+            when cadences.cadence = 'monthly' then cast(continuing.last_date + interval 1 month as date)
+            when cadences.cadence = 'quarterly' then cast(continuing.last_date + interval 3 month as date)
+            when cadences.cadence = 'yearly' then cast(continuing.last_date + interval 1 year as date)
+            else cast(continuing.last_date + cadences.cadence_days as date)
+        end as next_expected_date,
+        false as is_own_transfer, false as is_replaced, false as is_pending
+    from continuing
+    join cadences
+        on abs(continuing.gap_days - cadences.cadence_days) <= cadences.tolerance
+        or (cadences.cadence = 'monthly' and continuing.gap_days between 28 and 31)
+    qualify row_number() over (partition by continuing.cutoff, continuing.customer_id, continuing.replaced_by
+                               order by cadences.priority) = 1
 ),
 
 income_streams as (

@@ -11,8 +11,9 @@
 --   `replacement_overlap_days` before that one, and after the replaced payer's first), paid in the last 40 days,
 --   whose typical payment is at least `replacement_min_amount_ratio` of the replaced one's, that has paid
 --   `replacement_min_payments` (2) times or more and whose text never names redundancy pay: a new employer's salary
---   after the old one's, on any account (replaced_by: that payer; replaced_by_amount, _last_day, _payments: its
---   typical payment, its latest payment and how many it made in the stream look-back);
+--   after the old one's, on any account (replaced_by: that payer; replaced_by_amount, _last_day, _payments,
+--   _gap_days: its typical payment, its latest payment, how many it made in the stream look-back and the mean days
+--   between them);
 -- - pending: a stopped payer that such a payer would replace but for its second payment (one payment the size of a
 --   salary may be a bonus, a refund or a one-off transfer): nothing is said of the income until it comes or the
 --   payment is 40 days old (customer_features.is_income_pending, life_event_features.is_income_pending).
@@ -91,6 +92,8 @@ replacements as (
         arg_min(new_amount, (new_first_day, new_key)) filter (where is_confirmed) as replaced_by_amount,
         arg_min(new_last_day, (new_first_day, new_key)) filter (where is_confirmed) as replaced_by_last_day,
         arg_min(new_payments, (new_first_day, new_key)) filter (where is_confirmed) as replaced_by_payments,
+        arg_min((new_last_day - new_first_day) / (new_payments - 1), (new_first_day, new_key))
+            filter (where is_confirmed) as replaced_by_gap_days,
         bool_or(not is_confirmed) as has_unconfirmed
     from candidates
     group by all
@@ -107,7 +110,8 @@ final as (
         replacements.replaced_by,
         replacements.replaced_by_amount,
         replacements.replaced_by_last_day,
-        replacements.replaced_by_payments
+        replacements.replaced_by_payments,
+        replacements.replaced_by_gap_days
     from states
     left join replacements using (cutoff, customer_id, stream_key, kind)
 )
