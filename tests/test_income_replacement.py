@@ -19,6 +19,8 @@ C_ONEOFF     a salary until May 25, then one payment of its size from a new paye
              (nothing said of it, the income events not judged) until a second payment or 40 days
 C_ONEOFF_OLD the same one-off on June 18, nothing since (43 days): the salary stopped, a job loss and no new job
 C_SMALLPAY   a new payer on the salary channel paying 40 twice (July 3 and 24): under the new_job rule's 100 a payment
+C_WEEKLY     weekly wages of 350 until May 29, then a new employer's monthly salary of 1,500 (June 15, July 15): the
+             regular income is 1,500 a month, monthly (the new payer's cadence, not the old weekly one)
 
 On main C_JOBCHANGE was flagged job_loss with "a regular income seems to have stopped", and C_SECOND had 30 days of
 income history (no income claim). Before branch jobchange2 C_JOBCHANGE's regular income read as none until the new
@@ -51,7 +53,7 @@ OLD_PAYDAYS = [d.replace(day=25) for d in MONTHS if CORE_START < d.replace(day=2
 ALL_PAYDAYS = [d.replace(day=25) for d in MONTHS if CORE_START < d.replace(day=25) <= END]
 NEW_PAYDAYS = [date(2026, 6, 20), date(2026, 7, 20)]
 NAMES = ("C_JOBCHANGE", "C_LOST", "C_ODDJOB", "C_SECOND", "C_MOVED_HERE", "C_SECOND_LOST", "C_ONEOFF", "C_ONEOFF_OLD",
-         "C_SMALLPAY")
+         "C_SMALLPAY", "C_WEEKLY")
 SECOND = ("C_SECOND", "C_MOVED_HERE", "C_SECOND_LOST")
 
 
@@ -68,6 +70,12 @@ def make_bank() -> LandingBank:
     bank.monthly("A_C_ONEOFF", [date(2026, 7, 10)], "2400.00", "salary", "ONEOFF-C_ONEOFF", "PAYMENT ONEOFF LTD")
     bank.monthly("A_C_ONEOFF_OLD", [date(2026, 6, 18)], "2400.00", "salary", "ONEOFF-C_ONEOFF_OLD",
                  "PAYMENT ONEOFF LTD")
+    # weekly wages until May 29, a monthly salary from a new employer since June 15
+    fridays = [CORE_START + timedelta(days=k) for k in range(0, 300, 7)]
+    bank.monthly("A_C_WEEKLY", [d for d in fridays if d <= date(2026, 5, 29)], "350.00", "salary",
+                 "WAGES-C_WEEKLY", "WEEKLY WAGES C_WEEKLY")
+    bank.monthly("A_C_WEEKLY", [date(2026, 6, 15), date(2026, 7, 15)], "1500.00", "salary", "EMP-NEW-C_WEEKLY",
+                 "SALARY EMP-NEW WEEKLY")
     # a payroll of 40 a payment, twice
     bank.monthly("A_C_SMALLPAY", [date(2026, 7, 3), date(2026, 7, 24)], "40.00", "salary", "SMALLCO-C_SMALLPAY",
                  "PAYROLL SMALLCO")
@@ -151,6 +159,10 @@ def test_a_job_changer_s_regular_income_is_the_new_salary(home) -> None:
     job = frame_row(panel.features, "C_JOBCHANGE")
     assert (job.has_regular_income, job.monthly_recurring_income, job.n_income_streams) == (1.0, 2550.0, 1.0)
     assert job.days_to_next_income == (date(2026, 8, 20) - END).days
+    # weekly wages replaced by a monthly salary: monthly now, at the salary's amount, due a month after the last
+    weekly = frame_row(panel.features, "C_WEEKLY")
+    assert (weekly.has_regular_income, weekly.monthly_recurring_income, weekly.is_income_stopped) == (1.0, 1500.0, 0.0)
+    assert weekly.days_to_next_income == (date(2026, 8, 15) - END).days
     lost = frame_row(panel.features, "C_LOST")
     assert (lost.has_regular_income, lost.monthly_recurring_income) == (0.0, 0.0)
     ctx = customers(*(context(panel, c, p_shortfall_30=0.55, p_shortfall_60=0.6) for c in NAMES))
