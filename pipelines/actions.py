@@ -60,11 +60,17 @@ CONTEXT_FIELDS: dict[str, str] = {
     "income_90": "income over the last 90 days",
     "monthly_recurring_income": "regular income per month",
     "monthly_recurring_outgoings": "regular payments per month",
+    "days_since_income": "days since the last income (a salary or benefit, or a recurring payment in) arrived on the "
+                         "customer's current accounts here (with none here, the external ones that make the cash "
+                         "position) in the last 90 days; unknown: none in 90 days",
     "history_days": "days of the customer's history the bank holds, up to D",
     "income_history_days": "days of history of the customer's newest source (core, open banking) or current "
                            "account, up to D",
+    "is_income_pending": "a regular income stopped and a new payer of its kind has paid once so far (a new job or a "
+                         "one-off payment: config/life_events.yaml income_replacement)",
     "is_income_known": "every source's and current account's history is long enough to have seen a monthly income as a recurring stream "
-                       "(income_history_days >= features.income_known_days): only then is a regular income, "
+                       "(income_history_days >= features.income_known_days) and no stopped income's replacement is "
+                       "pending (is_income_pending): only then is a regular income, "
                        "present, stopped, missing or small, a fact (has_regular_income and is_income_stopped are "
                        "false otherwise)",
     "n_outgoing_streams": "number of regular payments (direct debits, standing orders, subscriptions)",

@@ -127,11 +127,12 @@ def complete_context(context: pd.DataFrame, pol: dict[str, Any] | None = None) -
     # years of core history has only its own), else history_days (a context without either, made by hand, is taken
     # as long enough). Without it nothing is said of a regular income, present, stopped or missing: the flags that
     # say one arrives or stopped are false, and the rules that act on a missing or small one ask is_income_known
-    from pipelines.features import income_known_days
+    from pipelines.features import income_known_days, income_pending
     history = (ctx["income_history_days"] if "income_history_days" in ctx else ctx["history_days"]).astype("float64")
     if "income_history_days" in ctx:
         history = history.fillna(ctx["history_days"].astype("float64"))
-    known = (history.isna() | (history >= income_known_days())).to_numpy(bool)
+    # nor while a stopped income's replacement is pending (a new payer of its kind paid once: features.income_pending)
+    known = (history.isna() | (history >= income_known_days())).to_numpy(bool) & ~income_pending(ctx)
     ctx["is_income_known"] = known
     for name in ("has_regular_income", "is_income_stopped"):
         ctx[name] = ctx[name].to_numpy(bool) & known
@@ -227,7 +228,8 @@ FEATURE_FIELDS = ("balance_now", "balance_min_30", "n_days_negative_30", "n_days
                   "headroom_now", "share_gambling_90", "share_travel_90", "has_regular_income", "is_income_stopped",
                   "income_90", "monthly_recurring_income", "monthly_recurring_outgoings", "n_outgoing_streams",
                   "n_fees_90", "savings_balance", "income_regularity", "n_returned_payments", "n_arrears_fees",
-                  "n_missed_repayments", "history_days", "income_history_days")
+                  "n_missed_repayments", "history_days", "income_history_days", "is_income_pending",
+                  "days_since_income")
 HOLDING_FIELDS = ("has_current", "has_savings", "has_credit_card", "has_loan", "has_mortgage", "has_external_current",
                   "card_over_limit")
 

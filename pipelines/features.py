@@ -49,13 +49,25 @@ def income_unknown(frame: pd.DataFrame) -> np.ndarray:
     account (`income_history_days`, sql/features_income_history.sql; `history_days` where it is missing) is shorter
     than `income_known_days`, so nothing may be said of the customer's regular income: an open-banking account
     connected 40 days ago, or a current account opened here 30 days ago, may carry a salary that is not a stream
-    yet, however long the core history. Missing both: False."""
+    yet, however long the core history. Missing both: False. Nor while a stopped income's replacement is pending
+    (`income_pending`)."""
     def column(name: str) -> np.ndarray:
         return (pd.to_numeric(frame[name], errors="coerce").to_numpy(float) if name in frame
                 else np.full(len(frame), np.nan))
     shortest = column("income_history_days")
     history = np.where(np.isnan(shortest), column("history_days"), shortest)
-    return np.nan_to_num(history, nan=np.inf) < income_known_days()
+    return (np.nan_to_num(history, nan=np.inf) < income_known_days()) | income_pending(frame)
+
+
+def income_pending(frame: pd.DataFrame) -> np.ndarray:
+    """Per row of customer or life-event features: a regular income stopped and a new payer of its kind, of at least
+    its share of the old payment, has paid once so far (`is_income_pending`, sql/features_income_payers.sql;
+    config/life_events.yaml income_replacement): it may be a new employer's first salary or a one-off payment, so
+    nothing is said of the customer's regular income (`income_unknown`) until its second payment, or until it is
+    40 days old. Missing: False."""
+    if "is_income_pending" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    return pd.to_numeric(frame["is_income_pending"], errors="coerce").fillna(0).to_numpy(float) > 0
 
 
 def income_claims(cfg: dict | None = None) -> frozenset[str]:
@@ -224,6 +236,7 @@ def customer_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     customer and cut-off, every feature a float64 rounded to 6 decimals. The income inputs are made first
     (`income_inputs`): the life-event features read the same."""
     income_inputs(con)
+    con.execute(sql.text("stream_lifecycle"))   # continued_streams: a replaced income goes on under its new payer
     frame = sql.frame(con, "features_customer", order_by="customer_id, cutoff")
     frame["cutoff"] = pd.to_datetime(frame["cutoff"])
     return numeric(frame)

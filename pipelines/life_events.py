@@ -43,9 +43,10 @@ KEYS = ["customer_id", "cutoff"]
 GOLD_COLUMNS = ["customer_id", "event_type", "probability", "flagged", "threshold", "evidence", "model_version"]
 INFLOW_KEYWORD_SIGNALS = ("redundancy", "universal_credit", "child_benefit", "pension")
 # Columns of the life-event features that are no model's feature: `income_history_days` (the history of the
-# customer's newest source or current account, sql/features_income_history.sql) gates the income events
-# (`income_gated`); a model reading it would only learn how new the accounts are.
-GATE_FEATURES = ("income_history_days",)
+# customer's newest source or current account, sql/features_income_history.sql) and `is_income_pending` (a stopped
+# income a new payer of its kind may be replacing, paid once so far: sql/features_income_payers.sql) gate the income
+# events (`income_gated`); a model reading them would only learn how new the accounts are.
+GATE_FEATURES = ("income_history_days", "is_income_pending")
 # Evidence signals that read an income stream's start or end: an event citing one needs `needs_income_history`.
 INCOME_STREAM_SIGNALS = ("new_salary", "new_pension", "stopped_salary")
 
@@ -688,8 +689,9 @@ def evidence_postings(con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, day
               and not (r.is_own_transfer or (r.channel in ('transfer_in', 'transfer_out') and r.is_transfer_text))
         ),
         stopped_incomes as (
-            -- the income payers that stopped and were not replaced (sql/features_income_payers.sql)
-            select customer_id, stream_key, bool_or(is_stopped and not is_replaced) as is_stopped_income
+            -- the income payers that stopped and were not replaced nor pending (sql/features_income_payers.sql)
+            select customer_id, stream_key, bool_or(is_stopped and not is_replaced and not is_pending)
+                as is_stopped_income
             from le_income_payers
             group by all
         ),
@@ -777,14 +779,20 @@ def income_gated(features: pd.DataFrame, event: str, cfg: dict[str, Any]) -> np.
     account (`income_history_days`) is shorter than features.income_known_days (102)? Then it is not judged: a
     salary that seems to have stopped, or a salary or pension that seems new, may only have moved to an account
     opened or connected too lately to show it (docs/life_events.md, "Income events need the income's history").
-    The same test as every income claim of the product (features.income_unknown)."""
+    The same test as every income claim of the product (features.income_unknown), which also holds every income
+    event while a stopped income's replacement is pending (a new payer of its kind paid once: features.income_pending)."""
     if not cfg["events"][event].get("needs_income_history"):
         return np.zeros(len(features), dtype=bool)
     return feature_stage.income_unknown(features.reset_index(drop=True))
 
 
-def gate_note(history_days: float) -> str:
-    """The evidence note of an income event not judged for lack of history (`income_gated`)."""
+def gate_note(history_days: float, pending: bool = False) -> str:
+    """The evidence note of an income event not judged (`income_gated`): for lack of history, or while a stopped
+    income's replacement waits for the new payer's second payment (`pending`)."""
+    if pending and not (np.isfinite(history_days) and history_days < feature_stage.income_known_days()):
+        return ("not judged: the event is inferred from the customer's income, and a regular income that stopped may "
+                "have been replaced by a new payer of its kind that has paid once so far (one payment may be a bonus, "
+                "a refund or a one-off transfer): judged after its second payment, or when none comes")
     shown = "no" if not np.isfinite(history_days) else str(int(history_days))
     return (f"not judged: the event is inferred from the customer's income, and their newest account or data "
             f"source has {shown} days of history, fewer than the {feature_stage.income_known_days()} a regular "
@@ -839,13 +847,15 @@ def score_rows(model, con: duckdb.DuckDBPyConnection | None, features: pd.DataFr
         scored["flagged"] = np.asarray(scored["flagged"], dtype=bool) & ~gated
         history = (pd.to_numeric(features.loc[mask, "income_history_days"], errors="coerce").to_numpy(float)
                    if "income_history_days" in features else np.full(int(mask.sum()), np.nan))
+        pending = feature_stage.income_pending(features.loc[mask].reset_index(drop=True))
         names[event] = list(scored["columns"])
         width = scored["top_index"].shape[1]
         part = {"customer_id": ids, "event_type": event,
                 "probability": np.where(gated, np.nan, np.round(scored["probability"].astype(float), 6)),
                 "flagged": scored["flagged"],
                 "threshold": np.nan if info["threshold"] is None else float(info["threshold"]),
-                "gate_note": pd.Series([gate_note(h) if g else None for g, h in zip(gated, history)], dtype=object)}
+                "gate_note": pd.Series([gate_note(h, p) if g else None for g, h, p in zip(gated, history, pending)],
+                                       dtype=object)}
         for i in range(k):
             part[f"f{i}"] = scored["top_index"][:, i].astype(np.int32) + 1 if i < width else 0   # 1-based, 0: none
             part[f"v{i}"] = scored["top_value"][:, i] if i < width else np.nan

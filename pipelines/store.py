@@ -236,6 +236,7 @@ def variables(day: date, series_start: date, last_cutoff: date) -> dict[str, Any
         "stopped_silent_days": int(le["stopped_streams"]["silent_days"]),
         "replacement_overlap_days": int(le["income_replacement"]["overlap_days"]),
         "replacement_min_amount_ratio": float(le["income_replacement"]["min_amount_ratio"]),
+        "replacement_min_payments": int(le["income_replacement"]["min_payments"]),
         "outflow_months": outflow_months(),
         "last_year_days": calendar()["last_year_days"],
         "last_year_all_rows": calendar()["last_year_rows"] == "all",

@@ -5,7 +5,9 @@
 -- and own-transfer streams count as neither income nor outgoing streams. Arrears evidence (config/decisioning.yaml
 -- `arrears`, found when a posting arrives: day_rows.is_returned_payment, is_arrears_fee): payments returned unpaid and fees only a missed or returned payment triggers, on
 -- any of the customer's accounts, and overdue repayments of a loan or mortgage held here. A stopped income stream
--- that a new payer of its kind replaced (income_payers, sql/features_income_payers.sql) is no stopped income.
+-- that a new payer of its kind replaced (income_payers, sql/features_income_payers.sql) is no stopped income: it
+-- goes on under the new payer in the regular income (continued_streams); one whose replacement is pending (the new
+-- payer paid once) is neither stopped nor known (is_income_pending, features.income_unknown).
 with positions as (
     -- the cash position each cut-off saw over its 90 days. An account never reported before is rebuilt back from
     -- its first report only by a cut-off that has seen it; before that report (or with no report at all) its level
@@ -202,21 +204,98 @@ last_year as (
 ),
 
 replaced_payers as (
-    -- the income payers a new payer of their kind replaced (sql/features_income_payers.sql)
-    select cutoff, customer_id, stream_key
+    -- the income payers a new payer of their kind replaced, or would but for its second payment (pending)
+    -- (sql/features_income_payers.sql)
+    select cutoff, customer_id, stream_key, bool_or(is_replaced) as is_replaced, bool_or(is_pending) as is_pending,
+        arg_min(replaced_by, (replaced_by is null, kind)) as replaced_by,
+        arg_min(replaced_by_amount, (replaced_by is null, kind)) as replaced_by_amount,
+        arg_min(replaced_by_last_day, (replaced_by is null, kind)) as replaced_by_last_day,
+        arg_min(replaced_by_payments, (replaced_by is null, kind)) as replaced_by_payments,
+        arg_min(replaced_by_gap_days, (replaced_by is null, kind)) as replaced_by_gap_days
     from income_payers
     group by all
-    having bool_or(is_replaced)
+    having bool_or(is_replaced or is_pending)
+),
+
+income_pending as (
+    -- a stopped income whose replacement waits for the new payer's second payment: nothing is said of the income
+    select cutoff, customer_id, bool_or(is_pending) as is_income_pending
+    from income_payers
+    group by all
 ),
 
 streams_replaced as (
-    select recurring_streams.*, replaced_payers.stream_key is not null as is_replaced
+    select recurring_streams.cutoff, recurring_streams.customer_id, recurring_streams.direction,
+        recurring_streams.channel, recurring_streams.cadence_days, recurring_streams.regularity,
+        recurring_streams.amount, recurring_streams.n_occurrences, recurring_streams.lifecycle,
+        recurring_streams.next_expected_date, recurring_streams.is_own_transfer,
+        coalesce(replaced_payers.is_replaced, false) as is_replaced,
+        coalesce(replaced_payers.is_pending, false) as is_pending
     from recurring_streams
     left join replaced_payers
         on replaced_payers.cutoff = recurring_streams.cutoff
         and replaced_payers.customer_id = recurring_streams.customer_id
         and replaced_payers.stream_key = recurring_streams.stream_key
         and recurring_streams.direction = 'in'
+),
+
+continuing as (
+    -- a stopped income stream a new payer of its kind replaced, until the new payer is a recurring stream itself,
+    -- with the new payer's cadence: the one its mean gap between payments fits (as sql/features_recurring_streams.sql
+    -- classifies a stream's gaps; a weekly wage replaced by a monthly salary is monthly now); none fits: no
+    -- continued income (the old one is still no stopped income)
+    select streams.cutoff, streams.customer_id, replaced.replaced_by,
+        any_value(streams.channel) as channel,
+        arg_max(streams.regularity, streams.last_date) as regularity,
+        arg_max(streams.n_occurrences, streams.last_date) as old_occurrences,
+        any_value(replaced.replaced_by_amount) as amount,
+        any_value(replaced.replaced_by_last_day) as last_date,
+        any_value(replaced.replaced_by_payments) as new_payments,
+        any_value(replaced.replaced_by_gap_days) as gap_days
+    from recurring_streams as streams
+    join replaced_payers as replaced
+        on replaced.cutoff = streams.cutoff
+        and replaced.customer_id = streams.customer_id
+        and replaced.stream_key = streams.stream_key
+        and replaced.is_replaced
+    where streams.direction = 'in' and streams.lifecycle = 'stopped' and not streams.is_own_transfer
+        and streams.channel <> 'interest'
+        and not exists (
+            select 1 from recurring_streams as own
+            where own.cutoff = streams.cutoff and own.customer_id = streams.customer_id
+                and own.stream_key = replaced.replaced_by and own.direction = 'in' and own.lifecycle <> 'stopped')
+    group by streams.cutoff, streams.customer_id, replaced.replaced_by
+),
+
+continued_streams as (
+    -- the replaced income goes on under its new payer (a new employer's salary after the old one's is the customer's
+    -- regular income from its second payment): the new payer's typical payment at its cadence, the old stream's
+    -- regularity, the next date one cadence after the new payer's latest payment (the date rule of
+    -- sql/features_recurring_streams.sql), mature or early by the payments of both (sql/stream_lifecycle.sql)
+    select continuing.cutoff, continuing.customer_id, 'in' as direction, continuing.channel,
+        cadences.cadence_days, continuing.regularity, continuing.amount,
+        continuing.old_occurrences + continuing.new_payments as n_occurrences,
+        stream_lifecycle(continuing.cutoff, continuing.last_date, cadences.cadence, cadences.cadence_days,
+                         continuing.old_occurrences + continuing.new_payments) as lifecycle,
+        case
+            when cadences.cadence = 'monthly' then cast(continuing.last_date + interval 1 month as date)
+            when cadences.cadence = 'quarterly' then cast(continuing.last_date + interval 3 month as date)
+            when cadences.cadence = 'yearly' then cast(continuing.last_date + interval 1 year as date)
+            else cast(continuing.last_date + cadences.cadence_days as date)
+        end as next_expected_date,
+        false as is_own_transfer, false as is_replaced, false as is_pending
+    from continuing
+    join cadences
+        on abs(continuing.gap_days - cadences.cadence_days) <= cadences.tolerance
+        or (cadences.cadence = 'monthly' and continuing.gap_days between 28 and 31)
+    qualify row_number() over (partition by continuing.cutoff, continuing.customer_id, continuing.replaced_by
+                               order by cadences.priority) = 1
+),
+
+income_streams as (
+    select * from streams_replaced
+    union all by name
+    select * from continued_streams
 ),
 
 stream_features as (
@@ -232,12 +311,13 @@ stream_features as (
         coalesce(-sum(amount * 30.0 / cadence_days) filter (where direction = 'out' and lifecycle <> 'stopped'), 0)
             as monthly_recurring_outgoings,
         -- a stopped income that a new payer of its kind replaced (income_payers.is_replaced: a new employer's
-        -- salary after the old one's) did not stop
+        -- salary after the old one's) did not stop: it goes on in continued_streams; one whose replacement is
+        -- pending is not said to have stopped either (is_income_pending)
         coalesce(bool_or(direction = 'in' and lifecycle = 'stopped' and cadence_days <= 31
-            and n_occurrences >= 3 and not is_replaced), false) as is_income_stopped,
+            and n_occurrences >= 3 and not is_replaced and not is_pending), false) as is_income_stopped,
         min(greatest(next_expected_date - cutoff, 1)) filter (where direction = 'in' and lifecycle <> 'stopped')
             as days_to_next_income
-    from streams_replaced
+    from income_streams
     -- neither own-account transfers nor interest credited or charged on an account are an income or a payment
     where not is_own_transfer and channel <> 'interest'
     group by all
@@ -404,6 +484,8 @@ final as (
         coalesce(stream_features.income_regularity, 0) as income_regularity,
         coalesce(stream_features.has_regular_income, false) as has_regular_income,
         coalesce(stream_features.is_income_stopped, false) as is_income_stopped,
+        -- a stopped income a new payer may be replacing, paid once so far: no income claim (features.income_unknown)
+        coalesce(income_pending.is_income_pending, false) as is_income_pending,
         coalesce(stream_features.monthly_recurring_income, 0) as monthly_recurring_income,
         coalesce(stream_features.monthly_recurring_outgoings, 0) as monthly_recurring_outgoings,
         stream_features.days_to_next_income,
@@ -438,6 +520,7 @@ final as (
     left join typical_outflow using (cutoff, customer_id)
     left join last_year using (cutoff, customer_id)
     left join stream_features using (cutoff, customer_id)
+    left join income_pending using (cutoff, customer_id)
     left join limits using (cutoff, customer_id)
     left join holdings using (cutoff, customer_id)
     left join arrears_evidence using (cutoff, customer_id)

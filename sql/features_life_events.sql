@@ -123,6 +123,26 @@ new_inflow_windows as (
     where f.direction = 'in'
     group by c.cutoff, f.customer_id
 ),
+new_salary_payments as (
+    -- the typical (median) payment of each new salary payer first paid in the last 45 days that still pays (a
+    -- payment in the last `stopped_silent_days`, 40: one payment and nothing for 40 days is no job), up to the
+    -- cut-off; the largest of them per customer (the new_job rule's amount: a payroll payment of a few pounds is
+    -- no new job)
+    select cutoff, customer_id, max(payment) as new_salary_payment_45d
+    from (
+        select c.cutoff, f.customer_id, f.stream_key, median(i.amount_value / i.n) as payment,
+            max(i.booking_date) as last_date
+        from new_streams as f
+        join cutoffs as c on f.first_date <= c.cutoff and f.first_date > c.cutoff - 45
+        join inflows as i
+            on i.customer_id = f.customer_id and i.stream_key = f.stream_key and i.kind = f.kind
+            and i.booking_date <= c.cutoff and i.booking_date > c.cutoff - 45
+        where f.direction = 'in' and f.kind = 'salary'
+        group by all
+    )
+    where cutoff - last_date < getvariable('stopped_silent_days')
+    group by all
+),
 new_outflow_windows as (
     select c.cutoff, f.customer_id,
         count(*) filter (where f.kind = 'mortgage' and c.cutoff - f.first_date < 60) as n_new_dd_mortgage_60d,
@@ -148,7 +168,8 @@ stream_activity as (
 stopped_streams as (
     -- a regular stream (3+ occurrences) silent for the last 40 days (config/life_events.yaml stopped_streams):
     -- stopped; an income's the same way (income_payers, sql/features_income_payers.sql), unless a new payer of the
-    -- same kind replaced it (a new employer's salary after the old one's: no stopped salary)
+    -- same kind replaced it (a new employer's salary after the old one's: no stopped salary) or may be replacing it
+    -- (pending: one payment so far; the income events are not judged then, is_income_pending)
     select cutoff, customer_id, stream_key, kind, direction
     from stream_activity
     where n_occurrences >= getvariable('stopped_min_occurrences')
@@ -156,7 +177,10 @@ stopped_streams as (
     union all
     select cutoff, customer_id, stream_key, kind, 'in' as direction
     from income_payers
-    where is_stopped and not is_replaced
+    where is_stopped and not is_replaced and not is_pending
+),
+income_pending as (
+    select cutoff, customer_id, bool_or(is_pending) as is_income_pending from income_payers group by all
 ),
 stopped_windows as (
     select o.cutoff, o.customer_id,
@@ -236,11 +260,15 @@ spine as (
         -- customer_features.income_history_days): not a model feature, the gate of the income events
         -- (config/life_events.yaml `needs_income_history`: a salary that seems to stop, or to start, may only
         -- have moved to an account too new to show it)
-        c.cutoff - ih.first_day + 1 as income_history_days
+        c.cutoff - ih.first_day + 1 as income_history_days,
+        -- a stopped income a new payer may be replacing, paid once so far (sql/features_income_payers.sql
+        -- is_pending, as customer_features.is_income_pending): not a model feature, the income events' other gate
+        coalesce(ip.is_income_pending, false) as is_income_pending
     from customers_in as cu
     cross join cutoffs as c
     left join customer_home as h on h.customer_id = cu.customer_id
     left join income_history as ih on ih.customer_id = cu.customer_id and ih.cutoff = c.cutoff
+    left join income_pending as ip on ip.customer_id = cu.customer_id and ip.cutoff = c.cutoff
     where h.first_posting_date <= c.cutoff
 ),
 final as (
@@ -251,6 +279,7 @@ final as (
         spine.tenure_days,
         spine.history_days,
         spine.income_history_days,
+        spine.is_income_pending,
         coalesce(columns(sw.* exclude (cutoff, customer_id)), 0),
         coalesce(iw.n_salary_40d, 0) as n_salary_40d,
         coalesce(iw.n_salary_prev90, 0) as n_salary_prev90,
@@ -267,6 +296,7 @@ final as (
         coalesce(iw.amount_income_prev90, 0) as amount_income_prev90,
         ps.payday_shift_days,
         coalesce(ni.n_new_salary_payers_45d, 0) as n_new_salary_payers_45d,
+        coalesce(nsp.new_salary_payment_45d, 0) as new_salary_payment_45d,
         coalesce(ni.n_new_pension_payers_60d, 0) as n_new_pension_payers_60d,
         coalesce(ni.n_new_benefit_payers_60d, 0) as n_new_benefit_payers_60d,
         coalesce(no.n_new_dd_mortgage_60d, 0) as n_new_dd_mortgage_60d,
@@ -321,6 +351,7 @@ final as (
     left join inflow_windows as iw on iw.customer_id = spine.customer_id and iw.cutoff = spine.cutoff
     left join payday_shift as ps on ps.customer_id = spine.customer_id and ps.cutoff = spine.cutoff
     left join new_inflow_windows as ni on ni.customer_id = spine.customer_id and ni.cutoff = spine.cutoff
+    left join new_salary_payments as nsp on nsp.customer_id = spine.customer_id and nsp.cutoff = spine.cutoff
     left join new_outflow_windows as no on no.customer_id = spine.customer_id and no.cutoff = spine.cutoff
     left join stopped_windows as st on st.customer_id = spine.customer_id and st.cutoff = spine.cutoff
     left join spend_windows as sp on sp.customer_id = spine.customer_id and sp.cutoff = spine.cutoff

@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from pipelines import lake
+from pipelines import life_events as le
 from pipelines.config import Paths
 from tests.bank_settings import write_overlay
 
@@ -74,7 +75,7 @@ def test_a_180_day_bank_trains_with_its_rules_and_runs_its_night(bank180):
     exported(paths)
     rows = gold(paths, "life_events")
     assert len(rows) and rows["model_version"].str.fullmatch(r"rule:[a-z_]+:v\d+").all()
-    assert (rows["model_version"] == "rule:" + rows["event_type"] + ":v1").all()
+    assert (rows["model_version"] == "rule:" + rows["event_type"] + f":v{le.settings()['version']}").all()
     assert rows["probability"].isna().all()                       # never 0.00 for everyone: no probability
     evidence = rows["evidence"].map(json.loads)
     assert (evidence.map(lambda e: e["method"]) == "rule").all()

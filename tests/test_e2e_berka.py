@@ -8,6 +8,7 @@ from datetime import date
 
 import pytest
 
+from pipelines import life_events as le
 from pipelines.sources.berka import import_berka_command
 from pipelines.stages import load_history, run_night, train
 from pipelines.warehouse import connect as connect_warehouse
@@ -85,7 +86,8 @@ def test_the_berka_night_trains_decides_exports_and_reports(berka_lake):
     n_forecast = con.execute(f"select count(distinct customer_id) from cash_forecast where as_of = '{d}'").fetchall()
     assert n_forecast[0][0] > 1000
     life_rows = con.execute(f"""select count(*), count(probability), count(*) filter (where model_version <>
-                                'rule:' || event_type || ':v1') from life_events where as_of = '{d}'""").fetchall()
+                                'rule:' || event_type || ':v{le.settings()["version"]}') from life_events
+                                where as_of = '{d}'""").fetchall()
     assert life_rows[0][0] > 0 and life_rows[0][1:] == (0, 0)
     assert night["validate_decisions"]["validation"]["passed"]
     n_actions = con.execute(f"select count(*) from next_best_actions where as_of = '{d}'").fetchall()[0][0]

@@ -66,7 +66,7 @@ def test_trained_and_promoted(bank):
     assert set(trained["on_rule"]) | set(trained["on_model"]) == set(le.event_types())
     for event, decision in trained["decisions"].items():
         assert decision["reason"]
-        expected = trained["version"] if decision["method"] == "model" else f"rule:{event}:v1"
+        expected = trained["version"] if decision["method"] == "model" else f"rule:{event}:v{le.settings()['version']}"
         assert decision["model_version"] == expected
         assert all(m["row_model_versions"][event] == expected for m in first.values()
                    if event in m["row_model_versions"])
@@ -283,7 +283,8 @@ def test_each_model_reads_its_own_signals_and_rule_and_no_other_events_rule():
                                                 "n_foreign_ccy_14d", "n_airline_30d", "n_new_salary_payers_45d",
                                                 "salary_stopped", "n_redundancy_60d", "n_removals_30d",
                                                 "n_tenancy_deposit_30d", "n_surveyor_90d", "n_solicitor_90d",
-                                                "n_bridal_90d", "n_new_pension_payers_60d", "n_caterer_90d"]}})
+                                                "n_bridal_90d", "n_new_pension_payers_60d", "n_caterer_90d",
+                                                "new_salary_payment_45d"]}})
     frame = le.add_rule_features(frame, cfg)
     assert {f"rule_{e}" for e in cfg["events"]} <= set(frame.columns)
     columns = [c for c in frame.columns if c not in le.KEYS]

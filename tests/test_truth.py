@@ -159,6 +159,38 @@ def test_salary_switch_help_does_not_claim_an_income_elsewhere():
     assert text == "you have a current account at another bank and no regular income arrives in your account here"
 
 
+ELSEWHERE = "you have a current account at another bank and no regular income arrives in your account here"
+
+
+@pytest.mark.parametrize("case,said", [
+    # a regular income arrives here: never, whatever else holds
+    ({"has_regular_income": True, "has_external_current": True, "is_new_job": True}, None),
+    # no income here in the last 90 days (unknown) or for 40 days or more, an account elsewhere: the first variant
+    ({"has_external_current": True, "days_since_income": np.nan}, ELSEWHERE),
+    ({"has_external_current": True, "days_since_income": 40.0}, ELSEWHERE),
+    # a new job flagged, no account elsewhere: the new job alone ("no regular income arrives here" is not said)
+    ({"is_new_job": True, "days_since_income": np.nan}, "you may be starting a new job"),
+    # an income arrived here 39 days ago, or a new salary paid here twice (no stream yet): there is nothing to
+    # switch, and "no regular income arrives in your account here" would not be true
+    ({"has_external_current": True, "days_since_income": 39.0}, None),
+    ({"has_external_current": True, "is_new_job": True, "days_since_income": 11.0}, None),
+    # a stopped salary whose new payer has paid once (a new job or a one-off): the income is not known
+    ({"has_external_current": True, "days_since_income": 70.0, "is_income_pending": 1.0}, None),
+    # no account elsewhere and no new job: nothing to move
+    ({"days_since_income": np.nan}, None),
+])
+def test_salary_switch_help_is_said_only_when_no_income_arrives_here(case, said):
+    """salary_switch_help's reasons ("... no regular income arrives in your account here") only for a customer whose
+    current account here has had no income for 40 days, whose income is known, with an account elsewhere or a new
+    job; never to a customer whose salary arrives here (docs/decisioning.md, "The catalogue")."""
+    ctx = customers({"has_regular_income": False, "monthly_recurring_income": 0.0} | case)
+    decisions = run(ctx, top_k=30)
+    if said is None:
+        assert "salary_switch_help" not in set(decisions.next_best_actions["action_id"].astype(str))
+    else:
+        assert reasons_of(decisions, "C0000", "salary_switch_help") == said
+
+
 def test_large_bill_threshold_is_said_to_the_penny():
     sub = pd.DataFrame({"p_large_expense": [0.62], "large_expense_threshold": [612.6],
                         "large_expense_horizon": [30.0], "large_expense_date": [None],
