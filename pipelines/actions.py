@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipelines.config import CONFIG_DIR
+from pipelines.config import CONFIG_DIR, parse_yaml
 from pipelines.errors import SegoneError
 
 CLASSES = ("protective", "service", "commercial")
@@ -190,7 +190,7 @@ def load_catalogue(path: str | Path | None = None, data: dict | None = None) -> 
     if data is None:
         path = Path(path) if path else CONFIG_DIR / "actions.yaml"
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            data = parse_yaml(Path(path).read_text(encoding="utf-8"))
         except yaml.YAMLError as error:
             raise CatalogueError(f"{path}: not valid YAML ({error})") from error
     return validate_catalogue(data)

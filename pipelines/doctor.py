@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Callable
 
-from pipelines.config import CONFIG_DIR, Paths, settings
+from pipelines.config import CONFIG_DIR, Paths, parse_yaml, settings
 from pipelines.errors import SegoneError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -36,7 +36,7 @@ def _config_checks() -> list[Check]:
     out = []
     for path in sorted(CONFIG_DIR.glob("*.yaml")):
         try:
-            yaml.safe_load(path.read_text(encoding="utf-8"))
+            parse_yaml(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as error:
             out.append(Check(f"config {path.name}", FAIL, f"does not parse: {str(error).splitlines()[0]}"))
     loaders: list[tuple[str, Callable[[], object]]] = [

@@ -57,7 +57,7 @@ def airflow_db() -> Path:
 SLOW_FILES_FIRST = ("test_e2e.py", "test_forecast.py", "test_scheduler.py", "test_crash.py", "test_e2e_berka.py",
                     "test_feature_store.py", "test_features.py", "test_day_one.py", "test_bench.py",
                     "test_life_events.py", "test_messages_accuracy.py", "test_decide.py", "test_closed_loop.py",
-                    "test_publish.py", "test_event_forecast.py")
+                    "test_publish.py", "test_event_forecast.py", "test_openbanking_fast.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import lake
-from pipelines.config import Paths, load_config
+from pipelines.config import Paths, load_config, parse_yaml
 from pipelines.errors import SegoneError
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _caller_overlay() -> dict[str, Any]:
     if not caller:
         return {}
     load_config("segone")
-    return yaml.safe_load(Path(caller).read_text(encoding="utf-8")) or {}
+    return parse_yaml(Path(caller).read_text(encoding="utf-8")) or {}
 
 
 def _home_overlay(paths: Paths, changes: dict[str, Any], customers: int, workers: int,
