@@ -64,12 +64,18 @@ def both_ways(tmp_path: Path, envelopes: list[Any]) -> tuple[Any, Any]:
     return python, columnar
 
 
+def screened_each(envelopes: list[Any]) -> list[bool]:
+    """Per envelope, whether the screen lets its transactions through the columnar path (one screen of them all,
+    as the ingest runs it on a batch)."""
+    data = [e if isinstance(e, bytes) else json.dumps(e).encode() for e in envelopes]
+    ascii_ = [(i, d) for i, d in enumerate(data) if openbanking_fast.plain_ascii(d)]
+    passed = openbanking_fast.screen_transactions(ascii_, max_amount("transactions"))[1] if ascii_ else {}
+    return [i in passed for i in range(len(data))]
+
+
 def screened(envelope: Any) -> bool:
     """Whether the screen lets the envelope's transactions through the columnar path."""
-    data = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
-    if not openbanking_fast.plain_ascii(data):
-        return False
-    return 0 in openbanking_fast.screen_transactions([(0, data)], max_amount("transactions"))[1]
+    return screened_each([envelope])[0]
 
 
 @pytest.mark.parametrize("version", ["3.1", "4.0"])
@@ -234,7 +240,7 @@ def test_random_mutations_give_the_readers_output(seed: int, tmp_path: Path) -> 
         envelopes.append(env)
     python, columnar = both_ways(tmp_path, envelopes)
     assert len(python.tables["ob_transactions"]) > 0
-    through = sum(screened(env) for env in envelopes)
+    through = sum(screened_each(envelopes))
     assert 0 < through < len(envelopes)  # both paths were taken
 
 
