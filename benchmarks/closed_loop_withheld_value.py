@@ -13,7 +13,12 @@ the catalogue, with `pipelines.policy.judged` (the arrays `evaluate` judges on),
   catalogue elsewhere (the Safe Policy Improvement idea: follow the model only where it is sure);
 - the decisions where the two policies' greedy actions differ, grouped by (catalogue's pick, challenger's pick),
   with the realised paired term and the model's expected gain;
-- per action, the realised value of accepted recommendations (gold realised_value, matured, after the launch night).
+- per action, the realised value of accepted recommendations (gold realised_value, matured, after the launch night);
+- per action in WITHOUT_SELECTION, a comparison without the acceptance's selection: the customer's next 7 days
+  (fees and interest, and 4 pounds a day short, from gold customer_outcomes) against their own last 28 days, for
+  every slot decision where the action was a candidate, sent or not, accepted or not; the sent and the not-sent
+  means Hajek-weighted by the inverse of the exact probability of what the log did; a 95% interval from 400
+  bootstrap resamples of customers.
 """
 from __future__ import annotations
 
@@ -37,6 +42,56 @@ def clustered(x: np.ndarray, groups: np.ndarray) -> tuple[float, float, float]:
     g = len(sums)
     se = math.sqrt(g / (g - 1) * np.sum(sums ** 2)) / len(x)
     return x.mean(), x.mean() - 1.96 * se, x.mean() + 1.96 * se
+
+
+WITHOUT_SELECTION = ("bill_reminder", "subscription_review", "savings_plan")
+
+
+def sent_against_not_sent(paths: Paths, action: str, seed: int = 0) -> str:
+    bandit_log = lake.scan_sql(paths, "gold", "bandit_log")
+    outcomes = lake.scan_sql(paths, "gold", "customer_outcomes")
+    frame = duckdb.sql(f"""
+        with outcome_days as (select customer_id, cast(as_of as date) as as_of, fees_and_interest, shortfall_days
+                             from {outcomes}),
+        limits as (select max(as_of) as last_outcome from outcome_days),
+        decisions as (
+            select customer_id, cast(as_of as date) as as_of, slot, action_id, epsilon, n_candidates,
+                   candidates[1] = '{action}' as greedy
+            from {bandit_log}, limits
+            where list_contains(candidates, '{action}')
+              and cast(as_of as date) > (select min(cast(as_of as date)) from {bandit_log})
+              and cast(as_of as date) + 7 <= last_outcome),
+        days as (
+            select d.customer_id, d.as_of, d.slot,
+                   sum(-o.fees_and_interest - 4 * o.shortfall_days) filter (where o.as_of > d.as_of) as next_7,
+                   sum(-o.fees_and_interest - 4 * o.shortfall_days) filter (where o.as_of <= d.as_of) / 28 * 7
+                       as usual_7
+            from decisions as d join outcome_days as o
+              on o.customer_id = d.customer_id and o.as_of between d.as_of - 27 and d.as_of + 7
+            group by all),
+        final as (select decisions.*, next_7 - usual_7 as outcome from decisions join days using (customer_id, as_of, slot))
+        select * from final""").df()
+    if not len(frame):
+        return f"{action}: no decision with it as a candidate"
+    eps, m = frame["epsilon"].to_numpy(float), frame["n_candidates"].to_numpy(float)
+    p_send = np.where(frame["greedy"], 1 - eps, 0.0) + eps / m
+    sent = (frame["action_id"] == action).to_numpy()
+    weight = np.where(sent, 1 / p_send, 1 / (1 - p_send))
+    y = frame["outcome"].to_numpy(float)
+    _, index = np.unique(frame["customer_id"].to_numpy(), return_inverse=True)
+
+    def difference(w: np.ndarray) -> tuple[float, float, float]:
+        a = np.sum(w[sent] * y[sent]) / np.sum(w[sent])
+        b = np.sum(w[~sent] * y[~sent]) / np.sum(w[~sent])
+        return a - b, a, b
+
+    rng = np.random.default_rng(seed)
+    boots = [difference(weight * np.bincount(rng.integers(0, index.max() + 1, index.max() + 1),
+                                             minlength=index.max() + 1)[index])[0] for _ in range(400)]
+    low, high = np.nanpercentile(boots, [2.5, 97.5])
+    d, a, b = difference(weight)
+    return (f"{action}: {len(frame)} decisions ({sent.sum()} sent); sent minus not sent, next 7 days against the "
+            f"usual 7: {d:+.3f} [{low:+.3f}, {high:+.3f}] pounds (sent {a:+.3f}, not sent {b:+.3f})")
 
 
 def main() -> None:
@@ -74,6 +129,8 @@ def main() -> None:
                    round(median(value) filter (where accepted), 2) as median_value_accepted
             from matured group by action_id having sum(accepted::int) >= 5)
         select * from final order by action_id""").df().to_string(index=False))
+    for action in WITHOUT_SELECTION:
+        print(sent_against_not_sent(paths, action))
 
 
 if __name__ == "__main__":
