@@ -44,6 +44,7 @@ import duckdb
 import pyarrow as pa
 
 from pipelines.contract import openbanking_lengths
+from pipelines.ingest.core import quote_literal
 
 # printable ASCII and the line breaks JSON allows between tokens (a raw one inside a string is not valid JSON, so
 # the Python parse refuses such a file whole before the columnar rows could be used)
@@ -64,16 +65,12 @@ def plain_ascii(data: bytes) -> bool:
     return not data.translate(None, _ALLOWED_BYTES) and _BACKSLASH not in data
 
 
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _sql_list(values: Any) -> str:
-    return "[" + ", ".join(_sql_text(v) for v in values) + "]"
+    return "[" + ", ".join(quote_literal(v) for v in values) + "]"
 
 
 def _schema(keys: Any) -> str:
-    return _sql_text(json.dumps({key: "JSON" for key in keys}))
+    return quote_literal(json.dumps({key: "JSON" for key in keys}))
 
 
 def _id_part_sql(expression: str) -> str:
@@ -132,7 +129,7 @@ def _build_sql(bound: Decimal) -> str:
         currency, amount = f"ob_text({parts}.Currency)", f"ob_text({parts}.Amount)"
         return (f"(ob_is_object({value}) and ob_is_text({parts}.Currency) "
                 f"and regexp_full_match({currency}, '[A-Z]{{3}}') "
-                f"and {currency} not in ({', '.join(_sql_text(c) for c in sorted(MINOR_UNITS))}) "
+                f"and {currency} not in ({', '.join(quote_literal(c) for c in sorted(MINOR_UNITS))}) "
                 f"and ob_is_text({parts}.Amount) "
                 f"and regexp_full_match({amount}, '[0-9]{{1,13}}(\\.[0-9]{{1,2}}0{{0,3}})?') "
                 f"and try_cast({amount} as decimal(18, 2)) <= {bound})")
@@ -158,9 +155,9 @@ def _build_sql(bound: Decimal) -> str:
                 f"then -1 else 1 end) * (try_cast(substr({text}, 21, 2) as integer) * interval 1 hour "
                 f"+ try_cast(substr({text}, 24, 2) as integer) * interval 1 minute))")
 
-    v3 = ", ".join(_sql_text(c) for c, (_, version) in TRANSACTION_STATUS.items() if version == "3.1")
-    v4 = ", ".join(_sql_text(c) for c, (_, version) in TRANSACTION_STATUS.items() if version == "4.0")
-    status_map = " ".join(f"when {_sql_text(code)} then {_sql_text(value)}"
+    v3 = ", ".join(quote_literal(c) for c, (_, version) in TRANSACTION_STATUS.items() if version == "3.1")
+    v4 = ", ".join(quote_literal(c) for c, (_, version) in TRANSACTION_STATUS.items() if version == "4.0")
+    status_map = " ".join(f"when {quote_literal(code)} then {quote_literal(value)}"
                           for code, (value, _) in TRANSACTION_STATUS.items())
     status = "ob_text(r.Status)"
     record_ok = " and ".join([
@@ -216,7 +213,7 @@ with resources as (
     having bool_and(coalesce(p.page_ok and (ob_absent(p.records) or left(p.records, 1) = '['), false))
 ), records as (
     select file_pos, 0 as page_no, unnest(range(len(items))) as record_no, unnest(items) as record
-    from (select file_pos, json_transform(content, {_sql_text(json.dumps({"transactions": {"Data": {"Transaction": ["JSON"]}}}))})
+    from (select file_pos, json_transform(content, {quote_literal(json.dumps({"transactions": {"Data": {"Transaction": ["JSON"]}}}))})
                                .transactions.Data.Transaction as items
           from resources where file_pos in (select file_pos from single where page_ok and has_records))
     union all
