@@ -270,19 +270,14 @@ continuing as (
 continued_streams as (
     -- the replaced income goes on under its new payer (a new employer's salary after the old one's is the customer's
     -- regular income from its second payment): the new payer's typical payment at its cadence, the old stream's
-    -- regularity, the next date one cadence after the new payer's latest payment (the date rule of
-    -- sql/features_recurring_streams.sql), mature or early by the payments of both (sql/stream_lifecycle.sql)
+    -- regularity, the next date one cadence after the new payer's latest payment (stream_next_date,
+    -- sql/stream_lifecycle.sql), mature or early by the payments of both (sql/stream_lifecycle.sql)
     select continuing.cutoff, continuing.customer_id, 'in' as direction, continuing.channel,
         cadences.cadence_days, continuing.regularity, continuing.amount,
         continuing.old_occurrences + continuing.new_payments as n_occurrences,
         stream_lifecycle(continuing.cutoff, continuing.last_date, cadences.cadence, cadences.cadence_days,
                          continuing.old_occurrences + continuing.new_payments) as lifecycle,
-        case
-            when cadences.cadence = 'monthly' then cast(continuing.last_date + interval 1 month as date)
-            when cadences.cadence = 'quarterly' then cast(continuing.last_date + interval 3 month as date)
-            when cadences.cadence = 'yearly' then cast(continuing.last_date + interval 1 year as date)
-            else cast(continuing.last_date + cadences.cadence_days as date)
-        end as next_expected_date,
+        stream_next_date(continuing.last_date, cadences.cadence, cadences.cadence_days) as next_expected_date,
         false as is_own_transfer, false as is_replaced, false as is_pending
     from continuing
     join cadences

@@ -121,12 +121,7 @@ final as (
         round(coalesce(amount_cv, 0), 3) as amount_cv,
         first_date,
         last_date,
-        case
-            when cadence = 'monthly' then cast(last_date + interval 1 month as date)
-            when cadence = 'quarterly' then cast(last_date + interval 3 month as date)
-            when cadence = 'yearly' then cast(last_date + interval 1 year as date)
-            else cast(last_date + cadence_days as date)
-        end as next_expected_date,
+        stream_next_date(last_date, cadence, cadence_days) as next_expected_date,
         stream_lifecycle(cutoff, last_date, cadence, cadence_days, n_occurrences) as lifecycle,
         is_own_transfer,
         on_cash_position,
